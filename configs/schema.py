@@ -1,0 +1,163 @@
+"""Typed, frozen configuration: one dataclass per concern, every setting declared exactly once.
+
+Symbols follow DESIGN.md: d model width, n layers, h attention heads, w MLP hidden width,
+v vocabulary, s sequence length, b batch size (sequences per step).
+
+Configs are frozen (hashable: usable as jit static arguments and cache keys) and validate
+themselves in `__post_init__`, raising `UserError` with a message that names the bad field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from configs.errors import UserError
+
+SCHEMA_VERSION = 1
+
+Norm = Literal["rmsnorm", "layernorm"]
+Activation = Literal["gelu", "relu", "swiglu"]
+Attention = Literal["auto", "xla", "cudnn"]
+DType = Literal["float32", "bfloat16", "float16"]
+Schedule = Literal["cosine", "wsd", "constant"]
+
+
+def _where(obj: Any, name: str) -> str:
+    """How a field is spelled on the command line: `model.d`, `train.lr`, `data.corpus`."""
+    section = type(obj).__name__.removesuffix("Config").lower()
+    return f"{section}.{name}"
+
+
+def _positive(obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value is not None and not value > 0:
+            raise UserError(f"{_where(obj, name)}={value!r} must be positive")
+
+
+def _in_unit_interval(obj: Any, *names: str, closed: bool = True) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        ok = 0.0 <= value <= 1.0 if closed else 0.0 <= value < 1.0
+        if not ok:
+            raise UserError(f"{_where(obj, name)}={value!r} must lie in [0, 1{']' if closed else ')'}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A decoder-only transformer: pre-norm blocks, RoPE positions, causal self-attention, MLP."""
+
+    v: int = 256  # vocabulary
+    d: int = 64  # model width
+    n: int = 2  # layers
+    h: int = 4  # attention heads
+    w: int = 256  # MLP hidden width
+    s: int = 64  # context (sequence) length
+    norm: Norm = "rmsnorm"
+    activation: Activation = "gelu"
+    tied_embeddings: bool = True
+    dtype: DType = "float32"  # compute dtype
+    param_dtype: DType = "float32"  # master weights
+    attention: Attention = "auto"  # "auto": cuDNN fused attention on GPU in half precision, else XLA
+
+    def __post_init__(self) -> None:
+        _positive(self, "v", "d", "n", "h", "w", "s")
+        if self.d % self.h:
+            raise UserError(f"model.d={self.d} is not divisible by model.h={self.h}")
+        if self.head_dim % 2:
+            raise UserError(f"head size d/h = {self.head_dim} must be even (rotary embeddings rotate pairs)")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d // self.h
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """AdamW training: batch, length (steps or a token budget), schedule, evaluation, checkpoints."""
+
+    batch_size: int = 16
+    steps: int | None = 300  # set exactly one of steps and tokens
+    tokens: int | None = None  # token budget; steps = ceil(tokens / (batch_size * s))
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1  # final learning rate of cosine and wsd, as a fraction of lr
+    warmup_steps: int = 30
+    schedule: Schedule = "cosine"
+    cooldown_fraction: float = 0.2  # wsd: fraction of steps spent decaying at the end
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # global norm; 0 disables
+    seed: int = 0
+    eval_every: int = 100  # 0: evaluate only at the end
+    eval_batches: int = 8
+    checkpoint_every: int = 100  # 0: checkpoint only at the end
+    log_every: int = 10  # steps between host syncs; every step's loss is logged
+
+    def __post_init__(self) -> None:
+        if (self.steps is None) == (self.tokens is None):
+            raise UserError(
+                f"set exactly one of train.steps and train.tokens (got steps={self.steps}, "
+                f"tokens={self.tokens}); to use a token budget add --set train.steps=None"
+            )
+        _positive(self, "batch_size", "steps", "tokens", "lr", "eval_batches", "log_every")
+        for name in ("warmup_steps", "eval_every", "checkpoint_every", "weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise UserError(f"train.{name}={getattr(self, name)!r} must not be negative")
+        _in_unit_interval(self, "min_lr_ratio", "cooldown_fraction")
+        _in_unit_interval(self, "beta1", "beta2", closed=False)
+
+    def total_steps(self, seq_len: int) -> int:
+        """Steps of the run: given directly, or the steps a token budget buys at this batch shape."""
+        if self.steps is not None:
+            return self.steps
+        return math.ceil(self.tokens / (self.batch_size * seq_len))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where tokens come from: the embedded stdlib corpus, a text file or folder, or a token file."""
+
+    corpus: str = "stdlib"  # "stdlib", or a path: .txt file, folder of text files, .npy or .bin tokens
+    val_fraction: float = 0.05  # share of files (text) or of tokens (token file) held out
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.val_fraction < 0.5:
+            raise UserError(f"data.val_fraction={self.val_fraction!r} must lie in (0, 0.5)")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a training run needs; its JSON form in a run folder reproduces the run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    @property
+    def total_steps(self) -> int:
+        return self.train.total_steps(self.model.s)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
+        """Rebuild from `to_dict` output; unknown keys are errors, missing keys take defaults."""
+        sections = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = set(raw) - set(sections)
+        if unknown:
+            raise UserError(f"unknown config sections {sorted(unknown)}; known: {sorted(sections)}")
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            section_cls = f.default_factory
+            values = raw.get(f.name, {})
+            names = {g.name for g in dataclasses.fields(section_cls)}
+            bad = set(values) - names
+            if bad:
+                raise UserError(f"unknown keys in config section {f.name!r}: {sorted(bad)}")
+            kwargs[f.name] = section_cls(**values)
+        return cls(**kwargs)

@@ -1,0 +1,92 @@
+"""The `smallest-loss` command: parses arguments and calls library functions, nothing more.
+
+Every mistake a user can make surfaces as one line on stderr and a non-zero exit (UserError).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from configs.errors import UserError
+from configs.models import PRESETS, get_preset
+from configs.overrides import apply_overrides
+from configs.schema import RunConfig
+
+
+def resolve_config(preset: str, assignments: Sequence[str]) -> RunConfig:
+    """A preset with `--set` overrides applied (validated against field types)."""
+    return apply_overrides(get_preset(preset), assignments)
+
+
+def _add_config_args(parser: argparse.ArgumentParser, default_preset: str = "tiny") -> None:
+    parser.add_argument("--preset", default=default_preset, help=f"one of: {', '.join(PRESETS)}")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+        help="override a config field, e.g. --set model.d=256 --set train.lr=1e-3 (repeatable)",
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from model.train import RunDiverged, train
+
+    if args.resume:
+        if args.overrides or args.out:
+            raise UserError("--resume continues a run as it was configured; drop --set and --out")
+        out, config = args.resume, None
+    else:
+        config = resolve_config(args.preset, args.overrides)
+        out = args.out or f"runs/{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        summary = train(config, out, resume=bool(args.resume), progress=not args.quiet)
+    except RunDiverged as err:
+        print(f"run diverged: {err}\nmetrics kept in {out}/metrics.jsonl (summary.json says 'diverged')",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; every finished step is saved. Continue with: smallest-loss train --resume {out}",
+              file=sys.stderr)
+        return 130
+    print(f"run folder: {out}")
+    print(f"status: {summary['status']}  steps: {summary['steps']}  tokens: {summary['tokens']:,}  "
+          f"params: {summary['params']:,}  wall: {summary['wall_seconds']:.1f}s")
+    print(f"final eval loss: {summary['final_eval_loss']:.4f} nats/token  "
+          f"(unigram entropy of the validation split: {summary['val_unigram_entropy']:.4f})")
+    return 0
+
+
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train one model on the embedded corpus or your own")
+    _add_config_args(p)
+    p.add_argument("--out", help="run folder (default runs/PRESET-TIMESTAMP)")
+    p.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [_train_parser]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smallest-loss", description="What is the smallest loss your budget can buy? Measured answers."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in PARSERS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

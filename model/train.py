@@ -1,0 +1,264 @@
+"""The training step (a pure function of state, jitted once with donated state) and the training loop.
+
+The model is split once into a graph definition and a parameter state; the step merges them inside the
+jitted function, so no Python object-graph walking happens per step (STYLE.md pattern 4).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+from tqdm.auto import tqdm
+
+from configs.errors import UserError
+from configs.schema import ModelConfig, RunConfig, TrainConfig
+from model.data import Corpus, batch, check_fits, load_corpus, unigram_entropy
+from model.runs import RunDir
+from model.transformer import Transformer, count_params
+
+State = dict[str, Any]  # {"params": nnx.State, "opt_state": optax state, "step": int32 scalar}
+
+
+def make_schedule(cfg: TrainConfig, total_steps: int) -> optax.Schedule:
+    """Linear warmup, then cosine decay, warmup-stable-decay (Hagele et al., 2024), or constant."""
+    warmup = min(cfg.warmup_steps, total_steps)
+    low = cfg.lr * cfg.min_lr_ratio
+    rest = max(total_steps - warmup, 1)
+    if cfg.schedule == "cosine":
+        after = optax.cosine_decay_schedule(cfg.lr, rest, alpha=cfg.min_lr_ratio)
+    elif cfg.schedule == "wsd":
+        cool = max(round(cfg.cooldown_fraction * total_steps), 1) if cfg.cooldown_fraction > 0 else 0
+        stable = max(rest - cool, 0)
+        after = optax.join_schedules(
+            [optax.constant_schedule(cfg.lr), optax.linear_schedule(cfg.lr, low, max(cool, 1))], [stable]
+        )
+    else:
+        after = optax.constant_schedule(cfg.lr)
+    if warmup == 0:
+        return after
+    return optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, warmup), after], [warmup])
+
+
+def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+    """AdamW with global-norm clipping; weight decay on matrices only (not norms' scales and biases)."""
+    adamw = optax.adamw(
+        make_schedule(cfg, total_steps), b1=cfg.beta1, b2=cfg.beta2, weight_decay=cfg.weight_decay,
+        mask=lambda params: jax.tree.map(lambda p: p.ndim >= 2, params),
+    )
+    if cfg.grad_clip > 0:
+        return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adamw)
+    return adamw
+
+
+def init_state(
+    model_cfg: ModelConfig, optimizer: optax.GradientTransformation, seed: int
+) -> tuple[nnx.GraphDef, State]:
+    """Build the model, split it once, and return its graph definition and the training state."""
+    graphdef, params = nnx.split(Transformer(model_cfg, nnx.Rngs(seed)), nnx.Param)
+    state = dict(params=params, opt_state=optimizer.init(params), step=jnp.zeros((), jnp.int32))
+    return graphdef, state
+
+
+def loss_fn(params: nnx.State, graphdef: nnx.GraphDef, tokens_BxL1: jax.Array) -> jax.Array:
+    """Mean next-token cross-entropy (nats) of a batch of windows of s+1 tokens."""
+    logits_BxLxV = nnx.merge(graphdef, params)(tokens_BxL1[:, :-1])
+    return optax.softmax_cross_entropy_with_integer_labels(logits_BxLxV, tokens_BxL1[:, 1:]).mean()
+
+
+def make_step_fn(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation) -> Callable:
+    """The pure training step: (state, tokens) -> (new state, metrics). Not yet jitted."""
+
+    def step(state: State, tokens_BxL1: jax.Array) -> tuple[State, dict[str, jax.Array]]:
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"], graphdef, tokens_BxL1)
+        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        new = dict(params=params, opt_state=opt_state, step=state["step"] + 1)
+        return new, dict(loss=loss, grad_norm=optax.global_norm(grads))
+
+    return step
+
+
+def jit_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation) -> Callable:
+    """The training step, jitted once, with the state donated (updated in place on device)."""
+    return jax.jit(make_step_fn(graphdef, optimizer), donate_argnums=0)
+
+
+def make_eval_fn(graphdef: nnx.GraphDef) -> Callable:
+    return jax.jit(lambda params, tokens: loss_fn(params, graphdef, tokens))
+
+
+def evaluate(eval_fn: Callable, params: nnx.State, corpus: Corpus, cfg: RunConfig) -> float:
+    """Mean loss over a fixed set of validation batches (the same batches at every evaluation)."""
+    losses = [
+        eval_fn(params, batch(corpus.val, cfg.train.seed + 7919, k, cfg.train.batch_size, cfg.model.s))
+        for k in range(cfg.train.eval_batches)
+    ]
+    return float(np.mean(jax.device_get(losses)))
+
+
+class RunDiverged(UserError):
+    """The loss became NaN or infinite; the run folder keeps its metrics and says `diverged`."""
+
+
+class _Loop:
+    """State of one training session over a run folder (fresh or resumed)."""
+
+    def __init__(self, run: RunDir, corpus: Corpus, resume: bool, progress: bool):
+        cfg = run.config
+        self.run, self.corpus, self.cfg = run, corpus, cfg
+        self.total = cfg.total_steps
+        optimizer = make_optimizer(cfg.train, self.total)
+        self.graphdef, self.state = init_state(cfg.model, optimizer, cfg.train.seed)
+        self.step_fn = jit_step(self.graphdef, optimizer)
+        self.eval_fn = make_eval_fn(self.graphdef)
+        self.schedule = make_schedule(cfg.train, self.total)
+        self.manager = run.checkpoint_manager()
+        self.start, self.wall_offset, self.last_eval = 0, 0.0, None
+        if resume:
+            self._restore()
+        self.pending: list[tuple[int, dict[str, jax.Array]]] = []
+        self.tokens_per_step = cfg.train.batch_size * cfg.model.s
+        self.bar = tqdm(total=self.total, initial=self.start, disable=not progress, unit="step", dynamic_ncols=True)
+
+    def _restore(self) -> None:
+        step = self.manager.latest_step()
+        if step is None:
+            self.run.truncate_metrics(0)
+            return
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, self.state)
+        self.state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        kept = self.run.truncate_metrics(step)
+        self.start = step
+        self.wall_offset = kept[-1]["wall_seconds"] if kept else 0.0
+        evals = [line["eval_loss"] for line in kept if "eval_loss" in line]
+        self.last_eval = evals[-1] if evals else None
+
+    def flush(self, extra: dict[int, dict[str, Any]] | None = None) -> float:
+        """Bring the pending steps' metrics to the host (one sync), log them, stop on divergence."""
+        if not self.pending:
+            return math.nan
+        values = jax.device_get([m for _, m in self.pending])
+        wall = self.wall_offset + time.perf_counter() - self.t0
+        lines = []
+        for (step, _), m in zip(self.pending, values, strict=True):
+            line = dict(step=step, tokens=step * self.tokens_per_step, wall_seconds=round(wall, 4),
+                        train_loss=float(m["loss"]), grad_norm=float(m["grad_norm"]),
+                        lr=float(self.schedule(step - 1)))
+            line.update((extra or {}).get(step, {}))
+            lines.append(line)
+        self.run.append_metrics(lines)
+        self.pending = []
+        bad = [line for line in lines if not math.isfinite(line["train_loss"])]
+        if bad:
+            raise RunDiverged(
+                f"loss became {bad[0]['train_loss']} at step {bad[0]['step']}: the run diverged; "
+                "lower train.lr or raise train.warmup_steps"
+            )
+        return lines[-1]["train_loss"]
+
+    def session(self) -> None:
+        tcfg = self.cfg.train
+        self.t0 = time.perf_counter()
+        for k in range(self.start, self.total):
+            tokens = batch(self.corpus.train, tcfg.seed, k, tcfg.batch_size, self.cfg.model.s)
+            self.state, metrics = self.step_fn(self.state, tokens)
+            step = k + 1
+            self.pending.append((step, metrics))
+            last = step == self.total
+            do_eval = last or (tcfg.eval_every and step % tcfg.eval_every == 0)
+            do_ckpt = last or (tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0)
+            if do_eval or do_ckpt or step % tcfg.log_every == 0:
+                extra = {}
+                if do_eval:
+                    self.last_eval = evaluate(self.eval_fn, self.state["params"], self.corpus, self.cfg)
+                    extra[step] = dict(eval_loss=self.last_eval)
+                loss = self.flush(extra)
+                self._progress(step, loss)
+            if do_ckpt:
+                self.save(step)
+
+    def _progress(self, step: int, loss: float) -> None:
+        seconds = time.perf_counter() - self.t0
+        rate = (step - self.start) * self.tokens_per_step / max(seconds, 1e-9)
+        postfix = dict(loss=f"{loss:.3f}", tok_s=f"{rate:,.0f}")
+        if self.last_eval is not None:
+            postfix["eval"] = f"{self.last_eval:.3f}"
+        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.update(step - self.bar.n)
+
+    def save(self, step: int) -> None:
+        self.manager.save(step, args=ocp.args.StandardSave(self.state), force=True)
+        self.manager.wait_until_finished()
+
+    def interrupted(self) -> int:
+        """Ctrl-C: keep every finished step (metrics and a checkpoint), so --resume loses nothing."""
+        step = int(jax.device_get(self.state["step"]))
+        self.flush()
+        if step > (self.manager.latest_step() or 0):
+            self.save(step)
+        return step
+
+
+def summarise(run: RunDir, corpus: Corpus, status: str, message: str | None = None) -> dict[str, Any]:
+    """Write and return summary.json from the run's metrics (the single source of truth)."""
+    cfg = run.config
+    lines = run.read_metrics()
+    evals = [line["eval_loss"] for line in lines if "eval_loss" in line]
+    last = lines[-1] if lines else {}
+    counts = count_params(cfg.model)
+    wall = last.get("wall_seconds", 0.0)
+    summary = dict(
+        status=status, message=message, steps=last.get("step", 0), total_steps=cfg.total_steps,
+        tokens=last.get("tokens", 0), params=counts.total, params_embedding=counts.embedding,
+        params_non_embedding=counts.non_embedding, final_train_loss=last.get("train_loss"),
+        final_eval_loss=evals[-1] if evals else None,
+        val_unigram_entropy=unigram_entropy(corpus.val, cfg.model.v), wall_seconds=wall,
+        tokens_per_second=last.get("tokens", 0) / wall if wall else None,
+    )
+    run.write_summary(summary)
+    return summary
+
+
+def train(config: RunConfig | None, out: str | Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train a run into folder `out` (new), or continue the run in `out` (`resume=True`).
+
+    Returns the summary. A diverged run raises `RunDiverged` after writing its summary; Ctrl-C saves a
+    checkpoint of the last finished step and re-raises `KeyboardInterrupt`.
+    """
+    if resume:
+        run = RunDir.open(out)
+        summary = run.read_summary()
+        if summary and summary["status"] in ("completed", "diverged"):
+            return summary
+    corpus = load_corpus((config or run.config).data)
+    cfg = run.config if resume else config
+    check_fits(corpus, cfg.model.v, cfg.model.s)
+    if resume:
+        if run.record["corpus"]["fingerprint"] != corpus.fingerprint:
+            raise UserError(f"the corpus changed since {out} began (fingerprint differs); it cannot be resumed")
+    else:
+        run = RunDir.create(out, cfg, corpus.describe())
+    loop = _Loop(run, corpus, resume, progress)
+    try:
+        loop.session()
+    except RunDiverged as err:
+        summarise(run, corpus, "diverged", str(err))
+        raise
+    except KeyboardInterrupt:
+        step = loop.interrupted()
+        summarise(run, corpus, "interrupted", f"interrupted after step {step}; continue with --resume {out}")
+        raise
+    finally:
+        loop.bar.close()
+        loop.manager.close()
+    return summarise(run, corpus, "completed")

@@ -1,0 +1,181 @@
+"""A decoder-only transformer in Flax NNX, and its exact parameter count.
+
+Shape letters in tensor names (nanodo style):
+  B batch, L sequence position, D model width (d), H heads (h), K head size (d/h),
+  F MLP hidden width (w), V vocabulary (v).
+
+Architecture: token embedding (no positional table: rotary embeddings on q and k), n pre-norm blocks
+(norm -> causal self-attention -> residual, norm -> MLP -> residual), final norm, output layer (the
+embedding's transpose when tied). Linear layers carry no biases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from configs.schema import ModelConfig
+
+
+def _dtype(name: str) -> jnp.dtype:
+    return jnp.dtype(name)
+
+
+def _norm(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
+    kwargs = dict(dtype=_dtype(cfg.dtype), param_dtype=_dtype(cfg.param_dtype), rngs=rngs)
+    if cfg.norm == "rmsnorm":
+        return nnx.RMSNorm(cfg.d, epsilon=1e-6, **kwargs)
+    return nnx.LayerNorm(cfg.d, epsilon=1e-6, **kwargs)
+
+
+def _linear(cfg: ModelConfig, n_in: int, n_out: int, rngs: nnx.Rngs, scale: float = 1.0) -> nnx.Linear:
+    init = nnx.initializers.normal(stddev=scale / n_in**0.5)
+    return nnx.Linear(
+        n_in, n_out, use_bias=False, kernel_init=init, dtype=_dtype(cfg.dtype),
+        param_dtype=_dtype(cfg.param_dtype), rngs=rngs,
+    )
+
+
+def rotary(x_BxLxHxK: jax.Array, base: float = 10000.0) -> jax.Array:
+    """Rotary position embedding (Su et al., 2021): rotate pairs of features by position-dependent angles."""
+    _, L, _, K = x_BxLxHxK.shape
+    freq_K2 = base ** (-jnp.arange(0, K, 2, dtype=jnp.float32) / K)
+    angle_LxK2 = jnp.arange(L, dtype=jnp.float32)[:, None] * freq_K2[None, :]
+    sin, cos = jnp.sin(angle_LxK2)[None, :, None, :], jnp.cos(angle_LxK2)[None, :, None, :]
+    x1, x2 = jnp.split(x_BxLxHxK.astype(jnp.float32), 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+    return out.astype(x_BxLxHxK.dtype)
+
+
+def attention_implementation(cfg: ModelConfig) -> str:
+    """The attention kernel to use: cuDNN's fused kernel where it exists, XLA's everywhere else.
+
+    cuDNN flash attention needs a GPU and half precision; TPU and CPU get XLA's own attention.
+    """
+    on_gpu = jax.default_backend() == "gpu"
+    half = cfg.dtype in ("bfloat16", "float16")
+    if cfg.attention == "cudnn" or (cfg.attention == "auto" and on_gpu and half):
+        return "cudnn" if on_gpu and half else "xla"
+    return "xla"
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.qkv = _linear(cfg, cfg.d, 3 * cfg.d, rngs)
+        self.out = _linear(cfg, cfg.d, cfg.d, rngs, scale=(2 * cfg.n) ** -0.5)
+
+    def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+        cfg = self.cfg
+        B, L, _ = x_BxLxD.shape
+        qkv_BxLx3xHxK = self.qkv(x_BxLxD).reshape(B, L, 3, cfg.h, cfg.head_dim)
+        q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = (qkv_BxLx3xHxK[:, :, i] for i in range(3))
+        q_BxLxHxK, k_BxLxHxK = rotary(q_BxLxHxK), rotary(k_BxLxHxK)
+        y_BxLxHxK = jax.nn.dot_product_attention(
+            q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, is_causal=True, implementation=attention_implementation(cfg)
+        )
+        return self.out(y_BxLxHxK.reshape(B, L, cfg.d))
+
+
+class Mlp(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.up = _linear(cfg, cfg.d, cfg.w, rngs)
+        if cfg.activation == "swiglu":
+            self.gate = _linear(cfg, cfg.d, cfg.w, rngs)
+        self.down = _linear(cfg, cfg.w, cfg.d, rngs, scale=(2 * cfg.n) ** -0.5)
+
+    def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+        act = self.cfg.activation
+        up_BxLxF = self.up(x_BxLxD)
+        if act == "swiglu":
+            h_BxLxF = jax.nn.silu(self.gate(x_BxLxD)) * up_BxLxF
+        else:
+            h_BxLxF = jax.nn.gelu(up_BxLxF) if act == "gelu" else jax.nn.relu(up_BxLxF)
+        return self.down(h_BxLxF)
+
+
+class Block(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        self.attn_norm = _norm(cfg, rngs)
+        self.attn = Attention(cfg, rngs)
+        self.mlp_norm = _norm(cfg, rngs)
+        self.mlp = Mlp(cfg, rngs)
+
+    def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+        x_BxLxD = x_BxLxD + self.attn(self.attn_norm(x_BxLxD))
+        return x_BxLxD + self.mlp(self.mlp_norm(x_BxLxD))
+
+
+class Transformer(nnx.Module):
+    """Decoder-only language model: tokens [B, L] -> logits [B, L, V] (float32)."""
+
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.embed = nnx.Embed(
+            cfg.v, cfg.d, embedding_init=nnx.initializers.normal(stddev=1.0),
+            dtype=_dtype(cfg.dtype), param_dtype=_dtype(cfg.param_dtype), rngs=rngs,
+        )
+        # A plain Python list of blocks: XLA sees every layer (no scan), so its cost analysis counts
+        # all n layers; compile time grows with n, which is acceptable at the depths we time.
+        self.blocks = nnx.List([Block(cfg, rngs) for _ in range(cfg.n)])
+        self.final_norm = _norm(cfg, rngs)
+        if not cfg.tied_embeddings:
+            self.unembed = _linear(cfg, cfg.d, cfg.v, rngs)
+
+    def __call__(self, tokens_BxL: jax.Array) -> jax.Array:
+        x_BxLxD = self.embed(tokens_BxL)
+        for block in self.blocks:
+            x_BxLxD = block(x_BxLxD)
+        x_BxLxD = self.final_norm(x_BxLxD)
+        if self.cfg.tied_embeddings:
+            # Scale so tied logits start near unit variance (the embedding has unit-variance rows).
+            logits_BxLxV = self.embed.attend(x_BxLxD) / self.cfg.d**0.5
+        else:
+            logits_BxLxV = self.unembed(x_BxLxD)
+        return logits_BxLxV.astype(jnp.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamCounts:
+    embedding: int
+    non_embedding: int
+
+    @property
+    def total(self) -> int:
+        return self.embedding + self.non_embedding
+
+
+def count_params(cfg: ModelConfig) -> ParamCounts:
+    """Exact parameter count of `Transformer(cfg)`, by kind.
+
+    Embedding: the v*d table, plus a separate d*v output layer when embeddings are untied.
+    Per layer: qkv 3d^2 + out d^2, MLP (2 or, for SwiGLU, 3) * d*w, two norms (d each for RMSNorm,
+    2d for LayerNorm's scale and bias); plus one final norm. No biases in linear layers.
+
+    Differences from the paper's PARAMS = v*d + n*d*(8 + 2w + 4d) + n*w (Inbar and Sernau, 2024):
+    the paper counts biases (n*w for the MLP hidden layer and, with its norms, 8d per layer) and no
+    final norm; it assumes tied embeddings and a two-matrix MLP. `timing.counts` holds the paper's form.
+    """
+    norm = cfg.d if cfg.norm == "rmsnorm" else 2 * cfg.d
+    mlp_mats = 3 if cfg.activation == "swiglu" else 2
+    per_layer = 4 * cfg.d * cfg.d + mlp_mats * cfg.d * cfg.w + 2 * norm
+    embedding = cfg.v * cfg.d * (1 if cfg.tied_embeddings else 2)
+    return ParamCounts(embedding=embedding, non_embedding=cfg.n * per_layer + norm)
+
+
+def count_params_in_tree(cfg: ModelConfig) -> ParamCounts:
+    """Count the real parameter tree's leaves by kind, without allocating (nnx.eval_shape)."""
+    abstract = nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0)))
+    params = nnx.state(abstract, nnx.Param)
+    embedding = 0
+    total = 0
+    for path, leaf in nnx.to_flat_state(params):
+        size = int(jnp.size(leaf.get_value() if hasattr(leaf, "get_value") else leaf.value))
+        total += size
+        if path[0] in ("embed", "unembed"):
+            embedding += size
+    return ParamCounts(embedding=embedding, non_embedding=total - embedding)
