@@ -13,6 +13,7 @@ in each run. Batch k of a run is a pure function of (seed, k): resumed runs see 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import sysconfig
 from pathlib import Path
@@ -102,13 +103,19 @@ def _token_corpus(path: Path, val_fraction: float) -> Corpus:
     )
 
 
+@functools.lru_cache(maxsize=2)
+def _stdlib_corpus(val_fraction: float) -> Corpus:
+    # Cached: the interpreter's own sources do not change while it runs, and sweeps load them per run.
+    root, files = stdlib_files()
+    if not files:
+        raise UserError(f"no standard-library sources found under {root}; pass --set data.corpus=PATH")
+    return _text_corpus("stdlib", root, files, val_fraction)
+
+
 def load_corpus(cfg: DataConfig) -> Corpus:
     """Load the corpus that `cfg.corpus` names: "stdlib", a text file or folder, or a token file."""
     if cfg.corpus == "stdlib":
-        root, files = stdlib_files()
-        if not files:
-            raise UserError(f"no standard-library sources found under {root}; pass --set data.corpus=PATH")
-        return _text_corpus("stdlib", root, files, cfg.val_fraction)
+        return _stdlib_corpus(cfg.val_fraction)
     path = Path(cfg.corpus).expanduser()
     if not path.exists():
         raise UserError(f"corpus path {cfg.corpus!r} does not exist; use 'stdlib' or a text/token file or folder")

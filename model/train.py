@@ -83,7 +83,8 @@ def make_step_fn(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         new = dict(params=params, opt_state=opt_state, step=state["step"] + 1)
-        return new, dict(loss=loss, grad_norm=optax.global_norm(grads))
+        grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
+        return new, dict(loss=loss, grad_norm=grad_norm)
 
     return step
 

@@ -12,6 +12,7 @@ embedding's transpose when tied). Linear layers carry no biases.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -174,7 +175,7 @@ def count_params_in_tree(cfg: ModelConfig) -> ParamCounts:
     embedding = 0
     total = 0
     for path, leaf in nnx.to_flat_state(params):
-        size = int(jnp.size(leaf.get_value() if hasattr(leaf, "get_value") else leaf.value))
+        size = math.prod(leaf.get_value().shape)
         total += size
         if path[0] in ("embed", "unembed"):
             embedding += size

@@ -1,0 +1,29 @@
+"""Shared test fixtures: tiny configurations and a small text corpus, so tests run in seconds on CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from configs.schema import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+TINY_MODEL = ModelConfig(v=256, d=32, n=1, h=2, w=64, s=16)
+
+
+def tiny_run(corpus: str = "stdlib", **train) -> RunConfig:
+    """A run that compiles and trains in a couple of seconds."""
+    settings = dict(batch_size=4, steps=20, lr=3e-3, warmup_steps=2, eval_every=10, eval_batches=2,
+                    checkpoint_every=5, log_every=1)
+    settings.update(train)
+    return RunConfig(model=TINY_MODEL, train=TrainConfig(**settings), data=DataConfig(corpus=corpus))
+
+
+@pytest.fixture
+def text_corpus(tmp_path: Path) -> Path:
+    """A folder of a few small text files (enough for a split by file)."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for i in range(40):
+        (folder / f"f{i:02d}.txt").write_text(f"file {i}: " + "the quick brown fox jumps over the lazy dog. " * 20)
+    return folder
