@@ -66,7 +66,36 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
 
-PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [_train_parser]
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from configs.designs import get_design
+    from experiments.sweep import parse_shard, run_sweep
+
+    design = get_design(args.design)
+    shard = parse_shard(args.shard)
+    step_seconds = None
+    if args.profile:
+        from timing.profile import load_profile
+
+        profile = load_profile(args.profile)
+        step_seconds = profile.step_seconds_for
+    counts = run_sweep(design, args.out, shard, step_seconds, progress=not args.quiet)
+    done = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no runs in this shard"
+    print(f"sweep {design.name} shard {shard[0]}/{shard[1]}: {done}; runs in {args.out}")
+    print(f"fit them with: smallest-loss fit {args.out}")
+    return 0
+
+
+def _sweep_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="train every run of a sweep design (IsoFLOP or IsoTime)")
+    p.add_argument("--design", required=True, help="a design from configs/designs.py, e.g. cpu-isoflop")
+    p.add_argument("--out", required=True, help="output folder: one run folder per run, plus sweep.json")
+    p.add_argument("--shard", default="0/1", help="i/k: run every k-th run starting at i (default 0/1: all)")
+    p.add_argument("--profile", help="device profile JSON (needed by IsoTime designs for step times)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sweep)
+
+
+PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [_train_parser, _sweep_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,85 @@
+"""Fit points from run folders: exact parameter count N, tokens seen D, final evaluation loss.
+
+A path may be one run folder or a sweep folder (whose sub-folders are runs, with a `sweep.json` that
+gives each run's FLOP budget). Runs that diverged or did not finish are left out and reported.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from configs.errors import UserError
+from model.runs import RunDir
+from model.transformer import count_params
+from scaling.points import FitPoints
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    name: str
+    N: int  # exact parameter count (all parameters, embeddings included)
+    D: int  # tokens seen
+    loss: float  # final evaluation loss
+    budget: float  # the design's budget (FLOPs or seconds); 6ND when the run is not from a sweep
+    d: int
+    n: int
+    curve: tuple[tuple[int, float], ...]  # (tokens, train loss) along the run, for learning-curve fits
+
+
+def _run_folders(path: Path) -> list[Path]:
+    if (path / "config.json").is_file():
+        return [path]
+    if path.is_dir():
+        found = sorted(p.parent for p in path.glob("*/config.json"))
+        if found:
+            return found
+    raise UserError(f"{path} is neither a run folder nor a folder of runs (no config.json found)")
+
+
+def _budgets(folder: Path) -> dict[str, float]:
+    manifest = folder.parent / "sweep.json"
+    if not manifest.is_file():
+        return {}
+    return {r["name"]: float(r["budget"]) for r in json.loads(manifest.read_text())["runs"]}
+
+
+def _record(folder: Path) -> RunRecord | str:
+    """The run's record, or why it is left out."""
+    run = RunDir.open(folder)
+    summary = run.read_summary()
+    if not summary or summary["status"] != "completed" or summary.get("final_eval_loss") is None:
+        return f"{folder.name}: {summary['status'] if summary else 'not started'}"
+    N, D = count_params(run.config.model).total, int(summary["tokens"])
+    curve = tuple((line["tokens"], line["train_loss"]) for line in run.read_metrics())
+    budget = _budgets(folder).get(folder.name, 6.0 * N * D)
+    return RunRecord(folder.name, N, D, float(summary["final_eval_loss"]), budget,
+                     run.config.model.d, run.config.model.n, curve)
+
+
+def collect_runs(paths: list[str | Path]) -> tuple[list[RunRecord], list[str]]:
+    """Records of the finished runs under `paths`, and a line for each run left out."""
+    records, left_out = [], []
+    for path in paths:
+        for folder in _run_folders(Path(path)):
+            result = _record(folder)
+            (records if isinstance(result, RunRecord) else left_out).append(result)
+    if not records:
+        raise UserError(f"no finished runs under {', '.join(map(str, paths))}; left out: {'; '.join(left_out)}")
+    return records, left_out
+
+
+def to_points(records: list[RunRecord]) -> FitPoints:
+    """One point per run, each its own bootstrap group."""
+    return FitPoints(
+        N=np.array([r.N for r in records], float), D=np.array([r.D for r in records], float),
+        loss=np.array([r.loss for r in records], float), group=np.arange(len(records)),
+    )
+
+
+def records_table(records: list[RunRecord]) -> list[dict[str, Any]]:
+    return [dict(name=r.name, N=r.N, D=r.D, loss=r.loss, budget=r.budget, d=r.d, n=r.n) for r in records]
