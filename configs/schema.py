@@ -96,6 +96,8 @@ class TrainConfig:
     eval_batches: int = 8
     checkpoint_every: int = 100  # 0: checkpoint only at the end
     log_every: int = 10  # steps between host syncs; every step's loss is logged
+    mesh_data: int = 0  # data-parallel devices; 0: all devices not used by mesh_fsdp
+    mesh_fsdp: int = 1  # devices that parameters and optimizer state are sharded over (FSDP)
 
     def __post_init__(self) -> None:
         if (self.steps is None) == (self.tokens is None):
@@ -103,8 +105,8 @@ class TrainConfig:
                 f"set exactly one of train.steps and train.tokens (got steps={self.steps}, "
                 f"tokens={self.tokens}); to use a token budget add --set train.steps=None"
             )
-        _positive(self, "batch_size", "steps", "tokens", "lr", "eval_batches", "log_every")
-        for name in ("warmup_steps", "eval_every", "checkpoint_every", "weight_decay", "grad_clip"):
+        _positive(self, "batch_size", "steps", "tokens", "lr", "eval_batches", "log_every", "mesh_fsdp")
+        for name in ("warmup_steps", "eval_every", "checkpoint_every", "weight_decay", "grad_clip", "mesh_data"):
             if getattr(self, name) < 0:
                 raise UserError(f"train.{name}={getattr(self, name)!r} must not be negative")
         _in_unit_interval(self, "min_lr_ratio", "cooldown_fraction")

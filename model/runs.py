@@ -39,8 +39,15 @@ def environment() -> dict[str, Any]:
     )
 
 
+def _is_main() -> bool:
+    """Only process 0 writes run files; with several hosts, the others compute and checkpoint."""
+    return jax.process_index() == 0
+
+
 def _write_json(path: Path, data: Any) -> None:
     """Write atomically: a crash leaves the old file or the new one, never half of one."""
+    if not _is_main():
+        return
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
     os.replace(tmp, path)
@@ -86,7 +93,7 @@ class RunDir:
         return self.path / "metrics.jsonl"
 
     def append_metrics(self, lines: list[dict[str, Any]]) -> None:
-        if lines:
+        if lines and _is_main():
             with self.metrics_file.open("a") as f:
                 f.writelines(json.dumps(line) + "\n" for line in lines)
                 f.flush()
@@ -106,6 +113,8 @@ class RunDir:
     def truncate_metrics(self, step: int) -> list[dict[str, Any]]:
         """Keep the lines of steps up to `step` (the restored checkpoint) and return them."""
         kept = [line for line in self.read_metrics() if line["step"] <= step]
+        if not _is_main():
+            return kept
         tmp = self.metrics_file.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(line) + "\n" for line in kept))
         os.replace(tmp, self.metrics_file)

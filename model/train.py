@@ -18,12 +18,14 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from configs.errors import UserError
 from configs.schema import ModelConfig, RunConfig, TrainConfig
 from model.data import Corpus, batch, check_fits, load_corpus, unigram_entropy
 from model.runs import RunDir
+from model.sharding import batch_sharding, make_mesh, put_batch, replicated, resolve_mesh_shape, state_shardings
 from model.transformer import Transformer, count_params
 
 State = dict[str, Any]  # {"params": nnx.State, "opt_state": optax state, "step": int32 scalar}
@@ -94,14 +96,37 @@ def jit_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation) ->
     return jax.jit(make_step_fn(graphdef, optimizer), donate_argnums=0)
 
 
+def init_sharded_state(
+    model_cfg: ModelConfig, optimizer: optax.GradientTransformation, seed: int, mesh: Mesh
+) -> tuple[nnx.GraphDef, State, Any]:
+    """Like `init_state`, but created directly in its shardings on `mesh` (never whole on one device).
+
+    Returns the graph definition, the state and the state's shardings.
+    """
+    init = lambda: init_state(model_cfg, optimizer, seed)[1]
+    shardings = state_shardings(jax.eval_shape(init), mesh)
+    state = jax.jit(init, out_shardings=shardings)()
+    graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(model_cfg, nnx.Rngs(seed))), nnx.Param)[0]
+    return graphdef, state, shardings
+
+
+def jit_sharded_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, shardings: Any,
+                     mesh: Mesh) -> Callable:
+    """The training step jitted once with explicit shardings: state as given, batch over the mesh."""
+    return jax.jit(
+        make_step_fn(graphdef, optimizer), in_shardings=(shardings, batch_sharding(mesh)),
+        out_shardings=(shardings, replicated(mesh)), donate_argnums=0,
+    )
+
+
 def make_eval_fn(graphdef: nnx.GraphDef) -> Callable:
     return jax.jit(lambda params, tokens: loss_fn(params, graphdef, tokens))
 
 
-def evaluate(eval_fn: Callable, params: nnx.State, corpus: Corpus, cfg: RunConfig) -> float:
+def evaluate(eval_fn: Callable, params: nnx.State, corpus: Corpus, cfg: RunConfig, place: Callable) -> float:
     """Mean loss over a fixed set of validation batches (the same batches at every evaluation)."""
     losses = [
-        eval_fn(params, batch(corpus.val, cfg.train.seed + 7919, k, cfg.train.batch_size, cfg.model.s))
+        eval_fn(params, place(batch(corpus.val, cfg.train.seed + 7919, k, cfg.train.batch_size, cfg.model.s)))
         for k in range(cfg.train.eval_batches)
     ]
     return float(np.mean(jax.device_get(losses)))
@@ -119,8 +144,10 @@ class _Loop:
         self.run, self.corpus, self.cfg = run, corpus, cfg
         self.total = cfg.total_steps
         optimizer = make_optimizer(cfg.train, self.total)
-        self.graphdef, self.state = init_state(cfg.model, optimizer, cfg.train.seed)
-        self.step_fn = jit_step(self.graphdef, optimizer)
+        self.mesh = make_mesh(resolve_mesh_shape(cfg.train))
+        self.graphdef, self.state, shardings = init_sharded_state(cfg.model, optimizer, cfg.train.seed, self.mesh)
+        self.step_fn = jit_sharded_step(self.graphdef, optimizer, shardings, self.mesh)
+        self.batch_sharding = batch_sharding(self.mesh)
         self.eval_fn = make_eval_fn(self.graphdef)
         self.schedule = make_schedule(cfg.train, self.total)
         self.manager = run.checkpoint_manager()
@@ -129,6 +156,7 @@ class _Loop:
             self._restore()
         self.pending: list[tuple[int, dict[str, jax.Array]]] = []
         self.tokens_per_step = cfg.train.batch_size * cfg.model.s
+        progress = progress and jax.process_index() == 0
         self.bar = tqdm(total=self.total, initial=self.start, disable=not progress, unit="step", dynamic_ncols=True)
 
     def _restore(self) -> None:
@@ -172,7 +200,7 @@ class _Loop:
         self.t0 = time.perf_counter()
         for k in range(self.start, self.total):
             tokens = batch(self.corpus.train, tcfg.seed, k, tcfg.batch_size, self.cfg.model.s)
-            self.state, metrics = self.step_fn(self.state, tokens)
+            self.state, metrics = self.step_fn(self.state, self.place(tokens))
             step = k + 1
             self.pending.append((step, metrics))
             last = step == self.total
@@ -181,12 +209,15 @@ class _Loop:
             if do_eval or do_ckpt or step % tcfg.log_every == 0:
                 extra = {}
                 if do_eval:
-                    self.last_eval = evaluate(self.eval_fn, self.state["params"], self.corpus, self.cfg)
+                    self.last_eval = evaluate(self.eval_fn, self.state["params"], self.corpus, self.cfg, self.place)
                     extra[step] = dict(eval_loss=self.last_eval)
                 loss = self.flush(extra)
                 self._progress(step, loss)
             if do_ckpt:
                 self.save(step)
+
+    def place(self, tokens_BxL1: np.ndarray) -> jax.Array:
+        return put_batch(tokens_BxL1, self.batch_sharding)
 
     def _progress(self, step: int, loss: float) -> None:
         seconds = time.perf_counter() - self.t0

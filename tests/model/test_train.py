@@ -43,8 +43,11 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, monkeypatch
     with pytest.raises(RuntimeError):
         train(config, tmp_path / "split", progress=False)
     assert _losses(tmp_path / "split")[-1]["step"] == 13
-    monkeypatch.setattr(train_mod, "batch", real_batch)
+    seen = []
+    record = lambda tokens, seed, k, *a: seen.append((seed, k)) or real_batch(tokens, seed, k, *a)
+    monkeypatch.setattr(train_mod, "batch", record)
     train(None, tmp_path / "split", resume=True, progress=False)
+    assert min(k for seed, k in seen if seed == 0) == 10  # restored from the step-10 checkpoint
 
     whole, split = _losses(tmp_path / "whole"), _losses(tmp_path / "split")
     assert [x["step"] for x in split] == list(range(1, 21))  # nothing lost, nothing duplicated

@@ -1,0 +1,112 @@
+"""Device mesh and shardings for training: data parallelism and fully sharded (FSDP-style) parameters.
+
+The mesh has two axes, `data` and `fsdp`. Batches are split over both (every device sees its own
+sequences); parameters and optimizer state are replicated over `data` and, when `fsdp` > 1, split over
+`fsdp` along their largest dimension that it divides. All of this is JAX's own machinery
+(`jax.make_mesh`, `NamedSharding`, `jax.distributed`); XLA inserts the collectives.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from configs.errors import UserError
+from configs.schema import TrainConfig
+
+BATCH_AXES = ("data", "fsdp")
+
+
+@dataclass(frozen=True)
+class MeshShape:
+    data: int
+    fsdp: int
+
+    @property
+    def size(self) -> int:
+        return self.data * self.fsdp
+
+
+def resolve_mesh_shape(cfg: TrainConfig, device_count: int | None = None) -> MeshShape:
+    """The mesh that `train.mesh_data` x `train.mesh_fsdp` asks for (mesh_data=0: all remaining devices)."""
+    count = jax.device_count() if device_count is None else device_count
+    if count % cfg.mesh_fsdp:
+        raise UserError(f"train.mesh_fsdp={cfg.mesh_fsdp} does not divide the {count} devices")
+    data = cfg.mesh_data or count // cfg.mesh_fsdp
+    shape = MeshShape(data, cfg.mesh_fsdp)
+    if count % shape.size:
+        raise UserError(f"mesh {shape.data}x{shape.fsdp} (train.mesh_data x train.mesh_fsdp) has {shape.size} "
+                        f"devices, which does not divide the {count} devices present")
+    if cfg.batch_size % shape.size:
+        raise UserError(f"train.batch_size={cfg.batch_size} is not divisible by the mesh's {shape.size} devices "
+                        f"({shape.data}x{shape.fsdp}); choose a batch size that is")
+    return shape
+
+
+def make_mesh(shape: MeshShape) -> Mesh:
+    """A (data, fsdp) mesh over the first `shape.size` devices."""
+    devices = jax.devices()[: shape.size]
+    return jax.make_mesh((shape.data, shape.fsdp), ("data", "fsdp"), (AxisType.Auto, AxisType.Auto),
+                         devices=devices)
+
+
+def _leaf_spec(shape: tuple[int, ...], fsdp: int) -> P:
+    """Split the largest dimension that `fsdp` divides; replicate small or indivisible arrays."""
+    if fsdp == 1 or not shape:
+        return P()
+    for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
+        if shape[axis] % fsdp == 0:
+            spec = [None] * len(shape)
+            spec[axis] = "fsdp"
+            return P(*spec)
+    return P()
+
+
+def state_shardings(abstract_state: Any, mesh: Mesh) -> Any:
+    """Shardings for the training state, chosen by each leaf's shape (so Adam moments follow parameters)."""
+    fsdp = mesh.shape["fsdp"]
+    return jax.tree.map(lambda leaf: NamedSharding(mesh, _leaf_spec(tuple(leaf.shape), fsdp)), abstract_state)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def put_batch(tokens_BxL: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """Place a global batch on the mesh; each process contributes only its own rows (multi-host safe)."""
+    if jax.process_count() == 1:
+        return jax.device_put(tokens_BxL, sharding)
+    per_process = tokens_BxL.shape[0] // jax.process_count()
+    start = jax.process_index() * per_process
+    local = tokens_BxL[start : start + per_process]
+    return jax.make_array_from_process_local_data(sharding, local, tokens_BxL.shape)
+
+
+def initialize_distributed() -> bool:
+    """Start JAX's multi-host runtime when the standard environment settings are present.
+
+    `JAX_COORDINATOR_ADDRESS` (host:port of process 0), `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID` are passed
+    to `jax.distributed.initialize`; on clusters it detects itself (SLURM, TPU pods) set
+    `SMALLEST_LOSS_DISTRIBUTED=1` instead. Returns whether the runtime was started.
+    """
+    address = os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if address:
+        jax.distributed.initialize(
+            coordinator_address=address, num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+            process_id=int(os.environ["JAX_PROCESS_ID"]),
+        )
+        return True
+    if os.environ.get("SMALLEST_LOSS_DISTRIBUTED") == "1":
+        jax.distributed.initialize()
+        return True
+    return False
