@@ -46,9 +46,11 @@ def _shapes(*idx: int) -> tuple[Shape, ...]:
     return tuple(_CPU_SHAPES[i] for i in idx)
 
 
-# Small byte-level models, ~30k to ~2M parameters; each budget takes five shapes around its expected optimum.
+# Small byte-level models, ~7k to ~0.8M parameters; each budget takes five shapes around its expected
+# optimum. A first sweep at these budgets with 33k-2.7M-parameter models found every budget's best loss
+# at its smallest model (about 30 tokens per parameter or more), so the shapes reach down to 7k.
 _CPU_SHAPES: tuple[Shape, ...] = (
-    (32, 2, 2), (48, 2, 2), (64, 3, 2), (96, 3, 3), (128, 4, 4), (160, 5, 5), (192, 6, 6),
+    (16, 1, 2), (24, 1, 2), (32, 1, 2), (32, 2, 2), (48, 2, 2), (64, 3, 2), (96, 3, 3), (128, 4, 4),
 )
 _CPU_BASE = RunConfig(
     model=ModelConfig(v=256, s=64),
@@ -67,8 +69,9 @@ _GPU_BASE = RunConfig(
 
 DESIGNS: dict[str, SweepDesign] = {
     "cpu-isoflop": SweepDesign(
-        name="cpu-isoflop", kind="isoflop", budgets=(2e11, 6e11, 1.8e12),
-        shapes=(_shapes(0, 1, 2, 3, 4), _shapes(1, 2, 3, 4, 5), _shapes(2, 3, 4, 5, 6)), base=_CPU_BASE,
+        name="cpu-isoflop", kind="isoflop", budgets=(1e11, 3e11, 9e11, 2.7e12),
+        shapes=(_shapes(0, 1, 2, 3, 4), _shapes(1, 2, 3, 4, 5), _shapes(2, 3, 4, 5, 6), _shapes(3, 4, 5, 6, 7)),
+        base=_CPU_BASE,
     ),
     # A few seconds of CPU per run: for tests and a first look.
     "tiny-isoflop": SweepDesign(

@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from model.sharding import initialize_distributed
+
+        initialize_distributed()  # a no-op unless JAX_COORDINATOR_ADDRESS (or SMALLEST_LOSS_DISTRIBUTED) is set
         return args.func(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
