@@ -95,7 +95,31 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_sweep)
 
 
-PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [_train_parser, _sweep_parser]
+def cmd_fit(args: argparse.Namespace) -> int:
+    from experiments.fit_cmd import print_report, run_fit
+
+    report = run_fit(args.runs, args.csv, args.form, args.bootstrap, args.out, args.plot, args.holdout_largest,
+                     args.json, args.delta)
+    print_report(report, args.json)
+    return 0
+
+
+def _fit_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fit", help="fit a loss law (Chinchilla Approach 3 or Kaplan) to runs or a CSV")
+    p.add_argument("runs", nargs="*", help="run folders or sweep folders")
+    p.add_argument("--csv", help="a CSV with columns N, D, loss (extra columns ignored; a 'run' column groups points)")
+    p.add_argument("--form", choices=("chinchilla", "kaplan"), default="chinchilla")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="K", help="bootstrap resamples (0: none)")
+    p.add_argument("--delta", type=float, default=1e-3, help="Huber delta (Chinchilla: 1e-3)")
+    p.add_argument("--out", help="write the law JSON here (and its plot beside it)")
+    p.add_argument("--plot", help="write the fit plot (PNG) here")
+    p.add_argument("--holdout-largest", action="store_true",
+                   help="also fit without the largest budget and report the error predicting it")
+    p.add_argument("--json", action="store_true", help="print the law JSON on stdout")
+    p.set_defaults(func=cmd_fit)
+
+
+PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [_train_parser, _sweep_parser, _fit_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -161,11 +162,21 @@ def count_params(cfg: ModelConfig) -> ParamCounts:
     the paper counts biases (n*w for the MLP hidden layer and, with its norms, 8d per layer) and no
     final norm; it assumes tied embeddings and a two-matrix MLP. `timing.counts` holds the paper's form.
     """
-    norm = cfg.d if cfg.norm == "rmsnorm" else 2 * cfg.d
-    mlp_mats = 3 if cfg.activation == "swiglu" else 2
-    per_layer = 4 * cfg.d * cfg.d + mlp_mats * cfg.d * cfg.w + 2 * norm
-    embedding = cfg.v * cfg.d * (1 if cfg.tied_embeddings else 2)
-    return ParamCounts(embedding=embedding, non_embedding=cfg.n * per_layer + norm)
+    embedding, non_embedding = param_counts(
+        cfg.v, cfg.d, cfg.n, cfg.w, norm=cfg.norm, activation=cfg.activation, tied=cfg.tied_embeddings
+    )
+    return ParamCounts(embedding=embedding, non_embedding=non_embedding)
+
+
+def param_counts(v: Any, d: Any, n: Any, w: Any, norm: str = "rmsnorm", activation: str = "gelu",
+                 tied: bool = True) -> tuple[Any, Any]:
+    """(embedding, non-embedding) parameter counts of our architecture; plain arithmetic, so it takes
+    integers or NumPy arrays alike (the planner counts a million candidates at once)."""
+    norm_params = d if norm == "rmsnorm" else 2 * d
+    mlp_mats = 3 if activation == "swiglu" else 2
+    per_layer = 4 * d * d + mlp_mats * d * w + 2 * norm_params
+    embedding = v * d * (1 if tied else 2)
+    return embedding, n * per_layer + norm_params
 
 
 def count_params_in_tree(cfg: ModelConfig) -> ParamCounts:

@@ -1,0 +1,62 @@
+"""Plot a fitted loss law against its points: loss vs D with iso-N curves, and predicted vs actual."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib import cm, colors, ticker
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from scaling.laws import ChinchillaLaw, KaplanLaw
+from scaling.points import FitPoints
+
+MAX_CURVES = 8  # iso-N curves drawn when the points have many distinct N
+
+
+def _iso_n_values(N: np.ndarray) -> np.ndarray:
+    distinct = np.unique(N)
+    if len(distinct) <= MAX_CURVES:
+        return distinct
+    return np.geomspace(distinct[0], distinct[-1], MAX_CURVES)
+
+
+def _title(law: ChinchillaLaw | KaplanLaw) -> str:
+    if isinstance(law, ChinchillaLaw):
+        return (f"L = {law.E:.3g} + {law.A:.3g}/N^{law.alpha:.3f} + {law.B:.3g}/D^{law.beta:.3f}"
+                f"   (N_opt ~ C^{law.n_exponent:.3f})")  # fmt: skip
+    return f"L = (({law.Nc:.3g}/N)^({law.aN:.3f}/{law.aD:.3f}) + {law.Dc:.3g}/D)^{law.aD:.3f}"
+
+
+def plot_fit(points: FitPoints, law: ChinchillaLaw | KaplanLaw, path: str | Path) -> Path:
+    """Save a PNG: left, loss vs D (log axes) coloured by N with the law's iso-N curves; right,
+    predicted vs actual loss with the identity line. Uses the Agg canvas (no display needed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(12, 5), layout="constrained")
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    norm = colors.LogNorm(vmin=points.N.min(), vmax=max(points.N.max(), points.N.min() * 1.0001))
+    cmap = cm.viridis
+    sc = left.scatter(points.D, points.loss, c=points.N, cmap=cmap, norm=norm, s=18, edgecolors="none")
+    D_grid = np.geomspace(points.D.min() / 1.5, points.D.max() * 1.5, 200)
+    for n in _iso_n_values(points.N):
+        left.plot(D_grid, law.loss(n, D_grid), color=cmap(norm(n)), lw=1.2, label=f"N={n:.2g}")
+    left.set(xscale="log", yscale="log", xlabel="D (tokens)", ylabel="loss", title="loss vs tokens, iso-N fits")
+    left.legend(fontsize=7, loc="upper right")
+    fig.colorbar(sc, ax=left, label="N (parameters)")
+    predicted = law.loss(points.N, points.D)
+    lo, hi = min(predicted.min(), points.loss.min()), max(predicted.max(), points.loss.max())
+    right.scatter(points.loss, predicted, c=points.N, cmap=cmap, norm=norm, s=18, edgecolors="none")
+    right.plot([lo, hi], [lo, hi], color="black", ls=":", lw=1)
+    rel = np.abs(predicted / points.loss - 1)
+    right.set(xscale="log", yscale="log", xlabel="actual loss", ylabel="predicted loss",
+              title=f"predicted vs actual (median |rel. error| {np.median(rel):.2%})")  # fmt: skip
+    plain = ticker.FuncFormatter(lambda value, _: f"{value:.3g}")
+    for axis in (left.yaxis, right.xaxis, right.yaxis):
+        axis.set_major_formatter(plain)
+        axis.set_minor_formatter(plain)
+    fig.suptitle(_title(law), fontsize=10)
+    fig.savefig(path, dpi=120)
+    return path

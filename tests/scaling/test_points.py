@@ -1,0 +1,98 @@
+"""Fit input points and the fit CSV reader: every user mistake is a UserError that says where."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from configs.errors import UserError
+from scaling.points import FitPoints, read_fit_csv
+
+
+def _arrays(n: int = 8) -> dict[str, np.ndarray]:
+    return {"N": np.geomspace(1e7, 1e9, n), "D": np.geomspace(1e9, 1e11, n), "loss": np.linspace(3.0, 2.5, n)}
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "points.csv"
+    path.write_text(text)
+    return path
+
+
+GOOD = "N,D,loss\n" + "".join(f"{1e7 * (i + 1)},{1e9 * (i + 1)},{3.0 - 0.1 * i}\n" for i in range(8))
+
+
+def test_fit_points_default_groups_and_labels():
+    pts = FitPoints(**_arrays())
+    assert len(pts) == 8 and pts.N.dtype == np.float64
+    index, n_groups = pts.group_index
+    assert n_groups == 8 and list(index) == list(range(8))
+    pts = FitPoints(**_arrays(), group=np.array(["r1", "r1", "r2", "r2", "r3", "r3", "r4", "r4"]))
+    index, n_groups = pts.group_index
+    assert n_groups == 4 and list(index) == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(N=np.geomspace(1e7, 1e9, 7)), "same length"),
+        (dict(loss=np.r_[np.linspace(3, 2.5, 7), np.nan]), "loss must be positive and finite"),
+        (dict(D=np.r_[-1.0, np.geomspace(1e9, 1e11, 7)]), "D must be positive"),
+        (dict(N=np.r_[0.0, np.geomspace(1e7, 1e9, 7)]), "N must be positive"),
+        (dict(N=np.r_[np.inf, np.geomspace(1e7, 1e9, 7)]), "N must be positive and finite"),
+    ],
+)
+def test_fit_points_validation(change, message):
+    with pytest.raises(UserError, match=message):
+        FitPoints(**{**_arrays(), **change})
+
+
+def test_fit_points_too_few():
+    with pytest.raises(UserError, match="at least 6"):
+        FitPoints(**_arrays(5))
+    with pytest.raises(UserError, match="labels"):
+        FitPoints(**_arrays(), group=np.arange(3))
+
+
+def test_read_good_csv(tmp_path):
+    pts = read_fit_csv(_write(tmp_path, GOOD))
+    assert len(pts) == 8
+    assert pts.N[1] == 2e7 and pts.D[7] == 8e9 and pts.loss[0] == 3.0
+
+
+def test_extra_columns_ignored_and_run_column_groups(tmp_path):
+    rows = "".join(f"x{i},{1e7 * (i + 1)},{i // 2},{1e9 * (i + 1)},{3.0 - 0.1 * i},note\n" for i in range(8))
+    pts = read_fit_csv(_write(tmp_path, "name,N,run,D,loss,comment\n" + rows))
+    assert len(pts) == 8 and pts.loss[7] == pytest.approx(2.3)
+    assert pts.group_index[1] == 4
+
+
+def test_csv_header_whitespace_tolerated(tmp_path):
+    assert len(read_fit_csv(_write(tmp_path, GOOD.replace("N,D,loss", "N, D , loss")))) == 8
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (GOOD.replace("N,D,loss", "params,D,loss"), "lacks column\\(s\\) N"),
+        (GOOD.replace("N,D,loss", "N,tokens,val"), "lacks column\\(s\\) D, loss"),
+        (GOOD.replace("3.0\n", "abc\n", 1), "row 2: loss='abc' is not a number"),
+        (GOOD.replace("2.8\n", "nan\n", 1), "row 4: loss='nan' is not finite"),
+        (GOOD.replace("2.8\n", "inf\n", 1), "not finite"),
+        (GOOD.replace("20000000.0,", "-20000000.0,", 1), "row 3: N='-20000000.0' must be positive"),
+        (GOOD.replace("3000000000.0", "0", 1), "row 4: D='0' must be positive"),
+        (GOOD.replace("3000000000.0", "", 1), "row 4: column D is empty"),
+        ("N,D,loss\n1e7,1e9,3\n2e7,2e9,2.9\n", "2 rows; need at least 6"),
+        ("", "lacks column"),
+    ],
+)
+def test_bad_csv(tmp_path, text, message):
+    path = _write(tmp_path, text)
+    with pytest.raises(UserError, match=message) as err:
+        read_fit_csv(path)
+    assert str(path) in str(err.value)
+
+
+def test_missing_csv(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        read_fit_csv(tmp_path / "missing.csv")
