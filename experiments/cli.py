@@ -119,7 +119,182 @@ def _fit_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_fit)
 
 
-PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [_train_parser, _sweep_parser, _fit_parser]
+def cmd_measure(args: argparse.Namespace) -> int:
+    import json
+
+    from timing.measure import measure
+
+    config = resolve_config(args.preset, args.overrides)
+    record = measure(config.model, config.train.batch_size, min_seconds=args.min_seconds)
+    if args.json:
+        print(json.dumps(record, indent=2))
+    else:
+        print(format_measurement(record))
+    if record["status"] != "ok":
+        print(f"error: configuration could not be measured ({record['status']}): {record['message']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def format_measurement(record: dict) -> str:
+    c, counts = record["config"], record["counts"]
+    lines = [f"d={c['d']} n={c['n']} h={c['h']} w={c['w']} s={c['s']} v={c['v']} b={record['batch']} "
+             f"{record['dtype']} on {record['device_kind']}: status {record['status']}"]
+    if record["status"] == "ok":
+        lines.append(f"step: median {record['step_seconds'] * 1e3:.3f} ms (IQR {record['iqr_seconds'] * 1e3:.3f} ms, "
+                     f"{record['repeats']} repeats); compile {record['compile_seconds']:.2f} s")
+    xla = record.get("xla", {})
+    if xla:
+        lines.append(f"XLA: {xla.get('flops', 0):.4g} flops, {xla.get('bytes_accessed', 0):.4g} bytes accessed, "
+                     f"peak memory {xla.get('peak_bytes', 0) / 2**20:.1f} MiB")
+    lines.append(f"ours: {counts['flops']:.4g} flops, {counts['bytes']:.4g} bytes, memory estimate "
+                 f"{counts['memory'] / 2**20:.1f} MiB, {counts['params']:,.0f} parameters")
+    lines.append(f"paper (per sequence): FLOPS {counts['paper_flops']:.4g}, MEMCPYS {counts['paper_memcpys']:.4g}, "
+                 f"PARAMS {counts['paper_params']:,.0f}")
+    if record["status"] == "ok" and xla.get("flops"):
+        lines.append(f"achieved {xla['flops'] / record['step_seconds']:.3g} FLOP/s (XLA flops / step time)")
+    return "\n".join(lines)
+
+
+def _measure_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("measure", help="time one configuration's training step and show XLA's and our counts")
+    _add_config_args(p)
+    p.add_argument("--min-seconds", type=float, default=1.0, help="time repeats for at least this long")
+    p.add_argument("--json", action="store_true", help="print the timing record as JSON")
+    p.set_defaults(func=cmd_measure)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from experiments.calibrate import fit_and_report, run_grid
+
+    out = Path(args.out)
+    if not args.fit_only:
+        if not args.grid:
+            raise UserError("calibrate needs --grid NAME (or --fit-only to refit the records in --out)")
+        counts = run_grid(args.grid, out, progress=not args.quiet, min_seconds=args.min_seconds)
+        print(f"grid {args.grid}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    report = fit_and_report(out, args.price_per_hour)
+    print(report["table"])
+    p = report["profile"]
+    print(f"profile: {out / 'profile.json'} (model '{p.model}', held-out MAPE {p.held_out['mape']:.1%})")
+    print(f"table: {out / 'comparison.md'}; plots: {len(report['plots'])} PNGs in {out}")
+    return 0
+
+
+def _calibrate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="time a grid of configurations, fit and compare step-time models")
+    p.add_argument("--grid", help="a timing grid from configs/grids.py: cpu-small, gpu, tiny")
+    p.add_argument("--out", required=True, help="calibration folder (records.jsonl, profile.json, table, plots)")
+    p.add_argument("--fit-only", action="store_true", help="refit the records already in --out")
+    p.add_argument("--min-seconds", type=float, default=1.0, help="time each configuration for at least this long")
+    p.add_argument("--price-per-hour", type=float, help="price per device-hour to store in the profile")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_calibrate)
+
+
+def plan_inputs(args: argparse.Namespace):
+    """PlanInputs from the plan command's flags: space, profile, device price and memory, serving costs."""
+    from configs.devices import get_device
+    from configs.spaces import get_space
+    from scaling.plan import PlanInputs
+    from timing.counts import train_memory_bytes, train_step_flops
+
+    space = get_space(args.space)
+    profile = None
+    if args.profile:
+        from timing.profile import load_profile
+
+        profile = load_profile(args.profile)
+    device = get_device(args.device) if args.device else None
+    price = args.price_per_hour or (device.price_per_hour if device else None) or (profile and profile.price_per_hour)
+    memory = (device.memory_bytes if device else None) or (profile.memory_bytes if profile else None)
+    bytes_per = 2 if space.dtype in ("bfloat16", "float16") else 4
+    return PlanInputs(
+        space=space, step_seconds=profile.predict_step_seconds if profile else None,
+        memory_bytes=lambda **k: train_memory_bytes(**k, bytes_per=bytes_per), memory_limit=memory,
+        flops_per_step=train_step_flops, flops=args.flops, price_per_hour=price, spot_discount=args.spot_discount,
+        inference_tokens=args.inference_tokens, max_latency_ms=args.max_latency_ms,
+    )
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    import json
+
+    from experiments.plan_cmd import format_report, run_plan, verify, write_outputs
+    from scaling.budget import parse_budget
+    from scaling.laws import load_law
+
+    budget, law = parse_budget(args.budget), load_law(args.law)
+    inputs = plan_inputs(args)
+    plan, report = run_plan(budget, law, inputs, args.top)
+    if args.out:
+        report["files"] = [str(p) for p in write_outputs(plan, report, args.out)]
+    if args.verify:
+        from configs.designs import get_design
+
+        base = get_design(args.recipe).base
+        out = args.verify_out or f"{args.out or 'runs'}/verify"
+        report["verify"] = verify(report["best"][0], inputs.space, base, out)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(format_report(report))
+    if "verify" in report:
+        v = report["verify"]
+        print(f"\nverify: trained {v['steps']} steps in {v['run']}: loss {v['actual_loss']:.4f} vs predicted "
+              f"{v['predicted_loss']:.4f} ({v['loss_error']:+.1%}); step {v['actual_step_seconds'] * 1e3:.2f} ms"
+              + (f" vs predicted {v['predicted_step_seconds'] * 1e3:.2f} ms ({v['time_error']:+.1%})"
+                 if "time_error" in v else ""))
+    for path in report.get("files", []):
+        print(f"wrote {path}")
+    return 0
+
+
+def _plan_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="the architectures with the smallest predicted loss for a budget")
+    p.add_argument("--budget", required=True, help="FLOPs (1e19), time (90s, 30min, 4h) or money ($500)")
+    p.add_argument("--law", required=True, help="loss-law JSON (from smallest-loss fit, or your own)")
+    p.add_argument("--profile", help="device profile JSON (from smallest-loss calibrate); needed for time/money")
+    p.add_argument("--space", default="cpu", help="architecture search space: cpu, gpu, chinchilla")
+    p.add_argument("--top", type=int, default=10, help="how many configurations to show")
+    p.add_argument("--flops", choices=("6N", "exact"), default="6N",
+                   help="FLOPs budget accounting: C = 6ND (default) or our exact training-step FLOPs")
+    p.add_argument("--device", help="device table entry for price and memory (configs/devices.py), e.g. h100-sxm")
+    p.add_argument("--price-per-hour", type=float, help="price per device-hour (overrides the device table)")
+    p.add_argument("--spot-discount", type=float, default=0.0, help="fraction off the price, e.g. 0.6")
+    p.add_argument("--inference-tokens", type=float, default=0.0, help="lifetime tokens to serve (Sardana et al.)")
+    p.add_argument("--max-latency-ms", type=float, help="drop candidates whose per-token forward time exceeds this")
+    p.add_argument("--out", help="folder for plan.md, plan.json and plots")
+    p.add_argument("--verify", action="store_true", help="train the best configuration and compare")
+    p.add_argument("--verify-out", help="run folder for --verify (default OUT/verify)")
+    p.add_argument("--recipe", default="cpu-isoflop",
+                   help="sweep design whose training recipe (lr, schedule, batch) the law was fitted under; "
+                        "--verify trains with it")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=cmd_plan)
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from experiments.quickstart import quickstart
+
+    quickstart(args.out, args.budget, n_boot=args.bootstrap)
+    print(f"\nreport: {args.out}/report.md (with report.json, law.json, calibration/profile.json, plan/)")
+    return 0
+
+
+def _quickstart_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("quickstart", help="calibrate, sweep, fit, plan and verify on the embedded default")
+    p.add_argument("--out", default="quickstart", help="report folder (rerunning reuses finished work)")
+    p.add_argument("--budget", default="60s", help="the budget to plan for (default 60s of this device)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the law's intervals")
+    p.set_defaults(func=cmd_quickstart)
+
+
+PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _quickstart_parser, _train_parser, _sweep_parser, _fit_parser, _measure_parser, _calibrate_parser, _plan_parser,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

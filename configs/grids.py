@@ -1,0 +1,75 @@
+"""Timing grids: named lists of (model configuration, batch size) that `smallest-loss calibrate` measures.
+
+Each grid draws architectures (d, n, h, w, s) from ranges with a fixed seed, and measures each at two
+batch sizes, so cross-validation can hold out whole architectures while the batch varies within one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from configs.errors import UserError
+from configs.schema import DType, ModelConfig
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """Ranges to draw `architectures` shapes from; every shape is measured at `batches_per_arch` batches."""
+
+    name: str
+    architectures: int
+    d: tuple[int, ...]
+    n: tuple[int, ...]
+    head_sizes: tuple[int, ...]
+    mlp_ratios: tuple[int, ...]
+    s: tuple[int, ...]
+    b: tuple[int, ...]
+    v: int = 256
+    dtype: DType = "float32"
+    max_tokens_per_step: int = 1 << 30
+    batches_per_arch: int = 2
+    seed: int = 0
+
+
+def _draw(spec: GridSpec) -> tuple[tuple[ModelConfig, int], ...]:
+    rng = np.random.default_rng(spec.seed)
+    seen, out = set(), []
+    for _ in range(100 * spec.architectures):
+        if len(seen) == spec.architectures:
+            break
+        d, n, k, r, s = (int(rng.choice(x)) for x in (spec.d, spec.n, spec.head_sizes, spec.mlp_ratios, spec.s))
+        if d % k or (d, n, k, r, s) in seen:
+            continue
+        batches = [b for b in spec.b if b * s <= spec.max_tokens_per_step]
+        if len(batches) < spec.batches_per_arch:
+            continue
+        seen.add((d, n, k, r, s))
+        cfg = ModelConfig(v=spec.v, d=d, n=n, h=d // k, w=r * d, s=s, dtype=spec.dtype)
+        for b in rng.choice(batches, size=spec.batches_per_arch, replace=False):
+            out.append((cfg, int(b)))
+    return tuple(out)
+
+
+SPECS: dict[str, GridSpec] = {
+    s.name: s
+    for s in (
+        # 24 architectures x 2 batches = 48 configurations, a few minutes on 2 CPU cores.
+        GridSpec("cpu-small", 24, d=(32, 64, 96, 128, 192, 256), n=(1, 2, 3, 4, 6), head_sizes=(16, 32),
+                 mlp_ratios=(2, 4), s=(32, 64, 128, 256), b=(2, 4, 8, 16), max_tokens_per_step=2048),
+        # 10 configurations (5 architectures), for tests.
+        GridSpec("tiny", 5, d=(32, 64), n=(1, 2), head_sizes=(16,), mlp_ratios=(2, 4), s=(16, 32), b=(2, 4)),
+        # 32 architectures x 2 batches = 64 configurations for one H100 (bf16, GPT-2 vocabulary).
+        GridSpec("gpu", 32, d=(512, 768, 1024, 1536, 2048), n=(4, 8, 12, 16, 24), head_sizes=(64, 128),
+                 mlp_ratios=(2, 4), s=(512, 1024, 2048), b=(4, 8, 16, 32), v=50304, dtype="bfloat16",
+                 max_tokens_per_step=32768),
+    )
+}
+
+
+def get_grid(name: str) -> tuple[tuple[ModelConfig, int], ...]:
+    """The configurations of a named grid; an unknown name is a UserError listing the known ones."""
+    if name not in SPECS:
+        raise UserError(f"unknown timing grid {name!r}; choose one of: {', '.join(SPECS)}")
+    return _draw(SPECS[name])

@@ -1,0 +1,138 @@
+"""`smallest-loss measure` (one configuration) and `smallest-loss calibrate` (a grid, then model comparison).
+
+A calibration folder holds `records.jsonl` (one timing record per configuration, appended as measured, so
+an interrupted calibration resumes where it stopped), `device.json` (measured peak FLOP/s and bandwidth),
+`comparison.md` (held-out errors of every step-time model), `profile.json` (the best analytic model, for
+the planner) and one predicted-vs-measured plot per model.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from configs.devices import find_device
+from configs.errors import UserError
+from configs.grids import get_grid
+from configs.schema import ModelConfig
+from model.runs import environment
+from timing.measure import measure, measure_bandwidth, measure_peak_flops
+from timing.models import compare_models
+from timing.profile import DeviceProfile, save_profile
+
+
+def record_key(config: dict[str, Any], batch: int, dtype: str) -> str:
+    return json.dumps(dict(config=config, batch=batch, dtype=dtype), sort_keys=True)
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Timing records of a calibration folder; a line cut short by a crash is dropped."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def _append(path: Path, record: dict[str, Any]) -> None:
+    # A line cut short by a kill has no newline: start on a fresh line so this record stays readable.
+    fresh = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    with path.open("a") as f:
+        f.write(("\n" if fresh else "") + json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def device_rates(out: Path) -> dict[str, float]:
+    """Measured peak matmul FLOP/s and bandwidth of this device (measured once per calibration folder)."""
+    path = out / "device.json"
+    kind = environment()["device_kind"]
+    if path.exists():
+        rates = json.loads(path.read_text())
+        if rates.get("device_kind") == kind:
+            return rates
+    rates = dict(device_kind=kind, peak_flops=measure_peak_flops(), bandwidth=measure_bandwidth())
+    path.write_text(json.dumps(rates, indent=2) + "\n")
+    return rates
+
+
+def run_grid(grid: str, out: Path, progress: bool = True, min_seconds: float = 0.5) -> dict[str, int]:
+    """Measure every configuration of `grid` not yet in `out/records.jsonl`; returns counts by status."""
+    configs = get_grid(grid)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "records.jsonl"
+    done = {record_key(r["config"], r["batch"], r["dtype"]) for r in read_records(path)}
+    todo = []
+    for cfg, b in configs:
+        probe = measure_key(cfg, b)
+        if probe not in done:
+            todo.append((cfg, b))
+    counts = {"skipped": len(configs) - len(todo)}
+    with tqdm(todo, disable=not progress, unit="config", dynamic_ncols=True) as bar:
+        for cfg, b in bar:
+            bar.set_postfix_str(f"d={cfg.d} n={cfg.n} h={cfg.h} w={cfg.w} s={cfg.s} b={b}")
+            record = measure(cfg, b, min_seconds=min_seconds)
+            _append(path, record)
+            counts[record["status"]] = counts.get(record["status"], 0) + 1
+    return counts
+
+
+def measure_key(cfg: ModelConfig, b: int) -> str:
+    config = dict(v=cfg.v, d=cfg.d, n=cfg.n, h=cfg.h, w=cfg.w, s=cfg.s, norm=cfg.norm, activation=cfg.activation,
+                  tied_embeddings=cfg.tied_embeddings, attention=cfg.attention)
+    return record_key(config, b, cfg.dtype)
+
+
+def comparison_table(results: list[dict[str, Any]]) -> str:
+    lines = ["| model | held-out MAPE | held-out max APE | R^2 | Spearman | planner can use |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        if "held_out" not in r:
+            lines.append(f"| {r['name']} | - | - | - | - | ({r.get('error')}) |")
+            continue
+        h = r["held_out"]
+        lines.append(f"| {r['name']} | {h['mape']:.1%} | {h['max_ape']:.1%} | {h['r2']:.4f} | {h['spearman']:.4f} "
+                     f"| {'yes' if r['analytic'] else 'no (needs XLA counts)'} |")
+    return "\n".join(lines)
+
+
+def fit_and_report(out: Path, price_per_hour: float | None = None) -> dict[str, Any]:
+    """Compare all step-time models on the folder's records; write the table, plots and the profile."""
+    from experiments.plots_timing import plot_predictions
+    from timing.models import shape_columns
+
+    records = read_records(out / "records.jsonl")
+    if not records:
+        raise UserError(f"{out} holds no timing records; run smallest-loss calibrate --grid NAME --out {out}")
+    rates = device_rates(out)
+    results = compare_models(records, rates)
+    ok = [r for r in records if r.get("status") == "ok"]
+    best = next(r for r in results if r.get("analytic") and "held_out" in r)
+    device = find_device(rates["device_kind"])
+    profile = DeviceProfile(
+        device_kind=rates["device_kind"], model=best["name"], coefficients=tuple(best["coefficients"]),
+        peak_flops=rates["peak_flops"], bandwidth=rates["bandwidth"], held_out=best["held_out"],
+        price_per_hour=price_per_hour if price_per_hour is not None else (device.price_per_hour if device else None),
+        memory_bytes=device.memory_bytes if device else None, dtype=ok[0]["dtype"], records=len(ok),
+        created=datetime.date.today().isoformat(),
+        alternatives={r["name"]: r["coefficients"] for r in results if r.get("analytic") and "coefficients" in r},
+    )
+    save_profile(out / "profile.json", profile)
+    table = comparison_table(results)
+    failed = [r for r in records if r.get("status") != "ok"]
+    (out / "comparison.md").write_text(
+        f"# Step-time models on {rates['device_kind']}\n\n{len(ok)} configurations measured "
+        f"({len(failed)} failed), {len({json.dumps(r['config']) for r in ok})} architectures; errors are on "
+        f"architectures held out of the fit (5 folds).\nMeasured peak {rates['peak_flops']:.3g} FLOP/s, bandwidth "
+        f"{rates['bandwidth']:.3g} B/s.\n\n{table}\n\nProfile model: **{best['name']}** (best analytic model).\n")
+    plots = plot_predictions(results, shape_columns(ok)["time"], out)
+    return dict(results=results, profile=profile, table=table, plots=plots, failed=len(failed))

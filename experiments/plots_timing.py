@@ -1,0 +1,43 @@
+"""Predicted-vs-measured step-time plots, one per model (held-out predictions)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+
+def plot_name(name: str) -> str:
+    """The file name of a model's predicted-vs-measured plot."""
+    return f"pred_vs_measured_{_slug(name)}.png"
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def plot_predictions(results: list[dict[str, Any]], measured: np.ndarray, out: str | Path) -> list[Path]:
+    """One PNG per model: held-out predicted step time against measured, log axes, with the identity line."""
+    out = Path(out)
+    paths = []
+    lo, hi = measured.min() / 1.5, measured.max() * 1.5
+    for r in results:
+        if "predicted" not in r:
+            continue
+        fig = Figure(figsize=(5, 5), layout="constrained")
+        FigureCanvasAgg(fig)
+        ax = fig.subplots()
+        ax.scatter(measured, r["predicted"], s=14)
+        ax.plot([lo, hi], [lo, hi], color="black", ls=":", lw=1)
+        h = r["held_out"]
+        ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel="measured step seconds",
+               ylabel="predicted (held-out architectures)",
+               title=f"{r['name']}\nMAPE {h['mape']:.1%}, max {h['max_ape']:.1%}, Spearman {h['spearman']:.3f}")
+        path = out / plot_name(r["name"])
+        fig.savefig(path, dpi=110)
+        paths.append(path)
+    return paths

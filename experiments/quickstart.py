@@ -1,0 +1,96 @@
+"""`smallest-loss quickstart`: the whole method on the embedded default, end to end, on this device.
+
+1. calibrate: time the `cpu-small` grid and fit the step-time models (timing/);
+2. sweep: train the `quick-isoflop` design on the Python standard library's source (model/);
+3. fit: Chinchilla Approach 3 with bootstrap intervals, and Approach 2 (scaling/);
+4. plan: the smallest predicted loss for a time budget on this device;
+5. verify: train the recommended configuration and compare predicted with actual loss and time;
+6. report: a folder with report.md, the JSON files and the plots.
+Every stage skips work already done in the folder, so rerunning (or resuming after Ctrl-C) is cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from configs.designs import get_design
+from configs.spaces import get_space
+from experiments.calibrate import fit_and_report, run_grid
+from experiments.fit_cmd import run_fit
+from experiments.plan_cmd import format_report, run_plan, verify, write_outputs
+from experiments.plots_timing import plot_name
+from experiments.sweep import run_sweep
+from scaling.budget import parse_budget
+from scaling.laws import load_law
+from scaling.plan import PlanInputs
+from timing.counts import train_memory_bytes
+from timing.profile import load_profile
+
+
+def _stage(title: str) -> float:
+    print(f"\n=== {title}", flush=True)
+    return time.perf_counter()
+
+
+def _done(start: float) -> None:
+    print(f"    ({time.perf_counter() - start:.0f}s)", flush=True)
+
+
+def quickstart(out: str | Path = "quickstart", budget: str = "60s", grid: str = "cpu-small",
+               design: str = "quick-isoflop", space: str = "cpu", n_boot: int = 1000) -> dict[str, Any]:
+    """Run every stage into `out`; returns the report's data (also written as report.json)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t = _stage(f"1/5 calibrate: time the {grid} grid's training steps on this device")
+    run_grid(grid, out / "calibration")
+    calibration = fit_and_report(out / "calibration")
+    print(calibration["table"])
+    _done(t)
+    t = _stage(f"2/5 sweep: train the {design} design")
+    run_sweep(get_design(design), out / "sweep")
+    _done(t)
+    t = _stage("3/5 fit: Chinchilla Approach 3 with bootstrap, Approach 2")
+    fit = run_fit([str(out / "sweep")], None, "chinchilla", n_boot, str(out / "law.json"), None, False, False)
+    print("\n".join(fit["text"]))
+    _done(t)
+    t = _stage(f"4/5 plan: the smallest predicted loss for {budget} on this device")
+    profile = load_profile(out / "calibration" / "profile.json")
+    inputs = PlanInputs(get_space(space), step_seconds=profile.predict_step_seconds,
+                        memory_bytes=train_memory_bytes, memory_limit=profile.memory_bytes)
+    plan, plan_report = run_plan(parse_budget(budget), load_law(out / "law.json"), inputs, top=10)
+    write_outputs(plan, plan_report, out / "plan")
+    print(format_report(plan_report))
+    _done(t)
+    t = _stage("5/5 verify: train the recommended configuration for the budget")
+    checked = verify(plan_report["best"][0], inputs.space, get_design(design).base, out / "verify")
+    _done(t)
+    report = dict(budget=budget, calibration=calibration["table"], profile=str(out / "calibration" / "profile.json"),
+                  fit={k: fit[k] for k in ("law", "isoflop", "curve_extrapolation") if k in fit},
+                  plan=plan_report, verify=checked)
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (out / "report.md").write_text(report_markdown(report, calibration, fit, plan_report, checked))
+    return report
+
+
+def report_markdown(report: dict[str, Any], calibration: dict[str, Any], fit: dict[str, Any],
+                    plan_report: dict[str, Any], checked: dict[str, Any]) -> str:
+    iso = fit.get("isoflop") or {}
+    lines = [
+        "# smallest-loss quickstart report", "",
+        f"Device: {calibration['profile'].device_kind}. Budget: {report['budget']}.", "",
+        "## 1. Step-time models (held-out architectures)", "", calibration["table"], "",
+        f"![predicted vs measured](calibration/{plot_name(calibration['profile'].model)})", "",
+        "## 2-3. Loss law from the sweep", "", *fit["text"], "",
+        (f"Approach 2 (IsoFLOP parabolas): N_opt ~ C^{iso['a']:.3f}, D_opt ~ C^{iso['b']:.3f}" if "a" in iso else ""),
+        "", "![law](law.png)", "", "![isoflop](law_isoflop.png)", "",
+        "## 4. Plan", "", format_report(plan_report), "", "![plan](plan/plan.png)", "",
+        "## 5. Verification", "",
+        f"Trained d={plan_report['best'][0]['d']}, n={plan_report['best'][0]['n']} for {checked['steps']} steps: "
+        f"final eval loss {checked['actual_loss']:.4f} against predicted {checked['predicted_loss']:.4f} "
+        f"({checked['loss_error']:+.1%}); step time {checked['actual_step_seconds'] * 1e3:.2f} ms against predicted "
+        f"{checked['predicted_step_seconds'] * 1e3:.2f} ms ({checked.get('time_error', float('nan')):+.1%}).", "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,174 @@
+"""Step-time models fitted to timing records, compared by cross-validation on unseen architectures.
+
+Each model is linear in non-negative coefficients over features of a configuration, fitted by
+relative-error least squares (rows divided by the measured time, so a 1 ms step weighs as much as a 1 s
+one) with `scipy.optimize.nnls`. "Time Matters" (Inbar and Sernau, 2024) proposes
+TIME = c1*MEMCPYS + c2*FLOPS + c3; the others are its rivals: FLOPs only, copies only, XLA's compiled
+counts, our exact counts, and a roofline max(flops/peak, bytes/bandwidth) with the device's measured
+peak and bandwidth. Models whose features are analytic can predict any candidate from its
+hyperparameters (the planner's need); models on XLA counts need a compiled step and cannot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import optimize, stats
+
+from configs.errors import UserError
+from timing.counts import FLOPS, MEMCPYS, train_attention_flops, train_step_bytes, train_step_flops
+
+Features = Callable[[dict[str, np.ndarray], dict[str, float]], list[np.ndarray]]
+
+
+def shape_columns(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Columns of hyperparameters and measured/compiled numbers from `ok` timing records."""
+    cols: dict[str, list[float]] = {k: [] for k in ("d", "n", "h", "w", "s", "v", "b", "time", "xla_flops",
+                                                   "xla_bytes")}
+    for r in records:
+        for k in ("d", "n", "h", "w", "s", "v"):
+            cols[k].append(r["config"][k])
+        cols["b"].append(r["batch"])
+        cols["time"].append(r["step_seconds"])
+        cols["xla_flops"].append(r.get("xla", {}).get("flops", np.nan))
+        cols["xla_bytes"].append(r.get("xla", {}).get("bytes_accessed", np.nan))
+    return {k: np.asarray(v, dtype=np.float64) for k, v in cols.items()}
+
+
+def _shape(c: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+    return c["d"], c["n"], c["h"], c["w"], c["s"], c["v"], c["b"]
+
+
+def _paper_flops(c, _):
+    d, n, h, w, s, v, b = _shape(c)
+    return b * FLOPS(d, n, s, v, w, h)
+
+
+def _paper_memcpys(c, _):
+    d, n, h, w, s, v, b = _shape(c)
+    return b * MEMCPYS(d, n, s, v, w, h)
+
+
+def _exact_flops(c, _):
+    d, n, h, w, s, v, b = _shape(c)
+    return train_step_flops(d, n, h, w, s, v, b)
+
+
+def _exact_bytes(c, _):
+    d, n, h, w, s, v, b = _shape(c)
+    return train_step_bytes(d, n, h, w, s, v, b)
+
+
+def _attention_flops(c, _):
+    return train_attention_flops(c["d"], c["n"], c["s"], c["b"])
+
+
+def _dense_flops(c, device):
+    return _exact_flops(c, device) - _attention_flops(c, device)
+
+
+def _roofline(c, device):
+    return np.maximum(_exact_flops(c, device) / device["peak_flops"], _exact_bytes(c, device) / device["bandwidth"])
+
+
+def _xla_roofline(c, device):
+    return np.maximum(c["xla_flops"] / device["peak_flops"], c["xla_bytes"] / device["bandwidth"])
+
+
+@dataclass(frozen=True)
+class TimeModel:
+    name: str
+    features: tuple[Callable[..., np.ndarray], ...]  # each (columns, device) -> array; a constant is added
+    analytic: bool  # computable from hyperparameters alone (usable by the planner)
+    description: str
+
+
+MODELS: tuple[TimeModel, ...] = (
+    TimeModel("paper: memcpys + flops", (_paper_memcpys, _paper_flops), True,
+              "c1*b*MEMCPYS + c2*b*FLOPS + c3 (Inbar and Sernau, 2024)"),
+    TimeModel("paper: flops only", (_paper_flops,), True, "c2*b*FLOPS + c3"),
+    TimeModel("paper: memcpys only", (_paper_memcpys,), True, "c1*b*MEMCPYS + c3"),
+    TimeModel("exact: flops + bytes", (_exact_flops, _exact_bytes), True,
+              "our training-step FLOPs and bytes (timing/counts.py)"),
+    TimeModel("exact: dense flops + attention flops + bytes", (_dense_flops, _attention_flops, _exact_bytes), True,
+              "our counts, with attention's s x s matmuls priced apart from the dense layers"),
+    TimeModel("roofline (exact counts)", (_roofline,), True, "c*max(F/peak, M/bandwidth) + c3, measured peak"),
+    TimeModel("xla: flops", (lambda c, _: c["xla_flops"],), False, "XLA compiled flops"),
+    TimeModel("xla: bytes", (lambda c, _: c["xla_bytes"],), False, "XLA compiled bytes accessed"),
+    TimeModel("xla: flops + bytes", (lambda c, _: c["xla_flops"], lambda c, _: c["xla_bytes"]), False,
+              "XLA compiled flops and bytes accessed"),
+    TimeModel("roofline (xla counts)", (_xla_roofline,), False, "c*max(xla F/peak, xla M/bandwidth) + c3"),
+)
+
+
+def get_model(name: str) -> TimeModel:
+    for model in MODELS:
+        if model.name == name:
+            return model
+    raise UserError(f"unknown time model {name!r}; known: {', '.join(m.name for m in MODELS)}")
+
+
+def design_matrix(model: TimeModel, cols: dict[str, np.ndarray], device: dict[str, float]) -> np.ndarray:
+    return np.column_stack([f(cols, device) for f in model.features] + [np.ones_like(cols["d"])])
+
+
+def fit_coefficients(X: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Non-negative least squares on relative errors: minimise sum(((X c - t) / t)^2), c >= 0.
+
+    Columns are scaled to unit norm first so that features of 1e12 and a constant of 1 are equally
+    well conditioned; the coefficients are scaled back.
+    """
+    A = X / t[:, None]
+    scale = np.linalg.norm(A, axis=0)
+    scale[scale == 0] = 1.0
+    coef, _ = optimize.nnls(A / scale, np.ones_like(t), maxiter=50 * X.shape[1])
+    return coef / scale
+
+
+def scores(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+    ape = np.abs(predicted / measured - 1)
+    ss_res = np.sum((measured - predicted) ** 2)
+    ss_tot = np.sum((measured - measured.mean()) ** 2)
+    return dict(mape=float(ape.mean()), max_ape=float(ape.max()), r2=float(1 - ss_res / ss_tot),
+                spearman=float(stats.spearmanr(predicted, measured).statistic))
+
+
+def architecture_folds(cols: dict[str, np.ndarray], k: int = 5, seed: int = 0) -> np.ndarray:
+    """Fold label per record: whole architectures (d, n, h, w, s; any b) go to one fold, shuffled."""
+    keys = np.column_stack([cols[c] for c in ("d", "n", "h", "w", "s")])
+    _, group = np.unique(keys, axis=0, return_inverse=True)
+    n_groups = group.max() + 1
+    if n_groups < k:
+        raise UserError(f"cross-validation needs at least {k} architectures, the records hold {n_groups}")
+    fold_of_group = np.random.default_rng(seed).permutation(n_groups) % k
+    return fold_of_group[group.ravel()]
+
+
+def cross_validate(model: TimeModel, cols: dict[str, np.ndarray], device: dict[str, float],
+                   k: int = 5) -> dict[str, Any]:
+    """Held-out predictions for every record (each predicted by a fit that never saw its architecture)."""
+    X, t = design_matrix(model, cols, device), cols["time"]
+    if not np.all(np.isfinite(X)):
+        return dict(name=model.name, error="features missing in some records")
+    folds = architecture_folds(cols, k)
+    predicted = np.empty_like(t)
+    for f in range(k):
+        test = folds == f
+        predicted[test] = X[test] @ fit_coefficients(X[~test], t[~test])
+    coef = fit_coefficients(X, t)
+    return dict(name=model.name, analytic=model.analytic, description=model.description,
+                coefficients=[float(c) for c in coef], held_out=scores(predicted, t),
+                in_sample=scores(X @ coef, t), predicted=predicted)
+
+
+def compare_models(records: list[dict[str, Any]], device: dict[str, float], k: int = 5) -> list[dict[str, Any]]:
+    """Cross-validate every model on the `ok` records; best held-out mean error first."""
+    ok = [r for r in records if r.get("status") == "ok"]
+    if len(ok) < 2 * k:
+        raise UserError(f"only {len(ok)} successful timing records; at least {2 * k} are needed to compare models")
+    cols = shape_columns(ok)
+    results = [cross_validate(m, cols, device, k) for m in MODELS]
+    return sorted(results, key=lambda r: r.get("held_out", {}).get("mape", np.inf))
