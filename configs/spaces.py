@@ -27,6 +27,10 @@ class SearchSpace:
     activation: Activation = "gelu"
     tied: bool = True
     dtype: str = "float32"
+    # Aspect ratios d/n to consider. A law L(N, D) ignores shape, which holds only near the shapes it was
+    # fitted on (Kaplan et al., 2020, found loss nearly flat in d/n over a wide middle range, not at its
+    # ends), so a space stays close to the shapes of the sweep behind its law.
+    aspect_ratio: tuple[float, float] = (0.0, float("inf"))
 
     def __post_init__(self) -> None:
         for field in ("d", "n", "head_sizes", "mlp_ratios", "s", "b"):
@@ -49,11 +53,13 @@ def _steps(lo: int, hi: int, step: int) -> tuple[int, ...]:
 
 SPACES: dict[str, SearchSpace] = {
     # The recipe of the cpu-isoflop sweep: bytes (v=256), s=64, b=16, w=4d.
+    # Its shapes span d/n = 16 to 32, so the space allows 12 to 48.
     "cpu": SearchSpace("cpu", v=256, d=_steps(16, 512, 8), n=_steps(1, 16, 1), head_sizes=(8, 16, 32, 64),
-                       mlp_ratios=(4,), s=(64,), b=(16,)),
+                       mlp_ratios=(4,), s=(64,), b=(16,), aspect_ratio=(12.0, 48.0)),
     # GPT-style shapes for an accelerator, bf16, GPT-2 vocabulary and context.
     "gpu": SearchSpace("gpu", v=50304, d=_steps(256, 8192, 64), n=_steps(2, 96, 1), head_sizes=(64, 128),
-                       mlp_ratios=(4,), s=(1024,), b=(8, 16, 32, 64, 128, 256), dtype="bfloat16"),
+                       mlp_ratios=(4,), s=(1024,), b=(8, 16, 32, 64, 128, 256), dtype="bfloat16",
+                       aspect_ratio=(16.0, 256.0)),
     # Wide and dense, for FLOPs budgets with published laws (Chinchilla's 32k vocabulary).
     "chinchilla": SearchSpace("chinchilla", v=32000, d=_steps(128, 16384, 32), n=_steps(1, 160, 1),
                               head_sizes=(64, 128), mlp_ratios=(4,), s=(2048,), b=(256,)),

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import jax
 from tqdm.auto import tqdm
 
 from configs.devices import find_device
@@ -21,7 +22,7 @@ from configs.errors import UserError
 from configs.grids import get_grid
 from configs.schema import ModelConfig
 from model.runs import environment
-from timing.measure import measure, measure_bandwidth, measure_peak_flops
+from timing.measure import measure_bandwidth, measure_many, measure_peak_flops
 from timing.models import compare_models
 from timing.profile import DeviceProfile, save_profile
 
@@ -65,8 +66,14 @@ def device_rates(out: Path) -> dict[str, float]:
     return rates
 
 
-def run_grid(grid: str, out: Path, progress: bool = True, min_seconds: float = 0.5) -> dict[str, int]:
-    """Measure every configuration of `grid` not yet in `out/records.jsonl`; returns counts by status."""
+def run_grid(grid: str, out: Path, progress: bool = True, min_seconds: float = 1.0, chunk: int | None = None
+             ) -> dict[str, int]:
+    """Measure every configuration of `grid` not yet in `out/records.jsonl`; returns counts by status.
+
+    Configurations are timed in chunks (interleaved rounds within a chunk, see `measure_many`); records
+    are appended after each chunk, so a killed calibration loses at most one chunk. Chunks are 8 on CPU
+    and 1 on accelerators (where 8 large models would not fit in memory at once).
+    """
     configs = get_grid(grid)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "records.jsonl"
@@ -77,12 +84,15 @@ def run_grid(grid: str, out: Path, progress: bool = True, min_seconds: float = 0
         if probe not in done:
             todo.append((cfg, b))
     counts = {"skipped": len(configs) - len(todo)}
-    with tqdm(todo, disable=not progress, unit="config", dynamic_ncols=True) as bar:
-        for cfg, b in bar:
-            bar.set_postfix_str(f"d={cfg.d} n={cfg.n} h={cfg.h} w={cfg.w} s={cfg.s} b={b}")
-            record = measure(cfg, b, min_seconds=min_seconds)
-            _append(path, record)
-            counts[record["status"]] = counts.get(record["status"], 0) + 1
+    chunk = chunk or (8 if jax.default_backend() == "cpu" else 1)
+    with tqdm(total=len(todo), disable=not progress, unit="config", dynamic_ncols=True) as bar:
+        for start in range(0, len(todo), chunk):
+            part = todo[start : start + chunk]
+            bar.set_postfix_str(f"{len(part)} configurations, d={part[0][0].d}..")
+            for record in measure_many(part, min_seconds=min_seconds):
+                _append(path, record)
+                counts[record["status"]] = counts.get(record["status"], 0) + 1
+            bar.update(len(part))
     return counts
 
 

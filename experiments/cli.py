@@ -287,7 +287,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 def _quickstart_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quickstart", help="calibrate, sweep, fit, plan and verify on the embedded default")
     p.add_argument("--out", default="quickstart", help="report folder (rerunning reuses finished work)")
-    p.add_argument("--budget", default="60s", help="the budget to plan for (default 60s of this device)")
+    p.add_argument("--budget", default="20s", help="the budget to plan for (default 20s of this device)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the law's intervals")
     p.set_defaults(func=cmd_quickstart)
 

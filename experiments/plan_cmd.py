@@ -89,7 +89,10 @@ def verify(row: dict[str, Any], space: SearchSpace, base: RunConfig, out: str | 
     from model.train import train
 
     config = verify_config(row, space, base)
-    summary = train(config, out, resume=(Path(out) / "config.json").exists(), progress=True)
+    m = config.model
+    # One folder per configuration, so a rerun resumes this run and a new plan never reuses another's.
+    out = Path(out) / f"d{m.d}-n{m.n}-h{m.h}-w{m.w}-s{m.s}-b{config.train.batch_size}-steps{config.total_steps}"
+    summary = train(config, out, resume=(out / "config.json").exists(), progress=True)
     lines = RunDir(Path(out), config, {}).read_metrics()
     walls = np.array([m["wall_seconds"] for m in lines])
     steps = np.array([m["step"] for m in lines])

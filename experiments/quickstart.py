@@ -39,7 +39,7 @@ def _done(start: float) -> None:
     print(f"    ({time.perf_counter() - start:.0f}s)", flush=True)
 
 
-def quickstart(out: str | Path = "quickstart", budget: str = "60s", grid: str = "cpu-small",
+def quickstart(out: str | Path = "quickstart", budget: str = "20s", grid: str = "cpu-small",
                design: str = "quick-isoflop", space: str = "cpu", n_boot: int = 1000) -> dict[str, Any]:
     """Run every stage into `out`; returns the report's data (also written as report.json)."""
     out = Path(out)

@@ -54,11 +54,13 @@ class Candidates:
 
 
 def enumerate_candidates(space: SearchSpace) -> Candidates:
-    """All (d, n, head size, MLP ratio, s, b) combinations whose head size divides d into an even head."""
+    """All (d, n, head size, MLP ratio, s, b) combinations whose head size divides d into an even head,
+    within the space's aspect ratios d/n."""
     grids = np.meshgrid(np.array(space.d), np.array(space.n), np.array(space.head_sizes),
                         np.array(space.mlp_ratios), np.array(space.s), np.array(space.b), indexing="ij")
     d, n, k, ratio, s, b = (g.ravel().astype(np.int64) for g in grids)
-    ok = (d % k == 0) & (k % 2 == 0)
+    lo, hi = space.aspect_ratio
+    ok = (d % k == 0) & (k % 2 == 0) & (d >= lo * n) & (d <= hi * n)
     d, n, k, ratio, s, b = d[ok], n[ok], k[ok], ratio[ok], s[ok], b[ok]
     w = ratio * d
     emb, non_emb = param_counts(space.v, d, n, w, norm=space.norm, activation=space.activation, tied=space.tied)

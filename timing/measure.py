@@ -67,8 +67,9 @@ def compile_step(cfg: ModelConfig, b: int) -> tuple[Any, Any, jax.Array, float]:
 
 
 def time_compiled(compiled: Any, state: Any, tokens: jax.Array, min_seconds: float, min_repeats: int,
-                  max_repeats: int, warmup: int = 2) -> list[float]:
-    """Per-step seconds over repeats, after warm-up; repeats until `min_seconds` (within the bounds)."""
+                  max_repeats: int, warmup: int = 2) -> tuple[list[float], Any]:
+    """Per-step seconds over repeats, after warm-up; repeats until `min_seconds` (within the bounds).
+    Returns the times and the state (donated at every call, so the caller must keep the new one)."""
     for _ in range(warmup):
         state, metrics = compiled(state, tokens)
         jax.block_until_ready((state, metrics))
@@ -78,7 +79,7 @@ def time_compiled(compiled: Any, state: Any, tokens: jax.Array, min_seconds: flo
         state, metrics = compiled(state, tokens)
         jax.block_until_ready((state, metrics))
         times.append(time.perf_counter() - start)
-    return times
+    return times, state
 
 
 def _base_record(cfg: ModelConfig, b: int) -> dict[str, Any]:
@@ -90,25 +91,60 @@ def _base_record(cfg: ModelConfig, b: int) -> dict[str, Any]:
                 dtype=cfg.dtype, batch=b, jax=env["packages"]["jax"], counts=counts_for(cfg, b))
 
 
-def measure(cfg: ModelConfig, b: int, min_seconds: float = 0.5, min_repeats: int = 5,
-            max_repeats: int = 200) -> dict[str, Any]:
-    """One timing record (DESIGN.md section 4). Failures become status `oom` or `error`, never exceptions."""
-    record = _base_record(cfg, b)
+def _failed(record: dict[str, Any], err: BaseException) -> dict[str, Any]:
+    record.update(status="oom" if _is_oom(err) else "error",
+                  message=f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:500],
+                  trace=traceback.format_exc(limit=3)[-1500:])
+    return record
+
+
+def _prepare(cfg: ModelConfig, b: int) -> dict[str, Any]:
+    """Compile and warm up one configuration; a failure is recorded in the returned item's record."""
+    item: dict[str, Any] = dict(record=_base_record(cfg, b), times=[])
     try:
         compiled, state, tokens, compile_s = compile_step(cfg, b)
-        record.update(compile_seconds=compile_s,
-                      xla=dict(**normalise_cost_analysis(compiled.cost_analysis()),
-                               **normalise_memory_analysis(compiled.memory_analysis())))
-        times = time_compiled(compiled, state, tokens, min_seconds, min_repeats, max_repeats)
+        item["record"].update(compile_seconds=compile_s,
+                              xla=dict(**normalise_cost_analysis(compiled.cost_analysis()),
+                                       **normalise_memory_analysis(compiled.memory_analysis())))
+        item["state"] = time_compiled(compiled, state, tokens, 0.0, 0, 0)[1]  # warm-up only
+        item.update(compiled=compiled, tokens=tokens)
     except Exception as err:  # noqa: BLE001 - any failure of one configuration is recorded, the grid goes on
-        record.update(status="oom" if _is_oom(err) else "error",
-                      message=f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:500],
-                      trace=traceback.format_exc(limit=3)[-1500:])
-        return record
-    q1, q3 = np.percentile(times, [25, 75])
-    record.update(status="ok", step_seconds=statistics.median(times), iqr_seconds=float(q3 - q1),
-                  min_seconds=min(times), repeats=len(times))
-    return record
+        _failed(item["record"], err)
+    return item
+
+
+def measure_many(configs: list[tuple[ModelConfig, int]], min_seconds: float = 1.0, rounds: int = 5,
+                 min_repeats: int = 5, max_repeats: int = 400) -> list[dict[str, Any]]:
+    """Timing records (DESIGN.md section 4) of several configurations, timed in interleaved rounds.
+
+    On a shared machine the speed drifts over minutes; timing every configuration a little in each of
+    `rounds` rounds spreads that drift over all of them instead of biasing whichever ran during a slow
+    spell. Failures become status `oom` or `error`, never exceptions.
+    """
+    items = [_prepare(cfg, b) for cfg, b in configs]
+    live = [it for it in items if "compiled" in it]
+    per_round = (min_seconds / rounds, -(-min_repeats // rounds), max(1, max_repeats // rounds))
+    for _ in range(rounds):
+        for it in live:
+            try:
+                times, it["state"] = time_compiled(it["compiled"], it["state"], it["tokens"], *per_round, warmup=0)
+                it["times"] += times
+            except Exception as err:  # noqa: BLE001
+                _failed(it["record"], err)
+                it["failed"] = True
+        live = [it for it in live if not it.get("failed")]
+    for it in live:
+        times = it["times"]
+        q1, q3 = np.percentile(times, [25, 75])
+        it["record"].update(status="ok", step_seconds=statistics.median(times), iqr_seconds=float(q3 - q1),
+                            min_seconds=min(times), repeats=len(times), rounds=rounds)
+    return [it["record"] for it in items]
+
+
+def measure(cfg: ModelConfig, b: int, min_seconds: float = 0.5, min_repeats: int = 5,
+            max_repeats: int = 200) -> dict[str, Any]:
+    """One configuration's timing record (see `measure_many`)."""
+    return measure_many([(cfg, b)], min_seconds, rounds=1, min_repeats=min_repeats, max_repeats=max_repeats)[0]
 
 
 def measure_peak_flops(n: int = 2048, dtype: str = "float32", repeats: int = 10) -> float:

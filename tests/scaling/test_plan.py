@@ -32,9 +32,12 @@ def test_flops_budget_matches_the_closed_form(C):
 
 
 def test_candidates_respect_head_sizes():
-    c = enumerate_candidates(get_space("cpu"))
-    assert len(c) > 1000
+    space = get_space("cpu")
+    c = enumerate_candidates(space)
+    assert len(c) > 500
     assert np.all(c.d % c.h == 0) and np.all((c.d // c.h) % 2 == 0) and np.all(c.w == 4 * c.d)
+    lo, hi = space.aspect_ratio
+    assert np.all(c.d >= lo * c.n) and np.all(c.d <= hi * c.n)
 
 
 def test_time_budget_beats_the_flops_rule_and_reports_depth():

@@ -1,0 +1,122 @@
+"""Training throughput: tokens/s, step time and model FLOPs utilisation, median over repeats.
+
+    python experiments/bench_train.py --preset tiny [--set model.d=256 ...] [--repeats 20]
+    python experiments/bench_train.py --preset tiny --devices 1,2,4,8      # scaling over a device mesh
+
+FLOPs are our exact training-step count (timing/counts.py). MFU = FLOPs / step time / the device's dense
+peak (configs/devices.py: bf16 peak for half-precision compute, fp32 otherwise); where no peak is known
+(CPU) it prints the achieved FLOP/s. With --devices, each count runs data-parallel with the per-device
+batch fixed (global batch = per-device batch x devices); on CPU the devices are simulated
+(--xla_force_host_platform_device_count) and share the same cores, so the scaling says nothing about
+real hardware, and the script says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import sys
+import time
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    parser.add_argument("--repeats", type=int, default=20, help="timed steps (after 3 warm-up steps)")
+    parser.add_argument("--devices", help="comma-separated device counts to compare, e.g. 1,2,4,8")
+    return parser.parse_args(argv)
+
+
+def _force_host_devices(counts: list[int]) -> None:
+    """Simulate CPU devices; must happen before JAX is imported (and does nothing on accelerators)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={max(counts)}".strip()
+
+
+def bench(config, devices: int, repeats: int) -> dict:
+    """Median step time of the real (sharded) training step over `devices` devices."""
+    import jax
+
+    from model.sharding import batch_sharding, make_mesh, put_batch, resolve_mesh_shape
+    from model.train import init_sharded_state, jit_sharded_step, make_optimizer
+    from timing.counts import train_step_flops
+
+    m, t = config.model, config.train
+    optimizer = make_optimizer(t, 1000)
+    mesh = make_mesh(resolve_mesh_shape(t, jax.device_count()))
+    graphdef, state, shardings = init_sharded_state(m, optimizer, t.seed, mesh)
+    step = jit_sharded_step(graphdef, optimizer, shardings, mesh)
+    tokens = jax.random.randint(jax.random.key(0), (t.batch_size, m.s + 1), 0, m.v)
+    tokens = put_batch(jax.device_get(tokens), batch_sharding(mesh))
+    times = []
+    for i in range(3 + repeats):
+        start = time.perf_counter()
+        state, metrics = step(state, tokens)
+        jax.block_until_ready(metrics)
+        if i >= 3:
+            times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    flops = float(train_step_flops(m.d, m.n, m.h, m.w, m.s, m.v, t.batch_size, activation=m.activation,
+                                   norm=m.norm, tied=m.tied_embeddings))
+    return dict(devices=devices, batch=t.batch_size, step_seconds=seconds,
+                tokens_per_second=t.batch_size * m.s / seconds, flops_per_step=flops,
+                flops_per_second=flops / seconds, spread=(min(times), max(times)))
+
+
+def _peak(dtype: str) -> tuple[float | None, str]:
+    import jax
+
+    from configs.devices import find_device
+
+    device = find_device(jax.devices()[0].device_kind)
+    if device is None:
+        return None, jax.devices()[0].device_kind
+    half = dtype in ("bfloat16", "float16")
+    return (device.peak_bf16_flops if half else device.peak_fp32_flops), device.name
+
+
+def _report(row: dict, peak: float | None, name: str) -> str:
+    line = (f"devices {row['devices']}: batch {row['batch']}, step {row['step_seconds'] * 1e3:.2f} ms median "
+            f"(min {row['spread'][0] * 1e3:.2f}, max {row['spread'][1] * 1e3:.2f}), "
+            f"{row['tokens_per_second']:,.0f} tokens/s, {row['flops_per_second']:.3g} FLOP/s")
+    if peak:
+        line += f", MFU {row['flops_per_second'] / (peak * row['devices']):.1%} of {name} peak {peak:.3g}"
+    return line
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse(argv)
+    counts = [int(x) for x in args.devices.split(",")] if args.devices else [1]
+    if args.devices:
+        _force_host_devices(counts)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import jax
+
+    from configs.models import get_preset
+    from configs.overrides import apply_overrides
+
+    config = apply_overrides(get_preset(args.preset), args.overrides)
+    peak, name = _peak(config.model.dtype)
+    m = config.model
+    print(f"preset {args.preset}: d={m.d} n={m.n} h={m.h} w={m.w} s={m.s} v={m.v} {m.dtype}; "
+          f"backend {jax.default_backend()}, {jax.device_count()} devices ({jax.devices()[0].device_kind})")
+    if jax.default_backend() == "cpu" and args.devices:
+        print("note: these CPU devices are simulated and share the same cores; scaling here is not hardware scaling")
+    base = None
+    for k in counts:
+        if k > jax.device_count():
+            print(f"devices {k}: skipped, only {jax.device_count()} present")
+            continue
+        train = dataclasses.replace(config.train, batch_size=config.train.batch_size * k, mesh_data=k, mesh_fsdp=1)
+        row = bench(dataclasses.replace(config, train=train), k, args.repeats)
+        base = base or row
+        print(_report(row, peak, name) + (f"; throughput x{row['tokens_per_second'] / base['tokens_per_second']:.2f}"
+                                          f" vs {base['devices']} device(s)" if args.devices else ""))
+
+
+if __name__ == "__main__":
+    main()
