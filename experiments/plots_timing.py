@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,9 @@ def plot_predictions(results: list[dict[str, Any]], measured: np.ndarray, out: s
         h = r["held_out"]
         ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel="measured step seconds",
                ylabel="predicted (held-out architectures)",
-               title=f"{r['name']}\nMAPE {h['mape']:.1%}, max {h['max_ape']:.1%}, Spearman {h['spearman']:.3f}")
+               )
+        ax.set_title(f"{textwrap.fill(r['name'], 48)}\nMAPE {h['mape']:.1%}, max {h['max_ape']:.1%}, "
+                     f"Spearman {h['spearman']:.3f}", fontsize=9)
         path = out / plot_name(r["name"])
         fig.savefig(path, dpi=110)
         paths.append(path)

@@ -104,12 +104,17 @@ def activation_bytes_per_sequence(d: Any, n: Any, h: Any, w: Any, s: Any, v: Any
     return bytes_per * (n * per_layer + 2 * s * v + s * d)
 
 
+def weight_bytes(d: Any, n: Any, w: Any, v: Any, activation: str = "gelu", norm: str = "rmsnorm",
+                 tied: bool = True) -> Any:
+    """Per-step traffic of parameters, gradients and Adam moments (float32): independent of the batch."""
+    return WEIGHT_PASSES * 4 * sum(param_counts(v, d, n, w, norm=norm, activation=activation, tied=tied))
+
+
 def train_step_bytes(d: Any, n: Any, h: Any, w: Any, s: Any, v: Any, b: Any, activation: str = "gelu",
                      norm: str = "rmsnorm", tied: bool = True, bytes_per: int = 4) -> Any:
     """Memory traffic of one training step: weights-sized traffic once, activations written and read per
     sequence (twice each: written forward, read backward; gradients of the same size likewise)."""
-    params = sum(param_counts(v, d, n, w, norm=norm, activation=activation, tied=tied))
-    weights = WEIGHT_PASSES * 4 * params  # master weights, gradients and Adam moments are float32
+    weights = weight_bytes(d, n, w, v, activation, norm, tied)
     return weights + b * 4 * activation_bytes_per_sequence(d, n, h, w, s, v, bytes_per, activation)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from scipy import optimize, stats
 
 from configs.errors import UserError
-from timing.counts import FLOPS, MEMCPYS, train_attention_flops, train_step_bytes, train_step_flops
+from timing.counts import FLOPS, MEMCPYS, train_attention_flops, train_step_bytes, train_step_flops, weight_bytes
 
 Features = Callable[[dict[str, np.ndarray], dict[str, float]], list[np.ndarray]]
 
@@ -70,6 +70,18 @@ def _dense_flops(c, device):
     return _exact_flops(c, device) - _attention_flops(c, device)
 
 
+def _weight_bytes(c, _):
+    return weight_bytes(c["d"], c["n"], c["w"], c["v"])
+
+
+def _activation_bytes(c, device):
+    return _exact_bytes(c, device) - _weight_bytes(c, device)
+
+
+def _layers(c, _):
+    return c["n"]
+
+
 def _roofline(c, device):
     return np.maximum(_exact_flops(c, device) / device["peak_flops"], _exact_bytes(c, device) / device["bandwidth"])
 
@@ -95,6 +107,9 @@ MODELS: tuple[TimeModel, ...] = (
               "our training-step FLOPs and bytes (timing/counts.py)"),
     TimeModel("exact: dense flops + attention flops + bytes", (_dense_flops, _attention_flops, _exact_bytes), True,
               "our counts, with attention's s x s matmuls priced apart from the dense layers"),
+    TimeModel("exact: flops (dense, attention) + bytes (weights, activations) + layers",
+              (_dense_flops, _attention_flops, _weight_bytes, _activation_bytes, _layers), True,
+              "as above, with weight and activation traffic apart and a fixed cost per layer (op dispatch)"),
     TimeModel("roofline (exact counts)", (_roofline,), True, "c*max(F/peak, M/bandwidth) + c3, measured peak"),
     TimeModel("xla: flops", (lambda c, _: c["xla_flops"],), False, "XLA compiled flops"),
     TimeModel("xla: bytes", (lambda c, _: c["xla_bytes"],), False, "XLA compiled bytes accessed"),
