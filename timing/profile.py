@@ -44,7 +44,7 @@ class DeviceProfile:
                             f"got {len(self.coefficients)}")
 
     def predict_with(self, model_name: str, coefficients: Any, **shape: Any) -> np.ndarray:
-        cols = {k: np.asarray(shape[k], dtype=np.float64) for k in ("d", "n", "h", "w", "s", "v", "b")}
+        cols = {k: np.atleast_1d(np.asarray(shape[k], dtype=np.float64)) for k in ("d", "n", "h", "w", "s", "v", "b")}
         cols = dict(zip(cols, np.broadcast_arrays(*cols.values()), strict=True))
         device = dict(peak_flops=self.peak_flops, bandwidth=self.bandwidth)
         return design_matrix(get_model(model_name), cols, device) @ np.asarray(coefficients, dtype=np.float64)
@@ -55,7 +55,7 @@ class DeviceProfile:
 
     def step_seconds_for(self, cfg: Any, b: int) -> float:
         """Predicted step seconds of one ModelConfig at batch b."""
-        return float(self.predict_step_seconds(cfg.d, cfg.n, cfg.h, cfg.w, cfg.s, cfg.v, b))
+        return float(self.predict_step_seconds(cfg.d, cfg.n, cfg.h, cfg.w, cfg.s, cfg.v, b)[0])
 
 
 def save_profile(path: str | Path, profile: DeviceProfile) -> Path:

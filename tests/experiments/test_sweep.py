@@ -65,3 +65,15 @@ def test_sweep_cli_errors(tmp_path, capsys):
     assert "unknown sweep design 'nope'" in capsys.readouterr().err
     assert main(["sweep", "--design", "cpu-isotime", "--out", str(tmp_path)]) == 2
     assert "--profile" in capsys.readouterr().err
+
+
+def test_isotime_design_buys_steps_from_the_profile():
+    from timing.profile import DeviceProfile
+
+    profile = DeviceProfile(device_kind="cpu", model="paper: flops only", coefficients=(1e-10, 1e-3),
+                            peak_flops=1e11, bandwidth=1e10, held_out={})
+    runs = plan_runs(DESIGNS["cpu-isotime"], profile.step_seconds_for)
+    assert len(runs) == 5
+    for r in runs:
+        step = profile.step_seconds_for(r.config.model, r.config.train.batch_size)
+        assert r.config.total_steps == int(60.0 // step)
