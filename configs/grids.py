@@ -7,11 +7,20 @@ batch sizes, so cross-validation can hold out whole architectures while the batc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from configs.errors import UserError
 from configs.schema import DType, ModelConfig
+
+
+class GridPoint(NamedTuple):
+    """One measurement: a model, the global batch, and the devices it runs data-parallel over."""
+
+    model: ModelConfig
+    batch: int
+    devices: int = 1
 
 
 @dataclass(frozen=True)
@@ -31,9 +40,10 @@ class GridSpec:
     max_tokens_per_step: int = 1 << 30
     batches_per_arch: int = 2
     seed: int = 0
+    devices: tuple[int, ...] = (1,)  # device counts; the per-device batch stays b, the global batch is b x k
 
 
-def _draw(spec: GridSpec) -> tuple[tuple[ModelConfig, int], ...]:
+def _draw(spec: GridSpec) -> tuple[GridPoint, ...]:
     rng = np.random.default_rng(spec.seed)
     seen, out = set(), []
     for _ in range(100 * spec.architectures):
@@ -48,7 +58,7 @@ def _draw(spec: GridSpec) -> tuple[tuple[ModelConfig, int], ...]:
         seen.add((d, n, k, r, s))
         cfg = ModelConfig(v=spec.v, d=d, n=n, h=d // k, w=r * d, s=s, dtype=spec.dtype)
         for b in rng.choice(batches, size=spec.batches_per_arch, replace=False):
-            out.append((cfg, int(b)))
+            out += [GridPoint(cfg, int(b) * k, k) for k in spec.devices]
     return tuple(out)
 
 
@@ -60,6 +70,13 @@ SPECS: dict[str, GridSpec] = {
                  mlp_ratios=(2, 4), s=(32, 64, 128, 256), b=(2, 4, 8, 16), max_tokens_per_step=2048),
         # 10 configurations (5 architectures), for tests.
         GridSpec("tiny", 5, d=(32, 64), n=(1, 2), head_sizes=(16,), mlp_ratios=(2, 4), s=(16, 32), b=(2, 4)),
+        # 6 architectures x 2 batches x 1, 2 and 4 devices (data parallel): fits the gradient-sync term.
+        # On CPU it needs simulated devices: XLA_FLAGS=--xla_force_host_platform_device_count=4.
+        GridSpec("cpu-mesh", 6, d=(64, 128, 256), n=(1, 2, 4), head_sizes=(32,), mlp_ratios=(4,), s=(64, 128),
+                 b=(2, 4, 8), max_tokens_per_step=1024, devices=(1, 2, 4)),
+        # 5 architectures on 1 and 2 devices: for tests of timing over a mesh.
+        GridSpec("tiny-mesh", 5, d=(32, 64), n=(1, 2), head_sizes=(16,), mlp_ratios=(2, 4), s=(16, 32), b=(2, 4),
+                 batches_per_arch=1, devices=(1, 2)),
         # 32 architectures x 2 batches = 64 configurations for one H100 (bf16, GPT-2 vocabulary).
         GridSpec("gpu", 32, d=(512, 768, 1024, 1536, 2048), n=(4, 8, 12, 16, 24), head_sizes=(64, 128),
                  mlp_ratios=(2, 4), s=(512, 1024, 2048), b=(4, 8, 16, 32), v=50304, dtype="bfloat16",
@@ -68,7 +85,7 @@ SPECS: dict[str, GridSpec] = {
 }
 
 
-def get_grid(name: str) -> tuple[tuple[ModelConfig, int], ...]:
+def get_grid(name: str) -> tuple[GridPoint, ...]:
     """The configurations of a named grid; an unknown name is a UserError listing the known ones."""
     if name not in SPECS:
         raise UserError(f"unknown timing grid {name!r}; choose one of: {', '.join(SPECS)}")

@@ -27,8 +27,8 @@ from timing.models import compare_models
 from timing.profile import DeviceProfile, save_profile
 
 
-def record_key(config: dict[str, Any], batch: int, dtype: str) -> str:
-    return json.dumps(dict(config=config, batch=batch, dtype=dtype), sort_keys=True)
+def record_key(config: dict[str, Any], batch: int, dtype: str, devices: int = 1) -> str:
+    return json.dumps(dict(config=config, batch=batch, dtype=dtype, devices=devices), sort_keys=True)
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -77,18 +77,19 @@ def run_grid(grid: str, out: Path, progress: bool = True, min_seconds: float = 1
     configs = get_grid(grid)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "records.jsonl"
-    done = {record_key(r["config"], r["batch"], r["dtype"]) for r in read_records(path)}
-    todo = []
-    for cfg, b in configs:
-        probe = measure_key(cfg, b)
-        if probe not in done:
-            todo.append((cfg, b))
+    done = {record_key(r["config"], r["batch"], r["dtype"], r.get("device_count", 1)) for r in read_records(path)}
+    todo = [point for point in configs if measure_key(*point) not in done]
+    needed = max(point.devices for point in configs)
+    if needed > jax.device_count():
+        hint = (f"; on CPU simulate them: XLA_FLAGS=--xla_force_host_platform_device_count={needed}"
+                if jax.default_backend() == "cpu" else "")
+        raise UserError(f"grid {grid} needs {needed} devices, {jax.device_count()} present{hint}")
     counts = {"skipped": len(configs) - len(todo)}
     chunk = chunk or (8 if jax.default_backend() == "cpu" else 1)
     with tqdm(total=len(todo), disable=not progress, unit="config", dynamic_ncols=True) as bar:
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
-            bar.set_postfix_str(f"{len(part)} configurations, d={part[0][0].d}..")
+            bar.set_postfix_str(f"{len(part)} configurations, d={part[0].model.d}..")
             for record in measure_many(part, min_seconds=min_seconds):
                 _append(path, record)
                 counts[record["status"]] = counts.get(record["status"], 0) + 1
@@ -96,10 +97,10 @@ def run_grid(grid: str, out: Path, progress: bool = True, min_seconds: float = 1
     return counts
 
 
-def measure_key(cfg: ModelConfig, b: int) -> str:
+def measure_key(cfg: ModelConfig, b: int, devices: int = 1) -> str:
     config = dict(v=cfg.v, d=cfg.d, n=cfg.n, h=cfg.h, w=cfg.w, s=cfg.s, norm=cfg.norm, activation=cfg.activation,
                   tied_embeddings=cfg.tied_embeddings, attention=cfg.attention)
-    return record_key(config, b, cfg.dtype)
+    return record_key(config, b, cfg.dtype, devices)
 
 
 def comparison_table(results: list[dict[str, Any]]) -> str:

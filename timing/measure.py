@@ -19,7 +19,8 @@ import numpy as np
 
 from configs.schema import ModelConfig, TrainConfig
 from model.runs import environment
-from model.train import init_state, make_optimizer, make_step_fn
+from model.sharding import batch_sharding, make_mesh, resolve_mesh_shape
+from model.train import init_sharded_state, jit_sharded_step, make_optimizer
 from timing.counts import counts_for
 
 RECORD_VERSION = 1
@@ -56,13 +57,20 @@ def _is_oom(err: BaseException) -> bool:
     return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text
 
 
-def compile_step(cfg: ModelConfig, b: int) -> tuple[Any, Any, jax.Array, float]:
-    """Build state and a batch, lower and compile the training step; returns (compiled, state, batch, secs)."""
-    optimizer = make_optimizer(TrainConfig(steps=1000, warmup_steps=10), 1000)
-    graphdef, state = init_state(cfg, optimizer, 0)
+def compile_step(cfg: ModelConfig, b: int, devices: int = 1) -> tuple[Any, Any, jax.Array, float]:
+    """Build state and a batch, lower and compile the training step; returns (compiled, state, batch, secs).
+
+    With `devices` > 1 the step is the data-parallel one training uses over a mesh of that many devices
+    (model/sharding.py), so the time includes the gradient all-reduce.
+    """
+    train = TrainConfig(steps=1000, warmup_steps=10, batch_size=b, mesh_data=devices)
+    optimizer = make_optimizer(train, 1000)
+    mesh = make_mesh(resolve_mesh_shape(train))
+    graphdef, state, shardings = init_sharded_state(cfg, optimizer, 0, mesh)
     tokens = jax.random.randint(jax.random.key(0), (b, cfg.s + 1), 0, cfg.v, dtype=jnp.int32)
+    tokens = jax.device_put(tokens, batch_sharding(mesh))
     start = time.perf_counter()
-    compiled = jax.jit(make_step_fn(graphdef, optimizer), donate_argnums=0).lower(state, tokens).compile()
+    compiled = jit_sharded_step(graphdef, optimizer, shardings, mesh).lower(state, tokens).compile()
     return compiled, state, tokens, time.perf_counter() - start
 
 
@@ -82,12 +90,12 @@ def time_compiled(compiled: Any, state: Any, tokens: jax.Array, min_seconds: flo
     return times, state
 
 
-def _base_record(cfg: ModelConfig, b: int) -> dict[str, Any]:
+def _base_record(cfg: ModelConfig, b: int, devices: int = 1) -> dict[str, Any]:
     env = environment()
     return dict(version=RECORD_VERSION, config=dict(v=cfg.v, d=cfg.d, n=cfg.n, h=cfg.h, w=cfg.w, s=cfg.s,
                                                     norm=cfg.norm, activation=cfg.activation,
                                                     tied_embeddings=cfg.tied_embeddings, attention=cfg.attention),
-                device_kind=env["device_kind"], backend=env["backend"], device_count=1, mesh=[1, 1],
+                device_kind=env["device_kind"], backend=env["backend"], device_count=devices, mesh=[devices, 1],
                 dtype=cfg.dtype, batch=b, jax=env["packages"]["jax"], counts=counts_for(cfg, b))
 
 
@@ -98,11 +106,11 @@ def _failed(record: dict[str, Any], err: BaseException) -> dict[str, Any]:
     return record
 
 
-def _prepare(cfg: ModelConfig, b: int) -> dict[str, Any]:
+def _prepare(cfg: ModelConfig, b: int, devices: int = 1) -> dict[str, Any]:
     """Compile and warm up one configuration; a failure is recorded in the returned item's record."""
-    item: dict[str, Any] = dict(record=_base_record(cfg, b), times=[])
+    item: dict[str, Any] = dict(record=_base_record(cfg, b, devices), times=[])
     try:
-        compiled, state, tokens, compile_s = compile_step(cfg, b)
+        compiled, state, tokens, compile_s = compile_step(cfg, b, devices)
         item["record"].update(compile_seconds=compile_s,
                               xla=dict(**normalise_cost_analysis(compiled.cost_analysis()),
                                        **normalise_memory_analysis(compiled.memory_analysis())))
@@ -113,15 +121,16 @@ def _prepare(cfg: ModelConfig, b: int) -> dict[str, Any]:
     return item
 
 
-def measure_many(configs: list[tuple[ModelConfig, int]], min_seconds: float = 1.0, rounds: int = 5,
+def measure_many(configs: list[tuple], min_seconds: float = 1.0, rounds: int = 5,
                  min_repeats: int = 5, max_repeats: int = 400) -> list[dict[str, Any]]:
     """Timing records (DESIGN.md section 4) of several configurations, timed in interleaved rounds.
 
     On a shared machine the speed drifts over minutes; timing every configuration a little in each of
     `rounds` rounds spreads that drift over all of them instead of biasing whichever ran during a slow
-    spell. Failures become status `oom` or `error`, never exceptions.
+    spell. Each configuration is (model config, global batch) or (model config, global batch, devices).
+    Failures become status `oom` or `error`, never exceptions.
     """
-    items = [_prepare(cfg, b) for cfg, b in configs]
+    items = [_prepare(*point) for point in configs]
     live = [it for it in items if "compiled" in it]
     per_round = (min_seconds / rounds, -(-min_repeats // rounds), max(1, max_repeats // rounds))
     for _ in range(rounds):
@@ -142,9 +151,10 @@ def measure_many(configs: list[tuple[ModelConfig, int]], min_seconds: float = 1.
 
 
 def measure(cfg: ModelConfig, b: int, min_seconds: float = 0.5, min_repeats: int = 5,
-            max_repeats: int = 200) -> dict[str, Any]:
+            max_repeats: int = 200, devices: int = 1) -> dict[str, Any]:
     """One configuration's timing record (see `measure_many`)."""
-    return measure_many([(cfg, b)], min_seconds, rounds=1, min_repeats=min_repeats, max_repeats=max_repeats)[0]
+    return measure_many([(cfg, b, devices)], min_seconds, rounds=1, min_repeats=min_repeats,
+                        max_repeats=max_repeats)[0]
 
 
 def measure_peak_flops(n: int = 2048, dtype: str = "float32", repeats: int = 10) -> float:

@@ -19,19 +19,28 @@ import numpy as np
 from scipy import optimize, stats
 
 from configs.errors import UserError
-from timing.counts import FLOPS, MEMCPYS, train_attention_flops, train_step_bytes, train_step_flops, weight_bytes
+from timing.counts import (
+    FLOPS,
+    MEMCPYS,
+    WEIGHT_PASSES,
+    train_attention_flops,
+    train_step_bytes,
+    train_step_flops,
+    weight_bytes,
+)
 
 Features = Callable[[dict[str, np.ndarray], dict[str, float]], list[np.ndarray]]
 
 
 def shape_columns(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     """Columns of hyperparameters and measured/compiled numbers from `ok` timing records."""
-    cols: dict[str, list[float]] = {k: [] for k in ("d", "n", "h", "w", "s", "v", "b", "time", "xla_flops",
+    cols: dict[str, list[float]] = {k: [] for k in ("d", "n", "h", "w", "s", "v", "b", "k", "time", "xla_flops",
                                                    "xla_bytes")}
     for r in records:
         for k in ("d", "n", "h", "w", "s", "v"):
             cols[k].append(r["config"][k])
         cols["b"].append(r["batch"])
+        cols["k"].append(r.get("device_count", 1))
         cols["time"].append(r["step_seconds"])
         cols["xla_flops"].append(r.get("xla", {}).get("flops", np.nan))
         cols["xla_bytes"].append(r.get("xla", {}).get("bytes_accessed", np.nan))
@@ -82,6 +91,17 @@ def _layers(c, _):
     return c["n"]
 
 
+def _gradient_sync_bytes(c, _):
+    """Bytes each device sends in a ring all-reduce of the float32 gradients: 2 (k-1)/k x 4 bytes x params."""
+    params = weight_bytes(c["d"], c["n"], c["w"], c["v"]) / WEIGHT_PASSES
+    return 2.0 * (c["k"] - 1) / c["k"] * params
+
+
+def _per_device(feature):
+    """Data parallelism splits the batch: per-device work is the global step's work / k, except weights."""
+    return lambda c, device: feature(dict(c, b=c["b"] / c["k"]), device)
+
+
 def _roofline(c, device):
     return np.maximum(_exact_flops(c, device) / device["peak_flops"], _exact_bytes(c, device) / device["bandwidth"])
 
@@ -96,6 +116,7 @@ class TimeModel:
     features: tuple[Callable[..., np.ndarray], ...]  # each (columns, device) -> array; a constant is added
     analytic: bool  # computable from hyperparameters alone (usable by the planner)
     description: str
+    multi_device: bool = False  # compared only when the records hold several device counts
 
 
 MODELS: tuple[TimeModel, ...] = (
@@ -110,6 +131,11 @@ MODELS: tuple[TimeModel, ...] = (
     TimeModel("exact: flops (dense, attention) + bytes (weights, activations) + layers",
               (_dense_flops, _attention_flops, _weight_bytes, _activation_bytes, _layers), True,
               "as above, with weight and activation traffic apart and a fixed cost per layer (op dispatch)"),
+    TimeModel("exact: ... + layers + gradient sync (data parallel)",
+              (_per_device(_dense_flops), _per_device(_attention_flops), _weight_bytes,
+               _per_device(_activation_bytes), _layers, _gradient_sync_bytes), True,
+              "the model above on each device's share of the batch, plus the gradient all-reduce bytes",
+              multi_device=True),
     TimeModel("roofline (exact counts)", (_roofline,), True, "c*max(F/peak, M/bandwidth) + c3, measured peak"),
     TimeModel("xla: flops", (lambda c, _: c["xla_flops"],), False, "XLA compiled flops"),
     TimeModel("xla: bytes", (lambda c, _: c["xla_bytes"],), False, "XLA compiled bytes accessed"),
@@ -185,5 +211,6 @@ def compare_models(records: list[dict[str, Any]], device: dict[str, float], k: i
     if len(ok) < 2 * k:
         raise UserError(f"only {len(ok)} successful timing records; at least {2 * k} are needed to compare models")
     cols = shape_columns(ok)
-    results = [cross_validate(m, cols, device, k) for m in MODELS]
+    several = len(np.unique(cols["k"])) > 1
+    results = [cross_validate(m, cols, device, k) for m in MODELS if several or not m.multi_device]
     return sorted(results, key=lambda r: r.get("held_out", {}).get("mape", np.inf))

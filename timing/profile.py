@@ -44,14 +44,17 @@ class DeviceProfile:
                             f"got {len(self.coefficients)}")
 
     def predict_with(self, model_name: str, coefficients: Any, **shape: Any) -> np.ndarray:
-        cols = {k: np.atleast_1d(np.asarray(shape[k], dtype=np.float64)) for k in ("d", "n", "h", "w", "s", "v", "b")}
+        shape.setdefault("k", 1)
+        names = ("d", "n", "h", "w", "s", "v", "b", "k")
+        cols = {k: np.atleast_1d(np.asarray(shape[k], dtype=np.float64)) for k in names}
         cols = dict(zip(cols, np.broadcast_arrays(*cols.values()), strict=True))
         device = dict(peak_flops=self.peak_flops, bandwidth=self.bandwidth)
         return design_matrix(get_model(model_name), cols, device) @ np.asarray(coefficients, dtype=np.float64)
 
-    def predict_step_seconds(self, d: Any, n: Any, h: Any, w: Any, s: Any, v: Any, b: Any) -> np.ndarray:
-        """Predicted seconds per training step; arrays broadcast (vectorised over candidates)."""
-        return self.predict_with(self.model, self.coefficients, d=d, n=n, h=h, w=w, s=s, v=v, b=b)
+    def predict_step_seconds(self, d: Any, n: Any, h: Any, w: Any, s: Any, v: Any, b: Any, k: Any = 1) -> np.ndarray:
+        """Predicted seconds per training step of global batch b over k data-parallel devices; arrays
+        broadcast (vectorised over candidates). Models fitted on one device count ignore k."""
+        return self.predict_with(self.model, self.coefficients, d=d, n=n, h=h, w=w, s=s, v=v, b=b, k=k)
 
     def step_seconds_for(self, cfg: Any, b: int) -> float:
         """Predicted step seconds of one ModelConfig at batch b."""

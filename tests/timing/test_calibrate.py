@@ -17,7 +17,8 @@ def test_interrupted_calibration_resumes_and_reports(tmp_path, capsys):
     out = tmp_path / "cal"
     out.mkdir()
     configs = get_grid("tiny")
-    first = measure(*configs[0], min_seconds=0.05, min_repeats=3)  # as if a killed run had finished one
+    point = configs[0]
+    first = measure(point.model, point.batch, min_seconds=0.05, min_repeats=3)  # as if a killed run finished one
     (out / "records.jsonl").write_text(json.dumps(first) + "\n" + '{"cut short by a kill')
     counts = run_grid("tiny", out, progress=False, min_seconds=0.05)
     assert counts["skipped"] == 1 and counts.get("ok", 0) == len(configs) - 1
@@ -38,11 +39,11 @@ def test_failed_configuration_is_recorded_and_the_grid_goes_on(tmp_path, monkeyp
 
     real, calls = measure_mod.compile_step, []
 
-    def fail_first(cfg, b):  # the device runs out of memory (or the compiler fails) on one configuration
+    def fail_first(cfg, b, devices=1):  # the device runs out of memory (or the compiler fails) on one
         calls.append(cfg)
         if len(calls) == 1:
             raise error
-        return real(cfg, b)
+        return real(cfg, b, devices)
 
     monkeypatch.setattr(measure_mod, "compile_step", fail_first)
     counts = run_grid("tiny", tmp_path, progress=False, min_seconds=0.01)
