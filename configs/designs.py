@@ -80,8 +80,8 @@ DESIGNS: dict[str, SweepDesign] = {
     ),
     # A few seconds of CPU per run: for tests and a first look.
     "tiny-isoflop": SweepDesign(
-        name="tiny-isoflop", kind="isoflop", budgets=(2e9, 6e9),
-        shapes=(_shapes(0, 1, 2), _shapes(0, 1, 2)), base=_CPU_BASE, min_steps=8,
+        name="tiny-isoflop", kind="isoflop", budgets=(2e9, 6e9, 1.8e10),
+        shapes=(((16, 1, 2), (32, 1, 2), (32, 2, 2)),) * 3, base=_CPU_BASE, min_steps=8,
     ),
     "cpu-isotime": SweepDesign(
         name="cpu-isotime", kind="isotime", budgets=(60.0,),

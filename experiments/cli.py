@@ -279,8 +279,14 @@ def _plan_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from experiments.quickstart import quickstart
 
-    quickstart(args.out, args.budget, n_boot=args.bootstrap)
-    print(f"\nreport: {args.out}/report.md (with report.json, law.json, calibration/profile.json, plan/)")
+    report = quickstart(args.out, args.budget, n_boot=args.bootstrap)
+    v, best = report["verify"], report["plan"]["best"][0]
+    print(f"\nplan for {args.budget}: d={best['d']} n={best['n']} h={best['h']} ({best['params']:,.0f} parameters), "
+          f"{best['tokens']:,.0f} tokens")
+    print(f"verified run: {v['run']}: final eval loss {v['actual_loss']:.4f} (predicted {v['predicted_loss']:.4f}, "
+          f"{v['loss_error']:+.1%}); step {v['actual_step_seconds'] * 1e3:.2f} ms (predicted "
+          f"{v['predicted_step_seconds'] * 1e3:.2f} ms, {v['time_error']:+.1%})")
+    print(f"report: {args.out}/report.md (with report.json, law.json, calibration/profile.json, plan/)")
     return 0
 
 
