@@ -8,6 +8,7 @@ largest one (`--holdout-largest`), and learning-curve extrapolation error.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,8 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
         points = read_fit_csv(csv)
     else:
         records, left_out = collect_runs(paths)
+        for line in left_out:  # said before fitting, so it shows even when the fit then fails
+            print(f"warning: left out {line}", file=sys.stderr)
         points = to_points(records)
     result = fit_points(points, form, n_boot, delta)
     report: dict[str, Any] = dict(law=law_to_dict(result["law"], result["intervals"], None, result["diagnostics"]),
@@ -142,8 +145,6 @@ def print_report(report: dict[str, Any], as_json: bool) -> None:
         return
     print(f"fitted {report['law']['form']} law to {report['points']} points")
     print("\n".join(report["text"]))
-    for line in report.get("left_out", []):
-        print(f"left out: {line}")
     iso = report.get("isoflop")
     if iso and "error" not in iso:
         print(f"Approach 2 (IsoFLOP parabolas): N_opt ~ C^{iso['a']:.3f}, D_opt ~ C^{iso['b']:.3f}")

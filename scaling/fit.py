@@ -438,6 +438,15 @@ def _convergence_warning(grad_norm: float, grad_tol: float) -> list[str]:
     return [f"best fit did not converge: max |gradient| = {grad_norm:.3g} > {grad_tol:g}; check the data"]
 
 
+def _check_spread(points: FitPoints) -> None:
+    """A law in N and D needs several model sizes and several token counts."""
+    for name in ("N", "D"):
+        distinct = len(np.unique(getattr(points, name)))
+        if distinct < 2:
+            raise UserError(f"all {len(points.N)} points share one {name}; a law in N and D needs runs with "
+                            f"several values of {name}")
+
+
 def fit_chinchilla(
     points: FitPoints,
     delta: float = DEFAULT_DELTA,
@@ -452,6 +461,7 @@ def fit_chinchilla(
     """
     if not (np.isfinite(delta) and delta > 0):
         raise UserError(f"Huber delta={delta!r} must be positive (Chinchilla used 1e-3)")
+    _check_spread(points)
     start = time.perf_counter()
     starts, clean_grid = _grid_starts(grid, CHINCHILLA_GRID)
     mu_N, mu_D = _centring(points)
@@ -468,6 +478,11 @@ def fit_chinchilla(
     a, b, e, alpha, beta = best
     if not (alpha > 0 and beta > 0):
         raise UserError(f"fit gave alpha={alpha:.3g}, beta={beta:.3g} (must be > 0); the data show no scaling")
+    with np.errstate(over="ignore", under="ignore"):
+        degenerate = not all(np.isfinite(np.exp(x)) and np.exp(x) > 0 for x in (a, b, e))
+    if degenerate:
+        raise UserError(f"the fit is degenerate (log A={a:.3g}, log B={b:.3g}, log E={e:.3g}): the points do not "
+                        "pin down the law; add runs that vary N and D more widely")
     return FitResult(
         law=ChinchillaLaw(E=np.exp(e), A=np.exp(a), B=np.exp(b), alpha=alpha, beta=beta),
         params=best,
@@ -598,6 +613,7 @@ def fit_kaplan(
     """
     if not (np.isfinite(delta) and delta > 0):
         raise UserError(f"Huber delta={delta!r} must be positive")
+    _check_spread(points)
     begin = time.perf_counter()
     starts, clean_grid = _grid_starts(grid, KAPLAN_GRID)
     if np.any(starts[:, 2:] <= 0):

@@ -76,3 +76,25 @@ def test_bad_law_and_fit_files(tmp_path, capsys):
     assert "N" in capsys.readouterr().err
     assert main(["fit"]) == 2
     assert "either run folders or --csv" in capsys.readouterr().err
+
+
+def test_fit_leaves_out_diverged_runs_and_names_them(tmp_path, capsys):
+    import dataclasses
+
+    from model.train import RunDiverged, train
+    from tests.conftest import tiny_run
+
+    for i in range(6):
+        config = tiny_run(steps=4 + 2 * i, eval_every=0, checkpoint_every=0)
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, d=16 + 8 * (i % 3)))
+        train(config, tmp_path / "runs" / f"ok{i}", progress=False)
+    with pytest.raises(RunDiverged):
+        train(tiny_run(steps=20, lr=1e6, warmup_steps=0, grad_clip=0.0), tmp_path / "runs" / "bad", progress=False)
+    from scaling.collect import collect_runs
+
+    records, left_out = collect_runs([tmp_path / "runs"])
+    assert len(records) == 6 and left_out == ["bad: diverged"]
+    main(["fit", str(tmp_path / "runs"), "--bootstrap", "0"])  # six tiny runs: the fit itself may be degenerate
+    assert "warning: left out bad: diverged" in capsys.readouterr().err
+    assert main(["fit", str(tmp_path)]) == 2
+    assert "neither a run folder nor a folder of runs" in capsys.readouterr().err
