@@ -41,15 +41,15 @@ def plot_plan(plan: Plan, folder: str | Path) -> list[Path]:
     fig = _figure()
     left, right = fig.subplots(1, 2)
     norm = colors.LogNorm(vmin=c.n.min(), vmax=max(c.n.max(), c.n.min() + 1))
-    for ax, x, label in ((left, c.N, "parameters N"), (right, c.d / c.n, "aspect ratio d/n")):
+    for ax, x, label, bins in ((left, c.N, "parameters N", 40), (right, c.d / c.n, "aspect ratio d/n", 12)):
         sc = ax.scatter(x, loss, c=c.n, norm=norm, cmap="viridis", s=4, alpha=0.5, edgecolors="none")
-        ex, ey = _lower_envelope(x, loss)
+        ex, ey = _lower_envelope(x, loss, bins)
         ax.plot(ex, ey, color="black", lw=1, label="best at each value")
         ax.scatter([x[best]], [loss[best]], marker="*", s=220, color="red", zorder=3,
                    label=f"best: d={c.d[best]}, n={c.n[best]}, loss {loss[best]:.3f}")
         ax.set(xscale="log", xlabel=label, ylabel="predicted loss", title=f"predicted loss vs {label}")
         lo = loss.min()
-        ax.set_ylim(lo - 0.02 * abs(lo), np.percentile(loss, 60))
+        ax.set_ylim(lo - 0.02 * abs(lo), lo + 1.5 * (np.percentile(loss, 25) - lo))
         ax.legend(fontsize=8)
     fig.colorbar(sc, ax=right, label="depth n")
     fig.suptitle(f"budget {plan.budget.text}: {len(c):,} candidates", fontsize=10)
