@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 from tqdm.auto import tqdm
 
 from configs.devices import find_device
@@ -103,6 +104,26 @@ def measure_key(cfg: ModelConfig, b: int, devices: int = 1) -> str:
     return record_key(config, b, cfg.dtype, devices)
 
 
+def noise_floor(out: Path, k: int = 8, min_seconds: float = 1.0, seed: int = 0) -> dict[str, Any]:
+    """Re-measure k recorded configurations and compare: no model can be checked more finely than this.
+
+    Written once to `noise.json` (a rerun reuses it)."""
+    path = out / "noise.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    ok = [r for r in read_records(out / "records.jsonl") if r.get("status") == "ok"]
+    picks = np.random.default_rng(seed).choice(len(ok), size=min(k, len(ok)), replace=False)
+    points = [(ModelConfig(**{**ok[i]["config"], "dtype": ok[i]["dtype"]}), ok[i]["batch"],
+               ok[i].get("device_count", 1)) for i in picks]
+    again = measure_many(points, min_seconds=min_seconds)
+    diffs = [a["step_seconds"] / ok[i]["step_seconds"] - 1 for a, i in zip(again, picks, strict=True)
+             if a.get("status") == "ok"]
+    noise = dict(configurations=len(diffs), median_abs=float(np.median(np.abs(diffs))),
+                 mean_abs=float(np.mean(np.abs(diffs))), max_abs=float(np.max(np.abs(diffs))), diffs=diffs)
+    path.write_text(json.dumps(noise, indent=2) + "\n")
+    return noise
+
+
 def comparison_table(results: list[dict[str, Any]]) -> str:
     lines = ["| model | held-out MAPE | held-out max APE | R^2 | Spearman | planner can use |",
              "|---|---|---|---|---|---|"]
@@ -114,6 +135,15 @@ def comparison_table(results: list[dict[str, Any]]) -> str:
         lines.append(f"| {r['name']} | {h['mape']:.1%} | {h['max_ape']:.1%} | {h['r2']:.4f} | {h['spearman']:.4f} "
                      f"| {'yes' if r['analytic'] else 'no (needs XLA counts)'} |")
     return "\n".join(lines)
+
+
+def _noise_line(out: Path) -> str:
+    if not (out / "noise.json").exists():
+        return ""
+    noise = json.loads((out / "noise.json").read_text())
+    return (f"\nNoise floor: {noise['configurations']} configurations measured again after the grid differ by "
+            f"{noise['median_abs']:.1%} median, {noise['mean_abs']:.1%} mean and {noise['max_abs']:.1%} max "
+            "(absolute); model errors below this cannot be told apart on this machine.\n")
 
 
 def fit_and_report(out: Path, price_per_hour: float | None = None) -> dict[str, Any]:
@@ -144,6 +174,7 @@ def fit_and_report(out: Path, price_per_hour: float | None = None) -> dict[str, 
         f"# Step-time models on {rates['device_kind']}\n\n{len(ok)} configurations measured "
         f"({len(failed)} failed), {len({json.dumps(r['config']) for r in ok})} architectures; errors are on "
         f"architectures held out of the fit (5 folds).\nMeasured peak {rates['peak_flops']:.3g} FLOP/s, bandwidth "
-        f"{rates['bandwidth']:.3g} B/s.\n\n{table}\n\nProfile model: **{best['name']}** (best analytic model).\n")
+        f"{rates['bandwidth']:.3g} B/s.\n\n{table}\n\nProfile model: **{best['name']}** (best analytic model).\n"
+        + _noise_line(out))
     plots = plot_predictions(results, shape_columns(ok)["time"], out)
     return dict(results=results, profile=profile, table=table, plots=plots, failed=len(failed))

@@ -175,6 +175,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             raise UserError("calibrate needs --grid NAME (or --fit-only to refit the records in --out)")
         counts = run_grid(args.grid, out, progress=not args.quiet, min_seconds=args.min_seconds)
         print(f"grid {args.grid}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+        if args.noise_check:
+            from experiments.calibrate import noise_floor
+
+            noise = noise_floor(out, min_seconds=args.min_seconds)
+            print(f"noise floor: re-measured {noise['configurations']} configurations differ by "
+                  f"{noise['median_abs']:.1%} median, {noise['max_abs']:.1%} max")
     report = fit_and_report(out, args.price_per_hour)
     print(report["table"])
     p = report["profile"]
@@ -190,6 +196,8 @@ def _calibrate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fit-only", action="store_true", help="refit the records already in --out")
     p.add_argument("--min-seconds", type=float, default=1.0, help="time each configuration for at least this long")
     p.add_argument("--price-per-hour", type=float, help="price per device-hour to store in the profile")
+    p.add_argument("--noise-check", action=argparse.BooleanOptionalAction, default=True,
+                   help="re-measure 8 configurations after the grid to report the machine's noise floor")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_calibrate)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from configs.designs import get_design
 from configs.spaces import get_space
-from experiments.calibrate import fit_and_report, run_grid
+from experiments.calibrate import fit_and_report, noise_floor, run_grid
 from experiments.fit_cmd import run_fit
 from experiments.plan_cmd import format_report, run_plan, verify, write_outputs
 from experiments.plots_timing import plot_name
@@ -46,6 +46,7 @@ def quickstart(out: str | Path = "quickstart", budget: str = "20s", grid: str = 
     out.mkdir(parents=True, exist_ok=True)
     t = _stage(f"1/5 calibrate: time the {grid} grid's training steps on this device")
     run_grid(grid, out / "calibration")
+    noise_floor(out / "calibration")  # the machine's own repeatability, reported beside the model errors
     calibration = fit_and_report(out / "calibration")
     print(calibration["table"])
     _done(t)
