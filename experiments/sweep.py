@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,7 @@ def _write_manifest(out: Path, design: SweepDesign, runs: list[PlannedRun]) -> N
     path = out / "sweep.json"
     if path.exists() and json.loads(path.read_text()).get("design") != design.name:
         raise UserError(f"{out} holds a sweep of another design; choose another --out")
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # several shard workers may write it at once
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     tmp.replace(path)
 
