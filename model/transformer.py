@@ -64,6 +64,16 @@ def attention_implementation(cfg: ModelConfig) -> str:
     return "xla"
 
 
+def _module_list(modules: list[nnx.Module]) -> Any:
+    """nnx.List where Flax has it (0.12+); older NNX takes a plain list of modules as an attribute."""
+    return nnx.List(modules) if hasattr(nnx, "List") else modules
+
+
+def variable_value(variable: Any) -> Any:
+    """A variable's array across Flax versions (`get_value()` in 0.12+, `.value` before)."""
+    return variable.get_value() if hasattr(variable, "get_value") else variable.value
+
+
 class Attention(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         self.cfg = cfg
@@ -123,7 +133,7 @@ class Transformer(nnx.Module):
         )
         # A plain Python list of blocks: XLA sees every layer (no scan), so its cost analysis counts
         # all n layers; compile time grows with n, which is acceptable at the depths we time.
-        self.blocks = nnx.List([Block(cfg, rngs) for _ in range(cfg.n)])
+        self.blocks = _module_list([Block(cfg, rngs) for _ in range(cfg.n)])
         self.final_norm = _norm(cfg, rngs)
         if not cfg.tied_embeddings:
             self.unembed = _linear(cfg, cfg.d, cfg.v, rngs)
@@ -186,7 +196,7 @@ def count_params_in_tree(cfg: ModelConfig) -> ParamCounts:
     embedding = 0
     total = 0
     for path, leaf in nnx.to_flat_state(params):
-        size = math.prod(leaf.get_value().shape)
+        size = math.prod(variable_value(leaf).shape)
         total += size
         if path[0] in ("embed", "unembed"):
             embedding += size

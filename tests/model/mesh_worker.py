@@ -52,8 +52,10 @@ def main() -> None:
         mesh_obj = make_mesh(resolve_mesh_shape(cfg.train))
         _, state, _ = init_sharded_state(cfg.model, make_optimizer(cfg.train, 12), 0, mesh_obj)
         kernel = state["params"]["blocks"][0]["mlp"]["up"]["kernel"]
-        out["spec"] = str(kernel.get_value().sharding.spec if hasattr(kernel, "get_value") else kernel.sharding.spec)
-        out["shards"] = len({s.device for s in kernel.get_value().addressable_shards})
+        from model.transformer import variable_value
+
+        out["spec"] = str(variable_value(kernel).sharding.spec)
+        out["shards"] = len({s.device for s in variable_value(kernel).addressable_shards})
     out["losses"] = _losses(folder) if mode != "specs" else []
     print(json.dumps(out))
 
