@@ -55,13 +55,12 @@ def rotary(x_BxLxHxK: jax.Array, base: float = 10000.0) -> jax.Array:
 def attention_implementation(cfg: ModelConfig) -> str:
     """The attention kernel to use: cuDNN's fused kernel where it exists, XLA's everywhere else.
 
-    cuDNN flash attention needs a GPU and half precision; TPU and CPU get XLA's own attention.
+    cuDNN flash attention needs a GPU, half precision and a head size that is a multiple of 8 up to 128;
+    everything else (TPU, CPU, odd heads) gets XLA's own attention.
     """
-    on_gpu = jax.default_backend() == "gpu"
-    half = cfg.dtype in ("bfloat16", "float16")
-    if cfg.attention == "cudnn" or (cfg.attention == "auto" and on_gpu and half):
-        return "cudnn" if on_gpu and half else "xla"
-    return "xla"
+    supported = (jax.default_backend() == "gpu" and cfg.dtype in ("bfloat16", "float16")
+                 and cfg.head_dim % 8 == 0 and cfg.head_dim <= 128)
+    return "cudnn" if cfg.attention in ("auto", "cudnn") and supported else "xla"
 
 
 def _module_list(modules: list[nnx.Module]) -> Any:
