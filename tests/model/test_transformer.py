@@ -67,3 +67,13 @@ def test_parameter_kinds():
     counts = count_params(ModelConfig(v=100, d=32, n=1, h=2, w=64, s=8, tied_embeddings=False))
     assert counts.embedding == 2 * 100 * 32
     assert counts.total == counts.embedding + counts.non_embedding
+
+
+def test_attention_falls_back_to_xla_off_gpu():
+    from model.transformer import attention_implementation
+
+    for attention in ("auto", "xla", "cudnn"):
+        cfg = ModelConfig(d=64, h=4, dtype="bfloat16", attention=attention)
+        assert attention_implementation(cfg) == "xla"  # this backend is the CPU
+    out = _model(ModelConfig(v=64, d=32, n=1, h=2, w=64, s=8, attention="cudnn"))(jnp.zeros((1, 8), jnp.int32))
+    assert out.shape == (1, 8, 64)
