@@ -1,16 +1,20 @@
 """`smallest-loss measure` (one configuration) and `smallest-loss calibrate` (a grid, then model comparison).
 
-A calibration folder holds `records.jsonl` (one timing record per configuration, appended as measured, so
-an interrupted calibration resumes where it stopped), `device.json` (measured peak FLOP/s and bandwidth),
-`comparison.md` (held-out errors of every step-time model), `profile.json` (the best analytic model, for
-the planner) and one predicted-vs-measured plot per model.
+A calibration folder holds `records.jsonl` (one timing record per configuration, appended as each is
+finished), `partial.jsonl` (the rounds timed so far of unfinished configurations, so a killed calibration
+resumes without re-timing them; removed when the grid is done), `device.json` (measured peak FLOP/s and
+bandwidth), `comparison.md` (held-out errors of every step-time model), `profile.json` (the best analytic
+model, for the planner) and one predicted-vs-measured plot per model.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
+import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +24,27 @@ from tqdm.auto import tqdm
 
 from configs.devices import find_device
 from configs.errors import UserError
-from configs.grids import get_grid
+from configs.grids import SPECS, GridPoint, get_grid
 from configs.schema import ModelConfig
 from model.runs import environment
-from timing.measure import measure_bandwidth, measure_many, measure_peak_flops
-from timing.models import compare_models
+from timing.measure import cache_bytes, finish, measure_bandwidth, measure_many, measure_peak_flops, prepare, time_round
+from timing.models import STATISTICS, compare_models, shape_columns
 from timing.profile import DeviceProfile, save_profile
 
 
 def record_key(config: dict[str, Any], batch: int, dtype: str, devices: int = 1) -> str:
+    """The identity of a measurement: resuming skips configurations whose key is already recorded."""
     return json.dumps(dict(config=config, batch=batch, dtype=dtype, devices=devices), sort_keys=True)
 
 
+def measure_key(cfg: ModelConfig, b: int, devices: int = 1) -> str:
+    config = dict(v=cfg.v, d=cfg.d, n=cfg.n, h=cfg.h, w=cfg.w, s=cfg.s, norm=cfg.norm, activation=cfg.activation,
+                  tied_embeddings=cfg.tied_embeddings, attention=cfg.attention)
+    return record_key(config, b, cfg.dtype, devices)
+
+
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """Timing records of a calibration folder; a line cut short by a crash is dropped."""
+    """The JSON lines of a file; a line cut short by a kill is dropped."""
     if not path.exists():
         return []
     records = []
@@ -54,57 +65,85 @@ def _append(path: Path, record: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
-def device_rates(out: Path) -> dict[str, float]:
-    """Measured peak matmul FLOP/s and bandwidth of this device (measured once per calibration folder)."""
+def device_rates(out: Path) -> dict[str, Any]:
+    """This device's measured peak matmul FLOP/s and bandwidth, and its cache size (CPU), measured once per
+    calibration folder and kept in `device.json`."""
     path = out / "device.json"
     kind = environment()["device_kind"]
-    if path.exists():
-        rates = json.loads(path.read_text())
-        if rates.get("device_kind") == kind:
-            return rates
-    rates = dict(device_kind=kind, peak_flops=measure_peak_flops(), bandwidth=measure_bandwidth())
+    rates = json.loads(path.read_text()) if path.exists() else {}
+    if rates.get("device_kind") != kind:
+        rates = dict(device_kind=kind, peak_flops=measure_peak_flops(), bandwidth=measure_bandwidth())
+    if "cache_bytes" not in rates:
+        rates["cache_bytes"] = cache_bytes()
     path.write_text(json.dumps(rates, indent=2) + "\n")
     return rates
 
 
-def run_grid(grid: str, out: Path, progress: bool = True, min_seconds: float = 1.0, chunk: int | None = None
-             ) -> dict[str, int]:
-    """Measure every configuration of `grid` not yet in `out/records.jsonl`; returns counts by status.
-
-    Configurations are timed in chunks (interleaved rounds within a chunk, see `measure_many`); records
-    are appended after each chunk, so a killed calibration loses at most one chunk. Chunks are 8 on CPU
-    and 1 on accelerators (where 8 large models would not fit in memory at once).
-    """
-    configs = get_grid(grid)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "records.jsonl"
-    done = {record_key(r["config"], r["batch"], r["dtype"], r.get("device_count", 1)) for r in read_records(path)}
-    todo = [point for point in configs if measure_key(*point) not in done]
-    needed = max(point.devices for point in configs)
+def _check_devices(grid: str, points: tuple[GridPoint, ...]) -> None:
+    needed = max(point.devices for point in points)
     if needed > jax.device_count():
         hint = (f"; on CPU simulate them: XLA_FLAGS=--xla_force_host_platform_device_count={needed}"
                 if jax.default_backend() == "cpu" else "")
         raise UserError(f"grid {grid} needs {needed} devices, {jax.device_count()} present{hint}")
-    counts = {"skipped": len(configs) - len(todo)}
-    chunk = chunk or (8 if jax.default_backend() == "cpu" else 1)
-    with tqdm(total=len(todo), disable=not progress, unit="config", dynamic_ncols=True) as bar:
+
+
+def _time_chunk(part: list[GridPoint], out: Path, rounds: int, per_round: tuple[float, int], bar: Any,
+                counts: dict[str, int]) -> None:
+    """Compile a chunk, time it in interleaved rounds (each round saved to partial.jsonl), record it."""
+    partial: dict[str, list[list[float]]] = {}
+    for line in read_records(out / "partial.jsonl"):
+        partial.setdefault(line["key"], []).append(line["times"])
+    items = []
+    for point in part:
+        item = prepare(*point)
+        item.rounds = partial.get(measure_key(*point), [])[:rounds] if item.live else []
+        items.append((measure_key(*point), item))
+        bar.update(1)
+    for r in range(rounds):
+        for key, item in items:
+            if len(item.rounds) <= r and time_round(item, per_round[0], per_round[1]):
+                _append(out / "partial.jsonl", dict(key=key, times=item.rounds[-1]))
+        bar.update(len(items))
+    for _, item in items:
+        record = finish(item)
+        _append(out / "records.jsonl", record)
+        counts[record["status"]] = counts.get(record["status"], 0) + 1
+
+
+def run_grid(grid: str, out: Path, progress: bool = True, min_seconds: float = 1.0, rounds: int | None = None,
+             repeats: int = 20, chunk: int | None = None, limit: int | None = None) -> dict[str, int]:
+    """Measure every configuration of `grid` not yet in `out/records.jsonl`; returns counts by status.
+
+    Each configuration is timed for about `min_seconds` and at least `repeats` repeats, spread over
+    `rounds` rounds that cycle through a chunk of configurations. On CPU the chunk is the whole grid and
+    there are 10 rounds (slow spells of a shared machine then touch a few rounds of every configuration);
+    on accelerators, where several large models would not fit in memory together, the chunk is one
+    configuration and there are 3 rounds. Finished records are appended at once and each timed round is
+    saved, so a killed calibration loses at most one round of one configuration. `limit` measures at
+    most that many new configurations (a long calibration split over sessions).
+    """
+    points = get_grid(grid)
+    _check_devices(grid, points)
+    out.mkdir(parents=True, exist_ok=True)
+    done = {record_key(r["config"], r["batch"], r["dtype"], r.get("device_count", 1))
+            for r in read_records(out / "records.jsonl")}
+    todo = [point for point in points if measure_key(*point) not in done]
+    counts = {"skipped": len(points) - len(todo)}
+    todo = todo[:limit]
+    accelerator = jax.default_backend() != "cpu"
+    rounds = rounds or (3 if accelerator else 10)
+    chunk = chunk or (1 if accelerator else max(len(todo), 1))
+    per_round = (min_seconds / rounds, math.ceil(repeats / rounds))
+    with tqdm(total=len(todo) * (rounds + 1), disable=not progress, unit="round", dynamic_ncols=True,
+              desc=f"{grid}: compile, then {rounds} rounds") as bar:
         for start in range(0, len(todo), chunk):
-            part = todo[start : start + chunk]
-            bar.set_postfix_str(f"{len(part)} configurations, d={part[0].model.d}..")
-            for record in measure_many(part, min_seconds=min_seconds):
-                _append(path, record)
-                counts[record["status"]] = counts.get(record["status"], 0) + 1
-            bar.update(len(part))
+            _time_chunk(todo[start : start + chunk], out, rounds, per_round, bar, counts)
+    (out / "partial.jsonl").unlink(missing_ok=True)
     return counts
 
 
-def measure_key(cfg: ModelConfig, b: int, devices: int = 1) -> str:
-    config = dict(v=cfg.v, d=cfg.d, n=cfg.n, h=cfg.h, w=cfg.w, s=cfg.s, norm=cfg.norm, activation=cfg.activation,
-                  tied_embeddings=cfg.tied_embeddings, attention=cfg.attention)
-    return record_key(config, b, cfg.dtype, devices)
-
-
-def noise_floor(out: Path, k: int = 8, min_seconds: float = 1.0, seed: int = 0) -> dict[str, Any]:
+def noise_floor(out: Path, k: int = 8, min_seconds: float = 1.0, seed: int = 0,
+                statistic: str = "best_round") -> dict[str, Any]:
     """Re-measure k recorded configurations and compare: no model can be checked more finely than this.
 
     Written once to `noise.json` (a rerun reuses it)."""
@@ -115,17 +154,19 @@ def noise_floor(out: Path, k: int = 8, min_seconds: float = 1.0, seed: int = 0) 
     picks = np.random.default_rng(seed).choice(len(ok), size=min(k, len(ok)), replace=False)
     points = [(ModelConfig(**{**ok[i]["config"], "dtype": ok[i]["dtype"]}), ok[i]["batch"],
                ok[i].get("device_count", 1)) for i in picks]
-    again = measure_many(points, min_seconds=min_seconds)
-    diffs = [a["step_seconds"] / ok[i]["step_seconds"] - 1 for a, i in zip(again, picks, strict=True)
-             if a.get("status") == "ok"]
-    noise = dict(configurations=len(diffs), median_abs=float(np.median(np.abs(diffs))),
+    again = measure_many(points, min_seconds=min_seconds, rounds=10, min_repeats=20)
+    key = STATISTICS[statistic]
+    diffs = [a.get(key, a.get("step_seconds")) / ok[i].get(key, ok[i]["step_seconds"]) - 1
+             for a, i in zip(again, picks, strict=True) if a.get("status") == "ok"]
+    noise = dict(configurations=len(diffs), statistic=statistic, median_abs=float(np.median(np.abs(diffs))),
                  mean_abs=float(np.mean(np.abs(diffs))), max_abs=float(np.max(np.abs(diffs))), diffs=diffs)
     path.write_text(json.dumps(noise, indent=2) + "\n")
     return noise
 
 
 def comparison_table(results: list[dict[str, Any]]) -> str:
-    lines = ["| model | held-out MAPE | held-out max APE | R^2 | Spearman | planner can use |",
+    """The models side by side (Markdown): held-out errors, in-sample R^2 and Spearman, planner use."""
+    lines = ["| model | held-out MAPE | held-out max APE | held-out R^2 | held-out Spearman | planner can use |",
              "|---|---|---|---|---|---|"]
     for r in results:
         if "held_out" not in r:
@@ -133,7 +174,7 @@ def comparison_table(results: list[dict[str, Any]]) -> str:
             continue
         h = r["held_out"]
         lines.append(f"| {r['name']} | {h['mape']:.1%} | {h['max_ape']:.1%} | {h['r2']:.4f} | {h['spearman']:.4f} "
-                     f"| {'yes' if r['analytic'] else 'no (needs XLA counts)'} |")
+                     f"| {'yes' if r['analytic'] else 'no (needs a compiled step: XLA counts)'} |")
     return "\n".join(lines)
 
 
@@ -143,38 +184,139 @@ def _noise_line(out: Path) -> str:
     noise = json.loads((out / "noise.json").read_text())
     return (f"\nNoise floor: {noise['configurations']} configurations measured again after the grid differ by "
             f"{noise['median_abs']:.1%} median, {noise['mean_abs']:.1%} mean and {noise['max_abs']:.1%} max "
-            "(absolute); model errors below this cannot be told apart on this machine.\n")
+            f"(absolute, {noise.get('statistic', 'median')}); model errors below this cannot be told apart.\n")
 
 
-def fit_and_report(out: Path, price_per_hour: float | None = None) -> dict[str, Any]:
+def _report_text(out: Path, rates: dict[str, float], records: list[dict[str, Any]], table: str, best: str,
+                 statistic: str) -> str:
+    ok = [r for r in records if r.get("status") == "ok"]
+    failed = [r for r in records if r.get("status") != "ok"]
+    lines = [f"# Step-time models on {rates['device_kind']}", "",
+             f"{len(ok)} configurations measured ({len(failed)} failed: "
+             f"{', '.join(sorted({r['status'] for r in failed})) or 'none'}), "
+             f"{len({json.dumps(r['config']) for r in ok})} architectures. Fitted to `{STATISTICS[statistic]}` "
+             "with non-negative least squares on relative errors. Every error is on architectures held out of "
+             "the fit (5 folds by architecture: all batch sizes of a shape are in the same fold).",
+             f"Measured peak {rates['peak_flops']:.3g} FLOP/s, bandwidth {rates['bandwidth']:.3g} B/s.", "", table,
+             "", f"Profile model: **{best}** (the best model that predicts from hyperparameters alone). Models on "
+             "XLA counts need the step compiled first, so the planner cannot use them.", _noise_line(out)]
+    return "\n".join(lines)
+
+
+def fit_and_report(out: Path, price_per_hour: float | None = None, statistic: str = "best_round") -> dict[str, Any]:
     """Compare all step-time models on the folder's records; write the table, plots and the profile."""
     from experiments.plots_timing import plot_predictions
-    from timing.models import shape_columns
 
     records = read_records(out / "records.jsonl")
     if not records:
         raise UserError(f"{out} holds no timing records; run smallest-loss calibrate --grid NAME --out {out}")
     rates = device_rates(out)
-    results = compare_models(records, rates)
+    results = compare_models(records, rates, statistic=statistic)
     ok = [r for r in records if r.get("status") == "ok"]
     best = next(r for r in results if r.get("analytic") and "held_out" in r)
     device = find_device(rates["device_kind"])
     profile = DeviceProfile(
         device_kind=rates["device_kind"], model=best["name"], coefficients=tuple(best["coefficients"]),
-        peak_flops=rates["peak_flops"], bandwidth=rates["bandwidth"], held_out=best["held_out"],
+        peak_flops=rates["peak_flops"], bandwidth=rates["bandwidth"], cache_bytes=rates.get("cache_bytes"),
+        held_out=best["held_out"],
         price_per_hour=price_per_hour if price_per_hour is not None else (device.price_per_hour if device else None),
         memory_bytes=device.memory_bytes if device else None, dtype=ok[0]["dtype"], records=len(ok),
-        created=datetime.date.today().isoformat(),
+        created=datetime.date.today().isoformat(), statistic=statistic,
         alternatives={r["name"]: r["coefficients"] for r in results if r.get("analytic") and "coefficients" in r},
     )
     save_profile(out / "profile.json", profile)
     table = comparison_table(results)
-    failed = [r for r in records if r.get("status") != "ok"]
-    (out / "comparison.md").write_text(
-        f"# Step-time models on {rates['device_kind']}\n\n{len(ok)} configurations measured "
-        f"({len(failed)} failed), {len({json.dumps(r['config']) for r in ok})} architectures; errors are on "
-        f"architectures held out of the fit (5 folds).\nMeasured peak {rates['peak_flops']:.3g} FLOP/s, bandwidth "
-        f"{rates['bandwidth']:.3g} B/s.\n\n{table}\n\nProfile model: **{best['name']}** (best analytic model).\n"
-        + _noise_line(out))
-    plots = plot_predictions(results, shape_columns(ok)["time"], out)
-    return dict(results=results, profile=profile, table=table, plots=plots, failed=len(failed))
+    (out / "comparison.md").write_text(_report_text(out, rates, records, table, best["name"], statistic))
+    plots = plot_predictions(results, shape_columns(ok, statistic)["time"], out)
+    return dict(results=results, profile=profile, table=table, plots=plots, failed=len(records) - len(ok))
+
+
+# ----------------------------------------------------------------------------------------------------
+# The commands.
+
+
+def format_measurement(record: dict[str, Any]) -> str:
+    """A timing record as a few readable lines: measured time, XLA's numbers, our and the paper's counts."""
+    c, counts = record["config"], record["counts"]
+    lines = [f"d={c['d']} n={c['n']} h={c['h']} w={c['w']} s={c['s']} v={c['v']} b={record['batch']} "
+             f"{record['dtype']} on {record['device_kind']}: status {record['status']}"]
+    if record["status"] == "ok":
+        lines.append(f"step: median {record['step_seconds'] * 1e3:.3f} ms (IQR {record['iqr_seconds'] * 1e3:.3f} ms, "
+                     f"min {record['min_seconds'] * 1e3:.3f} ms, fastest round {record['best_round_seconds'] * 1e3:.3f}"
+                     f" ms; {record['repeats']} repeats in {record['rounds']} rounds); "
+                     f"compile {record['compile_seconds']:.2f} s")
+    xla = record.get("xla", {})
+    if xla:
+        lines.append(f"XLA: {xla.get('flops', 0):.4g} flops, {xla.get('bytes_accessed', 0):.4g} bytes accessed, "
+                     f"peak memory {xla.get('peak_bytes', 0) / 2**20:.1f} MiB")
+    lines.append(f"ours: {counts['flops']:.4g} flops, {counts['bytes']:.4g} bytes, memory estimate "
+                 f"{counts['memory'] / 2**20:.1f} MiB, {counts['params']:,.0f} parameters")
+    lines.append(f"paper (per sequence): FLOPS {counts['paper_flops']:.4g}, MEMCPYS {counts['paper_memcpys']:.4g}, "
+                 f"PARAMS {counts['paper_params']:,.0f}")
+    if record["status"] == "ok" and xla.get("flops"):
+        lines.append(f"achieved {xla['flops'] / record['step_seconds']:.3g} FLOP/s (XLA flops / median step time)")
+    return "\n".join(lines)
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    from experiments.cli import resolve_config
+    from timing.measure import measure
+
+    config = resolve_config(args.preset, args.overrides)
+    record = measure(config.model, config.train.batch_size, min_seconds=args.min_seconds, rounds=args.rounds)
+    print(json.dumps(record, indent=2) if args.json else format_measurement(record))
+    if record["status"] != "ok":
+        what = "does not fit in memory" if record["status"] == "oom" else "could not be measured"
+        print(f"error: this configuration {what} ({record['status']}): {record['message']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_measure_parser(sub: argparse._SubParsersAction) -> None:
+    from experiments.cli import _add_config_args
+
+    p = sub.add_parser("measure", help="time one configuration's training step and show XLA's and our counts")
+    _add_config_args(p)
+    p.add_argument("--min-seconds", type=float, default=1.0, help="time repeats for at least this long")
+    p.add_argument("--rounds", type=int, default=5, help="rounds the repeats are split into")
+    p.add_argument("--json", action="store_true", help="print the timing record as JSON")
+    p.set_defaults(func=cmd_measure)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if not args.fit_only:
+        if not args.grid:
+            raise UserError("calibrate needs --grid NAME (or --fit-only to refit the records in --out)")
+        counts = run_grid(args.grid, out, progress=not args.quiet, min_seconds=args.min_seconds, rounds=args.rounds,
+                          repeats=args.repeats, limit=args.limit)
+        print(f"grid {args.grid}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+        if args.noise_check:
+            noise = noise_floor(out, min_seconds=args.min_seconds, statistic=args.statistic)
+            print(f"noise floor: re-measured {noise['configurations']} configurations differ by "
+                  f"{noise['median_abs']:.1%} median, {noise['max_abs']:.1%} max")
+    report = fit_and_report(out, args.price_per_hour, args.statistic)
+    print(report["table"])
+    p = report["profile"]
+    print(f"profile: {out / 'profile.json'} (model '{p.model}', held-out MAPE {p.held_out['mape']:.1%})")
+    print(f"table: {out / 'comparison.md'}; plots: {len(report['plots'])} PNGs in {out}")
+    return 0
+
+
+def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="time a grid of configurations, fit and compare step-time models")
+    p.add_argument("--grid", help=f"a timing grid from configs/grids.py: {', '.join(SPECS)}")
+    p.add_argument("--out", required=True, help="calibration folder (records.jsonl, profile.json, table, plots)")
+    p.add_argument("--fit-only", action="store_true", help="refit the records already in --out")
+    p.add_argument("--min-seconds", type=float, default=1.0, help="time each configuration for at least this long")
+    p.add_argument("--repeats", type=int, default=20, help="at least this many timed steps per configuration")
+    p.add_argument("--rounds", type=int, help="interleaved rounds (default 10 on CPU, 3 on accelerators)")
+    p.add_argument("--limit", type=int, help="measure at most this many new configurations in this session")
+    p.add_argument("--statistic", choices=tuple(STATISTICS), default="best_round",
+                   help="the step time models are fitted to: the fastest round's median (default), the median "
+                        "of all repeats, or the fastest repeat")
+    p.add_argument("--price-per-hour", type=float, help="price per device-hour to store in the profile")
+    p.add_argument("--noise-check", action=argparse.BooleanOptionalAction, default=True,
+                   help="re-measure 8 configurations after the grid to report the machine's noise floor")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_calibrate)

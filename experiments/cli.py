@@ -14,6 +14,7 @@ from configs.errors import UserError
 from configs.models import PRESETS, get_preset
 from configs.overrides import apply_overrides
 from configs.schema import RunConfig
+from experiments.calibrate import add_calibrate_parser, add_measure_parser
 
 
 def resolve_config(preset: str, assignments: Sequence[str]) -> RunConfig:
@@ -117,89 +118,6 @@ def _fit_parser(sub: argparse._SubParsersAction) -> None:
                    help="also fit without the largest budget and report the error predicting it")
     p.add_argument("--json", action="store_true", help="print the law JSON on stdout")
     p.set_defaults(func=cmd_fit)
-
-
-def cmd_measure(args: argparse.Namespace) -> int:
-    import json
-
-    from timing.measure import measure
-
-    config = resolve_config(args.preset, args.overrides)
-    record = measure(config.model, config.train.batch_size, min_seconds=args.min_seconds)
-    if args.json:
-        print(json.dumps(record, indent=2))
-    else:
-        print(format_measurement(record))
-    if record["status"] != "ok":
-        print(f"error: configuration could not be measured ({record['status']}): {record['message']}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def format_measurement(record: dict) -> str:
-    c, counts = record["config"], record["counts"]
-    lines = [f"d={c['d']} n={c['n']} h={c['h']} w={c['w']} s={c['s']} v={c['v']} b={record['batch']} "
-             f"{record['dtype']} on {record['device_kind']}: status {record['status']}"]
-    if record["status"] == "ok":
-        lines.append(f"step: median {record['step_seconds'] * 1e3:.3f} ms (IQR {record['iqr_seconds'] * 1e3:.3f} ms, "
-                     f"{record['repeats']} repeats); compile {record['compile_seconds']:.2f} s")
-    xla = record.get("xla", {})
-    if xla:
-        lines.append(f"XLA: {xla.get('flops', 0):.4g} flops, {xla.get('bytes_accessed', 0):.4g} bytes accessed, "
-                     f"peak memory {xla.get('peak_bytes', 0) / 2**20:.1f} MiB")
-    lines.append(f"ours: {counts['flops']:.4g} flops, {counts['bytes']:.4g} bytes, memory estimate "
-                 f"{counts['memory'] / 2**20:.1f} MiB, {counts['params']:,.0f} parameters")
-    lines.append(f"paper (per sequence): FLOPS {counts['paper_flops']:.4g}, MEMCPYS {counts['paper_memcpys']:.4g}, "
-                 f"PARAMS {counts['paper_params']:,.0f}")
-    if record["status"] == "ok" and xla.get("flops"):
-        lines.append(f"achieved {xla['flops'] / record['step_seconds']:.3g} FLOP/s (XLA flops / step time)")
-    return "\n".join(lines)
-
-
-def _measure_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("measure", help="time one configuration's training step and show XLA's and our counts")
-    _add_config_args(p)
-    p.add_argument("--min-seconds", type=float, default=1.0, help="time repeats for at least this long")
-    p.add_argument("--json", action="store_true", help="print the timing record as JSON")
-    p.set_defaults(func=cmd_measure)
-
-
-def cmd_calibrate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from experiments.calibrate import fit_and_report, run_grid
-
-    out = Path(args.out)
-    if not args.fit_only:
-        if not args.grid:
-            raise UserError("calibrate needs --grid NAME (or --fit-only to refit the records in --out)")
-        counts = run_grid(args.grid, out, progress=not args.quiet, min_seconds=args.min_seconds)
-        print(f"grid {args.grid}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
-        if args.noise_check:
-            from experiments.calibrate import noise_floor
-
-            noise = noise_floor(out, min_seconds=args.min_seconds)
-            print(f"noise floor: re-measured {noise['configurations']} configurations differ by "
-                  f"{noise['median_abs']:.1%} median, {noise['max_abs']:.1%} max")
-    report = fit_and_report(out, args.price_per_hour)
-    print(report["table"])
-    p = report["profile"]
-    print(f"profile: {out / 'profile.json'} (model '{p.model}', held-out MAPE {p.held_out['mape']:.1%})")
-    print(f"table: {out / 'comparison.md'}; plots: {len(report['plots'])} PNGs in {out}")
-    return 0
-
-
-def _calibrate_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("calibrate", help="time a grid of configurations, fit and compare step-time models")
-    p.add_argument("--grid", help="a timing grid from configs/grids.py: cpu-small, gpu, tiny")
-    p.add_argument("--out", required=True, help="calibration folder (records.jsonl, profile.json, table, plots)")
-    p.add_argument("--fit-only", action="store_true", help="refit the records already in --out")
-    p.add_argument("--min-seconds", type=float, default=1.0, help="time each configuration for at least this long")
-    p.add_argument("--price-per-hour", type=float, help="price per device-hour to store in the profile")
-    p.add_argument("--noise-check", action=argparse.BooleanOptionalAction, default=True,
-                   help="re-measure 8 configurations after the grid to report the machine's noise floor")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_calibrate)
 
 
 def plan_inputs(args: argparse.Namespace):
@@ -307,7 +225,8 @@ def _quickstart_parser(sub: argparse._SubParsersAction) -> None:
 
 
 PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _quickstart_parser, _train_parser, _sweep_parser, _fit_parser, _measure_parser, _calibrate_parser, _plan_parser,
+    _quickstart_parser, _train_parser, _sweep_parser, _fit_parser, add_measure_parser, add_calibrate_parser,
+    _plan_parser,
 ]
 
 

@@ -2,36 +2,61 @@
 
 Symbols (DESIGN.md): d width, n layers, h heads, w MLP hidden width, v vocabulary, s sequence length,
 b batch (sequences per step). Every function is plain arithmetic, so it takes Python numbers or NumPy
-arrays alike (the planner scores a million candidates in one call).
+arrays alike and broadcasts them (the planner scores a million candidates in one call).
 
 1. "Time Matters" (Inbar and Sernau, 2024, arXiv 2406.18922), per sequence, no batch size:
        PARAMS  = v*d + n*d*(8 + 2w + 4d) + n*w
        MEMCPYS = 2vd + 2sv + n*s*(w + 2hs) + 2nd*(w + 4s + 2d)
        FLOPS   = 2svd + 2dns*(w + 2d + s) + n*h*s^2
-   A training step of b sequences is b times these in the paper's accounting.
+   A training step of b sequences is b times MEMCPYS and FLOPS in the paper's accounting (the step-time
+   models in timing/models.py multiply by b).
 
-2. Our model (model/transformer.py), for a real training step of b sequences (forward, backward, AdamW):
-   - matmul FLOPs, forward, per sequence: per layer qkv 6sd^2, scores QK^T 2s^2d, weighted sum 2s^2d,
-     out projection 2sd^2, MLP 2*m*s*d*w (m = 2 matrices, 3 for SwiGLU); output layer 2svd. XLA's dense
-     attention computes the full s x s score matrix and masks it, so causal attention is not halved.
-     Backward is twice the forward (gradients for inputs and for weights): training = 3x forward.
-   - element-wise FLOPs (norms, residual adds, rotary, softmax, activation, cross-entropy, AdamW, global
-     norm clipping), forward + backward: per layer and token 60 per unit of d, 40 per unit of w (GELU),
-     20 per attention score per head; 10 per logit; 21 per parameter for the optimizer. These per-element
-     costs were read off XLA's compiled cost analysis of this step on CPU (a least-squares fit over ten
-     tiny configurations, then rounded); they are 3-13% of the total at small sizes and vanish at large.
-   - memory traffic (bytes), batch-aware: parameters, gradients and both Adam moments are read and
-     written a fixed number of times per step whatever b is (WEIGHT_PASSES, below), while activations
-     are written in the forward pass and read back in the backward pass per sequence, times b.
+2. Our model (model/transformer.py) and its real training step of b sequences (model/train.py: forward,
+   backward, AdamW with global-norm clipping), exact where XLA's count can check it:
+   - matmul FLOPs of one sequence's forward pass, at 2 FLOPs per multiply-add: per layer q, k, v 6sd^2
+     and out 2sd^2, MLP 2*m*s*d*w (m = 2 matrices, 3 for SwiGLU), attention scores QK^T 2s^2d and the
+     weighted sum PV 2s^2d; the output layer 2svd (tied or not: the same matmul). XLA's attention on
+     CPU, and on GPU without a fused kernel, computes the full s x s scores and then masks them, so the
+     causal half is *not* saved; we count the full square. The embedding lookup is a gather (0 FLOPs).
+   - training FLOPs = 3 x forward matmul FLOPs (the backward pass computes the gradient of each matmul's
+     input and of its weight, two matmuls of the forward one's size) + element-wise work, forward and
+     backward: norms, residual adds and rotary (ELEMENTWISE_PER_D per token, layer and unit of d), the
+     activation (ELEMENTWISE_PER_W per unit of w), mask and softmax (ELEMENTWISE_PER_SCORE per score
+     and head), cross-entropy (ELEMENTWISE_PER_LOGIT per logit); + the optimizer, once per step whatever
+     b is (OPTIMIZER_PER_PARAM per parameter: AdamW's moments, bias correction, update, weight decay,
+     and the squares of global-norm clipping). The element-wise costs per element were read off XLA's
+     compiled cost analysis of this step on CPU (a least-squares fit over ten tiny configurations,
+     rounded); they are 3-13% of the total at small sizes and vanish at large ones. `train_step_terms`
+     gives every kind of work apart; `train_step_flops` is their sum (within 1.2% of XLA's flops on the
+     tiny configurations of tests/timing, including SwiGLU, untied and LayerNorm variants).
+   - memory traffic (bytes), batch-aware: parameters, gradients and both Adam moments (float32) are
+     read and written WEIGHT_PASSES times per parameter per step whatever b is; activations are written
+     in the forward pass and read back in the backward pass, and their gradients likewise, per sequence,
+     so that term is b x 4 x the activations one sequence saves. This is a model of main-memory traffic,
+     well below XLA's "bytes accessed" (0.33-0.51 of it on tiny configurations), which counts every
+     operand and result of every fused op, including those that stay in cache.
+   - peak memory (`train_memory_bytes`): parameters, gradients and two Adam moments (16 bytes per
+     parameter) plus the activations saved for the backward pass and the logits' gradient, times b.
 
-Differences from the paper: it counts biases and two norms per layer in PARAMS (we have no biases and
-count one final norm); its FLOPS are forward-only and per sequence with a causal half of the attention
-(n*h*s^2); its MEMCPYS counts each tensor once per sequence, with no optimizer and no batch.
+Differences from the paper, term by term:
+   - PARAMS counts biases and norm parameters, 8d per layer, and the MLP's hidden bias, n*w; ours has no
+     biases, two RMSNorm scales per layer (2d; 4d for LayerNorm) and a final norm (d). Untied embeddings
+     add v*d and SwiGLU d*w per layer, which the paper's tied, two-matrix form does not have.
+   - FLOPS is one forward pass, per sequence. It counts the layers' matmuls at one FLOP per multiply-add
+     (2dsw for a two-matrix MLP, 4sd^2 for q, k, v and out, 2s^2d for attention) but the output layer
+     at two (2svd), and the softmax as n*h*s^2. Ours counts every matmul at two FLOPs per multiply-add,
+     the backward pass and the optimizer: 6x the paper's layer terms, 3x its output layer. So b*FLOPS is
+     close to, but not exactly, proportional to our (and XLA's) training FLOPs: the ratio moves with the
+     share of the output layer and of element-wise work (4.9x to 6.3x on the cpu-small grid).
+   - MEMCPYS counts each tensor once per sequence; it has no optimizer state, no gradients and no batch,
+     so weight traffic is multiplied by b in a training step, where ours counts it once.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 from model.transformer import param_counts
 
@@ -77,11 +102,49 @@ def forward_matmul_flops(d: Any, n: Any, h: Any, w: Any, s: Any, v: Any, activat
 
 def train_step_flops(d: Any, n: Any, h: Any, w: Any, s: Any, v: Any, b: Any, activation: str = "gelu",
                      norm: str = "rmsnorm", tied: bool = True) -> Any:
-    """FLOPs of one training step of b sequences: 3x forward matmuls, element-wise work, AdamW."""
+    """FLOPs of one training step of b sequences: 3x forward matmuls, element-wise work, AdamW (the sum of
+    `train_step_terms`)."""
+    return sum(train_step_terms(d, n, h, w, s, v, b, activation, norm, tied).values())
+
+
+def train_step_terms(d: Any, n: Any, h: Any, w: Any, s: Any, v: Any, b: Any, activation: str = "gelu",
+                     norm: str = "rmsnorm", tied: bool = True) -> dict[str, Any]:
+    """FLOPs of one training step of b sequences by kind of work; they sum to `train_step_flops`.
+
+    Matmuls (3x forward: forward, gradient of the input, gradient of the weight): `projection` (q, k, v
+    and out, 8sd^2 per layer and sequence), `mlp` (2*m*s*d*w), `attention` (QK^T and PV over the full
+    s x s, 4s^2d), `output` (the output layer, 2svd). Element-wise work, forward + backward: `width`
+    (norms, residuals, rotary: per token and unit of d), `hidden` (the MLP activation: per token and
+    unit of w), `scores` (mask and softmax: per score and head), `logits` (cross-entropy), `optimizer`
+    (AdamW and clipping: per parameter, once per step whatever b is). Priced apart by the step-time
+    models, because on real hardware each kind runs at its own rate.
+    """
+    m = _mlp_mats(activation)
     params = sum(param_counts(v, d, n, w, norm=norm, activation=activation, tied=tied))
-    elementwise = n * s * (ELEMENTWISE_PER_D * d + ELEMENTWISE_PER_W * w) + n * h * s * s * ELEMENTWISE_PER_SCORE
-    elementwise = elementwise + ELEMENTWISE_PER_LOGIT * s * v
-    return b * (3 * forward_matmul_flops(d, n, h, w, s, v, activation) + elementwise) + OPTIMIZER_PER_PARAM * params
+    return dict(
+        projection=3 * b * n * 8 * s * d * d, mlp=3 * b * n * 2 * m * s * d * w, attention=3 * b * n * 4 * s * s * d,
+        output=3 * b * 2 * s * d * v, width=b * n * s * d * ELEMENTWISE_PER_D, hidden=b * n * s * w * ELEMENTWISE_PER_W,
+        scores=b * n * h * s * s * ELEMENTWISE_PER_SCORE, logits=b * s * v * ELEMENTWISE_PER_LOGIT,
+        optimizer=OPTIMIZER_PER_PARAM * params + 0 * b,  # + 0 * b: broadcast to the candidates' shape
+    )
+
+
+def spilled_terms(d: Any, n: Any, h: Any, w: Any, s: Any, v: Any, b: Any, cache_bytes: float | None,
+                  activation: str = "gelu", norm: str = "rmsnorm", tied: bool = True,
+                  bytes_per: int = 4) -> dict[str, Any]:
+    """The element-wise terms of `train_step_terms` whose per-layer tensor does not fit in a cache of
+    `cache_bytes` (zero where it fits, or when `cache_bytes` is None).
+
+    An element-wise op streams its tensor through the cache: while one layer's tensor (b*s*d values for
+    `width`, b*s*w for `hidden`, b*h*s^2 for `scores`) fits in the core's cache, the op and its consumer
+    run from cache; beyond, every pass goes to main memory and costs more per element. On the 2-core CPU
+    of results/cpu/timing (1 MiB L2 per core) steps slow down 1.2-1.6x per doubling of the batch when
+    these tensors cross the cache size, where they otherwise slow down 0.8-1.0x.
+    """
+    terms = train_step_terms(d, n, h, w, s, v, b, activation, norm, tied)
+    limit = np.inf if cache_bytes is None else cache_bytes
+    sizes = dict(width=b * s * d, hidden=b * s * w, scores=b * h * s * s)
+    return {k: np.where(bytes_per * size > limit, terms[k], 0 * terms[k]) for k, size in sizes.items()}
 
 
 def train_attention_flops(d: Any, n: Any, s: Any, b: Any) -> Any:

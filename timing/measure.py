@@ -1,16 +1,25 @@
 """Measure one configuration's real training step: compile time, step time, XLA's cost and memory analyses.
 
-The step is the one training uses (model/train.py: forward, backward, AdamW; donated state), lowered and
+The step is the one training uses (model/train.py: forward, backward, AdamW; state donated), lowered and
 compiled ahead of time (compile seconds timed on their own), warmed up, then timed over repeats with
-`block_until_ready` on the outputs. The layers are a Python loop, so XLA's cost analysis counts every
-layer (a `lax.scan` body would be counted once).
+`jax.block_until_ready` on the outputs. The model's layers are a Python loop, so XLA's cost analysis
+counts every layer (a `lax.scan` body would be counted once).
+
+Timing on a shared machine. Repeats are taken in *rounds*: every configuration of a batch is compiled
+and warmed up first, then each round times every configuration for a short while, round after round.
+Slow spells of the machine (on the 2-core VM of results/cpu/timing a small step ran 1.6x slower for
+spells of 10-50 s, a large one 1.1x) then hit some rounds of every configuration instead of all the
+rounds of a few. A record keeps the median and spread of all repeats and the median of each round;
+`best_round_seconds` (the fastest round's median) is the statistic least disturbed by such spells.
 """
 
 from __future__ import annotations
 
-import statistics
+import math
 import time
 import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -23,38 +32,48 @@ from model.sharding import batch_sharding, make_mesh, resolve_mesh_shape
 from model.train import init_sharded_state, jit_sharded_step, make_optimizer
 from timing.counts import counts_for
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: rounds (round_medians, best_round_seconds)
 
 
-def normalise_cost_analysis(raw: Any) -> dict[str, float]:
-    """XLA's cost analysis as {flops, bytes_accessed, transcendentals}: a dict in new JAX, a list of one
-    dict per computation in old JAX, None on some backends; keys are missing when zero."""
-    if raw is None:
-        return {}
-    items = raw if isinstance(raw, (list, tuple)) else [raw]
+def normalise_analyses(cost: Any, memory: Any) -> dict[str, float]:
+    """XLA's compiled cost and memory analyses as one flat dict, whatever the JAX version returns.
+
+    `cost_analysis()` is a dict in recent JAX, a list of one dict per computation in older JAX, None on
+    some backends; a key is missing when its value is zero. From it: `flops`, `bytes_accessed`
+    (every operand and result of every fused op, so well above DRAM traffic), `transcendentals`.
+    `memory_analysis()` is an object with byte sizes (or None). Peak memory of the step:
+    `peak_bytes` = arguments + outputs + temporaries - aliased bytes (outputs written into donated inputs).
+    """
     out: dict[str, float] = {}
-    for item in items:
+    for item in cost if isinstance(cost, (list, tuple)) else [cost]:
         for key, name in (("flops", "flops"), ("bytes accessed", "bytes_accessed"),
                           ("transcendentals", "transcendentals")):
             if item and key in item:
                 out[name] = out.get(name, 0.0) + float(item[key])
+    if memory is not None:
+        sizes = {f: float(getattr(memory, f"{f}_size_in_bytes", 0) or 0)
+                 for f in ("argument", "output", "temp", "alias")}
+        out.update(peak_bytes=sizes["argument"] + sizes["output"] + sizes["temp"] - sizes["alias"],
+                   temp_bytes=sizes["temp"], argument_bytes=sizes["argument"], output_bytes=sizes["output"],
+                   alias_bytes=sizes["alias"])
     return out
 
 
-def normalise_memory_analysis(raw: Any) -> dict[str, float]:
-    """Peak device memory of a compiled step: arguments + outputs + temporaries - aliased (donated) bytes."""
-    if raw is None:
-        return {}
-    fields = ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes", "alias_size_in_bytes")
-    values = {f: float(getattr(raw, f, 0) or 0) for f in fields}
-    peak = values["argument_size_in_bytes"] + values["output_size_in_bytes"] + values["temp_size_in_bytes"]
-    return dict(peak_bytes=peak - values["alias_size_in_bytes"], temp_bytes=values["temp_size_in_bytes"],
-                argument_bytes=values["argument_size_in_bytes"])
+def xla_analyses(compiled: Any) -> dict[str, float]:
+    """`normalise_analyses` of a compiled step; an analysis the backend cannot give is left out."""
+    def safe(method: str) -> Any:
+        try:
+            return getattr(compiled, method)()
+        except Exception:  # noqa: BLE001 - optional data: some backends raise instead of returning None
+            return None
+
+    return normalise_analyses(safe("cost_analysis"), safe("memory_analysis"))
 
 
-def _is_oom(err: BaseException) -> bool:
+def is_oom(err: BaseException) -> bool:
+    """Whether an exception is the device running out of memory (XlaRuntimeError RESOURCE_EXHAUSTED)."""
     text = f"{type(err).__name__}: {err}"
-    return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text
+    return any(m in text for m in ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory", "OOM"))
 
 
 def compile_step(cfg: ModelConfig, b: int, devices: int = 1) -> tuple[Any, Any, jax.Array, float]:
@@ -76,8 +95,9 @@ def compile_step(cfg: ModelConfig, b: int, devices: int = 1) -> tuple[Any, Any, 
 
 def time_compiled(compiled: Any, state: Any, tokens: jax.Array, min_seconds: float, min_repeats: int,
                   max_repeats: int, warmup: int = 2) -> tuple[list[float], Any]:
-    """Per-step seconds over repeats, after warm-up; repeats until `min_seconds` (within the bounds).
-    Returns the times and the state (donated at every call, so the caller must keep the new one)."""
+    """Per-step seconds over repeats, after `warmup` untimed calls; repeats until `min_seconds` have
+    passed and at least `min_repeats` were taken (at most `max_repeats`). Returns the times and the new
+    state (the state is donated at every call, so the caller must keep the returned one)."""
     for _ in range(warmup):
         state, metrics = compiled(state, tokens)
         jax.block_until_ready((state, metrics))
@@ -90,94 +110,136 @@ def time_compiled(compiled: Any, state: Any, tokens: jax.Array, min_seconds: flo
     return times, state
 
 
-def _base_record(cfg: ModelConfig, b: int, devices: int = 1) -> dict[str, Any]:
+def base_record(cfg: ModelConfig, b: int, devices: int = 1) -> dict[str, Any]:
+    """The parts of a timing record (DESIGN.md section 4) known before measuring: config, device, counts."""
     env = environment()
-    return dict(version=RECORD_VERSION, config=dict(v=cfg.v, d=cfg.d, n=cfg.n, h=cfg.h, w=cfg.w, s=cfg.s,
-                                                    norm=cfg.norm, activation=cfg.activation,
-                                                    tied_embeddings=cfg.tied_embeddings, attention=cfg.attention),
-                device_kind=env["device_kind"], backend=env["backend"], device_count=devices, mesh=[devices, 1],
-                dtype=cfg.dtype, batch=b, jax=env["packages"]["jax"], counts=counts_for(cfg, b))
+    config = dict(v=cfg.v, d=cfg.d, n=cfg.n, h=cfg.h, w=cfg.w, s=cfg.s, norm=cfg.norm, activation=cfg.activation,
+                  tied_embeddings=cfg.tied_embeddings, attention=cfg.attention)
+    return dict(version=RECORD_VERSION, config=config, device_kind=env["device_kind"], backend=env["backend"],
+                device_count=devices, mesh=[devices, 1], dtype=cfg.dtype, batch=b, jax=env["packages"]["jax"],
+                counts=counts_for(cfg, b))
 
 
-def _failed(record: dict[str, Any], err: BaseException) -> dict[str, Any]:
-    record.update(status="oom" if _is_oom(err) else "error",
-                  message=f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:500],
-                  trace=traceback.format_exc(limit=3)[-1500:])
-    return record
+@dataclass
+class Prepared:
+    """One configuration compiled and warmed up, with the times of the rounds measured so far."""
+
+    record: dict[str, Any]
+    compiled: Any = None
+    state: Any = None
+    tokens: Any = None
+    rounds: list[list[float]] = field(default_factory=list)
+
+    @property
+    def live(self) -> bool:
+        return self.compiled is not None and "status" not in self.record
+
+    def fail(self, err: BaseException) -> None:
+        """Record a failure (`oom` or `error` with its message) and free the device buffers."""
+        self.record.update(status="oom" if is_oom(err) else "error",
+                           message=f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"[:500],
+                           trace=traceback.format_exc(limit=3)[-1500:])
+        self.compiled = self.state = self.tokens = None
 
 
-def _prepare(cfg: ModelConfig, b: int, devices: int = 1) -> dict[str, Any]:
-    """Compile and warm up one configuration; a failure is recorded in the returned item's record."""
-    item: dict[str, Any] = dict(record=_base_record(cfg, b, devices), times=[])
+def prepare(cfg: ModelConfig, b: int, devices: int = 1, warmup: int = 2) -> Prepared:
+    """Compile (timed) and warm up one configuration; a failure is recorded, never raised."""
+    item = Prepared(base_record(cfg, b, devices))
     try:
         compiled, state, tokens, compile_s = compile_step(cfg, b, devices)
-        item["record"].update(compile_seconds=compile_s,
-                              xla=dict(**normalise_cost_analysis(compiled.cost_analysis()),
-                                       **normalise_memory_analysis(compiled.memory_analysis())))
-        item["state"] = time_compiled(compiled, state, tokens, 0.0, 0, 0)[1]  # warm-up only
-        item.update(compiled=compiled, tokens=tokens)
+        item.record.update(compile_seconds=compile_s, xla=xla_analyses(compiled))
+        item.compiled, item.tokens = compiled, tokens
+        item.state = time_compiled(compiled, state, tokens, 0.0, 0, 0, warmup=warmup)[1]
     except Exception as err:  # noqa: BLE001 - any failure of one configuration is recorded, the grid goes on
-        _failed(item["record"], err)
+        item.fail(err)
     return item
 
 
-def measure_many(configs: list[tuple], min_seconds: float = 1.0, rounds: int = 5,
-                 min_repeats: int = 5, max_repeats: int = 400) -> list[dict[str, Any]]:
-    """Timing records (DESIGN.md section 4) of several configurations, timed in interleaved rounds.
+def time_round(item: Prepared, seconds: float, min_repeats: int = 1, max_repeats: int = 1000) -> list[float]:
+    """Time one round of a prepared configuration (appended to `item.rounds`); a failure is recorded."""
+    if not item.live:
+        return []
+    try:
+        times, item.state = time_compiled(item.compiled, item.state, item.tokens, seconds, min_repeats,
+                                          max_repeats, warmup=0)
+    except Exception as err:  # noqa: BLE001
+        item.fail(err)
+        return []
+    item.rounds.append(times)
+    return times
 
-    On a shared machine the speed drifts over minutes; timing every configuration a little in each of
-    `rounds` rounds spreads that drift over all of them instead of biasing whichever ran during a slow
-    spell. Each configuration is (model config, global batch) or (model config, global batch, devices).
-    Failures become status `oom` or `error`, never exceptions.
+
+def finish(item: Prepared) -> dict[str, Any]:
+    """The finished record: median step seconds and spread over all repeats, and per-round medians."""
+    if item.live and item.rounds:
+        times = np.concatenate([np.asarray(r, dtype=np.float64) for r in item.rounds])
+        q1, median, q3 = np.percentile(times, [25, 50, 75])
+        round_medians = [float(np.median(r)) for r in item.rounds]
+        item.record.update(status="ok", step_seconds=float(median), iqr_seconds=float(q3 - q1),
+                           min_seconds=float(times.min()), max_seconds=float(times.max()), repeats=int(times.size),
+                           rounds=len(item.rounds), round_medians=round_medians,
+                           best_round_seconds=min(round_medians))
+    elif "status" not in item.record:
+        item.record.update(status="error", message="no repeats were timed")
+    item.compiled = item.state = item.tokens = None
+    return item.record
+
+
+def measure_many(configs: list[tuple], min_seconds: float = 1.0, rounds: int = 5, min_repeats: int = 5,
+                 max_repeats: int = 400) -> list[dict[str, Any]]:
+    """Timing records of several configurations, timed in interleaved rounds (see the module docstring).
+
+    Each configuration is (model config, global batch) or (model config, global batch, devices) and is
+    timed for about `min_seconds` in all, with at least `min_repeats` repeats. Failures become status
+    `oom` or `error`, never exceptions.
     """
-    items = [_prepare(*point) for point in configs]
-    live = [it for it in items if "compiled" in it]
-    per_round = (min_seconds / rounds, -(-min_repeats // rounds), max(1, max_repeats // rounds))
+    items = [prepare(*point) for point in configs]
+    per_round = (min_seconds / rounds, math.ceil(min_repeats / rounds), max(1, max_repeats // rounds))
     for _ in range(rounds):
-        for it in live:
-            try:
-                times, it["state"] = time_compiled(it["compiled"], it["state"], it["tokens"], *per_round, warmup=0)
-                it["times"] += times
-            except Exception as err:  # noqa: BLE001
-                _failed(it["record"], err)
-                it["failed"] = True
-        live = [it for it in live if not it.get("failed")]
-    for it in live:
-        times = it["times"]
-        q1, q3 = np.percentile(times, [25, 75])
-        it["record"].update(status="ok", step_seconds=statistics.median(times), iqr_seconds=float(q3 - q1),
-                            min_seconds=min(times), repeats=len(times), rounds=rounds)
-    return [it["record"] for it in items]
+        for item in items:
+            time_round(item, *per_round)
+    return [finish(item) for item in items]
 
 
-def measure(cfg: ModelConfig, b: int, min_seconds: float = 0.5, min_repeats: int = 5,
-            max_repeats: int = 200, devices: int = 1) -> dict[str, Any]:
-    """One configuration's timing record (see `measure_many`)."""
-    return measure_many([(cfg, b, devices)], min_seconds, rounds=1, min_repeats=min_repeats,
-                        max_repeats=max_repeats)[0]
+def measure(cfg: ModelConfig, b: int, min_seconds: float = 1.0, min_repeats: int = 5, max_repeats: int = 400,
+            devices: int = 1, rounds: int = 5) -> dict[str, Any]:
+    """One configuration's timing record (DESIGN.md section 4): `measure_many` of one."""
+    return measure_many([(cfg, b, devices)], min_seconds, rounds, min_repeats, max_repeats)[0]
+
+
+def _median_seconds(fn: Any, arg: jax.Array, repeats: int) -> float:
+    jax.block_until_ready(fn(arg))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(arg))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
 
 
 def measure_peak_flops(n: int = 2048, dtype: str = "float32", repeats: int = 10) -> float:
-    """The device's achieved matmul rate (FLOP/s): median over repeats of an n x n x n matmul."""
+    """The device's achieved matmul rate (FLOP/s): 2 n^3 over the median time of an n x n x n matmul."""
     a = jax.random.normal(jax.random.key(0), (n, n), dtype=jnp.dtype(dtype))
-    matmul = jax.jit(lambda x, y: x @ y)
-    jax.block_until_ready(matmul(a, a))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(matmul(a, a))
-        times.append(time.perf_counter() - start)
-    return 2 * n**3 / statistics.median(times)
+    return 2 * n**3 / _median_seconds(jax.jit(lambda x: x @ x), a, repeats)
+
+
+def cache_bytes() -> float | None:
+    """The per-core L2 cache of the host CPU (from sysfs) when JAX runs on the CPU; None elsewhere or when
+    the system does not say. Used by the cache-aware step-time model (timing.counts.spilled_terms)."""
+    if jax.default_backend() != "cpu":
+        return None
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            if (index / "level").read_text().strip() == "2":
+                size = (index / "size").read_text().strip().upper()
+                units = {"K": 2**10, "M": 2**20, "G": 2**30}
+                return float(size[:-1]) * units[size[-1]] if size[-1] in units else float(size)
+        except (OSError, ValueError):
+            return None
+    return None
 
 
 def measure_bandwidth(megabytes: int = 256, repeats: int = 10) -> float:
-    """The device's achieved memory bandwidth (bytes/s): read + write of a large array (x * 2)."""
+    """The device's achieved memory bandwidth (bytes/s): a large float32 array read and written (x * 2)."""
     x = jnp.ones((megabytes * 2**20 // 4,), jnp.float32)
-    scale = jax.jit(lambda y: y * 2.0)
-    jax.block_until_ready(scale(x))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(scale(x))
-        times.append(time.perf_counter() - start)
-    return 2 * x.nbytes / statistics.median(times)
+    return 2 * x.nbytes / _median_seconds(jax.jit(lambda y: y * 2.0), x, repeats)

@@ -23,28 +23,84 @@ from timing.counts import (
     FLOPS,
     MEMCPYS,
     WEIGHT_PASSES,
+    spilled_terms,
     train_attention_flops,
     train_step_bytes,
     train_step_flops,
+    train_step_terms,
     weight_bytes,
 )
 
 Features = Callable[[dict[str, np.ndarray], dict[str, float]], list[np.ndarray]]
 
 
-def shape_columns(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """Columns of hyperparameters and measured/compiled numbers from `ok` timing records."""
-    cols: dict[str, list[float]] = {k: [] for k in ("d", "n", "h", "w", "s", "v", "b", "k", "time", "xla_flops",
-                                                   "xla_bytes")}
+STATISTICS = {"best_round": "best_round_seconds", "median": "step_seconds", "min": "min_seconds"}
+
+
+def shape_columns(records: list[dict[str, Any]], statistic: str = "best_round") -> dict[str, np.ndarray]:
+    """Columns of hyperparameters and measured/compiled numbers from `ok` timing records.
+
+    `time` is the record's `statistic` (see timing/measure.py): the fastest round's median by default,
+    falling back to the median step time for records written before rounds existed.
+    """
+    key = STATISTICS[statistic]
+    names = ("d", "n", "h", "w", "s", "v", "b", "k", "time", "xla_flops", "xla_bytes")
+    cols: dict[str, list[Any]] = {k: [] for k in (*names, "variant")}
     for r in records:
         for k in ("d", "n", "h", "w", "s", "v"):
             cols[k].append(r["config"][k])
         cols["b"].append(r["batch"])
         cols["k"].append(r.get("device_count", 1))
-        cols["time"].append(r["step_seconds"])
+        cols["time"].append(r.get(key, r["step_seconds"]))
         cols["xla_flops"].append(r.get("xla", {}).get("flops", np.nan))
         cols["xla_bytes"].append(r.get("xla", {}).get("bytes_accessed", np.nan))
-    return {k: np.asarray(v, dtype=np.float64) for k, v in cols.items()}
+        c = r["config"]
+        cols["variant"].append(variant(c.get("activation", "gelu"), c.get("norm", "rmsnorm"),
+                                       c.get("tied_embeddings", True)))
+    out = {k: np.asarray(cols[k], dtype=np.float64) for k in names}
+    out["variant"] = np.asarray(cols["variant"], dtype=object)
+    return out
+
+
+def variant(activation: str = "gelu", norm: str = "rmsnorm", tied: bool = True) -> str:
+    """The architecture choices that change counts but are not numbers, as one label."""
+    return f"{activation}/{norm}/{'tied' if tied else 'untied'}"
+
+
+def _per_variant(c: dict[str, np.ndarray], fn: Callable[..., Any]) -> np.ndarray:
+    """`fn(d, n, h, w, s, v, b, activation=, norm=, tied=)` evaluated per architecture variant."""
+    labels = c.get("variant")
+    if labels is None:
+        labels = np.full(c["d"].shape, variant(), dtype=object)
+    out = np.empty(c["d"].shape, dtype=np.float64)
+    for label in set(labels.ravel().tolist()):
+        act, norm, tied = label.split("/")
+        mask = labels == label
+        shape = (c[k][mask] for k in ("d", "n", "h", "w", "s", "v", "b"))
+        out[mask] = fn(*shape, activation=act, norm=norm, tied=tied == "tied")
+    return out
+
+
+def _term(name: str) -> Callable[..., np.ndarray]:
+    """Feature: one kind of work of `timing.counts.train_step_terms`."""
+    def feature(c, _):
+        return _per_variant(c, lambda *shape, **opts: train_step_terms(*shape, **opts)[name])
+
+    feature.__name__ = name
+    return feature
+
+
+def _spilled(name: str) -> Callable[..., np.ndarray]:
+    """Feature: one element-wise kind of work, where its per-layer tensor exceeds the device's cache."""
+    def feature(c, device):
+        cache = device.get("cache_bytes")
+        return _per_variant(c, lambda *shape, **opts: spilled_terms(*shape, cache, **opts)[name])
+
+    feature.__name__ = f"{name}_spilled"
+    return feature
+
+
+TERMS = ("projection", "mlp", "attention", "output", "width", "hidden", "scores", "logits", "optimizer")
 
 
 def _shape(c: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
@@ -62,13 +118,11 @@ def _paper_memcpys(c, _):
 
 
 def _exact_flops(c, _):
-    d, n, h, w, s, v, b = _shape(c)
-    return train_step_flops(d, n, h, w, s, v, b)
+    return _per_variant(c, train_step_flops)
 
 
 def _exact_bytes(c, _):
-    d, n, h, w, s, v, b = _shape(c)
-    return train_step_bytes(d, n, h, w, s, v, b)
+    return _per_variant(c, train_step_bytes)
 
 
 def _attention_flops(c, _):
@@ -80,7 +134,7 @@ def _dense_flops(c, device):
 
 
 def _weight_bytes(c, _):
-    return weight_bytes(c["d"], c["n"], c["w"], c["v"])
+    return _per_variant(c, lambda d, n, h, w, s, v, b, **opts: weight_bytes(d, n, w, v, **opts) + 0 * b)
 
 
 def _activation_bytes(c, device):
@@ -93,7 +147,7 @@ def _layers(c, _):
 
 def _gradient_sync_bytes(c, _):
     """Bytes each device sends in a ring all-reduce of the float32 gradients: 2 (k-1)/k x 4 bytes x params."""
-    params = weight_bytes(c["d"], c["n"], c["w"], c["v"]) / WEIGHT_PASSES
+    params = _weight_bytes(c, None) / WEIGHT_PASSES
     return 2.0 * (c["k"] - 1) / c["k"] * params
 
 
@@ -131,6 +185,11 @@ MODELS: tuple[TimeModel, ...] = (
     TimeModel("exact: flops (dense, attention) + bytes (weights, activations) + layers",
               (_dense_flops, _attention_flops, _weight_bytes, _activation_bytes, _layers), True,
               "as above, with weight and activation traffic apart and a fixed cost per layer (op dispatch)"),
+    TimeModel("exact: work by kind (matmuls, element-wise, optimizer)", tuple(_term(k) for k in TERMS), True,
+              "each kind of work of timing.counts.train_step_terms at its own rate"),
+    TimeModel("exact: work by kind, element-wise in or out of cache",
+              (*(_term(k) for k in TERMS), *(_spilled(k) for k in ("width", "hidden", "scores"))), True,
+              "as above; element-wise work whose per-layer tensor exceeds the cache priced again (spilled_terms)"),
     TimeModel("exact: ... + layers + gradient sync (data parallel)",
               (_per_device(_dense_flops), _per_device(_attention_flops), _weight_bytes,
                _per_device(_activation_bytes), _layers, _gradient_sync_bytes), True,
@@ -205,12 +264,13 @@ def cross_validate(model: TimeModel, cols: dict[str, np.ndarray], device: dict[s
                 in_sample=scores(X @ coef, t), predicted=predicted)
 
 
-def compare_models(records: list[dict[str, Any]], device: dict[str, float], k: int = 5) -> list[dict[str, Any]]:
-    """Cross-validate every model on the `ok` records; best held-out mean error first."""
+def compare_models(records: list[dict[str, Any]], device: dict[str, float], k: int = 5,
+                   statistic: str = "best_round") -> list[dict[str, Any]]:
+    """Cross-validate every model on the `ok` records (fitted to `statistic`); best held-out mean error first."""
     ok = [r for r in records if r.get("status") == "ok"]
     if len(ok) < 2 * k:
         raise UserError(f"only {len(ok)} successful timing records; at least {2 * k} are needed to compare models")
-    cols = shape_columns(ok)
+    cols = shape_columns(ok, statistic)
     several = len(np.unique(cols["k"])) > 1
     results = [cross_validate(m, cols, device, k) for m in MODELS if several or not m.multi_device]
     return sorted(results, key=lambda r: r.get("held_out", {}).get("mape", np.inf))

@@ -1,8 +1,11 @@
 """Device profiles (DESIGN.md section 4): the step-time model a calibration chose, as JSON the planner reads.
 
-A profile holds the device kind, the model's name and coefficients, the device's measured peak FLOP/s
-and bandwidth (for roofline models), the model's cross-validated error, and optionally a price per
-device-hour and the device's memory.
+A profile holds its format version, the device kind, the time model's name (its form: a name in
+`timing.models.MODELS` whose features are analytic, so it predicts from hyperparameters alone) and
+coefficients, the device's measured peak FLOP/s and bandwidth (roofline models) and cache size
+(cache-aware model), the measured statistic it was fitted to, its cross-validated error on held-out
+architectures, and optionally a price per device-hour and the device's memory. Version 2 added
+`statistic` and `cache_bytes`; version 1 files still load.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from typing import Any
 import numpy as np
 
 from configs.errors import UserError
-from timing.models import design_matrix, get_model
+from timing.models import design_matrix, get_model, variant
 
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,8 @@ class DeviceProfile:
     records: int = 0
     created: str = ""
     alternatives: dict[str, list[float]] = field(default_factory=dict)  # other analytic models' coefficients
+    statistic: str = "median"  # the measured step time the model was fitted to (timing.models.STATISTICS)
+    cache_bytes: float | None = None  # per-core cache (CPU), for the cache-aware model
 
     def __post_init__(self) -> None:
         model = get_model(self.model)
@@ -43,22 +49,34 @@ class DeviceProfile:
             raise UserError(f"profile model {self.model!r} takes {len(model.features) + 1} coefficients, "
                             f"got {len(self.coefficients)}")
 
-    def predict_with(self, model_name: str, coefficients: Any, **shape: Any) -> np.ndarray:
+    def predict_with(self, model_name: str, coefficients: Any, activation: str = "gelu", norm: str = "rmsnorm",
+                     tied: bool = True, **shape: Any) -> np.ndarray:
+        """Step seconds of any analytic model in `timing.models.MODELS` with the given coefficients."""
         shape.setdefault("k", 1)
         names = ("d", "n", "h", "w", "s", "v", "b", "k")
-        cols = {k: np.atleast_1d(np.asarray(shape[k], dtype=np.float64)) for k in names}
-        cols = dict(zip(cols, np.broadcast_arrays(*cols.values()), strict=True))
-        device = dict(peak_flops=self.peak_flops, bandwidth=self.bandwidth)
-        return design_matrix(get_model(model_name), cols, device) @ np.asarray(coefficients, dtype=np.float64)
+        arrays = np.broadcast_arrays(*(np.atleast_1d(np.asarray(shape[k], dtype=np.float64)) for k in names))
+        cols = dict(zip(names, (a.ravel() for a in arrays), strict=True))  # features are columns: flatten
+        cols["variant"] = np.full(cols["d"].shape, variant(activation, norm, tied), dtype=object)
+        device = dict(peak_flops=self.peak_flops, bandwidth=self.bandwidth, cache_bytes=self.cache_bytes)
+        seconds = design_matrix(get_model(model_name), cols, device) @ np.asarray(coefficients, dtype=np.float64)
+        return seconds.reshape(arrays[0].shape)
 
-    def predict_step_seconds(self, d: Any, n: Any, h: Any, w: Any, s: Any, v: Any, b: Any, k: Any = 1) -> np.ndarray:
-        """Predicted seconds per training step of global batch b over k data-parallel devices; arrays
-        broadcast (vectorised over candidates). Models fitted on one device count ignore k."""
-        return self.predict_with(self.model, self.coefficients, d=d, n=n, h=h, w=w, s=s, v=v, b=b, k=k)
+    def predict_step_seconds(self, d: Any, n: Any, h: Any, w: Any, s: Any, v: Any, b: Any, k: Any = 1,
+                             activation: str = "gelu", norm: str = "rmsnorm", tied: bool = True) -> np.ndarray:
+        """Predicted seconds per training step of global batch b over k data-parallel devices.
+
+        Vectorised: d..b (and k) are numbers or arrays that broadcast, so the planner scores a million
+        candidates in one call. `activation`, `norm` and `tied` (tied embeddings) apply to all of them.
+        Models fitted on one device count ignore k.
+        """
+        return self.predict_with(self.model, self.coefficients, activation, norm, tied, d=d, n=n, h=h, w=w, s=s,
+                                 v=v, b=b, k=k)
 
     def step_seconds_for(self, cfg: Any, b: int) -> float:
         """Predicted step seconds of one ModelConfig at batch b."""
-        return float(self.predict_step_seconds(cfg.d, cfg.n, cfg.h, cfg.w, cfg.s, cfg.v, b)[0])
+        return float(self.predict_step_seconds(cfg.d, cfg.n, cfg.h, cfg.w, cfg.s, cfg.v, b,
+                                               activation=cfg.activation, norm=cfg.norm,
+                                               tied=cfg.tied_embeddings)[0])
 
 
 def save_profile(path: str | Path, profile: DeviceProfile) -> Path:
@@ -79,7 +97,7 @@ def load_profile(path: str | Path) -> DeviceProfile:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"device profile {path} is not valid JSON: {err}") from None
-    if not isinstance(data, dict) or data.get("version") != PROFILE_VERSION:
+    if not isinstance(data, dict) or data.get("version") not in READABLE_VERSIONS:
         raise UserError(f"device profile {path}: expected a JSON object with version {PROFILE_VERSION}")
     data.pop("version")
     try:

@@ -81,3 +81,28 @@ def test_bad_profiles_are_one_clear_error(tmp_path, content, message):
         path.write_text(content)
     with pytest.raises(UserError, match=message):
         load_profile(path)
+
+
+def test_work_by_kind_model_recovers_known_rates():
+    """Synthetic times from known per-kind rates (and a cache penalty) are fitted back exactly."""
+    from timing.models import shape_columns
+
+    records = [dict(status="ok", config=dict(d=d, n=n, h=h, w=r * d, s=s, v=v), batch=b, step_seconds=1.0)
+               for d in (32, 128) for n in (1, 3) for h in (1, 4) for r in (2, 4) for s in (32, 128)
+               for v in (256, 1024) for b in (2, 16)]
+    model = get_model("exact: work by kind, element-wise in or out of cache")
+    cols = shape_columns(records)
+    X = design_matrix(model, cols, dict(DEVICE, cache_bytes=2**16))
+    truth = np.linspace(1, 2, X.shape[1]) * np.array([1e-12] * (X.shape[1] - 1) + [1e-4])
+    np.testing.assert_allclose(fit_coefficients(X, X @ truth), truth, rtol=1e-4)
+
+
+def test_profile_prediction_honours_architecture_variants():
+    model = get_model("exact: work by kind (matmuls, element-wise, optimizer)")
+    profile = DeviceProfile(device_kind="cpu", model=model.name, coefficients=(1e-12,) * len(model.features) + (1e-4,),
+                            peak_flops=1e11, bandwidth=2e10, held_out=dict(mape=0.1))
+    shape = dict(d=np.array([64, 128]), n=2, h=4, w=256, s=64, v=256, b=np.array([[1], [8]]))
+    gelu = profile.predict_step_seconds(**shape)
+    assert gelu.shape == (2, 2) and np.all(np.diff(gelu, axis=0) > 0)  # more sequences, more time
+    assert np.all(profile.predict_step_seconds(**shape, activation="swiglu") > gelu)  # a third MLP matrix
+    assert np.all(profile.predict_step_seconds(**shape, tied=False) > gelu)  # the optimizer updates v*d more
