@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from configs.errors import UserError
-from configs.schema import ModelConfig, RunConfig, TrainConfig
+from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.schema import ModelConfig, RunConfig, TrainConfig
 
 Shape = tuple[int, int, int]  # (d, n, h); w = 4d
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from configs.errors import UserError
+from smallest_loss.configs.errors import UserError
 
 
 @dataclass(frozen=True)

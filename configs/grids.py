@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-
-from configs.errors import UserError
-from configs.schema import DType, ModelConfig
+from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.schema import DType, ModelConfig
 
 
 class GridPoint(NamedTuple):

@@ -5,8 +5,8 @@ Each preset is a full `RunConfig`; `--set section.field=value` changes any field
 
 from __future__ import annotations
 
-from configs.errors import UserError
-from configs.schema import ModelConfig, RunConfig, TrainConfig
+from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.schema import ModelConfig, RunConfig, TrainConfig
 
 
 def _ladder_model(d: int, n: int, h: int, s: int = 128, v: int = 256) -> ModelConfig:

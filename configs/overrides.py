@@ -11,7 +11,7 @@ import typing
 from collections.abc import Iterable
 from typing import Any
 
-from configs.errors import UserError
+from smallest_loss.configs.errors import UserError
 
 _NONE_WORDS = {"none", "null"}
 _TRUE_WORDS = {"true", "1", "yes", "on"}

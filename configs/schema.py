@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from configs.errors import UserError
+from smallest_loss.configs.errors import UserError
 
 SCHEMA_VERSION = 1
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from configs.errors import UserError
-from configs.schema import Activation, Norm
+from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.schema import Activation, Norm
 
 
 @dataclass(frozen=True)

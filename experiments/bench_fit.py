@@ -26,10 +26,9 @@ import tempfile
 import time
 
 import numpy as np
-
-from scaling.fit import CHINCHILLA_GRID, DEFAULT_DELTA, chinchilla_objective, fit_chinchilla
-from scaling.laws import EPOCH_REPLICATION, ChinchillaLaw
-from scaling.points import FitPoints
+from smallest_loss.scaling.fit import CHINCHILLA_GRID, DEFAULT_DELTA, chinchilla_objective, fit_chinchilla
+from smallest_loss.scaling.laws import EPOCH_REPLICATION, ChinchillaLaw
+from smallest_loss.scaling.points import FitPoints
 
 
 def synthetic_points(n: int, seed: int, law: ChinchillaLaw = EPOCH_REPLICATION, noise: float = 0.01) -> FitPoints:

@@ -16,10 +16,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from configs.spaces import SearchSpace  # noqa: E402
-from scaling.budget import parse_budget  # noqa: E402
-from scaling.laws import CHINCHILLA_PUBLISHED, LawFile  # noqa: E402
-from scaling.plan import PlanInputs, make_plan  # noqa: E402
+from smallest_loss.configs.spaces import SearchSpace  # noqa: E402
+from smallest_loss.scaling.budget import parse_budget  # noqa: E402
+from smallest_loss.scaling.laws import CHINCHILLA_PUBLISHED, LawFile  # noqa: E402
+from smallest_loss.scaling.plan import PlanInputs, make_plan  # noqa: E402
 
 BIG = SearchSpace("bench", v=50304, d=tuple(range(64, 16384 + 1, 64)), n=tuple(range(1, 257)),
                   head_sizes=(64, 128), mlp_ratios=(2, 4, 8), s=(1024,), b=(16, 32, 64, 128))
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     step_seconds = paper_step_seconds
     if args.profile:
-        from timing.profile import load_profile
+        from smallest_loss.timing.profile import load_profile
 
         step_seconds = load_profile(args.profile).predict_step_seconds
     inputs = PlanInputs(BIG, step_seconds=step_seconds)

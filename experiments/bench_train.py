@@ -40,10 +40,9 @@ def _force_host_devices(counts: list[int]) -> None:
 def bench(config, devices: int, repeats: int) -> dict:
     """Median step time of the real (sharded) training step over `devices` devices."""
     import jax
-
-    from model.sharding import batch_sharding, make_mesh, put_batch, resolve_mesh_shape
-    from model.train import init_sharded_state, jit_sharded_step, make_optimizer
-    from timing.counts import train_step_flops
+    from smallest_loss.model.sharding import batch_sharding, make_mesh, put_batch, resolve_mesh_shape
+    from smallest_loss.model.train import init_sharded_state, jit_sharded_step, make_optimizer
+    from smallest_loss.timing.counts import train_step_flops
 
     m, t = config.model, config.train
     optimizer = make_optimizer(t, 1000)
@@ -69,8 +68,7 @@ def bench(config, devices: int, repeats: int) -> dict:
 
 def _peak(dtype: str) -> tuple[float | None, str]:
     import jax
-
-    from configs.devices import find_device
+    from smallest_loss.configs.devices import find_device
 
     device = find_device(jax.devices()[0].device_kind)
     if device is None:
@@ -95,9 +93,8 @@ def main(argv: list[str] | None = None) -> None:
         _force_host_devices(counts)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import jax
-
-    from configs.models import get_preset
-    from configs.overrides import apply_overrides
+    from smallest_loss.configs.models import get_preset
+    from smallest_loss.configs.overrides import apply_overrides
 
     config = apply_overrides(get_preset(args.preset), args.overrides)
     peak, name = _peak(config.model.dtype)

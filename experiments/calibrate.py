@@ -20,16 +20,23 @@ from typing import Any
 
 import jax
 import numpy as np
+from smallest_loss.configs.devices import find_device
+from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.grids import SPECS, GridPoint, get_grid
+from smallest_loss.configs.schema import ModelConfig
+from smallest_loss.model.runs import environment
+from smallest_loss.timing.measure import (
+    cache_bytes,
+    finish,
+    measure_bandwidth,
+    measure_many,
+    measure_peak_flops,
+    prepare,
+    time_round,
+)
+from smallest_loss.timing.models import STATISTICS, compare_models, shape_columns
+from smallest_loss.timing.profile import DeviceProfile, save_profile
 from tqdm.auto import tqdm
-
-from configs.devices import find_device
-from configs.errors import UserError
-from configs.grids import SPECS, GridPoint, get_grid
-from configs.schema import ModelConfig
-from model.runs import environment
-from timing.measure import cache_bytes, finish, measure_bandwidth, measure_many, measure_peak_flops, prepare, time_round
-from timing.models import STATISTICS, compare_models, shape_columns
-from timing.profile import DeviceProfile, save_profile
 
 
 def record_key(config: dict[str, Any], batch: int, dtype: str, devices: int = 1) -> str:
@@ -205,7 +212,7 @@ def _report_text(out: Path, rates: dict[str, float], records: list[dict[str, Any
 
 def fit_and_report(out: Path, price_per_hour: float | None = None, statistic: str = "best_round") -> dict[str, Any]:
     """Compare all step-time models on the folder's records; write the table, plots and the profile."""
-    from experiments.plots_timing import plot_predictions
+    from smallest_loss.experiments.plots_timing import plot_predictions
 
     records = read_records(out / "records.jsonl")
     if not records:
@@ -259,8 +266,8 @@ def format_measurement(record: dict[str, Any]) -> str:
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
-    from experiments.cli import resolve_config
-    from timing.measure import measure
+    from smallest_loss.experiments.cli import resolve_config
+    from smallest_loss.timing.measure import measure
 
     config = resolve_config(args.preset, args.overrides)
     record = measure(config.model, config.train.batch_size, min_seconds=args.min_seconds, rounds=args.rounds)
@@ -273,7 +280,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
 
 def add_measure_parser(sub: argparse._SubParsersAction) -> None:
-    from experiments.cli import _add_config_args
+    from smallest_loss.experiments.cli import _add_config_args
 
     p = sub.add_parser("measure", help="time one configuration's training step and show XLA's and our counts")
     _add_config_args(p)

@@ -10,11 +10,11 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from configs.errors import UserError
-from configs.models import PRESETS, get_preset
-from configs.overrides import apply_overrides
-from configs.schema import RunConfig
-from experiments.calibrate import add_calibrate_parser, add_measure_parser
+from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.models import PRESETS, get_preset
+from smallest_loss.configs.overrides import apply_overrides
+from smallest_loss.configs.schema import RunConfig
+from smallest_loss.experiments.calibrate import add_calibrate_parser, add_measure_parser
 
 
 def resolve_config(preset: str, assignments: Sequence[str]) -> RunConfig:
@@ -31,7 +31,7 @@ def _add_config_args(parser: argparse.ArgumentParser, default_preset: str = "tin
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from model.train import RunDiverged, train
+    from smallest_loss.model.train import RunDiverged, train
 
     if args.resume:
         if args.overrides or args.out:
@@ -68,14 +68,14 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from configs.designs import get_design
-    from experiments.sweep import parse_shard, run_sweep
+    from smallest_loss.configs.designs import get_design
+    from smallest_loss.experiments.sweep import parse_shard, run_sweep
 
     design = get_design(args.design)
     shard = parse_shard(args.shard)
     step_seconds = None
     if args.profile:
-        from timing.profile import load_profile
+        from smallest_loss.timing.profile import load_profile
 
         profile = load_profile(args.profile)
         step_seconds = profile.step_seconds_for
@@ -97,7 +97,7 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from experiments.fit_cmd import print_report, run_fit
+    from smallest_loss.experiments.fit_cmd import print_report, run_fit
 
     report = run_fit(args.runs, args.csv, args.form, args.bootstrap, args.out, args.plot, args.holdout_largest,
                      args.json, args.delta)
@@ -122,15 +122,15 @@ def _fit_parser(sub: argparse._SubParsersAction) -> None:
 
 def plan_inputs(args: argparse.Namespace):
     """PlanInputs from the plan command's flags: space, profile, device price and memory, serving costs."""
-    from configs.devices import get_device
-    from configs.spaces import get_space
-    from scaling.plan import PlanInputs
-    from timing.counts import train_memory_bytes, train_step_flops
+    from smallest_loss.configs.devices import get_device
+    from smallest_loss.configs.spaces import get_space
+    from smallest_loss.scaling.plan import PlanInputs
+    from smallest_loss.timing.counts import train_memory_bytes, train_step_flops
 
     space = get_space(args.space)
     profile = None
     if args.profile:
-        from timing.profile import load_profile
+        from smallest_loss.timing.profile import load_profile
 
         profile = load_profile(args.profile)
     device = get_device(args.device) if args.device else None
@@ -148,9 +148,9 @@ def plan_inputs(args: argparse.Namespace):
 def cmd_plan(args: argparse.Namespace) -> int:
     import json
 
-    from experiments.plan_cmd import format_report, run_plan, verify, write_outputs
-    from scaling.budget import parse_budget
-    from scaling.laws import load_law
+    from smallest_loss.experiments.plan_cmd import format_report, run_plan, verify, write_outputs
+    from smallest_loss.scaling.budget import parse_budget
+    from smallest_loss.scaling.laws import load_law
 
     budget, law = parse_budget(args.budget), load_law(args.law)
     inputs = plan_inputs(args)
@@ -158,7 +158,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.out:
         report["files"] = [str(p) for p in write_outputs(plan, report, args.out)]
     if args.verify:
-        from configs.designs import get_design
+        from smallest_loss.configs.designs import get_design
 
         base = get_design(args.recipe).base
         out = args.verify_out or f"{args.out or 'runs'}/verify"
@@ -203,7 +203,7 @@ def _plan_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    from experiments.quickstart import quickstart
+    from smallest_loss.experiments.quickstart import quickstart
 
     report = quickstart(args.out, args.budget, n_boot=args.bootstrap)
     v, best = report["verify"], report["plan"]["best"][0]
@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        from model.sharding import initialize_distributed
+        from smallest_loss.model.sharding import initialize_distributed
 
         initialize_distributed()  # a no-op unless JAX_COORDINATOR_ADDRESS (or SMALLEST_LOSS_DISTRIBUTED) is set
         return args.func(args)

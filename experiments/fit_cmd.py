@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from configs.errors import UserError
-from scaling.collect import RunRecord, collect_runs, to_points
-from scaling.curves import extrapolation_error
-from scaling.fit import DEFAULT_DELTA, bootstrap_chinchilla, fit_chinchilla, fit_kaplan
-from scaling.isoflop import approach2
-from scaling.laws import ChinchillaLaw, law_to_dict, save_law
-from scaling.points import FitPoints, read_fit_csv
+from smallest_loss.configs.errors import UserError
+from smallest_loss.scaling.collect import RunRecord, collect_runs, to_points
+from smallest_loss.scaling.curves import extrapolation_error
+from smallest_loss.scaling.fit import DEFAULT_DELTA, bootstrap_chinchilla, fit_chinchilla, fit_kaplan
+from smallest_loss.scaling.isoflop import approach2
+from smallest_loss.scaling.laws import ChinchillaLaw, law_to_dict, save_law
+from smallest_loss.scaling.points import FitPoints, read_fit_csv
 
 LAW_KEYS = ("E", "A", "B", "alpha", "beta", "n_exponent")
 
@@ -127,8 +126,8 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
         save_law(out, result["law"], result["intervals"], result["samples"], result["diagnostics"])
         report["law_file"] = out
     if plot or out:
-        from experiments.plots import plot_isoflop
-        from experiments.plots_fit import plot_fit
+        from smallest_loss.experiments.plots import plot_isoflop
+        from smallest_loss.experiments.plots_fit import plot_fit
 
         plot_path = Path(plot or Path(out).with_suffix(".png"))
         report["plot"] = str(plot_fit(points, result["law"], plot_path))

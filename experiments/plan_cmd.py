@@ -8,13 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from configs.errors import UserError
-from configs.schema import DataConfig, ModelConfig, RunConfig
-from configs.spaces import SearchSpace
-from scaling.budget import Budget, format_seconds
-from scaling.laws import LawFile
-from scaling.plan import Plan, PlanInputs, best_by_depth, flops_rule_choice
+from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.schema import DataConfig, ModelConfig, RunConfig
+from smallest_loss.configs.spaces import SearchSpace
+from smallest_loss.scaling.budget import Budget, format_seconds
+from smallest_loss.scaling.laws import LawFile
+from smallest_loss.scaling.plan import Plan, PlanInputs, best_by_depth, flops_rule_choice
 
 _COLUMNS = ("d", "n", "h", "w", "params", "tokens", "tokens_per_param", "loss")
 
@@ -85,8 +84,8 @@ def verify_config(row: dict[str, Any], space: SearchSpace, base: RunConfig) -> R
 
 def verify(row: dict[str, Any], space: SearchSpace, base: RunConfig, out: str | Path) -> dict[str, Any]:
     """Train the recommended configuration and compare its loss and time with the prediction."""
-    from model.runs import RunDir
-    from model.train import train
+    from smallest_loss.model.runs import RunDir
+    from smallest_loss.model.train import train
 
     config = verify_config(row, space, base)
     m = config.model
@@ -109,14 +108,14 @@ def verify(row: dict[str, Any], space: SearchSpace, base: RunConfig, out: str | 
 
 
 def run_plan(budget: Budget, law_file: LawFile, inputs: PlanInputs, top: int) -> tuple[Plan, dict[str, Any]]:
-    from scaling.plan import make_plan
+    from smallest_loss.scaling.plan import make_plan
 
     plan = make_plan(budget, law_file, inputs, top)
     return plan, plan_report(plan, law_file, top)
 
 
 def write_outputs(plan: Plan, report: dict[str, Any], folder: str | Path) -> list[Path]:
-    from experiments.plots import plot_plan
+    from smallest_loss.experiments.plots import plot_plan
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -8,9 +8,8 @@ import numpy as np
 from matplotlib import colors
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-
-from scaling.collect import RunRecord
-from scaling.plan import Plan
+from smallest_loss.scaling.collect import RunRecord
+from smallest_loss.scaling.plan import Plan
 
 
 def _figure(width: float = 12, height: float = 5) -> Figure:

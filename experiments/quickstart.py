@@ -16,18 +16,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from configs.designs import get_design
-from configs.spaces import get_space
-from experiments.calibrate import fit_and_report, noise_floor, run_grid
-from experiments.fit_cmd import run_fit
-from experiments.plan_cmd import format_report, run_plan, verify, write_outputs
-from experiments.plots_timing import plot_name
-from experiments.sweep import run_sweep
-from scaling.budget import parse_budget
-from scaling.laws import load_law
-from scaling.plan import PlanInputs
-from timing.counts import train_memory_bytes
-from timing.profile import load_profile
+from smallest_loss.configs.designs import get_design
+from smallest_loss.configs.spaces import get_space
+from smallest_loss.experiments.calibrate import fit_and_report, noise_floor, run_grid
+from smallest_loss.experiments.fit_cmd import run_fit
+from smallest_loss.experiments.plan_cmd import format_report, run_plan, verify, write_outputs
+from smallest_loss.experiments.plots_timing import plot_name
+from smallest_loss.experiments.sweep import run_sweep
+from smallest_loss.scaling.budget import parse_budget
+from smallest_loss.scaling.laws import load_law
+from smallest_loss.scaling.plan import PlanInputs
+from smallest_loss.timing.counts import train_memory_bytes
+from smallest_loss.timing.profile import load_profile
 
 
 def _stage(title: str) -> float:

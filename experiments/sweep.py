@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from smallest_loss.configs.designs import Shape, SweepDesign
+from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.schema import ModelConfig, RunConfig
+from smallest_loss.model.runs import RunDir
+from smallest_loss.model.train import RunDiverged, train
+from smallest_loss.model.transformer import count_params
 from tqdm.auto import tqdm
-
-from configs.designs import Shape, SweepDesign
-from configs.errors import UserError
-from configs.schema import ModelConfig, RunConfig
-from model.runs import RunDir
-from model.train import RunDiverged, train
-from model.transformer import count_params
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ def _budget_steps(design: SweepDesign, model: ModelConfig, budget: float, step_s
     if design.kind == "isotime":
         return math.floor(budget / step_seconds(model, design.base.train.batch_size))
     if design.flops == "exact":
-        from timing.counts import train_step_flops
+        from smallest_loss.timing.counts import train_step_flops
 
         return math.floor(budget / float(train_step_flops(model, design.base.train.batch_size)))
     return math.floor(budget / (6 * count_params(model).total * tokens_per_step))

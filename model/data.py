@@ -19,9 +19,8 @@ import sysconfig
 from pathlib import Path
 
 import numpy as np
-
-from configs.errors import UserError
-from configs.schema import DataConfig
+from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.schema import DataConfig
 
 _TEXT_SUFFIXES = {".txt", ".md", ".py", ".rst", ".json", ".c", ".h", ".html", ".js", ".csv", ".tex", ""}
 _FILE_SEPARATOR = b"\n\n"

@@ -17,9 +17,8 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
-
-from configs.errors import UserError
-from configs.schema import SCHEMA_VERSION, RunConfig
+from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.schema import SCHEMA_VERSION, RunConfig
 
 _PACKAGES = ("smallest-loss", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
 

@@ -16,9 +16,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
-
-from configs.errors import UserError
-from configs.schema import TrainConfig
+from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.schema import TrainConfig
 
 BATCH_AXES = ("data", "fsdp")
 

@@ -19,14 +19,20 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import Mesh
+from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.schema import ModelConfig, RunConfig, TrainConfig
+from smallest_loss.model.data import Corpus, batch, check_fits, load_corpus, unigram_entropy
+from smallest_loss.model.runs import RunDir
+from smallest_loss.model.sharding import (
+    batch_sharding,
+    make_mesh,
+    put_batch,
+    replicated,
+    resolve_mesh_shape,
+    state_shardings,
+)
+from smallest_loss.model.transformer import Transformer, count_params
 from tqdm.auto import tqdm
-
-from configs.errors import UserError
-from configs.schema import ModelConfig, RunConfig, TrainConfig
-from model.data import Corpus, batch, check_fits, load_corpus, unigram_entropy
-from model.runs import RunDir
-from model.sharding import batch_sharding, make_mesh, put_batch, replicated, resolve_mesh_shape, state_shardings
-from model.transformer import Transformer, count_params
 
 State = dict[str, Any]  # {"params": nnx.State, "opt_state": optax state, "step": int32 scalar}
 

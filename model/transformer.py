@@ -18,8 +18,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
-
-from configs.schema import ModelConfig
+from smallest_loss.configs.schema import ModelConfig
 
 
 def _dtype(name: str) -> jnp.dtype:

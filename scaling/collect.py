@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from configs.errors import UserError
-from model.runs import RunDir
-from model.transformer import count_params
-from scaling.points import FitPoints
+from smallest_loss.configs.errors import UserError
+from smallest_loss.model.runs import RunDir
+from smallest_loss.model.transformer import count_params
+from smallest_loss.scaling.points import FitPoints
 
 
 @dataclass(frozen=True)

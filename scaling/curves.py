@@ -19,8 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import optimize
-
-from configs.errors import UserError
+from smallest_loss.configs.errors import UserError
 
 MIN_FIT_POINTS = 4  # three parameters plus one
 

@@ -30,10 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import optimize
-
-from configs.errors import UserError
-from scaling.laws import ChinchillaLaw, KaplanLaw
-from scaling.points import FitPoints
+from smallest_loss.configs.errors import UserError
+from smallest_loss.scaling.laws import ChinchillaLaw, KaplanLaw
+from smallest_loss.scaling.points import FitPoints
 
 CHINCHILLA_PARAMS = ("a", "b", "e", "alpha", "beta")
 KAPLAN_PARAMS = ("log_Nc", "log_Dc", "aN", "aD")

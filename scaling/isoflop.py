@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from configs.errors import UserError
+from smallest_loss.configs.errors import UserError
 
 MIN_PROFILE_POINTS = 3  # a parabola needs three points
 

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from configs.errors import UserError
+from smallest_loss.configs.errors import UserError
 
 LAW_FORMAT_VERSION = 1
 

@@ -19,12 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from configs.errors import UserError
-from configs.spaces import SearchSpace
-from model.transformer import param_counts
-from scaling.budget import Budget
-from scaling.laws import ChinchillaLaw, KaplanLaw, LawFile
+from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.spaces import SearchSpace
+from smallest_loss.model.transformer import param_counts
+from smallest_loss.scaling.budget import Budget
+from smallest_loss.scaling.laws import ChinchillaLaw, KaplanLaw, LawFile
 
 StepSeconds = Callable[..., np.ndarray]  # (d, n, h, w, s, v, b) arrays -> predicted step seconds
 MemoryBytes = Callable[..., np.ndarray]  # (d, n, h, w, s, v, b) arrays -> training memory in bytes

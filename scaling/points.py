@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from configs.errors import UserError
+from smallest_loss.configs.errors import UserError
 
 MIN_POINTS = 6  # more points than the five Chinchilla parameters
 REQUIRED_COLUMNS = ("N", "D", "loss")

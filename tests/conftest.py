@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from configs.schema import DataConfig, ModelConfig, RunConfig, TrainConfig
+from smallest_loss.configs.schema import DataConfig, ModelConfig, RunConfig, TrainConfig
 
 TINY_MODEL = ModelConfig(v=256, d=32, n=1, h=2, w=64, s=16)
 

@@ -57,8 +57,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from model.transformer import param_counts
+from smallest_loss.model.transformer import param_counts
 
 # ----------------------------------------------------------------------------------------------------
 # The paper's formulas, exactly as written (names as the paper's).

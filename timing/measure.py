@@ -25,12 +25,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from configs.schema import ModelConfig, TrainConfig
-from model.runs import environment
-from model.sharding import batch_sharding, make_mesh, resolve_mesh_shape
-from model.train import init_sharded_state, jit_sharded_step, make_optimizer
-from timing.counts import counts_for
+from smallest_loss.configs.schema import ModelConfig, TrainConfig
+from smallest_loss.model.runs import environment
+from smallest_loss.model.sharding import batch_sharding, make_mesh, resolve_mesh_shape
+from smallest_loss.model.train import init_sharded_state, jit_sharded_step, make_optimizer
+from smallest_loss.timing.counts import counts_for
 
 RECORD_VERSION = 2  # 2: rounds (round_medians, best_round_seconds)
 

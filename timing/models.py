@@ -17,9 +17,8 @@ from typing import Any
 
 import numpy as np
 from scipy import optimize, stats
-
-from configs.errors import UserError
-from timing.counts import (
+from smallest_loss.configs.errors import UserError
+from smallest_loss.timing.counts import (
     FLOPS,
     MEMCPYS,
     WEIGHT_PASSES,

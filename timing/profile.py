@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from configs.errors import UserError
-from timing.models import design_matrix, get_model, variant
+from smallest_loss.configs.errors import UserError
+from smallest_loss.timing.models import design_matrix, get_model, variant
 
 PROFILE_VERSION = 2
 READABLE_VERSIONS = (1, 2)

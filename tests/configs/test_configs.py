@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
-from configs.errors import UserError
-from configs.models import PRESETS, get_preset
-from configs.overrides import apply_overrides
-from configs.schema import ModelConfig, RunConfig, TrainConfig
+from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.models import PRESETS, get_preset
+from smallest_loss.configs.overrides import apply_overrides
+from smallest_loss.configs.schema import ModelConfig, RunConfig, TrainConfig
 
 
 def test_presets_are_valid_and_round_trip():

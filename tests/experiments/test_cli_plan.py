@@ -6,10 +6,9 @@ import json
 
 import numpy as np
 import pytest
-
-from experiments.cli import main
-from scaling.laws import CHINCHILLA_PUBLISHED, save_law
-from timing.profile import DeviceProfile, save_profile
+from smallest_loss.experiments.cli import main
+from smallest_loss.scaling.laws import CHINCHILLA_PUBLISHED, save_law
+from smallest_loss.timing.profile import DeviceProfile, save_profile
 
 
 @pytest.fixture
@@ -81,7 +80,8 @@ def test_bad_law_and_fit_files(tmp_path, capsys):
 def test_fit_leaves_out_diverged_runs_and_names_them(tmp_path, capsys):
     import dataclasses
 
-    from model.train import RunDiverged, train
+    from smallest_loss.model.train import RunDiverged, train
+
     from tests.conftest import tiny_run
 
     for i in range(6):
@@ -90,7 +90,7 @@ def test_fit_leaves_out_diverged_runs_and_names_them(tmp_path, capsys):
         train(config, tmp_path / "runs" / f"ok{i}", progress=False)
     with pytest.raises(RunDiverged):
         train(tiny_run(steps=20, lr=1e6, warmup_steps=0, grad_clip=0.0), tmp_path / "runs" / "bad", progress=False)
-    from scaling.collect import collect_runs
+    from smallest_loss.scaling.collect import collect_runs
 
     records, left_out = collect_runs([tmp_path / "runs"])
     assert len(records) == 6 and left_out == ["bad: diverged"]

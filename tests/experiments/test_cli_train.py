@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from experiments.cli import main
+from smallest_loss.experiments.cli import main
 
 TINY = ["--set", "model.d=32", "--set", "model.n=1", "--set", "model.h=2", "--set", "model.w=64",
         "--set", "model.s=16", "--set", "train.batch_size=4", "--set", "train.steps=6",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from experiments.quickstart import quickstart
+from smallest_loss.experiments.quickstart import quickstart
 
 
 def test_quickstart_end_to_end_and_rerun(tmp_path, capsys):

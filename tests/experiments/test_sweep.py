@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
-
-import model.train as train_mod
-from configs.designs import DESIGNS, get_design
-from configs.errors import UserError
-from experiments.cli import main
-from experiments.sweep import parse_shard, plan_runs, run_sweep
-from scaling.collect import collect_runs, to_points
+import smallest_loss.model.train as train_mod
+from smallest_loss.configs.designs import DESIGNS, get_design
+from smallest_loss.configs.errors import UserError
+from smallest_loss.experiments.cli import main
+from smallest_loss.experiments.sweep import parse_shard, plan_runs, run_sweep
+from smallest_loss.scaling.collect import collect_runs, to_points
 
 
 def test_cpu_isoflop_design_meets_its_brief():
@@ -70,7 +69,7 @@ def test_sweep_cli_errors(tmp_path, capsys):
 
 
 def test_isotime_design_buys_steps_from_the_profile():
-    from timing.profile import DeviceProfile
+    from smallest_loss.timing.profile import DeviceProfile
 
     profile = DeviceProfile(device_kind="cpu", model="paper: flops only", coefficients=(1e-10, 1e-3),
                             peak_flops=1e11, bandwidth=1e10, held_out={})

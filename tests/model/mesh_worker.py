@@ -10,10 +10,10 @@ import json
 import sys
 
 import jax
+import smallest_loss.model.train as train_mod
+from smallest_loss.model.runs import RunDir
+from smallest_loss.model.train import train
 
-import model.train as train_mod
-from model.runs import RunDir
-from model.train import train
 from tests.conftest import tiny_run
 
 
@@ -45,14 +45,14 @@ def main() -> None:
         train(None, folder, resume=True, progress=False)
         out["first_step"] = min(k for seed, k in seen if seed == 0)  # training batches, not eval ones
     elif mode == "specs":
-        from model.sharding import make_mesh, resolve_mesh_shape
-        from model.train import init_sharded_state, make_optimizer
+        from smallest_loss.model.sharding import make_mesh, resolve_mesh_shape
+        from smallest_loss.model.train import init_sharded_state, make_optimizer
 
         cfg = _config(*map(int, mesh))
         mesh_obj = make_mesh(resolve_mesh_shape(cfg.train))
         _, state, _ = init_sharded_state(cfg.model, make_optimizer(cfg.train, 12), 0, mesh_obj)
         kernel = state["params"]["blocks"][0]["mlp"]["up"]["kernel"]
-        from model.transformer import variable_value
+        from smallest_loss.model.transformer import variable_value
 
         out["spec"] = str(variable_value(kernel).sharding.spec)
         out["shards"] = len({s.device for s in variable_value(kernel).addressable_shards})

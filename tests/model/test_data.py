@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from configs.errors import UserError
-from configs.schema import DataConfig
-from model.data import batch, check_fits, load_corpus, unigram_entropy
+from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.schema import DataConfig
+from smallest_loss.model.data import batch, check_fits, load_corpus, unigram_entropy
 
 
 def test_stdlib_corpus_is_found_split_and_fingerprinted():

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from configs.errors import UserError
-from configs.schema import TrainConfig
-from model.sharding import resolve_mesh_shape
+from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.schema import TrainConfig
+from smallest_loss.model.sharding import resolve_mesh_shape
 
 ROOT = Path(__file__).resolve().parents[2]
 

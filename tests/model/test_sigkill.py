@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from smallest_loss.model.train import train
 
-from model.train import train
 from tests.conftest import TINY_MODEL, tiny_run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +31,8 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     config = tiny_run(steps=STEPS, checkpoint_every=100, eval_every=500)
     assert config.model == TINY_MODEL
     killed = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "experiments.cli", "train", *_sets(config), "--out", str(killed), "--quiet"]
+    cmd = [sys.executable, "-m", "smallest_loss.experiments.cli", "train", *_sets(config), "--out", str(killed),
+           "--quiet"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     metrics = killed / "metrics.jsonl"
     deadline = time.time() + 120

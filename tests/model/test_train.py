@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import pytest
+import smallest_loss.model.train as train_mod
+from smallest_loss.configs.schema import TrainConfig
+from smallest_loss.model.train import RunDiverged, make_schedule, train
 
-import model.train as train_mod
-from configs.schema import TrainConfig
-from model.train import RunDiverged, make_schedule, train
 from tests.conftest import tiny_run
 
 

@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from smallest_loss.configs.schema import ModelConfig
+from smallest_loss.model.transformer import Transformer, count_params, count_params_in_tree
 
-from configs.schema import ModelConfig
-from model.transformer import Transformer, count_params, count_params_in_tree
 from tests.conftest import TINY_MODEL
 
 
@@ -70,7 +70,7 @@ def test_parameter_kinds():
 
 
 def test_attention_falls_back_to_xla_off_gpu():
-    from model.transformer import attention_implementation
+    from smallest_loss.model.transformer import attention_implementation
 
     for attention in ("auto", "xla", "cudnn"):
         cfg = ModelConfig(d=64, h=4, dtype="bfloat16", attention=attention)

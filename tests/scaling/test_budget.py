@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from configs.errors import UserError
-from scaling.budget import parse_budget
+from smallest_loss.configs.errors import UserError
+from smallest_loss.scaling.budget import parse_budget
 
 
 @pytest.mark.parametrize(

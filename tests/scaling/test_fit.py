@@ -9,11 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import special
-
-from configs.errors import UserError
-from scaling import fit as F  # noqa: N812
-from scaling.laws import EPOCH_REPLICATION, KaplanLaw, load_law, save_law
-from scaling.points import FitPoints
+from smallest_loss.configs.errors import UserError
+from smallest_loss.scaling import fit as F  # noqa: N812
+from smallest_loss.scaling.laws import EPOCH_REPLICATION, KaplanLaw, load_law, save_law
+from smallest_loss.scaling.points import FitPoints
 
 SMALL_GRID = {"a": (5.0, 10.0), "b": (5.0, 10.0), "e": (0.0, 1.0), "alpha": (0.3, 0.6), "beta": (0.3, 0.6)}
 

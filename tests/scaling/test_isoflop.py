@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from configs.errors import UserError
-from scaling.isoflop import LearningCurve, approach1, approach2, fit_power_law, fit_profile, group_budgets
-from scaling.laws import CHINCHILLA_PUBLISHED, EPOCH_REPLICATION
+from smallest_loss.configs.errors import UserError
+from smallest_loss.scaling.isoflop import LearningCurve, approach1, approach2, fit_power_law, fit_profile, group_budgets
+from smallest_loss.scaling.laws import CHINCHILLA_PUBLISHED, EPOCH_REPLICATION
 
 
 def isoflop_runs(law, budgets, per_budget=9, noise=1e-4, seed=0):

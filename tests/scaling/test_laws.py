@@ -7,9 +7,8 @@ import json
 import numpy as np
 import pytest
 from scipy import optimize
-
-from configs.errors import UserError
-from scaling.laws import (
+from smallest_loss.configs.errors import UserError
+from smallest_loss.scaling.laws import (
     CHINCHILLA_PUBLISHED,
     EPOCH_REPLICATION,
     ChinchillaLaw,

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from configs.errors import UserError
-from configs.spaces import get_space
-from scaling.budget import parse_budget
-from scaling.laws import CHINCHILLA_PUBLISHED, LawFile
-from scaling.plan import PlanInputs, best_by_depth, enumerate_candidates, flops_rule_choice, make_plan
+from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.spaces import get_space
+from smallest_loss.scaling.budget import parse_budget
+from smallest_loss.scaling.laws import CHINCHILLA_PUBLISHED, LawFile
+from smallest_loss.scaling.plan import PlanInputs, best_by_depth, enumerate_candidates, flops_rule_choice, make_plan
 
 LAW = LawFile(CHINCHILLA_PUBLISHED)
 

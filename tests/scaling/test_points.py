@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from configs.errors import UserError
-from scaling.points import FitPoints, read_fit_csv
+from smallest_loss.configs.errors import UserError
+from smallest_loss.scaling.points import FitPoints, read_fit_csv
 
 
 def _arrays(n: int = 8) -> dict[str, np.ndarray]:

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-
-import experiments.calibrate as cal
-from configs.errors import UserError
-from configs.grids import get_grid
-from experiments.calibrate import measure_key
-from experiments.cli import main
-from model.runs import environment
-from timing.measure import measure
-from timing.profile import load_profile
+import smallest_loss.experiments.calibrate as cal
+from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.grids import get_grid
+from smallest_loss.experiments.calibrate import measure_key
+from smallest_loss.experiments.cli import main
+from smallest_loss.model.runs import environment
+from smallest_loss.timing.measure import measure
+from smallest_loss.timing.profile import load_profile
 
 FAST = dict(progress=False, min_seconds=0.03, rounds=3, repeats=3)
 
@@ -84,8 +83,7 @@ def test_fit_only_writes_table_plots_and_profile(tmp_path, capsys):
 @pytest.mark.parametrize("error,status", [(RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating"), "oom"),
                                           (ValueError("compile failed"), "error")])
 def test_failed_configuration_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch, error, status):
-    import timing.measure as measure_mod
-
+    import smallest_loss.timing.measure as measure_mod
     real, calls = measure_mod.compile_step, []
 
     def fail_first(cfg, b, devices=1):  # the device runs out of memory (or the compiler fails) on one
@@ -112,8 +110,7 @@ def test_bad_input(tmp_path, capsys, monkeypatch):
     with pytest.raises(UserError):
         get_grid("")
 
-    import timing.measure as measure_mod
-
+    import smallest_loss.timing.measure as measure_mod
     def out_of_memory(*_):
         raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 81.00GiB")
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from configs.schema import ModelConfig
-from model.transformer import count_params, count_params_in_tree
-from timing.counts import (
+from smallest_loss.configs.schema import ModelConfig
+from smallest_loss.model.transformer import count_params, count_params_in_tree
+from smallest_loss.timing.counts import (
     FLOPS,
     MEMCPYS,
     PARAMS,
@@ -21,7 +20,7 @@ from timing.counts import (
     train_step_flops,
     train_step_terms,
 )
-from timing.measure import compile_step, xla_analyses
+from smallest_loss.timing.measure import compile_step, xla_analyses
 
 B = 4  # the batch at which all configurations below are compiled
 TINY = [ModelConfig(v=256, d=d, n=n, h=h, w=w, s=s) for d, n, h, w, s in

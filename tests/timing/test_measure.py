@@ -7,9 +7,8 @@ import math
 from types import SimpleNamespace
 
 import pytest
-
-from configs.schema import ModelConfig
-from timing.measure import (
+from smallest_loss.configs.schema import ModelConfig
+from smallest_loss.timing.measure import (
     is_oom,
     measure,
     measure_bandwidth,
@@ -60,8 +59,7 @@ def test_measure_writes_a_complete_record():
 
 
 def test_a_failed_configuration_is_a_record_not_an_exception(monkeypatch):
-    import timing.measure as measure_mod
-
+    import smallest_loss.timing.measure as measure_mod
     def out_of_memory(*_):
         raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 10 GiB")
 

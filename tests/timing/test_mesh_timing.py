@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
-from timing.models import compare_models, design_matrix, fit_coefficients, get_model, shape_columns
+from smallest_loss.timing.models import compare_models, design_matrix, fit_coefficients, get_model, shape_columns
 
 ROOT = Path(__file__).resolve().parents[2]
 SYNC = "exact: ... + layers + gradient sync (data parallel)"
@@ -34,8 +33,8 @@ def test_sync_coefficient_is_recovered_from_synthetic_records():
 
 def test_mesh_calibration_on_simulated_devices(tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    cmd = [sys.executable, "-m", "experiments.cli", "calibrate", "--grid", "tiny-mesh", "--out", str(tmp_path),
-           "--min-seconds", "0.05", "--quiet", "--no-noise-check"]
+    cmd = [sys.executable, "-m", "smallest_loss.experiments.cli", "calibrate", "--grid", "tiny-mesh",
+           "--out", str(tmp_path), "--min-seconds", "0.05", "--quiet", "--no-noise-check"]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
@@ -47,7 +46,7 @@ def test_mesh_calibration_on_simulated_devices(tmp_path):
 
 
 def test_mesh_grid_needs_its_devices(tmp_path, capsys):
-    from experiments.cli import main
+    from smallest_loss.experiments.cli import main
 
     assert main(["calibrate", "--grid", "cpu-mesh", "--out", str(tmp_path)]) == 2
     assert "needs 4 devices" in capsys.readouterr().err

@@ -6,11 +6,10 @@ import json
 
 import numpy as np
 import pytest
-
-from configs.errors import UserError
-from timing.counts import FLOPS, MEMCPYS
-from timing.models import architecture_folds, compare_models, design_matrix, fit_coefficients, get_model
-from timing.profile import DeviceProfile, load_profile, save_profile
+from smallest_loss.configs.errors import UserError
+from smallest_loss.timing.counts import FLOPS, MEMCPYS
+from smallest_loss.timing.models import architecture_folds, compare_models, design_matrix, fit_coefficients, get_model
+from smallest_loss.timing.profile import DeviceProfile, load_profile, save_profile
 
 DEVICE = dict(peak_flops=1e11, bandwidth=2e10)
 
@@ -33,7 +32,7 @@ def synthetic_records(c1=3e-11, c2=2e-13, c3=4e-4, noise=0.0, seed=0):
 
 
 def test_fit_recovers_known_coefficients():
-    from timing.models import shape_columns
+    from smallest_loss.timing.models import shape_columns
 
     cols = shape_columns(synthetic_records())
     coef = fit_coefficients(design_matrix(get_model("paper: memcpys + flops"), cols, DEVICE), cols["time"])
@@ -49,7 +48,7 @@ def test_comparison_ranks_the_true_model_first():
 
 
 def test_folds_hold_out_whole_architectures():
-    from timing.models import shape_columns
+    from smallest_loss.timing.models import shape_columns
 
     cols = shape_columns(synthetic_records())
     folds = architecture_folds(cols, k=5)
@@ -85,7 +84,7 @@ def test_bad_profiles_are_one_clear_error(tmp_path, content, message):
 
 def test_work_by_kind_model_recovers_known_rates():
     """Synthetic times from known per-kind rates (and a cache penalty) are fitted back exactly."""
-    from timing.models import shape_columns
+    from smallest_loss.timing.models import shape_columns
 
     records = [dict(status="ok", config=dict(d=d, n=n, h=h, w=r * d, s=s, v=v), batch=b, step_seconds=1.0)
                for d in (32, 128) for n in (1, 3) for h in (1, 4) for r in (2, 4) for s in (32, 128)
