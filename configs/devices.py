@@ -47,6 +47,14 @@ def get_device(name: str) -> Device:
     raise UserError(f"unknown device {name!r}; known: {', '.join(DEVICES)}")
 
 
+def backend_of(kind: str) -> str:
+    """"cpu", "tpu" or "gpu" for a JAX device_kind string ("cpu", "TPU v5 lite", "NVIDIA H100 80GB HBM3")."""
+    lowered = kind.strip().lower()
+    if lowered.startswith("cpu"):
+        return "cpu"
+    return "tpu" if lowered.startswith("tpu") else "gpu"
+
+
 def find_device(kind: str) -> Device | None:
     """The table entry for a JAX device_kind, or None when the table does not know it."""
     try:

@@ -53,8 +53,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"run folder: {out}")
     print(f"status: {summary['status']}  steps: {summary['steps']}  tokens: {summary['tokens']:,}  "
           f"params: {summary['params']:,}  wall: {summary['wall_seconds']:.1f}s")
-    print(f"final eval loss: {summary['final_eval_loss']:.4f} nats/token  "
-          f"(unigram entropy of the validation split: {summary['val_unigram_entropy']:.4f})")
+    if summary["final_eval_loss"] is not None:
+        print(f"final eval loss: {summary['final_eval_loss']:.4f} nats/token  "
+              f"(unigram entropy of the validation split: {summary['val_unigram_entropy']:.4f})")
     return 0
 
 
@@ -120,59 +121,49 @@ def _fit_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_fit)
 
 
-def plan_inputs(args: argparse.Namespace):
-    """PlanInputs from the plan command's flags: space, profile, device price and memory, serving costs."""
+def plan_inputs(args: argparse.Namespace, budget, law):
+    """The space (named or chosen for the budget) and PlanInputs from the plan command's flags."""
     from smallest_loss.configs.devices import get_device
-    from smallest_loss.configs.spaces import get_space
-    from smallest_loss.scaling.plan import PlanInputs
-    from smallest_loss.timing.counts import train_memory_bytes, train_step_flops
+    from smallest_loss.experiments.plan_cmd import build_plan_inputs, choose_space
 
-    space = get_space(args.space)
     profile = None
     if args.profile:
         from smallest_loss.timing.profile import load_profile
 
         profile = load_profile(args.profile)
+    space, choice = choose_space(args.space, budget, law.law, profile)
     device = get_device(args.device) if args.device else None
-    price = args.price_per_hour or (device.price_per_hour if device else None) or (profile and profile.price_per_hour)
-    memory = (device.memory_bytes if device else None) or (profile.memory_bytes if profile else None)
-    bytes_per = 2 if space.dtype in ("bfloat16", "float16") else 4
-    return PlanInputs(
-        space=space, step_seconds=profile.predict_step_seconds if profile else None,
-        memory_bytes=lambda **k: train_memory_bytes(**k, bytes_per=bytes_per), memory_limit=memory,
-        flops_per_step=train_step_flops, flops=args.flops, price_per_hour=price, spot_discount=args.spot_discount,
-        inference_tokens=args.inference_tokens, max_latency_ms=args.max_latency_ms,
-    )
+    inputs = build_plan_inputs(space, profile, device, args.price_per_hour, args.spot_discount, args.flops,
+                               args.inference_tokens, args.max_latency_ms)
+    return inputs, choice
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     import json
 
-    from smallest_loss.experiments.plan_cmd import format_report, run_plan, verify, write_outputs
+    from smallest_loss.experiments.plan_cmd import format_report, run_plan, verify, verify_line, write_outputs
     from smallest_loss.scaling.budget import parse_budget
     from smallest_loss.scaling.laws import load_law
 
     budget, law = parse_budget(args.budget), load_law(args.law)
-    inputs = plan_inputs(args)
-    plan, report = run_plan(budget, law, inputs, args.top)
-    if args.out:
-        report["files"] = [str(p) for p in write_outputs(plan, report, args.out)]
+    inputs, choice = plan_inputs(args, budget, law)
+    recipe = None
     if args.verify:
         from smallest_loss.configs.designs import get_design
 
-        base = get_design(args.recipe).base
+        recipe = get_design(args.recipe)
+    plan, report = run_plan(budget, law, inputs, args.top, choice)
+    if args.out:
+        report["files"] = [str(p) for p in write_outputs(plan, report, args.out)]
+    if recipe is not None:
         out = args.verify_out or f"{args.out or 'runs'}/verify"
-        report["verify"] = verify(report["best"][0], inputs.space, base, out)
+        report["verify"] = verify(report["best"][0], inputs.space, recipe, out)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     print(format_report(report))
     if "verify" in report:
-        v = report["verify"]
-        print(f"\nverify: trained {v['steps']} steps in {v['run']}: loss {v['actual_loss']:.4f} vs predicted "
-              f"{v['predicted_loss']:.4f} ({v['loss_error']:+.1%}); step {v['actual_step_seconds'] * 1e3:.2f} ms"
-              + (f" vs predicted {v['predicted_step_seconds'] * 1e3:.2f} ms ({v['time_error']:+.1%})"
-                 if "time_error" in v else ""))
+        print("\n" + verify_line(report["verify"]))
     for path in report.get("files", []):
         print(f"wrote {path}")
     return 0
@@ -183,8 +174,9 @@ def _plan_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", required=True, help="FLOPs (1e19), time (90s, 30min, 4h) or money ($500)")
     p.add_argument("--law", required=True, help="loss-law JSON (from smallest-loss fit, or your own)")
     p.add_argument("--profile", help="device profile JSON (from smallest-loss calibrate); needed for time/money")
-    p.add_argument("--space", default="cpu", help="architecture search space: cpu, gpu, chinchilla")
-    p.add_argument("--top", type=int, default=10, help="how many configurations to show")
+    p.add_argument("--space", help="architecture search space: cpu, gpu, chinchilla (default: the profile's "
+                                   "space; for a FLOPs budget, the first of cpu, chinchilla that holds the optimum)")
+    p.add_argument("--top", type=int, default=10, help="how many configurations to show (at least 1)")
     p.add_argument("--flops", choices=("6N", "exact"), default="6N",
                    help="FLOPs budget accounting: C = 6ND (default) or our exact training-step FLOPs")
     p.add_argument("--device", help="device table entry for price and memory (configs/devices.py), e.g. h100-sxm")
@@ -203,15 +195,14 @@ def _plan_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
+    from smallest_loss.experiments.plan_cmd import verify_line
     from smallest_loss.experiments.quickstart import quickstart
 
     report = quickstart(args.out, args.budget, n_boot=args.bootstrap)
     v, best = report["verify"], report["plan"]["best"][0]
     print(f"\nplan for {args.budget}: d={best['d']} n={best['n']} h={best['h']} ({best['params']:,.0f} parameters), "
           f"{best['tokens']:,.0f} tokens")
-    print(f"verified run: {v['run']}: final eval loss {v['actual_loss']:.4f} (predicted {v['predicted_loss']:.4f}, "
-          f"{v['loss_error']:+.1%}); step {v['actual_step_seconds'] * 1e3:.2f} ms (predicted "
-          f"{v['predicted_step_seconds'] * 1e3:.2f} ms, {v['time_error']:+.1%})")
+    print(verify_line(v))
     print(f"report: {args.out}/report.md (with report.json, law.json, calibration/profile.json, plan/)")
     return 0
 

@@ -1,4 +1,9 @@
-"""`smallest-loss plan`: the best architectures for a budget, the trade-offs, plots, and `--verify`."""
+"""`smallest-loss plan`: the best architectures for a budget, the trade-offs, plots, and `--verify`.
+
+Everything the command needs is built and checked here before anything slow runs: the search space (chosen
+for the budget when none is named), the plan inputs (one function, `build_plan_inputs`, for the CLI and the
+quickstart), and refusals of a profile or device that does not match the space.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,23 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from smallest_loss.configs.designs import SweepDesign
+from smallest_loss.configs.devices import Device, backend_of
 from smallest_loss.configs.errors import UserError
-from smallest_loss.configs.schema import DataConfig, ModelConfig, RunConfig
-from smallest_loss.configs.spaces import SearchSpace
+from smallest_loss.configs.schema import RunConfig
+from smallest_loss.configs.spaces import FLOPS_SPACES, SPACES, SearchSpace, get_space
 from smallest_loss.scaling.budget import Budget, format_seconds
-from smallest_loss.scaling.laws import LawFile
-from smallest_loss.scaling.plan import Plan, PlanInputs, best_by_depth, flops_rule_choice
+from smallest_loss.scaling.laws import Law, LawFile
+from smallest_loss.scaling.plan import (
+    Plan,
+    PlanInputs,
+    best_by_depth,
+    compute_optimal_params,
+    flops_rule_choice,
+    param_range,
+    tie_rule,
+)
+from smallest_loss.timing.profile import DeviceProfile
 
 _COLUMNS = ("d", "n", "h", "w", "params", "tokens", "tokens_per_param", "loss")
 
@@ -29,7 +44,101 @@ def markdown_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
     return head + "\n".join("| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |" for r in rows)
 
 
-def plan_report(plan: Plan, law_file: LawFile, top: int) -> dict[str, Any]:
+def _spaces_for(backend: str, dtype: str) -> list[str]:
+    return [name for name, space in SPACES.items() if backend in space.backends and space.dtype == dtype]
+
+
+def check_device_fits(space: SearchSpace, profile: DeviceProfile | None, device: Device | None) -> None:
+    """Refuse a profile or device table entry made for other hardware or another dtype than the space's: its
+    step times (or price and memory) would describe machines the space's models are not meant for."""
+    if profile is not None:
+        backend = backend_of(profile.device_kind)
+        if backend not in space.backends or profile.dtype != space.dtype:
+            fits = _spaces_for(backend, profile.dtype)
+            hint = f"use --space {' or '.join(fits)}" if fits else "calibrate on the space's device and dtype"
+            raise UserError(f"the device profile was measured on {profile.device_kind} ({backend}, {profile.dtype}) "
+                            f"but space {space.name} is for {'/'.join(space.backends)} in {space.dtype}: {hint}")
+    if device is not None:
+        backend = backend_of(device.kinds[0])
+        if profile is not None and backend != backend_of(profile.device_kind):
+            raise UserError(f"--device {device.name} is a {backend} but the profile was measured on "
+                            f"{profile.device_kind}")
+        if backend not in space.backends:
+            raise UserError(f"--device {device.name} is a {backend} but space {space.name} is for "
+                            f"{'/'.join(space.backends)}")
+
+
+def build_plan_inputs(space: SearchSpace, profile: DeviceProfile | None = None, device: Device | None = None,
+                      price_per_hour: float | None = None, spot_discount: float = 0.0, flops: str = "6N",
+                      inference_tokens: float = 0.0, max_latency_ms: float | None = None) -> PlanInputs:
+    """The planner's inputs from a space, an optional device profile and device table entry, and the user's
+    quantities. The price comes from `price_per_hour`, else the device table, else the profile; the memory
+    from the device table, else the profile. Every quantity is checked (PlanInputs) before any plan runs."""
+    check_device_fits(space, profile, device)
+    price = next((p for p in (price_per_hour, device and device.price_per_hour, profile and profile.price_per_hour)
+                  if p is not None), None)
+    memory = (device.memory_bytes if device else None) or (profile.memory_bytes if profile else None)
+    return PlanInputs(space=space, step_seconds=profile.predict_step_seconds if profile else None,
+                      memory_limit=memory, flops=flops, price_per_hour=price, spot_discount=spot_discount,
+                      inference_tokens=inference_tokens, max_latency_ms=max_latency_ms)
+
+
+def _holding(N: float, names: list[str] | tuple[str, ...]) -> str | None:
+    """The first named space whose parameter range holds N."""
+    return next((name for name in names if param_range(SPACES[name])[0] < N < param_range(SPACES[name])[1]), None)
+
+
+def choose_space(name: str | None, budget: Budget, law: Law,
+                 profile: DeviceProfile | None = None) -> tuple[SearchSpace, str]:
+    """The space to search and why: the named one; else the one made for the profile's device and dtype;
+    else, for a FLOPs budget, the first of FLOPS_SPACES whose parameter range holds the law's compute-optimal
+    N (C = 6ND); else `cpu`."""
+    if name is not None:
+        return get_space(name), f"space {name}"
+    if profile is not None:
+        backend = backend_of(profile.device_kind)
+        fits = _spaces_for(backend, profile.dtype)
+        if not fits:
+            raise UserError(f"no built-in space is made for a {backend} profile in {profile.dtype}: pass --space")
+        return get_space(fits[0]), f"space {fits[0]} (the space for this profile's {backend} in {profile.dtype})"
+    if budget.kind != "flops":
+        return get_space("cpu"), "space cpu (the default)"
+    N_opt = compute_optimal_params(law, budget.value)
+    chosen = _holding(N_opt, FLOPS_SPACES) or FLOPS_SPACES[-1]
+    why = f"the law's compute-optimal N = {N_opt:.3g} (C = 6ND)"
+    if chosen == FLOPS_SPACES[0]:
+        return get_space(chosen), f"space {chosen} (the default; it holds {why})"
+    reach = param_range(SPACES[FLOPS_SPACES[0]])[1]
+    return get_space(chosen), (f"space {chosen}, chosen because space {FLOPS_SPACES[0]} reaches only N = "
+                               f"{reach:.3g} parameters and {why} lies in space {chosen}")
+
+
+def edge_warning(plan: Plan, law: Law) -> str | None:
+    """One line when the best candidate sits on an edge of the space that binds (`binding_edges`), naming a
+    space that holds the optimum where one does."""
+    if not plan.edges:
+        return None
+    best, space = plan.row(int(plan.order[0])), plan.space
+    beyond = min(plan.edges, key=lambda e: e["beyond_loss"])
+    line = (f"warning: the best candidate sits on an edge of space {space.name} "
+            f"({', '.join(e['edge'] for e in plan.edges)}) and a step beyond predicts a lower loss "
+            f"({beyond['beyond_loss']:.4f} against {best['loss']:.4f}): the optimum lies outside this space")
+    lo, hi = param_range(space)
+    if plan.budget.kind == "flops":
+        N_opt = compute_optimal_params(law, plan.budget.value)
+        order = list(FLOPS_SPACES) + [name for name in SPACES if name not in FLOPS_SPACES]
+        holder = _holding(N_opt, order) if not lo < N_opt < hi else None
+        target = f"the law's compute-optimal N = {N_opt:.3g} (C = 6ND)"
+        return line + (f"; {target} lies in space {holder} (--space {holder})" if holder else
+                       f"; {target} lies in no built-in space: define a wider one in configs/spaces.py")
+    N = beyond["beyond_params"]
+    others = [n for n in _spaces_for(space.backends[0], space.dtype) if n != space.name]
+    holder = _holding(N, others) if not lo < N < hi else None
+    return line + (f"; space {holder} reaches further (--space {holder})" if holder else
+                   "; widen the space in configs/spaces.py")
+
+
+def plan_report(plan: Plan, law_file: LawFile, top: int, space_choice: str | None = None) -> dict[str, Any]:
     """Everything `plan` prints or writes, as JSON-ready data."""
     rows = []
     for rank, i in enumerate(plan.order[:top]):
@@ -37,8 +146,13 @@ def plan_report(plan: Plan, law_file: LawFile, top: int) -> dict[str, Any]:
         if plan.intervals is not None:
             row["loss_interval"] = [float(x) for x in plan.intervals[rank]]
         rows.append(row)
-    report = dict(budget=plan.budget.text, budget_kind=plan.budget.kind, candidates=len(plan.candidates),
-                  dropped=plan.dropped, best=rows, by_depth=best_by_depth(plan))
+    report = dict(budget=plan.budget.text, budget_kind=plan.budget.kind, space=plan.space.name,
+                  space_choice=space_choice or f"space {plan.space.name}", candidates=len(plan.candidates),
+                  dropped=plan.dropped, best=rows, by_depth=best_by_depth(plan), tie_rule=tie_rule(plan.space),
+                  edges=plan.edges)
+    warning = edge_warning(plan, law_file.law)
+    if warning:
+        report["warning"] = warning
     if plan.train_seconds is not None:
         report["seconds"] = plan.train_seconds
     flops_rule = flops_rule_choice(plan, law_file.law)
@@ -49,12 +163,14 @@ def plan_report(plan: Plan, law_file: LawFile, top: int) -> dict[str, Any]:
 
 def format_report(report: dict[str, Any]) -> str:
     columns = _COLUMNS + (("step_seconds",) if "step_seconds" in report["best"][0] else ())
-    lines = [f"budget {report['budget']}: {report['candidates']:,} feasible candidates"
+    lines = [f"budget {report['budget']}: {report['space_choice']}: {report['candidates']:,} feasible candidates"
              + (f" (dropped: {report['dropped']})" if report["dropped"] else "")]
     if "seconds" in report:
         lines[0] += f", {format_seconds(report['seconds'])} of device time"
+    if "warning" in report:
+        lines.append(report["warning"])
     best = report["best"]
-    lines += ["", "## Best configurations", markdown_table(best, columns)]
+    lines += ["", "## Best configurations", markdown_table(best, columns), "", f"Ties: {report['tie_rule']}."]
     if "loss_interval" in best[0]:
         lo, hi = best[0]["loss_interval"]
         lines.append(f"\nbest predicted loss {best[0]['loss']:.4f}, 95% interval [{lo:.4f}, {hi:.4f}] (law bootstrap)")
@@ -70,48 +186,76 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def verify_config(row: dict[str, Any], space: SearchSpace, base: RunConfig) -> RunConfig:
-    """The run that trains a planned row: its shape and steps, the rest from the law's training recipe."""
-    model = ModelConfig(**{**dataclasses.asdict(base.model), "v": space.v, "d": row["d"], "n": row["n"],
-                           "h": row["h"], "w": row["w"], "s": row["s"], "dtype": space.dtype})
+def verify_config(row: dict[str, Any], space: SearchSpace, recipe: SweepDesign) -> RunConfig:
+    """The run that trains a planned row: its shape and steps in the space's architecture, everything else
+    (optimizer, schedule and its warm-up fraction, data) from the recipe the law was fitted under."""
+    base = recipe.base
+    model = dataclasses.replace(base.model, v=space.v, d=row["d"], n=row["n"], h=row["h"], w=row["w"], s=row["s"],
+                                dtype=space.dtype, activation=space.activation, norm=space.norm,
+                                tied_embeddings=space.tied)
     steps = int(row["tokens"] // (row["b"] * row["s"]))
     if steps < 1:
         raise UserError("the recommended configuration gets less than one step; raise the budget")
-    train = dataclasses.replace(base.train, batch_size=row["b"], steps=steps, tokens=None,
-                                warmup_steps=max(1, round(0.05 * steps)), eval_every=0)
-    return RunConfig(model=model, train=train, data=DataConfig())
+    # Host syncs about ten times a run, so the step time can be read between them (`steady_step_seconds`).
+    train = dataclasses.replace(base.train, batch_size=row["b"], steps=steps, tokens=None, eval_every=0,
+                                warmup_steps=max(1, round(recipe.warmup_fraction * steps)),
+                                log_every=max(1, min(base.train.log_every, steps // 10)))
+    return dataclasses.replace(base, model=model, train=train)
 
 
-def verify(row: dict[str, Any], space: SearchSpace, base: RunConfig, out: str | Path) -> dict[str, Any]:
-    """Train the recommended configuration and compare its loss and time with the prediction."""
+def steady_step_seconds(lines: list[dict[str, Any]], checkpoint_every: int) -> float | None:
+    """Seconds per training step from a run's metrics, counting only the time between host syncs that holds
+    nothing but steps: not the first interval (compilation), not one that ends in an evaluation, not one that
+    follows a checkpoint save. Lines of one sync share its wall time, so intervals run between syncs. None
+    when no interval is clean (too few syncs)."""
+    syncs = [a for a, b in zip(lines, lines[1:], strict=False) if b["wall_seconds"] != a["wall_seconds"]]
+    syncs += lines[-1:]
+    clean = [(b["wall_seconds"] - a["wall_seconds"], b["step"] - a["step"])
+             for a, b in zip(syncs, syncs[1:], strict=False)
+             if "eval_loss" not in b and not (checkpoint_every and a["step"] % checkpoint_every == 0)]
+    if not clean:
+        return None
+    return sum(s for s, _ in clean) / sum(k for _, k in clean)
+
+
+def verify(row: dict[str, Any], space: SearchSpace, recipe: SweepDesign, out: str | Path) -> dict[str, Any]:
+    """Train the recommended configuration with the law's recipe and compare its loss and step time with the
+    prediction."""
     from smallest_loss.model.runs import RunDir
     from smallest_loss.model.train import train
 
-    config = verify_config(row, space, base)
+    config = verify_config(row, space, recipe)
     m = config.model
     # One folder per configuration, so a rerun resumes this run and a new plan never reuses another's.
     out = Path(out) / f"d{m.d}-n{m.n}-h{m.h}-w{m.w}-s{m.s}-b{config.train.batch_size}-steps{config.total_steps}"
     summary = train(config, out, resume=(out / "config.json").exists(), progress=True)
-    lines = RunDir(Path(out), config, {}).read_metrics()
-    walls = np.array([m["wall_seconds"] for m in lines])
-    steps = np.array([m["step"] for m in lines])
-    # Steady-state step time: from the first host sync after compilation to the last step.
-    first = min(len(steps) - 1, max(1, len(steps) // 10))
-    per_step = (walls[-1] - walls[first]) / max(steps[-1] - steps[first], 1)
+    per_step = steady_step_seconds(RunDir(out, config, {}).read_metrics(), config.train.checkpoint_every)
     result = dict(run=str(out), predicted_loss=row["loss"], actual_loss=summary["final_eval_loss"],
-                  predicted_step_seconds=row.get("step_seconds"), actual_step_seconds=float(per_step),
+                  predicted_step_seconds=row.get("step_seconds"), actual_step_seconds=per_step,
                   steps=int(summary["steps"]), wall_seconds=summary["wall_seconds"])
     result["loss_error"] = result["actual_loss"] / result["predicted_loss"] - 1
-    if result["predicted_step_seconds"]:
+    if result["predicted_step_seconds"] and per_step is not None:
         result["time_error"] = per_step / result["predicted_step_seconds"] - 1
     return result
 
 
-def run_plan(budget: Budget, law_file: LawFile, inputs: PlanInputs, top: int) -> tuple[Plan, dict[str, Any]]:
+def verify_line(v: dict[str, Any]) -> str:
+    """The verification result in one line."""
+    line = (f"verify: trained {v['steps']} steps in {v['run']}: loss {v['actual_loss']:.4f} vs predicted "
+            f"{v['predicted_loss']:.4f} ({v['loss_error']:+.1%})")
+    if v["actual_step_seconds"] is not None:
+        line += f"; step {v['actual_step_seconds'] * 1e3:.2f} ms"
+    if "time_error" in v:
+        line += f" vs predicted {v['predicted_step_seconds'] * 1e3:.2f} ms ({v['time_error']:+.1%})"
+    return line
+
+
+def run_plan(budget: Budget, law_file: LawFile, inputs: PlanInputs, top: int,
+             space_choice: str | None = None) -> tuple[Plan, dict[str, Any]]:
     from smallest_loss.scaling.plan import make_plan
 
     plan = make_plan(budget, law_file, inputs, top)
-    return plan, plan_report(plan, law_file, top)
+    return plan, plan_report(plan, law_file, top, space_choice)
 
 
 def write_outputs(plan: Plan, report: dict[str, Any], folder: str | Path) -> list[Path]:

@@ -17,16 +17,23 @@ from pathlib import Path
 from typing import Any
 
 from smallest_loss.configs.designs import get_design
+from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.grids import get_grid
 from smallest_loss.configs.spaces import get_space
 from smallest_loss.experiments.calibrate import fit_and_report, noise_floor, run_grid
 from smallest_loss.experiments.fit_cmd import run_fit
-from smallest_loss.experiments.plan_cmd import format_report, run_plan, verify, write_outputs
+from smallest_loss.experiments.plan_cmd import (
+    build_plan_inputs,
+    format_report,
+    run_plan,
+    verify,
+    verify_line,
+    write_outputs,
+)
 from smallest_loss.experiments.plots_timing import plot_name
 from smallest_loss.experiments.sweep import run_sweep
-from smallest_loss.scaling.budget import parse_budget
+from smallest_loss.scaling.budget import check_budget
 from smallest_loss.scaling.laws import load_law
-from smallest_loss.scaling.plan import PlanInputs
-from smallest_loss.timing.counts import train_memory_bytes
 from smallest_loss.timing.profile import load_profile
 
 
@@ -41,7 +48,14 @@ def _done(start: float) -> None:
 
 def quickstart(out: str | Path = "quickstart", budget: str = "20s", grid: str = "cpu-small",
                design: str = "quick-isoflop", space: str = "cpu", n_boot: int = 1000) -> dict[str, Any]:
-    """Run every stage into `out`; returns the report's data (also written as report.json)."""
+    """Run every stage into `out`; returns the report's data (also written as report.json).
+
+    Every argument is checked before the first stage, so a bad one fails at once, not after the calibration.
+    """
+    parsed, sweep_design = check_budget(budget), get_design(design)
+    get_grid(grid), get_space(space)
+    if n_boot < 2:
+        raise UserError(f"--bootstrap {n_boot}: the law's intervals need at least 2 resamples")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t = _stage(f"1/5 calibrate: time the {grid} grid's training steps on this device")
@@ -58,15 +72,13 @@ def quickstart(out: str | Path = "quickstart", budget: str = "20s", grid: str = 
     print("\n".join(fit["text"]))
     _done(t)
     t = _stage(f"4/5 plan: the smallest predicted loss for {budget} on this device")
-    profile = load_profile(out / "calibration" / "profile.json")
-    inputs = PlanInputs(get_space(space), step_seconds=profile.predict_step_seconds,
-                        memory_bytes=train_memory_bytes, memory_limit=profile.memory_bytes)
-    plan, plan_report = run_plan(parse_budget(budget), load_law(out / "law.json"), inputs, top=10)
+    inputs = build_plan_inputs(get_space(space), load_profile(out / "calibration" / "profile.json"))
+    plan, plan_report = run_plan(parsed, load_law(out / "law.json"), inputs, top=10)
     write_outputs(plan, plan_report, out / "plan")
     print(format_report(plan_report))
     _done(t)
     t = _stage("5/5 verify: train the recommended configuration for the budget")
-    checked = verify(plan_report["best"][0], inputs.space, get_design(design).base, out / "verify")
+    checked = verify(plan_report["best"][0], inputs.space, sweep_design, out / "verify")
     _done(t)
     report = dict(budget=budget, calibration=calibration["table"], profile=str(out / "calibration" / "profile.json"),
                   fit={k: fit[k] for k in ("law", "isoflop", "curve_extrapolation") if k in fit},
@@ -89,9 +101,6 @@ def report_markdown(report: dict[str, Any], calibration: dict[str, Any], fit: di
         "", "![law](law.png)", "", "![isoflop](law_isoflop.png)", "",
         "## 4. Plan", "", format_report(plan_report), "", "![plan](plan/plan.png)", "",
         "## 5. Verification", "",
-        f"Trained d={plan_report['best'][0]['d']}, n={plan_report['best'][0]['n']} for {checked['steps']} steps: "
-        f"final eval loss {checked['actual_loss']:.4f} against predicted {checked['predicted_loss']:.4f} "
-        f"({checked['loss_error']:+.1%}); step time {checked['actual_step_seconds'] * 1e3:.2f} ms against predicted "
-        f"{checked['predicted_step_seconds'] * 1e3:.2f} ms ({checked.get('time_error', float('nan')):+.1%}).", "",
+        f"Trained d={plan_report['best'][0]['d']}, n={plan_report['best'][0]['n']}: {verify_line(checked)}.", "",
     ]
     return "\n".join(lines)

@@ -31,8 +31,10 @@ class Budget:
         if self.kind == "seconds":
             return self.value
         if self.kind == "dollars":
-            if not price_per_hour or price_per_hour <= 0:
+            if price_per_hour is None:
                 raise UserError(f"budget {self.text} is money: give a price per device-hour (--price-per-hour)")
+            if not (math.isfinite(price_per_hour) and price_per_hour > 0):
+                raise UserError(f"--price-per-hour {price_per_hour:g}: a price per device-hour must be positive")
             if not 0.0 <= spot_discount < 1.0:
                 raise UserError(f"--spot-discount {spot_discount} must lie in [0, 1)")
             return self.value / (price_per_hour * (1.0 - spot_discount)) * 3600.0
@@ -66,9 +68,20 @@ def parse_budget(text: str) -> Budget:
         value = float(number) * (_SECONDS[unit] if kind == "seconds" else 1)
     except ValueError:
         raise UserError(f"cannot read budget {text!r}: {_EXAMPLES}") from None
-    if not math.isfinite(value) or value <= 0:
+    if not math.isfinite(value):
+        raise UserError(f"budget {text!r} is not a finite number: {_EXAMPLES}")
+    if value <= 0:
         raise UserError(f"budget {text!r} must be positive: {_EXAMPLES}")
     return Budget(kind, value, text.strip())
+
+
+def check_budget(text: str, price_per_hour: float | None = None, spot_discount: float = 0.0) -> Budget:
+    """Parse a budget and check that it can be planned, before anything slow runs (the quickstart calls this
+    first): a money budget also needs a positive price per device-hour and a spot discount in [0, 1)."""
+    budget = parse_budget(text)
+    if budget.kind == "dollars":
+        budget.seconds(price_per_hour, spot_discount)
+    return budget
 
 
 def format_seconds(seconds: float) -> str:

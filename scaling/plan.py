@@ -10,24 +10,43 @@ Every candidate (d, n, h, w, s, b) of a search space is scored at once, in NumPy
 Serving costs (Sardana et al., 2023) come out of the budget before training: M lifetime inference tokens
 cost M * 2N FLOPs, or M * (per-token forward seconds), taken as a third of a training step's seconds per
 token (a forward pass is about a third of forward + backward).
+
+Two rules on top of the scores:
+  ties   a law in N and D cannot tell apart shapes of (nearly) equal N, so losses within TIE_TOLERANCE of
+         the best tie, and ties go to the space's preferred aspect ratio d/n, then head size (`rank`);
+  edges  when the best candidate sits on an edge of the space (its largest or smallest width, depth, batch,
+         or an aspect-ratio bound) and one step beyond that edge would predict a lower loss, the optimum lies
+         outside the space: `binding_edges` says so, for the report to name a space that holds it.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.optimize import minimize_scalar
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.spaces import SearchSpace
 from smallest_loss.model.transformer import param_counts
 from smallest_loss.scaling.budget import Budget
-from smallest_loss.scaling.laws import ChinchillaLaw, KaplanLaw, LawFile
+from smallest_loss.scaling.laws import ChinchillaLaw, KaplanLaw, Law, LawFile, tokens_for_time
+from smallest_loss.timing.counts import bytes_per_element, train_memory_bytes, train_step_flops
 
-StepSeconds = Callable[..., np.ndarray]  # (d, n, h, w, s, v, b) arrays -> predicted step seconds
-MemoryBytes = Callable[..., np.ndarray]  # (d, n, h, w, s, v, b) arrays -> training memory in bytes
-FlopsPerStep = Callable[..., np.ndarray]  # (d, n, h, w, s, v, b) arrays -> exact training FLOPs per step
+# Callables of the shape arrays (d, n, h, w, s, v, b) and the space's architecture keywords (activation, norm,
+# tied; step time also dtype, memory bytes_per), so a profile and the records it was fitted to agree on
+# what a configuration is.
+StepSeconds = Callable[..., np.ndarray]  # -> predicted step seconds (a device profile's predict_step_seconds)
+MemoryBytes = Callable[..., np.ndarray]  # -> training memory in bytes
+FlopsPerStep = Callable[..., np.ndarray]  # -> exact training FLOPs per step
+
+# Relative loss difference below which two candidates tie: at a FLOPs budget under Chinchilla's law it spans
+# shapes whose N lies within about 3% of the optimum (the loss is flat in N there), far inside any fitted
+# law's bootstrap interval, so no law can rank them.
+TIE_TOLERANCE = 1e-5
 
 
 @dataclass(frozen=True)
@@ -52,6 +71,14 @@ class Candidates:
         return Candidates(**{k: getattr(self, k)[mask] for k in ("d", "n", "h", "w", "s", "b", "N")})
 
 
+def _candidates(space: SearchSpace, d: Any, n: Any, k: Any, ratio: Any, s: Any, b: Any) -> Candidates:
+    """Candidates from columns of width, depth, head size k = d/h, MLP ratio, context and batch."""
+    d, n, k, ratio, s, b = (np.atleast_1d(np.asarray(x, dtype=np.int64)) for x in (d, n, k, ratio, s, b))
+    w = ratio * d
+    emb, non_emb = param_counts(space.v, d, n, w, norm=space.norm, activation=space.activation, tied=space.tied)
+    return Candidates(d=d, n=n, h=d // k, w=w, s=s, b=b, N=(emb + non_emb).astype(np.float64))
+
+
 def enumerate_candidates(space: SearchSpace) -> Candidates:
     """All (d, n, head size, MLP ratio, s, b) combinations whose head size divides d into an even head,
     within the space's aspect ratios d/n."""
@@ -60,42 +87,77 @@ def enumerate_candidates(space: SearchSpace) -> Candidates:
     d, n, k, ratio, s, b = (g.ravel().astype(np.int64) for g in grids)
     lo, hi = space.aspect_ratio
     ok = (d % k == 0) & (k % 2 == 0) & (d >= lo * n) & (d <= hi * n)
-    d, n, k, ratio, s, b = d[ok], n[ok], k[ok], ratio[ok], s[ok], b[ok]
-    w = ratio * d
-    emb, non_emb = param_counts(space.v, d, n, w, norm=space.norm, activation=space.activation, tied=space.tied)
-    return Candidates(d=d, n=n, h=d // k, w=w, s=s, b=b, N=(emb + non_emb).astype(np.float64))
+    return _candidates(space, d[ok], n[ok], k[ok], ratio[ok], s[ok], b[ok])
+
+
+@functools.lru_cache(maxsize=16)
+def param_range(space: SearchSpace) -> tuple[float, float]:
+    """The smallest and largest parameter count among the space's candidates."""
+    N = enumerate_candidates(space).N
+    return float(N.min()), float(N.max())
+
+
+def compute_optimal_params(law: Law, C: float) -> float:
+    """The N that minimises the law's loss under C = 6ND (Hoffmann et al. 2022, eq. 3), found numerically so
+    that any law form works; for the Chinchilla form it is the closed form G (C/6)^(beta/(alpha+beta)).
+    The loss along C = 6ND is convex in log N for both forms, so a bounded scalar search finds it."""
+    result = minimize_scalar(lambda x: float(law.loss(math.exp(x), C / (6.0 * math.exp(x)))),
+                             bounds=(math.log(1.0), math.log(C / 6.0)), method="bounded", options=dict(xatol=1e-7))
+    return math.exp(result.x)
 
 
 @dataclass
 class PlanInputs:
-    """What a plan needs beyond the budget and the law."""
+    """What a plan needs beyond the budget and the law (validated: every quantity a user gives is checked)."""
 
     space: SearchSpace
     step_seconds: StepSeconds | None = None  # from a device profile; needed for time and money budgets
-    memory_bytes: MemoryBytes | None = None
+    memory_bytes: MemoryBytes = train_memory_bytes
     memory_limit: float | None = None  # bytes available on the device
     # The analytic estimate came out at 0.71-1.09x XLA's compiled peak on the 48 cpu-small configurations
     # (results/cpu/timing), so a candidate must fit with this factor to spare.
     memory_headroom: float = 1.4
-    flops_per_step: FlopsPerStep | None = None  # for flops="exact"
+    flops_per_step: FlopsPerStep = train_step_flops  # for flops="exact"
     flops: str = "6N"
     price_per_hour: float | None = None
     spot_discount: float = 0.0
     inference_tokens: float = 0.0
     max_latency_ms: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.flops not in ("6N", "exact"):
+            raise UserError(f"--flops {self.flops!r}: use 6N or exact")
+        positive = dict(price_per_hour=("--price-per-hour", "a price per device-hour"),
+                        max_latency_ms=("--max-latency-ms", "the latency limit"),
+                        memory_limit=("device memory", "the device memory"))
+        for name, (flag, what) in positive.items():
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise UserError(f"{flag} {value:g}: {what} must be a positive number")
+        if not (math.isfinite(self.inference_tokens) and self.inference_tokens >= 0):
+            raise UserError(f"--inference-tokens {self.inference_tokens:g}: the tokens to serve must be 0 or more")
+        if not 0.0 <= self.spot_discount < 1.0:
+            raise UserError(f"--spot-discount {self.spot_discount:g} must lie in [0, 1)")
+
+    @property
+    def arch(self) -> dict[str, Any]:
+        """The space's architecture keywords, passed to every cost function with the shapes."""
+        return dict(activation=self.space.activation, norm=self.space.norm, tied=self.space.tied)
+
 
 @dataclass
 class Plan:
     budget: Budget
+    space: SearchSpace
     candidates: Candidates  # the feasible ones
     tokens: np.ndarray
     loss: np.ndarray
     step_seconds: np.ndarray | None
     train_seconds: float | None  # for time budgets, after inference costs (per candidate when inference-aware)
-    order: np.ndarray  # candidate indices, best first
+    order: np.ndarray  # candidate indices, best first (`rank`)
     dropped: dict[str, int] = field(default_factory=dict)
     intervals: np.ndarray | None = None  # (top, 2) for the first rows of `order`
+    edges: list[dict[str, Any]] = field(default_factory=list)  # `binding_edges` of the best candidate
 
     def row(self, i: int) -> dict[str, Any]:
         c = self.candidates
@@ -117,20 +179,48 @@ def _filter(cands: Candidates, keep: np.ndarray, reason: str, dropped: dict[str,
 def _tokens_for_flops(budget: Budget, cands: Candidates, inputs: PlanInputs) -> np.ndarray:
     C = budget.value - 2.0 * cands.N * inputs.inference_tokens  # serving costs 2N FLOPs per token
     if inputs.flops == "exact":
-        if inputs.flops_per_step is None:
-            raise UserError("--flops exact needs our exact FLOP counts (timing.counts)")
-        per_token = inputs.flops_per_step(**cands.shape_args(inputs.space.v)) / (cands.b * cands.s)
+        args = cands.shape_args(inputs.space.v)
+        per_token = inputs.flops_per_step(**args, **inputs.arch) / (cands.b * cands.s)
     else:
         per_token = 6.0 * cands.N
     return np.maximum(C, 0.0) / per_token
 
 
-def _tokens_for_time(budget: Budget, cands: Candidates, step_s: np.ndarray, inputs: PlanInputs) -> np.ndarray:
+def _tokens_in_time(budget: Budget, cands: Candidates, step_s: np.ndarray, inputs: PlanInputs) -> np.ndarray:
+    """Tokens of the whole steps that the time left after serving buys (zero where serving takes it all)."""
     T = budget.seconds(inputs.price_per_hour, inputs.spot_discount)
-    forward_per_token = step_s / (3.0 * cands.b * cands.s)
-    T_train = T - inputs.inference_tokens * forward_per_token
-    steps = np.floor(np.maximum(T_train, 0.0) / step_s)
-    return steps * cands.b * cands.s
+    per_step = cands.b * cands.s
+    T_train = T - inputs.inference_tokens * step_s / (3.0 * per_step)
+    tokens = np.zeros(len(cands))
+    ok = T_train > 0
+    if ok.any():
+        tokens[ok] = tokens_for_time(T_train[ok], step_s[ok], cands.b[ok], cands.s[ok])
+    return np.floor(tokens / per_step) * per_step
+
+
+def _score(cands: Candidates, budget: Budget, law: Law, inputs: PlanInputs,
+           dropped: dict[str, int]) -> tuple[Candidates, np.ndarray, np.ndarray, np.ndarray | None]:
+    """The feasible candidates with their tokens, predicted loss and step seconds; counts what it drops."""
+    space, arch = inputs.space, inputs.arch
+    if inputs.memory_limit is not None:
+        needed = inputs.memory_bytes(**cands.shape_args(space.v), **arch, bytes_per=bytes_per_element(space.dtype))
+        cands = _filter(cands, needed * inputs.memory_headroom <= inputs.memory_limit, "memory", dropped)
+    step_s = None
+    if inputs.step_seconds is not None:
+        step_s = np.asarray(inputs.step_seconds(**cands.shape_args(space.v), **arch, dtype=space.dtype), float)
+        keep = np.isfinite(step_s) & (step_s > 0)  # a linear time model can go negative far from its data
+        cands, step_s = _filter(cands, keep, "step time", dropped), step_s[keep]
+    if inputs.max_latency_ms is not None:
+        keep = step_s / (3.0 * cands.b * cands.s) * 1e3 <= inputs.max_latency_ms
+        cands, step_s = _filter(cands, keep, "latency", dropped), step_s[keep]
+    if budget.kind == "flops":
+        tokens = _tokens_for_flops(budget, cands, inputs)
+    else:
+        tokens = _tokens_in_time(budget, cands, step_s, inputs)
+    keep = tokens >= cands.b * cands.s  # at least one full training step
+    cands, tokens = _filter(cands, keep, "budget", dropped), tokens[keep]
+    step_s = step_s[keep] if step_s is not None else None
+    return cands, tokens, np.asarray(law.loss(cands.N, tokens), float).reshape(-1), step_s
 
 
 def law_samples_loss(law_file: LawFile, N: np.ndarray, D: np.ndarray) -> np.ndarray | None:
@@ -143,49 +233,116 @@ def law_samples_loss(law_file: LawFile, N: np.ndarray, D: np.ndarray) -> np.ndar
     return E + A / N[None, :] ** alpha + B / D[None, :] ** beta
 
 
+def tie_rule(space: SearchSpace) -> str:
+    """The tie rule of `rank`, in words, for the report."""
+    lo, hi = space.preferred_aspect
+    return (f"losses within {TIE_TOLERANCE:.0e} (relative) of the best tie, since a law in N and D cannot tell "
+            f"shapes of equal N apart; ties go to aspect ratio d/n in [{lo:g}, {hi:g}] ({space.preferred_source}), "
+            f"then to head size {space.preferred_head_size}, then to the lower loss")
+
+
+def rank(loss: np.ndarray, cands: Candidates, space: SearchSpace) -> np.ndarray:
+    """Candidate indices, best first: by predicted loss, with ties (`TIE_TOLERANCE`) broken by `tie_rule`."""
+    best = loss.min()
+    tied = loss <= best + TIE_TOLERANCE * abs(best)
+    idx = np.flatnonzero(tied)
+    aspect = cands.d[idx] / cands.n[idx]
+    lo, hi = space.preferred_aspect
+    with np.errstate(divide="ignore"):
+        aspect_miss = np.maximum(0.0, np.maximum(np.log(lo / aspect), np.log(aspect / hi)))
+    head_miss = np.abs(np.log(cands.d[idx] / cands.h[idx] / space.preferred_head_size))
+    first = idx[np.lexsort((loss[idx], head_miss, aspect_miss))]
+    rest = np.flatnonzero(~tied)
+    return np.concatenate([first, rest[np.argsort(loss[rest], kind="stable")]])
+
+
 def make_plan(budget: Budget, law_file: LawFile, inputs: PlanInputs, top: int = 10) -> Plan:
     """Score every candidate of the space under the budget; best first. See the module docstring."""
-    cands, dropped = enumerate_candidates(inputs.space), {}
-    args = cands.shape_args(inputs.space.v)
-    if inputs.memory_bytes is not None and inputs.memory_limit:
-        fits = inputs.memory_bytes(**args) * inputs.memory_headroom <= inputs.memory_limit
-        cands = _filter(cands, fits, "memory", dropped)
-        args = cands.shape_args(inputs.space.v)
+    if top < 1:
+        raise UserError(f"--top {top}: show at least one configuration")
     needs_time = budget.kind != "flops" or inputs.max_latency_ms is not None
     if needs_time and inputs.step_seconds is None:
         raise UserError(f"budget {budget.text} (or --max-latency-ms) needs a device profile: pass --profile FILE")
-    step_s = inputs.step_seconds(**args) if inputs.step_seconds is not None else None
-    if inputs.max_latency_ms is not None:
-        latency_ms = step_s / (3.0 * cands.b * cands.s) * 1e3
-        keep = latency_ms <= inputs.max_latency_ms
-        cands, step_s = _filter(cands, keep, "latency", dropped), step_s[keep]
-    if budget.kind == "flops":
-        tokens = _tokens_for_flops(budget, cands, inputs)
-    else:
-        tokens = _tokens_for_time(budget, cands, step_s, inputs)
-    keep = tokens >= cands.b * cands.s  # at least one full training step
-    cands, tokens = _filter(cands, keep, "budget", dropped), tokens[keep]
-    step_s = step_s[keep] if step_s is not None else None
+    dropped: dict[str, int] = {}
+    cands, tokens, loss, step_s = _score(enumerate_candidates(inputs.space), budget, law_file.law, inputs, dropped)
     if len(cands) == 0:
         raise UserError(f"budget {budget.describe()} is too small to train any candidate of space "
                         f"{inputs.space.name} (dropped: {dropped}); raise the budget or use a smaller space")
-    loss = np.asarray(law_file.law.loss(cands.N, tokens), float)
-    order = np.argsort(loss, kind="stable")
+    order = rank(loss, cands, inputs.space)
     train_s = budget.seconds(inputs.price_per_hour, inputs.spot_discount) if budget.kind != "flops" else None
-    plan = Plan(budget, cands, tokens, loss, step_s, train_s, order, dropped)
+    plan = Plan(budget, inputs.space, cands, tokens, loss, step_s, train_s, order, dropped)
     best = order[:top]
     samples = law_samples_loss(law_file, cands.N[best], tokens[best])
     if samples is not None:
         plan.intervals = np.percentile(samples, [2.5, 97.5], axis=0).T
+    plan.edges = binding_edges(plan, law_file.law, inputs)
     return plan
 
 
+def _head_size(d: int, k: int) -> int | None:
+    """The largest even head size up to k that divides d (None when d is odd)."""
+    return next((x for x in range(min(k, d), 1, -1) if x % 2 == 0 and d % x == 0), None)
+
+
+def _edge_probes(space: SearchSpace, row: dict[str, Any]) -> list[tuple[str, dict[str, int]]]:
+    """The edges of the space that a candidate sits on, each with the shape one step beyond it.
+
+    Width moves by the spacing of the space's widths (keeping the head size where it divides), depth by one
+    layer, batch and context by the space's ratio between neighbouring values; batch and context count only
+    where the space offers several.
+    """
+    d, n, k, b, s = row["d"], row["n"], row["d"] // row["h"], row["b"], row["s"]
+    lo, hi = space.aspect_ratio
+    step = space.d[1] - space.d[0] if len(space.d) > 1 else d
+    wider = [x for x in space.d if x > d and x % k == 0 and x <= hi * n]
+    narrower = [x for x in space.d if x < d and x % k == 0 and x >= lo * n]
+    probes = []
+    if not wider:
+        probes.append((f"largest width d={d}" if d == max(space.d) else f"aspect-ratio bound d/n <= {hi:g}",
+                       dict(d=d + step)))
+    if not narrower and d > step:
+        probes.append((f"smallest width d={d}" if d == min(space.d) else f"aspect-ratio bound d/n >= {lo:g}",
+                       dict(d=d - step)))
+    if not [x for x in space.n if x > n and d >= lo * x]:
+        probes.append((f"largest depth n={n}" if n == max(space.n) else f"aspect-ratio bound d/n >= {lo:g}",
+                       dict(n=n + 1)))
+    if not [x for x in space.n if x < n and d <= hi * x] and n > 1:
+        probes.append((f"smallest depth n={n}" if n == min(space.n) else f"aspect-ratio bound d/n <= {hi:g}",
+                       dict(n=n - 1)))
+    for name, value, grid in (("batch", b, sorted(space.b)), ("context", s, sorted(space.s))):
+        if len(grid) > 1 and value == grid[-1]:
+            probes.append((f"largest {name} {name[0]}={value}", {name[0]: value * grid[-1] // grid[-2]}))
+        if len(grid) > 1 and value == grid[0] and value > 1:
+            probes.append((f"smallest {name} {name[0]}={value}", {name[0]: max(1, value * grid[0] // grid[1])}))
+    return probes
+
+
+def binding_edges(plan: Plan, law: Law, inputs: PlanInputs) -> list[dict[str, Any]]:
+    """The edges of the space the best candidate sits on where one step beyond would predict a lower loss
+    (beyond the tie tolerance): there the optimum lies outside the space."""
+    best = plan.row(int(plan.order[0]))
+    edges = []
+    for edge, change in _edge_probes(plan.space, best):
+        shape = {**best, **change}
+        k = _head_size(shape["d"], best["d"] // best["h"])
+        if k is None:
+            continue
+        probe = _candidates(plan.space, shape["d"], shape["n"], k, best["w"] // best["d"], shape["s"], shape["b"])
+        cands, _, loss, _ = _score(probe, plan.budget, law, inputs, {})
+        if len(cands) and loss[0] < best["loss"] * (1 - TIE_TOLERANCE):
+            beyond = dict(d=int(cands.d[0]), n=int(cands.n[0]), b=int(cands.b[0]), s=int(cands.s[0]))
+            edges.append(dict(edge=edge, beyond=beyond, beyond_params=float(cands.N[0]), beyond_loss=float(loss[0])))
+    return edges
+
+
 def best_by_depth(plan: Plan) -> list[dict[str, Any]]:
-    """The best candidate at each depth n: the width-vs-depth trade-off at this budget."""
+    """The best candidate at each depth n (by the plan's ranking): the width-vs-depth trade-off."""
+    position = np.empty(len(plan.order), dtype=np.int64)
+    position[plan.order] = np.arange(len(plan.order))
     rows = []
     for n in np.unique(plan.candidates.n):
         idx = np.flatnonzero(plan.candidates.n == n)
-        rows.append(plan.row(int(idx[np.argmin(plan.loss[idx])])))
+        rows.append(plan.row(int(idx[np.argmin(position[idx])])))
     return rows
 
 
@@ -193,15 +350,15 @@ def flops_rule_choice(plan: Plan, law: ChinchillaLaw | KaplanLaw) -> dict[str, A
     """For a time budget: what planning by FLOPs alone would pick, and the loss it would cost.
 
     The FLOPs rule takes the FLOPs the budget buys (those of the time-optimal choice, 6ND) and picks the
-    candidate with the lowest loss under C = 6ND, ignoring that step times differ at equal FLOPs. Its real
-    loss is then read at the tokens the time budget actually buys it on this device.
+    candidate with the lowest loss under C = 6ND (ties by `tie_rule`), ignoring that step times differ at equal
+    FLOPs. Its real loss is then read at the tokens the time budget actually buys it on this device.
     """
     if plan.step_seconds is None or plan.budget.kind == "flops":
         return None
     c, best = plan.candidates, int(plan.order[0])
     C = 6.0 * c.N[best] * plan.tokens[best]
     flops_loss = np.asarray(law.loss(c.N, C / (6.0 * c.N)), float)
-    pick = int(np.argmin(flops_loss))
+    pick = int(rank(flops_loss, c, plan.space)[0])  # the shapes it cannot tell apart go by the same tie rule
     row = plan.row(pick)
     row.update(flops=C, loss_if_flops_were_time=float(flops_loss[pick]),
                loss_cost=float(plan.loss[pick] - plan.loss[best]))

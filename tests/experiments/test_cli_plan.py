@@ -39,11 +39,56 @@ def test_fit_from_csv_then_plan(tmp_path, capsys):
 
 
 def test_time_and_money_plans(law_file, profile_file, capsys):
-    assert main(["plan", "--budget", "4h", "--law", law_file, "--profile", profile_file, "--space", "gpu"]) == 0
+    assert main(["plan", "--budget", "4h", "--law", law_file, "--profile", profile_file]) == 0
     out = capsys.readouterr().out
-    assert "Width vs depth" in out and "Time-optimal vs FLOPs-optimal" in out
-    assert main(["plan", "--budget", "$8", "--law", law_file, "--profile", profile_file, "--space", "gpu",
-                 "--spot-discount", "0.5", "--top", "3"]) == 0
+    assert "space cpu (the space for this profile's cpu in float32)" in out
+    assert "Width vs depth" in out and "Time-optimal vs FLOPs-optimal" in out and "Ties: " in out
+    assert main(["plan", "--budget", "$8", "--law", law_file, "--profile", profile_file, "--spot-discount", "0.5",
+                 "--top", "3"]) == 0
+
+
+def test_flops_budget_chooses_the_space_that_holds_the_optimum(law_file, capsys):
+    assert main(["plan", "--budget", "1e21", "--law", law_file, "--json", "--top", "3"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    N_opt = CHINCHILLA_PUBLISHED.optimal_allocation(1e21)[0]
+    assert report["space"] == "chinchilla" and f"{N_opt:.3g}" in report["space_choice"]
+    assert report["best"][0]["params"] == pytest.approx(N_opt, rel=0.02) and "warning" not in report
+    assert main(["plan", "--budget", "1e21", "--law", law_file, "--space", "cpu"]) == 0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "largest width d=512" in warnings[0] and "--space chinchilla" in warnings[0]
+
+
+def test_exact_flops_accounting(law_file, capsys):
+    """--flops exact spends the budget at our exact FLOPs per token, more than 6N (attention, output layer)."""
+    from smallest_loss.timing.counts import train_step_flops
+
+    assert main(["plan", "--budget", "1e21", "--law", law_file, "--space", "chinchilla", "--flops", "exact",
+                 "--json", "--top", "1"]) == 0
+    best = json.loads(capsys.readouterr().out)["best"][0]
+    per_token = train_step_flops(best["d"], best["n"], best["h"], best["w"], best["s"], 32000, best["b"]) / (
+        best["b"] * best["s"])
+    assert best["tokens"] * per_token == pytest.approx(1e21, rel=1e-9)
+    assert per_token > 6 * best["params"]
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--budget", "4h", "--space", "gpu"], "measured on cpu (cpu, float32) but space gpu is for gpu/tpu"),
+        (["--budget", "4h", "--device", "h100-sxm"], "--device h100-sxm is a gpu but the profile was measured on cpu"),
+        (["--budget", "1e21", "--inference-tokens", "-1"], "--inference-tokens -1: the tokens to serve must be 0"),
+        (["--budget", "1e21", "--top", "0"], "--top 0: show at least one configuration"),
+        (["--budget", "1e21", "--top", "-1"], "--top -1: show at least one configuration"),
+        (["--budget", "4h", "--max-latency-ms", "0"], "the latency limit must be a positive number"),
+        (["--budget", "1e400"], "'1e400' is not a finite number"),
+        (["--budget", "$5", "--price-per-hour", "-2"], "a price per device-hour must be a positive number"),
+        (["--budget", "1e21", "--spot-discount", "-0.5"], "--spot-discount -0.5 must lie in [0, 1)"),
+    ],
+)
+def test_plan_refusals(law_file, profile_file, extra, message, capsys):
+    assert main(["plan", "--law", law_file, "--profile", profile_file, *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and err.startswith("error: ")
 
 
 @pytest.mark.parametrize(
@@ -93,8 +138,53 @@ def test_fit_leaves_out_diverged_runs_and_names_them(tmp_path, capsys):
     from smallest_loss.scaling.collect import collect_runs
 
     records, left_out = collect_runs([tmp_path / "runs"])
-    assert len(records) == 6 and left_out == ["bad: diverged"]
-    main(["fit", str(tmp_path / "runs"), "--bootstrap", "0"])  # six tiny runs: the fit itself may be degenerate
+    assert len(records) == 6 and len(left_out) == 1 and left_out[0].startswith("bad: diverged")
+    assert main(["fit", str(tmp_path / "runs"), "--bootstrap", "0"]) == 0
     assert "warning: left out bad: diverged" in capsys.readouterr().err
     assert main(["fit", str(tmp_path)]) == 2
     assert "neither a run folder nor a folder of runs" in capsys.readouterr().err
+
+
+def _metrics(step_seconds, steps, log_every, eval_every, checkpoint_every, compile_s, eval_s, checkpoint_s):
+    """Metrics lines as the training loop writes them: every step logged, the wall time read at each host sync
+    (every log_every steps, at evaluations and checkpoints). An interval between syncs holds its steps, plus
+    compilation (the first), an evaluation (one ending at an eval step) or a checkpoint save (the interval
+    after a checkpoint step)."""
+    lines, wall, last = [], compile_s, 0
+    for step in range(1, steps + 1):
+        is_eval, is_ckpt = step % eval_every == 0 or step == steps, step % checkpoint_every == 0
+        if step % log_every and not is_eval and not is_ckpt:
+            continue
+        wall += (step - last) * step_seconds + (eval_s if is_eval else 0.0)
+        wall += checkpoint_s if last and last % checkpoint_every == 0 else 0.0
+        lines += [dict(step=k, wall_seconds=wall) for k in range(last + 1, step + 1)]
+        if is_eval:
+            lines[-1]["eval_loss"] = 3.0
+        last = step
+    return lines
+
+
+@pytest.mark.parametrize("compile_s,eval_s,checkpoint_s", [(0, 0, 0), (30, 5, 2), (1e3, 1e2, 1e4)])
+@pytest.mark.parametrize("log_every,eval_every,checkpoint_every", [(5, 20, 50), (7, 40, 30), (1, 13, 17)])
+def test_verify_step_time_leaves_out_compilation_evaluation_and_checkpoints(
+        compile_s, eval_s, checkpoint_s, log_every, eval_every, checkpoint_every):
+    from smallest_loss.experiments.plan_cmd import steady_step_seconds
+
+    lines = _metrics(0.01, 100, log_every, eval_every, checkpoint_every, compile_s, eval_s, checkpoint_s)
+    assert steady_step_seconds(lines, checkpoint_every) == pytest.approx(0.01, rel=1e-9)
+    assert steady_step_seconds(lines[:1], checkpoint_every) is None  # one sync: no clean interval
+
+
+def test_verify_trains_with_the_recipe():
+    from smallest_loss.configs.designs import get_design
+    from smallest_loss.configs.spaces import get_space
+    from smallest_loss.experiments.plan_cmd import verify_config
+
+    design, space = get_design("cpu-isoflop"), get_space("cpu")
+    row = dict(d=64, n=3, h=2, w=256, s=64, b=16, tokens=16 * 64 * 400 + 5)
+    config = verify_config(row, space, design)
+    assert config.data == design.base.data and config.train.lr == design.base.train.lr
+    assert config.total_steps == 400 and config.train.warmup_steps == round(design.warmup_fraction * 400)
+    assert (config.model.d, config.model.n, config.model.h, config.model.w) == (64, 3, 2, 256)
+    assert (config.model.activation, config.model.norm, config.model.dtype) == (space.activation, space.norm,
+                                                                                space.dtype)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from smallest_loss.configs.errors import UserError
-from smallest_loss.scaling.budget import parse_budget
+from smallest_loss.scaling.budget import check_budget, parse_budget
 
 
 @pytest.mark.parametrize(
@@ -32,3 +32,19 @@ def test_money_buys_seconds_at_a_price_with_spot_discount():
 def test_bad_budgets_show_examples(text):
     with pytest.raises(UserError, match="for example 1e19"):
         parse_budget(text)
+
+
+@pytest.mark.parametrize("text", ["1e400", "$1e400", "1e400s"])
+def test_budgets_beyond_floating_point_are_not_finite(text):
+    with pytest.raises(UserError, match="is not a finite number"):
+        parse_budget(text)
+
+
+def test_check_budget_refuses_what_cannot_be_planned_up_front():
+    assert check_budget("20s").value == 20 and check_budget("$5", price_per_hour=2.0).kind == "dollars"
+    with pytest.raises(UserError, match="cannot read budget 'abc'"):
+        check_budget("abc")
+    with pytest.raises(UserError, match="give a price per device-hour"):
+        check_budget("$5")
+    with pytest.raises(UserError, match="--price-per-hour -2: a price per device-hour must be positive"):
+        check_budget("$5", price_per_hour=-2.0)
