@@ -8,6 +8,7 @@ largest one (`--holdout-largest`), and learning-curve extrapolation error.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,33 +25,42 @@ from smallest_loss.scaling.points import FitPoints, read_fit_csv
 LAW_KEYS = ("E", "A", "B", "alpha", "beta", "n_exponent")
 
 
-def fit_points(points: FitPoints, form: str, n_boot: int, delta: float = DEFAULT_DELTA) -> dict[str, Any]:
-    """Fit `form` to the points; for Chinchilla with n_boot > 0, add bootstrap intervals and samples."""
+def fit_points(points: FitPoints, form: str, n_boot: int, delta: float = DEFAULT_DELTA,
+               allocation_exponent: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """Fit `form` to the points; for Chinchilla with n_boot > 0, add bootstrap intervals and samples.
+
+    `allocation_exponent` (Approach 2's N_opt ~ C^a) ties the exponents if the full law is not identified.
+    """
     if form == "kaplan":
         fit = fit_kaplan(points, delta)
         return dict(law=fit.law, fit=fit, intervals=None, samples=None, diagnostics=fit.diagnostics)
-    fit = fit_chinchilla(points, delta)
+    fit = fit_chinchilla(points, delta, allocation_exponent=allocation_exponent)
     if n_boot <= 0:
         return dict(law=fit.law, fit=fit, intervals=None, samples=None, diagnostics=fit.diagnostics)
     boot = bootstrap_chinchilla(points, n_boot=n_boot, delta=delta, fit=fit)
-    diagnostics = dict(fit.diagnostics, bootstrap=dict(n_boot=boot.n_boot, n_converged=boot.n_converged,
-                                                       level=boot.level, seconds=boot.seconds))
+    diagnostics = dict(fit.diagnostics, bootstrap=dict(
+        n_boot=boot.n_boot, n_converged=boot.n_converged, n_at_bound=boot.n_at_bound, level=boot.level,
+        n_groups=boot.n_groups, n_groups_used=boot.n_groups_used, seconds=boot.seconds))  # fmt: skip
     diagnostics["warnings"] = list(fit.warnings) + list(boot.warnings)
     return dict(law=fit.law, fit=fit, intervals=boot.intervals, samples=boot.samples, diagnostics=diagnostics)
 
 
-def holdout_largest(records: list[RunRecord], delta: float = DEFAULT_DELTA) -> dict[str, Any]:
-    """Fit without the largest budget's runs, then predict them: the extrapolation a planner relies on."""
-    largest = max(r.budget for r in records)
-    train = [r for r in records if r.budget < largest * (1 - 1e-6)]
-    test = [r for r in records if r.budget >= largest * (1 - 1e-6)]
-    if len(train) < 6:
-        raise UserError(f"--holdout-largest needs at least 6 runs below the largest budget, found {len(train)}")
-    law = fit_chinchilla(to_points(train), delta).law
-    rows = [dict(name=r.name, N=r.N, D=r.D, actual=r.loss, predicted=float(law.loss(r.N, r.D))) for r in test]
+def holdout_largest(points: FitPoints, budgets: np.ndarray, names: list[str],
+                    delta: float = DEFAULT_DELTA) -> dict[str, Any]:  # fmt: skip
+    """Fit without the largest budget's points, then predict them: the extrapolation a planner relies on.
+
+    `budgets` are the sweep's budgets for runs, 6ND for CSV points."""
+    largest = float(np.max(budgets))
+    test = budgets >= largest * (1 - 1e-6)
+    if np.sum(~test) < 6:
+        raise UserError(f"--holdout-largest needs at least 6 points below the largest budget, found {np.sum(~test)}")
+    fit = fit_chinchilla(FitPoints(points.N[~test], points.D[~test], points.loss[~test], points.group[~test]), delta)
+    law = fit.law
+    rows = [dict(name=names[i], N=float(points.N[i]), D=float(points.D[i]), actual=float(points.loss[i]),
+                 predicted=float(law.loss(points.N[i], points.D[i]))) for i in np.flatnonzero(test)]  # fmt: skip
     errors = [abs(row["predicted"] / row["actual"] - 1) for row in rows]
-    return dict(budget=largest, law={k: getattr(law, k) for k in LAW_KEYS}, runs=rows,
-                mean_abs_rel_error=float(np.mean(errors)), max_abs_rel_error=float(np.max(errors)))
+    return dict(budget=largest, law={k: getattr(law, k) for k in LAW_KEYS}, form=fit.form, identified=fit.identified,
+                runs=rows, mean_abs_rel_error=float(np.mean(errors)), max_abs_rel_error=float(np.max(errors)))
 
 
 def curve_extrapolation(records: list[RunRecord], fraction: float = 0.5) -> dict[str, Any]:
@@ -94,10 +104,35 @@ def _format_law(result: dict[str, Any]) -> list[str]:
         span = f"[{lo_hi[0]:.4g}, {lo_hi[1]:.4g}]" if lo_hi else "-"
         lines.append(f"| {key} | {getattr(law, key):.4g} | {span} |")
     fit = result["fit"]
-    lines.append(f"\nobjective {fit.objective:.6g} (Huber delta {fit.delta:g}), max |gradient| {fit.grad_norm:.2e}, "
+    lines += ["", f"law used: {fit.form_description} ({'identified' if fit.identified else 'NOT identified'})"]
+    lines.append(f"objective {fit.objective:.6g} (Huber delta {fit.delta:g}), max |gradient| {fit.grad_norm:.2e}, "
                  f"converged: {fit.converged}, starts: {fit.n_starts}, {fit.seconds:.1f}s")
     lines += [f"warning: {w}" for w in result["diagnostics"].get("warnings", [])]
     return lines
+
+
+def check_output_path(path: str, flag: str) -> None:
+    """Refuse, before any fitting, an output path that cannot be written: its nearest existing folder
+    must be a writable folder, and the path itself must not be a folder."""
+    target = Path(path)
+    if target.is_dir():
+        raise UserError(f"{flag} {path} is a directory; give a file name")
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{flag} {path}: {parent} is a file, not a folder, so {target.name} cannot be written there")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: folder {parent} is not writable")
+
+
+def check_fit_args(n_boot: int, out: str | None, plot: str | None) -> None:
+    """Flag values the fit cannot use, refused up front with one line."""
+    if n_boot < 0 or n_boot == 1:
+        raise UserError(f"--bootstrap {n_boot}: give 0 (no intervals) or at least 2 resamples (default 1000)")
+    for flag, path in (("--out", out), ("--plot", plot)):
+        if path:
+            check_output_path(path, flag)
 
 
 def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str | None, plot: str | None,
@@ -105,23 +140,27 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
     """The whole `fit` command; returns the report (printed as text or JSON by the caller)."""
     if bool(paths) == bool(csv):
         raise UserError("give either run folders or --csv FILE (columns N, D, loss), not both and not neither")
+    check_fit_args(n_boot, out, plot)
     records: list[RunRecord] = []
     if csv:
         points = read_fit_csv(csv)
+        budgets, names = 6.0 * points.N * points.D, [f"row {i + 2}" for i in range(len(points))]
     else:
         records, left_out = collect_runs(paths)
         for line in left_out:  # said before fitting, so it shows even when the fit then fails
             print(f"warning: left out {line}", file=sys.stderr)
         points = to_points(records)
-    result = fit_points(points, form, n_boot, delta)
+        budgets, names = np.array([r.budget for r in records]), [r.name for r in records]
+    iso = isoflop_allocation(records) if records else None
+    result = fit_points(points, form, n_boot, delta, iso["a"] if iso and "error" not in iso else None)
     report: dict[str, Any] = dict(law=law_to_dict(result["law"], result["intervals"], None, result["diagnostics"]),
                                   points=len(points.N), text=_format_law(result))
     if records:
         report["left_out"] = left_out
-        report["isoflop"] = isoflop_allocation(records)
+        report["isoflop"] = iso
         report["curve_extrapolation"] = curve_extrapolation(records)
-        if holdout:
-            report["holdout_largest"] = holdout_largest(records, delta)
+    if holdout:
+        report["holdout_largest"] = holdout_largest(points, budgets, names, delta)
     if out:
         save_law(out, result["law"], result["intervals"], result["samples"], result["diagnostics"])
         report["law_file"] = out
@@ -139,8 +178,9 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
 
 
 def print_report(report: dict[str, Any], as_json: bool) -> None:
-    if as_json:
+    if as_json:  # the JSON on stdout; the law used and any warnings on stderr
         print(json.dumps(report["law"], indent=2))
+        print("\n".join(line for line in report["text"] if line.startswith(("law used", "warning"))), file=sys.stderr)
         return
     print(f"fitted {report['law']['form']} law to {report['points']} points")
     print("\n".join(report["text"]))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
@@ -52,7 +51,7 @@ def _record(folder: Path) -> RunRecord | str:
     run = RunDir.open(folder)
     summary = run.read_summary()
     if not summary or summary["status"] != "completed" or summary.get("final_eval_loss") is None:
-        return f"{folder.name}: {summary['status'] if summary else 'not started'}"
+        return f"{folder.name}: {run.status()}"
     N, D = count_params(run.config.model).total, int(summary["tokens"])
     curve = tuple((line["tokens"], line["train_loss"]) for line in run.read_metrics())
     budget = _budgets(folder).get(folder.name, 6.0 * N * D)
@@ -78,7 +77,3 @@ def to_points(records: list[RunRecord]) -> FitPoints:
         N=np.array([r.N for r in records], float), D=np.array([r.D for r in records], float),
         loss=np.array([r.loss for r in records], float), group=np.arange(len(records)),
     )
-
-
-def records_table(records: list[RunRecord]) -> list[dict[str, Any]]:
-    return [dict(name=r.name, N=r.N, D=r.D, loss=r.loss, budget=r.budget, d=r.d, n=r.n) for r in records]

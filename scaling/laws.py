@@ -117,15 +117,17 @@ CHINCHILLA_PUBLISHED = ChinchillaLaw(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=
 EPOCH_REPLICATION = ChinchillaLaw(E=1.82, A=482.0, B=2085.0, alpha=0.348, beta=0.366)
 
 
-def tokens_for_time(T_seconds: ArrayLike, step_seconds: ArrayLike, batch: int, seq_len: int) -> ArrayLike:
-    """Tokens a wall-clock budget buys, D(T) = T / TIME * b * s ("Time Matters", Inbar and Sernau 2024)."""
+def tokens_for_time(T_seconds: ArrayLike, step_seconds: ArrayLike, batch: ArrayLike, seq_len: ArrayLike) -> ArrayLike:
+    """Tokens a wall-clock budget buys, D(T) = T / TIME * b * s ("Time Matters", Inbar and Sernau 2024).
+
+    Every argument broadcasts (the planner passes one row per candidate)."""
     T = np.asarray(T_seconds, dtype=np.float64)
     step = np.asarray(step_seconds, dtype=np.float64)
     if np.any(~np.isfinite(T)) or np.any(T <= 0):
         raise UserError(f"time budget T={T_seconds!r} must be positive seconds")
     if np.any(~np.isfinite(step)) or np.any(step <= 0):
         raise UserError(f"step_seconds={step_seconds!r} must be positive seconds")
-    if batch <= 0 or seq_len <= 0:
+    if np.any(np.asarray(batch) <= 0) or np.any(np.asarray(seq_len) <= 0):
         raise UserError(f"batch={batch} and seq_len={seq_len} must be positive")
     out = T / step * batch * seq_len
     return float(out) if np.ndim(out) == 0 else out
@@ -155,6 +157,19 @@ class LawFile:
     intervals: dict[str, tuple[float, float]] | None = None
     samples: dict[str, np.ndarray] | None = None
     diagnostics: dict[str, Any] | None = None
+
+    @property
+    def fit_form(self) -> dict[str, Any]:
+        """Which law the fit used and why: `form` ("full", "fixed_E", "tied", "tied_fixed_E", "kaplan"),
+        `identified` (None when not recorded), `form_description` and `not_identified` (reasons per form
+        tried). Law files written before these fields existed read as the full form, identification unknown."""
+        diagnostics = self.diagnostics or {}
+        return {
+            "form": diagnostics.get("form", "full" if isinstance(self.law, ChinchillaLaw) else "kaplan"),
+            "identified": diagnostics.get("identified"),
+            "form_description": diagnostics.get("form_description", ""),
+            "not_identified": diagnostics.get("not_identified", {}),
+        }
 
 
 def law_to_dict(

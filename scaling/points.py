@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,29 +70,47 @@ class FitPoints:
 
 
 def read_fit_csv(path: str | Path) -> FitPoints:
-    """Read a fit CSV (columns N, D, loss; optional run; others ignored) into validated `FitPoints`."""
+    """Read a fit CSV (columns N, D, loss; optional run; others ignored) into validated `FitPoints`.
+
+    Rows are parsed one at a time into a flat array (8 bytes a value), so a million rows take tens of
+    megabytes, not a list of dicts.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"fit CSV {path} is a directory, not a file; pass a CSV with columns N, D, loss")
     if not path.is_file():
         raise UserError(f"fit CSV {path} does not exist; pass a CSV with columns N, D, loss")
     with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        header = [h.strip() for h in (reader.fieldnames or [])]
+        reader = csv.reader(fh)
+        header = [h.strip() for h in next(reader, [])]
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
         if missing:
             raise UserError(f"fit CSV {path} lacks column(s) {', '.join(missing)}; found {header or 'no header'}")
-        reader.fieldnames = header
-        rows = list(reader)
-    columns: dict[str, list[float]] = {c: [] for c in REQUIRED_COLUMNS}
-    groups: list[str] = []
-    for row_number, row in enumerate(rows, start=2):  # row 1 is the header
-        for c in REQUIRED_COLUMNS:
-            columns[c].append(_cell(row.get(c), c, row_number, path))
-        groups.append(str(row.get(GROUP_COLUMN)) if GROUP_COLUMN in header else str(row_number))
-    if len(rows) < MIN_POINTS:
-        raise UserError(f"fit CSV {path} has {len(rows)} rows; need at least {MIN_POINTS} to fit 5 parameters")
-    return FitPoints(
-        N=np.array(columns["N"]), D=np.array(columns["D"]), loss=np.array(columns["loss"]), group=np.array(groups)
-    )
+        columns = [header.index(c) for c in REQUIRED_COLUMNS]
+        run = header.index(GROUP_COLUMN) if GROUP_COLUMN in header else None
+        values, groups = array("d"), []
+        for row in reader:
+            if not row:
+                continue  # a blank line
+            values.extend(_row_values(row, columns, reader.line_num, path))
+            if run is not None:
+                groups.append(row[run] if run < len(row) else "")
+    table = np.frombuffer(values, dtype=np.float64).reshape(-1, len(REQUIRED_COLUMNS))
+    if len(table) < MIN_POINTS:
+        raise UserError(f"fit CSV {path} has {len(table)} rows; need at least {MIN_POINTS} to fit 5 parameters")
+    return FitPoints(N=table[:, 0], D=table[:, 1], loss=table[:, 2], group=np.array(groups) if groups else None)
+
+
+def _row_values(row: list[str], columns: list[int], row_number: int, path: Path) -> list[float]:
+    """The row's N, D, loss; a precise error (via `_cell`) for the first bad cell."""
+    cells = [row[i] if i < len(row) else None for i in columns]
+    try:
+        values = [float(text) for text in cells]  # type: ignore[arg-type]
+        if all(math.isfinite(v) and v > 0 for v in values):
+            return values
+    except (TypeError, ValueError):
+        pass
+    return [_cell(text, c, row_number, path) for text, c in zip(cells, REQUIRED_COLUMNS, strict=True)]
 
 
 def _cell(text: str | None, column: str, row_number: int, path: Path) -> float:

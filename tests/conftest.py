@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
-import pytest
+# XLA's persistent compilation cache, shared by this test session and the CLI subprocesses it starts (they
+# inherit the environment): many tests compile the same tiny programs, and a hit skips the compile. Set
+# before JAX is imported; an existing setting (a warm cache kept between runs) wins.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="smallest-loss-xla-cache-"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+
+import pytest  # noqa: E402
 from smallest_loss.configs.schema import DataConfig, ModelConfig, RunConfig, TrainConfig
 
 TINY_MODEL = ModelConfig(v=256, d=32, n=1, h=2, w=64, s=16)

@@ -130,7 +130,7 @@ def test_fit_leaves_out_diverged_runs_and_names_them(tmp_path, capsys):
     from tests.conftest import tiny_run
 
     for i in range(6):
-        config = tiny_run(steps=4 + 2 * i, eval_every=0, checkpoint_every=0)
+        config = tiny_run(steps=4 + 4 * (i // 3), eval_every=0, checkpoint_every=0)
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, d=16 + 8 * (i % 3)))
         train(config, tmp_path / "runs" / f"ok{i}", progress=False)
     with pytest.raises(RunDiverged):

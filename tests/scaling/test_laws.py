@@ -120,6 +120,20 @@ def test_law_json_round_trip(tmp_path):
     kaplan = KaplanLaw(Nc=8.8e13, Dc=5.4e13, aN=0.076, aD=0.095)
     loaded = load_law(save_law(tmp_path / "k.json", kaplan))
     assert loaded.law == kaplan and loaded.intervals is None and loaded.samples is None
+    assert loaded.fit_form["form"] == "kaplan"
+
+
+def test_old_law_files_load_with_unknown_identification(tmp_path):
+    """Law files written before fits recorded their form read as the full law, identification unknown."""
+    path = tmp_path / "old.json"
+    path.write_text('{"version": 1, "form": "chinchilla", "E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, '
+                    '"beta": 0.28, "diagnostics": {"objective": 0.001, "converged": true}}')  # fmt: skip
+    info = load_law(path).fit_form
+    assert info == {"form": "full", "identified": None, "form_description": "", "not_identified": {}}
+    diagnostics = {"form": "fixed_E", "identified": True, "form_description": "E fixed at 0.04; A, B fitted",
+                   "not_identified": {"full": ["E ran to its lower bound"]}}  # fmt: skip
+    info = load_law(save_law(tmp_path / "new.json", EPOCH_REPLICATION, diagnostics=diagnostics)).fit_form
+    assert info == diagnostics
 
 
 @pytest.mark.parametrize(

@@ -95,3 +95,12 @@ def test_bad_csv(tmp_path, text, message):
 def test_missing_csv(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         read_fit_csv(tmp_path / "missing.csv")
+    with pytest.raises(UserError, match="is a directory, not a file"):
+        read_fit_csv(tmp_path)
+
+
+def test_blank_lines_skipped_and_rows_numbered_as_in_the_file(tmp_path):
+    text = GOOD.replace("\n", "\n\n", 2)  # two blank lines after the header and the first row
+    assert len(read_fit_csv(_write(tmp_path, text))) == 8
+    with pytest.raises(UserError, match="row 5: loss='x' is not a number"):
+        read_fit_csv(_write(tmp_path, text.replace("2.9\n", "x\n", 1)))
