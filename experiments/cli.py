@@ -196,10 +196,11 @@ def _plan_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from smallest_loss.experiments.plan_cmd import verify_line
-    from smallest_loss.experiments.quickstart import quickstart
+    from smallest_loss.experiments.quickstart import law_used_line, quickstart
 
     report = quickstart(args.out, args.budget, n_boot=args.bootstrap)
     v, best = report["verify"], report["plan"]["best"][0]
+    print("\n" + law_used_line(report["law_used"]).replace("**", ""))
     print(f"\nplan for {args.budget}: d={best['d']} n={best['n']} h={best['h']} ({best['params']:,.0f} parameters), "
           f"{best['tokens']:,.0f} tokens")
     print(verify_line(v))

@@ -73,7 +73,8 @@ def quickstart(out: str | Path = "quickstart", budget: str = "20s", grid: str = 
     _done(t)
     t = _stage(f"4/5 plan: the smallest predicted loss for {budget} on this device")
     inputs = build_plan_inputs(get_space(space), load_profile(out / "calibration" / "profile.json"))
-    plan, plan_report = run_plan(parsed, load_law(out / "law.json"), inputs, top=10)
+    law = load_law(out / "law.json")
+    plan, plan_report = run_plan(parsed, law, inputs, top=10)
     write_outputs(plan, plan_report, out / "plan")
     print(format_report(plan_report))
     _done(t)
@@ -82,6 +83,7 @@ def quickstart(out: str | Path = "quickstart", budget: str = "20s", grid: str = 
     _done(t)
     report = dict(budget=budget, calibration=calibration["table"], profile=str(out / "calibration" / "profile.json"),
                   fit={k: fit[k] for k in ("law", "isoflop", "curve_extrapolation") if k in fit},
+                  law_used=law.fit_form,
                   plan=plan_report, verify=checked)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (out / "report.md").write_text(report_markdown(report, calibration, fit, plan_report, checked))
@@ -96,7 +98,7 @@ def report_markdown(report: dict[str, Any], calibration: dict[str, Any], fit: di
         f"Device: {calibration['profile'].device_kind}. Budget: {report['budget']}.", "",
         "## 1. Step-time models (held-out architectures)", "", calibration["table"], "",
         f"![predicted vs measured](calibration/{plot_name(calibration['profile'].model)})", "",
-        "## 2-3. Loss law from the sweep", "", *fit["text"], "",
+        "## 2-3. Loss law from the sweep", "", law_used_line(report["law_used"]), "", *fit["text"], "",
         (f"Approach 2 (IsoFLOP parabolas): N_opt ~ C^{iso['a']:.3f}, D_opt ~ C^{iso['b']:.3f}" if "a" in iso else ""),
         "", "![law](law.png)", "", "![isoflop](law_isoflop.png)", "",
         "## 4. Plan", "", format_report(plan_report), "", "![plan](plan/plan.png)", "",
@@ -104,3 +106,16 @@ def report_markdown(report: dict[str, Any], calibration: dict[str, Any], fit: di
         f"Trained d={plan_report['best'][0]['d']}, n={plan_report['best'][0]['n']}: {verify_line(checked)}.", "",
     ]
     return "\n".join(lines)
+
+
+def law_used_line(form: dict[str, Any]) -> str:
+    """Which law the plan rests on and why: the full Chinchilla law when the sweep identifies it, else the
+    reduced form the fit fell back to, with the reasons the fuller forms were not identified."""
+    if form["form"] == "full":
+        how = {True: "identified by the sweep", False: "NOT identified: use it with care", None: "not recorded"}
+        return f"**Law used:** {form['form_description'] or 'the full Chinchilla law'} ({how[form['identified']]})."
+    reasons = "; ".join(f"{name}: {', '.join(why)}" for name, why in form["not_identified"].items() if why)
+    state = "identified" if form["identified"] else "NOT identified either, used with care"
+    return (f"**Law used:** {form['form_description']} ({state}). The sweep does not pin down the full law"
+            + (f" ({reasons})" if reasons else "") + ", so the plan's predictions rest on this reduced form.")
+
