@@ -73,8 +73,8 @@ SPECS: dict[str, GridSpec] = {
         # On CPU it needs simulated devices: XLA_FLAGS=--xla_force_host_platform_device_count=4.
         GridSpec("cpu-mesh", 6, d=(64, 128, 256), n=(1, 2, 4), head_sizes=(32,), mlp_ratios=(4,), s=(64, 128),
                  b=(2, 4, 8), max_tokens_per_step=1024, devices=(1, 2, 4)),
-        # 5 architectures on 1 and 2 devices: for tests of timing over a mesh.
-        GridSpec("tiny-mesh", 5, d=(32, 64), n=(1, 2), head_sizes=(16,), mlp_ratios=(2, 4), s=(16, 32), b=(2, 4),
+        # 5 one-layer architectures on 1 and 2 devices: for tests of timing over a mesh (cheap to compile).
+        GridSpec("tiny-mesh", 5, d=(32, 64), n=(1,), head_sizes=(16,), mlp_ratios=(2, 4), s=(16, 32), b=(2, 4),
                  batches_per_arch=1, devices=(1, 2)),
         # 32 architectures x 2 batches = 64 configurations for one H100 (bf16, GPT-2 vocabulary).
         GridSpec("gpu", 32, d=(512, 768, 1024, 1536, 2048), n=(4, 8, 12, 16, 24), head_sizes=(64, 128),

@@ -17,7 +17,6 @@ import argparse
 import dataclasses
 import os
 import statistics
-import sys
 import time
 
 
@@ -91,7 +90,6 @@ def main(argv: list[str] | None = None) -> None:
     counts = [int(x) for x in args.devices.split(",")] if args.devices else [1]
     if args.devices:
         _force_host_devices(counts)
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import jax
     from smallest_loss.configs.models import get_preset
     from smallest_loss.configs.overrides import apply_overrides

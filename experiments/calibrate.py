@@ -27,11 +27,13 @@ from smallest_loss.configs.schema import ModelConfig
 from smallest_loss.model.runs import environment
 from smallest_loss.timing.measure import (
     cache_bytes,
+    chunk_size,
     finish,
     measure_bandwidth,
     measure_many,
     measure_peak_flops,
     prepare,
+    record_config,
     time_round,
 )
 from smallest_loss.timing.models import STATISTICS, compare_models, shape_columns
@@ -45,9 +47,8 @@ def record_key(config: dict[str, Any], batch: int, dtype: str, devices: int = 1)
 
 
 def measure_key(cfg: ModelConfig, b: int, devices: int = 1) -> str:
-    config = dict(v=cfg.v, d=cfg.d, n=cfg.n, h=cfg.h, w=cfg.w, s=cfg.s, norm=cfg.norm, activation=cfg.activation,
-                  tied_embeddings=cfg.tied_embeddings, attention=cfg.attention)
-    return record_key(config, b, cfg.dtype, devices)
+    """`record_key` of a configuration about to be measured."""
+    return record_key(record_config(cfg), b, cfg.dtype, devices)
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -72,14 +73,15 @@ def _append(path: Path, record: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
-def device_rates(out: Path) -> dict[str, Any]:
-    """This device's measured peak matmul FLOP/s and bandwidth, and its cache size (CPU), measured once per
-    calibration folder and kept in `device.json`."""
+def device_rates(out: Path, dtype: str = "float32") -> dict[str, Any]:
+    """This device's measured peak matmul FLOP/s (in the records' compute dtype) and bandwidth, and its cache
+    size (CPU), measured once per calibration folder and dtype and kept in `device.json`."""
     path = out / "device.json"
     kind = environment()["device_kind"]
     rates = json.loads(path.read_text()) if path.exists() else {}
-    if rates.get("device_kind") != kind:
-        rates = dict(device_kind=kind, peak_flops=measure_peak_flops(), bandwidth=measure_bandwidth())
+    if rates.get("device_kind") != kind or rates.get("peak_dtype", "float32") != dtype:
+        peak, measured_in = measure_peak_flops(dtype)  # measured_in: float32 where the backend lacks dtype
+        rates = dict(device_kind=kind, peak_flops=peak, peak_dtype=measured_in, bandwidth=measure_bandwidth())
     if "cache_bytes" not in rates:
         rates["cache_bytes"] = cache_bytes()
     path.write_text(json.dumps(rates, indent=2) + "\n")
@@ -117,17 +119,22 @@ def _time_chunk(part: list[GridPoint], out: Path, rounds: int, per_round: tuple[
         counts[record["status"]] = counts.get(record["status"], 0) + 1
 
 
+def default_rounds() -> int:
+    """Interleaved rounds per configuration: 10 on CPU (a shared machine's slow spells then touch a few
+    rounds of every configuration), 3 on accelerators (one configuration at a time: `chunk_size`)."""
+    return 3 if jax.default_backend() != "cpu" else 10
+
+
 def run_grid(grid: str, out: Path, progress: bool = True, min_seconds: float = 1.0, rounds: int | None = None,
              repeats: int = 20, chunk: int | None = None, limit: int | None = None) -> dict[str, int]:
     """Measure every configuration of `grid` not yet in `out/records.jsonl`; returns counts by status.
 
     Each configuration is timed for about `min_seconds` and at least `repeats` repeats, spread over
-    `rounds` rounds that cycle through a chunk of configurations. On CPU the chunk is the whole grid and
-    there are 10 rounds (slow spells of a shared machine then touch a few rounds of every configuration);
-    on accelerators, where several large models would not fit in memory together, the chunk is one
-    configuration and there are 3 rounds. Finished records are appended at once and each timed round is
-    saved, so a killed calibration loses at most one round of one configuration. `limit` measures at
-    most that many new configurations (a long calibration split over sessions).
+    `rounds` rounds (default `default_rounds`) that cycle through a chunk of configurations (default
+    `timing.measure.chunk_size`: the whole grid on CPU, one configuration on accelerators). Finished
+    records are appended at once and each timed round is saved, so a killed calibration loses at most one
+    round of one configuration. `limit` measures at most that many new configurations (a long
+    calibration split over sessions).
     """
     points = get_grid(grid)
     _check_devices(grid, points)
@@ -137,9 +144,8 @@ def run_grid(grid: str, out: Path, progress: bool = True, min_seconds: float = 1
     todo = [point for point in points if measure_key(*point) not in done]
     counts = {"skipped": len(points) - len(todo)}
     todo = todo[:limit]
-    accelerator = jax.default_backend() != "cpu"
-    rounds = rounds or (3 if accelerator else 10)
-    chunk = chunk or (1 if accelerator else max(len(todo), 1))
+    rounds = rounds or default_rounds()
+    chunk = chunk or chunk_size(len(todo))
     per_round = (min_seconds / rounds, math.ceil(repeats / rounds))
     with tqdm(total=len(todo) * (rounds + 1), disable=not progress, unit="round", dynamic_ncols=True,
               desc=f"{grid}: compile, then {rounds} rounds") as bar:
@@ -149,22 +155,31 @@ def run_grid(grid: str, out: Path, progress: bool = True, min_seconds: float = 1
     return counts
 
 
-def noise_floor(out: Path, k: int = 8, min_seconds: float = 1.0, seed: int = 0,
-                statistic: str = "best_round") -> dict[str, Any]:
+def noise_floor(out: Path, k: int = 8, min_seconds: float = 1.0, seed: int = 0, statistic: str = "best_round",
+                repeats: int = 20) -> dict[str, Any]:
     """Re-measure k recorded configurations and compare: no model can be checked more finely than this.
 
-    Written once to `noise.json` (a rerun reuses it)."""
+    They are timed as the grid was (its rounds, `min_seconds`, `repeats`), together on CPU and one at a
+    time on accelerators (compiled, timed, freed: `timing.measure.chunk_size`). Written once to
+    `noise.json` (a rerun reuses it).
+    """
     path = out / "noise.json"
     if path.exists():
         return json.loads(path.read_text())
     ok = [r for r in read_records(out / "records.jsonl") if r.get("status") == "ok"]
+    if not ok:
+        raise UserError(f"{out} holds no successful timing records to measure again")
     picks = np.random.default_rng(seed).choice(len(ok), size=min(k, len(ok)), replace=False)
     points = [(ModelConfig(**{**ok[i]["config"], "dtype": ok[i]["dtype"]}), ok[i]["batch"],
                ok[i].get("device_count", 1)) for i in picks]
-    again = measure_many(points, min_seconds=min_seconds, rounds=10, min_repeats=20)
+    rounds = int(np.median([ok[i].get("rounds", default_rounds()) for i in picks]))
+    again = measure_many(points, min_seconds=min_seconds, rounds=rounds, min_repeats=repeats)
     key = STATISTICS[statistic]
     diffs = [a.get(key, a.get("step_seconds")) / ok[i].get(key, ok[i]["step_seconds"]) - 1
              for a, i in zip(again, picks, strict=True) if a.get("status") == "ok"]
+    if not diffs:
+        raise UserError(f"none of the {len(picks)} configurations measured again succeeded: " +
+                        "; ".join(sorted({a.get("message", a["status"]) for a in again})))
     noise = dict(configurations=len(diffs), statistic=statistic, median_abs=float(np.median(np.abs(diffs))),
                  mean_abs=float(np.mean(np.abs(diffs))), max_abs=float(np.max(np.abs(diffs))), diffs=diffs)
     path.write_text(json.dumps(noise, indent=2) + "\n")
@@ -204,7 +219,8 @@ def _report_text(out: Path, rates: dict[str, float], records: list[dict[str, Any
              f"{len({json.dumps(r['config']) for r in ok})} architectures. Fitted to `{STATISTICS[statistic]}` "
              "with non-negative least squares on relative errors. Every error is on architectures held out of "
              "the fit (5 folds by architecture: all batch sizes of a shape are in the same fold).",
-             f"Measured peak {rates['peak_flops']:.3g} FLOP/s, bandwidth {rates['bandwidth']:.3g} B/s.", "", table,
+             f"Measured peak {rates['peak_flops']:.3g} FLOP/s ({rates.get('peak_dtype', 'float32')} matmuls), "
+             f"bandwidth {rates['bandwidth']:.3g} B/s.", "", table,
              "", f"Profile model: **{best}** (the best model that predicts from hyperparameters alone). Models on "
              "XLA counts need the step compiled first, so the planner cannot use them.", _noise_line(out)]
     return "\n".join(lines)
@@ -217,9 +233,13 @@ def fit_and_report(out: Path, price_per_hour: float | None = None, statistic: st
     records = read_records(out / "records.jsonl")
     if not records:
         raise UserError(f"{out} holds no timing records; run smallest-loss calibrate --grid NAME --out {out}")
-    rates = device_rates(out)
-    results = compare_models(records, rates, statistic=statistic)
     ok = [r for r in records if r.get("status") == "ok"]
+    dtypes = sorted({r.get("dtype", "float32") for r in ok})
+    if len(dtypes) > 1:
+        raise UserError(f"{out} holds records in several dtypes ({', '.join(dtypes)}); a profile is for one: "
+                        "calibrate each dtype in its own folder")
+    rates = device_rates(out, dtypes[0] if dtypes else "float32")
+    results = compare_models(records, rates, statistic=statistic)
     best = next(r for r in results if r.get("analytic") and "held_out" in r)
     device = find_device(rates["device_kind"])
     profile = DeviceProfile(
@@ -227,7 +247,7 @@ def fit_and_report(out: Path, price_per_hour: float | None = None, statistic: st
         peak_flops=rates["peak_flops"], bandwidth=rates["bandwidth"], cache_bytes=rates.get("cache_bytes"),
         held_out=best["held_out"],
         price_per_hour=price_per_hour if price_per_hour is not None else (device.price_per_hour if device else None),
-        memory_bytes=device.memory_bytes if device else None, dtype=ok[0]["dtype"], records=len(ok),
+        memory_bytes=device.memory_bytes if device else None, dtype=dtypes[0], records=len(ok),
         created=datetime.date.today().isoformat(), statistic=statistic,
         alternatives={r["name"]: r["coefficients"] for r in results if r.get("analytic") and "coefficients" in r},
     )
@@ -265,10 +285,18 @@ def format_measurement(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def require_positive(**values: float | None) -> None:
+    """Refuse a non-positive option (None: not given) with one line naming it, before anything is compiled."""
+    for name, value in values.items():
+        if value is not None and not value > 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
+
+
 def cmd_measure(args: argparse.Namespace) -> int:
     from smallest_loss.experiments.cli import resolve_config
     from smallest_loss.timing.measure import measure
 
+    require_positive(min_seconds=args.min_seconds, rounds=args.rounds)
     config = resolve_config(args.preset, args.overrides)
     record = measure(config.model, config.train.batch_size, min_seconds=args.min_seconds, rounds=args.rounds)
     print(json.dumps(record, indent=2) if args.json else format_measurement(record))
@@ -291,6 +319,8 @@ def add_measure_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    require_positive(min_seconds=args.min_seconds, repeats=args.repeats, rounds=args.rounds, limit=args.limit,
+                     price_per_hour=args.price_per_hour)
     out = Path(args.out)
     if not args.fit_only:
         if not args.grid:
@@ -299,7 +329,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                           repeats=args.repeats, limit=args.limit)
         print(f"grid {args.grid}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
         if args.noise_check:
-            noise = noise_floor(out, min_seconds=args.min_seconds, statistic=args.statistic)
+            noise = noise_floor(out, min_seconds=args.min_seconds, statistic=args.statistic, repeats=args.repeats)
             print(f"noise floor: re-measured {noise['configurations']} configurations differ by "
                   f"{noise['median_abs']:.1%} median, {noise['max_abs']:.1%} max")
     report = fit_and_report(out, args.price_per_hour, args.statistic)

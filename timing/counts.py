@@ -27,14 +27,19 @@ arrays alike and broadcasts them (the planner scores a million candidates in one
      and the squares of global-norm clipping). The element-wise costs per element were read off XLA's
      compiled cost analysis of this step on CPU (a least-squares fit over ten tiny configurations,
      rounded); they are 3-13% of the total at small sizes and vanish at large ones. `train_step_terms`
-     gives every kind of work apart; `train_step_flops` is their sum (within 1.2% of XLA's flops on the
-     tiny configurations of tests/timing, including SwiGLU, untied and LayerNorm variants).
-   - memory traffic (bytes), batch-aware: parameters, gradients and both Adam moments (float32) are
-     read and written WEIGHT_PASSES times per parameter per step whatever b is; activations are written
-     in the forward pass and read back in the backward pass, and their gradients likewise, per sequence,
-     so that term is b x 4 x the activations one sequence saves. This is a model of main-memory traffic,
-     well below XLA's "bytes accessed" (0.33-0.51 of it on tiny configurations), which counts every
-     operand and result of every fused op, including those that stay in cache.
+     gives every kind of work apart; `train_step_flops` is their sum: within 0.3% of XLA's flops on the
+     float32 tiny configurations of tests/timing at batch 4 (GELU; RMSNorm or LayerNorm; tied or not),
+     within 1% with SwiGLU. FLOPs do not depend on the compute dtype here (XLA on CPU adds 5% in bf16 for
+     the dtype conversions, which it counts as flops).
+   - memory traffic (bytes), batch-aware: parameters, gradients and both Adam moments (float32, the
+     master weights, whatever the compute dtype) are read and written WEIGHT_PASSES times per parameter
+     per step whatever b is; activations are written in the forward pass and read back in the backward
+     pass, and their gradients likewise, per sequence, so that term is b x 4 x the activations one
+     sequence saves. Activations take the compute dtype's size (`bytes_per_element`: 2 bytes in bf16),
+     except the softmaxes' inputs and outputs (attention scores, logits), which stay float32. This is a
+     model of main-memory traffic, well below XLA's "bytes accessed" (0.33-0.51 of it on tiny
+     configurations), which counts every operand and result of every fused op, including those that
+     stay in cache.
    - peak memory (`train_memory_bytes`): parameters, gradients and two Adam moments (16 bytes per
      parameter) plus the activations saved for the backward pass and the logits' gradient, times b.
 
@@ -57,6 +62,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from smallest_loss.configs.errors import UserError
 from smallest_loss.model.transformer import param_counts
 
 # ----------------------------------------------------------------------------------------------------
@@ -80,6 +86,18 @@ def FLOPS(d: Any, n: Any, s: Any, v: Any, w: Any, h: Any) -> Any:
 
 # ----------------------------------------------------------------------------------------------------
 # Our model's training step.
+
+BYTES_PER_ELEMENT = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def bytes_per_element(dtype: str) -> int:
+    """Bytes of one element of the compute dtype (activations). Parameters, gradients and Adam moments stay
+    float32 (the master weights) whatever the compute dtype, so weight traffic does not take this."""
+    try:
+        return BYTES_PER_ELEMENT[dtype]
+    except KeyError:
+        raise UserError(f"unknown dtype {dtype!r}; known: {', '.join(BYTES_PER_ELEMENT)}") from None
+
 
 ELEMENTWISE_PER_D = 60  # per layer, token and unit of width: norms, residuals, rotary (fwd + bwd)
 ELEMENTWISE_PER_W = 40  # per layer, token and MLP unit: the activation (fwd + bwd)
@@ -157,13 +175,16 @@ def activation_bytes_per_sequence(d: Any, n: Any, h: Any, w: Any, s: Any, v: Any
                                   activation: str = "gelu") -> Any:
     """Activations one sequence writes in the forward pass and the backward pass reads back.
 
-    Per layer: the block input and two norm outputs (3sd), q, k, v and the attention output (4sd), scores
-    and probabilities (2hs^2), the out-projection and MLP outputs (2sd), the MLP hidden layer before and
-    after the activation (2sw, or 3sw for SwiGLU); then the logits and their softmax (2sv).
+    At `bytes_per` bytes (the compute dtype: `bytes_per_element`), per layer: the block input and two norm
+    outputs (3sd), q, k, v and the attention output (4sd), the out-projection and MLP outputs (2sd), the
+    MLP hidden layer before and after the activation (2sw, or 3sw for SwiGLU); then the final norm's
+    output (sd). In float32 whatever the compute dtype: the attention scores and probabilities (2hs^2 per
+    layer; the softmax runs in float32) and the logits and their softmax (2sv; the model casts logits up).
     """
     hidden = (3 if activation == "swiglu" else 2) * s * w
-    per_layer = 9 * s * d + 2 * h * s * s + hidden
-    return bytes_per * (n * per_layer + 2 * s * v + s * d)
+    in_compute_dtype = n * (9 * s * d + hidden) + s * d
+    in_float32 = n * 2 * h * s * s + 2 * s * v
+    return bytes_per * in_compute_dtype + 4 * in_float32
 
 
 def weight_bytes(d: Any, n: Any, w: Any, v: Any, activation: str = "gelu", norm: str = "rmsnorm",
@@ -183,18 +204,17 @@ def train_step_bytes(d: Any, n: Any, h: Any, w: Any, s: Any, v: Any, b: Any, act
 def train_memory_bytes(d: Any, n: Any, h: Any, w: Any, s: Any, v: Any, b: Any, activation: str = "gelu",
                        norm: str = "rmsnorm", tied: bool = True, bytes_per: int = 4) -> Any:
     """Peak memory of a training step: parameters, gradients and two Adam moments in float32, plus the
-    activations saved for the backward pass and the logits' gradient (an estimate, tested against XLA's
-    memory analysis on small configurations)."""
+    activations saved for the backward pass and the logits' gradient (float32, 2sv: an estimate, tested
+    against XLA's memory analysis on small configurations)."""
     params = sum(param_counts(v, d, n, w, norm=norm, activation=activation, tied=tied))
-    return 16 * params + b * (activation_bytes_per_sequence(d, n, h, w, s, v, bytes_per, activation)
-                              + 2 * bytes_per * s * v)
+    return 16 * params + b * (activation_bytes_per_sequence(d, n, h, w, s, v, bytes_per, activation) + 8 * s * v)
 
 
 def counts_for(cfg: Any, b: int) -> dict[str, float]:
     """All counts of one configuration (a ModelConfig) at batch b, for timing records."""
     d, n, h, w, s, v = cfg.d, cfg.n, cfg.h, cfg.w, cfg.s, cfg.v
     opts = dict(activation=cfg.activation, norm=cfg.norm, tied=cfg.tied_embeddings)
-    bytes_per = 2 if cfg.dtype in ("bfloat16", "float16") else 4
+    bytes_per = bytes_per_element(cfg.dtype)
     return dict(
         paper_params=float(PARAMS(d, n, v, w)), paper_memcpys=float(MEMCPYS(d, n, s, v, w, h)),
         paper_flops=float(FLOPS(d, n, s, v, w, h)), params=float(sum(param_counts(v, d, n, w, **opts))),

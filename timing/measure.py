@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
+from smallest_loss.configs.devices import find_device
 from smallest_loss.configs.schema import ModelConfig, TrainConfig
 from smallest_loss.model.runs import environment
-from smallest_loss.model.sharding import batch_sharding, make_mesh, resolve_mesh_shape
-from smallest_loss.model.train import init_sharded_state, jit_sharded_step, make_optimizer
+from smallest_loss.model.sharding import batch_sharding, make_mesh, resolve_mesh_shape, state_shardings
+from smallest_loss.model.train import init_sharded_state, init_state, jit_sharded_step, make_optimizer
+from smallest_loss.model.transformer import Transformer
 from smallest_loss.timing.counts import counts_for
 
 RECORD_VERSION = 2  # 2: rounds (round_medians, best_round_seconds)
@@ -75,21 +79,31 @@ def is_oom(err: BaseException) -> bool:
     return any(m in text for m in ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory", "OOM"))
 
 
-def compile_step(cfg: ModelConfig, b: int, devices: int = 1) -> tuple[Any, Any, jax.Array, float]:
-    """Build state and a batch, lower and compile the training step; returns (compiled, state, batch, secs).
+def compile_step(cfg: ModelConfig, b: int, devices: int = 1) -> tuple[Any, Callable[[], tuple[Any, jax.Array]], float]:
+    """Lower and compile the training step from shapes alone, allocating nothing; returns the compiled step,
+    a function that allocates its inputs (state, batch), and the compile seconds.
 
-    With `devices` > 1 the step is the data-parallel one training uses over a mesh of that many devices
+    Compiling first lets a caller read XLA's memory analysis before any buffer exists on the device. With
+    `devices` > 1 the step is the data-parallel one training uses over a mesh of that many devices
     (model/sharding.py), so the time includes the gradient all-reduce.
     """
     train = TrainConfig(steps=1000, warmup_steps=10, batch_size=b, mesh_data=devices)
     optimizer = make_optimizer(train, 1000)
     mesh = make_mesh(resolve_mesh_shape(train))
-    graphdef, state, shardings = init_sharded_state(cfg, optimizer, 0, mesh)
-    tokens = jax.random.randint(jax.random.key(0), (b, cfg.s + 1), 0, cfg.v, dtype=jnp.int32)
-    tokens = jax.device_put(tokens, batch_sharding(mesh))
+    graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))), nnx.Param)[0]
+    shapes = jax.eval_shape(lambda: init_state(cfg, optimizer, 0)[1])
+    shardings = state_shardings(shapes, mesh)
+    state = jax.tree.map(lambda a, where: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=where), shapes, shardings)
+    tokens = jax.ShapeDtypeStruct((b, cfg.s + 1), jnp.int32, sharding=batch_sharding(mesh))
     start = time.perf_counter()
     compiled = jit_sharded_step(graphdef, optimizer, shardings, mesh).lower(state, tokens).compile()
-    return compiled, state, tokens, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+
+    def inputs() -> tuple[Any, jax.Array]:
+        batch = jax.random.randint(jax.random.key(0), (b, cfg.s + 1), 0, cfg.v, dtype=jnp.int32)
+        return init_sharded_state(cfg, optimizer, 0, mesh)[1], jax.device_put(batch, batch_sharding(mesh))
+
+    return compiled, inputs, seconds
 
 
 def time_compiled(compiled: Any, state: Any, tokens: jax.Array, min_seconds: float, min_repeats: int,
@@ -109,14 +123,32 @@ def time_compiled(compiled: Any, state: Any, tokens: jax.Array, min_seconds: flo
     return times, state
 
 
+def record_config(cfg: ModelConfig) -> dict[str, Any]:
+    """The `config` of a timing record: the architecture fields that change the step (dtype is apart)."""
+    return dict(v=cfg.v, d=cfg.d, n=cfg.n, h=cfg.h, w=cfg.w, s=cfg.s, norm=cfg.norm, activation=cfg.activation,
+                tied_embeddings=cfg.tied_embeddings, attention=cfg.attention)
+
+
 def base_record(cfg: ModelConfig, b: int, devices: int = 1) -> dict[str, Any]:
     """The parts of a timing record (DESIGN.md section 4) known before measuring: config, device, counts."""
     env = environment()
-    config = dict(v=cfg.v, d=cfg.d, n=cfg.n, h=cfg.h, w=cfg.w, s=cfg.s, norm=cfg.norm, activation=cfg.activation,
-                  tied_embeddings=cfg.tied_embeddings, attention=cfg.attention)
-    return dict(version=RECORD_VERSION, config=config, device_kind=env["device_kind"], backend=env["backend"],
-                device_count=devices, mesh=[devices, 1], dtype=cfg.dtype, batch=b, jax=env["packages"]["jax"],
-                counts=counts_for(cfg, b))
+    return dict(version=RECORD_VERSION, config=record_config(cfg), device_kind=env["device_kind"],
+                backend=env["backend"], device_count=devices, mesh=[devices, 1], dtype=cfg.dtype, batch=b,
+                jax=env["packages"]["jax"], counts=counts_for(cfg, b))
+
+
+def device_memory_bytes() -> float | None:
+    """Memory one device can hold: the allocator's `bytes_limit` where the backend reports it (GPU, TPU),
+    else the device table (configs/devices.py), else None (CPU: no check)."""
+    device = jax.local_devices()[0]
+    try:
+        stats = device.memory_stats() or {}
+    except Exception:  # noqa: BLE001 - optional: some backends raise instead of returning None
+        stats = {}
+    if stats.get("bytes_limit"):
+        return float(stats["bytes_limit"])
+    known = find_device(device.device_kind)
+    return known.memory_bytes if known else None
 
 
 @dataclass
@@ -141,14 +173,25 @@ class Prepared:
         self.compiled = self.state = self.tokens = None
 
 
-def prepare(cfg: ModelConfig, b: int, devices: int = 1, warmup: int = 2) -> Prepared:
-    """Compile (timed) and warm up one configuration; a failure is recorded, never raised."""
+def prepare(cfg: ModelConfig, b: int, devices: int = 1, warmup: int = 2,
+            memory_limit: float | None = None) -> Prepared:
+    """Compile (timed) and warm up one configuration; a failure is recorded, never raised.
+
+    A step whose compiled peak memory (XLA's memory analysis) exceeds `memory_limit` bytes (by default
+    `device_memory_bytes()`) is recorded as `oom` without running it.
+    """
     item = Prepared(base_record(cfg, b, devices))
     try:
-        compiled, state, tokens, compile_s = compile_step(cfg, b, devices)
+        compiled, inputs, compile_s = compile_step(cfg, b, devices)
         item.record.update(compile_seconds=compile_s, xla=xla_analyses(compiled))
-        item.compiled, item.tokens = compiled, tokens
-        item.state = time_compiled(compiled, state, tokens, 0.0, 0, 0, warmup=warmup)[1]
+        limit = memory_limit if memory_limit is not None else device_memory_bytes()
+        peak = item.record["xla"].get("peak_bytes")
+        if limit and peak and peak > limit:
+            raise MemoryError(f"Out of memory: the compiled step needs {peak / 2**30:.2f} GiB (XLA memory analysis), "
+                              f"the device holds {limit / 2**30:.2f} GiB")
+        state, item.tokens = inputs()
+        item.compiled = compiled
+        item.state = time_compiled(compiled, state, item.tokens, 0.0, 0, 0, warmup=warmup)[1]
     except Exception as err:  # noqa: BLE001 - any failure of one configuration is recorded, the grid goes on
         item.fail(err)
     return item
@@ -184,26 +227,40 @@ def finish(item: Prepared) -> dict[str, Any]:
     return item.record
 
 
+def chunk_size(configurations: int) -> int:
+    """How many configurations are compiled and held in memory together: all of them on CPU (interleaved
+    rounds spread a shared machine's slow spells over every configuration), one on accelerators (several
+    large models would not fit in device memory together)."""
+    return max(configurations, 1) if jax.default_backend() == "cpu" else 1
+
+
 def measure_many(configs: list[tuple], min_seconds: float = 1.0, rounds: int = 5, min_repeats: int = 5,
-                 max_repeats: int = 400) -> list[dict[str, Any]]:
+                 max_repeats: int = 400, chunk: int | None = None,
+                 memory_limit: float | None = None) -> list[dict[str, Any]]:
     """Timing records of several configurations, timed in interleaved rounds (see the module docstring).
 
     Each configuration is (model config, global batch) or (model config, global batch, devices) and is
-    timed for about `min_seconds` in all, with at least `min_repeats` repeats. Failures become status
-    `oom` or `error`, never exceptions.
+    timed for about `min_seconds` in all, with at least `min_repeats` repeats. At most `chunk` of them
+    (default `chunk_size`) are held compiled at once: compiled, timed, freed, then the next chunk.
+    Failures become status `oom` or `error`, never exceptions.
     """
-    items = [prepare(*point) for point in configs]
+    chunk = chunk or chunk_size(len(configs))
     per_round = (min_seconds / rounds, math.ceil(min_repeats / rounds), max(1, max_repeats // rounds))
-    for _ in range(rounds):
-        for item in items:
-            time_round(item, *per_round)
-    return [finish(item) for item in items]
+    records = []
+    for start in range(0, len(configs), chunk):
+        items = [prepare(*point, memory_limit=memory_limit) for point in configs[start : start + chunk]]
+        for _ in range(rounds):
+            for item in items:
+                time_round(item, *per_round)
+        records += [finish(item) for item in items]
+    return records
 
 
 def measure(cfg: ModelConfig, b: int, min_seconds: float = 1.0, min_repeats: int = 5, max_repeats: int = 400,
-            devices: int = 1, rounds: int = 5) -> dict[str, Any]:
+            devices: int = 1, rounds: int = 5, memory_limit: float | None = None) -> dict[str, Any]:
     """One configuration's timing record (DESIGN.md section 4): `measure_many` of one."""
-    return measure_many([(cfg, b, devices)], min_seconds, rounds, min_repeats, max_repeats)[0]
+    return measure_many([(cfg, b, devices)], min_seconds, rounds, min_repeats, max_repeats,
+                        memory_limit=memory_limit)[0]
 
 
 def _median_seconds(fn: Any, arg: jax.Array, repeats: int) -> float:
@@ -216,10 +273,33 @@ def _median_seconds(fn: Any, arg: jax.Array, repeats: int) -> float:
     return float(np.median(times))
 
 
-def measure_peak_flops(n: int = 2048, dtype: str = "float32", repeats: int = 10) -> float:
-    """The device's achieved matmul rate (FLOP/s): 2 n^3 over the median time of an n x n x n matmul."""
-    a = jax.random.normal(jax.random.key(0), (n, n), dtype=jnp.dtype(dtype))
-    return 2 * n**3 / _median_seconds(jax.jit(lambda x: x @ x), a, repeats)
+def measure_peak_flops(dtype: str = "float32", n: int | None = None, matmuls: int | None = None,
+                       repeats: int = 10) -> tuple[float, str]:
+    """The device's achieved matmul rate (FLOP/s) in `dtype`, and the dtype it was measured in.
+
+    Times `matmuls` chained n x n x n matmuls inside one jitted call (2 n^3 FLOPs each; median of
+    `repeats` calls). Defaults: on CPU one matmul of n = 2048 (cheap, and large enough for a few cores);
+    on accelerators 8 matmuls of n = 8192, so the device is saturated and the call is not launch-bound.
+    Measure in the compute dtype of the grid (bf16 on accelerators): fp32 matmuls run at a fraction of
+    the bf16 rate there. A backend that cannot run `dtype` falls back to float32.
+    """
+    cpu = jax.default_backend() == "cpu"
+    n = n or (2048 if cpu else 8192)
+    matmuls = matmuls or (1 if cpu else 8)
+
+    def chain(a: jax.Array) -> jax.Array:  # a's entries ~ N(0, 1/n): x @ a keeps x's scale, nothing overflows
+        return jax.lax.fori_loop(0, matmuls, lambda _, x: x @ a, a)
+
+    def rate(name: str) -> float:
+        a = (jax.random.normal(jax.random.key(0), (n, n), jnp.float32) / math.sqrt(n)).astype(name)
+        return 2 * matmuls * n**3 / _median_seconds(jax.jit(chain), a, repeats)
+
+    try:
+        return rate(dtype), dtype
+    except Exception:  # noqa: BLE001 - the backend lacks this dtype
+        if dtype == "float32":
+            raise
+        return rate("float32"), "float32"
 
 
 def cache_bytes() -> float | None:

@@ -7,6 +7,10 @@ TIME = c1*MEMCPYS + c2*FLOPS + c3; the others are its rivals: FLOPs only, copies
 counts, our exact counts, and a roofline max(flops/peak, bytes/bandwidth) with the device's measured
 peak and bandwidth. Models whose features are analytic can predict any candidate from its
 hyperparameters (the planner's need); models on XLA counts need a compiled step and cannot.
+
+Our exact features see each record's activation (SwiGLU's third matrix), norm, tying and compute dtype
+(activation bytes at `timing.counts.bytes_per_element`; weights, gradients and moments stay float32); the
+paper's features are its formulas as written, which see none of them.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from smallest_loss.timing.counts import (
     FLOPS,
     MEMCPYS,
     WEIGHT_PASSES,
+    bytes_per_element,
     spilled_terms,
     train_attention_flops,
     train_step_bytes,
@@ -29,9 +34,6 @@ from smallest_loss.timing.counts import (
     train_step_terms,
     weight_bytes,
 )
-
-Features = Callable[[dict[str, np.ndarray], dict[str, float]], list[np.ndarray]]
-
 
 STATISTICS = {"best_round": "best_round_seconds", "median": "step_seconds", "min": "min_seconds"}
 
@@ -55,35 +57,41 @@ def shape_columns(records: list[dict[str, Any]], statistic: str = "best_round") 
         cols["xla_bytes"].append(r.get("xla", {}).get("bytes_accessed", np.nan))
         c = r["config"]
         cols["variant"].append(variant(c.get("activation", "gelu"), c.get("norm", "rmsnorm"),
-                                       c.get("tied_embeddings", True)))
+                                       c.get("tied_embeddings", True), r.get("dtype", "float32")))
     out = {k: np.asarray(cols[k], dtype=np.float64) for k in names}
     out["variant"] = np.asarray(cols["variant"], dtype=object)
     return out
 
 
-def variant(activation: str = "gelu", norm: str = "rmsnorm", tied: bool = True) -> str:
-    """The architecture choices that change counts but are not numbers, as one label."""
-    return f"{activation}/{norm}/{'tied' if tied else 'untied'}"
+def variant(activation: str = "gelu", norm: str = "rmsnorm", tied: bool = True, dtype: str = "float32") -> str:
+    """The choices that change counts but are not numbers (architecture and compute dtype), as one label."""
+    return f"{activation}/{norm}/{'tied' if tied else 'untied'}/{dtype}"
 
 
 def _per_variant(c: dict[str, np.ndarray], fn: Callable[..., Any]) -> np.ndarray:
-    """`fn(d, n, h, w, s, v, b, activation=, norm=, tied=)` evaluated per architecture variant."""
+    """`fn(d, n, h, w, s, v, b, activation=, norm=, tied=, bytes_per=)` evaluated per variant (`bytes_per`:
+    bytes per element of the compute dtype, for activation traffic)."""
     labels = c.get("variant")
     if labels is None:
         labels = np.full(c["d"].shape, variant(), dtype=object)
     out = np.empty(c["d"].shape, dtype=np.float64)
     for label in set(labels.ravel().tolist()):
-        act, norm, tied = label.split("/")
+        act, norm, tied, dtype = label.split("/")
         mask = labels == label
         shape = (c[k][mask] for k in ("d", "n", "h", "w", "s", "v", "b"))
-        out[mask] = fn(*shape, activation=act, norm=norm, tied=tied == "tied")
+        out[mask] = fn(*shape, activation=act, norm=norm, tied=tied == "tied", bytes_per=bytes_per_element(dtype))
     return out
+
+
+def _without_bytes(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A count that does not depend on the compute dtype (FLOPs), in `_per_variant`'s calling convention."""
+    return lambda *shape, bytes_per, **arch: fn(*shape, **arch)
 
 
 def _term(name: str) -> Callable[..., np.ndarray]:
     """Feature: one kind of work of `timing.counts.train_step_terms`."""
     def feature(c, _):
-        return _per_variant(c, lambda *shape, **opts: train_step_terms(*shape, **opts)[name])
+        return _per_variant(c, _without_bytes(lambda *shape, **arch: train_step_terms(*shape, **arch)[name]))
 
     feature.__name__ = name
     return feature
@@ -117,7 +125,7 @@ def _paper_memcpys(c, _):
 
 
 def _exact_flops(c, _):
-    return _per_variant(c, train_step_flops)
+    return _per_variant(c, _without_bytes(train_step_flops))
 
 
 def _exact_bytes(c, _):
@@ -133,7 +141,8 @@ def _dense_flops(c, device):
 
 
 def _weight_bytes(c, _):
-    return _per_variant(c, lambda d, n, h, w, s, v, b, **opts: weight_bytes(d, n, w, v, **opts) + 0 * b)
+    """Float32 parameters, gradients and Adam moments: the same whatever the compute dtype."""
+    return _per_variant(c, _without_bytes(lambda d, n, h, w, s, v, b, **arch: weight_bytes(d, n, w, v, **arch) + 0 * b))
 
 
 def _activation_bytes(c, device):
@@ -145,7 +154,8 @@ def _layers(c, _):
 
 
 def _gradient_sync_bytes(c, _):
-    """Bytes each device sends in a ring all-reduce of the float32 gradients: 2 (k-1)/k x 4 bytes x params."""
+    """Bytes each device sends in a ring all-reduce of the gradients: 2 (k-1)/k x 4 bytes x params (gradients
+    of the float32 master weights are float32 whatever the compute dtype)."""
     params = _weight_bytes(c, None) / WEIGHT_PASSES
     return 2.0 * (c["k"] - 1) / c["k"] * params
 

@@ -4,8 +4,11 @@ A profile holds its format version, the device kind, the time model's name (its 
 `timing.models.MODELS` whose features are analytic, so it predicts from hyperparameters alone) and
 coefficients, the device's measured peak FLOP/s and bandwidth (roofline models) and cache size
 (cache-aware model), the measured statistic it was fitted to, its cross-validated error on held-out
-architectures, and optionally a price per device-hour and the device's memory. Version 2 added
-`statistic` and `cache_bytes`; version 1 files still load.
+architectures, and optionally a price per device-hour and the device's memory. `dtype` is the compute
+dtype of the records it was fitted to: its features count activation bytes at that dtype's size, and its
+rates (FLOP/s, bytes/s) hold for that dtype only, so it predicts steps of that dtype and refuses others.
+Version 2 added `statistic` and `cache_bytes`; version 3 prices activation bytes at `dtype` (versions 1
+and 2 counted them at 4 bytes whatever the dtype: such files still load when their dtype is float32).
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ import numpy as np
 from smallest_loss.configs.errors import UserError
 from smallest_loss.timing.models import design_matrix, get_model, variant
 
-PROFILE_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+PROFILE_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class DeviceProfile:
     held_out: dict[str, float]  # cross-validated mape, max_ape, r2, spearman
     price_per_hour: float | None = None
     memory_bytes: float | None = None
-    dtype: str = "float32"
+    dtype: str = "float32"  # compute dtype of the records it was fitted to; it predicts this dtype only
     records: int = 0
     created: str = ""
     alternatives: dict[str, list[float]] = field(default_factory=dict)  # other analytic models' coefficients
@@ -49,33 +52,43 @@ class DeviceProfile:
                             f"got {len(self.coefficients)}")
 
     def predict_with(self, model_name: str, coefficients: Any, activation: str = "gelu", norm: str = "rmsnorm",
-                     tied: bool = True, **shape: Any) -> np.ndarray:
+                     tied: bool = True, dtype: str | None = None, **shape: Any) -> np.ndarray:
         """Step seconds of any analytic model in `timing.models.MODELS` with the given coefficients."""
+        dtype = self._check_dtype(dtype)
         shape.setdefault("k", 1)
         names = ("d", "n", "h", "w", "s", "v", "b", "k")
         arrays = np.broadcast_arrays(*(np.atleast_1d(np.asarray(shape[k], dtype=np.float64)) for k in names))
         cols = dict(zip(names, (a.ravel() for a in arrays), strict=True))  # features are columns: flatten
-        cols["variant"] = np.full(cols["d"].shape, variant(activation, norm, tied), dtype=object)
+        cols["variant"] = np.full(cols["d"].shape, variant(activation, norm, tied, dtype), dtype=object)
         device = dict(peak_flops=self.peak_flops, bandwidth=self.bandwidth, cache_bytes=self.cache_bytes)
         seconds = design_matrix(get_model(model_name), cols, device) @ np.asarray(coefficients, dtype=np.float64)
         return seconds.reshape(arrays[0].shape)
 
+    def _check_dtype(self, dtype: str | None) -> str:
+        """The dtype to predict (the profile's when None); another dtype's rates were never measured."""
+        if dtype is not None and dtype != self.dtype:
+            raise UserError(f"this device profile was calibrated in {self.dtype} and cannot predict {dtype} steps; "
+                            f"calibrate a grid in {dtype} (or plan in {self.dtype})")
+        return self.dtype
+
     def predict_step_seconds(self, d: Any, n: Any, h: Any, w: Any, s: Any, v: Any, b: Any, k: Any = 1,
-                             activation: str = "gelu", norm: str = "rmsnorm", tied: bool = True) -> np.ndarray:
+                             activation: str = "gelu", norm: str = "rmsnorm", tied: bool = True,
+                             dtype: str | None = None) -> np.ndarray:
         """Predicted seconds per training step of global batch b over k data-parallel devices.
 
         Vectorised: d..b (and k) are numbers or arrays that broadcast, so the planner scores a million
-        candidates in one call. `activation`, `norm` and `tied` (tied embeddings) apply to all of them.
-        Models fitted on one device count ignore k.
+        candidates in one call. `activation`, `norm`, `tied` (tied embeddings) and `dtype` (compute dtype:
+        the profile's own when None, any other is a UserError) apply to all of them. Models fitted on one
+        device count ignore k.
         """
-        return self.predict_with(self.model, self.coefficients, activation, norm, tied, d=d, n=n, h=h, w=w, s=s,
-                                 v=v, b=b, k=k)
+        return self.predict_with(self.model, self.coefficients, activation, norm, tied, dtype, d=d, n=n, h=h, w=w,
+                                 s=s, v=v, b=b, k=k)
 
     def step_seconds_for(self, cfg: Any, b: int) -> float:
         """Predicted step seconds of one ModelConfig at batch b."""
         return float(self.predict_step_seconds(cfg.d, cfg.n, cfg.h, cfg.w, cfg.s, cfg.v, b,
                                                activation=cfg.activation, norm=cfg.norm,
-                                               tied=cfg.tied_embeddings)[0])
+                                               tied=cfg.tied_embeddings, dtype=cfg.dtype)[0])
 
 
 def save_profile(path: str | Path, profile: DeviceProfile) -> Path:
@@ -98,7 +111,7 @@ def load_profile(path: str | Path) -> DeviceProfile:
         raise UserError(f"device profile {path} is not valid JSON: {err}") from None
     if not isinstance(data, dict) or data.get("version") not in READABLE_VERSIONS:
         raise UserError(f"device profile {path}: expected a JSON object with version {PROFILE_VERSION}")
-    data.pop("version")
+    version = data.pop("version")
     try:
         data["coefficients"] = tuple(float(c) for c in data["coefficients"])
         profile = DeviceProfile(**data)
@@ -108,4 +121,7 @@ def load_profile(path: str | Path) -> DeviceProfile:
         raise UserError(f"device profile {path}: {err}") from None
     if not (profile.peak_flops > 0 and profile.bandwidth > 0):
         raise UserError(f"device profile {path}: peak_flops and bandwidth must be positive")
+    if version < 3 and profile.dtype != "float32":
+        raise UserError(f"device profile {path} (version {version}) counted {profile.dtype} activations at 4 bytes; "
+                        "refit it: smallest-loss calibrate --fit-only --out FOLDER")
     return profile

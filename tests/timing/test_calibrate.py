@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import smallest_loss.experiments.calibrate as cal
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.grids import get_grid
+from smallest_loss.configs.schema import ModelConfig
 from smallest_loss.experiments.calibrate import measure_key
 from smallest_loss.experiments.cli import main
 from smallest_loss.model.runs import environment
-from smallest_loss.timing.measure import measure
+from smallest_loss.timing.measure import base_record, record_config
 from smallest_loss.timing.profile import load_profile
 
-FAST = dict(progress=False, min_seconds=0.03, rounds=3, repeats=3)
+FAST = dict(progress=False, min_seconds=0.02, rounds=3, repeats=3)
+N = 2  # configurations the killed session, and then the resumed one, measure (limit=N)
 
 
 class Killed(BaseException):
@@ -36,31 +39,90 @@ def spy(monkeypatch, name, kill_after=None):
     return calls
 
 
-def test_killed_calibration_resumes_without_re_measuring(tmp_path, monkeypatch):
-    out = tmp_path / "cal"
-    out.mkdir()
+EARLIER, MEASURED = (1, 2), (0, 3)  # tiny-grid points recorded by an earlier session; measured here (batch 4,
+# as in tests/timing/test_counts.py: the test session's compilation cache compiles each program once)
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    """A tiny-grid calibration of N configurations one at a time (chunk 1, as on accelerators), killed in
+    the second round of the second one, then resumed: its folder, the rounds saved before the kill, and
+    what the resumed session prepared (compiled) and timed."""
+    out = tmp_path_factory.mktemp("cal")
     points = get_grid("tiny")
-    first = measure(points[0].model, points[0].batch, min_seconds=0.03, min_repeats=3, rounds=3)
-    (out / "records.jsonl").write_text(json.dumps(first) + "\n" + '{"cut short by a kill')  # killed mid-write
-    n = 3  # this session measures the next 3 configurations of the grid (limit=3)
-    with monkeypatch.context() as m:
-        spy(m, "time_round", kill_after=n + 2)  # killed during round 2, after 3 + 2 timed rounds
+    earlier = [dict(base_record(*points[i]), status="ok", rounds=3) for i in EARLIER]
+    lines = "".join(json.dumps(r) + "\n" for r in earlier)
+    (out / "records.jsonl").write_text(lines + '{"cut short by a kill')  # killed mid-write
+    with pytest.MonkeyPatch.context() as m:
+        spy(m, "time_round", kill_after=3 + 1)  # 3 rounds of the first configuration, 1 of the second, then killed
         with pytest.raises(Killed):
-            cal.run_grid("tiny", out, limit=n, **FAST)
-    assert len(cal.read_records(out / "partial.jsonl")) == n + 2  # the rounds timed before the kill
-    with monkeypatch.context() as m:
-        prepared, rounds = spy(m, "prepare"), spy(m, "time_round")
-        counts = cal.run_grid("tiny", out, limit=n, **FAST)
-    assert counts == {"skipped": 1, "ok": n}
-    assert [measure_key(*args) for args in prepared] == [measure_key(*p) for p in points[1 : n + 1]]
-    assert len(rounds) == 3 * n - (n + 2)  # rounds saved before the kill are not timed again
+            cal.run_grid("tiny", out, limit=N, chunk=1, **FAST)
+    partial = cal.read_records(out / "partial.jsonl")
+    with pytest.MonkeyPatch.context() as m:
+        prepared, timed = spy(m, "prepare"), spy(m, "time_round")
+        counts = cal.run_grid("tiny", out, limit=1, chunk=1, **FAST)  # the one left unfinished
+    return SimpleNamespace(out=out, points=points, partial=partial, prepared=prepared, timed=timed, counts=counts)
+
+
+def test_killed_calibration_resumes_without_re_measuring(resumed, monkeypatch):
+    out, points = resumed.out, resumed.points
+    assert len(resumed.partial) == 3 + 1  # the rounds timed before the kill
+    assert resumed.counts == {"skipped": len(EARLIER) + 1, "ok": 1}  # the earlier session's and the first here
+    assert [measure_key(*args) for args in resumed.prepared] == [measure_key(*points[MEASURED[1]])]
+    assert len(resumed.timed) == 3 - 1  # the round saved before the kill is not timed again
     records = cal.read_records(out / "records.jsonl")
-    assert len(records) == n + 1 and all(r["status"] == "ok" and r["rounds"] == 3 for r in records)
+    assert all(r["status"] == "ok" and r["rounds"] == 3 for r in records)
+    assert [measure_key(ModelConfig(**r["config"]), r["batch"]) for r in records] == [
+        measure_key(*points[i]) for i in (*EARLIER, *MEASURED)]
     assert not (out / "partial.jsonl").exists()
-    with monkeypatch.context() as m:
-        prepared = spy(m, "prepare")
-        assert cal.run_grid("tiny", out, limit=0, **FAST) == {"skipped": n + 1}
+    prepared = spy(monkeypatch, "prepare")
+    assert cal.run_grid("tiny", out, limit=0, **FAST) == {"skipped": len(EARLIER) + N}
     assert prepared == []
+
+
+def test_records_are_complete(resumed):
+    """Every field of a timing record (DESIGN.md section 4), from a real measurement."""
+    record = cal.read_records(resumed.out / "records.jsonl")[-1]
+    assert record["status"] == "ok", record.get("message")
+    assert record["repeats"] >= 3 and record["rounds"] == 3 and len(record["round_medians"]) == 3
+    assert record["min_seconds"] <= record["best_round_seconds"] <= max(record["round_medians"])
+    assert record["min_seconds"] <= record["step_seconds"] <= record["max_seconds"]
+    assert record["iqr_seconds"] >= 0 and record["compile_seconds"] > 0
+    assert record["xla"]["flops"] > 0 and record["xla"]["bytes_accessed"] > 0 and record["xla"]["peak_bytes"] > 0
+    assert record["counts"]["flops"] == pytest.approx(record["xla"]["flops"], rel=0.003)  # tests/timing/test_counts
+    point = resumed.points[MEASURED[-1]]
+    assert record["batch"] == point.batch and record["dtype"] == "float32" and record["device_kind"]
+    assert record["config"] == record_config(point.model) and record["mesh"] == [1, 1]
+
+
+def test_noise_floor_re_measures_one_configuration_at_a_time_on_accelerators(resumed, tmp_path, monkeypatch):
+    """On an accelerator (`chunk_size` 1) the configurations measured again are compiled, timed and freed one
+    after the other; the result is kept in noise.json and a rerun measures nothing."""
+    import smallest_loss.timing.measure as measure_mod
+
+    timed = [r for r in cal.read_records(resumed.out / "records.jsonl") if "step_seconds" in r]
+    (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in timed))
+    monkeypatch.setattr(measure_mod, "chunk_size", lambda n: 1)
+    live, most = [], []
+    real_prepare, real_finish = measure_mod.prepare, measure_mod.finish
+
+    def prepare(*args, **kwargs):
+        live.append(args)
+        most.append(len(live))
+        return real_prepare(*args, **kwargs)
+
+    def finish(item):
+        live.pop()
+        return real_finish(item)
+
+    monkeypatch.setattr(measure_mod, "prepare", prepare)
+    monkeypatch.setattr(measure_mod, "finish", finish)
+    noise = cal.noise_floor(tmp_path, k=N, min_seconds=0.02, repeats=3)
+    assert noise["configurations"] == N and len(most) == N and max(most) == 1
+    assert noise["statistic"] == "best_round" and all(d > -1 for d in noise["diffs"])
+    assert noise["max_abs"] == max(abs(d) for d in noise["diffs"])
+    monkeypatch.setattr(cal, "measure_many", lambda *a, **k: pytest.fail("measured again"))
+    assert cal.noise_floor(tmp_path, k=N) == noise == json.loads((tmp_path / "noise.json").read_text())
 
 
 def test_fit_only_writes_table_plots_and_profile(tmp_path, capsys):
@@ -80,23 +142,18 @@ def test_fit_only_writes_table_plots_and_profile(tmp_path, capsys):
     assert len(list(tmp_path.glob("pred_vs_measured_*.png"))) == table.count("| yes |") + table.count("| no (")
 
 
-@pytest.mark.parametrize("error,status", [(RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating"), "oom"),
-                                          (ValueError("compile failed"), "error")])
-def test_failed_configuration_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch, error, status):
+def test_failed_configurations_are_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
     import smallest_loss.timing.measure as measure_mod
-    real, calls = measure_mod.compile_step, []
+    errors = [RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating"), ValueError("compile failed")]
 
-    def fail_first(cfg, b, devices=1):  # the device runs out of memory (or the compiler fails) on one
-        calls.append(cfg)
-        if len(calls) == 1:
-            raise error
-        return real(cfg, b, devices)
+    def compile_step(*_):  # the device runs out of memory on the first, the compiler fails on the next
+        raise errors.pop(0)
 
-    monkeypatch.setattr(measure_mod, "compile_step", fail_first)
-    counts = cal.run_grid("tiny", tmp_path, limit=3, **FAST)
-    assert counts == {"skipped": 0, status: 1, "ok": 2}
-    failed = [r for r in cal.read_records(tmp_path / "records.jsonl") if r["status"] != "ok"]
-    assert failed[0]["status"] == status and failed[0]["message"]
+    monkeypatch.setattr(measure_mod, "compile_step", compile_step)
+    assert cal.run_grid("tiny", tmp_path, limit=2, **FAST) == {"skipped": 0, "oom": 1, "error": 1}
+    records = cal.read_records(tmp_path / "records.jsonl")
+    assert [r["status"] for r in records] == ["oom", "error"] and not (tmp_path / "partial.jsonl").exists()
+    assert "RESOURCE_EXHAUSTED" in records[0]["message"] and "compile failed" in records[1]["message"]
 
 
 def test_bad_input(tmp_path, capsys, monkeypatch):
@@ -118,3 +175,27 @@ def test_bad_input(tmp_path, capsys, monkeypatch):
     assert main(["measure", "--set", "model.d=8192"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not fit in memory" in err[0]
+    with pytest.raises(UserError, match="no successful timing records"):
+        cal.noise_floor(tmp_path)
+
+    from tests.timing.test_models import synthetic_records
+    mixed = [dict(r, dtype="bfloat16" if i % 2 else "float32") for i, r in enumerate(synthetic_records())]
+    (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mixed))
+    assert main(["calibrate", "--fit-only", "--out", str(tmp_path)]) == 2
+    assert "several dtypes (bfloat16, float32)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["measure", "--min-seconds", "-1"], ["measure", "--rounds", "0"],
+    ["calibrate", "--grid", "tiny", "--min-seconds", "0"], ["calibrate", "--grid", "tiny", "--repeats", "-3"],
+    ["calibrate", "--grid", "tiny", "--rounds", "0"], ["calibrate", "--grid", "tiny", "--limit", "0"],
+])
+def test_non_positive_options_are_refused_before_compiling(argv, tmp_path, capsys, monkeypatch):
+    import smallest_loss.timing.measure as measure_mod
+    compiled = []
+    monkeypatch.setattr(measure_mod, "compile_step", lambda *a: compiled.append(a))
+    out = ["--out", str(tmp_path)] if argv[0] == "calibrate" else []
+    assert main([*argv, *out]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{argv[-2]} must be positive, got {argv[-1]}" in err[0].replace(".0", "")
+    assert compiled == [] and not (tmp_path / "records.jsonl").exists()

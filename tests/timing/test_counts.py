@@ -7,27 +7,41 @@ be counted once, and these comparisons would be off by a factor of about n.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
+import re
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
+from jax.ad_checkpoint import print_saved_residuals
+from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import ModelConfig
-from smallest_loss.model.transformer import count_params, count_params_in_tree
+from smallest_loss.model.train import loss_fn
+from smallest_loss.model.transformer import Transformer, count_params, count_params_in_tree
 from smallest_loss.timing.counts import (
     FLOPS,
     MEMCPYS,
     PARAMS,
+    WEIGHT_PASSES,
+    bytes_per_element,
     counts_for,
     train_memory_bytes,
     train_step_flops,
     train_step_terms,
 )
-from smallest_loss.timing.measure import compile_step, xla_analyses
+from smallest_loss.timing.measure import base_record, compile_step, xla_analyses
+from smallest_loss.timing.models import design_matrix, get_model, shape_columns
 
 B = 4  # the batch at which all configurations below are compiled
+GELU = ModelConfig(v=256, d=64, n=1, h=4, w=256, s=32)
 TINY = [ModelConfig(v=256, d=d, n=n, h=h, w=w, s=s) for d, n, h, w, s in
-        [(32, 1, 2, 64, 16), (64, 2, 4, 256, 32), (64, 3, 2, 128, 64), (96, 1, 3, 384, 32), (128, 2, 4, 256, 16),
-         (32, 4, 1, 128, 32)]]
-VARIANTS = [ModelConfig(v=256, d=64, n=1, h=4, w=256, s=32, activation="swiglu"),
-            ModelConfig(v=512, d=64, n=1, h=4, w=256, s=32, tied_embeddings=False, norm="layernorm")]
+        [(32, 1, 2, 64, 32), (64, 2, 4, 256, 16), (128, 2, 4, 256, 16)]] + [GELU]
+SWIGLU = dataclasses.replace(GELU, activation="swiglu")
+VARIANTS = [SWIGLU, ModelConfig(v=512, d=64, n=1, h=4, w=256, s=32, tied_embeddings=False, norm="layernorm")]
 
 
 def test_paper_formulas_by_hand():
@@ -69,24 +83,29 @@ def test_terms_sum_to_the_step_flops():
 
 @pytest.fixture(scope="module")
 def compiled():
-    """XLA's analyses of the real training step of each configuration at batch B."""
+    """XLA's analyses of the real training step of each configuration at batch B (compiled, not run)."""
     return [(cfg, xla_analyses(compile_step(cfg, B)[0])) for cfg in TINY + VARIANTS]
 
 
-def test_exact_training_flops_match_xla_within_10_percent(compiled):
+def test_exact_training_flops_match_xla(compiled):
+    """Our FLOPs are within 0.3% of XLA's compiled count (GELU, RMSNorm or LayerNorm, tied or not) and within
+    1% with SwiGLU, whose third MLP matrix is 18% of the SwiGLU step's FLOPs here: missing it fails by far."""
     for cfg, xla in compiled:
-        assert counts_for(cfg, B)["flops"] == pytest.approx(xla["flops"], rel=0.10), cfg
+        rel = 0.01 if cfg.activation == "swiglu" else 0.003
+        assert counts_for(cfg, B)["flops"] == pytest.approx(xla["flops"], rel=rel), cfg
+    third = train_step_terms(SWIGLU.d, SWIGLU.n, SWIGLU.h, SWIGLU.w, SWIGLU.s, SWIGLU.v, B)["mlp"] / 2
+    assert third / dict(compiled)[SWIGLU]["flops"] > 0.15
 
 
 def test_paper_flops_proportional_to_xla_flops(compiled):
-    """At a fixed batch the paper's per-sequence FLOPS tracks XLA's training flops (Pearson >= 0.999),
-    though not with one exact ratio: it counts layer matmuls at one FLOP per multiply-add but the output
-    layer at two, and no backward pass or optimizer (timing/counts.py)."""
+    """At a fixed batch the paper's per-sequence FLOPS tracks XLA's training flops (Pearson >= 0.995 over
+    these four shapes), though not with one exact ratio (4.6x to 5.8x here): it counts layer matmuls at one
+    FLOP per multiply-add but the output layer at two, and no backward pass or optimizer (timing/counts.py)."""
     paper = np.array([FLOPS(c.d, c.n, c.s, c.v, c.w, c.h) for c, _ in compiled[: len(TINY)]])
     xla = np.array([x["flops"] for _, x in compiled[: len(TINY)]])
-    assert np.corrcoef(paper, xla)[0, 1] >= 0.999
+    assert np.corrcoef(paper, xla)[0, 1] >= 0.995
     ratio = xla / (B * paper)
-    assert 3 < ratio.min() and ratio.max() < 8  # 6x for layer matmuls, 3x for the output layer, plus element-wise
+    assert 4 < ratio.min() and ratio.max() < 7 and ratio.max() / ratio.min() > 1.1
 
 
 def test_memory_estimate_against_memory_analysis(compiled):
@@ -98,3 +117,63 @@ def test_memory_estimate_against_memory_analysis(compiled):
 def test_counts_params_match_model():
     for cfg in TINY + VARIANTS:
         assert counts_for(cfg, 1)["params"] == count_params(cfg).total == count_params_in_tree(cfg).total
+
+
+def record_features(cfgs: list[ModelConfig]) -> dict[str, np.ndarray]:
+    """The step-time models' features (FLOPs, weight bytes, activation bytes) of a timing record of each
+    configuration at batch B, read back from the record as calibration reads it."""
+    records = [dict(base_record(cfg, B), status="ok", step_seconds=1.0) for cfg in cfgs]
+    model = get_model("exact: flops (dense, attention) + bytes (weights, activations) + layers")
+    X = design_matrix(model, shape_columns(records), {})
+    return dict(flops=X[:, 0] + X[:, 1], weights=X[:, 2], activations=X[:, 3])
+
+
+def test_record_features_see_activation_norm_and_tying(compiled):
+    """Features of a record count what XLA compiles (FLOPs) and what the real parameter tree holds (weight
+    traffic: the SwiGLU gate and an untied output layer included), and agree with the record's counts."""
+    cfgs = [cfg for cfg, _ in compiled]
+    features = record_features(cfgs)
+    for i, (cfg, xla) in enumerate(compiled):
+        assert features["flops"][i] == pytest.approx(xla["flops"], rel=0.01 if cfg.activation == "swiglu" else 0.003)
+        assert features["weights"][i] == WEIGHT_PASSES * 4 * count_params_in_tree(cfg).total
+        assert features["weights"][i] + features["activations"][i] == pytest.approx(counts_for(cfg, B)["bytes"])
+    gate = WEIGHT_PASSES * 4 * SWIGLU.n * SWIGLU.d * SWIGLU.w
+    assert features["weights"][cfgs.index(SWIGLU)] - features["weights"][cfgs.index(GELU)] == gate
+
+
+SHORT_DTYPES = {"f32": 4, "bf16": 2, "f16": 2, "i32": 4, "bool": 1}
+
+
+def saved_activation_bytes(cfg: ModelConfig, b: int) -> int:
+    """Bytes of the activations the real loss saves for its backward pass, as JAX lists them
+    (`jax.ad_checkpoint.print_saved_residuals`, from shapes alone): every residual of rank 3 or more (the
+    rest are weights, their bf16 copies, norm scales and scalars)."""
+    graphdef, params = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))), nnx.Param)
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        print_saved_residuals(lambda p, t: loss_fn(p, graphdef, t), params,
+                              jax.ShapeDtypeStruct((b, cfg.s + 1), jnp.int32))
+    total = 0
+    for dtype, dims in re.findall(r"^(\w+)\[([\d,]*)\]", text.getvalue(), re.MULTILINE):
+        shape = [int(x) for x in dims.split(",") if x]
+        total += SHORT_DTYPES[dtype] * int(np.prod(shape)) if len(shape) >= 3 else 0
+    return total
+
+
+def test_bf16_activation_bytes_against_the_saved_residuals():
+    """In bf16 the activations take 2 bytes, except the softmaxes (attention, logits), which stay float32:
+    our activation bytes shrink by the same factor as the residuals JAX saves (0.70 here, not 0.5);
+    weight traffic (float32 master weights, gradients, moments) does not change."""
+    bf16 = dataclasses.replace(GELU, dtype="bfloat16")
+    features = record_features([GELU, bf16])
+    ours = features["activations"][1] / features["activations"][0]
+    real = saved_activation_bytes(bf16, B) / saved_activation_bytes(GELU, B)
+    assert ours == pytest.approx(real, rel=0.05) and 0.5 < ours < 0.8
+    assert features["weights"][0] == features["weights"][1]
+    assert counts_for(bf16, B)["bytes"] == features["weights"][1] + features["activations"][1]
+
+
+def test_bytes_per_element():
+    assert [bytes_per_element(t) for t in ("float32", "bfloat16", "float16")] == [4, 2, 2]
+    with pytest.raises(UserError, match="unknown dtype 'int8'"):
+        bytes_per_element("int8")

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
 from types import SimpleNamespace
 
 import pytest
 from smallest_loss.configs.schema import ModelConfig
 from smallest_loss.timing.measure import (
+    chunk_size,
+    device_memory_bytes,
     is_oom,
-    measure,
     measure_bandwidth,
     measure_peak_flops,
     normalise_analyses,
@@ -44,18 +44,8 @@ def test_out_of_memory_is_recognised():
     assert not is_oom(ValueError("compile failed"))
 
 
-def test_measure_writes_a_complete_record():
-    cfg = ModelConfig(v=256, d=32, n=1, h=2, w=64, s=16)
-    record = measure(cfg, 2, min_seconds=0.05, min_repeats=6, rounds=3)
-    assert record["status"] == "ok", record.get("message")
-    assert record["repeats"] >= 6 and record["rounds"] == 3 and len(record["round_medians"]) == 3
-    assert record["min_seconds"] <= record["best_round_seconds"] <= max(record["round_medians"])
-    assert record["min_seconds"] <= record["step_seconds"] <= record["max_seconds"]
-    assert record["iqr_seconds"] >= 0 and record["compile_seconds"] > 0
-    assert record["xla"]["flops"] > 0 and record["xla"]["bytes_accessed"] > 0 and record["xla"]["peak_bytes"] > 0
-    assert record["counts"]["flops"] == pytest.approx(record["xla"]["flops"], rel=0.1)
-    assert record["batch"] == 2 and record["dtype"] == "float32" and record["device_kind"]
-    json.loads(json.dumps(record))  # one JSON line
+CFG = ModelConfig(v=256, d=32, n=1, h=2, w=64, s=32)  # at batch 4 also in test_counts: one compile per session
+# Complete records from real measurements: tests/timing/test_calibrate.py (test_records_are_complete).
 
 
 def test_a_failed_configuration_is_a_record_not_an_exception(monkeypatch):
@@ -64,11 +54,33 @@ def test_a_failed_configuration_is_a_record_not_an_exception(monkeypatch):
         raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 10 GiB")
 
     monkeypatch.setattr(measure_mod, "compile_step", out_of_memory)
-    item = prepare(ModelConfig(v=256, d=32, n=1, h=2, w=64, s=16), 2)
+    item = prepare(CFG, 4)
     assert item.record["status"] == "oom" and "RESOURCE_EXHAUSTED" in item.record["message"]
     assert not item.live and time_round(item, 0.01) == []
 
 
-def test_device_rates_are_positive():
-    assert math.isfinite(measure_peak_flops(n=256, repeats=3)) and measure_peak_flops(n=256, repeats=3) > 0
+def test_a_step_larger_than_the_device_is_oom_before_anything_is_allocated(monkeypatch):
+    """Compiled first from shapes alone: XLA's memory analysis says the step cannot fit, so its state is
+    never allocated and it never runs."""
+    import smallest_loss.timing.measure as measure_mod
+    allocated = []
+    monkeypatch.setattr(measure_mod, "init_sharded_state", lambda *a: allocated.append(a))
+    item = prepare(CFG, 4, memory_limit=2**16)  # 64 KiB: the parameters and Adam moments alone need more
+    assert item.record["status"] == "oom" and "memory analysis" in item.record["message"]
+    assert item.record["xla"]["peak_bytes"] > 2**16 and allocated == [] and not item.live
+
+
+def test_memory_and_chunks_follow_the_device():
+    limit = device_memory_bytes()
+    assert limit is None or limit > 2**30  # CPU: the table knows no limit (no check); accelerators: bytes_limit
+    import jax
+    assert chunk_size(8) == (8 if jax.default_backend() == "cpu" else 1) and chunk_size(0) == 1
+
+
+def test_peak_flops_in_the_compute_dtype():
+    rate, dtype = measure_peak_flops("float32", n=128, repeats=3)
+    assert math.isfinite(rate) and rate > 0 and dtype == "float32"
+    rate, dtype = measure_peak_flops("bfloat16", n=128, matmuls=3, repeats=3)  # a chain of matmuls in one call
+    assert math.isfinite(rate) and rate > 0 and dtype == "bfloat16"
+    assert measure_peak_flops("no-such-dtype", n=128, repeats=3)[1] == "float32"  # the backend lacks it: fallback
     assert measure_bandwidth(megabytes=8, repeats=3) > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -105,3 +106,80 @@ def test_profile_prediction_honours_architecture_variants():
     assert gelu.shape == (2, 2) and np.all(np.diff(gelu, axis=0) > 0)  # more sequences, more time
     assert np.all(profile.predict_step_seconds(**shape, activation="swiglu") > gelu)  # a third MLP matrix
     assert np.all(profile.predict_step_seconds(**shape, tied=False) > gelu)  # the optimizer updates v*d more
+
+
+def test_profile_predicts_what_the_model_predicts_from_the_equivalent_record():
+    """For every analytic model: a profile's prediction for a configuration (activation, norm, tying and
+    dtype included) equals the model applied to the timing record of that configuration."""
+    from smallest_loss.configs.schema import ModelConfig
+    from smallest_loss.timing.measure import base_record
+    from smallest_loss.timing.models import MODELS, shape_columns
+
+    cfg = ModelConfig(v=512, d=64, n=2, h=4, w=192, s=32, activation="swiglu", norm="layernorm",
+                      tied_embeddings=False, dtype="bfloat16")
+    device = dict(DEVICE, cache_bytes=2**14)  # small enough that some element-wise tensors spill
+    for model in (m for m in MODELS if m.analytic):
+        coefficients = tuple(np.linspace(1e-12, 3e-12, len(model.features))) + (1e-4,)
+        profile = DeviceProfile(device_kind="cpu", model=model.name, coefficients=coefficients, dtype="bfloat16",
+                                held_out=dict(mape=0.1), **device)
+        records = [dict(base_record(cfg, 8), device_count=k, status="ok", step_seconds=1.0) for k in (1, 2)]
+        from_records = design_matrix(model, shape_columns(records), device) @ np.asarray(coefficients)
+        over_two = profile.predict_step_seconds(cfg.d, cfg.n, cfg.h, cfg.w, cfg.s, cfg.v, 8, k=2, activation="swiglu",
+                                                norm="layernorm", tied=False, dtype="bfloat16")
+        assert [profile.step_seconds_for(cfg, 8), over_two[0]] == pytest.approx(from_records, rel=1e-12), model.name
+        with pytest.raises(UserError, match="calibrated in bfloat16 and cannot predict float32"):
+            profile.predict_step_seconds(64, 2, 4, 192, 32, 512, 8, dtype="float32")
+
+
+def test_old_profiles_load_unless_their_bytes_were_counted_in_the_wrong_dtype(tmp_path):
+    profile = DeviceProfile(device_kind="cpu", model="exact: flops + bytes", coefficients=(1e-12, 1e-11, 1e-4),
+                            peak_flops=1e11, bandwidth=2e10, held_out=dict(mape=0.1))
+    data = json.loads(save_profile(tmp_path / "p.json", profile).read_text())
+    assert data["version"] == 3 and data["dtype"] == "float32"
+    for version, dtype, loads in ((2, "float32", True), (2, "bfloat16", False), (3, "bfloat16", True)):
+        (tmp_path / "old.json").write_text(json.dumps(dict(data, version=version, dtype=dtype)))
+        if loads:
+            assert load_profile(tmp_path / "old.json").dtype == dtype
+        else:
+            with pytest.raises(UserError, match="counted bfloat16 activations at 4 bytes"):
+                load_profile(tmp_path / "old.json")
+
+
+def test_roofline_features_are_the_slower_of_compute_and_memory():
+    """The roofline features are max(FLOPs / peak, bytes / bandwidth), on our counts as the record holds them
+    (dtype included) or on XLA's; which side binds moves with the device's rates."""
+    from smallest_loss.configs.schema import ModelConfig
+    from smallest_loss.timing.measure import base_record
+    from smallest_loss.timing.models import shape_columns
+
+    records = [dict(base_record(ModelConfig(v=256, d=64, n=2, h=4, w=256, s=s, dtype=dtype), b), status="ok",
+                    step_seconds=1.0, xla=dict(flops=3e9, bytes_accessed=2e8))
+               for s, b, dtype in ((32, 2, "float32"), (128, 8, "bfloat16"))]
+    flops = np.array([r["counts"]["flops"] for r in records])
+    nbytes = np.array([r["counts"]["bytes"] for r in records])
+    cols = shape_columns(records)
+    for peak, bandwidth in ((1e9, 1e12), (1e15, 1e6), (1e11, 2e10)):
+        device = dict(peak_flops=peak, bandwidth=bandwidth)
+        exact = design_matrix(get_model("roofline (exact counts)"), cols, device)[:, 0]
+        np.testing.assert_allclose(exact, np.maximum(flops / peak, nbytes / bandwidth), rtol=1e-12)
+        xla = design_matrix(get_model("roofline (xla counts)"), cols, device)[:, 0]
+        np.testing.assert_allclose(xla, np.maximum(3e9 / peak, 2e8 / bandwidth), rtol=1e-12)
+    assert np.all(design_matrix(get_model("roofline (exact counts)"), cols, dict(peak_flops=1e9, bandwidth=1e12))[:, 0]
+                  == flops / 1e9)  # compute-bound on a slow-compute device
+
+
+def test_spilled_work_sees_the_dtype():
+    """An element-wise tensor of b*s*d values spills out of a cache of 3*b*s*d bytes in float32 (4 bytes
+    each), not in bf16 (2 bytes)."""
+    from smallest_loss.configs.schema import ModelConfig
+    from smallest_loss.timing.measure import base_record
+    from smallest_loss.timing.models import shape_columns
+
+    b, cfg = 4, ModelConfig(v=256, d=64, n=1, h=4, w=256, s=32)
+    records = [dict(base_record(c, b), status="ok", step_seconds=1.0)
+               for c in (cfg, dataclasses.replace(cfg, dtype="bfloat16"))]
+    model = get_model("exact: work by kind, element-wise in or out of cache")
+    X = design_matrix(model, shape_columns(records), dict(DEVICE, cache_bytes=3 * b * cfg.s * cfg.d))
+    names = [f.__name__ for f in model.features]
+    width, spilled = names.index("width"), names.index("width_spilled")
+    assert X[0, spilled] == X[0, width] > 0 and X[1, spilled] == 0 and X[1, width] == X[0, width]
