@@ -8,13 +8,14 @@ device profile's predicted step time.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import ModelConfig, RunConfig, TrainConfig
 
-Shape = tuple[int, int, int]  # (d, n, h); w = 4d
+Shape = tuple[int, int, int]  # (d, n, h); w = mlp_ratio * d
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,7 @@ class SweepDesign:
 
     def model(self, shape: Shape) -> ModelConfig:
         d, n, h = shape
-        base = self.base.model
-        return ModelConfig(**{**base.__dict__, "d": d, "n": n, "h": h, "w": 4 * d})
+        return dataclasses.replace(self.base.model, d=d, n=n, h=h, w=None)  # w derived from d
 
 
 def _shapes(*idx: int) -> tuple[Shape, ...]:

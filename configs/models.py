@@ -10,7 +10,7 @@ from smallest_loss.configs.schema import ModelConfig, RunConfig, TrainConfig
 
 
 def _ladder_model(d: int, n: int, h: int, s: int = 128, v: int = 256) -> ModelConfig:
-    return ModelConfig(v=v, d=d, n=n, h=h, w=4 * d, s=s)
+    return ModelConfig(v=v, d=d, n=n, h=h, s=s)  # w = mlp_ratio * d = 4d
 
 
 # (d, n, h): width grows with depth about as in GPT-2's ladder; head size 32 at CPU scale.
@@ -36,20 +36,19 @@ def _presets() -> dict[str, RunConfig]:
     presets = {
         # Trains on 2 CPU cores in well under 2 minutes and learns far more than byte frequencies.
         "tiny": RunConfig(
-            model=ModelConfig(v=256, d=128, n=2, h=4, w=512, s=128),
+            model=ModelConfig(v=256, d=128, n=2, h=4, s=128),
             train=TrainConfig(batch_size=16, steps=300, lr=3e-3, warmup_steps=30, eval_every=100),
         ),
     }
     for name, (d, n, h) in _LADDER.items():
         presets[name] = RunConfig(model=_ladder_model(d, n, h), train=TrainConfig(batch_size=32, steps=1000))
     for name, (d, n, h) in _GPT2.items():
-        model = ModelConfig(v=50304, d=d, n=n, h=h, w=4 * d, s=1024, dtype="bfloat16")
+        model = ModelConfig(v=50304, d=d, n=n, h=h, s=1024, dtype="bfloat16")
         presets[name] = RunConfig(model=model, train=TrainConfig(batch_size=16, steps=1000, lr=6e-4))
     return presets
 
 
 PRESETS: dict[str, RunConfig] = _presets()
-LADDER_NAMES: tuple[str, ...] = tuple(_LADDER)
 
 
 def get_preset(name: str) -> RunConfig:

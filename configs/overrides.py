@@ -1,6 +1,8 @@
 """`--set section.field=value` overrides, parsed against the field's declared type.
 
 Unknown sections or fields, and values that do not parse as the field's type, are `UserError`s.
+A field that a config derives from others (its class's `DERIVED`, e.g. the MLP width w from d) is
+derived again when one of its sources is set, unless the same command sets it too.
 """
 
 from __future__ import annotations
@@ -97,4 +99,7 @@ def _apply(node: Any, changes: dict[str, Any], prefix: str) -> Any:
             updates[name] = _apply(getattr(node, name), change, key + ".")
         else:
             updates[name] = parse_value(change, hints[name], f"--set {key}")
+    for name, sources in getattr(type(node), "DERIVED", {}).items():
+        if name not in updates and any(source in updates for source in sources):
+            updates[name] = None  # derive it again from the new sources
     return dataclasses.replace(node, **updates)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from smallest_loss.configs.errors import UserError
 
@@ -46,16 +46,30 @@ def _in_unit_interval(obj: Any, *names: str, closed: bool = True) -> None:
             raise UserError(f"{_where(obj, name)}={value!r} must lie in [0, 1{']' if closed else ')'}")
 
 
+def _suggest_heads(d: int, h: int) -> str:
+    """What to set instead: the head count nearest h whose head size d/h is a whole, even number."""
+    valid = [k for k in range(1, d // 2 + 1) if d % k == 0 and (d // k) % 2 == 0]
+    if not valid:
+        return "model.d must be even"
+    best = min(valid, key=lambda k: (abs(k - h), k))
+    return f"set model.h too, e.g. --set model.h={best} (head size {d // best})"
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """A decoder-only transformer: pre-norm blocks, RoPE positions, causal self-attention, MLP."""
+    """A decoder-only transformer: pre-norm blocks, RoPE positions, causal self-attention, MLP.
+
+    The MLP width w follows the model width unless it is given: w = round(mlp_ratio * d). After
+    construction `w` always holds the resolved width, so every consumer reads one number.
+    """
 
     v: int = 256  # vocabulary
     d: int = 64  # model width
     n: int = 2  # layers
     h: int = 4  # attention heads
-    w: int = 256  # MLP hidden width
+    w: int | None = None  # MLP hidden width; None: round(mlp_ratio * d)
     s: int = 64  # context (sequence) length
+    mlp_ratio: float = 4.0  # w / d when w is not given (4 as in GPT-2 and Chinchilla)
     norm: Norm = "rmsnorm"
     activation: Activation = "gelu"
     tied_embeddings: bool = True
@@ -63,12 +77,19 @@ class ModelConfig:
     param_dtype: DType = "float32"  # master weights
     attention: Attention = "auto"  # "auto": cuDNN fused attention on GPU in half precision, else XLA
 
+    # Fields computed from others when not given; an override of a source re-derives them
+    # (configs/overrides.py) unless the same command sets them too.
+    DERIVED: ClassVar[dict[str, tuple[str, ...]]] = {"w": ("d", "mlp_ratio")}
+
     def __post_init__(self) -> None:
-        _positive(self, "v", "d", "n", "h", "w", "s")
-        if self.d % self.h:
-            raise UserError(f"model.d={self.d} is not divisible by model.h={self.h}")
-        if self.head_dim % 2:
-            raise UserError(f"head size d/h = {self.head_dim} must be even (rotary embeddings rotate pairs)")
+        _positive(self, "v", "d", "n", "h", "s", "mlp_ratio")
+        if self.w is None:
+            object.__setattr__(self, "w", max(1, round(self.mlp_ratio * self.d)))
+        _positive(self, "w")
+        if self.d % self.h or (self.d // self.h) % 2:
+            problem = (f"model.d={self.d} is not divisible by model.h={self.h}" if self.d % self.h else
+                       f"head size d/h = {self.head_dim} must be even (rotary embeddings rotate pairs)")
+            raise UserError(f"{problem}; {_suggest_heads(self.d, self.h)}")
 
     @property
     def head_dim(self) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 from smallest_loss.configs.designs import Shape, SweepDesign
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import ModelConfig, RunConfig
-from smallest_loss.model.runs import RunDir
+from smallest_loss.model.runs import RunDir, make_folder
 from smallest_loss.model.train import RunDiverged, train
 from smallest_loss.model.transformer import count_params
 from tqdm.auto import tqdm
@@ -42,9 +42,9 @@ def _budget_steps(design: SweepDesign, model: ModelConfig, budget: float, step_s
     if design.kind == "isotime":
         return math.floor(budget / step_seconds(model, design.base.train.batch_size))
     if design.flops == "exact":
-        from smallest_loss.timing.counts import train_step_flops
+        from smallest_loss.timing.counts import counts_for
 
-        return math.floor(budget / float(train_step_flops(model, design.base.train.batch_size)))
+        return math.floor(budget / counts_for(model, design.base.train.batch_size)["flops"])
     return math.floor(budget / (6 * count_params(model).total * tokens_per_step))
 
 
@@ -105,8 +105,7 @@ def _run_one(run: PlannedRun, folder: Path) -> str:
 def run_sweep(design: SweepDesign, out: str | Path, shard: tuple[int, int] = (0, 1), step_seconds: Any = None,
               progress: bool = True) -> dict[str, int]:
     """Train this shard's runs of `design` under `out`; returns how many runs were trained, skipped, ..."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(out)
     runs = plan_runs(design, step_seconds)
     _write_manifest(out, design, runs)
     mine = runs[shard[0]::shard[1]]

@@ -2,15 +2,20 @@
 
 `config.json` holds the fully resolved config, the schema version, the corpus fingerprint, package and
 JAX versions and the device kind; loading it reproduces the run. `metrics.jsonl` holds one line per
-training step; on resume, lines past the restored checkpoint are dropped so that no step is lost or
-duplicated.
+training step, steps 1, 2, 3, ... in order; on resume, lines past the restored checkpoint are dropped so
+that no step is lost or duplicated. Every file is strict JSON: a non-finite number is written as null.
+
+With several processes (hosts), process 0 alone writes files and decides whether a folder can be used;
+the others wait for its decision (`sharding.from_main`), so every process fails or goes on together.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,7 @@ import jax
 import orbax.checkpoint as ocp
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import SCHEMA_VERSION, RunConfig
+from smallest_loss.model.sharding import barrier, from_main
 
 _PACKAGES = ("smallest-loss", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
 
@@ -43,13 +49,66 @@ def _is_main() -> bool:
     return jax.process_index() == 0
 
 
+def _strict(value: Any) -> Any:
+    """`value` with every non-finite float replaced by None, so that it serialises as strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    return value
+
+
+def dumps(data: Any, **kwargs: Any) -> str:
+    """Strict JSON (no NaN or Infinity, which `json.loads` accepts but other readers reject)."""
+    return json.dumps(_strict(data), allow_nan=False, **kwargs)
+
+
 def _write_json(path: Path, data: Any) -> None:
     """Write atomically: a crash leaves the old file or the new one, never half of one."""
     if not _is_main():
         return
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    tmp.write_text(dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+def _make_folder(path: Path) -> None:
+    """Create folder `path` (and its parents) and check that files can be written in it."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path} is a file, not a folder; choose another --out")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"cannot create {path}: {existing} is a file, not a folder; choose another --out")
+    probe = path / f".write-test-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        where = f" ({err.filename})" if err.filename else ""
+        raise UserError(f"cannot write run folder {path}: {err.strerror or err}{where}; choose another --out") from None
+
+
+def _main_decides(check: Callable[[], None]) -> None:
+    """Run `check` on process 0 alone; when it raises `UserError`, every process raises the same one."""
+    error = None
+    if _is_main():
+        try:
+            check()
+        except UserError as err:
+            error = str(err)
+    error = from_main(error)
+    if error:
+        raise UserError(error)
+
+
+def make_folder(path: str | Path) -> Path:
+    """Create an output folder on process 0, or fail on every process with process 0's one-line reason."""
+    path = Path(path)
+    _main_decides(lambda: _make_folder(path))
+    return path
 
 
 class RunDir:
@@ -60,14 +119,26 @@ class RunDir:
         self.config = config
         self.record = record
 
+    @staticmethod
+    def prepare(path: str | Path) -> Path:
+        """Check, before any slow work, that `path` can hold a new run, and create the folder."""
+        path = Path(path)
+
+        def check() -> None:
+            if (path / "config.json").exists():
+                raise UserError(f"{path} already holds a run; continue it with --resume {path} or choose another --out")
+            _make_folder(path)
+
+        _main_decides(check)
+        return path
+
     @classmethod
     def create(cls, path: str | Path, config: RunConfig, corpus: dict[str, Any]) -> RunDir:
-        path = Path(path)
-        if (path / "config.json").exists():
-            raise UserError(f"{path} already holds a run; continue it with --resume {path} or choose another --out")
-        path.mkdir(parents=True, exist_ok=True)
+        """A new run folder. Process 0 writes config.json; the others wait for it (or for its error)."""
+        path = RunDir.prepare(path)
         record = dict(schema_version=SCHEMA_VERSION, config=config.to_dict(), corpus=corpus, **environment())
         _write_json(path / "config.json", record)
+        barrier("run folder created")  # no process goes on before config.json exists
         return cls(path, config, record)
 
     @classmethod
@@ -94,28 +165,37 @@ class RunDir:
     def append_metrics(self, lines: list[dict[str, Any]]) -> None:
         if lines and _is_main():
             with self.metrics_file.open("a") as f:
-                f.writelines(json.dumps(line) + "\n" for line in lines)
+                f.writelines(dumps(line) + "\n" for line in lines)
                 f.flush()
                 os.fsync(f.fileno())
 
-    def read_metrics(self) -> list[dict[str, Any]]:
+    def check_metrics(self) -> tuple[list[dict[str, Any]], str | None]:
+        """The lines of steps 1, 2, ... up to the first line that is cut short or out of order, and what is
+        wrong with that line (None when every line is whole)."""
         if not self.metrics_file.exists():
-            return []
-        lines = []
-        for raw in self.metrics_file.read_text().splitlines():
+            return [], None
+        lines: list[dict[str, Any]] = []
+        for number, raw in enumerate(self.metrics_file.read_text().splitlines(), 1):
             try:
-                lines.append(json.loads(raw))
+                line = json.loads(raw)
             except json.JSONDecodeError:
-                break  # a line cut short by a crash: everything after it is lost anyway
-        return lines
+                return lines, f"line {number} of {self.metrics_file} is cut short"
+            if not isinstance(line, dict) or line.get("step") != len(lines) + 1:
+                return lines, f"line {number} of {self.metrics_file} is not step {len(lines) + 1}"
+            lines.append(line)
+        return lines, None
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """The whole lines (a crash can cut the last one short; what follows a damaged line is ignored)."""
+        return self.check_metrics()[0]
 
     def truncate_metrics(self, step: int) -> list[dict[str, Any]]:
         """Keep the lines of steps up to `step` (the restored checkpoint) and return them."""
-        kept = [line for line in self.read_metrics() if line["step"] <= step]
+        kept = self.read_metrics()[:step]
         if not _is_main():
             return kept
         tmp = self.metrics_file.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(line) + "\n" for line in kept))
+        tmp.write_text("".join(dumps(line) + "\n" for line in kept))
         os.replace(tmp, self.metrics_file)
         return kept
 
@@ -126,6 +206,17 @@ class RunDir:
     def read_summary(self) -> dict[str, Any] | None:
         file = self.path / "summary.json"
         return json.loads(file.read_text()) if file.exists() else None
+
+    def status(self) -> str:
+        """Where the run stands, in a few words: completed, diverged at step k, or interrupted at step k (the
+        last step in metrics.jsonl: also when it was killed before it could write a summary)."""
+        summary = self.read_summary()
+        if summary and summary["status"] == "diverged" and summary.get("diverged_step"):
+            return f"diverged at step {summary['diverged_step']}"
+        if summary and summary["status"] != "interrupted":
+            return summary["status"]
+        logged = len(self.read_metrics())
+        return f"interrupted at step {logged}" if logged else "interrupted before its first logged step"
 
     # checkpoints/ ----------------------------------------------------------------------------------
     def checkpoint_manager(self) -> ocp.CheckpointManager:

@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from smallest_loss.configs.errors import UserError
@@ -89,6 +90,31 @@ def put_batch(tokens_BxL: np.ndarray, sharding: NamedSharding) -> jax.Array:
     start = jax.process_index() * per_process
     local = tokens_BxL[start : start + per_process]
     return jax.make_array_from_process_local_data(sharding, local, tokens_BxL.shape)
+
+
+_TEXT_BYTES = 2048  # longest message that process 0 sends the others (longer ones are cut)
+
+
+def from_main(text: str | None) -> str | None:
+    """Process 0's `text` (a decision, such as an error message, or None) on every process.
+
+    A collective: every process must call it, and none returns before process 0 has called it, so it
+    also orders the others after whatever process 0 did before (writing a file, say).
+    """
+    if jax.process_count() == 1:
+        return text
+    encoded = (text or "").encode()[:_TEXT_BYTES]
+    data = np.zeros(1 + _TEXT_BYTES, np.uint8)  # a flag (is there a text?), then the text, zero-padded
+    data[0] = text is not None
+    data[1 : 1 + len(encoded)] = np.frombuffer(encoded, np.uint8)
+    data = np.asarray(multihost_utils.broadcast_one_to_all(data))
+    return bytes(data[1:]).rstrip(b"\0").decode(errors="ignore") if data[0] else None
+
+
+def barrier(name: str) -> None:
+    """Wait until every process reaches the barrier called `name` (nothing to wait for with one process)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
 
 
 def initialize_distributed() -> bool:

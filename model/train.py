@@ -7,6 +7,7 @@ jitted function, so no Python object-graph walking happens per step (STYLE.md pa
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from smallest_loss.configs.schema import ModelConfig, RunConfig, TrainConfig
 from smallest_loss.model.data import Corpus, batch, check_fits, load_corpus, unigram_entropy
 from smallest_loss.model.runs import RunDir
 from smallest_loss.model.sharding import (
+    barrier,
     batch_sharding,
     make_mesh,
     put_batch,
@@ -97,9 +99,17 @@ def make_step_fn(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation
     return step
 
 
-def jit_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation) -> Callable:
-    """The training step, jitted once, with the state donated (updated in place on device)."""
-    return jax.jit(make_step_fn(graphdef, optimizer), donate_argnums=0)
+def state_layout(
+    model_cfg: ModelConfig, optimizer: optax.GradientTransformation, seed: int, mesh: Mesh
+) -> tuple[nnx.GraphDef, State, Any]:
+    """The graph definition, the abstract training state (shapes, dtypes and shardings on `mesh`; nothing
+    allocated) and the state's shardings. A resumed run restores into the abstract state directly."""
+    shapes = jax.eval_shape(lambda: init_state(model_cfg, optimizer, seed)[1])
+    shardings = state_shardings(shapes, mesh)
+    abstract = jax.tree.map(lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                            shapes, shardings)
+    graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(model_cfg, nnx.Rngs(seed))), nnx.Param)[0]
+    return graphdef, abstract, shardings
 
 
 def init_sharded_state(
@@ -109,10 +119,8 @@ def init_sharded_state(
 
     Returns the graph definition, the state and the state's shardings.
     """
-    init = lambda: init_state(model_cfg, optimizer, seed)[1]
-    shardings = state_shardings(jax.eval_shape(init), mesh)
-    state = jax.jit(init, out_shardings=shardings)()
-    graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(model_cfg, nnx.Rngs(seed))), nnx.Param)[0]
+    graphdef, _, shardings = state_layout(model_cfg, optimizer, seed, mesh)
+    state = jax.jit(lambda: init_state(model_cfg, optimizer, seed)[1], out_shardings=shardings)()
     return graphdef, state, shardings
 
 
@@ -139,7 +147,18 @@ def evaluate(eval_fn: Callable, params: nnx.State, corpus: Corpus, cfg: RunConfi
 
 
 class RunDiverged(UserError):
-    """The loss became NaN or infinite; the run folder keeps its metrics and says `diverged`."""
+    """The loss became NaN or infinite at `step`; the run folder keeps the metrics of the steps before it
+    and its summary says `diverged`."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
+
+
+def _say(message: str) -> None:
+    """One line to the user on stderr (from process 0 only), for things that change what a run does."""
+    if jax.process_index() == 0:
+        tqdm.write(message, file=sys.stderr)
 
 
 class _Loop:
@@ -151,32 +170,60 @@ class _Loop:
         self.total = cfg.total_steps
         optimizer = make_optimizer(cfg.train, self.total)
         self.mesh = make_mesh(resolve_mesh_shape(cfg.train))
-        self.graphdef, self.state, shardings = init_sharded_state(cfg.model, optimizer, cfg.train.seed, self.mesh)
+        self.graphdef, abstract, shardings = state_layout(cfg.model, optimizer, cfg.train.seed, self.mesh)
         self.step_fn = jit_sharded_step(self.graphdef, optimizer, shardings, self.mesh)
         self.batch_sharding = batch_sharding(self.mesh)
         self.eval_fn = make_eval_fn(self.graphdef)
         self.schedule = make_schedule(cfg.train, self.total)
         self.manager = run.checkpoint_manager()
         self.start, self.wall_offset, self.last_eval = 0, 0.0, None
-        if resume:
-            self._restore()
+        self.state = self._restore(abstract) if resume else None
+        if self.state is None:  # a new run, or no usable checkpoint
+            self.state = init_sharded_state(cfg.model, optimizer, cfg.train.seed, self.mesh)[1]
         self.pending: list[tuple[int, dict[str, jax.Array]]] = []
         self.tokens_per_step = cfg.train.batch_size * cfg.model.s
         progress = progress and jax.process_index() == 0
         self.bar = tqdm(total=self.total, initial=self.start, disable=not progress, unit="step", dynamic_ncols=True)
 
-    def _restore(self) -> None:
-        step = self.manager.latest_step()
-        if step is None:
-            self.run.truncate_metrics(0)
-            return
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, self.state)
-        self.state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    def _restore(self, abstract: State) -> State | None:
+        """The newest checkpoint that is readable and whose steps are all in metrics.jsonl (None: no such
+        checkpoint; the run starts again from step 0).
+
+        A damaged checkpoint (files lost) is skipped for the one before it, and a metrics line cut short
+        sends the run back to a checkpoint before that step, so that the step is trained and logged again.
+        Steps past the restored checkpoint are trained again, deterministically (data.batch).
+        """
+        lines, damage = self.run.check_metrics()
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        newer = [c for c in steps if c > len(lines)]
+        lost = damage or f"metrics.jsonl ends at step {len(lines)}"
+        skipped = [f"{lost}, so the step-{newer[0]} checkpoint is passed over"] if newer else []
+        state, step = None, 0
+        for candidate in (c for c in steps if c <= len(lines)):
+            try:
+                state = self.manager.restore(candidate, args=ocp.args.StandardRestore(abstract))
+            except Exception as err:  # noqa: BLE001 - whatever makes a checkpoint unreadable, an older one may do
+                reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:100]
+                skipped.append(f"the step-{candidate} checkpoint cannot be read ({reason})")
+                continue
+            step = candidate
+            break
+        if skipped:
+            _say(f"resume: {'; '.join(skipped)}: resuming from step {step} and training the steps after it again")
+        barrier("checkpoint restored")  # every process has read metrics.jsonl before process 0 rewrites it
+        self._drop_unusable(step)
         kept = self.run.truncate_metrics(step)
         self.start = step
         self.wall_offset = kept[-1]["wall_seconds"] if kept else 0.0
-        evals = [line["eval_loss"] for line in kept if "eval_loss" in line]
+        evals = [line["eval_loss"] for line in kept if line.get("eval_loss") is not None]
         self.last_eval = evals[-1] if evals else None
+        return state
+
+    def _drop_unusable(self, step: int) -> None:
+        """Delete the checkpoints after `step`: they were skipped, and saving those steps again must not clash."""
+        for later in self.manager.all_steps():
+            if later > step:
+                self.manager.delete(later)
 
     def flush(self, extra: dict[int, dict[str, Any]] | None = None) -> float:
         """Bring the pending steps' metrics to the host (one sync), log them, stop on divergence."""
@@ -191,13 +238,14 @@ class _Loop:
                         lr=float(self.schedule(step - 1)))
             line.update((extra or {}).get(step, {}))
             lines.append(line)
-        self.run.append_metrics(lines)
         self.pending = []
-        bad = [line for line in lines if not math.isfinite(line["train_loss"])]
+        bad = next((line for line in lines if not math.isfinite(line["train_loss"])), None)
+        # Steps from the first non-finite loss on carry no information: log the steps before it only.
+        self.run.append_metrics(lines[: lines.index(bad)] if bad else lines)
         if bad:
             raise RunDiverged(
-                f"loss became {bad[0]['train_loss']} at step {bad[0]['step']}: the run diverged; "
-                "lower train.lr or raise train.warmup_steps"
+                f"loss became {bad['train_loss']} at step {bad['step']}: the run diverged; "
+                "lower train.lr or raise train.warmup_steps", bad["step"],
             )
         return lines[-1]["train_loss"]
 
@@ -247,19 +295,24 @@ class _Loop:
         return step
 
 
-def summarise(run: RunDir, corpus: Corpus, status: str, message: str | None = None) -> dict[str, Any]:
-    """Write and return summary.json from the run's metrics (the single source of truth)."""
+def summarise(run: RunDir, corpus: Corpus, status: str, message: str | None = None,
+              diverged_step: int | None = None) -> dict[str, Any]:
+    """Write and return summary.json from the run's metrics (the single source of truth).
+
+    `steps` counts the steps logged: for a diverged run, those before the step whose loss was not finite
+    (`diverged_step`).
+    """
     cfg = run.config
     lines = run.read_metrics()
-    evals = [line["eval_loss"] for line in lines if "eval_loss" in line]
+    evals = [line["eval_loss"] for line in lines if line.get("eval_loss") is not None]
     last = lines[-1] if lines else {}
     counts = count_params(cfg.model)
     wall = last.get("wall_seconds", 0.0)
     summary = dict(
         status=status, message=message, steps=last.get("step", 0), total_steps=cfg.total_steps,
-        tokens=last.get("tokens", 0), params=counts.total, params_embedding=counts.embedding,
-        params_non_embedding=counts.non_embedding, final_train_loss=last.get("train_loss"),
-        final_eval_loss=evals[-1] if evals else None,
+        diverged_step=diverged_step, tokens=last.get("tokens", 0), params=counts.total,
+        params_embedding=counts.embedding, params_non_embedding=counts.non_embedding,
+        final_train_loss=last.get("train_loss"), final_eval_loss=evals[-1] if evals else None,
         val_unigram_entropy=unigram_entropy(corpus.val, cfg.model.v), wall_seconds=wall,
         tokens_per_second=last.get("tokens", 0) / wall if wall else None,
     )
@@ -267,17 +320,29 @@ def summarise(run: RunDir, corpus: Corpus, status: str, message: str | None = No
     return summary
 
 
+def _open_for_resume(out: str | Path) -> tuple[RunDir, dict[str, Any] | None]:
+    """The run in `out` and its summary; a diverged run is refused (resuming would diverge again)."""
+    run = RunDir.open(out)
+    summary = run.read_summary()
+    if summary and summary["status"] == "diverged":
+        raise UserError(f"the run in {out} {run.status()} and cannot be resumed (it would diverge again); "
+                        "start a new run with a lower train.lr or more train.warmup_steps")
+    return run, summary
+
+
 def train(config: RunConfig | None, out: str | Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train a run into folder `out` (new), or continue the run in `out` (`resume=True`).
 
-    Returns the summary. A diverged run raises `RunDiverged` after writing its summary; Ctrl-C saves a
-    checkpoint of the last finished step and re-raises `KeyboardInterrupt`.
+    Returns the summary; resuming a completed run returns its summary and trains nothing. A diverged run
+    raises `RunDiverged` after writing its summary, and refuses to resume; Ctrl-C saves a checkpoint of
+    the last finished step and re-raises `KeyboardInterrupt`. The folder is checked before anything slow.
     """
     if resume:
-        run = RunDir.open(out)
-        summary = run.read_summary()
-        if summary and summary["status"] in ("completed", "diverged"):
+        run, summary = _open_for_resume(out)
+        if summary and summary["status"] == "completed":
             return summary
+    else:
+        RunDir.prepare(out)
     corpus = load_corpus((config or run.config).data)
     cfg = run.config if resume else config
     check_fits(corpus, cfg.model.v, cfg.model.s)
@@ -290,7 +355,7 @@ def train(config: RunConfig | None, out: str | Path, resume: bool = False, progr
     try:
         loop.session()
     except RunDiverged as err:
-        summarise(run, corpus, "diverged", str(err))
+        summarise(run, corpus, "diverged", str(err), diverged_step=err.step)
         raise
     except KeyboardInterrupt:
         step = loop.interrupted()

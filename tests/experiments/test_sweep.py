@@ -3,6 +3,7 @@ shards split the design between workers with no run lost or run twice."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -12,6 +13,7 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.experiments.cli import main
 from smallest_loss.experiments.sweep import parse_shard, plan_runs, run_sweep
 from smallest_loss.scaling.collect import collect_runs, to_points
+from smallest_loss.timing.counts import train_step_flops
 
 
 def test_cpu_isoflop_design_meets_its_brief():
@@ -35,10 +37,13 @@ def test_shards_partition_the_design():
 
 
 def test_sweep_shards_skip_and_resume(tmp_path, monkeypatch):
-    design = get_design("tiny-isoflop")
+    # tiny-isoflop cut to three runs: one for shard 1/2, two for shard 0/2 (the first of them crashes).
+    design = dataclasses.replace(get_design("tiny-isoflop"), budgets=(2e9, 6e9), shapes=(((16, 1, 2),),
+                                                                                         ((16, 1, 2), (32, 1, 2))))
     runs = plan_runs(design)
+    assert len(runs) == 3
     out = tmp_path / "sweep"
-    assert run_sweep(design, out, (1, 2), progress=False) == {"trained": len(runs[1::2])}
+    assert run_sweep(design, out, (1, 2), progress=False) == {"trained": 1}
     real_batch = train_mod.batch
 
     def crash(tokens, seed, k, *args):
@@ -49,16 +54,32 @@ def test_sweep_shards_skip_and_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "batch", crash)
     with pytest.raises(RuntimeError):
         run_sweep(design, out, (0, 2), progress=False)
-    monkeypatch.setattr(train_mod, "batch", real_batch)
-    assert run_sweep(design, out, (0, 2), progress=False) == {"resumed": 1, "trained": len(runs[0::2]) - 1}
-    assert run_sweep(design, out, progress=False) == {"skipped": len(runs)}
     records, left_out = collect_runs([out])
-    assert len(records) == len(runs) >= 6 and not left_out
+    assert len(records) == 1 and left_out == [f"{runs[0].name}: interrupted before its first logged step"]
+    monkeypatch.setattr(train_mod, "batch", real_batch)
+    assert run_sweep(design, out, (0, 2), progress=False) == {"resumed": 1, "trained": 1}
+    assert run_sweep(design, out, progress=False) == {"skipped": 3}
+    records, left_out = collect_runs([out])
+    assert len(records) == 3 and not left_out
     manifest = json.loads((out / "sweep.json").read_text())
     assert {r.name: r.budget for r in records} == {r["name"]: r["budget"] for r in manifest["runs"]}
-    assert to_points(records).N.size == len(runs)
-    with pytest.raises(UserError, match="need at least 6 points"):
-        to_points(records[:3])
+    with pytest.raises(UserError, match="need at least 6 points"):  # fit needs more runs than this cut design
+        to_points(records)
+
+
+def test_exact_flops_design_buys_the_steps_its_budget_pays_for():
+    base = get_design("tiny-isoflop")
+    exact = dataclasses.replace(base, flops="exact")
+    rough = {run.name: run.config.total_steps for run in plan_runs(base)}
+    runs = plan_runs(exact)
+    assert runs and set(rough) >= {run.name for run in runs}
+    for run in runs:
+        m, b = run.config.model, run.config.train.batch_size
+        per_step = train_step_flops(m.d, m.n, m.h, m.w, m.s, m.v, b, m.activation, m.norm, m.tied_embeddings)
+        steps = run.config.total_steps
+        assert steps * per_step <= run.budget < (steps + 1) * per_step
+        # Exact counts add attention, the output layer and element-wise work to 6N per token: fewer steps.
+        assert steps < rough[run.name]
 
 
 def test_sweep_cli_errors(tmp_path, capsys):
