@@ -1,6 +1,6 @@
 """`smallest-loss quickstart`: the whole method on the embedded default, end to end, on this device.
 
-1. calibrate: time the `cpu-small` grid and fit the step-time models (timing/);
+1. calibrate: time the `cpu-quick` grid and fit the step-time models (timing/);
 2. sweep: train the `quick-isoflop` design on the Python standard library's source (model/);
 3. fit: Chinchilla Approach 3 with bootstrap intervals, and Approach 2 (scaling/);
 4. plan: the smallest predicted loss for a time budget on this device;
@@ -46,8 +46,9 @@ def _done(start: float) -> None:
     print(f"    ({time.perf_counter() - start:.0f}s)", flush=True)
 
 
-def quickstart(out: str | Path = "quickstart", budget: str = "20s", grid: str = "cpu-small",
-               design: str = "quick-isoflop", space: str = "cpu", n_boot: int = 1000) -> dict[str, Any]:
+def quickstart(out: str | Path = "quickstart", budget: str = "20s", grid: str = "cpu-quick",
+               design: str = "quick-isoflop", space: str = "cpu", n_boot: int = 1000, min_seconds: float = 1.0,
+               repeats: int = 20) -> dict[str, Any]:
     """Run every stage into `out`; returns the report's data (also written as report.json).
 
     Every argument is checked before the first stage, so a bad one fails at once, not after the calibration.
@@ -59,8 +60,9 @@ def quickstart(out: str | Path = "quickstart", budget: str = "20s", grid: str = 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t = _stage(f"1/5 calibrate: time the {grid} grid's training steps on this device")
-    run_grid(grid, out / "calibration")
-    noise_floor(out / "calibration")  # the machine's own repeatability, reported beside the model errors
+    run_grid(grid, out / "calibration", min_seconds=min_seconds, repeats=repeats)
+    # the machine's own repeatability, reported beside the model errors
+    noise_floor(out / "calibration", min_seconds=min_seconds, repeats=repeats)
     calibration = fit_and_report(out / "calibration")
     print(calibration["table"])
     _done(t)

@@ -35,3 +35,16 @@ def text_corpus(tmp_path: Path) -> Path:
     for i in range(40):
         (folder / f"f{i:02d}.txt").write_text(f"file {i}: " + "the quick brown fox jumps over the lazy dog. " * 20)
     return folder
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `gpu` need an accelerator: skipped where JAX's default backend is the CPU."""
+    import jax
+
+    if jax.default_backend() != "cpu":
+        return
+    skip = pytest.mark.skip(reason="needs an accelerator (JAX's default backend is the CPU)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+

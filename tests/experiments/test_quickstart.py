@@ -14,9 +14,14 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.experiments.quickstart import law_used_line, quickstart
 
 
+# The tiny grid timed briefly, the 9-run tiny sweep, few bootstrap resamples: the method, not its accuracy.
+TEST_SCALE = dict(budget="3s", grid="tiny", design="tiny-isoflop", space="cpu", n_boot=20, min_seconds=0.05,
+                  repeats=3)
+
+
 def test_quickstart_end_to_end_and_rerun(tmp_path, capsys):
     out = tmp_path / "qs"
-    report = quickstart(out, budget="3s", grid="tiny", design="tiny-isoflop", space="cpu", n_boot=20)
+    report = quickstart(out, **TEST_SCALE)
     v, best = report["verify"], report["plan"]["best"][0]
     assert v["steps"] >= 1 and best["params"] > 0 and best["tokens"] > 0
     # Byte-level losses lie between 0 and the uniform distribution's ln 256; a law gone degenerate does not.
@@ -33,7 +38,7 @@ def test_quickstart_end_to_end_and_rerun(tmp_path, capsys):
     text = (out / "report.md").read_text()
     assert law_used_line(used) in text and "## 5. Verification" in text
     capsys.readouterr()
-    again = quickstart(out, budget="3s", grid="tiny", design="tiny-isoflop", space="cpu", n_boot=20)
+    again = quickstart(out, **TEST_SCALE)
     assert again["verify"]["run"] == v["run"] and again["verify"]["actual_loss"] == v["actual_loss"]
     assert json.loads((out / "report.json").read_text())["budget"] == "3s"
 
