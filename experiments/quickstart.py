@@ -47,7 +47,7 @@ def _done(start: float) -> None:
 
 
 def quickstart(out: str | Path = "quickstart", budget: str = "20s", grid: str = "cpu-quick",
-               design: str = "quick-isoflop", space: str = "cpu", n_boot: int = 1000, min_seconds: float = 1.0,
+               design: str = "quick-isoflop", space: str = "cpu", n_boot: int = 1000, min_seconds: float = 0.5,
                repeats: int = 20) -> dict[str, Any]:
     """Run every stage into `out`; returns the report's data (also written as report.json).
 
