@@ -32,6 +32,7 @@ from smallest_loss.experiments.plan_cmd import (
 )
 from smallest_loss.experiments.plots_timing import plot_name
 from smallest_loss.experiments.sweep import run_sweep
+from smallest_loss.model.runs import make_folder
 from smallest_loss.scaling.budget import check_budget
 from smallest_loss.scaling.laws import load_law
 from smallest_loss.timing.profile import load_profile
@@ -57,8 +58,7 @@ def quickstart(out: str | Path = "quickstart", budget: str = "20s", grid: str = 
     get_grid(grid), get_space(space)
     if n_boot < 2:
         raise UserError(f"--bootstrap {n_boot}: the law's intervals need at least 2 resamples")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(out)
     t = _stage(f"1/5 calibrate: time the {grid} grid's training steps on this device")
     run_grid(grid, out / "calibration", min_seconds=min_seconds, repeats=repeats)
     # the machine's own repeatability, reported beside the model errors

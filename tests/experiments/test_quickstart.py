@@ -63,3 +63,10 @@ def test_quickstart_refuses_bad_arguments_before_any_stage(tmp_path, kwargs, mes
     with pytest.raises(UserError, match=message):
         quickstart(tmp_path / "qs", **kwargs)
     assert not (tmp_path / "qs").exists()  # refused before the first stage wrote anything
+
+
+def test_quickstart_refuses_an_output_folder_that_is_a_file(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        quickstart(tmp_path / "afile", **TEST_SCALE)
+
