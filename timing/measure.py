@@ -79,6 +79,19 @@ def is_oom(err: BaseException) -> bool:
     return any(m in text for m in ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory", "OOM"))
 
 
+def filled(shapes: Any) -> Any:
+    """Arrays of the given shapes, dtypes and shardings, filled with a constant.
+
+    A step's time does not depend on the values, so the timed state need not be initialised: compiling the
+    real initialiser would cost about as long as compiling the step itself on a CPU.
+    """
+    def fill(leaf: jax.ShapeDtypeStruct) -> jax.Array:
+        value = 0.02 if jnp.issubdtype(leaf.dtype, jnp.floating) else 0
+        return jax.device_put(np.full(leaf.shape, value, leaf.dtype), leaf.sharding)
+
+    return jax.tree.map(fill, shapes)
+
+
 def compile_step(cfg: ModelConfig, b: int, devices: int = 1) -> tuple[Any, Callable[[], tuple[Any, jax.Array]], float]:
     """Lower and compile the training step from shapes alone, allocating nothing; returns the compiled step,
     a function that allocates its inputs (state, batch), and the compile seconds.
@@ -100,14 +113,8 @@ def compile_step(cfg: ModelConfig, b: int, devices: int = 1) -> tuple[Any, Calla
     seconds = time.perf_counter() - start
 
     def inputs() -> tuple[Any, jax.Array]:
-        # The step's time does not depend on the values, so the state is filled with a constant, made in place
-        # in its sharding: compiling the real initialiser costs about as long as compiling the step on a CPU.
-        def fill(leaf: jax.ShapeDtypeStruct) -> jax.Array:
-            value = 0.02 if jnp.issubdtype(leaf.dtype, jnp.floating) else 0
-            return jax.device_put(np.full(leaf.shape, value, leaf.dtype), leaf.sharding)
-
         batch = np.random.default_rng(0).integers(0, cfg.v, (b, cfg.s + 1), dtype=np.int32)
-        return jax.tree.map(fill, state), jax.device_put(batch, batch_sharding(mesh))
+        return filled(state), jax.device_put(batch, batch_sharding(mesh))
 
     return compiled, inputs, seconds
 

@@ -64,7 +64,7 @@ def test_a_step_larger_than_the_device_is_oom_before_anything_is_allocated(monke
     never allocated and it never runs."""
     import smallest_loss.timing.measure as measure_mod
     allocated = []
-    monkeypatch.setattr(measure_mod, "init_sharded_state", lambda *a: allocated.append(a))
+    monkeypatch.setattr(measure_mod, "filled", lambda *a: allocated.append(a))
     item = prepare(CFG, 4, memory_limit=2**16)  # 64 KiB: the parameters and Adam moments alone need more
     assert item.record["status"] == "oom" and "memory analysis" in item.record["message"]
     assert item.record["xla"]["peak_bytes"] > 2**16 and allocated == [] and not item.live
