@@ -36,7 +36,7 @@ from smallest_loss.timing.measure import (
     record_config,
     time_round,
 )
-from smallest_loss.timing.models import STATISTICS, compare_models, shape_columns
+from smallest_loss.timing.models import DEFAULT_STATISTIC, STATISTICS, compare_models, shape_columns
 from smallest_loss.timing.profile import DeviceProfile, save_profile
 from tqdm.auto import tqdm
 
@@ -155,7 +155,7 @@ def run_grid(grid: str, out: Path, progress: bool = True, min_seconds: float = 1
     return counts
 
 
-def noise_floor(out: Path, k: int = 8, min_seconds: float = 1.0, seed: int = 0, statistic: str = "best_round",
+def noise_floor(out: Path, k: int = 8, min_seconds: float = 1.0, seed: int = 0, statistic: str = DEFAULT_STATISTIC,
                 repeats: int = 20) -> dict[str, Any]:
     """Re-measure k recorded configurations and compare: no model can be checked more finely than this.
 
@@ -226,7 +226,8 @@ def _report_text(out: Path, rates: dict[str, float], records: list[dict[str, Any
     return "\n".join(lines)
 
 
-def fit_and_report(out: Path, price_per_hour: float | None = None, statistic: str = "best_round") -> dict[str, Any]:
+def fit_and_report(out: Path, price_per_hour: float | None = None,
+                   statistic: str = DEFAULT_STATISTIC) -> dict[str, Any]:
     """Compare all step-time models on the folder's records; write the table, plots and the profile."""
     from smallest_loss.experiments.plots_timing import plot_predictions
 
@@ -349,9 +350,9 @@ def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=20, help="at least this many timed steps per configuration")
     p.add_argument("--rounds", type=int, help="interleaved rounds (default 10 on CPU, 3 on accelerators)")
     p.add_argument("--limit", type=int, help="measure at most this many new configurations in this session")
-    p.add_argument("--statistic", choices=tuple(STATISTICS), default="best_round",
-                   help="the step time models are fitted to: the fastest round's median (default), the median "
-                        "of all repeats, or the fastest repeat")
+    p.add_argument("--statistic", choices=tuple(STATISTICS), default=DEFAULT_STATISTIC,
+                   help="the step time models are fitted to: the median of all repeats (default), the fastest "
+                        "round's median, or the fastest repeat")
     p.add_argument("--price-per-hour", type=float, help="price per device-hour to store in the profile")
     p.add_argument("--noise-check", action=argparse.BooleanOptionalAction, default=True,
                    help="re-measure 8 configurations after the grid to report the machine's noise floor")

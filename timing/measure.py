@@ -10,7 +10,9 @@ and warmed up first, then each round times every configuration for a short while
 Slow spells of the machine (on the 2-core VM of results/cpu/timing a small step ran 1.6x slower for
 spells of 10-50 s, a large one 1.1x) then hit some rounds of every configuration instead of all the
 rounds of a few. A record keeps the median and spread of all repeats and the median of each round;
-`best_round_seconds` (the fastest round's median) is the statistic least disturbed by such spells.
+`best_round_seconds` (the fastest round's median) is the statistic least disturbed by such spells, and
+`step_seconds` (the median of all repeats, what profiles predict by default) the one closest to what a
+training run meets.
 """
 
 from __future__ import annotations

@@ -119,7 +119,7 @@ def test_noise_floor_re_measures_one_configuration_at_a_time_on_accelerators(res
     monkeypatch.setattr(measure_mod, "finish", finish)
     noise = cal.noise_floor(tmp_path, k=N, min_seconds=0.02, repeats=3)
     assert noise["configurations"] == N and len(most) == N and max(most) == 1
-    assert noise["statistic"] == "best_round" and all(d > -1 for d in noise["diffs"])
+    assert noise["statistic"] == "median" and all(d > -1 for d in noise["diffs"])
     assert noise["max_abs"] == max(abs(d) for d in noise["diffs"])
     monkeypatch.setattr(cal, "measure_many", lambda *a, **k: pytest.fail("measured again"))
     assert cal.noise_floor(tmp_path, k=N) == noise == json.loads((tmp_path / "noise.json").read_text())
@@ -136,7 +136,7 @@ def test_fit_only_writes_table_plots_and_profile(tmp_path, capsys):
     assert "paper: memcpys + flops" in printed and "profile:" in printed
     profile = load_profile(tmp_path / "profile.json")
     assert profile.model == "paper: memcpys + flops" and profile.held_out["mape"] < 0.05  # the true model wins
-    assert profile.statistic == "best_round" and profile.cache_bytes == 2**20
+    assert profile.statistic == "median" and profile.cache_bytes == 2**20
     table = (tmp_path / "comparison.md").read_text()
     assert "held out" in table and "no (needs a compiled step" in table
     assert len(list(tmp_path.glob("pred_vs_measured_*.png"))) == table.count("| yes |") + table.count("| no (")
