@@ -12,6 +12,11 @@ from pathlib import Path
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="smallest-loss-xla-cache-"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+# Tests spend most of their time compiling tiny programs: LLVM's lowest optimisation level halves XLA's CPU
+# compile time (4 tiny steps: 11.5 s -> 5.7 s) and still ran a 300-step tiny training faster overall
+# (16.4 s -> 10.6 s). XLA's own graph optimisations, and so its cost analysis, are unchanged.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
 import pytest  # noqa: E402
 from smallest_loss.configs.schema import DataConfig, ModelConfig, RunConfig, TrainConfig

@@ -13,7 +13,7 @@ import pytest
 from smallest_loss.configs.errors import UserError
 from smallest_loss.experiments.quickstart import law_used_line, quickstart
 
-# The tiny grid timed briefly, the 9-run tiny sweep, few bootstrap resamples: the method, not its accuracy.
+# The tiny grid timed briefly, the 6-run tiny sweep, few bootstrap resamples: the method, not its accuracy.
 TEST_SCALE = dict(budget="3s", grid="tiny", design="tiny-isoflop", space="cpu", n_boot=20, min_seconds=0.05,
                   repeats=3)
 
