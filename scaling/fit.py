@@ -782,6 +782,7 @@ def _chinchilla_result(form: _Form, u: np.ndarray, points: FitPoints, mu: tuple[
 # Bootstrap (Besiroglu et al. 2024: percentile intervals from refits of resampled data).
 
 BOOT_MAX_POINTS = 2048  # above this, resample a subset of groups (m-out-of-n, below)
+BOOT_LARGE_STARTS = 4  # starts per resample in the m-out-of-n bootstrap
 BOOT_MIN_GROUPS = 50
 
 
@@ -858,7 +859,8 @@ def bootstrap_chinchilla(
     bounds. Intervals are percentile intervals at `level` (Besiroglu et al. 2024 report bootstrap
     percentile intervals from 4000 resamples). With more than `BOOT_MAX_POINTS` points, resamples draw
     q of a random subset of q groups and the deviations from that subset's fit are scaled by sqrt(q/G)
-    (the m-out-of-n bootstrap, Bickel, Goetze and van Zwet 1997), so memory and time stay bounded.
+    (the m-out-of-n bootstrap, Bickel, Goetze and van Zwet 1997), so memory and time stay bounded; each
+    such resample then starts from at most `BOOT_LARGE_STARTS` points.
     """
     if n_boot < 2 or starts < 1 or not 0 < level < 1:
         raise UserError(f"need n_boot >= 2, starts >= 1 and 0 < level < 1; got {n_boot}, {starts}, {level}")
@@ -873,6 +875,8 @@ def bootstrap_chinchilla(
     keep = np.isin(index, chosen)
     sub = points if keep.all() else FitPoints(points.N[keep], points.D[keep], points.loss[keep], index[keep])
     u_sub = fit.free if keep.all() else _polish(problem, sub, fit.free)
+    if not keep.all():  # thousands of groups pin each resample's optimum near the subset's: fewer starts do
+        starts = min(starts, BOOT_LARGE_STARTS)
     weights = GroupWeights(_resample_counts(len(chosen), n_boot, rng), np.searchsorted(chosen, index[keep]),
                            np.repeat(np.arange(n_boot), starts))  # fmt: skip
     res = batched_lbfgs(problem.vg, np.tile(_bootstrap_starts(u_sub, form, starts, rng), (n_boot, 1)), weights,
