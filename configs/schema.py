@@ -1,6 +1,6 @@
 """Typed, frozen configuration: one dataclass per concern, every setting declared exactly once.
 
-Symbols follow DESIGN.md: d model width, n layers, h attention heads, w MLP hidden width,
+Symbols: d model width, n layers, h attention heads, w MLP hidden width,
 v vocabulary, s sequence length, b batch size (sequences per step).
 
 Configs are frozen (hashable: usable as jit static arguments and cache keys) and validate

@@ -1,4 +1,4 @@
-"""Run folders (DESIGN.md section 4): config.json, metrics.jsonl, summary.json, checkpoints/ (Orbax).
+"""Run folders (README, "File formats"): config.json, metrics.jsonl, summary.json, checkpoints/ (Orbax).
 
 `config.json` holds the fully resolved config, the schema version, the corpus fingerprint, package and
 JAX versions and the device kind; loading it reproduces the run. `metrics.jsonl` holds one line per

@@ -141,7 +141,7 @@ def loss_for_time(
 
 
 # ---------------------------------------------------------------------------------------------------
-# Law JSON (DESIGN.md section 4), version 1.
+# Law JSON (README, "File formats"), version 1.
 
 _FORM_KEYS: dict[str, tuple[str, ...]] = {
     "chinchilla": ("E", "A", "B", "alpha", "beta"),

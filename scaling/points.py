@@ -1,4 +1,4 @@
-"""Fit input: (N, D, loss) points, validated, and the fit CSV reader (DESIGN.md section 4).
+"""Fit input: (N, D, loss) points, validated, and the fit CSV reader (README, "File formats").
 
 The CSV has columns `N` (parameters), `D` (tokens) and `loss`; extra columns are ignored, except an
 optional `run` column, whose values label groups so the bootstrap can resample whole runs.

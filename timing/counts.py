@@ -1,6 +1,6 @@
 """Analytic counts of a training step: the paper's formulas exactly as written, and our model's own.
 
-Symbols (DESIGN.md): d width, n layers, h heads, w MLP hidden width, v vocabulary, s sequence length,
+Symbols: d width, n layers, h heads, w MLP hidden width, v vocabulary, s sequence length,
 b batch (sequences per step). Every function is plain arithmetic, so it takes Python numbers or NumPy
 arrays alike and broadcasts them (the planner scores a million candidates in one call).
 

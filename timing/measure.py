@@ -145,7 +145,7 @@ def record_config(cfg: ModelConfig) -> dict[str, Any]:
 
 
 def base_record(cfg: ModelConfig, b: int, devices: int = 1) -> dict[str, Any]:
-    """The parts of a timing record (DESIGN.md section 4) known before measuring: config, device, counts."""
+    """The parts of a timing record (README, "File formats") known before measuring: config, device, counts."""
     env = environment()
     return dict(version=RECORD_VERSION, config=record_config(cfg), device_kind=env["device_kind"],
                 backend=env["backend"], device_count=devices, mesh=[devices, 1], dtype=cfg.dtype, batch=b,
@@ -273,7 +273,7 @@ def measure_many(configs: list[tuple], min_seconds: float = 1.0, rounds: int = 5
 
 def measure(cfg: ModelConfig, b: int, min_seconds: float = 1.0, min_repeats: int = 5, max_repeats: int = 400,
             devices: int = 1, rounds: int = 5, memory_limit: float | None = None) -> dict[str, Any]:
-    """One configuration's timing record (DESIGN.md section 4): `measure_many` of one."""
+    """One configuration's timing record (README, "File formats"): `measure_many` of one."""
     return measure_many([(cfg, b, devices)], min_seconds, rounds, min_repeats, max_repeats,
                         memory_limit=memory_limit)[0]
 

@@ -1,4 +1,4 @@
-"""Device profiles (DESIGN.md section 4): the step-time model a calibration chose, as JSON the planner reads.
+"""Device profiles (README, "File formats"): the step-time model a calibration chose, as JSON the planner reads.
 
 A profile holds its format version, the device kind, the time model's name (its form: a name in
 `timing.models.MODELS` whose features are analytic, so it predicts from hyperparameters alone) and

@@ -81,7 +81,7 @@ def test_killed_calibration_resumes_without_re_measuring(resumed, monkeypatch):
 
 
 def test_records_are_complete(resumed):
-    """Every field of a timing record (DESIGN.md section 4), from a real measurement."""
+    """Every field of a timing record (README, "File formats"), from a real measurement."""
     record = cal.read_records(resumed.out / "records.jsonl")[-1]
     assert record["status"] == "ok", record.get("message")
     assert record["repeats"] >= 3 and record["rounds"] == 3 and len(record["round_medians"]) == 3
