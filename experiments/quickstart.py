@@ -54,8 +54,8 @@ def quickstart(out: str | Path = "quickstart", budget: str = "20s", grid: str = 
 
     Every argument is checked before the first stage, so a bad one fails at once, not after the calibration.
     """
-    parsed, sweep_design = check_budget(budget), get_design(design)
-    get_grid(grid), get_space(space)
+    parsed, sweep_design, plan_space = check_budget(budget), get_design(design), get_space(space)
+    get_grid(grid)  # an unknown grid name fails here, not after the out folder exists
     if n_boot < 2:
         raise UserError(f"--bootstrap {n_boot}: the law's intervals need at least 2 resamples")
     out = make_folder(out)
@@ -74,7 +74,7 @@ def quickstart(out: str | Path = "quickstart", budget: str = "20s", grid: str = 
     print("\n".join(fit["text"]))
     _done(t)
     t = _stage(f"4/5 plan: the smallest predicted loss for {budget} on this device")
-    inputs = build_plan_inputs(get_space(space), load_profile(out / "calibration" / "profile.json"))
+    inputs = build_plan_inputs(plan_space, load_profile(out / "calibration" / "profile.json"))
     law = load_law(out / "law.json")
     plan, plan_report = run_plan(parsed, law, inputs, top=10)
     write_outputs(plan, plan_report, out / "plan")
