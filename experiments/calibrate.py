@@ -4,7 +4,9 @@ A calibration folder holds `records.jsonl` (one timing record per configuration,
 finished), `partial.jsonl` (the rounds timed so far of unfinished configurations, so a killed calibration
 resumes without re-timing them; removed when the grid is done), `device.json` (measured peak FLOP/s and
 bandwidth), `comparison.md` (held-out errors of every step-time model), `profile.json` (the best analytic
-model, for the planner) and one predicted-vs-measured plot per model.
+model, for the planner) and one predicted-vs-measured plot per model. `calibrate --records FILE` fills the
+same folder from external step timings (timing/records.py) instead of measuring: its `records.jsonl` holds
+the file's rows and `device.json` the device's rates from the device table or the user.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ from smallest_loss.timing.measure import (
     record_config,
     time_round,
 )
-from smallest_loss.timing.models import DEFAULT_STATISTIC, STATISTICS, compare_models, shape_columns
+from smallest_loss.timing.models import DEFAULT_STATISTIC, STATISTICS, compare_models, get_model, shape_columns
 from smallest_loss.timing.profile import DeviceProfile, save_profile
+from smallest_loss.timing.records import external_row, read_timing_records, records_rates, write_rows
 from tqdm.auto import tqdm
 
 
@@ -75,10 +78,13 @@ def _append(path: Path, record: dict[str, Any]) -> None:
 
 def device_rates(out: Path, dtype: str = "float32") -> dict[str, Any]:
     """This device's measured peak matmul FLOP/s (in the records' compute dtype) and bandwidth, and its cache
-    size (CPU), measured once per calibration folder and dtype and kept in `device.json`."""
+    size (CPU), measured once per calibration folder and dtype and kept in `device.json` (a folder of external
+    records keeps the rates `calibrate --records` stored there)."""
     path = out / "device.json"
     kind = environment()["device_kind"]
     rates = json.loads(path.read_text()) if path.exists() else {}
+    if rates.get("source") == "records":  # a device never measured here (calibrate --records): keep its rates
+        return rates
     if rates.get("device_kind") != kind or rates.get("peak_dtype", "float32") != dtype:
         peak, measured_in = measure_peak_flops(dtype)  # measured_in: float32 where the backend lacks dtype
         rates = dict(device_kind=kind, peak_flops=peak, peak_dtype=measured_in, bandwidth=measure_bandwidth())
@@ -209,38 +215,78 @@ def _noise_line(out: Path) -> str:
             f"(absolute, {noise.get('statistic', 'median')}); model errors below this cannot be told apart.\n")
 
 
-def _report_text(out: Path, rates: dict[str, float], records: list[dict[str, Any]], table: str, best: str,
-                 statistic: str) -> str:
+def _about(records: list[dict[str, Any]], rates: dict[str, Any], statistic: str) -> list[str]:
+    """The report's lines on where the times and the device's rates come from."""
     ok = [r for r in records if r.get("status") == "ok"]
+    archs = len({json.dumps(r["config"], sort_keys=True) for r in ok})
+    folds = ("Every error is on architectures held out of the fit (5 folds by architecture: all batch sizes "
+             "and device counts of a shape are in the same fold).")
+    if rates.get("source") == "records":
+        counts = sorted({r.get("device_count", 1) for r in ok})
+        return [f"{len(ok)} rows of `{rates.get('records_file', 'a records file')}` (external timings, not measured "
+                f"here), {archs} architectures, {', '.join(map(str, counts))} devices. Fitted to the step seconds "
+                f"they give with non-negative least squares on relative errors. {folds}",
+                f"Peak {rates['peak_flops']:.3g} FLOP/s, bandwidth {rates['bandwidth']:.3g} B/s ({rates['origin']})."]
     failed = [r for r in records if r.get("status") != "ok"]
-    lines = [f"# Step-time models on {rates['device_kind']}", "",
-             f"{len(ok)} configurations measured ({len(failed)} failed: "
-             f"{', '.join(sorted({r['status'] for r in failed})) or 'none'}), "
-             f"{len({json.dumps(r['config']) for r in ok})} architectures. Fitted to `{STATISTICS[statistic]}` "
-             "with non-negative least squares on relative errors. Every error is on architectures held out of "
-             "the fit (5 folds by architecture: all batch sizes of a shape are in the same fold).",
-             f"Measured peak {rates['peak_flops']:.3g} FLOP/s ({rates.get('peak_dtype', 'float32')} matmuls), "
-             f"bandwidth {rates['bandwidth']:.3g} B/s.", "", table,
-             "", f"Profile model: **{best}** (the best model that predicts from hyperparameters alone). Models on "
+    return [f"{len(ok)} configurations measured ({len(failed)} failed: "
+            f"{', '.join(sorted({r['status'] for r in failed})) or 'none'}), {archs} architectures. Fitted to "
+            f"`{STATISTICS[statistic]}` with non-negative least squares on relative errors. {folds}",
+            f"Measured peak {rates['peak_flops']:.3g} FLOP/s ({rates.get('peak_dtype', 'float32')} matmuls), "
+            f"bandwidth {rates['bandwidth']:.3g} B/s."]
+
+
+def _notes(ok: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[str]:
+    """What the comparison left out or what the profile means, where the records call for it: models on XLA
+    counts skipped where records lack them (never fed zeros), and what device counts mean for the planner."""
+    notes = []
+    lacking = sum("xla" not in r for r in ok)
+    if lacking:
+        for r in results:
+            if "held_out" not in r and not get_model(r["name"]).analytic:
+                r["error"] = "skipped: no xla_flops/xla_bytes"
+        notes.append(f"Models on XLA counts skipped: {lacking} of {len(ok)} records give no xla_flops/xla_bytes.")
+    counts = sorted({r.get("device_count", 1) for r in ok})
+    if len(counts) > 1:
+        notes.append(f"Records span {len(counts)} device counts: the data-parallel model (per-device batch b/devices, "
+                     "gradient all-reduce) is compared; the planner predicts steps on one device.")
+    elif counts[0] > 1:
+        notes.append(f"Every record ran on {counts[0]} devices: the profile predicts a step of global batch b on "
+                     f"{counts[0]} devices, and the planner's dollar budget prices one device-hour (pass "
+                     f"--price-per-hour {counts[0]} x the price).")
+    return notes
+
+
+def _report_text(out: Path, rates: dict[str, Any], records: list[dict[str, Any]], table: str, best: str,
+                 statistic: str, notes: list[str]) -> str:
+    lines = [f"# Step-time models on {rates['device_kind']}", "", *_about(records, rates, statistic), "", table, "",
+             *notes, "" if notes else None,
+             f"Profile model: **{best}** (the best model that predicts from hyperparameters alone). Models on "
              "XLA counts need the step compiled first, so the planner cannot use them.", _noise_line(out)]
-    return "\n".join(lines)
+    return "\n".join(line for line in lines if line is not None)
 
 
 def fit_and_report(out: Path, price_per_hour: float | None = None,
                    statistic: str = DEFAULT_STATISTIC) -> dict[str, Any]:
     """Compare all step-time models on the folder's records; write the table, plots and the profile."""
-    from smallest_loss.experiments.plots_timing import plot_predictions
-
     records = read_records(out / "records.jsonl")
     if not records:
         raise UserError(f"{out} holds no timing records; run smallest-loss calibrate --grid NAME --out {out}")
-    ok = [r for r in records if r.get("status") == "ok"]
-    dtypes = sorted({r.get("dtype", "float32") for r in ok})
+    dtypes = sorted({r.get("dtype", "float32") for r in records if r.get("status") == "ok"})
     if len(dtypes) > 1:
         raise UserError(f"{out} holds records in several dtypes ({', '.join(dtypes)}); a profile is for one: "
                         "calibrate each dtype in its own folder")
     rates = device_rates(out, dtypes[0] if dtypes else "float32")
     results = compare_models(records, rates, statistic=statistic)
+    return write_report(out, records, rates, results, price_per_hour, statistic)
+
+
+def write_report(out: Path, records: list[dict[str, Any]], rates: dict[str, Any], results: list[dict[str, Any]],
+                 price_per_hour: float | None = None, statistic: str = DEFAULT_STATISTIC) -> dict[str, Any]:
+    """Write the comparison (`compare_models` results), its plots and the profile of the best analytic model."""
+    from smallest_loss.experiments.plots_timing import plot_predictions
+
+    ok = [r for r in records if r.get("status") == "ok"]
+    notes = _notes(ok, results)
     best = next(r for r in results if r.get("analytic") and "held_out" in r)
     device = find_device(rates["device_kind"])
     profile = DeviceProfile(
@@ -248,15 +294,34 @@ def fit_and_report(out: Path, price_per_hour: float | None = None,
         peak_flops=rates["peak_flops"], bandwidth=rates["bandwidth"], cache_bytes=rates.get("cache_bytes"),
         held_out=best["held_out"],
         price_per_hour=price_per_hour if price_per_hour is not None else (device.price_per_hour if device else None),
-        memory_bytes=device.memory_bytes if device else None, dtype=dtypes[0], records=len(ok),
+        memory_bytes=device.memory_bytes if device else None, dtype=ok[0].get("dtype", "float32"), records=len(ok),
         created=datetime.date.today().isoformat(), statistic=statistic,
         alternatives={r["name"]: r["coefficients"] for r in results if r.get("analytic") and "coefficients" in r},
     )
     save_profile(out / "profile.json", profile)
     table = comparison_table(results)
-    (out / "comparison.md").write_text(_report_text(out, rates, records, table, best["name"], statistic))
+    (out / "comparison.md").write_text(_report_text(out, rates, records, table, best["name"], statistic, notes))
     plots = plot_predictions(results, shape_columns(ok, statistic)["time"], out)
-    return dict(results=results, profile=profile, table=table, plots=plots, failed=len(records) - len(ok))
+    return dict(results=results, profile=profile, table=table, plots=plots, failed=len(records) - len(ok), notes=notes)
+
+
+def calibrate_records(path: str | Path, out: Path, device: str | None = None, peak_flops: float | None = None,
+                      bandwidth: float | None = None, price_per_hour: float | None = None) -> dict[str, Any]:
+    """A calibration from external step timings (timing/records.py): the same table, plots and profile as a
+    measured one, in `out` with the records (`records.jsonl`) and the device's rates (`device.json`). The file
+    is checked whole and the models compared before anything is written: a refused file leaves `out` as it was."""
+    if any(r.get("source") != "records" for r in read_records(out / "records.jsonl")):
+        raise UserError(f"{out} holds measured timing records; give the external records their own --out folder")
+    records = read_timing_records(path, device)
+    rates = dict(records_rates(records[0]["device_kind"], records[0]["dtype"], peak_flops, bandwidth),
+                 records_file=str(path))
+    results = compare_models(records, rates)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("pred_vs_measured_*.png"):  # plots_timing.plot_name: none kept from an earlier file
+        old.unlink()
+    (out / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (out / "device.json").write_text(json.dumps(rates, indent=2) + "\n")
+    return write_report(out, records, rates, results, price_per_hour)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -319,31 +384,83 @@ def add_measure_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_measure)
 
 
+def _measure_grid(args: argparse.Namespace, out: Path) -> None:
+    """`calibrate --grid`: time the grid's missing configurations, then the noise floor."""
+    if not args.grid:
+        raise UserError("calibrate needs --grid NAME, --records FILE, or --fit-only to refit the records in --out")
+    counts = run_grid(args.grid, out, progress=not args.quiet, min_seconds=args.min_seconds, rounds=args.rounds,
+                      repeats=args.repeats, limit=args.limit)
+    print(f"grid {args.grid}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    if args.noise_check:
+        noise = noise_floor(out, min_seconds=args.min_seconds, statistic=args.statistic, repeats=args.repeats)
+        print(f"noise floor: re-measured {noise['configurations']} configurations differ by "
+              f"{noise['median_abs']:.1%} median, {noise['max_abs']:.1%} max")
+
+
+def _check_modes(args: argparse.Namespace) -> None:
+    """Refuse options that do not go together: --records fits a file, --grid and --fit-only measured records."""
+    if args.records:
+        clash = [flag for flag, on in (("--grid", args.grid), ("--fit-only", args.fit_only),
+                                       ("--statistic", args.statistic != DEFAULT_STATISTIC)) if on]
+        if clash:
+            raise UserError(f"--records fits the step seconds the file gives; drop {', '.join(clash)}")
+    else:
+        given = [flag for flag, on in (("--device", args.device), ("--peak-flops", args.peak_flops),
+                                       ("--bandwidth", args.bandwidth)) if on]
+        if given:
+            raise UserError(f"{', '.join(given)} describe the device of --records FILE; a measured calibration "
+                            "measures its own")
+
+
+def export_records(out: Path, path: str | Path, statistic: str = DEFAULT_STATISTIC) -> int:
+    """Write the `ok` records of a calibration folder as an external records file (timing/records.py); returns
+    how many rows were written."""
+    ok = [r for r in read_records(out / "records.jsonl") if r.get("status") == "ok"]
+    write_rows(path, [external_row(r, STATISTICS[statistic]) for r in ok])
+    return len(ok)
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     require_positive(min_seconds=args.min_seconds, repeats=args.repeats, rounds=args.rounds, limit=args.limit,
-                     price_per_hour=args.price_per_hour)
+                     price_per_hour=args.price_per_hour, peak_flops=args.peak_flops, bandwidth=args.bandwidth)
+    _check_modes(args)
     out = Path(args.out)
-    if not args.fit_only:
-        if not args.grid:
-            raise UserError("calibrate needs --grid NAME (or --fit-only to refit the records in --out)")
-        counts = run_grid(args.grid, out, progress=not args.quiet, min_seconds=args.min_seconds, rounds=args.rounds,
-                          repeats=args.repeats, limit=args.limit)
-        print(f"grid {args.grid}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
-        if args.noise_check:
-            noise = noise_floor(out, min_seconds=args.min_seconds, statistic=args.statistic, repeats=args.repeats)
-            print(f"noise floor: re-measured {noise['configurations']} configurations differ by "
-                  f"{noise['median_abs']:.1%} median, {noise['max_abs']:.1%} max")
-    report = fit_and_report(out, args.price_per_hour, args.statistic)
+    if args.records:
+        report = calibrate_records(args.records, out, args.device, args.peak_flops, args.bandwidth,
+                                   args.price_per_hour)
+    else:
+        if not args.fit_only:
+            _measure_grid(args, out)
+        report = fit_and_report(out, args.price_per_hour, args.statistic)
     print(report["table"])
+    for note in report["notes"]:
+        print(note)
     p = report["profile"]
     print(f"profile: {out / 'profile.json'} (model '{p.model}', held-out MAPE {p.held_out['mape']:.1%})")
     print(f"table: {out / 'comparison.md'}; plots: {len(report['plots'])} PNGs in {out}")
+    if args.export_records:
+        rows = export_records(out, args.export_records, args.statistic)
+        print(f"records: {rows} rows in {args.export_records} (refit them with the same rates: smallest-loss "
+              f"calibrate --records {args.export_records} --out NEW --peak-flops {p.peak_flops!r} "
+              f"--bandwidth {p.bandwidth!r})")
     return 0
 
 
 def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("calibrate", help="time a grid of configurations, fit and compare step-time models")
+    p = sub.add_parser("calibrate", help="time a grid of configurations (or read external timings), fit and "
+                                         "compare step-time models")
     p.add_argument("--grid", help=f"a timing grid from configs/grids.py: {', '.join(SPECS)}")
+    p.add_argument("--records", metavar="FILE",
+                   help="fit external step timings instead of measuring: a CSV or JSON lines with columns d, n, h, "
+                        "w, s, v, b (global batch), devices, seconds (one step), dtype; optional activation, mlp, "
+                        "norm, tied, xla_flops, xla_bytes, device")
+    p.add_argument("--device", help="--records: the device of rows that name none (a configs/devices.py name)")
+    p.add_argument("--peak-flops", type=float, help="--records: the device's peak FLOP/s in the records' dtype "
+                                                     "(default: the device table's)")
+    p.add_argument("--bandwidth", type=float, help="--records: the device's memory bandwidth in bytes/s "
+                                                    "(default: the device table's)")
+    p.add_argument("--export-records", metavar="FILE",
+                   help="also write --out's records as an external records file (CSV, or JSON lines for .jsonl)")
     p.add_argument("--out", required=True, help="calibration folder (records.jsonl, profile.json, table, plots)")
     p.add_argument("--fit-only", action="store_true", help="refit the records already in --out")
     p.add_argument("--min-seconds", type=float, default=1.0, help="time each configuration for at least this long")
