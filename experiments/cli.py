@@ -102,7 +102,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from smallest_loss.experiments.fit_cmd import print_report, run_fit
 
     report = run_fit(args.runs, args.csv, args.form, args.bootstrap, args.out, args.plot, args.holdout_largest,
-                     args.json, args.delta)
+                     args.json, args.delta, args.reference)
     print_report(report, args.json)
     return 0
 
@@ -110,14 +110,19 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def _fit_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="fit a loss law (Chinchilla Approach 3 or Kaplan) to runs or a CSV")
     p.add_argument("runs", nargs="*", help="run folders or sweep folders")
-    p.add_argument("--csv", help="a CSV with columns N, D, loss (extra columns ignored; a 'run' column groups points)")
+    p.add_argument("--csv", help="a CSV with columns N, D, loss; optional C (FLOPs; 6ND when absent), run (points of "
+                                 "one run, resampled together) and group (data or evaluation set: a grouped fit with "
+                                 "shared exponents); other columns ignored")
     p.add_argument("--form", choices=("chinchilla", "kaplan"), default="chinchilla")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="K", help="bootstrap resamples (0: none)")
     p.add_argument("--delta", type=float, default=1e-3, help="Huber delta (Chinchilla: 1e-3)")
     p.add_argument("--out", help="write the law JSON here (and its plot beside it)")
     p.add_argument("--plot", help="write the fit plot (PNG) here")
     p.add_argument("--holdout-largest", action="store_true",
-                   help="also fit without the largest budget and report the error predicting it")
+                   help="also fit without the largest budget and report the error predicting its points and its "
+                        "IsoFLOP optimum (N, D, loss)")
+    p.add_argument("--reference", metavar="GROUP",
+                   help="the group the compute multipliers are measured against (default: the CSV's first group)")
     p.add_argument("--json", action="store_true", help="print the law JSON on stdout")
     p.set_defaults(func=cmd_fit)
 

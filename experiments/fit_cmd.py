@@ -1,8 +1,10 @@
 """`smallest-loss fit`: fit a loss law to run folders or a CSV, with bootstrap intervals, and report it.
 
 From run folders it also reports what the runs can say on their own: Chinchilla's Approach 2 (IsoFLOP
-parabolas) when the runs come from an IsoFLOP sweep, the extrapolation from the smaller budgets to the
-largest one (`--holdout-largest`), and learning-curve extrapolation error.
+parabolas) when the runs come from an IsoFLOP sweep, and learning-curve extrapolation error. From run
+folders and CSVs alike, `--holdout-largest` fits every budget but the largest and reports how well the
+law predicts the largest one. A CSV with a `group` column is fitted as groups with shared exponents and
+per-group constants (scaling/groups.py).
 """
 
 from __future__ import annotations
@@ -18,11 +20,22 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.scaling.collect import RunRecord, collect_runs, to_points
 from smallest_loss.scaling.curves import extrapolation_error
 from smallest_loss.scaling.fit import DEFAULT_DELTA, bootstrap_chinchilla, fit_chinchilla, fit_kaplan
-from smallest_loss.scaling.isoflop import approach2
+from smallest_loss.scaling.groups import (
+    bootstrap_groups,
+    fit_groups,
+    frontier_budgets,
+    group_names,
+    group_summary,
+    interval,
+    reference_index,
+    reference_samples,
+)
+from smallest_loss.scaling.isoflop import approach2, fit_profile
 from smallest_loss.scaling.laws import ChinchillaLaw, law_to_dict, save_law
-from smallest_loss.scaling.points import FitPoints, read_fit_csv
+from smallest_loss.scaling.points import BUDGET_RTOL, FitPoints, budget_labels, read_fit_csv
 
 LAW_KEYS = ("E", "A", "B", "alpha", "beta", "n_exponent")
+PROFILE_SPREAD = 1.25  # held-out points whose 6ND agree within this factor form one IsoFLOP profile
 
 
 def fit_points(points: FitPoints, form: str, n_boot: int, delta: float = DEFAULT_DELTA,
@@ -45,22 +58,56 @@ def fit_points(points: FitPoints, form: str, n_boot: int, delta: float = DEFAULT
     return dict(law=fit.law, fit=fit, intervals=boot.intervals, samples=boot.samples, diagnostics=diagnostics)
 
 
-def holdout_largest(points: FitPoints, budgets: np.ndarray, names: list[str],
-                    delta: float = DEFAULT_DELTA) -> dict[str, Any]:  # fmt: skip
-    """Fit without the largest budget's points, then predict them: the extrapolation a planner relies on.
-
-    `budgets` are the sweep's budgets for runs, 6ND for CSV points."""
-    largest = float(np.max(budgets))
-    test = budgets >= largest * (1 - 1e-6)
+def holdout_split(budgets: np.ndarray) -> np.ndarray:
+    """Which points are the largest budget's (budgets within `BUDGET_RTOL` are one budget); refused, before
+    any fitting, when the points do not share budgets or too few lie below the largest."""
+    labels = budget_labels(budgets)
+    if labels.max() + 1 == len(budgets):
+        raise UserError(f"--holdout-largest needs budgets shared by several points (IsoFLOP profiles), but each of "
+                        f"the {len(budgets)} points has its own; add a C column naming each point's budget, or give "
+                        f"points whose 6ND agree within {BUDGET_RTOL:.0%}")
+    test = labels == labels.max()
     if np.sum(~test) < 6:
         raise UserError(f"--holdout-largest needs at least 6 points below the largest budget, found {np.sum(~test)}")
-    fit = fit_chinchilla(FitPoints(points.N[~test], points.D[~test], points.loss[~test], points.group[~test]), delta)
+    return test
+
+
+def holdout_largest(points: FitPoints, budgets: np.ndarray, names: list[str],
+                    delta: float = DEFAULT_DELTA) -> dict[str, Any]:  # fmt: skip
+    """Fit without the largest budget's points, then predict them and their IsoFLOP optimum: the
+    extrapolation a planner relies on.
+
+    `budgets` are the sweep's budgets for runs, the C column or 6ND for CSV points."""
+    test = holdout_split(budgets)
+    fit = fit_chinchilla(points.take(~test), delta)
     law = fit.law
     rows = [dict(name=names[i], N=float(points.N[i]), D=float(points.D[i]), actual=float(points.loss[i]),
                  predicted=float(law.loss(points.N[i], points.D[i]))) for i in np.flatnonzero(test)]  # fmt: skip
     errors = [abs(row["predicted"] / row["actual"] - 1) for row in rows]
-    return dict(budget=largest, law={k: getattr(law, k) for k in LAW_KEYS}, form=fit.form, identified=fit.identified,
-                runs=rows, mean_abs_rel_error=float(np.mean(errors)), max_abs_rel_error=float(np.max(errors)))
+    return dict(budget=float(np.exp(np.mean(np.log(budgets[test])))), law={k: getattr(law, k) for k in LAW_KEYS},
+                form=fit.form, identified=fit.identified, runs=rows, mean_abs_rel_error=float(np.mean(errors)),
+                max_abs_rel_error=float(np.max(errors)),
+                optimum=holdout_optimum(law, points.N[test], points.D[test], points.loss[test]))  # fmt: skip
+
+
+def holdout_optimum(law: ChinchillaLaw, N: np.ndarray, D: np.ndarray, loss: np.ndarray) -> dict[str, Any]:
+    """The held-out budget's IsoFLOP optimum (Approach 2's parabola in log N, Hoffmann et al. 2022) against
+    the law's compute-optimal N, D and loss at the same C = 6ND (its geometric mean over the points), or
+    why there is none to compare."""
+    flops = 6.0 * N * D
+    if flops.max() > PROFILE_SPREAD * flops.min():
+        return dict(error=f"the held-out points' 6ND span a factor {flops.max() / flops.min():.2f}, more than "
+                          f"{PROFILE_SPREAD}: not one IsoFLOP profile")  # fmt: skip
+    C = float(np.exp(np.mean(np.log(flops))))
+    try:
+        profile = fit_profile(C, N, loss)
+    except UserError as err:
+        return dict(error=str(err))
+    N_law, D_law = law.optimal_allocation(C)
+    actual = dict(N=profile.N_opt, D=profile.D_opt, loss=profile.loss_min)
+    predicted = dict(N=N_law, D=D_law, loss=float(law.loss(N_law, D_law)))
+    return dict(C=C, actual=actual, predicted=predicted, extrapolated=profile.extrapolated,
+                rel_error={k: predicted[k] / actual[k] - 1 for k in actual})
 
 
 def curve_extrapolation(records: list[RunRecord], fraction: float = 0.5) -> dict[str, Any]:
@@ -136,7 +183,7 @@ def check_fit_args(n_boot: int, out: str | None, plot: str | None) -> None:
 
 
 def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str | None, plot: str | None,
-            holdout: bool, as_json: bool, delta: float = DEFAULT_DELTA) -> dict[str, Any]:
+            holdout: bool, as_json: bool, delta: float = DEFAULT_DELTA, reference: str | None = None) -> dict[str, Any]:
     """The whole `fit` command; returns the report (printed as text or JSON by the caller)."""
     if bool(paths) == bool(csv):
         raise UserError("give either run folders or --csv FILE (columns N, D, loss), not both and not neither")
@@ -144,13 +191,21 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
     records: list[RunRecord] = []
     if csv:
         points = read_fit_csv(csv)
-        budgets, names = 6.0 * points.N * points.D, [f"row {i + 2}" for i in range(len(points))]
+        check_budgets(points, csv)
+        if len(group_names(points)) > 1:
+            return run_grouped_fit(points, reference, form, n_boot, out, plot, holdout, delta)
+        reference_index(group_names(points), reference)  # one group is an ordinary fit; a wrong name is refused
+        budgets, names = points.budgets, [f"row {i + 2}" for i in range(len(points))]
     else:
+        if reference is not None:
+            raise UserError("--reference names a group of a CSV's 'group' column; run folders have no groups")
         records, left_out = collect_runs(paths)
         for line in left_out:  # said before fitting, so it shows even when the fit then fails
             print(f"warning: left out {line}", file=sys.stderr)
         points = to_points(records)
         budgets, names = np.array([r.budget for r in records]), [r.name for r in records]
+    if holdout:
+        holdout_split(budgets)  # refused before the fit, not after it
     iso = isoflop_allocation(records) if records else None
     result = fit_points(points, form, n_boot, delta, iso["a"] if iso and "error" not in iso else None)
     report: dict[str, Any] = dict(law=law_to_dict(result["law"], result["intervals"], None, result["diagnostics"]),
@@ -165,16 +220,96 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
         save_law(out, result["law"], result["intervals"], result["samples"], result["diagnostics"])
         report["law_file"] = out
     if plot or out:
-        from smallest_loss.experiments.plots import plot_isoflop
-        from smallest_loss.experiments.plots_fit import plot_fit
-
-        plot_path = Path(plot or Path(out).with_suffix(".png"))
-        report["plot"] = str(plot_fit(points, result["law"], plot_path))
-        iso = report.get("isoflop")
-        if iso and "error" not in iso:
-            iso_path = plot_path.with_name(plot_path.stem + "_isoflop.png")
-            report["isoflop_plot"] = str(plot_isoflop(records, iso_path, iso["profiles"]))
+        _plots(report, points, result["law"], records, Path(plot or Path(out).with_suffix(".png")))
     return report
+
+
+def check_budgets(points: FitPoints, csv: str) -> None:
+    """Refuse points that all share one compute budget: on one IsoFLOP profile N and D move together, so
+    the fit cannot tell the model-size term from the data term."""
+    if budget_labels(points.budgets).max() == 0:
+        source = "its C column" if points.C is not None else "6ND, as it has no C column"
+        raise UserError(f"fit CSV {csv}: all {len(points)} points share one compute budget (from {source}); a law "
+                        "in N and D needs points at two or more budgets")
+
+
+def _plots(report: dict[str, Any], points: FitPoints, law: Any, records: list[RunRecord], plot_path: Path) -> None:
+    """The fit plot, and the IsoFLOP plot when Approach 2 worked on the runs."""
+    from smallest_loss.experiments.plots import plot_isoflop
+    from smallest_loss.experiments.plots_fit import plot_fit
+
+    report["plot"] = str(plot_fit(points, law, plot_path))
+    iso = report.get("isoflop")
+    if iso and "error" not in iso:
+        iso_path = plot_path.with_name(plot_path.stem + "_isoflop.png")
+        report["isoflop_plot"] = str(plot_isoflop(records, iso_path, iso["profiles"]))
+
+
+def run_grouped_fit(points: FitPoints, reference: str | None, form: str, n_boot: int, out: str | None,
+                    plot: str | None, holdout: bool, delta: float) -> dict[str, Any]:  # fmt: skip
+    """Shared exponents, per-group constants and compute multipliers (scaling/groups.py); the law file
+    holds the reference group's law, and every group under diagnostics["groups"]."""
+    for flag, used, why in (("--form kaplan", form != "chinchilla", "it fits the Chinchilla form"),
+                            ("--holdout-largest", holdout, "fit one group's rows alone to hold out its largest budget"),
+                            ("--plot", plot, "its law file holds every group's constants")):  # fmt: skip
+        if used:
+            raise UserError(f"{flag} does not apply to a grouped fit (a 'group' column): {why}")
+    fit = fit_groups(points, reference, delta)
+    boot = bootstrap_groups(points, fit, n_boot) if n_boot else None
+    groups = group_summary(fit, boot, frontier_budgets(points))
+    samples = reference_samples(fit, boot) if boot else None
+    intervals = {k: interval(v, boot.level) for k, v in samples.items()} if boot else None
+    diagnostics = dict(
+        form="grouped", reference=fit.names[fit.reference], objective=fit.objective, delta=delta,
+        grad_norm=fit.grad_norm, converged=fit.converged, seconds=fit.seconds, groups=groups,
+        form_description="L_g = E_g + A/N^alpha + B_g/D^beta: A, alpha, beta shared; E_g and B_g per group",
+        shared={k: getattr(fit, k) for k in ("A", "alpha", "beta")},
+        warnings=list(fit.warnings) + (list(boot.warnings) if boot else []),
+        bootstrap=dict(n_boot=boot.n_boot, n_converged=boot.n_converged, level=boot.level,
+                       seconds=boot.seconds, resampled="within groups") if boot else None,
+    )  # fmt: skip
+    law = fit.law(fit.reference)
+    report = dict(law=law_to_dict(law, intervals, None, diagnostics), points=len(points), groups=groups,
+                  text=_format_groups(fit, diagnostics, intervals))
+    if out:
+        save_law(out, law, intervals, samples, diagnostics)
+        report["law_file"] = out
+    return report
+
+
+def _value(value: float | None, span: list | tuple | None = None) -> str:
+    """A value and its interval; None (JSON's infinity) is a multiplier the reference cannot reach."""
+    def one(v: float | None) -> str:
+        return "unreachable" if v is None else f"{v:.4g}"
+
+    return one(value) + (f" [{one(span[0])}, {one(span[1])}]" if span else "")
+
+
+def _format_groups(fit: Any, diagnostics: dict[str, Any], intervals: dict | None) -> list[str]:
+    """The grouped fit as text: shared constants, a row per group, how it converged."""
+    groups, level = diagnostics["groups"], (diagnostics["bootstrap"] or {}).get("level", 0.95)
+    lines = [f"law used: grouped Chinchilla law, {diagnostics['form_description']}; the reference group "
+             f"{diagnostics['reference']!r} is the law file's main law", "",
+             f"| shared | value | {level:.0%} interval |", "|---|---|---|"]  # fmt: skip
+    lines += [f"| {k} | {_value(getattr(fit, k), (intervals or {}).get(k))} |" for k in ("A", "alpha", "beta")]
+    budgets = [m["C"] for m in groups[0]["multiplier"]]
+    lines += ["", "| group | points | E | offset E - E_ref | data multiplier k | "
+              + " | ".join(f"compute multiplier at C={C:.3g}" for C in budgets) + " |",
+              "|---" * (5 + len(budgets)) + "|"]  # fmt: skip
+    for g in groups:
+        cells = [g["name"] + (" (reference)" if g["reference"] else ""), str(g["points"])]
+        cells += [_value(g[k], g[f"{k}_interval"]) for k in ("E", "offset", "k")]
+        cells += [_value(m["value"], m["interval"]) for m in g["multiplier"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    boot = diagnostics["bootstrap"]
+    lines += ["", "compute multiplier: the compute the reference group needs to reach the group's compute-optimal "
+              "loss at C, divided by C (C = 6ND); data multiplier k: one of the group's tokens is worth k of the "
+              "reference's",
+              f"objective {fit.objective:.6g} (Huber delta {diagnostics['delta']:g}), max |gradient| "
+              f"{fit.grad_norm:.2e}, converged: {fit.converged}, {fit.seconds:.1f}s"
+              + (f"; bootstrap: {boot['n_boot']} resamples within groups, {boot['n_converged']} converged, "
+                 f"{boot['seconds']:.1f}s" if boot else "; no bootstrap (--bootstrap 0): no intervals")]  # fmt: skip
+    return lines + [f"warning: {w}" for w in diagnostics["warnings"]]
 
 
 def print_report(report: dict[str, Any], as_json: bool) -> None:
@@ -182,7 +317,10 @@ def print_report(report: dict[str, Any], as_json: bool) -> None:
         print(json.dumps(report["law"], indent=2))
         print("\n".join(line for line in report["text"] if line.startswith(("law used", "warning"))), file=sys.stderr)
         return
-    print(f"fitted {report['law']['form']} law to {report['points']} points")
+    if "groups" in report:
+        print(f"fitted {len(report['groups'])} groups ({report['points']} points) with shared exponents")
+    else:
+        print(f"fitted {report['law']['form']} law to {report['points']} points")
     print("\n".join(report["text"]))
     iso = report.get("isoflop")
     if iso and "error" not in iso:
@@ -197,9 +335,22 @@ def print_report(report: dict[str, Any], as_json: bool) -> None:
         print(f"learning-curve extrapolation from the first {ce['fraction']:.0%} of each run: mean |error| "
               f"{ce['mean_abs_rel_error']:.2%}, max {ce['max_abs_rel_error']:.2%} over {len(ce['runs'])} runs")
     if "holdout_largest" in report:
-        h = report["holdout_largest"]
-        print(f"fit without budget {h['budget']:.3g}, predicting its {len(h['runs'])} runs: mean |error| "
-              f"{h['mean_abs_rel_error']:.2%}, max {h['max_abs_rel_error']:.2%}")
+        print("\n".join(_holdout_lines(report["holdout_largest"])))
     for key in ("law_file", "plot", "isoflop_plot"):
         if key in report:
             print(f"{key.replace('_', ' ')}: {report[key]}")
+
+
+def _holdout_lines(h: dict[str, Any]) -> list[str]:
+    lines = [f"fit without budget {h['budget']:.3g}, predicting its {len(h['runs'])} points: mean |error| "
+             f"{h['mean_abs_rel_error']:.2%}, max {h['max_abs_rel_error']:.2%}"]
+    opt = h["optimum"]
+    if "error" in opt:
+        return lines + [f"  its optimum not compared: {opt['error']}"]
+    lines.append(f"  its IsoFLOP optimum (parabola in log N over its points) against the law's compute-optimal point "
+                 f"at C = 6ND = {opt['C']:.3g}" + (" (the parabola's minimum lies outside its sizes)"
+                                                   if opt["extrapolated"] else "") + ":")  # fmt: skip
+    for key, fmt in (("N", ".3g"), ("D", ".3g"), ("loss", ".4f")):
+        lines.append(f"    {key}_opt: law {opt['predicted'][key]:{fmt}}, points {opt['actual'][key]:{fmt}} "
+                     f"({opt['rel_error'][key]:+.1%})")
+    return lines

@@ -1,7 +1,10 @@
 """Fit input: (N, D, loss) points, validated, and the fit CSV reader (README, "File formats").
 
-The CSV has columns `N` (parameters), `D` (tokens) and `loss`; extra columns are ignored, except an
-optional `run` column, whose values label groups so the bootstrap can resample whole runs.
+The CSV has columns `N` (parameters), `D` (tokens) and `loss`, and optionally `C` (the run's compute
+budget in FLOPs; 6ND when absent), `run` (labels that group points of one run, so the bootstrap can
+resample whole runs) and `group` (labels of the data set or evaluation set each point belongs to, for a
+grouped fit, scaling/groups.py). Other columns are ignored. In code the `group` column's labels are
+called `dataset`, so that they cannot be confused with the bootstrap's run groups (`FitPoints.group`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ from smallest_loss.configs.errors import UserError
 
 MIN_POINTS = 6  # more points than the five Chinchilla parameters
 REQUIRED_COLUMNS = ("N", "D", "loss")
-GROUP_COLUMN = "run"
+BUDGET_COLUMN = "C"
+GROUP_COLUMN = "run"  # bootstrap groups: points of one run
+DATASET_COLUMN = "group"  # data or evaluation sets, for a grouped fit
+BUDGET_RTOL = 0.03  # budgets within 3% of a budget's smallest one are that budget
 
 
 @dataclass(frozen=True)
@@ -26,24 +32,28 @@ class FitPoints:
 
     The bootstrap resamples groups with replacement (Besiroglu et al. 2024 resample points; points of
     one run are correlated, so resampling runs is the safer default when labels exist). By default
-    each point is its own group.
+    each point is its own group. `C` is each point's compute budget in FLOPs (6ND when not given);
+    `dataset` labels the data or evaluation set of each point (None: one set).
     """
 
     N: np.ndarray
     D: np.ndarray
     loss: np.ndarray
     group: np.ndarray | None = None
+    C: np.ndarray | None = None
+    dataset: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        names = REQUIRED_COLUMNS + (() if self.C is None else (BUDGET_COLUMN,))
         arrays = {}
-        for name in REQUIRED_COLUMNS:
+        for name in names:
             try:
                 arr = np.asarray(getattr(self, name), dtype=np.float64).ravel()
             except (TypeError, ValueError):
                 raise UserError(f"FitPoints.{name} must be numbers") from None
             arrays[name] = arr
         n = len(arrays["N"])
-        if len(arrays["D"]) != n or len(arrays["loss"]) != n:
+        if any(len(arr) != n for arr in arrays.values()):
             lengths = {k: len(v) for k, v in arrays.items()}
             raise UserError(f"FitPoints columns must have the same length, got {lengths}")
         if n < MIN_POINTS:
@@ -54,10 +64,13 @@ class FitPoints:
                 i = int(bad[0])
                 raise UserError(f"{name} must be positive and finite; point {i} has {name}={arr[i]!r}")
             object.__setattr__(self, name, arr)
-        group = np.arange(n) if self.group is None else np.asarray(self.group).ravel()
-        if len(group) != n:
-            raise UserError(f"FitPoints.group has {len(group)} labels for {n} points")
-        object.__setattr__(self, "group", group)
+        for name in ("group", "dataset"):
+            labels = getattr(self, name)
+            if labels is not None and len(np.asarray(labels).ravel()) != n:
+                raise UserError(f"FitPoints.{name} has {len(np.asarray(labels).ravel())} labels for {n} points")
+        object.__setattr__(self, "group", np.arange(n) if self.group is None else np.asarray(self.group).ravel())
+        if self.dataset is not None:
+            object.__setattr__(self, "dataset", np.asarray(self.dataset).ravel().astype(str))
 
     def __len__(self) -> int:
         return len(self.N)
@@ -68,9 +81,37 @@ class FitPoints:
         _, inverse = np.unique(self.group, return_inverse=True)
         return inverse.ravel(), int(inverse.max()) + 1
 
+    @property
+    def budgets(self) -> np.ndarray:
+        """Each point's compute budget in FLOPs: the given C, else 6ND (Kaplan et al. 2020)."""
+        return 6.0 * self.N * self.D if self.C is None else self.C
+
+    def take(self, mask: np.ndarray) -> FitPoints:
+        """The points where `mask` (booleans or indices) selects, with their labels and budgets."""
+        C, dataset = (None if a is None else a[mask] for a in (self.C, self.dataset))
+        return FitPoints(self.N[mask], self.D[mask], self.loss[mask], self.group[mask], C, dataset)
+
+
+def budget_labels(C: np.ndarray, rtol: float = BUDGET_RTOL) -> np.ndarray:
+    """Label points by budget: in increasing order, a budget starts at the smallest C not yet labelled
+    and takes every C within `rtol` of it. Unlike chaining neighbours, no budget spans more than `rtol`,
+    so a design whose points all have different C (random N and D) never collapses into one budget."""
+    C = np.asarray(C, dtype=np.float64)
+    order = np.argsort(C)
+    ordered = C[order]
+    starts = [0]
+    while True:  # one pass per budget, not per point
+        nxt = int(np.searchsorted(ordered, ordered[starts[-1]] * (1 + rtol), side="right"))
+        if nxt >= len(C):
+            break
+        starts.append(nxt)
+    labels = np.empty(len(C), dtype=np.int64)
+    labels[order] = np.cumsum(np.isin(np.arange(len(C)), starts)) - 1
+    return labels
+
 
 def read_fit_csv(path: str | Path) -> FitPoints:
-    """Read a fit CSV (columns N, D, loss; optional run; others ignored) into validated `FitPoints`.
+    """Read a fit CSV (columns N, D, loss; optional C, run, group; others ignored) into validated `FitPoints`.
 
     Rows are parsed one at a time into a flat array (8 bytes a value), so a million rows take tens of
     megabytes, not a list of dicts.
@@ -86,23 +127,35 @@ def read_fit_csv(path: str | Path) -> FitPoints:
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
         if missing:
             raise UserError(f"fit CSV {path} lacks column(s) {', '.join(missing)}; found {header or 'no header'}")
-        columns = [header.index(c) for c in REQUIRED_COLUMNS]
-        run = header.index(GROUP_COLUMN) if GROUP_COLUMN in header else None
-        values, groups = array("d"), []
+        numeric = REQUIRED_COLUMNS + ((BUDGET_COLUMN,) if BUDGET_COLUMN in header else ())
+        columns = [header.index(c) for c in numeric]
+        labelled = {name: header.index(name) for name in (GROUP_COLUMN, DATASET_COLUMN) if name in header}
+        values, labels = array("d"), {name: [] for name in labelled}
         for row in reader:
             if not row:
                 continue  # a blank line
-            values.extend(_row_values(row, columns, reader.line_num, path))
-            if run is not None:
-                groups.append(row[run] if run < len(row) else "")
-    table = np.frombuffer(values, dtype=np.float64).reshape(-1, len(REQUIRED_COLUMNS))
+            values.extend(_row_values(row, columns, numeric, reader.line_num, path))
+            for name, i in labelled.items():
+                labels[name].append(_label(row, i, name, reader.line_num, path))
+    table = np.frombuffer(values, dtype=np.float64).reshape(-1, len(numeric))
     if len(table) < MIN_POINTS:
         raise UserError(f"fit CSV {path} has {len(table)} rows; need at least {MIN_POINTS} to fit 5 parameters")
-    return FitPoints(N=table[:, 0], D=table[:, 1], loss=table[:, 2], group=np.array(groups) if groups else None)
+    run, dataset = (np.array(labels[name]) if name in labels else None for name in (GROUP_COLUMN, DATASET_COLUMN))
+    return FitPoints(N=table[:, 0], D=table[:, 1], loss=table[:, 2], group=run,
+                     C=table[:, 3] if len(numeric) > 3 else None, dataset=dataset)  # fmt: skip
 
 
-def _row_values(row: list[str], columns: list[int], row_number: int, path: Path) -> list[float]:
-    """The row's N, D, loss; a precise error (via `_cell`) for the first bad cell."""
+def _label(row: list[str], i: int, column: str, row_number: int, path: Path) -> str:
+    """A `run` cell as written (empty allowed: one unlabelled run); a `group` cell must name its set."""
+    text = row[i].strip() if i < len(row) else ""
+    if column == DATASET_COLUMN and not text:
+        raise UserError(f"fit CSV {path} row {row_number}: column {column} is empty; name every point's set")
+    return text
+
+
+def _row_values(row: list[str], columns: list[int], names: tuple[str, ...], row_number: int,
+                path: Path) -> list[float]:  # fmt: skip
+    """The row's numeric cells; a precise error (via `_cell`) for the first bad cell."""
     cells = [row[i] if i < len(row) else None for i in columns]
     try:
         values = [float(text) for text in cells]  # type: ignore[arg-type]
@@ -110,7 +163,7 @@ def _row_values(row: list[str], columns: list[int], row_number: int, path: Path)
             return values
     except (TypeError, ValueError):
         pass
-    return [_cell(text, c, row_number, path) for text, c in zip(cells, REQUIRED_COLUMNS, strict=True)]
+    return [_cell(text, c, row_number, path) for text, c in zip(cells, names, strict=True)]
 
 
 def _cell(text: str | None, column: str, row_number: int, path: Path) -> float:

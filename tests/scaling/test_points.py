@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from smallest_loss.configs.errors import UserError
-from smallest_loss.scaling.points import FitPoints, read_fit_csv
+from smallest_loss.scaling.points import FitPoints, budget_labels, read_fit_csv
 
 
 def _arrays(n: int = 8) -> dict[str, np.ndarray]:
@@ -104,3 +104,49 @@ def test_blank_lines_skipped_and_rows_numbered_as_in_the_file(tmp_path):
     assert len(read_fit_csv(_write(tmp_path, text))) == 8
     with pytest.raises(UserError, match="row 5: loss='x' is not a number"):
         read_fit_csv(_write(tmp_path, text.replace("2.9\n", "x\n", 1)))
+
+
+def test_budget_column_and_group_column(tmp_path):
+    rows = "".join(f"{1e7 * (i + 1)},{1e9},{3.0 - 0.1 * i},{[1e18, 3e18][i % 2]:g},{'ab'[i // 4]} \n" for i in range(8))
+    pts = read_fit_csv(_write(tmp_path, "N,D,loss,C,group\n" + rows))
+    assert list(pts.C) == [1e18, 3e18] * 4 and list(pts.budgets) == list(pts.C)
+    assert list(pts.dataset) == ["a"] * 4 + ["b"] * 4  # labels stripped
+    assert pts.group_index[1] == 8  # the group column does not group the bootstrap: each point is its own run
+
+
+def test_budget_is_6ND_without_a_C_column(tmp_path):
+    pts = read_fit_csv(_write(tmp_path, GOOD))
+    assert pts.C is None and pts.dataset is None
+    assert pts.budgets == pytest.approx(6 * pts.N * pts.D)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("N,D,loss,C\n" + "".join(f"{1e7 * (i + 1)},1e9,3,1e18\n" for i in range(7)) + "1e8,1e9,3,-1\n",
+         "row 9: C='-1' must be positive"),
+        ("N,D,loss,group\n" + "".join(f"{1e7 * (i + 1)},1e9,3,a\n" for i in range(7)) + "1e8,1e9,3, \n",
+         "row 9: column group is empty"),
+    ],
+)
+def test_bad_budget_or_group_cell(tmp_path, text, message):
+    with pytest.raises(UserError, match=message):
+        read_fit_csv(_write(tmp_path, text))
+
+
+def test_budget_labels_group_within_a_few_percent_without_chaining():
+    C = np.array([1.0, 1.01, 0.99, 3.0, 3.05, 10.0])
+    assert list(budget_labels(C)) == [0, 0, 0, 1, 1, 2]
+    spread = np.geomspace(1.0, 2.0, 200)  # neighbours 0.35% apart: a chain would make this one budget
+    labels = budget_labels(spread)
+    assert labels.max() > 10
+    for label in np.unique(labels):
+        mine = spread[labels == label]
+        assert mine.max() <= mine.min() * 1.03
+
+
+def test_take_keeps_labels_and_budgets():
+    pts = FitPoints(**_arrays(), C=np.full(8, 1e18), dataset=np.array(list("aabbccdd")), group=np.arange(8) // 2)
+    part = pts.take(np.arange(8) >= 2)
+    assert len(part) == 6 and list(part.dataset) == list("bbccdd") and list(part.C) == [1e18] * 6
+    assert list(part.group) == [1, 1, 2, 2, 3, 3]

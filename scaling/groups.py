@@ -1,0 +1,406 @@
+"""Grouped fits: one loss law per data set (or evaluation set) with shared exponents, and each set's
+compute multiplier against a reference set.
+
+The form, for group g (Hoffmann et al. 2022 notation):
+
+    L_g(N, D) = E_g + A/N^alpha + B/(k_g D)^beta,    k_ref = 1,
+
+so each group has its own irreducible loss E_g and its own data constant B_g = B k_g^(-beta); A, alpha
+and beta are shared. Why this form:
+
+- Data of different quality: a token of group g is worth k_g tokens of the reference, an effective-data
+  multiplier on D in the data term of Kaplan et al. 2020 and Hoffmann et al. 2022. The model-size term
+  A/N^alpha is the model's capacity, which the data do not change, so it is shared.
+- Evaluation sets of one training run: Kaplan et al. 2020 (sec. 3.2.2) found the loss on another
+  distribution to track the training loss with a nearly constant offset, which is E_g - E_ref.
+- One form covers both, at one constant per group more than either alone; the fit then says which the
+  data need (an offset near 0, or k_g near 1). Freeing A per group too would make each group its own
+  Chinchilla law with shared exponents, more than a small sweep can pin down.
+
+The compute multiplier of group g at a budget C (FLOPs, C = 6ND) is the compute the reference needs to
+reach g's compute-optimal loss at C, divided by C. The compute-optimal loss under C = 6ND is (from
+Hoffmann et al. 2022, eq. 4, substituted into eq. 2)
+
+    L*_g(C) = E_g + K_g (C/6)^(-gamma),  gamma = alpha beta/(alpha + beta),  K_g = (1 + alpha/beta) A G_g^(-alpha),
+
+with G_g = (alpha A/(beta B_g))^(1/(alpha + beta)), so m_g(C) = (6/C) ((L*_g(C) - E_ref)/K_ref)^(-1/gamma).
+With E_g = E_ref it is k_g at every C; with an offset it changes with C, so it is reported at stated
+budgets (the smallest and the largest in the data), and it is infinite where g's loss lies at or below
+the reference's E (no reference compute reaches it).
+
+Fitting: the Approach 3 objective (log-space Huber, delta = 1e-3, scaling/fit.py) from Chinchilla's start
+grid, each group's e and b starting at the grid's, inside fit.py's box (each E_g below its group's
+smallest loss), with fit.py's batched L-BFGS (every start screened for a few iterations, the best run to
+convergence), then polished by scipy. Unlike fit.py, the screening runs in float64: a grouped fit has
+few points, and one precision lets the fit and its bootstrap share compiled code.
+
+Intervals: percentile bootstrap (Besiroglu et al. 2024) resampling within groups: each group's points
+(or its runs, when a `run` column labels them) are drawn with replacement from that group, so every
+resample keeps every group; a run with points in several groups (evaluation sets of one run) is drawn
+whole, which keeps the sets paired.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import optimize
+from smallest_loss.configs.errors import UserError
+from smallest_loss.scaling.fit import (
+    BOUND_TOL,
+    CHINCHILLA_GRID,
+    DEFAULT_DELTA,
+    E_FLOOR,
+    GRAD_TOL,
+    SCREEN_EVALS,
+    GroupWeights,
+    batched_lbfgs,
+    chinchilla_bounds,
+    huber,
+)
+from smallest_loss.scaling.laws import ChinchillaLaw
+from smallest_loss.scaling.points import FitPoints, budget_labels
+
+MIN_GROUP_POINTS = 4  # each group adds two constants (E_g, k_g) to the three shared ones
+REFINE_STARTS = 64  # best screened starts run to convergence: a pool of 64, the size of batched_lbfgs's
+# pool for stragglers, so the refinement reuses code the screening compiled
+
+
+def group_names(points: FitPoints) -> list[str]:
+    """The data sets in the order they first appear."""
+    if points.dataset is None:
+        return []
+    _, first = np.unique(points.dataset, return_index=True)
+    return [str(points.dataset[i]) for i in np.sort(first)]
+
+
+def reference_index(names: list[str], reference: str | None) -> int:
+    """Index of the reference group: `reference` when given, else the first group."""
+    if reference is None:
+        return 0
+    if reference not in names:
+        found = ", ".join(names) if names else "none: the CSV has no 'group' column"
+        raise UserError(f"--reference {reference!r} is not a group of these points (groups: {found})")
+    return names.index(reference)
+
+
+def check_groups(points: FitPoints, reference: str | None) -> tuple[list[str], int]:
+    """The group names and the reference's index; one clear line for a group the fit cannot use."""
+    names = group_names(points)
+    ref = reference_index(names, reference)
+    for name in names:
+        mine = points.dataset == name
+        if mine.sum() < MIN_GROUP_POINTS:
+            raise UserError(f"group {name!r} has {int(mine.sum())} point(s); a grouped fit needs at least "
+                            f"{MIN_GROUP_POINTS} per group (each group fits its own E and data multiplier)")
+        if len(np.unique(points.D[mine])) < 2:
+            raise UserError(f"group {name!r}: all its points share one D, so its E and data multiplier cannot "
+                            "be told apart; give it runs with several token counts")
+    return names, ref
+
+
+# ---------------------------------------------------------------------------------------------------
+# The objective. Coordinates u = (a', alpha, beta, e_1..e_G, b'_1..b'_G), centred as in scaling/fit.py:
+# a' = log A - alpha mean(log N), b'_g = log B_g - beta mean(log D), e_g = log E_g.
+
+
+def _grouped_one(u: jax.Array, w: jax.Array, data: tuple) -> jax.Array:
+    """sum_i w_i Huber(LSE(a' - alpha xN_i, b'_g(i) - beta xD_i, e_g(i)) - log L_i) (Hoffmann et al. 2022, eq. 3)."""
+    xN, xD, logL, delta, onehot = data
+    G = onehot.shape[1]
+    e, b = onehot @ u[3 : 3 + G], onehot @ u[3 + G :]
+    pred = jnp.logaddexp(jnp.logaddexp(u[0] - u[1] * xN, b - u[2] * xD), e)
+    return jnp.sum(w * huber(pred - logL, delta)[0])
+
+
+def _grouped_vg(u: jax.Array, w: jax.Array, data: tuple) -> tuple[jax.Array, jax.Array]:
+    """Objective and gradient of every start (rows of u); w shared (P,) or per start (S, P)."""
+    return jax.vmap(jax.value_and_grad(_grouped_one), in_axes=(0, 0 if w.ndim == 2 else None, None))(u, w, data)
+
+
+_value_and_grad = jax.jit(jax.value_and_grad(_grouped_one))
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """The data of a grouped fit in the optimiser's terms: centring, data tuple, box, group index."""
+
+    mu: tuple[float, float]
+    data: tuple
+    box: np.ndarray  # (2, 3 + 2G)
+    index: np.ndarray  # (P,) group of each point
+
+    @property
+    def G(self) -> int:
+        return self.data[4].shape[1]
+
+
+def _setup(points: FitPoints, names: list[str], delta: float) -> _Setup:
+    sorted_names, inverse = np.unique(points.dataset, return_inverse=True)
+    index = np.array([names.index(str(n)) for n in sorted_names])[inverse.ravel()]
+    mu = (float(np.log(points.N).mean()), float(np.log(points.D).mean()))
+    data = (np.log(points.N) - mu[0], np.log(points.D) - mu[1], np.log(points.loss), np.float64(delta),
+            np.eye(len(names))[index])  # fmt: skip
+    box5 = chinchilla_bounds(points)  # (a', b', e, alpha, beta) on all points
+    low = np.log([points.loss[index == g].min() for g in range(len(names))])
+    G = len(names)
+    box = np.array([[box5[0, 0], box5[0, 3], box5[0, 4], *(low + math.log(E_FLOOR)), *[box5[0, 1]] * G],
+                    [box5[1, 0], box5[1, 3], box5[1, 4], *low, *[box5[1, 1]] * G]])  # fmt: skip
+    return _Setup(mu, data, box, index)
+
+
+def _grid_starts(setup: _Setup) -> np.ndarray:
+    """Chinchilla's 4500 grid starts (Hoffmann et al. 2022), every group at the grid's e and b, in the box."""
+    a, b, e, alpha, beta = np.array(list(itertools.product(*CHINCHILLA_GRID.values()))).T
+    G = setup.G
+    u = np.column_stack([a - alpha * setup.mu[0], alpha, beta, *[e] * G, *[b - beta * setup.mu[1]] * G])
+    return np.unique(np.round(np.clip(u, setup.box[0], setup.box[1]), 12), axis=0)
+
+
+def _polish(setup: _Setup, u: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Continue the best start with scipy's L-BFGS-B (tight tolerances, same box) in float64; returns the
+    point, its objective and its largest projected gradient."""
+    with jax.enable_x64(True):
+        data = tuple(jnp.asarray(d, jnp.float64) for d in setup.data)
+        w = jnp.ones(len(setup.index), jnp.float64)
+
+        def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+            f, g = _value_and_grad(jnp.asarray(x, jnp.float64), w, data)
+            return float(f), np.array(g)
+
+        res = optimize.minimize(fun, u, jac=True, method="L-BFGS-B", bounds=list(zip(*setup.box, strict=True)),
+                                options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-12})  # fmt: skip
+        better = np.isfinite(res.fun) and res.fun <= fun(u)[0]
+        x = res.x if better else u
+        f, g = fun(x)
+    blocked = ((x <= setup.box[0]) & (g > 0)) | ((x >= setup.box[1]) & (g < 0))
+    return x, f, float(np.max(np.abs(np.where(blocked, 0.0, g))))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The fit.
+
+
+@dataclass(frozen=True)
+class GroupedFit:
+    """Shared A, alpha, beta; per-group E and B (data multiplier k = (B_ref/B)^(1/beta)); the fit's state."""
+
+    names: tuple[str, ...]
+    reference: int
+    A: float
+    alpha: float
+    beta: float
+    E: np.ndarray  # (G,)
+    B: np.ndarray  # (G,)
+    points: np.ndarray  # (G,) points per group
+    objective: float
+    grad_norm: float
+    converged: bool
+    warnings: tuple[str, ...]
+    seconds: float
+    u: np.ndarray  # fitted coordinates (for the bootstrap)
+    setup: _Setup
+
+    def law(self, g: int) -> ChinchillaLaw:
+        """Group g's law E_g + A/N^alpha + B_g/D^beta."""
+        return ChinchillaLaw(E=self.E[g], A=self.A, B=self.B[g], alpha=self.alpha, beta=self.beta)
+
+    @property
+    def k(self) -> np.ndarray:
+        return data_multiplier(self.B, self.beta, self.reference)
+
+
+def _constants(u: np.ndarray, mu: tuple[float, float], G: int) -> dict[str, np.ndarray]:
+    """Natural constants from coordinates u (..., 3 + 2G)."""
+    alpha, beta = u[..., 1], u[..., 2]
+    return {"A": np.exp(u[..., 0] + alpha * mu[0]), "alpha": alpha, "beta": beta,
+            "E": np.exp(u[..., 3 : 3 + G]), "B": np.exp(u[..., 3 + G :] + beta[..., None] * mu[1])}  # fmt: skip
+
+
+def _at_bound_warnings(u: np.ndarray, setup: _Setup, names: list[str]) -> list[str]:
+    span = setup.box[1] - setup.box[0]
+    lower, upper = np.abs(u - setup.box[0]) <= BOUND_TOL * span, np.abs(u - setup.box[1]) <= BOUND_TOL * span
+    labels = ["A", "alpha", "beta", *(f"E of {n!r}" for n in names), *(f"B of {n!r}" for n in names)]
+    return [f"{labels[i]} ran to its {'lower' if lower[i] else 'upper'} bound: the points do not pin it down"
+            for i in np.flatnonzero(lower | upper)]  # fmt: skip
+
+
+def _run(setup: _Setup, starts: np.ndarray, weights: GroupWeights | None = None, **kwargs: Any) -> dict:
+    """fit.py's batched L-BFGS on the grouped objective, float64, weights always per start (every point
+    once when not given), so the fit and its bootstrap share compiled code."""
+    if weights is None:
+        P = len(setup.index)
+        weights = GroupWeights(np.ones((1, P), np.float32), np.arange(P), np.zeros(len(starts), np.int64))
+    return batched_lbfgs(_grouped_vg, starts, weights, setup.data, bounds=setup.box, **kwargs)
+
+
+def fit_groups(points: FitPoints, reference: str | None = None, delta: float = DEFAULT_DELTA) -> GroupedFit:
+    """Fit L_g = E_g + A/N^alpha + B_g/D^beta to the points of every group at once (module docstring)."""
+    if not (np.isfinite(delta) and delta > 0):
+        raise UserError(f"Huber delta={delta!r} must be positive (Chinchilla used 1e-3)")
+    names, ref = check_groups(points, reference)
+    if len(names) < 2:
+        raise UserError("a grouped fit needs a 'group' column naming at least two groups")
+    begin = time.perf_counter()
+    setup = _setup(points, names, delta)
+    screen = _run(setup, _grid_starts(setup), max_evals=SCREEN_EVALS)
+    order = np.argsort(np.where(np.isfinite(screen["f"]), screen["f"], np.inf))
+    res = _run(setup, screen["x"][order[:REFINE_STARTS]])
+    f = np.where(np.isfinite(res["f"]), res["f"], np.inf)
+    if not np.isfinite(f).any():
+        raise UserError("no start gave a finite objective; check that the losses are sensible")
+    u, objective, grad_norm = _polish(setup, res["x"][np.argmin(f)])
+    c = _constants(u, setup.mu, len(names))
+    warnings = _at_bound_warnings(u, setup, names)
+    tol = GRAD_TOL * max(1.0, len(points) / 1000)
+    if grad_norm > tol:
+        warnings.append(f"best fit did not converge: max |gradient| = {grad_norm:.3g} > {tol:g}; check the data")
+    return GroupedFit(
+        names=tuple(names), reference=ref, A=float(c["A"]), alpha=float(c["alpha"]), beta=float(c["beta"]),
+        E=c["E"], B=c["B"], points=np.bincount(setup.index, minlength=len(names)), objective=objective,
+        grad_norm=grad_norm, converged=grad_norm <= tol, warnings=tuple(warnings),
+        seconds=time.perf_counter() - begin, u=u, setup=setup,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------
+# Multipliers.
+
+
+def data_multiplier(B: np.ndarray, beta: Any, reference: int) -> np.ndarray:
+    """k_g = (B_ref/B_g)^(1/beta) for every group (last axis of B): with B_g = B_ref k_g^(-beta), one token
+    of group g is worth k_g tokens of the reference."""
+    return (B[..., reference : reference + 1] / B) ** (1.0 / np.asarray(beta, np.float64)[..., None])
+
+
+def compute_multiplier(E: np.ndarray, B: np.ndarray, A: Any, alpha: Any, beta: Any, reference: int,
+                       C: float) -> np.ndarray:  # fmt: skip
+    """m_g(C) = C_ref / C for every group (last axis of E and B; A, alpha, beta broadcast over the rest):
+    the compute the reference needs to reach group g's compute-optimal loss at budget C (module docstring).
+    Infinite where that loss is at or below the reference's E."""
+    A, alpha, beta = (np.asarray(v, np.float64)[..., None] for v in (A, alpha, beta))
+    gamma = alpha * beta / (alpha + beta)
+    G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))  # Hoffmann et al. 2022, eq. 4
+    K = (1.0 + alpha / beta) * A * G**-alpha
+    x = C / 6.0
+    gap = E + K * x**-gamma - E[..., reference : reference + 1]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        m = (np.where(gap > 0, gap, np.nan) / K[..., reference : reference + 1]) ** (-1.0 / gamma) / x
+    return np.where(gap > 0, m, np.inf)
+
+
+def frontier_budgets(points: FitPoints) -> list[float]:
+    """The budgets the multipliers are reported at: the smallest and the largest in the data (each the
+    geometric mean of its points' budgets, points.budgets grouped by `budget_labels`)."""
+    labels, log_C = budget_labels(points.budgets), np.log(points.budgets)
+    ends = sorted({int(labels.min()), int(labels.max())})
+    return [float(np.exp(log_C[labels == label].mean())) for label in ends]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bootstrap.
+
+
+@dataclass(frozen=True)
+class GroupBootstrap:
+    """Constants refitted on resamples: A, alpha, beta (R,); E, B (R, G)."""
+
+    samples: dict[str, np.ndarray]
+    level: float
+    n_boot: int
+    n_converged: int
+    seconds: float
+    warnings: tuple[str, ...]
+
+
+def _resample_counts(points: FitPoints, index: np.ndarray, n_boot: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(n_boot, U) draws of the resampling units (runs, else points) and each point's unit. A unit is
+    drawn among the units that lie in the same groups (its stratum), as many times as that stratum has units."""
+    unit, n_units = points.group_index
+    stratum_key = np.zeros(n_units, np.int64)
+    np.bitwise_or.at(stratum_key, unit, np.left_shift(1, index).astype(np.int64))
+    counts = np.zeros((n_boot, n_units), np.float32)
+    for key in np.unique(stratum_key):
+        members = np.flatnonzero(stratum_key == key)
+        draws = members[rng.integers(0, len(members), size=(n_boot, len(members)))]
+        np.add.at(counts, (np.arange(n_boot)[:, None], draws), 1.0)
+    return counts, unit
+
+
+def bootstrap_groups(points: FitPoints, fit: GroupedFit, n_boot: int = 1000, seed: int = 0, starts: int = 4,
+                     level: float = 0.95) -> GroupBootstrap:  # fmt: skip
+    """Refit on `n_boot` resamples drawn within groups (module docstring), all at once; each resample
+    starts from the fit and `starts - 1` perturbations of it, and keeps its best."""
+    if n_boot < 2 or starts < 1 or not 0 < level < 1:
+        raise UserError(f"need n_boot >= 2, starts >= 1 and 0 < level < 1; got {n_boot}, {starts}, {level}")
+    begin, rng, setup = time.perf_counter(), np.random.default_rng(seed), fit.setup
+    counts, unit = _resample_counts(points, setup.index, n_boot, rng)
+    G = setup.G
+    scale = np.r_[0.3, 0.1, 0.1, [0.1] * G, [0.3] * G]  # log terms, exponents, log E: as scaling/fit.py
+    x0 = np.clip(np.vstack([fit.u, fit.u + rng.normal(size=(starts - 1, len(fit.u))) * scale]), *setup.box)
+    res = _run(setup, np.tile(x0, (n_boot, 1)), GroupWeights(counts, unit, np.repeat(np.arange(n_boot), starts)))
+    f = np.where(np.isfinite(res["f"]), res["f"], np.inf).reshape(n_boot, starts)
+    pick = np.arange(n_boot) * starts + np.argmin(f, axis=1)
+    n_converged = int(np.sum(np.max(np.abs(res["g"][pick]), axis=1) <= GRAD_TOL * max(1.0, len(points) / 1000)))
+    warnings = [] if n_converged >= 0.9 * n_boot else [
+        f"only {n_converged} of {n_boot} bootstrap refits converged; intervals may be too wide"]
+    return GroupBootstrap(samples=_constants(res["x"][pick], setup.mu, G), level=level, n_boot=n_boot,
+                          n_converged=n_converged, seconds=time.perf_counter() - begin, warnings=tuple(warnings))
+
+
+def interval(values: np.ndarray, level: float) -> tuple[float, float]:
+    """Percentile interval at `level` by nearest rank, so that infinite values (a multiplier the reference
+    never reaches) stay infinite instead of turning into NaN."""
+    ordered = np.sort(np.asarray(values, np.float64))
+    ranks = [math.ceil(q * len(ordered)) - 1 for q in ((1 - level) / 2, (1 + level) / 2)]
+    lo, hi = np.clip(ranks, 0, len(ordered) - 1)
+    return float(ordered[lo]), float(ordered[hi])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Summaries: per-group constants and multipliers, the reference's law with intervals.
+
+
+def group_summary(fit: GroupedFit, boot: GroupBootstrap | None, budgets: list[float]) -> list[dict[str, Any]]:
+    """One dict per group: points, E, B, data multiplier k, offset E - E_ref, and the compute multiplier at
+    each budget, with intervals when bootstrapped (None where a value is infinite)."""
+    ref, s = fit.reference, boot.samples if boot else None
+    values = {"E": fit.E, "B": fit.B, "k": fit.k, "offset": fit.E - fit.E[ref]}
+    draws = {} if s is None else {"E": s["E"], "B": s["B"], "k": data_multiplier(s["B"], s["beta"], ref),
+                                  "offset": s["E"] - s["E"][:, ref : ref + 1]}  # fmt: skip
+    for C in budgets:
+        values[C] = compute_multiplier(fit.E, fit.B, fit.A, fit.alpha, fit.beta, ref, C)
+        if s is not None:
+            draws[C] = compute_multiplier(s["E"], s["B"], s["A"], s["alpha"], s["beta"], ref, C)
+    rows = []
+    for g, name in enumerate(fit.names):
+        row: dict[str, Any] = dict(name=name, reference=g == ref, points=int(fit.points[g]))
+        for key in ("E", "B", "k", "offset"):
+            row[key] = float(values[key][g])
+            row[f"{key}_interval"] = list(interval(draws[key][:, g], boot.level)) if boot else None
+        row["multiplier"] = [dict(C=C, value=_finite(values[C][g]),
+                                  interval=[_finite(v) for v in interval(draws[C][:, g], boot.level)] if boot else None)
+                             for C in budgets]  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no infinity: an unreachable multiplier is written as null."""
+    return float(value) if math.isfinite(value) else None
+
+
+def reference_samples(fit: GroupedFit, boot: GroupBootstrap) -> dict[str, np.ndarray]:
+    """Bootstrap samples of the reference group's law, keyed as scaling/fit.py's (law JSON `samples`)."""
+    s, ref = boot.samples, fit.reference
+    alpha, beta = s["alpha"], s["beta"]
+    return {"E": s["E"][:, ref], "A": s["A"], "B": s["B"][:, ref], "alpha": alpha, "beta": beta,
+            "n_exponent": beta / (alpha + beta), "d_exponent": alpha / (alpha + beta)}  # fmt: skip
