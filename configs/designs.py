@@ -1,18 +1,29 @@
-"""Training-sweep designs: IsoFLOP (Hoffmann et al., 2022, Approach 2) and IsoTime ("Time Matters").
+"""Training-sweep designs: IsoFLOP (Hoffmann et al., 2022, Approach 2) and IsoTime ("Time Matters"),
+optionally crossed with batch sizes and learning rates (recipe sweeps), built in or read from a user's file.
 
 An IsoFLOP design trains, for each FLOP budget C, several model shapes, each for the tokens that C buys:
 D = C / (6N) by the convention of published laws, or by our exact training-step FLOP count. An IsoTime
 design trains several shapes for the same wall-clock budget T: each for the steps that T buys on a
-device profile's predicted step time.
+device profile's predicted step time. A design with `batch_sizes` or `lrs` trains every (budget, shape) at
+every batch size and learning rate: the runs the recipe laws (scaling/recipe.py) are fitted to. Under an
+IsoFLOP budget the tokens D = C / (6N) do not depend on the batch, so each (budget, shape) group holds the
+same data at several batch sizes, the comparison McCandlish et al. (2018) make.
+
+A design file (TOML or JSON; `load_design_file`) declares the same fields, so users write their own sweeps
+without editing the package; see the README's "Sweep design files".
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import tomllib
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.overrides import apply_overrides
 from smallest_loss.configs.schema import ModelConfig, RunConfig, TrainConfig
 
 Shape = tuple[int, int, int]  # (d, n, h); w = mlp_ratio * d
@@ -30,12 +41,45 @@ class SweepDesign:
     flops: Literal["6N", "exact"] = "6N"  # how an isoflop budget converts to tokens
     warmup_fraction: float = 0.05
     min_steps: int = 20
+    batch_sizes: tuple[int, ...] = ()  # recipe axes: empty means the base run's batch size ...
+    lrs: tuple[float, ...] = ()  # ... and learning rate
 
     def __post_init__(self) -> None:
         if len(self.budgets) != len(self.shapes):
             raise UserError(f"design {self.name}: {len(self.budgets)} budgets but {len(self.shapes)} shape lists")
-        if any(b <= 0 for b in self.budgets):
+        if any(not b > 0 for b in self.budgets):
             raise UserError(f"design {self.name}: budgets must be positive")
+        if self.kind not in ("isoflop", "isotime"):
+            raise UserError(f"design {self.name}: kind {self.kind!r} must be isoflop or isotime")
+        if self.flops not in ("6N", "exact"):
+            raise UserError(f"design {self.name}: flops {self.flops!r} must be 6N or exact")
+        for b in self.batch_sizes:
+            if isinstance(b, bool) or not isinstance(b, int) or b <= 0:
+                raise UserError(f"design {self.name}: batch size {b!r} must be a positive integer")
+        for lr in self.lrs:
+            if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr < float("inf"):
+                raise UserError(f"design {self.name}: learning rate {lr!r} must be a positive number")
+        if not 0 <= self.warmup_fraction < 1:
+            raise UserError(f"design {self.name}: warmup_fraction {self.warmup_fraction!r} must lie in [0, 1)")
+        if self.min_steps < 1:
+            raise UserError(f"design {self.name}: min_steps {self.min_steps!r} must be at least 1")
+        for shapes in self.shapes:
+            for shape in shapes:
+                if len(shape) != 3 or any(isinstance(x, bool) or not isinstance(x, int) or x <= 0 for x in shape):
+                    raise UserError(f"design {self.name}: shape {list(shape)!r} must be three positive integers "
+                                    "[d, n, h]")
+                self.model(shape)  # d divisible by h, even head size: checked now, not mid-sweep
+
+    @property
+    def recipes(self) -> tuple[tuple[int, float], ...]:
+        """Every (batch size, learning rate) each (budget, shape) is trained at."""
+        batches = self.batch_sizes or (self.base.train.batch_size,)
+        lrs = self.lrs or (self.base.train.lr,)
+        return tuple((b, lr) for b in batches for lr in lrs)
+
+    @property
+    def varies_recipe(self) -> bool:
+        return len(self.recipes) > 1
 
     def model(self, shape: Shape) -> ModelConfig:
         d, n, h = shape
@@ -84,6 +128,26 @@ DESIGNS: dict[str, SweepDesign] = {
         name="tiny-isoflop", kind="isoflop", budgets=(2e9, 6e9),
         shapes=(((16, 1, 2), (32, 1, 2), (32, 2, 2)),) * 2, base=_CPU_BASE, min_steps=8,
     ),
+    # The data lever's sweep (experiments/data_lever.py), once per training corpus: three budgets of the
+    # same three small shapes (7k to 68k parameters), nine runs of 23 to 2255 steps (minutes on 2 CPU cores).
+    "data-isoflop": SweepDesign(
+        name="data-isoflop", kind="isoflop", budgets=(1e10, 3e10, 1e11),
+        shapes=(((16, 1, 2), (32, 1, 2), (48, 2, 2)),) * 3, base=_CPU_BASE, min_steps=8,
+    ),
+    # The recipe sweep: two model sizes (13k and 68k parameters) at two IsoFLOP budgets, each trained at five
+    # batch sizes (256 to 4096 tokens a step) and four learning rates a factor 2.5 apart: 80 runs, 2M tokens per
+    # (batch, lr). A first try with rates 1e-3 to 1.6e-2 found the 13k model still improving at the top rate,
+    # so the rates start at 3.2e-3 and reach 5e-2. Two micro-batches a step give every run its noise scale.
+    "cpu-recipe": SweepDesign(
+        name="cpu-recipe", kind="isoflop", budgets=(3e10, 1e11), shapes=(((24, 1, 2), (48, 2, 2)),) * 2,
+        base=dataclasses.replace(_CPU_BASE, train=dataclasses.replace(_CPU_BASE.train, micro_batches=2)),
+        min_steps=10, batch_sizes=(4, 8, 16, 32, 64), lrs=(3.2e-3, 8e-3, 2e-2, 5e-2),
+    ),
+    # A recipe sweep for tests: one tiny shape, one budget, 2 batch sizes x 2 learning rates.
+    "tiny-recipe": SweepDesign(
+        name="tiny-recipe", kind="isoflop", budgets=(2e9,), shapes=(((16, 1, 2),),), base=_CPU_BASE, min_steps=8,
+        batch_sizes=(4, 16), lrs=(2e-3, 8e-3),
+    ),
     "cpu-isotime": SweepDesign(
         name="cpu-isotime", kind="isotime", budgets=(60.0,),
         shapes=(((64, 8, 2), (96, 4, 3), (128, 2, 4), (192, 1, 6), (256, 1, 8)),), base=_CPU_BASE,
@@ -97,7 +161,88 @@ DESIGNS: dict[str, SweepDesign] = {
 
 
 def get_design(name: str) -> SweepDesign:
+    """A built-in design by name, or a user's design file (a path ending in .toml or .json)."""
+    if name.endswith((".toml", ".json")):
+        return load_design_file(name)
     try:
         return DESIGNS[name]
     except KeyError:
-        raise UserError(f"unknown sweep design {name!r}; choose one of: {', '.join(DESIGNS)}") from None
+        raise UserError(f"unknown sweep design {name!r}; choose one of: {', '.join(DESIGNS)}, "
+                        "or pass a design file (.toml or .json)") from None
+
+
+_FILE_FIELDS = ("name", "kind", "budgets", "shapes", "base", "set", "flops", "warmup_fraction", "min_steps",
+                "batch_sizes", "lrs")
+
+
+def _read_design_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"design file {path} does not exist")
+    try:
+        if path.suffix == ".toml":
+            return tomllib.loads(path.read_text())
+        raw = json.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"design file {path} does not parse: {err}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"design file {path}: expected an object of design fields")
+    return raw
+
+
+def _file_shapes(raw: Any, budgets: int, where: str) -> tuple[tuple[Shape, ...], ...]:
+    """`shapes`: one list of [d, n, h] for every budget, or one such list per budget."""
+    if not isinstance(raw, list) or not raw:
+        raise UserError(f"{where}: shapes must be a list of [d, n, h] (or one such list per budget)")
+    per_budget = all(isinstance(s, list) and s and all(isinstance(x, list) for x in s) for s in raw)
+    lists = raw if per_budget else [raw] * budgets
+    try:
+        return tuple(tuple(tuple(shape) for shape in shapes) for shapes in lists)
+    except TypeError:
+        raise UserError(f"{where}: shapes must be a list of [d, n, h] (or one such list per budget)") from None
+
+
+def load_design_file(path: str | Path) -> SweepDesign:
+    """A sweep design from a TOML or JSON file. Fields: `budgets` and `shapes` (required), `name` (default: the
+    file's stem), `kind`, `flops`, `warmup_fraction`, `min_steps`, `batch_sizes`, `lrs`, `base` (a built-in
+    design whose run configuration the runs start from; default cpu-isoflop) and `set` (a table of
+    `"section.field" = value` overrides of that configuration, as `--set` takes them). Unknown fields and bad
+    values are one-line UserErrors naming the file."""
+    path = Path(path)
+    raw = _read_design_file(path)
+    where = f"design file {path}"
+    unknown = sorted(set(raw) - set(_FILE_FIELDS))
+    if unknown:
+        raise UserError(f"{where}: unknown field {unknown[0]!r}; known fields: {', '.join(_FILE_FIELDS)}")
+    for key in ("budgets", "shapes"):
+        if key not in raw:
+            raise UserError(f"{where}: missing field {key!r}")
+    budgets = raw["budgets"] if isinstance(raw["budgets"], list) else [raw["budgets"]]
+    if any(isinstance(b, bool) or not isinstance(b, int | float) for b in budgets):
+        raise UserError(f"{where}: budgets must be numbers (FLOPs, or seconds for kind isotime)")
+    base_name = raw.get("base", "cpu-isoflop")
+    if base_name not in DESIGNS:
+        raise UserError(f"{where}: base {base_name!r} is not a built-in design; choose one of: {', '.join(DESIGNS)}")
+    overrides = raw.get("set", {})
+    if not isinstance(overrides, dict):
+        raise UserError(f"{where}: 'set' must be a table of \"section.field\" = value")
+    base = apply_overrides(DESIGNS[base_name].base, [f"{k}={_override_text(v)}" for k, v in overrides.items()])
+    fields = {k: raw[k] for k in ("kind", "flops", "warmup_fraction", "min_steps") if k in raw}
+    for key in ("batch_sizes", "lrs"):
+        value = raw.get(key, [])
+        if not isinstance(value, list):
+            raise UserError(f"{where}: {key} must be a list")
+        fields[key] = tuple(value)
+    try:
+        return SweepDesign(name=str(raw.get("name", path.stem)), budgets=tuple(float(b) for b in budgets),
+                           shapes=_file_shapes(raw["shapes"], len(budgets), where), base=base, **fields)
+    except UserError as err:
+        raise UserError(f"{where}: {err}") from None
+
+
+def _override_text(value: Any) -> str:
+    """A design file's override value as `--set` text (TOML and JSON give typed values)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return "none" if value is None else str(value)

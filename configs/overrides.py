@@ -45,8 +45,11 @@ def _parse_scalar(text: str, kind: type, where: str) -> Any:
 
 
 def parse_value(text: str, annotation: Any, where: str) -> Any:
-    """Parse `text` as a value of `annotation` (int, float, bool, str, Literal, or Optional of those)."""
+    """Parse `text` as a value of `annotation` (int, float, bool, str, Literal, Optional or tuple of those)."""
     origin = typing.get_origin(annotation)
+    if origin is tuple:  # tuple[X, ...] from comma-separated items: "a,b" -> ("a", "b"); "" -> ()
+        item = typing.get_args(annotation)[0]
+        return tuple(parse_value(part.strip(), item, where) for part in text.split(",") if part.strip())
     if origin is typing.Literal:
         choices = typing.get_args(annotation)
         if text not in choices:

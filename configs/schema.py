@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any, ClassVar, Literal
 
 from smallest_loss.configs.errors import UserError
@@ -101,6 +102,7 @@ class TrainConfig:
     """AdamW training: batch, length (steps or a token budget), schedule, evaluation, checkpoints."""
 
     batch_size: int = 16
+    micro_batches: int = 1  # gradient accumulation: the batch runs as this many micro-batches, one after another
     steps: int | None = 300  # set exactly one of steps and tokens
     tokens: int | None = None  # token budget; steps = ceil(tokens / (batch_size * s))
     lr: float = 3e-3
@@ -117,6 +119,7 @@ class TrainConfig:
     eval_batches: int = 8
     checkpoint_every: int = 100  # 0: checkpoint only at the end
     log_every: int = 10  # steps between host syncs; every step's loss is logged
+    noise_every: int = 0  # steps between windowed gradient noise scale estimates (needs micro_batches >= 2); 0: none
     mesh_data: int = 0  # data-parallel devices; 0: all devices not used by mesh_fsdp
     mesh_fsdp: int = 1  # devices that parameters and optimizer state are sharded over (FSDP)
 
@@ -126,10 +129,18 @@ class TrainConfig:
                 f"set exactly one of train.steps and train.tokens (got steps={self.steps}, "
                 f"tokens={self.tokens}); to use a token budget add --set train.steps=None"
             )
-        _positive(self, "batch_size", "steps", "tokens", "lr", "eval_batches", "log_every", "mesh_fsdp")
-        for name in ("warmup_steps", "eval_every", "checkpoint_every", "weight_decay", "grad_clip", "mesh_data"):
+        _positive(self, "batch_size", "micro_batches", "steps", "tokens", "lr", "eval_batches", "log_every",
+                  "mesh_fsdp")
+        for name in ("warmup_steps", "eval_every", "checkpoint_every", "weight_decay", "grad_clip", "mesh_data",
+                     "noise_every"):
             if getattr(self, name) < 0:
                 raise UserError(f"train.{name}={getattr(self, name)!r} must not be negative")
+        if self.batch_size % self.micro_batches:
+            raise UserError(f"train.micro_batches={self.micro_batches} does not divide train.batch_size="
+                            f"{self.batch_size}; choose a divisor of the batch")
+        if self.noise_every and self.micro_batches < 2:
+            raise UserError(f"train.noise_every={self.noise_every} needs micro-batch gradient norms: set "
+                            "train.micro_batches >= 2 (a divisor of train.batch_size), or train.noise_every=0")
         _in_unit_interval(self, "min_lr_ratio", "cooldown_fraction")
         _in_unit_interval(self, "beta1", "beta2", closed=False)
 
@@ -146,10 +157,31 @@ class DataConfig:
 
     corpus: str = "stdlib"  # "stdlib", or a path: .txt file, folder of text files, .npy or .bin tokens
     val_fraction: float = 0.05  # share of files (text) or of tokens (token file) held out
+    # Extra validation sets, each evaluated with the training corpus's: "SPEC" or "NAME=SPEC", SPEC as for
+    # `corpus`; on the command line comma-separated (--set data.eval_sets=code=corpora/code,stdlib).
+    eval_sets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 0.5:
             raise UserError(f"data.val_fraction={self.val_fraction!r} must lie in (0, 0.5)")
+        object.__setattr__(self, "eval_sets", tuple(self.eval_sets))  # config.json holds a list
+        self.named_eval_sets  # noqa: B018 - validates the names now, before anything slow
+
+    @property
+    def named_eval_sets(self) -> dict[str, str]:
+        """{name: spec} of the extra validation sets. A name is given as NAME=SPEC or derived from the spec
+        (its file or folder name without suffix: `corpora/code` -> `code`); names must differ."""
+        named: dict[str, str] = {}
+        for item in self.eval_sets:
+            name, sep, spec = item.partition("=")
+            if not sep or not name or "/" in name:  # no name given: the spec's file or folder name
+                name, spec = PurePath(item).stem, item
+            if not spec or not name:
+                raise UserError(f"data.eval_sets: {item!r} names no corpus; give a path or NAME=PATH")
+            if name in named:
+                raise UserError(f"data.eval_sets: two sets are named {name!r}; name them apart with NAME=PATH")
+            named[name] = spec
+        return named
 
 
 @dataclass(frozen=True)

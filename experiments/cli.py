@@ -57,6 +57,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if summary["final_eval_loss"] is not None:
         print(f"final eval loss: {summary['final_eval_loss']:.4f} nats/token  "
               f"(unigram entropy of the validation split: {summary['val_unigram_entropy']:.4f})")
+    if summary.get("final_eval_losses"):
+        print("on the other validation sets: " + ", ".join(
+            f"{name} {loss:.4f}" for name, loss in summary["final_eval_losses"].items()))
     return 0
 
 
@@ -67,6 +70,26 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+
+
+def cmd_corpus(args: argparse.Namespace) -> int:
+    from smallest_loss.model.data import python_files, write_code_only
+
+    root, files = python_files(args.source)
+    stats = write_code_only(root, files, Path(args.out))
+    print(f"wrote {stats['files']} files of code without comments or docstrings to {args.out}: "
+          f"{stats['bytes_after']:,} bytes of {stats['bytes_before']:,}")
+    if stats["left_out"]:
+        print(f"left out {len(stats['left_out'])} files that are not valid Python: {', '.join(stats['left_out'])}")
+    print(f"train on it with --set data.corpus={args.out}, or evaluate on it with --set data.eval_sets={args.out}")
+    return 0
+
+
+def _corpus_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("corpus", help="write a code-only corpus: Python sources without comments or docstrings")
+    p.add_argument("--out", required=True, help="a new folder; files keep their relative paths (and so the split)")
+    p.add_argument("--source", default="stdlib", help="'stdlib' (default) or a folder of .py files")
+    p.set_defaults(func=cmd_corpus)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -90,7 +113,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _sweep_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="train every run of a sweep design (IsoFLOP or IsoTime)")
-    p.add_argument("--design", required=True, help="a design from configs/designs.py, e.g. cpu-isoflop")
+    p.add_argument("--design", required=True,
+                   help="a built-in design (configs/designs.py, e.g. cpu-isoflop, cpu-recipe) or a design file "
+                        "(.toml or .json; see the README)")
     p.add_argument("--out", required=True, help="output folder: one run folder per run, plus sweep.json")
     p.add_argument("--shard", default="0/1", help="i/k: run every k-th run starting at i (default 0/1: all)")
     p.add_argument("--profile", help="device profile JSON (needed by IsoTime designs for step times)")
@@ -223,8 +248,8 @@ def _quickstart_parser(sub: argparse._SubParsersAction) -> None:
 
 
 PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _quickstart_parser, _train_parser, _sweep_parser, _fit_parser, add_measure_parser, add_calibrate_parser,
-    _plan_parser,
+    _quickstart_parser, _train_parser, _corpus_parser, _sweep_parser, _fit_parser, add_measure_parser,
+    add_calibrate_parser, _plan_parser,
 ]
 
 

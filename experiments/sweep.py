@@ -34,18 +34,25 @@ class PlannedRun:
     def describe(self) -> dict[str, Any]:
         tokens = self.config.total_steps * self.config.train.batch_size * self.config.model.s
         return dict(name=self.name, budget=self.budget, d=self.shape[0], n=self.shape[1], h=self.shape[2],
-                    params=count_params(self.config.model).total, steps=self.config.total_steps, tokens=tokens)
+                    params=count_params(self.config.model).total, steps=self.config.total_steps, tokens=tokens,
+                    batch_size=self.config.train.batch_size, lr=self.config.train.lr)
 
 
-def _budget_steps(design: SweepDesign, model: ModelConfig, budget: float, step_seconds: Any) -> int:
-    tokens_per_step = design.base.train.batch_size * model.s
+def _budget_steps(design: SweepDesign, model: ModelConfig, budget: float, batch: int, step_seconds: Any) -> int:
+    tokens_per_step = batch * model.s
     if design.kind == "isotime":
-        return math.floor(budget / step_seconds(model, design.base.train.batch_size))
+        return math.floor(budget / step_seconds(model, batch))
     if design.flops == "exact":
         from smallest_loss.timing.counts import counts_for
 
-        return math.floor(budget / counts_for(model, design.base.train.batch_size)["flops"])
+        return math.floor(budget / counts_for(model, batch)["flops"])
     return math.floor(budget / (6 * count_params(model).total * tokens_per_step))
+
+
+def _run_name(design: SweepDesign, budget: float, shape: Shape, batch: int, lr: float) -> str:
+    unit = "s" if design.kind == "isotime" else ""
+    name = f"{design.kind}-{budget:.2g}{unit}-d{shape[0]}-n{shape[1]}-h{shape[2]}".replace("+", "")
+    return name + (f"-b{batch}-lr{lr:.3g}" if design.varies_recipe else "")
 
 
 def plan_runs(design: SweepDesign, step_seconds: Any = None) -> list[PlannedRun]:
@@ -56,14 +63,17 @@ def plan_runs(design: SweepDesign, step_seconds: Any = None) -> list[PlannedRun]
     for budget, shapes in zip(design.budgets, design.shapes, strict=True):
         for shape in shapes:
             model = design.model(shape)
-            steps = _budget_steps(design, model, budget, step_seconds)
-            if steps < design.min_steps:
-                continue  # the budget buys this shape too few steps to train meaningfully
-            warmup = max(1, round(design.warmup_fraction * steps))
-            train_cfg = dataclasses.replace(design.base.train, steps=steps, tokens=None, warmup_steps=warmup)
-            unit = "s" if design.kind == "isotime" else ""
-            name = f"{design.kind}-{budget:.2g}{unit}-d{shape[0]}-n{shape[1]}-h{shape[2]}".replace("+", "")
-            runs.append(PlannedRun(name, budget, shape, dataclasses.replace(design.base, model=model, train=train_cfg)))
+            for batch, lr in design.recipes:
+                steps = _budget_steps(design, model, budget, batch, step_seconds)
+                if steps < design.min_steps:
+                    continue  # the budget buys this shape too few steps to train meaningfully
+                warmup = max(1, round(design.warmup_fraction * steps))
+                base = design.base.train  # micro-batches only where they divide this batch
+                micro = base.micro_batches if batch % base.micro_batches == 0 else 1
+                train_cfg = dataclasses.replace(base, steps=steps, tokens=None, warmup_steps=warmup, batch_size=batch,
+                                                lr=lr, micro_batches=micro, noise_every=base.noise_every * (micro > 1))
+                config = dataclasses.replace(design.base, model=model, train=train_cfg)
+                runs.append(PlannedRun(_run_name(design, budget, shape, batch, lr), budget, shape, config))
     return sorted(runs, key=lambda r: r.name)
 
 

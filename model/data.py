@@ -8,6 +8,10 @@ Text corpora are split by file (a file's validation membership is a hash of its 
 split does not depend on which other files exist); token files are split by position (the last
 `val_fraction` of tokens). Every corpus has a fingerprint (SHA-256 of its content and split) recorded
 in each run. Batch k of a run is a pure function of (seed, k): resumed runs see the same batches.
+
+A run may evaluate on extra validation sets (`data.eval_sets`): each one's validation split, found by
+the same rule, so a variant of the training corpus that keeps its file names (such as the code-only copy
+that `write_code_only` makes) holds out the same files and its validation text was never trained on.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import io
 import sysconfig
+import tokenize
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +58,110 @@ def stdlib_files() -> tuple[Path, list[Path]]:
         if "site-packages" not in p.parts and "dist-packages" not in p.parts and p.is_file()
     )
     return root, files
+
+
+def python_files(source: str) -> tuple[Path, list[Path]]:
+    """The `.py` files of "stdlib" (`stdlib_files`) or of a folder, sorted, with the folder they lie under."""
+    if source == "stdlib":
+        return stdlib_files()
+    root = Path(source).expanduser()
+    if not root.is_dir():
+        raise UserError(f"--source {source!r} is not a folder; use 'stdlib' or a folder of .py files")
+    files = sorted(p for p in root.rglob("*.py") if p.is_file())
+    if not files:
+        raise UserError(f"--source {source!r} holds no .py files")
+    return root, files
+
+
+_SKIPPED = (tokenize.NL, tokenize.COMMENT)  # neither starts nor ends a statement
+_CUT = "\0"  # marks where text was cut (Python source cannot hold NUL)
+
+
+def _string_statements(tokens: list[tokenize.TokenInfo]) -> list[tuple[tuple[int, int], tuple[int, int], str]]:
+    """(start, end, replacement) of every statement that is only a string: docstrings, and strings used as
+    comments. The replacement is `pass` where removing the string would leave its block empty."""
+    cuts, empty, previous, i = [], [False], tokenize.NEWLINE, 0  # empty[-1]: no statement kept in this block
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok.type in _SKIPPED:
+            i += 1
+            continue
+        if tok.type == tokenize.INDENT:
+            empty.append(True)
+        elif tok.type == tokenize.DEDENT:
+            empty.pop()
+        elif previous in (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT):  # a statement starts here
+            j, last = i, None
+            while tokens[j].type in (tokenize.STRING, tokenize.COMMENT):  # "a" "b" # c: one statement
+                last = tokens[j] if tokens[j].type == tokenize.STRING else last
+                j += 1
+            if last and tokens[j].type == tokenize.NEWLINE:
+                following = next(t.type for t in tokens[j + 1:] if t.type not in _SKIPPED)
+                fill = "pass" if empty[-1] and following == tokenize.DEDENT else ""
+                cuts.append((tok.start, last.end, fill))
+                empty[-1] = empty[-1] and not fill
+                previous, i = tokenize.NEWLINE, j + 1
+                continue
+            empty[-1] = False
+        previous, i = tok.type, i + 1
+    return cuts
+
+
+def strip_comments_and_docstrings(source: str) -> str:
+    """Python source with its comments and string-only statements (docstrings) removed: the code alone.
+
+    Found with the `tokenize` module, so a `#` or triple quote inside a string is left alone. A line that the
+    removal empties is dropped (other blank lines stay); a block left empty gets `pass`, so the result
+    parses to the same syntax tree less those strings. Raises `SyntaxError` on text that is not Python.
+    """
+    if _CUT in source:
+        raise SyntaxError("source holds a NUL character")
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except tokenize.TokenError as err:
+        raise SyntaxError(err.args[0]) from None
+    cuts = [(t.start, t.end, "") for t in tokens if t.type == tokenize.COMMENT] + _string_statements(tokens)
+    lines = io.StringIO(source).readlines()  # split on "\n" alone, as tokenize counts rows
+    starts = np.cumsum([0] + [len(line) for line in lines])
+    pieces, done = [], 0
+    for (row, col), (end_row, end_col), fill in sorted(cuts):
+        begin = starts[row - 1] + col
+        pieces += [source[done:begin], _CUT + fill]
+        done = starts[end_row - 1] + end_col
+    pieces.append(source[done:])
+    kept = []
+    for line in "".join(pieces).split("\n"):
+        if _CUT in line:
+            line = line.replace(_CUT, "").rstrip()
+            if not line:
+                continue
+        kept.append(line)
+    return "\n".join(kept)
+
+
+def write_code_only(root: Path, files: list[Path], out: Path) -> dict[str, int | list[str]]:
+    """Write each Python file's code alone (`strip_comments_and_docstrings`, UTF-8) to `out`, at its path
+    relative to `root`, so that the copy splits into the same validation files as the original.
+
+    Returns counts of files written and bytes before and after, and the files left out (not valid Python).
+    """
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} is not empty; choose a new folder for the corpus")
+    written, before, after, left_out = 0, 0, 0, []
+    for path in files:
+        relative = path.relative_to(root)
+        data = path.read_bytes()
+        try:
+            encoding = tokenize.detect_encoding(io.BytesIO(data).readline)[0]
+            code = strip_comments_and_docstrings(data.decode(encoding)).encode()
+        except (SyntaxError, UnicodeDecodeError):
+            left_out.append(relative.as_posix())
+            continue
+        target = out / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(code)
+        written, before, after = written + 1, before + len(data), after + len(code)
+    return dict(files=written, bytes_before=before, bytes_after=after, left_out=left_out)
 
 
 def _is_validation(relative: str, val_fraction: float) -> bool:
@@ -111,35 +221,57 @@ def _stdlib_corpus(val_fraction: float) -> Corpus:
     return _text_corpus("stdlib", root, files, val_fraction)
 
 
-def load_corpus(cfg: DataConfig) -> Corpus:
-    """Load the corpus that `cfg.corpus` names: "stdlib", a text file or folder, or a token file."""
-    if cfg.corpus == "stdlib":
-        return _stdlib_corpus(cfg.val_fraction)
-    path = Path(cfg.corpus).expanduser()
+def _load(spec: str, val_fraction: float) -> Corpus:
+    """The corpus that `spec` names: "stdlib", a text file or folder, or a token file."""
+    if spec == "stdlib":
+        return _stdlib_corpus(val_fraction)
+    path = Path(spec).expanduser()
     if not path.exists():
-        raise UserError(f"corpus path {cfg.corpus!r} does not exist; use 'stdlib' or a text/token file or folder")
+        raise UserError(f"corpus path {spec!r} does not exist; use 'stdlib' or a text/token file or folder")
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _TEXT_SUFFIXES)
         if not files:
-            raise UserError(f"corpus folder {cfg.corpus!r} holds no text files ({' '.join(sorted(_TEXT_SUFFIXES))})")
-        corpus = _text_corpus(str(path), path, files, cfg.val_fraction)
+            raise UserError(f"corpus folder {spec!r} holds no text files ({' '.join(sorted(_TEXT_SUFFIXES))})")
+        corpus = _text_corpus(str(path), path, files, val_fraction)
     elif path.suffix in (".npy", ".bin"):
-        corpus = _token_corpus(path, cfg.val_fraction)
+        corpus = _token_corpus(path, val_fraction)
     else:
-        corpus = _text_corpus(str(path), path, [path], cfg.val_fraction)
+        corpus = _text_corpus(str(path), path, [path], val_fraction)
     if corpus.train.size == 0:
-        raise UserError(f"corpus {cfg.corpus!r} is empty")
+        raise UserError(f"corpus {spec!r} is empty")
     return corpus
 
 
-def check_fits(corpus: Corpus, v: int, s: int) -> None:
-    """Every token must be below the model's vocabulary, and both splits must hold a full sequence."""
+def load_corpus(cfg: DataConfig) -> Corpus:
+    """Load the training corpus that `cfg.corpus` names: "stdlib", a text file or folder, or a token file."""
+    return _load(cfg.corpus, cfg.val_fraction)
+
+
+def load_eval_sets(cfg: DataConfig, v: int, s: int) -> dict[str, Corpus]:
+    """The extra validation sets of `cfg.eval_sets` by name, each checked against the model (`check_fits`).
+
+    Each is split like a training corpus and evaluated on its validation split only: for a variant of the
+    training corpus (same files, other text) that split was never trained on, and for another corpus it is
+    still a fixed sample of its text (evaluation draws `train.eval_batches` windows from it in any case).
+    """
+    sets = {}
+    for name, spec in cfg.named_eval_sets.items():
+        try:
+            sets[name] = _load(spec, cfg.val_fraction)
+            check_fits(sets[name], v, s, splits=("validation",))
+        except UserError as err:
+            raise UserError(f"data.eval_sets {name}: {err}") from None
+    return sets
+
+
+def check_fits(corpus: Corpus, v: int, s: int, splits: tuple[str, ...] = ("train", "validation")) -> None:
+    """Every token must be below the model's vocabulary, and the splits used must hold a full sequence."""
     if corpus.vocab_size > v:
         raise UserError(
             f"corpus {corpus.name} has token ids up to {corpus.vocab_size - 1}; set model.v >= {corpus.vocab_size}"
         )
     for split, tokens in (("train", corpus.train), ("validation", corpus.val)):
-        if tokens.size < s + 1:
+        if split in splits and tokens.size < s + 1:
             raise UserError(
                 f"corpus {corpus.name}: {split} split has {tokens.size} tokens, fewer than one sequence "
                 f"of model.s+1={s + 1}; use a larger corpus or a shorter model.s"

@@ -1,9 +1,10 @@
 """Run folders (README, "File formats"): config.json, metrics.jsonl, summary.json, checkpoints/ (Orbax).
 
-`config.json` holds the fully resolved config, the schema version, the corpus fingerprint, package and
-JAX versions and the device kind; loading it reproduces the run. `metrics.jsonl` holds one line per
-training step, steps 1, 2, 3, ... in order; on resume, lines past the restored checkpoint are dropped so
-that no step is lost or duplicated. Every file is strict JSON: a non-finite number is written as null.
+`config.json` holds the fully resolved config, the schema version, the fingerprints of the corpus and of
+the extra validation sets (`eval_sets`), package and JAX versions and the device kind; loading it
+reproduces the run. `metrics.jsonl` holds one line per training step, steps 1, 2, 3, ... in order; on
+resume, lines past the restored checkpoint are dropped so that no step is lost or duplicated. Every file
+is strict JSON: a non-finite number is written as null.
 
 With several processes (hosts), process 0 alone writes files and decides whether a folder can be used;
 the others wait for its decision (`sharding.from_main`), so every process fails or goes on together.
@@ -133,10 +134,15 @@ class RunDir:
         return path
 
     @classmethod
-    def create(cls, path: str | Path, config: RunConfig, corpus: dict[str, Any]) -> RunDir:
-        """A new run folder. Process 0 writes config.json; the others wait for it (or for its error)."""
+    def create(cls, path: str | Path, config: RunConfig, corpus: dict[str, Any],
+               eval_sets: dict[str, dict[str, Any]] | None = None) -> RunDir:
+        """A new run folder. Process 0 writes config.json; the others wait for it (or for its error).
+
+        `corpus` describes the training corpus and `eval_sets` the extra validation sets by name (with their
+        fingerprints, which a resumed run must match)."""
         path = RunDir.prepare(path)
-        record = dict(schema_version=SCHEMA_VERSION, config=config.to_dict(), corpus=corpus, **environment())
+        record = dict(schema_version=SCHEMA_VERSION, config=config.to_dict(), corpus=corpus,
+                      eval_sets=eval_sets or {}, **environment())
         _write_json(path / "config.json", record)
         barrier("run folder created")  # no process goes on before config.json exists
         return cls(path, config, record)

@@ -22,7 +22,8 @@ from flax import nnx
 from jax.sharding import Mesh
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import ModelConfig, RunConfig, TrainConfig
-from smallest_loss.model.data import Corpus, batch, check_fits, load_corpus, unigram_entropy
+from smallest_loss.model import noise
+from smallest_loss.model.data import Corpus, batch, check_fits, load_corpus, load_eval_sets, unigram_entropy
 from smallest_loss.model.runs import RunDir
 from smallest_loss.model.sharding import (
     barrier,
@@ -85,16 +86,57 @@ def loss_fn(params: nnx.State, graphdef: nnx.GraphDef, tokens_BxL1: jax.Array) -
     return optax.softmax_cross_entropy_with_integer_labels(logits_BxLxV, tokens_BxL1[:, 1:]).mean()
 
 
-def make_step_fn(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation) -> Callable:
-    """The pure training step: (state, tokens) -> (new state, metrics). Not yet jitted."""
+def _squared_norm(tree: Any) -> jax.Array:
+    """Sum of squares of every leaf, in float32 (gradients may be bfloat16, too coarse for a noise scale)."""
+    return sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for g in jax.tree.leaves(tree))
+
+
+def accumulated_grads(params: nnx.State, graphdef: nnx.GraphDef, tokens_BxL1: jax.Array,
+                      micro_batches: int) -> tuple[jax.Array, nnx.State, jax.Array]:
+    """Loss and gradient of the batch computed as `micro_batches` micro-batches one after another (a
+    `lax.scan`: activations of one micro-batch live at a time), averaged: the full batch's loss and gradient.
+
+    Also returns |G_b|^2, the mean over micro-batches of each one's squared gradient norm, for the gradient
+    noise scale (model/noise.py). Micro-batch j takes rows j, j+k, j+2k, ... (k = `micro_batches`): with the
+    batch split over data-parallel devices in contiguous blocks whose size k divides, every device holds
+    its share of every micro-batch, so no micro-batch moves between devices.
+    """
+    k = micro_batches
+    tokens_KxbxL1 = tokens_BxL1.reshape(tokens_BxL1.shape[0] // k, k, -1).swapaxes(0, 1)
+
+    def one(carry: tuple, tokens_bxL1: jax.Array) -> tuple[tuple, None]:
+        loss_sum, grad_sum, sq_sum = carry
+        loss, grads = jax.value_and_grad(loss_fn)(params, graphdef, tokens_bxL1)
+        return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads), sq_sum + _squared_norm(grads)), None
+
+    zero = jnp.zeros((), jnp.float32)
+    init = (zero, jax.tree.map(jnp.zeros_like, params), zero)
+    (loss_sum, grad_sum, sq_sum), _ = jax.lax.scan(one, init, tokens_KxbxL1)
+    return loss_sum / k, jax.tree.map(lambda g: g / k, grad_sum), sq_sum / k
+
+
+def make_step_fn(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
+                 micro_batches: int = 1) -> Callable:
+    """The pure training step: (state, tokens) -> (new state, metrics). Not yet jitted.
+
+    With `micro_batches` >= 2 the gradient is accumulated over micro-batches (`accumulated_grads`), the
+    same update with a micro-batch's activation memory, and the metrics gain the squared norms of the
+    gradient noise scale: `grad_sq` (|G_B|^2, the step's gradient before clipping) and `micro_grad_sq`.
+    """
 
     def step(state: State, tokens_BxL1: jax.Array) -> tuple[State, dict[str, jax.Array]]:
-        loss, grads = jax.value_and_grad(loss_fn)(state["params"], graphdef, tokens_BxL1)
+        if micro_batches == 1:
+            loss, grads = jax.value_and_grad(loss_fn)(state["params"], graphdef, tokens_BxL1)
+        else:
+            loss, grads, micro_sq = accumulated_grads(state["params"], graphdef, tokens_BxL1, micro_batches)
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         new = dict(params=params, opt_state=opt_state, step=state["step"] + 1)
-        grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
-        return new, dict(loss=loss, grad_norm=grad_norm)
+        grad_sq = _squared_norm(grads)
+        metrics = dict(loss=loss, grad_norm=jnp.sqrt(grad_sq))
+        if micro_batches > 1:
+            metrics.update({noise.FULL: grad_sq, noise.MICRO: micro_sq})
+        return new, metrics
 
     return step
 
@@ -125,10 +167,10 @@ def init_sharded_state(
 
 
 def jit_sharded_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, shardings: Any,
-                     mesh: Mesh) -> Callable:
+                     mesh: Mesh, micro_batches: int = 1) -> Callable:
     """The training step jitted once with explicit shardings: state as given, batch over the mesh."""
     return jax.jit(
-        make_step_fn(graphdef, optimizer), in_shardings=(shardings, batch_sharding(mesh)),
+        make_step_fn(graphdef, optimizer, micro_batches), in_shardings=(shardings, batch_sharding(mesh)),
         out_shardings=(shardings, replicated(mesh)), donate_argnums=0,
     )
 
@@ -164,19 +206,21 @@ def _say(message: str) -> None:
 class _Loop:
     """State of one training session over a run folder (fresh or resumed)."""
 
-    def __init__(self, run: RunDir, corpus: Corpus, resume: bool, progress: bool):
+    def __init__(self, run: RunDir, corpus: Corpus, resume: bool, progress: bool,
+                 eval_sets: dict[str, Corpus] | None = None):
         cfg = run.config
-        self.run, self.corpus, self.cfg = run, corpus, cfg
+        self.run, self.corpus, self.cfg, self.eval_sets = run, corpus, cfg, eval_sets or {}
         self.total = cfg.total_steps
         optimizer = make_optimizer(cfg.train, self.total)
         self.mesh = make_mesh(resolve_mesh_shape(cfg.train))
         self.graphdef, abstract, shardings = state_layout(cfg.model, optimizer, cfg.train.seed, self.mesh)
-        self.step_fn = jit_sharded_step(self.graphdef, optimizer, shardings, self.mesh)
+        self.step_fn = jit_sharded_step(self.graphdef, optimizer, shardings, self.mesh, cfg.train.micro_batches)
         self.batch_sharding = batch_sharding(self.mesh)
         self.eval_fn = make_eval_fn(self.graphdef)
         self.schedule = make_schedule(cfg.train, self.total)
         self.manager = run.checkpoint_manager()
         self.start, self.wall_offset, self.last_eval = 0, 0.0, None
+        self.window: list[tuple[float, float]] = []  # noise-scale norms since the last windowed estimate
         self.state = self._restore(abstract) if resume else None
         if self.state is None:  # a new run, or no usable checkpoint
             self.state = init_sharded_state(cfg.model, optimizer, cfg.train.seed, self.mesh)[1]
@@ -217,6 +261,7 @@ class _Loop:
         self.wall_offset = kept[-1]["wall_seconds"] if kept else 0.0
         evals = [line["eval_loss"] for line in kept if line.get("eval_loss") is not None]
         self.last_eval = evals[-1] if evals else None
+        self.window = noise.open_window(kept, self.cfg.train.noise_every)
         return state
 
     def _drop_unusable(self, step: int) -> None:
@@ -238,6 +283,7 @@ class _Loop:
         for (step, _), m, lr in zip(self.pending, values, rates, strict=True):
             line = dict(step=step, tokens=step * self.tokens_per_step, wall_seconds=round(wall, 4),
                         train_loss=float(m["loss"]), grad_norm=float(m["grad_norm"]), lr=float(lr))
+            line.update(self._noise_fields(step, m))
             line.update((extra or {}).get(step, {}))
             lines.append(line)
         self.pending = []
@@ -250,6 +296,19 @@ class _Loop:
                 "lower train.lr or raise train.warmup_steps", bad["step"],
             )
         return lines[-1]["train_loss"]
+
+    def _noise_fields(self, step: int, m: dict[str, Any]) -> dict[str, float | None]:
+        """A micro-batched step's squared gradient norms, and every `train.noise_every` steps the gradient
+        noise scale over the steps since the last estimate (model/noise.py)."""
+        if noise.MICRO not in m:
+            return {}
+        fields = {noise.FULL: float(m[noise.FULL]), noise.MICRO: float(m[noise.MICRO])}
+        self.window.append((fields[noise.MICRO], fields[noise.FULL]))
+        every = self.cfg.train.noise_every
+        if every and step % every == 0:
+            fields.update(noise.window_fields(self.window, *_noise_batches(self.cfg)))
+            self.window = []
+        return fields
 
     def session(self) -> None:
         tcfg = self.cfg.train
@@ -265,12 +324,25 @@ class _Loop:
             if do_eval or do_ckpt or step % tcfg.log_every == 0:
                 extra = {}
                 if do_eval:
-                    self.last_eval = evaluate(self.eval_fn, self.state["params"], self.corpus, self.cfg, self.place)
-                    extra[step] = dict(eval_loss=self.last_eval)
+                    extra[step] = self.evaluate_all()
                 loss = self.flush(extra)
                 self._progress(step, loss)
             if do_ckpt:
                 self.save(step)
+
+    def evaluate_all(self) -> dict[str, Any]:
+        """The training corpus's validation loss (`eval_loss`) and each extra set's (`eval_losses`). A set with
+        the training corpus's fingerprint holds the same validation tokens: its loss is not computed twice."""
+        params = self.state["params"]
+        self.last_eval = evaluate(self.eval_fn, params, self.corpus, self.cfg, self.place)
+        if not self.eval_sets:
+            return dict(eval_loss=self.last_eval)
+        losses = {
+            name: self.last_eval if corpus.fingerprint == self.corpus.fingerprint
+            else evaluate(self.eval_fn, params, corpus, self.cfg, self.place)
+            for name, corpus in self.eval_sets.items()
+        }
+        return dict(eval_loss=self.last_eval, eval_losses=losses)
 
     def place(self, tokens_BxL1: np.ndarray) -> jax.Array:
         return put_batch(tokens_BxL1, self.batch_sharding)
@@ -297,16 +369,22 @@ class _Loop:
         return step
 
 
+def _noise_batches(cfg: RunConfig) -> tuple[int, int, int]:
+    """(b, B, s) of the gradient noise scale: sequences per micro-batch and per step, tokens per sequence."""
+    return cfg.train.batch_size // cfg.train.micro_batches, cfg.train.batch_size, cfg.model.s
+
+
 def summarise(run: RunDir, corpus: Corpus, status: str, message: str | None = None,
               diverged_step: int | None = None) -> dict[str, Any]:
     """Write and return summary.json from the run's metrics (the single source of truth).
 
     `steps` counts the steps logged: for a diverged run, those before the step whose loss was not finite
-    (`diverged_step`).
+    (`diverged_step`). A micro-batched run's summary gains `noise_scale` (model/noise.py).
     """
     cfg = run.config
     lines = run.read_metrics()
     evals = [line["eval_loss"] for line in lines if line.get("eval_loss") is not None]
+    set_evals = [line["eval_losses"] for line in lines if line.get("eval_losses") is not None]
     last = lines[-1] if lines else {}
     counts = count_params(cfg.model)
     wall = last.get("wall_seconds", 0.0)
@@ -315,9 +393,13 @@ def summarise(run: RunDir, corpus: Corpus, status: str, message: str | None = No
         diverged_step=diverged_step, tokens=last.get("tokens", 0), params=counts.total,
         params_embedding=counts.embedding, params_non_embedding=counts.non_embedding,
         final_train_loss=last.get("train_loss"), final_eval_loss=evals[-1] if evals else None,
+        final_eval_losses=set_evals[-1] if set_evals else None,
         val_unigram_entropy=unigram_entropy(corpus.val, cfg.model.v), wall_seconds=wall,
         tokens_per_second=last.get("tokens", 0) / wall if wall else None,
     )
+    noise_scale = noise.summarise(lines, *_noise_batches(cfg))
+    if noise_scale:
+        summary["noise_scale"] = noise_scale
     run.write_summary(summary)
     return summary
 
@@ -330,6 +412,15 @@ def _open_for_resume(out: str | Path) -> tuple[RunDir, dict[str, Any] | None]:
         raise UserError(f"the run in {out} {run.status()} and cannot be resumed (it would diverge again); "
                         "start a new run with a lower train.lr or more train.warmup_steps")
     return run, summary
+
+
+def _check_unchanged(run: RunDir, corpus: Corpus, eval_sets: dict[str, Corpus]) -> None:
+    """A run resumes only on the corpus and validation sets it began with (their fingerprints)."""
+    began = {None: run.record["corpus"]} | run.record.get("eval_sets", {})
+    for name, now in {None: corpus, **eval_sets}.items():
+        if began.get(name, {}).get("fingerprint") != now.fingerprint:
+            what = "the corpus" if name is None else f"validation set {name} (data.eval_sets)"
+            raise UserError(f"{what} changed since {run.path} began (fingerprint differs); it cannot be resumed")
 
 
 def train(config: RunConfig | None, out: str | Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -345,15 +436,15 @@ def train(config: RunConfig | None, out: str | Path, resume: bool = False, progr
             return summary
     else:
         RunDir.prepare(out)
-    corpus = load_corpus((config or run.config).data)
     cfg = run.config if resume else config
+    corpus = load_corpus(cfg.data)
     check_fits(corpus, cfg.model.v, cfg.model.s)
+    eval_sets = load_eval_sets(cfg.data, cfg.model.v, cfg.model.s)
     if resume:
-        if run.record["corpus"]["fingerprint"] != corpus.fingerprint:
-            raise UserError(f"the corpus changed since {out} began (fingerprint differs); it cannot be resumed")
+        _check_unchanged(run, corpus, eval_sets)
     else:
-        run = RunDir.create(out, cfg, corpus.describe())
-    loop = _Loop(run, corpus, resume, progress)
+        run = RunDir.create(out, cfg, corpus.describe(), {name: c.describe() for name, c in eval_sets.items()})
+    loop = _Loop(run, corpus, resume, progress, eval_sets)
     try:
         loop.session()
     except RunDiverged as err:

@@ -41,7 +41,8 @@ arrays alike and broadcasts them (the planner scores a million candidates in one
      configurations), which counts every operand and result of every fused op, including those that
      stay in cache.
    - peak memory (`train_memory_bytes`): parameters, gradients and two Adam moments (16 bytes per
-     parameter) plus the activations saved for the backward pass and the logits' gradient, times b.
+     parameter) plus the activations saved for the backward pass and the logits' gradient, times b; with
+     gradient accumulation, times the micro-batch's b / micro_batches, plus the gradients' running sum.
 
 Differences from the paper, term by term:
    - PARAMS counts biases and norm parameters, 8d per layer, and the MLP's hidden bias, n*w; ours has no
@@ -202,12 +203,18 @@ def train_step_bytes(d: Any, n: Any, h: Any, w: Any, s: Any, v: Any, b: Any, act
 
 
 def train_memory_bytes(d: Any, n: Any, h: Any, w: Any, s: Any, v: Any, b: Any, activation: str = "gelu",
-                       norm: str = "rmsnorm", tied: bool = True, bytes_per: int = 4) -> Any:
+                       norm: str = "rmsnorm", tied: bool = True, bytes_per: int = 4, micro_batches: Any = 1) -> Any:
     """Peak memory of a training step: parameters, gradients and two Adam moments in float32, plus the
     activations saved for the backward pass and the logits' gradient (float32, 2sv: an estimate, tested
-    against XLA's memory analysis on small configurations)."""
+    against XLA's memory analysis on small configurations).
+
+    With gradient accumulation over `micro_batches` (model/train.py) only one micro-batch's activations,
+    b / micro_batches sequences, live at a time, and the running sum of gradients adds 4 bytes per parameter.
+    """
     params = sum(param_counts(v, d, n, w, norm=norm, activation=activation, tied=tied))
-    return 16 * params + b * (activation_bytes_per_sequence(d, n, h, w, s, v, bytes_per, activation) + 8 * s * v)
+    per_sequence = activation_bytes_per_sequence(d, n, h, w, s, v, bytes_per, activation) + 8 * s * v
+    accumulator = 4 * params * (micro_batches > 1)
+    return 16 * params + accumulator + b // micro_batches * per_sequence
 
 
 def counts_for(cfg: Any, b: int) -> dict[str, float]:

@@ -94,15 +94,17 @@ def filled(shapes: Any) -> Any:
     return jax.tree.map(fill, shapes)
 
 
-def compile_step(cfg: ModelConfig, b: int, devices: int = 1) -> tuple[Any, Callable[[], tuple[Any, jax.Array]], float]:
+def compile_step(cfg: ModelConfig, b: int, devices: int = 1,
+                 micro_batches: int = 1) -> tuple[Any, Callable[[], tuple[Any, jax.Array]], float]:
     """Lower and compile the training step from shapes alone, allocating nothing; returns the compiled step,
     a function that allocates its inputs (state, batch), and the compile seconds.
 
     Compiling first lets a caller read XLA's memory analysis before any buffer exists on the device. With
     `devices` > 1 the step is the data-parallel one training uses over a mesh of that many devices
-    (model/sharding.py), so the time includes the gradient all-reduce.
+    (model/sharding.py), so the time includes the gradient all-reduce. With `micro_batches` > 1 the step
+    accumulates gradients over that many micro-batches of the b sequences (model/train.py).
     """
-    train = TrainConfig(steps=1000, warmup_steps=10, batch_size=b, mesh_data=devices)
+    train = TrainConfig(steps=1000, warmup_steps=10, batch_size=b, mesh_data=devices, micro_batches=micro_batches)
     optimizer = make_optimizer(train, 1000)
     mesh = make_mesh(resolve_mesh_shape(train))
     graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))), nnx.Param)[0]
@@ -111,7 +113,7 @@ def compile_step(cfg: ModelConfig, b: int, devices: int = 1) -> tuple[Any, Calla
     state = jax.tree.map(lambda a, where: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=where), shapes, shardings)
     tokens = jax.ShapeDtypeStruct((b, cfg.s + 1), jnp.int32, sharding=batch_sharding(mesh))
     start = time.perf_counter()
-    compiled = jit_sharded_step(graphdef, optimizer, shardings, mesh).lower(state, tokens).compile()
+    compiled = jit_sharded_step(graphdef, optimizer, shardings, mesh, micro_batches).lower(state, tokens).compile()
     seconds = time.perf_counter() - start
 
     def inputs() -> tuple[Any, jax.Array]:

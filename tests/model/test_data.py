@@ -1,12 +1,25 @@
-"""Corpora and batches: deterministic batches and splits, user corpora, clear errors for bad ones."""
+"""Corpora and batches: deterministic batches and splits, user corpora, the code-only variant, clear errors."""
 
 from __future__ import annotations
+
+import ast
+import dataclasses
+import re
 
 import numpy as np
 import pytest
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import DataConfig
-from smallest_loss.model.data import batch, check_fits, load_corpus, unigram_entropy
+from smallest_loss.model.data import (
+    batch,
+    check_fits,
+    load_corpus,
+    python_files,
+    stdlib_files,
+    strip_comments_and_docstrings,
+    unigram_entropy,
+    write_code_only,
+)
 
 
 def test_stdlib_corpus_is_found_split_and_fingerprinted():
@@ -59,3 +72,101 @@ def test_bad_corpora(tmp_path):
     (tmp_path / "short.txt").write_text("x" * 30)
     with pytest.raises(UserError, match="fewer than one sequence"):
         check_fits(load_corpus(DataConfig(corpus=str(tmp_path / "short.txt"))), 256, 64)
+
+
+SOURCE = '''"""Module docstring."""
+# a comment line
+import os  # a trailing comment
+
+
+def f(x):
+    """A docstring
+    over two lines."""
+    s = "# a hash in a string"
+
+    return x  # the result
+
+
+class A:
+    "a docstring alone: the block gets pass"
+
+
+def g():
+    """docstring"""  # and a comment
+    "a string used as a comment"
+'''
+
+CODE_ONLY = '''import os
+
+
+def f(x):
+    s = "# a hash in a string"
+
+    return x
+
+
+class A:
+    pass
+
+
+def g():
+    pass
+'''
+
+
+def test_code_only_strips_comments_and_docstrings():
+    assert strip_comments_and_docstrings(SOURCE) == CODE_ONLY
+    with pytest.raises(SyntaxError):
+        strip_comments_and_docstrings("def f(:\n")
+
+
+def _without_string_statements(source: str) -> str:
+    """The syntax tree of `source` less its string-only statements (an emptied block holding `pass`), by
+    `ast`, independently of the `tokenize`-based stripping under test."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        for name in ("body", "orelse", "finalbody"):
+            body = getattr(node, name, None)
+            if not isinstance(body, list) or not body or not isinstance(body[0], ast.stmt):
+                continue
+            kept = [s for s in body if not (
+                isinstance(s, ast.Expr) and isinstance(s.value, ast.JoinedStr | ast.Constant)
+                and isinstance(getattr(s.value, "value", ""), str | bytes)
+            )]
+            setattr(node, name, kept or ([] if isinstance(node, ast.Module) else [ast.Pass()]))
+    return ast.dump(tree)
+
+
+def test_code_only_keeps_the_code_of_real_sources():
+    """On a sample of the standard library, stripping changes the syntax tree by the strings alone."""
+    root, files = stdlib_files()
+    for path in files[::300]:
+        source = path.read_text(encoding="utf-8", errors="replace")
+        try:
+            want = _without_string_statements(source)
+        except SyntaxError:
+            continue
+        assert _without_string_statements(strip_comments_and_docstrings(source)) == want, path
+
+
+def test_code_only_folder_keeps_file_names_and_split(tmp_path):
+    source = tmp_path / "src"
+    (source / "pkg").mkdir(parents=True)
+    for i in range(30):
+        (source / "pkg" / f"m{i:02d}.py").write_text(f'"""Doc {i}."""\nvalue_{i:02d} = {i}  # note {i}\n')
+    (source / "broken.py").write_text("def f(:\n")
+    stats = write_code_only(*python_files(str(source)), tmp_path / "one")
+    assert stats["files"] == 30 and stats["left_out"] == ["broken.py"] and stats["bytes_after"] < stats["bytes_before"]
+    assert (tmp_path / "one" / "pkg" / "m07.py").read_text() == "value_07 = 7\n"
+    write_code_only(*python_files(str(source)), tmp_path / "two")
+    split = DataConfig(str(tmp_path / "one"), val_fraction=0.3)
+    one, two = load_corpus(split), load_corpus(dataclasses.replace(split, corpus=str(tmp_path / "two")))
+    assert one.fingerprint == two.fingerprint  # deterministic
+    full = load_corpus(dataclasses.replace(split, corpus=str(source)))
+    names = [{m for m in re.findall(rb"value_\d\d", c.val.tobytes())} for c in (one, full)]
+    assert names[0] == names[1] and names[0]  # the same files held out
+    assert b"#" not in one.train.tobytes() + one.val.tobytes() and b"Doc" not in one.train.tobytes()
+    with pytest.raises(UserError, match="is not empty"):
+        write_code_only(*python_files(str(source)), tmp_path / "one")
+    with pytest.raises(UserError, match="not a folder"):
+        python_files(str(tmp_path / "missing"))
