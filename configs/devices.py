@@ -30,6 +30,8 @@ DEVICES: dict[str, Device] = {
         Device("h100-pcie", ("NVIDIA H100 PCIe",), 756e12, 51e12, 2.0e12, 80e9, 2.0),
         Device("h200", ("NVIDIA H200",), 989e12, 67e12, 4.8e12, 141e9, 3.5),
         Device("a100-80gb", ("NVIDIA A100-SXM4-80GB", "NVIDIA A100 80GB PCIe"), 312e12, 19.5e12, 2.0e12, 80e9, 1.5),
+        # NVIDIA Tesla V100 datasheet (SXM2 16GB): no bfloat16; the 16-bit field holds the fp16 tensor-core peak.
+        Device("v100-sxm2-16gb", ("Tesla V100-SXM2-16GB",), 125e12, 15.7e12, 900e9, 16e9, None),
         Device("tpu-v5e", ("TPU v5 lite", "TPU v5e"), 197e12, None, 0.82e12, 16e9, 1.2),
         Device("tpu-v4", ("TPU v4",), 275e12, None, 1.2e12, 32e9, 3.2),
         Device("cpu", ("cpu",), None, None, None, None, None),

@@ -253,6 +253,10 @@ def _notes(ok: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[str]
         notes.append(f"Every record ran on {counts[0]} devices: the profile predicts a step of global batch b on "
                      f"{counts[0]} devices, and the planner's dollar budget prices one device-hour (pass "
                      f"--price-per-hour {counts[0]} x the price).")
+    if any(r.get("parallel", {}).get("tp", 1) * r.get("parallel", {}).get("pp", 1) > 1 for r in ok):
+        notes.append("Records give tensor- or pipeline-parallel layouts: the model-parallel models are compared. The "
+                     "planner gives no layout, so a profile of theirs predicts its steps with tp = pp = 1, one "
+                     "micro-batch and no recomputation, at the rates fitted here.")
     return notes
 
 
@@ -453,7 +457,8 @@ def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--records", metavar="FILE",
                    help="fit external step timings instead of measuring: a CSV or JSON lines with columns d, n, h, "
                         "w, s, v, b (global batch), devices, seconds (one step), dtype; optional activation, mlp, "
-                        "norm, tied, xla_flops, xla_bytes, device")
+                        "norm, tied, xla_flops, xla_bytes, device, and the parallel layout tp, pp, microbatch, "
+                        "recompute")
     p.add_argument("--device", help="--records: the device of rows that name none (a configs/devices.py name)")
     p.add_argument("--peak-flops", type=float, help="--records: the device's peak FLOP/s in the records' dtype "
                                                      "(default: the device table's)")

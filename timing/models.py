@@ -11,6 +11,13 @@ hyperparameters (the planner's need); models on XLA counts need a compiled step 
 Our exact features see each record's activation (SwiGLU's third matrix), norm, tying and compute dtype
 (activation bytes at `timing.counts.bytes_per_element`; weights, gradients and moments stay float32); the
 paper's features are its formulas as written, which see none of them.
+
+Records over several devices bring the data-parallel model (each device's share of the batch, the gradient
+all-reduce); records with a tensor- or pipeline-parallel layout (`tp`, `pp`, `microbatch`, `recompute`:
+timing/records.py) bring the model-parallel ones, which price each device's shard of the work, the
+tensor-parallel all-reduces and the pipeline bubble apart. Without a layout their features are the
+data-parallel model's, so a profile of theirs predicts what the planner asks: a step of global batch b on k
+data-parallel devices, each holding the whole model, without recomputation.
 """
 
 from __future__ import annotations
@@ -43,20 +50,30 @@ STATISTICS = {"best_round": "best_round_seconds", "median": "step_seconds", "min
 DEFAULT_STATISTIC = "median"
 
 
+# The parallel layout a record may give (timing/records.py), and its value where it does not: the whole model on
+# every device, one micro-batch per step (microbatch NaN), no activation recomputation.
+LAYOUT = {"tp": 1, "pp": 1, "microbatch": np.nan, "recompute": False}
+
+
 def shape_columns(records: list[dict[str, Any]], statistic: str = DEFAULT_STATISTIC) -> dict[str, np.ndarray]:
     """Columns of hyperparameters and measured/compiled numbers from `ok` timing records.
 
     `time` is the record's `statistic` (see timing/measure.py): the median of all repeats by default; a
-    record written before rounds existed falls back to it for the round statistics.
+    record written before rounds existed falls back to it for the round statistics. `tp`, `pp`, `microbatch`
+    and `recompute` are the record's parallel layout (`LAYOUT` where it gives none).
     """
     key = STATISTICS[statistic]
-    names = ("d", "n", "h", "w", "s", "v", "b", "k", "time", "xla_flops", "xla_bytes")
+    names = ("d", "n", "h", "w", "s", "v", "b", "k", "time", "xla_flops", "xla_bytes", *LAYOUT)
     cols: dict[str, list[Any]] = {k: [] for k in (*names, "variant")}
     for r in records:
         for k in ("d", "n", "h", "w", "s", "v"):
             cols[k].append(r["config"][k])
         cols["b"].append(r["batch"])
         cols["k"].append(r.get("device_count", 1))
+        parallel = r.get("parallel", {})
+        for k, default in LAYOUT.items():
+            value = parallel.get(k)
+            cols[k].append(default if value is None else value)
         cols["time"].append(r.get(key, r["step_seconds"]))
         cols["xla_flops"].append(r.get("xla", {}).get("flops", np.nan))
         cols["xla_bytes"].append(r.get("xla", {}).get("bytes_accessed", np.nan))
@@ -170,12 +187,108 @@ def _per_device(feature):
     return lambda c, device: feature(dict(c, b=c["b"] / c["k"]), device)
 
 
+RECOMPUTED = 4 / 3  # activation recomputation: 4 forward-sized passes of each layer's matmuls instead of 3
+
+
+def _layout(c: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+    """Per record: tensor- and pipeline-parallel sizes, data-parallel size dp = k / (tp pp), micro-batches per
+    replica m = (b / dp) / microbatch, and the factor recomputation puts on the layers' matmuls. Columns a record
+    lacks take `LAYOUT`'s values (a profile's predictions give the shapes and k only: pure data parallelism)."""
+    ones = np.ones_like(c["k"])
+    tp, pp = c.get("tp", ones), c.get("pp", ones)
+    dp = c["k"] / (tp * pp)
+    micro = c.get("microbatch", np.full_like(ones, np.nan))
+    m = np.where(np.isfinite(micro), c["b"] / dp / micro, 1.0)
+    recompute = np.where(c.get("recompute", 0 * ones) > 0, RECOMPUTED, 1.0)
+    return tp, pp, dp, m, recompute
+
+
+def _per_shard(feature):
+    """Model parallelism: tensor (tp) and pipeline (pp) parallelism split one replica's work and weights over
+    tp x pp devices, data parallelism the batch over dp replicas, so per-device work is the replica's on b / dp
+    sequences, / (tp pp) (Narayanan et al. 2021, section 2). With tp = pp = 1 this is `_per_device`."""
+    def per_device(c, device):
+        tp, pp, dp, _, _ = _layout(c)
+        return feature(dict(c, b=c["b"] / dp), device) / (tp * pp)
+
+    return per_device
+
+
+def _recomputed_dense_flops(c, device):
+    """Dense FLOPs with activation recomputation: each layer's projections and MLP run their forward pass again
+    before the backward one, 4 matmul passes instead of 3 (Narayanan et al. 2021, Eq. 3: 96 B s l h^2, not 72);
+    the output layer, element-wise work and optimizer as without."""
+    layers = _term("projection")(c, device) + _term("mlp")(c, device)
+    return _dense_flops(c, device) + (_layout(c)[4] - 1) * layers
+
+
+def _recomputed_attention_flops(c, device):
+    """Attention's s x s matmuls, also run again with activation recomputation."""
+    return _layout(c)[4] * _attention_flops(c, device)
+
+
+def _recomputed_flops(c, device):
+    return _recomputed_dense_flops(c, device) + _recomputed_attention_flops(c, device)
+
+
+def _stage_layers(c, _):
+    """Layer passes of one device: n / pp layers of its pipeline stage, once per micro-batch (a fixed cost per
+    layer and micro-batch: kernel launches). `_layers` without pipeline or micro-batches."""
+    _, pp, _, m, _ = _layout(c)
+    return c["n"] / pp * m
+
+
+def _data_parallel_sync_bytes(c, _):
+    """The gradient ring all-reduce over the dp replicas of each device's tp x pp shard of the parameters
+    (`_gradient_sync_bytes` with dp for k, / (tp pp))."""
+    tp, pp, dp, _, _ = _layout(c)
+    return _gradient_sync_bytes(dict(c, k=dp), None) / (tp * pp)
+
+
+def _activation_bytes_per_layer(c):
+    """Bytes of one layer's b x s x d activations at the compute dtype's size, b the global batch."""
+    return _per_variant(c, lambda d, n, h, w, s, v, b, bytes_per, **arch: bytes_per * b * s * d + 0 * n)
+
+
+def _tensor_parallel_bytes(c, _):
+    """Bytes each device sends in tensor-parallel all-reduces. Megatron-LM's layer all-reduces its (b/dp) x s x d
+    activations twice in the forward pass (after attention, after the MLP) and twice in the backward pass
+    (Shoeybi et al. 2019, section 3), twice more with recomputation (the forward runs again); a ring all-reduce
+    sends 2 (tp-1)/tp of the bytes (Patarasuk and Yuan 2009); a device runs n / pp layers."""
+    tp, pp, dp, _, recompute = _layout(c)
+    all_reduces = np.where(recompute > 1, 6, 4) * c["n"] / pp
+    return all_reduces * 2 * (tp - 1) / tp * _activation_bytes_per_layer(c) / dp
+
+
+def _pipeline_bytes(c, _):
+    """Bytes each device sends between pipeline stages: every micro-batch's activations forward and their
+    gradients backward, (b/dp) x s x d each way, split over the tp devices of a stage by Megatron-LM's scatter and
+    gather (Narayanan et al. 2021, section 4.1); none without pipeline parallelism."""
+    tp, pp, dp, _, _ = _layout(c)
+    return (pp > 1) * 2 * _activation_bytes_per_layer(c) / (dp * tp)
+
+
+def _pipeline_bubble_flops(c, device):
+    """The pipeline bubble as work: with pp stages and m micro-batches per replica, a device idles (pp-1)/m of its
+    compute time per step (Narayanan et al. 2021, Eq. 1, GPipe and 1F1B schedules), priced as that share of its
+    FLOPs again."""
+    _, pp, _, m, _ = _layout(c)
+    return (pp - 1) / m * _per_shard(_recomputed_flops)(c, device)
+
+
 def _roofline(c, device):
     return np.maximum(_exact_flops(c, device) / device["peak_flops"], _exact_bytes(c, device) / device["bandwidth"])
 
 
 def _xla_roofline(c, device):
     return np.maximum(c["xla_flops"] / device["peak_flops"], c["xla_bytes"] / device["bandwidth"])
+
+
+# The model-parallel features that reduce to the data-parallel model's six (dense FLOPs, attention FLOPs, weight
+# bytes, activation bytes, layers, gradient sync) without tp, pp, micro-batches or recomputation, then the
+# tensor-parallel all-reduces (zero without tp).
+_SHARDED = (_per_shard(_recomputed_dense_flops), _per_shard(_recomputed_attention_flops), _per_shard(_weight_bytes),
+            _per_shard(_activation_bytes), _stage_layers, _data_parallel_sync_bytes, _tensor_parallel_bytes)
 
 
 @dataclass(frozen=True)
@@ -185,6 +298,7 @@ class TimeModel:
     analytic: bool  # computable from hyperparameters alone (usable by the planner)
     description: str
     multi_device: bool = False  # compared only when the records hold several device counts
+    model_parallel: bool = False  # compared only when some record gives a tensor- or pipeline-parallel layout
 
 
 MODELS: tuple[TimeModel, ...] = (
@@ -209,6 +323,16 @@ MODELS: tuple[TimeModel, ...] = (
                _per_device(_activation_bytes), _layers, _gradient_sync_bytes), True,
               "the model above on each device's share of the batch, plus the gradient all-reduce bytes",
               multi_device=True),
+    TimeModel("exact: model parallel (... + tensor all-reduces, pipeline bubble)", (*_SHARDED, _pipeline_bubble_flops),
+              True, "the data-parallel model on each device's tp x pp shard of a replica (recomputation included), "
+              "plus the tensor-parallel all-reduce bytes and the pipeline bubble's FLOPs", model_parallel=True),
+    TimeModel("exact: model parallel (... + pipeline sends)", (*_SHARDED, _pipeline_bubble_flops, _pipeline_bytes),
+              True, "as above, plus the bytes sent between pipeline stages", model_parallel=True),
+    TimeModel("exact: model parallel, compact (flops, weights, activations, all-reduces, bubble)",
+              (_per_shard(_recomputed_flops), _per_shard(_weight_bytes), _per_shard(_activation_bytes),
+               _data_parallel_sync_bytes, _tensor_parallel_bytes, _pipeline_bubble_flops), True,
+              "each device's FLOPs in one rate, its weight and activation traffic, both all-reduces and the bubble",
+              model_parallel=True),
     TimeModel("roofline (exact counts)", (_roofline,), True, "c*max(F/peak, M/bandwidth) + c3, measured peak"),
     TimeModel("xla: flops", (lambda c, _: c["xla_flops"],), False, "XLA compiled flops"),
     TimeModel("xla: bytes", (lambda c, _: c["xla_bytes"],), False, "XLA compiled bytes accessed"),
@@ -286,5 +410,7 @@ def compare_models(records: list[dict[str, Any]], device: dict[str, float], k: i
         raise UserError(f"only {len(ok)} successful timing records; at least {2 * k} are needed to compare models")
     cols = shape_columns(ok, statistic)
     several = len(np.unique(cols["k"])) > 1
-    results = [cross_validate(m, cols, device, k) for m in MODELS if several or not m.multi_device]
+    parallel = bool(np.any(cols["tp"] * cols["pp"] > 1))
+    results = [cross_validate(m, cols, device, k) for m in MODELS
+               if (several or not m.multi_device) and (parallel or not m.model_parallel)]
     return sorted(results, key=lambda r: r.get("held_out", {}).get("mape", np.inf))

@@ -1,12 +1,16 @@
 """External step timings (users' logs, public tables) read as the timing records the step-time models fit.
 
 A records file (README, "File formats") is a CSV with a header line or JSON lines, one row per configuration:
-`d, n, h, w, s, v, b, devices, seconds, dtype` (b the global batch in sequences over `devices` data-parallel
-devices, seconds one optimizer step, dtype the compute dtype), and optionally `activation` (gelu, relu,
-swiglu), `mlp` (dense or gated: a gated MLP has three matrices, as SwiGLU), `norm` (rmsnorm, layernorm),
-`tied` (tied embeddings: true or false), `xla_flops`, `xla_bytes` (XLA's compiled counts of the step) and
-`device` (a name in configs/devices.py or a JAX device_kind); other columns are ignored. A file is read whole
-or refused whole: every bad row is named by its line, so a fit never rests on a silently dropped row.
+`d, n, h, w, s, v, b, devices, seconds, dtype` (b the global batch in sequences over `devices` devices,
+seconds one optimizer step, dtype the compute dtype), and optionally `activation` (gelu, relu, swiglu), `mlp`
+(dense or gated: a gated MLP has three matrices, as SwiGLU), `norm` (rmsnorm, layernorm), `tied` (tied
+embeddings: true or false), `xla_flops`, `xla_bytes` (XLA's compiled counts of the step), `device` (a name in
+configs/devices.py or a JAX device_kind) and the parallel layout: `tp` and `pp` (tensor- and pipeline-parallel
+sizes, default 1; the data-parallel size is dp = devices / (tp x pp)), `microbatch` (sequences per micro-batch:
+each data-parallel replica's b / dp sequences run as micro-batches of that many, through the pipeline or by
+gradient accumulation; default: one micro-batch of b / dp) and `recompute` (activation recomputation: true,
+false, or Megatron-LM's `full`, `none`). Other columns are ignored. A file is read whole or refused whole:
+every bad row is named by its line, so a fit never rests on a silently dropped row.
 
 The rows become timing records (timing/measure.py) with status `ok` and `source: records`; their devices
 were never touched here, so peak FLOP/s and bandwidth come from the device table or from the user
@@ -32,8 +36,10 @@ DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16
 ACTIVATIONS = ("gelu", "relu", "swiglu")
 NORMS = ("rmsnorm", "layernorm")
 BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+RECOMPUTE = {**BOOLEANS, "full": True, "none": False}  # Megatron-LM's --recompute-granularity full, or none
 LISTED = 10  # bad rows named one by one in the refusal; the rest are counted
-COLUMNS = (*REQUIRED, "activation", "mlp", "norm", "tied", "xla_flops", "xla_bytes", "device")  # written order
+COLUMNS = (*REQUIRED, "activation", "mlp", "norm", "tied", "xla_flops", "xla_bytes", "device", "tp", "pp", "microbatch",
+           "recompute")  # written order
 
 
 class BadRow(ValueError):
@@ -81,6 +87,28 @@ def _activation(row: dict[str, Any]) -> str:
     return "swiglu" if mlp == "gated" else activation or "gelu"
 
 
+def _whole_or(row: dict[str, Any], name: str, default: int | None) -> int | None:
+    return default if _given(row, name) is None else _number(row, name, whole=True)
+
+
+def _layout(row: dict[str, Any], devices: int, b: int) -> dict[str, Any]:
+    """The row's parallel layout: each model replica split over tp x pp devices (tensor and pipeline
+    parallelism), the global batch over dp = devices / (tp x pp) replicas (Narayanan et al. 2021, section 2),
+    and each replica's b / dp sequences over micro-batches of `microbatch` sequences."""
+    tp, pp = _whole_or(row, "tp", 1), _whole_or(row, "pp", 1)
+    if devices % (tp * pp):
+        raise BadRow(f"devices={devices} is not a multiple of tp x pp = {tp} x {pp}")
+    dp = devices // (tp * pp)
+    if b % dp:
+        raise BadRow(f"b={b} is not a multiple of the data-parallel size {dp} (devices / (tp x pp); b is the global "
+                     "batch)")
+    microbatch = _whole_or(row, "microbatch", None)
+    if microbatch is not None and (b // dp) % microbatch:
+        raise BadRow(f"b / dp = {b // dp} sequences per data-parallel replica is not a multiple of "
+                     f"microbatch={microbatch}")
+    return dict(tp=tp, pp=pp, dp=dp, microbatch=microbatch, recompute=_choice(row, "recompute", RECOMPUTE, False))
+
+
 def row_record(row: dict[str, Any], device: str | None) -> dict[str, Any]:
     """One row as a timing record (status ok, `source: records`); BadRow names its first problem.
 
@@ -91,8 +119,7 @@ def row_record(row: dict[str, Any], device: str | None) -> dict[str, Any]:
     seconds = _number(row, "seconds")
     if x["d"] % x["h"]:
         raise BadRow(f"d={x['d']} is not divisible by h={x['h']}")
-    if x["b"] % x["devices"]:
-        raise BadRow(f"b={x['b']} is not a multiple of devices={x['devices']} (b is the global batch)")
+    parallel = _layout(row, x["devices"], x["b"])
     dtype = _choice(row, "dtype", DTYPES)
     if dtype is None:
         raise BadRow("dtype is missing")
@@ -102,8 +129,10 @@ def row_record(row: dict[str, Any], device: str | None) -> dict[str, Any]:
     config = dict(v=x["v"], d=x["d"], n=x["n"], h=x["h"], w=x["w"], s=x["s"],
                   norm=_choice(row, "norm", NORMS, "rmsnorm"), activation=_activation(row),
                   tied_embeddings=_choice(row, "tied", BOOLEANS, True))
+    # mesh: our training's (data, fsdp) mesh, which describes a purely data-parallel layout only
+    mesh = dict(mesh=[x["devices"], 1]) if parallel["dp"] == x["devices"] else {}
     record = dict(source="records", config=config, device_kind=kind, backend=backend_of(kind),
-                  device_count=x["devices"], mesh=[x["devices"], 1], dtype=dtype, batch=x["b"], status="ok",
+                  device_count=x["devices"], **mesh, parallel=parallel, dtype=dtype, batch=x["b"], status="ok",
                   step_seconds=seconds)
     if _given(row, "xla_flops") is not None or _given(row, "xla_bytes") is not None:
         record["xla"] = dict(flops=_number(row, "xla_flops"), bytes_accessed=_number(row, "xla_bytes"))
@@ -228,13 +257,15 @@ def records_rates(kind: str, dtype: str, peak_flops: float | None = None,
 def external_row(record: dict[str, Any], seconds_key: str = "step_seconds") -> dict[str, Any]:
     """A timing record as a row of a records file (its `seconds_key` statistic as `seconds`), so a measured
     calibration can be refitted through `calibrate --records` and compared with its own fit."""
-    c, xla = record["config"], record.get("xla", {})
+    c, xla, parallel = record["config"], record.get("xla", {}), record.get("parallel", {})
     return dict(d=c["d"], n=c["n"], h=c["h"], w=c["w"], s=c["s"], v=c["v"], b=record["batch"],
                 devices=record.get("device_count", 1), seconds=record.get(seconds_key, record["step_seconds"]),
                 dtype=record.get("dtype", "float32"), activation=c.get("activation", "gelu"),
                 mlp="gated" if c.get("activation") == "swiglu" else "dense", norm=c.get("norm", "rmsnorm"),
                 tied=str(c.get("tied_embeddings", True)).lower(), xla_flops=xla.get("flops"),
-                xla_bytes=xla.get("bytes_accessed"), device=record.get("device_kind"))
+                xla_bytes=xla.get("bytes_accessed"), device=record.get("device_kind"), tp=parallel.get("tp", 1),
+                pp=parallel.get("pp", 1), microbatch=parallel.get("microbatch"),
+                recompute=str(parallel.get("recompute", False)).lower())
 
 
 def write_rows(path: str | Path, rows: list[dict[str, Any]]) -> Path:

@@ -35,6 +35,7 @@ def test_csv_rows_become_timing_records(tmp_path):
                                                                norm="layernorm", activation="gelu",
                                                                tied_embeddings=False),
                          device_kind="NVIDIA H100 80GB HBM3", backend="gpu", device_count=8, mesh=[8, 1],
+                         parallel=dict(tp=1, pp=1, dp=8, microbatch=None, recompute=False),
                          dtype="bfloat16", batch=64, status="ok", step_seconds=0.25)
     assert second["line"] == 4 and second["config"]["w"] == 768 and second["config"]["activation"] == "swiglu"
     assert second["config"]["norm"] == "rmsnorm" and second["config"]["tied_embeddings"] is True  # defaults
@@ -58,7 +59,8 @@ def test_jsonl_rows_and_their_lines(tmp_path):
     ("512,8,8,2048,1024,50304,64,8,nan,bf16", "seconds='nan' must be a positive"),
     ("512,8,7,2048,1024,50304,64,8,0.25,bf16", "d=512 is not divisible by h=7"),
     ("512,8,8,2048,1024,50304,64,0,0.25,bf16", "devices='0' must be a positive whole number"),
-    ("512,8,8,2048,1024,50304,60,8,0.25,bf16", "b=60 is not a multiple of devices=8"),
+    ("512,8,8,2048,1024,50304,60,8,0.25,bf16", "b=60 is not a multiple of the data-parallel size 8 (devices / "
+                                               "(tp x pp); b is the global batch)"),
     ("512,8.5,8,2048,1024,50304,64,8,0.25,bf16", "n='8.5' must be a positive whole number"),
     ("512,8,8,,1024,50304,64,8,0.25,bf16", "w is missing"),
     ("512,8,8,2048,1024,50304,64,8", "seconds is missing"),
@@ -66,13 +68,35 @@ def test_jsonl_rows_and_their_lines(tmp_path):
     ("512,8,8,2048,1024,50304,64,8,0.25,int8", "dtype='int8' is not one of float32, fp32, bfloat16"),
     ("512,8,8,2048,1024,50304,64,8,0.25,bf16,swiglu,dense", "mlp='dense' contradicts activation='swiglu'"),
     ("512,8,8,2048,1024,50304,64,8,0.25,bf16,tanh,", "activation='tanh' is not one of gelu, relu, swiglu"),
-    ("512,8,8,2048,1024,50304,64,8,0.25,bf16,gelu,dense,extra", "more fields than the header has columns"),
+    ("512,8,8,2048,1024,50304,64,8,0.25,bf16,gelu,dense,1,1,,,extra", "more fields than the header has columns"),
+    (f"{GOOD},,,3,1,,", "devices=8 is not a multiple of tp x pp = 3 x 1"),
+    (f"{GOOD},,,2,8,,", "devices=8 is not a multiple of tp x pp = 2 x 8"),
+    (f"{GOOD},,,1,1,3,", "b / dp = 8 sequences per data-parallel replica is not a multiple of microbatch=3"),
+    (f"{GOOD},,,0,1,,", "tp='0' must be a positive whole number"),
+    (f"{GOOD},,,1,1.5,,", "pp='1.5' must be a positive whole number"),
+    (f"{GOOD},,,1,1,-2,", "microbatch='-2' must be a positive whole number"),
+    (f"{GOOD},,,1,1,,selective", "recompute='selective' is not one of true, 1, yes, false, 0, no, full, none"),
 ])
 def test_a_bad_row_refuses_the_file_naming_its_line(tmp_path, row, problem):
-    path = write(tmp_path, f"{HEADER},activation,mlp\n{GOOD},,\n{GOOD},,\n{row}\n{GOOD},,\n")
+    good = f"{GOOD},,,2,2,4,true"  # tp 2 x pp 2 on 8 devices: dp 2, 32 sequences each in micro-batches of 4
+    path = write(tmp_path, f"{HEADER},activation,mlp,tp,pp,microbatch,recompute\n{good}\n{GOOD}\n{row}\n{good}\n")
     with pytest.raises(UserError, match="refused") as err:
         read_timing_records(path, device="h100-sxm")
     assert f"1 of 4 rows are bad (line 4: {problem}" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_model_parallel_rows(tmp_path):
+    """Tensor and pipeline parallelism: b need only be a multiple of the data-parallel size devices / (tp x pp)
+    (Narayanan et al. 2021 Table 1, 76.1B: b = 1792 on 1024 GPUs, tp 8, pp 4, so dp 32 and 56 sequences each,
+    micro-batches of 2); recompute takes Megatron-LM's `full` and `none` as well as booleans."""
+    path = write(tmp_path, f"{HEADER},tp,pp,microbatch,recompute\n"
+                           "10240,60,80,40960,2048,51200,1792,1024,16.06,fp16,8,4,2,full\n"
+                           "10240,60,80,40960,2048,51200,1792,1024,16.06,fp16,8,,,none\n"
+                           "1536,16,16,6144,2048,50304,16,8,0.48,fp16,1,1,2,TRUE\n", name="mp.csv")
+    first, second, third = read_timing_records(path, device="a100-80gb")
+    assert first["parallel"] == dict(tp=8, pp=4, dp=32, microbatch=2, recompute=True) and "mesh" not in first
+    assert second["parallel"] == dict(tp=8, pp=1, dp=128, microbatch=None, recompute=False)
+    assert third["parallel"] == dict(tp=1, pp=1, dp=8, microbatch=2, recompute=True) and third["mesh"] == [8, 1]
 
 
 def test_every_bad_row_is_counted_and_the_first_ones_listed(tmp_path):
@@ -130,9 +154,14 @@ def test_our_records_written_in_the_external_format_read_back_the_same(tmp_path,
                  step_seconds=0.0123456789, best_round_seconds=0.011, status="ok",
                  xla=dict(flops=1.25e9, bytes_accessed=3.5e8)),
             dict(config=dict(config, activation="gelu"), batch=8, dtype="bfloat16", device_kind="NVIDIA H200",
-                 step_seconds=0.5, status="ok")]
+                 step_seconds=0.5, status="ok"),
+            dict(config=config, batch=64, device_count=16, dtype="bfloat16", device_kind="NVIDIA H200",
+                 step_seconds=2.0, status="ok", parallel=dict(tp=4, pp=2, dp=2, microbatch=4, recompute=True))]
     back = read_timing_records(write_rows(tmp_path / name, [external_row(r, "best_round_seconds") for r in ours]))
-    assert [r["step_seconds"] for r in back] == [0.011, 0.5]  # the statistic asked for, else the median
+    assert [r["step_seconds"] for r in back] == [0.011, 0.5, 2.0]  # the statistic asked for, else the median
+    assert [r["parallel"] for r in back] == [dict(tp=1, pp=1, dp=2, microbatch=None, recompute=False),
+                                             dict(tp=1, pp=1, dp=1, microbatch=None, recompute=False),
+                                             ours[2]["parallel"]]
     for mine, theirs in zip(ours, back, strict=True):
         assert theirs["config"] == {k: v for k, v in mine["config"].items() if k != "attention"}
         assert (theirs["batch"], theirs["device_count"], theirs["dtype"], theirs["device_kind"]) == (
