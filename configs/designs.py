@@ -134,14 +134,15 @@ DESIGNS: dict[str, SweepDesign] = {
         name="data-isoflop", kind="isoflop", budgets=(1e10, 3e10, 1e11),
         shapes=(((16, 1, 2), (32, 1, 2), (48, 2, 2)),) * 3, base=_CPU_BASE, min_steps=8,
     ),
-    # The recipe sweep: two model sizes (13k and 68k parameters) at two IsoFLOP budgets, each trained at five
-    # batch sizes (256 to 4096 tokens a step) and four learning rates a factor 2.5 apart: 80 runs, 2M tokens per
-    # (batch, lr). A first try with rates 1e-3 to 1.6e-2 found the 13k model still improving at the top rate,
-    # so the rates start at 3.2e-3 and reach 5e-2. Two micro-batches a step give every run its noise scale.
+    # The recipe sweep: three model sizes (7k, 21k and 68k parameters) at one IsoFLOP budget (so 693k, 243k and
+    # 74k tokens), each trained at five batch sizes (256 to 4096 tokens a step) and five learning rates a factor
+    # 2.2 apart: 75 runs, 1M tokens per (batch, lr). Earlier tries with rates up to 1.6e-2 and then 5e-2 found a
+    # 13k-parameter model still improving at the top rate, so the rates reach 9.4e-2. Two micro-batches a step
+    # give every run its gradient noise scale.
     "cpu-recipe": SweepDesign(
-        name="cpu-recipe", kind="isoflop", budgets=(3e10, 1e11), shapes=(((24, 1, 2), (48, 2, 2)),) * 2,
+        name="cpu-recipe", kind="isoflop", budgets=(3e10,), shapes=(((16, 1, 2), (32, 1, 2), (48, 2, 2)),),
         base=dataclasses.replace(_CPU_BASE, train=dataclasses.replace(_CPU_BASE.train, micro_batches=2)),
-        min_steps=10, batch_sizes=(4, 8, 16, 32, 64), lrs=(3.2e-3, 8e-3, 2e-2, 5e-2),
+        min_steps=10, batch_sizes=(4, 8, 16, 32, 64), lrs=(4e-3, 8.8e-3, 1.94e-2, 4.26e-2, 9.37e-2),
     ),
     # A recipe sweep for tests: one tiny shape, one budget, 2 batch sizes x 2 learning rates.
     "tiny-recipe": SweepDesign(
