@@ -9,6 +9,11 @@ every batch size and learning rate: the runs the recipe laws (scaling/recipe.py)
 IsoFLOP budget the tokens D = C / (6N) do not depend on the batch, so each (budget, shape) group holds the
 same data at several batch sizes, the comparison McCandlish et al. (2018) make.
 
+A cooldown design (Hagele et al., 2024, arXiv 2405.18392) trains, for each budget and shape, one run at a
+constant learning rate after warmup, and branches from its checkpoints cool-downs that end at
+`branch_fractions` of the steps the budget buys: each branch is a point (N, D, loss) as a cosine run of its
+length would be, and the branches share the constant run's steps.
+
 A design file (TOML or JSON; `load_design_file`) declares the same fields, so users write their own sweeps
 without editing the package; see the README's "Sweep design files".
 """
@@ -34,7 +39,7 @@ class SweepDesign:
     """A named set of training runs. `shapes[i]` are the shapes trained at `budgets[i]`."""
 
     name: str
-    kind: Literal["isoflop", "isotime"]
+    kind: Literal["isoflop", "isotime", "cooldown"]
     budgets: tuple[float, ...]  # FLOPs (isoflop) or seconds (isotime)
     shapes: tuple[tuple[Shape, ...], ...]
     base: RunConfig = field(default_factory=RunConfig)
@@ -43,14 +48,18 @@ class SweepDesign:
     min_steps: int = 20
     batch_sizes: tuple[int, ...] = ()  # recipe axes: empty means the base run's batch size ...
     lrs: tuple[float, ...] = ()  # ... and learning rate
+    branch_fractions: tuple[float, ...] = ()  # cooldown: where branches end, as fractions of the budget's steps
+    cooldown_fraction: float = 0.2  # cooldown: each branch's cool-down, as a fraction of its steps
+    decay: Literal["linear", "1-sqrt"] = "1-sqrt"  # cooldown: the cool-down's shape
 
     def __post_init__(self) -> None:
         if len(self.budgets) != len(self.shapes):
             raise UserError(f"design {self.name}: {len(self.budgets)} budgets but {len(self.shapes)} shape lists")
         if any(not b > 0 for b in self.budgets):
             raise UserError(f"design {self.name}: budgets must be positive")
-        if self.kind not in ("isoflop", "isotime"):
-            raise UserError(f"design {self.name}: kind {self.kind!r} must be isoflop or isotime")
+        if self.kind not in ("isoflop", "isotime", "cooldown"):
+            raise UserError(f"design {self.name}: kind {self.kind!r} must be isoflop, isotime or cooldown")
+        self._check_branches()
         if self.flops not in ("6N", "exact"):
             raise UserError(f"design {self.name}: flops {self.flops!r} must be 6N or exact")
         for b in self.batch_sizes:
@@ -69,6 +78,18 @@ class SweepDesign:
                     raise UserError(f"design {self.name}: shape {list(shape)!r} must be three positive integers "
                                     "[d, n, h]")
                 self.model(shape)  # d divisible by h, even head size: checked now, not mid-sweep
+
+    def _check_branches(self) -> None:
+        """A cooldown design needs branch points in (0, 1] and a cool-down fraction in (0, 1); others none."""
+        if (self.kind == "cooldown") != bool(self.branch_fractions):
+            raise UserError(f"design {self.name}: branch_fractions go with kind cooldown, and it needs them")
+        for f in self.branch_fractions:
+            if isinstance(f, bool) or not isinstance(f, int | float) or not 0 < f <= 1:
+                raise UserError(f"design {self.name}: branch fraction {f!r} must lie in (0, 1]")
+        if not 0 < self.cooldown_fraction < 1:
+            raise UserError(f"design {self.name}: cooldown_fraction {self.cooldown_fraction!r} must lie in (0, 1)")
+        if self.decay not in ("linear", "1-sqrt"):
+            raise UserError(f"design {self.name}: decay {self.decay!r} must be linear or 1-sqrt")
 
     @property
     def recipes(self) -> tuple[tuple[int, float], ...]:
@@ -149,6 +170,27 @@ DESIGNS: dict[str, SweepDesign] = {
         name="tiny-recipe", kind="isoflop", budgets=(2e9,), shapes=(((16, 1, 2),),), base=_CPU_BASE, min_steps=8,
         batch_sizes=(4, 16), lrs=(2e-3, 8e-3),
     ),
+    # The shape sweep (scaling/shape.py): at three IsoFLOP budgets, four shapes of nearly one N each (within 3%,
+    # 17% and 18%) whose aspect ratios d/n span 2 to 64 (Kaplan et al. 2020, figure 5, vary d/n at fixed N):
+    # 12 runs, 6e12 FLOPs, the recipe of cpu-isoflop, so its runs and these fit one law.
+    "cpu-shape": SweepDesign(
+        name="cpu-shape", kind="isoflop", budgets=(1e11, 3e11, 9e11),
+        shapes=(((16, 5, 2), (20, 3, 2), (24, 2, 2), (32, 1, 2)), ((16, 8, 2), (24, 4, 2), (32, 2, 2), (40, 1, 2)),
+                ((24, 8, 2), (32, 4, 2), (48, 2, 2), (64, 1, 2))),
+        base=_CPU_BASE,
+    ),
+    # Cool-down branches (Hagele et al., 2024): per shape one constant-rate run, and 1-sqrt cool-downs of 20% of
+    # each branch's steps branched from it, ending at 10%, 30% and 100% of the budget's steps: the token counts of
+    # data-isoflop's three budgets, for 0.8 + 0.2 * 1.4 = 1.08 of the largest budget's training per shape.
+    "cpu-cooldown": SweepDesign(
+        name="cpu-cooldown", kind="cooldown", budgets=(1e11,), shapes=(((16, 1, 2), (32, 1, 2), (48, 2, 2)),),
+        base=_CPU_BASE, min_steps=8, branch_fractions=(0.1, 0.3, 1.0),
+    ),
+    # The same for tests: one tiny shape, branches ending at half and all of 2e9 FLOPs.
+    "tiny-cooldown": SweepDesign(
+        name="tiny-cooldown", kind="cooldown", budgets=(2e9,), shapes=(((16, 1, 2),),), base=_CPU_BASE,
+        min_steps=8, branch_fractions=(0.5, 1.0),
+    ),
     "cpu-isotime": SweepDesign(
         name="cpu-isotime", kind="isotime", budgets=(60.0,),
         shapes=(((64, 8, 2), (96, 4, 3), (128, 2, 4), (192, 1, 6), (256, 1, 8)),), base=_CPU_BASE,
@@ -173,7 +215,7 @@ def get_design(name: str) -> SweepDesign:
 
 
 _FILE_FIELDS = ("name", "kind", "budgets", "shapes", "base", "set", "flops", "warmup_fraction", "min_steps",
-                "batch_sizes", "lrs")
+                "batch_sizes", "lrs", "branch_fractions", "cooldown_fraction", "decay")
 
 
 def _read_design_file(path: Path) -> dict[str, Any]:
@@ -204,7 +246,8 @@ def _file_shapes(raw: Any, budgets: int, where: str) -> tuple[tuple[Shape, ...],
 
 def load_design_file(path: str | Path) -> SweepDesign:
     """A sweep design from a TOML or JSON file. Fields: `budgets` and `shapes` (required), `name` (default: the
-    file's stem), `kind`, `flops`, `warmup_fraction`, `min_steps`, `batch_sizes`, `lrs`, `base` (a built-in
+    file's stem), `kind`, `flops`, `warmup_fraction`, `min_steps`, `batch_sizes`, `lrs`, `branch_fractions`,
+    `cooldown_fraction`, `decay` (kind cooldown), `base` (a built-in
     design whose run configuration the runs start from; default cpu-isoflop) and `set` (a table of
     `"section.field" = value` overrides of that configuration, as `--set` takes them). Unknown fields and bad
     values are one-line UserErrors naming the file."""
@@ -226,13 +269,18 @@ def load_design_file(path: str | Path) -> SweepDesign:
     overrides = raw.get("set", {})
     if not isinstance(overrides, dict):
         raise UserError(f"{where}: 'set' must be a table of \"section.field\" = value")
-    base = apply_overrides(DESIGNS[base_name].base, [f"{k}={_override_text(v)}" for k, v in overrides.items()])
-    fields = {k: raw[k] for k in ("kind", "flops", "warmup_fraction", "min_steps") if k in raw}
-    for key in ("batch_sizes", "lrs"):
+    try:
+        base = apply_overrides(DESIGNS[base_name].base, [f"{k}={_override_text(v)}" for k, v in overrides.items()])
+    except UserError as err:
+        raise UserError(f"{where}: {err}") from None
+    fields = {k: raw[k] for k in ("kind", "flops", "warmup_fraction", "min_steps", "cooldown_fraction", "decay")
+              if k in raw}
+    for key in ("batch_sizes", "lrs", "branch_fractions"):
         value = raw.get(key, [])
         if not isinstance(value, list):
             raise UserError(f"{where}: {key} must be a list")
         fields[key] = tuple(value)
+    fields.setdefault("kind", "isoflop")
     try:
         return SweepDesign(name=str(raw.get("name", path.stem)), budgets=tuple(float(b) for b in budgets),
                            shapes=_file_shapes(raw["shapes"], len(budgets), where), base=base, **fields)

@@ -24,6 +24,7 @@ Activation = Literal["gelu", "relu", "swiglu"]
 Attention = Literal["auto", "xla", "cudnn"]
 DType = Literal["float32", "bfloat16", "float16"]
 Schedule = Literal["cosine", "wsd", "constant"]
+Decay = Literal["linear", "1-sqrt"]  # shape of a wsd cool-down (Hagele et al., 2024)
 
 
 def _where(obj: Any, name: str) -> str:
@@ -110,6 +111,7 @@ class TrainConfig:
     warmup_steps: int = 30
     schedule: Schedule = "cosine"
     cooldown_fraction: float = 0.2  # wsd: fraction of steps spent decaying at the end
+    decay: Decay = "linear"  # wsd: cool-down shape, linear or 1-sqrt
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -142,6 +144,8 @@ class TrainConfig:
             raise UserError(f"train.noise_every={self.noise_every} needs micro-batch gradient norms: set "
                             "train.micro_batches >= 2 (a divisor of train.batch_size), or train.noise_every=0")
         _in_unit_interval(self, "min_lr_ratio", "cooldown_fraction")
+        if self.decay not in ("linear", "1-sqrt"):
+            raise UserError(f"train.decay={self.decay!r} must be linear or 1-sqrt")
         _in_unit_interval(self, "beta1", "beta2", closed=False)
 
     def total_steps(self, seq_len: int) -> int:

@@ -6,6 +6,7 @@ Every mistake a user can make surfaces as one line on stderr and a non-zero exit
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from smallest_loss.configs.models import PRESETS, get_preset
 from smallest_loss.configs.overrides import apply_overrides
 from smallest_loss.configs.schema import RunConfig
 from smallest_loss.experiments.calibrate import add_calibrate_parser, add_measure_parser
+from smallest_loss.experiments.recipe_cmd import add_fit_recipe_parser
 
 
 def resolve_config(preset: str, assignments: Sequence[str]) -> RunConfig:
@@ -104,11 +106,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         profile = load_profile(args.profile)
         step_seconds = profile.step_seconds_for
-    counts = run_sweep(design, args.out, shard, step_seconds, progress=not args.quiet)
+    counts = run_sweep(design, args.out, shard, step_seconds, progress=not args.quiet, lr_for=_lr_law(args.lr_from))
     done = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no runs in this shard"
     print(f"sweep {design.name} shard {shard[0]}/{shard[1]}: {done}; runs in {args.out}")
     print(f"fit them with: smallest-loss fit {args.out}")
     return 0
+
+
+def _lr_law(path: str | None) -> Callable[..., float] | None:
+    """`--lr-from LAW.json`: each run's learning rate from the law's fitted learning-rate law (fit-recipe)."""
+    if path is None:
+        return None
+    from smallest_loss.model.transformer import count_params
+    from smallest_loss.scaling.laws import load_law
+
+    recipe = load_law(path).recipe
+    if recipe is None:
+        raise UserError(f"--lr-from {path}: the law has no recipe section; make one with smallest-loss fit-recipe")
+    return lambda model, b: round(float(recipe.lr.lr(count_params(model).total, b * model.s)), 6)
 
 
 def _sweep_parser(sub: argparse._SubParsersAction) -> None:
@@ -119,6 +134,8 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder: one run folder per run, plus sweep.json")
     p.add_argument("--shard", default="0/1", help="i/k: run every k-th run starting at i (default 0/1: all)")
     p.add_argument("--profile", help="device profile JSON (needed by IsoTime designs for step times)")
+    p.add_argument("--lr-from", metavar="LAW.json",
+                   help="set each run's learning rate from this law's learning-rate law (smallest-loss fit-recipe)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sweep)
 
@@ -126,8 +143,15 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_fit(args: argparse.Namespace) -> int:
     from smallest_loss.experiments.fit_cmd import print_report, run_fit
 
+    if args.curves:
+        from smallest_loss.experiments.curves_cmd import print_curve_report, run_curve_fit
+
+        if args.runs or args.csv:
+            raise UserError("--curves takes the run folders itself; give no other run folders and no --csv")
+        print_curve_report(run_curve_fit(args.curves, args.bootstrap, args.out, args.plot))
+        return 0
     report = run_fit(args.runs, args.csv, args.form, args.bootstrap, args.out, args.plot, args.holdout_largest,
-                     args.json, args.delta, args.reference)
+                     args.json, args.delta, args.reference, args.holdout_shape)
     print_report(report, args.json)
     return 0
 
@@ -135,10 +159,15 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def _fit_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="fit a loss law (Chinchilla Approach 3 or Kaplan) to runs or a CSV")
     p.add_argument("runs", nargs="*", help="run folders or sweep folders")
+    p.add_argument("--curves", nargs="+", metavar="RUNS",
+                   help="fit the schedule-aware curve law (Tissue et al. 2024) to these run folders' whole curves, "
+                        "and the Chinchilla law to the final losses it predicts")
     p.add_argument("--csv", help="a CSV with columns N, D, loss; optional C (FLOPs; 6ND when absent), run (points of "
                                  "one run, resampled together) and group (data or evaluation set: a grouped fit with "
                                  "shared exponents); other columns ignored")
-    p.add_argument("--form", choices=("chinchilla", "kaplan"), default="chinchilla")
+    p.add_argument("--form", choices=("chinchilla", "kaplan", "shape"), default="chinchilla",
+                   help="shape: the Chinchilla form times a factor in the aspect ratio d/n (runs of several d/n at "
+                        "one N; a CSV needs columns d and n)")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="K", help="bootstrap resamples (0: none)")
     p.add_argument("--delta", type=float, default=1e-3, help="Huber delta (Chinchilla: 1e-3)")
     p.add_argument("--out", help="write the law JSON here (and its plot beside it)")
@@ -146,6 +175,9 @@ def _fit_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--holdout-largest", action="store_true",
                    help="also fit without the largest budget and report the error predicting its points and its "
                         "IsoFLOP optimum (N, D, loss)")
+    p.add_argument("--holdout-shape", action="store_true",
+                   help="with --form shape: fit without each aspect ratio d/n in turn and report the error predicting "
+                        "it, the shape-aware law against the law in N and D")
     p.add_argument("--reference", metavar="GROUP",
                    help="the group the compute multipliers are measured against (default: the CSV's first group)")
     p.add_argument("--json", action="store_true", help="print the law JSON on stdout")
@@ -166,6 +198,8 @@ def plan_inputs(args: argparse.Namespace, budget, law):
     device = get_device(args.device) if args.device else None
     inputs = build_plan_inputs(space, profile, device, args.price_per_hour, args.spot_discount, args.flops,
                                args.inference_tokens, args.max_latency_ms)
+    if args.batch is not None:
+        inputs = dataclasses.replace(inputs, fixed_batch=args.batch)
     return inputs, choice
 
 
@@ -218,6 +252,9 @@ def _plan_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="folder for plan.md, plan.json and plots")
     p.add_argument("--verify", action="store_true", help="train the best configuration and compare")
     p.add_argument("--verify-out", help="run folder for --verify (default OUT/verify)")
+    p.add_argument("--batch", type=int, metavar="B",
+                   help="plan at this batch size (sequences) only, e.g. the sweep's fixed batch, for comparison; the "
+                        "learning rate still comes from the law's recipe section when it has one")
     p.add_argument("--recipe", default="cpu-isoflop",
                    help="sweep design whose training recipe (lr, schedule, batch) the law was fitted under; "
                         "--verify trains with it")
@@ -248,8 +285,8 @@ def _quickstart_parser(sub: argparse._SubParsersAction) -> None:
 
 
 PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _quickstart_parser, _train_parser, _corpus_parser, _sweep_parser, _fit_parser, add_measure_parser,
-    add_calibrate_parser, _plan_parser,
+    _quickstart_parser, _train_parser, _corpus_parser, _sweep_parser, _fit_parser, add_fit_recipe_parser,
+    add_measure_parser, add_calibrate_parser, _plan_parser,
 ]
 
 

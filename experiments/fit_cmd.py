@@ -4,11 +4,13 @@ From run folders it also reports what the runs can say on their own: Chinchilla'
 parabolas) when the runs come from an IsoFLOP sweep, and learning-curve extrapolation error. From run
 folders and CSVs alike, `--holdout-largest` fits every budget but the largest and reports how well the
 law predicts the largest one. A CSV with a `group` column is fitted as groups with shared exponents and
-per-group constants (scaling/groups.py).
+per-group constants (scaling/groups.py). `--form shape` fits the shape-aware law (scaling/shape.py) to runs or to
+a CSV with columns d and n, and `--holdout-shape` checks it on each shape left out in turn.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -33,6 +35,16 @@ from smallest_loss.scaling.groups import (
 from smallest_loss.scaling.isoflop import approach2, fit_profile
 from smallest_loss.scaling.laws import ChinchillaLaw, law_to_dict, save_law
 from smallest_loss.scaling.points import BUDGET_RTOL, FitPoints, budget_labels, read_fit_csv
+from smallest_loss.scaling.shape import (
+    ShapeBootstrap,
+    ShapeFit,
+    ShapePoints,
+    bootstrap_shape,
+    fit_shape,
+    leave_one_shape_out,
+    read_shape_csv,
+    with_intervals,
+)
 
 LAW_KEYS = ("E", "A", "B", "alpha", "beta", "n_exponent")
 PROFILE_SPREAD = 1.25  # held-out points whose 6ND agree within this factor form one IsoFLOP profile
@@ -142,14 +154,19 @@ def isoflop_allocation(records: list[RunRecord]) -> dict[str, Any] | None:
                                extrapolated=p.extrapolated) for p in result.profiles])
 
 
-def _format_law(result: dict[str, Any]) -> list[str]:
-    law, intervals = result["law"], result["intervals"] or {}
-    names = LAW_KEYS if isinstance(law, ChinchillaLaw) else ("Nc", "Dc", "aN", "aD")
+def _constants_table(values: dict[str, float], intervals: dict[str, tuple[float, float]]) -> list[str]:
     lines = ["| constant | value | 95% interval |", "|---|---|---|"]
-    for key in names:
+    for key, value in values.items():
         lo_hi = intervals.get(key)
         span = f"[{lo_hi[0]:.4g}, {lo_hi[1]:.4g}]" if lo_hi else "-"
-        lines.append(f"| {key} | {getattr(law, key):.4g} | {span} |")
+        lines.append(f"| {key} | {value:.4g} | {span} |")
+    return lines
+
+
+def _format_law(result: dict[str, Any]) -> list[str]:
+    law = result["law"]
+    names = LAW_KEYS if isinstance(law, ChinchillaLaw) else ("Nc", "Dc", "aN", "aD")
+    lines = _constants_table({key: getattr(law, key) for key in names}, result["intervals"] or {})
     fit = result["fit"]
     lines += ["", f"law used: {fit.form_description} ({'identified' if fit.identified else 'NOT identified'})"]
     lines.append(f"objective {fit.objective:.6g} (Huber delta {fit.delta:g}), max |gradient| {fit.grad_norm:.2e}, "
@@ -183,11 +200,18 @@ def check_fit_args(n_boot: int, out: str | None, plot: str | None) -> None:
 
 
 def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str | None, plot: str | None,
-            holdout: bool, as_json: bool, delta: float = DEFAULT_DELTA, reference: str | None = None) -> dict[str, Any]:
+            holdout: bool, as_json: bool, delta: float = DEFAULT_DELTA, reference: str | None = None,
+            holdout_shape: bool = False) -> dict[str, Any]:  # fmt: skip
     """The whole `fit` command; returns the report (printed as text or JSON by the caller)."""
     if bool(paths) == bool(csv):
         raise UserError("give either run folders or --csv FILE (columns N, D, loss), not both and not neither")
     check_fit_args(n_boot, out, plot)
+    if form == "shape" or holdout_shape:
+        for flag, used in (("--plot", plot), ("--holdout-largest", holdout), ("--reference", reference),
+                           ("--holdout-shape without --form shape", form != "shape")):  # fmt: skip
+            if used:
+                raise UserError(f"{flag}: not with the shape-aware law (--form shape, checked by --holdout-shape)")
+        return run_shape_fit(paths, csv, n_boot, out, delta, holdout_shape)
     records: list[RunRecord] = []
     if csv:
         points = read_fit_csv(csv)
@@ -222,6 +246,59 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
     if plot or out:
         _plots(report, points, result["law"], records, Path(plot or Path(out).with_suffix(".png")))
     return report
+
+
+def run_shape_fit(paths: list[str], csv: str | None, n_boot: int, out: str | None, delta: float,
+                  holdout_shape: bool) -> dict[str, Any]:  # fmt: skip
+    """`fit --form shape`: the shape-aware law (scaling/shape.py) from run folders (their configs give d and n) or a
+    CSV with columns d and n; its law file carries the aspect-ratio factor in its `shape` section."""
+    if csv:
+        points = read_shape_csv(csv)
+        check_budgets(points.points, csv)
+        if len(group_names(points.points)) > 1:
+            raise UserError(f"fit CSV {csv}: --form shape fits one law; drop the 'group' column or fit groups apart")
+    else:
+        records, left_out = collect_runs(paths)
+        for line in left_out:
+            print(f"warning: left out {line}", file=sys.stderr)
+        points = ShapePoints(to_points(records), np.array([r.d for r in records]), np.array([r.n for r in records]))
+    fit = fit_shape(points, delta)
+    boot = bootstrap_shape(points, fit, n_boot) if n_boot else None
+    shape = with_intervals(fit, boot)
+    diagnostics = dict(fit.diagnostics)
+    intervals = samples = None
+    if boot is not None:
+        intervals = {k: v for k, v in boot.intervals.items() if k in LAW_KEYS}
+        samples = {k: v for k, v in boot.samples.items() if k in LAW_KEYS}
+        diagnostics.update(bootstrap=dict(n_boot=boot.n_boot, n_converged=boot.n_converged, level=boot.level,
+                                          seconds=boot.seconds), warnings=list(fit.warnings) + list(boot.warnings))
+    summary = law_to_dict(fit.law, intervals, None, diagnostics, shape=dataclasses.replace(shape, samples=None))
+    report = dict(law=summary, points=len(points.points), text=_format_shape(fit, boot, diagnostics))
+    if holdout_shape:
+        report["holdout_shape"] = leave_one_shape_out(points, delta)
+    if out:
+        save_law(out, fit.law, intervals, samples, diagnostics, shape=shape)
+        report["law_file"] = out
+    return report
+
+
+def _format_shape(fit: ShapeFit, boot: ShapeBootstrap | None, diagnostics: dict[str, Any]) -> list[str]:
+    values = {key: getattr(fit.law, key) for key in LAW_KEYS} | dict(gamma=fit.shape.gamma,
+                                                                     aspect_opt=fit.shape.aspect_opt)
+    low, high = fit.shape.aspect_range
+    lines = _constants_table(values, boot.intervals if boot else {}) + [
+        "", f"law used: {diagnostics['form_description']}",
+        f"fitted on d/n from {low:.3g} to {high:.3g}; objective {fit.objective:.6g}, max |gradient| "
+        f"{fit.grad_norm:.2e}, converged: {fit.converged}, {fit.seconds:.1f}s"]
+    return lines + [f"warning: {w}" for w in diagnostics["warnings"]]
+
+
+def _holdout_shape_lines(h: dict[str, Any]) -> list[str]:
+    shape_law, nd_law = h["shape_law"], h["nd_law"]
+    lines = [f"leave one shape out ({h['shapes']} shapes, {len(h['points'])} points predicted): shape-aware law mean "
+             f"|error| {shape_law['mean_abs_rel_error']:.2%} (MAE {shape_law['mae']:.4f}), N-D law "
+             f"{nd_law['mean_abs_rel_error']:.2%} (MAE {nd_law['mae']:.4f})"]
+    return lines + [f"  d/n {s['aspect_ratio']:.3g} not held out: {s['reason']}" for s in h["skipped"]]
 
 
 def check_budgets(points: FitPoints, csv: str) -> None:
@@ -320,7 +397,8 @@ def print_report(report: dict[str, Any], as_json: bool) -> None:
     if "groups" in report:
         print(f"fitted {len(report['groups'])} groups ({report['points']} points) with shared exponents")
     else:
-        print(f"fitted {report['law']['form']} law to {report['points']} points")
+        form = "shape-aware" if "shape" in report["law"] else report["law"]["form"]
+        print(f"fitted {form} law to {report['points']} points")
     print("\n".join(report["text"]))
     iso = report.get("isoflop")
     if iso and "error" not in iso:
@@ -336,6 +414,8 @@ def print_report(report: dict[str, Any], as_json: bool) -> None:
               f"{ce['mean_abs_rel_error']:.2%}, max {ce['max_abs_rel_error']:.2%} over {len(ce['runs'])} runs")
     if "holdout_largest" in report:
         print("\n".join(_holdout_lines(report["holdout_largest"])))
+    if "holdout_shape" in report:
+        print("\n".join(_holdout_shape_lines(report["holdout_shape"])))
     for key in ("law_file", "plot", "isoflop_plot"):
         if key in report:
             print(f"{key.replace('_', ' ')}: {report[key]}")

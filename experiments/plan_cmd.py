@@ -22,6 +22,7 @@ from smallest_loss.scaling.laws import Law, LawFile
 from smallest_loss.scaling.plan import (
     Plan,
     PlanInputs,
+    batch_choice,
     best_by_depth,
     compute_optimal_params,
     flops_rule_choice,
@@ -158,11 +159,57 @@ def plan_report(plan: Plan, law_file: LawFile, top: int, space_choice: str | Non
     flops_rule = flops_rule_choice(plan, law_file.law)
     if flops_rule is not None:
         report["flops_rule"] = flops_rule
+    report["recipe"] = recipe_summary(plan)
+    choice = batch_choice(plan)
+    if choice:
+        report["batch_choice"] = choice
     return report
 
 
+def recipe_summary(plan: Plan) -> dict[str, Any]:
+    """How the batch and learning rate were set: from the law's recipe laws, or fixed (the law has none)."""
+    recipe = plan.recipe
+    if recipe is None:
+        return dict(chosen=False, note=f"the law has no recipe laws: batch {'/'.join(map(str, plan.space.b))} and the "
+                                       "learning rate of the recipe the law was fitted under (--recipe), not chosen; "
+                                       "fit them with smallest-loss fit-recipe")
+    lr, batch = recipe.lr, recipe.batch
+    return dict(chosen=True, b_crit_tokens=batch.b_crit, b_crit_interval=batch.intervals.get("b_crit"),
+                batch_identified=batch.identified, reference_batch_tokens=recipe.reference_batch_tokens,
+                lr_law=dict(c0=lr.c0, n_exponent=lr.n_exponent, batch_exponent=lr.batch_exponent),
+                batch_range_tokens=list(batch.batch_range), schedule=recipe.schedule)
+
+
+def _recipe_lines(report: dict[str, Any]) -> list[str]:
+    recipe = report.get("recipe")
+    if not recipe:
+        return []
+    if not recipe["chosen"]:
+        return ["", f"Recipe: {recipe['note']}."]
+    best, lr = report["best"][0], recipe["lr_law"]
+    schedule = recipe["schedule"]
+    interval = recipe["b_crit_interval"]
+    lines = ["", "## Recipe (batch size and learning rate from the law's recipe laws)",
+             f"batch {best['b']} sequences ({best['b'] * best['s']:,} tokens a step)"
+             + (f" as {best['micro_batches']} accumulated micro-batches" if best["micro_batches"] > 1 else "")
+             + f", learning rate {best['lr']:.3g} (log lr = {lr['c0']:.3f} {lr['n_exponent']:+.3f} log N "
+               f"{lr['batch_exponent']:+.3f} log B), warmup {schedule.get('warmup_fraction', 0):.0%} of the steps, "
+               f"{schedule.get('schedule', 'cosine')} schedule to {schedule.get('min_lr_ratio', 0.1):g} x lr.",
+             f"Critical batch B_crit = {recipe['b_crit_tokens']:,.0f} tokens"
+             + (f" (95% interval {interval[0]:,.0f}-{interval[1]:,.0f})" if interval else "")
+             + f"; batches searched within the fitted range {recipe['batch_range_tokens'][0]:,.0f}-"
+               f"{recipe['batch_range_tokens'][1]:,.0f} tokens a step."]
+    if "batch_choice" in report:
+        lines += ["", "### The chosen batch beside the largest feasible batch and the law's fixed batch",
+                  markdown_table(report["batch_choice"], ("choice", "b", "d", "n", "params", "tokens",
+                                                          "effective_tokens", "lr", "loss"))]
+    return lines
+
+
 def format_report(report: dict[str, Any]) -> str:
-    columns = _COLUMNS + (("step_seconds",) if "step_seconds" in report["best"][0] else ())
+    columns = _COLUMNS[:4] + ("b",) + _COLUMNS[4:]
+    columns += ("lr",) if "lr" in report["best"][0] else ()
+    columns += ("step_seconds",) if "step_seconds" in report["best"][0] else ()
     lines = [f"budget {report['budget']}: {report['space_choice']}: {report['candidates']:,} feasible candidates"
              + (f" (dropped: {report['dropped']})" if report["dropped"] else "")]
     if "seconds" in report:
@@ -183,7 +230,7 @@ def format_report(report: dict[str, Any]) -> str:
                   f"d={f['d']}, n={f['n']}, N={f['params']:.3g}. On this device it gets {f['tokens']:.3g} tokens in "
                   f"the budget, for a predicted loss of {f['loss']:.4f}: {f['loss_cost']:+.4f} against the "
                   f"time-optimal {best[0]['loss']:.4f}."]
-    return "\n".join(lines)
+    return "\n".join(lines + _recipe_lines(report))
 
 
 def verify_config(row: dict[str, Any], space: SearchSpace, recipe: SweepDesign) -> RunConfig:
@@ -196,10 +243,13 @@ def verify_config(row: dict[str, Any], space: SearchSpace, recipe: SweepDesign) 
     steps = int(row["tokens"] // (row["b"] * row["s"]))
     if steps < 1:
         raise UserError("the recommended configuration gets less than one step; raise the budget")
-    # Host syncs about ten times a run, so the step time can be read between them (`steady_step_seconds`).
+    # Host syncs about ten times a run, so the step time can be read between them (`steady_step_seconds`). The
+    # learning rate and micro-batches are the plan's where its law chose them; the noise scale is not measured.
     train = dataclasses.replace(base.train, batch_size=row["b"], steps=steps, tokens=None, eval_every=0,
                                 warmup_steps=max(1, round(recipe.warmup_fraction * steps)),
-                                log_every=max(1, min(base.train.log_every, steps // 10)))
+                                log_every=max(1, min(base.train.log_every, steps // 10)),
+                                lr=row.get("lr", base.train.lr), micro_batches=row.get("micro_batches", 1),
+                                noise_every=0)
     return dataclasses.replace(base, model=model, train=train)
 
 
@@ -227,7 +277,8 @@ def verify(row: dict[str, Any], space: SearchSpace, recipe: SweepDesign, out: st
     config = verify_config(row, space, recipe)
     m = config.model
     # One folder per configuration, so a rerun resumes this run and a new plan never reuses another's.
-    out = Path(out) / f"d{m.d}-n{m.n}-h{m.h}-w{m.w}-s{m.s}-b{config.train.batch_size}-steps{config.total_steps}"
+    lr = f"-lr{config.train.lr:.3g}" if "lr" in row else ""
+    out = Path(out) / f"d{m.d}-n{m.n}-h{m.h}-w{m.w}-s{m.s}-b{config.train.batch_size}{lr}-steps{config.total_steps}"
     summary = train(config, out, resume=(out / "config.json").exists(), progress=True)
     per_step = steady_step_seconds(RunDir(out, config, {}).read_metrics(), config.train.checkpoint_every)
     result = dict(run=str(out), predicted_loss=row["loss"], actual_loss=summary["final_eval_loss"],

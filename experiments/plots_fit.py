@@ -59,3 +59,23 @@ def plot_fit(points: FitPoints, law: ChinchillaLaw | KaplanLaw, path: str | Path
     fig.suptitle(_title(law), fontsize=10)
     fig.savefig(path, dpi=120)
     return path
+
+
+def plot_curves(curves: list, laws: list, path: str | Path) -> Path:
+    """Save a PNG: each shape's measured train-loss curves (thin) and its curve law's (dashed), against tokens."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(6 * len(laws), 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = np.atleast_1d(fig.subplots(1, len(laws)))
+    for ax, law in zip(axes, laws, strict=True):
+        for k, c in enumerate(x for x in curves if x.N == law.N):
+            tokens = np.arange(1, c.steps + 1) * c.tokens_per_step
+            color = cm.tab10(k % 10)
+            ax.plot(tokens, c.loss, color=color, lw=0.5, alpha=0.5)
+            ax.plot(tokens[1:], law.curve(c.lr)[1:], color=color, lw=1.2, ls="--", label=c.name)
+        ax.set(xscale="log", yscale="log", xlabel="tokens", ylabel="train loss",
+               title=f"N={law.N}: L0={law.L0:.3g}, A={law.A:.3g}, alpha={law.alpha:.3g}, C={law.C:.3g}")
+        ax.legend(fontsize=6)
+    fig.savefig(path, dpi=110)
+    return path

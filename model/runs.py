@@ -23,6 +23,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy as preservation
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import SCHEMA_VERSION, RunConfig
 from smallest_loss.model.sharding import barrier, from_main
@@ -135,14 +136,21 @@ class RunDir:
 
     @classmethod
     def create(cls, path: str | Path, config: RunConfig, corpus: dict[str, Any],
-               eval_sets: dict[str, dict[str, Any]] | None = None) -> RunDir:
+               eval_sets: dict[str, dict[str, Any]] | None = None, branch: tuple[Path, int] | None = None,
+               keep_checkpoints: tuple[int, ...] = ()) -> RunDir:
         """A new run folder. Process 0 writes config.json; the others wait for it (or for its error).
 
         `corpus` describes the training corpus and `eval_sets` the extra validation sets by name (with their
-        fingerprints, which a resumed run must match)."""
+        fingerprints, which a resumed run must match). A cool-down branch records its parent run folder (as a
+        path relative to its own) and the step it starts from; a parent records the checkpoints it keeps for
+        its branches."""
         path = RunDir.prepare(path)
         record = dict(schema_version=SCHEMA_VERSION, config=config.to_dict(), corpus=corpus,
                       eval_sets=eval_sets or {}, **environment())
+        if branch:
+            record["branch"] = dict(parent=os.path.relpath(branch[0], path), step=branch[1])
+        if keep_checkpoints:
+            record["keep_checkpoints"] = sorted(keep_checkpoints)
         _write_json(path / "config.json", record)
         barrier("run folder created")  # no process goes on before config.json exists
         return cls(path, config, record)
@@ -195,6 +203,12 @@ class RunDir:
         """The whole lines (a crash can cut the last one short; what follows a damaged line is ignored)."""
         return self.check_metrics()[0]
 
+    def start_from(self, parent: RunDir, step: int) -> None:
+        """A new branch's metrics.jsonl: its parent's lines of steps 1 to `step`, the steps they share."""
+        lines = parent.read_metrics()[:step]
+        if _is_main():
+            self.metrics_file.write_text("".join(dumps(line) + "\n" for line in lines))
+
     def truncate_metrics(self, step: int) -> list[dict[str, Any]]:
         """Keep the lines of steps up to `step` (the restored checkpoint) and return them."""
         kept = self.read_metrics()[:step]
@@ -225,6 +239,24 @@ class RunDir:
         return f"interrupted at step {logged}" if logged else "interrupted before its first logged step"
 
     # checkpoints/ ----------------------------------------------------------------------------------
+    @property
+    def branch(self) -> tuple[Path, int] | None:
+        """(parent run folder, branch step) of a cool-down branch; None for any other run."""
+        found = self.record.get("branch")
+        return ((self.path / found["parent"]).resolve(), int(found["step"])) if found else None
+
+    @property
+    def keep_checkpoints(self) -> tuple[int, ...]:
+        """Steps whose checkpoints are saved and never deleted: the branch points of a cool-down parent."""
+        return tuple(self.record.get("keep_checkpoints", ()))
+
     def checkpoint_manager(self) -> ocp.CheckpointManager:
-        options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True, enable_async_checkpointing=False)
+        """The last two checkpoints, and every one in `keep_checkpoints`."""
+        if self.keep_checkpoints:
+            policy = preservation.AnyPreservationPolicy(
+                [preservation.LatestN(2), preservation.CustomSteps(self.keep_checkpoints)])
+            options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True,
+                                                   enable_async_checkpointing=False)
+        else:
+            options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True, enable_async_checkpointing=False)
         return ocp.CheckpointManager((self.path / "checkpoints").absolute(), options=options)

@@ -40,19 +40,30 @@ from tqdm.auto import tqdm
 State = dict[str, Any]  # {"params": nnx.State, "opt_state": optax state, "step": int32 scalar}
 
 
+def cooldown_steps(cfg: TrainConfig, total_steps: int) -> int:
+    """Steps of a wsd schedule's cool-down: `cooldown_fraction` of the run, at least one when it is positive."""
+    return max(round(cfg.cooldown_fraction * total_steps), 1) if cfg.cooldown_fraction > 0 else 0
+
+
+def _decay(cfg: TrainConfig, steps: int) -> optax.Schedule:
+    """The cool-down from lr to lr * min_lr_ratio over `steps`: linear, or 1 - sqrt (Hagele et al., 2024,
+    eq. 2: lr(t) = lr * (1 - sqrt(t / steps)), which keeps the rate high for longer and ends lower)."""
+    low = cfg.lr * cfg.min_lr_ratio
+    if cfg.decay == "linear":
+        return optax.linear_schedule(cfg.lr, low, steps)
+    return lambda t: low + (cfg.lr - low) * (1 - jnp.sqrt(jnp.clip(t / steps, 0.0, 1.0)))
+
+
 def make_schedule(cfg: TrainConfig, total_steps: int) -> optax.Schedule:
     """Linear warmup, then cosine decay, warmup-stable-decay (Hagele et al., 2024), or constant."""
     warmup = min(cfg.warmup_steps, total_steps)
-    low = cfg.lr * cfg.min_lr_ratio
     rest = max(total_steps - warmup, 1)
     if cfg.schedule == "cosine":
         after = optax.cosine_decay_schedule(cfg.lr, rest, alpha=cfg.min_lr_ratio)
     elif cfg.schedule == "wsd":
-        cool = max(round(cfg.cooldown_fraction * total_steps), 1) if cfg.cooldown_fraction > 0 else 0
+        cool = cooldown_steps(cfg, total_steps)
         stable = max(rest - cool, 0)
-        after = optax.join_schedules(
-            [optax.constant_schedule(cfg.lr), optax.linear_schedule(cfg.lr, low, max(cool, 1))], [stable]
-        )
+        after = optax.join_schedules([optax.constant_schedule(cfg.lr), _decay(cfg, max(cool, 1))], [stable])
     else:
         after = optax.constant_schedule(cfg.lr)
     if warmup == 0:
@@ -221,7 +232,7 @@ class _Loop:
         self.manager = run.checkpoint_manager()
         self.start, self.wall_offset, self.last_eval = 0, 0.0, None
         self.window: list[tuple[float, float]] = []  # noise-scale norms since the last windowed estimate
-        self.state = self._restore(abstract) if resume else None
+        self.state = self._restore(abstract) if resume or run.branch else None
         if self.state is None:  # a new run, or no usable checkpoint
             self.state = init_sharded_state(cfg.model, optimizer, cfg.train.seed, self.mesh)[1]
         self.pending: list[tuple[int, dict[str, jax.Array]]] = []
@@ -252,6 +263,8 @@ class _Loop:
                 continue
             step = candidate
             break
+        if state is None and self.run.branch:  # no checkpoint of its own yet: the parent's at the branch point
+            state, step = _restore_parent(self.run, abstract), self.run.branch[1]
         if skipped:
             _say(f"resume: {'; '.join(skipped)}: resuming from step {step} and training the steps after it again")
         barrier("checkpoint restored")  # every process has read metrics.jsonl before process 0 rewrites it
@@ -321,6 +334,7 @@ class _Loop:
             last = step == self.total
             do_eval = last or (tcfg.eval_every and step % tcfg.eval_every == 0)
             do_ckpt = last or (tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0)
+            do_ckpt = do_ckpt or step in self.run.keep_checkpoints
             if do_eval or do_ckpt or step % tcfg.log_every == 0:
                 extra = {}
                 if do_eval:
@@ -367,6 +381,50 @@ class _Loop:
         if step > (self.manager.latest_step() or 0):
             self.save(step)
         return step
+
+
+def _restore_parent(run: RunDir, abstract: State) -> State:
+    """A cool-down branch's starting state: its parent's checkpoint at the branch step (parameters, optimizer
+    moments and step count; the branch's schedule takes over from that step)."""
+    parent_path, step = run.branch
+    if not (parent_path / "config.json").is_file():
+        raise UserError(f"branch {run.path}: its parent run {parent_path} is missing; it cannot resume")
+    manager = RunDir.open(parent_path).checkpoint_manager()
+    try:
+        if step not in manager.all_steps():
+            raise UserError(f"branch {run.path}: its parent {parent_path} no longer has its step-{step} checkpoint")
+        return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    finally:
+        manager.close()
+
+
+def _parent_checkpoints(parent: RunDir) -> list[int]:
+    manager = parent.checkpoint_manager()
+    try:
+        return list(manager.all_steps())
+    finally:
+        manager.close()
+
+
+def check_parent(config: RunConfig, out: str | Path, parent_path: str | Path, step: int) -> RunDir:
+    """The parent run of a new cool-down branch, refused with one line when the branch cannot start from it:
+    no such run, another model or seed, the branch point outside the stable phase, or no checkpoint there."""
+    where = f"branch {out}"
+    if not (Path(parent_path) / "config.json").is_file():
+        raise UserError(f"{where}: its parent run {parent_path} is missing; train the parent first")
+    parent = RunDir.open(parent_path)
+    pc, tc = parent.config, config.train
+    if pc.model != config.model or pc.train.seed != tc.seed or pc.train.batch_size != tc.batch_size:
+        raise UserError(f"{where}: its parent {parent_path} trains another model, seed or batch size")
+    if pc.train.schedule != "constant" or (pc.train.lr, pc.train.warmup_steps) != (tc.lr, tc.warmup_steps):
+        raise UserError(f"{where}: its parent {parent_path} must be a constant-rate run with its lr and warmup")
+    cool = cooldown_steps(tc, config.total_steps)
+    if tc.schedule != "wsd" or config.total_steps - cool != step:
+        raise UserError(f"{where}: a branch from step {step} is a wsd run whose cool-down starts at that step")
+    if step not in _parent_checkpoints(parent) or len(parent.read_metrics()) < step:
+        raise UserError(f"{where}: its parent {parent_path} has no checkpoint at step {step} "
+                        f"({parent.status()}); finish the parent first")
+    return parent
 
 
 def _noise_batches(cfg: RunConfig) -> tuple[int, int, int]:
@@ -423,18 +481,25 @@ def _check_unchanged(run: RunDir, corpus: Corpus, eval_sets: dict[str, Corpus]) 
             raise UserError(f"{what} changed since {run.path} began (fingerprint differs); it cannot be resumed")
 
 
-def train(config: RunConfig | None, out: str | Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+def train(config: RunConfig | None, out: str | Path, resume: bool = False, progress: bool = True,
+          branch: tuple[str | Path, int] | None = None, keep_checkpoints: tuple[int, ...] = ()) -> dict[str, Any]:
     """Train a run into folder `out` (new), or continue the run in `out` (`resume=True`).
 
     Returns the summary; resuming a completed run returns its summary and trains nothing. A diverged run
     raises `RunDiverged` after writing its summary, and refuses to resume; Ctrl-C saves a checkpoint of
     the last finished step and re-raises `KeyboardInterrupt`. The folder is checked before anything slow.
+
+    A new run with `branch=(parent folder, step)` is a cool-down branch (Hagele et al., 2024): it starts from
+    the parent's checkpoint at that step and its metrics.jsonl from the parent's lines up to it. A new run with
+    `keep_checkpoints` saves and keeps checkpoints at those steps, for its branches.
     """
+    parent = None
     if resume:
         run, summary = _open_for_resume(out)
         if summary and summary["status"] == "completed":
             return summary
     else:
+        parent = check_parent(config, out, *branch) if branch else None
         RunDir.prepare(out)
     cfg = run.config if resume else config
     corpus = load_corpus(cfg.data)
@@ -443,7 +508,10 @@ def train(config: RunConfig | None, out: str | Path, resume: bool = False, progr
     if resume:
         _check_unchanged(run, corpus, eval_sets)
     else:
-        run = RunDir.create(out, cfg, corpus.describe(), {name: c.describe() for name, c in eval_sets.items()})
+        run = RunDir.create(out, cfg, corpus.describe(), {name: c.describe() for name, c in eval_sets.items()},
+                            (parent.path, branch[1]) if parent else None, keep_checkpoints)
+        if parent:
+            run.start_from(parent, branch[1])
     loop = _Loop(run, corpus, resume, progress, eval_sets)
     try:
         loop.session()

@@ -29,7 +29,7 @@ class RunRecord:
     curve: tuple[tuple[int, float], ...]  # (tokens, train loss) along the run, for learning-curve fits
 
 
-def _run_folders(path: Path) -> list[Path]:
+def run_folders(path: Path) -> list[Path]:
     if (path / "config.json").is_file():
         return [path]
     if path.is_dir():
@@ -39,7 +39,7 @@ def _run_folders(path: Path) -> list[Path]:
     raise UserError(f"{path} is neither a run folder nor a folder of runs (no config.json found)")
 
 
-def _budgets(folder: Path) -> dict[str, float]:
+def sweep_budgets(folder: Path) -> dict[str, float]:
     manifest = folder.parent / "sweep.json"
     if not manifest.is_file():
         return {}
@@ -52,9 +52,11 @@ def _record(folder: Path) -> RunRecord | str:
     summary = run.read_summary()
     if not summary or summary["status"] != "completed" or summary.get("final_eval_loss") is None:
         return f"{folder.name}: {run.status()}"
+    if run.keep_checkpoints:  # its final loss is a constant rate's, not a cooled-down run's: its branches count
+        return f"{folder.name}: a cool-down parent (constant learning rate); its branches are the points"
     N, D = count_params(run.config.model).total, int(summary["tokens"])
     curve = tuple((line["tokens"], line["train_loss"]) for line in run.read_metrics())
-    budget = _budgets(folder).get(folder.name, 6.0 * N * D)
+    budget = sweep_budgets(folder).get(folder.name, 6.0 * N * D)
     return RunRecord(folder.name, N, D, float(summary["final_eval_loss"]), budget,
                      run.config.model.d, run.config.model.n, curve)
 
@@ -63,7 +65,7 @@ def collect_runs(paths: list[str | Path]) -> tuple[list[RunRecord], list[str]]:
     """Records of the finished runs under `paths`, and a line for each run left out."""
     records, left_out = [], []
     for path in paths:
-        for folder in _run_folders(Path(path)):
+        for folder in run_folders(Path(path)):
             result = _record(folder)
             (records if isinstance(result, RunRecord) else left_out).append(result)
     if not records:

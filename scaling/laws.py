@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
+from smallest_loss.scaling.recipe import RecipeLaw, recipe_from_dict, recipe_to_dict
 
 LAW_FORMAT_VERSION = 1
 
@@ -111,6 +112,33 @@ class KaplanLaw:
 
 Law = ChinchillaLaw | KaplanLaw
 
+
+@dataclass(frozen=True)
+class ShapeLaw:
+    """The aspect-ratio factor exp(gamma ln(r / aspect_opt)^2), r = d/n, that multiplies a law's loss: the loss a
+    shallow function of d/n around an optimum (Kaplan et al. 2020, section 3.1 and figure 5; fitted in
+    scaling/shape.py). `aspect_range` is the d/n its points spanned: the region where it was fitted. Bootstrap
+    `samples` (gamma, aspect_opt) pair one to one with the law file's samples of the other constants."""
+
+    gamma: float
+    aspect_opt: float
+    aspect_range: tuple[float, float]
+    intervals: dict[str, tuple[float, float]] | None = None
+    samples: dict[str, np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        lo, hi = self.aspect_range
+        if not (math.isfinite(self.gamma) and self.gamma >= 0):
+            raise UserError(f"ShapeLaw.gamma={self.gamma!r} must be a finite number >= 0")
+        if not (math.isfinite(self.aspect_opt) and self.aspect_opt > 0 and math.isfinite(hi) and 0 < lo <= hi):
+            raise UserError(f"ShapeLaw: aspect_opt={self.aspect_opt!r} and aspect_range=({lo!r}, {hi!r}) must be "
+                            "positive, finite, low <= high")
+
+    def factor(self, d: ArrayLike, n: ArrayLike) -> ArrayLike:
+        """exp(gamma ln(d/n / aspect_opt)^2): 1 at the optimal aspect ratio, above 1 elsewhere."""
+        out = np.exp(self.gamma * np.log(np.asarray(d, np.float64) / np.asarray(n, np.float64) / self.aspect_opt) ** 2)
+        return float(out) if np.ndim(out) == 0 else out
+
 # Hoffmann et al. 2022, Approach 3 as published.
 CHINCHILLA_PUBLISHED = ChinchillaLaw(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
 # Besiroglu et al. 2024 (arXiv 2404.10102), refit of Chinchilla's own data.
@@ -157,6 +185,8 @@ class LawFile:
     intervals: dict[str, tuple[float, float]] | None = None
     samples: dict[str, np.ndarray] | None = None
     diagnostics: dict[str, Any] | None = None
+    recipe: RecipeLaw | None = None  # learning-rate and batch laws (scaling/recipe.py); None in older files
+    shape: ShapeLaw | None = None  # the aspect-ratio factor (scaling/shape.py); None: a law in N and D only
 
     @property
     def fit_form(self) -> dict[str, Any]:
@@ -177,8 +207,10 @@ def law_to_dict(
     intervals: dict[str, tuple[float, float]] | None = None,
     samples: dict[str, np.ndarray] | None = None,
     diagnostics: dict[str, Any] | None = None,
+    recipe: RecipeLaw | None = None,
+    shape: ShapeLaw | None = None,
 ) -> dict[str, Any]:
-    """The JSON-ready dict of a law plus optional intervals, bootstrap samples and diagnostics."""
+    """The JSON-ready dict of a law plus optional intervals, bootstrap samples, diagnostics and recipe laws."""
     form = "chinchilla" if isinstance(law, ChinchillaLaw) else "kaplan"
     out: dict[str, Any] = {"version": LAW_FORMAT_VERSION, "form": form}
     out.update({k: float(getattr(law, k)) for k in _FORM_KEYS[form]})
@@ -188,6 +220,10 @@ def law_to_dict(
         out["samples"] = {k: [float(x) for x in np.asarray(v).ravel()] for k, v in samples.items()}
     if diagnostics is not None:
         out["diagnostics"] = json.loads(json.dumps(diagnostics, default=_json_default))
+    if recipe is not None:
+        out["recipe"] = json.loads(json.dumps(recipe_to_dict(recipe), default=_json_default))
+    if shape is not None:
+        out["shape"] = _shape_to_dict(shape)
     return out
 
 
@@ -205,11 +241,13 @@ def save_law(
     intervals: dict[str, tuple[float, float]] | None = None,
     samples: dict[str, np.ndarray] | None = None,
     diagnostics: dict[str, Any] | None = None,
+    recipe: RecipeLaw | None = None,
+    shape: ShapeLaw | None = None,
 ) -> Path:
     """Write the law JSON to `path` (parent folders created) and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(law_to_dict(law, intervals, samples, diagnostics), indent=2) + "\n")
+    path.write_text(json.dumps(law_to_dict(law, intervals, samples, diagnostics, recipe, shape), indent=2) + "\n")
     return path
 
 
@@ -233,6 +271,8 @@ def law_from_dict(data: Any, source: str = "law") -> LawFile:
         intervals=_intervals(data.get("intervals"), source),
         samples=_samples(data.get("samples"), source),
         diagnostics=_diagnostics(data.get("diagnostics"), source),
+        recipe=recipe_from_dict(data["recipe"], source) if data.get("recipe") is not None else None,
+        shape=_shape(data.get("shape"), source),
     )
 
 
@@ -293,3 +333,28 @@ def _diagnostics(raw: Any, source: str) -> dict[str, Any] | None:
     if not isinstance(raw, dict):
         raise UserError(f"{source}: 'diagnostics' must be an object")
     return raw
+
+
+def _shape_to_dict(shape: ShapeLaw) -> dict[str, Any]:
+    out = {"gamma": shape.gamma, "aspect_opt": shape.aspect_opt, "aspect_range": shape.aspect_range,
+           "intervals": shape.intervals, "samples": shape.samples}
+    return json.loads(json.dumps({k: v for k, v in out.items() if v is not None}, default=_json_default))
+
+
+def _shape(raw: Any, source: str) -> ShapeLaw | None:
+    """The optional `shape` section: gamma, aspect_opt, aspect_range [lo, hi], optional intervals and samples."""
+    if raw is None:
+        return None
+    where = f"{source}: shape section"
+    if not isinstance(raw, dict):
+        raise UserError(f"{where} must be an object with gamma, aspect_opt and aspect_range")
+    span = raw.get("aspect_range")
+    if not (isinstance(span, list) and len(span) == 2 and all(isinstance(x, int | float) for x in span)):
+        raise UserError(f"{where}: aspect_range={span!r} must be [low, high] numbers")
+    values = dict(gamma=_number(raw, "gamma", where), aspect_opt=_number(raw, "aspect_opt", where),
+                  aspect_range=(float(span[0]), float(span[1])), intervals=_intervals(raw.get("intervals"), where),
+                  samples=_samples(raw.get("samples"), where))  # fmt: skip
+    try:
+        return ShapeLaw(**values)
+    except UserError as err:
+        raise UserError(f"{where}: {err}") from None

@@ -21,6 +21,7 @@ Two rules on top of the scores:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from smallest_loss.configs.spaces import SearchSpace
 from smallest_loss.model.transformer import param_counts
 from smallest_loss.scaling.budget import Budget
 from smallest_loss.scaling.laws import ChinchillaLaw, KaplanLaw, Law, LawFile, tokens_for_time
+from smallest_loss.scaling.recipe import RecipeLaw
 from smallest_loss.timing.counts import bytes_per_element, train_memory_bytes, train_step_flops
 
 # Callables of the shape arrays (d, n, h, w, s, v, b) and the space's architecture keywords (activation, norm,
@@ -60,15 +62,25 @@ class Candidates:
     s: np.ndarray
     b: np.ndarray
     N: np.ndarray  # parameters
+    m: np.ndarray | None = None  # micro-batches a step accumulates over (None: 1 each), where b does not fit at once
+
+    def __post_init__(self) -> None:
+        if self.m is None:
+            object.__setattr__(self, "m", np.ones_like(self.d))
 
     def __len__(self) -> int:
         return len(self.d)
 
-    def shape_args(self, v: int) -> dict[str, np.ndarray]:
-        return dict(d=self.d, n=self.n, h=self.h, w=self.w, s=self.s, v=np.full_like(self.d, v), b=self.b)
+    def shape_args(self, v: int, micro: bool = False) -> dict[str, np.ndarray]:
+        """Shape columns for cost functions; `micro`: with b the micro-batch b/m (what one pass holds)."""
+        b = self.b // self.m if micro else self.b
+        return dict(d=self.d, n=self.n, h=self.h, w=self.w, s=self.s, v=np.full_like(self.d, v), b=b)
 
     def take(self, mask: np.ndarray) -> Candidates:
-        return Candidates(**{k: getattr(self, k)[mask] for k in ("d", "n", "h", "w", "s", "b", "N")})
+        return Candidates(**{k: getattr(self, k)[mask] for k in ("d", "n", "h", "w", "s", "b", "N", "m")})
+
+    def with_micro_batches(self, m: np.ndarray) -> Candidates:
+        return dataclasses.replace(self, m=np.asarray(m, dtype=np.int64))
 
 
 def _candidates(space: SearchSpace, d: Any, n: Any, k: Any, ratio: Any, s: Any, b: Any) -> Candidates:
@@ -79,11 +91,11 @@ def _candidates(space: SearchSpace, d: Any, n: Any, k: Any, ratio: Any, s: Any, 
     return Candidates(d=d, n=n, h=d // k, w=w, s=s, b=b, N=(emb + non_emb).astype(np.float64))
 
 
-def enumerate_candidates(space: SearchSpace) -> Candidates:
+def enumerate_candidates(space: SearchSpace, batches: tuple[int, ...] | None = None) -> Candidates:
     """All (d, n, head size, MLP ratio, s, b) combinations whose head size divides d into an even head,
-    within the space's aspect ratios d/n."""
+    within the space's aspect ratios d/n; b from `batches` (default: the space's fixed batch sizes)."""
     grids = np.meshgrid(np.array(space.d), np.array(space.n), np.array(space.head_sizes),
-                        np.array(space.mlp_ratios), np.array(space.s), np.array(space.b), indexing="ij")
+                        np.array(space.mlp_ratios), np.array(space.s), np.array(batches or space.b), indexing="ij")
     d, n, k, ratio, s, b = (g.ravel().astype(np.int64) for g in grids)
     lo, hi = space.aspect_ratio
     ok = (d % k == 0) & (k % 2 == 0) & (d >= lo * n) & (d <= hi * n)
@@ -123,8 +135,12 @@ class PlanInputs:
     spot_discount: float = 0.0
     inference_tokens: float = 0.0
     max_latency_ms: float | None = None
+    recipe: RecipeLaw | None = None  # learning-rate and batch laws: the planner then chooses the batch
+    fixed_batch: int | None = None  # plan at this batch only (`plan --batch`), for comparison
 
     def __post_init__(self) -> None:
+        if self.fixed_batch is not None and self.fixed_batch < 1:
+            raise UserError(f"--batch {self.fixed_batch}: the batch size must be a positive number of sequences")
         if self.flops not in ("6N", "exact"):
             raise UserError(f"--flops {self.flops!r}: use 6N or exact")
         positive = dict(price_per_hour=("--price-per-hour", "a price per device-hour"),
@@ -158,12 +174,16 @@ class Plan:
     dropped: dict[str, int] = field(default_factory=dict)
     intervals: np.ndarray | None = None  # (top, 2) for the first rows of `order`
     edges: list[dict[str, Any]] = field(default_factory=list)  # `binding_edges` of the best candidate
+    recipe: RecipeLaw | None = None  # the law's recipe laws: the batch was chosen and the rate comes from them
 
     def row(self, i: int) -> dict[str, Any]:
         c = self.candidates
         out = dict(d=int(c.d[i]), n=int(c.n[i]), h=int(c.h[i]), w=int(c.w[i]), s=int(c.s[i]), b=int(c.b[i]),
                    params=float(c.N[i]), tokens=float(self.tokens[i]), tokens_per_param=float(self.tokens[i] / c.N[i]),
-                   loss=float(self.loss[i]), aspect_ratio=float(c.d[i] / c.n[i]))
+                   loss=float(self.loss[i]), aspect_ratio=float(c.d[i] / c.n[i]), micro_batches=int(c.m[i]))
+        if self.recipe is not None:
+            out["lr"] = float(self.recipe.lr.lr(c.N[i], c.b[i] * c.s[i]))
+            out["effective_tokens"] = float(self.tokens[i] * self.recipe.data_factor(c.b[i] * c.s[i]))
         if self.step_seconds is not None:
             out["step_seconds"] = float(self.step_seconds[i])
             out["steps"] = int(self.tokens[i] // (c.b[i] * c.s[i]))
@@ -198,16 +218,54 @@ def _tokens_in_time(budget: Budget, cands: Candidates, step_s: np.ndarray, input
     return np.floor(tokens / per_step) * per_step
 
 
+def micro_batch_options(b: np.ndarray) -> np.ndarray:
+    """(len(b), k) micro-batch counts to try for each batch: 1, 2, 4, ... while they divide b (0 pads)."""
+    powers = 2 ** np.arange(int(np.log2(max(int(b.max()), 1))) + 1)
+    return np.where(b[:, None] % powers[None, :] == 0, powers[None, :], 0)
+
+
+def _fit_memory(cands: Candidates, inputs: PlanInputs, dropped: dict[str, int]) -> Candidates:
+    """Each candidate with the fewest micro-batches (gradient accumulation) whose memory fits the device; those
+    that fit at no micro-batch count are dropped."""
+    space = inputs.space
+    args, bytes_per = cands.shape_args(space.v), bytes_per_element(space.dtype)
+    options = micro_batch_options(cands.b)
+    fits = np.zeros(options.shape, dtype=bool)
+    for j in range(options.shape[1]):
+        if j and fits.any(axis=1).all():
+            break  # every candidate fits with fewer micro-batches
+        micro = dict(micro_batches=np.maximum(options[:, j], 1)) if j else {}
+        needed = inputs.memory_bytes(**args, **inputs.arch, bytes_per=bytes_per, **micro)
+        fits[:, j] = (options[:, j] > 0) & (needed * inputs.memory_headroom <= inputs.memory_limit)
+    ok = fits.any(axis=1)
+    m = options[np.arange(len(cands)), np.argmax(fits, axis=1)]
+    return _filter(cands.with_micro_batches(np.where(ok, m, 1)), ok, "memory", dropped)
+
+
+def _step_seconds(cands: Candidates, inputs: PlanInputs) -> np.ndarray:
+    """Predicted seconds per optimizer step: m passes of the micro-batch b/m (gradient accumulation)."""
+    space = inputs.space
+    micro = np.asarray(inputs.step_seconds(**cands.shape_args(space.v, micro=True), **inputs.arch, dtype=space.dtype),
+                       float)
+    return micro * cands.m
+
+
+def effective_tokens(tokens: np.ndarray, cands: Candidates, recipe: RecipeLaw | None) -> np.ndarray:
+    """The tokens the loss law sees: all of them at the batch it was fitted at, fewer at larger batches
+    (McCandlish et al. 2018, scaling/recipe.py); unchanged without recipe laws."""
+    if recipe is None:
+        return tokens
+    return tokens * recipe.data_factor(cands.b * cands.s)
+
+
 def _score(cands: Candidates, budget: Budget, law: Law, inputs: PlanInputs,
            dropped: dict[str, int]) -> tuple[Candidates, np.ndarray, np.ndarray, np.ndarray | None]:
     """The feasible candidates with their tokens, predicted loss and step seconds; counts what it drops."""
-    space, arch = inputs.space, inputs.arch
     if inputs.memory_limit is not None:
-        needed = inputs.memory_bytes(**cands.shape_args(space.v), **arch, bytes_per=bytes_per_element(space.dtype))
-        cands = _filter(cands, needed * inputs.memory_headroom <= inputs.memory_limit, "memory", dropped)
+        cands = _fit_memory(cands, inputs, dropped)
     step_s = None
     if inputs.step_seconds is not None:
-        step_s = np.asarray(inputs.step_seconds(**cands.shape_args(space.v), **arch, dtype=space.dtype), float)
+        step_s = _step_seconds(cands, inputs)
         keep = np.isfinite(step_s) & (step_s > 0)  # a linear time model can go negative far from its data
         cands, step_s = _filter(cands, keep, "step time", dropped), step_s[keep]
     if inputs.max_latency_ms is not None:
@@ -220,7 +278,8 @@ def _score(cands: Candidates, budget: Budget, law: Law, inputs: PlanInputs,
     keep = tokens >= cands.b * cands.s  # at least one full training step
     cands, tokens = _filter(cands, keep, "budget", dropped), tokens[keep]
     step_s = step_s[keep] if step_s is not None else None
-    return cands, tokens, np.asarray(law.loss(cands.N, tokens), float).reshape(-1), step_s
+    loss = law.loss(cands.N, effective_tokens(tokens, cands, inputs.recipe))
+    return cands, tokens, np.asarray(loss, float).reshape(-1), step_s
 
 
 def law_samples_loss(law_file: LawFile, N: np.ndarray, D: np.ndarray) -> np.ndarray | None:
@@ -256,6 +315,20 @@ def rank(loss: np.ndarray, cands: Candidates, space: SearchSpace) -> np.ndarray:
     return np.concatenate([first, rest[np.argsort(loss[rest], kind="stable")]])
 
 
+def planner_batches(space: SearchSpace, recipe: RecipeLaw | None) -> tuple[int, ...]:
+    """The batch sizes to search: with recipe laws, the space's `batch_choices` inside the batch range the laws
+    were fitted on (the laws' safety net: no extrapolation in batch); without them, the space's fixed batch."""
+    if recipe is None:
+        return space.b
+    lo, hi = recipe.batch.batch_range
+    lr_lo, lr_hi = recipe.lr.batch_range
+    ok = tuple(b for b in space.batch_choices if all(max(lo, lr_lo) <= b * s <= min(hi, lr_hi) for s in space.s))
+    if not ok:
+        raise UserError(f"none of space {space.name}'s batch sizes {list(space.batch_choices)} lies in the batch range "
+                        f"the law's recipe was fitted on ({lo:g}-{hi:g} tokens per step)")
+    return ok
+
+
 def make_plan(budget: Budget, law_file: LawFile, inputs: PlanInputs, top: int = 10) -> Plan:
     """Score every candidate of the space under the budget; best first. See the module docstring."""
     if top < 1:
@@ -264,15 +337,18 @@ def make_plan(budget: Budget, law_file: LawFile, inputs: PlanInputs, top: int = 
     if needs_time and inputs.step_seconds is None:
         raise UserError(f"budget {budget.text} (or --max-latency-ms) needs a device profile: pass --profile FILE")
     dropped: dict[str, int] = {}
-    cands, tokens, loss, step_s = _score(enumerate_candidates(inputs.space), budget, law_file.law, inputs, dropped)
+    inputs = dataclasses.replace(inputs, recipe=law_file.recipe)
+    batches = (inputs.fixed_batch,) if inputs.fixed_batch else planner_batches(inputs.space, law_file.recipe)
+    cands, tokens, loss, step_s = _score(enumerate_candidates(inputs.space, batches), budget, law_file.law, inputs,
+                                         dropped)
     if len(cands) == 0:
         raise UserError(f"budget {budget.describe()} is too small to train any candidate of space "
                         f"{inputs.space.name} (dropped: {dropped}); raise the budget or use a smaller space")
     order = rank(loss, cands, inputs.space)
     train_s = budget.seconds(inputs.price_per_hour, inputs.spot_discount) if budget.kind != "flops" else None
-    plan = Plan(budget, inputs.space, cands, tokens, loss, step_s, train_s, order, dropped)
+    plan = Plan(budget, inputs.space, cands, tokens, loss, step_s, train_s, order, dropped, recipe=law_file.recipe)
     best = order[:top]
-    samples = law_samples_loss(law_file, cands.N[best], tokens[best])
+    samples = law_samples_loss(law_file, cands.N[best], effective_tokens(tokens[best], cands.take(best), plan.recipe))
     if samples is not None:
         plan.intervals = np.percentile(samples, [2.5, 97.5], axis=0).T
     plan.edges = binding_edges(plan, law_file.law, inputs)
@@ -333,6 +409,33 @@ def binding_edges(plan: Plan, law: Law, inputs: PlanInputs) -> list[dict[str, An
             beyond = dict(d=int(cands.d[0]), n=int(cands.n[0]), b=int(cands.b[0]), s=int(cands.s[0]))
             edges.append(dict(edge=edge, beyond=beyond, beyond_params=float(cands.N[0]), beyond_loss=float(loss[0])))
     return edges
+
+
+def _best_at(plan: Plan, mask: np.ndarray) -> int | None:
+    """The plan's best-ranked candidate among `mask` (None when none)."""
+    position = np.empty(len(plan.order), dtype=np.int64)
+    position[plan.order] = np.arange(len(plan.order))
+    idx = np.flatnonzero(mask)
+    return int(idx[np.argmin(position[idx])]) if len(idx) else None
+
+
+def batch_choice(plan: Plan) -> list[dict[str, Any]] | None:
+    """With recipe laws: the best plan at the chosen batch beside the best plan at the largest feasible batch and
+    at the batch the loss law was fitted at (each with its own best shape), so the report shows what the batch's
+    data-efficiency cost changes. None without recipe laws (the batch was not chosen)."""
+    if plan.recipe is None:
+        return None
+    c, best = plan.candidates, int(plan.order[0])
+    rows = [dict(plan.row(best), choice="chosen")]
+    reference = plan.recipe.reference_batch_tokens
+    for label, mask in (("largest feasible batch", c.b == c.b.max()),
+                        ("the loss law's fixed batch", c.b * c.s == reference)):
+        i = _best_at(plan, mask)
+        if i is not None and i != best:
+            rows.append(dict(plan.row(i), choice=label))
+        elif i == best:
+            rows[0]["choice"] += f" (also the {label})"
+    return rows
 
 
 def best_by_depth(plan: Plan) -> list[dict[str, Any]]:

@@ -1,0 +1,97 @@
+"""`smallest-loss fit --curves RUNS...`: schedule-aware curve laws (Tissue et al. 2024) from run folders' whole
+curves, their error predicting each run's final loss from its first 25% and 50%, and the Chinchilla law fitted
+to the final losses they predict for cosine runs of many lengths (laws from curves)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from smallest_loss.model.runs import RunDir
+from smallest_loss.scaling.collect import run_folders
+from smallest_loss.scaling.curve_law import (
+    ShapeLaw,
+    by_shape,
+    chinchilla_points,
+    fit_curve_laws,
+    prefix_errors,
+    read_curve,
+)
+from smallest_loss.scaling.fit import fit_chinchilla
+
+PREFIXES = (0.25, 0.5)
+LENGTHS = 8  # cosine lengths per shape the Chinchilla law from curves is fitted to
+
+
+def _lengths(curves: list, reach: float) -> dict[int, list[int]]:
+    """Per shape, LENGTHS geometric run lengths from its shortest fitted run to `reach` times its longest."""
+    return {N: sorted({int(round(s)) for s in np.geomspace(min(c.steps for c in g), reach * max(c.steps for c in g),
+                                                           LENGTHS)}) for N, g in by_shape(curves).items()}
+
+
+def laws_from_curves(curves: list, laws: list[ShapeLaw], train: Any, reach: float = 1.0) -> dict[str, Any]:
+    """The Chinchilla law fitted to the curve laws' predicted final eval losses of cosine runs (one law per
+    shape first, then Chinchilla across shapes: no form is assumed for how L0, A, C change with N)."""
+    if len(laws) < 2:
+        return dict(error="laws from curves need runs of two or more model shapes")
+    points = chinchilla_points(laws, _lengths(curves, reach), train, curves[0].tokens_per_step)
+    law = fit_chinchilla(points).law
+    return dict(law={k: getattr(law, k) for k in ("E", "A", "B", "alpha", "beta")}, points=len(points.N),
+                lengths_reach=reach)
+
+
+def run_curve_fit(paths: list[str], n_boot: int, out: str | None, plot: str | None) -> dict[str, Any]:
+    """The whole `fit --curves` command: every input is read and checked before anything is written."""
+    from smallest_loss.experiments.fit_cmd import check_fit_args
+
+    check_fit_args(n_boot, out, plot)
+    folders = [f for path in paths for f in run_folders(Path(path))]
+    curves = [read_curve(f) for f in folders]
+    result = fit_curve_laws(curves, min(n_boot, 200))
+    laws = [ShapeLaw(**{k: s[k] for k in ("N", "L0", "A", "alpha", "C", "eval_gap", "lam")}) for s in result["shapes"]]
+    report = dict(result, prefix={str(f): _summary(prefix_errors(curves, f)) for f in PREFIXES})
+    report["chinchilla_from_curves"] = laws_from_curves(curves, laws, RunDir.open(folders[0]).config.train)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(out).with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+        tmp.replace(out)
+        report["law_file"] = out
+    if plot or out:
+        from smallest_loss.experiments.plots_fit import plot_curves
+
+        report["plot"] = str(plot_curves(curves, laws, Path(plot or Path(out).with_suffix(".png"))))
+    return report
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    if not rows:
+        return dict(runs=[], error="no shape has runs of two families (runs that share no steps)")
+    errors = np.abs([r["rel_error"] for r in rows])
+    return dict(runs=rows, mean_abs_rel_error=float(errors.mean()), max_abs_rel_error=float(errors.max()))
+
+
+def print_curve_report(report: dict[str, Any]) -> None:
+    print(f"curve law {report['formula']}, lambda {report['lam']}, one law per shape:")
+    for s in report["shapes"]:
+        iv = s["intervals"] or {}
+        cells = [f"{k} {s[k]:.4g}" + (f" [{iv[k][0]:.3g}, {iv[k][1]:.3g}]" if k in iv else "")
+                 for k in ("L0", "A", "alpha", "C")]
+        print(f"  N={s['N']}: {', '.join(cells)}; eval_gap {s['eval_gap']:+.4f}; {len(s['runs'])} runs, "
+              f"rms log error {s['rms_log_error']:.4f}")
+    for f, p in report["prefix"].items():
+        if "error" in p:
+            print(f"from the first {float(f):.0%}: {p['error']}")
+        else:
+            print(f"final train loss from the first {float(f):.0%} of each run (law fitted with the other runs of "
+                  f"its shape): mean |error| {p['mean_abs_rel_error']:.2%}, max {p['max_abs_rel_error']:.2%} "
+                  f"over {len(p['runs'])} runs")
+    ch = report["chinchilla_from_curves"]
+    print("Chinchilla law from curves: " + (ch["error"] if "error" in ch else ", ".join(
+        f"{k} {v:.4g}" for k, v in ch["law"].items())))
+    for key in ("law_file", "plot"):
+        if key in report:
+            print(f"{key.replace('_', ' ')}: {report[key]}")

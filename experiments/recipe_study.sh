@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Batch size and learning rate as levers, end to end on this CPU (results/cpu/recipe/README.md):
+#   1. the recipe sweep (cpu-recipe: 3 model sizes x 5 batch sizes x 5 learning rates),
+#   2. its learning-rate law, then an IsoFLOP sweep (quick-isoflop) at the law's rates, fitted: the loss law at
+#      the fixed batch of 16 and tuned rates,
+#   3. the recipe laws added to that loss law, checked on held-out batch sizes 8 and 32,
+#   4. a time-budget plan beyond the sweeps, verified by training: the batch-aware plan against the best plan at
+#      the fixed batch (same law, same learning-rate law), both trained.
+# Every step resumes from what WORK already holds.   Usage: bash experiments/recipe_study.sh [WORK] [BUDGET]
+set -euo pipefail
+WORK=${1:-runs/recipe-study}
+BUDGET=${2:-120s}
+PROFILE=${PROFILE:-results/cpu/timing/profile.json}
+OUT=${OUT:-results/cpu/recipe}
+mkdir -p "$WORK" "$OUT"
+smallest-loss sweep --design cpu-recipe --out "$WORK/recipe" --quiet
+smallest-loss fit-recipe "$WORK/recipe" --law results/cpu/scaling/law.json --out "$WORK/lr-law.json" --bootstrap 0 \
+  > /dev/null
+smallest-loss sweep --design quick-isoflop --lr-from "$WORK/lr-law.json" --out "$WORK/isoflop" --quiet
+smallest-loss fit "$WORK/isoflop" --out "$WORK/base.json" | tee "$OUT/fit_base.txt"
+smallest-loss fit-recipe "$WORK/recipe" --law "$WORK/base.json" --out "$OUT/law.json" --recipe quick-isoflop \
+  --holdout-batches 8,32 | tee "$OUT/fit_recipe.txt"
+smallest-loss plan --budget "$BUDGET" --law "$OUT/law.json" --profile "$PROFILE" --out "$OUT/plan" --verify \
+  --recipe quick-isoflop --verify-out "$WORK/verify" | tee "$OUT/plan.txt"
+smallest-loss plan --budget "$BUDGET" --law "$OUT/law.json" --profile "$PROFILE" --out "$OUT/plan-fixed-batch" \
+  --batch 16 --verify --recipe quick-isoflop --verify-out "$WORK/verify" | tee "$OUT/plan_fixed_batch.txt"
+python - "$WORK" "$OUT" <<'PY'
+import csv, json, sys
+from pathlib import Path
+work, out = Path(sys.argv[1]), Path(sys.argv[2])
+rows = []
+for folder in sorted((work / "recipe").glob("*/summary.json")):
+    s, c = json.loads(folder.read_text()), json.loads((folder.parent / "config.json").read_text())["config"]
+    rows.append(dict(run=folder.parent.name, d=c["model"]["d"], n=c["model"]["n"], batch=c["train"]["batch_size"],
+                     lr=c["train"]["lr"], steps=s["steps"], tokens=s["tokens"], params=s["params"],
+                     final_eval_loss=s["final_eval_loss"], status=s["status"],
+                     b_simple_tokens=(s.get("noise_scale") or {}).get("b_simple_tokens")))
+with open(out / "recipe_runs.csv", "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+print(f"wrote {out / 'recipe_runs.csv'} ({len(rows)} runs)")
+PY

@@ -1,0 +1,290 @@
+"""Schedule-aware loss curves: the loss at every step as a function of the learning rates so far.
+
+Tissue et al. (2024, "Scaling Law with Learning Rate Annealing", arXiv 2408.11029, eq. 1):
+
+    L(s) = L0 + A * S1(s)^(-alpha) - C * S2(s)
+    S1(s) = sum_{i<=s} eta_i                          (forward area)
+    S2(s) = sum_{i<=s} m_i,  m_i = lam * m_{i-1} + (eta_{i-1} - eta_i)   (annealing area with momentum)
+
+with lam about 0.999. Fitted to whole curves of runs with any schedules (cosine, constant, cool-down branches),
+the law predicts the loss at any step of any schedule from that schedule's learning rates alone.
+
+Where we depart from the paper: (1) warmup's rising rates are not annealing, so a step where the rate rises adds
+nothing to m (the paper fits after warmup and says the same); (2) a logged line's loss is measured before its
+step's update, so S1 and S2 there sum the updates before it; (3) every run's curve is averaged over at most
+`BINS` windows of consecutive steps (the noise of one batch's loss averages out) and weighted so every run
+counts alike; (4) the fit is robust least squares (soft L1) in log loss from several starts; (5) train losses are
+what every step logs, so the law is a train-loss law, and each shape's final evaluation loss is its predicted
+final train loss times the mean ratio the fitted runs show (`eval_gap`, in logs).
+
+A law holds for one model shape (N), batch size and peak rate. Laws from curves (`chinchilla_points`) fit one
+law per shape and then the Chinchilla law across shapes on the final losses the curve laws predict for cosine
+runs of many lengths: each per-shape law is then checked on its own curves, and no assumed form of how L0, A
+and C change with N enters the fit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import optimize, signal
+from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.schema import TrainConfig
+from smallest_loss.model.runs import RunDir
+from smallest_loss.model.train import make_schedule
+from smallest_loss.model.transformer import count_params
+from smallest_loss.scaling.points import FitPoints
+
+LAMBDA = 0.999  # Tissue et al.'s momentum of the annealing area
+BINS = 100  # windows each curve is averaged over for fitting
+PARAMS = ("L0", "A", "alpha", "C")
+MIN_PREFIX = 4  # fitted steps a prefix needs
+TAIL = 0.05  # a run's final train loss: the mean over its last 5% of steps
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One run's logged curve: learning rate and train loss at steps 1..T; the fitted steps are `first`..T
+    (after warmup; for a cool-down branch, after its branch point: the parent's steps are the parent's)."""
+
+    name: str
+    N: int
+    tokens_per_step: int
+    lr: np.ndarray
+    loss: np.ndarray
+    first: int
+    final_eval: float | None
+    family: str  # the parent's name for a parent and its branches, else the run's own: runs sharing steps
+
+    @property
+    def steps(self) -> int:
+        return len(self.lr)
+
+
+def areas(lr: np.ndarray, lam: float = LAMBDA) -> tuple[np.ndarray, np.ndarray]:
+    """S1 and S2 of Tissue et al. (2024) after each update: element k sums updates 1..k+1 (k = 0, 1, ...)."""
+    lr = np.asarray(lr, dtype=np.float64)
+    drops = np.maximum(np.concatenate([[0.0], lr[:-1] - lr[1:]]), 0.0)  # rising (warmup) rates: no annealing
+    momentum = signal.lfilter([1.0], [1.0, -lam], drops)
+    return np.cumsum(lr), np.cumsum(momentum)
+
+
+def _before(lr: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """S1, S2 as seen by the loss logged at steps 1..T: the areas of the updates before each step."""
+    S1, S2 = areas(lr, lam)
+    return np.concatenate([[0.0], S1[:-1]]), np.concatenate([[0.0], S2[:-1]])
+
+
+@dataclass(frozen=True)
+class ShapeLaw:
+    """L(s) = L0 + A S1^-alpha - C S2 for one model shape; `eval_gap` = mean log(final eval / final law)."""
+
+    N: int
+    L0: float
+    A: float
+    alpha: float
+    C: float
+    eval_gap: float
+    lam: float = LAMBDA
+
+    def curve(self, lr: np.ndarray) -> np.ndarray:
+        """The train loss logged at each step of a schedule with these learning rates (step 1 is undefined:
+        no update yet, S1 = 0; it is returned as inf)."""
+        S1, S2 = _before(lr, self.lam)
+        with np.errstate(divide="ignore"):
+            return self.L0 + self.A * S1 ** (-self.alpha) - self.C * S2
+
+    def final_eval(self, lr: np.ndarray) -> float:
+        """The evaluation loss after the last update of the schedule."""
+        S1, S2 = areas(lr, self.lam)
+        return float((self.L0 + self.A * S1[-1] ** (-self.alpha) - self.C * S2[-1]) * np.exp(self.eval_gap))
+
+    def to_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+
+def _binned(curve: Curve, lam: float) -> tuple[np.ndarray, ...]:
+    """S1 and S2 of every fitted step, each step's window (at most BINS windows of consecutive steps) and the
+    mean log loss of each window."""
+    S1, S2 = _before(curve.lr, lam)
+    fitted = np.arange(curve.first - 1, curve.steps)
+    window = np.arange(len(fitted)) * min(BINS, len(fitted)) // len(fitted)
+    logL = np.bincount(window, np.log(curve.loss[fitted])) / np.bincount(window)
+    return S1[fitted], S2[fitted], window, logL
+
+
+def _residuals(theta: np.ndarray, S1: np.ndarray, S2: np.ndarray, window: np.ndarray, logL: np.ndarray,
+               w: np.ndarray) -> np.ndarray:
+    """Weighted log(law) - log(loss), each averaged over a window of steps (the law at every step, then
+    averaged: the law is not linear in S1 within a window)."""
+    L0, log_A, alpha, log_C = theta
+    pred = L0 + np.exp(log_A - alpha * np.log(S1)) - np.exp(log_C) * S2
+    log_pred = np.log(np.maximum(pred, 1e-9))
+    return w * (np.bincount(window, log_pred) / np.bincount(window) - logL)
+
+
+def _fit_arrays(curves: Sequence[Curve], lam: float) -> tuple[np.ndarray, ...]:
+    """The curves' `_binned` arrays joined (windows numbered on), and weights that make every run count alike."""
+    S1, S2, windows, logL, weights, offset = [], [], [], [], [], 0
+    for c in curves:
+        s1, s2, window, log_l = _binned(c, lam)
+        S1.append(s1), S2.append(s2), windows.append(window + offset), logL.append(log_l)
+        weights.append(np.full(len(log_l), 1 / np.sqrt(len(log_l))))
+        offset += len(log_l)
+    return tuple(np.concatenate(x) for x in (S1, S2, windows, logL, weights))
+
+
+def _starts(S1: np.ndarray, logL: np.ndarray, L_min: float) -> list[np.ndarray]:
+    """Starting points over L0, alpha and C; A puts the curve through the first point."""
+    starts = []
+    for frac, alpha, C in itertools.product((0.3, 0.7, 0.9), (0.3, 0.7, 1.5), (1e-3, 0.1, 1.0)):
+        L0 = frac * L_min
+        log_A = np.log(max(np.exp(logL[0]) - L0, 1e-6)) + alpha * np.log(S1[0])
+        starts.append(np.array([L0, log_A, alpha, np.log(C)]))
+    return starts
+
+
+def fit_shape(curves: Sequence[Curve], lam: float = LAMBDA, start: ShapeLaw | None = None) -> tuple[ShapeLaw, float]:
+    """Fit one shape's law to its runs' curves; returns the law and the rms of log(law / loss) on the windows.
+
+    Bounds: 0 <= L0 <= max loss (annealing takes the loss below L0), 0 < alpha <= 3, C >= 0 (as exp(log C));
+    27 starts, or `start` alone (a bootstrap resample starts from the full fit)."""
+    if len({c.N for c in curves}) != 1:
+        raise UserError("a curve law is fitted to runs of one model shape at a time")
+    S1, S2, window, logL, w = _fit_arrays(curves, lam)
+    L_min = float(np.exp(logL.min()))
+    lower, upper = [0.0, -30.0, 1e-3, -40.0], [float(np.exp(logL.max())), 30.0, 3.0, 10.0]
+    best = None
+    starts = _starts(S1, logL, L_min) if start is None else [
+        np.array([start.L0, np.log(start.A), start.alpha, np.log(max(start.C, 1e-17))])]
+    for x0 in starts:
+        x0 = np.clip(x0, lower, np.array(upper) - 1e-9)
+        res = optimize.least_squares(_residuals, x0, bounds=(lower, upper), loss="soft_l1", f_scale=0.01,
+                                     args=(S1, S2, window, logL, w), x_scale="jac", xtol=1e-12, ftol=1e-12,
+                                     gtol=1e-12, max_nfev=2000)
+        if best is None or res.cost < best.cost:
+            best = res
+    L0, log_A, alpha, log_C = best.x
+    law = ShapeLaw(curves[0].N, float(L0), float(np.exp(log_A)), float(alpha), float(np.exp(log_C)), 0.0, lam)
+    gaps = [np.log(c.final_eval / law.curve(c.lr)[-1]) for c in curves if c.final_eval]
+    law = dataclasses.replace(law, eval_gap=float(np.mean(gaps)) if gaps else 0.0)
+    rms = float(np.sqrt(np.sum(_residuals(best.x, S1, S2, window, logL, np.ones_like(w)) ** 2 * w**2) / np.sum(w**2)))
+    return law, rms
+
+
+def bootstrap_shape(curves: Sequence[Curve], full: ShapeLaw, n_boot: int, seed: int = 0,
+                    level: float = 0.95) -> dict[str, list[float]]:
+    """Percentile intervals of L0, A, alpha, C and eval_gap over refits (from the full fit `full`) to runs
+    resampled with replacement."""
+    rng, lam, draws = np.random.default_rng(seed), full.lam, []
+    for _ in range(n_boot):
+        sample = [curves[i] for i in rng.integers(0, len(curves), len(curves))]
+        draws.append(fit_shape(sample, lam, start=full)[0])
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    return {k: [float(v) for v in np.percentile([getattr(d, k) for d in draws], q)]
+            for k in (*PARAMS, "eval_gap")}  # fmt: skip
+
+
+def by_shape(curves: Sequence[Curve]) -> dict[int, list[Curve]]:
+    groups: dict[int, list[Curve]] = {}
+    for c in curves:
+        groups.setdefault(c.N, []).append(c)
+    return dict(sorted(groups.items()))
+
+
+def final_train_loss(curve: Curve, predicted: np.ndarray | None = None) -> float:
+    """Mean train loss over the last TAIL of the steps (measured, or `predicted` for each step)."""
+    values = curve.loss if predicted is None else predicted
+    return float(np.mean(values[-max(1, round(TAIL * curve.steps)):]))
+
+
+def prefix_errors(curves: Sequence[Curve], fraction: float, lam: float = LAMBDA) -> list[dict[str, Any]]:
+    """For each run: the law fitted to the first `fraction` of its steps together with the whole curves of its
+    shape's runs of other families (never the runs sharing its steps), predicting its final train loss (and eval
+    loss) from its schedule: the other runs show what its schedule's later steps do."""
+    rows = []
+    for shape_curves in by_shape(curves).values():
+        for c in shape_curves:
+            others = [o for o in shape_curves if o.family != c.family]
+            cut = int(fraction * c.steps)
+            if cut < c.first + MIN_PREFIX:
+                continue
+            prefix = dataclasses.replace(c, lr=c.lr[:cut], loss=c.loss[:cut], final_eval=None)
+            law = fit_shape([prefix, *others], lam)[0]
+            predicted, actual = final_train_loss(c, law.curve(c.lr)), final_train_loss(c)
+            row = dict(name=c.name, fraction=fraction, predicted=predicted, actual=actual,
+                       rel_error=predicted / actual - 1)
+            if c.final_eval:
+                row.update(eval_predicted=law.final_eval(c.lr), eval_actual=c.final_eval,
+                           eval_rel_error=law.final_eval(c.lr) / c.final_eval - 1)
+            rows.append(row)
+    return rows
+
+
+def cosine_lrs(train: TrainConfig, steps: int, warmup_fraction: float = 0.05) -> np.ndarray:
+    """Learning rates of a cosine run of `steps` steps with `train`'s peak rate (warmup a fraction of it)."""
+    cfg = dataclasses.replace(train, steps=steps, tokens=None, schedule="cosine",
+                              warmup_steps=max(1, round(warmup_fraction * steps)))
+    return np.asarray(make_schedule(cfg, steps)(np.arange(steps)), dtype=np.float64)
+
+
+def chinchilla_points(laws: Sequence[ShapeLaw], lengths: dict[int, Sequence[int]], train: TrainConfig,
+                      tokens_per_step: int) -> FitPoints:
+    """Points (N, D, predicted final eval loss) of cosine runs of the given lengths (steps) per shape: the
+    input of the Chinchilla fit of laws from curves."""
+    N, D, loss = [], [], []
+    for law in laws:
+        for steps in lengths[law.N]:
+            N.append(law.N)
+            D.append(steps * tokens_per_step)
+            loss.append(law.final_eval(cosine_lrs(train, steps)))
+    return FitPoints(N=np.array(N, float), D=np.array(D, float), loss=np.array(loss), group=np.arange(len(N)))
+
+
+def read_curve(folder: Path) -> Curve:
+    """A finished run's curve, refused with one line when it cannot be fitted: unfinished, no learning-rate
+    record, a gap or a non-finite loss, or a cool-down branch whose parent run is missing."""
+    run = RunDir.open(folder)
+    summary = run.read_summary()
+    if not summary or summary["status"] != "completed":
+        raise UserError(f"{folder}: {run.status()}; a curve law needs finished runs")
+    lines, damage = run.check_metrics()
+    if damage or len(lines) != summary["steps"]:
+        why = damage or f"{len(lines)} of {summary['steps']} steps logged"
+        raise UserError(f"{folder}: its curve has a gap ({why})")
+    if any("lr" not in line for line in lines):
+        raise UserError(f"{folder}: metrics.jsonl has no learning-rate record ('lr'); the curve law needs the "
+                        "schedule of every step")
+    loss = np.array([line["train_loss"] if line["train_loss"] is not None else np.nan for line in lines], float)
+    if not np.all(np.isfinite(loss)) or not np.all(loss > 0):
+        bad = int(np.flatnonzero(~(np.isfinite(loss) & (loss > 0)))[0]) + 1
+        raise UserError(f"{folder}: the train loss at step {bad} is not a positive finite number")
+    first, family = run.config.train.warmup_steps + 2, folder.name
+    if run.branch:
+        parent, step = run.branch
+        if not (parent / "config.json").is_file():
+            raise UserError(f"{folder}: a cool-down branch whose parent run {parent} is missing")
+        first, family = step + 1, parent.name
+    cfg = run.config
+    return Curve(folder.name, count_params(cfg.model).total, cfg.train.batch_size * cfg.model.s,
+                 np.array([line["lr"] for line in lines], float), loss, min(first, len(lines)),
+                 summary.get("final_eval_loss"), family)
+
+
+def fit_curve_laws(curves: Sequence[Curve], n_boot: int, lam: float = LAMBDA) -> dict[str, Any]:
+    """One law per shape, with bootstrap intervals over runs where a shape has two or more runs."""
+    start, shapes = time.perf_counter(), []
+    for group in by_shape(curves).values():
+        law, rms = fit_shape(group, lam)
+        row = dict(law.to_dict(), runs=[c.name for c in group], rms_log_error=rms)
+        row["intervals"] = bootstrap_shape(group, law, n_boot) if n_boot and len(group) > 1 else None
+        shapes.append(row)
+    return dict(form="tissue2024", formula="L(s) = L0 + A*S1^(-alpha) - C*S2 (Tissue et al. 2024, arXiv "
+                "2408.11029); eval = L * exp(eval_gap)", lam=lam, shapes=shapes, seconds=time.perf_counter() - start)

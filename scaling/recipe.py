@@ -1,0 +1,418 @@
+"""Recipe laws: the learning rate and the batch size as levers, fitted from a recipe sweep's run folders.
+
+A recipe sweep (configs/designs.py, `batch_sizes` x `lrs`) trains each (budget, shape) group at several batch
+sizes B (tokens per step) and learning rates eta, all for the same tokens D. Two laws come out of it:
+
+Learning rate. For each (group, B) cell, the optimal eta* is the vertex of a parabola of the final loss in
+log eta (cells whose best eta is at an end of the swept range do not bracket the optimum and are left out).
+Then  log eta* = c0 + cN log N + cB log B  by least squares. This is the form of Porian et al. (2024), who fit
+the optimal learning rate and batch per model size, and of DeepSeek LLM (2024, section 3.1), who fit both as
+power laws of compute; with IsoFLOP budgets, N and D are tied within a budget, so N and B are what a sweep of
+this kind identifies. For Adam the optimal rate rises with the batch below the critical batch (square-root
+scaling, Malladi et al. 2022), so cB > 0 is expected; cN < 0 is expected for standard parametrisation.
+
+Batch size. McCandlish et al. (2018, arXiv 1812.06162, eq. 2.11): the examples needed to reach a loss grow as
+E = E_min (1 + B / B_crit). A run of D tokens at batch B therefore reaches the loss a small-batch run reaches
+with D_min = D / (1 + B/B_crit). Written into the data term of the Chinchilla form, each cell's best loss is
+    L*(g, B) = a_g + K (D_g / (1 + B/B_crit))^(-beta)
+with a per-group constant a_g (E + A/N^alpha for that shape), and K, beta, B_crit shared. For fixed (beta,
+B_crit) the rest is linear, so the fit is a grid over (beta, log B_crit) with closed-form a_g and K, refined
+by Nelder-Mead. B_crit is one constant (in tokens): Kaplan et al. (2020, section 5) found it grows as the loss
+falls, B_crit(L) = B*/L^(1/alpha_B), but over the narrow loss range of a sweep that fits on a CPU that
+dependence is not identifiable; the fitted constant is B_crit at the sweep's losses, and the summary compares
+it with the gradient noise scale B_simple the runs measured (McCandlish et al.: B_crit ~ B_simple).
+
+The planner uses the batch law relative to the batch the loss law was fitted at (`reference_batch`): a loss
+law fitted at batch B0 sees D tokens at B0, so at batch B it sees D (1 + B0/B_crit) / (1 + B/B_crit).
+
+Intervals come from a residual bootstrap (the sweep is a designed experiment with fixed cells; resampling
+cells would drop whole batch sizes). Held-out batch sizes check the batch form (`fit_recipe(holdout=...)`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+from scipy.optimize import minimize
+from smallest_loss.configs.errors import UserError
+from smallest_loss.model.runs import RunDir
+from smallest_loss.model.transformer import count_params
+from smallest_loss.scaling.collect import run_folders, sweep_budgets
+
+RECIPE_VERSION = 1
+BETA_RANGE = (0.05, 1.5)
+BCRIT_SPAN = 30.0  # B_crit is searched from (smallest batch)/30 to (largest batch) x 30
+
+
+@dataclass(frozen=True)
+class RecipeRun:
+    """One finished run of a recipe sweep."""
+
+    name: str
+    N: int
+    D: int
+    budget: float
+    batch: int  # sequences per step
+    seq_len: int
+    lr: float
+    loss: float  # final evaluation loss
+    b_simple_tokens: float | None  # the run's gradient noise scale (model/noise.py), when it measured one
+    schedule: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def batch_tokens(self) -> int:
+        return self.batch * self.seq_len
+
+
+def collect_recipe_runs(paths: list[str | Path]) -> tuple[list[RecipeRun], list[str]]:
+    """The finished runs under `paths` (sweep folders or run folders), and a line for each one left out."""
+    runs, left_out = [], []
+    for path in paths:
+        for folder in run_folders(Path(path)):
+            run = RunDir.open(folder)
+            summary = run.read_summary()
+            if not summary or summary["status"] != "completed" or summary.get("final_eval_loss") is None:
+                left_out.append(f"{folder.name}: {run.status()}")
+                continue
+            cfg, N = run.config, count_params(run.config.model).total
+            noise = summary.get("noise_scale") or {}
+            t = cfg.train
+            schedule = dict(schedule=t.schedule, warmup_fraction=t.warmup_steps / max(cfg.total_steps, 1),
+                            min_lr_ratio=t.min_lr_ratio, weight_decay=t.weight_decay, beta1=t.beta1, beta2=t.beta2)
+            runs.append(RecipeRun(folder.name, N, int(summary["tokens"]), sweep_budgets(folder).get(folder.name, 0.0),
+                                  t.batch_size, cfg.model.s, t.lr, float(summary["final_eval_loss"]),
+                                  noise.get("b_simple_tokens"), schedule))
+    if not runs:
+        raise UserError(f"no finished runs under {', '.join(map(str, paths))}")
+    return runs, left_out
+
+
+def lr_optimum(lrs: np.ndarray, losses: np.ndarray) -> tuple[float, float, bool]:
+    """(eta*, loss at eta*, bracketed): the vertex of a parabola of loss in log eta through the cell's runs.
+    Not bracketed when the best run sits at an end of the swept rates or the parabola opens downwards: then
+    the best run's rate and loss are returned."""
+    order = np.argsort(lrs)
+    x, y = np.log(lrs[order]), losses[order]
+    best = int(np.argmin(y))
+    if len(x) < 3 or best in (0, len(x) - 1):
+        return float(math.exp(x[best])), float(y[best]), False
+    c2, c1, c0 = np.polyfit(x, y, 2)
+    if c2 <= 0:
+        return float(math.exp(x[best])), float(y[best]), False
+    vertex = -c1 / (2 * c2)
+    vertex = min(max(vertex, x[0]), x[-1])
+    return float(math.exp(vertex)), float(min(np.polyval([c2, c1, c0], vertex), y[best])), True
+
+
+@dataclass(frozen=True)
+class Cell:
+    """The runs of one (budget, shape, batch size), at their best learning rate."""
+
+    group: int  # index of the (budget, shape) group
+    N: float
+    D: float  # tokens (the mean over the cell's runs: they differ by less than one step)
+    batch_tokens: float
+    lr_star: float
+    loss_star: float
+    bracketed: bool
+
+
+def make_cells(runs: list[RecipeRun]) -> tuple[list[Cell], list[str]]:
+    """Cells of the sweep and the (budget, shape) group names, in a stable order."""
+    keys = sorted({(r.budget, r.N) for r in runs})
+    names = [f"budget {b:.3g}, N={N}" for b, N in keys]
+    cells = []
+    for g, key in enumerate(keys):
+        members = [r for r in runs if (r.budget, r.N) == key]
+        for bt in sorted({r.batch_tokens for r in members}):
+            cell = [r for r in members if r.batch_tokens == bt]
+            lr, loss, ok = lr_optimum(np.array([r.lr for r in cell]), np.array([r.loss for r in cell]))
+            cells.append(Cell(g, float(key[1]), float(np.mean([r.D for r in cell])), float(bt), lr, loss, ok))
+    return cells, names
+
+
+@dataclass(frozen=True)
+class LRLaw:
+    """log eta* = c0 + n_exponent log N + batch_exponent log B (B in tokens per step)."""
+
+    c0: float
+    n_exponent: float
+    batch_exponent: float
+    N_range: tuple[float, float]
+    batch_range: tuple[float, float]  # tokens per step
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    residual_rms: float = 0.0  # in log eta
+
+    def lr(self, N: Any, batch_tokens: Any) -> np.ndarray:
+        return np.exp(self.c0 + self.n_exponent * np.log(N) + self.batch_exponent * np.log(batch_tokens))
+
+
+@dataclass(frozen=True)
+class BatchLaw:
+    """Tokens needed grow as D_min (1 + B/B_crit) (McCandlish et al. 2018); B and B_crit in tokens per step."""
+
+    b_crit: float
+    beta: float
+    K: float
+    batch_range: tuple[float, float]
+    # False when the sweep measured no batch cost: the law beats per-group constants by no more than noise
+    # (F-test p >= 0.05), or B_crit sits at the top of its search range. The planner then charges no cost.
+    identified: bool = True
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    p_value: float = 0.0  # F-test of the batch law against no batch cost (per-group constants)
+
+    def data_factor(self, batch_tokens: Any, reference_tokens: float) -> np.ndarray:
+        """D_eff / D at batch B for a loss law fitted at `reference_tokens` per step (1 when not identified)."""
+        B = np.asarray(batch_tokens, float)
+        if not self.identified:
+            return np.ones_like(B)
+        return (1.0 + reference_tokens / self.b_crit) / (1.0 + B / self.b_crit)
+
+
+@dataclass(frozen=True)
+class RecipeLaw:
+    """The recipe section of a law file: learning-rate and batch laws, the schedule they were fitted under,
+    the batch the loss law was fitted at, and the evidence (hold-out, noise scale)."""
+
+    lr: LRLaw
+    batch: BatchLaw
+    reference_batch_tokens: float
+    schedule: dict[str, Any]
+    seq_len: int
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def data_factor(self, batch_tokens: Any) -> np.ndarray:
+        return self.batch.data_factor(batch_tokens, self.reference_batch_tokens)
+
+
+def _ols(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.linalg.lstsq(X, y, rcond=None)[0]
+
+
+def fit_lr_law(cells: list[Cell], n_boot: int = 1000, seed: int = 0) -> LRLaw:
+    """Least squares of log eta* on log N and log B over the bracketed cells, residual-bootstrap intervals."""
+    use = [c for c in cells if c.bracketed]
+    if len(use) < 4:
+        raise UserError(f"only {len(use)} of {len(cells)} (shape, batch) cells have their best learning rate inside "
+                        "the swept rates; widen the design's lrs so that the optimum is bracketed")
+    X = np.column_stack([np.ones(len(use)), np.log([c.N for c in use]), np.log([c.batch_tokens for c in use])])
+    if np.linalg.matrix_rank(X) < 3:
+        raise UserError("the learning-rate law needs cells at two or more model sizes and two or more batch sizes")
+    y = np.log([c.lr_star for c in use])
+    coef = _ols(X, y)
+    resid = y - X @ coef
+    rng = np.random.default_rng(seed)
+    boots = np.array([_ols(X, X @ coef + rng.choice(resid, len(resid))) for _ in range(n_boot)])
+    lo, hi = np.percentile(boots, [2.5, 97.5], axis=0) if n_boot else (coef, coef)
+    names = ("c0", "n_exponent", "batch_exponent")
+    return LRLaw(*map(float, coef), N_range=(min(c.N for c in use), max(c.N for c in use)),
+                 batch_range=(min(c.batch_tokens for c in use), max(c.batch_tokens for c in use)),
+                 intervals={k: (float(a), float(b)) for k, a, b in zip(names, lo, hi, strict=True)},
+                 residual_rms=float(np.sqrt(np.mean(resid**2))))
+
+
+def _profile(beta: np.ndarray, log_bc: np.ndarray, groups: np.ndarray, D: np.ndarray, B: np.ndarray,
+             L: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each (beta, log B_crit) pair (arrays of equal shape), the closed-form K and a_g and the sum of squared
+    residuals of L = a_g + K x, x = (D / (1 + B/B_crit))^-beta. K <= 0 scores infinity."""
+    bc = np.exp(log_bc)[..., None]
+    x = (D / (1.0 + B / bc)) ** (-beta[..., None])
+    G = groups.max() + 1
+    onehot = np.eye(G)[groups]  # (points, G)
+    count = onehot.sum(0)
+    xm = (x @ onehot) / count
+    Lm = (L @ onehot) / count
+    xc, Lc = x - xm @ onehot.T, L - Lm @ onehot.T
+    K = np.sum(xc * Lc, -1) / np.maximum(np.sum(xc * xc, -1), 1e-300)
+    a = Lm - K[..., None] * xm
+    sse = np.sum((L - a @ onehot.T - K[..., None] * x) ** 2, -1)
+    return np.where(K > 0, sse, np.inf), K, a
+
+
+def _fit_batch_once(groups: np.ndarray, D: np.ndarray, B: np.ndarray, L: np.ndarray,
+                    box: np.ndarray) -> tuple[float, float, float]:
+    """(beta, log B_crit, K) minimising the squared error: a grid, then Nelder-Mead inside the box."""
+    beta_grid, bc_grid = np.meshgrid(np.linspace(*box[0], 30), np.linspace(*box[1], 40), indexing="ij")
+    sse = _profile(beta_grid, bc_grid, groups, D, B, L)[0]
+    i = np.unravel_index(np.argmin(sse), sse.shape)
+    start = np.array([beta_grid[i], bc_grid[i]])
+
+    def objective(z: np.ndarray) -> float:
+        z = np.clip(z, box[:, 0], box[:, 1])
+        return float(_profile(np.array(z[0]), np.array(z[1]), groups, D, B, L)[0])
+
+    z = np.clip(minimize(objective, start, method="Nelder-Mead", options=dict(xatol=1e-4, fatol=1e-12)).x,
+                box[:, 0], box[:, 1])
+    K = float(_profile(np.array(z[0]), np.array(z[1]), groups, D, B, L)[1])
+    return float(z[0]), float(z[1]), K
+
+
+def _batch_arrays(cells: list[Cell]) -> tuple[np.ndarray, ...]:
+    groups = np.unique([c.group for c in cells], return_inverse=True)[1]
+    return (groups, np.array([c.D for c in cells]), np.array([c.batch_tokens for c in cells]),
+            np.array([c.loss_star for c in cells]))
+
+
+def batch_predict(cells: list[Cell], fitted_on: list[Cell], beta: float, log_bc: float) -> np.ndarray:
+    """Best losses of `cells` under the batch law with (beta, B_crit), a_g and K refitted on `fitted_on`."""
+    groups, D, B, L = _batch_arrays(fitted_on)
+    _, K, a = _profile(np.array(beta), np.array(log_bc), groups, D, B, L)
+    ids = {g: i for i, g in enumerate(np.unique([c.group for c in fitted_on]))}
+    x = (np.array([c.D for c in cells]) / (1 + np.array([c.batch_tokens for c in cells]) / math.exp(log_bc))) ** -beta
+    return np.array([a[ids[c.group]] for c in cells]) + float(K) * x
+
+
+def fit_batch_law(cells: list[Cell], n_boot: int = 1000, seed: int = 0) -> BatchLaw:
+    """The McCandlish batch law on the cells' best losses (see the module docstring)."""
+    batches = sorted({c.batch_tokens for c in cells})
+    per_group = {}
+    for c in cells:
+        per_group.setdefault(c.group, set()).add(c.batch_tokens)
+    if len(batches) < 3 or max(len(v) for v in per_group.values()) < 3:
+        raise UserError("the batch law needs groups trained at three or more batch sizes")
+    groups, D, B, L = _batch_arrays(cells)
+    box = np.array([BETA_RANGE, (math.log(batches[0] / BCRIT_SPAN), math.log(batches[-1] * BCRIT_SPAN))])
+    beta, log_bc, K = _fit_batch_once(groups, D, B, L, box)
+    fitted = batch_predict(cells, cells, beta, log_bc)
+    resid = L - fitted
+    rng = np.random.default_rng(seed)
+    boots = np.array([_fit_batch_once(groups, D, B, fitted + rng.choice(resid, len(resid)), box)[:2]
+                      for _ in range(n_boot)])
+    intervals = {}
+    if n_boot:
+        (b_lo, bc_lo), (b_hi, bc_hi) = np.percentile(boots, [2.5, 97.5], axis=0)
+        intervals = dict(b_crit=(math.exp(bc_lo), math.exp(bc_hi)), beta=(float(b_lo), float(b_hi)))
+    p_value = _f_test(L, groups, resid, extra=3)
+    identified = log_bc < box[1, 1] - 1e-3 and p_value < 0.05
+    return BatchLaw(math.exp(log_bc), beta, K, (batches[0], batches[-1]), bool(identified), intervals, p_value)
+
+
+def _f_test(L: np.ndarray, groups: np.ndarray, resid: np.ndarray, extra: int) -> float:
+    """p-value of the F-test of a law with `extra` parameters beyond per-group constants against those constants."""
+    sse0 = sum(float(np.sum((L[groups == g] - L[groups == g].mean()) ** 2)) for g in np.unique(groups))
+    sse1 = float(np.sum(resid**2))
+    dof = len(L) - (groups.max() + 1) - extra
+    if dof <= 0 or sse1 <= 0:
+        return 0.0 if sse1 < sse0 else 1.0
+    F = max(sse0 - sse1, 0.0) / extra / (sse1 / dof)
+    return float(stats.f.sf(F, extra, dof))
+
+
+def holdout_batches(cells: list[Cell], held: tuple[float, ...]) -> dict[str, Any]:
+    """Fit the batch law without the cells at the `held` batch sizes (tokens) and predict them; beside it, the
+    error of a law with no batch cost (each group's mean best loss over the batches it was fitted on)."""
+    train = [c for c in cells if c.batch_tokens not in held]
+    test = [c for c in cells if c.batch_tokens in held]
+    if not test:
+        raise UserError(f"no cells at the held-out batch sizes {held}")
+    law = fit_batch_law(train, n_boot=0)
+    predicted = batch_predict(test, train, law.beta, math.log(law.b_crit))
+    actual = np.array([c.loss_star for c in test])
+    flat = np.array([np.mean([t.loss_star for t in train if t.group == c.group]) for c in test])
+    rows = [dict(group=c.group, batch_tokens=c.batch_tokens, actual=float(a), predicted=float(p), no_cost=float(f))
+            for c, a, p, f in zip(test, actual, predicted, flat, strict=True)]
+    error = np.abs(predicted / actual - 1)
+    return dict(held_batch_tokens=list(held), b_crit=law.b_crit, rows=rows, mape=float(np.mean(error)),
+                max_ape=float(np.max(error)), no_cost_mape=float(np.mean(np.abs(flat / actual - 1))))
+
+
+def noise_summary(runs: list[RecipeRun]) -> dict[str, Any] | None:
+    """The runs' gradient noise scales B_simple (tokens): median and range, or None when none measured one."""
+    values = np.array([r.b_simple_tokens for r in runs if r.b_simple_tokens is not None and r.b_simple_tokens > 0])
+    if not len(values):
+        return None
+    return dict(runs=int(len(values)), median_tokens=float(np.median(values)),
+                range_tokens=[float(values.min()), float(values.max())])
+
+
+def fit_recipe(runs: list[RecipeRun], reference_batch_tokens: float, holdout: tuple[float, ...] = (),
+               n_boot: int = 1000, seed: int = 0) -> tuple[RecipeLaw, list[Cell], list[str]]:
+    """Both recipe laws from a recipe sweep's runs, with the evidence: cells, hold-out, noise scale."""
+    if len({r.seq_len for r in runs}) != 1:
+        raise UserError("the recipe runs use several context lengths; fit each context length on its own")
+    cells, names = make_cells(runs)
+    lr_law = fit_lr_law(cells, n_boot, seed)
+    batch_law = fit_batch_law(cells, n_boot, seed)
+    evidence: dict[str, Any] = dict(runs=len(runs), cells=len(cells), groups=names,
+                                    unbracketed_cells=sum(not c.bracketed for c in cells))
+    if holdout:
+        evidence["holdout"] = holdout_batches(cells, holdout)
+    noise = noise_summary(runs)
+    if noise:
+        evidence["noise_scale"] = noise
+    schedule = {k: v for k, v in runs[0].schedule.items() if k != "warmup_fraction"}
+    schedule["warmup_fraction"] = round(float(np.median([r.schedule["warmup_fraction"] for r in runs])), 4)
+    law = RecipeLaw(lr_law, batch_law, float(reference_batch_tokens), schedule, runs[0].seq_len, evidence)
+    return law, cells, names
+
+
+# ---------------------------------------------------------------------------------------------------
+# The law file's "recipe" section (README, "File formats").
+
+
+def recipe_to_dict(law: RecipeLaw) -> dict[str, Any]:
+    out = asdict(law)
+    out["version"] = RECIPE_VERSION
+    return out
+
+
+def _numbers(raw: dict[str, Any], keys: tuple[str, ...], where: str) -> dict[str, float]:
+    out = {}
+    for key in keys:
+        value = raw.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise UserError(f"{where}: {key}={value!r} must be a finite number")
+        out[key] = float(value)
+    return out
+
+
+def _pair(raw: Any, where: str) -> tuple[float, float]:
+    ok = isinstance(raw, list | tuple) and len(raw) == 2 and all(
+        isinstance(x, int | float) and not isinstance(x, bool) and x > 0 for x in raw)
+    if not ok:
+        raise UserError(f"{where} must be [low, high] positive numbers")
+    return float(raw[0]), float(raw[1])
+
+
+def _intervals(raw: Any, where: str) -> dict[str, tuple[float, float]]:
+    if not isinstance(raw, dict):
+        raise UserError(f"{where}.intervals must be an object")
+    out = {}
+    for k, v in raw.items():
+        if not (isinstance(v, list | tuple) and len(v) == 2 and all(isinstance(x, int | float) for x in v)):
+            raise UserError(f"{where}.intervals.{k} must be [low, high]")
+        out[k] = (float(v[0]), float(v[1]))
+    return out
+
+
+def recipe_from_dict(raw: Any, source: str = "law") -> RecipeLaw:
+    """Parse a law file's recipe section; anything malformed is one UserError naming the field."""
+    where = f"{source}: recipe"
+    if not isinstance(raw, dict) or not isinstance(raw.get("lr"), dict) or not isinstance(raw.get("batch"), dict):
+        raise UserError(f"{where} must be an object with 'lr' and 'batch' sections")
+    if raw.get("version", RECIPE_VERSION) != RECIPE_VERSION:
+        raise UserError(f"{where}: version {raw.get('version')!r} is not supported (expected {RECIPE_VERSION})")
+    lr_raw, batch_raw = raw["lr"], raw["batch"]
+    lr = LRLaw(**_numbers(lr_raw, ("c0", "n_exponent", "batch_exponent", "residual_rms"), f"{where}.lr"),
+               N_range=_pair(lr_raw.get("N_range"), f"{where}.lr.N_range"),
+               batch_range=_pair(lr_raw.get("batch_range"), f"{where}.lr.batch_range"),
+               intervals=_intervals(lr_raw.get("intervals", {}), f"{where}.lr"))
+    numbers = _numbers(batch_raw, ("b_crit", "beta", "K"), f"{where}.batch")
+    if numbers["b_crit"] <= 0:
+        raise UserError(f"{where}.batch: b_crit={numbers['b_crit']!r} must be positive (tokens per step)")
+    batch = BatchLaw(**numbers, batch_range=_pair(batch_raw.get("batch_range"), f"{where}.batch.batch_range"),
+                     identified=bool(batch_raw.get("identified", True)), p_value=float(batch_raw.get("p_value", 0.0)),
+                     intervals=_intervals(batch_raw.get("intervals", {}), f"{where}.batch"))
+    top = _numbers(raw, ("reference_batch_tokens", "seq_len"), where)
+    if top["reference_batch_tokens"] <= 0 or top["seq_len"] < 1:
+        raise UserError(f"{where}: reference_batch_tokens and seq_len must be positive")
+    schedule = raw.get("schedule", {})
+    if not isinstance(schedule, dict):
+        raise UserError(f"{where}.schedule must be an object")
+    return RecipeLaw(lr, batch, top["reference_batch_tokens"], schedule, int(top["seq_len"]),
+                     raw.get("evidence", {}) if isinstance(raw.get("evidence"), dict) else {})
