@@ -9,7 +9,7 @@ from smallest_loss.experiments.curves_cmd import laws_from_curves
 from smallest_loss.experiments.fit_cmd import curve_extrapolation
 from smallest_loss.model.runs import RunDir
 from smallest_loss.scaling.collect import collect_runs, run_folders, to_points
-from smallest_loss.scaling.curve_law import fit_shape, by_shape, read_curve
+from smallest_loss.scaling.curve_law import by_shape, fit_shape, read_curve
 from smallest_loss.scaling.fit import fit_chinchilla
 from smallest_loss.scaling.laws import ChinchillaLaw
 
@@ -56,7 +56,7 @@ for name, folders, law in rows:
     e = np.abs(errors(law, held))
     print(f"| {name} | {len(folders)} | {flops:.3g} | {flops / base:.0%} | {wall:.0f} | {e.mean():.2%} | "
           f"{e.max():.2%} | {law.E:.3g}, {law.A:.3g}, {law.B:.3g}, {law.alpha:.3g}, {law.beta:.3g} |")
-print(f"\nheld-out runs (3e11 FLOPs): " + ", ".join(f"{r.name} N={r.N} D={r.D} loss={r.loss:.4f}" for r in held))
+print("\nheld-out runs (3e11 FLOPs): " + ", ".join(f"{r.name} N={r.N} D={r.D} loss={r.loss:.4f}" for r in held))
 print(f"held-out training FLOPs {cost(run_folders(HELD))[0]:.3g}, wall {cost(run_folders(HELD))[1]:.0f} s")
 for frac in (0.25, 0.5):
     k = curve_extrapolation(iso_records + held, frac)
