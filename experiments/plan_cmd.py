@@ -139,6 +139,35 @@ def edge_warning(plan: Plan, law: Law) -> str | None:
                    "; widen the space in configs/spaces.py")
 
 
+def shape_summary(plan: Plan, law_file: LawFile) -> dict[str, Any]:
+    """How width against depth was decided: by the law's aspect-ratio factor (scaling/shape.py), with what the law
+    without it would pick; or, for a law in N and D, by the space's aspect-ratio bounds and tie rule."""
+    shape = law_file.shape
+    if shape is None:
+        lo, hi = plan.space.aspect_ratio
+        return dict(from_law=False, note=f"the law has no shape term (a law in N and D), so width against depth is "
+                    f"decided by space {plan.space.name}'s aspect-ratio bounds d/n in [{lo:g}, {hi:g}] and the tie "
+                    "rule, not by data; fit a shape-aware law (smallest-loss fit --form shape) to decide it from runs")
+    return dict(from_law=True, aspect_opt=shape.aspect_opt, gamma=shape.gamma, aspect_range=list(shape.aspect_range),
+                aspect_opt_interval=(shape.intervals or {}).get("aspect_opt"), nd_choice=plan.nd_choice)
+
+
+def _shape_lines(report: dict[str, Any]) -> list[str]:
+    s = report["shape"]
+    if not s["from_law"]:
+        return ["", f"Shape: {s['note']}."]
+    span = s["aspect_opt_interval"]
+    nd, best = s["nd_choice"], report["best"][0]["loss"]
+    return ["", "## Shape: from the law's aspect-ratio factor",
+            f"At equal N and D the law's loss is lowest at d/n = {s['aspect_opt']:.3g}"
+            + (f" (95% interval {span[0]:.3g}-{span[1]:.3g})" if span else "")
+            + f" and rises as exp({s['gamma']:.3g} ln(d/n / {s['aspect_opt']:.3g})^2); candidates stay within "
+              f"d/n {s['aspect_range'][0]:.3g}-{s['aspect_range'][1]:.3g}, where the law was fitted.",
+            f"Without its shape term the law would pick d={nd['d']}, n={nd['n']} (d/n {nd['aspect_ratio']:.3g}, "
+            f"N={nd['params']:.3g}): {nd['loss']:.4f} under the shape-aware law, {nd['loss_cost']:+.4f} "
+            f"({nd['loss_cost'] / best:+.2%}) against the chosen {best:.4f}."]
+
+
 def plan_report(plan: Plan, law_file: LawFile, top: int, space_choice: str | None = None) -> dict[str, Any]:
     """Everything `plan` prints or writes, as JSON-ready data."""
     rows = []
@@ -149,7 +178,8 @@ def plan_report(plan: Plan, law_file: LawFile, top: int, space_choice: str | Non
         rows.append(row)
     report = dict(budget=plan.budget.text, budget_kind=plan.budget.kind, space=plan.space.name,
                   space_choice=space_choice or f"space {plan.space.name}", candidates=len(plan.candidates),
-                  dropped=plan.dropped, best=rows, by_depth=best_by_depth(plan), tie_rule=tie_rule(plan.space),
+                  dropped=plan.dropped, best=rows, by_depth=best_by_depth(plan, law_file),
+                  tie_rule=tie_rule(plan.space),
                   edges=plan.edges)
     warning = edge_warning(plan, law_file.law)
     if warning:
@@ -160,6 +190,7 @@ def plan_report(plan: Plan, law_file: LawFile, top: int, space_choice: str | Non
     if flops_rule is not None:
         report["flops_rule"] = flops_rule
     report["recipe"] = recipe_summary(plan)
+    report["shape"] = shape_summary(plan, law_file)
     choice = batch_choice(plan)
     if choice:
         report["batch_choice"] = choice
@@ -222,7 +253,10 @@ def format_report(report: dict[str, Any]) -> str:
         lo, hi = best[0]["loss_interval"]
         lines.append(f"\nbest predicted loss {best[0]['loss']:.4f}, 95% interval [{lo:.4f}, {hi:.4f}] (law bootstrap)")
     lines += ["", "## Width vs depth: the best configuration at each depth"]
-    lines.append(markdown_table(report["by_depth"], columns))
+    by_depth = [dict(r, interval=f"[{r['loss_interval'][0]:.4f}, {r['loss_interval'][1]:.4f}]")
+                if "loss_interval" in r else r for r in report["by_depth"]]
+    lines.append(markdown_table(by_depth, columns[:8] + ("aspect_ratio", "loss")
+                                + (("interval",) if "interval" in by_depth[0] else ()) + columns[9:]))
     if "flops_rule" in report:
         f = report["flops_rule"]
         lines += ["", "## Time-optimal vs FLOPs-optimal",
@@ -230,7 +264,7 @@ def format_report(report: dict[str, Any]) -> str:
                   f"d={f['d']}, n={f['n']}, N={f['params']:.3g}. On this device it gets {f['tokens']:.3g} tokens in "
                   f"the budget, for a predicted loss of {f['loss']:.4f}: {f['loss_cost']:+.4f} against the "
                   f"time-optimal {best[0]['loss']:.4f}."]
-    return "\n".join(lines + _recipe_lines(report))
+    return "\n".join(lines + _shape_lines(report) + _recipe_lines(report))
 
 
 def verify_config(row: dict[str, Any], space: SearchSpace, recipe: SweepDesign) -> RunConfig:

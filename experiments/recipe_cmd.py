@@ -16,7 +16,7 @@ from typing import Any
 from smallest_loss.configs.designs import get_design
 from smallest_loss.configs.errors import UserError
 from smallest_loss.scaling.laws import load_law, save_law
-from smallest_loss.scaling.recipe import Cell, collect_recipe_runs, fit_recipe, recipe_to_dict
+from smallest_loss.scaling.recipe import BCRIT_SPAN, Cell, collect_recipe_runs, fit_recipe, recipe_to_dict
 
 
 def _holdout(text: str | None, seq_len: int) -> tuple[float, ...]:
@@ -73,9 +73,8 @@ def format_recipe(report: dict[str, Any]) -> str:
                   f"{lr['residual_rms']:.3f} in log lr)"]
     bc = batch["intervals"].get("b_crit")
     lines.append(f"batch: tokens needed grow as D_min (1 + B/B_crit), B_crit = {batch['b_crit']:,.0f} tokens"
-                 + (f" (95% {bc[0]:,.0f}-{bc[1]:,.0f})" if bc else "") + f", beta = {batch['beta']:.3f}"
-                 + ("" if batch["identified"] else "; B_crit is at the top of its search range: the sweep measured "
-                                                   "no batch cost, so the planner treats batches as free"))
+                 + (f" (95% {bc[0]:,.0f}-{bc[1]:,.0f})" if bc else "") + f", beta = {batch['beta']:.3f}, "
+                 + f"F-test against no batch cost p = {batch['p_value']:.2g}" + _batch_note(batch))
     if "noise_scale" in ev:
         ns = ev["noise_scale"]
         lines.append(f"gradient noise scale B_simple over {ns['runs']} runs: median {ns['median_tokens']:,.0f} tokens "
@@ -88,6 +87,17 @@ def format_recipe(report: dict[str, Any]) -> str:
                      f"{h['no_cost_mape']:.2%}")
     lines += ["", f"wrote {report['law']} (the loss law plus its recipe section) and {report['plot']}"]
     return "\n".join(lines)
+
+
+def _batch_note(batch: dict[str, Any]) -> str:
+    """What a B_crit at an end of its search range means."""
+    if not batch["identified"]:
+        return ("; the sweep measured no batch cost (B_crit at the top of its range, or no better than per-group "
+                "constants), so the planner treats batches as free")
+    if batch["b_crit"] <= batch["batch_range"][0] / BCRIT_SPAN * 1.01:
+        return ("; B_crit is at the bottom of its search range: every batch swept is past it, so the loss follows "
+                "the number of steps more than the tokens")
+    return ""
 
 
 def cmd_fit_recipe(args: argparse.Namespace) -> int:

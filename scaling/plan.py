@@ -11,6 +11,10 @@ Serving costs (Sardana et al., 2023) come out of the budget before training: M l
 cost M * 2N FLOPs, or M * (per-token forward seconds), taken as a third of a training step's seconds per
 token (a forward pass is about a third of forward + backward).
 
+With a shape-aware law (scaling/shape.py) the loss also carries the law's aspect-ratio factor, so width against
+depth is decided by the law, and the candidates' d/n is kept inside the range the law was fitted on (the space's
+aspect-ratio bounds apply only to a law in N and D).
+
 Two rules on top of the scores:
   ties   a law in N and D cannot tell apart shapes of (nearly) equal N, so losses within TIE_TOLERANCE of
          the best tie, and ties go to the space's preferred aspect ratio d/n, then head size (`rank`);
@@ -34,7 +38,7 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.spaces import SearchSpace
 from smallest_loss.model.transformer import param_counts
 from smallest_loss.scaling.budget import Budget
-from smallest_loss.scaling.laws import ChinchillaLaw, KaplanLaw, Law, LawFile, tokens_for_time
+from smallest_loss.scaling.laws import ChinchillaLaw, KaplanLaw, Law, LawFile, ShapeLaw, tokens_for_time
 from smallest_loss.scaling.recipe import RecipeLaw
 from smallest_loss.timing.counts import bytes_per_element, train_memory_bytes, train_step_flops
 
@@ -91,15 +95,23 @@ def _candidates(space: SearchSpace, d: Any, n: Any, k: Any, ratio: Any, s: Any, 
     return Candidates(d=d, n=n, h=d // k, w=w, s=s, b=b, N=(emb + non_emb).astype(np.float64))
 
 
-def enumerate_candidates(space: SearchSpace, batches: tuple[int, ...] | None = None) -> Candidates:
+def enumerate_candidates(space: SearchSpace, batches: tuple[int, ...] | None = None,
+                         aspect: tuple[float, float] | None = None) -> Candidates:
     """All (d, n, head size, MLP ratio, s, b) combinations whose head size divides d into an even head,
-    within the space's aspect ratios d/n; b from `batches` (default: the space's fixed batch sizes)."""
+    within the aspect ratios d/n `aspect` (default: the space's); b from `batches` (default: the space's fixed
+    batch sizes)."""
     grids = np.meshgrid(np.array(space.d), np.array(space.n), np.array(space.head_sizes),
                         np.array(space.mlp_ratios), np.array(space.s), np.array(batches or space.b), indexing="ij")
     d, n, k, ratio, s, b = (g.ravel().astype(np.int64) for g in grids)
-    lo, hi = space.aspect_ratio
+    lo, hi = aspect or space.aspect_ratio
     ok = (d % k == 0) & (k % 2 == 0) & (d >= lo * n) & (d <= hi * n)
     return _candidates(space, d[ok], n[ok], k[ok], ratio[ok], s[ok], b[ok])
+
+
+def aspect_bounds(space: SearchSpace, shape: ShapeLaw | None) -> tuple[float, float]:
+    """The d/n the planner may choose: with a shape-aware law, the range it was fitted on (its safety net: no
+    extrapolation in shape); without, the space's bounds, which then decide width against depth."""
+    return shape.aspect_range if shape is not None else space.aspect_ratio
 
 
 @functools.lru_cache(maxsize=16)
@@ -137,6 +149,7 @@ class PlanInputs:
     max_latency_ms: float | None = None
     recipe: RecipeLaw | None = None  # learning-rate and batch laws: the planner then chooses the batch
     fixed_batch: int | None = None  # plan at this batch only (`plan --batch`), for comparison
+    shape: ShapeLaw | None = None  # the law's aspect-ratio factor: the planner then weighs width against depth
 
     def __post_init__(self) -> None:
         if self.fixed_batch is not None and self.fixed_batch < 1:
@@ -175,6 +188,7 @@ class Plan:
     intervals: np.ndarray | None = None  # (top, 2) for the first rows of `order`
     edges: list[dict[str, Any]] = field(default_factory=list)  # `binding_edges` of the best candidate
     recipe: RecipeLaw | None = None  # the law's recipe laws: the batch was chosen and the rate comes from them
+    nd_choice: dict[str, Any] | None = None  # with a shape-aware law: what the law without its shape term picks
 
     def row(self, i: int) -> dict[str, Any]:
         c = self.candidates
@@ -278,18 +292,29 @@ def _score(cands: Candidates, budget: Budget, law: Law, inputs: PlanInputs,
     keep = tokens >= cands.b * cands.s  # at least one full training step
     cands, tokens = _filter(cands, keep, "budget", dropped), tokens[keep]
     step_s = step_s[keep] if step_s is not None else None
-    loss = law.loss(cands.N, effective_tokens(tokens, cands, inputs.recipe))
-    return cands, tokens, np.asarray(loss, float).reshape(-1), step_s
+    loss = np.asarray(law.loss(cands.N, effective_tokens(tokens, cands, inputs.recipe)), float).reshape(-1)
+    if inputs.shape is not None:
+        loss = loss * inputs.shape.factor(cands.d, cands.n)
+    return cands, tokens, loss, step_s
 
 
-def law_samples_loss(law_file: LawFile, N: np.ndarray, D: np.ndarray) -> np.ndarray | None:
-    """(samples, len(N)) losses under each bootstrap sample of the law, or None without samples."""
+def law_samples_loss(law_file: LawFile, N: np.ndarray, D: np.ndarray, d: np.ndarray | None = None,
+                     n: np.ndarray | None = None) -> np.ndarray | None:
+    """(samples, len(N)) losses under each bootstrap sample of the law, or None without samples; with a shape
+    section, each sample's aspect-ratio factor at widths d and depths n (its samples pair with the law's)."""
     s = law_file.samples
     keys = ("E", "A", "B", "alpha", "beta")
     if not s or not isinstance(law_file.law, ChinchillaLaw) or not all(k in s for k in keys):
         return None
     E, A, B, alpha, beta = (np.asarray(s[k], float)[:, None] for k in ("E", "A", "B", "alpha", "beta"))
-    return E + A / N[None, :] ** alpha + B / D[None, :] ** beta
+    loss = E + A / N[None, :] ** alpha + B / D[None, :] ** beta
+    shape = law_file.shape
+    if shape is None:
+        return loss
+    if not shape.samples or d is None or n is None:
+        return None  # the law's samples alone would give intervals without the shape term's spread
+    gamma, r_opt = (np.asarray(shape.samples[k], float)[:, None] for k in ("gamma", "aspect_opt"))
+    return loss * np.exp(gamma * np.log(d[None, :] / n[None, :] / r_opt) ** 2)
 
 
 def tie_rule(space: SearchSpace) -> str:
@@ -337,10 +362,10 @@ def make_plan(budget: Budget, law_file: LawFile, inputs: PlanInputs, top: int = 
     if needs_time and inputs.step_seconds is None:
         raise UserError(f"budget {budget.text} (or --max-latency-ms) needs a device profile: pass --profile FILE")
     dropped: dict[str, int] = {}
-    inputs = dataclasses.replace(inputs, recipe=law_file.recipe)
+    inputs = dataclasses.replace(inputs, recipe=law_file.recipe, shape=law_file.shape)
     batches = (inputs.fixed_batch,) if inputs.fixed_batch else planner_batches(inputs.space, law_file.recipe)
-    cands, tokens, loss, step_s = _score(enumerate_candidates(inputs.space, batches), budget, law_file.law, inputs,
-                                         dropped)
+    candidates = enumerate_candidates(inputs.space, batches, aspect_bounds(inputs.space, law_file.shape))
+    cands, tokens, loss, step_s = _score(candidates, budget, law_file.law, inputs, dropped)
     if len(cands) == 0:
         raise UserError(f"budget {budget.describe()} is too small to train any candidate of space "
                         f"{inputs.space.name} (dropped: {dropped}); raise the budget or use a smaller space")
@@ -348,11 +373,27 @@ def make_plan(budget: Budget, law_file: LawFile, inputs: PlanInputs, top: int = 
     train_s = budget.seconds(inputs.price_per_hour, inputs.spot_discount) if budget.kind != "flops" else None
     plan = Plan(budget, inputs.space, cands, tokens, loss, step_s, train_s, order, dropped, recipe=law_file.recipe)
     best = order[:top]
-    samples = law_samples_loss(law_file, cands.N[best], effective_tokens(tokens[best], cands.take(best), plan.recipe))
-    if samples is not None:
-        plan.intervals = np.percentile(samples, [2.5, 97.5], axis=0).T
+    plan.intervals = loss_intervals(plan, law_file, best)
     plan.edges = binding_edges(plan, law_file.law, inputs)
+    if law_file.shape is not None:
+        plan.nd_choice = nd_choice(plan, law_file, inputs)
     return plan
+
+
+def loss_intervals(plan: Plan, law_file: LawFile, rows: np.ndarray) -> np.ndarray | None:
+    """(len(rows), 2) 95% intervals of the predicted loss of candidates `rows` from the law's bootstrap samples."""
+    c = plan.candidates.take(rows)
+    samples = law_samples_loss(law_file, c.N, effective_tokens(plan.tokens[rows], c, plan.recipe), c.d, c.n)
+    return None if samples is None else np.percentile(samples, [2.5, 97.5], axis=0).T
+
+
+def nd_choice(plan: Plan, law_file: LawFile, inputs: PlanInputs) -> dict[str, Any]:
+    """What the law without its shape term would pick (within the space's aspect-ratio bounds, as a law in N and D
+    plans), and its loss under the shape-aware law: the cost of deciding shape without the shape term."""
+    nd_plan = make_plan(plan.budget, dataclasses.replace(law_file, shape=None), inputs, top=1)
+    row = nd_plan.row(int(nd_plan.order[0]))
+    loss = row["loss"] * law_file.shape.factor(row["d"], row["n"])
+    return dict(row, loss_without_shape=row["loss"], loss=loss, loss_cost=loss - plan.loss[plan.order[0]])
 
 
 def _head_size(d: int, k: int) -> int | None:
@@ -360,7 +401,8 @@ def _head_size(d: int, k: int) -> int | None:
     return next((x for x in range(min(k, d), 1, -1) if x % 2 == 0 and d % x == 0), None)
 
 
-def _edge_probes(space: SearchSpace, row: dict[str, Any]) -> list[tuple[str, dict[str, int]]]:
+def _edge_probes(space: SearchSpace, row: dict[str, Any],
+                 aspect: tuple[float, float]) -> list[tuple[str, dict[str, int]]]:
     """The edges of the space that a candidate sits on, each with the shape one step beyond it.
 
     Width moves by the spacing of the space's widths (keeping the head size where it divides), depth by one
@@ -368,7 +410,7 @@ def _edge_probes(space: SearchSpace, row: dict[str, Any]) -> list[tuple[str, dic
     where the space offers several.
     """
     d, n, k, b, s = row["d"], row["n"], row["d"] // row["h"], row["b"], row["s"]
-    lo, hi = space.aspect_ratio
+    lo, hi = aspect
     step = space.d[1] - space.d[0] if len(space.d) > 1 else d
     wider = [x for x in space.d if x > d and x % k == 0 and x <= hi * n]
     narrower = [x for x in space.d if x < d and x % k == 0 and x >= lo * n]
@@ -398,7 +440,7 @@ def binding_edges(plan: Plan, law: Law, inputs: PlanInputs) -> list[dict[str, An
     (beyond the tie tolerance): there the optimum lies outside the space."""
     best = plan.row(int(plan.order[0]))
     edges = []
-    for edge, change in _edge_probes(plan.space, best):
+    for edge, change in _edge_probes(plan.space, best, aspect_bounds(plan.space, inputs.shape)):
         shape = {**best, **change}
         k = _head_size(shape["d"], best["d"] // best["h"])
         if k is None:
@@ -438,14 +480,19 @@ def batch_choice(plan: Plan) -> list[dict[str, Any]] | None:
     return rows
 
 
-def best_by_depth(plan: Plan) -> list[dict[str, Any]]:
-    """The best candidate at each depth n (by the plan's ranking): the width-vs-depth trade-off."""
+def best_by_depth(plan: Plan, law_file: LawFile | None = None) -> list[dict[str, Any]]:
+    """The best candidate at each depth n (by the plan's ranking): the width-vs-depth trade-off; with `law_file`,
+    each with the 95% interval of its predicted loss (`loss_interval`) where the law has bootstrap samples."""
     position = np.empty(len(plan.order), dtype=np.int64)
     position[plan.order] = np.arange(len(plan.order))
-    rows = []
+    best = []
     for n in np.unique(plan.candidates.n):
         idx = np.flatnonzero(plan.candidates.n == n)
-        rows.append(plan.row(int(idx[np.argmin(position[idx])])))
+        best.append(int(idx[np.argmin(position[idx])]))
+    rows = [plan.row(i) for i in best]
+    intervals = loss_intervals(plan, law_file, np.array(best)) if law_file is not None and best else None
+    for row, span in zip(rows, intervals if intervals is not None else [], strict=False):
+        row["loss_interval"] = [float(x) for x in span]
     return rows
 
 
