@@ -75,6 +75,11 @@ def format_recipe(report: dict[str, Any]) -> str:
     lines.append(f"batch: tokens needed grow as D_min (1 + B/B_crit), B_crit = {batch['b_crit']:,.0f} tokens"
                  + (f" (95% {bc[0]:,.0f}-{bc[1]:,.0f})" if bc else "") + f", beta = {batch['beta']:.3f}, "
                  + f"F-test against no batch cost p = {batch['p_value']:.2g}" + _batch_note(batch))
+    if batch.get("source") == "noise scale":
+        raw = ev["b_crit_from_losses"]
+        lo, hi = raw["intervals"].get("b_crit", (raw["b_crit"], raw["b_crit"]))
+        lines.append(f"B_crit is the runs' median noise scale B_simple: the losses alone gave {raw['b_crit']:,.0f} "
+                     f"tokens with a 95% interval of {lo:,.0f}-{hi:,.0f}, too wide to plan with")
     if "noise_scale" in ev:
         ns = ev["noise_scale"]
         lines.append(f"gradient noise scale B_simple over {ns['runs']} runs: median {ns['median_tokens']:,.0f} tokens "

@@ -25,6 +25,10 @@ it with the gradient noise scale B_simple the runs measured (McCandlish et al.: 
 The planner uses the batch law relative to the batch the loss law was fitted at (`reference_batch`): a loss
 law fitted at batch B0 sees D tokens at B0, so at batch B it sees D (1 + B0/B_crit) / (1 + B/B_crit).
 
+When the losses do not pin B_crit down (its 95% interval spans more than a factor 100, or it sits at an end of
+its search range) and the runs measured their gradient noise scale, B_crit is set to the runs' median B_simple,
+McCandlish et al.'s predictor of it, and only beta, K and the group constants are fitted.
+
 Intervals come from a residual bootstrap (the sweep is a designed experiment with fixed cells; resampling
 cells would drop whole batch sizes). Held-out batch sizes check the batch form (`fit_recipe(holdout=...)`).
 """
@@ -47,6 +51,9 @@ from smallest_loss.scaling.collect import run_folders, sweep_budgets
 RECIPE_VERSION = 1
 BETA_RANGE = (0.05, 1.5)
 BCRIT_SPAN = 30.0  # B_crit is searched from (smallest batch)/30 to (largest batch) x 30
+# A B_crit whose 95% interval spans more than this factor is not pinned down by the losses; then the runs' measured
+# gradient noise scale, McCandlish et al.'s predictor of B_crit, sets it.
+BCRIT_MAX_SPREAD = 100.0
 
 
 @dataclass(frozen=True)
@@ -165,6 +172,7 @@ class BatchLaw:
     identified: bool = True
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
     p_value: float = 0.0  # F-test of the batch law against no batch cost (per-group constants)
+    source: str = "fit"  # where B_crit comes from: "fit" (the losses) or "noise scale" (B_simple, measured)
 
     def data_factor(self, batch_tokens: Any, reference_tokens: float) -> np.ndarray:
         """D_eff / D at batch B for a loss law fitted at `reference_tokens` per step (1 when not identified)."""
@@ -267,8 +275,9 @@ def batch_predict(cells: list[Cell], fitted_on: list[Cell], beta: float, log_bc:
     return np.array([a[ids[c.group]] for c in cells]) + float(K) * x
 
 
-def fit_batch_law(cells: list[Cell], n_boot: int = 1000, seed: int = 0) -> BatchLaw:
-    """The McCandlish batch law on the cells' best losses (see the module docstring)."""
+def fit_batch_law(cells: list[Cell], n_boot: int = 1000, seed: int = 0, b_crit: float | None = None) -> BatchLaw:
+    """The McCandlish batch law on the cells' best losses (see the module docstring); with `b_crit` given (the
+    measured noise scale), only beta, K and the group constants are fitted."""
     batches = sorted({c.batch_tokens for c in cells})
     per_group = {}
     for c in cells:
@@ -277,6 +286,8 @@ def fit_batch_law(cells: list[Cell], n_boot: int = 1000, seed: int = 0) -> Batch
         raise UserError("the batch law needs groups trained at three or more batch sizes")
     groups, D, B, L = _batch_arrays(cells)
     box = np.array([BETA_RANGE, (math.log(batches[0] / BCRIT_SPAN), math.log(batches[-1] * BCRIT_SPAN))])
+    if b_crit is not None:
+        box[1] = math.log(b_crit)
     beta, log_bc, K = _fit_batch_once(groups, D, B, L, box)
     fitted = batch_predict(cells, cells, beta, log_bc)
     resid = L - fitted
@@ -286,10 +297,21 @@ def fit_batch_law(cells: list[Cell], n_boot: int = 1000, seed: int = 0) -> Batch
     intervals = {}
     if n_boot:
         (b_lo, bc_lo), (b_hi, bc_hi) = np.percentile(boots, [2.5, 97.5], axis=0)
-        intervals = dict(b_crit=(math.exp(bc_lo), math.exp(bc_hi)), beta=(float(b_lo), float(b_hi)))
-    p_value = _f_test(L, groups, resid, extra=3)
-    identified = log_bc < box[1, 1] - 1e-3 and p_value < 0.05
-    return BatchLaw(math.exp(log_bc), beta, K, (batches[0], batches[-1]), bool(identified), intervals, p_value)
+        intervals = dict(beta=(float(b_lo), float(b_hi)))
+        if b_crit is None:  # a B_crit set from the noise scale has no interval of its own here
+            intervals["b_crit"] = (math.exp(bc_lo), math.exp(bc_hi))
+    p_value = _f_test(L, groups, resid, extra=3 if b_crit is None else 2)
+    identified = (b_crit is not None or log_bc < box[1, 1] - 1e-3) and p_value < 0.05
+    return BatchLaw(math.exp(log_bc), beta, K, (batches[0], batches[-1]), bool(identified), intervals, p_value,
+                    source="fit" if b_crit is None else "noise scale")
+
+
+def pinned_by_losses(law: BatchLaw) -> bool:
+    """Whether the sweep's losses pin B_crit down: its 95% interval spans less than BCRIT_MAX_SPREAD and it is
+    not at an end of its search range (a law fitted without intervals counts as pinned)."""
+    lo, hi = law.intervals.get("b_crit", (law.b_crit, law.b_crit))
+    span = (law.batch_range[0] / BCRIT_SPAN * 1.01, law.batch_range[1] * BCRIT_SPAN / 1.01)
+    return hi / lo < BCRIT_MAX_SPREAD and span[0] < law.b_crit < span[1]
 
 
 def _f_test(L: np.ndarray, groups: np.ndarray, resid: np.ndarray, extra: int) -> float:
@@ -303,14 +325,14 @@ def _f_test(L: np.ndarray, groups: np.ndarray, resid: np.ndarray, extra: int) ->
     return float(stats.f.sf(F, extra, dof))
 
 
-def holdout_batches(cells: list[Cell], held: tuple[float, ...]) -> dict[str, Any]:
+def holdout_batches(cells: list[Cell], held: tuple[float, ...], b_crit: float | None = None) -> dict[str, Any]:
     """Fit the batch law without the cells at the `held` batch sizes (tokens) and predict them; beside it, the
     error of a law with no batch cost (each group's mean best loss over the batches it was fitted on)."""
     train = [c for c in cells if c.batch_tokens not in held]
     test = [c for c in cells if c.batch_tokens in held]
     if not test:
         raise UserError(f"no cells at the held-out batch sizes {held}")
-    law = fit_batch_law(train, n_boot=0)
+    law = fit_batch_law(train, n_boot=0, b_crit=b_crit)
     predicted = batch_predict(test, train, law.beta, math.log(law.b_crit))
     actual = np.array([c.loss_star for c in test])
     flat = np.array([np.mean([t.loss_star for t in train if t.group == c.group]) for c in test])
@@ -338,11 +360,16 @@ def fit_recipe(runs: list[RecipeRun], reference_batch_tokens: float, holdout: tu
     cells, names = make_cells(runs)
     lr_law = fit_lr_law(cells, n_boot, seed)
     batch_law = fit_batch_law(cells, n_boot, seed)
+    noise = noise_summary(runs)
     evidence: dict[str, Any] = dict(runs=len(runs), cells=len(cells), groups=names,
                                     unbracketed_cells=sum(not c.bracketed for c in cells))
+    b_crit = None
+    if noise and not pinned_by_losses(batch_law):
+        evidence["b_crit_from_losses"] = dict(b_crit=batch_law.b_crit, intervals=batch_law.intervals)
+        b_crit = noise["median_tokens"]
+        batch_law = fit_batch_law(cells, n_boot, seed, b_crit=b_crit)
     if holdout:
-        evidence["holdout"] = holdout_batches(cells, holdout)
-    noise = noise_summary(runs)
+        evidence["holdout"] = holdout_batches(cells, holdout, b_crit)
     if noise:
         evidence["noise_scale"] = noise
     schedule = {k: v for k, v in runs[0].schedule.items() if k != "warmup_fraction"}
@@ -407,6 +434,7 @@ def recipe_from_dict(raw: Any, source: str = "law") -> RecipeLaw:
         raise UserError(f"{where}.batch: b_crit={numbers['b_crit']!r} must be positive (tokens per step)")
     batch = BatchLaw(**numbers, batch_range=_pair(batch_raw.get("batch_range"), f"{where}.batch.batch_range"),
                      identified=bool(batch_raw.get("identified", True)), p_value=float(batch_raw.get("p_value", 0.0)),
+                     source=str(batch_raw.get("source", "fit")),
                      intervals=_intervals(batch_raw.get("intervals", {}), f"{where}.batch"))
     top = _numbers(raw, ("reference_batch_tokens", "seq_len"), where)
     if top["reference_batch_tokens"] <= 0 or top["seq_len"] < 1:

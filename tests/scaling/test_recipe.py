@@ -24,7 +24,8 @@ BATCHES = (4, 8, 16, 32, 64)
 LRS = tuple(4e-3 * 2.2**k for k in range(5))
 
 
-def synthetic_runs(noise: float = 0.002, seed: int = 0, **true: float) -> list[RecipeRun]:
+def synthetic_runs(noise: float = 0.002, seed: int = 0, b_simple: float | None = None,
+                   **true: float) -> list[RecipeRun]:
     """Runs whose final losses follow the batch law plus a parabola in log lr around the lr law (numpy only)."""
     p = dict(TRUE, **true)
     rng = np.random.default_rng(seed)
@@ -36,7 +37,7 @@ def synthetic_runs(noise: float = 0.002, seed: int = 0, **true: float) -> list[R
             for lr in LRS:
                 best = a + p["K"] * (D / (1 + B / p["b_crit"])) ** -p["beta"]
                 loss = (best + 0.05 * math.log(lr / lr_star) ** 2) * (1 + noise * rng.standard_normal())
-                runs.append(RecipeRun(f"N{N}-b{b}-lr{lr:.3g}", int(N), int(D), 3e10, b, SEQ, lr, loss, None,
+                runs.append(RecipeRun(f"N{N}-b{b}-lr{lr:.3g}", int(N), int(D), 3e10, b, SEQ, lr, loss, b_simple,
                                       dict(schedule="cosine", warmup_fraction=0.05, min_lr_ratio=0.1)))
     return runs
 
@@ -109,3 +110,12 @@ def test_malformed_recipe_section_is_one_clear_error(fitted, change, message):
     change(raw)
     with pytest.raises(UserError, match=message):
         recipe_from_dict(raw, "law file x.json")
+
+
+def test_noise_scale_sets_b_crit_only_when_the_losses_cannot():
+    pinned, _, _ = fit_recipe(synthetic_runs(b_simple=500.0), reference_batch_tokens=1024, n_boot=100)
+    assert pinned.batch.source == "fit" and 0.6 < pinned.batch.b_crit / TRUE["b_crit"] < 1.6
+    # Noisy losses (2%) cannot pin B_crit down: the measured noise scale sets it, and the law is still checked.
+    loose, _, _ = fit_recipe(synthetic_runs(noise=0.02, b_simple=1800.0), reference_batch_tokens=1024, n_boot=100)
+    assert loose.batch.source == "noise scale" and loose.batch.b_crit == pytest.approx(1800.0)
+    assert "b_crit_from_losses" in loose.evidence and "b_crit" not in loose.batch.intervals
