@@ -15,8 +15,9 @@ from typing import Any
 
 from smallest_loss.configs.designs import get_design
 from smallest_loss.configs.errors import UserError
+from smallest_loss.scaling.collect import collect_recipe_runs
 from smallest_loss.scaling.laws import load_law, save_law
-from smallest_loss.scaling.recipe import BCRIT_SPAN, Cell, collect_recipe_runs, fit_recipe, recipe_to_dict
+from smallest_loss.scaling.recipe import BCRIT_SPAN, Cell, fit_recipe, recipe_to_dict
 
 
 def _holdout(text: str | None, seq_len: int) -> tuple[float, ...]:

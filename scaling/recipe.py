@@ -37,16 +37,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import stats
 from scipy.optimize import minimize
 from smallest_loss.configs.errors import UserError
-from smallest_loss.model.runs import RunDir
-from smallest_loss.model.transformer import count_params
-from smallest_loss.scaling.collect import run_folders, sweep_budgets
 
 RECIPE_VERSION = 1
 BETA_RANGE = (0.05, 1.5)
@@ -74,29 +70,6 @@ class RecipeRun:
     @property
     def batch_tokens(self) -> int:
         return self.batch * self.seq_len
-
-
-def collect_recipe_runs(paths: list[str | Path]) -> tuple[list[RecipeRun], list[str]]:
-    """The finished runs under `paths` (sweep folders or run folders), and a line for each one left out."""
-    runs, left_out = [], []
-    for path in paths:
-        for folder in run_folders(Path(path)):
-            run = RunDir.open(folder)
-            summary = run.read_summary()
-            if not summary or summary["status"] != "completed" or summary.get("final_eval_loss") is None:
-                left_out.append(f"{folder.name}: {run.status()}")
-                continue
-            cfg, N = run.config, count_params(run.config.model).total
-            noise = summary.get("noise_scale") or {}
-            t = cfg.train
-            schedule = dict(schedule=t.schedule, warmup_fraction=t.warmup_steps / max(cfg.total_steps, 1),
-                            min_lr_ratio=t.min_lr_ratio, weight_decay=t.weight_decay, beta1=t.beta1, beta2=t.beta2)
-            runs.append(RecipeRun(folder.name, N, int(summary["tokens"]), sweep_budgets(folder).get(folder.name, 0.0),
-                                  t.batch_size, cfg.model.s, t.lr, float(summary["final_eval_loss"]),
-                                  noise.get("b_simple_tokens"), schedule))
-    if not runs:
-        raise UserError(f"no finished runs under {', '.join(map(str, paths))}")
-    return runs, left_out
 
 
 def lr_optimum(lrs: np.ndarray, losses: np.ndarray) -> tuple[float, float, bool]:
