@@ -4,7 +4,10 @@ with exactly its metrics."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +70,28 @@ def killed_after_last_checkpoint(reference_run: Path, tmp_path: Path) -> Path:
     shutil.copytree(reference_run, folder)
     (folder / "summary.json").unlink()
     return folder
+
+
+_KILLED_CHILD = """
+import os, signal, sys
+from pathlib import Path
+import smallest_loss.model.train as train_mod
+from {module} import {config}
+real = train_mod.batch
+def batch(tokens, seed, k, *args):
+    if seed == {config}.train.seed and k == {kill_at}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(tokens, seed, k, *args)
+train_mod.batch = batch
+train_mod.train({config}, sys.argv[1], progress=False{extra})
+"""
+
+
+def run_killed_at(module: str, config: str, kill_at: int, out: Path, *args: str,
+                  extra: str = "") -> subprocess.CompletedProcess:
+    """Train `module.config` into `out` in a child process that SIGKILLs itself when it asks for batch `kill_at`
+    (mid-run, at a known step, with no chance to save or clean up). `extra` is more arguments of the train call
+    (Python text, which may read `args` as sys.argv[2:])."""
+    code = _KILLED_CHILD.format(module=module, config=config, kill_at=kill_at, extra=extra)
+    return subprocess.run([sys.executable, "-c", code, str(out), *args], cwd=Path(__file__).resolve().parents[2],
+                          env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=300)

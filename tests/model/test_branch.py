@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +15,8 @@ from smallest_loss.configs.schema import TrainConfig
 from smallest_loss.model.train import make_schedule, train
 
 from tests.conftest import tiny_run
+from tests.model.conftest import metrics, run_killed_at
 
-ROOT = Path(__file__).resolve().parents[2]
 PARENT = tiny_run(steps=30, batch_size=4, lr=1e-2, warmup_steps=3, schedule="constant", eval_every=0,
                   checkpoint_every=0)
 BRANCH_AT, COOL = 20, 10  # the branch trains steps 21-30, a 1-sqrt cool-down
@@ -27,10 +24,6 @@ BRANCH = dataclasses.replace(PARENT, train=dataclasses.replace(
     PARENT.train, schedule="wsd", steps=BRANCH_AT + COOL, cooldown_fraction=COOL / (BRANCH_AT + COOL),
     decay="1-sqrt", checkpoint_every=5))
 KILL_AT = 27  # batch index: the branch's steps 21-27 logged, its checkpoint at 25
-
-
-def metrics(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.parametrize("decay", ["linear", "1-sqrt"])
@@ -63,26 +56,11 @@ def test_branch_shares_parent_steps_then_decays(parent_and_branch):
     assert BRANCH_AT in [int(x.name) for x in (parent / "checkpoints").iterdir() if x.name.isdigit()]
 
 
-_CHILD = f"""
-import os, signal, sys
-from pathlib import Path
-import smallest_loss.model.train as train_mod
-from tests.model.test_branch import BRANCH, BRANCH_AT
-real = train_mod.batch
-def batch(tokens, seed, k, *args):
-    if seed == BRANCH.train.seed and k == {KILL_AT}:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(tokens, seed, k, *args)
-train_mod.batch = batch
-train_mod.train(BRANCH, sys.argv[1], progress=False, branch=(Path(sys.argv[2]), BRANCH_AT))
-"""
-
-
 def test_branch_killed_resumes_to_uninterrupted_losses(parent_and_branch, tmp_path):
     parent, branch = parent_and_branch
     killed = tmp_path / "killed"
-    done = subprocess.run([sys.executable, "-c", _CHILD, str(killed), str(parent)], cwd=ROOT,
-                          env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=300)
+    done = run_killed_at("tests.model.test_branch", "BRANCH", KILL_AT, killed, str(parent),
+                         extra=f", branch=(Path(sys.argv[2]), {BRANCH_AT})")
     assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
     assert len(metrics(killed)) == KILL_AT
     train(None, killed, resume=True, progress=False)
