@@ -206,6 +206,7 @@ def recipe_summary(plan: Plan) -> dict[str, Any]:
                                        "fit them with smallest-loss fit-recipe")
     lr, batch = recipe.lr, recipe.batch
     return dict(chosen=True, b_crit_tokens=batch.b_crit, b_crit_interval=batch.intervals.get("b_crit"),
+                b_crit_loss_exponent=batch.loss_exponent, b_crit_loss_ref=batch.loss_ref,
                 batch_identified=batch.identified, reference_batch_tokens=recipe.reference_batch_tokens,
                 lr_law=dict(c0=lr.c0, n_exponent=lr.n_exponent, batch_exponent=lr.batch_exponent),
                 batch_range_tokens=list(batch.batch_range), schedule=recipe.schedule)
@@ -228,6 +229,9 @@ def _recipe_lines(report: dict[str, Any]) -> list[str]:
                f"{schedule.get('schedule', 'cosine')} schedule to {schedule.get('min_lr_ratio', 0.1):g} x lr.",
              f"Critical batch B_crit = {recipe['b_crit_tokens']:,.0f} tokens"
              + (f" (95% interval {interval[0]:,.0f}-{interval[1]:,.0f})" if interval else "")
+             + (f" at loss {recipe['b_crit_loss_ref']:.3f}, growing as L^-{recipe['b_crit_loss_exponent']:.2f}: "
+                f"{best['b_crit']:,.0f} tokens at this plan's loss {best['loss']:.3f}"
+                if recipe.get("b_crit_loss_exponent") else "")
              + f"; batches searched within the fitted range {recipe['batch_range_tokens'][0]:,.0f}-"
                f"{recipe['batch_range_tokens'][1]:,.0f} tokens a step."]
     if "batch_choice" in report:

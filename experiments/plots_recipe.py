@@ -26,8 +26,10 @@ def plot_recipe(cells: list[Cell], names: list[str], law: RecipeLaw, path: str |
             continue
         colour = f"C{g % 10}"
         left.scatter([c.batch_tokens for c in mine], [c.loss_star for c in mine], color=colour, s=20, label=name)
-        grid = [Cell(g, mine[0].N, mine[0].D, float(b), 0.0, 0.0, True) for b in batches]
-        left.plot(batches, batch_predict(grid, cells, law.batch.beta, math.log(law.batch.b_crit)), color=colour, lw=1)
+        level = float(np.mean([c.loss_star for c in mine]))  # B_crit at the group's loss, where it follows the loss
+        grid = [Cell(g, mine[0].N, mine[0].D, float(b), 0.0, level, True) for b in batches]
+        left.plot(batches, batch_predict(grid, cells, law.batch.beta, math.log(law.batch.b_crit),
+                                         (law.batch.loss_exponent, law.batch.loss_ref)), color=colour, lw=1)
         for c in mine:
             right.scatter(c.batch_tokens, c.lr_star, s=20, color=colour,
                           facecolors=colour if c.bracketed else "none")

@@ -79,18 +79,30 @@ def format_recipe(report: dict[str, Any]) -> str:
     if batch.get("source") == "noise scale":
         raw = ev["b_crit_from_losses"]
         lo, hi = raw["intervals"].get("b_crit", (raw["b_crit"], raw["b_crit"]))
-        lines.append(f"B_crit is the runs' median noise scale B_simple: the losses alone gave {raw['b_crit']:,.0f} "
+        lines.append(f"B_crit comes from the noise scale B_simple: the losses alone gave {raw['b_crit']:,.0f} "
                      f"tokens with a 95% interval of {lo:,.0f}-{hi:,.0f}, too wide to plan with")
     if "noise_scale" in ev:
         ns = ev["noise_scale"]
         lines.append(f"gradient noise scale B_simple over {ns['runs']} runs: median {ns['median_tokens']:,.0f} tokens "
                      f"(range {ns['range_tokens'][0]:,.0f}-{ns['range_tokens'][1]:,.0f}); McCandlish et al. expect "
                      "B_crit ~ B_simple")
+    if "noise_along_runs" in ev:
+        a = ev["noise_along_runs"]
+        lo, hi = a["exponent_interval"]
+        used = batch.get("loss_exponent", 0.0) != 0.0
+        lines.append(f"B_simple along the runs ({a['windows']} stretches of {a['runs']} runs, losses "
+                     f"{a['loss_range'][0]:.2f}-{a['loss_range'][1]:.2f}): B_simple ~ L^-{a['exponent']:.2f} "
+                     f"(95% [{lo:.2f}, {hi:.2f}], r = {a['r']:.2f}); "
+                     + (f"B_crit follows the loss: B_crit(L) = {batch['b_crit']:,.0f} (L/{batch['loss_ref']:.3f})"
+                        f"^-{batch['loss_exponent']:.2f} tokens" if used else
+                        "not used: the interval includes 0, so B_crit is held constant"))
     if "holdout" in ev:
         h = ev["holdout"]
         lines.append(f"held-out batches {', '.join(f'{b:.0f}' for b in h['held_batch_tokens'])} tokens: batch law "
                      f"{h['mape']:.2%} mean error ({h['max_ape']:.2%} max); a law with no batch cost "
-                     f"{h['no_cost_mape']:.2%}")
+                     f"{h['no_cost_mape']:.2%}"
+                     + (f"; with a constant B_crit {ev['holdout_constant_b_crit']['mape']:.2%}"
+                        if "holdout_constant_b_crit" in ev else ""))
     lines += ["", f"wrote {report['law']} (the loss law plus its recipe section) and {report['plot']}"]
     return "\n".join(lines)
 

@@ -84,3 +84,19 @@ def summarise(lines: list[dict[str, Any]], b: int, B: int, s: int) -> dict[str, 
     out = estimate([line[MICRO] for line in half], [line[FULL] for line in half], b, B)
     return dict(**_in_units(out.pop("b_simple"), s), **out, first_step=half[0]["step"], last_step=last,
                 steps=len(half), micro_batch=b, batch=B)
+
+
+def loss_windows(lines: list[dict[str, Any]], b: int, B: int, s: int, windows: int = 8) -> list[tuple[float, float]]:
+    """(mean train loss, B_simple in tokens) over `windows` stretches of equal numbers of logged steps, the first
+    (warm-up) left out: how the noise scale moves with the loss along one run, for B_crit(L) (scaling/recipe.py).
+    Stretches whose mean |G|^2 is not positive (noise hides the gradient) are left out."""
+    noisy = [line for line in lines if MICRO in line and "train_loss" in line]
+    out = []
+    for k in range(1, windows):
+        part = noisy[k * len(noisy) // windows:(k + 1) * len(noisy) // windows]
+        if len(part) < 2:
+            continue
+        ratio = estimate([x[MICRO] for x in part], [x[FULL] for x in part], b, B)["b_simple"]
+        if ratio is not None and ratio > 0:
+            out.append((float(np.mean([x["train_loss"] for x in part])), ratio * s))
+    return out

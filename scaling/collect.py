@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
+from smallest_loss.model.noise import loss_windows
 from smallest_loss.model.runs import RunDir
 from smallest_loss.model.transformer import count_params
 from smallest_loss.scaling.points import FitPoints
@@ -97,9 +98,13 @@ def collect_recipe_runs(paths: list[str | Path]) -> tuple[list[RecipeRun], list[
             t = cfg.train
             schedule = dict(schedule=t.schedule, warmup_fraction=t.warmup_steps / max(cfg.total_steps, 1),
                             min_lr_ratio=t.min_lr_ratio, weight_decay=t.weight_decay, beta1=t.beta1, beta2=t.beta2)
+            windows = ()
+            if t.micro_batches > 1:
+                windows = tuple(loss_windows(run.read_metrics(), t.batch_size // t.micro_batches, t.batch_size,
+                                             cfg.model.s))
             runs.append(RecipeRun(folder.name, N, int(summary["tokens"]), sweep_budgets(folder).get(folder.name, 0.0),
                                   t.batch_size, cfg.model.s, t.lr, float(summary["final_eval_loss"]),
-                                  noise.get("b_simple_tokens"), schedule))
+                                  noise.get("b_simple_tokens"), schedule, windows))
     if not runs:
         raise UserError(f"no finished runs under {', '.join(map(str, paths))}")
     return runs, left_out

@@ -197,7 +197,8 @@ class Plan:
                    loss=float(self.loss[i]), aspect_ratio=float(c.d[i] / c.n[i]), micro_batches=int(c.m[i]))
         if self.recipe is not None:
             out["lr"] = float(self.recipe.lr.lr(c.N[i], c.b[i] * c.s[i]))
-            out["effective_tokens"] = float(self.tokens[i] * self.recipe.data_factor(c.b[i] * c.s[i]))
+            out["effective_tokens"] = float(self.tokens[i] * self.recipe.data_factor(c.b[i] * c.s[i], self.loss[i]))
+            out["b_crit"] = float(self.recipe.batch.b_crit_at(self.loss[i]))
         if self.step_seconds is not None:
             out["step_seconds"] = float(self.step_seconds[i])
             out["steps"] = int(self.tokens[i] // (c.b[i] * c.s[i]))
@@ -264,12 +265,19 @@ def _step_seconds(cands: Candidates, inputs: PlanInputs) -> np.ndarray:
     return micro * cands.m
 
 
-def effective_tokens(tokens: np.ndarray, cands: Candidates, recipe: RecipeLaw | None) -> np.ndarray:
+def effective_tokens(tokens: np.ndarray, cands: Candidates, recipe: RecipeLaw | None,
+                     loss: np.ndarray | None = None) -> np.ndarray:
     """The tokens the loss law sees: all of them at the batch it was fitted at, fewer at larger batches
-    (McCandlish et al. 2018, scaling/recipe.py); unchanged without recipe laws."""
+    (McCandlish et al. 2018, scaling/recipe.py), with B_crit at `loss` where it follows the loss; unchanged
+    without recipe laws."""
     if recipe is None:
         return tokens
-    return tokens * recipe.data_factor(cands.b * cands.s)
+    return tokens * recipe.data_factor(cands.b * cands.s, loss)
+
+
+# B_crit(L) depends on the loss it helps predict; the fixed point moves by well under 1e-4 after this many rounds
+# (the data factor changes the loss through D^-beta only, a contraction).
+B_CRIT_ROUNDS = 4
 
 
 def _score(cands: Candidates, budget: Budget, law: Law, inputs: PlanInputs,
@@ -292,9 +300,15 @@ def _score(cands: Candidates, budget: Budget, law: Law, inputs: PlanInputs,
     keep = tokens >= cands.b * cands.s  # at least one full training step
     cands, tokens = _filter(cands, keep, "budget", dropped), tokens[keep]
     step_s = step_s[keep] if step_s is not None else None
-    loss = np.asarray(law.loss(cands.N, effective_tokens(tokens, cands, inputs.recipe)), float).reshape(-1)
-    if inputs.shape is not None:
-        loss = loss * inputs.shape.factor(cands.d, cands.n)
+
+    def predict(loss: np.ndarray | None) -> np.ndarray:
+        out = np.asarray(law.loss(cands.N, effective_tokens(tokens, cands, inputs.recipe, loss)), float).reshape(-1)
+        return out * inputs.shape.factor(cands.d, cands.n) if inputs.shape is not None else out
+
+    loss = predict(None)
+    if inputs.recipe is not None and inputs.recipe.batch.loss_exponent:
+        for _ in range(B_CRIT_ROUNDS):
+            loss = predict(loss)
     return cands, tokens, loss, step_s
 
 
@@ -383,7 +397,8 @@ def make_plan(budget: Budget, law_file: LawFile, inputs: PlanInputs, top: int = 
 def loss_intervals(plan: Plan, law_file: LawFile, rows: np.ndarray) -> np.ndarray | None:
     """(len(rows), 2) 95% intervals of the predicted loss of candidates `rows` from the law's bootstrap samples."""
     c = plan.candidates.take(rows)
-    samples = law_samples_loss(law_file, c.N, effective_tokens(plan.tokens[rows], c, plan.recipe), c.d, c.n)
+    eff = effective_tokens(plan.tokens[rows], c, plan.recipe, plan.loss[rows])
+    samples = law_samples_loss(law_file, c.N, eff, c.d, c.n)
     return None if samples is None else np.percentile(samples, [2.5, 97.5], axis=0).T
 
 

@@ -17,17 +17,26 @@ with D_min = D / (1 + B/B_crit). Written into the data term of the Chinchilla fo
     L*(g, B) = a_g + K (D_g / (1 + B/B_crit))^(-beta)
 with a per-group constant a_g (E + A/N^alpha for that shape), and K, beta, B_crit shared. For fixed (beta,
 B_crit) the rest is linear, so the fit is a grid over (beta, log B_crit) with closed-form a_g and K, refined
-by Nelder-Mead. B_crit is one constant (in tokens): Kaplan et al. (2020, section 5) found it grows as the loss
-falls, B_crit(L) = B*/L^(1/alpha_B), but over the narrow loss range of a sweep that fits on a CPU that
-dependence is not identifiable; the fitted constant is B_crit at the sweep's losses, and the summary compares
-it with the gradient noise scale B_simple the runs measured (McCandlish et al.: B_crit ~ B_simple).
+by Nelder-Mead.
+
+B_crit grows as the loss falls (Kaplan et al. 2020, section 5): B_crit(L) = B* / L^(1/alpha_B). The cells' best
+losses span too narrow a range to identify that exponent, but the gradient noise scale B_simple (McCandlish et
+al.'s predictor of B_crit) can be measured all along each run: a micro-batched run logs the squared gradient norms
+on every line, and stretches of it give B_simple at each stretch's loss (model/noise.py `loss_windows`). The
+exponent k = 1/alpha_B comes from the pooled least squares of log B_simple on log L over the stretches of all
+runs, with intervals from resampling whole runs. It is used when its 95% interval excludes 0; then
+B_crit(L) = B_crit(L_ref) (L / L_ref)^(-k), with L_ref the median of the cells' best losses, and the batch fit
+applies it at each cell's loss. This matters for planning beyond the sweep: a plan's loss sits below the sweep's,
+where a constant B_crit would overstate what a large batch costs. On the CPU recipe sweep k came out near 3.5
+(Kaplan et al. found 1/alpha_B = 4.8 for their language models).
 
 The planner uses the batch law relative to the batch the loss law was fitted at (`reference_batch`): a loss
 law fitted at batch B0 sees D tokens at B0, so at batch B it sees D (1 + B0/B_crit) / (1 + B/B_crit).
 
 When the losses do not pin B_crit down (its 95% interval spans more than a factor 100, or it sits at an end of
-its search range) and the runs measured their gradient noise scale, B_crit is set to the runs' median B_simple,
-McCandlish et al.'s predictor of it, and only beta, K and the group constants are fitted.
+its search range) and the runs measured their gradient noise scale, B_crit is set from B_simple, McCandlish et
+al.'s predictor of it (the B_simple-on-loss line at L_ref when it is used, else the runs' median B_simple), and
+only beta, K and the group constants are fitted.
 
 Intervals come from a residual bootstrap (the sweep is a designed experiment with fixed cells; resampling
 cells would drop whole batch sizes). Held-out batch sizes check the batch form (`fit_recipe(holdout=...)`).
@@ -66,6 +75,7 @@ class RecipeRun:
     loss: float  # final evaluation loss
     b_simple_tokens: float | None  # the run's gradient noise scale (model/noise.py), when it measured one
     schedule: dict[str, Any] = field(default_factory=dict)
+    noise_windows: tuple[tuple[float, float], ...] = ()  # (train loss, B_simple tokens) along the run
 
     @property
     def batch_tokens(self) -> int:
@@ -146,13 +156,24 @@ class BatchLaw:
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
     p_value: float = 0.0  # F-test of the batch law against no batch cost (per-group constants)
     source: str = "fit"  # where B_crit comes from: "fit" (the losses) or "noise scale" (B_simple, measured)
+    # B_crit(L) = b_crit (L / loss_ref)^(-loss_exponent): B_crit grows as the loss falls (0: a constant B_crit)
+    loss_exponent: float = 0.0
+    loss_ref: float = 1.0
 
-    def data_factor(self, batch_tokens: Any, reference_tokens: float) -> np.ndarray:
-        """D_eff / D at batch B for a loss law fitted at `reference_tokens` per step (1 when not identified)."""
+    def b_crit_at(self, loss: Any = None) -> np.ndarray:
+        """B_crit (tokens) at a loss; the constant b_crit without a loss or without a loss exponent."""
+        if loss is None or not self.loss_exponent:
+            return np.asarray(self.b_crit, float)
+        return self.b_crit * (np.asarray(loss, float) / self.loss_ref) ** (-self.loss_exponent)
+
+    def data_factor(self, batch_tokens: Any, reference_tokens: float, loss: Any = None) -> np.ndarray:
+        """D_eff / D at batch B for a loss law fitted at `reference_tokens` per step, with B_crit at `loss` (the
+        constant b_crit when None); 1 when not identified."""
         B = np.asarray(batch_tokens, float)
         if not self.identified:
-            return np.ones_like(B)
-        return (1.0 + reference_tokens / self.b_crit) / (1.0 + B / self.b_crit)
+            return np.ones(np.broadcast(B, np.asarray(loss if loss is not None else 0.0)).shape)
+        bc = self.b_crit_at(loss)
+        return (1.0 + reference_tokens / bc) / (1.0 + B / bc)
 
 
 @dataclass(frozen=True)
@@ -167,8 +188,8 @@ class RecipeLaw:
     seq_len: int
     evidence: dict[str, Any] = field(default_factory=dict)
 
-    def data_factor(self, batch_tokens: Any) -> np.ndarray:
-        return self.batch.data_factor(batch_tokens, self.reference_batch_tokens)
+    def data_factor(self, batch_tokens: Any, loss: Any = None) -> np.ndarray:
+        return self.batch.data_factor(batch_tokens, self.reference_batch_tokens, loss)
 
 
 def _ols(X: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -198,10 +219,11 @@ def fit_lr_law(cells: list[Cell], n_boot: int = 1000, seed: int = 0) -> LRLaw:
 
 
 def _profile(beta: np.ndarray, log_bc: np.ndarray, groups: np.ndarray, D: np.ndarray, B: np.ndarray,
-             L: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             L: np.ndarray, scale: np.ndarray | float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each (beta, log B_crit) pair (arrays of equal shape), the closed-form K and a_g and the sum of squared
-    residuals of L = a_g + K x, x = (D / (1 + B/B_crit))^-beta. K <= 0 scores infinity."""
-    bc = np.exp(log_bc)[..., None]
+    residuals of L = a_g + K x, x = (D / (1 + B/B_crit))^-beta, B_crit times `scale` at each point (its loss
+    dependence). K <= 0 scores infinity."""
+    bc = np.exp(log_bc)[..., None] * scale
     x = (D / (1.0 + B / bc)) ** (-beta[..., None])
     G = groups.max() + 1
     onehot = np.eye(G)[groups]  # (points, G)
@@ -215,21 +237,21 @@ def _profile(beta: np.ndarray, log_bc: np.ndarray, groups: np.ndarray, D: np.nda
     return np.where(K > 0, sse, np.inf), K, a
 
 
-def _fit_batch_once(groups: np.ndarray, D: np.ndarray, B: np.ndarray, L: np.ndarray,
-                    box: np.ndarray) -> tuple[float, float, float]:
+def _fit_batch_once(groups: np.ndarray, D: np.ndarray, B: np.ndarray, L: np.ndarray, box: np.ndarray,
+                    scale: np.ndarray | float = 1.0) -> tuple[float, float, float]:
     """(beta, log B_crit, K) minimising the squared error: a grid, then Nelder-Mead inside the box."""
     beta_grid, bc_grid = np.meshgrid(np.linspace(*box[0], 30), np.linspace(*box[1], 40), indexing="ij")
-    sse = _profile(beta_grid, bc_grid, groups, D, B, L)[0]
+    sse = _profile(beta_grid, bc_grid, groups, D, B, L, scale)[0]
     i = np.unravel_index(np.argmin(sse), sse.shape)
     start = np.array([beta_grid[i], bc_grid[i]])
 
     def objective(z: np.ndarray) -> float:
         z = np.clip(z, box[:, 0], box[:, 1])
-        return float(_profile(np.array(z[0]), np.array(z[1]), groups, D, B, L)[0])
+        return float(_profile(np.array(z[0]), np.array(z[1]), groups, D, B, L, scale)[0])
 
     z = np.clip(minimize(objective, start, method="Nelder-Mead", options=dict(xatol=1e-4, fatol=1e-12)).x,
                 box[:, 0], box[:, 1])
-    K = float(_profile(np.array(z[0]), np.array(z[1]), groups, D, B, L)[1])
+    K = float(_profile(np.array(z[0]), np.array(z[1]), groups, D, B, L, scale)[1])
     return float(z[0]), float(z[1]), K
 
 
@@ -239,18 +261,29 @@ def _batch_arrays(cells: list[Cell]) -> tuple[np.ndarray, ...]:
             np.array([c.loss_star for c in cells]))
 
 
-def batch_predict(cells: list[Cell], fitted_on: list[Cell], beta: float, log_bc: float) -> np.ndarray:
-    """Best losses of `cells` under the batch law with (beta, B_crit), a_g and K refitted on `fitted_on`."""
+def _scale(cells: list[Cell], loss_law: tuple[float, float]) -> np.ndarray:
+    """B_crit(L) / B_crit(L_ref) at each cell's best loss, for loss_law = (exponent, L_ref)."""
+    k, ref = loss_law
+    return (np.array([c.loss_star for c in cells]) / ref) ** (-k)
+
+
+def batch_predict(cells: list[Cell], fitted_on: list[Cell], beta: float, log_bc: float,
+                  loss_law: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """Best losses of `cells` under the batch law with (beta, B_crit), a_g and K refitted on `fitted_on`; B_crit
+    follows the loss as loss_law = (exponent, L_ref) says, at each cell's measured best loss."""
     groups, D, B, L = _batch_arrays(fitted_on)
-    _, K, a = _profile(np.array(beta), np.array(log_bc), groups, D, B, L)
+    _, K, a = _profile(np.array(beta), np.array(log_bc), groups, D, B, L, _scale(fitted_on, loss_law))
     ids = {g: i for i, g in enumerate(np.unique([c.group for c in fitted_on]))}
-    x = (np.array([c.D for c in cells]) / (1 + np.array([c.batch_tokens for c in cells]) / math.exp(log_bc))) ** -beta
+    bc = math.exp(log_bc) * _scale(cells, loss_law)
+    x = (np.array([c.D for c in cells]) / (1 + np.array([c.batch_tokens for c in cells]) / bc)) ** -beta
     return np.array([a[ids[c.group]] for c in cells]) + float(K) * x
 
 
-def fit_batch_law(cells: list[Cell], n_boot: int = 1000, seed: int = 0, b_crit: float | None = None) -> BatchLaw:
+def fit_batch_law(cells: list[Cell], n_boot: int = 1000, seed: int = 0, b_crit: float | None = None,
+                  loss_law: tuple[float, float] = (0.0, 1.0)) -> BatchLaw:
     """The McCandlish batch law on the cells' best losses (see the module docstring); with `b_crit` given (the
-    measured noise scale), only beta, K and the group constants are fitted."""
+    measured noise scale, at L_ref), only beta, K and the group constants are fitted. `loss_law` = (exponent,
+    L_ref) of B_crit(L); (0, 1) for a constant B_crit."""
     batches = sorted({c.batch_tokens for c in cells})
     per_group = {}
     for c in cells:
@@ -261,11 +294,12 @@ def fit_batch_law(cells: list[Cell], n_boot: int = 1000, seed: int = 0, b_crit: 
     box = np.array([BETA_RANGE, (math.log(batches[0] / BCRIT_SPAN), math.log(batches[-1] * BCRIT_SPAN))])
     if b_crit is not None:
         box[1] = math.log(b_crit)
-    beta, log_bc, K = _fit_batch_once(groups, D, B, L, box)
-    fitted = batch_predict(cells, cells, beta, log_bc)
+    scale = _scale(cells, loss_law)
+    beta, log_bc, K = _fit_batch_once(groups, D, B, L, box, scale)
+    fitted = batch_predict(cells, cells, beta, log_bc, loss_law)
     resid = L - fitted
     rng = np.random.default_rng(seed)
-    boots = np.array([_fit_batch_once(groups, D, B, fitted + rng.choice(resid, len(resid)), box)[:2]
+    boots = np.array([_fit_batch_once(groups, D, B, fitted + rng.choice(resid, len(resid)), box, scale)[:2]
                       for _ in range(n_boot)])
     intervals = {}
     if n_boot:
@@ -276,7 +310,8 @@ def fit_batch_law(cells: list[Cell], n_boot: int = 1000, seed: int = 0, b_crit: 
     p_value = _f_test(L, groups, resid, extra=3 if b_crit is None else 2)
     identified = (b_crit is not None or log_bc < box[1, 1] - 1e-3) and p_value < 0.05
     return BatchLaw(math.exp(log_bc), beta, K, (batches[0], batches[-1]), bool(identified), intervals, p_value,
-                    source="fit" if b_crit is None else "noise scale")
+                    source="fit" if b_crit is None else "noise scale", loss_exponent=loss_law[0],
+                    loss_ref=loss_law[1])
 
 
 def pinned_by_losses(law: BatchLaw) -> bool:
@@ -298,15 +333,16 @@ def _f_test(L: np.ndarray, groups: np.ndarray, resid: np.ndarray, extra: int) ->
     return float(stats.f.sf(F, extra, dof))
 
 
-def holdout_batches(cells: list[Cell], held: tuple[float, ...], b_crit: float | None = None) -> dict[str, Any]:
+def holdout_batches(cells: list[Cell], held: tuple[float, ...], b_crit: float | None = None,
+                    loss_law: tuple[float, float] = (0.0, 1.0)) -> dict[str, Any]:
     """Fit the batch law without the cells at the `held` batch sizes (tokens) and predict them; beside it, the
     error of a law with no batch cost (each group's mean best loss over the batches it was fitted on)."""
     train = [c for c in cells if c.batch_tokens not in held]
     test = [c for c in cells if c.batch_tokens in held]
     if not test:
         raise UserError(f"no cells at the held-out batch sizes {held}")
-    law = fit_batch_law(train, n_boot=0, b_crit=b_crit)
-    predicted = batch_predict(test, train, law.beta, math.log(law.b_crit))
+    law = fit_batch_law(train, n_boot=0, b_crit=b_crit, loss_law=loss_law)
+    predicted = batch_predict(test, train, law.beta, math.log(law.b_crit), loss_law)
     actual = np.array([c.loss_star for c in test])
     flat = np.array([np.mean([t.loss_star for t in train if t.group == c.group]) for c in test])
     rows = [dict(group=c.group, batch_tokens=c.batch_tokens, actual=float(a), predicted=float(p), no_cost=float(f))
@@ -325,6 +361,30 @@ def noise_summary(runs: list[RecipeRun]) -> dict[str, Any] | None:
                 range_tokens=[float(values.min()), float(values.max())])
 
 
+def fit_noise_loss(runs: list[RecipeRun], n_boot: int = 1000, seed: int = 0) -> dict[str, Any] | None:
+    """log B_simple = c - k log L over the stretches of every run that logged them (`noise_windows`): the exponent
+    k of B_crit(L) (Kaplan et al.'s 1/alpha_B), with a 95% interval from resampling whole runs. None with stretches
+    from fewer than 3 runs or a loss range under 5%."""
+    per_run = [np.array(r.noise_windows, float) for r in runs if len(r.noise_windows) >= 2]
+    if len(per_run) < 3:
+        return None
+    pts = np.concatenate(per_run)
+    x, y = np.log(pts[:, 0]), np.log(pts[:, 1])
+    if x.max() - x.min() < math.log(1.05):
+        return None
+    slope, c = np.polyfit(x, y, 1)
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        sample = np.concatenate([per_run[i] for i in rng.integers(len(per_run), size=len(per_run))])
+        if np.ptp(np.log(sample[:, 0])) > 0:
+            boots.append(-np.polyfit(np.log(sample[:, 0]), np.log(sample[:, 1]), 1)[0])
+    lo, hi = np.percentile(boots, [2.5, 97.5]) if boots else (-slope, -slope)
+    return dict(exponent=float(-slope), intercept=float(c), exponent_interval=[float(lo), float(hi)],
+                runs=len(per_run), windows=int(len(pts)), r=float(np.corrcoef(x, y)[0, 1]),
+                loss_range=[float(pts[:, 0].min()), float(pts[:, 0].max())])
+
+
 def fit_recipe(runs: list[RecipeRun], reference_batch_tokens: float, holdout: tuple[float, ...] = (),
                n_boot: int = 1000, seed: int = 0) -> tuple[RecipeLaw, list[Cell], list[str]]:
     """Both recipe laws from a recipe sweep's runs, with the evidence: cells, hold-out, noise scale."""
@@ -332,17 +392,28 @@ def fit_recipe(runs: list[RecipeRun], reference_batch_tokens: float, holdout: tu
         raise UserError("the recipe runs use several context lengths; fit each context length on its own")
     cells, names = make_cells(runs)
     lr_law = fit_lr_law(cells, n_boot, seed)
-    batch_law = fit_batch_law(cells, n_boot, seed)
     noise = noise_summary(runs)
+    along = fit_noise_loss(runs, n_boot, seed)
     evidence: dict[str, Any] = dict(runs=len(runs), cells=len(cells), groups=names,
                                     unbracketed_cells=sum(not c.bracketed for c in cells))
+    loss_law = (0.0, 1.0)
+    if along is not None:
+        evidence["noise_along_runs"] = along
+        if along["exponent_interval"][0] > 0:  # B_crit grows as the loss falls, beyond the runs' scatter
+            loss_law = (along["exponent"], float(np.median([c.loss_star for c in cells])))
+    batch_law = fit_batch_law(cells, n_boot, seed, loss_law=loss_law)
     b_crit = None
     if noise and not pinned_by_losses(batch_law):
         evidence["b_crit_from_losses"] = dict(b_crit=batch_law.b_crit, intervals=batch_law.intervals)
         b_crit = noise["median_tokens"]
-        batch_law = fit_batch_law(cells, n_boot, seed, b_crit=b_crit)
+        if loss_law[0]:  # the B_simple-on-loss line at L_ref
+            b_crit = math.exp(along["intercept"]) * loss_law[1] ** (-loss_law[0])
+        batch_law = fit_batch_law(cells, n_boot, seed, b_crit=b_crit, loss_law=loss_law)
     if holdout:
-        evidence["holdout"] = holdout_batches(cells, holdout, b_crit)
+        evidence["holdout"] = holdout_batches(cells, holdout, b_crit, loss_law)
+        if loss_law[0]:  # the same check with a constant B_crit, for comparison
+            constant = None if b_crit is None else noise["median_tokens"]
+            evidence["holdout_constant_b_crit"] = holdout_batches(cells, holdout, constant)
     if noise:
         evidence["noise_scale"] = noise
     schedule = {k: v for k, v in runs[0].schedule.items() if k != "warmup_fraction"}
@@ -405,6 +476,10 @@ def recipe_from_dict(raw: Any, source: str = "law") -> RecipeLaw:
     numbers = _numbers(batch_raw, ("b_crit", "beta", "K"), f"{where}.batch")
     if numbers["b_crit"] <= 0:
         raise UserError(f"{where}.batch: b_crit={numbers['b_crit']!r} must be positive (tokens per step)")
+    extra = {k: batch_raw[k] for k in ("loss_exponent", "loss_ref") if k in batch_raw}  # absent in version-1 files
+    numbers.update(_numbers(extra, tuple(extra), f"{where}.batch"))
+    if numbers.get("loss_ref", 1.0) <= 0:
+        raise UserError(f"{where}.batch: loss_ref={numbers['loss_ref']!r} must be positive")
     batch = BatchLaw(**numbers, batch_range=_pair(batch_raw.get("batch_range"), f"{where}.batch.batch_range"),
                      identified=bool(batch_raw.get("identified", True)), p_value=float(batch_raw.get("p_value", 0.0)),
                      source=str(batch_raw.get("source", "fit")),

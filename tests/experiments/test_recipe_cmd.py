@@ -149,6 +149,30 @@ def test_small_critical_batch_stops_the_planner_taking_the_largest_batch(recipe_
     assert chosen_batch(100.0) < largest
 
 
+def test_a_critical_batch_that_grows_as_the_loss_falls_allows_larger_batches(recipe_law):
+    """With B_crit(L) = 100 (L/L_ref)^-k, the planner's B_crit is taken at each plan's own loss (a fixed point): the
+    report's B_crit is the law's at the chosen loss, and with L_ref above the plan's loss the chosen batch is no
+    smaller than with k = 0."""
+    recipe = load_law(recipe_law[1]).recipe
+    profile = DeviceProfile(device_kind="cpu", model="paper: memcpys + flops", coefficients=(2e-12, 1e-12, 5e-3),
+                            peak_flops=1e12, bandwidth=1e11, held_out=dict(mape=0.05))
+    inputs = PlanInputs(space=get_space("cpu"), step_seconds=profile.predict_step_seconds)
+    best, ref = {}, 1.0
+    for k in (0.0, 6.0):
+        batch = dataclasses.replace(recipe.batch, b_crit=100.0, loss_exponent=k, loss_ref=ref)
+        law = LawFile(CHINCHILLA_PUBLISHED, recipe=dataclasses.replace(recipe, batch=batch))
+        plan = make_plan(parse_budget("60s"), law, inputs, top=1)
+        best[k] = plan.row(int(plan.order[0]))
+        assert best[k]["b_crit"] == pytest.approx(float(batch.b_crit_at(best[k]["loss"])))
+        # The loss is the law's at the tokens discounted with B_crit at that same loss.
+        eff = best[k]["tokens"] * float(batch.data_factor(best[k]["b"] * 64, recipe.reference_batch_tokens,
+                                                          best[k]["loss"]))
+        assert best[k]["loss"] == pytest.approx(float(CHINCHILLA_PUBLISHED.loss(best[k]["params"], eff)), rel=1e-4)
+        ref = 1.5 * best[k]["loss"]
+    assert best[6.0]["b_crit"] > 100.0  # the plan's loss sits below L_ref
+    assert best[6.0]["b"] >= best[0.0]["b"]
+
+
 def test_synthetic_sweep_covers_every_cell():
     runs = synthetic_runs()
     assert len(runs) == 3 * len(BATCHES) * len(LRS)

@@ -143,3 +143,22 @@ def test_bad_micro_batch_settings_are_one_line_errors():
         TrainConfig(micro_batches=0)
     with pytest.raises(UserError, match=r"set train.micro_batches >= 2"):
         TrainConfig(noise_every=10)
+
+
+def test_loss_windows_follow_the_run():
+    """Stretches of a run's logged norms: one (loss, B_simple tokens) per stretch after the first, in step order,
+    and the estimate of each is the two-batch estimator over that stretch's steps."""
+    rng = np.random.default_rng(0)
+    lines = []
+    for step in range(1, 161):
+        g, tr = 1.0, 8.0 * step / 160  # |G|^2 and tr(Sigma): B_simple = tr / g grows along the run
+        full = g + tr / 8 + 0.01 * rng.standard_normal()
+        micro = g + tr / 4 + 0.01 * rng.standard_normal()
+        lines.append({"step": step, "train_loss": 3.0 - step / 100, noise.FULL: full, noise.MICRO: micro})
+    windows = noise.loss_windows(lines, b=4, B=8, s=64)
+    assert len(windows) == 7
+    losses, tokens = np.array(windows).T
+    assert np.all(np.diff(losses) < 0) and np.all(np.diff(tokens) > 0)
+    part = lines[20:40]
+    expected = noise.estimate([x[noise.MICRO] for x in part], [x[noise.FULL] for x in part], 4, 8)["b_simple"] * 64
+    assert tokens[0] == pytest.approx(expected)

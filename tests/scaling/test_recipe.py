@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -119,3 +120,49 @@ def test_noise_scale_sets_b_crit_only_when_the_losses_cannot():
     loose, _, _ = fit_recipe(synthetic_runs(noise=0.02, b_simple=1800.0), reference_batch_tokens=1024, n_boot=100)
     assert loose.batch.source == "noise scale" and loose.batch.b_crit == pytest.approx(1800.0)
     assert "b_crit_from_losses" in loose.evidence and "b_crit" not in loose.batch.intervals
+
+
+def _with_windows(runs: list[RecipeRun], exponent: float, seed: int = 0) -> list[RecipeRun]:
+    """Each run gains 7 stretches along its curve: losses from 1.6x its final loss down to it, B_simple following
+    800 (L/2.5)^-exponent tokens with 20% scatter."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for r in runs:
+        losses = r.loss * np.geomspace(1.6, 1.0, 7)
+        b = 800.0 * (losses / 2.5) ** -exponent * np.exp(0.2 * rng.standard_normal(7))
+        out.append(dataclasses.replace(r, noise_windows=tuple(zip(losses.tolist(), b.tolist(), strict=True))))
+    return out
+
+
+def test_b_crit_follows_the_loss_when_the_noise_scale_does():
+    runs = _with_windows(synthetic_runs(noise=0.02, b_simple=800.0), exponent=3.0)
+    law, cells, _ = fit_recipe(runs, reference_batch_tokens=1024, n_boot=100)
+    along = law.evidence["noise_along_runs"]
+    assert along["exponent_interval"][0] < 3.0 < along["exponent_interval"][1]
+    assert law.batch.loss_exponent == pytest.approx(along["exponent"])
+    # B_crit at L_ref is the noise-scale line's value there, and it grows as the loss falls.
+    assert law.batch.b_crit == pytest.approx(800.0 * (law.batch.loss_ref / 2.5) ** -3.0, rel=0.3)
+    ref = law.batch.loss_ref
+    low, high = law.batch.b_crit_at(np.array([ref / 2, ref * 2]))
+    assert low > law.batch.b_crit > high
+    # A large batch costs less at a low loss.
+    assert law.data_factor(4096.0, loss=ref / 2) > law.data_factor(4096.0, loss=ref * 2)
+    back = recipe_from_dict(json.loads(json.dumps(recipe_to_dict(law))))
+    assert back.batch.b_crit_at(1.5) == pytest.approx(law.batch.b_crit_at(1.5))
+
+
+def test_a_flat_noise_scale_keeps_b_crit_constant():
+    law, _, _ = fit_recipe(_with_windows(synthetic_runs(noise=0.02, b_simple=800.0), exponent=0.0),
+                           reference_batch_tokens=1024, n_boot=100)
+    assert law.batch.loss_exponent == 0.0
+    assert law.batch.b_crit_at(1.0) == law.batch.b_crit_at(3.0)
+
+
+def test_old_recipe_sections_have_a_constant_b_crit(fitted):
+    raw = json.loads(json.dumps(recipe_to_dict(fitted[0])))
+    for key in ("loss_exponent", "loss_ref"):
+        raw["batch"].pop(key)
+    assert recipe_from_dict(raw).batch.loss_exponent == 0.0
+    raw["batch"]["loss_ref"] = 0
+    with pytest.raises(UserError, match="loss_ref=0.0 must be positive"):
+        recipe_from_dict(raw, "law file x.json")
