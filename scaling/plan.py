@@ -491,7 +491,7 @@ def batch_choice(plan: Plan) -> list[dict[str, Any]] | None:
         if i is not None and i != best:
             rows.append(dict(plan.row(i), choice=label))
         elif i == best:
-            rows[0]["choice"] += f" (also the {label})"
+            rows[0]["choice"] += f" (also the {label.removeprefix('the ')})"
     return rows
 
 
