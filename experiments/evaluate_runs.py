@@ -14,6 +14,11 @@ import argparse
 import numpy as np
 
 
+# The common sample: 64 validation batches of 16 sequences drawn with seed 12345, whatever a run's own batch size
+# and seed (`plan --verify` reports every verified run's loss on it too).
+COMMON_SAMPLE = (64, 16, 12345)
+
+
 def evaluate_run(folder: str, batches: int, batch_size: int, seed: int) -> tuple[int, float]:
     """(step, mean loss) of the run's newest checkpoint on `batches` validation batches drawn with `seed`."""
     import orbax.checkpoint as ocp
@@ -40,9 +45,9 @@ def evaluate_run(folder: str, batches: int, batch_size: int, seed: int) -> tuple
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+")
-    parser.add_argument("--batches", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=12345)
+    parser.add_argument("--batches", type=int, default=COMMON_SAMPLE[0])
+    parser.add_argument("--batch-size", type=int, default=COMMON_SAMPLE[1])
+    parser.add_argument("--seed", type=int, default=COMMON_SAMPLE[2])
     args = parser.parse_args()
     tokens = args.batches * args.batch_size
     print(f"| run | step | loss on a common sample of {tokens} sequences |\n|---|---|---|")

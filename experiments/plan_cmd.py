@@ -308,7 +308,10 @@ def steady_step_seconds(lines: list[dict[str, Any]], checkpoint_every: int) -> f
 
 def verify(row: dict[str, Any], space: SearchSpace, recipe: SweepDesign, out: str | Path) -> dict[str, Any]:
     """Train the recommended configuration with the law's recipe and compare its loss and step time with the
-    prediction."""
+    prediction. Beside the run's own final evaluation (its batch size and seed choose its validation tokens) the
+    loss on one common sample (`evaluate_runs.COMMON_SAMPLE`), so plans at different batch sizes compare on the
+    same tokens."""
+    from smallest_loss.experiments.evaluate_runs import COMMON_SAMPLE, evaluate_run
     from smallest_loss.model.runs import RunDir
     from smallest_loss.model.train import train
 
@@ -321,7 +324,9 @@ def verify(row: dict[str, Any], space: SearchSpace, recipe: SweepDesign, out: st
     per_step = steady_step_seconds(RunDir(out, config, {}).read_metrics(), config.train.checkpoint_every)
     result = dict(run=str(out), predicted_loss=row["loss"], actual_loss=summary["final_eval_loss"],
                   predicted_step_seconds=row.get("step_seconds"), actual_step_seconds=per_step,
-                  steps=int(summary["steps"]), wall_seconds=summary["wall_seconds"])
+                  steps=int(summary["steps"]), wall_seconds=summary["wall_seconds"],
+                  common_loss=evaluate_run(str(out), *COMMON_SAMPLE)[1],
+                  common_sequences=COMMON_SAMPLE[0] * COMMON_SAMPLE[1])
     result["loss_error"] = result["actual_loss"] / result["predicted_loss"] - 1
     if result["predicted_step_seconds"] and per_step is not None:
         result["time_error"] = per_step / result["predicted_step_seconds"] - 1
@@ -336,6 +341,8 @@ def verify_line(v: dict[str, Any]) -> str:
         line += f"; step {v['actual_step_seconds'] * 1e3:.2f} ms"
     if "time_error" in v:
         line += f" vs predicted {v['predicted_step_seconds'] * 1e3:.2f} ms ({v['time_error']:+.1%})"
+    if v.get("common_loss") is not None:
+        line += f"; loss on the common validation sample ({v['common_sequences']:,} sequences) {v['common_loss']:.4f}"
     return line
 
 

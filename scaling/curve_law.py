@@ -17,6 +17,9 @@ counts alike; (4) the fit is robust least squares (soft L1) in log loss from sev
 what every step logs, so the law is a train-loss law, and each shape's final evaluation loss is its predicted
 final train loss times the mean ratio the fitted runs show (`eval_gap`, in logs).
 
+`form="multipower"` fits the multi-power law of Luo et al. (2025, arXiv 2503.12811; scaling/multipower.py) instead,
+with the same conventions (1)-(5).
+
 A law holds for one model shape (N), batch size and peak rate. Laws from curves (`chinchilla_points`) fit one
 law per shape and then the Chinchilla law across shapes on the final losses the curve laws predict for cosine
 runs of many lengths: each per-shape law is then checked on its own curves, and no assumed form of how L0, A
@@ -31,7 +34,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy import optimize, signal
@@ -40,6 +43,7 @@ from smallest_loss.configs.schema import TrainConfig
 from smallest_loss.model.runs import RunDir
 from smallest_loss.model.train import make_schedule
 from smallest_loss.model.transformer import count_params
+from smallest_loss.scaling.multipower import MultiPowerLaw, drops, fit_multipower, window_index
 from smallest_loss.scaling.points import FitPoints
 
 LAMBDA = 0.999  # Tissue et al.'s momentum of the annealing area
@@ -70,10 +74,8 @@ class Curve:
 
 def areas(lr: np.ndarray, lam: float = LAMBDA) -> tuple[np.ndarray, np.ndarray]:
     """S1 and S2 of Tissue et al. (2024) after each update: element k sums updates 1..k+1 (k = 0, 1, ...)."""
-    lr = np.asarray(lr, dtype=np.float64)
-    drops = np.maximum(np.concatenate([[0.0], lr[:-1] - lr[1:]]), 0.0)  # rising (warmup) rates: no annealing
-    momentum = signal.lfilter([1.0], [1.0, -lam], drops)
-    return np.cumsum(lr), np.cumsum(momentum)
+    momentum = signal.lfilter([1.0], [1.0, -lam], drops(lr))  # rising (warmup) rates: no annealing
+    return np.cumsum(np.asarray(lr, dtype=np.float64)), np.cumsum(momentum)
 
 
 def _before(lr: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
@@ -93,6 +95,8 @@ class ShapeLaw:
     C: float
     eval_gap: float
     lam: float = LAMBDA
+    form: ClassVar[str] = "tissue"
+    params: ClassVar[tuple[str, ...]] = PARAMS
 
     def curve(self, lr: np.ndarray) -> np.ndarray:
         """The train loss logged at each step of a schedule with these learning rates (step 1 is undefined:
@@ -106,8 +110,32 @@ class ShapeLaw:
         S1, S2 = areas(lr, self.lam)
         return float((self.L0 + self.A * S1[-1] ** (-self.alpha) - self.C * S2[-1]) * np.exp(self.eval_gap))
 
-    def to_dict(self) -> dict[str, float]:
-        return dataclasses.asdict(self)
+    def to_dict(self) -> dict[str, float | str]:
+        return dict(dataclasses.asdict(self), form=self.form)
+
+
+CurveLaw = ShapeLaw | MultiPowerLaw
+FORMS: dict[str, tuple[type[ShapeLaw] | type[MultiPowerLaw], str, str]] = {
+    "tissue": (ShapeLaw, "tissue2024", "L(s) = L0 + A*S1^(-alpha) - C*S2 (Tissue et al. 2024, arXiv 2408.11029); "
+               "eval = L * exp(eval_gap)"),
+    "multipower": (MultiPowerLaw, "multipower2025", "L(t) = L0 + A*S1^(-alpha) - LD(t), LD(t) = B*sum_k "
+                   "(eta_{k-1} - eta_k)*(1 - (C*eta_k^(-gamma)*S_k(t) + 1)^(-beta)) (Luo et al. 2025, arXiv "
+                   "2503.12811); eval = L * exp(eval_gap)"),
+}
+
+
+def _check_form(form: str) -> None:
+    if form not in FORMS:
+        raise UserError(f"unknown curve-law form {form!r}; choose one of: {', '.join(FORMS)}")
+
+
+def curve_law_from_dict(row: dict[str, Any]) -> CurveLaw:
+    """The law a `to_dict()` (or a row of `fit_curve_laws`'s shapes) describes; its form key picks the class (no
+    key: Tissue's, as written before forms existed)."""
+    form = row.get("form", "tissue")
+    _check_form(form)
+    cls = FORMS[form][0]
+    return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls) if f.name in row})
 
 
 def _binned(curve: Curve, lam: float) -> tuple[np.ndarray, ...]:
@@ -115,7 +143,7 @@ def _binned(curve: Curve, lam: float) -> tuple[np.ndarray, ...]:
     mean log loss of each window."""
     S1, S2 = _before(curve.lr, lam)
     fitted = np.arange(curve.first - 1, curve.steps)
-    window = np.arange(len(fitted)) * min(BINS, len(fitted)) // len(fitted)
+    window = window_index(len(fitted), BINS)
     logL = np.bincount(window, np.log(curve.loss[fitted])) / np.bincount(window)
     return S1[fitted], S2[fitted], window, logL
 
@@ -151,13 +179,22 @@ def _starts(S1: np.ndarray, logL: np.ndarray, L_min: float) -> list[np.ndarray]:
     return starts
 
 
-def fit_shape(curves: Sequence[Curve], lam: float = LAMBDA, start: ShapeLaw | None = None) -> tuple[ShapeLaw, float]:
-    """Fit one shape's law to its runs' curves; returns the law and the rms of log(law / loss) on the windows.
-
-    Bounds: 0 <= L0 <= max loss (annealing takes the loss below L0), 0 < alpha <= 3, C >= 0 (as exp(log C));
-    27 starts, or `start` alone (a bootstrap resample starts from the full fit)."""
+def fit_shape(curves: Sequence[Curve], lam: float = LAMBDA, start: CurveLaw | None = None,
+              form: str = "tissue") -> tuple[CurveLaw, float]:
+    """Fit one shape's law of the given form to its runs' curves; returns the law and the rms of log(law / loss)
+    on the windows. `start` alone starts the fit (a bootstrap resample starts from the full fit); `lam` is
+    Tissue's. The eval gap: the mean log ratio of final eval loss to the law's last logged loss."""
+    _check_form(form)
     if len({c.N for c in curves}) != 1:
         raise UserError("a curve law is fitted to runs of one model shape at a time")
+    law, rms = fit_multipower(curves, BINS, start) if form == "multipower" else _fit_tissue(curves, lam, start)
+    gaps = [np.log(c.final_eval / law.curve(c.lr)[-1]) for c in curves if c.final_eval]
+    return dataclasses.replace(law, eval_gap=float(np.mean(gaps)) if gaps else 0.0), rms
+
+
+def _fit_tissue(curves: Sequence[Curve], lam: float, start: ShapeLaw | None) -> tuple[ShapeLaw, float]:
+    """Tissue et al.'s law fitted (eval_gap 0). Bounds: 0 <= L0 <= max loss (annealing takes the loss below L0),
+    0 < alpha <= 3, C >= 0 (as exp(log C)); 27 starts, or `start` alone."""
     S1, S2, window, logL, w = _fit_arrays(curves, lam)
     L_min = float(np.exp(logL.min()))
     lower, upper = [0.0, -30.0, 1e-3, -40.0], [float(np.exp(logL.max())), 30.0, 3.0, 10.0]
@@ -173,23 +210,21 @@ def fit_shape(curves: Sequence[Curve], lam: float = LAMBDA, start: ShapeLaw | No
             best = res
     L0, log_A, alpha, log_C = best.x
     law = ShapeLaw(curves[0].N, float(L0), float(np.exp(log_A)), float(alpha), float(np.exp(log_C)), 0.0, lam)
-    gaps = [np.log(c.final_eval / law.curve(c.lr)[-1]) for c in curves if c.final_eval]
-    law = dataclasses.replace(law, eval_gap=float(np.mean(gaps)) if gaps else 0.0)
     rms = float(np.sqrt(np.sum(_residuals(best.x, S1, S2, window, logL, np.ones_like(w)) ** 2 * w**2) / np.sum(w**2)))
     return law, rms
 
 
-def bootstrap_shape(curves: Sequence[Curve], full: ShapeLaw, n_boot: int, seed: int = 0,
+def bootstrap_shape(curves: Sequence[Curve], full: CurveLaw, n_boot: int, seed: int = 0,
                     level: float = 0.95) -> dict[str, list[float]]:
-    """Percentile intervals of L0, A, alpha, C and eval_gap over refits (from the full fit `full`) to runs
-    resampled with replacement."""
-    rng, lam, draws = np.random.default_rng(seed), full.lam, []
+    """Percentile intervals of the law's parameters and eval_gap over refits (from the full fit `full`, of its
+    form) to runs resampled with replacement."""
+    rng, lam, draws = np.random.default_rng(seed), getattr(full, "lam", LAMBDA), []
     for _ in range(n_boot):
         sample = [curves[i] for i in rng.integers(0, len(curves), len(curves))]
-        draws.append(fit_shape(sample, lam, start=full)[0])
+        draws.append(fit_shape(sample, lam, start=full, form=full.form)[0])
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
     return {k: [float(v) for v in np.percentile([getattr(d, k) for d in draws], q)]
-            for k in (*PARAMS, "eval_gap")}  # fmt: skip
+            for k in (*full.params, "eval_gap")}  # fmt: skip
 
 
 def by_shape(curves: Sequence[Curve]) -> dict[int, list[Curve]]:
@@ -205,7 +240,8 @@ def final_train_loss(curve: Curve, predicted: np.ndarray | None = None) -> float
     return float(np.mean(values[-max(1, round(TAIL * curve.steps)):]))
 
 
-def prefix_errors(curves: Sequence[Curve], fraction: float, lam: float = LAMBDA) -> list[dict[str, Any]]:
+def prefix_errors(curves: Sequence[Curve], fraction: float, lam: float = LAMBDA,
+                  form: str = "tissue") -> list[dict[str, Any]]:
     """For each run: the law fitted to the first `fraction` of its steps together with the whole curves of its
     shape's runs of other families (never the runs sharing its steps), predicting its final train loss (and eval
     loss) from its schedule: the other runs show what its schedule's later steps do."""
@@ -217,7 +253,7 @@ def prefix_errors(curves: Sequence[Curve], fraction: float, lam: float = LAMBDA)
             if cut < c.first + MIN_PREFIX:
                 continue
             prefix = dataclasses.replace(c, lr=c.lr[:cut], loss=c.loss[:cut], final_eval=None)
-            law = fit_shape([prefix, *others], lam)[0]
+            law = fit_shape([prefix, *others], lam, form=form)[0]
             predicted, actual = final_train_loss(c, law.curve(c.lr)), final_train_loss(c)
             row = dict(name=c.name, fraction=fraction, predicted=predicted, actual=actual,
                        rel_error=predicted / actual - 1)
@@ -235,10 +271,10 @@ def cosine_lrs(train: TrainConfig, steps: int, warmup_fraction: float = 0.05) ->
     return np.asarray(make_schedule(cfg, steps)(np.arange(steps)), dtype=np.float64)
 
 
-def chinchilla_points(laws: Sequence[ShapeLaw], lengths: dict[int, Sequence[int]], train: TrainConfig,
+def chinchilla_points(laws: Sequence[CurveLaw], lengths: dict[int, Sequence[int]], train: TrainConfig,
                       tokens_per_step: int) -> FitPoints:
     """Points (N, D, predicted final eval loss) of cosine runs of the given lengths (steps) per shape: the
-    input of the Chinchilla fit of laws from curves."""
+    input of the Chinchilla fit of laws from curves. The laws may be of either form."""
     N, D, loss = [], [], []
     for law in laws:
         for steps in lengths[law.N]:
@@ -278,13 +314,16 @@ def read_curve(folder: Path) -> Curve:
                  summary.get("final_eval_loss"), family)
 
 
-def fit_curve_laws(curves: Sequence[Curve], n_boot: int, lam: float = LAMBDA) -> dict[str, Any]:
-    """One law per shape, with bootstrap intervals over runs where a shape has two or more runs."""
+def fit_curve_laws(curves: Sequence[Curve], n_boot: int, lam: float = LAMBDA, form: str = "tissue") -> dict[str, Any]:
+    """One law of the form per shape, with bootstrap intervals over runs where a shape has two or more runs; the
+    result names the form and its formula (and Tissue's lambda)."""
+    _check_form(form)
     start, shapes = time.perf_counter(), []
     for group in by_shape(curves).values():
-        law, rms = fit_shape(group, lam)
+        law, rms = fit_shape(group, lam, form=form)
         row = dict(law.to_dict(), runs=[c.name for c in group], rms_log_error=rms)
         row["intervals"] = bootstrap_shape(group, law, n_boot) if n_boot and len(group) > 1 else None
         shapes.append(row)
-    return dict(form="tissue2024", formula="L(s) = L0 + A*S1^(-alpha) - C*S2 (Tissue et al. 2024, arXiv "
-                "2408.11029); eval = L * exp(eval_gap)", lam=lam, shapes=shapes, seconds=time.perf_counter() - start)
+    _, name, formula = FORMS[form]
+    return dict(form=name, formula=formula, **(dict(lam=lam) if form == "tissue" else {}), shapes=shapes,
+                seconds=time.perf_counter() - start)

@@ -11,6 +11,7 @@ import math
 
 import pytest
 from smallest_loss.configs.errors import UserError
+from smallest_loss.experiments.plan_cmd import verify_line
 from smallest_loss.experiments.quickstart import law_used_line, quickstart
 
 # The tiny grid timed briefly, the 6-run tiny sweep, few bootstrap resamples: the method, not its accuracy.
@@ -24,8 +25,9 @@ def test_quickstart_end_to_end_and_rerun(tmp_path, capsys):
     v, best = report["verify"], report["plan"]["best"][0]
     assert v["steps"] >= 1 and best["params"] > 0 and best["tokens"] > 0
     # Byte-level losses lie between 0 and the uniform distribution's ln 256; a law gone degenerate does not.
-    for loss in (v["actual_loss"], v["predicted_loss"]):
+    for loss in (v["actual_loss"], v["predicted_loss"], v["common_loss"]):
         assert 0 < loss < math.log(256)
+    assert v["common_sequences"] == 1024 and "common validation sample" in verify_line(v)
     assert v["loss_error"] == pytest.approx(v["actual_loss"] / v["predicted_loss"] - 1)
     for name in ("report.md", "report.json", "law.json", "law.png", "calibration/profile.json",
                  "calibration/comparison.md", "plan/plan.png", "plan/plan.md", "sweep/sweep.json"):

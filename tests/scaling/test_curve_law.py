@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 from smallest_loss.configs.errors import UserError
-from smallest_loss.scaling.curve_law import Curve, fit_shape, read_curve
+from smallest_loss.scaling.curve_law import Curve, ShapeLaw, curve_law_from_dict, fit_shape, read_curve
 
 TRUE = dict(L0=1.5, A=0.8, alpha=0.5, C=0.3)
 LAM = 0.999
@@ -55,6 +55,14 @@ def test_predicts_an_unseen_schedule_within_noise():
     law, _ = fit_shape(curves, LAM)
     lr = schedule(3000, "wsd")
     assert law.curve(lr)[-1] == pytest.approx(reference_loss(lr)[-1], rel=0.01)
+
+
+def test_law_from_its_dict():
+    """A law's dict names its form; a dict written before forms existed (no key) is Tissue's."""
+    law = ShapeLaw(1000, *TRUE.values(), eval_gap=0.01, lam=LAM)
+    row = dict(law.to_dict(), runs=["c1"], rms_log_error=0.02)
+    assert row["form"] == "tissue" and curve_law_from_dict(row) == law
+    assert curve_law_from_dict({k: v for k, v in row.items() if k != "form"}) == law
 
 
 @pytest.fixture

@@ -1,6 +1,13 @@
-"""The same question three ways: predict held-out final eval losses at 3e11 FLOPs (6ND) from an IsoFLOP sweep,
-cool-down branches, or curve laws fitted to a few short cosine runs. Run from the repository root."""
+"""The same question three ways: predict held-out final eval losses at a budget above every fitted one from an
+IsoFLOP sweep, from cool-down branches, or from curve laws fitted to a few runs' whole curves. Run from the
+repository root; the defaults are the first study's folders (lr 3e-3, batch 16), see README.md:
 
+    python results/cpu/curves/compare.py > results/cpu/curves/compare.txt
+    python results/cpu/curves/compare.py --iso /work/sweeps/tuned/isoflop --cool /work/sweeps/tuned/cooldown \\
+        --held /work/sweeps/tuned/heldout --curve-runs cool --reach 3.33
+"""
+
+import argparse
 import json
 from pathlib import Path
 
@@ -12,8 +19,6 @@ from smallest_loss.scaling.collect import collect_runs, run_folders, to_points
 from smallest_loss.scaling.curve_law import by_shape, fit_shape, read_curve
 from smallest_loss.scaling.fit import fit_chinchilla
 from smallest_loss.scaling.laws import ChinchillaLaw
-
-ISO, COOL, HELD = Path("runs/data_lever/sweep-full"), Path("runs/curves/cooldown"), Path("runs/curves/heldout")
 
 
 def cost(folders):
@@ -33,32 +38,49 @@ def errors(law: ChinchillaLaw, held):
     return [float(law.loss(r.N, r.D) / r.loss - 1) for r in held]
 
 
-held, _ = collect_runs([HELD])
-rows = []
-iso_records, _ = collect_runs([ISO])
-rows.append(("IsoFLOP sweep (data-isoflop: 3 budgets x 3 shapes, cosine)", run_folders(ISO),
-             fit_chinchilla(to_points(iso_records)).law))
-cool_records, _ = collect_runs([COOL])
-rows.append(("cool-down branches (cpu-cooldown: 3 constant runs + 9 branches, 1-sqrt)", run_folders(COOL),
-             fit_chinchilla(to_points(cool_records)).law))
-few = [f for f in run_folders(ISO) if "-1e11-" not in f.name]  # the 1e10 and 3e10 cosine runs
-curves = [read_curve(f) for f in few]
-laws = [fit_shape(g)[0] for g in by_shape(curves).values()]
-fc = laws_from_curves(curves, laws, RunDir.open(few[0]).config.train, reach=2255 / 676)
-rows.append(("curve law from the 1e10 and 3e10 cosine runs (6 runs), Chinchilla on its predictions", few,
-             ChinchillaLaw(**fc["law"])))
-base = cost(run_folders(ISO))[0]
-print("| path | runs | training FLOPs (6ND) | share of IsoFLOP | wall s (compile incl.) | held-out mean abs error "
-      "| max | law E, A, B, alpha, beta |")
-print("|---|---|---|---|---|---|---|---|")
-for name, folders, law in rows:
-    flops, wall = cost(folders)
-    e = np.abs(errors(law, held))
-    print(f"| {name} | {len(folders)} | {flops:.3g} | {flops / base:.0%} | {wall:.0f} | {e.mean():.2%} | "
-          f"{e.max():.2%} | {law.E:.3g}, {law.A:.3g}, {law.B:.3g}, {law.alpha:.3g}, {law.beta:.3g} |")
-print("\nheld-out runs (3e11 FLOPs): " + ", ".join(f"{r.name} N={r.N} D={r.D} loss={r.loss:.4f}" for r in held))
-print(f"held-out training FLOPs {cost(run_folders(HELD))[0]:.3g}, wall {cost(run_folders(HELD))[1]:.0f} s")
-for frac in (0.25, 0.5):
-    k = curve_extrapolation(iso_records + held, frac)
-    print(f"today's extrapolation (Kaplan power law) from {frac:.0%} on the 12 cosine runs: mean |error| "
-          f"{k['mean_abs_rel_error']:.2%}, max {k['max_abs_rel_error']:.2%}")
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--iso", default="runs/data_lever/sweep-full", help="the IsoFLOP sweep's folder")
+    p.add_argument("--cool", default="runs/curves/cooldown", help="the cool-down sweep's folder")
+    p.add_argument("--held", default="runs/curves/heldout", help="the held-out runs' folder")
+    p.add_argument("--curve-runs", choices=("few-cosine", "cool"), default="few-cosine",
+                   help="the curve law's runs: the IsoFLOP sweep's two smaller budgets, or the cool-down sweep")
+    p.add_argument("--reach", type=float, default=2255 / 676,
+                   help="cosine lengths the curve laws predict, up to this many times each shape's longest run")
+    args = p.parse_args()
+    iso, cool, held_dir = Path(args.iso), Path(args.cool), Path(args.held)
+    held, _ = collect_runs([held_dir])
+    iso_records, _ = collect_runs([iso])
+    rows = [(f"IsoFLOP sweep ({iso.name}: cosine)", run_folders(iso), fit_chinchilla(to_points(iso_records)).law)]
+    cool_records, _ = collect_runs([cool])
+    rows.append((f"cool-down branches ({cool.name}: constant runs + 1-sqrt branches)", run_folders(cool),
+                 fit_chinchilla(to_points(cool_records)).law))
+    if args.curve_runs == "cool":
+        few, label = run_folders(cool), f"curve law from {cool.name}'s curves"
+    else:
+        budgets = sorted({r.budget for r in iso_records})
+        few = [f for f in run_folders(iso) if f"-{budgets[-1]:.0e}-".replace("e+", "e") not in f.name]
+        label = "curve law from the IsoFLOP sweep's smaller budgets"
+    curves = [read_curve(f) for f in few]
+    laws = [fit_shape(g)[0] for g in by_shape(curves).values()]
+    fc = laws_from_curves(curves, laws, RunDir.open(few[0]).config.train, reach=args.reach)
+    rows.append((f"{label}, Chinchilla on its predictions", few, ChinchillaLaw(**fc["law"])))
+    base = cost(run_folders(iso))[0]
+    print("| path | runs | training FLOPs (6ND) | share of IsoFLOP | wall s (compile incl.) | held-out mean abs error "
+          "| max | law E, A, B, alpha, beta |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, folders, law in rows:
+        flops, wall = cost(folders)
+        e = np.abs(errors(law, held))
+        print(f"| {name} | {len(folders)} | {flops:.3g} | {flops / base:.0%} | {wall:.0f} | {e.mean():.2%} | "
+              f"{e.max():.2%} | {law.E:.3g}, {law.A:.3g}, {law.B:.3g}, {law.alpha:.3g}, {law.beta:.3g} |")
+    print(f"\nheld-out runs: " + ", ".join(f"{r.name} N={r.N} D={r.D} loss={r.loss:.4f}" for r in held))
+    print(f"held-out training FLOPs {cost(run_folders(held_dir))[0]:.3g}, wall {cost(run_folders(held_dir))[1]:.0f} s")
+    for frac in (0.25, 0.5):
+        k = curve_extrapolation(iso_records + held, frac)
+        print(f"today's extrapolation (Kaplan power law) from {frac:.0%} on the {len(iso_records) + len(held)} cosine "
+              f"runs: mean |error| {k['mean_abs_rel_error']:.2%}, max {k['max_abs_rel_error']:.2%}")
+
+
+if __name__ == "__main__":
+    main()
