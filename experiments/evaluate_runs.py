@@ -13,7 +13,6 @@ import argparse
 
 import numpy as np
 
-
 # The common sample: 64 validation batches of 16 sequences drawn with seed 12345, whatever a run's own batch size
 # and seed (`plan --verify` reports every verified run's loss on it too).
 COMMON_SAMPLE = (64, 16, 12345)

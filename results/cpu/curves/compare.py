@@ -74,7 +74,7 @@ def main() -> None:
         e = np.abs(errors(law, held))
         print(f"| {name} | {len(folders)} | {flops:.3g} | {flops / base:.0%} | {wall:.0f} | {e.mean():.2%} | "
               f"{e.max():.2%} | {law.E:.3g}, {law.A:.3g}, {law.B:.3g}, {law.alpha:.3g}, {law.beta:.3g} |")
-    print(f"\nheld-out runs: " + ", ".join(f"{r.name} N={r.N} D={r.D} loss={r.loss:.4f}" for r in held))
+    print("\nheld-out runs: " + ", ".join(f"{r.name} N={r.N} D={r.D} loss={r.loss:.4f}" for r in held))
     print(f"held-out training FLOPs {cost(run_folders(held_dir))[0]:.3g}, wall {cost(run_folders(held_dir))[1]:.0f} s")
     for frac in (0.25, 0.5):
         k = curve_extrapolation(iso_records + held, frac)
