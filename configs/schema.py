@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 
 from smallest_loss.configs.errors import UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: train.eval_batch_size (version-1 run folders evaluate as before it)
 
 Norm = Literal["rmsnorm", "layernorm"]
 Activation = Literal["gelu", "relu", "swiglu"]
@@ -119,6 +119,11 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 100  # 0: evaluate only at the end
     eval_batches: int = 8
+    # Sequences per evaluation batch. The evaluation sample is `eval_batches` batches of them drawn with one fixed
+    # seed (model/train.py EVAL_SEED), the same validation tokens for every run whatever its batch size and seed,
+    # so runs compare on equal terms. 0: batches of the training batch size drawn with the run's seed (how runs
+    # evaluated before this field; version-1 run folders keep it).
+    eval_batch_size: int = 16
     checkpoint_every: int = 100  # 0: checkpoint only at the end
     log_every: int = 10  # steps between host syncs; every step's loss is logged
     noise_every: int = 0  # steps between windowed gradient noise scale estimates (needs micro_batches >= 2); 0: none
@@ -134,7 +139,7 @@ class TrainConfig:
         _positive(self, "batch_size", "micro_batches", "steps", "tokens", "lr", "eval_batches", "log_every",
                   "mesh_fsdp")
         for name in ("warmup_steps", "eval_every", "checkpoint_every", "weight_decay", "grad_clip", "mesh_data",
-                     "noise_every"):
+                     "noise_every", "eval_batch_size"):
             if getattr(self, name) < 0:
                 raise UserError(f"train.{name}={getattr(self, name)!r} must not be negative")
         if self.batch_size % self.micro_batches:

@@ -148,7 +148,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
         if args.runs or args.csv:
             raise UserError("--curves takes the run folders itself; give no other run folders and no --csv")
-        print_curve_report(run_curve_fit(args.curves, args.bootstrap, args.out, args.plot))
+        print_curve_report(run_curve_fit(args.curves, args.bootstrap, args.out, args.plot, args.curve_form))
         return 0
     report = run_fit(args.runs, args.csv, args.form, args.bootstrap, args.out, args.plot, args.holdout_largest,
                      args.json, args.delta, args.reference, args.holdout_shape)
@@ -160,8 +160,10 @@ def _fit_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="fit a loss law (Chinchilla Approach 3 or Kaplan) to runs or a CSV")
     p.add_argument("runs", nargs="*", help="run folders or sweep folders")
     p.add_argument("--curves", nargs="+", metavar="RUNS",
-                   help="fit the schedule-aware curve law (Tissue et al. 2024) to these run folders' whole curves, "
-                        "and the Chinchilla law to the final losses it predicts")
+                   help="fit a schedule-aware curve law to these run folders' whole curves, and the Chinchilla law "
+                        "to the final losses it predicts")
+    p.add_argument("--curve-form", choices=("multipower", "tissue"), default="multipower",
+                   help="with --curves: the multi-power law (Luo et al. 2025) or Tissue et al. (2024)")
     p.add_argument("--csv", help="a CSV with columns N, D, loss; optional C (FLOPs; 6ND when absent), run (points of "
                                  "one run, resampled together) and group (data or evaluation set: a grouped fit with "
                                  "shared exponents); other columns ignored")

@@ -1,4 +1,5 @@
-"""`smallest-loss fit --curves RUNS...`: schedule-aware curve laws (Tissue et al. 2024) from run folders' whole
+"""`smallest-loss fit --curves RUNS...`: schedule-aware curve laws (the multi-power law of Luo et al. 2025, or
+Tissue et al. 2024, `--curve-form`) from run folders' whole
 curves, their error predicting each run's final loss from its first 25% and 50%, and the Chinchilla law fitted
 to the final losses they predict for cosine runs of many lengths (laws from curves)."""
 
@@ -13,9 +14,10 @@ import numpy as np
 from smallest_loss.model.runs import RunDir
 from smallest_loss.scaling.collect import run_folders
 from smallest_loss.scaling.curve_law import (
-    ShapeLaw,
+    CurveLaw,
     by_shape,
     chinchilla_points,
+    curve_law_from_dict,
     fit_curve_laws,
     prefix_errors,
     read_curve,
@@ -32,7 +34,7 @@ def _lengths(curves: list, reach: float) -> dict[int, list[int]]:
                                                            LENGTHS)}) for N, g in by_shape(curves).items()}
 
 
-def laws_from_curves(curves: list, laws: list[ShapeLaw], train: Any, reach: float = 1.0) -> dict[str, Any]:
+def laws_from_curves(curves: list, laws: list[CurveLaw], train: Any, reach: float = 1.0) -> dict[str, Any]:
     """The Chinchilla law fitted to the curve laws' predicted final eval losses of cosine runs (one law per
     shape first, then Chinchilla across shapes: no form is assumed for how L0, A, C change with N)."""
     if len(laws) < 2:
@@ -43,16 +45,17 @@ def laws_from_curves(curves: list, laws: list[ShapeLaw], train: Any, reach: floa
                 lengths_reach=reach)
 
 
-def run_curve_fit(paths: list[str], n_boot: int, out: str | None, plot: str | None) -> dict[str, Any]:
+def run_curve_fit(paths: list[str], n_boot: int, out: str | None, plot: str | None,
+                  form: str = "multipower") -> dict[str, Any]:
     """The whole `fit --curves` command: every input is read and checked before anything is written."""
     from smallest_loss.experiments.fit_cmd import check_fit_args
 
     check_fit_args(n_boot, out, plot)
     folders = [f for path in paths for f in run_folders(Path(path))]
     curves = [read_curve(f) for f in folders]
-    result = fit_curve_laws(curves, min(n_boot, 200))
-    laws = [ShapeLaw(**{k: s[k] for k in ("N", "L0", "A", "alpha", "C", "eval_gap", "lam")}) for s in result["shapes"]]
-    report = dict(result, prefix={str(f): _summary(prefix_errors(curves, f)) for f in PREFIXES})
+    result = fit_curve_laws(curves, min(n_boot, 200), form=form)
+    laws = [curve_law_from_dict(s) for s in result["shapes"]]
+    report = dict(result, prefix={str(f): _summary(prefix_errors(curves, f, form=form)) for f in PREFIXES})
     report["chinchilla_from_curves"] = laws_from_curves(curves, laws, RunDir.open(folders[0]).config.train)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -71,15 +74,21 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if not rows:
         return dict(runs=[], error="no shape has runs of two families (runs that share no steps)")
     errors = np.abs([r["rel_error"] for r in rows])
-    return dict(runs=rows, mean_abs_rel_error=float(errors.mean()), max_abs_rel_error=float(errors.max()))
+    out = dict(runs=rows, mean_abs_rel_error=float(errors.mean()), max_abs_rel_error=float(errors.max()))
+    evals = np.abs([r["eval_rel_error"] for r in rows if "eval_rel_error" in r])
+    if len(evals):
+        out.update(eval_runs=int(len(evals)), eval_mean_abs_rel_error=float(evals.mean()),
+                   eval_max_abs_rel_error=float(evals.max()))
+    return out
 
 
 def print_curve_report(report: dict[str, Any]) -> None:
-    print(f"curve law {report['formula']}, lambda {report['lam']}, one law per shape:")
+    lam = f", lambda {report['lam']}" if "lam" in report else ""
+    print(f"curve law {report['formula']}{lam}, one law per shape:")
     for s in report["shapes"]:
         iv = s["intervals"] or {}
         cells = [f"{k} {s[k]:.4g}" + (f" [{iv[k][0]:.3g}, {iv[k][1]:.3g}]" if k in iv else "")
-                 for k in ("L0", "A", "alpha", "C")]
+                 for k in curve_law_from_dict(s).params]
         print(f"  N={s['N']}: {', '.join(cells)}; eval_gap {s['eval_gap']:+.4f}; {len(s['runs'])} runs, "
               f"rms log error {s['rms_log_error']:.4f}")
     for f, p in report["prefix"].items():
@@ -89,6 +98,10 @@ def print_curve_report(report: dict[str, Any]) -> None:
             print(f"final train loss from the first {float(f):.0%} of each run (law fitted with the other runs of "
                   f"its shape): mean |error| {p['mean_abs_rel_error']:.2%}, max {p['max_abs_rel_error']:.2%} "
                   f"over {len(p['runs'])} runs")
+            if "eval_runs" in p:
+                print(f"final eval loss from the first {float(f):.0%}: mean |error| "
+                      f"{p['eval_mean_abs_rel_error']:.2%}, max {p['eval_max_abs_rel_error']:.2%} over "
+                      f"{p['eval_runs']} runs")
     ch = report["chinchilla_from_curves"]
     print("Chinchilla law from curves: " + (ch["error"] if "error" in ch else ", ".join(
         f"{k} {v:.4g}" for k, v in ch["law"].items())))

@@ -1,8 +1,10 @@
 """Final checkpoints of finished runs, evaluated on one common validation sample.
 
-A run evaluates on `train.eval_batches` batches of its own training batch size, drawn with its own seed, so two runs
-with different batch sizes or seeds report losses on different validation tokens. To compare them fairly, this
-script restores each run's last checkpoint and evaluates every run on the same batches:
+A run evaluates on the first `train.eval_batches` batches of this common sample (`train.eval_batch_size`), but runs
+from before that setting (or with `eval_batch_size=0`) evaluate on batches of their own training batch size drawn
+with their own seed: two of them with different batch sizes or seeds report losses on different validation tokens,
+and a few batches of a small batch size are a small sample. This script restores each run's last checkpoint and
+evaluates every run on the same, larger sample:
 
     python experiments/evaluate_runs.py RUN [RUN ...] [--batches 64] [--batch-size 16] [--seed 12345]
 """
@@ -12,10 +14,12 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from smallest_loss.model.train import EVAL_SEED
 
-# The common sample: 64 validation batches of 16 sequences drawn with seed 12345, whatever a run's own batch size
-# and seed (`plan --verify` reports every verified run's loss on it too).
-COMMON_SAMPLE = (64, 16, 12345)
+# The common sample: 64 validation batches of 16 sequences drawn with the evaluation seed, whatever a run's own batch
+# size and seed (`plan --verify` reports every verified run's loss on it too). A run with the default
+# `train.eval_batch_size` (16) evaluates on the first `train.eval_batches` of these batches.
+COMMON_SAMPLE = (64, 16, EVAL_SEED)
 
 
 def evaluate_run(folder: str, batches: int, batch_size: int, seed: int) -> tuple[int, float]:

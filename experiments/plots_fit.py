@@ -75,7 +75,7 @@ def plot_curves(curves: list, laws: list, path: str | Path) -> Path:
             ax.plot(tokens, c.loss, color=color, lw=0.5, alpha=0.5)
             ax.plot(tokens[1:], law.curve(c.lr)[1:], color=color, lw=1.2, ls="--", label=c.name)
         ax.set(xscale="log", yscale="log", xlabel="tokens", ylabel="train loss",
-               title=f"N={law.N}: L0={law.L0:.3g}, A={law.A:.3g}, alpha={law.alpha:.3g}, C={law.C:.3g}")
+               title=f"N={law.N}: " + ", ".join(f"{k}={getattr(law, k):.3g}" for k in law.params))
         ax.legend(fontsize=6)
     fig.savefig(path, dpi=110)
     return path

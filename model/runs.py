@@ -163,6 +163,9 @@ class RunDir:
             raise UserError(f"{path} is not a run folder (no config.json)")
         try:
             record = json.loads(config_file.read_text())
+            if record.get("schema_version") == 1:  # before train.eval_batch_size: it evaluated at its own batch
+                record["config"].setdefault("train", {}).setdefault("eval_batch_size", 0)
+                record["schema_version"] = SCHEMA_VERSION
             config = RunConfig.from_dict(record["config"])
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise UserError(f"{config_file} is malformed ({err}); it cannot be resumed") from None

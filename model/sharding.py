@@ -43,9 +43,10 @@ def resolve_mesh_shape(cfg: TrainConfig, device_count: int | None = None) -> Mes
     if count % shape.size:
         raise UserError(f"mesh {shape.data}x{shape.fsdp} (train.mesh_data x train.mesh_fsdp) has {shape.size} "
                         f"devices, which does not divide the {count} devices present")
-    if cfg.batch_size % shape.size:
-        raise UserError(f"train.batch_size={cfg.batch_size} is not divisible by the mesh's {shape.size} devices "
-                        f"({shape.data}x{shape.fsdp}); choose a batch size that is")
+    for name in ("batch_size", "eval_batch_size"):
+        if getattr(cfg, name) % shape.size:
+            raise UserError(f"train.{name}={getattr(cfg, name)} is not divisible by the mesh's {shape.size} devices "
+                            f"({shape.data}x{shape.fsdp}); choose a batch size that is")
     return shape
 
 

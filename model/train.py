@@ -190,12 +190,21 @@ def make_eval_fn(graphdef: nnx.GraphDef) -> Callable:
     return jax.jit(lambda params, tokens: loss_fn(params, graphdef, tokens))
 
 
+EVAL_SEED = 12345  # the evaluation sample's seed (`train.eval_batch_size`)
+
+
+def eval_batch(corpus_val: np.ndarray, cfg: RunConfig, k: int) -> np.ndarray:
+    """Validation batch k: `eval_batch_size` windows drawn with EVAL_SEED, the same for every run (legacy
+    `eval_batch_size=0`: the training batch size, drawn with the run's seed)."""
+    t = cfg.train
+    if t.eval_batch_size:
+        return batch(corpus_val, EVAL_SEED, k, t.eval_batch_size, cfg.model.s)
+    return batch(corpus_val, t.seed + 7919, k, t.batch_size, cfg.model.s)
+
+
 def evaluate(eval_fn: Callable, params: nnx.State, corpus: Corpus, cfg: RunConfig, place: Callable) -> float:
     """Mean loss over a fixed set of validation batches (the same batches at every evaluation)."""
-    losses = [
-        eval_fn(params, place(batch(corpus.val, cfg.train.seed + 7919, k, cfg.train.batch_size, cfg.model.s)))
-        for k in range(cfg.train.eval_batches)
-    ]
+    losses = [eval_fn(params, place(eval_batch(corpus.val, cfg, k))) for k in range(cfg.train.eval_batches)]
     return float(np.mean(jax.device_get(losses)))
 
 

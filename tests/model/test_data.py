@@ -170,3 +170,21 @@ def test_code_only_folder_keeps_file_names_and_split(tmp_path):
         write_code_only(*python_files(str(source)), tmp_path / "one")
     with pytest.raises(UserError, match="not a folder"):
         python_files(str(tmp_path / "missing"))
+
+
+def test_every_run_evaluates_on_the_same_sample_whatever_its_batch_and_seed():
+    """train.eval_batch_size: the evaluation batches do not depend on the run's batch size or seed (legacy 0 does)."""
+    from smallest_loss.configs.schema import ModelConfig, RunConfig, TrainConfig
+    from smallest_loss.model.train import eval_batch
+
+    val = np.arange(5000) % 251
+
+    def cfg(**train):
+        return RunConfig(model=ModelConfig(v=256, d=32, n=1, h=2, s=16), train=TrainConfig(**train))
+
+    a, b = cfg(batch_size=4, seed=0), cfg(batch_size=8, seed=3)
+    for k in range(3):
+        np.testing.assert_array_equal(eval_batch(val, a, k), eval_batch(val, b, k))
+        assert eval_batch(val, a, k).shape == (16, 17)
+    legacy = [cfg(batch_size=4, seed=0, eval_batch_size=0), cfg(batch_size=8, seed=3, eval_batch_size=0)]
+    assert eval_batch(val, legacy[0], 0).shape == (4, 17) and eval_batch(val, legacy[1], 0).shape == (8, 17)

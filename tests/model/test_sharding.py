@@ -73,6 +73,7 @@ def test_checkpoint_from_8_devices_resumes_on_4(meshes):
         (dict(mesh_data=3), 8, "does not divide the 8 devices"),
         (dict(mesh_fsdp=3), 8, "train.mesh_fsdp=3 does not divide"),
         (dict(batch_size=12, mesh_data=8), 8, "train.batch_size=12 is not divisible"),
+        (dict(batch_size=16, eval_batch_size=12, mesh_data=8), 8, "train.eval_batch_size=12 is not divisible"),
     ],
 )
 def test_bad_meshes_are_one_clear_line(fields, devices, message):

@@ -83,3 +83,17 @@ def test_schedules(schedule):
         assert np.all(lr[10:80] == 1.0) and lr[99] == pytest.approx(0.1, abs=0.05) and np.all(np.diff(lr[80:]) < 0)
     else:
         assert np.all(np.diff(lr[10:]) <= 0) and lr[99] == pytest.approx(0.1, abs=0.01)
+
+
+def test_a_version_1_run_folder_keeps_evaluating_at_its_own_batch(tmp_path):
+    """Run folders written before train.eval_batch_size open with eval_batch_size 0: a resumed old run evaluates
+    on the same batches as before, so its curve stays one measurement."""
+    from smallest_loss.model.runs import RunDir
+
+    run = RunDir.create(tmp_path / "old", REFERENCE, {}, {})
+    record = json.loads((run.path / "config.json").read_text())
+    assert record["schema_version"] == 2 and record["config"]["train"]["eval_batch_size"] == 16
+    record["schema_version"] = 1
+    del record["config"]["train"]["eval_batch_size"]
+    (run.path / "config.json").write_text(json.dumps(record))
+    assert RunDir.open(run.path).config.train.eval_batch_size == 0

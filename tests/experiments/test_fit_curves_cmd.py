@@ -1,0 +1,62 @@
+"""`smallest-loss fit --curves` end to end on hand-written run folders: both curve forms, and refusals."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from smallest_loss.experiments.cli import main
+
+from tests.conftest import tiny_run
+
+
+def _write_run(folder, d: int, steps: int, peak: float, anneal: bool) -> None:
+    """A finished run whose train loss is 1.5 + 3 (area so far)^-0.5 (+ a bonus while the rate anneals)."""
+    cfg = tiny_run(steps=steps, lr=peak, warmup_steps=5)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, d=d))
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(dict(schema_version=2, config=cfg.to_dict(), corpus={},
+                                                        eval_sets={})))
+    t = np.arange(steps)
+    lr = np.where(t < 5, peak * (t + 1) / 5, peak)
+    if anneal:
+        lr = np.where(t >= steps // 2, peak * (1 - (t - steps // 2) / (steps - steps // 2)) + 1e-6, lr)
+    area = np.concatenate([[1e-9], np.cumsum(lr)[:-1]])
+    loss = 1.5 + 3.0 * np.maximum(area, 1e-3) ** -0.5 - 20.0 * np.maximum(peak - lr, 0) * (t > 5)
+    lines = [dict(step=int(s + 1), tokens=int((s + 1) * 64), wall_seconds=0.1, train_loss=float(x), lr=float(r))
+             for s, x, r in zip(t, loss, lr, strict=True)]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    (folder / "summary.json").write_text(json.dumps(dict(status="completed", steps=steps,
+                                                         final_eval_loss=float(loss[-1]) * 1.01)))
+
+
+@pytest.fixture
+def runs(tmp_path):
+    for d in (32, 64):
+        for steps, anneal in ((200, True), (300, False)):
+            _write_run(tmp_path / "runs" / f"d{d}-{steps}", d, steps, 1e-2, anneal)
+    return tmp_path / "runs"
+
+
+def test_fit_curves_writes_the_law_and_prefix_errors(runs, tmp_path, capsys):
+    """The default form (multi-power; Tissue's path through the same code is tested in tests/scaling)."""
+    out = tmp_path / "law.json"
+    assert main(["fit", "--curves", str(runs), "--bootstrap", "0", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["form"] == "multipower2025"
+    assert len(report["shapes"]) == 2 and all(s["form"] == "multipower" for s in report["shapes"])
+    assert "final eval loss from the first 50%" in text and out.with_suffix(".png").exists()
+    assert report["prefix"]["0.5"]["eval_runs"] == 4
+
+
+def test_a_damaged_curve_is_one_line_and_nothing_is_written(runs, tmp_path, capsys):
+    folder = runs / "d32-200"
+    lines = folder.joinpath("metrics.jsonl").read_text().splitlines()
+    folder.joinpath("metrics.jsonl").write_text("\n".join(lines[:50] + lines[51:]) + "\n")
+    out = tmp_path / "law.json"
+    assert main(["fit", "--curves", str(runs), "--bootstrap", "0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "gap" in err[0] and not out.exists()
