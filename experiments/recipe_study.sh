@@ -4,15 +4,18 @@
 #   2. its learning-rate law, then an IsoFLOP sweep (quick-isoflop) at the law's rates, fitted: the loss law at
 #      the fixed batch of 16 and tuned rates,
 #   3. the recipe laws added to that loss law, checked on held-out batch sizes 8 and 32,
-#   4. a time-budget plan beyond the sweeps, verified by training: the batch-aware plan against the best plan at
-#      the fixed batch (same law, same learning-rate law), both trained.
+#   4. a step-time profile calibrated on the day (a time budget needs this machine's speed now),
+#   5. a time-budget plan beyond the sweeps, verified by training: the batch-aware plan against the best plans at
+#      the fixed batch 16 and the largest batch 64 (same law, same learning-rate law), all trained, and the first
+#      two repeated at seeds 1 and 2, every run then evaluated on two common validation samples.
 # Every step resumes from what WORK already holds.   Usage: bash experiments/recipe_study.sh [WORK] [BUDGET]
 set -euo pipefail
 WORK=${1:-runs/recipe-study}
 BUDGET=${2:-120s}
-PROFILE=${PROFILE:-results/cpu/timing/profile.json}
-OUT=${OUT:-results/cpu/recipe}
+OUT=${OUT:-results/cpu/recipe/bcrit-loss}
 mkdir -p "$WORK" "$OUT"
+[ -f "$WORK/timing/profile.json" ] || smallest-loss calibrate --grid cpu-quick --out "$WORK/timing" --min-seconds 0.5
+PROFILE=${PROFILE:-$WORK/timing/profile.json}
 smallest-loss sweep --design cpu-recipe --out "$WORK/recipe" --quiet
 smallest-loss fit-recipe "$WORK/recipe" --law results/cpu/scaling/law.json --out "$WORK/lr-law.json" --bootstrap 0 \
   > /dev/null
@@ -24,6 +27,15 @@ smallest-loss plan --budget "$BUDGET" --law "$OUT/law.json" --profile "$PROFILE"
   --recipe quick-isoflop --verify-out "$WORK/verify" | tee "$OUT/plan.txt"
 smallest-loss plan --budget "$BUDGET" --law "$OUT/law.json" --profile "$PROFILE" --out "$OUT/plan-fixed-batch" \
   --batch 16 --verify --recipe quick-isoflop --verify-out "$WORK/verify" | tee "$OUT/plan_fixed_batch.txt"
+smallest-loss plan --budget "$BUDGET" --law "$OUT/law.json" --profile "$PROFILE" --out "$OUT/plan-largest-batch" \
+  --batch 64 --verify --recipe quick-isoflop --verify-out "$WORK/verify" | tee "$OUT/plan_largest_batch.txt"
+verified() { sed -n 's/^verify: trained [0-9]* steps in \(.*\): loss .*/\1/p' "$1"; }  # the run a plan trained
+chosen=$(verified "$OUT/plan.txt")
+fixed=$(verified "$OUT/plan_fixed_batch.txt")
+python experiments/repeat_seeds.py "$chosen" "$fixed" --seeds 1,2 --out "$WORK/seeds" | tee "$OUT/seeds.txt"
+for seed in 12345 999; do
+  python experiments/evaluate_runs.py "$WORK"/verify/* "$WORK"/seeds/*/ --seed "$seed"
+done | tee "$OUT/common_sample.txt"
 python - "$WORK" "$OUT" <<'PY'
 import csv, json, sys
 from pathlib import Path

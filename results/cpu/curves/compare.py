@@ -4,7 +4,7 @@ repository root; the defaults are the first study's folders (lr 3e-3, batch 16),
 
     python results/cpu/curves/compare.py > results/cpu/curves/compare.txt
     python results/cpu/curves/compare.py --iso /work/sweeps/tuned/isoflop --cool /work/sweeps/tuned/cooldown \\
-        --held /work/sweeps/tuned/heldout --curve-runs cool --reach 3.33
+        --held /work/sweeps/tuned/heldout --curve-runs cool --form multipower --reach 3.33
 """
 
 import argparse
@@ -45,6 +45,7 @@ def main() -> None:
     p.add_argument("--held", default="runs/curves/heldout", help="the held-out runs' folder")
     p.add_argument("--curve-runs", choices=("few-cosine", "cool"), default="few-cosine",
                    help="the curve law's runs: the IsoFLOP sweep's two smaller budgets, or the cool-down sweep")
+    p.add_argument("--form", choices=("tissue", "multipower"), default="tissue", help="the curve law's form")
     p.add_argument("--reach", type=float, default=2255 / 676,
                    help="cosine lengths the curve laws predict, up to this many times each shape's longest run")
     args = p.parse_args()
@@ -62,9 +63,9 @@ def main() -> None:
         few = [f for f in run_folders(iso) if f"-{budgets[-1]:.0e}-".replace("e+", "e") not in f.name]
         label = "curve law from the IsoFLOP sweep's smaller budgets"
     curves = [read_curve(f) for f in few]
-    laws = [fit_shape(g)[0] for g in by_shape(curves).values()]
+    laws = [fit_shape(g, form=args.form)[0] for g in by_shape(curves).values()]
     fc = laws_from_curves(curves, laws, RunDir.open(few[0]).config.train, reach=args.reach)
-    rows.append((f"{label}, Chinchilla on its predictions", few, ChinchillaLaw(**fc["law"])))
+    rows.append((f"{label} ({args.form}), Chinchilla on its predictions", few, ChinchillaLaw(**fc["law"])))
     base = cost(run_folders(iso))[0]
     print("| path | runs | training FLOPs (6ND) | share of IsoFLOP | wall s (compile incl.) | held-out mean abs error "
           "| max | law E, A, B, alpha, beta |")
