@@ -62,20 +62,29 @@ def plot_fit(points: FitPoints, law: ChinchillaLaw | KaplanLaw, path: str | Path
 
 
 def plot_curves(curves: list, laws: list, path: str | Path) -> Path:
-    """Save a PNG: each shape's measured train-loss curves (thin) and its curve law's (dashed), against tokens."""
+    """Save a PNG: each shape's measured train-loss curves (a moving average over 2% of a run's steps, at least 10
+    and at most a quarter of them: one batch's loss is noisy) and its curve law (dashed) over the fitted steps."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig = Figure(figsize=(6 * len(laws), 4.5), layout="constrained")
+    fig = Figure(figsize=(6 * len(laws), 4.8), layout="constrained")
     FigureCanvasAgg(fig)
     axes = np.atleast_1d(fig.subplots(1, len(laws)))
     for ax, law in zip(axes, laws, strict=True):
+        shown = []
         for k, c in enumerate(x for x in curves if x.N == law.N):
             tokens = np.arange(1, c.steps + 1) * c.tokens_per_step
+            width = max(1, min(c.steps // 4, max(10, c.steps // 50)))
+            smooth = np.convolve(c.loss, np.ones(width) / width, mode="valid")
             color = cm.tab10(k % 10)
-            ax.plot(tokens, c.loss, color=color, lw=0.5, alpha=0.5)
-            ax.plot(tokens[1:], law.curve(c.lr)[1:], color=color, lw=1.2, ls="--", label=c.name)
-        ax.set(xscale="log", yscale="log", xlabel="tokens", ylabel="train loss",
-               title=f"N={law.N}: " + ", ".join(f"{k}={getattr(law, k):.3g}" for k in law.params))
+            ax.plot(tokens[width - 1:], smooth, color=color, lw=0.8, alpha=0.6)
+            fitted = slice(c.first - 1, c.steps)
+            ax.plot(tokens[fitted], law.curve(c.lr)[fitted], color=color, lw=1.2, ls="--", label=c.name)
+            shown.append(smooth[c.first - 1:] if len(smooth) > c.first else smooth)
+        low, high = np.percentile(np.concatenate(shown), [0.5, 99.5])
+        ax.set_ylim(low * 0.95, high * 1.05)
+        params = ", ".join(f"{k}={getattr(law, k):.3g}" for k in law.params)
+        ax.set(xscale="log", yscale="log", xlabel="tokens", ylabel="train loss (smoothed)")
+        ax.set_title(f"N={law.N}\n{params}", fontsize=8)
         ax.legend(fontsize=6)
     fig.savefig(path, dpi=110)
     return path
