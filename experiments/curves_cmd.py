@@ -23,6 +23,7 @@ from smallest_loss.scaling.curve_law import (
     read_curve,
 )
 from smallest_loss.scaling.fit import fit_chinchilla
+from smallest_loss.scaling.laws import ChinchillaLaw, save_law
 
 PREFIXES = (0.25, 0.5)
 LENGTHS = 8  # cosine lengths per shape the Chinchilla law from curves is fitted to
@@ -63,6 +64,12 @@ def run_curve_fit(paths: list[str], n_boot: int, out: str | None, plot: str | No
         tmp.write_text(json.dumps(report, indent=2) + "\n")
         tmp.replace(out)
         report["law_file"] = out
+        if "law" in report["chinchilla_from_curves"]:  # a law file `plan --law` reads: laws from curves
+            fc = report["chinchilla_from_curves"]
+            report["planner_law_file"] = str(save_law(
+                Path(out).with_suffix(".law.json"), ChinchillaLaw(**fc["law"]),
+                diagnostics=dict(source="fit --curves", curve_form=report["form"], points=fc["points"],
+                                 runs=len(curves), note="no intervals: fitted to points the curve laws predict")))
     if plot or out:
         from smallest_loss.experiments.plots_fit import plot_curves
 
@@ -105,6 +112,6 @@ def print_curve_report(report: dict[str, Any]) -> None:
     ch = report["chinchilla_from_curves"]
     print("Chinchilla law from curves: " + (ch["error"] if "error" in ch else ", ".join(
         f"{k} {v:.4g}" for k, v in ch["law"].items())))
-    for key in ("law_file", "plot"):
+    for key in ("law_file", "planner_law_file", "plot"):
         if key in report:
             print(f"{key.replace('_', ' ')}: {report[key]}")

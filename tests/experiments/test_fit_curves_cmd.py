@@ -50,6 +50,11 @@ def test_fit_curves_writes_the_law_and_prefix_errors(runs, tmp_path, capsys):
     assert len(report["shapes"]) == 2 and all(s["form"] == "multipower" for s in report["shapes"])
     assert "final eval loss from the first 50%" in text and out.with_suffix(".png").exists()
     assert report["prefix"]["0.5"]["eval_runs"] == 4
+    # Laws from curves: a law file the planner reads.
+    law = tmp_path / "law.law.json"
+    assert json.loads(law.read_text())["form"] == "chinchilla"
+    assert main(["plan", "--budget", "1e12", "--space", "cpu", "--law", str(law), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["best"][0]["loss"] > 0
 
 
 def test_a_damaged_curve_is_one_line_and_nothing_is_written(runs, tmp_path, capsys):
