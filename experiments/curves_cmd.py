@@ -42,8 +42,27 @@ def laws_from_curves(curves: list, laws: list[CurveLaw], train: Any, reach: floa
         return dict(error="laws from curves need runs of two or more model shapes")
     points = chinchilla_points(laws, _lengths(curves, reach), train, curves[0].tokens_per_step)
     law = fit_chinchilla(points).law
-    return dict(law={k: getattr(law, k) for k in ("E", "A", "B", "alpha", "beta")}, points=len(points.N),
-                lengths_reach=reach)
+    return dict(law={k: getattr(law, k) for k in CHINCHILLA_KEYS}, points=len(points.N), lengths_reach=reach)
+
+
+CHINCHILLA_KEYS = ("E", "A", "B", "alpha", "beta")
+MAX_LAW_DRAWS = 100  # Chinchilla refits for the laws from curves' intervals (each a few tenths of a second)
+
+
+def laws_from_curves_samples(curves: list, shapes: list[dict[str, Any]], train: Any,
+                             reach: float = 1.0) -> dict[str, np.ndarray] | None:
+    """Bootstrap samples of the law from curves: draw i of every shape's curve law (runs resampled within the
+    shape, `fit_curve_laws`; a shape with one run keeps its fit), its predicted points refitted by Chinchilla.
+    None when no shape was resampled."""
+    counts = [len(s["draws"]) for s in shapes if s.get("draws")]
+    if not counts or len(shapes) < 2:
+        return None
+    samples = []
+    for i in range(min(min(counts), MAX_LAW_DRAWS)):
+        laws = [curve_law_from_dict(s["draws"][i] if s.get("draws") else s) for s in shapes]
+        law = fit_chinchilla(chinchilla_points(laws, _lengths(curves, reach), train, curves[0].tokens_per_step)).law
+        samples.append([getattr(law, k) for k in CHINCHILLA_KEYS])
+    return dict(zip(CHINCHILLA_KEYS, np.array(samples).T, strict=True))
 
 
 def run_curve_fit(paths: list[str], n_boot: int, out: str | None, plot: str | None,
@@ -65,16 +84,26 @@ def run_curve_fit(paths: list[str], n_boot: int, out: str | None, plot: str | No
         tmp.replace(out)
         report["law_file"] = out
         if "law" in report["chinchilla_from_curves"]:  # a law file `plan --law` reads: laws from curves
-            fc = report["chinchilla_from_curves"]
-            report["planner_law_file"] = str(save_law(
-                Path(out).with_suffix(".law.json"), ChinchillaLaw(**fc["law"]),
-                diagnostics=dict(source="fit --curves", curve_form=report["form"], points=fc["points"],
-                                 runs=len(curves), note="no intervals: fitted to points the curve laws predict")))
+            report["planner_law_file"] = str(_save_planner_law(Path(out).with_suffix(".law.json"), report, curves,
+                                                               RunDir.open(folders[0]).config.train))
     if plot or out:
         from smallest_loss.experiments.plots_fit import plot_curves
 
         report["plot"] = str(plot_curves(curves, laws, Path(plot or Path(out).with_suffix(".png"))))
     return report
+
+
+def _save_planner_law(path: Path, report: dict[str, Any], curves: list, train: Any) -> Path:
+    """The law from curves as a law file, with bootstrap samples and 95% intervals where the curve laws were
+    resampled (the shapes' draws, paired across shapes)."""
+    fc = report["chinchilla_from_curves"]
+    samples = laws_from_curves_samples(curves, report["shapes"], train)
+    intervals = None if samples is None else {k: tuple(np.percentile(v, [2.5, 97.5])) for k, v in samples.items()}
+    note = ("samples: Chinchilla refitted to each bootstrap draw of the curve laws" if samples is not None else
+            "no intervals: fit with --bootstrap K (K >= 2) to resample the runs")
+    return save_law(path, ChinchillaLaw(**fc["law"]), intervals, samples,
+                    diagnostics=dict(source="fit --curves", curve_form=report["form"], points=fc["points"],
+                                     runs=len(curves), note=note))
 
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:

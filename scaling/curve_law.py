@@ -214,14 +214,19 @@ def _fit_tissue(curves: Sequence[Curve], lam: float, start: ShapeLaw | None) -> 
     return law, rms
 
 
-def bootstrap_shape(curves: Sequence[Curve], full: CurveLaw, n_boot: int, seed: int = 0,
-                    level: float = 0.95) -> dict[str, list[float]]:
-    """Percentile intervals of the law's parameters and eval_gap over refits (from the full fit `full`, of its
-    form) to runs resampled with replacement."""
+def bootstrap_draws(curves: Sequence[Curve], full: CurveLaw, n_boot: int, seed: int = 0) -> list[CurveLaw]:
+    """Refits (from the full fit `full`, of its form) to runs resampled with replacement."""
     rng, lam, draws = np.random.default_rng(seed), getattr(full, "lam", LAMBDA), []
     for _ in range(n_boot):
         sample = [curves[i] for i in rng.integers(0, len(curves), len(curves))]
         draws.append(fit_shape(sample, lam, start=full, form=full.form)[0])
+    return draws
+
+
+def bootstrap_shape(curves: Sequence[Curve], full: CurveLaw, n_boot: int, seed: int = 0, level: float = 0.95,
+                    draws: Sequence[CurveLaw] | None = None) -> dict[str, list[float]]:
+    """Percentile intervals of the law's parameters and eval_gap over `bootstrap_draws` (made here unless given)."""
+    draws = bootstrap_draws(curves, full, n_boot, seed) if draws is None else draws
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
     return {k: [float(v) for v in np.percentile([getattr(d, k) for d in draws], q)]
             for k in (*full.params, "eval_gap")}  # fmt: skip
@@ -322,7 +327,11 @@ def fit_curve_laws(curves: Sequence[Curve], n_boot: int, lam: float = LAMBDA, fo
     for group in by_shape(curves).values():
         law, rms = fit_shape(group, lam, form=form)
         row = dict(law.to_dict(), runs=[c.name for c in group], rms_log_error=rms)
-        row["intervals"] = bootstrap_shape(group, law, n_boot) if n_boot and len(group) > 1 else None
+        row["intervals"] = row["draws"] = None
+        if n_boot and len(group) > 1:  # the draws pair across shapes for the laws from curves' intervals
+            draws = bootstrap_draws(group, law, n_boot)
+            row["intervals"] = bootstrap_shape(group, law, n_boot, draws=draws)
+            row["draws"] = [d.to_dict() for d in draws]
         shapes.append(row)
     _, name, formula = FORMS[form]
     return dict(form=name, formula=formula, **(dict(lam=lam) if form == "tissue" else {}), shapes=shapes,

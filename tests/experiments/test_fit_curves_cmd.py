@@ -43,18 +43,22 @@ def runs(tmp_path):
 def test_fit_curves_writes_the_law_and_prefix_errors(runs, tmp_path, capsys):
     """The default form (multi-power; Tissue's path through the same code is tested in tests/scaling)."""
     out = tmp_path / "law.json"
-    assert main(["fit", "--curves", str(runs), "--bootstrap", "0", "--out", str(out)]) == 0
+    assert main(["fit", "--curves", str(runs), "--bootstrap", "2", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     report = json.loads(out.read_text())
     assert report["form"] == "multipower2025"
     assert len(report["shapes"]) == 2 and all(s["form"] == "multipower" for s in report["shapes"])
     assert "final eval loss from the first 50%" in text and out.with_suffix(".png").exists()
     assert report["prefix"]["0.5"]["eval_runs"] == 4
-    # Laws from curves: a law file the planner reads.
+    # Laws from curves: a law file the planner reads, with one sample per bootstrap draw of the curve laws.
     law = tmp_path / "law.law.json"
-    assert json.loads(law.read_text())["form"] == "chinchilla"
+    saved = json.loads(law.read_text())
+    assert saved["form"] == "chinchilla" and len(saved["samples"]["E"]) == 2
+    assert set(saved["intervals"]) == {"E", "A", "B", "alpha", "beta"}
+    assert all(lo <= hi for lo, hi in saved["intervals"].values())
     assert main(["plan", "--budget", "1e12", "--space", "cpu", "--law", str(law), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["best"][0]["loss"] > 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["best"][0]["loss"] > 0 and all(len(row["loss_interval"]) == 2 for row in plan["by_depth"])
 
 
 def test_a_damaged_curve_is_one_line_and_nothing_is_written(runs, tmp_path, capsys):
