@@ -275,9 +275,23 @@ def effective_tokens(tokens: np.ndarray, cands: Candidates, recipe: RecipeLaw | 
     return tokens * recipe.data_factor(cands.b * cands.s, loss)
 
 
-# B_crit(L) depends on the loss it helps predict; the fixed point moves by well under 1e-4 after this many rounds
-# (the data factor changes the loss through D^-beta only, a contraction).
-B_CRIT_ROUNDS = 4
+# B_crit(L) depends on the loss it helps predict: the planner's loss is the fixed point L = f(L), found by bisection
+# in log L. f is monotone in L (B_crit falls as L grows, which lowers the data factor of batches above the
+# reference batch and raises it below), so f(L) stays between its values at L -> 0 (B_crit -> infinity: no batch
+# cost) and L -> infinity (B_crit -> 0), and the root lies between them. 60 halvings of that bracket leave it
+# narrower than 1e-12 relative; simple iteration converges too slowly where f's slope nears 1.
+FIXED_POINT_HALVINGS = 60
+
+
+def b_crit_fixed_point(f: Callable[[np.ndarray], np.ndarray], size: int) -> np.ndarray:
+    """The losses L (one per candidate) with L = f(L), for f monotone in L (see FIXED_POINT_HALVINGS)."""
+    ends = np.stack([f(np.full(size, 1e-9)), f(np.full(size, 1e9))])
+    lo, hi = np.log(ends.min(0)), np.log(ends.max(0))
+    for _ in range(FIXED_POINT_HALVINGS):
+        mid = (lo + hi) / 2
+        above = f(np.exp(mid)) > np.exp(mid)  # the root lies above mid
+        lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
+    return np.exp((lo + hi) / 2)
 
 
 def _score(cands: Candidates, budget: Budget, law: Law, inputs: PlanInputs,
@@ -305,11 +319,9 @@ def _score(cands: Candidates, budget: Budget, law: Law, inputs: PlanInputs,
         out = np.asarray(law.loss(cands.N, effective_tokens(tokens, cands, inputs.recipe, loss)), float).reshape(-1)
         return out * inputs.shape.factor(cands.d, cands.n) if inputs.shape is not None else out
 
-    loss = predict(None)
     if inputs.recipe is not None and inputs.recipe.batch.loss_exponent:
-        for _ in range(B_CRIT_ROUNDS):
-            loss = predict(loss)
-    return cands, tokens, loss, step_s
+        return cands, tokens, b_crit_fixed_point(predict, len(tokens)), step_s
+    return cands, tokens, predict(None), step_s
 
 
 def law_samples_loss(law_file: LawFile, N: np.ndarray, D: np.ndarray, d: np.ndarray | None = None,

@@ -168,6 +168,10 @@ def test_a_critical_batch_that_grows_as_the_loss_falls_allows_larger_batches(rec
         eff = best[k]["tokens"] * float(batch.data_factor(best[k]["b"] * 64, recipe.reference_batch_tokens,
                                                           best[k]["loss"]))
         assert best[k]["loss"] == pytest.approx(float(CHINCHILLA_PUBLISHED.loss(best[k]["params"], eff)), rel=1e-4)
+        # Every candidate's loss is that fixed point, not only the best one's.
+        c = plan.candidates
+        every = plan.tokens * batch.data_factor(c.b * c.s, recipe.reference_batch_tokens, plan.loss)
+        np.testing.assert_allclose(plan.loss, CHINCHILLA_PUBLISHED.loss(c.N, every), rtol=1e-9)
         ref = 1.5 * best[k]["loss"]
     assert best[6.0]["b_crit"] > 100.0  # the plan's loss sits below L_ref
     assert best[6.0]["b"] >= best[0.0]["b"]
