@@ -57,10 +57,10 @@ def laws_from_curves_samples(curves: list, shapes: list[dict[str, Any]], train: 
     counts = [len(s["draws"]) for s in shapes if s.get("draws")]
     if not counts or len(shapes) < 2:
         return None
-    samples = []
+    samples, lengths = [], _lengths(curves, reach)
     for i in range(min(min(counts), MAX_LAW_DRAWS)):
         laws = [curve_law_from_dict(s["draws"][i] if s.get("draws") else s) for s in shapes]
-        law = fit_chinchilla(chinchilla_points(laws, _lengths(curves, reach), train, curves[0].tokens_per_step)).law
+        law = fit_chinchilla(chinchilla_points(laws, lengths, train, curves[0].tokens_per_step)).law
         samples.append([getattr(law, k) for k in CHINCHILLA_KEYS])
     return dict(zip(CHINCHILLA_KEYS, np.array(samples).T, strict=True))
 
@@ -76,7 +76,8 @@ def run_curve_fit(paths: list[str], n_boot: int, out: str | None, plot: str | No
     result = fit_curve_laws(curves, min(n_boot, 200), form=form)
     laws = [curve_law_from_dict(s) for s in result["shapes"]]
     report = dict(result, prefix={str(f): _summary(prefix_errors(curves, f, form=form)) for f in PREFIXES})
-    report["chinchilla_from_curves"] = laws_from_curves(curves, laws, RunDir.open(folders[0]).config.train)
+    train = RunDir.open(folders[0]).config.train
+    report["chinchilla_from_curves"] = laws_from_curves(curves, laws, train)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(out).with_suffix(f".{os.getpid()}.tmp")
@@ -85,7 +86,7 @@ def run_curve_fit(paths: list[str], n_boot: int, out: str | None, plot: str | No
         report["law_file"] = out
         if "law" in report["chinchilla_from_curves"]:  # a law file `plan --law` reads: laws from curves
             report["planner_law_file"] = str(_save_planner_law(Path(out).with_suffix(".law.json"), report, curves,
-                                                               RunDir.open(folders[0]).config.train))
+                                                               train))
     if plot or out:
         from smallest_loss.experiments.plots_fit import plot_curves
 
