@@ -21,6 +21,7 @@ from smallest_loss.scaling.curve_law import (
     fit_curve_laws,
     prefix_errors,
     read_curve,
+    shape_peaks,
 )
 from smallest_loss.scaling.fit import fit_chinchilla
 from smallest_loss.scaling.laws import ChinchillaLaw, save_law
@@ -40,7 +41,10 @@ def laws_from_curves(curves: list, laws: list[CurveLaw], train: Any, reach: floa
     shape first, then Chinchilla across shapes: no form is assumed for how L0, A, C change with N)."""
     if len(laws) < 2:
         return dict(error="laws from curves need runs of two or more model shapes")
-    points = chinchilla_points(laws, _lengths(curves, reach), train, curves[0].tokens_per_step)
+    peaks = shape_peaks(curves)
+    if isinstance(peaks, str):
+        return dict(error=peaks)
+    points = chinchilla_points(laws, _lengths(curves, reach), train, curves[0].tokens_per_step, peaks)
     law = fit_chinchilla(points).law
     return dict(law={k: getattr(law, k) for k in CHINCHILLA_KEYS}, points=len(points.N), lengths_reach=reach)
 
@@ -57,10 +61,13 @@ def laws_from_curves_samples(curves: list, shapes: list[dict[str, Any]], train: 
     counts = [len(s["draws"]) for s in shapes if s.get("draws")]
     if not counts or len(shapes) < 2:
         return None
+    peaks = shape_peaks(curves)
+    if isinstance(peaks, str):
+        return None
     samples, lengths = [], _lengths(curves, reach)
     for i in range(min(min(counts), MAX_LAW_DRAWS)):
         laws = [curve_law_from_dict(s["draws"][i] if s.get("draws") else s) for s in shapes]
-        law = fit_chinchilla(chinchilla_points(laws, lengths, train, curves[0].tokens_per_step)).law
+        law = fit_chinchilla(chinchilla_points(laws, lengths, train, curves[0].tokens_per_step, peaks)).law
         samples.append([getattr(law, k) for k in CHINCHILLA_KEYS])
     return dict(zip(CHINCHILLA_KEYS, np.array(samples).T, strict=True))
 

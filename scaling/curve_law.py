@@ -276,16 +276,31 @@ def cosine_lrs(train: TrainConfig, steps: int, warmup_fraction: float = 0.05) ->
     return np.asarray(make_schedule(cfg, steps)(np.arange(steps)), dtype=np.float64)
 
 
+def shape_peaks(curves: Sequence[Curve]) -> dict[int, float] | str:
+    """Each shape's peak learning rate (a curve law holds for one), or why there is none: runs of one shape
+    trained at peak rates more than 1% apart."""
+    peaks = {}
+    for N, group in by_shape(curves).items():
+        tops = [float(c.lr.max()) for c in group]
+        if max(tops) > 1.01 * min(tops):
+            return (f"the runs of the {N}-parameter shape have peak learning rates {min(tops):.3g} to {max(tops):.3g}; "
+                    "a curve law holds for one peak rate, so fit runs of one rate per shape")
+        peaks[N] = max(tops)
+    return peaks
+
+
 def chinchilla_points(laws: Sequence[CurveLaw], lengths: dict[int, Sequence[int]], train: TrainConfig,
-                      tokens_per_step: int) -> FitPoints:
-    """Points (N, D, predicted final eval loss) of cosine runs of the given lengths (steps) per shape: the
-    input of the Chinchilla fit of laws from curves. The laws may be of either form."""
+                      tokens_per_step: int, peaks: dict[int, float]) -> FitPoints:
+    """Points (N, D, predicted final eval loss) of cosine runs of the given lengths (steps) per shape, each at its
+    shape's own peak rate (`shape_peaks`: a tuned sweep trains every shape at its own): the input of the
+    Chinchilla fit of laws from curves. The laws may be of either form."""
     N, D, loss = [], [], []
     for law in laws:
+        shape_train = dataclasses.replace(train, lr=peaks[law.N])
         for steps in lengths[law.N]:
             N.append(law.N)
             D.append(steps * tokens_per_step)
-            loss.append(law.final_eval(cosine_lrs(train, steps)))
+            loss.append(law.final_eval(cosine_lrs(shape_train, steps)))
     return FitPoints(N=np.array(N, float), D=np.array(D, float), loss=np.array(loss), group=np.arange(len(N)))
 
 

@@ -3,13 +3,24 @@ refusals of curves it cannot fit."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
 import numpy as np
 import pytest
 from smallest_loss.configs.errors import UserError
-from smallest_loss.scaling.curve_law import Curve, ShapeLaw, curve_law_from_dict, fit_shape, read_curve
+from smallest_loss.configs.schema import TrainConfig
+from smallest_loss.scaling.curve_law import (
+    Curve,
+    ShapeLaw,
+    chinchilla_points,
+    cosine_lrs,
+    curve_law_from_dict,
+    fit_shape,
+    read_curve,
+    shape_peaks,
+)
 
 TRUE = dict(L0=1.5, A=0.8, alpha=0.5, C=0.3)
 LAM = 0.999
@@ -55,6 +66,25 @@ def test_predicts_an_unseen_schedule_within_noise():
     law, _ = fit_shape(curves, LAM)
     lr = schedule(3000, "wsd")
     assert law.curve(lr)[-1] == pytest.approx(reference_loss(lr)[-1], rel=0.01)
+
+
+def test_laws_from_curves_use_each_shapes_own_peak_rate():
+    """A tuned sweep trains each shape at its own peak rate: each shape's predicted cosine finals are at that rate,
+    not at the first run's."""
+    train = TrainConfig(lr=1.0, batch_size=16, steps=1)
+    slow, fast = (dataclasses.replace(curve(n, schedule(400, "cosine", peak)), N=N)
+                  for n, peak, N in (("slow", 2e-3, 1000), ("fast", 8e-3, 4000)))
+    peaks = shape_peaks([slow, fast])
+    assert peaks == pytest.approx({1000: 2e-3, 4000: 8e-3})
+    law = ShapeLaw(N=1000, **TRUE, eval_gap=0.0)
+    points = chinchilla_points([dataclasses.replace(law, N=1000), dataclasses.replace(law, N=4000)],
+                               {1000: [200, 400, 800], 4000: [200, 400, 800]}, train, 1024, peaks)
+    for k, peak in enumerate((2e-3, 2e-3, 2e-3, 8e-3, 8e-3, 8e-3)):
+        steps = (200, 400, 800)[k % 3]
+        assert points.loss[k] == pytest.approx(law.final_eval(cosine_lrs(dataclasses.replace(train, lr=peak), steps)))
+    assert np.all(points.loss[3:] < points.loss[:3])  # the faster rate's larger area: lower predicted losses
+    mixed = dataclasses.replace(fast, name="mixed", N=1000)
+    assert "peak learning rates" in shape_peaks([slow, mixed])
 
 
 def test_law_from_its_dict():
