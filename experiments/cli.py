@@ -148,8 +148,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
         if args.runs or args.csv:
             raise UserError("--curves takes the run folders itself; give no other run folders and no --csv")
-        print_curve_report(run_curve_fit(args.curves, args.bootstrap, args.out, args.plot, args.curve_form))
+        print_curve_report(run_curve_fit(args.curves, args.bootstrap, args.out, args.plot, args.curve_form,
+                                         args.holdout_runs))
         return 0
+    if args.holdout_runs:
+        raise UserError("--holdout-runs goes with --curves (fit --curves RUNS --holdout-runs HELD)")
     report = run_fit(args.runs, args.csv, args.form, args.bootstrap, args.out, args.plot, args.holdout_largest,
                      args.json, args.delta, args.reference, args.holdout_shape)
     print_report(report, args.json)
@@ -164,6 +167,9 @@ def _fit_parser(sub: argparse._SubParsersAction) -> None:
                         "to the final losses it predicts")
     p.add_argument("--curve-form", choices=("multipower", "tissue"), default="multipower",
                    help="with --curves: the multi-power law (Luo et al. 2025) or Tissue et al. (2024)")
+    p.add_argument("--holdout-runs", nargs="+", metavar="HELD",
+                   help="with --curves: run folders not fitted, whose final eval losses the curve laws and the law "
+                        "from curves predict (reported, and drawn in the plot)")
     p.add_argument("--csv", help="a CSV with columns N, D, loss; optional C (FLOPs; 6ND when absent), run (points of "
                                  "one run, resampled together) and group (data or evaluation set: a grouped fit with "
                                  "shared exponents); other columns ignored")

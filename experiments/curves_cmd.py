@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from smallest_loss.configs.errors import UserError
 from smallest_loss.model.runs import RunDir
 from smallest_loss.scaling.collect import run_folders
 from smallest_loss.scaling.curve_law import (
@@ -73,18 +74,25 @@ def laws_from_curves_samples(curves: list, shapes: list[dict[str, Any]], train: 
 
 
 def run_curve_fit(paths: list[str], n_boot: int, out: str | None, plot: str | None,
-                  form: str = "multipower") -> dict[str, Any]:
-    """The whole `fit --curves` command: every input is read and checked before anything is written."""
+                  form: str = "multipower", holdout: list[str] | None = None) -> dict[str, Any]:
+    """The whole `fit --curves` command: every input is read and checked before anything is written. `holdout`:
+    run folders not fitted, whose final eval losses the curve laws (their own shape's) and the law from curves
+    predict."""
     from smallest_loss.experiments.fit_cmd import check_fit_args
 
     check_fit_args(n_boot, out, plot)
     folders = [f for path in paths for f in run_folders(Path(path))]
     curves = [read_curve(f) for f in folders]
+    held = _held_curves(holdout or [], folders)
     result = fit_curve_laws(curves, min(n_boot, 200), form=form)
     laws = [curve_law_from_dict(s) for s in result["shapes"]]
     report = dict(result, prefix={str(f): _summary(prefix_errors(curves, f, form=form)) for f in PREFIXES})
     train = RunDir.open(folders[0]).config.train
     report["chinchilla_from_curves"] = laws_from_curves(curves, laws, train)
+    if held:
+        peaks = shape_peaks(curves)
+        report["holdout"] = holdout_errors(held, laws, report["chinchilla_from_curves"],
+                                           peaks if isinstance(peaks, dict) else {})
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(out).with_suffix(f".{os.getpid()}.tmp")
@@ -97,8 +105,48 @@ def run_curve_fit(paths: list[str], n_boot: int, out: str | None, plot: str | No
     if plot or out:
         from smallest_loss.experiments.plots_fit import plot_curves
 
-        report["plot"] = str(plot_curves(curves, laws, Path(plot or Path(out).with_suffix(".png"))))
+        report["plot"] = str(plot_curves(curves, laws, Path(plot or Path(out).with_suffix(".png")), held))
     return report
+
+
+def _held_curves(paths: list[str], fitted: list[Path]) -> list:
+    """The held-out runs' curves, refused in one line when one is also fitted or has no final eval loss."""
+    folders = [f for path in paths for f in run_folders(Path(path))]
+    both = {f.resolve() for f in folders} & {f.resolve() for f in fitted}
+    if both:
+        raise UserError(f"--holdout-runs: {sorted(both)[0]} is also among the fitted runs; hold out runs the law "
+                        "does not see")
+    held = [read_curve(f) for f in folders]
+    for f, c in zip(folders, held, strict=True):
+        if not c.final_eval:
+            raise UserError(f"--holdout-runs: {f} has no final eval loss to predict")
+    return held
+
+
+def holdout_errors(held: list, laws: list[CurveLaw], from_curves: dict[str, Any],
+                   peaks: dict[int, float]) -> dict[str, Any]:
+    """Each held-out run's final eval loss against two predictions: its shape's curve law on its own schedule
+    (when that shape was fitted at the run's peak rate, `peaks`: a law holds for one), and the law from curves at
+    its N and D (any shape; the law describes cosine runs at each shape's fitted rate)."""
+    by_N, rows = {law.N: law for law in laws}, []
+    law = ChinchillaLaw(**from_curves["law"]) if "law" in from_curves else None
+    for c in held:
+        row = dict(name=c.name, N=c.N, D=c.steps * c.tokens_per_step, actual=c.final_eval)
+        shape = by_N.get(c.N)
+        if shape is not None and c.N in peaks and abs(float(c.lr.max()) / peaks[c.N] - 1) <= 0.01:
+            row["curve_law"] = shape.final_eval(c.lr)
+            row["curve_law_rel_error"] = row["curve_law"] / c.final_eval - 1
+        if law is not None:
+            row["law_from_curves"] = float(law.loss(c.N, row["D"]))
+            row["law_from_curves_rel_error"] = row["law_from_curves"] / c.final_eval - 1
+        rows.append(row)
+    out: dict[str, Any] = dict(runs=rows)
+    for key in ("curve_law", "law_from_curves"):
+        errors = [abs(r[f"{key}_rel_error"]) for r in rows if f"{key}_rel_error" in r]
+        if errors:
+            out[key] = dict(runs=len(errors), mean_abs_rel_error=float(np.mean(errors)),
+                            max_abs_rel_error=float(np.max(errors)))
+    return out
 
 
 def _save_planner_law(path: Path, report: dict[str, Any], curves: list, train: Any) -> Path:
@@ -147,8 +195,24 @@ def print_curve_report(report: dict[str, Any]) -> None:
                       f"{p['eval_mean_abs_rel_error']:.2%}, max {p['eval_max_abs_rel_error']:.2%} over "
                       f"{p['eval_runs']} runs")
     ch = report["chinchilla_from_curves"]
+    _print_holdout(report.get("holdout"))
     print("Chinchilla law from curves: " + (ch["error"] if "error" in ch else ", ".join(
         f"{k} {v:.4g}" for k, v in ch["law"].items())))
     for key in ("law_file", "planner_law_file", "plot"):
         if key in report:
             print(f"{key.replace('_', ' ')}: {report[key]}")
+
+
+def _print_holdout(h: dict[str, Any] | None) -> None:
+    if not h:
+        return
+    print(f"held-out runs ({len(h['runs'])}), final eval loss predicted by their shape's curve law / the law from "
+          "curves:")
+    for r in h["runs"]:
+        cells = [f"{r[k]:.4f} ({r[k + '_rel_error']:+.2%})" if k in r else "-"
+                 for k in ("curve_law", "law_from_curves")]
+        print(f"  {r['name']}: N={r['N']}, D={r['D']:.3g}, actual {r['actual']:.4f}; {cells[0]} / {cells[1]}")
+    for key, label in (("curve_law", "their shape's curve law"), ("law_from_curves", "the law from curves")):
+        if key in h:
+            print(f"  {label}: mean |error| {h[key]['mean_abs_rel_error']:.2%}, max {h[key]['max_abs_rel_error']:.2%} "
+                  f"over {h[key]['runs']} runs")

@@ -61,9 +61,10 @@ def plot_fit(points: FitPoints, law: ChinchillaLaw | KaplanLaw, path: str | Path
     return path
 
 
-def plot_curves(curves: list, laws: list, path: str | Path) -> Path:
+def plot_curves(curves: list, laws: list, path: str | Path, held: list | None = None) -> Path:
     """Save a PNG: each shape's measured train-loss curves (a moving average over 2% of a run's steps, at least 10
-    and at most a quarter of them: one batch's loss is noisy) and its curve law (dashed) over the fitted steps."""
+    and at most a quarter of them: one batch's loss is noisy) and its curve law (dashed) over the fitted steps;
+    `held` runs of a fitted shape (not fitted) in black, the law's prediction dotted over their whole run."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(6 * len(laws), 4.8), layout="constrained")
@@ -71,14 +72,15 @@ def plot_curves(curves: list, laws: list, path: str | Path) -> Path:
     axes = np.atleast_1d(fig.subplots(1, len(laws)))
     for ax, law in zip(axes, laws, strict=True):
         shown = []
-        for k, c in enumerate(x for x in curves if x.N == law.N):
+        mine = [(x, cm.tab10(k % 10), "--", x.name) for k, x in enumerate(x for x in curves if x.N == law.N)]
+        mine += [(x, "black", ":", f"{x.name} (held out)") for x in held or () if x.N == law.N]
+        for c, color, ls, label in mine:
             tokens = np.arange(1, c.steps + 1) * c.tokens_per_step
             width = max(1, min(c.steps // 4, max(10, c.steps // 50)))
             smooth = np.convolve(c.loss, np.ones(width) / width, mode="valid")
-            color = cm.tab10(k % 10)
             ax.plot(tokens[width - 1:], smooth, color=color, lw=0.8, alpha=0.6)
             fitted = slice(c.first - 1, c.steps)
-            ax.plot(tokens[fitted], law.curve(c.lr)[fitted], color=color, lw=1.2, ls="--", label=c.name)
+            ax.plot(tokens[fitted], law.curve(c.lr)[fitted], color=color, lw=1.2, ls=ls, label=label)
             shown.append(smooth[c.first - 1:] if len(smooth) > c.first else smooth)
         low, high = np.percentile(np.concatenate(shown), [0.5, 99.5])
         ax.set_ylim(low * 0.95, high * 1.05)

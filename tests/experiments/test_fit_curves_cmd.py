@@ -69,3 +69,33 @@ def test_a_damaged_curve_is_one_line_and_nothing_is_written(runs, tmp_path, caps
     assert main(["fit", "--curves", str(runs), "--bootstrap", "0", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "gap" in err[0] and not out.exists()
+
+
+def test_held_out_runs_are_predicted_and_drawn(runs, tmp_path, capsys):
+    """A longer annealed run of a fitted shape, not fitted: its shape's curve law and the law from curves predict
+    its final eval loss; overlapping, eval-less or curve-less uses are one line, with nothing written."""
+    held = tmp_path / "held"
+    _write_run(held / "d32-400", 32, 400, 1e-2, True)
+    out = tmp_path / "law.json"
+    assert main(["fit", "--curves", str(runs), "--holdout-runs", str(held), "--bootstrap", "0", "--out",
+                 str(out)]) == 0
+    text = capsys.readouterr().out
+    report = json.loads(out.read_text())["holdout"]
+    (row,) = report["runs"]
+    assert row["name"] == "d32-400" and row["D"] == 400 * 64
+    assert abs(row["curve_law_rel_error"]) < 0.05  # the synthetic curves follow a law the form can express
+    assert np.isfinite(row["law_from_curves_rel_error"])
+    assert report["curve_law"]["runs"] == 1 and "held-out runs (1)" in text
+    assert out.with_suffix(".png").exists()
+    bad = tmp_path / "bad.json"
+    for args, message in ((["--holdout-runs", str(runs / "d32-200")], "also among the fitted runs"),
+                          (["--holdout-runs", str(held), "--bootstrap", "0"], None)):
+        if message is None:  # a held-out run without an eval loss
+            summary = held / "d32-400" / "summary.json"
+            summary.write_text(json.dumps(dict(json.loads(summary.read_text()), final_eval_loss=None)))
+            message = "no final eval loss"
+        assert main(["fit", "--curves", str(runs), *args, "--out", str(bad)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0] and not bad.exists()
+    assert main(["fit", str(runs), "--holdout-runs", str(held)]) == 2
+    assert "goes with --curves" in capsys.readouterr().err

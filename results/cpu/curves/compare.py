@@ -64,6 +64,7 @@ def main() -> None:
         label = "curve law from the IsoFLOP sweep's smaller budgets"
     curves = [read_curve(f) for f in few]
     laws = [fit_shape(g, form=args.form)[0] for g in by_shape(curves).values()]
+    laws_by_N = {law.N: law for law in laws}
     fc = laws_from_curves(curves, laws, RunDir.open(few[0]).config.train, reach=args.reach)
     rows.append((f"{label} ({args.form}), Chinchilla on its predictions", few, ChinchillaLaw(**fc["law"])))
     base = cost(run_folders(iso))[0]
@@ -75,6 +76,12 @@ def main() -> None:
         e = np.abs(errors(law, held))
         print(f"| {name} | {len(folders)} | {flops:.3g} | {flops / base:.0%} | {wall:.0f} | {e.mean():.2%} | "
               f"{e.max():.2%} | {law.E:.3g}, {law.A:.3g}, {law.B:.3g}, {law.alpha:.3g}, {law.beta:.3g} |")
+    direct = [(c.name, laws_by_N[c.N].final_eval(c.lr) / c.final_eval - 1)
+              for c in (read_curve(f) for f in run_folders(held_dir)) if c.N in laws_by_N]
+    if direct:  # the curve laws alone, before the Chinchilla fit across shapes: each held-out run by its own shape's
+        mean = np.mean(np.abs([e for _, e in direct]))
+        print("\nper-shape curve laws predicting the held-out runs of their shapes directly: "
+              + ", ".join(f"{n} {e:+.2%}" for n, e in direct) + f"; mean |error| {mean:.2%}")
     print("\nheld-out runs: " + ", ".join(f"{r.name} N={r.N} D={r.D} loss={r.loss:.4f}" for r in held))
     print(f"held-out training FLOPs {cost(run_folders(held_dir))[0]:.3g}, wall {cost(run_folders(held_dir))[1]:.0f} s")
     for frac in (0.25, 0.5):
