@@ -183,6 +183,9 @@ def print_curve_report(report: dict[str, Any]) -> None:
                  for k in curve_law_from_dict(s).params]
         print(f"  N={s['N']}: {', '.join(cells)}; eval_gap {s['eval_gap']:+.4f}; {len(s['runs'])} runs, "
               f"rms log error {s['rms_log_error']:.4f}")
+        if s.get("at_bounds"):
+            print(f"    at a bound of the fit, not pinned by these runs: {', '.join(s['at_bounds'])} (predictions far "
+                  "from the fitted runs' schedules and lengths are less sure)")
     for f, p in report["prefix"].items():
         if "error" in p:
             print(f"from the first {float(f):.0%}: {p['error']}")

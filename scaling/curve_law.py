@@ -43,6 +43,7 @@ from smallest_loss.configs.schema import TrainConfig
 from smallest_loss.model.runs import RunDir
 from smallest_loss.model.train import make_schedule
 from smallest_loss.model.transformer import count_params
+from smallest_loss.scaling import multipower as mp
 from smallest_loss.scaling.multipower import MultiPowerLaw, drops, fit_multipower, window_index
 from smallest_loss.scaling.points import FitPoints
 
@@ -51,6 +52,9 @@ BINS = 100  # windows each curve is averaged over for fitting
 PARAMS = ("L0", "A", "alpha", "C")
 MIN_PREFIX = 4  # fitted steps a prefix needs
 TAIL = 0.05  # a run's final train loss: the mean over its last 5% of steps
+# Bounds of a Tissue fit's theta = (L0, log A, alpha, log C); L0's upper bound is the largest loss
+LOWER = (0.0, -30.0, 1e-3, -40.0)
+UPPER = (float("inf"), 30.0, 3.0, 10.0)
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,10 @@ class ShapeLaw:
         """The evaluation loss after the last update of the schedule."""
         S1, S2 = areas(lr, self.lam)
         return float((self.L0 + self.A * S1[-1] ** (-self.alpha) - self.C * S2[-1]) * np.exp(self.eval_gap))
+
+    def theta(self) -> np.ndarray:
+        """The law in a fit's parameters (LOWER, UPPER)."""
+        return np.array([self.L0, np.log(self.A), self.alpha, np.log(max(self.C, 1e-300))])
 
     def to_dict(self) -> dict[str, float | str]:
         return dict(dataclasses.asdict(self), form=self.form)
@@ -197,10 +205,10 @@ def _fit_tissue(curves: Sequence[Curve], lam: float, start: ShapeLaw | None) -> 
     0 < alpha <= 3, C >= 0 (as exp(log C)); 27 starts, or `start` alone."""
     S1, S2, window, logL, w = _fit_arrays(curves, lam)
     L_min = float(np.exp(logL.min()))
-    lower, upper = [0.0, -30.0, 1e-3, -40.0], [float(np.exp(logL.max())), 30.0, 3.0, 10.0]
+    lower, upper = list(LOWER), [float(np.exp(logL.max())), *UPPER[1:]]
     best = None
     starts = _starts(S1, logL, L_min) if start is None else [
-        np.array([start.L0, np.log(start.A), start.alpha, np.log(max(start.C, 1e-17))])]
+        np.maximum(start.theta(), [-np.inf, -np.inf, -np.inf, np.log(1e-17)])]
     for x0 in starts:
         x0 = np.clip(x0, lower, np.array(upper) - 1e-9)
         res = optimize.least_squares(_residuals, x0, bounds=(lower, upper), loss="soft_l1", f_scale=0.01,
@@ -230,6 +238,19 @@ def bootstrap_shape(curves: Sequence[Curve], full: CurveLaw, n_boot: int, seed: 
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
     return {k: [float(v) for v in np.percentile([getattr(d, k) for d in draws], q)]
             for k in (*full.params, "eval_gap")}  # fmt: skip
+
+
+def at_bounds(law: CurveLaw, tol: float = 1e-4) -> list[str]:
+    """The law's parameters that sit at a bound of their fit (the runs did not pin them: the fit would have moved
+    them further), as "name (lower)" or "name (upper)"; L0 is bounded below by 0 (a law with no floor)."""
+    lower, upper = (mp.LOWER, mp.UPPER) if law.form == "multipower" else (LOWER, UPPER)
+    out = []
+    for name, x, lo, hi in zip(law.params, law.theta(), lower, upper, strict=True):
+        if x <= lo + tol * max(1.0, abs(lo)):
+            out.append(f"{name} (lower)")
+        elif x >= hi - tol * max(1.0, abs(hi)):
+            out.append(f"{name} (upper)")
+    return out
 
 
 def by_shape(curves: Sequence[Curve]) -> dict[int, list[Curve]]:
@@ -341,7 +362,7 @@ def fit_curve_laws(curves: Sequence[Curve], n_boot: int, lam: float = LAMBDA, fo
     start, shapes = time.perf_counter(), []
     for group in by_shape(curves).values():
         law, rms = fit_shape(group, lam, form=form)
-        row = dict(law.to_dict(), runs=[c.name for c in group], rms_log_error=rms)
+        row = dict(law.to_dict(), runs=[c.name for c in group], rms_log_error=rms, at_bounds=at_bounds(law))
         row["intervals"] = row["draws"] = None
         if n_boot and len(group) > 1:  # the draws pair across shapes for the laws from curves' intervals
             draws = bootstrap_draws(group, law, n_boot)

@@ -45,6 +45,9 @@ SAMPLES = 16  # steps of a window at which a fit evaluates the law
 SCREEN_NFEV, POLISH_NFEV = 40, 400  # evaluations of each start, and of the best start's polish
 FIT_SEGMENTS = 64  # in fits, besides the cuts at every window (which set the resolution near evaluated steps)
 LOG_ETA_STEP = 0.05  # a segment's rates stay within one block of this width in log rate (eta^-gamma is not linear)
+# Bounds of a fit's theta = (L0, log A, alpha, log B, log C, beta, gamma); L0's upper bound is the largest loss
+LOWER = (0.0, -30.0, 1e-3, -30.0, -30.0, 1e-3, 0.0)
+UPPER = (float("inf"), 30.0, 3.0, 30.0, 30.0, 5.0, 2.0)
 
 
 def drops(lr: np.ndarray) -> np.ndarray:
@@ -169,6 +172,10 @@ class MultiPowerLaw:
     def to_dict(self) -> dict[str, float | str]:
         return dict(dataclasses.asdict(self), form=self.form)
 
+    def theta(self) -> np.ndarray:
+        """The law in a fit's parameters (LOWER, UPPER)."""
+        return np.array([self.L0, np.log(self.A), self.alpha, np.log(self.B), np.log(self.C), self.beta, self.gamma])
+
 
 class CurveLike(Protocol):
     """What a fit reads of a run's curve (scaling.curve_law.Curve)."""
@@ -276,14 +283,12 @@ def fit_multipower(curves: Sequence[CurveLike], bins: int, start: MultiPowerLaw 
     beta at its lower bound with a large B is the limit G = beta * log(1 + C x), where only B * beta is pinned
     (on our tuned CPU runs a bound of 1e-5 changed no prediction, and slowed the fit)."""
     d = design(curves, bins)
-    bounds = ([0.0, -30.0, 1e-3, -30.0, -30.0, 1e-3, 0.0],
-              [float(np.exp(d.logL.max())), 30.0, 3.0, 30.0, 30.0, 5.0, 2.0])
+    bounds = (list(LOWER), [float(np.exp(d.logL.max())), *UPPER[1:]])
     if start is None:
         screened = [_solve(x0, d, bounds, SCREEN_NFEV) for x0 in _starts(d, max(float(np.max(c.lr)) for c in curves))]
         x0 = min(screened, key=lambda r: r.cost).x
     else:
-        x0 = np.array([start.L0, np.log(start.A), start.alpha, np.log(start.B), np.log(start.C), start.beta,
-                       start.gamma])
+        x0 = start.theta()
     best = _solve(x0, d, bounds, POLISH_NFEV)
     L0, log_A, alpha, log_B, log_C, beta, gamma = (float(v) for v in best.x)
     law = MultiPowerLaw(curves[0].N, L0, float(np.exp(log_A)), alpha, float(np.exp(log_B)), float(np.exp(log_C)),

@@ -14,6 +14,7 @@ from smallest_loss.configs.schema import TrainConfig
 from smallest_loss.scaling.curve_law import (
     Curve,
     ShapeLaw,
+    at_bounds,
     chinchilla_points,
     cosine_lrs,
     curve_law_from_dict,
@@ -85,6 +86,15 @@ def test_laws_from_curves_use_each_shapes_own_peak_rate():
     assert np.all(points.loss[3:] < points.loss[:3])  # the faster rate's larger area: lower predicted losses
     mixed = dataclasses.replace(fast, name="mixed", N=1000)
     assert "peak learning rates" in shape_peaks([slow, mixed])
+
+
+def test_parameters_at_a_bound_are_named():
+    from smallest_loss.scaling.multipower import MultiPowerLaw
+
+    law = MultiPowerLaw(N=1000, L0=0.0, A=1.0, alpha=0.5, B=10.0, C=0.1, beta=1e-3, gamma=2.0, eval_gap=0.0)
+    assert at_bounds(law) == ["L0 (lower)", "beta (lower)", "gamma (upper)"]
+    assert at_bounds(dataclasses.replace(law, L0=1.0, beta=0.5, gamma=0.5)) == []
+    assert at_bounds(ShapeLaw(N=1000, **dict(TRUE, alpha=3.0), eval_gap=0.0)) == ["alpha (upper)"]
 
 
 def test_law_from_its_dict():
