@@ -159,6 +159,28 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from smallest_loss.experiments.predict_cmd import predict, print_prediction
+
+    print_prediction(predict(args.curve_law, args.steps, args.schedule, args.N, args.lr, args.warmup_fraction,
+                             args.cooldown_fraction, args.decay, args.out))
+    return 0
+
+
+def _predict_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="a curve law's predicted loss for a run of any length and schedule")
+    p.add_argument("--curve-law", required=True, metavar="CURVE_LAW.json", help="a file from fit --curves --out")
+    p.add_argument("--steps", required=True, type=int, help="the run's length in steps")
+    p.add_argument("--schedule", default="cosine", help="cosine (default), wsd or constant")
+    p.add_argument("--N", type=int, help="one fitted shape's parameter count (default: every shape)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: each shape's fitted peak)")
+    p.add_argument("--warmup-fraction", type=float, default=0.05, help="warmup, a fraction of the steps (0.05)")
+    p.add_argument("--cooldown-fraction", type=float, default=0.2, help="wsd: the cool-down's share of the steps")
+    p.add_argument("--decay", choices=("1-sqrt", "linear"), default="1-sqrt", help="wsd: the cool-down's shape")
+    p.add_argument("--out", metavar="CURVE.csv", help="write the predicted loss at every step here (and a plot)")
+    p.set_defaults(func=cmd_predict)
+
+
 def _fit_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="fit a loss law (Chinchilla Approach 3 or Kaplan) to runs or a CSV")
     p.add_argument("runs", nargs="*", help="run folders or sweep folders")
@@ -293,8 +315,8 @@ def _quickstart_parser(sub: argparse._SubParsersAction) -> None:
 
 
 PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _quickstart_parser, _train_parser, _corpus_parser, _sweep_parser, _fit_parser, add_fit_recipe_parser,
-    add_measure_parser, add_calibrate_parser, _plan_parser,
+    _quickstart_parser, _train_parser, _corpus_parser, _sweep_parser, _fit_parser, _predict_parser,
+    add_fit_recipe_parser, add_measure_parser, add_calibrate_parser, _plan_parser,
 ]
 
 

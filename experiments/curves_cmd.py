@@ -88,6 +88,7 @@ def run_curve_fit(paths: list[str], n_boot: int, out: str | None, plot: str | No
     laws = [curve_law_from_dict(s) for s in result["shapes"]]
     report = dict(result, prefix={str(f): _summary(prefix_errors(curves, f, form=form)) for f in PREFIXES})
     train = RunDir.open(folders[0]).config.train
+    report["min_lr_ratio"] = train.min_lr_ratio  # the runs' schedules end here: `predict` builds the same
     report["chinchilla_from_curves"] = laws_from_curves(curves, laws, train)
     if held:
         peaks = shape_peaks(curves)

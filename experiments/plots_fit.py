@@ -90,3 +90,19 @@ def plot_curves(curves: list, laws: list, path: str | Path, held: list | None = 
         ax.legend(fontsize=6)
     fig.savefig(path, dpi=110)
     return path
+
+
+def plot_predicted_curves(curves: list[tuple[int, np.ndarray, np.ndarray]], path: str | Path) -> Path:
+    """Save a PNG: the predicted (eval-equivalent) loss at each step of each shape's schedule, `(N, steps, loss)`."""
+    path = Path(path)
+    fig = Figure(figsize=(6.4, 4.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for N, steps, loss in curves:
+        ax.plot(steps, loss, lw=1.2, label=f"N={N:,}")
+    ax.set(xscale="log", yscale="log", xlabel="step", ylabel="predicted loss (eval-equivalent)")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_minor_formatter(ticker.NullFormatter())
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+    return path

@@ -290,10 +290,12 @@ def prefix_errors(curves: Sequence[Curve], fraction: float, lam: float = LAMBDA,
     return rows
 
 
-def cosine_lrs(train: TrainConfig, steps: int, warmup_fraction: float = 0.05) -> np.ndarray:
-    """Learning rates of a cosine run of `steps` steps with `train`'s peak rate (warmup a fraction of it)."""
-    cfg = dataclasses.replace(train, steps=steps, tokens=None, schedule="cosine",
-                              warmup_steps=max(1, round(warmup_fraction * steps)))
+def cosine_lrs(train: TrainConfig, steps: int, warmup_fraction: float = 0.05, schedule: str = "cosine",
+               **fields: Any) -> np.ndarray:
+    """Learning rates of a run of `steps` steps with `train`'s peak rate (warmup a fraction of it): cosine, or
+    another schedule with other `fields` of TrainConfig (a wsd run's cooldown_fraction and decay)."""
+    cfg = dataclasses.replace(train, steps=steps, tokens=None, schedule=schedule,
+                              warmup_steps=max(1, round(warmup_fraction * steps)), **fields)
     return np.asarray(make_schedule(cfg, steps)(np.arange(steps)), dtype=np.float64)
 
 
@@ -362,7 +364,8 @@ def fit_curve_laws(curves: Sequence[Curve], n_boot: int, lam: float = LAMBDA, fo
     start, shapes = time.perf_counter(), []
     for group in by_shape(curves).values():
         law, rms = fit_shape(group, lam, form=form)
-        row = dict(law.to_dict(), runs=[c.name for c in group], rms_log_error=rms, at_bounds=at_bounds(law))
+        row = dict(law.to_dict(), runs=[c.name for c in group], rms_log_error=rms, at_bounds=at_bounds(law),
+                   peak_lr=max(float(c.lr.max()) for c in group), tokens_per_step=group[0].tokens_per_step)
         row["intervals"] = row["draws"] = None
         if n_boot and len(group) > 1:  # the draws pair across shapes for the laws from curves' intervals
             draws = bootstrap_draws(group, law, n_boot)

@@ -99,3 +99,37 @@ def test_held_out_runs_are_predicted_and_drawn(runs, tmp_path, capsys):
         assert len(err) == 1 and message in err[0] and not bad.exists()
     assert main(["fit", str(runs), "--holdout-runs", str(held)]) == 2
     assert "goes with --curves" in capsys.readouterr().err
+
+
+def test_predict_reads_the_curve_law_for_any_length_and_schedule(runs, tmp_path, capsys):
+    law = tmp_path / "law.json"
+    assert main(["fit", "--curves", str(runs), "--bootstrap", "3", "--out", str(law)]) == 0
+    capsys.readouterr()
+    from smallest_loss.experiments.predict_cmd import predict
+
+    short, long = (predict(law, steps)["predictions"] for steps in (300, 900))
+    for a, b in zip(short, long, strict=True):
+        assert b["final_eval"] < a["final_eval"] and b["tokens"] == 900 * 64
+        assert a["draws"] == 3 and a["interval"][0] <= a["interval"][1]
+    wsd, constant = (predict(law, 600, schedule, N=short[0]["N"])["predictions"][0]["final_eval"]
+                     for schedule in ("wsd", "constant"))
+    assert wsd < constant  # the synthetic runs gain while their rate anneals; the law learned it
+    out = tmp_path / "pred" / "curve.csv"
+    assert main(["predict", "--curve-law", str(law), "--steps", "400", "--out", str(out)]) == 0
+    assert "final eval loss" in capsys.readouterr().out and out.with_suffix(".png").exists()
+    rows = out.read_text().splitlines()[1:]
+    assert len(rows) == 2 * (400 - 21) and all(np.isfinite(float(r.split(",")[3])) for r in rows)
+    legacy = tmp_path / "legacy.json"
+    report = json.loads(law.read_text())
+    legacy.write_text(json.dumps(dict(report, shapes=[{k: v for k, v in s.items() if k != "peak_lr"}
+                                                      for s in report["shapes"]])))
+    assert main(["predict", "--curve-law", str(legacy), "--steps", "400", "--lr", "1e-2"]) == 0
+    capsys.readouterr()
+    for args, message in ((["--curve-law", str(legacy)], "--lr"), (["--curve-law", str(tmp_path / "none.json")],
+                          "no such file"), (["--curve-law", str(tmp_path / "law.law.json")], "not a curve law"),
+                          (["--curve-law", str(law), "--N", "5"], "shapes of N"),
+                          (["--curve-law", str(law), "--schedule", "step"], "choose one of")):
+        assert main(["predict", "--steps", "400", *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert main(["predict", "--curve-law", str(law), "--steps", "1"]) == 2

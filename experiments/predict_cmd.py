@@ -1,0 +1,120 @@
+"""`smallest-loss predict --curve-law curve_law.json --steps T`: what a fitted curve law (`fit --curves --out`)
+says a run of any length and schedule will reach: the final eval loss of each fitted shape at its fitted peak
+rate (or `--lr`), with the 95% interval of the law's bootstrap draws, and with `--out` the predicted loss at
+every step as a CSV and a plot."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.schema import TrainConfig
+from smallest_loss.scaling.curve_law import cosine_lrs, curve_law_from_dict
+
+SCHEDULES = ("cosine", "wsd", "constant")
+MAX_ROWS = 2000  # steps written to the CSV (every step of shorter runs, evenly spread over longer ones)
+
+
+def load_curve_laws(path: str | Path) -> dict[str, Any]:
+    """A `fit --curves --out` report, refused in one line when it is not one."""
+    path = Path(path)
+    try:
+        report = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"--curve-law {path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"--curve-law {path}: not JSON ({err})") from None
+    if not isinstance(report, dict) or not isinstance(report.get("shapes"), list) or not report["shapes"]:
+        raise UserError(f"--curve-law {path}: not a curve law file (write one with smallest-loss fit --curves RUNS "
+                        "--out FILE.json; FILE.law.json beside it is the Chinchilla law for plan --law)")
+    return report
+
+
+def predict(law_path: str | Path, steps: int, schedule: str = "cosine", N: int | None = None,
+            lr: float | None = None, warmup_fraction: float = 0.05, cooldown_fraction: float = 0.2,
+            decay: str = "1-sqrt", out: str | Path | None = None) -> dict[str, Any]:
+    """Every input is checked before anything is computed or written."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+        raise UserError(f"--steps {steps}: a run needs at least 2 steps")
+    if schedule not in SCHEDULES:
+        raise UserError(f"--schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
+    if not 0 <= warmup_fraction < 1 or not 0 < cooldown_fraction < 1:
+        raise UserError("--warmup-fraction must lie in [0, 1) and --cooldown-fraction in (0, 1)")
+    if lr is not None and not 0 < lr < float("inf"):
+        raise UserError(f"--lr {lr}: a peak learning rate is a positive number")
+    report = load_curve_laws(law_path)
+    rows = [r for r in report["shapes"] if N is None or r.get("N") == N]
+    if not rows:
+        fitted = ", ".join(str(r.get("N")) for r in report["shapes"])
+        raise UserError(f"--N {N}: the curve law has shapes of N = {fitted}")
+    if lr is None and any("peak_lr" not in r for r in rows):
+        raise UserError(f"--curve-law {law_path}: the file records no peak learning rate (written by an older "
+                        "version); pass --lr")
+    train = TrainConfig(steps=steps, min_lr_ratio=report.get("min_lr_ratio", 0.1))
+    fields = dict(cooldown_fraction=cooldown_fraction, decay=decay) if schedule == "wsd" else {}
+    results = []
+    for row in rows:
+        law = curve_law_from_dict(row)
+        peak = lr if lr is not None else row["peak_lr"]
+        lrs = cosine_lrs(dataclasses.replace(train, lr=peak), steps, warmup_fraction, schedule, **fields)
+        draws = np.array([curve_law_from_dict(d).final_eval(lrs) for d in row.get("draws") or ()])
+        result = dict(N=law.N, peak_lr=peak, steps=steps, final_eval=law.final_eval(lrs),
+                      interval=[float(v) for v in np.percentile(draws, [2.5, 97.5])] if len(draws) >= 2 else None,
+                      draws=len(draws), draws_not_positive=int(np.sum(~(draws > 0))))
+        if "tokens_per_step" in row:
+            result["tokens"] = steps * row["tokens_per_step"]
+        results.append((result, law, lrs, max(1, round(warmup_fraction * steps))))
+    out_report: dict[str, Any] = dict(curve_law=str(law_path), form=report.get("form"), schedule=schedule,
+                                      warmup_fraction=warmup_fraction, predictions=[r[0] for r in results])
+    if schedule == "wsd":
+        out_report.update(cooldown_fraction=cooldown_fraction, decay=decay)
+    if out is not None:
+        out_report.update(_write_curves(Path(out), results))
+    return out_report
+
+
+def _write_curves(out: Path, results: list[tuple[dict[str, Any], Any, np.ndarray, int]]) -> dict[str, str]:
+    """The predicted eval-equivalent loss (the law's train loss times exp(eval_gap)) at up to MAX_ROWS steps of
+    each shape's schedule after its warmup (where the law was fitted), as a CSV (written whole, then renamed) and
+    a plot."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
+    curves = []
+    with tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["N", "step", "lr", "predicted_loss"])
+        for result, law, lrs, warmup in results:
+            first = min(warmup + 1, len(lrs) - 1)  # 0-based: the first step after warmup's last update
+            at = np.unique(np.linspace(first, len(lrs) - 1, min(len(lrs) - first, MAX_ROWS)).round().astype(int))
+            loss = law.curve(lrs)[at] * np.exp(law.eval_gap)
+            curves.append((result["N"], at + 1, loss))
+            w.writerows([result["N"], int(s) + 1, f"{lrs[s]:.6g}", f"{v:.6f}"] for s, v in zip(at, loss, strict=True))
+    tmp.replace(out)
+    from smallest_loss.experiments.plots_fit import plot_predicted_curves
+
+    return dict(csv=str(out), plot=str(plot_predicted_curves(curves, out.with_suffix(".png"))))
+
+
+def print_prediction(report: dict[str, Any]) -> None:
+    how = report["schedule"] + (f" (cool-down {report['cooldown_fraction']:.0%}, {report['decay']})"
+                                if report["schedule"] == "wsd" else "")
+    print(f"curve law {report['curve_law']} ({report['form']}): a {how} run, warmup {report['warmup_fraction']:.0%}")
+    for p in report["predictions"]:
+        interval = f" [{p['interval'][0]:.4f}, {p['interval'][1]:.4f}]" if p["interval"] else ""
+        tokens = f", {p['tokens']:,} tokens" if "tokens" in p else ""
+        print(f"  N={p['N']}: {p['steps']:,} steps{tokens} at peak lr {p['peak_lr']:.3g}: final eval loss "
+              f"{p['final_eval']:.4f}{interval}")
+        if p["draws_not_positive"]:
+            print(f"    {p['draws_not_positive']} of {p['draws']} bootstrap draws predict a loss <= 0: the runs do not "
+                  "pin this length or schedule down")
+    if not any(p["interval"] for p in report["predictions"]):
+        print("  (no interval: fit the curve law with --bootstrap K, K >= 2)")
+    for key in ("csv", "plot"):
+        if key in report:
+            print(f"{key}: {report[key]}")
