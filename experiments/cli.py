@@ -160,17 +160,34 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from smallest_loss.experiments.predict_cmd import predict, print_prediction
+    from smallest_loss.experiments import predict_cmd
 
-    print_prediction(predict(args.curve_law, args.steps, args.schedule, args.N, args.lr, args.warmup_fraction,
-                             args.cooldown_fraction, args.decay, args.out))
+    if args.run:
+        if args.curve_law or not args.curves:
+            raise UserError("--run takes --curves RUNS (finished runs of its shape), not --curve-law")
+        predict_cmd.print_run_prediction(predict_cmd.predict_run(args.run, args.curves, args.curve_form,
+                                                                 args.fraction))
+        return 0
+    if not args.curve_law or args.steps is None or args.curves or args.fraction is not None:
+        raise UserError("predict needs --curve-law FILE --steps T, or --run RUN --curves RUNS [--fraction F]")
+    predict_cmd.print_prediction(predict_cmd.predict(args.curve_law, args.steps, args.schedule, args.N, args.lr,
+                                                     args.warmup_fraction, args.cooldown_fraction, args.decay,
+                                                     args.out))
     return 0
 
 
 def _predict_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="a curve law's predicted loss for a run of any length and schedule")
-    p.add_argument("--curve-law", required=True, metavar="CURVE_LAW.json", help="a file from fit --curves --out")
-    p.add_argument("--steps", required=True, type=int, help="the run's length in steps")
+    p = sub.add_parser("predict", help="a curve law's predicted loss for a run of any length and schedule, or where "
+                                       "a run in progress will end")
+    p.add_argument("--curve-law", metavar="CURVE_LAW.json", help="a file from fit --curves --out")
+    p.add_argument("--steps", type=int, help="with --curve-law: the run's length in steps")
+    p.add_argument("--run", metavar="RUN", help="a run folder, training or finished: predict its final loss from the "
+                                                "steps it has logged")
+    p.add_argument("--curves", nargs="+", metavar="RUNS", help="with --run: finished runs (or sweep folders); those "
+                                                               "of its shape are fitted with its logged steps")
+    p.add_argument("--curve-form", choices=("multipower", "tissue"), default="multipower", help="with --run")
+    p.add_argument("--fraction", type=float, help="with --run: use only the first F of its planned steps (a check "
+                                                  "on a finished run)")
     p.add_argument("--schedule", default="cosine", help="cosine (default), wsd or constant")
     p.add_argument("--N", type=int, help="one fitted shape's parameter count (default: every shape)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: each shape's fitted peak)")

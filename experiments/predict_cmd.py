@@ -1,7 +1,13 @@
-"""`smallest-loss predict --curve-law curve_law.json --steps T`: what a fitted curve law (`fit --curves --out`)
-says a run of any length and schedule will reach: the final eval loss of each fitted shape at its fitted peak
-rate (or `--lr`), with the 95% interval of the law's bootstrap draws, and with `--out` the predicted loss at
-every step as a CSV and a plot."""
+"""`smallest-loss predict`: what a run will reach.
+
+- `--curve-law curve_law.json --steps T`: what a fitted curve law (`fit --curves --out`) says a run of any length
+  and schedule will reach: the final eval loss of each fitted shape at its fitted peak rate (or `--lr`), with the
+  95% interval of the law's bootstrap draws, and with `--out` the predicted loss at every step as a CSV and a plot.
+- `--run RUN --curves RUNS...`: where a run still training (or stopped) will end: its shape's curve law fitted to
+  the steps it has logged together with the whole curves of RUNS of its shape (they show what the rest of its
+  schedule does), predicting its final eval loss on the schedule its config plans. On finished runs this is the
+  "from the first 50%" check of `fit --curves`.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +21,17 @@ from typing import Any
 import numpy as np
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import TrainConfig
-from smallest_loss.scaling.curve_law import cosine_lrs, curve_law_from_dict
+from smallest_loss.model.runs import RunDir
+from smallest_loss.model.train import make_schedule
+from smallest_loss.scaling.collect import run_folders
+from smallest_loss.scaling.curve_law import (
+    MIN_PREFIX,
+    cosine_lrs,
+    curve_law_from_dict,
+    final_train_loss,
+    fit_shape,
+    read_curve,
+)
 
 SCHEDULES = ("cosine", "wsd", "constant")
 MAX_ROWS = 2000  # steps written to the CSV (every step of shorter runs, evenly spread over longer ones)
@@ -118,3 +134,51 @@ def print_prediction(report: dict[str, Any]) -> None:
     for key in ("csv", "plot"):
         if key in report:
             print(f"{key}: {report[key]}")
+
+
+def predict_run(folder: str | Path, paths: list[str], form: str = "multipower",
+                fraction: float | None = None) -> dict[str, Any]:
+    """The run's final eval (and train) loss from the steps it has logged (the first `fraction` of its planned
+    steps, when given: a check on a finished run) and RUNS' curves of its shape."""
+    folder = Path(folder)
+    if fraction is not None and not 0 < fraction <= 1:
+        raise UserError(f"--fraction {fraction}: a share of the run's steps, in (0, 1]")
+    logged = read_curve(folder, partial=True)
+    rundir = RunDir.open(folder)
+    total = rundir.config.total_steps
+    cut = len(logged.lr) if fraction is None else min(len(logged.lr), int(fraction * total))
+    # its own final eval loss never enters the fit (the eval gap comes from the other runs)
+    run = dataclasses.replace(logged, lr=logged.lr[:cut], loss=logged.loss[:cut], final_eval=None)
+    if len(run.lr) < run.first + MIN_PREFIX:
+        raise UserError(f"{folder}: {len(run.lr)} steps logged; the law needs at least {MIN_PREFIX} after warmup "
+                        f"(step {run.first})")
+    others = [c for c in (read_curve(f) for path in paths for f in run_folders(Path(path)))
+              if c.N == run.N and c.name != run.name and c.family != run.family]
+    if not others:
+        raise UserError(f"--curves: no finished run of {folder.name}'s shape (N={run.N:,}) outside its own family; "
+                        "the law needs whole curves of its shape to see what the rest of its schedule does")
+    peaks = sorted({round(float(c.lr.max()), 12) for c in others})
+    if any(abs(p / float(run.lr.max()) - 1) > 0.01 for p in peaks):
+        raise UserError(f"--curves: the runs of N={run.N:,} peak at {peaks[0]:.3g}-{peaks[-1]:.3g}, {folder.name} at "
+                        f"{float(run.lr.max()):.3g}; a curve law holds for one peak rate")
+    planned = np.asarray(make_schedule(rundir.config.train, total)(np.arange(total)), dtype=np.float64)
+    lrs = np.concatenate([run.lr, planned[len(run.lr):]])  # the logged rates, then the rest the config plans
+    law = fit_shape([run, *others], form=form)[0]
+    whole = dataclasses.replace(run, lr=lrs, loss=np.full(total, np.nan))
+    out = dict(run=str(folder), N=run.N, steps_logged=len(run.lr), steps=total, runs_of_shape=len(others),
+               form=law.form, predicted_final_eval=law.final_eval(lrs),
+               predicted_final_train=final_train_loss(whole, law.curve(lrs)),
+               eval_from_runs=sum(bool(c.final_eval) for c in others))
+    if logged.final_eval:  # a finished run: the check
+        out.update(actual_final_eval=logged.final_eval, rel_error=out["predicted_final_eval"] / logged.final_eval - 1)
+    return out
+
+
+def print_run_prediction(p: dict[str, Any]) -> None:
+    print(f"{p['run']}: {p['steps_logged']:,} of {p['steps']:,} steps logged ({p['steps_logged'] / p['steps']:.0%}); "
+          f"{p['form']} law fitted to them and {p['runs_of_shape']} runs of its shape (N={p['N']:,})")
+    eval_note = "" if p["eval_from_runs"] else " (no run of its shape has an eval loss: taken equal to the train loss)"
+    print(f"  predicted final eval loss {p['predicted_final_eval']:.4f}{eval_note}; final train loss "
+          f"{p['predicted_final_train']:.4f}")
+    if "actual_final_eval" in p:
+        print(f"  the run is finished: final eval loss {p['actual_final_eval']:.4f} ({p['rel_error']:+.2%} predicted)")

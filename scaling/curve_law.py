@@ -327,17 +327,21 @@ def chinchilla_points(laws: Sequence[CurveLaw], lengths: dict[int, Sequence[int]
     return FitPoints(N=np.array(N, float), D=np.array(D, float), loss=np.array(loss), group=np.arange(len(N)))
 
 
-def read_curve(folder: Path) -> Curve:
+def read_curve(folder: Path, partial: bool = False) -> Curve:
     """A finished run's curve, refused with one line when it cannot be fitted: unfinished, no learning-rate
-    record, a gap or a non-finite loss, or a cool-down branch whose parent run is missing."""
+    record, a gap or a non-finite loss, or a cool-down branch whose parent run is missing. `partial`: a run still
+    training or stopped early is read as far as its whole lines go (its final eval loss is then None)."""
     run = RunDir.open(folder)
     summary = run.read_summary()
-    if not summary or summary["status"] != "completed":
+    done = bool(summary) and summary["status"] == "completed"
+    if not done and (not partial or (summary and summary["status"] == "diverged")):
         raise UserError(f"{folder}: {run.status()}; a curve law needs finished runs")
     lines, damage = run.check_metrics()
-    if damage or len(lines) != summary["steps"]:
+    if done and (damage or len(lines) != summary["steps"]):
         why = damage or f"{len(lines)} of {summary['steps']} steps logged"
         raise UserError(f"{folder}: its curve has a gap ({why})")
+    if not lines:
+        raise UserError(f"{folder}: no steps logged yet")
     if any("lr" not in line for line in lines):
         raise UserError(f"{folder}: metrics.jsonl has no learning-rate record ('lr'); the curve law needs the "
                         "schedule of every step")
@@ -354,7 +358,7 @@ def read_curve(folder: Path) -> Curve:
     cfg = run.config
     return Curve(folder.name, count_params(cfg.model).total, cfg.train.batch_size * cfg.model.s,
                  np.array([line["lr"] for line in lines], float), loss, min(first, len(lines)),
-                 summary.get("final_eval_loss"), family)
+                 summary.get("final_eval_loss") if done else None, family)
 
 
 def fit_curve_laws(curves: Sequence[Curve], n_boot: int, lam: float = LAMBDA, form: str = "tissue") -> dict[str, Any]:

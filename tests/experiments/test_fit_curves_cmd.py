@@ -133,3 +133,53 @@ def test_predict_reads_the_curve_law_for_any_length_and_schedule(runs, tmp_path,
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
     assert main(["predict", "--curve-law", str(law), "--steps", "1"]) == 2
+
+
+def _write_planned_run(folder, steps: int, logged: int, **train) -> None:
+    """A d32 run whose config plans its schedule (lr 1e-2, warmup 5) and whose loss follows the fixture's law;
+    `logged` of its steps written (a run still training when fewer than `steps`)."""
+    from smallest_loss.model.train import make_schedule
+
+    cfg = tiny_run(steps=steps, lr=1e-2, warmup_steps=5, **train)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, d=32))
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(dict(schema_version=2, config=cfg.to_dict(), corpus={},
+                                                        eval_sets={})))
+    t = np.arange(steps)
+    lr = np.asarray(make_schedule(cfg.train, steps)(t), dtype=float)
+    area = np.concatenate([[1e-9], np.cumsum(lr)[:-1]])
+    loss = 1.5 + 3.0 * np.maximum(area, 1e-3) ** -0.5 - 20.0 * np.maximum(1e-2 - lr, 0) * (t > 5)
+    lines = [dict(step=int(s + 1), tokens=int((s + 1) * 64), wall_seconds=0.1, train_loss=float(x), lr=float(r))
+             for s, x, r in zip(t[:logged], loss, lr, strict=False)]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    if logged == steps:
+        (folder / "summary.json").write_text(json.dumps(dict(status="completed", steps=steps,
+                                                             final_eval_loss=float(loss[-1]) * 1.01)))
+
+
+def test_predict_where_a_run_in_progress_ends(runs, tmp_path, capsys):
+    """From the steps a run has logged and whole curves of its shape: a run still training, and a finished one
+    checked from half of it, both predicted near where the law its curves follow puts their end."""
+    from smallest_loss.experiments.predict_cmd import predict_run
+
+    wsd = dict(schedule="wsd", cooldown_fraction=0.5, decay="linear", min_lr_ratio=0.0)
+    _write_planned_run(tmp_path / "done" / "long", 500, 500, **wsd)
+    _write_planned_run(tmp_path / "going" / "long", 500, 250, **wsd)
+    checked = predict_run(tmp_path / "done" / "long", [str(runs)], fraction=0.5)
+    assert checked["steps_logged"] == 250 and checked["steps"] == 500 and checked["runs_of_shape"] == 2
+    assert abs(checked["rel_error"]) < 0.05
+    going = predict_run(tmp_path / "going" / "long", [str(runs)])
+    assert "actual_final_eval" not in going and going["steps_logged"] == 250
+    assert going["predicted_final_eval"] == pytest.approx(checked["predicted_final_eval"], rel=1e-6)
+    assert main(["predict", "--run", str(tmp_path / "going" / "long"), "--curves", str(runs)]) == 0
+    assert "250 of 500 steps logged (50%)" in capsys.readouterr().out
+    _write_planned_run(tmp_path / "early" / "long", 500, 8, **wsd)
+    for args, message in ((["--run", str(tmp_path / "going" / "long")], "--run takes --curves"),
+                          (["--run", str(tmp_path / "early" / "long"), "--curves", str(runs)], "steps logged"),
+                          (["--run", str(runs / "d64-200"), "--curves", str(runs / "d32-200")], "no finished run"),
+                          (["--run", str(tmp_path / "done" / "long"), "--curves", str(runs), "--fraction", "2"],
+                           "--fraction"),
+                          (["--steps", "100"], "predict needs")):
+        assert main(["predict", *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
