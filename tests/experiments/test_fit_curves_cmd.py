@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,28 +36,37 @@ def _write_run(folder, d: int, steps: int, peak: float, anneal: bool) -> None:
                                                          final_eval_loss=float(loss[-1]) * 1.01)))
 
 
-@pytest.fixture
-def runs(tmp_path):
+@pytest.fixture(scope="module")
+def shared_runs(tmp_path_factory):
+    """Runs of two shapes, two schedules each, and the curve law `fit --curves --bootstrap 3` writes for them
+    (with its stdout): read, never changed, by several tests."""
+    root = tmp_path_factory.mktemp("curves")
     for d in (32, 64):
         for steps, anneal in ((200, True), (300, False)):
-            _write_run(tmp_path / "runs" / f"d{d}-{steps}", d, steps, 1e-2, anneal)
-    return tmp_path / "runs"
+            _write_run(root / "runs" / f"d{d}-{steps}", d, steps, 1e-2, anneal)
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        assert main(["fit", "--curves", str(root / "runs"), "--bootstrap", "3", "--out", str(root / "law.json")]) == 0
+    return root / "runs", root / "law.json", text.getvalue()
 
 
-def test_fit_curves_writes_the_law_and_prefix_errors(runs, tmp_path, capsys):
+@pytest.fixture
+def runs(shared_runs):
+    return shared_runs[0]
+
+
+def test_fit_curves_writes_the_law_and_prefix_errors(shared_runs, capsys):
     """The default form (multi-power; Tissue's path through the same code is tested in tests/scaling)."""
-    out = tmp_path / "law.json"
-    assert main(["fit", "--curves", str(runs), "--bootstrap", "2", "--out", str(out)]) == 0
-    text = capsys.readouterr().out
+    _, out, text = shared_runs
     report = json.loads(out.read_text())
     assert report["form"] == "multipower2025"
     assert len(report["shapes"]) == 2 and all(s["form"] == "multipower" for s in report["shapes"])
     assert "final eval loss from the first 50%" in text and out.with_suffix(".png").exists()
     assert report["prefix"]["0.5"]["eval_runs"] == 4
     # Laws from curves: a law file the planner reads, with one sample per bootstrap draw of the curve laws.
-    law = tmp_path / "law.law.json"
+    law = out.with_suffix(".law.json")
     saved = json.loads(law.read_text())
-    assert saved["form"] == "chinchilla" and len(saved["samples"]["E"]) == 2
+    assert saved["form"] == "chinchilla" and len(saved["samples"]["E"]) == 3
     assert set(saved["intervals"]) == {"E", "A", "B", "alpha", "beta"}
     assert all(lo <= hi for lo, hi in saved["intervals"].values())
     assert main(["plan", "--budget", "1e12", "--space", "cpu", "--law", str(law), "--json"]) == 0
@@ -62,6 +75,7 @@ def test_fit_curves_writes_the_law_and_prefix_errors(runs, tmp_path, capsys):
 
 
 def test_a_damaged_curve_is_one_line_and_nothing_is_written(runs, tmp_path, capsys):
+    runs = Path(shutil.copytree(runs, tmp_path / "runs"))  # damaged here, not in the shared folder
     folder = runs / "d32-200"
     lines = folder.joinpath("metrics.jsonl").read_text().splitlines()
     folder.joinpath("metrics.jsonl").write_text("\n".join(lines[:50] + lines[51:]) + "\n")
@@ -101,10 +115,8 @@ def test_held_out_runs_are_predicted_and_drawn(runs, tmp_path, capsys):
     assert "goes with --curves" in capsys.readouterr().err
 
 
-def test_predict_reads_the_curve_law_for_any_length_and_schedule(runs, tmp_path, capsys):
-    law = tmp_path / "law.json"
-    assert main(["fit", "--curves", str(runs), "--bootstrap", "3", "--out", str(law)]) == 0
-    capsys.readouterr()
+def test_predict_reads_the_curve_law_for_any_length_and_schedule(shared_runs, tmp_path, capsys):
+    _, law, _ = shared_runs
     from smallest_loss.experiments.predict_cmd import predict
 
     short, long = (predict(law, steps)["predictions"] for steps in (300, 900))
@@ -126,7 +138,7 @@ def test_predict_reads_the_curve_law_for_any_length_and_schedule(runs, tmp_path,
     assert main(["predict", "--curve-law", str(legacy), "--steps", "400", "--lr", "1e-2"]) == 0
     capsys.readouterr()
     for args, message in ((["--curve-law", str(legacy)], "--lr"), (["--curve-law", str(tmp_path / "none.json")],
-                          "no such file"), (["--curve-law", str(tmp_path / "law.law.json")], "not a curve law"),
+                          "no such file"), (["--curve-law", str(law.with_suffix(".law.json"))], "not a curve law"),
                           (["--curve-law", str(law), "--N", "5"], "shapes of N"),
                           (["--curve-law", str(law), "--schedule", "step"], "choose one of")):
         assert main(["predict", "--steps", "400", *args]) == 2
