@@ -34,6 +34,7 @@ from smallest_loss.scaling.curve_law import (
 )
 
 SCHEDULES = ("cosine", "wsd", "constant")
+MAX_STEPS = 10**8
 MAX_ROWS = 2000  # steps written to the CSV (every step of shorter runs, evenly spread over longer ones)
 
 
@@ -56,8 +57,8 @@ def predict(law_path: str | Path, steps: int, schedule: str = "cosine", N: int |
             lr: float | None = None, warmup_fraction: float = 0.05, cooldown_fraction: float = 0.2,
             decay: str = "1-sqrt", out: str | Path | None = None) -> dict[str, Any]:
     """Every input is checked before anything is computed or written."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise UserError(f"--steps {steps}: a run needs at least 2 steps")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 2 <= steps <= MAX_STEPS:
+        raise UserError(f"--steps {steps}: a run of 2 to {MAX_STEPS:,} steps (its schedule is built step by step)")
     if schedule not in SCHEDULES:
         raise UserError(f"--schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
     if not 0 <= warmup_fraction < 1 or not 0 < cooldown_fraction < 1:
