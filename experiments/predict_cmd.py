@@ -34,7 +34,7 @@ from smallest_loss.scaling.curve_law import (
 )
 
 SCHEDULES = ("cosine", "wsd", "constant")
-MAX_STEPS = 10**8
+MAX_STEPS = 10**7  # the schedule and its areas are arrays of this many steps
 MAX_ROWS = 2000  # steps written to the CSV (every step of shorter runs, evenly spread over longer ones)
 
 
@@ -65,6 +65,8 @@ def predict(law_path: str | Path, steps: int, schedule: str = "cosine", N: int |
         raise UserError("--warmup-fraction must lie in [0, 1) and --cooldown-fraction in (0, 1)")
     if lr is not None and not 0 < lr < float("inf"):
         raise UserError(f"--lr {lr}: a peak learning rate is a positive number")
+    if out is not None and Path(out).is_dir():
+        raise UserError(f"--out {out}: a folder; give a file name (curve.csv)")
     report = load_curve_laws(law_path)
     rows = [r for r in report["shapes"] if N is None or r.get("N") == N]
     if not rows:

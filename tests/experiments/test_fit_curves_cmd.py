@@ -140,7 +140,8 @@ def test_predict_reads_the_curve_law_for_any_length_and_schedule(shared_runs, tm
     for args, message in ((["--curve-law", str(legacy)], "--lr"), (["--curve-law", str(tmp_path / "none.json")],
                           "no such file"), (["--curve-law", str(law.with_suffix(".law.json"))], "not a curve law"),
                           (["--curve-law", str(law), "--N", "5"], "shapes of N"),
-                          (["--curve-law", str(law), "--schedule", "step"], "choose one of")):
+                          (["--curve-law", str(law), "--schedule", "step"], "choose one of"),
+                          (["--curve-law", str(law), "--out", str(tmp_path)], "a folder")):
         assert main(["predict", "--steps", "400", *args]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
