@@ -29,7 +29,7 @@ from smallest_loss.scaling.curve_law import (
     cosine_lrs,
     curve_law_from_dict,
     final_train_loss,
-    fit_shape,
+    fit_from_prefix,
     read_curve,
 )
 
@@ -150,8 +150,7 @@ def predict_run(folder: str | Path, paths: list[str], form: str = "multipower",
     rundir = RunDir.open(folder)
     total = rundir.config.total_steps
     cut = len(logged.lr) if fraction is None else min(len(logged.lr), int(fraction * total))
-    # its own final eval loss never enters the fit (the eval gap comes from the other runs)
-    run = dataclasses.replace(logged, lr=logged.lr[:cut], loss=logged.loss[:cut], final_eval=None)
+    run = dataclasses.replace(logged, lr=logged.lr[:cut], loss=logged.loss[:cut])
     if len(run.lr) < run.first + MIN_PREFIX:
         raise UserError(f"{folder}: {len(run.lr)} steps logged; the law needs at least {MIN_PREFIX} after warmup "
                         f"(step {run.first})")
@@ -166,7 +165,7 @@ def predict_run(folder: str | Path, paths: list[str], form: str = "multipower",
                         f"{float(run.lr.max()):.3g}; a curve law holds for one peak rate")
     planned = np.asarray(make_schedule(rundir.config.train, total)(np.arange(total)), dtype=np.float64)
     lrs = np.concatenate([run.lr, planned[len(run.lr):]])  # the logged rates, then the rest the config plans
-    law = fit_shape([run, *others], form=form)[0]
+    law = fit_from_prefix(run, cut, others, form=form)
     whole = dataclasses.replace(run, lr=lrs, loss=np.full(total, np.nan))
     out = dict(run=str(folder), N=run.N, steps_logged=len(run.lr), steps=total, runs_of_shape=len(others),
                form=law.form, predicted_final_eval=law.final_eval(lrs),

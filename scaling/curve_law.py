@@ -266,6 +266,14 @@ def final_train_loss(curve: Curve, predicted: np.ndarray | None = None) -> float
     return float(np.mean(values[-max(1, round(TAIL * curve.steps)):]))
 
 
+def fit_from_prefix(curve: Curve, cut: int, others: Sequence[Curve], lam: float = LAMBDA,
+                    form: str = "tissue") -> CurveLaw:
+    """The law of `curve`'s shape fitted to its first `cut` steps and the whole curves of `others` (runs of its
+    shape that share no steps with it); its own final eval loss never enters (the eval gap is the others')."""
+    prefix = dataclasses.replace(curve, lr=curve.lr[:cut], loss=curve.loss[:cut], final_eval=None)
+    return fit_shape([prefix, *others], lam, form=form)[0]
+
+
 def prefix_errors(curves: Sequence[Curve], fraction: float, lam: float = LAMBDA,
                   form: str = "tissue") -> list[dict[str, Any]]:
     """For each run: the law fitted to the first `fraction` of its steps together with the whole curves of its
@@ -278,8 +286,7 @@ def prefix_errors(curves: Sequence[Curve], fraction: float, lam: float = LAMBDA,
             cut = int(fraction * c.steps)
             if cut < c.first + MIN_PREFIX:
                 continue
-            prefix = dataclasses.replace(c, lr=c.lr[:cut], loss=c.loss[:cut], final_eval=None)
-            law = fit_shape([prefix, *others], lam, form=form)[0]
+            law = fit_from_prefix(c, cut, others, lam, form)
             predicted, actual = final_train_loss(c, law.curve(c.lr)), final_train_loss(c)
             row = dict(name=c.name, fraction=fraction, predicted=predicted, actual=actual,
                        rel_error=predicted / actual - 1)
