@@ -22,6 +22,7 @@ from smallest_loss.scaling.curve_law import (
     fit_curve_laws,
     prefix_errors,
     read_curve,
+    same_peak,
     shape_peaks,
 )
 from smallest_loss.scaling.fit import fit_chinchilla
@@ -134,7 +135,7 @@ def holdout_errors(held: list, laws: list[CurveLaw], from_curves: dict[str, Any]
     for c in held:
         row = dict(name=c.name, N=c.N, D=c.steps * c.tokens_per_step, actual=c.final_eval)
         shape = by_N.get(c.N)
-        if shape is not None and c.N in peaks and abs(float(c.lr.max()) / peaks[c.N] - 1) <= 0.01:
+        if shape is not None and c.N in peaks and same_peak(float(c.lr.max()), peaks[c.N]):
             row["curve_law"] = shape.final_eval(c.lr)
             row["curve_law_rel_error"] = row["curve_law"] / c.final_eval - 1
         if law is not None:

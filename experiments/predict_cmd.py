@@ -26,11 +26,12 @@ from smallest_loss.model.train import make_schedule
 from smallest_loss.scaling.collect import run_folders
 from smallest_loss.scaling.curve_law import (
     MIN_PREFIX,
-    cosine_lrs,
     curve_law_from_dict,
     final_train_loss,
     fit_from_prefix,
     read_curve,
+    schedule_lrs,
+    shape_peaks,
 )
 
 SCHEDULES = ("cosine", "wsd", "constant")
@@ -81,7 +82,7 @@ def predict(law_path: str | Path, steps: int, schedule: str = "cosine", N: int |
     for row in rows:
         law = curve_law_from_dict(row)
         peak = lr if lr is not None else row["peak_lr"]
-        lrs = cosine_lrs(dataclasses.replace(train, lr=peak), steps, warmup_fraction, schedule, **fields)
+        lrs = schedule_lrs(dataclasses.replace(train, lr=peak), steps, warmup_fraction, schedule, **fields)
         draws = np.array([curve_law_from_dict(d).final_eval(lrs) for d in row.get("draws") or ()])
         result = dict(N=law.N, peak_lr=peak, steps=steps, final_eval=law.final_eval(lrs),
                       interval=[float(v) for v in np.percentile(draws, [2.5, 97.5])] if len(draws) >= 2 else None,
@@ -159,10 +160,9 @@ def predict_run(folder: str | Path, paths: list[str], form: str = "multipower",
     if not others:
         raise UserError(f"--curves: no finished run of {folder.name}'s shape (N={run.N:,}) outside its own family; "
                         "the law needs whole curves of its shape to see what the rest of its schedule does")
-    peaks = sorted({round(float(c.lr.max()), 12) for c in others})
-    if any(abs(p / float(run.lr.max()) - 1) > 0.01 for p in peaks):
-        raise UserError(f"--curves: the runs of N={run.N:,} peak at {peaks[0]:.3g}-{peaks[-1]:.3g}, {folder.name} at "
-                        f"{float(run.lr.max()):.3g}; a curve law holds for one peak rate")
+    peaks = shape_peaks([run, *others])
+    if isinstance(peaks, str):
+        raise UserError(f"--curves: with {folder.name}, {peaks}")
     planned = np.asarray(make_schedule(rundir.config.train, total)(np.arange(total)), dtype=np.float64)
     lrs = np.concatenate([run.lr, planned[len(run.lr):]])  # the logged rates, then the rest the config plans
     law = fit_from_prefix(run, cut, others, form=form)

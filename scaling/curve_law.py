@@ -297,7 +297,7 @@ def prefix_errors(curves: Sequence[Curve], fraction: float, lam: float = LAMBDA,
     return rows
 
 
-def cosine_lrs(train: TrainConfig, steps: int, warmup_fraction: float = 0.05, schedule: str = "cosine",
+def schedule_lrs(train: TrainConfig, steps: int, warmup_fraction: float = 0.05, schedule: str = "cosine",
                **fields: Any) -> np.ndarray:
     """Learning rates of a run of `steps` steps with `train`'s peak rate (warmup a fraction of it): cosine, or
     another schedule with other `fields` of TrainConfig (a wsd run's cooldown_fraction and decay)."""
@@ -306,13 +306,20 @@ def cosine_lrs(train: TrainConfig, steps: int, warmup_fraction: float = 0.05, sc
     return np.asarray(make_schedule(cfg, steps)(np.arange(steps)), dtype=np.float64)
 
 
+PEAK_TOLERANCE = 0.01  # runs whose peak rates differ by at most this share count as one peak rate
+
+
+def same_peak(a: float, b: float) -> bool:
+    return max(a, b) <= (1 + PEAK_TOLERANCE) * min(a, b)
+
+
 def shape_peaks(curves: Sequence[Curve]) -> dict[int, float] | str:
     """Each shape's peak learning rate (a curve law holds for one), or why there is none: runs of one shape
     trained at peak rates more than 1% apart."""
     peaks = {}
     for N, group in by_shape(curves).items():
         tops = [float(c.lr.max()) for c in group]
-        if max(tops) > 1.01 * min(tops):
+        if not same_peak(max(tops), min(tops)):
             return (f"the runs of the {N}-parameter shape have peak learning rates {min(tops):.3g} to {max(tops):.3g}; "
                     "a curve law holds for one peak rate, so fit runs of one rate per shape")
         peaks[N] = max(tops)
@@ -330,7 +337,7 @@ def chinchilla_points(laws: Sequence[CurveLaw], lengths: dict[int, Sequence[int]
         for steps in lengths[law.N]:
             N.append(law.N)
             D.append(steps * tokens_per_step)
-            loss.append(law.final_eval(cosine_lrs(shape_train, steps)))
+            loss.append(law.final_eval(schedule_lrs(shape_train, steps)))
     return FitPoints(N=np.array(N, float), D=np.array(D, float), loss=np.array(loss), group=np.arange(len(N)))
 
 

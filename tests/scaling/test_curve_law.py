@@ -16,10 +16,10 @@ from smallest_loss.scaling.curve_law import (
     ShapeLaw,
     at_bounds,
     chinchilla_points,
-    cosine_lrs,
     curve_law_from_dict,
     fit_shape,
     read_curve,
+    schedule_lrs,
     shape_peaks,
 )
 
@@ -82,7 +82,7 @@ def test_laws_from_curves_use_each_shapes_own_peak_rate():
                                {1000: [200, 400, 800], 4000: [200, 400, 800]}, train, 1024, peaks)
     for k, peak in enumerate((2e-3, 2e-3, 2e-3, 8e-3, 8e-3, 8e-3)):
         steps = (200, 400, 800)[k % 3]
-        assert points.loss[k] == pytest.approx(law.final_eval(cosine_lrs(dataclasses.replace(train, lr=peak), steps)))
+        assert points.loss[k] == pytest.approx(law.final_eval(schedule_lrs(dataclasses.replace(train, lr=peak), steps)))
     assert np.all(points.loss[3:] < points.loss[:3])  # the faster rate's larger area: lower predicted losses
     mixed = dataclasses.replace(fast, name="mixed", N=1000)
     assert "peak learning rates" in shape_peaks([slow, mixed])
