@@ -118,6 +118,9 @@ class TrainConfig:
     grad_clip: float = 1.0  # global norm; 0 disables
     seed: int = 0
     eval_every: int = 100  # 0: evaluate only at the end
+    # Also evaluate at this many evenly spaced steps of the run (every total_steps // eval_points steps), whatever
+    # its length: the periodic evaluation losses a curve law can be fitted to (`fit --curves --curve-loss eval`).
+    eval_points: int = 0
     eval_batches: int = 8
     # Sequences per evaluation batch. The evaluation sample is `eval_batches` batches of them drawn with one fixed
     # seed (model/train.py EVAL_SEED), the same validation tokens for every run whatever its batch size and seed,
@@ -138,8 +141,8 @@ class TrainConfig:
             )
         _positive(self, "batch_size", "micro_batches", "steps", "tokens", "lr", "eval_batches", "log_every",
                   "mesh_fsdp")
-        for name in ("warmup_steps", "eval_every", "checkpoint_every", "weight_decay", "grad_clip", "mesh_data",
-                     "noise_every", "eval_batch_size"):
+        for name in ("warmup_steps", "eval_every", "eval_points", "checkpoint_every", "weight_decay", "grad_clip",
+                     "mesh_data", "noise_every", "eval_batch_size"):
             if getattr(self, name) < 0:
                 raise UserError(f"train.{name}={getattr(self, name)!r} must not be negative")
         if self.batch_size % self.micro_batches:

@@ -149,10 +149,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
         if args.runs or args.csv:
             raise UserError("--curves takes the run folders itself; give no other run folders and no --csv")
         print_curve_report(run_curve_fit(args.curves, args.bootstrap, args.out, args.plot, args.curve_form,
-                                         args.holdout_runs))
+                                         args.holdout_runs, args.curve_loss))
         return 0
-    if args.holdout_runs:
-        raise UserError("--holdout-runs goes with --curves (fit --curves RUNS --holdout-runs HELD)")
+    if args.holdout_runs or args.curve_loss != "train":
+        flag = "--holdout-runs" if args.holdout_runs else "--curve-loss"
+        raise UserError(f"{flag} goes with --curves (fit --curves RUNS {flag} ...)")
     report = run_fit(args.runs, args.csv, args.form, args.bootstrap, args.out, args.plot, args.holdout_largest,
                      args.json, args.delta, args.reference, args.holdout_shape)
     print_report(report, args.json)
@@ -166,10 +167,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.curve_law or not args.curves:
             raise UserError("--run takes --curves RUNS (finished runs of its shape), not --curve-law")
         predict_cmd.print_run_prediction(predict_cmd.predict_run(args.run, args.curves, args.curve_form,
-                                                                 args.fraction))
+                                                                 args.fraction, args.curve_loss))
         return 0
-    if not args.curve_law or args.steps is None or args.curves or args.fraction is not None:
-        raise UserError("predict needs --curve-law FILE --steps T, or --run RUN --curves RUNS [--fraction F]")
+    if not args.curve_law or args.steps is None or args.curves or args.fraction is not None or \
+            args.curve_loss != "train":
+        raise UserError("predict needs --curve-law FILE --steps T, or --run RUN --curves RUNS [--fraction F] "
+                        "[--curve-loss eval]")
     predict_cmd.print_prediction(predict_cmd.predict(args.curve_law, args.steps, args.schedule, args.N, args.lr,
                                                      args.warmup_fraction, args.cooldown_fraction, args.decay,
                                                      args.out))
@@ -186,6 +189,8 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--curves", nargs="+", metavar="RUNS", help="with --run: finished runs (or sweep folders); those "
                                                                "of its shape are fitted with its logged steps")
     p.add_argument("--curve-form", choices=("multipower", "tissue"), default="multipower", help="with --run")
+    p.add_argument("--curve-loss", choices=("train", "eval"), default="train",
+                   help="with --run: fit every step's train loss (default) or the runs' periodic evaluation losses")
     p.add_argument("--fraction", type=float, help="with --run: use only the first F of its planned steps (a check "
                                                   "on a finished run)")
     p.add_argument("--schedule", default="cosine", help="cosine (default), wsd or constant")
@@ -206,6 +211,9 @@ def _fit_parser(sub: argparse._SubParsersAction) -> None:
                         "to the final losses it predicts")
     p.add_argument("--curve-form", choices=("multipower", "tissue"), default="multipower",
                    help="with --curves: the multi-power law (Luo et al. 2025) or Tissue et al. (2024)")
+    p.add_argument("--curve-loss", choices=("train", "eval"), default="train",
+                   help="with --curves: fit the laws to every step's train loss (default) or to the runs' periodic "
+                        "evaluation losses (runs trained with --set train.eval_points=32)")
     p.add_argument("--holdout-runs", nargs="+", metavar="HELD",
                    help="with --curves: run folders not fitted, whose final eval losses the curve laws and the law "
                         "from curves predict (reported, and drawn in the plot)")

@@ -20,6 +20,7 @@ from smallest_loss.scaling.curve_law import (
     chinchilla_points,
     curve_law_from_dict,
     fit_curve_laws,
+    on_evals,
     prefix_errors,
     read_curve,
     same_peak,
@@ -75,15 +76,19 @@ def laws_from_curves_samples(curves: list, shapes: list[dict[str, Any]], train: 
 
 
 def run_curve_fit(paths: list[str], n_boot: int, out: str | None, plot: str | None,
-                  form: str = "multipower", holdout: list[str] | None = None) -> dict[str, Any]:
+                  form: str = "multipower", holdout: list[str] | None = None, curve_loss: str = "train",
+                  ) -> dict[str, Any]:
     """The whole `fit --curves` command: every input is read and checked before anything is written. `holdout`:
     run folders not fitted, whose final eval losses the curve laws (their own shape's) and the law from curves
-    predict."""
+    predict. `curve_loss` "eval": the laws are fitted to the runs' periodic evaluation losses, not to every step's
+    train loss."""
     from smallest_loss.experiments.fit_cmd import check_fit_args
 
     check_fit_args(n_boot, out, plot)
     folders = [f for path in paths for f in run_folders(Path(path))]
     curves = [read_curve(f) for f in folders]
+    if curve_loss == "eval":
+        curves = on_evals(curves)
     held = _held_curves(holdout or [], folders)
     result = fit_curve_laws(curves, min(n_boot, 200), form=form)
     laws = [curve_law_from_dict(s) for s in result["shapes"]]
@@ -167,8 +172,10 @@ def _save_planner_law(path: Path, report: dict[str, Any], curves: list, train: A
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if not rows:
         return dict(runs=[], error="no shape has runs of two families (runs that share no steps)")
-    errors = np.abs([r["rel_error"] for r in rows])
-    out = dict(runs=rows, mean_abs_rel_error=float(errors.mean()), max_abs_rel_error=float(errors.max()))
+    out: dict[str, Any] = dict(runs=rows)
+    errors = np.abs([r["rel_error"] for r in rows if "rel_error" in r])  # none for laws of eval losses
+    if len(errors):
+        out.update(mean_abs_rel_error=float(errors.mean()), max_abs_rel_error=float(errors.max()))
     evals = np.abs([r["eval_rel_error"] for r in rows if "eval_rel_error" in r])
     if len(evals):
         out.update(eval_runs=int(len(evals)), eval_mean_abs_rel_error=float(evals.mean()),
@@ -178,12 +185,15 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def print_curve_report(report: dict[str, Any]) -> None:
     lam = f", lambda {report['lam']}" if "lam" in report else ""
-    print(f"curve law {report['formula']}{lam}, one law per shape:")
+    on_evals_ = report.get("curve_loss") == "eval"
+    print(f"curve law {report['formula']}{lam}, one law per shape, fitted to "
+          + ("the runs' periodic evaluation losses:" if on_evals_ else "every step's train loss:"))
     for s in report["shapes"]:
         iv = s["intervals"] or {}
         cells = [f"{k} {s[k]:.4g}" + (f" [{iv[k][0]:.3g}, {iv[k][1]:.3g}]" if k in iv else "")
                  for k in curve_law_from_dict(s).params]
-        print(f"  N={s['N']}: {', '.join(cells)}; eval_gap {s['eval_gap']:+.4f}; {len(s['runs'])} runs, "
+        gap = "" if on_evals_ else f"; eval_gap {s['eval_gap']:+.4f}"
+        print(f"  N={s['N']}: {', '.join(cells)}{gap}; {len(s['runs'])} runs, "
               f"rms log error {s['rms_log_error']:.4f}")
         if s.get("at_bounds"):
             print(f"    at a bound of the fit, not pinned by these runs: {', '.join(s['at_bounds'])} (predictions far "
@@ -191,14 +201,15 @@ def print_curve_report(report: dict[str, Any]) -> None:
     for f, p in report["prefix"].items():
         if "error" in p:
             print(f"from the first {float(f):.0%}: {p['error']}")
-        else:
+            continue
+        if "mean_abs_rel_error" in p:
             print(f"final train loss from the first {float(f):.0%} of each run (law fitted with the other runs of "
                   f"its shape): mean |error| {p['mean_abs_rel_error']:.2%}, max {p['max_abs_rel_error']:.2%} "
                   f"over {len(p['runs'])} runs")
-            if "eval_runs" in p:
-                print(f"final eval loss from the first {float(f):.0%}: mean |error| "
-                      f"{p['eval_mean_abs_rel_error']:.2%}, max {p['eval_max_abs_rel_error']:.2%} over "
-                      f"{p['eval_runs']} runs")
+        if "eval_runs" in p:
+            print(f"final eval loss from the first {float(f):.0%}: mean |error| "
+                  f"{p['eval_mean_abs_rel_error']:.2%}, max {p['eval_max_abs_rel_error']:.2%} over "
+                  f"{p['eval_runs']} runs")
     ch = report["chinchilla_from_curves"]
     _print_holdout(report.get("holdout"))
     print("Chinchilla law from curves: " + (ch["error"] if "error" in ch else ", ".join(

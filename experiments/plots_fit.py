@@ -63,8 +63,10 @@ def plot_fit(points: FitPoints, law: ChinchillaLaw | KaplanLaw, path: str | Path
 
 def plot_curves(curves: list, laws: list, path: str | Path, held: list | None = None) -> Path:
     """Save a PNG: each shape's measured train-loss curves (a moving average over 2% of a run's steps, at least 10
-    and at most a quarter of them: one batch's loss is noisy) and its curve law (dashed) over the fitted steps;
-    `held` runs of a fitted shape (not fitted) in black, the law's prediction dotted over their whole run."""
+    and at most a quarter of them: one batch's loss is noisy), or their evaluations (dots) where the laws were
+    fitted to them, and its curve law (dashed) over the fitted steps; `held` runs of a fitted shape (not fitted)
+    in black, the law's prediction dotted over their whole run."""
+    on_evals = any(c.fit_evals for c in curves)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(6 * len(laws), 4.8), layout="constrained")
@@ -76,16 +78,22 @@ def plot_curves(curves: list, laws: list, path: str | Path, held: list | None = 
         mine += [(x, "black", ":", f"{x.name} (held out)") for x in held or () if x.N == law.N]
         for c, color, ls, label in mine:
             tokens = np.arange(1, c.steps + 1) * c.tokens_per_step
-            width = max(1, min(c.steps // 4, max(10, c.steps // 50)))
-            smooth = np.convolve(c.loss, np.ones(width) / width, mode="valid")
-            ax.plot(tokens[width - 1:], smooth, color=color, lw=0.8, alpha=0.6)
+            if on_evals:
+                at, losses = c.fitted_evals()
+                ax.plot(at * c.tokens_per_step, losses, "o", ms=2.5, color=color, alpha=0.7)
+                shown.append(losses)
+            else:
+                width = max(1, min(c.steps // 4, max(10, c.steps // 50)))
+                smooth = np.convolve(c.loss, np.ones(width) / width, mode="valid")
+                ax.plot(tokens[width - 1:], smooth, color=color, lw=0.8, alpha=0.6)
+                shown.append(smooth[c.first - 1:] if len(smooth) > c.first else smooth)
             fitted = slice(c.first - 1, c.steps)
             ax.plot(tokens[fitted], law.curve(c.lr)[fitted], color=color, lw=1.2, ls=ls, label=label)
-            shown.append(smooth[c.first - 1:] if len(smooth) > c.first else smooth)
         low, high = np.percentile(np.concatenate(shown), [0.5, 99.5])
         ax.set_ylim(low * 0.95, high * 1.05)
         params = ", ".join(f"{k}={getattr(law, k):.3g}" for k in law.params)
-        ax.set(xscale="log", yscale="log", xlabel="tokens", ylabel="train loss (smoothed)")
+        ax.set(xscale="log", yscale="log", xlabel="tokens",
+               ylabel="evaluation loss" if on_evals else "train loss (smoothed)")
         ax.set_title(f"N={law.N}\n{params}", fontsize=8)
         ax.legend(fontsize=6)
     fig.savefig(path, dpi=110)

@@ -29,6 +29,7 @@ from smallest_loss.scaling.curve_law import (
     curve_law_from_dict,
     final_train_loss,
     fit_from_prefix,
+    on_evals,
     read_curve,
     schedule_lrs,
     shape_peaks,
@@ -141,9 +142,10 @@ def print_prediction(report: dict[str, Any]) -> None:
 
 
 def predict_run(folder: str | Path, paths: list[str], form: str = "multipower",
-                fraction: float | None = None) -> dict[str, Any]:
+                fraction: float | None = None, curve_loss: str = "train") -> dict[str, Any]:
     """The run's final eval (and train) loss from the steps it has logged (the first `fraction` of its planned
-    steps, when given: a check on a finished run) and RUNS' curves of its shape."""
+    steps, when given: a check on a finished run) and RUNS' curves of its shape; `curve_loss` "eval": from their
+    periodic evaluation losses (a law of the eval loss: no train loss is predicted)."""
     folder = Path(folder)
     if fraction is not None and not 0 < fraction <= 1:
         raise UserError(f"--fraction {fraction}: a share of the run's steps, in (0, 1]")
@@ -151,12 +153,14 @@ def predict_run(folder: str | Path, paths: list[str], form: str = "multipower",
     rundir = RunDir.open(folder)
     total = rundir.config.total_steps
     cut = len(logged.lr) if fraction is None else min(len(logged.lr), int(fraction * total))
-    run = dataclasses.replace(logged, lr=logged.lr[:cut], loss=logged.loss[:cut])
-    if len(run.lr) < run.first + MIN_PREFIX:
-        raise UserError(f"{folder}: {len(run.lr)} steps logged; the law needs at least {MIN_PREFIX} after warmup "
-                        f"(step {run.first})")
+    run = dataclasses.replace(logged.prefix(cut), fit_evals=curve_loss == "eval")
+    if run.fitted() <= MIN_PREFIX:
+        what = "evaluations" if run.fit_evals else "steps"
+        raise UserError(f"{folder}: {run.fitted()} {what} logged after warmup (step {run.first}); the law needs more "
+                        f"than {MIN_PREFIX}")
     others = [c for c in (read_curve(f) for path in paths for f in run_folders(Path(path)))
               if c.N == run.N and c.name != run.name and c.family != run.family]
+    others = on_evals(others) if run.fit_evals else others
     if not others:
         raise UserError(f"--curves: no finished run of {folder.name}'s shape (N={run.N:,}) outside its own family; "
                         "the law needs whole curves of its shape to see what the rest of its schedule does")
@@ -168,9 +172,10 @@ def predict_run(folder: str | Path, paths: list[str], form: str = "multipower",
     law = fit_from_prefix(run, cut, others, form=form)
     whole = dataclasses.replace(run, lr=lrs, loss=np.full(total, np.nan))
     out = dict(run=str(folder), N=run.N, steps_logged=len(run.lr), steps=total, runs_of_shape=len(others),
-               form=law.form, predicted_final_eval=law.final_eval(lrs),
-               predicted_final_train=final_train_loss(whole, law.curve(lrs)),
+               form=law.form, curve_loss=curve_loss, predicted_final_eval=law.final_eval(lrs),
                eval_from_runs=sum(bool(c.final_eval) for c in others))
+    if not run.fit_evals:
+        out["predicted_final_train"] = final_train_loss(whole, law.curve(lrs))
     if logged.final_eval:  # a finished run: the check
         out.update(actual_final_eval=logged.final_eval, rel_error=out["predicted_final_eval"] / logged.final_eval - 1)
     return out
@@ -179,8 +184,11 @@ def predict_run(folder: str | Path, paths: list[str], form: str = "multipower",
 def print_run_prediction(p: dict[str, Any]) -> None:
     print(f"{p['run']}: {p['steps_logged']:,} of {p['steps']:,} steps logged ({p['steps_logged'] / p['steps']:.0%}); "
           f"{p['form']} law fitted to them and {p['runs_of_shape']} runs of its shape (N={p['N']:,})")
-    eval_note = "" if p["eval_from_runs"] else " (no run of its shape has an eval loss: taken equal to the train loss)"
-    print(f"  predicted final eval loss {p['predicted_final_eval']:.4f}{eval_note}; final train loss "
-          f"{p['predicted_final_train']:.4f}")
+    if "predicted_final_train" not in p:  # a law of the runs' evaluation losses
+        print(f"  predicted final eval loss {p['predicted_final_eval']:.4f} (law fitted to evaluation losses)")
+    else:
+        note = "" if p["eval_from_runs"] else " (no run of its shape has an eval loss: taken equal to the train loss)"
+        print(f"  predicted final eval loss {p['predicted_final_eval']:.4f}{note}; final train loss "
+              f"{p['predicted_final_train']:.4f}")
     if "actual_final_eval" in p:
         print(f"  the run is finished: final eval loss {p['actual_final_eval']:.4f} ({p['rel_error']:+.2%} predicted)")

@@ -334,6 +334,7 @@ class _Loop:
 
     def session(self) -> None:
         tcfg = self.cfg.train
+        spaced = max(1, self.total // tcfg.eval_points) if tcfg.eval_points else 0
         self.t0 = time.perf_counter()
         for k in range(self.start, self.total):
             tokens = batch(self.corpus.train, tcfg.seed, k, tcfg.batch_size, self.cfg.model.s)
@@ -341,7 +342,7 @@ class _Loop:
             step = k + 1
             self.pending.append((step, metrics))
             last = step == self.total
-            do_eval = last or (tcfg.eval_every and step % tcfg.eval_every == 0)
+            do_eval = last or any(every and step % every == 0 for every in (tcfg.eval_every, spaced))
             do_ckpt = last or (tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0)
             do_ckpt = do_ckpt or step in self.run.keep_checkpoints
             if do_eval or do_ckpt or step % tcfg.log_every == 0:

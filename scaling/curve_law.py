@@ -15,7 +15,9 @@ step's update, so S1 and S2 there sum the updates before it; (3) every run's cur
 `BINS` windows of consecutive steps (the noise of one batch's loss averages out) and weighted so every run
 counts alike; (4) the fit is robust least squares (soft L1) in log loss from several starts; (5) train losses are
 what every step logs, so the law is a train-loss law, and each shape's final evaluation loss is its predicted
-final train loss times the mean ratio the fitted runs show (`eval_gap`, in logs).
+final train loss times the mean ratio the fitted runs show (`eval_gap`, in logs). Runs trained with periodic
+evaluations (`train.eval_points`) can instead be fitted on those (`on_evals`, `fit --curves --curve-loss eval`):
+each evaluation after step s is one point at s updates, and the law is then one of the eval loss (no gap).
 
 `form="multipower"` fits the multi-power law of Luo et al. (2025, arXiv 2503.12811; scaling/multipower.py) instead,
 with the same conventions (1)-(5).
@@ -32,7 +34,7 @@ import dataclasses
 import itertools
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -50,7 +52,8 @@ from smallest_loss.scaling.points import FitPoints
 LAMBDA = 0.999  # Tissue et al.'s momentum of the annealing area
 BINS = 100  # windows each curve is averaged over for fitting
 PARAMS = ("L0", "A", "alpha", "C")
-MIN_PREFIX = 4  # fitted steps a prefix needs
+MIN_PREFIX = 4  # a prefix needs more fitted points (steps, or evaluations) than this
+MIN_EVALS = 3  # evaluations after warmup a run needs to be fitted on its eval losses
 TAIL = 0.05  # a run's final train loss: the mean over its last 5% of steps
 # Bounds of a Tissue fit's theta = (L0, log A, alpha, log C); L0's upper bound is the largest loss
 LOWER = (0.0, -30.0, 1e-3, -40.0)
@@ -70,10 +73,29 @@ class Curve:
     first: int
     final_eval: float | None
     family: str  # the parent's name for a parent and its branches, else the run's own: runs sharing steps
+    eval_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # steps evaluated (after update)
+    eval_losses: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    fit_evals: bool = False  # a fit reads the evaluations (a law of the eval loss), not every step's train loss
 
     @property
     def steps(self) -> int:
         return len(self.lr)
+
+    def fitted_evals(self) -> tuple[np.ndarray, np.ndarray]:
+        """The evaluations in the fitted range: update counts t (an evaluation after step s sees t = s updates;
+        a fit of train losses reads t = first - 1 on) and their losses."""
+        keep = self.eval_steps >= max(self.first - 1, 1)
+        return self.eval_steps[keep], self.eval_losses[keep]
+
+    def fitted(self) -> int:
+        """How many points a fit reads: steps from `first` on, or evaluations there (`fit_evals`)."""
+        return len(self.fitted_evals()[0]) if self.fit_evals else self.steps - self.first + 1
+
+    def prefix(self, cut: int) -> Curve:
+        """The curve's first `cut` steps (and its evaluations among them), with no final eval loss."""
+        keep = self.eval_steps <= cut
+        return dataclasses.replace(self, lr=self.lr[:cut], loss=self.loss[:cut], final_eval=None,
+                                   eval_steps=self.eval_steps[keep], eval_losses=self.eval_losses[keep])
 
 
 def areas(lr: np.ndarray, lam: float = LAMBDA) -> tuple[np.ndarray, np.ndarray]:
@@ -149,6 +171,10 @@ def curve_law_from_dict(row: dict[str, Any]) -> CurveLaw:
 def _binned(curve: Curve, lam: float) -> tuple[np.ndarray, ...]:
     """S1 and S2 of every fitted step, each step's window (at most BINS windows of consecutive steps) and the
     mean log loss of each window."""
+    if curve.fit_evals:
+        t, loss = curve.fitted_evals()
+        S1, S2 = areas(curve.lr, lam)
+        return S1[t - 1], S2[t - 1], np.arange(len(t)), np.log(loss)
     S1, S2 = _before(curve.lr, lam)
     fitted = np.arange(curve.first - 1, curve.steps)
     window = window_index(len(fitted), BINS)
@@ -196,7 +222,7 @@ def fit_shape(curves: Sequence[Curve], lam: float = LAMBDA, start: CurveLaw | No
     if len({c.N for c in curves}) != 1:
         raise UserError("a curve law is fitted to runs of one model shape at a time")
     law, rms = fit_multipower(curves, BINS, start) if form == "multipower" else _fit_tissue(curves, lam, start)
-    gaps = [np.log(c.final_eval / law.curve(c.lr)[-1]) for c in curves if c.final_eval]
+    gaps = [np.log(c.final_eval / law.curve(c.lr)[-1]) for c in curves if c.final_eval and not c.fit_evals]
     return dataclasses.replace(law, eval_gap=float(np.mean(gaps)) if gaps else 0.0), rms
 
 
@@ -253,6 +279,20 @@ def at_bounds(law: CurveLaw, tol: float = 1e-4) -> list[str]:
     return out
 
 
+def on_evals(curves: Sequence[Curve]) -> list[Curve]:
+    """The curves to be fitted on their periodic evaluation losses (`fit_evals`: a law of the eval loss itself, no
+    eval gap), refused in one line where a run has fewer than MIN_EVALS evaluations after warmup."""
+    for c in curves:
+        n = len(c.fitted_evals()[0])
+        if not np.all(np.isfinite(c.eval_losses) & (c.eval_losses > 0)):
+            raise UserError(f"{c.name}: an evaluation loss is not a positive finite number")
+        if n < MIN_EVALS:
+            raise UserError(f"{c.name}: {n} evaluation(s) after warmup (or its branch point); a law of eval losses "
+                            f"needs at least {MIN_EVALS} per run: train with periodic evaluations (--set "
+                            "train.eval_points=32, or train.eval_every)")
+    return [dataclasses.replace(c, fit_evals=True) for c in curves]
+
+
 def by_shape(curves: Sequence[Curve]) -> dict[int, list[Curve]]:
     groups: dict[int, list[Curve]] = {}
     for c in curves:
@@ -270,8 +310,7 @@ def fit_from_prefix(curve: Curve, cut: int, others: Sequence[Curve], lam: float 
                     form: str = "tissue") -> CurveLaw:
     """The law of `curve`'s shape fitted to its first `cut` steps and the whole curves of `others` (runs of its
     shape that share no steps with it); its own final eval loss never enters (the eval gap is the others')."""
-    prefix = dataclasses.replace(curve, lr=curve.lr[:cut], loss=curve.loss[:cut], final_eval=None)
-    return fit_shape([prefix, *others], lam, form=form)[0]
+    return fit_shape([curve.prefix(cut), *others], lam, form=form)[0]
 
 
 def prefix_errors(curves: Sequence[Curve], fraction: float, lam: float = LAMBDA,
@@ -284,12 +323,13 @@ def prefix_errors(curves: Sequence[Curve], fraction: float, lam: float = LAMBDA,
         for c in shape_curves:
             others = [o for o in shape_curves if o.family != c.family]
             cut = int(fraction * c.steps)
-            if cut < c.first + MIN_PREFIX:
+            if c.prefix(cut).fitted() <= MIN_PREFIX:
                 continue
             law = fit_from_prefix(c, cut, others, lam, form)
-            predicted, actual = final_train_loss(c, law.curve(c.lr)), final_train_loss(c)
-            row = dict(name=c.name, fraction=fraction, predicted=predicted, actual=actual,
-                       rel_error=predicted / actual - 1)
+            row: dict[str, Any] = dict(name=c.name, fraction=fraction)
+            if not c.fit_evals:  # a law of eval losses says nothing of the train loss
+                predicted, actual = final_train_loss(c, law.curve(c.lr)), final_train_loss(c)
+                row.update(predicted=predicted, actual=actual, rel_error=predicted / actual - 1)
             if c.final_eval:
                 row.update(eval_predicted=law.final_eval(c.lr), eval_actual=c.final_eval,
                            eval_rel_error=law.final_eval(c.lr) / c.final_eval - 1)
@@ -370,16 +410,20 @@ def read_curve(folder: Path, partial: bool = False) -> Curve:
             raise UserError(f"{folder}: a cool-down branch whose parent run {parent} is missing")
         first, family = step + 1, parent.name
     cfg = run.config
+    evals = [line for line in lines if line.get("eval_loss") is not None]
     return Curve(folder.name, count_params(cfg.model).total, cfg.train.batch_size * cfg.model.s,
                  np.array([line["lr"] for line in lines], float), loss, min(first, len(lines)),
-                 summary.get("final_eval_loss") if done else None, family)
+                 summary.get("final_eval_loss") if done else None, family,
+                 np.array([line["step"] for line in evals], np.int64), np.array([line["eval_loss"] for line in evals]))
 
 
 def fit_curve_laws(curves: Sequence[Curve], n_boot: int, lam: float = LAMBDA, form: str = "tissue") -> dict[str, Any]:
     """One law of the form per shape, with bootstrap intervals over runs where a shape has two or more runs; the
-    result names the form and its formula (and Tissue's lambda)."""
+    result names the form and its formula (and Tissue's lambda), and the loss fitted (`curve_loss`: "eval" for
+    curves fitted on their evaluations, `on_evals`)."""
     _check_form(form)
     start, shapes = time.perf_counter(), []
+    curve_loss = "eval" if any(c.fit_evals for c in curves) else "train"
     for group in by_shape(curves).values():
         law, rms = fit_shape(group, lam, form=form)
         row = dict(law.to_dict(), runs=[c.name for c in group], rms_log_error=rms, at_bounds=at_bounds(law),
@@ -391,5 +435,5 @@ def fit_curve_laws(curves: Sequence[Curve], n_boot: int, lam: float = LAMBDA, fo
             row["draws"] = [d.to_dict() for d in draws]
         shapes.append(row)
     _, name, formula = FORMS[form]
-    return dict(form=name, formula=formula, **(dict(lam=lam) if form == "tissue" else {}), shapes=shapes,
-                seconds=time.perf_counter() - start)
+    return dict(form=name, formula=formula, **(dict(lam=lam) if form == "tissue" else {}), curve_loss=curve_loss,
+                shapes=shapes, seconds=time.perf_counter() - start)

@@ -212,18 +212,23 @@ class Design:
 
 
 def _curve_design(c: CurveLike, bins: int, max_segments: int) -> tuple:
-    """One curve's part of `Design`. The loss logged at 0-based step i sees t = i updates."""
-    fitted = np.arange(c.first - 1, len(c.lr))
-    window = window_index(len(fitted), bins)
-    logL = np.bincount(window, np.log(c.loss[fitted])) / np.bincount(window)
-    starts = fitted[np.searchsorted(window, np.arange(len(logL)))]
-    ends = np.append(starts[1:] - 1, fitted[-1])
-    samples = [np.unique(np.linspace(a, b, min(b - a + 1, SAMPLES)).round().astype(np.int64))
-               for a, b in zip(starts, ends, strict=True)]
-    sample, counts = np.concatenate(samples), np.array([len(s) for s in samples])
-    average = sparse.csr_matrix((np.repeat(1 / counts, counts), (np.repeat(np.arange(len(counts)), counts),
-                                                                 np.arange(len(sample)))))
-    evaluated = np.unique(np.append(starts, fitted[-1]))
+    """One curve's part of `Design`. The train loss logged at 0-based step i sees t = i updates, averaged over
+    windows; a curve fitted on its evaluations (`fit_evals`) gives each evaluation a window of its own."""
+    if getattr(c, "fit_evals", False):
+        sample, losses = c.fitted_evals()
+        logL, average, evaluated = np.log(losses), sparse.identity(len(sample), format="csr"), sample
+    else:
+        fitted = np.arange(c.first - 1, len(c.lr))
+        window = window_index(len(fitted), bins)
+        logL = np.bincount(window, np.log(c.loss[fitted])) / np.bincount(window)
+        starts = fitted[np.searchsorted(window, np.arange(len(logL)))]
+        ends = np.append(starts[1:] - 1, fitted[-1])
+        samples = [np.unique(np.linspace(a, b, min(b - a + 1, SAMPLES)).round().astype(np.int64))
+                   for a, b in zip(starts, ends, strict=True)]
+        sample, counts = np.concatenate(samples), np.array([len(s) for s in samples])
+        average = sparse.csr_matrix((np.repeat(1 / counts, counts), (np.repeat(np.arange(len(counts)), counts),
+                                                                     np.arange(len(sample)))))
+        evaluated = np.unique(np.append(starts, fitted[-1]))
     P = np.concatenate([[0.0], np.cumsum(np.asarray(c.lr, dtype=np.float64))])
     return (sample, np.log(P[sample]), _interp_matrix(sample, evaluated), pairs(c.lr, evaluated, max_segments),
             average, logL, np.full(len(logL), 1 / np.sqrt(len(logL))))

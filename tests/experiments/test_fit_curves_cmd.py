@@ -16,8 +16,9 @@ from smallest_loss.experiments.cli import main
 from tests.conftest import tiny_run
 
 
-def _write_run(folder, d: int, steps: int, peak: float, anneal: bool) -> None:
-    """A finished run whose train loss is 1.5 + 3 (area so far)^-0.5 (+ a bonus while the rate anneals)."""
+def _write_run(folder, d: int, steps: int, peak: float, anneal: bool, eval_every: int = 0) -> None:
+    """A finished run whose train loss is 1.5 + 3 (area so far)^-0.5 (+ a bonus while the rate anneals); with
+    `eval_every`, evaluations every that many steps and at the last, 1% above the law after the step's update."""
     cfg = tiny_run(steps=steps, lr=peak, warmup_steps=5)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, d=d))
     folder.mkdir(parents=True)
@@ -31,9 +32,13 @@ def _write_run(folder, d: int, steps: int, peak: float, anneal: bool) -> None:
     loss = 1.5 + 3.0 * np.maximum(area, 1e-3) ** -0.5 - 20.0 * np.maximum(peak - lr, 0) * (t > 5)
     lines = [dict(step=int(s + 1), tokens=int((s + 1) * 64), wall_seconds=0.1, train_loss=float(x), lr=float(r))
              for s, x, r in zip(t, loss, lr, strict=True)]
+    final = float(loss[-1]) * 1.01
+    if eval_every:
+        after = 1.5 + 3.0 * np.cumsum(lr) ** -0.5 - 20.0 * np.maximum(peak - lr, 0) * (t >= 5)
+        for s in [*range(eval_every, steps, eval_every), steps]:
+            lines[s - 1]["eval_loss"] = final = float(after[s - 1]) * 1.01
     (folder / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    (folder / "summary.json").write_text(json.dumps(dict(status="completed", steps=steps,
-                                                         final_eval_loss=float(loss[-1]) * 1.01)))
+    (folder / "summary.json").write_text(json.dumps(dict(status="completed", steps=steps, final_eval_loss=final)))
 
 
 @pytest.fixture(scope="module")
@@ -197,3 +202,36 @@ def test_predict_where_a_run_in_progress_ends(runs, tmp_path, capsys):
         assert main(["predict", *args]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
+
+
+def test_fit_curves_on_evaluation_losses(runs, tmp_path, capsys):
+    """`--curve-loss eval`: laws of the periodic evaluation losses (no eval gap), predicting a held-out run and a
+    run from its first half; runs without periodic evaluations, or with a NaN one, are one line, nothing written."""
+    fitted, held = tmp_path / "runs", tmp_path / "held"
+    for d in (32, 64):
+        for steps, anneal in ((200, True), (300, False)):
+            _write_run(fitted / f"d{d}-{steps}", d, steps, 1e-2, anneal, eval_every=10)
+    _write_run(held / "d32-400", 32, 400, 1e-2, True, eval_every=10)
+    out = tmp_path / "law.json"
+    assert main(["fit", "--curves", str(fitted), "--curve-loss", "eval", "--holdout-runs", str(held),
+                 "--bootstrap", "0", "--out", str(out)]) == 0
+    assert "fitted to the runs' periodic evaluation losses" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["curve_loss"] == "eval" and all(s["eval_gap"] == 0 for s in report["shapes"])
+    assert abs(report["holdout"]["runs"][0]["curve_law_rel_error"]) < 0.05
+    assert report["prefix"]["0.5"]["eval_runs"] == 4 and "mean_abs_rel_error" not in report["prefix"]["0.5"]
+    assert main(["predict", "--run", str(held / "d32-400"), "--curves", str(fitted), "--fraction", "0.5",
+                 "--curve-loss", "eval"]) == 0
+    text = capsys.readouterr().out
+    assert "law fitted to evaluation losses" in text and "predicted" in text
+    bad = tmp_path / "bad.json"
+    assert main(["fit", "--curves", str(runs), "--curve-loss", "eval", "--out", str(bad)]) == 2  # no evaluations
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.eval_points" in err[0] and not bad.exists()
+    metrics = fitted / "d32-200" / "metrics.jsonl"
+    metrics.write_text(metrics.read_text().replace('"eval_loss": ', '"eval_loss": NaN, "x": ', 1))
+    assert main(["fit", "--curves", str(fitted), "--curve-loss", "eval", "--out", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a positive finite number" in err[0] and not bad.exists()
+    assert main(["fit", str(fitted), "--curve-loss", "eval"]) == 2
+    assert "goes with --curves" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from smallest_loss.configs.schema import TrainConfig
 from smallest_loss.model.runs import RunDir
 from smallest_loss.model.train import make_schedule, train
 
+from tests.conftest import tiny_run
 from tests.model.conftest import REFERENCE, assert_matches_reference, metrics, record_batches
 
 
@@ -97,3 +98,11 @@ def test_a_version_1_run_folder_keeps_evaluating_at_its_own_batch(tmp_path):
     del record["config"]["train"]["eval_batch_size"]
     (run.path / "config.json").write_text(json.dumps(record))
     assert RunDir.open(run.path).config.train.eval_batch_size == 0
+
+
+def test_eval_points_spread_evaluations_over_a_run_of_any_length(tmp_path):
+    cfg = tiny_run(steps=12, eval_every=5, eval_points=4, checkpoint_every=0)  # every 12 // 4 = 3 steps, and 5's
+    train(cfg, tmp_path / "run", progress=False)
+    lines = metrics(tmp_path / "run")
+    assert [x["step"] for x in lines if x.get("eval_loss") is not None] == [3, 5, 6, 9, 10, 12]
+    assert all(np.isfinite(x["eval_loss"]) for x in lines if "eval_loss" in x)
