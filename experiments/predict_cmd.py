@@ -153,7 +153,7 @@ def predict_run(folder: str | Path, paths: list[str], form: str = "multipower",
     rundir = RunDir.open(folder)
     total = rundir.config.total_steps
     cut = len(logged.lr) if fraction is None else min(len(logged.lr), int(fraction * total))
-    run = dataclasses.replace(logged.prefix(cut), fit_evals=curve_loss == "eval")
+    run = on_evals([logged.prefix(cut)])[0] if curve_loss == "eval" else logged.prefix(cut)
     if run.fitted() <= MIN_PREFIX:
         what = "evaluations" if run.fit_evals else "steps"
         raise UserError(f"{folder}: {run.fitted()} {what} logged after warmup (step {run.first}); the law needs more "

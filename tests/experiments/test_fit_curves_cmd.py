@@ -228,6 +228,9 @@ def test_fit_curves_on_evaluation_losses(runs, tmp_path, capsys):
     assert main(["fit", "--curves", str(runs), "--curve-loss", "eval", "--out", str(bad)]) == 2  # no evaluations
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "train.eval_points" in err[0] and not bad.exists()
+    assert main(["predict", "--run", str(runs / "d32-200"), "--curves", str(fitted), "--curve-loss", "eval"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "0 evaluation(s)" in err[0]
     metrics = fitted / "d32-200" / "metrics.jsonl"
     metrics.write_text(metrics.read_text().replace('"eval_loss": ', '"eval_loss": NaN, "x": ', 1))
     assert main(["fit", "--curves", str(fitted), "--curve-loss", "eval", "--out", str(bad)]) == 2
