@@ -30,6 +30,7 @@ from smallest_loss.scaling.fit import fit_chinchilla
 from smallest_loss.scaling.laws import ChinchillaLaw, save_law
 
 PREFIXES = (0.25, 0.5)
+MEAN_DRAWS = 10_000  # resamples of the runs for the interval of a mean prefix error
 LENGTHS = 8  # cosine lengths per shape the Chinchilla law from curves is fitted to
 
 
@@ -178,8 +179,10 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         out.update(mean_abs_rel_error=float(errors.mean()), max_abs_rel_error=float(errors.max()))
     evals = np.abs([r["eval_rel_error"] for r in rows if "eval_rel_error" in r])
     if len(evals):
+        means = np.random.default_rng(0).choice(evals, (MEAN_DRAWS, len(evals))).mean(axis=1)
         out.update(eval_runs=int(len(evals)), eval_mean_abs_rel_error=float(evals.mean()),
-                   eval_max_abs_rel_error=float(evals.max()))
+                   eval_max_abs_rel_error=float(evals.max()),
+                   eval_mean_interval=[float(v) for v in np.percentile(means, [2.5, 97.5])])
     return out
 
 
@@ -207,9 +210,10 @@ def print_curve_report(report: dict[str, Any]) -> None:
                   f"its shape): mean |error| {p['mean_abs_rel_error']:.2%}, max {p['max_abs_rel_error']:.2%} "
                   f"over {len(p['runs'])} runs")
         if "eval_runs" in p:
+            lo, hi = p["eval_mean_interval"]
             print(f"final eval loss from the first {float(f):.0%}: mean |error| "
-                  f"{p['eval_mean_abs_rel_error']:.2%}, max {p['eval_max_abs_rel_error']:.2%} over "
-                  f"{p['eval_runs']} runs")
+                  f"{p['eval_mean_abs_rel_error']:.2%} (95% interval over resampled runs [{lo:.2%}, {hi:.2%}]), "
+                  f"max {p['eval_max_abs_rel_error']:.2%} over {p['eval_runs']} runs")
     ch = report["chinchilla_from_curves"]
     _print_holdout(report.get("holdout"))
     print("Chinchilla law from curves: " + (ch["error"] if "error" in ch else ", ".join(

@@ -68,6 +68,9 @@ def test_fit_curves_writes_the_law_and_prefix_errors(shared_runs, capsys):
     assert len(report["shapes"]) == 2 and all(s["form"] == "multipower" for s in report["shapes"])
     assert "final eval loss from the first 50%" in text and out.with_suffix(".png").exists()
     assert report["prefix"]["0.5"]["eval_runs"] == 4
+    lo, hi = report["prefix"]["0.5"]["eval_mean_interval"]
+    assert lo <= report["prefix"]["0.5"]["eval_mean_abs_rel_error"] <= hi <= report["prefix"]["0.5"][
+        "eval_max_abs_rel_error"]
     # Laws from curves: a law file the planner reads, with one sample per bootstrap draw of the curve laws.
     law = out.with_suffix(".law.json")
     saved = json.loads(law.read_text())
