@@ -184,6 +184,9 @@ class CurveLike(Protocol):
     lr: np.ndarray
     loss: np.ndarray
     first: int
+    fit_evals: bool  # fitted on its evaluations (`fitted_evals`), not on every step's train loss
+
+    def fitted_evals(self) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def _interp_matrix(x: np.ndarray, xp: np.ndarray) -> sparse.csr_matrix:
@@ -214,7 +217,7 @@ class Design:
 def _curve_design(c: CurveLike, bins: int, max_segments: int) -> tuple:
     """One curve's part of `Design`. The train loss logged at 0-based step i sees t = i updates, averaged over
     windows; a curve fitted on its evaluations (`fit_evals`) gives each evaluation a window of its own."""
-    if getattr(c, "fit_evals", False):
+    if c.fit_evals:
         sample, losses = c.fitted_evals()
         logL, average, evaluated = np.log(losses), sparse.identity(len(sample), format="csr"), sample
     else:
