@@ -75,8 +75,9 @@ class SweepDesign:
         for shapes in self.shapes:
             for shape in shapes:
                 if len(shape) != 3 or any(isinstance(x, bool) or not isinstance(x, int) or x <= 0 for x in shape):
-                    raise UserError(f"design {self.name}: shape {list(shape)!r} must be three positive integers "
-                                    "[d, n, h]")
+                    raise UserError(
+                        f"design {self.name}: shape {list(shape)!r} must be three positive integers [d, n, h]"
+                    )
                 self.model(shape)  # d divisible by h, even head size: checked now, not mid-sweep
 
     def _check_branches(self) -> None:
@@ -115,45 +116,73 @@ def _shapes(*idx: int) -> tuple[Shape, ...]:
 # optimum. A first sweep at these budgets with 33k-2.7M-parameter models found every budget's best loss
 # at its smallest model (about 30 tokens per parameter or more), so the shapes reach down to 7k.
 _CPU_SHAPES: tuple[Shape, ...] = (
-    (16, 1, 2), (24, 1, 2), (32, 1, 2), (32, 2, 2), (48, 2, 2), (64, 3, 2), (96, 3, 3), (128, 4, 4),
+    (16, 1, 2),
+    (24, 1, 2),
+    (32, 1, 2),
+    (32, 2, 2),
+    (48, 2, 2),
+    (64, 3, 2),
+    (96, 3, 3),
+    (128, 4, 4),
 )
 _CPU_BASE = RunConfig(
     model=ModelConfig(v=256, s=64),
-    train=TrainConfig(batch_size=16, steps=1, lr=3e-3, eval_every=0, eval_batches=16, checkpoint_every=250,
-                      log_every=25),
+    train=TrainConfig(
+        batch_size=16, steps=1, lr=3e-3, eval_every=0, eval_batches=16, checkpoint_every=250, log_every=25
+    ),
 )
 
 _GPU_SHAPES: tuple[Shape, ...] = (
-    (256, 4, 4), (384, 6, 6), (512, 8, 8), (640, 10, 10), (768, 12, 12), (1024, 16, 16), (1280, 20, 20),
+    (256, 4, 4),
+    (384, 6, 6),
+    (512, 8, 8),
+    (640, 10, 10),
+    (768, 12, 12),
+    (1024, 16, 16),
+    (1280, 20, 20),
 )
 _GPU_BASE = RunConfig(
     model=ModelConfig(v=256, s=512, dtype="bfloat16"),
-    train=TrainConfig(batch_size=64, steps=1, lr=1e-3, eval_every=0, eval_batches=16, checkpoint_every=500,
-                      log_every=50),
+    train=TrainConfig(
+        batch_size=64, steps=1, lr=1e-3, eval_every=0, eval_batches=16, checkpoint_every=500, log_every=50
+    ),
 )
 
 DESIGNS: dict[str, SweepDesign] = {
     "cpu-isoflop": SweepDesign(
-        name="cpu-isoflop", kind="isoflop", budgets=(1e11, 3e11, 9e11, 2.7e12),
+        name="cpu-isoflop",
+        kind="isoflop",
+        budgets=(1e11, 3e11, 9e11, 2.7e12),
         shapes=(_shapes(0, 1, 2, 3, 4), _shapes(1, 2, 3, 4, 5), _shapes(2, 3, 4, 5, 6), _shapes(3, 4, 5, 6, 7)),
         base=_CPU_BASE,
     ),
     # The quickstart's sweep: three budgets within the two smaller ones of cpu-isoflop and its shapes around
     # their optima, 15 runs (a third of cpu-isoflop's FLOPs; about 4 minutes on 2 CPU cores).
     "quick-isoflop": SweepDesign(
-        name="quick-isoflop", kind="isoflop", budgets=(1e11, 2e11, 4e11),
-        shapes=(_shapes(0, 1, 2, 3, 4), _shapes(1, 2, 3, 4, 5), _shapes(1, 2, 3, 4, 5)), base=_CPU_BASE,
+        name="quick-isoflop",
+        kind="isoflop",
+        budgets=(1e11, 2e11, 4e11),
+        shapes=(_shapes(0, 1, 2, 3, 4), _shapes(1, 2, 3, 4, 5), _shapes(1, 2, 3, 4, 5)),
+        base=_CPU_BASE,
     ),
     # A few seconds of CPU per run, six runs (the fewest a fit takes): for tests and a first look.
     "tiny-isoflop": SweepDesign(
-        name="tiny-isoflop", kind="isoflop", budgets=(2e9, 6e9),
-        shapes=(((16, 1, 2), (32, 1, 2), (32, 2, 2)),) * 2, base=_CPU_BASE, min_steps=8,
+        name="tiny-isoflop",
+        kind="isoflop",
+        budgets=(2e9, 6e9),
+        shapes=(((16, 1, 2), (32, 1, 2), (32, 2, 2)),) * 2,
+        base=_CPU_BASE,
+        min_steps=8,
     ),
     # The data lever's sweep (experiments/data_lever.py), once per training corpus: three budgets of the
     # same three small shapes (7k to 68k parameters), nine runs of 23 to 2255 steps (minutes on 2 CPU cores).
     "data-isoflop": SweepDesign(
-        name="data-isoflop", kind="isoflop", budgets=(1e10, 3e10, 1e11),
-        shapes=(((16, 1, 2), (32, 1, 2), (48, 2, 2)),) * 3, base=_CPU_BASE, min_steps=8,
+        name="data-isoflop",
+        kind="isoflop",
+        budgets=(1e10, 3e10, 1e11),
+        shapes=(((16, 1, 2), (32, 1, 2), (48, 2, 2)),) * 3,
+        base=_CPU_BASE,
+        min_steps=8,
     ),
     # The recipe sweep: three model sizes (7k, 21k and 68k parameters) at one IsoFLOP budget (so 693k, 243k and
     # 74k tokens), each trained at five batch sizes (256 to 4096 tokens a step) and five learning rates a factor
@@ -161,43 +190,75 @@ DESIGNS: dict[str, SweepDesign] = {
     # 13k-parameter model still improving at the top rate, so the rates reach 9.4e-2. Two micro-batches a step
     # give every run its gradient noise scale.
     "cpu-recipe": SweepDesign(
-        name="cpu-recipe", kind="isoflop", budgets=(3e10,), shapes=(((16, 1, 2), (32, 1, 2), (48, 2, 2)),),
+        name="cpu-recipe",
+        kind="isoflop",
+        budgets=(3e10,),
+        shapes=(((16, 1, 2), (32, 1, 2), (48, 2, 2)),),
         base=dataclasses.replace(_CPU_BASE, train=dataclasses.replace(_CPU_BASE.train, micro_batches=2)),
-        min_steps=10, batch_sizes=(4, 8, 16, 32, 64), lrs=(4e-3, 8.8e-3, 1.94e-2, 4.26e-2, 9.37e-2),
+        min_steps=10,
+        batch_sizes=(4, 8, 16, 32, 64),
+        lrs=(4e-3, 8.8e-3, 1.94e-2, 4.26e-2, 9.37e-2),
     ),
     # A recipe sweep for tests: one tiny shape, one budget, 2 batch sizes x 2 learning rates.
     "tiny-recipe": SweepDesign(
-        name="tiny-recipe", kind="isoflop", budgets=(2e9,), shapes=(((16, 1, 2),),), base=_CPU_BASE, min_steps=8,
-        batch_sizes=(4, 16), lrs=(2e-3, 8e-3),
+        name="tiny-recipe",
+        kind="isoflop",
+        budgets=(2e9,),
+        shapes=(((16, 1, 2),),),
+        base=_CPU_BASE,
+        min_steps=8,
+        batch_sizes=(4, 16),
+        lrs=(2e-3, 8e-3),
     ),
     # The shape sweep (scaling/shape.py): at three IsoFLOP budgets, four shapes of nearly one N each (within 3%,
     # 17% and 18%) whose aspect ratios d/n span 2 to 64 (Kaplan et al. 2020, figure 5, vary d/n at fixed N):
     # 12 runs, 6e12 FLOPs, the recipe of cpu-isoflop, so its runs and these fit one law.
     "cpu-shape": SweepDesign(
-        name="cpu-shape", kind="isoflop", budgets=(1e11, 3e11, 9e11),
-        shapes=(((16, 5, 2), (20, 3, 2), (24, 2, 2), (32, 1, 2)), ((16, 8, 2), (24, 4, 2), (32, 2, 2), (40, 1, 2)),
-                ((24, 8, 2), (32, 4, 2), (48, 2, 2), (64, 1, 2))),
+        name="cpu-shape",
+        kind="isoflop",
+        budgets=(1e11, 3e11, 9e11),
+        shapes=(
+            ((16, 5, 2), (20, 3, 2), (24, 2, 2), (32, 1, 2)),
+            ((16, 8, 2), (24, 4, 2), (32, 2, 2), (40, 1, 2)),
+            ((24, 8, 2), (32, 4, 2), (48, 2, 2), (64, 1, 2)),
+        ),
         base=_CPU_BASE,
     ),
     # Cool-down branches (Hagele et al., 2024): per shape one constant-rate run, and 1-sqrt cool-downs of 20% of
     # each branch's steps branched from it, ending at 10%, 30% and 100% of the budget's steps: the token counts of
     # data-isoflop's three budgets, for 0.8 + 0.2 * 1.4 = 1.08 of the largest budget's training per shape.
     "cpu-cooldown": SweepDesign(
-        name="cpu-cooldown", kind="cooldown", budgets=(1e11,), shapes=(((16, 1, 2), (32, 1, 2), (48, 2, 2)),),
-        base=_CPU_BASE, min_steps=8, branch_fractions=(0.1, 0.3, 1.0),
+        name="cpu-cooldown",
+        kind="cooldown",
+        budgets=(1e11,),
+        shapes=(((16, 1, 2), (32, 1, 2), (48, 2, 2)),),
+        base=_CPU_BASE,
+        min_steps=8,
+        branch_fractions=(0.1, 0.3, 1.0),
     ),
     # The same for tests: one tiny shape, branches ending at half and all of 2e9 FLOPs.
     "tiny-cooldown": SweepDesign(
-        name="tiny-cooldown", kind="cooldown", budgets=(2e9,), shapes=(((16, 1, 2),),), base=_CPU_BASE,
-        min_steps=8, branch_fractions=(0.5, 1.0),
+        name="tiny-cooldown",
+        kind="cooldown",
+        budgets=(2e9,),
+        shapes=(((16, 1, 2),),),
+        base=_CPU_BASE,
+        min_steps=8,
+        branch_fractions=(0.5, 1.0),
     ),
     "cpu-isotime": SweepDesign(
-        name="cpu-isotime", kind="isotime", budgets=(60.0,),
-        shapes=(((64, 8, 2), (96, 4, 3), (128, 2, 4), (192, 1, 6), (256, 1, 8)),), base=_CPU_BASE,
+        name="cpu-isotime",
+        kind="isotime",
+        budgets=(60.0,),
+        shapes=(((64, 8, 2), (96, 4, 3), (128, 2, 4), (192, 1, 6), (256, 1, 8)),),
+        base=_CPU_BASE,
     ),
     "gpu-isoflop": SweepDesign(
-        name="gpu-isoflop", kind="isoflop", budgets=(3e15, 1e16, 3e16),
-        shapes=(tuple(_GPU_SHAPES[0:5]), tuple(_GPU_SHAPES[1:6]), tuple(_GPU_SHAPES[2:7])), base=_GPU_BASE,
+        name="gpu-isoflop",
+        kind="isoflop",
+        budgets=(3e15, 1e16, 3e16),
+        shapes=(tuple(_GPU_SHAPES[0:5]), tuple(_GPU_SHAPES[1:6]), tuple(_GPU_SHAPES[2:7])),
+        base=_GPU_BASE,
         min_steps=200,
     ),
 }
@@ -210,12 +271,28 @@ def get_design(name: str) -> SweepDesign:
     try:
         return DESIGNS[name]
     except KeyError:
-        raise UserError(f"unknown sweep design {name!r}; choose one of: {', '.join(DESIGNS)}, "
-                        "or pass a design file (.toml or .json)") from None
+        raise UserError(
+            f"unknown sweep design {name!r}; choose one of: {', '.join(DESIGNS)}, "
+            "or pass a design file (.toml or .json)"
+        ) from None
 
 
-_FILE_FIELDS = ("name", "kind", "budgets", "shapes", "base", "set", "flops", "warmup_fraction", "min_steps",
-                "batch_sizes", "lrs", "branch_fractions", "cooldown_fraction", "decay")
+_FILE_FIELDS = (
+    "name",
+    "kind",
+    "budgets",
+    "shapes",
+    "base",
+    "set",
+    "flops",
+    "warmup_fraction",
+    "min_steps",
+    "batch_sizes",
+    "lrs",
+    "branch_fractions",
+    "cooldown_fraction",
+    "decay",
+)
 
 
 def _read_design_file(path: Path) -> dict[str, Any]:
@@ -273,8 +350,9 @@ def load_design_file(path: str | Path) -> SweepDesign:
         base = apply_overrides(DESIGNS[base_name].base, [f"{k}={_override_text(v)}" for k, v in overrides.items()])
     except UserError as err:
         raise UserError(f"{where}: {err}") from None
-    fields = {k: raw[k] for k in ("kind", "flops", "warmup_fraction", "min_steps", "cooldown_fraction", "decay")
-              if k in raw}
+    fields = {
+        k: raw[k] for k in ("kind", "flops", "warmup_fraction", "min_steps", "cooldown_fraction", "decay") if k in raw
+    }
     for key in ("batch_sizes", "lrs", "branch_fractions"):
         value = raw.get(key, [])
         if not isinstance(value, list):
@@ -282,8 +360,13 @@ def load_design_file(path: str | Path) -> SweepDesign:
         fields[key] = tuple(value)
     fields.setdefault("kind", "isoflop")
     try:
-        return SweepDesign(name=str(raw.get("name", path.stem)), budgets=tuple(float(b) for b in budgets),
-                           shapes=_file_shapes(raw["shapes"], len(budgets), where), base=base, **fields)
+        return SweepDesign(
+            name=str(raw.get("name", path.stem)),
+            budgets=tuple(float(b) for b in budgets),
+            shapes=_file_shapes(raw["shapes"], len(budgets), where),
+            base=base,
+            **fields,
+        )
     except UserError as err:
         raise UserError(f"{where}: {err}") from None
 

@@ -50,7 +50,7 @@ def get_device(name: str) -> Device:
 
 
 def backend_of(kind: str) -> str:
-    """"cpu", "tpu" or "gpu" for a JAX device_kind string ("cpu", "TPU v5 lite", "NVIDIA H100 80GB HBM3")."""
+    """ "cpu", "tpu" or "gpu" for a JAX device_kind string ("cpu", "TPU v5 lite", "NVIDIA H100 80GB HBM3")."""
     lowered = kind.strip().lower()
     if lowered.startswith("cpu"):
         return "cpu"

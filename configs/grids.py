@@ -65,24 +65,73 @@ SPECS: dict[str, GridSpec] = {
     s.name: s
     for s in (
         # 40 architectures x 2 batches = 80 configurations, about 5 minutes on 2 CPU cores.
-        GridSpec("cpu-small", 40, d=(32, 64, 96, 128, 192, 256), n=(1, 2, 3, 4, 6), head_sizes=(16, 32),
-                 mlp_ratios=(2, 4), s=(32, 64, 128, 256), b=(2, 4, 8, 16), max_tokens_per_step=2048),
+        GridSpec(
+            "cpu-small",
+            40,
+            d=(32, 64, 96, 128, 192, 256),
+            n=(1, 2, 3, 4, 6),
+            head_sizes=(16, 32),
+            mlp_ratios=(2, 4),
+            s=(32, 64, 128, 256),
+            b=(2, 4, 8, 16),
+            max_tokens_per_step=2048,
+        ),
         # The quickstart's grid: the same ranges, 12 architectures x 2 batches = 24 configurations.
-        GridSpec("cpu-quick", 12, d=(32, 64, 96, 128, 192, 256), n=(1, 2, 3, 4, 6), head_sizes=(16, 32),
-                 mlp_ratios=(2, 4), s=(32, 64, 128, 256), b=(2, 4, 8, 16), max_tokens_per_step=2048, seed=1),
+        GridSpec(
+            "cpu-quick",
+            12,
+            d=(32, 64, 96, 128, 192, 256),
+            n=(1, 2, 3, 4, 6),
+            head_sizes=(16, 32),
+            mlp_ratios=(2, 4),
+            s=(32, 64, 128, 256),
+            b=(2, 4, 8, 16),
+            max_tokens_per_step=2048,
+            seed=1,
+        ),
         # 10 configurations (5 architectures), for tests.
         GridSpec("tiny", 5, d=(32, 64), n=(1, 2), head_sizes=(16,), mlp_ratios=(2, 4), s=(16, 32), b=(2, 4)),
         # 6 architectures x 2 batches x 1, 2 and 4 devices (data parallel): fits the gradient-sync term.
         # On CPU it needs simulated devices: XLA_FLAGS=--xla_force_host_platform_device_count=4.
-        GridSpec("cpu-mesh", 6, d=(64, 128, 256), n=(1, 2, 4), head_sizes=(32,), mlp_ratios=(4,), s=(64, 128),
-                 b=(2, 4, 8), max_tokens_per_step=1024, devices=(1, 2, 4)),
+        GridSpec(
+            "cpu-mesh",
+            6,
+            d=(64, 128, 256),
+            n=(1, 2, 4),
+            head_sizes=(32,),
+            mlp_ratios=(4,),
+            s=(64, 128),
+            b=(2, 4, 8),
+            max_tokens_per_step=1024,
+            devices=(1, 2, 4),
+        ),
         # 5 one-layer architectures on 1 and 2 devices: for tests of timing over a mesh (cheap to compile).
-        GridSpec("tiny-mesh", 5, d=(32, 64), n=(1,), head_sizes=(16,), mlp_ratios=(2, 4), s=(16, 32), b=(2, 4),
-                 batches_per_arch=1, devices=(1, 2)),
+        GridSpec(
+            "tiny-mesh",
+            5,
+            d=(32, 64),
+            n=(1,),
+            head_sizes=(16,),
+            mlp_ratios=(2, 4),
+            s=(16, 32),
+            b=(2, 4),
+            batches_per_arch=1,
+            devices=(1, 2),
+        ),
         # 32 architectures x 2 batches = 64 configurations for one H100 (bf16, GPT-2 vocabulary).
-        GridSpec("gpu", 32, d=(512, 768, 1024, 1536, 2048), n=(4, 8, 12, 16, 24), head_sizes=(64, 128),
-                 mlp_ratios=(2, 4), s=(512, 1024, 2048), b=(4, 8, 16, 32), v=50304, dtype="bfloat16",
-                 max_tokens_per_step=32768),
+        GridSpec(
+            "gpu",
+            32,
+            d=(512, 768, 1024, 1536, 2048),
+            n=(4, 8, 12, 16, 24),
+            head_sizes=(64, 128),
+            mlp_ratios=(2, 4),
+            s=(512, 1024, 2048),
+            b=(4, 8, 16, 32),
+            v=50304,
+            dtype="bfloat16",
+            max_tokens_per_step=32768,
+        ),
     )
 }
 

@@ -89,8 +89,11 @@ class ModelConfig:
             object.__setattr__(self, "w", max(1, round(self.mlp_ratio * self.d)))
         _positive(self, "w")
         if self.d % self.h or (self.d // self.h) % 2:
-            problem = (f"model.d={self.d} is not divisible by model.h={self.h}" if self.d % self.h else
-                       f"head size d/h = {self.head_dim} must be even (rotary embeddings rotate pairs)")
+            problem = (
+                f"model.d={self.d} is not divisible by model.h={self.h}"
+                if self.d % self.h
+                else f"head size d/h = {self.head_dim} must be even (rotary embeddings rotate pairs)"
+            )
             raise UserError(f"{problem}; {_suggest_heads(self.d, self.h)}")
 
     @property
@@ -139,18 +142,32 @@ class TrainConfig:
                 f"set exactly one of train.steps and train.tokens (got steps={self.steps}, "
                 f"tokens={self.tokens}); to use a token budget add --set train.steps=None"
             )
-        _positive(self, "batch_size", "micro_batches", "steps", "tokens", "lr", "eval_batches", "log_every",
-                  "mesh_fsdp")
-        for name in ("warmup_steps", "eval_every", "eval_points", "checkpoint_every", "weight_decay", "grad_clip",
-                     "mesh_data", "noise_every", "eval_batch_size"):
+        _positive(
+            self, "batch_size", "micro_batches", "steps", "tokens", "lr", "eval_batches", "log_every", "mesh_fsdp"
+        )
+        for name in (
+            "warmup_steps",
+            "eval_every",
+            "eval_points",
+            "checkpoint_every",
+            "weight_decay",
+            "grad_clip",
+            "mesh_data",
+            "noise_every",
+            "eval_batch_size",
+        ):
             if getattr(self, name) < 0:
                 raise UserError(f"train.{name}={getattr(self, name)!r} must not be negative")
         if self.batch_size % self.micro_batches:
-            raise UserError(f"train.micro_batches={self.micro_batches} does not divide train.batch_size="
-                            f"{self.batch_size}; choose a divisor of the batch")
+            raise UserError(
+                f"train.micro_batches={self.micro_batches} does not divide train.batch_size="
+                f"{self.batch_size}; choose a divisor of the batch"
+            )
         if self.noise_every and self.micro_batches < 2:
-            raise UserError(f"train.noise_every={self.noise_every} needs micro-batch gradient norms: set "
-                            "train.micro_batches >= 2 (a divisor of train.batch_size), or train.noise_every=0")
+            raise UserError(
+                f"train.noise_every={self.noise_every} needs micro-batch gradient norms: set "
+                "train.micro_batches >= 2 (a divisor of train.batch_size), or train.noise_every=0"
+            )
         _in_unit_interval(self, "min_lr_ratio", "cooldown_fraction")
         if self.decay not in ("linear", "1-sqrt"):
             raise UserError(f"train.decay={self.decay!r} must be linear or 1-sqrt")

@@ -39,8 +39,10 @@ class SearchSpace:
     # The tie rule: among shapes whose predicted losses tie, prefer d/n inside this band, then this head size.
     preferred_aspect: tuple[float, float] = (20.0, 200.0)
     preferred_head_size: int = 64
-    preferred_source: str = ("Kaplan et al. 2020, section 3.1 and figure 5: loss within a few percent of its "
-                             "minimum for d/n from about 20 to 200")
+    preferred_source: str = (
+        "Kaplan et al. 2020, section 3.1 and figure 5: loss within a few percent of its "
+        "minimum for d/n from about 20 to 200"
+    )
     # Batch sizes the planner may choose when the law carries recipe laws (scaling/recipe.py), inside the batch
     # range they were fitted on; empty: the space's `b`.
     batch_choices: tuple[int, ...] = ()
@@ -74,26 +76,67 @@ SPACES: dict[str, SearchSpace] = {
     # The recipe of the cpu-isoflop sweep: bytes (v=256), s=64, b=16, w=4d.
     # Its shapes span d/n = 16 to 32, so the space allows 12 to 48.
     # Ties go to the sweep's own shapes: d/n 16 to 32, head size 32 for all but its smallest models.
-    "cpu": SearchSpace("cpu", v=256, d=_steps(16, 512, 8), n=_steps(1, 16, 1), head_sizes=(8, 16, 32, 64),
-                       mlp_ratios=(4,), s=(64,), b=(16,), aspect_ratio=(12.0, 48.0), preferred_aspect=(16.0, 32.0),
-                       preferred_head_size=32, preferred_source="the shapes of the cpu-isoflop sweep behind the law",
-                       batch_choices=(2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128)),
+    "cpu": SearchSpace(
+        "cpu",
+        v=256,
+        d=_steps(16, 512, 8),
+        n=_steps(1, 16, 1),
+        head_sizes=(8, 16, 32, 64),
+        mlp_ratios=(4,),
+        s=(64,),
+        b=(16,),
+        aspect_ratio=(12.0, 48.0),
+        preferred_aspect=(16.0, 32.0),
+        preferred_head_size=32,
+        preferred_source="the shapes of the cpu-isoflop sweep behind the law",
+        batch_choices=(2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128),
+    ),
     # GPT-style shapes for an accelerator, bf16, GPT-2 vocabulary and context (head size 64, as GPT-2's).
-    "gpu": SearchSpace("gpu", v=50304, d=_steps(256, 8192, 64), n=_steps(2, 96, 1), head_sizes=(64, 128),
-                       mlp_ratios=(4,), s=(1024,), b=(8, 16, 32, 64, 128, 256), dtype="bfloat16",
-                       batch_choices=(8, 16, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024),
-                       aspect_ratio=(16.0, 256.0), backends=("gpu", "tpu")),
+    "gpu": SearchSpace(
+        "gpu",
+        v=50304,
+        d=_steps(256, 8192, 64),
+        n=_steps(2, 96, 1),
+        head_sizes=(64, 128),
+        mlp_ratios=(4,),
+        s=(1024,),
+        b=(8, 16, 32, 64, 128, 256),
+        dtype="bfloat16",
+        batch_choices=(8, 16, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024),
+        aspect_ratio=(16.0, 256.0),
+        backends=("gpu", "tpu"),
+    ),
     # The same shapes in float16 (V100-era and Megatron-LM mixed precision): for profiles of float16 timings
     # (`calibrate --records` of public tables), which predict float16 steps only.
-    "gpu-fp16": SearchSpace("gpu-fp16", v=50304, d=_steps(256, 8192, 64), n=_steps(2, 96, 1), head_sizes=(64, 128),
-                            mlp_ratios=(4,), s=(1024,), b=(8, 16, 32, 64, 128, 256), dtype="float16",
-                            batch_choices=(8, 16, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024),
-                            aspect_ratio=(16.0, 256.0), backends=("gpu", "tpu")),
+    "gpu-fp16": SearchSpace(
+        "gpu-fp16",
+        v=50304,
+        d=_steps(256, 8192, 64),
+        n=_steps(2, 96, 1),
+        head_sizes=(64, 128),
+        mlp_ratios=(4,),
+        s=(1024,),
+        b=(8, 16, 32, 64, 128, 256),
+        dtype="float16",
+        batch_choices=(8, 16, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024),
+        aspect_ratio=(16.0, 256.0),
+        backends=("gpu", "tpu"),
+    ),
     # Wide and dense, for FLOPs budgets with published laws: Chinchilla's 32k vocabulary, context 2048, bf16
     # and head size 128 (Hoffmann et al. 2022, table 4: Chinchilla's key/value size).
-    "chinchilla": SearchSpace("chinchilla", v=32000, d=_steps(128, 16384, 32), n=_steps(1, 160, 1),
-                              head_sizes=(64, 128), mlp_ratios=(4,), s=(2048,), b=(256,), dtype="bfloat16",
-                              backends=("gpu", "tpu"), preferred_head_size=128),
+    "chinchilla": SearchSpace(
+        "chinchilla",
+        v=32000,
+        d=_steps(128, 16384, 32),
+        n=_steps(1, 160, 1),
+        head_sizes=(64, 128),
+        mlp_ratios=(4,),
+        s=(2048,),
+        b=(256,),
+        dtype="bfloat16",
+        backends=("gpu", "tpu"),
+        preferred_head_size=128,
+    ),
 }
 # For a FLOPs budget without a device profile and without --space: the first of these whose parameter range
 # holds the law's compute-optimal N (the embedded recipe's space first, then Chinchilla's).

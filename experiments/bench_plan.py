@@ -22,8 +22,16 @@ from smallest_loss.scaling.laws import CHINCHILLA_PUBLISHED, LawFile  # noqa: E4
 from smallest_loss.scaling.plan import PlanInputs, make_plan  # noqa: E402
 from smallest_loss.timing.counts import FLOPS, MEMCPYS  # noqa: E402
 
-BIG = SearchSpace("bench", v=50304, d=tuple(range(64, 16384 + 1, 64)), n=tuple(range(1, 257)),
-                  head_sizes=(64, 128), mlp_ratios=(2, 4, 8), s=(1024,), b=(16, 32, 64, 128))
+BIG = SearchSpace(
+    "bench",
+    v=50304,
+    d=tuple(range(64, 16384 + 1, 64)),
+    n=tuple(range(1, 257)),
+    head_sizes=(64, 128),
+    mlp_ratios=(2, 4, 8),
+    s=(1024,),
+    b=(16, 32, 64, 128),
+)
 
 
 def paper_step_seconds(d, n, h, w, s, v, b, **arch):
@@ -51,8 +59,10 @@ def main(argv: list[str] | None = None) -> None:
         seconds.append(time.perf_counter() - start)
         count = len(plan.candidates) + sum(plan.dropped.values())
     median = statistics.median(seconds)
-    print(f"space: {count:,} candidates (d {BIG.d[0]}..{BIG.d[-1]}, n 1..{BIG.n[-1]}, 2 head sizes, "
-          "3 MLP ratios, 4 batch sizes)")
+    print(
+        f"space: {count:,} candidates (d {BIG.d[0]}..{BIG.d[-1]}, n 1..{BIG.n[-1]}, 2 head sizes, "
+        "3 MLP ratios, 4 batch sizes)"
+    )
     print(f"time per plan: median {median:.3f}s over {args.repeats} repeats (min {min(seconds):.3f}s)")
     print(f"rate: {count / median:,.0f} candidates per second (target: at least 1,000,000)")
 

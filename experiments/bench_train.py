@@ -58,11 +58,20 @@ def bench(config, devices: int, repeats: int) -> dict:
         if i >= 3:
             times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
-    flops = float(train_step_flops(m.d, m.n, m.h, m.w, m.s, m.v, t.batch_size, activation=m.activation,
-                                   norm=m.norm, tied=m.tied_embeddings))
-    return dict(devices=devices, batch=t.batch_size, step_seconds=seconds,
-                tokens_per_second=t.batch_size * m.s / seconds, flops_per_step=flops,
-                flops_per_second=flops / seconds, spread=(min(times), max(times)))
+    flops = float(
+        train_step_flops(
+            m.d, m.n, m.h, m.w, m.s, m.v, t.batch_size, activation=m.activation, norm=m.norm, tied=m.tied_embeddings
+        )
+    )
+    return dict(
+        devices=devices,
+        batch=t.batch_size,
+        step_seconds=seconds,
+        tokens_per_second=t.batch_size * m.s / seconds,
+        flops_per_step=flops,
+        flops_per_second=flops / seconds,
+        spread=(min(times), max(times)),
+    )
 
 
 def _peak(dtype: str) -> tuple[float | None, str]:
@@ -77,9 +86,11 @@ def _peak(dtype: str) -> tuple[float | None, str]:
 
 
 def _report(row: dict, peak: float | None, name: str) -> str:
-    line = (f"devices {row['devices']}: batch {row['batch']}, step {row['step_seconds'] * 1e3:.2f} ms median "
-            f"(min {row['spread'][0] * 1e3:.2f}, max {row['spread'][1] * 1e3:.2f}), "
-            f"{row['tokens_per_second']:,.0f} tokens/s, {row['flops_per_second']:.3g} FLOP/s")
+    line = (
+        f"devices {row['devices']}: batch {row['batch']}, step {row['step_seconds'] * 1e3:.2f} ms median "
+        f"(min {row['spread'][0] * 1e3:.2f}, max {row['spread'][1] * 1e3:.2f}), "
+        f"{row['tokens_per_second']:,.0f} tokens/s, {row['flops_per_second']:.3g} FLOP/s"
+    )
     if peak:
         line += f", MFU {row['flops_per_second'] / (peak * row['devices']):.1%} of {name} peak {peak:.3g}"
     return line
@@ -97,8 +108,10 @@ def main(argv: list[str] | None = None) -> None:
     config = apply_overrides(get_preset(args.preset), args.overrides)
     peak, name = _peak(config.model.dtype)
     m = config.model
-    print(f"preset {args.preset}: d={m.d} n={m.n} h={m.h} w={m.w} s={m.s} v={m.v} {m.dtype}; "
-          f"backend {jax.default_backend()}, {jax.device_count()} devices ({jax.devices()[0].device_kind})")
+    print(
+        f"preset {args.preset}: d={m.d} n={m.n} h={m.h} w={m.w} s={m.s} v={m.v} {m.dtype}; "
+        f"backend {jax.default_backend()}, {jax.device_count()} devices ({jax.devices()[0].device_kind})"
+    )
     if jax.default_backend() == "cpu" and args.devices:
         print("note: these CPU devices are simulated and share the same cores; scaling here is not hardware scaling")
     base = None
@@ -109,8 +122,15 @@ def main(argv: list[str] | None = None) -> None:
         train = dataclasses.replace(config.train, batch_size=config.train.batch_size * k, mesh_data=k, mesh_fsdp=1)
         row = bench(dataclasses.replace(config, train=train), k, args.repeats)
         base = base or row
-        print(_report(row, peak, name) + (f"; throughput x{row['tokens_per_second'] / base['tokens_per_second']:.2f}"
-                                          f" vs {base['devices']} device(s)" if args.devices else ""))
+        print(
+            _report(row, peak, name)
+            + (
+                f"; throughput x{row['tokens_per_second'] / base['tokens_per_second']:.2f}"
+                f" vs {base['devices']} device(s)"
+                if args.devices
+                else ""
+            )
+        )
 
 
 if __name__ == "__main__":

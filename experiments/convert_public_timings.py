@@ -26,8 +26,29 @@ from typing import Any
 
 DATA = Path(__file__).parent / "data" / "public_timings"
 SOURCE = DATA / "source"
-COLUMNS = ("d", "n", "h", "w", "s", "v", "b", "devices", "seconds", "dtype", "device", "activation", "mlp", "norm",
-           "tied", "tp", "pp", "dp", "microbatch", "recompute", "source")
+COLUMNS = (
+    "d",
+    "n",
+    "h",
+    "w",
+    "s",
+    "v",
+    "b",
+    "devices",
+    "seconds",
+    "dtype",
+    "device",
+    "activation",
+    "mlp",
+    "norm",
+    "tied",
+    "tp",
+    "pp",
+    "dp",
+    "microbatch",
+    "recompute",
+    "source",
+)
 # Both sources train GPT-2-style models: GELU in a two-matrix MLP of width 4d, LayerNorm, tied embeddings.
 GPT = dict(activation="gelu", mlp="dense", norm="layernorm", tied="true")
 
@@ -65,11 +86,28 @@ def narayanan_records(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
         tp, pp = int(row["tp"]), int(row["pp"])
         flops = megatron_flops(b, NARAYANAN_S, n, d, NARAYANAN_V)
         seconds = flops / (float(row["tflops_per_gpu"]) * 1e12 * gpus)
-        records.append(dict(
-            d=d, n=n, h=int(row["heads"]), w=4 * d, s=NARAYANAN_S, v=NARAYANAN_V, b=b, devices=gpus,
-            seconds=seconds, dtype="float16", device="a100-80gb", **GPT, tp=tp, pp=pp,
-            dp=gpus // (tp * pp), microbatch=row["microbatch"], recompute="full",
-            source=f"Narayanan et al. 2021 Table {row['table']}, {row['params_billion']}B"))
+        records.append(
+            dict(
+                d=d,
+                n=n,
+                h=int(row["heads"]),
+                w=4 * d,
+                s=NARAYANAN_S,
+                v=NARAYANAN_V,
+                b=b,
+                devices=gpus,
+                seconds=seconds,
+                dtype="float16",
+                device="a100-80gb",
+                **GPT,
+                tp=tp,
+                pp=pp,
+                dp=gpus // (tp * pp),
+                microbatch=row["microbatch"],
+                recompute="full",
+                source=f"Narayanan et al. 2021 Table {row['table']}, {row['params_billion']}B",
+            )
+        )
     return records
 
 
@@ -78,12 +116,28 @@ def dlperf_records(rows: list[dict[str, str]], framework: str) -> list[dict[str,
     records = []
     for row in rows:
         d, tp = int(row["hidden"]), int(row["tp"])
-        records.append(dict(
-            d=d, n=int(row["layers"]), h=int(row["heads"]), w=4 * d, s=DLPERF_S, v=padded_vocab(GPT2_VOCAB, tp),
-            b=int(row["batch"]), devices=int(row["gpus"]), seconds=float(row[f"{framework}_ms"]) / 1000,
-            dtype="float16", device="v100-sxm2-16gb", **GPT, tp=tp, pp=int(row["pp"]),
-            dp=int(row["dp"]), microbatch=int(row["microbatch"]), recompute="full",
-            source=f"DLPerf {framework} {row['case']}"))
+        records.append(
+            dict(
+                d=d,
+                n=int(row["layers"]),
+                h=int(row["heads"]),
+                w=4 * d,
+                s=DLPERF_S,
+                v=padded_vocab(GPT2_VOCAB, tp),
+                b=int(row["batch"]),
+                devices=int(row["gpus"]),
+                seconds=float(row[f"{framework}_ms"]) / 1000,
+                dtype="float16",
+                device="v100-sxm2-16gb",
+                **GPT,
+                tp=tp,
+                pp=int(row["pp"]),
+                dp=int(row["dp"]),
+                microbatch=int(row["microbatch"]),
+                recompute="full",
+                source=f"DLPerf {framework} {row['case']}",
+            )
+        )
     return records
 
 

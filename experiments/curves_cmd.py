@@ -36,8 +36,12 @@ LENGTHS = 8  # cosine lengths per shape the Chinchilla law from curves is fitted
 
 def _lengths(curves: list, reach: float) -> dict[int, list[int]]:
     """Per shape, LENGTHS geometric run lengths from its shortest fitted run to `reach` times its longest."""
-    return {N: sorted({int(round(s)) for s in np.geomspace(min(c.steps for c in g), reach * max(c.steps for c in g),
-                                                           LENGTHS)}) for N, g in by_shape(curves).items()}
+    return {
+        N: sorted(
+            {int(round(s)) for s in np.geomspace(min(c.steps for c in g), reach * max(c.steps for c in g), LENGTHS)}
+        )
+        for N, g in by_shape(curves).items()
+    }
 
 
 def laws_from_curves(curves: list, laws: list[CurveLaw], train: Any, reach: float = 1.0) -> dict[str, Any]:
@@ -57,8 +61,9 @@ CHINCHILLA_KEYS = ("E", "A", "B", "alpha", "beta")
 MAX_LAW_DRAWS = 100  # Chinchilla refits for the laws from curves' intervals (each a few tenths of a second)
 
 
-def laws_from_curves_samples(curves: list, shapes: list[dict[str, Any]], train: Any,
-                             reach: float = 1.0) -> dict[str, np.ndarray] | None:
+def laws_from_curves_samples(
+    curves: list, shapes: list[dict[str, Any]], train: Any, reach: float = 1.0
+) -> dict[str, np.ndarray] | None:
     """Bootstrap samples of the law from curves: draw i of every shape's curve law (runs resampled within the
     shape, `fit_curve_laws`; a shape with one run keeps its fit), its predicted points refitted by Chinchilla.
     None when no shape was resampled."""
@@ -76,9 +81,15 @@ def laws_from_curves_samples(curves: list, shapes: list[dict[str, Any]], train: 
     return dict(zip(CHINCHILLA_KEYS, np.array(samples).T, strict=True))
 
 
-def run_curve_fit(paths: list[str], n_boot: int, out: str | None, plot: str | None,
-                  form: str = "multipower", holdout: list[str] | None = None, curve_loss: str = "train",
-                  ) -> dict[str, Any]:
+def run_curve_fit(
+    paths: list[str],
+    n_boot: int,
+    out: str | None,
+    plot: str | None,
+    form: str = "multipower",
+    holdout: list[str] | None = None,
+    curve_loss: str = "train",
+) -> dict[str, Any]:
     """The whole `fit --curves` command: every input is read and checked before anything is written. `holdout`:
     run folders not fitted, whose final eval losses the curve laws (their own shape's) and the law from curves
     predict. `curve_loss` "eval": the laws are fitted to the runs' periodic evaluation losses, not to every step's
@@ -99,8 +110,9 @@ def run_curve_fit(paths: list[str], n_boot: int, out: str | None, plot: str | No
     report["chinchilla_from_curves"] = laws_from_curves(curves, laws, train)
     if held:
         peaks = shape_peaks(curves)
-        report["holdout"] = holdout_errors(held, laws, report["chinchilla_from_curves"],
-                                           peaks if isinstance(peaks, dict) else {})
+        report["holdout"] = holdout_errors(
+            held, laws, report["chinchilla_from_curves"], peaks if isinstance(peaks, dict) else {}
+        )
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(out).with_suffix(f".{os.getpid()}.tmp")
@@ -108,8 +120,9 @@ def run_curve_fit(paths: list[str], n_boot: int, out: str | None, plot: str | No
         tmp.replace(out)
         report["law_file"] = out
         if "law" in report["chinchilla_from_curves"]:  # a law file `plan --law` reads: laws from curves
-            report["planner_law_file"] = str(_save_planner_law(Path(out).with_suffix(".law.json"), report, curves,
-                                                               train))
+            report["planner_law_file"] = str(
+                _save_planner_law(Path(out).with_suffix(".law.json"), report, curves, train)
+            )
     if plot or out:
         from smallest_loss.experiments.plots_fit import plot_curves
 
@@ -122,8 +135,9 @@ def _held_curves(paths: list[str], fitted: list[Path]) -> list:
     folders = [f for path in paths for f in run_folders(Path(path))]
     both = {f.resolve() for f in folders} & {f.resolve() for f in fitted}
     if both:
-        raise UserError(f"--holdout-runs: {sorted(both)[0]} is also among the fitted runs; hold out runs the law "
-                        "does not see")
+        raise UserError(
+            f"--holdout-runs: {sorted(both)[0]} is also among the fitted runs; hold out runs the law does not see"
+        )
     held = [read_curve(f) for f in folders]
     for f, c in zip(folders, held, strict=True):
         if not c.final_eval:
@@ -131,8 +145,9 @@ def _held_curves(paths: list[str], fitted: list[Path]) -> list:
     return held
 
 
-def holdout_errors(held: list, laws: list[CurveLaw], from_curves: dict[str, Any],
-                   peaks: dict[int, float]) -> dict[str, Any]:
+def holdout_errors(
+    held: list, laws: list[CurveLaw], from_curves: dict[str, Any], peaks: dict[int, float]
+) -> dict[str, Any]:
     """Each held-out run's final eval loss against two predictions: its shape's curve law on its own schedule
     (when that shape was fitted at the run's peak rate, `peaks`: a law holds for one), and the law from curves at
     its N and D (any shape; the law describes cosine runs at each shape's fitted rate)."""
@@ -152,8 +167,9 @@ def holdout_errors(held: list, laws: list[CurveLaw], from_curves: dict[str, Any]
     for key in ("curve_law", "law_from_curves"):
         errors = [abs(r[f"{key}_rel_error"]) for r in rows if f"{key}_rel_error" in r]
         if errors:
-            out[key] = dict(runs=len(errors), mean_abs_rel_error=float(np.mean(errors)),
-                            max_abs_rel_error=float(np.max(errors)))
+            out[key] = dict(
+                runs=len(errors), mean_abs_rel_error=float(np.mean(errors)), max_abs_rel_error=float(np.max(errors))
+            )
     return out
 
 
@@ -163,11 +179,20 @@ def _save_planner_law(path: Path, report: dict[str, Any], curves: list, train: A
     fc = report["chinchilla_from_curves"]
     samples = laws_from_curves_samples(curves, report["shapes"], train)
     intervals = None if samples is None else {k: tuple(np.percentile(v, [2.5, 97.5])) for k, v in samples.items()}
-    note = ("samples: Chinchilla refitted to each bootstrap draw of the curve laws" if samples is not None else
-            "no intervals: fit with --bootstrap K (K >= 2) to resample the runs")
-    return save_law(path, ChinchillaLaw(**fc["law"]), intervals, samples,
-                    diagnostics=dict(source="fit --curves", curve_form=report["form"], points=fc["points"],
-                                     runs=len(curves), note=note))
+    note = (
+        "samples: Chinchilla refitted to each bootstrap draw of the curve laws"
+        if samples is not None
+        else "no intervals: fit with --bootstrap K (K >= 2) to resample the runs"
+    )
+    return save_law(
+        path,
+        ChinchillaLaw(**fc["law"]),
+        intervals,
+        samples,
+        diagnostics=dict(
+            source="fit --curves", curve_form=report["form"], points=fc["points"], runs=len(curves), note=note
+        ),
+    )
 
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -180,44 +205,58 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     evals = np.abs([r["eval_rel_error"] for r in rows if "eval_rel_error" in r])
     if len(evals):
         means = np.random.default_rng(0).choice(evals, (MEAN_DRAWS, len(evals))).mean(axis=1)
-        out.update(eval_runs=int(len(evals)), eval_mean_abs_rel_error=float(evals.mean()),
-                   eval_max_abs_rel_error=float(evals.max()),
-                   eval_mean_interval=[float(v) for v in np.percentile(means, [2.5, 97.5])])
+        out.update(
+            eval_runs=int(len(evals)),
+            eval_mean_abs_rel_error=float(evals.mean()),
+            eval_max_abs_rel_error=float(evals.max()),
+            eval_mean_interval=[float(v) for v in np.percentile(means, [2.5, 97.5])],
+        )
     return out
 
 
 def print_curve_report(report: dict[str, Any]) -> None:
     lam = f", lambda {report['lam']}" if "lam" in report else ""
     on_evals_ = report.get("curve_loss") == "eval"
-    print(f"curve law {report['formula']}{lam}, one law per shape, fitted to "
-          + ("the runs' periodic evaluation losses:" if on_evals_ else "every step's train loss:"))
+    print(
+        f"curve law {report['formula']}{lam}, one law per shape, fitted to "
+        + ("the runs' periodic evaluation losses:" if on_evals_ else "every step's train loss:")
+    )
     for s in report["shapes"]:
         iv = s["intervals"] or {}
-        cells = [f"{k} {s[k]:.4g}" + (f" [{iv[k][0]:.3g}, {iv[k][1]:.3g}]" if k in iv else "")
-                 for k in curve_law_from_dict(s).params]
+        cells = [
+            f"{k} {s[k]:.4g}" + (f" [{iv[k][0]:.3g}, {iv[k][1]:.3g}]" if k in iv else "")
+            for k in curve_law_from_dict(s).params
+        ]
         gap = "" if on_evals_ else f"; eval_gap {s['eval_gap']:+.4f}"
-        print(f"  N={s['N']}: {', '.join(cells)}{gap}; {len(s['runs'])} runs, "
-              f"rms log error {s['rms_log_error']:.4f}")
+        print(f"  N={s['N']}: {', '.join(cells)}{gap}; {len(s['runs'])} runs, rms log error {s['rms_log_error']:.4f}")
         if s.get("at_bounds"):
-            print(f"    at a bound of the fit, not pinned by these runs: {', '.join(s['at_bounds'])} (predictions far "
-                  "from the fitted runs' schedules and lengths are less sure)")
+            print(
+                f"    at a bound of the fit, not pinned by these runs: {', '.join(s['at_bounds'])} (predictions far "
+                "from the fitted runs' schedules and lengths are less sure)"
+            )
     for f, p in report["prefix"].items():
         if "error" in p:
             print(f"from the first {float(f):.0%}: {p['error']}")
             continue
         if "mean_abs_rel_error" in p:
-            print(f"final train loss from the first {float(f):.0%} of each run (law fitted with the other runs of "
-                  f"its shape): mean |error| {p['mean_abs_rel_error']:.2%}, max {p['max_abs_rel_error']:.2%} "
-                  f"over {len(p['runs'])} runs")
+            print(
+                f"final train loss from the first {float(f):.0%} of each run (law fitted with the other runs of "
+                f"its shape): mean |error| {p['mean_abs_rel_error']:.2%}, max {p['max_abs_rel_error']:.2%} "
+                f"over {len(p['runs'])} runs"
+            )
         if "eval_runs" in p:
             lo, hi = p["eval_mean_interval"]
-            print(f"final eval loss from the first {float(f):.0%}: mean |error| "
-                  f"{p['eval_mean_abs_rel_error']:.2%} (95% interval over resampled runs [{lo:.2%}, {hi:.2%}]), "
-                  f"max {p['eval_max_abs_rel_error']:.2%} over {p['eval_runs']} runs")
+            print(
+                f"final eval loss from the first {float(f):.0%}: mean |error| "
+                f"{p['eval_mean_abs_rel_error']:.2%} (95% interval over resampled runs [{lo:.2%}, {hi:.2%}]), "
+                f"max {p['eval_max_abs_rel_error']:.2%} over {p['eval_runs']} runs"
+            )
     ch = report["chinchilla_from_curves"]
     _print_holdout(report.get("holdout"))
-    print("Chinchilla law from curves: " + (ch["error"] if "error" in ch else ", ".join(
-        f"{k} {v:.4g}" for k, v in ch["law"].items())))
+    print(
+        "Chinchilla law from curves: "
+        + (ch["error"] if "error" in ch else ", ".join(f"{k} {v:.4g}" for k, v in ch["law"].items()))
+    )
     for key in ("law_file", "planner_law_file", "plot"):
         if key in report:
             print(f"{key.replace('_', ' ')}: {report[key]}")
@@ -226,13 +265,17 @@ def print_curve_report(report: dict[str, Any]) -> None:
 def _print_holdout(h: dict[str, Any] | None) -> None:
     if not h:
         return
-    print(f"held-out runs ({len(h['runs'])}), final eval loss predicted by their shape's curve law / the law from "
-          "curves:")
+    print(
+        f"held-out runs ({len(h['runs'])}), final eval loss predicted by their shape's curve law / the law from curves:"
+    )
     for r in h["runs"]:
-        cells = [f"{r[k]:.4f} ({r[k + '_rel_error']:+.2%})" if k in r else "-"
-                 for k in ("curve_law", "law_from_curves")]
+        cells = [
+            f"{r[k]:.4f} ({r[k + '_rel_error']:+.2%})" if k in r else "-" for k in ("curve_law", "law_from_curves")
+        ]
         print(f"  {r['name']}: N={r['N']}, D={r['D']:.3g}, actual {r['actual']:.4f}; {cells[0]} / {cells[1]}")
     for key, label in (("curve_law", "their shape's curve law"), ("law_from_curves", "the law from curves")):
         if key in h:
-            print(f"  {label}: mean |error| {h[key]['mean_abs_rel_error']:.2%}, max {h[key]['max_abs_rel_error']:.2%} "
-                  f"over {h[key]['runs']} runs")
+            print(
+                f"  {label}: mean |error| {h[key]['mean_abs_rel_error']:.2%}, max {h[key]['max_abs_rel_error']:.2%} "
+                f"over {h[key]['runs']} runs"
+            )

@@ -54,8 +54,16 @@ def _rows(folders: dict[str, Path]) -> list[dict]:
         records, _ = collect_runs([folder])
         for r in records:
             losses = RunDir.open(folder / r.name).read_summary()["final_eval_losses"]
-            rows.append(dict(run=r.name, corpus=corpus, N=r.N, D=r.D, C=r.budget,
-                             **{f"loss_{name}": losses[name] for name in SETS}))
+            rows.append(
+                dict(
+                    run=r.name,
+                    corpus=corpus,
+                    N=r.N,
+                    D=r.D,
+                    C=r.budget,
+                    **{f"loss_{name}": losses[name] for name in SETS},
+                )
+            )
     return rows
 
 
@@ -72,12 +80,19 @@ def write_tables(folders: dict[str, Path], out: Path) -> None:
     rows = _rows(folders)
     _write(out / "runs.csv", rows)
     for target in SETS:
-        _write(out / f"by_corpus_on_{target}.csv",
-               [dict(N=r["N"], D=r["D"], loss=r[f"loss_{target}"], C=r["C"], group=r["corpus"]) for r in rows])
-    _write(out / "by_eval_set.csv", [
-        dict(N=r["N"], D=r["D"], loss=r[f"loss_{name}"], C=r["C"], group=name)
-        for name in SETS for r in rows if r["corpus"] == "full"
-    ])
+        _write(
+            out / f"by_corpus_on_{target}.csv",
+            [dict(N=r["N"], D=r["D"], loss=r[f"loss_{target}"], C=r["C"], group=r["corpus"]) for r in rows],
+        )
+    _write(
+        out / "by_eval_set.csv",
+        [
+            dict(N=r["N"], D=r["D"], loss=r[f"loss_{name}"], C=r["C"], group=name)
+            for name in SETS
+            for r in rows
+            if r["corpus"] == "full"
+        ],
+    )
 
 
 def main() -> None:

@@ -40,8 +40,10 @@ def evaluate_run(folder: str, batches: int, batch_size: int, seed: int) -> tuple
     state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
     manager.close()
     corpus, eval_fn, place = load_corpus(cfg.data), make_eval_fn(graphdef), batch_sharding(mesh)
-    losses = [float(eval_fn(state["params"], put_batch(batch(corpus.val, seed, k, batch_size, cfg.model.s), place)))
-              for k in range(batches)]
+    losses = [
+        float(eval_fn(state["params"], put_batch(batch(corpus.val, seed, k, batch_size, cfg.model.s), place)))
+        for k in range(batches)
+    ]
     return step, float(np.mean(losses))
 
 

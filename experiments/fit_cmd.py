@@ -75,9 +75,11 @@ def holdout_split(budgets: np.ndarray) -> np.ndarray:
     any fitting, when the points do not share budgets or too few lie below the largest."""
     labels = budget_labels(budgets)
     if labels.max() + 1 == len(budgets):
-        raise UserError(f"--holdout-largest needs budgets shared by several points (IsoFLOP profiles), but each of "
-                        f"the {len(budgets)} points has its own; add a C column naming each point's budget, or give "
-                        f"points whose 6ND agree within {BUDGET_RTOL:.0%}")
+        raise UserError(
+            f"--holdout-largest needs budgets shared by several points (IsoFLOP profiles), but each of "
+            f"the {len(budgets)} points has its own; add a C column naming each point's budget, or give "
+            f"points whose 6ND agree within {BUDGET_RTOL:.0%}"
+        )
     test = labels == labels.max()
     if np.sum(~test) < 6:
         raise UserError(f"--holdout-largest needs at least 6 points below the largest budget, found {np.sum(~test)}")
@@ -118,8 +120,13 @@ def holdout_optimum(law: ChinchillaLaw, N: np.ndarray, D: np.ndarray, loss: np.n
     N_law, D_law = law.optimal_allocation(C)
     actual = dict(N=profile.N_opt, D=profile.D_opt, loss=profile.loss_min)
     predicted = dict(N=N_law, D=D_law, loss=float(law.loss(N_law, D_law)))
-    return dict(C=C, actual=actual, predicted=predicted, extrapolated=profile.extrapolated,
-                rel_error={k: predicted[k] / actual[k] - 1 for k in actual})
+    return dict(
+        C=C,
+        actual=actual,
+        predicted=predicted,
+        extrapolated=profile.extrapolated,
+        rel_error={k: predicted[k] / actual[k] - 1 for k in actual},
+    )
 
 
 def curve_extrapolation(records: list[RunRecord], fraction: float = 0.5) -> dict[str, Any]:
@@ -133,11 +140,13 @@ def curve_extrapolation(records: list[RunRecord], fraction: float = 0.5) -> dict
             continue  # too few logged points in the window: not enough of a curve to fit
         # Train losses are noisy batch by batch: compare with the mean of the last 5% of logged points.
         actual = float(np.mean(losses[tokens >= 0.95 * tokens[-1]]))
-        rows.append(dict(name=r.name, predicted=result.predicted, actual=actual,
-                         rel_error=result.predicted / actual - 1))
+        rows.append(
+            dict(name=r.name, predicted=result.predicted, actual=actual, rel_error=result.predicted / actual - 1)
+        )
     errors = np.abs([row["rel_error"] for row in rows]) if rows else np.array([np.nan])
-    return dict(fraction=fraction, runs=rows, mean_abs_rel_error=float(np.mean(errors)),
-                max_abs_rel_error=float(np.max(errors)))
+    return dict(
+        fraction=fraction, runs=rows, mean_abs_rel_error=float(np.mean(errors)), max_abs_rel_error=float(np.max(errors))
+    )
 
 
 def isoflop_allocation(records: list[RunRecord]) -> dict[str, Any] | None:
@@ -149,9 +158,22 @@ def isoflop_allocation(records: list[RunRecord]) -> dict[str, Any] | None:
         result = approach2(budgets, np.array([r.N for r in records], float), np.array([r.loss for r in records]))
     except UserError as err:
         return dict(error=str(err))
-    return dict(a=result.a, b=result.b, warnings=list(result.warnings),
-                profiles=[dict(C=p.C, N_opt=p.N_opt, D_opt=p.D_opt, loss_min=p.loss_min, coeffs=list(p.coeffs),
-                               extrapolated=p.extrapolated) for p in result.profiles])
+    return dict(
+        a=result.a,
+        b=result.b,
+        warnings=list(result.warnings),
+        profiles=[
+            dict(
+                C=p.C,
+                N_opt=p.N_opt,
+                D_opt=p.D_opt,
+                loss_min=p.loss_min,
+                coeffs=list(p.coeffs),
+                extrapolated=p.extrapolated,
+            )
+            for p in result.profiles
+        ],
+    )
 
 
 def _constants_table(values: dict[str, float], intervals: dict[str, tuple[float, float]]) -> list[str]:
@@ -169,8 +191,10 @@ def _format_law(result: dict[str, Any]) -> list[str]:
     lines = _constants_table({key: getattr(law, key) for key in names}, result["intervals"] or {})
     fit = result["fit"]
     lines += ["", f"law used: {fit.form_description} ({'identified' if fit.identified else 'NOT identified'})"]
-    lines.append(f"objective {fit.objective:.6g} (Huber delta {fit.delta:g}), max |gradient| {fit.grad_norm:.2e}, "
-                 f"converged: {fit.converged}, starts: {fit.n_starts}, {fit.seconds:.1f}s")
+    lines.append(
+        f"objective {fit.objective:.6g} (Huber delta {fit.delta:g}), max |gradient| {fit.grad_norm:.2e}, "
+        f"converged: {fit.converged}, starts: {fit.n_starts}, {fit.seconds:.1f}s"
+    )
     lines += [f"warning: {w}" for w in result["diagnostics"].get("warnings", [])]
     return lines
 
@@ -232,8 +256,11 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
         holdout_split(budgets)  # refused before the fit, not after it
     iso = isoflop_allocation(records) if records else None
     result = fit_points(points, form, n_boot, delta, iso["a"] if iso and "error" not in iso else None)
-    report: dict[str, Any] = dict(law=law_to_dict(result["law"], result["intervals"], None, result["diagnostics"]),
-                                  points=len(points.N), text=_format_law(result))
+    report: dict[str, Any] = dict(
+        law=law_to_dict(result["law"], result["intervals"], None, result["diagnostics"]),
+        points=len(points.N),
+        text=_format_law(result),
+    )
     if records:
         report["left_out"] = left_out
         report["isoflop"] = iso
@@ -270,8 +297,10 @@ def run_shape_fit(paths: list[str], csv: str | None, n_boot: int, out: str | Non
     if boot is not None:
         intervals = {k: v for k, v in boot.intervals.items() if k in LAW_KEYS}
         samples = {k: v for k, v in boot.samples.items() if k in LAW_KEYS}
-        diagnostics.update(bootstrap=dict(n_boot=boot.n_boot, n_converged=boot.n_converged, level=boot.level,
-                                          seconds=boot.seconds), warnings=list(fit.warnings) + list(boot.warnings))
+        diagnostics.update(
+            bootstrap=dict(n_boot=boot.n_boot, n_converged=boot.n_converged, level=boot.level, seconds=boot.seconds),
+            warnings=list(fit.warnings) + list(boot.warnings),
+        )
     summary = law_to_dict(fit.law, intervals, None, diagnostics, shape=dataclasses.replace(shape, samples=None))
     report = dict(law=summary, points=len(points.points), text=_format_shape(fit, boot, diagnostics))
     if holdout_shape:
@@ -283,21 +312,26 @@ def run_shape_fit(paths: list[str], csv: str | None, n_boot: int, out: str | Non
 
 
 def _format_shape(fit: ShapeFit, boot: ShapeBootstrap | None, diagnostics: dict[str, Any]) -> list[str]:
-    values = {key: getattr(fit.law, key) for key in LAW_KEYS} | dict(gamma=fit.shape.gamma,
-                                                                     aspect_opt=fit.shape.aspect_opt)
+    values = {key: getattr(fit.law, key) for key in LAW_KEYS} | dict(
+        gamma=fit.shape.gamma, aspect_opt=fit.shape.aspect_opt
+    )
     low, high = fit.shape.aspect_range
     lines = _constants_table(values, boot.intervals if boot else {}) + [
-        "", f"law used: {diagnostics['form_description']}",
+        "",
+        f"law used: {diagnostics['form_description']}",
         f"fitted on d/n from {low:.3g} to {high:.3g}; objective {fit.objective:.6g}, max |gradient| "
-        f"{fit.grad_norm:.2e}, converged: {fit.converged}, {fit.seconds:.1f}s"]
+        f"{fit.grad_norm:.2e}, converged: {fit.converged}, {fit.seconds:.1f}s",
+    ]
     return lines + [f"warning: {w}" for w in diagnostics["warnings"]]
 
 
 def _holdout_shape_lines(h: dict[str, Any]) -> list[str]:
     shape_law, nd_law = h["shape_law"], h["nd_law"]
-    lines = [f"leave one shape out ({h['shapes']} shapes, {len(h['points'])} points predicted): shape-aware law mean "
-             f"|error| {shape_law['mean_abs_rel_error']:.2%} (MAE {shape_law['mae']:.4f}), N-D law "
-             f"{nd_law['mean_abs_rel_error']:.2%} (MAE {nd_law['mae']:.4f})"]
+    lines = [
+        f"leave one shape out ({h['shapes']} shapes, {len(h['points'])} points predicted): shape-aware law mean "
+        f"|error| {shape_law['mean_abs_rel_error']:.2%} (MAE {shape_law['mae']:.4f}), N-D law "
+        f"{nd_law['mean_abs_rel_error']:.2%} (MAE {nd_law['mae']:.4f})"
+    ]
     return lines + [f"  d/n {s['aspect_ratio']:.3g} not held out: {s['reason']}" for s in h["skipped"]]
 
 
@@ -306,8 +340,10 @@ def check_budgets(points: FitPoints, csv: str) -> None:
     the fit cannot tell the model-size term from the data term."""
     if budget_labels(points.budgets).max() == 0:
         source = "its C column" if points.C is not None else "6ND, as it has no C column"
-        raise UserError(f"fit CSV {csv}: all {len(points)} points share one compute budget (from {source}); a law "
-                        "in N and D needs points at two or more budgets")
+        raise UserError(
+            f"fit CSV {csv}: all {len(points)} points share one compute budget (from {source}); a law "
+            "in N and D needs points at two or more budgets"
+        )
 
 
 def _plots(report: dict[str, Any], points: FitPoints, law: Any, records: list[RunRecord], plot_path: Path) -> None:
@@ -346,8 +382,12 @@ def run_grouped_fit(points: FitPoints, reference: str | None, form: str, n_boot:
                        seconds=boot.seconds, resampled="within groups") if boot else None,
     )  # fmt: skip
     law = fit.law(fit.reference)
-    report = dict(law=law_to_dict(law, intervals, None, diagnostics), points=len(points), groups=groups,
-                  text=_format_groups(fit, diagnostics, intervals))
+    report = dict(
+        law=law_to_dict(law, intervals, None, diagnostics),
+        points=len(points),
+        groups=groups,
+        text=_format_groups(fit, diagnostics, intervals),
+    )
     if out:
         save_law(out, law, intervals, samples, diagnostics)
         report["law_file"] = out
@@ -356,6 +396,7 @@ def run_grouped_fit(points: FitPoints, reference: str | None, form: str, n_boot:
 
 def _value(value: float | None, span: list | tuple | None = None) -> str:
     """A value and its interval; None (JSON's infinity) is a multiplier the reference cannot reach."""
+
     def one(v: float | None) -> str:
         return "unreachable" if v is None else f"{v:.4g}"
 
@@ -404,14 +445,18 @@ def print_report(report: dict[str, Any], as_json: bool) -> None:
     if iso and "error" not in iso:
         print(f"Approach 2 (IsoFLOP parabolas): N_opt ~ C^{iso['a']:.3f}, D_opt ~ C^{iso['b']:.3f}")
         for p in iso["profiles"]:
-            print(f"  C={p['C']:.3g}: N_opt={p['N_opt']:.3g}, D_opt={p['D_opt']:.3g}, loss_min={p['loss_min']:.4f}"
-                  + ("  (outside the sampled sizes)" if p["extrapolated"] else ""))
+            print(
+                f"  C={p['C']:.3g}: N_opt={p['N_opt']:.3g}, D_opt={p['D_opt']:.3g}, loss_min={p['loss_min']:.4f}"
+                + ("  (outside the sampled sizes)" if p["extrapolated"] else "")
+            )
     elif iso:
         print(f"Approach 2 not possible: {iso['error']}")
     if "curve_extrapolation" in report:
         ce = report["curve_extrapolation"]
-        print(f"learning-curve extrapolation from the first {ce['fraction']:.0%} of each run: mean |error| "
-              f"{ce['mean_abs_rel_error']:.2%}, max {ce['max_abs_rel_error']:.2%} over {len(ce['runs'])} runs")
+        print(
+            f"learning-curve extrapolation from the first {ce['fraction']:.0%} of each run: mean |error| "
+            f"{ce['mean_abs_rel_error']:.2%}, max {ce['max_abs_rel_error']:.2%} over {len(ce['runs'])} runs"
+        )
     if "holdout_largest" in report:
         print("\n".join(_holdout_lines(report["holdout_largest"])))
     if "holdout_shape" in report:
@@ -422,8 +467,10 @@ def print_report(report: dict[str, Any], as_json: bool) -> None:
 
 
 def _holdout_lines(h: dict[str, Any]) -> list[str]:
-    lines = [f"fit without budget {h['budget']:.3g}, predicting its {len(h['runs'])} points: mean |error| "
-             f"{h['mean_abs_rel_error']:.2%}, max {h['max_abs_rel_error']:.2%}"]
+    lines = [
+        f"fit without budget {h['budget']:.3g}, predicting its {len(h['runs'])} points: mean |error| "
+        f"{h['mean_abs_rel_error']:.2%}, max {h['max_abs_rel_error']:.2%}"
+    ]
     opt = h["optimum"]
     if "error" in opt:
         return lines + [f"  its optimum not compared: {opt['error']}"]
@@ -431,6 +478,8 @@ def _holdout_lines(h: dict[str, Any]) -> list[str]:
                  f"at C = 6ND = {opt['C']:.3g}" + (" (the parabola's minimum lies outside its sizes)"
                                                    if opt["extrapolated"] else "") + ":")  # fmt: skip
     for key, fmt in (("N", ".3g"), ("D", ".3g"), ("loss", ".4f")):
-        lines.append(f"    {key}_opt: law {opt['predicted'][key]:{fmt}}, points {opt['actual'][key]:{fmt}} "
-                     f"({opt['rel_error'][key]:+.1%})")
+        lines.append(
+            f"    {key}_opt: law {opt['predicted'][key]:{fmt}}, points {opt['actual'][key]:{fmt}} "
+            f"({opt['rel_error'][key]:+.1%})"
+        )
     return lines

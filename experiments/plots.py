@@ -44,8 +44,15 @@ def plot_plan(plan: Plan, folder: str | Path) -> list[Path]:
         sc = ax.scatter(x, loss, c=c.n, norm=norm, cmap="viridis", s=4, alpha=0.5, edgecolors="none")
         ex, ey = _lower_envelope(x, loss, bins)
         ax.plot(ex, ey, color="black", lw=1, label="best at each value")
-        ax.scatter([x[best]], [loss[best]], marker="*", s=220, color="red", zorder=3,
-                   label=f"best: d={c.d[best]}, n={c.n[best]}, loss {loss[best]:.3f}")
+        ax.scatter(
+            [x[best]],
+            [loss[best]],
+            marker="*",
+            s=220,
+            color="red",
+            zorder=3,
+            label=f"best: d={c.d[best]}, n={c.n[best]}, loss {loss[best]:.3f}",
+        )
         ax.set(xscale="log", xlabel=label, ylabel="predicted loss", title=f"predicted loss vs {label}")
         lo = loss.min()
         ax.set_ylim(lo - 0.02 * abs(lo), lo + 1.5 * (np.percentile(loss, 25) - lo))

@@ -85,15 +85,19 @@ def plot_curves(curves: list, laws: list, path: str | Path, held: list | None = 
             else:
                 width = max(1, min(c.steps // 4, max(10, c.steps // 50)))
                 smooth = np.convolve(c.loss, np.ones(width) / width, mode="valid")
-                ax.plot(tokens[width - 1:], smooth, color=color, lw=0.8, alpha=0.6)
-                shown.append(smooth[c.first - 1:] if len(smooth) > c.first else smooth)
+                ax.plot(tokens[width - 1 :], smooth, color=color, lw=0.8, alpha=0.6)
+                shown.append(smooth[c.first - 1 :] if len(smooth) > c.first else smooth)
             fitted = slice(c.first - 1, c.steps)
             ax.plot(tokens[fitted], law.curve(c.lr)[fitted], color=color, lw=1.2, ls=ls, label=label)
         low, high = np.percentile(np.concatenate(shown), [0.5, 99.5])
         ax.set_ylim(low * 0.95, high * 1.05)
         params = ", ".join(f"{k}={getattr(law, k):.3g}" for k in law.params)
-        ax.set(xscale="log", yscale="log", xlabel="tokens",
-               ylabel="evaluation loss" if on_evals else "train loss (smoothed)")
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="tokens",
+            ylabel="evaluation loss" if on_evals else "train loss (smoothed)",
+        )
         ax.set_title(f"N={law.N}\n{params}", fontsize=8)
         ax.legend(fontsize=6)
     fig.savefig(path, dpi=110)

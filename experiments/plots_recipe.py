@@ -28,17 +28,31 @@ def plot_recipe(cells: list[Cell], names: list[str], law: RecipeLaw, path: str |
         left.scatter([c.batch_tokens for c in mine], [c.loss_star for c in mine], color=colour, s=20, label=name)
         level = float(np.mean([c.loss_star for c in mine]))  # B_crit at the group's loss, where it follows the loss
         grid = [Cell(g, mine[0].N, mine[0].D, float(b), 0.0, level, True) for b in batches]
-        left.plot(batches, batch_predict(grid, cells, law.batch.beta, math.log(law.batch.b_crit),
-                                         (law.batch.loss_exponent, law.batch.loss_ref)), color=colour, lw=1)
+        left.plot(
+            batches,
+            batch_predict(
+                grid, cells, law.batch.beta, math.log(law.batch.b_crit), (law.batch.loss_exponent, law.batch.loss_ref)
+            ),
+            color=colour,
+            lw=1,
+        )
         for c in mine:
-            right.scatter(c.batch_tokens, c.lr_star, s=20, color=colour,
-                          facecolors=colour if c.bracketed else "none")
+            right.scatter(c.batch_tokens, c.lr_star, s=20, color=colour, facecolors=colour if c.bracketed else "none")
         right.plot(batches, law.lr.lr(mine[0].N, batches), color=colour, lw=1)
     left.axvline(law.batch.b_crit, color="grey", ls=":", lw=1, label=f"B_crit {law.batch.b_crit:,.0f}")
-    left.set(xscale="log", xlabel="batch (tokens per step)", ylabel="best final loss",
-             title="best loss vs batch: D_min (1 + B/B_crit)")
+    left.set(
+        xscale="log",
+        xlabel="batch (tokens per step)",
+        ylabel="best final loss",
+        title="best loss vs batch: D_min (1 + B/B_crit)",
+    )
     left.legend(fontsize=7)
-    right.set(xscale="log", yscale="log", xlabel="batch (tokens per step)", ylabel="best learning rate",
-              title=f"lr* ~ N^{law.lr.n_exponent:.2f} B^{law.lr.batch_exponent:.2f} (hollow: not bracketed)")
+    right.set(
+        xscale="log",
+        yscale="log",
+        xlabel="batch (tokens per step)",
+        ylabel="best learning rate",
+        title=f"lr* ~ N^{law.lr.n_exponent:.2f} B^{law.lr.batch_exponent:.2f} (hollow: not bracketed)",
+    )
     fig.savefig(path, dpi=110)
     return path

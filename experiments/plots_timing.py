@@ -35,11 +35,19 @@ def plot_predictions(results: list[dict[str, Any]], measured: np.ndarray, out: s
         ax.scatter(measured, r["predicted"], s=14)
         ax.plot([lo, hi], [lo, hi], color="black", ls=":", lw=1)
         h = r["held_out"]
-        ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel="measured step seconds",
-               ylabel="predicted (held-out architectures)",
-               )
-        ax.set_title(f"{textwrap.fill(r['name'], 48)}\nMAPE {h['mape']:.1%}, max {h['max_ape']:.1%}, "
-                     f"Spearman {h['spearman']:.3f}", fontsize=9)
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlim=(lo, hi),
+            ylim=(lo, hi),
+            xlabel="measured step seconds",
+            ylabel="predicted (held-out architectures)",
+        )
+        ax.set_title(
+            f"{textwrap.fill(r['name'], 48)}\nMAPE {h['mape']:.1%}, max {h['max_ape']:.1%}, "
+            f"Spearman {h['spearman']:.3f}",
+            fontsize=9,
+        )
         path = out / plot_name(r["name"])
         fig.savefig(path, dpi=110)
         paths.append(path)

@@ -50,14 +50,24 @@ def load_curve_laws(path: str | Path) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"--curve-law {path}: not JSON ({err})") from None
     if not isinstance(report, dict) or not isinstance(report.get("shapes"), list) or not report["shapes"]:
-        raise UserError(f"--curve-law {path}: not a curve law file (write one with smallest-loss fit --curves RUNS "
-                        "--out FILE.json; FILE.law.json beside it is the Chinchilla law for plan --law)")
+        raise UserError(
+            f"--curve-law {path}: not a curve law file (write one with smallest-loss fit --curves RUNS "
+            "--out FILE.json; FILE.law.json beside it is the Chinchilla law for plan --law)"
+        )
     return report
 
 
-def predict(law_path: str | Path, steps: int, schedule: str = "cosine", N: int | None = None,
-            lr: float | None = None, warmup_fraction: float = 0.05, cooldown_fraction: float = 0.2,
-            decay: str = "1-sqrt", out: str | Path | None = None) -> dict[str, Any]:
+def predict(
+    law_path: str | Path,
+    steps: int,
+    schedule: str = "cosine",
+    N: int | None = None,
+    lr: float | None = None,
+    warmup_fraction: float = 0.05,
+    cooldown_fraction: float = 0.2,
+    decay: str = "1-sqrt",
+    out: str | Path | None = None,
+) -> dict[str, Any]:
     """Every input is checked before anything is computed or written."""
     if isinstance(steps, bool) or not isinstance(steps, int) or not 2 <= steps <= MAX_STEPS:
         raise UserError(f"--steps {steps}: a run of 2 to {MAX_STEPS:,} steps (its schedule is built step by step)")
@@ -75,8 +85,9 @@ def predict(law_path: str | Path, steps: int, schedule: str = "cosine", N: int |
         fitted = ", ".join(str(r.get("N")) for r in report["shapes"])
         raise UserError(f"--N {N}: the curve law has shapes of N = {fitted}")
     if lr is None and any("peak_lr" not in r for r in rows):
-        raise UserError(f"--curve-law {law_path}: the file records no peak learning rate (written by an older "
-                        "version); pass --lr")
+        raise UserError(
+            f"--curve-law {law_path}: the file records no peak learning rate (written by an older version); pass --lr"
+        )
     train = TrainConfig(steps=steps, min_lr_ratio=report.get("min_lr_ratio", 0.1))
     fields = dict(cooldown_fraction=cooldown_fraction, decay=decay) if schedule == "wsd" else {}
     results = []
@@ -85,14 +96,25 @@ def predict(law_path: str | Path, steps: int, schedule: str = "cosine", N: int |
         peak = lr if lr is not None else row["peak_lr"]
         lrs = schedule_lrs(dataclasses.replace(train, lr=peak), steps, warmup_fraction, schedule, **fields)
         draws = np.array([curve_law_from_dict(d).final_eval(lrs) for d in row.get("draws") or ()])
-        result = dict(N=law.N, peak_lr=peak, steps=steps, final_eval=law.final_eval(lrs),
-                      interval=[float(v) for v in np.percentile(draws, [2.5, 97.5])] if len(draws) >= 2 else None,
-                      draws=len(draws), draws_not_positive=int(np.sum(~(draws > 0))))
+        result = dict(
+            N=law.N,
+            peak_lr=peak,
+            steps=steps,
+            final_eval=law.final_eval(lrs),
+            interval=[float(v) for v in np.percentile(draws, [2.5, 97.5])] if len(draws) >= 2 else None,
+            draws=len(draws),
+            draws_not_positive=int(np.sum(~(draws > 0))),
+        )
         if "tokens_per_step" in row:
             result["tokens"] = steps * row["tokens_per_step"]
         results.append((result, law, lrs, max(1, round(warmup_fraction * steps))))
-    out_report: dict[str, Any] = dict(curve_law=str(law_path), form=report.get("form"), schedule=schedule,
-                                      warmup_fraction=warmup_fraction, predictions=[r[0] for r in results])
+    out_report: dict[str, Any] = dict(
+        curve_law=str(law_path),
+        form=report.get("form"),
+        schedule=schedule,
+        warmup_fraction=warmup_fraction,
+        predictions=[r[0] for r in results],
+    )
     if schedule == "wsd":
         out_report.update(cooldown_fraction=cooldown_fraction, decay=decay)
     if out is not None:
@@ -123,17 +145,22 @@ def _write_curves(out: Path, results: list[tuple[dict[str, Any], Any, np.ndarray
 
 
 def print_prediction(report: dict[str, Any]) -> None:
-    how = report["schedule"] + (f" (cool-down {report['cooldown_fraction']:.0%}, {report['decay']})"
-                                if report["schedule"] == "wsd" else "")
+    how = report["schedule"] + (
+        f" (cool-down {report['cooldown_fraction']:.0%}, {report['decay']})" if report["schedule"] == "wsd" else ""
+    )
     print(f"curve law {report['curve_law']} ({report['form']}): a {how} run, warmup {report['warmup_fraction']:.0%}")
     for p in report["predictions"]:
         interval = f" [{p['interval'][0]:.4f}, {p['interval'][1]:.4f}]" if p["interval"] else ""
         tokens = f", {p['tokens']:,} tokens" if "tokens" in p else ""
-        print(f"  N={p['N']}: {p['steps']:,} steps{tokens} at peak lr {p['peak_lr']:.3g}: final eval loss "
-              f"{p['final_eval']:.4f}{interval}")
+        print(
+            f"  N={p['N']}: {p['steps']:,} steps{tokens} at peak lr {p['peak_lr']:.3g}: final eval loss "
+            f"{p['final_eval']:.4f}{interval}"
+        )
         if p["draws_not_positive"]:
-            print(f"    {p['draws_not_positive']} of {p['draws']} bootstrap draws predict a loss <= 0: the runs do not "
-                  "pin this length or schedule down")
+            print(
+                f"    {p['draws_not_positive']} of {p['draws']} bootstrap draws predict a loss <= 0: the runs do not "
+                "pin this length or schedule down"
+            )
     if not any(p["interval"] for p in report["predictions"]):
         print("  (no interval: fit the curve law with --bootstrap K, K >= 2)")
     for key in ("csv", "plot"):
@@ -141,8 +168,13 @@ def print_prediction(report: dict[str, Any]) -> None:
             print(f"{key}: {report[key]}")
 
 
-def predict_run(folder: str | Path, paths: list[str], form: str = "multipower",
-                fraction: float | None = None, curve_loss: str = "train") -> dict[str, Any]:
+def predict_run(
+    folder: str | Path,
+    paths: list[str],
+    form: str = "multipower",
+    fraction: float | None = None,
+    curve_loss: str = "train",
+) -> dict[str, Any]:
     """The run's final eval (and train) loss from the steps it has logged (the first `fraction` of its planned
     steps, when given: a check on a finished run) and RUNS' curves of its shape; `curve_loss` "eval": from their
     periodic evaluation losses (a law of the eval loss: no train loss is predicted)."""
@@ -156,24 +188,39 @@ def predict_run(folder: str | Path, paths: list[str], form: str = "multipower",
     run = on_evals([logged.prefix(cut)])[0] if curve_loss == "eval" else logged.prefix(cut)
     if run.fitted() <= MIN_PREFIX:
         what = "evaluations" if run.fit_evals else "steps"
-        raise UserError(f"{folder}: {run.fitted()} {what} logged after warmup (step {run.first}); the law needs more "
-                        f"than {MIN_PREFIX}")
-    others = [c for c in (read_curve(f) for path in paths for f in run_folders(Path(path)))
-              if c.N == run.N and c.name != run.name and c.family != run.family]
+        raise UserError(
+            f"{folder}: {run.fitted()} {what} logged after warmup (step {run.first}); the law needs more "
+            f"than {MIN_PREFIX}"
+        )
+    others = [
+        c
+        for c in (read_curve(f) for path in paths for f in run_folders(Path(path)))
+        if c.N == run.N and c.name != run.name and c.family != run.family
+    ]
     others = on_evals(others) if run.fit_evals else others
     if not others:
-        raise UserError(f"--curves: no finished run of {folder.name}'s shape (N={run.N:,}) outside its own family; "
-                        "the law needs whole curves of its shape to see what the rest of its schedule does")
+        raise UserError(
+            f"--curves: no finished run of {folder.name}'s shape (N={run.N:,}) outside its own family; "
+            "the law needs whole curves of its shape to see what the rest of its schedule does"
+        )
     peaks = shape_peaks([run, *others])
     if isinstance(peaks, str):
         raise UserError(f"--curves: with {folder.name}, {peaks}")
     planned = np.asarray(make_schedule(rundir.config.train, total)(np.arange(total)), dtype=np.float64)
-    lrs = np.concatenate([run.lr, planned[len(run.lr):]])  # the logged rates, then the rest the config plans
+    lrs = np.concatenate([run.lr, planned[len(run.lr) :]])  # the logged rates, then the rest the config plans
     law = fit_from_prefix(run, cut, others, form=form)
     whole = dataclasses.replace(run, lr=lrs, loss=np.full(total, np.nan))
-    out = dict(run=str(folder), N=run.N, steps_logged=len(run.lr), steps=total, runs_of_shape=len(others),
-               form=law.form, curve_loss=curve_loss, predicted_final_eval=law.final_eval(lrs),
-               eval_from_runs=sum(bool(c.final_eval) for c in others))
+    out = dict(
+        run=str(folder),
+        N=run.N,
+        steps_logged=len(run.lr),
+        steps=total,
+        runs_of_shape=len(others),
+        form=law.form,
+        curve_loss=curve_loss,
+        predicted_final_eval=law.final_eval(lrs),
+        eval_from_runs=sum(bool(c.final_eval) for c in others),
+    )
     if not run.fit_evals:
         out["predicted_final_train"] = final_train_loss(whole, law.curve(lrs))
     if logged.final_eval:  # a finished run: the check
@@ -182,13 +229,17 @@ def predict_run(folder: str | Path, paths: list[str], form: str = "multipower",
 
 
 def print_run_prediction(p: dict[str, Any]) -> None:
-    print(f"{p['run']}: {p['steps_logged']:,} of {p['steps']:,} steps logged ({p['steps_logged'] / p['steps']:.0%}); "
-          f"{p['form']} law fitted to them and {p['runs_of_shape']} runs of its shape (N={p['N']:,})")
+    print(
+        f"{p['run']}: {p['steps_logged']:,} of {p['steps']:,} steps logged ({p['steps_logged'] / p['steps']:.0%}); "
+        f"{p['form']} law fitted to them and {p['runs_of_shape']} runs of its shape (N={p['N']:,})"
+    )
     if "predicted_final_train" not in p:  # a law of the runs' evaluation losses
         print(f"  predicted final eval loss {p['predicted_final_eval']:.4f} (law fitted to evaluation losses)")
     else:
         note = "" if p["eval_from_runs"] else " (no run of its shape has an eval loss: taken equal to the train loss)"
-        print(f"  predicted final eval loss {p['predicted_final_eval']:.4f}{note}; final train loss "
-              f"{p['predicted_final_train']:.4f}")
+        print(
+            f"  predicted final eval loss {p['predicted_final_eval']:.4f}{note}; final train loss "
+            f"{p['predicted_final_train']:.4f}"
+        )
     if "actual_final_eval" in p:
         print(f"  the run is finished: final eval loss {p['actual_final_eval']:.4f} ({p['rel_error']:+.2%} predicted)")

@@ -47,9 +47,16 @@ def _done(start: float) -> None:
     print(f"    ({time.perf_counter() - start:.0f}s)", flush=True)
 
 
-def quickstart(out: str | Path = "quickstart", budget: str = "20s", grid: str = "cpu-quick",
-               design: str = "quick-isoflop", space: str = "cpu", n_boot: int = 1000, min_seconds: float = 0.5,
-               repeats: int = 20) -> dict[str, Any]:
+def quickstart(
+    out: str | Path = "quickstart",
+    budget: str = "20s",
+    grid: str = "cpu-quick",
+    design: str = "quick-isoflop",
+    space: str = "cpu",
+    n_boot: int = 1000,
+    min_seconds: float = 0.5,
+    repeats: int = 20,
+) -> dict[str, Any]:
     """Run every stage into `out`; returns the report's data (also written as report.json).
 
     Every argument is checked before the first stage, so a bad one fails at once, not after the calibration.
@@ -83,29 +90,61 @@ def quickstart(out: str | Path = "quickstart", budget: str = "20s", grid: str = 
     t = _stage("5/5 verify: train the recommended configuration for the budget")
     checked = verify(plan_report["best"][0], inputs.space, sweep_design, out / "verify")
     _done(t)
-    report = dict(budget=budget, calibration=calibration["table"], profile=str(out / "calibration" / "profile.json"),
-                  fit={k: fit[k] for k in ("law", "isoflop", "curve_extrapolation") if k in fit},
-                  law_used=law.fit_form,
-                  plan=plan_report, verify=checked)
+    report = dict(
+        budget=budget,
+        calibration=calibration["table"],
+        profile=str(out / "calibration" / "profile.json"),
+        fit={k: fit[k] for k in ("law", "isoflop", "curve_extrapolation") if k in fit},
+        law_used=law.fit_form,
+        plan=plan_report,
+        verify=checked,
+    )
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (out / "report.md").write_text(report_markdown(report, calibration, fit, plan_report, checked))
     return report
 
 
-def report_markdown(report: dict[str, Any], calibration: dict[str, Any], fit: dict[str, Any],
-                    plan_report: dict[str, Any], checked: dict[str, Any]) -> str:
+def report_markdown(
+    report: dict[str, Any],
+    calibration: dict[str, Any],
+    fit: dict[str, Any],
+    plan_report: dict[str, Any],
+    checked: dict[str, Any],
+) -> str:
     iso = fit.get("isoflop") or {}
     lines = [
-        "# smallest-loss quickstart report", "",
-        f"Device: {calibration['profile'].device_kind}. Budget: {report['budget']}.", "",
-        "## 1. Step-time models (held-out architectures)", "", calibration["table"], "",
-        f"![predicted vs measured](calibration/{plot_name(calibration['profile'].model)})", "",
-        "## 2-3. Loss law from the sweep", "", law_used_line(report["law_used"]), "", *fit["text"], "",
+        "# smallest-loss quickstart report",
+        "",
+        f"Device: {calibration['profile'].device_kind}. Budget: {report['budget']}.",
+        "",
+        "## 1. Step-time models (held-out architectures)",
+        "",
+        calibration["table"],
+        "",
+        f"![predicted vs measured](calibration/{plot_name(calibration['profile'].model)})",
+        "",
+        "## 2-3. Loss law from the sweep",
+        "",
+        law_used_line(report["law_used"]),
+        "",
+        *fit["text"],
+        "",
         (f"Approach 2 (IsoFLOP parabolas): N_opt ~ C^{iso['a']:.3f}, D_opt ~ C^{iso['b']:.3f}" if "a" in iso else ""),
-        "", "![law](law.png)", "", "![isoflop](law_isoflop.png)", "",
-        "## 4. Plan", "", format_report(plan_report), "", "![plan](plan/plan.png)", "",
-        "## 5. Verification", "",
-        f"Trained d={plan_report['best'][0]['d']}, n={plan_report['best'][0]['n']}: {verify_line(checked)}.", "",
+        "",
+        "![law](law.png)",
+        "",
+        "![isoflop](law_isoflop.png)",
+        "",
+        "## 4. Plan",
+        "",
+        format_report(plan_report),
+        "",
+        "![plan](plan/plan.png)",
+        "",
+        "## 5. Verification",
+        "",
+        f"Trained d={plan_report['best'][0]['d']}, n={plan_report['best'][0]['n']}: {verify_line(checked)}.",
+        "",
     ]
     return "\n".join(lines)
 
@@ -118,6 +157,8 @@ def law_used_line(form: dict[str, Any]) -> str:
         return f"**Law used:** {form['form_description'] or 'the full Chinchilla law'} ({how[form['identified']]})."
     reasons = "; ".join(f"{name}: {', '.join(why)}" for name, why in form["not_identified"].items() if why)
     state = "identified" if form["identified"] else "NOT identified either, used with care"
-    return (f"**Law used:** {form['form_description']} ({state}). The sweep does not pin down the full law"
-            + (f" ({reasons})" if reasons else "") + ", so the plan's predictions rest on this reduced form.")
-
+    return (
+        f"**Law used:** {form['form_description']} ({state}). The sweep does not pin down the full law"
+        + (f" ({reasons})" if reasons else "")
+        + ", so the plan's predictions rest on this reduced form."
+    )

@@ -35,10 +35,16 @@ def main(argv: list[str] | None = None) -> int:
             for seed in seeds:
                 out = Path(args.out) / f"{Path(folder).name}-seed{seed}"
                 again = (out / "config.json").is_file()  # a killed retraining resumes
-                summary = train(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed)), out,
-                                resume=again, progress=False)
-                print(f"{out}: final eval loss {summary['final_eval_loss']:.4f}, {summary['wall_seconds']:.0f} s",
-                      flush=True)
+                summary = train(
+                    dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed)),
+                    out,
+                    resume=again,
+                    progress=False,
+                )
+                print(
+                    f"{out}: final eval loss {summary['final_eval_loss']:.4f}, {summary['wall_seconds']:.0f} s",
+                    flush=True,
+                )
     except ValueError:
         print(f"repeat_seeds: --seeds {args.seeds!r}: expected integers, e.g. 1,2")
         return 2

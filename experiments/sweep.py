@@ -36,9 +36,18 @@ class PlannedRun:
 
     def describe(self) -> dict[str, Any]:
         tokens = self.config.total_steps * self.config.train.batch_size * self.config.model.s
-        row = dict(name=self.name, budget=self.budget, d=self.shape[0], n=self.shape[1], h=self.shape[2],
-                   params=count_params(self.config.model).total, steps=self.config.total_steps, tokens=tokens,
-                   batch_size=self.config.train.batch_size, lr=self.config.train.lr)
+        row = dict(
+            name=self.name,
+            budget=self.budget,
+            d=self.shape[0],
+            n=self.shape[1],
+            h=self.shape[2],
+            params=count_params(self.config.model).total,
+            steps=self.config.total_steps,
+            tokens=tokens,
+            batch_size=self.config.train.batch_size,
+            lr=self.config.train.lr,
+        )
         if self.branch:
             row.update(parent=self.branch[0], branch_step=self.branch[1])
         return row
@@ -77,8 +86,15 @@ def plan_runs(design: SweepDesign, step_seconds: Any = None, lr_for: Any = None)
                     continue  # the budget buys this shape too few steps to train meaningfully
                 base = design.base.train  # micro-batches only where they divide this batch
                 micro = base.micro_batches if batch % base.micro_batches == 0 else 1
-                train_cfg = dataclasses.replace(base, steps=steps, tokens=None, batch_size=batch, lr=lr,
-                                                micro_batches=micro, noise_every=base.noise_every * (micro > 1))
+                train_cfg = dataclasses.replace(
+                    base,
+                    steps=steps,
+                    tokens=None,
+                    batch_size=batch,
+                    lr=lr,
+                    micro_batches=micro,
+                    noise_every=base.noise_every * (micro > 1),
+                )
                 config = dataclasses.replace(design.base, model=model, train=train_cfg)
                 name = _run_name(design, budget, shape, batch, lr)
                 if design.kind == "cooldown":
@@ -105,14 +121,23 @@ def _cooldown_runs(design: SweepDesign, full: PlannedRun) -> list[PlannedRun]:
     branches = []
     for T in ends:
         cool = max(round(design.cooldown_fraction * T), 1)
-        train_cfg = dataclasses.replace(cfg, steps=T, warmup_steps=warmup, schedule="wsd", decay=design.decay,
-                                        cooldown_fraction=cool / T)
-        branches.append(PlannedRun(f"{full.name}-to{T}", full.budget * T / cfg.steps, full.shape,
-                                   dataclasses.replace(full.config, train=train_cfg), (full.name, T - cool)))
+        train_cfg = dataclasses.replace(
+            cfg, steps=T, warmup_steps=warmup, schedule="wsd", decay=design.decay, cooldown_fraction=cool / T
+        )
+        branches.append(
+            PlannedRun(
+                f"{full.name}-to{T}",
+                full.budget * T / cfg.steps,
+                full.shape,
+                dataclasses.replace(full.config, train=train_cfg),
+                (full.name, T - cool),
+            )
+        )
     points = tuple(sorted({b.branch[1] for b in branches}))
     parent_cfg = dataclasses.replace(cfg, steps=points[-1], warmup_steps=warmup, schedule="constant")
-    parent = PlannedRun(full.name, full.budget, full.shape, dataclasses.replace(full.config, train=parent_cfg),
-                        keep_checkpoints=points)
+    parent = PlannedRun(
+        full.name, full.budget, full.shape, dataclasses.replace(full.config, train=parent_cfg), keep_checkpoints=points
+    )
     return [parent, *branches]
 
 
@@ -163,11 +188,17 @@ def shard_runs(runs: list[PlannedRun], shard: tuple[int, int]) -> list[PlannedRu
     units: dict[str, list[PlannedRun]] = {}
     for run in runs:
         units.setdefault(run.branch[0] if run.branch else run.name, []).append(run)
-    return [run for unit in list(units.values())[shard[0]::shard[1]] for run in unit]
+    return [run for unit in list(units.values())[shard[0] :: shard[1]] for run in unit]
 
 
-def run_sweep(design: SweepDesign, out: str | Path, shard: tuple[int, int] = (0, 1), step_seconds: Any = None,
-              progress: bool = True, lr_for: Any = None) -> dict[str, int]:
+def run_sweep(
+    design: SweepDesign,
+    out: str | Path,
+    shard: tuple[int, int] = (0, 1),
+    step_seconds: Any = None,
+    progress: bool = True,
+    lr_for: Any = None,
+) -> dict[str, int]:
     """Train this shard's runs of `design` under `out`; returns how many runs were trained, skipped, ..."""
     out = make_folder(out)
     runs = plan_runs(design, step_seconds, lr_for)

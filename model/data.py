@@ -45,8 +45,12 @@ class Corpus:
 
     def describe(self) -> dict:
         return dict(
-            name=self.name, fingerprint=self.fingerprint, files=self.n_files,
-            train_tokens=int(self.train.size), val_tokens=int(self.val.size), vocab_size=self.vocab_size,
+            name=self.name,
+            fingerprint=self.fingerprint,
+            files=self.n_files,
+            train_tokens=int(self.train.size),
+            val_tokens=int(self.val.size),
+            vocab_size=self.vocab_size,
         )
 
 
@@ -54,7 +58,8 @@ def stdlib_files() -> tuple[Path, list[Path]]:
     """The running interpreter's standard-library `.py` files (third-party packages excluded)."""
     root = Path(sysconfig.get_paths()["stdlib"])
     files = sorted(
-        p for p in root.rglob("*.py")
+        p
+        for p in root.rglob("*.py")
         if "site-packages" not in p.parts and "dist-packages" not in p.parts and p.is_file()
     )
     return root, files
@@ -96,7 +101,7 @@ def _string_statements(tokens: list[tokenize.TokenInfo]) -> list[tuple[tuple[int
                 last = tokens[j] if tokens[j].type == tokenize.STRING else last
                 j += 1
             if last and tokens[j].type == tokenize.NEWLINE:
-                following = next(t.type for t in tokens[j + 1:] if t.type not in _SKIPPED)
+                following = next(t.type for t in tokens[j + 1 :] if t.type not in _SKIPPED)
                 fill = "pass" if empty[-1] and following == tokenize.DEDENT else ""
                 cuts.append((tok.start, last.end, fill))
                 empty[-1] = empty[-1] and not fill
@@ -185,8 +190,12 @@ def _text_corpus(name: str, root: Path, files: list[Path], val_fraction: float) 
     else:
         train, val = _FILE_SEPARATOR.join(parts[False]), _FILE_SEPARATOR.join(parts[True])
     return Corpus(
-        name=name, train=np.frombuffer(train, np.uint8), val=np.frombuffer(val, np.uint8),
-        vocab_size=256, fingerprint=hasher.hexdigest()[:16], n_files=len(files),
+        name=name,
+        train=np.frombuffer(train, np.uint8),
+        val=np.frombuffer(val, np.uint8),
+        vocab_size=256,
+        fingerprint=hasher.hexdigest()[:16],
+        n_files=len(files),
     )
 
 
@@ -207,8 +216,12 @@ def _token_corpus(path: Path, val_fraction: float) -> Corpus:
     cut = int(tokens.size * (1 - val_fraction))
     digest = hashlib.sha256(f"split={val_fraction}".encode() + np.ascontiguousarray(tokens).tobytes())
     return Corpus(
-        name=str(path), train=np.asarray(tokens[:cut]), val=np.asarray(tokens[cut:]),
-        vocab_size=int(tokens.max()) + 1, fingerprint=digest.hexdigest()[:16], n_files=1,
+        name=str(path),
+        train=np.asarray(tokens[:cut]),
+        val=np.asarray(tokens[cut:]),
+        vocab_size=int(tokens.max()) + 1,
+        fingerprint=digest.hexdigest()[:16],
+        n_files=1,
     )
 
 

@@ -82,8 +82,15 @@ def summarise(lines: list[dict[str, Any]], b: int, B: int, s: int) -> dict[str, 
     last = noisy[-1]["step"]
     half = [line for line in noisy if line["step"] > last // 2]
     out = estimate([line[MICRO] for line in half], [line[FULL] for line in half], b, B)
-    return dict(**_in_units(out.pop("b_simple"), s), **out, first_step=half[0]["step"], last_step=last,
-                steps=len(half), micro_batch=b, batch=B)
+    return dict(
+        **_in_units(out.pop("b_simple"), s),
+        **out,
+        first_step=half[0]["step"],
+        last_step=last,
+        steps=len(half),
+        micro_batch=b,
+        batch=B,
+    )
 
 
 def loss_windows(lines: list[dict[str, Any]], b: int, B: int, s: int, windows: int = 8) -> list[tuple[float, float]]:
@@ -93,7 +100,7 @@ def loss_windows(lines: list[dict[str, Any]], b: int, B: int, s: int, windows: i
     noisy = [line for line in lines if MICRO in line and "train_loss" in line]
     out = []
     for k in range(1, windows):
-        part = noisy[k * len(noisy) // windows:(k + 1) * len(noisy) // windows]
+        part = noisy[k * len(noisy) // windows : (k + 1) * len(noisy) // windows]
         if len(part) < 2:
             continue
         ratio = estimate([x[MICRO] for x in part], [x[FULL] for x in part], b, B)["b_simple"]

@@ -41,8 +41,11 @@ def environment() -> dict[str, Any]:
             versions[name] = None
     device = jax.devices()[0]
     return dict(
-        packages=versions, python=platform.python_version(), backend=jax.default_backend(),
-        device_kind=device.device_kind, device_count=jax.device_count(),
+        packages=versions,
+        python=platform.python_version(),
+        backend=jax.default_backend(),
+        device_kind=device.device_kind,
+        device_count=jax.device_count(),
     )
 
 
@@ -135,9 +138,15 @@ class RunDir:
         return path
 
     @classmethod
-    def create(cls, path: str | Path, config: RunConfig, corpus: dict[str, Any],
-               eval_sets: dict[str, dict[str, Any]] | None = None, branch: tuple[Path, int] | None = None,
-               keep_checkpoints: tuple[int, ...] = ()) -> RunDir:
+    def create(
+        cls,
+        path: str | Path,
+        config: RunConfig,
+        corpus: dict[str, Any],
+        eval_sets: dict[str, dict[str, Any]] | None = None,
+        branch: tuple[Path, int] | None = None,
+        keep_checkpoints: tuple[int, ...] = (),
+    ) -> RunDir:
         """A new run folder. Process 0 writes config.json; the others wait for it (or for its error).
 
         `corpus` describes the training corpus and `eval_sets` the extra validation sets by name (with their
@@ -145,8 +154,13 @@ class RunDir:
         path relative to its own) and the step it starts from; a parent records the checkpoints it keeps for
         its branches."""
         path = RunDir.prepare(path)
-        record = dict(schema_version=SCHEMA_VERSION, config=config.to_dict(), corpus=corpus,
-                      eval_sets=eval_sets or {}, **environment())
+        record = dict(
+            schema_version=SCHEMA_VERSION,
+            config=config.to_dict(),
+            corpus=corpus,
+            eval_sets=eval_sets or {},
+            **environment(),
+        )
         if branch:
             record["branch"] = dict(parent=os.path.relpath(branch[0], path), step=branch[1])
         if keep_checkpoints:
@@ -257,9 +271,11 @@ class RunDir:
         """The last two checkpoints, and every one in `keep_checkpoints`."""
         if self.keep_checkpoints:
             policy = preservation.AnyPreservationPolicy(
-                [preservation.LatestN(2), preservation.CustomSteps(self.keep_checkpoints)])
-            options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True,
-                                                   enable_async_checkpointing=False)
+                [preservation.LatestN(2), preservation.CustomSteps(self.keep_checkpoints)]
+            )
+            options = ocp.CheckpointManagerOptions(
+                preservation_policy=policy, create=True, enable_async_checkpointing=False
+            )
         else:
             options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True, enable_async_checkpointing=False)
         return ocp.CheckpointManager((self.path / "checkpoints").absolute(), options=options)

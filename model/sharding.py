@@ -41,20 +41,23 @@ def resolve_mesh_shape(cfg: TrainConfig, device_count: int | None = None) -> Mes
     data = cfg.mesh_data or count // cfg.mesh_fsdp
     shape = MeshShape(data, cfg.mesh_fsdp)
     if count % shape.size:
-        raise UserError(f"mesh {shape.data}x{shape.fsdp} (train.mesh_data x train.mesh_fsdp) has {shape.size} "
-                        f"devices, which does not divide the {count} devices present")
+        raise UserError(
+            f"mesh {shape.data}x{shape.fsdp} (train.mesh_data x train.mesh_fsdp) has {shape.size} "
+            f"devices, which does not divide the {count} devices present"
+        )
     for name in ("batch_size", "eval_batch_size"):
         if getattr(cfg, name) % shape.size:
-            raise UserError(f"train.{name}={getattr(cfg, name)} is not divisible by the mesh's {shape.size} devices "
-                            f"({shape.data}x{shape.fsdp}); choose a batch size that is")
+            raise UserError(
+                f"train.{name}={getattr(cfg, name)} is not divisible by the mesh's {shape.size} devices "
+                f"({shape.data}x{shape.fsdp}); choose a batch size that is"
+            )
     return shape
 
 
 def make_mesh(shape: MeshShape) -> Mesh:
     """A (data, fsdp) mesh over the first `shape.size` devices."""
     devices = jax.devices()[: shape.size]
-    return jax.make_mesh((shape.data, shape.fsdp), ("data", "fsdp"), (AxisType.Auto, AxisType.Auto),
-                         devices=devices)
+    return jax.make_mesh((shape.data, shape.fsdp), ("data", "fsdp"), (AxisType.Auto, AxisType.Auto), devices=devices)
 
 
 def _leaf_spec(shape: tuple[int, ...], fsdp: int) -> P:
@@ -128,7 +131,8 @@ def initialize_distributed() -> bool:
     address = os.environ.get("JAX_COORDINATOR_ADDRESS")
     if address:
         jax.distributed.initialize(
-            coordinator_address=address, num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+            coordinator_address=address,
+            num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
             process_id=int(os.environ["JAX_PROCESS_ID"]),
         )
         return True

@@ -74,7 +74,10 @@ def make_schedule(cfg: TrainConfig, total_steps: int) -> optax.Schedule:
 def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
     """AdamW with global-norm clipping; weight decay on matrices only (not norms' scales and biases)."""
     adamw = optax.adamw(
-        make_schedule(cfg, total_steps), b1=cfg.beta1, b2=cfg.beta2, weight_decay=cfg.weight_decay,
+        make_schedule(cfg, total_steps),
+        b1=cfg.beta1,
+        b2=cfg.beta2,
+        weight_decay=cfg.weight_decay,
         mask=lambda params: jax.tree.map(lambda p: p.ndim >= 2, params),
     )
     if cfg.grad_clip > 0:
@@ -102,8 +105,9 @@ def _squared_norm(tree: Any) -> jax.Array:
     return sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for g in jax.tree.leaves(tree))
 
 
-def accumulated_grads(params: nnx.State, graphdef: nnx.GraphDef, tokens_BxL1: jax.Array,
-                      micro_batches: int) -> tuple[jax.Array, nnx.State, jax.Array]:
+def accumulated_grads(
+    params: nnx.State, graphdef: nnx.GraphDef, tokens_BxL1: jax.Array, micro_batches: int
+) -> tuple[jax.Array, nnx.State, jax.Array]:
     """Loss and gradient of the batch computed as `micro_batches` micro-batches one after another (a
     `lax.scan`: activations of one micro-batch live at a time), averaged: the full batch's loss and gradient.
 
@@ -126,8 +130,7 @@ def accumulated_grads(params: nnx.State, graphdef: nnx.GraphDef, tokens_BxL1: ja
     return loss_sum / k, jax.tree.map(lambda g: g / k, grad_sum), sq_sum / k
 
 
-def make_step_fn(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
-                 micro_batches: int = 1) -> Callable:
+def make_step_fn(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, micro_batches: int = 1) -> Callable:
     """The pure training step: (state, tokens) -> (new state, metrics). Not yet jitted.
 
     With `micro_batches` >= 2 the gradient is accumulated over micro-batches (`accumulated_grads`), the
@@ -159,8 +162,9 @@ def state_layout(
     allocated) and the state's shardings. A resumed run restores into the abstract state directly."""
     shapes = jax.eval_shape(lambda: init_state(model_cfg, optimizer, seed)[1])
     shardings = state_shardings(shapes, mesh)
-    abstract = jax.tree.map(lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                            shapes, shardings)
+    abstract = jax.tree.map(
+        lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes, shardings
+    )
     graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(model_cfg, nnx.Rngs(seed))), nnx.Param)[0]
     return graphdef, abstract, shardings
 
@@ -177,12 +181,15 @@ def init_sharded_state(
     return graphdef, state, shardings
 
 
-def jit_sharded_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, shardings: Any,
-                     mesh: Mesh, micro_batches: int = 1) -> Callable:
+def jit_sharded_step(
+    graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, shardings: Any, mesh: Mesh, micro_batches: int = 1
+) -> Callable:
     """The training step jitted once with explicit shardings: state as given, batch over the mesh."""
     return jax.jit(
-        make_step_fn(graphdef, optimizer, micro_batches), in_shardings=(shardings, batch_sharding(mesh)),
-        out_shardings=(shardings, replicated(mesh)), donate_argnums=0,
+        make_step_fn(graphdef, optimizer, micro_batches),
+        in_shardings=(shardings, batch_sharding(mesh)),
+        out_shardings=(shardings, replicated(mesh)),
+        donate_argnums=0,
     )
 
 
@@ -226,8 +233,9 @@ def _say(message: str) -> None:
 class _Loop:
     """State of one training session over a run folder (fresh or resumed)."""
 
-    def __init__(self, run: RunDir, corpus: Corpus, resume: bool, progress: bool,
-                 eval_sets: dict[str, Corpus] | None = None):
+    def __init__(
+        self, run: RunDir, corpus: Corpus, resume: bool, progress: bool, eval_sets: dict[str, Corpus] | None = None
+    ):
         cfg = run.config
         self.run, self.corpus, self.cfg, self.eval_sets = run, corpus, cfg, eval_sets or {}
         self.total = cfg.total_steps
@@ -303,8 +311,14 @@ class _Loop:
         rates = np.asarray(self.schedule(np.array([step - 1 for step, _ in self.pending])), dtype=np.float64)
         lines = []
         for (step, _), m, lr in zip(self.pending, values, rates, strict=True):
-            line = dict(step=step, tokens=step * self.tokens_per_step, wall_seconds=round(wall, 4),
-                        train_loss=float(m["loss"]), grad_norm=float(m["grad_norm"]), lr=float(lr))
+            line = dict(
+                step=step,
+                tokens=step * self.tokens_per_step,
+                wall_seconds=round(wall, 4),
+                train_loss=float(m["loss"]),
+                grad_norm=float(m["grad_norm"]),
+                lr=float(lr),
+            )
             line.update(self._noise_fields(step, m))
             line.update((extra or {}).get(step, {}))
             lines.append(line)
@@ -315,7 +329,8 @@ class _Loop:
         if bad:
             raise RunDiverged(
                 f"loss became {bad['train_loss']} at step {bad['step']}: the run diverged; "
-                "lower train.lr or raise train.warmup_steps", bad["step"],
+                "lower train.lr or raise train.warmup_steps",
+                bad["step"],
             )
         return lines[-1]["train_loss"]
 
@@ -362,7 +377,8 @@ class _Loop:
         if not self.eval_sets:
             return dict(eval_loss=self.last_eval)
         losses = {
-            name: self.last_eval if corpus.fingerprint == self.corpus.fingerprint
+            name: self.last_eval
+            if corpus.fingerprint == self.corpus.fingerprint
             else evaluate(self.eval_fn, params, corpus, self.cfg, self.place)
             for name, corpus in self.eval_sets.items()
         }
@@ -432,8 +448,10 @@ def check_parent(config: RunConfig, out: str | Path, parent_path: str | Path, st
     if tc.schedule != "wsd" or config.total_steps - cool != step:
         raise UserError(f"{where}: a branch from step {step} is a wsd run whose cool-down starts at that step")
     if step not in _parent_checkpoints(parent) or len(parent.read_metrics()) < step:
-        raise UserError(f"{where}: its parent {parent_path} has no checkpoint at step {step} "
-                        f"({parent.status()}); finish the parent first")
+        raise UserError(
+            f"{where}: its parent {parent_path} has no checkpoint at step {step} "
+            f"({parent.status()}); finish the parent first"
+        )
     return parent
 
 
@@ -442,8 +460,9 @@ def _noise_batches(cfg: RunConfig) -> tuple[int, int, int]:
     return cfg.train.batch_size // cfg.train.micro_batches, cfg.train.batch_size, cfg.model.s
 
 
-def summarise(run: RunDir, corpus: Corpus, status: str, message: str | None = None,
-              diverged_step: int | None = None) -> dict[str, Any]:
+def summarise(
+    run: RunDir, corpus: Corpus, status: str, message: str | None = None, diverged_step: int | None = None
+) -> dict[str, Any]:
     """Write and return summary.json from the run's metrics (the single source of truth).
 
     `steps` counts the steps logged: for a diverged run, those before the step whose loss was not finite
@@ -457,12 +476,20 @@ def summarise(run: RunDir, corpus: Corpus, status: str, message: str | None = No
     counts = count_params(cfg.model)
     wall = last.get("wall_seconds", 0.0)
     summary = dict(
-        status=status, message=message, steps=last.get("step", 0), total_steps=cfg.total_steps,
-        diverged_step=diverged_step, tokens=last.get("tokens", 0), params=counts.total,
-        params_embedding=counts.embedding, params_non_embedding=counts.non_embedding,
-        final_train_loss=last.get("train_loss"), final_eval_loss=evals[-1] if evals else None,
+        status=status,
+        message=message,
+        steps=last.get("step", 0),
+        total_steps=cfg.total_steps,
+        diverged_step=diverged_step,
+        tokens=last.get("tokens", 0),
+        params=counts.total,
+        params_embedding=counts.embedding,
+        params_non_embedding=counts.non_embedding,
+        final_train_loss=last.get("train_loss"),
+        final_eval_loss=evals[-1] if evals else None,
         final_eval_losses=set_evals[-1] if set_evals else None,
-        val_unigram_entropy=unigram_entropy(corpus.val, cfg.model.v), wall_seconds=wall,
+        val_unigram_entropy=unigram_entropy(corpus.val, cfg.model.v),
+        wall_seconds=wall,
         tokens_per_second=last.get("tokens", 0) / wall if wall else None,
     )
     noise_scale = noise.summarise(lines, *_noise_batches(cfg))
@@ -477,8 +504,10 @@ def _open_for_resume(out: str | Path) -> tuple[RunDir, dict[str, Any] | None]:
     run = RunDir.open(out)
     summary = run.read_summary()
     if summary and summary["status"] == "diverged":
-        raise UserError(f"the run in {out} {run.status()} and cannot be resumed (it would diverge again); "
-                        "start a new run with a lower train.lr or more train.warmup_steps")
+        raise UserError(
+            f"the run in {out} {run.status()} and cannot be resumed (it would diverge again); "
+            "start a new run with a lower train.lr or more train.warmup_steps"
+        )
     return run, summary
 
 
@@ -491,8 +520,14 @@ def _check_unchanged(run: RunDir, corpus: Corpus, eval_sets: dict[str, Corpus]) 
             raise UserError(f"{what} changed since {run.path} began (fingerprint differs); it cannot be resumed")
 
 
-def train(config: RunConfig | None, out: str | Path, resume: bool = False, progress: bool = True,
-          branch: tuple[str | Path, int] | None = None, keep_checkpoints: tuple[int, ...] = ()) -> dict[str, Any]:
+def train(
+    config: RunConfig | None,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    branch: tuple[str | Path, int] | None = None,
+    keep_checkpoints: tuple[int, ...] = (),
+) -> dict[str, Any]:
     """Train a run into folder `out` (new), or continue the run in `out` (`resume=True`).
 
     Returns the summary; resuming a completed run returns its summary and trains nothing. A diverged run
@@ -518,8 +553,14 @@ def train(config: RunConfig | None, out: str | Path, resume: bool = False, progr
     if resume:
         _check_unchanged(run, corpus, eval_sets)
     else:
-        run = RunDir.create(out, cfg, corpus.describe(), {name: c.describe() for name, c in eval_sets.items()},
-                            (parent.path, branch[1]) if parent else None, keep_checkpoints)
+        run = RunDir.create(
+            out,
+            cfg,
+            corpus.describe(),
+            {name: c.describe() for name, c in eval_sets.items()},
+            (parent.path, branch[1]) if parent else None,
+            keep_checkpoints,
+        )
         if parent:
             run.start_from(parent, branch[1])
     loop = _Loop(run, corpus, resume, progress, eval_sets)

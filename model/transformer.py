@@ -35,8 +35,13 @@ def _norm(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
 def _linear(cfg: ModelConfig, n_in: int, n_out: int, rngs: nnx.Rngs, scale: float = 1.0) -> nnx.Linear:
     init = nnx.initializers.normal(stddev=scale / n_in**0.5)
     return nnx.Linear(
-        n_in, n_out, use_bias=False, kernel_init=init, dtype=_dtype(cfg.dtype),
-        param_dtype=_dtype(cfg.param_dtype), rngs=rngs,
+        n_in,
+        n_out,
+        use_bias=False,
+        kernel_init=init,
+        dtype=_dtype(cfg.dtype),
+        param_dtype=_dtype(cfg.param_dtype),
+        rngs=rngs,
     )
 
 
@@ -57,8 +62,12 @@ def attention_implementation(cfg: ModelConfig) -> str:
     cuDNN flash attention needs a GPU, half precision and a head size that is a multiple of 8 up to 128;
     everything else (TPU, CPU, odd heads) gets XLA's own attention.
     """
-    supported = (jax.default_backend() == "gpu" and cfg.dtype in ("bfloat16", "float16")
-                 and cfg.head_dim % 8 == 0 and cfg.head_dim <= 128)
+    supported = (
+        jax.default_backend() == "gpu"
+        and cfg.dtype in ("bfloat16", "float16")
+        and cfg.head_dim % 8 == 0
+        and cfg.head_dim <= 128
+    )
     return "cudnn" if cfg.attention in ("auto", "cudnn") and supported else "xla"
 
 
@@ -126,8 +135,12 @@ class Transformer(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         self.cfg = cfg
         self.embed = nnx.Embed(
-            cfg.v, cfg.d, embedding_init=nnx.initializers.normal(stddev=1.0),
-            dtype=_dtype(cfg.dtype), param_dtype=_dtype(cfg.param_dtype), rngs=rngs,
+            cfg.v,
+            cfg.d,
+            embedding_init=nnx.initializers.normal(stddev=1.0),
+            dtype=_dtype(cfg.dtype),
+            param_dtype=_dtype(cfg.param_dtype),
+            rngs=rngs,
         )
         # A plain Python list of blocks: XLA sees every layer (no scan), so its cost analysis counts
         # all n layers; compile time grows with n, which is acceptable at the depths we time.
@@ -176,8 +189,9 @@ def count_params(cfg: ModelConfig) -> ParamCounts:
     return ParamCounts(embedding=embedding, non_embedding=non_embedding)
 
 
-def param_counts(v: Any, d: Any, n: Any, w: Any, norm: str = "rmsnorm", activation: str = "gelu",
-                 tied: bool = True) -> tuple[Any, Any]:
+def param_counts(
+    v: Any, d: Any, n: Any, w: Any, norm: str = "rmsnorm", activation: str = "gelu", tied: bool = True
+) -> tuple[Any, Any]:
     """(embedding, non-embedding) parameter counts of our architecture; plain arithmetic, so it takes
     integers or NumPy arrays alike (the planner counts a million candidates at once)."""
     norm_params = d if norm == "rmsnorm" else 2 * d

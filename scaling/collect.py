@@ -59,8 +59,9 @@ def _record(folder: Path) -> RunRecord | str:
     N, D = count_params(run.config.model).total, int(summary["tokens"])
     curve = tuple((line["tokens"], line["train_loss"]) for line in run.read_metrics())
     budget = sweep_budgets(folder).get(folder.name, 6.0 * N * D)
-    return RunRecord(folder.name, N, D, float(summary["final_eval_loss"]), budget,
-                     run.config.model.d, run.config.model.n, curve)
+    return RunRecord(
+        folder.name, N, D, float(summary["final_eval_loss"]), budget, run.config.model.d, run.config.model.n, curve
+    )
 
 
 def collect_runs(paths: list[str | Path]) -> tuple[list[RunRecord], list[str]]:
@@ -78,8 +79,10 @@ def collect_runs(paths: list[str | Path]) -> tuple[list[RunRecord], list[str]]:
 def to_points(records: list[RunRecord]) -> FitPoints:
     """One point per run, each its own bootstrap group."""
     return FitPoints(
-        N=np.array([r.N for r in records], float), D=np.array([r.D for r in records], float),
-        loss=np.array([r.loss for r in records], float), group=np.arange(len(records)),
+        N=np.array([r.N for r in records], float),
+        D=np.array([r.D for r in records], float),
+        loss=np.array([r.loss for r in records], float),
+        group=np.arange(len(records)),
     )
 
 
@@ -96,15 +99,34 @@ def collect_recipe_runs(paths: list[str | Path]) -> tuple[list[RecipeRun], list[
             cfg, N = run.config, count_params(run.config.model).total
             noise = summary.get("noise_scale") or {}
             t = cfg.train
-            schedule = dict(schedule=t.schedule, warmup_fraction=t.warmup_steps / max(cfg.total_steps, 1),
-                            min_lr_ratio=t.min_lr_ratio, weight_decay=t.weight_decay, beta1=t.beta1, beta2=t.beta2)
+            schedule = dict(
+                schedule=t.schedule,
+                warmup_fraction=t.warmup_steps / max(cfg.total_steps, 1),
+                min_lr_ratio=t.min_lr_ratio,
+                weight_decay=t.weight_decay,
+                beta1=t.beta1,
+                beta2=t.beta2,
+            )
             windows = ()
             if t.micro_batches > 1:
-                windows = tuple(loss_windows(run.read_metrics(), t.batch_size // t.micro_batches, t.batch_size,
-                                             cfg.model.s))
-            runs.append(RecipeRun(folder.name, N, int(summary["tokens"]), sweep_budgets(folder).get(folder.name, 0.0),
-                                  t.batch_size, cfg.model.s, t.lr, float(summary["final_eval_loss"]),
-                                  noise.get("b_simple_tokens"), schedule, windows))
+                windows = tuple(
+                    loss_windows(run.read_metrics(), t.batch_size // t.micro_batches, t.batch_size, cfg.model.s)
+                )
+            runs.append(
+                RecipeRun(
+                    folder.name,
+                    N,
+                    int(summary["tokens"]),
+                    sweep_budgets(folder).get(folder.name, 0.0),
+                    t.batch_size,
+                    cfg.model.s,
+                    t.lr,
+                    float(summary["final_eval_loss"]),
+                    noise.get("b_simple_tokens"),
+                    schedule,
+                    windows,
+                )
+            )
     if not runs:
         raise UserError(f"no finished runs under {', '.join(map(str, paths))}")
     return runs, left_out

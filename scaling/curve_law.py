@@ -94,8 +94,14 @@ class Curve:
     def prefix(self, cut: int) -> Curve:
         """The curve's first `cut` steps (and its evaluations among them), with no final eval loss."""
         keep = self.eval_steps <= cut
-        return dataclasses.replace(self, lr=self.lr[:cut], loss=self.loss[:cut], final_eval=None,
-                                   eval_steps=self.eval_steps[keep], eval_losses=self.eval_losses[keep])
+        return dataclasses.replace(
+            self,
+            lr=self.lr[:cut],
+            loss=self.loss[:cut],
+            final_eval=None,
+            eval_steps=self.eval_steps[keep],
+            eval_losses=self.eval_losses[keep],
+        )
 
 
 def areas(lr: np.ndarray, lam: float = LAMBDA) -> tuple[np.ndarray, np.ndarray]:
@@ -146,11 +152,18 @@ class ShapeLaw:
 
 CurveLaw = ShapeLaw | MultiPowerLaw
 FORMS: dict[str, tuple[type[ShapeLaw] | type[MultiPowerLaw], str, str]] = {
-    "tissue": (ShapeLaw, "tissue2024", "L(s) = L0 + A*S1^(-alpha) - C*S2 (Tissue et al. 2024, arXiv 2408.11029); "
-               "eval = L * exp(eval_gap)"),
-    "multipower": (MultiPowerLaw, "multipower2025", "L(t) = L0 + A*S1^(-alpha) - LD(t), LD(t) = B*sum_k "
-                   "(eta_{k-1} - eta_k)*(1 - (C*eta_k^(-gamma)*S_k(t) + 1)^(-beta)) (Luo et al. 2025, arXiv "
-                   "2503.12811); eval = L * exp(eval_gap)"),
+    "tissue": (
+        ShapeLaw,
+        "tissue2024",
+        "L(s) = L0 + A*S1^(-alpha) - C*S2 (Tissue et al. 2024, arXiv 2408.11029); eval = L * exp(eval_gap)",
+    ),
+    "multipower": (
+        MultiPowerLaw,
+        "multipower2025",
+        "L(t) = L0 + A*S1^(-alpha) - LD(t), LD(t) = B*sum_k "
+        "(eta_{k-1} - eta_k)*(1 - (C*eta_k^(-gamma)*S_k(t) + 1)^(-beta)) (Luo et al. 2025, arXiv "
+        "2503.12811); eval = L * exp(eval_gap)",
+    ),
 }
 
 
@@ -182,8 +195,9 @@ def _binned(curve: Curve, lam: float) -> tuple[np.ndarray, ...]:
     return S1[fitted], S2[fitted], window, logL
 
 
-def _residuals(theta: np.ndarray, S1: np.ndarray, S2: np.ndarray, window: np.ndarray, logL: np.ndarray,
-               w: np.ndarray) -> np.ndarray:
+def _residuals(
+    theta: np.ndarray, S1: np.ndarray, S2: np.ndarray, window: np.ndarray, logL: np.ndarray, w: np.ndarray
+) -> np.ndarray:
     """Weighted log(law) - log(loss), each averaged over a window of steps (the law at every step, then
     averaged: the law is not linear in S1 within a window)."""
     L0, log_A, alpha, log_C = theta
@@ -213,8 +227,9 @@ def _starts(S1: np.ndarray, logL: np.ndarray, L_min: float) -> list[np.ndarray]:
     return starts
 
 
-def fit_shape(curves: Sequence[Curve], lam: float = LAMBDA, start: CurveLaw | None = None,
-              form: str = "tissue") -> tuple[CurveLaw, float]:
+def fit_shape(
+    curves: Sequence[Curve], lam: float = LAMBDA, start: CurveLaw | None = None, form: str = "tissue"
+) -> tuple[CurveLaw, float]:
     """Fit one shape's law of the given form to its runs' curves; returns the law and the rms of log(law / loss)
     on the windows. `start` alone starts the fit (a bootstrap resample starts from the full fit); `lam` is
     Tissue's. The eval gap: the mean log ratio of final eval loss to the law's last logged loss."""
@@ -233,13 +248,26 @@ def _fit_tissue(curves: Sequence[Curve], lam: float, start: ShapeLaw | None) -> 
     L_min = float(np.exp(logL.min()))
     lower, upper = list(LOWER), [float(np.exp(logL.max())), *UPPER[1:]]
     best = None
-    starts = _starts(S1, logL, L_min) if start is None else [
-        np.maximum(start.theta(), [-np.inf, -np.inf, -np.inf, np.log(1e-17)])]
+    starts = (
+        _starts(S1, logL, L_min)
+        if start is None
+        else [np.maximum(start.theta(), [-np.inf, -np.inf, -np.inf, np.log(1e-17)])]
+    )
     for x0 in starts:
         x0 = np.clip(x0, lower, np.array(upper) - 1e-9)
-        res = optimize.least_squares(_residuals, x0, bounds=(lower, upper), loss="soft_l1", f_scale=0.01,
-                                     args=(S1, S2, window, logL, w), x_scale="jac", xtol=1e-12, ftol=1e-12,
-                                     gtol=1e-12, max_nfev=2000)
+        res = optimize.least_squares(
+            _residuals,
+            x0,
+            bounds=(lower, upper),
+            loss="soft_l1",
+            f_scale=0.01,
+            args=(S1, S2, window, logL, w),
+            x_scale="jac",
+            xtol=1e-12,
+            ftol=1e-12,
+            gtol=1e-12,
+            max_nfev=2000,
+        )
         if best is None or res.cost < best.cost:
             best = res
     L0, log_A, alpha, log_C = best.x
@@ -257,8 +285,14 @@ def bootstrap_draws(curves: Sequence[Curve], full: CurveLaw, n_boot: int, seed: 
     return draws
 
 
-def bootstrap_shape(curves: Sequence[Curve], full: CurveLaw, n_boot: int, seed: int = 0, level: float = 0.95,
-                    draws: Sequence[CurveLaw] | None = None) -> dict[str, list[float]]:
+def bootstrap_shape(
+    curves: Sequence[Curve],
+    full: CurveLaw,
+    n_boot: int,
+    seed: int = 0,
+    level: float = 0.95,
+    draws: Sequence[CurveLaw] | None = None,
+) -> dict[str, list[float]]:
     """Percentile intervals of the law's parameters and eval_gap over `bootstrap_draws` (made here unless given)."""
     draws = bootstrap_draws(curves, full, n_boot, seed) if draws is None else draws
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
@@ -287,9 +321,11 @@ def on_evals(curves: Sequence[Curve]) -> list[Curve]:
         if not np.all(np.isfinite(c.eval_losses) & (c.eval_losses > 0)):
             raise UserError(f"{c.name}: an evaluation loss is not a positive finite number")
         if n < MIN_EVALS:
-            raise UserError(f"{c.name}: {n} evaluation(s) after warmup (or its branch point); a law of eval losses "
-                            f"needs at least {MIN_EVALS} per run: train with periodic evaluations (--set "
-                            "train.eval_points=32, or train.eval_every)")
+            raise UserError(
+                f"{c.name}: {n} evaluation(s) after warmup (or its branch point); a law of eval losses "
+                f"needs at least {MIN_EVALS} per run: train with periodic evaluations (--set "
+                "train.eval_points=32, or train.eval_every)"
+            )
     return [dataclasses.replace(c, fit_evals=True) for c in curves]
 
 
@@ -303,18 +339,20 @@ def by_shape(curves: Sequence[Curve]) -> dict[int, list[Curve]]:
 def final_train_loss(curve: Curve, predicted: np.ndarray | None = None) -> float:
     """Mean train loss over the last TAIL of the steps (measured, or `predicted` for each step)."""
     values = curve.loss if predicted is None else predicted
-    return float(np.mean(values[-max(1, round(TAIL * curve.steps)):]))
+    return float(np.mean(values[-max(1, round(TAIL * curve.steps)) :]))
 
 
-def fit_from_prefix(curve: Curve, cut: int, others: Sequence[Curve], lam: float = LAMBDA,
-                    form: str = "tissue") -> CurveLaw:
+def fit_from_prefix(
+    curve: Curve, cut: int, others: Sequence[Curve], lam: float = LAMBDA, form: str = "tissue"
+) -> CurveLaw:
     """The law of `curve`'s shape fitted to its first `cut` steps and the whole curves of `others` (runs of its
     shape that share no steps with it); its own final eval loss never enters (the eval gap is the others')."""
     return fit_shape([curve.prefix(cut), *others], lam, form=form)[0]
 
 
-def prefix_errors(curves: Sequence[Curve], fraction: float, lam: float = LAMBDA,
-                  form: str = "tissue") -> list[dict[str, Any]]:
+def prefix_errors(
+    curves: Sequence[Curve], fraction: float, lam: float = LAMBDA, form: str = "tissue"
+) -> list[dict[str, Any]]:
     """For each run: the law fitted to the first `fraction` of its steps together with the whole curves of its
     shape's runs of other families (never the runs sharing its steps), predicting its final train loss (and eval
     loss) from its schedule: the other runs show what its schedule's later steps do."""
@@ -331,18 +369,28 @@ def prefix_errors(curves: Sequence[Curve], fraction: float, lam: float = LAMBDA,
                 predicted, actual = final_train_loss(c, law.curve(c.lr)), final_train_loss(c)
                 row.update(predicted=predicted, actual=actual, rel_error=predicted / actual - 1)
             if c.final_eval:
-                row.update(eval_predicted=law.final_eval(c.lr), eval_actual=c.final_eval,
-                           eval_rel_error=law.final_eval(c.lr) / c.final_eval - 1)
+                row.update(
+                    eval_predicted=law.final_eval(c.lr),
+                    eval_actual=c.final_eval,
+                    eval_rel_error=law.final_eval(c.lr) / c.final_eval - 1,
+                )
             rows.append(row)
     return rows
 
 
-def schedule_lrs(train: TrainConfig, steps: int, warmup_fraction: float = 0.05, schedule: str = "cosine",
-               **fields: Any) -> np.ndarray:
+def schedule_lrs(
+    train: TrainConfig, steps: int, warmup_fraction: float = 0.05, schedule: str = "cosine", **fields: Any
+) -> np.ndarray:
     """Learning rates of a run of `steps` steps with `train`'s peak rate (warmup a fraction of it): cosine, or
     another schedule with other `fields` of TrainConfig (a wsd run's cooldown_fraction and decay)."""
-    cfg = dataclasses.replace(train, steps=steps, tokens=None, schedule=schedule,
-                              warmup_steps=max(1, round(warmup_fraction * steps)), **fields)
+    cfg = dataclasses.replace(
+        train,
+        steps=steps,
+        tokens=None,
+        schedule=schedule,
+        warmup_steps=max(1, round(warmup_fraction * steps)),
+        **fields,
+    )
     return np.asarray(make_schedule(cfg, steps)(np.arange(steps)), dtype=np.float64)
 
 
@@ -360,14 +408,21 @@ def shape_peaks(curves: Sequence[Curve]) -> dict[int, float] | str:
     for N, group in by_shape(curves).items():
         tops = [float(c.lr.max()) for c in group]
         if not same_peak(max(tops), min(tops)):
-            return (f"the runs of the {N}-parameter shape have peak learning rates {min(tops):.3g} to {max(tops):.3g}; "
-                    "a curve law holds for one peak rate, so fit runs of one rate per shape")
+            return (
+                f"the runs of the {N}-parameter shape have peak learning rates {min(tops):.3g} to {max(tops):.3g}; "
+                "a curve law holds for one peak rate, so fit runs of one rate per shape"
+            )
         peaks[N] = max(tops)
     return peaks
 
 
-def chinchilla_points(laws: Sequence[CurveLaw], lengths: dict[int, Sequence[int]], train: TrainConfig,
-                      tokens_per_step: int, peaks: dict[int, float]) -> FitPoints:
+def chinchilla_points(
+    laws: Sequence[CurveLaw],
+    lengths: dict[int, Sequence[int]],
+    train: TrainConfig,
+    tokens_per_step: int,
+    peaks: dict[int, float],
+) -> FitPoints:
     """Points (N, D, predicted final eval loss) of cosine runs of the given lengths (steps) per shape, each at its
     shape's own peak rate (`shape_peaks`: a tuned sweep trains every shape at its own): the input of the
     Chinchilla fit of laws from curves. The laws may be of either form."""
@@ -397,8 +452,10 @@ def read_curve(folder: Path, partial: bool = False) -> Curve:
     if not lines:
         raise UserError(f"{folder}: no steps logged yet")
     if any("lr" not in line for line in lines):
-        raise UserError(f"{folder}: metrics.jsonl has no learning-rate record ('lr'); the curve law needs the "
-                        "schedule of every step")
+        raise UserError(
+            f"{folder}: metrics.jsonl has no learning-rate record ('lr'); the curve law needs the "
+            "schedule of every step"
+        )
     loss = np.array([line["train_loss"] if line["train_loss"] is not None else np.nan for line in lines], float)
     if not np.all(np.isfinite(loss)) or not np.all(loss > 0):
         bad = int(np.flatnonzero(~(np.isfinite(loss) & (loss > 0)))[0]) + 1
@@ -411,10 +468,18 @@ def read_curve(folder: Path, partial: bool = False) -> Curve:
         first, family = step + 1, parent.name
     cfg = run.config
     evals = [line for line in lines if line.get("eval_loss") is not None]
-    return Curve(folder.name, count_params(cfg.model).total, cfg.train.batch_size * cfg.model.s,
-                 np.array([line["lr"] for line in lines], float), loss, min(first, len(lines)),
-                 summary.get("final_eval_loss") if done else None, family,
-                 np.array([line["step"] for line in evals], np.int64), np.array([line["eval_loss"] for line in evals]))
+    return Curve(
+        folder.name,
+        count_params(cfg.model).total,
+        cfg.train.batch_size * cfg.model.s,
+        np.array([line["lr"] for line in lines], float),
+        loss,
+        min(first, len(lines)),
+        summary.get("final_eval_loss") if done else None,
+        family,
+        np.array([line["step"] for line in evals], np.int64),
+        np.array([line["eval_loss"] for line in evals]),
+    )
 
 
 def fit_curve_laws(curves: Sequence[Curve], n_boot: int, lam: float = LAMBDA, form: str = "tissue") -> dict[str, Any]:
@@ -426,8 +491,14 @@ def fit_curve_laws(curves: Sequence[Curve], n_boot: int, lam: float = LAMBDA, fo
     curve_loss = "eval" if any(c.fit_evals for c in curves) else "train"
     for group in by_shape(curves).values():
         law, rms = fit_shape(group, lam, form=form)
-        row = dict(law.to_dict(), runs=[c.name for c in group], rms_log_error=rms, at_bounds=at_bounds(law),
-                   peak_lr=max(float(c.lr.max()) for c in group), tokens_per_step=group[0].tokens_per_step)
+        row = dict(
+            law.to_dict(),
+            runs=[c.name for c in group],
+            rms_log_error=rms,
+            at_bounds=at_bounds(law),
+            peak_lr=max(float(c.lr.max()) for c in group),
+            tokens_per_step=group[0].tokens_per_step,
+        )
         row["intervals"] = row["draws"] = None
         if n_boot and len(group) > 1:  # the draws pair across shapes for the laws from curves' intervals
             draws = bootstrap_draws(group, law, n_boot)
@@ -435,5 +506,11 @@ def fit_curve_laws(curves: Sequence[Curve], n_boot: int, lam: float = LAMBDA, fo
             row["draws"] = [d.to_dict() for d in draws]
         shapes.append(row)
     _, name, formula = FORMS[form]
-    return dict(form=name, formula=formula, **(dict(lam=lam) if form == "tissue" else {}), curve_loss=curve_loss,
-                shapes=shapes, seconds=time.perf_counter() - start)
+    return dict(
+        form=name,
+        formula=formula,
+        **(dict(lam=lam) if form == "tissue" else {}),
+        curve_loss=curve_loss,
+        shapes=shapes,
+        seconds=time.perf_counter() - start,
+    )

@@ -686,8 +686,10 @@ def _check_spread(points: FitPoints) -> None:
     for name in ("N", "D"):
         distinct = len(np.unique(getattr(points, name)))
         if distinct < 2:
-            raise UserError(f"all {len(points.N)} points share one {name}; a law in N and D needs runs with "
-                            f"several values of {name}")
+            raise UserError(
+                f"all {len(points.N)} points share one {name}; a law in N and D needs runs with "
+                f"several values of {name}"
+            )
 
 
 def _forms(box: np.ndarray, allocation_exponent: float | None) -> list[Callable[[float], _Form]]:
@@ -750,8 +752,10 @@ def _fallback_warning(form: _Form, tried: dict[str, list[str]]) -> list[str]:
         return []
     why = "; ".join(f"{name}: {', '.join(reasons)}" for name, reasons in tried.items())
     if form.name in tried:
-        return [f"no form of the law is identified by these points ({why}); using the last fallback, "
-                f"{form.description}: treat its constants as a rough description of these points only"]
+        return [
+            f"no form of the law is identified by these points ({why}); using the last fallback, "
+            f"{form.description}: treat its constants as a rough description of these points only"
+        ]
     return [f"the full law is not identified ({why}); using {form.description}"]
 
 
@@ -838,8 +842,15 @@ def _percentiles(samples: dict[str, np.ndarray], level: float) -> dict[str, tupl
 def _samples(form: _Form, u: np.ndarray, mu: tuple[float, float]) -> dict[str, np.ndarray]:
     z = form.z0 + u @ form.M.T
     alpha, beta = z[:, 3], z[:, 4]
-    return {"E": np.exp(z[:, 2]), "A": np.exp(z[:, 0] + alpha * mu[0]), "B": np.exp(z[:, 1] + beta * mu[1]),
-            "alpha": alpha, "beta": beta, "n_exponent": beta / (alpha + beta), "d_exponent": alpha / (alpha + beta)}
+    return {
+        "E": np.exp(z[:, 2]),
+        "A": np.exp(z[:, 0] + alpha * mu[0]),
+        "B": np.exp(z[:, 1] + beta * mu[1]),
+        "alpha": alpha,
+        "beta": beta,
+        "n_exponent": beta / (alpha + beta),
+        "d_exponent": alpha / (alpha + beta),
+    }
 
 
 def bootstrap_chinchilla(
@@ -904,11 +915,15 @@ def _bootstrap_warnings(form: _Form, n_boot: int, n_converged: int, at_bound: np
     hit = at_bound.any(axis=1).sum()
     if hit > 0.05 * n_boot:
         names = ", ".join(name for name, column in zip(_NATURAL, at_bound.T, strict=True) if column.any())
-        warn.append(f"{hit} of {n_boot} bootstrap refits ran to a bound ({names}): the points do not pin those "
-                    "constants down, and their intervals stop at the bound")
+        warn.append(
+            f"{hit} of {n_boot} bootstrap refits ran to a bound ({names}): the points do not pin those "
+            "constants down, and their intervals stop at the bound"
+        )
     if used < n_groups:
-        warn.append(f"bootstrap resampled {used} of {n_groups} groups ({n_points} points) and scaled the spread "
-                    f"by sqrt({used}/{n_groups}) (m-out-of-n bootstrap)")
+        warn.append(
+            f"bootstrap resampled {used} of {n_groups} groups ({n_points} points) and scaled the spread "
+            f"by sqrt({used}/{n_groups}) (m-out-of-n bootstrap)"
+        )
     return warn
 
 
@@ -953,8 +968,11 @@ def fit_kaplan(
     grad = _objective(problem, points, z)[1] / np.r_[1.0, 1.0, params[2:]]  # d/d(log x) = x d/dx
     grad_norm = float(np.max(np.abs(grad)))
     grad_tol = _scaled_tol(grad_tol, len(points))
-    warnings = [] if grad_norm <= grad_tol else [
-        f"best fit did not converge: max |gradient| = {grad_norm:.3g} > {grad_tol:g}; check the data"]
+    warnings = (
+        []
+        if grad_norm <= grad_tol
+        else [f"best fit did not converge: max |gradient| = {grad_norm:.3g} > {grad_tol:g}; check the data"]
+    )
     return FitResult(
         law=KaplanLaw(Nc=np.exp(params[0]), Dc=np.exp(params[1]), aN=params[2], aD=params[3]),
         params=params, param_names=KAPLAN_PARAMS, objective=kaplan_objective(params, points, delta),

@@ -98,11 +98,15 @@ def check_groups(points: FitPoints, reference: str | None) -> tuple[list[str], i
     for name in names:
         mine = points.dataset == name
         if mine.sum() < MIN_GROUP_POINTS:
-            raise UserError(f"group {name!r} has {int(mine.sum())} point(s); a grouped fit needs at least "
-                            f"{MIN_GROUP_POINTS} per group (each group fits its own E and data multiplier)")
+            raise UserError(
+                f"group {name!r} has {int(mine.sum())} point(s); a grouped fit needs at least "
+                f"{MIN_GROUP_POINTS} per group (each group fits its own E and data multiplier)"
+            )
         if len(np.unique(points.D[mine])) < 2:
-            raise UserError(f"group {name!r}: all its points share one D, so its E and data multiplier cannot "
-                            "be told apart; give it runs with several token counts")
+            raise UserError(
+                f"group {name!r}: all its points share one D, so its E and data multiplier cannot "
+                "be told apart; give it runs with several token counts"
+            )
     return names, ref
 
 
@@ -350,10 +354,19 @@ def bootstrap_groups(points: FitPoints, fit: GroupedFit, n_boot: int = 1000, see
     f = np.where(np.isfinite(res["f"]), res["f"], np.inf).reshape(n_boot, starts)
     pick = np.arange(n_boot) * starts + np.argmin(f, axis=1)
     n_converged = int(np.sum(np.max(np.abs(res["g"][pick]), axis=1) <= GRAD_TOL * max(1.0, len(points) / 1000)))
-    warnings = [] if n_converged >= 0.9 * n_boot else [
-        f"only {n_converged} of {n_boot} bootstrap refits converged; intervals may be too wide"]
-    return GroupBootstrap(samples=_constants(res["x"][pick], setup.mu, G), level=level, n_boot=n_boot,
-                          n_converged=n_converged, seconds=time.perf_counter() - begin, warnings=tuple(warnings))
+    warnings = (
+        []
+        if n_converged >= 0.9 * n_boot
+        else [f"only {n_converged} of {n_boot} bootstrap refits converged; intervals may be too wide"]
+    )
+    return GroupBootstrap(
+        samples=_constants(res["x"][pick], setup.mu, G),
+        level=level,
+        n_boot=n_boot,
+        n_converged=n_converged,
+        seconds=time.perf_counter() - begin,
+        warnings=tuple(warnings),
+    )
 
 
 def interval(values: np.ndarray, level: float) -> tuple[float, float]:

@@ -131,13 +131,16 @@ class ShapeLaw:
         if not (math.isfinite(self.gamma) and self.gamma >= 0):
             raise UserError(f"ShapeLaw.gamma={self.gamma!r} must be a finite number >= 0")
         if not (math.isfinite(self.aspect_opt) and self.aspect_opt > 0 and math.isfinite(hi) and 0 < lo <= hi):
-            raise UserError(f"ShapeLaw: aspect_opt={self.aspect_opt!r} and aspect_range=({lo!r}, {hi!r}) must be "
-                            "positive, finite, low <= high")
+            raise UserError(
+                f"ShapeLaw: aspect_opt={self.aspect_opt!r} and aspect_range=({lo!r}, {hi!r}) must be "
+                "positive, finite, low <= high"
+            )
 
     def factor(self, d: ArrayLike, n: ArrayLike) -> ArrayLike:
         """exp(gamma ln(d/n / aspect_opt)^2): 1 at the optimal aspect ratio, above 1 elsewhere."""
         out = np.exp(self.gamma * np.log(np.asarray(d, np.float64) / np.asarray(n, np.float64) / self.aspect_opt) ** 2)
         return float(out) if np.ndim(out) == 0 else out
+
 
 # Hoffmann et al. 2022, Approach 3 as published.
 CHINCHILLA_PUBLISHED = ChinchillaLaw(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
@@ -336,8 +339,13 @@ def _diagnostics(raw: Any, source: str) -> dict[str, Any] | None:
 
 
 def _shape_to_dict(shape: ShapeLaw) -> dict[str, Any]:
-    out = {"gamma": shape.gamma, "aspect_opt": shape.aspect_opt, "aspect_range": shape.aspect_range,
-           "intervals": shape.intervals, "samples": shape.samples}
+    out = {
+        "gamma": shape.gamma,
+        "aspect_opt": shape.aspect_opt,
+        "aspect_range": shape.aspect_range,
+        "intervals": shape.intervals,
+        "samples": shape.samples,
+    }
     return json.loads(json.dumps({k: v for k, v in out.items() if v is not None}, default=_json_default))
 
 

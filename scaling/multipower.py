@@ -77,9 +77,11 @@ class Pairs:
     def join(parts: Sequence[Pairs]) -> Pairs:
         """Several schedules' pairs as one, their evaluated t numbered on."""
         offsets = np.cumsum([0, *(p.evaluated for p in parts)])
-        return Pairs(np.concatenate([p.at + o for p, o in zip(parts, offsets[:-1], strict=True)]),
-                     *(np.concatenate([getattr(p, f) for p in parts]) for f in ("log_area", "log_eta", "drop")),
-                     evaluated=int(offsets[-1]))
+        return Pairs(
+            np.concatenate([p.at + o for p, o in zip(parts, offsets[:-1], strict=True)]),
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in ("log_area", "log_eta", "drop")),
+            evaluated=int(offsets[-1]),
+        )
 
 
 def segments(lr: np.ndarray, cuts: np.ndarray, max_segments: int = MAX_SEGMENTS) -> tuple[np.ndarray, ...]:
@@ -97,8 +99,12 @@ def segments(lr: np.ndarray, cuts: np.ndarray, max_segments: int = MAX_SEGMENTS)
     below = np.searchsorted(np.sort(cuts), k, side="left")  # cuts t < k
     log_eta = np.log(np.maximum(lr[k - 1], 1e-30))  # a rate of 0: x = 0 at once, G = 1 after any later update
     new = np.ones(len(k), bool)
-    new[1:] = ((np.diff(k) > 1) | (np.diff(below) > 0) | (np.diff((k - 1) // width) > 0)
-               | (np.diff(np.floor(log_eta / LOG_ETA_STEP)) != 0))
+    new[1:] = (
+        (np.diff(k) > 1)
+        | (np.diff(below) > 0)
+        | (np.diff((k - 1) // width) > 0)
+        | (np.diff(np.floor(log_eta / LOG_ETA_STEP)) != 0)
+    )
     seg, w = np.cumsum(new) - 1, d[k - 1]
     total = np.bincount(seg, w)
     last = k[np.append(np.flatnonzero(new)[1:] - 1, len(k) - 1)]
@@ -117,8 +123,9 @@ def pairs(lr: np.ndarray, t: np.ndarray, max_segments: int = MAX_SEGMENTS) -> Pa
         return Pairs(at, np.log(P[t][at] - offset[seg]), log_eta[seg], drop[seg], len(t))
 
 
-def reduction(log_B: float, log_C: float, beta: float, gamma: float, p: Pairs,
-              jac: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+def reduction(
+    log_B: float, log_C: float, beta: float, gamma: float, p: Pairs, jac: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
     """LD at each evaluated t, and (with `jac`) its derivatives in log B, log C, beta and gamma (columns)."""
     u = np.log1p(np.exp(log_C - gamma * p.log_eta + p.log_area))  # log(1 + C x)
     q = np.exp(-beta * u)  # 1 - G
@@ -127,8 +134,7 @@ def reduction(log_B: float, log_C: float, beta: float, gamma: float, p: Pairs,
     if not jac:
         return LD, None
     slope = p.drop * beta * q * -np.expm1(-u)  # drop * dG / dlog(C x)
-    cols = [LD, *(B * np.bincount(p.at, v, minlength=p.evaluated)
-                  for v in (slope, p.drop * q * u, -slope * p.log_eta))]
+    cols = [LD, *(B * np.bincount(p.at, v, minlength=p.evaluated) for v in (slope, p.drop * q * u, -slope * p.log_eta))]
     return LD, np.column_stack(cols)
 
 
@@ -226,23 +232,39 @@ def _curve_design(c: CurveLike, bins: int, max_segments: int) -> tuple:
         logL = np.bincount(window, np.log(c.loss[fitted])) / np.bincount(window)
         starts = fitted[np.searchsorted(window, np.arange(len(logL)))]
         ends = np.append(starts[1:] - 1, fitted[-1])
-        samples = [np.unique(np.linspace(a, b, min(b - a + 1, SAMPLES)).round().astype(np.int64))
-                   for a, b in zip(starts, ends, strict=True)]
+        samples = [
+            np.unique(np.linspace(a, b, min(b - a + 1, SAMPLES)).round().astype(np.int64))
+            for a, b in zip(starts, ends, strict=True)
+        ]
         sample, counts = np.concatenate(samples), np.array([len(s) for s in samples])
-        average = sparse.csr_matrix((np.repeat(1 / counts, counts), (np.repeat(np.arange(len(counts)), counts),
-                                                                     np.arange(len(sample)))))
+        average = sparse.csr_matrix(
+            (np.repeat(1 / counts, counts), (np.repeat(np.arange(len(counts)), counts), np.arange(len(sample))))
+        )
         evaluated = np.unique(np.append(starts, fitted[-1]))
     P = np.concatenate([[0.0], np.cumsum(np.asarray(c.lr, dtype=np.float64))])
-    return (sample, np.log(P[sample]), _interp_matrix(sample, evaluated), pairs(c.lr, evaluated, max_segments),
-            average, logL, np.full(len(logL), 1 / np.sqrt(len(logL))))
+    return (
+        sample,
+        np.log(P[sample]),
+        _interp_matrix(sample, evaluated),
+        pairs(c.lr, evaluated, max_segments),
+        average,
+        logL,
+        np.full(len(logL), 1 / np.sqrt(len(logL))),
+    )
 
 
 def design(curves: Sequence[CurveLike], bins: int, max_segments: int = FIT_SEGMENTS) -> Design:
     """The curves' designs joined: every run counts alike (weights 1/sqrt(windows))."""
     parts = list(zip(*(_curve_design(c, bins, max_segments) for c in curves), strict=True))
-    return Design(np.concatenate(parts[0]), np.concatenate(parts[1]), sparse.block_diag(parts[2], format="csr"),
-                  Pairs.join(parts[3]), sparse.block_diag(parts[4], format="csr"), np.concatenate(parts[5]),
-                  np.concatenate(parts[6]))
+    return Design(
+        np.concatenate(parts[0]),
+        np.concatenate(parts[1]),
+        sparse.block_diag(parts[2], format="csr"),
+        Pairs.join(parts[3]),
+        sparse.block_diag(parts[4], format="csr"),
+        np.concatenate(parts[5]),
+        np.concatenate(parts[6]),
+    )
 
 
 def _model(theta: np.ndarray, d: Design, jac: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -272,17 +294,34 @@ def _starts(d: Design, peak: float) -> list[np.ndarray]:
     return starts
 
 
-def _solve(x0: np.ndarray, d: Design, bounds: tuple[list[float], list[float]], max_nfev: int,
-           ) -> optimize.OptimizeResult:
+def _solve(
+    x0: np.ndarray,
+    d: Design,
+    bounds: tuple[list[float], list[float]],
+    max_nfev: int,
+) -> optimize.OptimizeResult:
     """Robust least squares (soft L1 at 1% in log loss, as Tissue's fit) with the analytic Jacobian."""
     x0 = np.clip(x0, bounds[0], np.array(bounds[1]) - 1e-9)
-    return optimize.least_squares(lambda x: _model(x, d, False)[0], x0, lambda x: _model(x, d, True)[1],
-                                  bounds=bounds, loss="soft_l1", f_scale=0.01, x_scale="jac", xtol=1e-12,
-                                  ftol=1e-12, gtol=1e-12, max_nfev=max_nfev)
+    return optimize.least_squares(
+        lambda x: _model(x, d, False)[0],
+        x0,
+        lambda x: _model(x, d, True)[1],
+        bounds=bounds,
+        loss="soft_l1",
+        f_scale=0.01,
+        x_scale="jac",
+        xtol=1e-12,
+        ftol=1e-12,
+        gtol=1e-12,
+        max_nfev=max_nfev,
+    )
 
 
-def fit_multipower(curves: Sequence[CurveLike], bins: int, start: MultiPowerLaw | None = None,
-                   ) -> tuple[MultiPowerLaw, float]:
+def fit_multipower(
+    curves: Sequence[CurveLike],
+    bins: int,
+    start: MultiPowerLaw | None = None,
+) -> tuple[MultiPowerLaw, float]:
     """Fit the multi-power law to one shape's curves (windows of at most `bins` per curve, as Tissue's fit);
     returns the law (eval_gap 0) and the rms of log(law / loss) on the windows. Bounds: 0 <= L0 <= max loss,
     0 < alpha <= 3, B, C > 0 (in logs), 0 < beta <= 5, 0 <= gamma <= 2. Eight starts run SCREEN_NFEV evaluations
@@ -299,6 +338,7 @@ def fit_multipower(curves: Sequence[CurveLike], bins: int, start: MultiPowerLaw 
         x0 = start.theta()
     best = _solve(x0, d, bounds, POLISH_NFEV)
     L0, log_A, alpha, log_B, log_C, beta, gamma = (float(v) for v in best.x)
-    law = MultiPowerLaw(curves[0].N, L0, float(np.exp(log_A)), alpha, float(np.exp(log_B)), float(np.exp(log_C)),
-                        beta, gamma, 0.0)
+    law = MultiPowerLaw(
+        curves[0].N, L0, float(np.exp(log_A)), alpha, float(np.exp(log_B)), float(np.exp(log_C)), beta, gamma, 0.0
+    )
     return law, float(np.sqrt(np.sum(_model(best.x, d, False)[0] ** 2) / np.sum(d.weight**2)))

@@ -95,13 +95,21 @@ def _candidates(space: SearchSpace, d: Any, n: Any, k: Any, ratio: Any, s: Any, 
     return Candidates(d=d, n=n, h=d // k, w=w, s=s, b=b, N=(emb + non_emb).astype(np.float64))
 
 
-def enumerate_candidates(space: SearchSpace, batches: tuple[int, ...] | None = None,
-                         aspect: tuple[float, float] | None = None) -> Candidates:
+def enumerate_candidates(
+    space: SearchSpace, batches: tuple[int, ...] | None = None, aspect: tuple[float, float] | None = None
+) -> Candidates:
     """All (d, n, head size, MLP ratio, s, b) combinations whose head size divides d into an even head,
     within the aspect ratios d/n `aspect` (default: the space's); b from `batches` (default: the space's fixed
     batch sizes)."""
-    grids = np.meshgrid(np.array(space.d), np.array(space.n), np.array(space.head_sizes),
-                        np.array(space.mlp_ratios), np.array(space.s), np.array(batches or space.b), indexing="ij")
+    grids = np.meshgrid(
+        np.array(space.d),
+        np.array(space.n),
+        np.array(space.head_sizes),
+        np.array(space.mlp_ratios),
+        np.array(space.s),
+        np.array(batches or space.b),
+        indexing="ij",
+    )
     d, n, k, ratio, s, b = (g.ravel().astype(np.int64) for g in grids)
     lo, hi = aspect or space.aspect_ratio
     ok = (d % k == 0) & (k % 2 == 0) & (d >= lo * n) & (d <= hi * n)
@@ -125,8 +133,12 @@ def compute_optimal_params(law: Law, C: float) -> float:
     """The N that minimises the law's loss under C = 6ND (Hoffmann et al. 2022, eq. 3), found numerically so
     that any law form works; for the Chinchilla form it is the closed form G (C/6)^(beta/(alpha+beta)).
     The loss along C = 6ND is convex in log N for both forms, so a bounded scalar search finds it."""
-    result = minimize_scalar(lambda x: float(law.loss(math.exp(x), C / (6.0 * math.exp(x)))),
-                             bounds=(math.log(1.0), math.log(C / 6.0)), method="bounded", options=dict(xatol=1e-7))
+    result = minimize_scalar(
+        lambda x: float(law.loss(math.exp(x), C / (6.0 * math.exp(x)))),
+        bounds=(math.log(1.0), math.log(C / 6.0)),
+        method="bounded",
+        options=dict(xatol=1e-7),
+    )
     return math.exp(result.x)
 
 
@@ -156,9 +168,11 @@ class PlanInputs:
             raise UserError(f"--batch {self.fixed_batch}: the batch size must be a positive number of sequences")
         if self.flops not in ("6N", "exact"):
             raise UserError(f"--flops {self.flops!r}: use 6N or exact")
-        positive = dict(price_per_hour=("--price-per-hour", "a price per device-hour"),
-                        max_latency_ms=("--max-latency-ms", "the latency limit"),
-                        memory_limit=("device memory", "the device memory"))
+        positive = dict(
+            price_per_hour=("--price-per-hour", "a price per device-hour"),
+            max_latency_ms=("--max-latency-ms", "the latency limit"),
+            memory_limit=("device memory", "the device memory"),
+        )
         for name, (flag, what) in positive.items():
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
@@ -192,9 +206,20 @@ class Plan:
 
     def row(self, i: int) -> dict[str, Any]:
         c = self.candidates
-        out = dict(d=int(c.d[i]), n=int(c.n[i]), h=int(c.h[i]), w=int(c.w[i]), s=int(c.s[i]), b=int(c.b[i]),
-                   params=float(c.N[i]), tokens=float(self.tokens[i]), tokens_per_param=float(self.tokens[i] / c.N[i]),
-                   loss=float(self.loss[i]), aspect_ratio=float(c.d[i] / c.n[i]), micro_batches=int(c.m[i]))
+        out = dict(
+            d=int(c.d[i]),
+            n=int(c.n[i]),
+            h=int(c.h[i]),
+            w=int(c.w[i]),
+            s=int(c.s[i]),
+            b=int(c.b[i]),
+            params=float(c.N[i]),
+            tokens=float(self.tokens[i]),
+            tokens_per_param=float(self.tokens[i] / c.N[i]),
+            loss=float(self.loss[i]),
+            aspect_ratio=float(c.d[i] / c.n[i]),
+            micro_batches=int(c.m[i]),
+        )
         if self.recipe is not None:
             out["lr"] = float(self.recipe.lr.lr(c.N[i], c.b[i] * c.s[i]))
             out["effective_tokens"] = float(self.tokens[i] * self.recipe.data_factor(c.b[i] * c.s[i], self.loss[i]))
@@ -260,13 +285,15 @@ def _fit_memory(cands: Candidates, inputs: PlanInputs, dropped: dict[str, int]) 
 def _step_seconds(cands: Candidates, inputs: PlanInputs) -> np.ndarray:
     """Predicted seconds per optimizer step: m passes of the micro-batch b/m (gradient accumulation)."""
     space = inputs.space
-    micro = np.asarray(inputs.step_seconds(**cands.shape_args(space.v, micro=True), **inputs.arch, dtype=space.dtype),
-                       float)
+    micro = np.asarray(
+        inputs.step_seconds(**cands.shape_args(space.v, micro=True), **inputs.arch, dtype=space.dtype), float
+    )
     return micro * cands.m
 
 
-def effective_tokens(tokens: np.ndarray, cands: Candidates, recipe: RecipeLaw | None,
-                     loss: np.ndarray | None = None) -> np.ndarray:
+def effective_tokens(
+    tokens: np.ndarray, cands: Candidates, recipe: RecipeLaw | None, loss: np.ndarray | None = None
+) -> np.ndarray:
     """The tokens the loss law sees: all of them at the batch it was fitted at, fewer at larger batches
     (McCandlish et al. 2018, scaling/recipe.py), with B_crit at `loss` where it follows the loss; unchanged
     without recipe laws."""
@@ -294,8 +321,9 @@ def b_crit_fixed_point(f: Callable[[np.ndarray], np.ndarray], size: int) -> np.n
     return np.exp((lo + hi) / 2)
 
 
-def _score(cands: Candidates, budget: Budget, law: Law, inputs: PlanInputs,
-           dropped: dict[str, int]) -> tuple[Candidates, np.ndarray, np.ndarray, np.ndarray | None]:
+def _score(
+    cands: Candidates, budget: Budget, law: Law, inputs: PlanInputs, dropped: dict[str, int]
+) -> tuple[Candidates, np.ndarray, np.ndarray, np.ndarray | None]:
     """The feasible candidates with their tokens, predicted loss and step seconds; counts what it drops."""
     if inputs.memory_limit is not None:
         cands = _fit_memory(cands, inputs, dropped)
@@ -324,8 +352,9 @@ def _score(cands: Candidates, budget: Budget, law: Law, inputs: PlanInputs,
     return cands, tokens, predict(None), step_s
 
 
-def law_samples_loss(law_file: LawFile, N: np.ndarray, D: np.ndarray, d: np.ndarray | None = None,
-                     n: np.ndarray | None = None) -> np.ndarray | None:
+def law_samples_loss(
+    law_file: LawFile, N: np.ndarray, D: np.ndarray, d: np.ndarray | None = None, n: np.ndarray | None = None
+) -> np.ndarray | None:
     """(samples, len(N)) losses under each bootstrap sample of the law, or None without samples; with a shape
     section, each sample's aspect-ratio factor at widths d and depths n (its samples pair with the law's)."""
     s = law_file.samples
@@ -346,9 +375,11 @@ def law_samples_loss(law_file: LawFile, N: np.ndarray, D: np.ndarray, d: np.ndar
 def tie_rule(space: SearchSpace) -> str:
     """The tie rule of `rank`, in words, for the report."""
     lo, hi = space.preferred_aspect
-    return (f"losses within {TIE_TOLERANCE:.0e} (relative) of the best tie, since a law in N and D cannot tell "
-            f"shapes of equal N apart; ties go to aspect ratio d/n in [{lo:g}, {hi:g}] ({space.preferred_source}), "
-            f"then to head size {space.preferred_head_size}, then to the lower loss")
+    return (
+        f"losses within {TIE_TOLERANCE:.0e} (relative) of the best tie, since a law in N and D cannot tell "
+        f"shapes of equal N apart; ties go to aspect ratio d/n in [{lo:g}, {hi:g}] ({space.preferred_source}), "
+        f"then to head size {space.preferred_head_size}, then to the lower loss"
+    )
 
 
 def rank(loss: np.ndarray, cands: Candidates, space: SearchSpace) -> np.ndarray:
@@ -375,8 +406,10 @@ def planner_batches(space: SearchSpace, recipe: RecipeLaw | None) -> tuple[int, 
     lr_lo, lr_hi = recipe.lr.batch_range
     ok = tuple(b for b in space.batch_choices if all(max(lo, lr_lo) <= b * s <= min(hi, lr_hi) for s in space.s))
     if not ok:
-        raise UserError(f"none of space {space.name}'s batch sizes {list(space.batch_choices)} lies in the batch range "
-                        f"the law's recipe was fitted on ({lo:g}-{hi:g} tokens per step)")
+        raise UserError(
+            f"none of space {space.name}'s batch sizes {list(space.batch_choices)} lies in the batch range "
+            f"the law's recipe was fitted on ({lo:g}-{hi:g} tokens per step)"
+        )
     return ok
 
 
@@ -393,8 +426,10 @@ def make_plan(budget: Budget, law_file: LawFile, inputs: PlanInputs, top: int = 
     candidates = enumerate_candidates(inputs.space, batches, aspect_bounds(inputs.space, law_file.shape))
     cands, tokens, loss, step_s = _score(candidates, budget, law_file.law, inputs, dropped)
     if len(cands) == 0:
-        raise UserError(f"budget {budget.describe()} is too small to train any candidate of space "
-                        f"{inputs.space.name} (dropped: {dropped}); raise the budget or use a smaller space")
+        raise UserError(
+            f"budget {budget.describe()} is too small to train any candidate of space "
+            f"{inputs.space.name} (dropped: {dropped}); raise the budget or use a smaller space"
+        )
     order = rank(loss, cands, inputs.space)
     train_s = budget.seconds(inputs.price_per_hour, inputs.spot_discount) if budget.kind != "flops" else None
     plan = Plan(budget, inputs.space, cands, tokens, loss, step_s, train_s, order, dropped, recipe=law_file.recipe)
@@ -428,8 +463,9 @@ def _head_size(d: int, k: int) -> int | None:
     return next((x for x in range(min(k, d), 1, -1) if x % 2 == 0 and d % x == 0), None)
 
 
-def _edge_probes(space: SearchSpace, row: dict[str, Any],
-                 aspect: tuple[float, float]) -> list[tuple[str, dict[str, int]]]:
+def _edge_probes(
+    space: SearchSpace, row: dict[str, Any], aspect: tuple[float, float]
+) -> list[tuple[str, dict[str, int]]]:
     """The edges of the space that a candidate sits on, each with the shape one step beyond it.
 
     Width moves by the spacing of the space's widths (keeping the head size where it divides), depth by one
@@ -443,17 +479,21 @@ def _edge_probes(space: SearchSpace, row: dict[str, Any],
     narrower = [x for x in space.d if x < d and x % k == 0 and x >= lo * n]
     probes = []
     if not wider:
-        probes.append((f"largest width d={d}" if d == max(space.d) else f"aspect-ratio bound d/n <= {hi:g}",
-                       dict(d=d + step)))
+        probes.append(
+            (f"largest width d={d}" if d == max(space.d) else f"aspect-ratio bound d/n <= {hi:g}", dict(d=d + step))
+        )
     if not narrower and d > step:
-        probes.append((f"smallest width d={d}" if d == min(space.d) else f"aspect-ratio bound d/n >= {lo:g}",
-                       dict(d=d - step)))
+        probes.append(
+            (f"smallest width d={d}" if d == min(space.d) else f"aspect-ratio bound d/n >= {lo:g}", dict(d=d - step))
+        )
     if not [x for x in space.n if x > n and d >= lo * x]:
-        probes.append((f"largest depth n={n}" if n == max(space.n) else f"aspect-ratio bound d/n >= {lo:g}",
-                       dict(n=n + 1)))
+        probes.append(
+            (f"largest depth n={n}" if n == max(space.n) else f"aspect-ratio bound d/n >= {lo:g}", dict(n=n + 1))
+        )
     if not [x for x in space.n if x < n and d <= hi * x] and n > 1:
-        probes.append((f"smallest depth n={n}" if n == min(space.n) else f"aspect-ratio bound d/n <= {hi:g}",
-                       dict(n=n - 1)))
+        probes.append(
+            (f"smallest depth n={n}" if n == min(space.n) else f"aspect-ratio bound d/n <= {hi:g}", dict(n=n - 1))
+        )
     for name, value, grid in (("batch", b, sorted(space.b)), ("context", s, sorted(space.s))):
         if len(grid) > 1 and value == grid[-1]:
             probes.append((f"largest {name} {name[0]}={value}", {name[0]: value * grid[-1] // grid[-2]}))
@@ -497,8 +537,10 @@ def batch_choice(plan: Plan) -> list[dict[str, Any]] | None:
     c, best = plan.candidates, int(plan.order[0])
     rows = [dict(plan.row(best), choice="chosen")]
     reference = plan.recipe.reference_batch_tokens
-    for label, mask in (("largest feasible batch", c.b == c.b.max()),
-                        ("the loss law's fixed batch", c.b * c.s == reference)):
+    for label, mask in (
+        ("largest feasible batch", c.b == c.b.max()),
+        ("the loss law's fixed batch", c.b * c.s == reference),
+    ):
         i = _best_at(plan, mask)
         if i is not None and i != best:
             rows.append(dict(plan.row(i), choice=label))
@@ -537,6 +579,7 @@ def flops_rule_choice(plan: Plan, law: ChinchillaLaw | KaplanLaw) -> dict[str, A
     flops_loss = np.asarray(law.loss(c.N, C / (6.0 * c.N)), float)
     pick = int(rank(flops_loss, c, plan.space)[0])  # the shapes it cannot tell apart go by the same tie rule
     row = plan.row(pick)
-    row.update(flops=C, loss_if_flops_were_time=float(flops_loss[pick]),
-               loss_cost=float(plan.loss[pick] - plan.loss[best]))
+    row.update(
+        flops=C, loss_if_flops_were_time=float(flops_loss[pick]), loss_cost=float(plan.loss[pick] - plan.loss[best])
+    )
     return row

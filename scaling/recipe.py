@@ -200,8 +200,10 @@ def fit_lr_law(cells: list[Cell], n_boot: int = 1000, seed: int = 0) -> LRLaw:
     """Least squares of log eta* on log N and log B over the bracketed cells, residual-bootstrap intervals."""
     use = [c for c in cells if c.bracketed]
     if len(use) < 4:
-        raise UserError(f"only {len(use)} of {len(cells)} (shape, batch) cells have their best learning rate inside "
-                        "the swept rates; widen the design's lrs so that the optimum is bracketed")
+        raise UserError(
+            f"only {len(use)} of {len(cells)} (shape, batch) cells have their best learning rate inside "
+            "the swept rates; widen the design's lrs so that the optimum is bracketed"
+        )
     X = np.column_stack([np.ones(len(use)), np.log([c.N for c in use]), np.log([c.batch_tokens for c in use])])
     if np.linalg.matrix_rank(X) < 3:
         raise UserError("the learning-rate law needs cells at two or more model sizes and two or more batch sizes")
@@ -212,14 +214,24 @@ def fit_lr_law(cells: list[Cell], n_boot: int = 1000, seed: int = 0) -> LRLaw:
     boots = np.array([_ols(X, X @ coef + rng.choice(resid, len(resid))) for _ in range(n_boot)])
     lo, hi = np.percentile(boots, [2.5, 97.5], axis=0) if n_boot else (coef, coef)
     names = ("c0", "n_exponent", "batch_exponent")
-    return LRLaw(*map(float, coef), N_range=(min(c.N for c in use), max(c.N for c in use)),
-                 batch_range=(min(c.batch_tokens for c in use), max(c.batch_tokens for c in use)),
-                 intervals={k: (float(a), float(b)) for k, a, b in zip(names, lo, hi, strict=True)},
-                 residual_rms=float(np.sqrt(np.mean(resid**2))))
+    return LRLaw(
+        *map(float, coef),
+        N_range=(min(c.N for c in use), max(c.N for c in use)),
+        batch_range=(min(c.batch_tokens for c in use), max(c.batch_tokens for c in use)),
+        intervals={k: (float(a), float(b)) for k, a, b in zip(names, lo, hi, strict=True)},
+        residual_rms=float(np.sqrt(np.mean(resid**2))),
+    )
 
 
-def _profile(beta: np.ndarray, log_bc: np.ndarray, groups: np.ndarray, D: np.ndarray, B: np.ndarray,
-             L: np.ndarray, scale: np.ndarray | float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _profile(
+    beta: np.ndarray,
+    log_bc: np.ndarray,
+    groups: np.ndarray,
+    D: np.ndarray,
+    B: np.ndarray,
+    L: np.ndarray,
+    scale: np.ndarray | float = 1.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each (beta, log B_crit) pair (arrays of equal shape), the closed-form K and a_g and the sum of squared
     residuals of L = a_g + K x, x = (D / (1 + B/B_crit))^-beta, B_crit times `scale` at each point (its loss
     dependence). K <= 0 scores infinity."""
@@ -237,8 +249,9 @@ def _profile(beta: np.ndarray, log_bc: np.ndarray, groups: np.ndarray, D: np.nda
     return np.where(K > 0, sse, np.inf), K, a
 
 
-def _fit_batch_once(groups: np.ndarray, D: np.ndarray, B: np.ndarray, L: np.ndarray, box: np.ndarray,
-                    scale: np.ndarray | float = 1.0) -> tuple[float, float, float]:
+def _fit_batch_once(
+    groups: np.ndarray, D: np.ndarray, B: np.ndarray, L: np.ndarray, box: np.ndarray, scale: np.ndarray | float = 1.0
+) -> tuple[float, float, float]:
     """(beta, log B_crit, K) minimising the squared error: a grid, then Nelder-Mead inside the box."""
     beta_grid, bc_grid = np.meshgrid(np.linspace(*box[0], 30), np.linspace(*box[1], 40), indexing="ij")
     sse = _profile(beta_grid, bc_grid, groups, D, B, L, scale)[0]
@@ -249,16 +262,21 @@ def _fit_batch_once(groups: np.ndarray, D: np.ndarray, B: np.ndarray, L: np.ndar
         z = np.clip(z, box[:, 0], box[:, 1])
         return float(_profile(np.array(z[0]), np.array(z[1]), groups, D, B, L, scale)[0])
 
-    z = np.clip(minimize(objective, start, method="Nelder-Mead", options=dict(xatol=1e-4, fatol=1e-12)).x,
-                box[:, 0], box[:, 1])
+    z = np.clip(
+        minimize(objective, start, method="Nelder-Mead", options=dict(xatol=1e-4, fatol=1e-12)).x, box[:, 0], box[:, 1]
+    )
     K = float(_profile(np.array(z[0]), np.array(z[1]), groups, D, B, L, scale)[1])
     return float(z[0]), float(z[1]), K
 
 
 def _batch_arrays(cells: list[Cell]) -> tuple[np.ndarray, ...]:
     groups = np.unique([c.group for c in cells], return_inverse=True)[1]
-    return (groups, np.array([c.D for c in cells]), np.array([c.batch_tokens for c in cells]),
-            np.array([c.loss_star for c in cells]))
+    return (
+        groups,
+        np.array([c.D for c in cells]),
+        np.array([c.batch_tokens for c in cells]),
+        np.array([c.loss_star for c in cells]),
+    )
 
 
 def _scale(cells: list[Cell], loss_law: tuple[float, float]) -> np.ndarray:
@@ -267,8 +285,9 @@ def _scale(cells: list[Cell], loss_law: tuple[float, float]) -> np.ndarray:
     return (np.array([c.loss_star for c in cells]) / ref) ** (-k)
 
 
-def batch_predict(cells: list[Cell], fitted_on: list[Cell], beta: float, log_bc: float,
-                  loss_law: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+def batch_predict(
+    cells: list[Cell], fitted_on: list[Cell], beta: float, log_bc: float, loss_law: tuple[float, float] = (0.0, 1.0)
+) -> np.ndarray:
     """Best losses of `cells` under the batch law with (beta, B_crit), a_g and K refitted on `fitted_on`; B_crit
     follows the loss as loss_law = (exponent, L_ref) says, at each cell's measured best loss."""
     groups, D, B, L = _batch_arrays(fitted_on)
@@ -279,8 +298,13 @@ def batch_predict(cells: list[Cell], fitted_on: list[Cell], beta: float, log_bc:
     return np.array([a[ids[c.group]] for c in cells]) + float(K) * x
 
 
-def fit_batch_law(cells: list[Cell], n_boot: int = 1000, seed: int = 0, b_crit: float | None = None,
-                  loss_law: tuple[float, float] = (0.0, 1.0)) -> BatchLaw:
+def fit_batch_law(
+    cells: list[Cell],
+    n_boot: int = 1000,
+    seed: int = 0,
+    b_crit: float | None = None,
+    loss_law: tuple[float, float] = (0.0, 1.0),
+) -> BatchLaw:
     """The McCandlish batch law on the cells' best losses (see the module docstring); with `b_crit` given (the
     measured noise scale, at L_ref), only beta, K and the group constants are fitted. `loss_law` = (exponent,
     L_ref) of B_crit(L); (0, 1) for a constant B_crit."""
@@ -299,8 +323,9 @@ def fit_batch_law(cells: list[Cell], n_boot: int = 1000, seed: int = 0, b_crit: 
     fitted = batch_predict(cells, cells, beta, log_bc, loss_law)
     resid = L - fitted
     rng = np.random.default_rng(seed)
-    boots = np.array([_fit_batch_once(groups, D, B, fitted + rng.choice(resid, len(resid)), box, scale)[:2]
-                      for _ in range(n_boot)])
+    boots = np.array(
+        [_fit_batch_once(groups, D, B, fitted + rng.choice(resid, len(resid)), box, scale)[:2] for _ in range(n_boot)]
+    )
     intervals = {}
     if n_boot:
         (b_lo, bc_lo), (b_hi, bc_hi) = np.percentile(boots, [2.5, 97.5], axis=0)
@@ -309,9 +334,18 @@ def fit_batch_law(cells: list[Cell], n_boot: int = 1000, seed: int = 0, b_crit: 
             intervals["b_crit"] = (math.exp(bc_lo), math.exp(bc_hi))
     p_value = _f_test(L, groups, resid, extra=3 if b_crit is None else 2)
     identified = (b_crit is not None or log_bc < box[1, 1] - 1e-3) and p_value < 0.05
-    return BatchLaw(math.exp(log_bc), beta, K, (batches[0], batches[-1]), bool(identified), intervals, p_value,
-                    source="fit" if b_crit is None else "noise scale", loss_exponent=loss_law[0],
-                    loss_ref=loss_law[1])
+    return BatchLaw(
+        math.exp(log_bc),
+        beta,
+        K,
+        (batches[0], batches[-1]),
+        bool(identified),
+        intervals,
+        p_value,
+        source="fit" if b_crit is None else "noise scale",
+        loss_exponent=loss_law[0],
+        loss_ref=loss_law[1],
+    )
 
 
 def pinned_by_losses(law: BatchLaw) -> bool:
@@ -333,8 +367,9 @@ def _f_test(L: np.ndarray, groups: np.ndarray, resid: np.ndarray, extra: int) ->
     return float(stats.f.sf(F, extra, dof))
 
 
-def holdout_batches(cells: list[Cell], held: tuple[float, ...], b_crit: float | None = None,
-                    loss_law: tuple[float, float] = (0.0, 1.0)) -> dict[str, Any]:
+def holdout_batches(
+    cells: list[Cell], held: tuple[float, ...], b_crit: float | None = None, loss_law: tuple[float, float] = (0.0, 1.0)
+) -> dict[str, Any]:
     """Fit the batch law without the cells at the `held` batch sizes (tokens) and predict them; beside it, the
     error of a law with no batch cost (each group's mean best loss over the batches it was fitted on)."""
     train = [c for c in cells if c.batch_tokens not in held]
@@ -345,11 +380,19 @@ def holdout_batches(cells: list[Cell], held: tuple[float, ...], b_crit: float | 
     predicted = batch_predict(test, train, law.beta, math.log(law.b_crit), loss_law)
     actual = np.array([c.loss_star for c in test])
     flat = np.array([np.mean([t.loss_star for t in train if t.group == c.group]) for c in test])
-    rows = [dict(group=c.group, batch_tokens=c.batch_tokens, actual=float(a), predicted=float(p), no_cost=float(f))
-            for c, a, p, f in zip(test, actual, predicted, flat, strict=True)]
+    rows = [
+        dict(group=c.group, batch_tokens=c.batch_tokens, actual=float(a), predicted=float(p), no_cost=float(f))
+        for c, a, p, f in zip(test, actual, predicted, flat, strict=True)
+    ]
     error = np.abs(predicted / actual - 1)
-    return dict(held_batch_tokens=list(held), b_crit=law.b_crit, rows=rows, mape=float(np.mean(error)),
-                max_ape=float(np.max(error)), no_cost_mape=float(np.mean(np.abs(flat / actual - 1))))
+    return dict(
+        held_batch_tokens=list(held),
+        b_crit=law.b_crit,
+        rows=rows,
+        mape=float(np.mean(error)),
+        max_ape=float(np.max(error)),
+        no_cost_mape=float(np.mean(np.abs(flat / actual - 1))),
+    )
 
 
 def noise_summary(runs: list[RecipeRun]) -> dict[str, Any] | None:
@@ -357,8 +400,11 @@ def noise_summary(runs: list[RecipeRun]) -> dict[str, Any] | None:
     values = np.array([r.b_simple_tokens for r in runs if r.b_simple_tokens is not None and r.b_simple_tokens > 0])
     if not len(values):
         return None
-    return dict(runs=int(len(values)), median_tokens=float(np.median(values)),
-                range_tokens=[float(values.min()), float(values.max())])
+    return dict(
+        runs=int(len(values)),
+        median_tokens=float(np.median(values)),
+        range_tokens=[float(values.min()), float(values.max())],
+    )
 
 
 def fit_noise_loss(runs: list[RecipeRun], n_boot: int = 1000, seed: int = 0) -> dict[str, Any] | None:
@@ -380,13 +426,24 @@ def fit_noise_loss(runs: list[RecipeRun], n_boot: int = 1000, seed: int = 0) -> 
         if np.ptp(np.log(sample[:, 0])) > 0:
             boots.append(-np.polyfit(np.log(sample[:, 0]), np.log(sample[:, 1]), 1)[0])
     lo, hi = np.percentile(boots, [2.5, 97.5]) if boots else (-slope, -slope)
-    return dict(exponent=float(-slope), intercept=float(c), exponent_interval=[float(lo), float(hi)],
-                runs=len(per_run), windows=int(len(pts)), r=float(np.corrcoef(x, y)[0, 1]),
-                loss_range=[float(pts[:, 0].min()), float(pts[:, 0].max())])
+    return dict(
+        exponent=float(-slope),
+        intercept=float(c),
+        exponent_interval=[float(lo), float(hi)],
+        runs=len(per_run),
+        windows=int(len(pts)),
+        r=float(np.corrcoef(x, y)[0, 1]),
+        loss_range=[float(pts[:, 0].min()), float(pts[:, 0].max())],
+    )
 
 
-def fit_recipe(runs: list[RecipeRun], reference_batch_tokens: float, holdout: tuple[float, ...] = (),
-               n_boot: int = 1000, seed: int = 0) -> tuple[RecipeLaw, list[Cell], list[str]]:
+def fit_recipe(
+    runs: list[RecipeRun],
+    reference_batch_tokens: float,
+    holdout: tuple[float, ...] = (),
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[RecipeLaw, list[Cell], list[str]]:
     """Both recipe laws from a recipe sweep's runs, with the evidence: cells, hold-out, noise scale."""
     if len({r.seq_len for r in runs}) != 1:
         raise UserError("the recipe runs use several context lengths; fit each context length on its own")
@@ -394,8 +451,9 @@ def fit_recipe(runs: list[RecipeRun], reference_batch_tokens: float, holdout: tu
     lr_law = fit_lr_law(cells, n_boot, seed)
     noise = noise_summary(runs)
     along = fit_noise_loss(runs, n_boot, seed)
-    evidence: dict[str, Any] = dict(runs=len(runs), cells=len(cells), groups=names,
-                                    unbracketed_cells=sum(not c.bracketed for c in cells))
+    evidence: dict[str, Any] = dict(
+        runs=len(runs), cells=len(cells), groups=names, unbracketed_cells=sum(not c.bracketed for c in cells)
+    )
     loss_law = (0.0, 1.0)
     if along is not None:
         evidence["noise_along_runs"] = along
@@ -443,8 +501,11 @@ def _numbers(raw: dict[str, Any], keys: tuple[str, ...], where: str) -> dict[str
 
 
 def _pair(raw: Any, where: str) -> tuple[float, float]:
-    ok = isinstance(raw, list | tuple) and len(raw) == 2 and all(
-        isinstance(x, int | float) and not isinstance(x, bool) and x > 0 for x in raw)
+    ok = (
+        isinstance(raw, list | tuple)
+        and len(raw) == 2
+        and all(isinstance(x, int | float) and not isinstance(x, bool) and x > 0 for x in raw)
+    )
     if not ok:
         raise UserError(f"{where} must be [low, high] positive numbers")
     return float(raw[0]), float(raw[1])
@@ -469,10 +530,12 @@ def recipe_from_dict(raw: Any, source: str = "law") -> RecipeLaw:
     if raw.get("version", RECIPE_VERSION) != RECIPE_VERSION:
         raise UserError(f"{where}: version {raw.get('version')!r} is not supported (expected {RECIPE_VERSION})")
     lr_raw, batch_raw = raw["lr"], raw["batch"]
-    lr = LRLaw(**_numbers(lr_raw, ("c0", "n_exponent", "batch_exponent", "residual_rms"), f"{where}.lr"),
-               N_range=_pair(lr_raw.get("N_range"), f"{where}.lr.N_range"),
-               batch_range=_pair(lr_raw.get("batch_range"), f"{where}.lr.batch_range"),
-               intervals=_intervals(lr_raw.get("intervals", {}), f"{where}.lr"))
+    lr = LRLaw(
+        **_numbers(lr_raw, ("c0", "n_exponent", "batch_exponent", "residual_rms"), f"{where}.lr"),
+        N_range=_pair(lr_raw.get("N_range"), f"{where}.lr.N_range"),
+        batch_range=_pair(lr_raw.get("batch_range"), f"{where}.lr.batch_range"),
+        intervals=_intervals(lr_raw.get("intervals", {}), f"{where}.lr"),
+    )
     numbers = _numbers(batch_raw, ("b_crit", "beta", "K"), f"{where}.batch")
     if numbers["b_crit"] <= 0:
         raise UserError(f"{where}.batch: b_crit={numbers['b_crit']!r} must be positive (tokens per step)")
@@ -480,15 +543,25 @@ def recipe_from_dict(raw: Any, source: str = "law") -> RecipeLaw:
     numbers.update(_numbers(extra, tuple(extra), f"{where}.batch"))
     if numbers.get("loss_ref", 1.0) <= 0:
         raise UserError(f"{where}.batch: loss_ref={numbers['loss_ref']!r} must be positive")
-    batch = BatchLaw(**numbers, batch_range=_pair(batch_raw.get("batch_range"), f"{where}.batch.batch_range"),
-                     identified=bool(batch_raw.get("identified", True)), p_value=float(batch_raw.get("p_value", 0.0)),
-                     source=str(batch_raw.get("source", "fit")),
-                     intervals=_intervals(batch_raw.get("intervals", {}), f"{where}.batch"))
+    batch = BatchLaw(
+        **numbers,
+        batch_range=_pair(batch_raw.get("batch_range"), f"{where}.batch.batch_range"),
+        identified=bool(batch_raw.get("identified", True)),
+        p_value=float(batch_raw.get("p_value", 0.0)),
+        source=str(batch_raw.get("source", "fit")),
+        intervals=_intervals(batch_raw.get("intervals", {}), f"{where}.batch"),
+    )
     top = _numbers(raw, ("reference_batch_tokens", "seq_len"), where)
     if top["reference_batch_tokens"] <= 0 or top["seq_len"] < 1:
         raise UserError(f"{where}: reference_batch_tokens and seq_len must be positive")
     schedule = raw.get("schedule", {})
     if not isinstance(schedule, dict):
         raise UserError(f"{where}.schedule must be an object")
-    return RecipeLaw(lr, batch, top["reference_batch_tokens"], schedule, int(top["seq_len"]),
-                     raw.get("evidence", {}) if isinstance(raw.get("evidence"), dict) else {})
+    return RecipeLaw(
+        lr,
+        batch,
+        top["reference_batch_tokens"],
+        schedule,
+        int(top["seq_len"]),
+        raw.get("evidence", {}) if isinstance(raw.get("evidence"), dict) else {},
+    )

@@ -101,8 +101,10 @@ def read_shape_csv(path: str | Path) -> ShapePoints:
         header = [h.strip() for h in next(reader, [])]
         missing = [c for c in SHAPE_COLUMNS if c not in header]
         if missing:
-            raise UserError(f"fit CSV {path} lacks column(s) {', '.join(missing)}: the shape law needs each run's "
-                            f"width d and depth n; found {header}")
+            raise UserError(
+                f"fit CSV {path} lacks column(s) {', '.join(missing)}: the shape law needs each run's "
+                f"width d and depth n; found {header}"
+            )
         index = [header.index(c) for c in SHAPE_COLUMNS]
         rows = [[_shape_cell(row, i, c, reader.line_num, path) for i, c in zip(index, SHAPE_COLUMNS, strict=True)]
                 for row in reader if row]  # fmt: skip
@@ -135,9 +137,11 @@ def check_shapes(points: ShapePoints) -> None:
     varied = [s for s in np.unique(sizes) if len(np.unique(shapes[sizes == s])) > 1]
     if len(np.unique(shapes)) < 3 or not varied:
         found = ", ".join(f"{r:.3g}" for r in np.unique(np.round(points.aspect, 3)))
-        raise UserError(f"the shape law cannot be fitted: these {len(points.points)} runs have one aspect ratio d/n "
-                        f"per model size N (within {SAME_N_RTOL:.0%}) or fewer than three in all (d/n: {found}); "
-                        "add runs of several d/n at one N, as the cpu-shape design has")
+        raise UserError(
+            f"the shape law cannot be fitted: these {len(points.points)} runs have one aspect ratio d/n "
+            f"per model size N (within {SAME_N_RTOL:.0%}) or fewer than three in all (d/n: {found}); "
+            "add runs of several d/n at one N, as the cpu-shape design has"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -230,13 +234,17 @@ def _bound_warnings(u: np.ndarray, setup: _Setup, aspect_range: tuple[float, flo
     at_lo, at_hi = np.abs(u - setup.box[0]) <= BOUND_TOL * span, np.abs(u - setup.box[1]) <= BOUND_TOL * span
     warnings = []
     if at_lo[5]:
-        warnings.append("gamma = 0: these points show no effect of the aspect ratio d/n on the loss (the shape-aware "
-                        "law is the N-D law)")
+        warnings.append(
+            "gamma = 0: these points show no effect of the aspect ratio d/n on the loss (the shape-aware "
+            "law is the N-D law)"
+        )
     elif at_hi[5]:
         warnings.append(f"gamma ran to its upper bound {GAMMA_BOUNDS[1]:g}: check the losses of the extreme shapes")
     elif at_lo[6] or at_hi[6]:
-        warnings.append(f"the optimal aspect ratio ran to its bound, a factor {math.exp(OPT_MARGIN):g} beyond the "
-                        f"sampled d/n {aspect_range[0]:.3g}-{aspect_range[1]:.3g}: the points do not bracket it")
+        warnings.append(
+            f"the optimal aspect ratio ran to its bound, a factor {math.exp(OPT_MARGIN):g} beyond the "
+            f"sampled d/n {aspect_range[0]:.3g}-{aspect_range[1]:.3g}: the points do not bracket it"
+        )
     return warnings
 
 
@@ -299,8 +307,11 @@ def bootstrap_shape(points: ShapePoints, fit: ShapeFit, n_boot: int = 1000, seed
     pick = np.arange(n_boot) * starts + np.argmin(f, axis=1)
     samples = setup.constants(res["x"][pick])
     n_converged = int(np.sum(np.max(np.abs(res["g"][pick]), axis=1) <= _scaled_tol(GRAD_TOL, len(index))))
-    warnings = [] if n_converged >= 0.9 * n_boot else [
-        f"only {n_converged} of {n_boot} bootstrap refits converged; intervals may be too wide"]
+    warnings = (
+        []
+        if n_converged >= 0.9 * n_boot
+        else [f"only {n_converged} of {n_boot} bootstrap refits converged; intervals may be too wide"]
+    )
     return ShapeBootstrap(samples=samples, intervals={k: interval(v, level) for k, v in samples.items()}, level=level,
                           n_boot=n_boot, n_converged=n_converged, seconds=time.perf_counter() - begin,
                           warnings=tuple(warnings))  # fmt: skip
@@ -311,8 +322,13 @@ def with_intervals(fit: ShapeFit, boot: ShapeBootstrap | None) -> ShapeLaw:
     if boot is None:
         return fit.shape
     pick = ("gamma", "aspect_opt")
-    return ShapeLaw(fit.shape.gamma, fit.shape.aspect_opt, fit.shape.aspect_range,
-                    intervals={k: boot.intervals[k] for k in pick}, samples={k: boot.samples[k] for k in pick})
+    return ShapeLaw(
+        fit.shape.gamma,
+        fit.shape.aspect_opt,
+        fit.shape.aspect_range,
+        intervals={k: boot.intervals[k] for k in pick},
+        samples={k: boot.samples[k] for k in pick},
+    )
 
 
 def leave_one_shape_out(points: ShapePoints, delta: float = DEFAULT_DELTA) -> dict[str, Any]:
@@ -334,14 +350,25 @@ def leave_one_shape_out(points: ShapePoints, delta: float = DEFAULT_DELTA) -> di
         nd_pred = np.asarray(fit.setup.nd.law.loss(N, D), float).reshape(-1)
         shape_pred = np.asarray(fit.law.loss(N, D), float).reshape(-1) * fit.shape.factor(d, n)
         for i, loss in enumerate(p.loss[test]):
-            rows.append(dict(aspect_ratio=aspect, d=int(d[i]), n=int(n[i]), N=float(N[i]), D=float(D[i]),
-                             actual=float(loss), shape_law=float(shape_pred[i]), nd_law=float(nd_pred[i])))
+            rows.append(
+                dict(
+                    aspect_ratio=aspect,
+                    d=int(d[i]),
+                    n=int(n[i]),
+                    N=float(N[i]),
+                    D=float(D[i]),
+                    actual=float(loss),
+                    shape_law=float(shape_pred[i]),
+                    nd_law=float(nd_pred[i]),
+                )
+            )
     if not rows:
         raise UserError("leaving out any one shape leaves too few shapes to fit the shape law; add shapes")
     actual = np.array([r["actual"] for r in rows])
     summary = {}
     for key in ("shape_law", "nd_law"):
         pred = np.array([r[key] for r in rows])
-        summary[key] = dict(mae=float(np.mean(np.abs(pred - actual))),
-                            mean_abs_rel_error=float(np.mean(np.abs(pred / actual - 1))))
+        summary[key] = dict(
+            mae=float(np.mean(np.abs(pred - actual))), mean_abs_rel_error=float(np.mean(np.abs(pred / actual - 1)))
+        )
     return dict(points=rows, skipped=skipped, shapes=len(np.unique(labels)), **summary)

@@ -26,8 +26,9 @@ TINY_MODEL = ModelConfig(v=256, d=32, n=1, h=2, w=64, s=16)
 
 def tiny_run(corpus: str = "stdlib", **train) -> RunConfig:
     """A run that compiles and trains in a couple of seconds."""
-    settings = dict(batch_size=4, steps=20, lr=3e-3, warmup_steps=2, eval_every=10, eval_batches=2,
-                    checkpoint_every=5, log_every=1)
+    settings = dict(
+        batch_size=4, steps=20, lr=3e-3, warmup_steps=2, eval_every=10, eval_batches=2, checkpoint_every=5, log_every=1
+    )
     settings.update(train)
     return RunConfig(model=TINY_MODEL, train=TrainConfig(**settings), data=DataConfig(corpus=corpus))
 
@@ -52,4 +53,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
-

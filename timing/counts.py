@@ -118,15 +118,35 @@ def forward_matmul_flops(d: Any, n: Any, h: Any, w: Any, s: Any, v: Any, activat
     return n * per_layer + 2 * s * d * v
 
 
-def train_step_flops(d: Any, n: Any, h: Any, w: Any, s: Any, v: Any, b: Any, activation: str = "gelu",
-                     norm: str = "rmsnorm", tied: bool = True) -> Any:
+def train_step_flops(
+    d: Any,
+    n: Any,
+    h: Any,
+    w: Any,
+    s: Any,
+    v: Any,
+    b: Any,
+    activation: str = "gelu",
+    norm: str = "rmsnorm",
+    tied: bool = True,
+) -> Any:
     """FLOPs of one training step of b sequences: 3x forward matmuls, element-wise work, AdamW (the sum of
     `train_step_terms`)."""
     return sum(train_step_terms(d, n, h, w, s, v, b, activation, norm, tied).values())
 
 
-def train_step_terms(d: Any, n: Any, h: Any, w: Any, s: Any, v: Any, b: Any, activation: str = "gelu",
-                     norm: str = "rmsnorm", tied: bool = True) -> dict[str, Any]:
+def train_step_terms(
+    d: Any,
+    n: Any,
+    h: Any,
+    w: Any,
+    s: Any,
+    v: Any,
+    b: Any,
+    activation: str = "gelu",
+    norm: str = "rmsnorm",
+    tied: bool = True,
+) -> dict[str, Any]:
     """FLOPs of one training step of b sequences by kind of work; they sum to `train_step_flops`.
 
     Matmuls (3x forward: forward, gradient of the input, gradient of the weight): `projection` (q, k, v
@@ -140,16 +160,32 @@ def train_step_terms(d: Any, n: Any, h: Any, w: Any, s: Any, v: Any, b: Any, act
     m = _mlp_mats(activation)
     params = sum(param_counts(v, d, n, w, norm=norm, activation=activation, tied=tied))
     return dict(
-        projection=3 * b * n * 8 * s * d * d, mlp=3 * b * n * 2 * m * s * d * w, attention=3 * b * n * 4 * s * s * d,
-        output=3 * b * 2 * s * d * v, width=b * n * s * d * ELEMENTWISE_PER_D, hidden=b * n * s * w * ELEMENTWISE_PER_W,
-        scores=b * n * h * s * s * ELEMENTWISE_PER_SCORE, logits=b * s * v * ELEMENTWISE_PER_LOGIT,
+        projection=3 * b * n * 8 * s * d * d,
+        mlp=3 * b * n * 2 * m * s * d * w,
+        attention=3 * b * n * 4 * s * s * d,
+        output=3 * b * 2 * s * d * v,
+        width=b * n * s * d * ELEMENTWISE_PER_D,
+        hidden=b * n * s * w * ELEMENTWISE_PER_W,
+        scores=b * n * h * s * s * ELEMENTWISE_PER_SCORE,
+        logits=b * s * v * ELEMENTWISE_PER_LOGIT,
         optimizer=OPTIMIZER_PER_PARAM * params + 0 * b,  # + 0 * b: broadcast to the candidates' shape
     )
 
 
-def spilled_terms(d: Any, n: Any, h: Any, w: Any, s: Any, v: Any, b: Any, cache_bytes: float | None,
-                  activation: str = "gelu", norm: str = "rmsnorm", tied: bool = True,
-                  bytes_per: int = 4) -> dict[str, Any]:
+def spilled_terms(
+    d: Any,
+    n: Any,
+    h: Any,
+    w: Any,
+    s: Any,
+    v: Any,
+    b: Any,
+    cache_bytes: float | None,
+    activation: str = "gelu",
+    norm: str = "rmsnorm",
+    tied: bool = True,
+    bytes_per: int = 4,
+) -> dict[str, Any]:
     """The element-wise terms of `train_step_terms` whose per-layer tensor does not fit in a cache of
     `cache_bytes` (zero where it fits, or when `cache_bytes` is None).
 
@@ -172,8 +208,9 @@ def train_attention_flops(d: Any, n: Any, s: Any, b: Any) -> Any:
     return 3 * 4 * b * n * s * s * d
 
 
-def activation_bytes_per_sequence(d: Any, n: Any, h: Any, w: Any, s: Any, v: Any, bytes_per: int = 4,
-                                  activation: str = "gelu") -> Any:
+def activation_bytes_per_sequence(
+    d: Any, n: Any, h: Any, w: Any, s: Any, v: Any, bytes_per: int = 4, activation: str = "gelu"
+) -> Any:
     """Activations one sequence writes in the forward pass and the backward pass reads back.
 
     At `bytes_per` bytes (the compute dtype: `bytes_per_element`), per layer: the block input and two norm
@@ -188,22 +225,46 @@ def activation_bytes_per_sequence(d: Any, n: Any, h: Any, w: Any, s: Any, v: Any
     return bytes_per * in_compute_dtype + 4 * in_float32
 
 
-def weight_bytes(d: Any, n: Any, w: Any, v: Any, activation: str = "gelu", norm: str = "rmsnorm",
-                 tied: bool = True) -> Any:
+def weight_bytes(
+    d: Any, n: Any, w: Any, v: Any, activation: str = "gelu", norm: str = "rmsnorm", tied: bool = True
+) -> Any:
     """Per-step traffic of parameters, gradients and Adam moments (float32): independent of the batch."""
     return WEIGHT_PASSES * 4 * sum(param_counts(v, d, n, w, norm=norm, activation=activation, tied=tied))
 
 
-def train_step_bytes(d: Any, n: Any, h: Any, w: Any, s: Any, v: Any, b: Any, activation: str = "gelu",
-                     norm: str = "rmsnorm", tied: bool = True, bytes_per: int = 4) -> Any:
+def train_step_bytes(
+    d: Any,
+    n: Any,
+    h: Any,
+    w: Any,
+    s: Any,
+    v: Any,
+    b: Any,
+    activation: str = "gelu",
+    norm: str = "rmsnorm",
+    tied: bool = True,
+    bytes_per: int = 4,
+) -> Any:
     """Memory traffic of one training step: weights-sized traffic once, activations written and read per
     sequence (twice each: written forward, read backward; gradients of the same size likewise)."""
     weights = weight_bytes(d, n, w, v, activation, norm, tied)
     return weights + b * 4 * activation_bytes_per_sequence(d, n, h, w, s, v, bytes_per, activation)
 
 
-def train_memory_bytes(d: Any, n: Any, h: Any, w: Any, s: Any, v: Any, b: Any, activation: str = "gelu",
-                       norm: str = "rmsnorm", tied: bool = True, bytes_per: int = 4, micro_batches: Any = 1) -> Any:
+def train_memory_bytes(
+    d: Any,
+    n: Any,
+    h: Any,
+    w: Any,
+    s: Any,
+    v: Any,
+    b: Any,
+    activation: str = "gelu",
+    norm: str = "rmsnorm",
+    tied: bool = True,
+    bytes_per: int = 4,
+    micro_batches: Any = 1,
+) -> Any:
     """Peak memory of a training step: parameters, gradients and two Adam moments in float32, plus the
     activations saved for the backward pass and the logits' gradient (float32, 2sv: an estimate, tested
     against XLA's memory analysis on small configurations).
@@ -223,8 +284,10 @@ def counts_for(cfg: Any, b: int) -> dict[str, float]:
     opts = dict(activation=cfg.activation, norm=cfg.norm, tied=cfg.tied_embeddings)
     bytes_per = bytes_per_element(cfg.dtype)
     return dict(
-        paper_params=float(PARAMS(d, n, v, w)), paper_memcpys=float(MEMCPYS(d, n, s, v, w, h)),
-        paper_flops=float(FLOPS(d, n, s, v, w, h)), params=float(sum(param_counts(v, d, n, w, **opts))),
+        paper_params=float(PARAMS(d, n, v, w)),
+        paper_memcpys=float(MEMCPYS(d, n, s, v, w, h)),
+        paper_flops=float(FLOPS(d, n, s, v, w, h)),
+        params=float(sum(param_counts(v, d, n, w, **opts))),
         flops=float(train_step_flops(d, n, h, w, s, v, b, **opts)),
         bytes=float(train_step_bytes(d, n, h, w, s, v, b, bytes_per=bytes_per, **opts)),
         memory=float(train_memory_bytes(d, n, h, w, s, v, b, bytes_per=bytes_per, **opts)),

@@ -51,21 +51,30 @@ def normalise_analyses(cost: Any, memory: Any) -> dict[str, float]:
     """
     out: dict[str, float] = {}
     for item in cost if isinstance(cost, (list, tuple)) else [cost]:
-        for key, name in (("flops", "flops"), ("bytes accessed", "bytes_accessed"),
-                          ("transcendentals", "transcendentals")):
+        for key, name in (
+            ("flops", "flops"),
+            ("bytes accessed", "bytes_accessed"),
+            ("transcendentals", "transcendentals"),
+        ):
             if item and key in item:
                 out[name] = out.get(name, 0.0) + float(item[key])
     if memory is not None:
-        sizes = {f: float(getattr(memory, f"{f}_size_in_bytes", 0) or 0)
-                 for f in ("argument", "output", "temp", "alias")}
-        out.update(peak_bytes=sizes["argument"] + sizes["output"] + sizes["temp"] - sizes["alias"],
-                   temp_bytes=sizes["temp"], argument_bytes=sizes["argument"], output_bytes=sizes["output"],
-                   alias_bytes=sizes["alias"])
+        sizes = {
+            f: float(getattr(memory, f"{f}_size_in_bytes", 0) or 0) for f in ("argument", "output", "temp", "alias")
+        }
+        out.update(
+            peak_bytes=sizes["argument"] + sizes["output"] + sizes["temp"] - sizes["alias"],
+            temp_bytes=sizes["temp"],
+            argument_bytes=sizes["argument"],
+            output_bytes=sizes["output"],
+            alias_bytes=sizes["alias"],
+        )
     return out
 
 
 def xla_analyses(compiled: Any) -> dict[str, float]:
     """`normalise_analyses` of a compiled step; an analysis the backend cannot give is left out."""
+
     def safe(method: str) -> Any:
         try:
             return getattr(compiled, method)()
@@ -87,6 +96,7 @@ def filled(shapes: Any) -> Any:
     A step's time does not depend on the values, so the timed state need not be initialised: compiling the
     real initialiser would cost about as long as compiling the step itself on a CPU.
     """
+
     def fill(leaf: jax.ShapeDtypeStruct) -> jax.Array:
         value = 0.02 if jnp.issubdtype(leaf.dtype, jnp.floating) else 0
         return jax.device_put(np.full(leaf.shape, value, leaf.dtype), leaf.sharding)
@@ -94,8 +104,9 @@ def filled(shapes: Any) -> Any:
     return jax.tree.map(fill, shapes)
 
 
-def compile_step(cfg: ModelConfig, b: int, devices: int = 1,
-                 micro_batches: int = 1) -> tuple[Any, Callable[[], tuple[Any, jax.Array]], float]:
+def compile_step(
+    cfg: ModelConfig, b: int, devices: int = 1, micro_batches: int = 1
+) -> tuple[Any, Callable[[], tuple[Any, jax.Array]], float]:
     """Lower and compile the training step from shapes alone, allocating nothing; returns the compiled step,
     a function that allocates its inputs (state, batch), and the compile seconds.
 
@@ -123,8 +134,15 @@ def compile_step(cfg: ModelConfig, b: int, devices: int = 1,
     return compiled, inputs, seconds
 
 
-def time_compiled(compiled: Any, state: Any, tokens: jax.Array, min_seconds: float, min_repeats: int,
-                  max_repeats: int, warmup: int = 2) -> tuple[list[float], Any]:
+def time_compiled(
+    compiled: Any,
+    state: Any,
+    tokens: jax.Array,
+    min_seconds: float,
+    min_repeats: int,
+    max_repeats: int,
+    warmup: int = 2,
+) -> tuple[list[float], Any]:
     """Per-step seconds over repeats, after `warmup` untimed calls; repeats until `min_seconds` have
     passed and at least `min_repeats` were taken (at most `max_repeats`). Returns the times and the new
     state (the state is donated at every call, so the caller must keep the returned one)."""
@@ -142,16 +160,35 @@ def time_compiled(compiled: Any, state: Any, tokens: jax.Array, min_seconds: flo
 
 def record_config(cfg: ModelConfig) -> dict[str, Any]:
     """The `config` of a timing record: the architecture fields that change the step (dtype is apart)."""
-    return dict(v=cfg.v, d=cfg.d, n=cfg.n, h=cfg.h, w=cfg.w, s=cfg.s, norm=cfg.norm, activation=cfg.activation,
-                tied_embeddings=cfg.tied_embeddings, attention=cfg.attention)
+    return dict(
+        v=cfg.v,
+        d=cfg.d,
+        n=cfg.n,
+        h=cfg.h,
+        w=cfg.w,
+        s=cfg.s,
+        norm=cfg.norm,
+        activation=cfg.activation,
+        tied_embeddings=cfg.tied_embeddings,
+        attention=cfg.attention,
+    )
 
 
 def base_record(cfg: ModelConfig, b: int, devices: int = 1) -> dict[str, Any]:
     """The parts of a timing record (README, "File formats") known before measuring: config, device, counts."""
     env = environment()
-    return dict(version=RECORD_VERSION, config=record_config(cfg), device_kind=env["device_kind"],
-                backend=env["backend"], device_count=devices, mesh=[devices, 1], dtype=cfg.dtype, batch=b,
-                jax=env["packages"]["jax"], counts=counts_for(cfg, b))
+    return dict(
+        version=RECORD_VERSION,
+        config=record_config(cfg),
+        device_kind=env["device_kind"],
+        backend=env["backend"],
+        device_count=devices,
+        mesh=[devices, 1],
+        dtype=cfg.dtype,
+        batch=b,
+        jax=env["packages"]["jax"],
+        counts=counts_for(cfg, b),
+    )
 
 
 def device_memory_bytes() -> float | None:
@@ -184,14 +221,15 @@ class Prepared:
 
     def fail(self, err: BaseException) -> None:
         """Record a failure (`oom` or `error` with its message) and free the device buffers."""
-        self.record.update(status="oom" if is_oom(err) else "error",
-                           message=f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"[:500],
-                           trace=traceback.format_exc(limit=3)[-1500:])
+        self.record.update(
+            status="oom" if is_oom(err) else "error",
+            message=f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"[:500],
+            trace=traceback.format_exc(limit=3)[-1500:],
+        )
         self.compiled = self.state = self.tokens = None
 
 
-def prepare(cfg: ModelConfig, b: int, devices: int = 1, warmup: int = 2,
-            memory_limit: float | None = None) -> Prepared:
+def prepare(cfg: ModelConfig, b: int, devices: int = 1, warmup: int = 2, memory_limit: float | None = None) -> Prepared:
     """Compile (timed) and warm up one configuration; a failure is recorded, never raised.
 
     A step whose compiled peak memory (XLA's memory analysis) exceeds `memory_limit` bytes (by default
@@ -204,8 +242,10 @@ def prepare(cfg: ModelConfig, b: int, devices: int = 1, warmup: int = 2,
         limit = memory_limit if memory_limit is not None else device_memory_bytes()
         peak = item.record["xla"].get("peak_bytes")
         if limit and peak and peak > limit:
-            raise MemoryError(f"Out of memory: the compiled step needs {peak / 2**30:.2f} GiB (XLA memory analysis), "
-                              f"the device holds {limit / 2**30:.2f} GiB")
+            raise MemoryError(
+                f"Out of memory: the compiled step needs {peak / 2**30:.2f} GiB (XLA memory analysis), "
+                f"the device holds {limit / 2**30:.2f} GiB"
+            )
         state, item.tokens = inputs()
         item.compiled = compiled
         item.state = time_compiled(compiled, state, item.tokens, 0.0, 0, 0, warmup=warmup)[1]
@@ -219,8 +259,9 @@ def time_round(item: Prepared, seconds: float, min_repeats: int = 1, max_repeats
     if not item.live:
         return []
     try:
-        times, item.state = time_compiled(item.compiled, item.state, item.tokens, seconds, min_repeats,
-                                          max_repeats, warmup=0)
+        times, item.state = time_compiled(
+            item.compiled, item.state, item.tokens, seconds, min_repeats, max_repeats, warmup=0
+        )
     except Exception as err:  # noqa: BLE001
         item.fail(err)
         return []
@@ -234,10 +275,17 @@ def finish(item: Prepared) -> dict[str, Any]:
         times = np.concatenate([np.asarray(r, dtype=np.float64) for r in item.rounds])
         q1, median, q3 = np.percentile(times, [25, 50, 75])
         round_medians = [float(np.median(r)) for r in item.rounds]
-        item.record.update(status="ok", step_seconds=float(median), iqr_seconds=float(q3 - q1),
-                           min_seconds=float(times.min()), max_seconds=float(times.max()), repeats=int(times.size),
-                           rounds=len(item.rounds), round_medians=round_medians,
-                           best_round_seconds=min(round_medians))
+        item.record.update(
+            status="ok",
+            step_seconds=float(median),
+            iqr_seconds=float(q3 - q1),
+            min_seconds=float(times.min()),
+            max_seconds=float(times.max()),
+            repeats=int(times.size),
+            rounds=len(item.rounds),
+            round_medians=round_medians,
+            best_round_seconds=min(round_medians),
+        )
     elif "status" not in item.record:
         item.record.update(status="error", message="no repeats were timed")
     item.compiled = item.state = item.tokens = None
@@ -251,9 +299,15 @@ def chunk_size(configurations: int) -> int:
     return max(configurations, 1) if jax.default_backend() == "cpu" else 1
 
 
-def measure_many(configs: list[tuple], min_seconds: float = 1.0, rounds: int = 5, min_repeats: int = 5,
-                 max_repeats: int = 400, chunk: int | None = None,
-                 memory_limit: float | None = None) -> list[dict[str, Any]]:
+def measure_many(
+    configs: list[tuple],
+    min_seconds: float = 1.0,
+    rounds: int = 5,
+    min_repeats: int = 5,
+    max_repeats: int = 400,
+    chunk: int | None = None,
+    memory_limit: float | None = None,
+) -> list[dict[str, Any]]:
     """Timing records of several configurations, timed in interleaved rounds (see the module docstring).
 
     Each configuration is (model config, global batch) or (model config, global batch, devices) and is
@@ -273,11 +327,20 @@ def measure_many(configs: list[tuple], min_seconds: float = 1.0, rounds: int = 5
     return records
 
 
-def measure(cfg: ModelConfig, b: int, min_seconds: float = 1.0, min_repeats: int = 5, max_repeats: int = 400,
-            devices: int = 1, rounds: int = 5, memory_limit: float | None = None) -> dict[str, Any]:
+def measure(
+    cfg: ModelConfig,
+    b: int,
+    min_seconds: float = 1.0,
+    min_repeats: int = 5,
+    max_repeats: int = 400,
+    devices: int = 1,
+    rounds: int = 5,
+    memory_limit: float | None = None,
+) -> dict[str, Any]:
     """One configuration's timing record (README, "File formats"): `measure_many` of one."""
-    return measure_many([(cfg, b, devices)], min_seconds, rounds, min_repeats, max_repeats,
-                        memory_limit=memory_limit)[0]
+    return measure_many([(cfg, b, devices)], min_seconds, rounds, min_repeats, max_repeats, memory_limit=memory_limit)[
+        0
+    ]
 
 
 def _median_seconds(fn: Any, arg: jax.Array, repeats: int) -> float:
@@ -290,8 +353,9 @@ def _median_seconds(fn: Any, arg: jax.Array, repeats: int) -> float:
     return float(np.median(times))
 
 
-def measure_peak_flops(dtype: str = "float32", n: int | None = None, matmuls: int | None = None,
-                       repeats: int = 10) -> tuple[float, str]:
+def measure_peak_flops(
+    dtype: str = "float32", n: int | None = None, matmuls: int | None = None, repeats: int = 10
+) -> tuple[float, str]:
     """The device's achieved matmul rate (FLOP/s) in `dtype`, and the dtype it was measured in.
 
     Times `matmuls` chained n x n x n matmuls inside one jitted call (2 n^3 FLOPs each; median of

@@ -78,8 +78,14 @@ def shape_columns(records: list[dict[str, Any]], statistic: str = DEFAULT_STATIS
         cols["xla_flops"].append(r.get("xla", {}).get("flops", np.nan))
         cols["xla_bytes"].append(r.get("xla", {}).get("bytes_accessed", np.nan))
         c = r["config"]
-        cols["variant"].append(variant(c.get("activation", "gelu"), c.get("norm", "rmsnorm"),
-                                       c.get("tied_embeddings", True), r.get("dtype", "float32")))
+        cols["variant"].append(
+            variant(
+                c.get("activation", "gelu"),
+                c.get("norm", "rmsnorm"),
+                c.get("tied_embeddings", True),
+                r.get("dtype", "float32"),
+            )
+        )
     out = {k: np.asarray(cols[k], dtype=np.float64) for k in names}
     out["variant"] = np.asarray(cols["variant"], dtype=object)
     return out
@@ -112,6 +118,7 @@ def _without_bytes(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _term(name: str) -> Callable[..., np.ndarray]:
     """Feature: one kind of work of `timing.counts.train_step_terms`."""
+
     def feature(c, _):
         return _per_variant(c, _without_bytes(lambda *shape, **arch: train_step_terms(*shape, **arch)[name]))
 
@@ -121,6 +128,7 @@ def _term(name: str) -> Callable[..., np.ndarray]:
 
 def _spilled(name: str) -> Callable[..., np.ndarray]:
     """Feature: one element-wise kind of work, where its per-layer tensor exceeds the device's cache."""
+
     def feature(c, device):
         cache = device.get("cache_bytes")
         return _per_variant(c, lambda *shape, **opts: spilled_terms(*shape, cache, **opts)[name])
@@ -207,6 +215,7 @@ def _per_shard(feature):
     """Model parallelism: tensor (tp) and pipeline (pp) parallelism split one replica's work and weights over
     tp x pp devices, data parallelism the batch over dp replicas, so per-device work is the replica's on b / dp
     sequences, / (tp pp) (Narayanan et al. 2021, section 2). With tp = pp = 1 this is `_per_device`."""
+
     def per_device(c, device):
         tp, pp, dp, _, _ = _layout(c)
         return feature(dict(c, b=c["b"] / dp), device) / (tp * pp)
@@ -287,8 +296,15 @@ def _xla_roofline(c, device):
 # The model-parallel features that reduce to the data-parallel model's six (dense FLOPs, attention FLOPs, weight
 # bytes, activation bytes, layers, gradient sync) without tp, pp, micro-batches or recomputation, then the
 # tensor-parallel all-reduces (zero without tp).
-_SHARDED = (_per_shard(_recomputed_dense_flops), _per_shard(_recomputed_attention_flops), _per_shard(_weight_bytes),
-            _per_shard(_activation_bytes), _stage_layers, _data_parallel_sync_bytes, _tensor_parallel_bytes)
+_SHARDED = (
+    _per_shard(_recomputed_dense_flops),
+    _per_shard(_recomputed_attention_flops),
+    _per_shard(_weight_bytes),
+    _per_shard(_activation_bytes),
+    _stage_layers,
+    _data_parallel_sync_bytes,
+    _tensor_parallel_bytes,
+)
 
 
 @dataclass(frozen=True)
@@ -302,42 +318,96 @@ class TimeModel:
 
 
 MODELS: tuple[TimeModel, ...] = (
-    TimeModel("paper: memcpys + flops", (_paper_memcpys, _paper_flops), True,
-              "c1*b*MEMCPYS + c2*b*FLOPS + c3 (Inbar and Sernau, 2024)"),
+    TimeModel(
+        "paper: memcpys + flops",
+        (_paper_memcpys, _paper_flops),
+        True,
+        "c1*b*MEMCPYS + c2*b*FLOPS + c3 (Inbar and Sernau, 2024)",
+    ),
     TimeModel("paper: flops only", (_paper_flops,), True, "c2*b*FLOPS + c3"),
     TimeModel("paper: memcpys only", (_paper_memcpys,), True, "c1*b*MEMCPYS + c3"),
-    TimeModel("exact: flops + bytes", (_exact_flops, _exact_bytes), True,
-              "our training-step FLOPs and bytes (timing/counts.py)"),
-    TimeModel("exact: dense flops + attention flops + bytes", (_dense_flops, _attention_flops, _exact_bytes), True,
-              "our counts, with attention's s x s matmuls priced apart from the dense layers"),
-    TimeModel("exact: flops (dense, attention) + bytes (weights, activations) + layers",
-              (_dense_flops, _attention_flops, _weight_bytes, _activation_bytes, _layers), True,
-              "as above, with weight and activation traffic apart and a fixed cost per layer (op dispatch)"),
-    TimeModel("exact: work by kind (matmuls, element-wise, optimizer)", tuple(_term(k) for k in TERMS), True,
-              "each kind of work of timing.counts.train_step_terms at its own rate"),
-    TimeModel("exact: work by kind, element-wise in or out of cache",
-              (*(_term(k) for k in TERMS), *(_spilled(k) for k in ("width", "hidden", "scores"))), True,
-              "as above; element-wise work whose per-layer tensor exceeds the cache priced again (spilled_terms)"),
-    TimeModel("exact: ... + layers + gradient sync (data parallel)",
-              (_per_device(_dense_flops), _per_device(_attention_flops), _weight_bytes,
-               _per_device(_activation_bytes), _layers, _gradient_sync_bytes), True,
-              "the model above on each device's share of the batch, plus the gradient all-reduce bytes",
-              multi_device=True),
-    TimeModel("exact: model parallel (... + tensor all-reduces, pipeline bubble)", (*_SHARDED, _pipeline_bubble_flops),
-              True, "the data-parallel model on each device's tp x pp shard of a replica (recomputation included), "
-              "plus the tensor-parallel all-reduce bytes and the pipeline bubble's FLOPs", model_parallel=True),
-    TimeModel("exact: model parallel (... + pipeline sends)", (*_SHARDED, _pipeline_bubble_flops, _pipeline_bytes),
-              True, "as above, plus the bytes sent between pipeline stages", model_parallel=True),
-    TimeModel("exact: model parallel, compact (flops, weights, activations, all-reduces, bubble)",
-              (_per_shard(_recomputed_flops), _per_shard(_weight_bytes), _per_shard(_activation_bytes),
-               _data_parallel_sync_bytes, _tensor_parallel_bytes, _pipeline_bubble_flops), True,
-              "each device's FLOPs in one rate, its weight and activation traffic, both all-reduces and the bubble",
-              model_parallel=True),
+    TimeModel(
+        "exact: flops + bytes",
+        (_exact_flops, _exact_bytes),
+        True,
+        "our training-step FLOPs and bytes (timing/counts.py)",
+    ),
+    TimeModel(
+        "exact: dense flops + attention flops + bytes",
+        (_dense_flops, _attention_flops, _exact_bytes),
+        True,
+        "our counts, with attention's s x s matmuls priced apart from the dense layers",
+    ),
+    TimeModel(
+        "exact: flops (dense, attention) + bytes (weights, activations) + layers",
+        (_dense_flops, _attention_flops, _weight_bytes, _activation_bytes, _layers),
+        True,
+        "as above, with weight and activation traffic apart and a fixed cost per layer (op dispatch)",
+    ),
+    TimeModel(
+        "exact: work by kind (matmuls, element-wise, optimizer)",
+        tuple(_term(k) for k in TERMS),
+        True,
+        "each kind of work of timing.counts.train_step_terms at its own rate",
+    ),
+    TimeModel(
+        "exact: work by kind, element-wise in or out of cache",
+        (*(_term(k) for k in TERMS), *(_spilled(k) for k in ("width", "hidden", "scores"))),
+        True,
+        "as above; element-wise work whose per-layer tensor exceeds the cache priced again (spilled_terms)",
+    ),
+    TimeModel(
+        "exact: ... + layers + gradient sync (data parallel)",
+        (
+            _per_device(_dense_flops),
+            _per_device(_attention_flops),
+            _weight_bytes,
+            _per_device(_activation_bytes),
+            _layers,
+            _gradient_sync_bytes,
+        ),
+        True,
+        "the model above on each device's share of the batch, plus the gradient all-reduce bytes",
+        multi_device=True,
+    ),
+    TimeModel(
+        "exact: model parallel (... + tensor all-reduces, pipeline bubble)",
+        (*_SHARDED, _pipeline_bubble_flops),
+        True,
+        "the data-parallel model on each device's tp x pp shard of a replica (recomputation included), "
+        "plus the tensor-parallel all-reduce bytes and the pipeline bubble's FLOPs",
+        model_parallel=True,
+    ),
+    TimeModel(
+        "exact: model parallel (... + pipeline sends)",
+        (*_SHARDED, _pipeline_bubble_flops, _pipeline_bytes),
+        True,
+        "as above, plus the bytes sent between pipeline stages",
+        model_parallel=True,
+    ),
+    TimeModel(
+        "exact: model parallel, compact (flops, weights, activations, all-reduces, bubble)",
+        (
+            _per_shard(_recomputed_flops),
+            _per_shard(_weight_bytes),
+            _per_shard(_activation_bytes),
+            _data_parallel_sync_bytes,
+            _tensor_parallel_bytes,
+            _pipeline_bubble_flops,
+        ),
+        True,
+        "each device's FLOPs in one rate, its weight and activation traffic, both all-reduces and the bubble",
+        model_parallel=True,
+    ),
     TimeModel("roofline (exact counts)", (_roofline,), True, "c*max(F/peak, M/bandwidth) + c3, measured peak"),
     TimeModel("xla: flops", (lambda c, _: c["xla_flops"],), False, "XLA compiled flops"),
     TimeModel("xla: bytes", (lambda c, _: c["xla_bytes"],), False, "XLA compiled bytes accessed"),
-    TimeModel("xla: flops + bytes", (lambda c, _: c["xla_flops"], lambda c, _: c["xla_bytes"]), False,
-              "XLA compiled flops and bytes accessed"),
+    TimeModel(
+        "xla: flops + bytes",
+        (lambda c, _: c["xla_flops"], lambda c, _: c["xla_bytes"]),
+        False,
+        "XLA compiled flops and bytes accessed",
+    ),
     TimeModel("roofline (xla counts)", (_xla_roofline,), False, "c*max(xla F/peak, xla M/bandwidth) + c3"),
 )
 
@@ -370,8 +440,12 @@ def scores(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
     ape = np.abs(predicted / measured - 1)
     ss_res = np.sum((measured - predicted) ** 2)
     ss_tot = np.sum((measured - measured.mean()) ** 2)
-    return dict(mape=float(ape.mean()), max_ape=float(ape.max()), r2=float(1 - ss_res / ss_tot),
-                spearman=float(stats.spearmanr(predicted, measured).statistic))
+    return dict(
+        mape=float(ape.mean()),
+        max_ape=float(ape.max()),
+        r2=float(1 - ss_res / ss_tot),
+        spearman=float(stats.spearmanr(predicted, measured).statistic),
+    )
 
 
 def architecture_folds(cols: dict[str, np.ndarray], k: int = 5, seed: int = 0) -> np.ndarray:
@@ -385,8 +459,9 @@ def architecture_folds(cols: dict[str, np.ndarray], k: int = 5, seed: int = 0) -
     return fold_of_group[group.ravel()]
 
 
-def cross_validate(model: TimeModel, cols: dict[str, np.ndarray], device: dict[str, float],
-                   k: int = 5) -> dict[str, Any]:
+def cross_validate(
+    model: TimeModel, cols: dict[str, np.ndarray], device: dict[str, float], k: int = 5
+) -> dict[str, Any]:
     """Held-out predictions for every record (each predicted by a fit that never saw its architecture)."""
     X, t = design_matrix(model, cols, device), cols["time"]
     if not np.all(np.isfinite(X)):
@@ -397,13 +472,20 @@ def cross_validate(model: TimeModel, cols: dict[str, np.ndarray], device: dict[s
         test = folds == f
         predicted[test] = X[test] @ fit_coefficients(X[~test], t[~test])
     coef = fit_coefficients(X, t)
-    return dict(name=model.name, analytic=model.analytic, description=model.description,
-                coefficients=[float(c) for c in coef], held_out=scores(predicted, t),
-                in_sample=scores(X @ coef, t), predicted=predicted)
+    return dict(
+        name=model.name,
+        analytic=model.analytic,
+        description=model.description,
+        coefficients=[float(c) for c in coef],
+        held_out=scores(predicted, t),
+        in_sample=scores(X @ coef, t),
+        predicted=predicted,
+    )
 
 
-def compare_models(records: list[dict[str, Any]], device: dict[str, float], k: int = 5,
-                   statistic: str = DEFAULT_STATISTIC) -> list[dict[str, Any]]:
+def compare_models(
+    records: list[dict[str, Any]], device: dict[str, float], k: int = 5, statistic: str = DEFAULT_STATISTIC
+) -> list[dict[str, Any]]:
     """Cross-validate every model on the `ok` records (fitted to `statistic`); best held-out mean error first."""
     ok = [r for r in records if r.get("status") == "ok"]
     if len(ok) < 2 * k:
@@ -411,6 +493,9 @@ def compare_models(records: list[dict[str, Any]], device: dict[str, float], k: i
     cols = shape_columns(ok, statistic)
     several = len(np.unique(cols["k"])) > 1
     parallel = bool(np.any(cols["tp"] * cols["pp"] > 1))
-    results = [cross_validate(m, cols, device, k) for m in MODELS
-               if (several or not m.multi_device) and (parallel or not m.model_parallel)]
+    results = [
+        cross_validate(m, cols, device, k)
+        for m in MODELS
+        if (several or not m.multi_device) and (parallel or not m.model_parallel)
+    ]
     return sorted(results, key=lambda r: r.get("held_out", {}).get("mape", np.inf))

@@ -48,11 +48,21 @@ class DeviceProfile:
         if not model.analytic:
             raise UserError(f"time model {self.model!r} needs XLA counts; a profile needs an analytic model")
         if len(self.coefficients) != len(model.features) + 1:
-            raise UserError(f"profile model {self.model!r} takes {len(model.features) + 1} coefficients, "
-                            f"got {len(self.coefficients)}")
+            raise UserError(
+                f"profile model {self.model!r} takes {len(model.features) + 1} coefficients, "
+                f"got {len(self.coefficients)}"
+            )
 
-    def predict_with(self, model_name: str, coefficients: Any, activation: str = "gelu", norm: str = "rmsnorm",
-                     tied: bool = True, dtype: str | None = None, **shape: Any) -> np.ndarray:
+    def predict_with(
+        self,
+        model_name: str,
+        coefficients: Any,
+        activation: str = "gelu",
+        norm: str = "rmsnorm",
+        tied: bool = True,
+        dtype: str | None = None,
+        **shape: Any,
+    ) -> np.ndarray:
         """Step seconds of any analytic model in `timing.models.MODELS` with the given coefficients."""
         dtype = self._check_dtype(dtype)
         shape.setdefault("k", 1)
@@ -67,13 +77,27 @@ class DeviceProfile:
     def _check_dtype(self, dtype: str | None) -> str:
         """The dtype to predict (the profile's when None); another dtype's rates were never measured."""
         if dtype is not None and dtype != self.dtype:
-            raise UserError(f"this device profile was calibrated in {self.dtype} and cannot predict {dtype} steps; "
-                            f"calibrate a grid in {dtype} (or plan in {self.dtype})")
+            raise UserError(
+                f"this device profile was calibrated in {self.dtype} and cannot predict {dtype} steps; "
+                f"calibrate a grid in {dtype} (or plan in {self.dtype})"
+            )
         return self.dtype
 
-    def predict_step_seconds(self, d: Any, n: Any, h: Any, w: Any, s: Any, v: Any, b: Any, k: Any = 1,
-                             activation: str = "gelu", norm: str = "rmsnorm", tied: bool = True,
-                             dtype: str | None = None) -> np.ndarray:
+    def predict_step_seconds(
+        self,
+        d: Any,
+        n: Any,
+        h: Any,
+        w: Any,
+        s: Any,
+        v: Any,
+        b: Any,
+        k: Any = 1,
+        activation: str = "gelu",
+        norm: str = "rmsnorm",
+        tied: bool = True,
+        dtype: str | None = None,
+    ) -> np.ndarray:
         """Predicted seconds per training step of global batch b over k data-parallel devices.
 
         Vectorised: d..b (and k) are numbers or arrays that broadcast, so the planner scores a million
@@ -81,14 +105,27 @@ class DeviceProfile:
         the profile's own when None, any other is a UserError) apply to all of them. Models fitted on one
         device count ignore k.
         """
-        return self.predict_with(self.model, self.coefficients, activation, norm, tied, dtype, d=d, n=n, h=h, w=w,
-                                 s=s, v=v, b=b, k=k)
+        return self.predict_with(
+            self.model, self.coefficients, activation, norm, tied, dtype, d=d, n=n, h=h, w=w, s=s, v=v, b=b, k=k
+        )
 
     def step_seconds_for(self, cfg: Any, b: int) -> float:
         """Predicted step seconds of one ModelConfig at batch b."""
-        return float(self.predict_step_seconds(cfg.d, cfg.n, cfg.h, cfg.w, cfg.s, cfg.v, b,
-                                               activation=cfg.activation, norm=cfg.norm,
-                                               tied=cfg.tied_embeddings, dtype=cfg.dtype)[0])
+        return float(
+            self.predict_step_seconds(
+                cfg.d,
+                cfg.n,
+                cfg.h,
+                cfg.w,
+                cfg.s,
+                cfg.v,
+                b,
+                activation=cfg.activation,
+                norm=cfg.norm,
+                tied=cfg.tied_embeddings,
+                dtype=cfg.dtype,
+            )[0]
+        )
 
 
 def save_profile(path: str | Path, profile: DeviceProfile) -> Path:
@@ -122,6 +159,8 @@ def load_profile(path: str | Path) -> DeviceProfile:
     if not (profile.peak_flops > 0 and profile.bandwidth > 0):
         raise UserError(f"device profile {path}: peak_flops and bandwidth must be positive")
     if version < 3 and profile.dtype != "float32":
-        raise UserError(f"device profile {path} (version {version}) counted {profile.dtype} activations at 4 bytes; "
-                        "refit it: smallest-loss calibrate --fit-only --out FOLDER")
+        raise UserError(
+            f"device profile {path} (version {version}) counted {profile.dtype} activations at 4 bytes; "
+            "refit it: smallest-loss calibrate --fit-only --out FOLDER"
+        )
     return profile

@@ -31,15 +31,33 @@ from smallest_loss.configs.errors import UserError
 
 REQUIRED = ("d", "n", "h", "w", "s", "v", "b", "devices", "seconds", "dtype")
 WHOLE = ("d", "n", "h", "w", "s", "v", "b", "devices")
-DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-          "float16": "float16", "fp16": "float16"}
+DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+}
 ACTIVATIONS = ("gelu", "relu", "swiglu")
 NORMS = ("rmsnorm", "layernorm")
 BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 RECOMPUTE = {**BOOLEANS, "full": True, "none": False}  # Megatron-LM's --recompute-granularity full, or none
 LISTED = 10  # bad rows named one by one in the refusal; the rest are counted
-COLUMNS = (*REQUIRED, "activation", "mlp", "norm", "tied", "xla_flops", "xla_bytes", "device", "tp", "pp", "microbatch",
-           "recompute")  # written order
+COLUMNS = (
+    *REQUIRED,
+    "activation",
+    "mlp",
+    "norm",
+    "tied",
+    "xla_flops",
+    "xla_bytes",
+    "device",
+    "tp",
+    "pp",
+    "microbatch",
+    "recompute",
+)  # written order
 
 
 class BadRow(ValueError):
@@ -100,12 +118,14 @@ def _layout(row: dict[str, Any], devices: int, b: int) -> dict[str, Any]:
         raise BadRow(f"devices={devices} is not a multiple of tp x pp = {tp} x {pp}")
     dp = devices // (tp * pp)
     if b % dp:
-        raise BadRow(f"b={b} is not a multiple of the data-parallel size {dp} (devices / (tp x pp); b is the global "
-                     "batch)")
+        raise BadRow(
+            f"b={b} is not a multiple of the data-parallel size {dp} (devices / (tp x pp); b is the global batch)"
+        )
     microbatch = _whole_or(row, "microbatch", None)
     if microbatch is not None and (b // dp) % microbatch:
-        raise BadRow(f"b / dp = {b // dp} sequences per data-parallel replica is not a multiple of "
-                     f"microbatch={microbatch}")
+        raise BadRow(
+            f"b / dp = {b // dp} sequences per data-parallel replica is not a multiple of microbatch={microbatch}"
+        )
     return dict(tp=tp, pp=pp, dp=dp, microbatch=microbatch, recompute=_choice(row, "recompute", RECOMPUTE, False))
 
 
@@ -126,14 +146,32 @@ def row_record(row: dict[str, Any], device: str | None) -> dict[str, Any]:
     kind = device_kind(str(_given(row, "device") or "")) or device
     if kind is None:
         raise BadRow("device is missing (give it in the file or with --device NAME)")
-    config = dict(v=x["v"], d=x["d"], n=x["n"], h=x["h"], w=x["w"], s=x["s"],
-                  norm=_choice(row, "norm", NORMS, "rmsnorm"), activation=_activation(row),
-                  tied_embeddings=_choice(row, "tied", BOOLEANS, True))
+    config = dict(
+        v=x["v"],
+        d=x["d"],
+        n=x["n"],
+        h=x["h"],
+        w=x["w"],
+        s=x["s"],
+        norm=_choice(row, "norm", NORMS, "rmsnorm"),
+        activation=_activation(row),
+        tied_embeddings=_choice(row, "tied", BOOLEANS, True),
+    )
     # mesh: our training's (data, fsdp) mesh, which describes a purely data-parallel layout only
     mesh = dict(mesh=[x["devices"], 1]) if parallel["dp"] == x["devices"] else {}
-    record = dict(source="records", config=config, device_kind=kind, backend=backend_of(kind),
-                  device_count=x["devices"], **mesh, parallel=parallel, dtype=dtype, batch=x["b"], status="ok",
-                  step_seconds=seconds)
+    record = dict(
+        source="records",
+        config=config,
+        device_kind=kind,
+        backend=backend_of(kind),
+        device_count=x["devices"],
+        **mesh,
+        parallel=parallel,
+        dtype=dtype,
+        batch=x["b"],
+        status="ok",
+        step_seconds=seconds,
+    )
     if _given(row, "xla_flops") is not None or _given(row, "xla_bytes") is not None:
         record["xla"] = dict(flops=_number(row, "xla_flops"), bytes_accessed=_number(row, "xla_bytes"))
     return record
@@ -155,8 +193,10 @@ def _csv_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
     reader.fieldnames = header
     missing = [c for c in REQUIRED if c not in header]
     if missing:
-        raise UserError(f"records file {path}: the header (line 1) lacks column(s) {', '.join(missing)}; "
-                        f"it needs {', '.join(REQUIRED)}")
+        raise UserError(
+            f"records file {path}: the header (line 1) lacks column(s) {', '.join(missing)}; "
+            f"it needs {', '.join(REQUIRED)}"
+        )
     return [(reader.line_num, row) for row in reader]
 
 
@@ -170,8 +210,12 @@ def _jsonl_rows(text: str) -> list[tuple[int, dict[str, Any] | str]]:
         except json.JSONDecodeError:
             rows.append((line, "not valid JSON"))
             continue
-        rows.append((line, {str(k).strip().lower(): v for k, v in row.items()} if isinstance(row, dict) else
-                     "not a JSON object"))
+        rows.append(
+            (
+                line,
+                {str(k).strip().lower(): v for k, v in row.items()} if isinstance(row, dict) else "not a JSON object",
+            )
+        )
     return rows
 
 
@@ -197,15 +241,18 @@ def read_rows(path: str | Path) -> list[tuple[int, dict[str, Any] | str]]:
 def _refusal(path: Path, bad: list[tuple[int, str]], total: int) -> UserError:
     listed = "; ".join(f"line {line}: {why}" for line, why in bad[:LISTED])
     more = f"; and {len(bad) - LISTED} more" if len(bad) > LISTED else ""
-    return UserError(f"records file {path} refused: {len(bad)} of {total} rows are bad ({listed}{more}); "
-                     "fix or remove them")
+    return UserError(
+        f"records file {path} refused: {len(bad)} of {total} rows are bad ({listed}{more}); fix or remove them"
+    )
 
 
 def _one(records: list[dict[str, Any]], key: str, path: Path, what: str) -> None:
     values = sorted({r[key] for r in records})
     if len(values) > 1:
-        raise UserError(f"records file {path} holds rows of several {what}s ({', '.join(values)}); a device profile "
-                        f"is for one {what}: split the file")
+        raise UserError(
+            f"records file {path} holds rows of several {what}s ({', '.join(values)}); a device profile "
+            f"is for one {what}: split the file"
+        )
 
 
 def read_timing_records(path: str | Path, device: str | None = None) -> list[dict[str, Any]]:
@@ -228,15 +275,18 @@ def read_timing_records(path: str | Path, device: str | None = None) -> list[dic
         raise _refusal(path, bad, len(rows))
     if fallback is not None and any(r["device_kind"] != fallback for r in records):
         named = sorted({r["device_kind"] for r in records} - {fallback})
-        raise UserError(f"--device {device} disagrees with the device the records file {path} names "
-                        f"({', '.join(named)}); drop --device or fix the file")
+        raise UserError(
+            f"--device {device} disagrees with the device the records file {path} names "
+            f"({', '.join(named)}); drop --device or fix the file"
+        )
     _one(records, "dtype", path, "dtype")
     _one(records, "device_kind", path, "device")
     return records
 
 
-def records_rates(kind: str, dtype: str, peak_flops: float | None = None,
-                  bandwidth: float | None = None) -> dict[str, Any]:
+def records_rates(
+    kind: str, dtype: str, peak_flops: float | None = None, bandwidth: float | None = None
+) -> dict[str, Any]:
     """Peak FLOP/s (in `dtype`) and bandwidth of a device never measured here, for the roofline models and the
     profile: the given ones, else the device table's (vendor dense peaks; float16 at the bfloat16 rate, as
     tensor cores run both). A device the table lacks, or a rate it lacks, is a UserError naming the flags."""
@@ -244,28 +294,55 @@ def records_rates(kind: str, dtype: str, peak_flops: float | None = None,
     table_peak = known and (known.peak_fp32_flops if dtype == "float32" else known.peak_bf16_flops)
     peak, bw = peak_flops or table_peak, bandwidth or (known and known.bandwidth)
     if not (peak and bw):
-        where = (f"the device table has no {dtype} peak or bandwidth for {known.name}" if known else
-                 f"device {kind!r} is not in the device table (known: {', '.join(DEVICES)})")
+        where = (
+            f"the device table has no {dtype} peak or bandwidth for {known.name}"
+            if known
+            else f"device {kind!r} is not in the device table (known: {', '.join(DEVICES)})"
+        )
         raise UserError(f"{where}: pass --device NAME of a known device, or --peak-flops and --bandwidth")
     table = f"the device table's {known.name}" if known else ""
-    origin = (f"peak: {'--peak-flops' if peak_flops else f'{table}, {dtype} dense'}; "
-              f"bandwidth: {'--bandwidth' if bandwidth else table}")
-    return dict(device_kind=kind, peak_flops=float(peak), peak_dtype=dtype, bandwidth=float(bw), cache_bytes=None,
-                source="records", origin=origin)
+    origin = (
+        f"peak: {'--peak-flops' if peak_flops else f'{table}, {dtype} dense'}; "
+        f"bandwidth: {'--bandwidth' if bandwidth else table}"
+    )
+    return dict(
+        device_kind=kind,
+        peak_flops=float(peak),
+        peak_dtype=dtype,
+        bandwidth=float(bw),
+        cache_bytes=None,
+        source="records",
+        origin=origin,
+    )
 
 
 def external_row(record: dict[str, Any], seconds_key: str = "step_seconds") -> dict[str, Any]:
     """A timing record as a row of a records file (its `seconds_key` statistic as `seconds`), so a measured
     calibration can be refitted through `calibrate --records` and compared with its own fit."""
     c, xla, parallel = record["config"], record.get("xla", {}), record.get("parallel", {})
-    return dict(d=c["d"], n=c["n"], h=c["h"], w=c["w"], s=c["s"], v=c["v"], b=record["batch"],
-                devices=record.get("device_count", 1), seconds=record.get(seconds_key, record["step_seconds"]),
-                dtype=record.get("dtype", "float32"), activation=c.get("activation", "gelu"),
-                mlp="gated" if c.get("activation") == "swiglu" else "dense", norm=c.get("norm", "rmsnorm"),
-                tied=str(c.get("tied_embeddings", True)).lower(), xla_flops=xla.get("flops"),
-                xla_bytes=xla.get("bytes_accessed"), device=record.get("device_kind"), tp=parallel.get("tp", 1),
-                pp=parallel.get("pp", 1), microbatch=parallel.get("microbatch"),
-                recompute=str(parallel.get("recompute", False)).lower())
+    return dict(
+        d=c["d"],
+        n=c["n"],
+        h=c["h"],
+        w=c["w"],
+        s=c["s"],
+        v=c["v"],
+        b=record["batch"],
+        devices=record.get("device_count", 1),
+        seconds=record.get(seconds_key, record["step_seconds"]),
+        dtype=record.get("dtype", "float32"),
+        activation=c.get("activation", "gelu"),
+        mlp="gated" if c.get("activation") == "swiglu" else "dense",
+        norm=c.get("norm", "rmsnorm"),
+        tied=str(c.get("tied_embeddings", True)).lower(),
+        xla_flops=xla.get("flops"),
+        xla_bytes=xla.get("bytes_accessed"),
+        device=record.get("device_kind"),
+        tp=parallel.get("tp", 1),
+        pp=parallel.get("pp", 1),
+        microbatch=parallel.get("microbatch"),
+        recompute=str(parallel.get("recompute", False)).lower(),
+    )
 
 
 def write_rows(path: str | Path, rows: list[dict[str, Any]]) -> Path:

@@ -17,8 +17,17 @@ def test_presets_are_valid_and_round_trip():
 
 
 def test_override_types():
-    cfg = apply_overrides(get_preset("tiny"), ["model.d=256", "train.lr=1e-3", "model.tied_embeddings=false",
-                                              "train.steps=None", "train.tokens=1e6", "model.norm=layernorm"])
+    cfg = apply_overrides(
+        get_preset("tiny"),
+        [
+            "model.d=256",
+            "train.lr=1e-3",
+            "model.tied_embeddings=false",
+            "train.steps=None",
+            "train.tokens=1e6",
+            "model.norm=layernorm",
+        ],
+    )
     assert (cfg.model.d, cfg.train.lr, cfg.model.tied_embeddings) == (256, 1e-3, False)
     assert cfg.train.steps is None and cfg.train.tokens == 1_000_000
     assert cfg.total_steps == -(-1_000_000 // (cfg.train.batch_size * cfg.model.s))
@@ -37,8 +46,11 @@ def test_override_types():
         ("model=3", "is a section"),
         ("model.d", "expected section.field=value"),
         ("model.d=102", "model.d=102 is not divisible by model.h=4; set model.h too, e.g. --set model.h=3"),
-        ("model.d=100", "head size d/h = 25 must be even (rotary embeddings rotate pairs); set model.h too, "
-                        "e.g. --set model.h=5 (head size 20)"),
+        (
+            "model.d=100",
+            "head size d/h = 25 must be even (rotary embeddings rotate pairs); set model.h too, "
+            "e.g. --set model.h=5 (head size 20)",
+        ),
         ("train.lr=-1", "train.lr=-1.0 must be positive"),
         ("model.n=0", "model.n=0 must be positive"),
     ],

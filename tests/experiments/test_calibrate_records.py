@@ -70,7 +70,11 @@ def test_records_are_compared_and_profiled_with_the_communication_term(calibrate
     profile = load_profile(tmp / "cal" / "profile.json")
     assert profile.model == DATA_PARALLEL and profile.held_out["mape"] < 0.06  # 3% noise, about 2.4% absolute
     assert (profile.device_kind, profile.dtype, profile.peak_flops, profile.memory_bytes) == (
-        "NVIDIA H100 80GB HBM3", "bfloat16", 989e12, 80e9)
+        "NVIDIA H100 80GB HBM3",
+        "bfloat16",
+        989e12,
+        80e9,
+    )
     records = [json.loads(line) for line in (tmp / "cal" / "records.jsonl").read_text().splitlines()]
     assert len(records) == 32 and all(r["source"] == "records" and r["status"] == "ok" for r in records)
     rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines() if line.startswith("| ")}
@@ -82,8 +86,23 @@ def test_records_are_compared_and_profiled_with_the_communication_term(calibrate
 def test_a_time_budget_plans_on_the_records_profile(calibrated, tmp_path, capsys):
     tmp, _ = calibrated
     law = save_law(tmp_path / "law.json", CHINCHILLA_PUBLISHED)
-    assert main(["plan", "--budget", "4h", "--law", str(law), "--profile", str(tmp / "cal" / "profile.json"),
-                 "--json", "--top", "3"]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                "--budget",
+                "4h",
+                "--law",
+                str(law),
+                "--profile",
+                str(tmp / "cal" / "profile.json"),
+                "--json",
+                "--top",
+                "3",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["space"] == "gpu" and "gpu in bfloat16" in report["space_choice"]
     best = report["best"][0]
@@ -106,13 +125,30 @@ def test_our_calibration_round_trips_through_the_records_format(tmp_path, capsys
     measured = tmp_path / "measured"
     measured.mkdir()
     (measured / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in synthetic_records(noise=0.02)))
-    (measured / "device.json").write_text(json.dumps(dict(device_kind=environment()["device_kind"],
-                                                          peak_flops=1e11, bandwidth=1e10)))
+    (measured / "device.json").write_text(
+        json.dumps(dict(device_kind=environment()["device_kind"], peak_flops=1e11, bandwidth=1e10))
+    )
     exported = tmp_path / "ours.csv"
     assert main(["calibrate", "--fit-only", "--out", str(measured), "--export-records", str(exported)]) == 0
     assert f"--records {exported} --out NEW --peak-flops 100000000000.0" in capsys.readouterr().out
-    assert main(["calibrate", "--records", str(exported), "--out", str(tmp_path / "back"), "--peak-flops", "1e11",
-                 "--bandwidth", "1e10", "--device", environment()["device_kind"]]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                "--records",
+                str(exported),
+                "--out",
+                str(tmp_path / "back"),
+                "--peak-flops",
+                "1e11",
+                "--bandwidth",
+                "1e10",
+                "--device",
+                environment()["device_kind"],
+            ]
+        )
+        == 0
+    )
     before, after = (load_profile(tmp_path / f / "profile.json") for f in ("measured", "back"))
     assert after.model == before.model and after.held_out == pytest.approx(before.held_out, rel=1e-9)
     assert after.alternatives.keys() == before.alternatives.keys()
@@ -124,17 +160,23 @@ def test_our_calibration_round_trips_through_the_records_format(tmp_path, capsys
 
 
 HEADER = "d,n,h,w,s,v,b,devices,seconds,dtype\n"
-ROWS = [f"{d},2,{d // 64},{4 * d},1024,50304,{b},1,{d * b * 1e-6},bf16" for d in (256, 512, 768, 1024, 1280)
-        for b in (8, 16)]  # 10 rows of 5 architectures: enough to compare models
+ROWS = [
+    f"{d},2,{d // 64},{4 * d},1024,50304,{b},1,{d * b * 1e-6},bf16"
+    for d in (256, 512, 768, 1024, 1280)
+    for b in (8, 16)
+]  # 10 rows of 5 architectures: enough to compare models
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--grid", "tiny", "--device", "h100-sxm"], "--records fits the step seconds the file gives; drop --grid"),
-    (["--statistic", "min", "--device", "h100-sxm"], "drop --statistic"),
-    (["--device", "abacus"], "device 'abacus' is not in the device table"),
-    (["--device", "h100-sxm", "--peak-flops", "0"], "--peak-flops must be positive"),
-    ([], "10 of 10 rows are bad (line 2: device is missing (give it in the file or with --device NAME); line 3:"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--grid", "tiny", "--device", "h100-sxm"], "--records fits the step seconds the file gives; drop --grid"),
+        (["--statistic", "min", "--device", "h100-sxm"], "drop --statistic"),
+        (["--device", "abacus"], "device 'abacus' is not in the device table"),
+        (["--device", "h100-sxm", "--peak-flops", "0"], "--peak-flops must be positive"),
+        ([], "10 of 10 rows are bad (line 2: device is missing (give it in the file or with --device NAME); line 3:"),
+    ],
+)
 def test_refusals_write_nothing(tmp_path, extra, message, capsys):
     path, out = tmp_path / "r.csv", tmp_path / "out"
     path.write_text(HEADER + "\n".join(ROWS) + "\n")

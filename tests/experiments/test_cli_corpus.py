@@ -18,10 +18,13 @@ def test_corpus_writes_a_code_only_copy(tmp_path, capsys):
     assert (out / "a.py").read_text() == "x = 1\n" and not (out / "bad.py").exists()
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--source", "/does/not/exist"], "is not a folder"),
-    (["--source", "."], "is not empty"),  # --out is the non-empty test folder itself
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--source", "/does/not/exist"], "is not a folder"),
+        (["--source", "."], "is not empty"),  # --out is the non-empty test folder itself
+    ],
+)
 def test_corpus_refusals(argv, message, tmp_path, capsys, monkeypatch):
     (tmp_path / "x.py").write_text("x = 1\n")
     monkeypatch.chdir(tmp_path)

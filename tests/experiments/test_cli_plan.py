@@ -18,8 +18,15 @@ def law_file(tmp_path):
 
 @pytest.fixture
 def profile_file(tmp_path):
-    profile = DeviceProfile(device_kind="cpu", model="paper: memcpys + flops", coefficients=(4e-12, 2e-15, 2e-3),
-                            peak_flops=1e15, bandwidth=3e12, held_out=dict(mape=0.05), price_per_hour=2.0)
+    profile = DeviceProfile(
+        device_kind="cpu",
+        model="paper: memcpys + flops",
+        coefficients=(4e-12, 2e-15, 2e-3),
+        peak_flops=1e15,
+        bandwidth=3e12,
+        held_out=dict(mape=0.05),
+        price_per_hour=2.0,
+    )
     return str(save_profile(tmp_path / "profile.json", profile))
 
 
@@ -31,8 +38,23 @@ def test_fit_from_csv_then_plan(tmp_path, capsys):
     csv.write_text("N,D,loss,note\n" + "".join(f"{a},{b},{c},x\n" for a, b, c in zip(N, D, loss, strict=True)))
     assert main(["fit", "--csv", str(csv), "--bootstrap", "50", "--out", str(tmp_path / "fitted.json")]) == 0
     assert "alpha" in capsys.readouterr().out and (tmp_path / "fitted.png").exists()
-    assert main(["plan", "--budget", "1e21", "--law", str(tmp_path / "fitted.json"), "--space", "chinchilla",
-                 "--out", str(tmp_path / "plan"), "--json"]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                "--budget",
+                "1e21",
+                "--law",
+                str(tmp_path / "fitted.json"),
+                "--space",
+                "chinchilla",
+                "--out",
+                str(tmp_path / "plan"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["best"][0]["loss"] > 0 and "loss_interval" in report["best"][0]
     assert (tmp_path / "plan" / "plan.png").exists() and (tmp_path / "plan" / "plan.md").exists()
@@ -43,8 +65,24 @@ def test_time_and_money_plans(law_file, profile_file, capsys):
     out = capsys.readouterr().out
     assert "space cpu (the space for this profile's cpu in float32)" in out
     assert "Width vs depth" in out and "Time-optimal vs FLOPs-optimal" in out and "Ties: " in out
-    assert main(["plan", "--budget", "$8", "--law", law_file, "--profile", profile_file, "--spot-discount", "0.5",
-                 "--top", "3"]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                "--budget",
+                "$8",
+                "--law",
+                law_file,
+                "--profile",
+                profile_file,
+                "--spot-discount",
+                "0.5",
+                "--top",
+                "3",
+            ]
+        )
+        == 0
+    )
 
 
 def test_flops_budget_chooses_the_space_that_holds_the_optimum(law_file, capsys):
@@ -62,11 +100,29 @@ def test_exact_flops_accounting(law_file, capsys):
     """--flops exact spends the budget at our exact FLOPs per token, more than 6N (attention, output layer)."""
     from smallest_loss.timing.counts import train_step_flops
 
-    assert main(["plan", "--budget", "1e21", "--law", law_file, "--space", "chinchilla", "--flops", "exact",
-                 "--json", "--top", "1"]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                "--budget",
+                "1e21",
+                "--law",
+                law_file,
+                "--space",
+                "chinchilla",
+                "--flops",
+                "exact",
+                "--json",
+                "--top",
+                "1",
+            ]
+        )
+        == 0
+    )
     best = json.loads(capsys.readouterr().out)["best"][0]
     per_token = train_step_flops(best["d"], best["n"], best["h"], best["w"], best["s"], 32000, best["b"]) / (
-        best["b"] * best["s"])
+        best["b"] * best["s"]
+    )
     assert best["tokens"] * per_token == pytest.approx(1e21, rel=1e-9)
     assert per_token > 6 * best["params"]
 
@@ -163,7 +219,8 @@ def _metrics(step_seconds, steps, log_every, eval_every, checkpoint_every, compi
 @pytest.mark.parametrize("compile_s,eval_s,checkpoint_s", [(0, 0, 0), (30, 5, 2), (1e3, 1e2, 1e4)])
 @pytest.mark.parametrize("log_every,eval_every,checkpoint_every", [(5, 20, 50), (7, 40, 30), (1, 13, 17)])
 def test_verify_step_time_leaves_out_compilation_evaluation_and_checkpoints(
-        compile_s, eval_s, checkpoint_s, log_every, eval_every, checkpoint_every):
+    compile_s, eval_s, checkpoint_s, log_every, eval_every, checkpoint_every
+):
     from smallest_loss.experiments.plan_cmd import steady_step_seconds
 
     lines = _metrics(0.01, 100, log_every, eval_every, checkpoint_every, compile_s, eval_s, checkpoint_s)
@@ -182,5 +239,8 @@ def test_verify_trains_with_the_recipe():
     assert config.data == design.base.data and config.train.lr == design.base.train.lr
     assert config.total_steps == 400 and config.train.warmup_steps == round(design.warmup_fraction * 400)
     assert (config.model.d, config.model.n, config.model.h, config.model.w) == (64, 3, 2, 256)
-    assert (config.model.activation, config.model.norm, config.model.dtype) == (space.activation, space.norm,
-                                                                                space.dtype)
+    assert (config.model.activation, config.model.norm, config.model.dtype) == (
+        space.activation,
+        space.norm,
+        space.dtype,
+    )

@@ -12,9 +12,26 @@ import smallest_loss.model.train as train_mod
 from smallest_loss.experiments.cli import main
 from smallest_loss.model.runs import RunDir
 
-TINY = ["--set", "model.d=32", "--set", "model.n=1", "--set", "model.h=2", "--set", "model.w=64",
-        "--set", "model.s=16", "--set", "train.batch_size=4", "--set", "train.steps=6",
-        "--set", "train.eval_every=3", "--set", "train.warmup_steps=1"]
+TINY = [
+    "--set",
+    "model.d=32",
+    "--set",
+    "model.n=1",
+    "--set",
+    "model.h=2",
+    "--set",
+    "model.w=64",
+    "--set",
+    "model.s=16",
+    "--set",
+    "train.batch_size=4",
+    "--set",
+    "train.steps=6",
+    "--set",
+    "train.eval_every=3",
+    "--set",
+    "train.warmup_steps=1",
+]
 
 
 def test_train_and_resume_from_the_cli(tmp_path, capsys):
@@ -77,8 +94,11 @@ def _unwritable(tmp_path: Path) -> Path:
 )
 def test_bad_out_is_one_line_before_any_slow_work(where, message, tmp_path, capsys, monkeypatch):
     (tmp_path / "file").write_text("x")
-    out = {"onto_file": tmp_path / "file", "under_file": tmp_path / "file" / "sub" / "run",
-           "unwritable": _unwritable(tmp_path)}[where]
+    out = {
+        "onto_file": tmp_path / "file",
+        "under_file": tmp_path / "file" / "sub" / "run",
+        "unwritable": _unwritable(tmp_path),
+    }[where]
     monkeypatch.setattr(train_mod, "load_corpus", lambda cfg: pytest.fail("corpus loaded before --out was checked"))
     assert main(["train", *TINY, "--out", str(out), "--quiet"]) == 2
     _one_error_line(capsys, message)
@@ -86,8 +106,18 @@ def test_bad_out_is_one_line_before_any_slow_work(where, message, tmp_path, caps
 
 def test_diverged_run_is_strict_json_and_cannot_resume(tmp_path, capsys):
     out = tmp_path / "r"
-    argv = ["train", *TINY, "--set", "train.lr=1e6", "--set", "train.grad_clip=0", "--set", "train.warmup_steps=0",
-            "--set", "train.log_every=6"]  # one host sync, at step 6: the loss is NaN well before it
+    argv = [
+        "train",
+        *TINY,
+        "--set",
+        "train.lr=1e6",
+        "--set",
+        "train.grad_clip=0",
+        "--set",
+        "train.warmup_steps=0",
+        "--set",
+        "train.log_every=6",
+    ]  # one host sync, at step 6: the loss is NaN well before it
     assert main([*argv, "--out", str(out), "--quiet"]) == 1
     assert "diverged" in capsys.readouterr().err
 

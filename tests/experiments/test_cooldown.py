@@ -42,13 +42,16 @@ def test_shards_keep_a_parent_with_its_branches():
     assert shard_runs(iso, (1, 3)) == iso[1::3]  # other kinds shard as before
 
 
-@pytest.mark.parametrize("fields, message", [
-    (dict(kind="isoflop", branch_fractions=(0.5,)), "go with kind cooldown"),
-    (dict(branch_fractions=()), "go with kind cooldown"),
-    (dict(branch_fractions=(0.0, 1.0)), r"must lie in \(0, 1\]"),
-    (dict(cooldown_fraction=1.0), "cooldown_fraction"),
-    (dict(decay="cosine"), "decay"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(kind="isoflop", branch_fractions=(0.5,)), "go with kind cooldown"),
+        (dict(branch_fractions=()), "go with kind cooldown"),
+        (dict(branch_fractions=(0.0, 1.0)), r"must lie in \(0, 1\]"),
+        (dict(cooldown_fraction=1.0), "cooldown_fraction"),
+        (dict(decay="cosine"), "decay"),
+    ],
+)
 def test_bad_cooldown_fields(fields, message):
     with pytest.raises(UserError, match=message):
         dataclasses.replace(DESIGNS["tiny-cooldown"], **fields)
@@ -56,8 +59,10 @@ def test_bad_cooldown_fields(fields, message):
 
 def test_design_file(tmp_path):
     path = tmp_path / "cd.toml"
-    path.write_text('kind = "cooldown"\nbudgets = [2e9]\nshapes = [[16, 1, 2]]\nmin_steps = 8\n'
-                    'branch_fractions = [0.5, 1.0]\ncooldown_fraction = 0.25\ndecay = "linear"\n')
+    path.write_text(
+        'kind = "cooldown"\nbudgets = [2e9]\nshapes = [[16, 1, 2]]\nmin_steps = 8\n'
+        'branch_fractions = [0.5, 1.0]\ncooldown_fraction = 0.25\ndecay = "linear"\n'
+    )
     design = load_design_file(path)
     assert isinstance(design, SweepDesign) and design.branch_fractions == (0.5, 1.0) and design.decay == "linear"
     assert len(plan_runs(design)) == 3

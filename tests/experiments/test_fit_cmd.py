@@ -96,12 +96,21 @@ def test_one_group_is_an_ordinary_fit(tmp_path, capsys):
 @pytest.mark.parametrize(
     "rows, flags, message",
     [
-        (lambda: (np.geomspace(1e7, 1e9, 8), np.geomspace(1e9, 1e11, 8)), ["--holdout-largest"],
-         "each of the 8 points has its own; add a C column naming each point's budget"),
-        (lambda: (np.geomspace(1e7, 1e9, 8), 1e18 / (6 * np.geomspace(1e7, 1e9, 8))), [],
-         "all 8 points share one compute budget (from 6ND, as it has no C column)"),
-        (lambda: (np.geomspace(1e7, 1e9, 8), np.geomspace(1e9, 1e11, 8)), ["--reference", "web"],
-         "--reference 'web' is not a group of these points (groups: none: the CSV has no 'group' column)"),
+        (
+            lambda: (np.geomspace(1e7, 1e9, 8), np.geomspace(1e9, 1e11, 8)),
+            ["--holdout-largest"],
+            "each of the 8 points has its own; add a C column naming each point's budget",
+        ),
+        (
+            lambda: (np.geomspace(1e7, 1e9, 8), 1e18 / (6 * np.geomspace(1e7, 1e9, 8))),
+            [],
+            "all 8 points share one compute budget (from 6ND, as it has no C column)",
+        ),
+        (
+            lambda: (np.geomspace(1e7, 1e9, 8), np.geomspace(1e9, 1e11, 8)),
+            ["--reference", "web"],
+            "--reference 'web' is not a group of these points (groups: none: the CSV has no 'group' column)",
+        ),
     ],
 )
 def test_budgets_refused_before_fitting(tmp_path, rows, flags, message, capsys):

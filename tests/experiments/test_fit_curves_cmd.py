@@ -22,16 +22,19 @@ def _write_run(folder, d: int, steps: int, peak: float, anneal: bool, eval_every
     cfg = tiny_run(steps=steps, lr=peak, warmup_steps=5)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, d=d))
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps(dict(schema_version=2, config=cfg.to_dict(), corpus={},
-                                                        eval_sets={})))
+    (folder / "config.json").write_text(
+        json.dumps(dict(schema_version=2, config=cfg.to_dict(), corpus={}, eval_sets={}))
+    )
     t = np.arange(steps)
     lr = np.where(t < 5, peak * (t + 1) / 5, peak)
     if anneal:
         lr = np.where(t >= steps // 2, peak * (1 - (t - steps // 2) / (steps - steps // 2)) + 1e-6, lr)
     area = np.concatenate([[1e-9], np.cumsum(lr)[:-1]])
     loss = 1.5 + 3.0 * np.maximum(area, 1e-3) ** -0.5 - 20.0 * np.maximum(peak - lr, 0) * (t > 5)
-    lines = [dict(step=int(s + 1), tokens=int((s + 1) * 64), wall_seconds=0.1, train_loss=float(x), lr=float(r))
-             for s, x, r in zip(t, loss, lr, strict=True)]
+    lines = [
+        dict(step=int(s + 1), tokens=int((s + 1) * 64), wall_seconds=0.1, train_loss=float(x), lr=float(r))
+        for s, x, r in zip(t, loss, lr, strict=True)
+    ]
     final = float(loss[-1]) * 1.01
     if eval_every:
         after = 1.5 + 3.0 * np.cumsum(lr) ** -0.5 - 20.0 * np.maximum(peak - lr, 0) * (t >= 5)
@@ -69,8 +72,12 @@ def test_fit_curves_writes_the_law_and_prefix_errors(shared_runs, capsys):
     assert "final eval loss from the first 50%" in text and out.with_suffix(".png").exists()
     assert report["prefix"]["0.5"]["eval_runs"] == 4
     lo, hi = report["prefix"]["0.5"]["eval_mean_interval"]
-    assert lo <= report["prefix"]["0.5"]["eval_mean_abs_rel_error"] <= hi <= report["prefix"]["0.5"][
-        "eval_max_abs_rel_error"]
+    assert (
+        lo
+        <= report["prefix"]["0.5"]["eval_mean_abs_rel_error"]
+        <= hi
+        <= report["prefix"]["0.5"]["eval_max_abs_rel_error"]
+    )
     # Laws from curves: a law file the planner reads, with one sample per bootstrap draw of the curve laws.
     law = out.with_suffix(".law.json")
     saved = json.loads(law.read_text())
@@ -99,8 +106,7 @@ def test_held_out_runs_are_predicted_and_drawn(runs, tmp_path, capsys):
     held = tmp_path / "held"
     _write_run(held / "d32-400", 32, 400, 1e-2, True)
     out = tmp_path / "law.json"
-    assert main(["fit", "--curves", str(runs), "--holdout-runs", str(held), "--bootstrap", "0", "--out",
-                 str(out)]) == 0
+    assert main(["fit", "--curves", str(runs), "--holdout-runs", str(held), "--bootstrap", "0", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     report = json.loads(out.read_text())["holdout"]
     (row,) = report["runs"]
@@ -110,8 +116,10 @@ def test_held_out_runs_are_predicted_and_drawn(runs, tmp_path, capsys):
     assert report["curve_law"]["runs"] == 1 and "held-out runs (1)" in text
     assert out.with_suffix(".png").exists()
     bad = tmp_path / "bad.json"
-    for args, message in ((["--holdout-runs", str(runs / "d32-200")], "also among the fitted runs"),
-                          (["--holdout-runs", str(held), "--bootstrap", "0"], None)):
+    for args, message in (
+        (["--holdout-runs", str(runs / "d32-200")], "also among the fitted runs"),
+        (["--holdout-runs", str(held), "--bootstrap", "0"], None),
+    ):
         if message is None:  # a held-out run without an eval loss
             summary = held / "d32-400" / "summary.json"
             summary.write_text(json.dumps(dict(json.loads(summary.read_text()), final_eval_loss=None)))
@@ -131,8 +139,9 @@ def test_predict_reads_the_curve_law_for_any_length_and_schedule(shared_runs, tm
     for a, b in zip(short, long, strict=True):
         assert b["final_eval"] < a["final_eval"] and b["tokens"] == 900 * 64
         assert a["draws"] == 3 and a["interval"][0] <= a["interval"][1]
-    wsd, constant = (predict(law, 600, schedule, N=short[0]["N"])["predictions"][0]["final_eval"]
-                     for schedule in ("wsd", "constant"))
+    wsd, constant = (
+        predict(law, 600, schedule, N=short[0]["N"])["predictions"][0]["final_eval"] for schedule in ("wsd", "constant")
+    )
     assert wsd < constant  # the synthetic runs gain while their rate anneals; the law learned it
     out = tmp_path / "pred" / "curve.csv"
     assert main(["predict", "--curve-law", str(law), "--steps", "400", "--out", str(out)]) == 0
@@ -141,15 +150,19 @@ def test_predict_reads_the_curve_law_for_any_length_and_schedule(shared_runs, tm
     assert len(rows) == 2 * (400 - 21) and all(np.isfinite(float(r.split(",")[3])) for r in rows)
     legacy = tmp_path / "legacy.json"
     report = json.loads(law.read_text())
-    legacy.write_text(json.dumps(dict(report, shapes=[{k: v for k, v in s.items() if k != "peak_lr"}
-                                                      for s in report["shapes"]])))
+    legacy.write_text(
+        json.dumps(dict(report, shapes=[{k: v for k, v in s.items() if k != "peak_lr"} for s in report["shapes"]]))
+    )
     assert main(["predict", "--curve-law", str(legacy), "--steps", "400", "--lr", "1e-2"]) == 0
     capsys.readouterr()
-    for args, message in ((["--curve-law", str(legacy)], "--lr"), (["--curve-law", str(tmp_path / "none.json")],
-                          "no such file"), (["--curve-law", str(law.with_suffix(".law.json"))], "not a curve law"),
-                          (["--curve-law", str(law), "--N", "5"], "shapes of N"),
-                          (["--curve-law", str(law), "--schedule", "step"], "choose one of"),
-                          (["--curve-law", str(law), "--out", str(tmp_path)], "a folder")):
+    for args, message in (
+        (["--curve-law", str(legacy)], "--lr"),
+        (["--curve-law", str(tmp_path / "none.json")], "no such file"),
+        (["--curve-law", str(law.with_suffix(".law.json"))], "not a curve law"),
+        (["--curve-law", str(law), "--N", "5"], "shapes of N"),
+        (["--curve-law", str(law), "--schedule", "step"], "choose one of"),
+        (["--curve-law", str(law), "--out", str(tmp_path)], "a folder"),
+    ):
         assert main(["predict", "--steps", "400", *args]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
@@ -165,18 +178,22 @@ def _write_planned_run(folder, steps: int, logged: int, **train) -> None:
     cfg = tiny_run(steps=steps, lr=1e-2, warmup_steps=5, **train)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, d=32))
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps(dict(schema_version=2, config=cfg.to_dict(), corpus={},
-                                                        eval_sets={})))
+    (folder / "config.json").write_text(
+        json.dumps(dict(schema_version=2, config=cfg.to_dict(), corpus={}, eval_sets={}))
+    )
     t = np.arange(steps)
     lr = np.asarray(make_schedule(cfg.train, steps)(t), dtype=float)
     area = np.concatenate([[1e-9], np.cumsum(lr)[:-1]])
     loss = 1.5 + 3.0 * np.maximum(area, 1e-3) ** -0.5 - 20.0 * np.maximum(1e-2 - lr, 0) * (t > 5)
-    lines = [dict(step=int(s + 1), tokens=int((s + 1) * 64), wall_seconds=0.1, train_loss=float(x), lr=float(r))
-             for s, x, r in zip(t[:logged], loss, lr, strict=False)]
+    lines = [
+        dict(step=int(s + 1), tokens=int((s + 1) * 64), wall_seconds=0.1, train_loss=float(x), lr=float(r))
+        for s, x, r in zip(t[:logged], loss, lr, strict=False)
+    ]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     if logged == steps:
-        (folder / "summary.json").write_text(json.dumps(dict(status="completed", steps=steps,
-                                                             final_eval_loss=float(loss[-1]) * 1.01)))
+        (folder / "summary.json").write_text(
+            json.dumps(dict(status="completed", steps=steps, final_eval_loss=float(loss[-1]) * 1.01))
+        )
 
 
 def test_predict_where_a_run_in_progress_ends(runs, tmp_path, capsys):
@@ -196,12 +213,13 @@ def test_predict_where_a_run_in_progress_ends(runs, tmp_path, capsys):
     assert main(["predict", "--run", str(tmp_path / "going" / "long"), "--curves", str(runs)]) == 0
     assert "250 of 500 steps logged (50%)" in capsys.readouterr().out
     _write_planned_run(tmp_path / "early" / "long", 500, 8, **wsd)
-    for args, message in ((["--run", str(tmp_path / "going" / "long")], "--run takes --curves"),
-                          (["--run", str(tmp_path / "early" / "long"), "--curves", str(runs)], "steps logged"),
-                          (["--run", str(runs / "d64-200"), "--curves", str(runs / "d32-200")], "no finished run"),
-                          (["--run", str(tmp_path / "done" / "long"), "--curves", str(runs), "--fraction", "2"],
-                           "--fraction"),
-                          (["--steps", "100"], "predict needs")):
+    for args, message in (
+        (["--run", str(tmp_path / "going" / "long")], "--run takes --curves"),
+        (["--run", str(tmp_path / "early" / "long"), "--curves", str(runs)], "steps logged"),
+        (["--run", str(runs / "d64-200"), "--curves", str(runs / "d32-200")], "no finished run"),
+        (["--run", str(tmp_path / "done" / "long"), "--curves", str(runs), "--fraction", "2"], "--fraction"),
+        (["--steps", "100"], "predict needs"),
+    ):
         assert main(["predict", *args]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
@@ -216,15 +234,45 @@ def test_fit_curves_on_evaluation_losses(runs, tmp_path, capsys):
             _write_run(fitted / f"d{d}-{steps}", d, steps, 1e-2, anneal, eval_every=10)
     _write_run(held / "d32-400", 32, 400, 1e-2, True, eval_every=10)
     out = tmp_path / "law.json"
-    assert main(["fit", "--curves", str(fitted), "--curve-loss", "eval", "--holdout-runs", str(held),
-                 "--bootstrap", "0", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--curves",
+                str(fitted),
+                "--curve-loss",
+                "eval",
+                "--holdout-runs",
+                str(held),
+                "--bootstrap",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "fitted to the runs' periodic evaluation losses" in capsys.readouterr().out
     report = json.loads(out.read_text())
     assert report["curve_loss"] == "eval" and all(s["eval_gap"] == 0 for s in report["shapes"])
     assert abs(report["holdout"]["runs"][0]["curve_law_rel_error"]) < 0.05
     assert report["prefix"]["0.5"]["eval_runs"] == 4 and "mean_abs_rel_error" not in report["prefix"]["0.5"]
-    assert main(["predict", "--run", str(held / "d32-400"), "--curves", str(fitted), "--fraction", "0.5",
-                 "--curve-loss", "eval"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--run",
+                str(held / "d32-400"),
+                "--curves",
+                str(fitted),
+                "--fraction",
+                "0.5",
+                "--curve-loss",
+                "eval",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "law fitted to evaluation losses" in text and "predicted" in text
     bad = tmp_path / "bad.json"

@@ -48,8 +48,11 @@ def test_grouped_fit_report_and_law_file(grouped, capsys):
     assert law["form"] == "chinchilla" and d["form"] == "grouped" and d["reference"] == "web"
     web, other = d["groups"]
     assert web["reference"] and web["name"] == "web" and web["multiplier"][0]["value"] == pytest.approx(1.0)
-    assert other["name"] == "code" and other["points"] == 12 and [m["C"] for m in other["multiplier"]] == \
-        pytest.approx([1e18, 1e20])
+    assert (
+        other["name"] == "code"
+        and other["points"] == 12
+        and [m["C"] for m in other["multiplier"]] == pytest.approx([1e18, 1e20])
+    )
     for m in other["multiplier"]:  # 3x data multiplier, 0.5% noise at three budgets: within a factor of 1.5
         assert 2.0 < m["value"] < 4.5 and m["interval"][0] <= m["value"] <= m["interval"][1]
     assert law["E"] == pytest.approx(web["E"]) and set(law["intervals"]) >= {"E", "A", "B", "alpha", "beta"}
@@ -69,14 +72,15 @@ def test_grouped_fit_prints_one_row_per_group(tmp_path, capsys):
     "groups, per_group, flags, message",
     [
         (TWO, 1, [], "group 'code' has 1 point(s); a grouped fit needs at least 4"),
-        (TWO, None, ["--reference", "books"],
-         "--reference 'books' is not a group of these points (groups: web, code)"),
-        (TWO, None, ["--holdout-largest"],
-         "--holdout-largest does not apply to a grouped fit"),
-        (TWO, None, ["--form", "kaplan"],
-         "--form kaplan does not apply to a grouped fit"),
-        ({"web": (1.82, 1.0)}, None, ["--reference", "books"],
-         "--reference 'books' is not a group of these points (groups: web)"),
+        (TWO, None, ["--reference", "books"], "--reference 'books' is not a group of these points (groups: web, code)"),
+        (TWO, None, ["--holdout-largest"], "--holdout-largest does not apply to a grouped fit"),
+        (TWO, None, ["--form", "kaplan"], "--form kaplan does not apply to a grouped fit"),
+        (
+            {"web": (1.82, 1.0)},
+            None,
+            ["--reference", "books"],
+            "--reference 'books' is not a group of these points (groups: web)",
+        ),
     ],
 )
 def test_refusals(tmp_path, groups, per_group, flags, message, capsys):
@@ -84,4 +88,3 @@ def test_refusals(tmp_path, groups, per_group, flags, message, capsys):
     assert main(["fit", "--csv", path, *flags]) == 2
     captured = capsys.readouterr()
     assert captured.err.startswith(f"error: {message}") and captured.err.count("\n") == 1 and captured.out == ""
-

@@ -15,8 +15,7 @@ from smallest_loss.experiments.plan_cmd import verify_line
 from smallest_loss.experiments.quickstart import law_used_line, quickstart
 
 # The tiny grid timed briefly, the 6-run tiny sweep, few bootstrap resamples: the method, not its accuracy.
-TEST_SCALE = dict(budget="3s", grid="tiny", design="tiny-isoflop", space="cpu", n_boot=20, min_seconds=0.05,
-                  repeats=3)
+TEST_SCALE = dict(budget="3s", grid="tiny", design="tiny-isoflop", space="cpu", n_boot=20, min_seconds=0.05, repeats=3)
 
 
 def test_quickstart_end_to_end_and_rerun(tmp_path, capsys):
@@ -29,8 +28,17 @@ def test_quickstart_end_to_end_and_rerun(tmp_path, capsys):
         assert 0 < loss < math.log(256)
     assert v["common_sequences"] == 1024 and "common validation sample" in verify_line(v)
     assert v["loss_error"] == pytest.approx(v["actual_loss"] / v["predicted_loss"] - 1)
-    for name in ("report.md", "report.json", "law.json", "law.png", "calibration/profile.json",
-                 "calibration/comparison.md", "plan/plan.png", "plan/plan.md", "sweep/sweep.json"):
+    for name in (
+        "report.md",
+        "report.json",
+        "law.json",
+        "law.png",
+        "calibration/profile.json",
+        "calibration/comparison.md",
+        "plan/plan.png",
+        "plan/plan.md",
+        "sweep/sweep.json",
+    ):
         assert (out / name).exists(), name
     # Whatever the fit could identify on this machine's runs, the report says which law it used and why.
     used = report["law_used"]
@@ -45,22 +53,29 @@ def test_quickstart_end_to_end_and_rerun(tmp_path, capsys):
 
 
 def test_law_used_line_names_the_fallback_and_why():
-    reduced = dict(form="fixed_E", identified=True, form_description="E fixed at 0.04; A, B, alpha, beta fitted",
-                   not_identified={"full": ["E ran to its lower bound"]})
+    reduced = dict(
+        form="fixed_E",
+        identified=True,
+        form_description="E fixed at 0.04; A, B, alpha, beta fitted",
+        not_identified={"full": ["E ran to its lower bound"]},
+    )
     line = law_used_line(reduced)
     assert "E fixed at 0.04" in line and "E ran to its lower bound" in line and "reduced form" in line
     full = dict(form="full", identified=True, form_description="all five constants fitted", not_identified={})
     assert "identified by the sweep" in law_used_line(full)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(budget="abc"), "budget"),
-    (dict(budget="$5"), "price"),
-    (dict(design="nope"), "unknown sweep design"),
-    (dict(grid="nope"), "grid"),
-    (dict(space="nope"), "unknown search space"),
-    (dict(n_boot=1), "at least 2 resamples"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(budget="abc"), "budget"),
+        (dict(budget="$5"), "price"),
+        (dict(design="nope"), "unknown sweep design"),
+        (dict(grid="nope"), "grid"),
+        (dict(space="nope"), "unknown search space"),
+        (dict(n_boot=1), "at least 2 resamples"),
+    ],
+)
 def test_quickstart_refuses_bad_arguments_before_any_stage(tmp_path, kwargs, message):
     with pytest.raises(UserError, match=message):
         quickstart(tmp_path / "qs", **kwargs)
@@ -71,4 +86,3 @@ def test_quickstart_refuses_an_output_folder_that_is_a_file(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(UserError, match="is a file, not a folder"):
         quickstart(tmp_path / "afile", **TEST_SCALE)
-

@@ -40,24 +40,32 @@ def test_design_file_crosses_shapes_batches_and_rates(tmp_path):
     runs = plan_runs(design)
     assert len(runs) == 2 * 2 * 2 and design.name == "my-recipe"
     assert {r.config.train.schedule for r in runs} == {"constant"}
-    assert {(r.config.train.batch_size, r.config.train.lr) for r in runs} == {(4, 2e-3), (4, 8e-3), (16, 2e-3),
-                                                                              (16, 8e-3)}
+    assert {(r.config.train.batch_size, r.config.train.lr) for r in runs} == {
+        (4, 2e-3),
+        (4, 8e-3),
+        (16, 2e-3),
+        (16, 8e-3),
+    }
     assert all(r.name.endswith(f"-b{r.config.train.batch_size}-lr{r.config.train.lr:.3g}") for r in runs)
     json_path = tmp_path / "d.json"
     json_path.write_text(json.dumps(dict(budgets=[2e9], shapes=[[[16, 1, 2]]], lrs=[1e-3])))
     assert len(plan_runs(load_design_file(json_path))) == 1
 
 
-@pytest.mark.parametrize("extra, message", [
-    ('batch = 3\n', "unknown field 'batch'"),
-    ('lrs = [-1e-3]\n', "learning rate -0.001 must be a positive number"),
-    ('batch_sizes = [0]\n', "batch size 0 must be a positive integer"),
-    ('[set]\n"train.lr" = "fast"\n', "expected a number"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("batch = 3\n", "unknown field 'batch'"),
+        ("lrs = [-1e-3]\n", "learning rate -0.001 must be a positive number"),
+        ("batch_sizes = [0]\n", "batch size 0 must be a positive integer"),
+        ('[set]\n"train.lr" = "fast"\n', "expected a number"),
+    ],
+)
 def test_bad_design_files_are_one_line_each(tmp_path, capsys, extra, message):
     path = tmp_path / "bad.toml"
-    base = "\n".join(line for line in GOOD_TOML.splitlines() if not line.startswith(("lrs", "batch_sizes", "[set]",
-                                                                                      '"train')))
+    base = "\n".join(
+        line for line in GOOD_TOML.splitlines() if not line.startswith(("lrs", "batch_sizes", "[set]", '"train'))
+    )
     path.write_text(base + "\n" + extra)
     assert main(["sweep", "--design", str(path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -72,8 +80,11 @@ def _write_runs(folder, seq: int = 64) -> None:
         model = ModelConfig(v=256, d=d, n=1, h=2, s=seq)
         train = TrainConfig(batch_size=run.batch, steps=100, lr=run.lr, warmup_steps=5)
         out = RunDir.create(folder / run.name, RunConfig(model=model, train=train), dict(fingerprint="synthetic"))
-        out.write_summary(dict(status="completed", final_eval_loss=run.loss, tokens=run.D, steps=100,
-                               params=count_params(model).total))
+        out.write_summary(
+            dict(
+                status="completed", final_eval_loss=run.loss, tokens=run.D, steps=100, params=count_params(model).total
+            )
+        )
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +93,20 @@ def recipe_law(tmp_path_factory):
     _write_runs(folder / "sweep")
     base = save_law(folder / "base.json", CHINCHILLA_PUBLISHED)
     out = folder / "law.json"
-    code = main(["fit-recipe", str(folder / "sweep"), "--law", str(base), "--out", str(out), "--holdout-batches",
-                 "8,32", "--bootstrap", "50"])
+    code = main(
+        [
+            "fit-recipe",
+            str(folder / "sweep"),
+            "--law",
+            str(base),
+            "--out",
+            str(out),
+            "--holdout-batches",
+            "8,32",
+            "--bootstrap",
+            "50",
+        ]
+    )
     return code, out
 
 
@@ -98,8 +121,14 @@ def test_fit_recipe_writes_the_law_with_its_recipe(recipe_law, capsys):
 
 def _profile(tmp_path) -> str:
     # Per-step overhead makes larger batches faster per token, as on every real device.
-    profile = DeviceProfile(device_kind="cpu", model="paper: memcpys + flops", coefficients=(2e-12, 1e-12, 5e-3),
-                            peak_flops=1e12, bandwidth=1e11, held_out=dict(mape=0.05))
+    profile = DeviceProfile(
+        device_kind="cpu",
+        model="paper: memcpys + flops",
+        coefficients=(2e-12, 1e-12, 5e-3),
+        peak_flops=1e12,
+        bandwidth=1e11,
+        held_out=dict(mape=0.05),
+    )
     return str(save_profile(tmp_path / "profile.json", profile))
 
 
@@ -134,8 +163,14 @@ def test_malformed_recipe_section_is_refused(recipe_law, tmp_path, capsys):
 
 def test_small_critical_batch_stops_the_planner_taking_the_largest_batch(recipe_law, tmp_path):
     recipe = load_law(recipe_law[1]).recipe
-    profile = DeviceProfile(device_kind="cpu", model="paper: memcpys + flops", coefficients=(2e-12, 1e-12, 5e-3),
-                            peak_flops=1e12, bandwidth=1e11, held_out=dict(mape=0.05))
+    profile = DeviceProfile(
+        device_kind="cpu",
+        model="paper: memcpys + flops",
+        coefficients=(2e-12, 1e-12, 5e-3),
+        peak_flops=1e12,
+        bandwidth=1e11,
+        held_out=dict(mape=0.05),
+    )
     inputs = PlanInputs(space=get_space("cpu"), step_seconds=profile.predict_step_seconds)
 
     def chosen_batch(b_crit: float) -> int:
@@ -154,8 +189,14 @@ def test_a_critical_batch_that_grows_as_the_loss_falls_allows_larger_batches(rec
     report's B_crit is the law's at the chosen loss, and with L_ref above the plan's loss the chosen batch is no
     smaller than with k = 0."""
     recipe = load_law(recipe_law[1]).recipe
-    profile = DeviceProfile(device_kind="cpu", model="paper: memcpys + flops", coefficients=(2e-12, 1e-12, 5e-3),
-                            peak_flops=1e12, bandwidth=1e11, held_out=dict(mape=0.05))
+    profile = DeviceProfile(
+        device_kind="cpu",
+        model="paper: memcpys + flops",
+        coefficients=(2e-12, 1e-12, 5e-3),
+        peak_flops=1e12,
+        bandwidth=1e11,
+        held_out=dict(mape=0.05),
+    )
     inputs = PlanInputs(space=get_space("cpu"), step_seconds=profile.predict_step_seconds)
     best, ref = {}, 1.0
     for k in (0.0, 6.0):
@@ -165,8 +206,9 @@ def test_a_critical_batch_that_grows_as_the_loss_falls_allows_larger_batches(rec
         best[k] = plan.row(int(plan.order[0]))
         assert best[k]["b_crit"] == pytest.approx(float(batch.b_crit_at(best[k]["loss"])))
         # The loss is the law's at the tokens discounted with B_crit at that same loss.
-        eff = best[k]["tokens"] * float(batch.data_factor(best[k]["b"] * 64, recipe.reference_batch_tokens,
-                                                          best[k]["loss"]))
+        eff = best[k]["tokens"] * float(
+            batch.data_factor(best[k]["b"] * 64, recipe.reference_batch_tokens, best[k]["loss"])
+        )
         assert best[k]["loss"] == pytest.approx(float(CHINCHILLA_PUBLISHED.loss(best[k]["params"], eff)), rel=1e-4)
         # Every candidate's loss is that fixed point, not only the best one's.
         c = plan.candidates

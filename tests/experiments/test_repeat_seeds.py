@@ -17,8 +17,10 @@ def test_a_run_repeats_at_another_seed_and_both_evaluate_on_one_sample(tmp_path,
     assert repeat_seeds.main([str(first), "--seeds", "1", "--out", str(tmp_path / "seeds")]) == 0
     again = tmp_path / "seeds" / "run-seed1"
     config = json.loads((again / "config.json").read_text())["config"]
-    assert config["train"]["seed"] == 1 and config["model"] == json.loads((first / "config.json").read_text())[
-        "config"]["model"]
+    assert (
+        config["train"]["seed"] == 1
+        and config["model"] == json.loads((first / "config.json").read_text())["config"]["model"]
+    )
     assert "final eval loss" in capsys.readouterr().out
     # Repeating again finds it finished and trains nothing.
     assert repeat_seeds.main([str(first), "--seeds", "1", "--out", str(tmp_path / "seeds")]) == 0

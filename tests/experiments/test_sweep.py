@@ -38,8 +38,9 @@ def test_shards_partition_the_design():
 
 def test_sweep_shards_skip_and_resume(tmp_path, monkeypatch):
     # tiny-isoflop cut to three runs: one for shard 1/2, two for shard 0/2 (the first of them crashes).
-    design = dataclasses.replace(get_design("tiny-isoflop"), budgets=(2e9, 6e9), shapes=(((16, 1, 2),),
-                                                                                         ((16, 1, 2), (32, 1, 2))))
+    design = dataclasses.replace(
+        get_design("tiny-isoflop"), budgets=(2e9, 6e9), shapes=(((16, 1, 2),), ((16, 1, 2), (32, 1, 2)))
+    )
     runs = plan_runs(design)
     assert len(runs) == 3
     out = tmp_path / "sweep"
@@ -92,8 +93,14 @@ def test_sweep_cli_errors(tmp_path, capsys):
 def test_isotime_design_buys_steps_from_the_profile():
     from smallest_loss.timing.profile import DeviceProfile
 
-    profile = DeviceProfile(device_kind="cpu", model="paper: flops only", coefficients=(1e-10, 1e-3),
-                            peak_flops=1e11, bandwidth=1e10, held_out={})
+    profile = DeviceProfile(
+        device_kind="cpu",
+        model="paper: flops only",
+        coefficients=(1e-10, 1e-3),
+        peak_flops=1e11,
+        bandwidth=1e10,
+        held_out={},
+    )
     runs = plan_runs(DESIGNS["cpu-isotime"], profile.step_seconds_for)
     assert len(runs) == 5
     for r in runs:

@@ -29,8 +29,9 @@ def metrics(folder: Path) -> list[dict]:
 _REAL_BATCH = train_mod.batch
 
 
-def record_batches(monkeypatch: pytest.MonkeyPatch, stop_at: int | None = None,
-                   error: type[BaseException] = RuntimeError) -> list[int]:
+def record_batches(
+    monkeypatch: pytest.MonkeyPatch, stop_at: int | None = None, error: type[BaseException] = RuntimeError
+) -> list[int]:
     """Record which training batches a run asks for (not the evaluation batches, drawn with another seed);
     raise `error` when it asks for batch `stop_at`, as a crash or Ctrl-C at that step would."""
     seen: list[int] = []
@@ -87,11 +88,18 @@ train_mod.train({config}, sys.argv[1], progress=False{extra})
 """
 
 
-def run_killed_at(module: str, config: str, kill_at: int, out: Path, *args: str,
-                  extra: str = "") -> subprocess.CompletedProcess:
+def run_killed_at(
+    module: str, config: str, kill_at: int, out: Path, *args: str, extra: str = ""
+) -> subprocess.CompletedProcess:
     """Train `module.config` into `out` in a child process that SIGKILLs itself when it asks for batch `kill_at`
     (mid-run, at a known step, with no chance to save or clean up). `extra` is more arguments of the train call
     (Python text, which may read `args` as sys.argv[2:])."""
     code = _KILLED_CHILD.format(module=module, config=config, kill_at=kill_at, extra=extra)
-    return subprocess.run([sys.executable, "-c", code, str(out), *args], cwd=Path(__file__).resolve().parents[2],
-                          env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code, str(out), *args],
+        cwd=Path(__file__).resolve().parents[2],
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

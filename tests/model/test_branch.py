@@ -17,19 +17,29 @@ from smallest_loss.model.train import make_schedule, train
 from tests.conftest import tiny_run
 from tests.model.conftest import metrics, run_killed_at
 
-PARENT = tiny_run(steps=30, batch_size=4, lr=1e-2, warmup_steps=3, schedule="constant", eval_every=0,
-                  checkpoint_every=0)
+PARENT = tiny_run(
+    steps=30, batch_size=4, lr=1e-2, warmup_steps=3, schedule="constant", eval_every=0, checkpoint_every=0
+)
 BRANCH_AT, COOL = 20, 10  # the branch trains steps 21-30, a 1-sqrt cool-down
-BRANCH = dataclasses.replace(PARENT, train=dataclasses.replace(
-    PARENT.train, schedule="wsd", steps=BRANCH_AT + COOL, cooldown_fraction=COOL / (BRANCH_AT + COOL),
-    decay="1-sqrt", checkpoint_every=5))
+BRANCH = dataclasses.replace(
+    PARENT,
+    train=dataclasses.replace(
+        PARENT.train,
+        schedule="wsd",
+        steps=BRANCH_AT + COOL,
+        cooldown_fraction=COOL / (BRANCH_AT + COOL),
+        decay="1-sqrt",
+        checkpoint_every=5,
+    ),
+)
 KILL_AT = 27  # batch index: the branch's steps 21-27 logged, its checkpoint at 25
 
 
 @pytest.mark.parametrize("decay", ["linear", "1-sqrt"])
 def test_wsd_decay_shapes(decay):
-    cfg = TrainConfig(steps=100, lr=2.0, min_lr_ratio=0.1, warmup_steps=10, schedule="wsd", cooldown_fraction=0.2,
-                      decay=decay)
+    cfg = TrainConfig(
+        steps=100, lr=2.0, min_lr_ratio=0.1, warmup_steps=10, schedule="wsd", cooldown_fraction=0.2, decay=decay
+    )
     lr = np.asarray(make_schedule(cfg, 100)(np.arange(100)))
     assert lr[5] == pytest.approx(1.0) and np.allclose(lr[10:81], 2.0)
     t = np.arange(81, 100) - 80  # steps into the 20-step cool-down
@@ -59,8 +69,14 @@ def test_branch_shares_parent_steps_then_decays(parent_and_branch):
 def test_branch_killed_resumes_to_uninterrupted_losses(parent_and_branch, tmp_path):
     parent, branch = parent_and_branch
     killed = tmp_path / "killed"
-    done = run_killed_at("tests.model.test_branch", "BRANCH", KILL_AT, killed, str(parent),
-                         extra=f", branch=(Path(sys.argv[2]), {BRANCH_AT})")
+    done = run_killed_at(
+        "tests.model.test_branch",
+        "BRANCH",
+        KILL_AT,
+        killed,
+        str(parent),
+        extra=f", branch=(Path(sys.argv[2]), {BRANCH_AT})",
+    )
     assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
     assert len(metrics(killed)) == KILL_AT
     train(None, killed, resume=True, progress=False)
@@ -74,6 +90,10 @@ def test_branch_without_parent_is_one_line(tmp_path, parent_and_branch):
     with pytest.raises(UserError, match="parent run .* is missing"):
         train(BRANCH, tmp_path / "b", progress=False, branch=(tmp_path / "nowhere", BRANCH_AT))
     with pytest.raises(UserError, match="no checkpoint at step 10"):
-        train(dataclasses.replace(BRANCH, train=dataclasses.replace(BRANCH.train, steps=20, cooldown_fraction=0.5)),
-              tmp_path / "c", progress=False, branch=(parent_and_branch[0], 10))
+        train(
+            dataclasses.replace(BRANCH, train=dataclasses.replace(BRANCH.train, steps=20, cooldown_fraction=0.5)),
+            tmp_path / "c",
+            progress=False,
+            branch=(parent_and_branch[0], 10),
+        )
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()

@@ -96,7 +96,7 @@ def g():
     "a string used as a comment"
 '''
 
-CODE_ONLY = '''import os
+CODE_ONLY = """import os
 
 
 def f(x):
@@ -111,7 +111,7 @@ class A:
 
 def g():
     pass
-'''
+"""
 
 
 def test_code_only_strips_comments_and_docstrings():
@@ -129,10 +129,15 @@ def _without_string_statements(source: str) -> str:
             body = getattr(node, name, None)
             if not isinstance(body, list) or not body or not isinstance(body[0], ast.stmt):
                 continue
-            kept = [s for s in body if not (
-                isinstance(s, ast.Expr) and isinstance(s.value, ast.JoinedStr | ast.Constant)
-                and isinstance(getattr(s.value, "value", ""), str | bytes)
-            )]
+            kept = [
+                s
+                for s in body
+                if not (
+                    isinstance(s, ast.Expr)
+                    and isinstance(s.value, ast.JoinedStr | ast.Constant)
+                    and isinstance(getattr(s.value, "value", ""), str | bytes)
+                )
+            ]
             setattr(node, name, kept or ([] if isinstance(node, ast.Module) else [ast.Pass()]))
     return ast.dump(tree)
 

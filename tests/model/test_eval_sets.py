@@ -43,8 +43,10 @@ def corpora(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _config(corpora: dict[str, Path]) -> RunConfig:
     cfg = tiny_run(str(corpora["train"]), steps=12, lr=1e-2, eval_every=6, checkpoint_every=4)
-    return dataclasses.replace(cfg, data=DataConfig(
-        str(corpora["train"]), SPLIT, eval_sets=(f"same={corpora['copy']}", str(corpora["digits"]))))
+    return dataclasses.replace(
+        cfg,
+        data=DataConfig(str(corpora["train"]), SPLIT, eval_sets=(f"same={corpora['copy']}", str(corpora["digits"]))),
+    )
 
 
 @pytest.fixture(scope="module")

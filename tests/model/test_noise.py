@@ -94,8 +94,7 @@ def test_micro_batches_give_the_full_batch_loss_and_gradient(setup):
     assert float(m_k["grad_norm"]) == pytest.approx(float(m_1["grad_norm"]), rel=1e-5)
     assert float(m_k[noise.FULL]) == pytest.approx(float(m_1["grad_norm"]) ** 2, rel=1e-5)
     assert "micro_grad_sq" not in m_1 and float(m_k[noise.MICRO]) > float(m_k[noise.FULL])
-    for p, a, b in zip(*(jax.tree.leaves(x) for x in (state["params"], new_k["params"], new_1["params"])),
-                       strict=True):
+    for p, a, b in zip(*(jax.tree.leaves(x) for x in (state["params"], new_k["params"], new_1["params"])), strict=True):
         scale = float(jnp.max(jnp.abs(p - b)))
         np.testing.assert_allclose(p - a, p - b, rtol=1e-4, atol=1e-5 * scale)
 
@@ -131,7 +130,8 @@ def test_estimate_by_hand_and_where_it_is_undefined():
     |G_B|^2 is below |G_b|^2 / 2 the estimate of |G|^2 is negative and B_simple undefined. A run without
     micro-batch norms has no noise scale."""
     assert noise.estimate([1.0, 1.0], [0.9, 0.9], 1, 2) == pytest.approx(
-        dict(b_simple=0.25, rel_se=0.0, mean_grad_sq=0.8, trace_sigma=0.2))
+        dict(b_simple=0.25, rel_se=0.0, mean_grad_sq=0.8, trace_sigma=0.2)
+    )
     assert noise.estimate([1.0], [0.4], 1, 2)["b_simple"] is None
     assert noise.summarise([dict(step=1, train_loss=3.0, grad_norm=1.0)], 4, 4, 16) is None
 

@@ -28,8 +28,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _worker(devices: int, *args: str) -> dict:
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
-    done = subprocess.run([sys.executable, "-m", "tests.model.mesh_worker", *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.model.mesh_worker", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["devices"] == devices
@@ -103,18 +109,46 @@ def _free_port() -> int:
 
 def test_two_processes_start_one_run_folder(tmp_path):
     out = tmp_path / "run"
-    sets = dict(model__d=32, model__n=1, model__h=2, model__s=16, train__batch_size=4, train__steps=3,
-                train__warmup_steps=1, train__eval_every=0, train__eval_batches=1, train__checkpoint_every=0)
-    argv = ["train", *[a for k, v in sets.items() for a in ("--set", f"{k.replace('__', '.')}={v}")],
-            "--out", str(out), "--quiet"]
+    sets = dict(
+        model__d=32,
+        model__n=1,
+        model__h=2,
+        model__s=16,
+        train__batch_size=4,
+        train__steps=3,
+        train__warmup_steps=1,
+        train__eval_every=0,
+        train__eval_batches=1,
+        train__checkpoint_every=0,
+    )
+    argv = [
+        "train",
+        *[a for k, v in sets.items() for a in ("--set", f"{k.replace('__', '.')}={v}")],
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     port = _free_port()
     procs = []
-    for rank, code in enumerate(([ "-m", "smallest_loss.experiments.cli"], ["-c", _LATE_PROCESS])):
-        env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-                   JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(rank))
+    for rank, code in enumerate((["-m", "smallest_loss.experiments.cli"], ["-c", _LATE_PROCESS])):
+        env = dict(
+            os.environ,
+            JAX_PLATFORMS="cpu",
+            JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+            JAX_NUM_PROCESSES="2",
+            JAX_PROCESS_ID=str(rank),
+        )
         env.pop("XLA_FLAGS", None)
-        procs.append(subprocess.Popen([sys.executable, *code, *argv], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, *code, *argv],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     try:
         results = [p.communicate(timeout=240) for p in procs]
     finally:

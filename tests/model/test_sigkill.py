@@ -12,6 +12,7 @@ from tests.model.conftest import assert_matches_reference, metrics, record_batch
 
 KILL_AT = 47  # batch index: steps 1-47 logged, checkpoints at 20 and 40
 
+
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path, reference_run, monkeypatch):
     killed = tmp_path / "killed"
     done = run_killed_at("tests.model.conftest", "REFERENCE", KILL_AT, killed)  # mid-run, at a known step

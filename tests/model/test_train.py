@@ -44,8 +44,9 @@ def test_ctrl_c_saves_the_last_step_and_resume_matches_an_uninterrupted_run(tmp_
 
 # Orbax's failed read leaves a callback for an event loop it has closed; Python reports it at exit (no effect).
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_damaged_newest_checkpoint_falls_back_to_the_previous(killed_after_last_checkpoint, reference_run,
-                                                               monkeypatch, capsys):
+def test_damaged_newest_checkpoint_falls_back_to_the_previous(
+    killed_after_last_checkpoint, reference_run, monkeypatch, capsys
+):
     folder = killed_after_last_checkpoint
     data = [p for p in (folder / "checkpoints" / "80").rglob("*") if p.is_file() and p.parent.name == "d"]
     assert data and (folder / "checkpoints" / "80" / "commit_success.txt").exists()
@@ -59,8 +60,9 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(killed_after_last_
     assert_matches_reference(folder, reference_run)
 
 
-def test_metrics_line_cut_at_the_checkpoint_is_logged_again(killed_after_last_checkpoint, reference_run,
-                                                            monkeypatch, capsys):
+def test_metrics_line_cut_at_the_checkpoint_is_logged_again(
+    killed_after_last_checkpoint, reference_run, monkeypatch, capsys
+):
     folder = killed_after_last_checkpoint
     text = (folder / "metrics.jsonl").read_text()
     cut = text.rindex("{") + 20  # the step-80 line, cut in half (its checkpoint was saved)

@@ -41,7 +41,7 @@ def test_causal_gradient_of_early_outputs_ignores_later_inputs(activation):
 
     t = 5
     grad = jax.grad(output_at)(x, t)
-    assert np.all(np.asarray(grad[0, t + 1:]) == 0.0)
+    assert np.all(np.asarray(grad[0, t + 1 :]) == 0.0)
     assert np.any(np.asarray(grad[0, : t + 1]) != 0.0)
 
 

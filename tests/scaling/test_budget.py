@@ -10,9 +10,16 @@ from smallest_loss.scaling.budget import check_budget, parse_budget
 @pytest.mark.parametrize(
     "text,kind,value",
     [
-        ("1e19", "flops", 1e19), ("1e19flop", "flops", 1e19), ("3.5E18 FLOPs", "flops", 3.5e18),
-        ("90s", "seconds", 90), ("30min", "seconds", 1800), ("4h", "seconds", 14400), ("1.5 hours", "seconds", 5400),
-        ("2d", "seconds", 172800), ("$500", "dollars", 500), ("$1,250.50", "dollars", 1250.5),
+        ("1e19", "flops", 1e19),
+        ("1e19flop", "flops", 1e19),
+        ("3.5E18 FLOPs", "flops", 3.5e18),
+        ("90s", "seconds", 90),
+        ("30min", "seconds", 1800),
+        ("4h", "seconds", 14400),
+        ("1.5 hours", "seconds", 5400),
+        ("2d", "seconds", 172800),
+        ("$500", "dollars", 500),
+        ("$1,250.50", "dollars", 1250.5),
     ],
 )
 def test_good_budgets(text, kind, value):

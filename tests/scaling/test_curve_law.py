@@ -55,8 +55,11 @@ def curve(name: str, lr: np.ndarray, noise: float = 0.0, seed: int = 0) -> Curve
 
 
 def test_recovers_known_constants():
-    curves = [curve("c1", schedule(2000, "cosine")), curve("c2", schedule(600, "cosine")),
-              curve("w", schedule(1500, "wsd"))]
+    curves = [
+        curve("c1", schedule(2000, "cosine")),
+        curve("c2", schedule(600, "cosine")),
+        curve("w", schedule(1500, "wsd")),
+    ]
     law, rms = fit_shape(curves, LAM)
     assert (law.L0, law.A, law.alpha, law.C) == pytest.approx(tuple(TRUE.values()), rel=2e-3)
     assert rms < 1e-4
@@ -73,13 +76,20 @@ def test_laws_from_curves_use_each_shapes_own_peak_rate():
     """A tuned sweep trains each shape at its own peak rate: each shape's predicted cosine finals are at that rate,
     not at the first run's."""
     train = TrainConfig(lr=1.0, batch_size=16, steps=1)
-    slow, fast = (dataclasses.replace(curve(n, schedule(400, "cosine", peak)), N=N)
-                  for n, peak, N in (("slow", 2e-3, 1000), ("fast", 8e-3, 4000)))
+    slow, fast = (
+        dataclasses.replace(curve(n, schedule(400, "cosine", peak)), N=N)
+        for n, peak, N in (("slow", 2e-3, 1000), ("fast", 8e-3, 4000))
+    )
     peaks = shape_peaks([slow, fast])
     assert peaks == pytest.approx({1000: 2e-3, 4000: 8e-3})
     law = ShapeLaw(N=1000, **TRUE, eval_gap=0.0)
-    points = chinchilla_points([dataclasses.replace(law, N=1000), dataclasses.replace(law, N=4000)],
-                               {1000: [200, 400, 800], 4000: [200, 400, 800]}, train, 1024, peaks)
+    points = chinchilla_points(
+        [dataclasses.replace(law, N=1000), dataclasses.replace(law, N=4000)],
+        {1000: [200, 400, 800], 4000: [200, 400, 800]},
+        train,
+        1024,
+        peaks,
+    )
     for k, peak in enumerate((2e-3, 2e-3, 2e-3, 8e-3, 8e-3, 8e-3)):
         steps = (200, 400, 800)[k % 3]
         assert points.loss[k] == pytest.approx(law.final_eval(schedule_lrs(dataclasses.replace(train, lr=peak), steps)))
@@ -129,11 +139,14 @@ def test_reads_a_good_curve(run_copy):
     assert c.steps == 20 and c.final_eval == 2.5 and c.first == 4
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda ls: [{k: v for k, v in x.items() if k != "lr"} for x in ls], "no learning-rate record"),
-    (lambda ls: ls[:9] + ls[10:], "gap"),
-    (lambda ls: ls[:5] + [dict(ls[5], train_loss=None)] + ls[6:], "step 6 is not a positive finite"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda ls: [{k: v for k, v in x.items() if k != "lr"} for x in ls], "no learning-rate record"),
+        (lambda ls: ls[:9] + ls[10:], "gap"),
+        (lambda ls: ls[:5] + [dict(ls[5], train_loss=None)] + ls[6:], "step 6 is not a positive finite"),
+    ],
+)
 def test_bad_curves_are_one_line(run_copy, damage, message):
     folder, lines = run_copy
     _rewrite(folder, damage(lines))

@@ -77,6 +77,7 @@ def test_evaluation_sets_with_a_constant_offset():
 
 def _brute_force_multiplier(E_g: float, B_g: float, E_ref: float, B_ref: float, C: float) -> float:
     """Group g's best loss at C over a fine grid of N (C = 6ND), then bisection on the reference's budget."""
+
     def best(E_: float, B_: float, budget: float) -> float:
         N = np.geomspace(1e3, 1e15, 20_001)
         return float(np.min(E_ + A / N**ALPHA + B_ / (budget / (6 * N)) ** BETA))
@@ -105,8 +106,9 @@ def test_a_loss_the_reference_never_reaches_is_infinite():
 
 def test_resampling_within_groups_keeps_group_sizes_and_pairs():
     N = np.tile(np.geomspace(1e7, 1e9, 6), 3)
-    pts = FitPoints(N, N * 20, np.full(18, 3.0), group=np.r_[np.arange(12), np.arange(6)],
-                    dataset=np.repeat(["a", "b", "c"], 6))  # runs 0-5 are in groups a and c (two evaluation sets)
+    pts = FitPoints(
+        N, N * 20, np.full(18, 3.0), group=np.r_[np.arange(12), np.arange(6)], dataset=np.repeat(["a", "b", "c"], 6)
+    )  # runs 0-5 are in groups a and c (two evaluation sets)
     index = np.repeat([0, 1, 2], 6)
     counts, unit = _resample_counts(pts, index, 50, np.random.default_rng(0))
     weights = counts[:, unit]  # (resample, point)

@@ -25,8 +25,9 @@ def schedule(steps: int, kind: str, peak: float = 3e-3, warmup: int = 10, floor:
     t = np.arange(steps, dtype=float)
     lr = np.where(t < warmup, peak * t / warmup, peak)
     if kind == "cosine":
-        lr = np.where(t < warmup, lr, peak * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * (t - warmup) /
-                                                                                     (steps - warmup)))))
+        lr = np.where(
+            t < warmup, lr, peak * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * (t - warmup) / (steps - warmup))))
+        )
     if kind == "wsd":
         cool = steps // 5
         fall = 1 - np.sqrt(np.clip((t - steps + cool + 1) / cool, 0, 1))
@@ -37,7 +38,7 @@ def schedule(steps: int, kind: str, peak: float = 3e-3, warmup: int = 10, floor:
 def exact_reduction(lr: np.ndarray, t: int, p: dict = TRUE) -> float:
     """LD after t updates, the paper's double sum over every update k = 2..t (rate lr[k-1]) that falls:
     B sum_k (eta_{k-1} - eta_k) G(eta_k^-gamma S_k(t)), S_k(t) = eta_k + ... + eta_t."""
-    eta, before = lr[1:t], lr[:max(t - 1, 0)]
+    eta, before = lr[1:t], lr[: max(t - 1, 0)]
     S = np.cumsum(eta[::-1])[::-1]
     falls = before > eta
     G = 1 - (p["C"] * eta[falls] ** -p["gamma"] * S[falls] + 1) ** -p["beta"]
@@ -51,8 +52,9 @@ def reference_loss(lr: np.ndarray, p: dict = TRUE) -> np.ndarray:
         return np.array([p["L0"] + p["A"] * area[t] ** -p["alpha"] - exact_reduction(lr, t, p) for t in range(len(lr))])
 
 
-def curve(name: str, lr: np.ndarray, first: int = 12, family: str | None = None, noise: float = 0.0,
-          seed: int = 0) -> Curve:
+def curve(
+    name: str, lr: np.ndarray, first: int = 12, family: str | None = None, noise: float = 0.0, seed: int = 0
+) -> Curve:
     loss = reference_loss(lr) * np.exp(np.random.default_rng(seed).normal(0, noise, len(lr)))
     return Curve(name, 1000, 1024, lr, loss, first, None, family or name)
 
@@ -61,9 +63,13 @@ def curve(name: str, lr: np.ndarray, first: int = 12, family: str | None = None,
 def runs() -> list[Curve]:
     """Two cosine runs, a constant run and two 1-sqrt cool-down branches of it (they share its steps)."""
     const = schedule(400, "constant")
-    return [curve("cos400", schedule(400, "cosine")), curve("cos200", schedule(200, "cosine")),
-            curve("const", const), curve("cool400", schedule(400, "wsd"), 320, "const"),
-            curve("cool250", schedule(250, "wsd"), 200, "const")]
+    return [
+        curve("cos400", schedule(400, "cosine")),
+        curve("cos200", schedule(200, "cosine")),
+        curve("const", const),
+        curve("cool400", schedule(400, "wsd"), 320, "const"),
+        curve("cool250", schedule(250, "wsd"), 200, "const"),
+    ]
 
 
 @pytest.fixture(scope="module")

@@ -83,8 +83,9 @@ def test_serving_costs_and_latency_push_towards_smaller_models():
     free = make_plan(parse_budget("24h"), LAW, PlanInputs(gpu, step_seconds=memory_copy_step_seconds))
     best = free.row(int(free.order[0]))
     latency_ms = best["step_seconds"] / (3 * best["b"] * best["s"]) * 1e3
-    fast = make_plan(parse_budget("24h"), LAW, PlanInputs(gpu, step_seconds=memory_copy_step_seconds,
-                                                          max_latency_ms=latency_ms / 2))
+    fast = make_plan(
+        parse_budget("24h"), LAW, PlanInputs(gpu, step_seconds=memory_copy_step_seconds, max_latency_ms=latency_ms / 2)
+    )
     assert fast.dropped["latency"] > 0
     assert fast.candidates.N[fast.order[0]] < free.candidates.N[free.order[0]]
 
@@ -99,10 +100,13 @@ def test_memory_limit_drops_candidates():
 
 def test_intervals_from_bootstrap_samples():
     rng = np.random.default_rng(0)
-    samples = {k: getattr(CHINCHILLA_PUBLISHED, k) * (1 + 0.02 * rng.standard_normal(200))
-               for k in ("E", "A", "B", "alpha", "beta")}
-    plan = make_plan(parse_budget("1e21"), LawFile(CHINCHILLA_PUBLISHED, samples=samples),
-                     PlanInputs(get_space("chinchilla")), top=3)
+    samples = {
+        k: getattr(CHINCHILLA_PUBLISHED, k) * (1 + 0.02 * rng.standard_normal(200))
+        for k in ("E", "A", "B", "alpha", "beta")
+    }
+    plan = make_plan(
+        parse_budget("1e21"), LawFile(CHINCHILLA_PUBLISHED, samples=samples), PlanInputs(get_space("chinchilla")), top=3
+    )
     lo, hi = plan.intervals[0]
     assert lo < plan.loss[plan.order[0]] < hi
 
@@ -121,8 +125,10 @@ def test_ties_go_to_the_preferred_shapes():
     space = get_space("chinchilla")
     plan = make_plan(parse_budget("1e21"), LAW, PlanInputs(space))
     c, loss = plan.candidates, plan.loss
-    shapes = [np.flatnonzero((c.d == d) & (c.n == n) & (c.d // c.h == 64))[0] for d, n in
-              ((1088, 126), (11072, 1), (2368, 26))]
+    shapes = [
+        np.flatnonzero((c.d == d) & (c.n == n) & (c.d // c.h == 64))[0]
+        for d, n in ((1088, 126), (11072, 1), (2368, 26))
+    ]
     assert np.ptp(loss[shapes]) < TIE_TOLERANCE * loss.min()
     lo, hi = space.preferred_aspect
     for i in plan.order[:10]:
@@ -153,12 +159,14 @@ def test_edges_of_the_space_are_reported_with_the_law_optimum():
 def test_compute_optimal_params_matches_closed_forms():
     for C in (1e15, 1e21, 1e25):
         assert compute_optimal_params(CHINCHILLA_PUBLISHED, C) == pytest.approx(
-            CHINCHILLA_PUBLISHED.optimal_allocation(C)[0], rel=1e-4)
+            CHINCHILLA_PUBLISHED.optimal_allocation(C)[0], rel=1e-4
+        )
     kaplan = KaplanLaw(Nc=8.8e13, Dc=5.4e13, aN=0.076, aD=0.095)
     p = kaplan.aN / kaplan.aD  # d/dN of (Nc/N)^p + 6 Dc N / C vanishes at N^(p+1) = p Nc^p C / (6 Dc)
     C = 1e21
-    assert compute_optimal_params(kaplan, C) == pytest.approx((p * kaplan.Nc**p * C / (6 * kaplan.Dc)) ** (1 / (p + 1)),
-                                                              rel=1e-4)
+    assert compute_optimal_params(kaplan, C) == pytest.approx(
+        (p * kaplan.Nc**p * C / (6 * kaplan.Dc)) ** (1 / (p + 1)), rel=1e-4
+    )
 
 
 def test_cost_functions_get_the_space_architecture():

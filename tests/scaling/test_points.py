@@ -123,10 +123,14 @@ def test_budget_is_6ND_without_a_C_column(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("N,D,loss,C\n" + "".join(f"{1e7 * (i + 1)},1e9,3,1e18\n" for i in range(7)) + "1e8,1e9,3,-1\n",
-         "row 9: C='-1' must be positive"),
-        ("N,D,loss,group\n" + "".join(f"{1e7 * (i + 1)},1e9,3,a\n" for i in range(7)) + "1e8,1e9,3, \n",
-         "row 9: column group is empty"),
+        (
+            "N,D,loss,C\n" + "".join(f"{1e7 * (i + 1)},1e9,3,1e18\n" for i in range(7)) + "1e8,1e9,3,-1\n",
+            "row 9: C='-1' must be positive",
+        ),
+        (
+            "N,D,loss,group\n" + "".join(f"{1e7 * (i + 1)},1e9,3,a\n" for i in range(7)) + "1e8,1e9,3, \n",
+            "row 9: column group is empty",
+        ),
     ],
 )
 def test_bad_budget_or_group_cell(tmp_path, text, message):

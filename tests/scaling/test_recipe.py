@@ -25,8 +25,9 @@ BATCHES = (4, 8, 16, 32, 64)
 LRS = tuple(4e-3 * 2.2**k for k in range(5))
 
 
-def synthetic_runs(noise: float = 0.002, seed: int = 0, b_simple: float | None = None,
-                   **true: float) -> list[RecipeRun]:
+def synthetic_runs(
+    noise: float = 0.002, seed: int = 0, b_simple: float | None = None, **true: float
+) -> list[RecipeRun]:
     """Runs whose final losses follow the batch law plus a parabola in log lr around the lr law (numpy only)."""
     p = dict(TRUE, **true)
     rng = np.random.default_rng(seed)
@@ -38,8 +39,20 @@ def synthetic_runs(noise: float = 0.002, seed: int = 0, b_simple: float | None =
             for lr in LRS:
                 best = a + p["K"] * (D / (1 + B / p["b_crit"])) ** -p["beta"]
                 loss = (best + 0.05 * math.log(lr / lr_star) ** 2) * (1 + noise * rng.standard_normal())
-                runs.append(RecipeRun(f"N{N}-b{b}-lr{lr:.3g}", int(N), int(D), 3e10, b, SEQ, lr, loss, b_simple,
-                                      dict(schedule="cosine", warmup_fraction=0.05, min_lr_ratio=0.1)))
+                runs.append(
+                    RecipeRun(
+                        f"N{N}-b{b}-lr{lr:.3g}",
+                        int(N),
+                        int(D),
+                        3e10,
+                        b,
+                        SEQ,
+                        lr,
+                        loss,
+                        b_simple,
+                        dict(schedule="cosine", warmup_fraction=0.05, min_lr_ratio=0.1),
+                    )
+                )
     return runs
 
 
@@ -100,12 +113,15 @@ def test_law_file_round_trip_and_old_files(fitted):
     assert law_from_dict(law_to_dict(CHINCHILLA_PUBLISHED)).recipe is None  # a law file without recipe laws
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda r: r.pop("lr"), "must be an object with 'lr' and 'batch'"),
-    (lambda r: r["batch"].update(b_crit=-5), "b_crit=-5.0 must be positive"),
-    (lambda r: r["lr"].update(c0="x"), "c0='x' must be a finite number"),
-    (lambda r: r["batch"].update(batch_range=[1]), "batch_range must be"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda r: r.pop("lr"), "must be an object with 'lr' and 'batch'"),
+        (lambda r: r["batch"].update(b_crit=-5), "b_crit=-5.0 must be positive"),
+        (lambda r: r["lr"].update(c0="x"), "c0='x' must be a finite number"),
+        (lambda r: r["batch"].update(batch_range=[1]), "batch_range must be"),
+    ],
+)
 def test_malformed_recipe_section_is_one_clear_error(fitted, change, message):
     raw = json.loads(json.dumps(recipe_to_dict(fitted[0])))
     change(raw)
@@ -152,8 +168,9 @@ def test_b_crit_follows_the_loss_when_the_noise_scale_does():
 
 
 def test_a_flat_noise_scale_keeps_b_crit_constant():
-    law, _, _ = fit_recipe(_with_windows(synthetic_runs(noise=0.02, b_simple=800.0), exponent=0.0),
-                           reference_batch_tokens=1024, n_boot=100)
+    law, _, _ = fit_recipe(
+        _with_windows(synthetic_runs(noise=0.02, b_simple=800.0), exponent=0.0), reference_batch_tokens=1024, n_boot=100
+    )
     assert law.batch.loss_exponent == 0.0
     assert law.batch.b_crit_at(1.0) == law.batch.b_crit_at(3.0)
 

@@ -110,7 +110,10 @@ def test_law_file_shape_section(tmp_path):
     old = json.loads((tmp_path / "law.json").read_text())
     del old["shape"]
     assert law_from_dict(old).shape is None  # a law file written before the shape section
-    for bad, message in (([1], "must be an object"), ({"gamma": 1, "aspect_opt": 2}, "aspect_range=None"),
-                         ({"gamma": -1, "aspect_opt": 2, "aspect_range": [1, 4]}, "gamma=-1.0 must be")):
+    for bad, message in (
+        ([1], "must be an object"),
+        ({"gamma": 1, "aspect_opt": 2}, "aspect_range=None"),
+        ({"gamma": -1, "aspect_opt": 2, "aspect_range": [1, 4]}, "gamma=-1.0 must be"),
+    ):
         with pytest.raises(UserError, match=f"law: shape section.*{message}"):
             law_from_dict(dict(old, shape=bad))

@@ -50,9 +50,17 @@ def test_intervals_carry_the_shape_term(plans):
     rng = np.random.default_rng(0)
     samples = {k: getattr(ND, k) * np.exp(rng.normal(0, 0.02, 64)) for k in ("E", "A", "B", "alpha", "beta")}
     without = LawFile(ND, samples=samples, shape=SHAPE)
-    with_shape = LawFile(ND, samples=samples, shape=dataclasses.replace(
-        SHAPE, samples={"gamma": SHAPE.gamma * np.exp(rng.normal(0, 0.3, 64)),
-                        "aspect_opt": SHAPE.aspect_opt * np.exp(rng.normal(0, 0.2, 64))}))
+    with_shape = LawFile(
+        ND,
+        samples=samples,
+        shape=dataclasses.replace(
+            SHAPE,
+            samples={
+                "gamma": SHAPE.gamma * np.exp(rng.normal(0, 0.3, 64)),
+                "aspect_opt": SHAPE.aspect_opt * np.exp(rng.normal(0, 0.2, 64)),
+            },
+        ),
+    )
     assert all("loss_interval" not in row for row in best_by_depth(shaped, without))
     rows = best_by_depth(shaped, with_shape)
     deepest = rows[-1]  # d/n far from r_opt: the shape term's spread widens its interval

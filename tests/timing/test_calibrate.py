@@ -73,7 +73,8 @@ def test_killed_calibration_resumes_without_re_measuring(resumed, monkeypatch):
     records = cal.read_records(out / "records.jsonl")
     assert all(r["status"] == "ok" and r["rounds"] == 3 for r in records)
     assert [measure_key(ModelConfig(**r["config"]), r["batch"]) for r in records] == [
-        measure_key(*points[i]) for i in (*EARLIER, *MEASURED)]
+        measure_key(*points[i]) for i in (*EARLIER, *MEASURED)
+    ]
     assert not (out / "partial.jsonl").exists()
     prepared = spy(monkeypatch, "prepare")
     assert cal.run_grid("tiny", out, limit=0, **FAST) == {"skipped": len(EARLIER) + N}
@@ -129,8 +130,9 @@ def test_fit_only_writes_table_plots_and_profile(tmp_path, capsys):
     from tests.timing.test_models import synthetic_records
 
     (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in synthetic_records(noise=0.02)))
-    (tmp_path / "device.json").write_text(json.dumps(dict(device_kind=environment()["device_kind"], peak_flops=1e11,
-                                                          bandwidth=1e10, cache_bytes=2**20)))
+    (tmp_path / "device.json").write_text(
+        json.dumps(dict(device_kind=environment()["device_kind"], peak_flops=1e11, bandwidth=1e10, cache_bytes=2**20))
+    )
     assert main(["calibrate", "--fit-only", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "paper: memcpys + flops" in printed and "profile:" in printed
@@ -144,6 +146,7 @@ def test_fit_only_writes_table_plots_and_profile(tmp_path, capsys):
 
 def test_failed_configurations_are_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
     import smallest_loss.timing.measure as measure_mod
+
     errors = [RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating"), ValueError("compile failed")]
 
     def compile_step(*_):  # the device runs out of memory on the first, the compiler fails on the next
@@ -168,6 +171,7 @@ def test_bad_input(tmp_path, capsys, monkeypatch):
         get_grid("")
 
     import smallest_loss.timing.measure as measure_mod
+
     def out_of_memory(*_):
         raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 81.00GiB")
 
@@ -179,19 +183,27 @@ def test_bad_input(tmp_path, capsys, monkeypatch):
         cal.noise_floor(tmp_path)
 
     from tests.timing.test_models import synthetic_records
+
     mixed = [dict(r, dtype="bfloat16" if i % 2 else "float32") for i, r in enumerate(synthetic_records())]
     (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mixed))
     assert main(["calibrate", "--fit-only", "--out", str(tmp_path)]) == 2
     assert "several dtypes (bfloat16, float32)" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [
-    ["measure", "--min-seconds", "-1"], ["measure", "--rounds", "0"],
-    ["calibrate", "--grid", "tiny", "--min-seconds", "0"], ["calibrate", "--grid", "tiny", "--repeats", "-3"],
-    ["calibrate", "--grid", "tiny", "--rounds", "0"], ["calibrate", "--grid", "tiny", "--limit", "0"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["measure", "--min-seconds", "-1"],
+        ["measure", "--rounds", "0"],
+        ["calibrate", "--grid", "tiny", "--min-seconds", "0"],
+        ["calibrate", "--grid", "tiny", "--repeats", "-3"],
+        ["calibrate", "--grid", "tiny", "--rounds", "0"],
+        ["calibrate", "--grid", "tiny", "--limit", "0"],
+    ],
+)
 def test_non_positive_options_are_refused_before_compiling(argv, tmp_path, capsys, monkeypatch):
     import smallest_loss.timing.measure as measure_mod
+
     compiled = []
     monkeypatch.setattr(measure_mod, "compile_step", lambda *a: compiled.append(a))
     out = ["--out", str(tmp_path)] if argv[0] == "calibrate" else []

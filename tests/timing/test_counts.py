@@ -38,8 +38,10 @@ from smallest_loss.timing.models import design_matrix, get_model, shape_columns
 
 B = 4  # the batch at which all configurations below are compiled
 GELU = ModelConfig(v=256, d=64, n=1, h=4, w=256, s=32)
-TINY = [ModelConfig(v=256, d=d, n=n, h=h, w=w, s=s) for d, n, h, w, s in
-        [(32, 1, 2, 64, 32), (64, 2, 4, 256, 16), (128, 2, 4, 256, 16)]] + [GELU]
+TINY = [
+    ModelConfig(v=256, d=d, n=n, h=h, w=w, s=s)
+    for d, n, h, w, s in [(32, 1, 2, 64, 32), (64, 2, 4, 256, 16), (128, 2, 4, 256, 16)]
+] + [GELU]
 SWIGLU = dataclasses.replace(GELU, activation="swiglu")
 VARIANTS = [SWIGLU, ModelConfig(v=512, d=64, n=1, h=4, w=256, s=32, tied_embeddings=False, norm="layernorm")]
 
@@ -151,8 +153,9 @@ def saved_activation_bytes(cfg: ModelConfig, b: int) -> int:
     graphdef, params = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))), nnx.Param)
     text = io.StringIO()
     with contextlib.redirect_stdout(text):
-        print_saved_residuals(lambda p, t: loss_fn(p, graphdef, t), params,
-                              jax.ShapeDtypeStruct((b, cfg.s + 1), jnp.int32))
+        print_saved_residuals(
+            lambda p, t: loss_fn(p, graphdef, t), params, jax.ShapeDtypeStruct((b, cfg.s + 1), jnp.int32)
+        )
     total = 0
     for dtype, dims in re.findall(r"^(\w+)\[([\d,]*)\]", text.getvalue(), re.MULTILINE):
         shape = [int(x) for x in dims.split(",") if x]

@@ -18,15 +18,19 @@ from smallest_loss.timing.measure import (
     time_round,
 )
 
-MEMORY = SimpleNamespace(argument_size_in_bytes=100, output_size_in_bytes=90, temp_size_in_bytes=50,
-                         alias_size_in_bytes=80)
+MEMORY = SimpleNamespace(
+    argument_size_in_bytes=100, output_size_in_bytes=90, temp_size_in_bytes=50, alias_size_in_bytes=80
+)
 
 
-@pytest.mark.parametrize("cost", [
-    {"flops": 10.0, "bytes accessed": 20.0},  # recent JAX: one dict
-    [{"flops": 10.0, "bytes accessed": 20.0}],  # older JAX: a list of one dict per computation
-    [{"flops": 4.0}, {"flops": 6.0, "bytes accessed": 20.0}],  # several computations; keys missing when zero
-])
+@pytest.mark.parametrize(
+    "cost",
+    [
+        {"flops": 10.0, "bytes accessed": 20.0},  # recent JAX: one dict
+        [{"flops": 10.0, "bytes accessed": 20.0}],  # older JAX: a list of one dict per computation
+        [{"flops": 4.0}, {"flops": 6.0, "bytes accessed": 20.0}],  # several computations; keys missing when zero
+    ],
+)
 def test_cost_analysis_shapes_normalise_to_the_same(cost):
     out = normalise_analyses(cost, MEMORY)
     assert out["flops"] == 10.0 and out["bytes_accessed"] == 20.0
@@ -50,6 +54,7 @@ CFG = ModelConfig(v=256, d=32, n=1, h=2, w=64, s=32)  # at batch 4 also in test_
 
 def test_a_failed_configuration_is_a_record_not_an_exception(monkeypatch):
     import smallest_loss.timing.measure as measure_mod
+
     def out_of_memory(*_):
         raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 10 GiB")
 
@@ -63,6 +68,7 @@ def test_a_step_larger_than_the_device_is_oom_before_anything_is_allocated(monke
     """Compiled first from shapes alone: XLA's memory analysis says the step cannot fit, so its state is
     never allocated and it never runs."""
     import smallest_loss.timing.measure as measure_mod
+
     allocated = []
     monkeypatch.setattr(measure_mod, "filled", lambda *a: allocated.append(a))
     item = prepare(CFG, 4, memory_limit=2**16)  # 64 KiB: the parameters and Adam moments alone need more
@@ -74,6 +80,7 @@ def test_memory_and_chunks_follow_the_device():
     limit = device_memory_bytes()
     assert limit is None or limit > 2**30  # CPU: the table knows no limit (no check); accelerators: bytes_limit
     import jax
+
     assert chunk_size(8) == (8 if jax.default_backend() == "cpu" else 1) and chunk_size(0) == 1
 
 

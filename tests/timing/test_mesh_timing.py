@@ -45,9 +45,16 @@ def synthetic_mesh_records(rates: np.ndarray) -> list[dict]:
             for s in (32, 128):
                 for k in (1, 2, 4):
                     cfg = ModelConfig(v=256, d=d, n=n, h=d // 16, w=4 * d, s=s)
-                    records.append(dict(status="ok", config=dict(d=d, n=n, h=d // 16, w=4 * d, s=s, v=256),
-                                        batch=4 * k, device_count=k, dtype="float32",
-                                        step_seconds=step_seconds(cfg, 4 * k, k, rates)))
+                    records.append(
+                        dict(
+                            status="ok",
+                            config=dict(d=d, n=n, h=d // 16, w=4 * d, s=s, v=256),
+                            batch=4 * k,
+                            device_count=k,
+                            dtype="float32",
+                            step_seconds=step_seconds(cfg, 4 * k, k, rates),
+                        )
+                    )
     return records
 
 
@@ -81,11 +88,12 @@ def test_a_record_over_simulated_devices():
     starts): the record carries the device count and mesh shape, and XLA's flops are one device's: half the
     batch's work, all of the (replicated) optimizer's."""
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    code = ("import json; from smallest_loss.configs.grids import get_grid; from smallest_loss.timing.measure "
-            "import measure; p = get_grid('tiny-mesh')[1]; "
-            "print(json.dumps(measure(p.model, p.batch, devices=p.devices, min_seconds=0.02, rounds=2)))")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    code = (
+        "import json; from smallest_loss.configs.grids import get_grid; from smallest_loss.timing.measure "
+        "import measure; p = get_grid('tiny-mesh')[1]; "
+        "print(json.dumps(measure(p.model, p.batch, devices=p.devices, min_seconds=0.02, rounds=2)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads(done.stdout.strip().splitlines()[-1])
     point = get_grid("tiny-mesh")[1]

@@ -18,10 +18,19 @@ DEVICE = dict(peak_flops=1e14, bandwidth=1e12)
 
 def plain_records() -> list[dict]:
     """Records of our own kind (no layout): several shapes, dtypes and device counts."""
-    return [dict(status="ok", config=dict(d=d, n=n, h=d // 32, w=4 * d, s=s, v=512, activation=act), batch=8 * k,
-                 device_count=k, dtype=dtype, step_seconds=1e-9 * d * d * n * s)
-            for d, n, s, k, (act, dtype) in itertools.product((64, 256), (2, 6), (64, 256), (1, 2, 8),
-                                                              (("gelu", "float32"), ("swiglu", "bfloat16")))]
+    return [
+        dict(
+            status="ok",
+            config=dict(d=d, n=n, h=d // 32, w=4 * d, s=s, v=512, activation=act),
+            batch=8 * k,
+            device_count=k,
+            dtype=dtype,
+            step_seconds=1e-9 * d * d * n * s,
+        )
+        for d, n, s, k, (act, dtype) in itertools.product(
+            (64, 256), (2, 6), (64, 256), (1, 2, 8), (("gelu", "float32"), ("swiglu", "bfloat16"))
+        )
+    ]
 
 
 def test_without_a_layout_the_features_are_the_data_parallel_models():
@@ -66,14 +75,23 @@ def megatron_records(noise: float = 0.01, seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
     records = []
     for (d, n), (tp, pp, dp), micro in itertools.product(
-            ((1024, 16), (1536, 24), (2048, 24), (3072, 32), (4096, 32), (6144, 40)),
-            ((1, 1, 8), (2, 1, 4), (8, 1, 2), (1, 4, 4), (4, 2, 2), (8, 4, 1), (8, 8, 2)), (1, 4)):
+        ((1024, 16), (1536, 24), (2048, 24), (3072, 32), (4096, 32), (6144, 40)),
+        ((1, 1, 8), (2, 1, 4), (8, 1, 2), (1, 4, 4), (4, 2, 2), (8, 4, 1), (8, 8, 2)),
+        (1, 4),
+    ):
         b = 64 * dp
         t = megatron_seconds(d, n, 2048, 51200, b, tp, pp, dp, micro) * (1 + noise * rng.standard_normal())
-        records.append(dict(status="ok", config=dict(d=d, n=n, h=d // 64, w=4 * d, s=2048, v=51200,
-                                                     activation="gelu", norm="layernorm"),
-                            batch=b, device_count=tp * pp * dp, dtype="float16", step_seconds=t,
-                            parallel=dict(tp=tp, pp=pp, dp=dp, microbatch=micro, recompute=True)))
+        records.append(
+            dict(
+                status="ok",
+                config=dict(d=d, n=n, h=d // 64, w=4 * d, s=2048, v=51200, activation="gelu", norm="layernorm"),
+                batch=b,
+                device_count=tp * pp * dp,
+                dtype="float16",
+                step_seconds=t,
+                parallel=dict(tp=tp, pp=pp, dp=dp, microbatch=micro, recompute=True),
+            )
+        )
     return records
 
 
@@ -91,12 +109,25 @@ def test_a_model_parallel_profile_predicts_the_planners_data_parallel_step():
     micro-batch and no recomputation, exactly what the data-parallel model with its first six rates predicts."""
     model = MODEL_PARALLEL[0]
     coefficients = tuple(np.linspace(1e-13, 4e-13, len(model.features))) + (2e-3,)
-    parallel = DeviceProfile(device_kind="gpu", model=model.name, coefficients=coefficients, held_out=dict(mape=0.01),
-                             dtype="float16", **DEVICE)
-    plain = DeviceProfile(device_kind="gpu", model=DATA_PARALLEL, coefficients=coefficients[:6] + coefficients[-1:],
-                          held_out=dict(mape=0.01), dtype="float16", **DEVICE)
-    shape = dict(d=np.array([512, 1024]), n=8, h=8, w=2048, s=1024, v=32000, b=np.array([[16], [64]]),
-                 k=np.array([[1], [4]]))
+    parallel = DeviceProfile(
+        device_kind="gpu",
+        model=model.name,
+        coefficients=coefficients,
+        held_out=dict(mape=0.01),
+        dtype="float16",
+        **DEVICE,
+    )
+    plain = DeviceProfile(
+        device_kind="gpu",
+        model=DATA_PARALLEL,
+        coefficients=coefficients[:6] + coefficients[-1:],
+        held_out=dict(mape=0.01),
+        dtype="float16",
+        **DEVICE,
+    )
+    shape = dict(
+        d=np.array([512, 1024]), n=8, h=8, w=2048, s=1024, v=32000, b=np.array([[16], [64]]), k=np.array([[1], [4]])
+    )
     predicted = parallel.predict_step_seconds(**shape)
     assert predicted.shape == (2, 2) and np.all(predicted > 0)
     np.testing.assert_allclose(predicted, plain.predict_step_seconds(**shape), rtol=1e-12)
@@ -106,16 +137,25 @@ def test_a_model_parallel_profile_predicts_the_planners_data_parallel_step():
 def test_the_layout_moves_the_features_the_way_it_should(tp, pp, micro, more):
     """On 8 devices, against pure data parallelism: tensor parallelism adds all-reduce bytes and shrinks the
     gradient all-reduce per device; a pipeline adds a bubble, smaller with more micro-batches."""
-    base = dict(status="ok", config=dict(d=1024, n=8, h=16, w=4096, s=1024, v=32000), batch=256, device_count=8,
-                dtype="bfloat16", step_seconds=1.0)
-    layouts = [dict(tp=1, pp=1, microbatch=None, recompute=False),
-               dict(tp=tp, pp=pp, microbatch=micro, recompute=False)]
+    base = dict(
+        status="ok",
+        config=dict(d=1024, n=8, h=16, w=4096, s=1024, v=32000),
+        batch=256,
+        device_count=8,
+        dtype="bfloat16",
+        step_seconds=1.0,
+    )
+    layouts = [
+        dict(tp=1, pp=1, microbatch=None, recompute=False),
+        dict(tp=tp, pp=pp, microbatch=micro, recompute=False),
+    ]
     cols = shape_columns([dict(base, parallel=layout) for layout in layouts])
     model = get_model("exact: model parallel (... + tensor all-reduces, pipeline bubble)")
     X = design_matrix(model, cols, DEVICE)
     names = [f.__name__ for f in model.features]
-    dp_sync, tensor, bubble = (names.index(k) for k in ("_data_parallel_sync_bytes", "_tensor_parallel_bytes",
-                                                        "_pipeline_bubble_flops"))
+    dp_sync, tensor, bubble = (
+        names.index(k) for k in ("_data_parallel_sync_bytes", "_tensor_parallel_bytes", "_pipeline_bubble_flops")
+    )
     assert X[1, 0] == pytest.approx(X[0, 0], rel=0.01)  # the same dense work per device (optimizer apart)
     assert X[1, dp_sync] < X[0, dp_sync]  # fewer replicas, smaller shards
     assert (X[1, tensor] > 0) == (tp > 1) and X[0, tensor] == 0 == X[0, bubble]

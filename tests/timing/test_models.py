@@ -26,9 +26,16 @@ def synthetic_records(c1=3e-11, c2=2e-13, c3=4e-4, noise=0.0, seed=0):
                     h, w, v = d // 16, 4 * d, 256
                     t = b * (c1 * MEMCPYS(d, n, s, v, w, h) + c2 * FLOPS(d, n, s, v, w, h)) + c3
                     t *= 1 + noise * rng.standard_normal()
-                    records.append(dict(status="ok", config=dict(d=d, n=n, h=h, w=w, s=s, v=v), batch=b,
-                                        step_seconds=t, dtype="float32",
-                                        xla=dict(flops=b * FLOPS(d, n, s, v, w, h), bytes_accessed=b * d * s)))
+                    records.append(
+                        dict(
+                            status="ok",
+                            config=dict(d=d, n=n, h=h, w=w, s=s, v=v),
+                            batch=b,
+                            step_seconds=t,
+                            dtype="float32",
+                            xla=dict(flops=b * FLOPS(d, n, s, v, w, h), bytes_accessed=b * d * s),
+                        )
+                    )
     return records
 
 
@@ -60,8 +67,14 @@ def test_folds_hold_out_whole_architectures():
 
 
 def test_profile_round_trip_and_prediction(tmp_path):
-    profile = DeviceProfile(device_kind="cpu", model="paper: memcpys + flops", coefficients=(3e-11, 2e-13, 4e-4),
-                            peak_flops=1e11, bandwidth=2e10, held_out=dict(mape=0.01))
+    profile = DeviceProfile(
+        device_kind="cpu",
+        model="paper: memcpys + flops",
+        coefficients=(3e-11, 2e-13, 4e-4),
+        peak_flops=1e11,
+        bandwidth=2e10,
+        held_out=dict(mape=0.01),
+    )
     loaded = load_profile(save_profile(tmp_path / "p.json", profile))
     assert loaded == profile
     t = loaded.predict_step_seconds(d=np.array([64, 128]), n=2, h=4, w=np.array([256, 512]), s=64, v=256, b=8)
@@ -69,12 +82,29 @@ def test_profile_round_trip_and_prediction(tmp_path):
     assert t.shape == (2,) and t[0] == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("content,message", [
-    (None, "does not exist"), ("{not json", "not valid JSON"), ("[]", "expected a JSON object"),
-    (json.dumps({"version": 1, "model": "paper: flops only"}), "malformed"),
-    (json.dumps({"version": 1, "device_kind": "cpu", "model": "xla: flops", "coefficients": [1, 0], "peak_flops": 1,
-                 "bandwidth": 1, "held_out": {}}), "needs XLA counts"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (None, "does not exist"),
+        ("{not json", "not valid JSON"),
+        ("[]", "expected a JSON object"),
+        (json.dumps({"version": 1, "model": "paper: flops only"}), "malformed"),
+        (
+            json.dumps(
+                {
+                    "version": 1,
+                    "device_kind": "cpu",
+                    "model": "xla: flops",
+                    "coefficients": [1, 0],
+                    "peak_flops": 1,
+                    "bandwidth": 1,
+                    "held_out": {},
+                }
+            ),
+            "needs XLA counts",
+        ),
+    ],
+)
 def test_bad_profiles_are_one_clear_error(tmp_path, content, message):
     path = tmp_path / "profile.json"
     if content is not None:
@@ -87,9 +117,16 @@ def test_work_by_kind_model_recovers_known_rates():
     """Synthetic times from known per-kind rates (and a cache penalty) are fitted back exactly."""
     from smallest_loss.timing.models import shape_columns
 
-    records = [dict(status="ok", config=dict(d=d, n=n, h=h, w=r * d, s=s, v=v), batch=b, step_seconds=1.0)
-               for d in (32, 128) for n in (1, 3) for h in (1, 4) for r in (2, 4) for s in (32, 128)
-               for v in (256, 1024) for b in (2, 16)]
+    records = [
+        dict(status="ok", config=dict(d=d, n=n, h=h, w=r * d, s=s, v=v), batch=b, step_seconds=1.0)
+        for d in (32, 128)
+        for n in (1, 3)
+        for h in (1, 4)
+        for r in (2, 4)
+        for s in (32, 128)
+        for v in (256, 1024)
+        for b in (2, 16)
+    ]
     model = get_model("exact: work by kind, element-wise in or out of cache")
     cols = shape_columns(records)
     X = design_matrix(model, cols, dict(DEVICE, cache_bytes=2**16))
@@ -99,8 +136,14 @@ def test_work_by_kind_model_recovers_known_rates():
 
 def test_profile_prediction_honours_architecture_variants():
     model = get_model("exact: work by kind (matmuls, element-wise, optimizer)")
-    profile = DeviceProfile(device_kind="cpu", model=model.name, coefficients=(1e-12,) * len(model.features) + (1e-4,),
-                            peak_flops=1e11, bandwidth=2e10, held_out=dict(mape=0.1))
+    profile = DeviceProfile(
+        device_kind="cpu",
+        model=model.name,
+        coefficients=(1e-12,) * len(model.features) + (1e-4,),
+        peak_flops=1e11,
+        bandwidth=2e10,
+        held_out=dict(mape=0.1),
+    )
     shape = dict(d=np.array([64, 128]), n=2, h=4, w=256, s=64, v=256, b=np.array([[1], [8]]))
     gelu = profile.predict_step_seconds(**shape)
     assert gelu.shape == (2, 2) and np.all(np.diff(gelu, axis=0) > 0)  # more sequences, more time
@@ -115,25 +158,59 @@ def test_profile_predicts_what_the_model_predicts_from_the_equivalent_record():
     from smallest_loss.timing.measure import base_record
     from smallest_loss.timing.models import MODELS, shape_columns
 
-    cfg = ModelConfig(v=512, d=64, n=2, h=4, w=192, s=32, activation="swiglu", norm="layernorm",
-                      tied_embeddings=False, dtype="bfloat16")
+    cfg = ModelConfig(
+        v=512,
+        d=64,
+        n=2,
+        h=4,
+        w=192,
+        s=32,
+        activation="swiglu",
+        norm="layernorm",
+        tied_embeddings=False,
+        dtype="bfloat16",
+    )
     device = dict(DEVICE, cache_bytes=2**14)  # small enough that some element-wise tensors spill
     for model in (m for m in MODELS if m.analytic):
         coefficients = tuple(np.linspace(1e-12, 3e-12, len(model.features))) + (1e-4,)
-        profile = DeviceProfile(device_kind="cpu", model=model.name, coefficients=coefficients, dtype="bfloat16",
-                                held_out=dict(mape=0.1), **device)
+        profile = DeviceProfile(
+            device_kind="cpu",
+            model=model.name,
+            coefficients=coefficients,
+            dtype="bfloat16",
+            held_out=dict(mape=0.1),
+            **device,
+        )
         records = [dict(base_record(cfg, 8), device_count=k, status="ok", step_seconds=1.0) for k in (1, 2)]
         from_records = design_matrix(model, shape_columns(records), device) @ np.asarray(coefficients)
-        over_two = profile.predict_step_seconds(cfg.d, cfg.n, cfg.h, cfg.w, cfg.s, cfg.v, 8, k=2, activation="swiglu",
-                                                norm="layernorm", tied=False, dtype="bfloat16")
+        over_two = profile.predict_step_seconds(
+            cfg.d,
+            cfg.n,
+            cfg.h,
+            cfg.w,
+            cfg.s,
+            cfg.v,
+            8,
+            k=2,
+            activation="swiglu",
+            norm="layernorm",
+            tied=False,
+            dtype="bfloat16",
+        )
         assert [profile.step_seconds_for(cfg, 8), over_two[0]] == pytest.approx(from_records, rel=1e-12), model.name
         with pytest.raises(UserError, match="calibrated in bfloat16 and cannot predict float32"):
             profile.predict_step_seconds(64, 2, 4, 192, 32, 512, 8, dtype="float32")
 
 
 def test_old_profiles_load_unless_their_bytes_were_counted_in_the_wrong_dtype(tmp_path):
-    profile = DeviceProfile(device_kind="cpu", model="exact: flops + bytes", coefficients=(1e-12, 1e-11, 1e-4),
-                            peak_flops=1e11, bandwidth=2e10, held_out=dict(mape=0.1))
+    profile = DeviceProfile(
+        device_kind="cpu",
+        model="exact: flops + bytes",
+        coefficients=(1e-12, 1e-11, 1e-4),
+        peak_flops=1e11,
+        bandwidth=2e10,
+        held_out=dict(mape=0.1),
+    )
     data = json.loads(save_profile(tmp_path / "p.json", profile).read_text())
     assert data["version"] == 3 and data["dtype"] == "float32"
     for version, dtype, loads in ((2, "float32", True), (2, "bfloat16", False), (3, "bfloat16", True)):
@@ -152,9 +229,15 @@ def test_roofline_features_are_the_slower_of_compute_and_memory():
     from smallest_loss.timing.measure import base_record
     from smallest_loss.timing.models import shape_columns
 
-    records = [dict(base_record(ModelConfig(v=256, d=64, n=2, h=4, w=256, s=s, dtype=dtype), b), status="ok",
-                    step_seconds=1.0, xla=dict(flops=3e9, bytes_accessed=2e8))
-               for s, b, dtype in ((32, 2, "float32"), (128, 8, "bfloat16"))]
+    records = [
+        dict(
+            base_record(ModelConfig(v=256, d=64, n=2, h=4, w=256, s=s, dtype=dtype), b),
+            status="ok",
+            step_seconds=1.0,
+            xla=dict(flops=3e9, bytes_accessed=2e8),
+        )
+        for s, b, dtype in ((32, 2, "float32"), (128, 8, "bfloat16"))
+    ]
     flops = np.array([r["counts"]["flops"] for r in records])
     nbytes = np.array([r["counts"]["bytes"] for r in records])
     cols = shape_columns(records)
@@ -164,8 +247,10 @@ def test_roofline_features_are_the_slower_of_compute_and_memory():
         np.testing.assert_allclose(exact, np.maximum(flops / peak, nbytes / bandwidth), rtol=1e-12)
         xla = design_matrix(get_model("roofline (xla counts)"), cols, device)[:, 0]
         np.testing.assert_allclose(xla, np.maximum(3e9 / peak, 2e8 / bandwidth), rtol=1e-12)
-    assert np.all(design_matrix(get_model("roofline (exact counts)"), cols, dict(peak_flops=1e9, bandwidth=1e12))[:, 0]
-                  == flops / 1e9)  # compute-bound on a slow-compute device
+    assert np.all(
+        design_matrix(get_model("roofline (exact counts)"), cols, dict(peak_flops=1e9, bandwidth=1e12))[:, 0]
+        == flops / 1e9
+    )  # compute-bound on a slow-compute device
 
 
 def test_spilled_work_sees_the_dtype():
@@ -176,8 +261,10 @@ def test_spilled_work_sees_the_dtype():
     from smallest_loss.timing.models import shape_columns
 
     b, cfg = 4, ModelConfig(v=256, d=64, n=1, h=4, w=256, s=32)
-    records = [dict(base_record(c, b), status="ok", step_seconds=1.0)
-               for c in (cfg, dataclasses.replace(cfg, dtype="bfloat16"))]
+    records = [
+        dict(base_record(c, b), status="ok", step_seconds=1.0)
+        for c in (cfg, dataclasses.replace(cfg, dtype="bfloat16"))
+    ]
     model = get_model("exact: work by kind, element-wise in or out of cache")
     X = design_matrix(model, shape_columns(records), dict(DEVICE, cache_bytes=3 * b * cfg.s * cfg.d))
     names = [f.__name__ for f in model.features]

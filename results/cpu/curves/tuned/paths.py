@@ -64,8 +64,14 @@ def paired(pred: np.ndarray, base: np.ndarray, seeds: list[np.ndarray], rng: np.
     return (np.abs(pred[picks] / drawn - 1) - np.abs(base[picks] / drawn - 1)).mean(axis=1)
 
 
-def per_shape(folder: Path, held_dirs: list[Path], names: list[str], seeds: list[np.ndarray], iso: np.ndarray,
-              rng: np.random.Generator) -> None:
+def per_shape(
+    folder: Path,
+    held_dirs: list[Path],
+    names: list[str],
+    seeds: list[np.ndarray],
+    iso: np.ndarray,
+    rng: np.random.Generator,
+) -> None:
     """The per-shape curve laws alone (no law across shapes) on the held-out configurations of their shapes, each
     predicted on its own schedule, against the IsoFLOP sweep's predictions `iso` on the same configurations."""
     schedules = {f.name: read_curve(f) for d in held_dirs for f in run_folders(d) if "-seed" not in f.name}
@@ -76,25 +82,60 @@ def per_shape(folder: Path, held_dirs: list[Path], names: list[str], seeds: list
         target = np.array([seeds[i].mean() for i in mine])
         err, base = pred / target - 1, np.abs(iso[mine] / target - 1)
         lo, hi = np.percentile(paired(pred, iso[mine], [seeds[i] for i in mine], rng), [2.5, 97.5])
-        print(f"per-shape curve laws from {folder.name} ({curve_loss} losses), their {len(mine)} held-out shapes: "
-              + ", ".join(f"{e:+.2%}" for e in err) + f"; mean |error| {np.abs(err).mean():.2%}, IsoFLOP sweep on "
-              f"the same {base.mean():.2%}: {np.abs(err).mean() - base.mean():+.2%} [{lo:+.2%}, {hi:+.2%}]")
+        print(
+            f"per-shape curve laws from {folder.name} ({curve_loss} losses), their {len(mine)} held-out shapes: "
+            + ", ".join(f"{e:+.2%}" for e in err)
+            + f"; mean |error| {np.abs(err).mean():.2%}, IsoFLOP sweep on "
+            f"the same {base.mean():.2%}: {np.abs(err).mean() - base.mean():+.2%} [{lo:+.2%}, {hi:+.2%}]"
+        )
 
 
 def write_runs(path: Path, dirs: list[Path]) -> None:
     """Every run of the comparison: sweep, recipe, length, seed, branch point, final eval loss, wall time."""
     with path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["sweep", "run", "d", "n", "params", "batch", "lr", "schedule", "seed", "steps", "tokens",
-                    "parent", "branch_step", "final_eval_loss", "wall_seconds"])
+        w.writerow(
+            [
+                "sweep",
+                "run",
+                "d",
+                "n",
+                "params",
+                "batch",
+                "lr",
+                "schedule",
+                "seed",
+                "steps",
+                "tokens",
+                "parent",
+                "branch_step",
+                "final_eval_loss",
+                "wall_seconds",
+            ]
+        )
         for d in dirs:
             for folder in run_folders(d):
                 run, summary = RunDir.open(folder), json.loads((folder / "summary.json").read_text())
                 cfg, branch = run.config, run.branch
-                w.writerow([d.name, folder.name, cfg.model.d, cfg.model.n, summary["params"], cfg.train.batch_size,
-                            f"{cfg.train.lr:.6g}", cfg.train.schedule, cfg.train.seed, summary["steps"],
-                            summary["tokens"], branch[0].name if branch else "", branch[1] if branch else "",
-                            f"{summary['final_eval_loss']:.5f}", f"{summary['wall_seconds']:.1f}"])
+                w.writerow(
+                    [
+                        d.name,
+                        folder.name,
+                        cfg.model.d,
+                        cfg.model.n,
+                        summary["params"],
+                        cfg.train.batch_size,
+                        f"{cfg.train.lr:.6g}",
+                        cfg.train.schedule,
+                        cfg.train.seed,
+                        summary["steps"],
+                        summary["tokens"],
+                        branch[0].name if branch else "",
+                        branch[1] if branch else "",
+                        f"{summary['final_eval_loss']:.5f}",
+                        f"{summary['wall_seconds']:.1f}",
+                    ]
+                )
 
 
 def main() -> None:
@@ -123,8 +164,11 @@ def main() -> None:
     seeds = [held[k][2] for k in names]
     print("held-out configurations (final eval loss of each seed; spread = (max - min) / mean):")
     for k, (n, d, losses) in held.items():
-        print(f"  {k}: N={n}, D={d:.3g}, " + ", ".join(f"{x:.4f}" for x in losses)
-              + f"; spread {np.ptp(losses) / losses.mean():.2%}")
+        print(
+            f"  {k}: N={n}, D={d:.3g}, "
+            + ", ".join(f"{x:.4f}" for x in losses)
+            + f"; spread {np.ptp(losses) / losses.mean():.2%}"
+        )
     rng = np.random.default_rng(0)
     target = np.array([s.mean() for s in seeds])
     base_flops = cost(run_folders(args.iso))[0]
@@ -144,10 +188,14 @@ def main() -> None:
         per_config.append((label, pred / target - 1))
     print()
     per_shape(args.cool, args.held, names, seeds, iso, rng)
-    print("\nsigned errors per held-out configuration (" + ", ".join(k.removeprefix("isoflop-3e11-") for k in names)
-          + "):")
+    print(
+        "\nsigned errors per held-out configuration ("
+        + ", ".join(k.removeprefix("isoflop-3e11-") for k in names)
+        + "):"
+    )
     for label, e in per_config:
         print(f"  {label}: " + ", ".join(f"{x:+.2%}" for x in e))
+
 
 if __name__ == "__main__":
     main()
