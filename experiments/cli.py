@@ -342,7 +342,7 @@ def _fit_parser(sub: argparse._SubParsersAction) -> None:
 def plan_inputs(args: argparse.Namespace, budget, law):
     """The space (named or chosen for the budget) and PlanInputs from the plan command's flags."""
     from smallest_loss.configs.devices import get_device
-    from smallest_loss.experiments.plan_cmd import build_plan_inputs, choose_space
+    from smallest_loss.scaling.plan_setup import build_plan_inputs, choose_space
 
     profile = None
     if args.profile:
@@ -369,9 +369,11 @@ def plan_inputs(args: argparse.Namespace, budget, law):
 def cmd_plan(args: argparse.Namespace) -> int:
     import json
 
-    from smallest_loss.experiments.plan_cmd import format_report, run_plan, verify, verify_line, write_outputs
+    from smallest_loss.experiments.plan_cmd import write_outputs
     from smallest_loss.scaling.budget import parse_budget
     from smallest_loss.scaling.laws import load_law
+    from smallest_loss.scaling.planner import make_plan
+    from smallest_loss.scaling.verify import verify, verify_line
 
     budget, law = parse_budget(args.budget), load_law(args.law)
     inputs, choice = plan_inputs(args, budget, law)
@@ -380,19 +382,23 @@ def cmd_plan(args: argparse.Namespace) -> int:
         from smallest_loss.configs.designs import get_design
 
         recipe = get_design(args.recipe)
-    plan, report = run_plan(budget, law, inputs, args.top, choice)
-    if args.out:
-        report["files"] = [str(p) for p in write_outputs(plan, report, args.out)]
+    plan = make_plan(budget, law, inputs, args.top, choice)
+    report = plan.to_dict()
+    files = write_outputs(plan, args.out) if args.out else []
+    if files:
+        report["files"] = [str(p) for p in files]
+    checked = None
     if recipe is not None:
         out = args.verify_out or f"{args.out or 'runs'}/verify"
-        report["verify"] = verify(report["best"][0], inputs.space, recipe, out)
+        checked = verify(plan.best, inputs.space, recipe, out)
+        report["verify"] = checked.to_dict()
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(format_report(report))
-    if "verify" in report:
-        print("\n" + verify_line(report["verify"]))
-    for path in report.get("files", []):
+    print(plan.to_markdown())
+    if checked is not None:
+        print("\n" + verify_line(checked))
+    for path in files:
         print(f"wrote {path}")
     return 0
 
@@ -440,8 +446,8 @@ def _plan_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    from smallest_loss.experiments.plan_cmd import verify_line
     from smallest_loss.experiments.quickstart import law_used_line, quickstart
+    from smallest_loss.scaling.verify import verify_line
 
     report = quickstart(args.out, args.budget, n_boot=args.bootstrap)
     v, best = report["verify"], report["plan"]["best"][0]

@@ -9,7 +9,7 @@ from matplotlib import colors
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from smallest_loss.scaling.collect import RunRecord
-from smallest_loss.scaling.plan import Plan
+from smallest_loss.scaling.plan import Scores
 
 
 def _figure(width: float = 12, height: float = 5) -> Figure:
@@ -32,7 +32,7 @@ def _lower_envelope(x: np.ndarray, y: np.ndarray, bins: int = 60) -> tuple[np.nd
     return np.array(xs), np.array(ys)
 
 
-def plot_plan(plan: Plan, folder: str | Path) -> list[Path]:
+def plot_plan(plan: Scores, folder: str | Path) -> list[Path]:
     """Predicted loss against parameters and against aspect ratio d/n, every candidate coloured by depth."""
     folder = Path(folder)
     c, loss = plan.candidates, plan.loss

@@ -22,19 +22,17 @@ from smallest_loss.configs.grids import get_grid
 from smallest_loss.configs.spaces import get_space
 from smallest_loss.experiments.calibrate import fit_and_report, noise_floor, run_grid
 from smallest_loss.experiments.fit_cmd import run_fit
-from smallest_loss.experiments.plan_cmd import (
-    build_plan_inputs,
-    format_report,
-    run_plan,
-    verify,
-    verify_line,
-    write_outputs,
-)
+from smallest_loss.experiments.plan_cmd import write_outputs
 from smallest_loss.experiments.plots_timing import plot_name
 from smallest_loss.experiments.sweep import run_sweep
 from smallest_loss.model.runs import make_folder
 from smallest_loss.scaling.budget import check_budget
 from smallest_loss.scaling.laws import load_law
+from smallest_loss.scaling.plan_result import Plan
+from smallest_loss.scaling.plan_setup import build_plan_inputs
+from smallest_loss.scaling.planner import make_plan
+from smallest_loss.scaling.report import answer_line
+from smallest_loss.scaling.verify import Verification, verify, verify_line
 from smallest_loss.timing.profile import load_profile
 
 
@@ -83,12 +81,12 @@ def quickstart(
     t = _stage(f"4/5 plan: the smallest predicted loss for {budget} on this device")
     inputs = build_plan_inputs(plan_space, load_profile(out / "calibration" / "profile.json"))
     law = load_law(out / "law.json")
-    plan, plan_report = run_plan(parsed, law, inputs, top=10)
-    write_outputs(plan, plan_report, out / "plan")
-    print(format_report(plan_report))
+    plan = make_plan(parsed, law, inputs, top=10)
+    write_outputs(plan, out / "plan")
+    print(plan.to_markdown())
     _done(t)
     t = _stage("5/5 verify: train the recommended configuration for the budget")
-    checked = verify(plan_report["best"][0], inputs.space, sweep_design, out / "verify")
+    checked = verify(plan.best, inputs.space, sweep_design, out / "verify")
     _done(t)
     report = dict(
         budget=budget,
@@ -96,36 +94,37 @@ def quickstart(
         profile=str(out / "calibration" / "profile.json"),
         fit={k: fit[k] for k in ("law", "isoflop", "curve_extrapolation") if k in fit},
         law_used=law.fit_form,
-        plan=plan_report,
-        verify=checked,
+        plan=plan.to_dict(),
+        verify=checked.to_dict(),
     )
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    (out / "report.md").write_text(report_markdown(report, calibration, fit, plan_report, checked))
+    (out / "report.md").write_text(report_markdown(report, calibration, fit, plan, checked))
     return report
 
 
 def report_markdown(
-    report: dict[str, Any],
-    calibration: dict[str, Any],
-    fit: dict[str, Any],
-    plan_report: dict[str, Any],
-    checked: dict[str, Any],
+    report: dict[str, Any], calibration: dict[str, Any], fit: dict[str, Any], plan: Plan, checked: Verification
 ) -> str:
+    """The quickstart's report: the answer and what training gave first, then the plan, the law and the timing."""
     iso = fit.get("isoflop") or {}
     lines = [
         "# smallest-loss quickstart report",
         "",
         f"Device: {calibration['profile'].device_kind}. Budget: {report['budget']}.",
         "",
-        "## 1. Step-time models (held-out architectures)",
+        answer_line(plan.best),
         "",
-        calibration["table"],
-        "",
-        f"![predicted vs measured](calibration/{plot_name(calibration['profile'].model)})",
-        "",
-        "## 2-3. Loss law from the sweep",
+        f"**Trained it:** {verify_line(checked).removeprefix('verify: ')}.",
         "",
         law_used_line(report["law_used"]),
+        "",
+        "## Plan",
+        "",
+        plan.to_markdown(),
+        "",
+        "![plan](plan/plan.png)",
+        "",
+        "## Loss law from the sweep",
         "",
         *fit["text"],
         "",
@@ -135,15 +134,11 @@ def report_markdown(
         "",
         "![isoflop](law_isoflop.png)",
         "",
-        "## 4. Plan",
+        "## Step-time models (held-out architectures)",
         "",
-        format_report(plan_report),
+        calibration["table"],
         "",
-        "![plan](plan/plan.png)",
-        "",
-        "## 5. Verification",
-        "",
-        f"Trained d={plan_report['best'][0]['d']}, n={plan_report['best'][0]['n']}: {verify_line(checked)}.",
+        f"![predicted vs measured](calibration/{plot_name(calibration['profile'].model)})",
         "",
     ]
     return "\n".join(lines)

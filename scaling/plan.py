@@ -39,6 +39,7 @@ from smallest_loss.configs.spaces import SearchSpace
 from smallest_loss.model.transformer import param_counts
 from smallest_loss.scaling.budget import Budget
 from smallest_loss.scaling.laws import ChinchillaLaw, KaplanLaw, Law, LawFile, ShapeLaw, tokens_for_time
+from smallest_loss.scaling.plan_result import BatchOption, Edge, FlopsRuleChoice, NDChoice, PlanRow
 from smallest_loss.scaling.recipe import RecipeLaw
 from smallest_loss.timing.counts import bytes_per_element, train_memory_bytes, train_step_flops
 
@@ -188,8 +189,11 @@ class PlanInputs:
         return dict(activation=self.space.activation, norm=self.space.norm, tied=self.space.tied)
 
 
-@dataclass
-class Plan:
+@dataclass(frozen=True)
+class Scores:
+    """Every feasible candidate scored: tokens, predicted loss and step seconds, with the ranking (`order`, best
+    first) and what was dropped and why. `make_plan` (scaling/planner.py) turns it into a typed `Plan`."""
+
     budget: Budget
     space: SearchSpace
     candidates: Candidates  # the feasible ones
@@ -199,14 +203,20 @@ class Plan:
     train_seconds: float | None  # for time budgets, after inference costs (per candidate when inference-aware)
     order: np.ndarray  # candidate indices, best first (`rank`)
     dropped: dict[str, int] = field(default_factory=dict)
-    intervals: np.ndarray | None = None  # (top, 2) for the first rows of `order`
-    edges: list[dict[str, Any]] = field(default_factory=list)  # `binding_edges` of the best candidate
     recipe: RecipeLaw | None = None  # the law's recipe laws: the batch was chosen and the rate comes from them
-    nd_choice: dict[str, Any] | None = None  # with a shape-aware law: what the law without its shape term picks
 
-    def row(self, i: int) -> dict[str, Any]:
+    def row(self, i: int) -> PlanRow:
+        """Candidate i as a plan row."""
         c = self.candidates
-        out = dict(
+        extra: dict[str, Any] = {}
+        if self.recipe is not None:
+            extra["lr"] = float(self.recipe.lr.lr(c.N[i], c.b[i] * c.s[i]))
+            extra["effective_tokens"] = float(self.tokens[i] * self.recipe.data_factor(c.b[i] * c.s[i], self.loss[i]))
+            extra["b_crit"] = float(self.recipe.batch.b_crit_at(self.loss[i]))
+        if self.step_seconds is not None:
+            extra["step_seconds"] = float(self.step_seconds[i])
+            extra["steps"] = int(self.tokens[i] // (c.b[i] * c.s[i]))
+        return PlanRow(
             d=int(c.d[i]),
             n=int(c.n[i]),
             h=int(c.h[i]),
@@ -219,15 +229,13 @@ class Plan:
             loss=float(self.loss[i]),
             aspect_ratio=float(c.d[i] / c.n[i]),
             micro_batches=int(c.m[i]),
+            **extra,
         )
-        if self.recipe is not None:
-            out["lr"] = float(self.recipe.lr.lr(c.N[i], c.b[i] * c.s[i]))
-            out["effective_tokens"] = float(self.tokens[i] * self.recipe.data_factor(c.b[i] * c.s[i], self.loss[i]))
-            out["b_crit"] = float(self.recipe.batch.b_crit_at(self.loss[i]))
-        if self.step_seconds is not None:
-            out["step_seconds"] = float(self.step_seconds[i])
-            out["steps"] = int(self.tokens[i] // (c.b[i] * c.s[i]))
-        return out
+
+    @property
+    def best(self) -> int:
+        """The index of the best candidate."""
+        return int(self.order[0])
 
 
 def _filter(cands: Candidates, keep: np.ndarray, reason: str, dropped: dict[str, int]) -> Candidates:
@@ -413,15 +421,13 @@ def planner_batches(space: SearchSpace, recipe: RecipeLaw | None) -> tuple[int, 
     return ok
 
 
-def make_plan(budget: Budget, law_file: LawFile, inputs: PlanInputs, top: int = 10) -> Plan:
-    """Score every candidate of the space under the budget; best first. See the module docstring."""
-    if top < 1:
-        raise UserError(f"--top {top}: show at least one configuration")
+def score(budget: Budget, law_file: LawFile, inputs: PlanInputs) -> Scores:
+    """Score every candidate of the space under the budget, best first. See the module docstring."""
     needs_time = budget.kind != "flops" or inputs.max_latency_ms is not None
     if needs_time and inputs.step_seconds is None:
         raise UserError(f"budget {budget.text} (or --max-latency-ms) needs a device profile: pass --profile FILE")
-    dropped: dict[str, int] = {}
     inputs = dataclasses.replace(inputs, recipe=law_file.recipe, shape=law_file.shape)
+    dropped: dict[str, int] = {}
     batches = (inputs.fixed_batch,) if inputs.fixed_batch else planner_batches(inputs.space, law_file.recipe)
     candidates = enumerate_candidates(inputs.space, batches, aspect_bounds(inputs.space, law_file.shape))
     cands, tokens, loss, step_s = _score(candidates, budget, law_file.law, inputs, dropped)
@@ -432,30 +438,31 @@ def make_plan(budget: Budget, law_file: LawFile, inputs: PlanInputs, top: int = 
         )
     order = rank(loss, cands, inputs.space)
     train_s = budget.seconds(inputs.price_per_hour, inputs.spot_discount) if budget.kind != "flops" else None
-    plan = Plan(budget, inputs.space, cands, tokens, loss, step_s, train_s, order, dropped, recipe=law_file.recipe)
-    best = order[:top]
-    plan.intervals = loss_intervals(plan, law_file, best)
-    plan.edges = binding_edges(plan, law_file.law, inputs)
-    if law_file.shape is not None:
-        plan.nd_choice = nd_choice(plan, law_file, inputs)
-    return plan
+    return Scores(budget, inputs.space, cands, tokens, loss, step_s, train_s, order, dropped, recipe=law_file.recipe)
 
 
-def loss_intervals(plan: Plan, law_file: LawFile, rows: np.ndarray) -> np.ndarray | None:
+def loss_intervals(scores: Scores, law_file: LawFile, rows: np.ndarray) -> np.ndarray | None:
     """(len(rows), 2) 95% intervals of the predicted loss of candidates `rows` from the law's bootstrap samples."""
-    c = plan.candidates.take(rows)
-    eff = effective_tokens(plan.tokens[rows], c, plan.recipe, plan.loss[rows])
+    c = scores.candidates.take(rows)
+    eff = effective_tokens(scores.tokens[rows], c, scores.recipe, scores.loss[rows])
     samples = law_samples_loss(law_file, c.N, eff, c.d, c.n)
     return None if samples is None else np.percentile(samples, [2.5, 97.5], axis=0).T
 
 
-def nd_choice(plan: Plan, law_file: LawFile, inputs: PlanInputs) -> dict[str, Any]:
+def top_rows(scores: Scores, law_file: LawFile, top: int) -> tuple[PlanRow, ...]:
+    """The `top` best candidates as rows, each with its loss interval where the law has bootstrap samples."""
+    best = scores.order[:top]
+    spans = loss_intervals(scores, law_file, best)
+    return tuple(scores.row(int(i)).with_interval(None if spans is None else spans[k]) for k, i in enumerate(best))
+
+
+def nd_choice(scores: Scores, law_file: LawFile, inputs: PlanInputs) -> NDChoice:
     """What the law without its shape term would pick (within the space's aspect-ratio bounds, as a law in N and D
     plans), and its loss under the shape-aware law: the cost of deciding shape without the shape term."""
-    nd_plan = make_plan(plan.budget, dataclasses.replace(law_file, shape=None), inputs, top=1)
-    row = nd_plan.row(int(nd_plan.order[0]))
-    loss = row["loss"] * law_file.shape.factor(row["d"], row["n"])
-    return dict(row, loss_without_shape=row["loss"], loss=loss, loss_cost=loss - plan.loss[plan.order[0]])
+    nd = score(scores.budget, dataclasses.replace(law_file, shape=None), inputs)
+    row = nd.row(nd.best)
+    loss = row.loss * law_file.shape.factor(row.d, row.n)
+    return NDChoice(dataclasses.replace(row, loss=float(loss)), row.loss, float(loss - scores.loss[scores.best]))
 
 
 def _head_size(d: int, k: int) -> int | None:
@@ -463,16 +470,14 @@ def _head_size(d: int, k: int) -> int | None:
     return next((x for x in range(min(k, d), 1, -1) if x % 2 == 0 and d % x == 0), None)
 
 
-def _edge_probes(
-    space: SearchSpace, row: dict[str, Any], aspect: tuple[float, float]
-) -> list[tuple[str, dict[str, int]]]:
+def _edge_probes(space: SearchSpace, row: PlanRow, aspect: tuple[float, float]) -> list[tuple[str, dict[str, int]]]:
     """The edges of the space that a candidate sits on, each with the shape one step beyond it.
 
     Width moves by the spacing of the space's widths (keeping the head size where it divides), depth by one
     layer, batch and context by the space's ratio between neighbouring values; batch and context count only
     where the space offers several.
     """
-    d, n, k, b, s = row["d"], row["n"], row["d"] // row["h"], row["b"], row["s"]
+    d, n, k, b, s = row.d, row.n, row.d // row.h, row.b, row.s
     lo, hi = aspect
     step = space.d[1] - space.d[0] if len(space.d) > 1 else d
     wider = [x for x in space.d if x > d and x % k == 0 and x <= hi * n]
@@ -502,84 +507,73 @@ def _edge_probes(
     return probes
 
 
-def binding_edges(plan: Plan, law: Law, inputs: PlanInputs) -> list[dict[str, Any]]:
+def binding_edges(scores: Scores, law: Law, inputs: PlanInputs) -> tuple[Edge, ...]:
     """The edges of the space the best candidate sits on where one step beyond would predict a lower loss
     (beyond the tie tolerance): there the optimum lies outside the space."""
-    best = plan.row(int(plan.order[0]))
+    best = scores.row(scores.best)
     edges = []
-    for edge, change in _edge_probes(plan.space, best, aspect_bounds(plan.space, inputs.shape)):
-        shape = {**best, **change}
-        k = _head_size(shape["d"], best["d"] // best["h"])
+    for edge, change in _edge_probes(scores.space, best, aspect_bounds(scores.space, inputs.shape)):
+        shape = {"d": best.d, "n": best.n, "s": best.s, "b": best.b, **change}
+        k = _head_size(shape["d"], best.d // best.h)
         if k is None:
             continue
-        probe = _candidates(plan.space, shape["d"], shape["n"], k, best["w"] // best["d"], shape["s"], shape["b"])
-        cands, _, loss, _ = _score(probe, plan.budget, law, inputs, {})
-        if len(cands) and loss[0] < best["loss"] * (1 - TIE_TOLERANCE):
+        probe = _candidates(scores.space, shape["d"], shape["n"], k, best.w // best.d, shape["s"], shape["b"])
+        cands, _, loss, _ = _score(probe, scores.budget, law, inputs, {})
+        if len(cands) and loss[0] < best.loss * (1 - TIE_TOLERANCE):
             beyond = dict(d=int(cands.d[0]), n=int(cands.n[0]), b=int(cands.b[0]), s=int(cands.s[0]))
-            edges.append(dict(edge=edge, beyond=beyond, beyond_params=float(cands.N[0]), beyond_loss=float(loss[0])))
-    return edges
+            edges.append(Edge(edge, beyond, float(cands.N[0]), float(loss[0])))
+    return tuple(edges)
 
 
-def _best_at(plan: Plan, mask: np.ndarray) -> int | None:
-    """The plan's best-ranked candidate among `mask` (None when none)."""
-    position = np.empty(len(plan.order), dtype=np.int64)
-    position[plan.order] = np.arange(len(plan.order))
+def _best_at(scores: Scores, mask: np.ndarray) -> int | None:
+    """The best-ranked candidate among `mask` (None when none)."""
+    position = np.empty(len(scores.order), dtype=np.int64)
+    position[scores.order] = np.arange(len(scores.order))
     idx = np.flatnonzero(mask)
     return int(idx[np.argmin(position[idx])]) if len(idx) else None
 
 
-def batch_choice(plan: Plan) -> list[dict[str, Any]] | None:
+def batch_choice(scores: Scores) -> tuple[BatchOption, ...] | None:
     """With recipe laws: the best plan at the chosen batch beside the best plan at the largest feasible batch and
     at the batch the loss law was fitted at (each with its own best shape), so the report shows what the batch's
     data-efficiency cost changes. None without recipe laws (the batch was not chosen)."""
-    if plan.recipe is None:
+    if scores.recipe is None:
         return None
-    c, best = plan.candidates, int(plan.order[0])
-    rows = [dict(plan.row(best), choice="chosen")]
-    reference = plan.recipe.reference_batch_tokens
+    c, best = scores.candidates, scores.best
+    chosen, options = "chosen", []
+    reference = scores.recipe.reference_batch_tokens
     for label, mask in (
         ("largest feasible batch", c.b == c.b.max()),
         ("the loss law's fixed batch", c.b * c.s == reference),
     ):
-        i = _best_at(plan, mask)
+        i = _best_at(scores, mask)
         if i is not None and i != best:
-            rows.append(dict(plan.row(i), choice=label))
+            options.append(BatchOption(label, scores.row(i)))
         elif i == best:
-            rows[0]["choice"] += f" (also the {label.removeprefix('the ')})"
-    return rows
+            chosen += f" (also the {label.removeprefix('the ')})"
+    return (BatchOption(chosen, scores.row(best)), *options)
 
 
-def best_by_depth(plan: Plan, law_file: LawFile | None = None) -> list[dict[str, Any]]:
-    """The best candidate at each depth n (by the plan's ranking): the width-vs-depth trade-off; with `law_file`,
-    each with the 95% interval of its predicted loss (`loss_interval`) where the law has bootstrap samples."""
-    position = np.empty(len(plan.order), dtype=np.int64)
-    position[plan.order] = np.arange(len(plan.order))
-    best = []
-    for n in np.unique(plan.candidates.n):
-        idx = np.flatnonzero(plan.candidates.n == n)
-        best.append(int(idx[np.argmin(position[idx])]))
-    rows = [plan.row(i) for i in best]
-    intervals = loss_intervals(plan, law_file, np.array(best)) if law_file is not None and best else None
-    for row, span in zip(rows, intervals if intervals is not None else [], strict=False):
-        row["loss_interval"] = [float(x) for x in span]
-    return rows
+def best_by_depth(scores: Scores, law_file: LawFile | None = None) -> tuple[PlanRow, ...]:
+    """The best candidate at each depth n (by the ranking): the width-vs-depth trade-off; with `law_file`, each
+    with the 95% interval of its predicted loss (`loss_interval`) where the law has bootstrap samples."""
+    best = [_best_at(scores, scores.candidates.n == n) for n in np.unique(scores.candidates.n)]
+    spans = loss_intervals(scores, law_file, np.array(best)) if law_file is not None and best else None
+    return tuple(scores.row(i).with_interval(None if spans is None else spans[k]) for k, i in enumerate(best))
 
 
-def flops_rule_choice(plan: Plan, law: ChinchillaLaw | KaplanLaw) -> dict[str, Any] | None:
+def flops_rule_choice(scores: Scores, law: ChinchillaLaw | KaplanLaw) -> FlopsRuleChoice | None:
     """For a time budget: what planning by FLOPs alone would pick, and the loss it would cost.
 
     The FLOPs rule takes the FLOPs the budget buys (those of the time-optimal choice, 6ND) and picks the
     candidate with the lowest loss under C = 6ND (ties by `tie_rule`), ignoring that step times differ at equal
     FLOPs. Its real loss is then read at the tokens the time budget actually buys it on this device.
     """
-    if plan.step_seconds is None or plan.budget.kind == "flops":
+    if scores.step_seconds is None or scores.budget.kind == "flops":
         return None
-    c, best = plan.candidates, int(plan.order[0])
-    C = 6.0 * c.N[best] * plan.tokens[best]
+    c, best = scores.candidates, scores.best
+    C = 6.0 * c.N[best] * scores.tokens[best]
     flops_loss = np.asarray(law.loss(c.N, C / (6.0 * c.N)), float)
-    pick = int(rank(flops_loss, c, plan.space)[0])  # the shapes it cannot tell apart go by the same tie rule
-    row = plan.row(pick)
-    row.update(
-        flops=C, loss_if_flops_were_time=float(flops_loss[pick]), loss_cost=float(plan.loss[pick] - plan.loss[best])
-    )
-    return row
+    pick = int(rank(flops_loss, c, scores.space)[0])  # the shapes it cannot tell apart go by the same tie rule
+    cost = float(scores.loss[pick] - scores.loss[best])
+    return FlopsRuleChoice(scores.row(pick), float(C), float(flops_loss[pick]), cost)

@@ -221,7 +221,7 @@ def _metrics(step_seconds, steps, log_every, eval_every, checkpoint_every, compi
 def test_verify_step_time_leaves_out_compilation_evaluation_and_checkpoints(
     compile_s, eval_s, checkpoint_s, log_every, eval_every, checkpoint_every
 ):
-    from smallest_loss.experiments.plan_cmd import steady_step_seconds
+    from smallest_loss.scaling.verify import steady_step_seconds
 
     lines = _metrics(0.01, 100, log_every, eval_every, checkpoint_every, compile_s, eval_s, checkpoint_s)
     assert steady_step_seconds(lines, checkpoint_every) == pytest.approx(0.01, rel=1e-9)
@@ -231,10 +231,11 @@ def test_verify_step_time_leaves_out_compilation_evaluation_and_checkpoints(
 def test_verify_trains_with_the_recipe():
     from smallest_loss.configs.designs import get_design
     from smallest_loss.configs.spaces import get_space
-    from smallest_loss.experiments.plan_cmd import verify_config
+    from smallest_loss.scaling.plan_result import PlanRow
+    from smallest_loss.scaling.verify import verify_config
 
     design, space = get_design("cpu-isoflop"), get_space("cpu")
-    row = dict(d=64, n=3, h=2, w=256, s=64, b=16, tokens=16 * 64 * 400 + 5)
+    row = PlanRow(64, 3, 2, 256, 64, 16, 2e5, 16 * 64 * 400 + 5, 2.0, 2.0, 21.3, 1)
     config = verify_config(row, space, design)
     assert config.data == design.base.data and config.train.lr == design.base.train.lr
     assert config.total_steps == 400 and config.train.warmup_steps == round(design.warmup_fraction * 400)

@@ -16,7 +16,8 @@ from smallest_loss.model.runs import RunDir
 from smallest_loss.model.transformer import count_params
 from smallest_loss.scaling.budget import parse_budget
 from smallest_loss.scaling.laws import CHINCHILLA_PUBLISHED, LawFile, load_law, save_law
-from smallest_loss.scaling.plan import PlanInputs, make_plan
+from smallest_loss.scaling.plan import PlanInputs
+from smallest_loss.scaling.planner import make_plan
 from smallest_loss.timing.profile import DeviceProfile, save_profile
 
 from tests.scaling.test_recipe import BATCHES, LRS, synthetic_runs
@@ -177,7 +178,7 @@ def test_small_critical_batch_stops_the_planner_taking_the_largest_batch(recipe_
         batch = dataclasses.replace(recipe.batch, b_crit=b_crit)
         law = LawFile(CHINCHILLA_PUBLISHED, recipe=dataclasses.replace(recipe, batch=batch))
         plan = make_plan(parse_budget("60s"), law, inputs, top=1)
-        return int(plan.candidates.b[plan.order[0]])
+        return int(plan.best.b)
 
     largest = max(b for b in get_space("cpu").batch_choices if b * 64 <= recipe.batch.batch_range[1])
     assert chosen_batch(1e9) == largest  # no cost within the range: throughput decides
@@ -203,20 +204,20 @@ def test_a_critical_batch_that_grows_as_the_loss_falls_allows_larger_batches(rec
         batch = dataclasses.replace(recipe.batch, b_crit=100.0, loss_exponent=k, loss_ref=ref)
         law = LawFile(CHINCHILLA_PUBLISHED, recipe=dataclasses.replace(recipe, batch=batch))
         plan = make_plan(parse_budget("60s"), law, inputs, top=1)
-        best[k] = plan.row(int(plan.order[0]))
-        assert best[k]["b_crit"] == pytest.approx(float(batch.b_crit_at(best[k]["loss"])))
+        best[k] = plan.best
+        assert best[k].b_crit == pytest.approx(float(batch.b_crit_at(best[k].loss)))
         # The loss is the law's at the tokens discounted with B_crit at that same loss.
-        eff = best[k]["tokens"] * float(
-            batch.data_factor(best[k]["b"] * 64, recipe.reference_batch_tokens, best[k]["loss"])
+        eff = best[k].tokens * float(
+            batch.data_factor(best[k].b * 64, recipe.reference_batch_tokens, best[k].loss)
         )
-        assert best[k]["loss"] == pytest.approx(float(CHINCHILLA_PUBLISHED.loss(best[k]["params"], eff)), rel=1e-4)
+        assert best[k].loss == pytest.approx(float(CHINCHILLA_PUBLISHED.loss(best[k].params, eff)), rel=1e-4)
         # Every candidate's loss is that fixed point, not only the best one's.
-        c = plan.candidates
-        every = plan.tokens * batch.data_factor(c.b * c.s, recipe.reference_batch_tokens, plan.loss)
-        np.testing.assert_allclose(plan.loss, CHINCHILLA_PUBLISHED.loss(c.N, every), rtol=1e-9)
-        ref = 1.5 * best[k]["loss"]
-    assert best[6.0]["b_crit"] > 100.0  # the plan's loss sits below L_ref
-    assert best[6.0]["b"] >= best[0.0]["b"]
+        c = plan.scores.candidates
+        every = plan.scores.tokens * batch.data_factor(c.b * c.s, recipe.reference_batch_tokens, plan.scores.loss)
+        np.testing.assert_allclose(plan.scores.loss, CHINCHILLA_PUBLISHED.loss(c.N, every), rtol=1e-9)
+        ref = 1.5 * best[k].loss
+    assert best[6.0].b_crit > 100.0  # the plan's loss sits below L_ref
+    assert best[6.0].b >= best[0.0].b
 
 
 def test_synthetic_sweep_covers_every_cell():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from smallest_loss.experiments import evaluate_runs, repeat_seeds
+from smallest_loss.experiments import repeat_seeds
+from smallest_loss.model import evaluate as evaluate_runs
 from smallest_loss.model.train import train
 
 from tests.conftest import tiny_run

@@ -12,13 +12,11 @@ from smallest_loss.scaling.plan import (
     TIE_TOLERANCE,
     Candidates,
     PlanInputs,
-    best_by_depth,
     compute_optimal_params,
     enumerate_candidates,
-    flops_rule_choice,
-    make_plan,
     rank,
 )
+from smallest_loss.scaling.planner import make_plan
 from smallest_loss.timing.counts import FLOPS, MEMCPYS
 
 LAW = LawFile(CHINCHILLA_PUBLISHED)
@@ -33,10 +31,10 @@ def memory_copy_step_seconds(d, n, h, w, s, v, b, **arch):
 @pytest.mark.parametrize("C", [1e18, 1e20, 1e22, 5.76e23])
 def test_flops_budget_matches_the_closed_form(C):
     plan = make_plan(parse_budget(f"{C:g}"), LAW, PlanInputs(get_space("chinchilla")))
-    best = plan.row(int(plan.order[0]))
+    best = plan.best
     N_opt, D_opt = CHINCHILLA_PUBLISHED.optimal_allocation(C)
-    assert best["params"] == pytest.approx(N_opt, rel=0.02)
-    assert best["tokens"] == pytest.approx(D_opt, rel=0.02)
+    assert best.params == pytest.approx(N_opt, rel=0.02)
+    assert best.tokens == pytest.approx(D_opt, rel=0.02)
 
 
 def test_candidates_respect_head_sizes():
@@ -51,50 +49,50 @@ def test_candidates_respect_head_sizes():
 def test_time_budget_beats_the_flops_rule_and_reports_depth():
     inputs = PlanInputs(get_space("gpu"), step_seconds=memory_copy_step_seconds)
     plan = make_plan(parse_budget("4h"), LAW, inputs)
-    best = plan.row(int(plan.order[0]))
-    assert best["steps"] * best["step_seconds"] <= 4 * 3600
-    rule = flops_rule_choice(plan, LAW.law)
+    best = plan.best
+    assert best.steps * best.step_seconds <= 4 * 3600
+    rule = plan.flops_rule
     # The rule's pick is the 6ND optimum at the FLOPs the time-optimal choice uses (up to the space's grid and
     # the tie window, a few percent in N) ...
-    assert rule["params"] == pytest.approx(CHINCHILLA_PUBLISHED.optimal_allocation(rule["flops"])[0], rel=0.05)
+    assert rule.row.params == pytest.approx(CHINCHILLA_PUBLISHED.optimal_allocation(rule.flops)[0], rel=0.05)
     # ... and its loss is read at the tokens its own step time buys in 4h, worse than the time-optimal choice.
-    step = memory_copy_step_seconds(rule["d"], rule["n"], rule["h"], rule["w"], rule["s"], 50304, rule["b"])
-    tokens = (4 * 3600 // step) * rule["b"] * rule["s"]
-    assert rule["loss"] == pytest.approx(CHINCHILLA_PUBLISHED.loss(rule["params"], tokens), rel=1e-9)
-    assert rule["loss_cost"] == pytest.approx(rule["loss"] - best["loss"]) and rule["loss_cost"] > 0.01
-    depths = best_by_depth(plan)
-    assert [r["n"] for r in depths] == sorted({int(n) for n in plan.candidates.n})
-    assert min(r["loss"] for r in depths) == pytest.approx(best["loss"])
+    step = memory_copy_step_seconds(rule.row.d, rule.row.n, rule.row.h, rule.row.w, rule.row.s, 50304, rule.row.b)
+    tokens = (4 * 3600 // step) * rule.row.b * rule.row.s
+    assert rule.row.loss == pytest.approx(CHINCHILLA_PUBLISHED.loss(rule.row.params, tokens), rel=1e-9)
+    assert rule.loss_cost == pytest.approx(rule.row.loss - best.loss) and rule.loss_cost > 0.01
+    depths = plan.by_depth
+    assert [r.n for r in depths] == sorted({int(n) for n in plan.scores.candidates.n})
+    assert min(r.loss for r in depths) == pytest.approx(best.loss)
 
 
 def test_money_budget_uses_the_price():
     inputs = PlanInputs(get_space("gpu"), step_seconds=memory_copy_step_seconds, price_per_hour=2.0)
     money = make_plan(parse_budget("$8"), LAW, inputs)
     time = make_plan(parse_budget("4h"), LAW, PlanInputs(get_space("gpu"), step_seconds=memory_copy_step_seconds))
-    assert money.loss[money.order[0]] == pytest.approx(time.loss[time.order[0]])
+    assert money.best.loss == pytest.approx(time.best.loss)
 
 
 def test_serving_costs_and_latency_push_towards_smaller_models():
     space = get_space("chinchilla")
     plain = make_plan(parse_budget("1e21"), LAW, PlanInputs(space))
     serving = make_plan(parse_budget("1e21"), LAW, PlanInputs(space, inference_tokens=2e11))
-    assert serving.candidates.N[serving.order[0]] < 0.9 * plain.candidates.N[plain.order[0]]
+    assert serving.best.params < 0.9 * plain.best.params
     gpu = get_space("gpu")
     free = make_plan(parse_budget("24h"), LAW, PlanInputs(gpu, step_seconds=memory_copy_step_seconds))
-    best = free.row(int(free.order[0]))
-    latency_ms = best["step_seconds"] / (3 * best["b"] * best["s"]) * 1e3
+    best = free.best
+    latency_ms = best.step_seconds / (3 * best.b * best.s) * 1e3
     fast = make_plan(
         parse_budget("24h"), LAW, PlanInputs(gpu, step_seconds=memory_copy_step_seconds, max_latency_ms=latency_ms / 2)
     )
     assert fast.dropped["latency"] > 0
-    assert fast.candidates.N[fast.order[0]] < free.candidates.N[free.order[0]]
+    assert fast.best.params < free.best.params
 
 
 def test_memory_limit_drops_candidates():
     memory = lambda d, n, h, w, s, v, b, **arch: 16.0 * (12 * n * d * d + v * d)  # weights, grads, Adam moments
     inputs = PlanInputs(get_space("chinchilla"), memory_bytes=memory, memory_limit=16e9)
     plan = make_plan(parse_budget("1e23"), LAW, inputs)
-    used = memory(plan.candidates.d, plan.candidates.n, 0, 0, 0, 32000, 0)
+    used = memory(plan.scores.candidates.d, plan.scores.candidates.n, 0, 0, 0, 32000, 0)
     assert plan.dropped["memory"] > 0 and np.all(used * inputs.memory_headroom <= 16e9)
 
 
@@ -107,8 +105,8 @@ def test_intervals_from_bootstrap_samples():
     plan = make_plan(
         parse_budget("1e21"), LawFile(CHINCHILLA_PUBLISHED, samples=samples), PlanInputs(get_space("chinchilla")), top=3
     )
-    lo, hi = plan.intervals[0]
-    assert lo < plan.loss[plan.order[0]] < hi
+    lo, hi = plan.best.loss_interval
+    assert lo < plan.best.loss < hi
 
 
 def test_bad_inputs():
@@ -124,16 +122,16 @@ def test_ties_go_to_the_preferred_shapes():
     """Chinchilla's law cannot tell 1088x126, 11072x1 and 2368x26 apart; the tie rule picks in-band shapes."""
     space = get_space("chinchilla")
     plan = make_plan(parse_budget("1e21"), LAW, PlanInputs(space))
-    c, loss = plan.candidates, plan.loss
+    c, loss, order = plan.scores.candidates, plan.scores.loss, plan.scores.order
     shapes = [
         np.flatnonzero((c.d == d) & (c.n == n) & (c.d // c.h == 64))[0]
         for d, n in ((1088, 126), (11072, 1), (2368, 26))
     ]
     assert np.ptp(loss[shapes]) < TIE_TOLERANCE * loss.min()
     lo, hi = space.preferred_aspect
-    for i in plan.order[:10]:
+    for i in order[:10]:
         assert lo <= c.d[i] / c.n[i] <= hi and c.d[i] // c.h[i] == space.preferred_head_size
-    position = {int(i): k for k, i in enumerate(plan.order)}
+    position = {int(i): k for k, i in enumerate(order)}
     assert position[shapes[2]] < min(position[shapes[0]], position[shapes[1]])
 
 
@@ -149,11 +147,11 @@ def test_rank_orders_ties_by_aspect_then_head_then_loss():
 
 def test_edges_of_the_space_are_reported_with_the_law_optimum():
     cpu = make_plan(parse_budget("1e21"), LAW, PlanInputs(get_space("cpu")))
-    assert {e["edge"] for e in cpu.edges} == {"largest width d=512", "largest depth n=16"}
-    assert all(e["beyond_loss"] < cpu.loss[cpu.order[0]] for e in cpu.edges)
-    assert make_plan(parse_budget("1e21"), LAW, PlanInputs(get_space("chinchilla"))).edges == []
+    assert {e.edge for e in cpu.edges} == {"largest width d=512", "largest depth n=16"}
+    assert all(e.beyond_loss < cpu.best.loss for e in cpu.edges)
+    assert make_plan(parse_budget("1e21"), LAW, PlanInputs(get_space("chinchilla"))).edges == ()
     small = make_plan(parse_budget("1e15"), LAW, PlanInputs(get_space("chinchilla")))
-    assert [e["edge"] for e in small.edges] == ["smallest width d=128"]
+    assert [e.edge for e in small.edges] == ["smallest width d=128"]
 
 
 def test_compute_optimal_params_matches_closed_forms():

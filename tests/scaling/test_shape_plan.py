@@ -9,10 +9,10 @@ import dataclasses
 import numpy as np
 import pytest
 from smallest_loss.configs.spaces import get_space
-from smallest_loss.experiments.plan_cmd import format_report, plan_report
 from smallest_loss.scaling.budget import parse_budget
 from smallest_loss.scaling.laws import ChinchillaLaw, LawFile, ShapeLaw
-from smallest_loss.scaling.plan import PlanInputs, best_by_depth, enumerate_candidates, make_plan
+from smallest_loss.scaling.plan import PlanInputs, best_by_depth, enumerate_candidates
+from smallest_loss.scaling.planner import make_plan
 
 # Constants of the order the CPU shape sweep gave (results/cpu/shape), written out here.
 ND = ChinchillaLaw(E=0.3, A=12.0, B=270.0, alpha=0.23, beta=0.44)
@@ -33,16 +33,16 @@ def plans():
 
 def test_shape_law_decides_width_against_depth(plans):
     shaped, nd = plans
-    best, nd_best = shaped.row(int(shaped.order[0])), nd.row(int(nd.order[0]))
+    best, nd_best = shaped.best, nd.best
     lo, hi = get_space("cpu").aspect_ratio
-    assert nd_best["aspect_ratio"] >= 0.75 * hi  # the N-D law leans towards the space's widest bound
-    assert SHAPE.aspect_opt <= best["aspect_ratio"] < nd_best["aspect_ratio"]  # speed pulls wider than r_opt
-    assert shaped.candidates.d.max() / shaped.candidates.n.min() > hi  # the law's fitted range, not the space's
-    assert np.all(shaped.candidates.d <= 64 * shaped.candidates.n)
-    choice = shaped.nd_choice
-    assert (choice["d"], choice["n"]) == (nd_best["d"], nd_best["n"])
-    assert choice["loss"] == pytest.approx(nd_best["loss"] * SHAPE.factor(nd_best["d"], nd_best["n"]))
-    assert choice["loss_cost"] > 0
+    assert nd_best.aspect_ratio >= 0.75 * hi  # the N-D law leans towards the space's widest bound
+    assert SHAPE.aspect_opt <= best.aspect_ratio < nd_best.aspect_ratio  # speed pulls wider than r_opt
+    assert shaped.scores.candidates.d.max() / shaped.scores.candidates.n.min() > hi  # the law's fitted range, not the space's
+    assert np.all(shaped.scores.candidates.d <= 64 * shaped.scores.candidates.n)
+    choice = shaped.shape.nd_choice
+    assert (choice.row.d, choice.row.n) == (nd_best.d, nd_best.n)
+    assert choice.row.loss == pytest.approx(nd_best.loss * SHAPE.factor(nd_best.d, nd_best.n))
+    assert choice.loss_without_shape == nd_best.loss and choice.loss_cost > 0
 
 
 def test_intervals_carry_the_shape_term(plans):
@@ -61,24 +61,24 @@ def test_intervals_carry_the_shape_term(plans):
             },
         ),
     )
-    assert all("loss_interval" not in row for row in best_by_depth(shaped, without))
-    rows = best_by_depth(shaped, with_shape)
+    assert all(row.loss_interval is None for row in best_by_depth(shaped.scores, without))
+    rows = best_by_depth(shaped.scores, with_shape)
     deepest = rows[-1]  # d/n far from r_opt: the shape term's spread widens its interval
-    width = [r["loss_interval"][1] - r["loss_interval"][0] for r in rows]
-    assert deepest["loss_interval"][0] < deepest["loss"] < deepest["loss_interval"][1] and width[-1] > min(width)
+    width = [r.loss_interval[1] - r.loss_interval[0] for r in rows]
+    assert deepest.loss_interval[0] < deepest.loss < deepest.loss_interval[1] and width[-1] > min(width)
 
 
 def test_nd_law_report_says_the_bounds_decide(plans):
     _, nd = plans
-    report = plan_report(nd, LawFile(ND), top=3)
-    assert not report["shape"]["from_law"] and "aspect-ratio bounds d/n in [12, 48]" in report["shape"]["note"]
-    assert "Shape: the law has no shape term" in format_report(report)
+    assert not nd.shape.from_law and "aspect-ratio bounds d/n in [12, 48]" in nd.shape.note
+    assert nd.to_dict()["shape"] == dict(from_law=False, note=nd.shape.note)
+    assert "Shape: the law has no shape term" in nd.to_markdown()
 
 
 def test_shape_report_names_the_n_only_cost(plans):
     shaped, nd = plans
-    nd_best = nd.row(int(nd.order[0]))
-    text = format_report(plan_report(shaped, LawFile(ND, shape=SHAPE), top=3))
+    nd_best = nd.best
+    text = shaped.to_markdown()
     assert "## Shape: from the law's aspect-ratio factor" in text
-    assert f"Without its shape term the law would pick d={nd_best['d']}, n={nd_best['n']}" in text
-    assert len(enumerate_candidates(get_space("cpu"), aspect=SHAPE.aspect_range)) > len(shaped.candidates) / 2
+    assert f"Without its shape term the law would pick d={nd_best.d}, n={nd_best.n}" in text
+    assert len(enumerate_candidates(get_space("cpu"), aspect=SHAPE.aspect_range)) > len(shaped.scores.candidates) / 2

@@ -1,0 +1,236 @@
+"""What a plan returns: typed, frozen rows and comparisons, assembled once from the scored candidates.
+
+`make_plan` (scaling/plan.py) scores every candidate; `assemble` turns the scores into a `Plan` that already holds
+everything a report shows: the best rows with their intervals, the best configuration at each depth, the edges of
+the space that bind, what planning by FLOPs alone would pick, the batch choice, and how width against depth and the
+recipe (batch, learning rate) were decided. `Plan.to_dict` is the JSON `plan --json` prints and `plan.json` holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from smallest_loss.configs.spaces import SearchSpace
+from smallest_loss.scaling.budget import Budget
+from smallest_loss.scaling.report import plan_markdown
+
+# Columns of a row in their JSON order; optional ones (None) are left out of `PlanRow.to_dict`.
+_ROW_KEYS = (
+    "d",
+    "n",
+    "h",
+    "w",
+    "s",
+    "b",
+    "params",
+    "tokens",
+    "tokens_per_param",
+    "loss",
+    "aspect_ratio",
+    "micro_batches",
+    "lr",
+    "effective_tokens",
+    "b_crit",
+    "step_seconds",
+    "steps",
+    "loss_interval",
+)
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One planned configuration: its shape (d, n, h, w, s, b), parameters, tokens and predicted loss; the
+    learning rate, effective tokens and B_crit where the law has recipe laws; step time and steps where a device
+    profile priced it; the loss's 95% interval where the law has bootstrap samples."""
+
+    d: int
+    n: int
+    h: int
+    w: int
+    s: int
+    b: int
+    params: float
+    tokens: float
+    tokens_per_param: float
+    loss: float
+    aspect_ratio: float
+    micro_batches: int
+    lr: float | None = None
+    effective_tokens: float | None = None
+    b_crit: float | None = None
+    step_seconds: float | None = None
+    steps: int | None = None
+    loss_interval: tuple[float, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in _ROW_KEYS if getattr(self, k) is not None}
+        if self.loss_interval is not None:
+            out["loss_interval"] = list(self.loss_interval)
+        return out
+
+    def with_interval(self, span: np.ndarray | None) -> PlanRow:
+        return self if span is None else dataclasses.replace(self, loss_interval=(float(span[0]), float(span[1])))
+
+
+@dataclass(frozen=True)
+class Edge:
+    """An edge of the space the best configuration sits on, where one step beyond predicts a lower loss."""
+
+    edge: str
+    beyond: dict[str, int]
+    beyond_params: float
+    beyond_loss: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class FlopsRuleChoice:
+    """For a time budget: the configuration planning by FLOPs alone (C = 6ND) would pick, its loss at the tokens
+    the time budget buys it on this device, and the loss that costs against the time-optimal choice."""
+
+    row: PlanRow
+    flops: float
+    loss_if_flops_were_time: float
+    loss_cost: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(
+            self.row.to_dict(),
+            flops=self.flops,
+            loss_if_flops_were_time=self.loss_if_flops_were_time,
+            loss_cost=self.loss_cost,
+        )
+
+
+@dataclass(frozen=True)
+class NDChoice:
+    """With a shape-aware law: what the law without its shape term picks, and its loss under the full law."""
+
+    row: PlanRow
+    loss_without_shape: float
+    loss_cost: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.row.to_dict(), loss_without_shape=self.loss_without_shape, loss_cost=self.loss_cost)
+
+
+@dataclass(frozen=True)
+class ShapeDecision:
+    """How width against depth was decided: by the law's aspect-ratio factor (`from_law`), or by the space's
+    aspect-ratio bounds and tie rule (`note` says so)."""
+
+    from_law: bool
+    note: str = ""
+    aspect_opt: float | None = None
+    gamma: float | None = None
+    aspect_range: tuple[float, float] | None = None
+    aspect_opt_interval: tuple[float, float] | None = None
+    nd_choice: NDChoice | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        if not self.from_law:
+            return dict(from_law=False, note=self.note)
+        return dict(
+            from_law=True,
+            aspect_opt=self.aspect_opt,
+            gamma=self.gamma,
+            aspect_range=list(self.aspect_range),
+            aspect_opt_interval=None if self.aspect_opt_interval is None else list(self.aspect_opt_interval),
+            nd_choice=None if self.nd_choice is None else self.nd_choice.to_dict(),
+        )
+
+
+@dataclass(frozen=True)
+class RecipeDecision:
+    """How the batch and learning rate were set: chosen by the law's recipe laws, or fixed (`note` says so)."""
+
+    chosen: bool
+    note: str = ""
+    b_crit_tokens: float | None = None
+    b_crit_interval: tuple[float, float] | None = None
+    b_crit_loss_exponent: float | None = None
+    b_crit_loss_ref: float | None = None
+    batch_identified: bool | None = None
+    reference_batch_tokens: float | None = None
+    lr_law: dict[str, float] | None = None
+    batch_range_tokens: tuple[float, float] | None = None
+    schedule: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        if not self.chosen:
+            return dict(chosen=False, note=self.note)
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "note"}
+        out["batch_range_tokens"] = list(self.batch_range_tokens)
+        return out
+
+
+@dataclass(frozen=True)
+class BatchOption:
+    """A row of the batch comparison: the chosen batch, the largest feasible one, or the law's fixed batch."""
+
+    choice: str
+    row: PlanRow
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.row.to_dict(), choice=self.choice)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A plan: the best configurations for a budget and everything behind the choice. `best` is the answer."""
+
+    budget: Budget
+    space: SearchSpace
+    space_choice: str
+    candidates: int
+    dropped: dict[str, int]
+    rows: tuple[PlanRow, ...]
+    by_depth: tuple[PlanRow, ...]
+    tie_rule: str
+    edges: tuple[Edge, ...]
+    recipe: RecipeDecision
+    shape: ShapeDecision
+    warning: str | None = None
+    seconds: float | None = None  # device seconds the budget buys for training (time and money budgets)
+    flops_rule: FlopsRuleChoice | None = None
+    batch_choice: tuple[BatchOption, ...] | None = None
+    scores: Any = dataclasses.field(default=None, compare=False, repr=False)  # scaling.plan.Scores, for plots
+
+    @property
+    def best(self) -> PlanRow:
+        return self.rows[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as JSON-ready data (what `plan --json` prints and `plan.json` holds)."""
+        out: dict[str, Any] = dict(
+            budget=self.budget.text,
+            budget_kind=self.budget.kind,
+            space=self.space.name,
+            space_choice=self.space_choice,
+            candidates=self.candidates,
+            dropped=dict(self.dropped),
+            best=[r.to_dict() for r in self.rows],
+            by_depth=[r.to_dict() for r in self.by_depth],
+            tie_rule=self.tie_rule,
+            edges=[e.to_dict() for e in self.edges],
+        )
+        if self.warning:
+            out["warning"] = self.warning
+        if self.seconds is not None:
+            out["seconds"] = self.seconds
+        if self.flops_rule is not None:
+            out["flops_rule"] = self.flops_rule.to_dict()
+        out["recipe"] = self.recipe.to_dict()
+        out["shape"] = self.shape.to_dict()
+        if self.batch_choice:
+            out["batch_choice"] = [b.to_dict() for b in self.batch_choice]
+        return out
+
+    def to_markdown(self) -> str:
+        """The plan's report in markdown: the answer first, then the tables and comparisons."""
+        return plan_markdown(self)

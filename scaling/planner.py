@@ -1,0 +1,140 @@
+"""`make_plan`: from a budget, a law and the planner's inputs to a typed, frozen `Plan`.
+
+The scoring lives in scaling/plan.py; this module assembles what a plan answers: the best rows with their
+intervals, the best configuration at each depth, the binding edges of the space (with a warning naming a space that
+holds the optimum), the FLOPs-rule comparison for time budgets, the batch comparison, and how width against depth
+and the recipe were decided.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.spaces import FLOPS_SPACES, SPACES
+from smallest_loss.scaling.budget import Budget
+from smallest_loss.scaling.laws import Law, LawFile
+from smallest_loss.scaling.plan import (
+    PlanInputs,
+    Scores,
+    batch_choice,
+    best_by_depth,
+    binding_edges,
+    compute_optimal_params,
+    flops_rule_choice,
+    nd_choice,
+    param_range,
+    score,
+    tie_rule,
+    top_rows,
+)
+from smallest_loss.scaling.plan_result import Edge, Plan, RecipeDecision, ShapeDecision
+from smallest_loss.scaling.plan_setup import holding_space, spaces_for
+
+
+def make_plan(
+    budget: Budget, law_file: LawFile, inputs: PlanInputs, top: int = 10, space_choice: str | None = None
+) -> Plan:
+    """The best `top` configurations for `budget` under the law, with everything behind the choice."""
+    if top < 1:
+        raise UserError(f"--top {top}: show at least one configuration")
+    inputs = dataclasses.replace(inputs, recipe=law_file.recipe, shape=law_file.shape)
+    scores = score(budget, law_file, inputs)
+    edges = binding_edges(scores, law_file.law, inputs)
+    rows = top_rows(scores, law_file, top)
+    return Plan(
+        budget=budget,
+        space=scores.space,
+        space_choice=space_choice or f"space {scores.space.name}",
+        candidates=len(scores.candidates),
+        dropped=scores.dropped,
+        rows=rows,
+        by_depth=best_by_depth(scores, law_file),
+        tie_rule=tie_rule(scores.space),
+        edges=edges,
+        recipe=recipe_decision(scores),
+        shape=shape_decision(scores, law_file, inputs),
+        warning=edge_warning(scores, edges, law_file.law),
+        seconds=scores.train_seconds,
+        flops_rule=flops_rule_choice(scores, law_file.law),
+        batch_choice=batch_choice(scores),
+        scores=scores,
+    )
+
+
+def edge_warning(scores: Scores, edges: tuple[Edge, ...], law: Law) -> str | None:
+    """One line when the best candidate sits on an edge of the space that binds (`binding_edges`), naming a
+    space that holds the optimum where one does."""
+    if not edges:
+        return None
+    best, space = scores.row(scores.best), scores.space
+    beyond = min(edges, key=lambda e: e.beyond_loss)
+    line = (
+        f"warning: the best candidate sits on an edge of space {space.name} "
+        f"({', '.join(e.edge for e in edges)}) and a step beyond predicts a lower loss "
+        f"({beyond.beyond_loss:.4f} against {best.loss:.4f}): the optimum lies outside this space"
+    )
+    lo, hi = param_range(space)
+    if scores.budget.kind == "flops":
+        N_opt = compute_optimal_params(law, scores.budget.value)
+        order = list(FLOPS_SPACES) + [name for name in SPACES if name not in FLOPS_SPACES]
+        holder = holding_space(N_opt, order) if not lo < N_opt < hi else None
+        target = f"the law's compute-optimal N = {N_opt:.3g} (C = 6ND)"
+        return line + (
+            f"; {target} lies in space {holder} (--space {holder})"
+            if holder
+            else f"; {target} lies in no built-in space: define a wider one in configs/spaces.py"
+        )
+    N = beyond.beyond_params
+    others = [name for name in spaces_for(space.backends[0], space.dtype) if name != space.name]
+    holder = holding_space(N, others) if not lo < N < hi else None
+    return line + (
+        f"; space {holder} reaches further (--space {holder})" if holder else "; widen the space in configs/spaces.py"
+    )
+
+
+def shape_decision(scores: Scores, law_file: LawFile, inputs: PlanInputs) -> ShapeDecision:
+    """How width against depth was decided: by the law's aspect-ratio factor, with what the law without it would
+    pick; or, for a law in N and D, by the space's aspect-ratio bounds and tie rule."""
+    shape = law_file.shape
+    if shape is None:
+        lo, hi = scores.space.aspect_ratio
+        return ShapeDecision(
+            from_law=False,
+            note=f"the law has no shape term (a law in N and D), so width against depth is "
+            f"decided by space {scores.space.name}'s aspect-ratio bounds d/n in [{lo:g}, {hi:g}] and the tie "
+            "rule, not by data; fit a shape-aware law (smallest-loss fit --form shape) to decide it from runs",
+        )
+    return ShapeDecision(
+        from_law=True,
+        aspect_opt=shape.aspect_opt,
+        gamma=shape.gamma,
+        aspect_range=tuple(shape.aspect_range),
+        aspect_opt_interval=(shape.intervals or {}).get("aspect_opt"),
+        nd_choice=nd_choice(scores, law_file, inputs),
+    )
+
+
+def recipe_decision(scores: Scores) -> RecipeDecision:
+    """How the batch and learning rate were set: from the law's recipe laws, or fixed (the law has none)."""
+    recipe = scores.recipe
+    if recipe is None:
+        return RecipeDecision(
+            chosen=False,
+            note=f"the law has no recipe laws: batch {'/'.join(map(str, scores.space.b))} and the "
+            "learning rate of the recipe the law was fitted under (--recipe), not chosen; "
+            "fit them with smallest-loss fit-recipe",
+        )
+    lr, batch = recipe.lr, recipe.batch
+    return RecipeDecision(
+        chosen=True,
+        b_crit_tokens=batch.b_crit,
+        b_crit_interval=batch.intervals.get("b_crit"),
+        b_crit_loss_exponent=batch.loss_exponent,
+        b_crit_loss_ref=batch.loss_ref,
+        batch_identified=batch.identified,
+        reference_batch_tokens=recipe.reference_batch_tokens,
+        lr_law=dict(c0=lr.c0, n_exponent=lr.n_exponent, batch_exponent=lr.batch_exponent),
+        batch_range_tokens=tuple(batch.batch_range),
+        schedule=recipe.schedule,
+    )

@@ -1,0 +1,150 @@
+"""Reports in markdown, rendered from typed results in one place: one table helper and the plan's report.
+
+A plan's report opens with the answer (what to train, on how many tokens, the predicted loss and its interval);
+the tables and the comparisons behind the choice follow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from smallest_loss.scaling.budget import format_seconds
+
+if TYPE_CHECKING:
+    from smallest_loss.scaling.plan_result import Plan, PlanRow
+
+PLAN_COLUMNS = ("d", "n", "h", "w", "b", "params", "tokens", "tokens_per_param", "loss")
+
+
+def cell(value: Any) -> str:
+    """A table cell: floats to four significant digits, anything else as text."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any] | Sequence[Any]], columns: Sequence[str]) -> str:
+    """A markdown table of `rows` (mappings read by column name, or sequences of cells in column order)."""
+    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns)
+    body = [
+        [row.get(c, "") for c in columns] if isinstance(row, Mapping) else list(row)
+        for row in rows  # a mapping by name, else cells in column order
+    ]
+    return "\n".join([head, *("| " + " | ".join(cell(v) for v in cells) + " |" for cells in body)])
+
+
+def answer_line(row: PlanRow) -> str:
+    """The plan's answer in one line: what to train, on how many tokens, and the loss it predicts."""
+    steps = f", {row.steps:,} steps of {row.step_seconds * 1e3:.3g} ms" if row.step_seconds is not None else ""
+    span = f", 95% interval [{row.loss_interval[0]:.4f}, {row.loss_interval[1]:.4f}]" if row.loss_interval else ""
+    lr = f", learning rate {row.lr:.3g}" if row.lr is not None else ""
+    return (
+        f"**Train** d={row.d}, n={row.n} (h={row.h}, w={row.w}, context {row.s}, batch {row.b}{lr}): "
+        f"{row.params:,.0f} parameters on {row.tokens:,.0f} tokens ({row.tokens_per_param:.3g} per parameter"
+        f"{steps}). **Predicted loss {row.loss:.4f}**{span}."
+    )
+
+
+def _columns(plan: Plan) -> tuple[str, ...]:
+    best = plan.best
+    return PLAN_COLUMNS + (("lr",) if best.lr is not None else ()) + (("step_seconds",) if best.step_seconds else ())
+
+
+def _header(plan: Plan) -> list[str]:
+    line = f"budget {plan.budget.text}: {plan.space_choice}: {plan.candidates:,} feasible candidates"
+    line += f" (dropped: {plan.dropped})" if plan.dropped else ""
+    line += f", {format_seconds(plan.seconds)} of device time" if plan.seconds is not None else ""
+    return [answer_line(plan.best), "", line] + ([plan.warning] if plan.warning else [])
+
+
+def _by_depth_lines(plan: Plan, columns: tuple[str, ...]) -> list[str]:
+    rows = [
+        dict(r.to_dict(), interval=f"[{r.loss_interval[0]:.4f}, {r.loss_interval[1]:.4f}]")
+        if r.loss_interval
+        else r.to_dict()
+        for r in plan.by_depth
+    ]
+    keep = columns[:8] + ("aspect_ratio", "loss") + (("interval",) if "interval" in rows[0] else ()) + columns[9:]
+    return ["", "## Width vs depth: the best configuration at each depth", markdown_table(rows, keep)]
+
+
+def _flops_rule_lines(plan: Plan) -> list[str]:
+    f = plan.flops_rule
+    if f is None:
+        return []
+    return [
+        "",
+        "## Time-optimal vs FLOPs-optimal",
+        f"The FLOPs rule (C = 6ND with C = {f.flops:.3g}, the FLOPs the time-optimal choice uses) picks "
+        f"d={f.row.d}, n={f.row.n}, N={f.row.params:.3g}. On this device it gets {f.row.tokens:.3g} tokens in "
+        f"the budget, for a predicted loss of {f.row.loss:.4f}: {f.loss_cost:+.4f} against the "
+        f"time-optimal {plan.best.loss:.4f}.",
+    ]
+
+
+def _shape_lines(plan: Plan) -> list[str]:
+    s = plan.shape
+    if not s.from_law:
+        return ["", f"Shape: {s.note}."]
+    span, nd, best = s.aspect_opt_interval, s.nd_choice, plan.best.loss
+    lines = [
+        "",
+        "## Shape: from the law's aspect-ratio factor",
+        f"At equal N and D the law's loss is lowest at d/n = {s.aspect_opt:.3g}"
+        + (f" (95% interval {span[0]:.3g}-{span[1]:.3g})" if span else "")
+        + f" and rises as exp({s.gamma:.3g} ln(d/n / {s.aspect_opt:.3g})^2); candidates stay within "
+        f"d/n {s.aspect_range[0]:.3g}-{s.aspect_range[1]:.3g}, where the law was fitted.",
+    ]
+    if nd is not None:
+        lines.append(
+            f"Without its shape term the law would pick d={nd.row.d}, n={nd.row.n} (d/n {nd.row.aspect_ratio:.3g}, "
+            f"N={nd.row.params:.3g}): {nd.row.loss:.4f} under the shape-aware law, {nd.loss_cost:+.4f} "
+            f"({nd.loss_cost / best:+.2%}) against the chosen {best:.4f}."
+        )
+    return lines
+
+
+def _recipe_lines(plan: Plan) -> list[str]:
+    r, best = plan.recipe, plan.best
+    if not r.chosen:
+        return ["", f"Recipe: {r.note}."]
+    lr, schedule, interval = r.lr_law, r.schedule, r.b_crit_interval
+    lines = [
+        "",
+        "## Recipe (batch size and learning rate from the law's recipe laws)",
+        f"batch {best.b} sequences ({best.b * best.s:,} tokens a step)"
+        + (f" as {best.micro_batches} accumulated micro-batches" if best.micro_batches > 1 else "")
+        + f", learning rate {best.lr:.3g} (log lr = {lr['c0']:.3f} {lr['n_exponent']:+.3f} log N "
+        f"{lr['batch_exponent']:+.3f} log B), warmup {schedule.get('warmup_fraction', 0):.0%} of the steps, "
+        f"{schedule.get('schedule', 'cosine')} schedule to {schedule.get('min_lr_ratio', 0.1):g} x lr.",
+        f"Critical batch B_crit = {r.b_crit_tokens:,.0f} tokens"
+        + (f" (95% interval {interval[0]:,.0f}-{interval[1]:,.0f})" if interval else "")
+        + (
+            f" at loss {r.b_crit_loss_ref:.3f}, growing as L^-{r.b_crit_loss_exponent:.2f}: "
+            f"{best.b_crit:,.0f} tokens at this plan's loss {best.loss:.3f}"
+            if r.b_crit_loss_exponent
+            else ""
+        )
+        + f"; batches searched within the fitted range {r.batch_range_tokens[0]:,.0f}-"
+        f"{r.batch_range_tokens[1]:,.0f} tokens a step.",
+    ]
+    if plan.batch_choice:
+        columns = ("choice", "b", "d", "n", "params", "tokens", "effective_tokens", "lr", "loss")
+        rows = [option.to_dict() for option in plan.batch_choice]
+        lines += ["", "### The chosen batch beside the largest feasible batch and the law's fixed batch"]
+        lines.append(markdown_table(rows, columns))
+    return lines
+
+
+def plan_markdown(plan: Plan) -> str:
+    """The plan's report: the answer, the best configurations, width against depth, and how the rest was decided."""
+    columns = _columns(plan)
+    lines = _header(plan)
+    lines += ["", "## Best configurations", markdown_table([r.to_dict() for r in plan.rows], columns)]
+    lines += ["", f"Ties: {plan.tie_rule}."]
+    if plan.best.loss_interval:
+        lo, hi = plan.best.loss_interval
+        lines.append(f"\nbest predicted loss {plan.best.loss:.4f}, 95% interval [{lo:.4f}, {hi:.4f}] (law bootstrap)")
+    lines += _by_depth_lines(plan, columns)
+    return "\n".join(lines + _flops_rule_lines(plan) + _shape_lines(plan) + _recipe_lines(plan))

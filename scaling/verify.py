@@ -1,0 +1,150 @@
+"""`--verify`: train a planned configuration with the law's recipe and check the plan against what training gives.
+
+The loss is compared on the run's own final evaluation and, beside it, on one common validation sample
+(`model.evaluate.COMMON_SAMPLE`), so plans at different batch sizes compare on the same tokens; the step time is
+read from the run's metrics between host syncs that hold nothing but steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from smallest_loss.configs.designs import SweepDesign
+from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.schema import RunConfig
+from smallest_loss.configs.spaces import SearchSpace
+from smallest_loss.model.evaluate import COMMON_SAMPLE, evaluate_run
+from smallest_loss.model.runs import RunDir
+from smallest_loss.model.train import train
+from smallest_loss.scaling.plan_result import PlanRow
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A planned configuration trained: predicted against actual loss and step seconds."""
+
+    run: str
+    predicted_loss: float
+    actual_loss: float
+    predicted_step_seconds: float | None
+    actual_step_seconds: float | None
+    steps: int
+    wall_seconds: float
+    common_loss: float | None
+    common_sequences: int
+
+    @property
+    def loss_error(self) -> float:
+        """Actual over predicted loss, minus one."""
+        return self.actual_loss / self.predicted_loss - 1
+
+    @property
+    def time_error(self) -> float | None:
+        """Actual over predicted step seconds, minus one (None where either is unknown)."""
+        if not self.predicted_step_seconds or self.actual_step_seconds is None:
+            return None
+        return self.actual_step_seconds / self.predicted_step_seconds - 1
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["loss_error"] = self.loss_error
+        if self.time_error is not None:
+            out["time_error"] = self.time_error
+        return out
+
+
+def verify_config(row: PlanRow, space: SearchSpace, recipe: SweepDesign) -> RunConfig:
+    """The run that trains a planned row: its shape and steps in the space's architecture, everything else
+    (optimizer, schedule and its warm-up fraction, data) from the recipe the law was fitted under."""
+    base = recipe.base
+    model = dataclasses.replace(
+        base.model,
+        v=space.v,
+        d=row.d,
+        n=row.n,
+        h=row.h,
+        w=row.w,
+        s=row.s,
+        dtype=space.dtype,
+        activation=space.activation,
+        norm=space.norm,
+        tied_embeddings=space.tied,
+    )
+    steps = int(row.tokens // (row.b * row.s))
+    if steps < 1:
+        raise UserError("the recommended configuration gets less than one step; raise the budget")
+    # Host syncs about ten times a run, so the step time can be read between them (`steady_step_seconds`). The
+    # learning rate and micro-batches are the plan's where its law chose them; the noise scale is not measured.
+    train = dataclasses.replace(
+        base.train,
+        batch_size=row.b,
+        steps=steps,
+        tokens=None,
+        eval_every=0,
+        warmup_steps=max(1, round(recipe.warmup_fraction * steps)),
+        log_every=max(1, min(base.train.log_every, steps // 10)),
+        lr=row.lr if row.lr is not None else base.train.lr,
+        micro_batches=row.micro_batches,
+        noise_every=0,
+    )
+    return dataclasses.replace(base, model=model, train=train)
+
+
+def steady_step_seconds(lines: list[dict[str, Any]], checkpoint_every: int) -> float | None:
+    """Seconds per training step from a run's metrics, counting only the time between host syncs that holds
+    nothing but steps: not the first interval (compilation), not one that ends in an evaluation, not one that
+    follows a checkpoint save. Lines of one sync share its wall time, so intervals run between syncs. None
+    when no interval is clean (too few syncs)."""
+    syncs = [a for a, b in zip(lines, lines[1:], strict=False) if b["wall_seconds"] != a["wall_seconds"]]
+    syncs += lines[-1:]
+    clean = [
+        (b["wall_seconds"] - a["wall_seconds"], b["step"] - a["step"])
+        for a, b in zip(syncs, syncs[1:], strict=False)
+        if "eval_loss" not in b and not (checkpoint_every and a["step"] % checkpoint_every == 0)
+    ]
+    if not clean:
+        return None
+    return sum(s for s, _ in clean) / sum(k for _, k in clean)
+
+
+def verify(row: PlanRow, space: SearchSpace, recipe: SweepDesign, out: str | Path) -> Verification:
+    """Train the recommended configuration with the law's recipe and compare its loss and step time with the
+    prediction. Beside the run's own final evaluation (its batch size and seed choose its validation tokens) the
+    loss on one common sample (`model.evaluate.COMMON_SAMPLE`), so plans at different batch sizes compare on the
+    same tokens."""
+    config = verify_config(row, space, recipe)
+    m = config.model
+    # One folder per configuration, so a rerun resumes this run and a new plan never reuses another's.
+    lr = f"-lr{config.train.lr:.3g}" if row.lr is not None else ""
+    out = Path(out) / f"d{m.d}-n{m.n}-h{m.h}-w{m.w}-s{m.s}-b{config.train.batch_size}{lr}-steps{config.total_steps}"
+    summary = train(config, out, resume=(out / "config.json").exists(), progress=True)
+    per_step = steady_step_seconds(RunDir(out, config, {}).read_metrics(), config.train.checkpoint_every)
+    return Verification(
+        run=str(out),
+        predicted_loss=row.loss,
+        actual_loss=summary["final_eval_loss"],
+        predicted_step_seconds=row.step_seconds,
+        actual_step_seconds=per_step,
+        steps=int(summary["steps"]),
+        wall_seconds=summary["wall_seconds"],
+        common_loss=evaluate_run(str(out), *COMMON_SAMPLE)[1],
+        common_sequences=COMMON_SAMPLE[0] * COMMON_SAMPLE[1],
+    )
+
+
+def verify_line(v: Verification) -> str:
+    """The verification result in one line."""
+    line = (
+        f"verify: trained {v.steps} steps in {v.run}: loss {v.actual_loss:.4f} vs predicted "
+        f"{v.predicted_loss:.4f} ({v.loss_error:+.1%})"
+    )
+    if v.actual_step_seconds is not None:
+        line += f"; step {v.actual_step_seconds * 1e3:.2f} ms"
+    if v.time_error is not None:
+        line += f" vs predicted {v.predicted_step_seconds * 1e3:.2f} ms ({v.time_error:+.1%})"
+    if v.common_loss is not None:
+        line += f"; loss on the common validation sample ({v.common_sequences:,} sequences) {v.common_loss:.4f}"
+    return line
