@@ -207,9 +207,7 @@ def test_a_critical_batch_that_grows_as_the_loss_falls_allows_larger_batches(rec
         best[k] = plan.best
         assert best[k].b_crit == pytest.approx(float(batch.b_crit_at(best[k].loss)))
         # The loss is the law's at the tokens discounted with B_crit at that same loss.
-        eff = best[k].tokens * float(
-            batch.data_factor(best[k].b * 64, recipe.reference_batch_tokens, best[k].loss)
-        )
+        eff = best[k].tokens * float(batch.data_factor(best[k].b * 64, recipe.reference_batch_tokens, best[k].loss))
         assert best[k].loss == pytest.approx(float(CHINCHILLA_PUBLISHED.loss(best[k].params, eff)), rel=1e-4)
         # Every candidate's loss is that fixed point, not only the best one's.
         c = plan.scores.candidates

@@ -37,8 +37,9 @@ def test_shape_law_decides_width_against_depth(plans):
     lo, hi = get_space("cpu").aspect_ratio
     assert nd_best.aspect_ratio >= 0.75 * hi  # the N-D law leans towards the space's widest bound
     assert SHAPE.aspect_opt <= best.aspect_ratio < nd_best.aspect_ratio  # speed pulls wider than r_opt
-    assert shaped.scores.candidates.d.max() / shaped.scores.candidates.n.min() > hi  # the law's fitted range, not the space's
-    assert np.all(shaped.scores.candidates.d <= 64 * shaped.scores.candidates.n)
+    c = shaped.scores.candidates
+    assert c.d.max() / c.n.min() > hi  # the law's fitted range, not the space's
+    assert np.all(c.d <= 64 * c.n)
     choice = shaped.shape.nd_choice
     assert (choice.row.d, choice.row.n) == (nd_best.d, nd_best.n)
     assert choice.row.loss == pytest.approx(nd_best.loss * SHAPE.factor(nd_best.d, nd_best.n))
