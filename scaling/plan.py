@@ -160,9 +160,7 @@ class PlanInputs:
     spot_discount: float = 0.0
     inference_tokens: float = 0.0
     max_latency_ms: float | None = None
-    recipe: RecipeLaw | None = None  # learning-rate and batch laws: the planner then chooses the batch
     fixed_batch: int | None = None  # plan at this batch only (`plan --batch`), for comparison
-    shape: ShapeLaw | None = None  # the law's aspect-ratio factor: the planner then weighs width against depth
 
     def __post_init__(self) -> None:
         if self.fixed_batch is not None and self.fixed_batch < 1:
@@ -330,9 +328,11 @@ def b_crit_fixed_point(f: Callable[[np.ndarray], np.ndarray], size: int) -> np.n
 
 
 def _score(
-    cands: Candidates, budget: Budget, law: Law, inputs: PlanInputs, dropped: dict[str, int]
+    cands: Candidates, budget: Budget, law_file: LawFile, inputs: PlanInputs, dropped: dict[str, int]
 ) -> tuple[Candidates, np.ndarray, np.ndarray, np.ndarray | None]:
-    """The feasible candidates with their tokens, predicted loss and step seconds; counts what it drops."""
+    """The feasible candidates with their tokens, predicted loss and step seconds; counts what it drops. With
+    recipe laws the tokens count at the batch's data efficiency; with a shape section the loss carries the law's
+    aspect-ratio factor."""
     if inputs.memory_limit is not None:
         cands = _fit_memory(cands, inputs, dropped)
     step_s = None
@@ -352,10 +352,11 @@ def _score(
     step_s = step_s[keep] if step_s is not None else None
 
     def predict(loss: np.ndarray | None) -> np.ndarray:
-        out = np.asarray(law.loss(cands.N, effective_tokens(tokens, cands, inputs.recipe, loss)), float).reshape(-1)
-        return out * inputs.shape.factor(cands.d, cands.n) if inputs.shape is not None else out
+        eff = effective_tokens(tokens, cands, law_file.recipe, loss)
+        out = np.asarray(law_file.law.loss(cands.N, eff), float).reshape(-1)
+        return out * law_file.shape.factor(cands.d, cands.n) if law_file.shape is not None else out
 
-    if inputs.recipe is not None and inputs.recipe.batch.loss_exponent:
+    if law_file.recipe is not None and law_file.recipe.batch.loss_exponent:
         return cands, tokens, b_crit_fixed_point(predict, len(tokens)), step_s
     return cands, tokens, predict(None), step_s
 
@@ -426,11 +427,10 @@ def score(budget: Budget, law_file: LawFile, inputs: PlanInputs) -> Scores:
     needs_time = budget.kind != "flops" or inputs.max_latency_ms is not None
     if needs_time and inputs.step_seconds is None:
         raise UserError(f"budget {budget.text} (or --max-latency-ms) needs a device profile: pass --profile FILE")
-    inputs = dataclasses.replace(inputs, recipe=law_file.recipe, shape=law_file.shape)
     dropped: dict[str, int] = {}
     batches = (inputs.fixed_batch,) if inputs.fixed_batch else planner_batches(inputs.space, law_file.recipe)
     candidates = enumerate_candidates(inputs.space, batches, aspect_bounds(inputs.space, law_file.shape))
-    cands, tokens, loss, step_s = _score(candidates, budget, law_file.law, inputs, dropped)
+    cands, tokens, loss, step_s = _score(candidates, budget, law_file, inputs, dropped)
     if len(cands) == 0:
         raise UserError(
             f"budget {budget.describe()} is too small to train any candidate of space "
@@ -507,18 +507,18 @@ def _edge_probes(space: SearchSpace, row: PlanRow, aspect: tuple[float, float]) 
     return probes
 
 
-def binding_edges(scores: Scores, law: Law, inputs: PlanInputs) -> tuple[Edge, ...]:
+def binding_edges(scores: Scores, law_file: LawFile, inputs: PlanInputs) -> tuple[Edge, ...]:
     """The edges of the space the best candidate sits on where one step beyond would predict a lower loss
     (beyond the tie tolerance): there the optimum lies outside the space."""
     best = scores.row(scores.best)
     edges = []
-    for edge, change in _edge_probes(scores.space, best, aspect_bounds(scores.space, inputs.shape)):
+    for edge, change in _edge_probes(scores.space, best, aspect_bounds(scores.space, law_file.shape)):
         shape = {"d": best.d, "n": best.n, "s": best.s, "b": best.b, **change}
         k = _head_size(shape["d"], best.d // best.h)
         if k is None:
             continue
         probe = _candidates(scores.space, shape["d"], shape["n"], k, best.w // best.d, shape["s"], shape["b"])
-        cands, _, loss, _ = _score(probe, scores.budget, law, inputs, {})
+        cands, _, loss, _ = _score(probe, scores.budget, law_file, inputs, {})
         if len(cands) and loss[0] < best.loss * (1 - TIE_TOLERANCE):
             beyond = dict(d=int(cands.d[0]), n=int(cands.n[0]), b=int(cands.b[0]), s=int(cands.s[0]))
             edges.append(Edge(edge, beyond, float(cands.N[0]), float(loss[0])))

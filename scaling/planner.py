@@ -8,8 +8,6 @@ and the recipe were decided.
 
 from __future__ import annotations
 
-import dataclasses
-
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.spaces import FLOPS_SPACES, SPACES
 from smallest_loss.scaling.budget import Budget
@@ -38,9 +36,8 @@ def make_plan(
     """The best `top` configurations for `budget` under the law, with everything behind the choice."""
     if top < 1:
         raise UserError(f"--top {top}: show at least one configuration")
-    inputs = dataclasses.replace(inputs, recipe=law_file.recipe, shape=law_file.shape)
     scores = score(budget, law_file, inputs)
-    edges = binding_edges(scores, law_file.law, inputs)
+    edges = binding_edges(scores, law_file, inputs)
     rows = top_rows(scores, law_file, top)
     return Plan(
         budget=budget,
