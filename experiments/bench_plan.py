@@ -19,7 +19,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from smallest_loss.configs.spaces import SearchSpace  # noqa: E402
 from smallest_loss.scaling.budget import parse_budget  # noqa: E402
 from smallest_loss.scaling.laws import CHINCHILLA_PUBLISHED, LawFile  # noqa: E402
-from smallest_loss.scaling.plan import PlanInputs, make_plan  # noqa: E402
+from smallest_loss.scaling.plan import PlanInputs  # noqa: E402
+from smallest_loss.scaling.planner import plan_with_inputs  # noqa: E402
 from smallest_loss.timing.counts import FLOPS, MEMCPYS  # noqa: E402
 
 BIG = SearchSpace(
@@ -55,9 +56,9 @@ def main(argv: list[str] | None = None) -> None:
     seconds, count = [], 0
     for _ in range(args.repeats):
         start = time.perf_counter()
-        plan = make_plan(budget, law, inputs)
+        plan = plan_with_inputs(budget, law, inputs)
         seconds.append(time.perf_counter() - start)
-        count = len(plan.candidates) + sum(plan.dropped.values())
+        count = plan.candidates + sum(plan.dropped.values())
     median = statistics.median(seconds)
     print(
         f"space: {count:,} candidates (d {BIG.d[0]}..{BIG.d[-1]}, n 1..{BIG.n[-1]}, 2 head sizes, "

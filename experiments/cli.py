@@ -6,7 +6,6 @@ Every mistake a user can make surfaces as one line on stderr and a non-zero exit
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -339,50 +338,29 @@ def _fit_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_fit)
 
 
-def plan_inputs(args: argparse.Namespace, budget, law):
-    """The space (named or chosen for the budget) and PlanInputs from the plan command's flags."""
-    from smallest_loss.configs.devices import get_device
-    from smallest_loss.scaling.plan_setup import build_plan_inputs, choose_space
-
-    profile = None
-    if args.profile:
-        from smallest_loss.timing.profile import load_profile
-
-        profile = load_profile(args.profile)
-    space, choice = choose_space(args.space, budget, law.law, profile)
-    device = get_device(args.device) if args.device else None
-    inputs = build_plan_inputs(
-        space,
-        profile,
-        device,
-        args.price_per_hour,
-        args.spot_discount,
-        args.flops,
-        args.inference_tokens,
-        args.max_latency_ms,
-    )
-    if args.batch is not None:
-        inputs = dataclasses.replace(inputs, fixed_batch=args.batch)
-    return inputs, choice
-
-
 def cmd_plan(args: argparse.Namespace) -> int:
     import json
 
+    from smallest_loss.configs.designs import get_design
     from smallest_loss.experiments.plan_cmd import write_outputs
-    from smallest_loss.scaling.budget import parse_budget
-    from smallest_loss.scaling.laws import load_law
     from smallest_loss.scaling.planner import make_plan
     from smallest_loss.scaling.verify import verify, verify_line
 
-    budget, law = parse_budget(args.budget), load_law(args.law)
-    inputs, choice = plan_inputs(args, budget, law)
-    recipe = None
-    if args.verify:
-        from smallest_loss.configs.designs import get_design
-
-        recipe = get_design(args.recipe)
-    plan = make_plan(budget, law, inputs, args.top, choice)
+    recipe = get_design(args.recipe) if args.verify else None
+    plan = make_plan(
+        args.budget,
+        args.law,
+        args.profile,
+        space=args.space,
+        top=args.top,
+        device=args.device,
+        price_per_hour=args.price_per_hour,
+        spot_discount=args.spot_discount,
+        flops=args.flops,
+        inference_tokens=args.inference_tokens,
+        max_latency_ms=args.max_latency_ms,
+        batch=args.batch,
+    )
     report = plan.to_dict()
     files = write_outputs(plan, args.out) if args.out else []
     if files:
@@ -390,7 +368,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     checked = None
     if recipe is not None:
         out = args.verify_out or f"{args.out or 'runs'}/verify"
-        checked = verify(plan.best, inputs.space, recipe, out)
+        checked = verify(plan.best, plan.space, recipe, out)
         report["verify"] = checked.to_dict()
     if args.json:
         print(json.dumps(report, indent=2))

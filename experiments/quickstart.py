@@ -30,7 +30,7 @@ from smallest_loss.scaling.budget import check_budget
 from smallest_loss.scaling.laws import load_law
 from smallest_loss.scaling.plan_result import Plan
 from smallest_loss.scaling.plan_setup import build_plan_inputs
-from smallest_loss.scaling.planner import make_plan
+from smallest_loss.scaling.planner import plan_with_inputs
 from smallest_loss.scaling.report import answer_line
 from smallest_loss.scaling.verify import Verification, verify, verify_line
 from smallest_loss.timing.profile import load_profile
@@ -81,7 +81,7 @@ def quickstart(
     t = _stage(f"4/5 plan: the smallest predicted loss for {budget} on this device")
     inputs = build_plan_inputs(plan_space, load_profile(out / "calibration" / "profile.json"))
     law = load_law(out / "law.json")
-    plan = make_plan(parsed, law, inputs, top=10)
+    plan = plan_with_inputs(parsed, law, inputs, top=10)
     write_outputs(plan, out / "plan")
     print(plan.to_markdown())
     _done(t)

@@ -8,10 +8,14 @@ and the recipe were decided.
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
+from smallest_loss.configs.devices import get_device
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.spaces import FLOPS_SPACES, SPACES
-from smallest_loss.scaling.budget import Budget
-from smallest_loss.scaling.laws import Law, LawFile
+from smallest_loss.scaling.budget import Budget, parse_budget
+from smallest_loss.scaling.laws import Law, LawFile, load_law
 from smallest_loss.scaling.plan import (
     PlanInputs,
     Scores,
@@ -27,13 +31,53 @@ from smallest_loss.scaling.plan import (
     top_rows,
 )
 from smallest_loss.scaling.plan_result import Edge, Plan, RecipeDecision, ShapeDecision
-from smallest_loss.scaling.plan_setup import holding_space, spaces_for
+from smallest_loss.scaling.plan_setup import build_plan_inputs, choose_space, holding_space, spaces_for
+from smallest_loss.timing.profile import DeviceProfile, load_profile
 
 
 def make_plan(
+    budget: Budget | str,
+    law: LawFile | str | Path,
+    profile: DeviceProfile | str | Path | None = None,
+    *,
+    space: str | None = None,
+    top: int = 10,
+    device: str | None = None,
+    price_per_hour: float | None = None,
+    spot_discount: float = 0.0,
+    flops: str = "6N",
+    inference_tokens: float = 0.0,
+    max_latency_ms: float | None = None,
+    batch: int | None = None,
+) -> Plan:
+    """The best `top` configurations for a budget ("1e21" FLOPs, "60s" or "4h" of a device, "$20") under a law
+    (a LawFile or a law JSON path). Time and money budgets need a device profile (a DeviceProfile or its JSON
+    path). The space is the named one, else the one made for the profile's device, else (FLOPs budgets) the first
+    built-in space that holds the law's compute-optimal N. `batch` plans at that batch size only."""
+    budget = parse_budget(budget) if isinstance(budget, str) else budget
+    law = load_law(law) if isinstance(law, str | Path) else law
+    profile = load_profile(profile) if isinstance(profile, str | Path) else profile
+    chosen, choice = choose_space(space, budget, law.law, profile)
+    inputs = build_plan_inputs(
+        chosen,
+        profile,
+        get_device(device) if device else None,
+        price_per_hour,
+        spot_discount,
+        flops,
+        inference_tokens,
+        max_latency_ms,
+    )
+    if batch is not None:
+        inputs = dataclasses.replace(inputs, fixed_batch=batch)
+    return plan_with_inputs(budget, law, inputs, top, choice)
+
+
+def plan_with_inputs(
     budget: Budget, law_file: LawFile, inputs: PlanInputs, top: int = 10, space_choice: str | None = None
 ) -> Plan:
-    """The best `top` configurations for `budget` under the law, with everything behind the choice."""
+    """The best `top` configurations for `budget` under the law and the planner's inputs (space, step-time and
+    memory functions, prices), with everything behind the choice."""
     if top < 1:
         raise UserError(f"--top {top}: show at least one configuration")
     scores = score(budget, law_file, inputs)

@@ -17,7 +17,7 @@ from smallest_loss.model.transformer import count_params
 from smallest_loss.scaling.budget import parse_budget
 from smallest_loss.scaling.laws import CHINCHILLA_PUBLISHED, LawFile, load_law, save_law
 from smallest_loss.scaling.plan import PlanInputs
-from smallest_loss.scaling.planner import make_plan
+from smallest_loss.scaling.planner import plan_with_inputs
 from smallest_loss.timing.profile import DeviceProfile, save_profile
 
 from tests.scaling.test_recipe import BATCHES, LRS, synthetic_runs
@@ -177,7 +177,7 @@ def test_small_critical_batch_stops_the_planner_taking_the_largest_batch(recipe_
     def chosen_batch(b_crit: float) -> int:
         batch = dataclasses.replace(recipe.batch, b_crit=b_crit)
         law = LawFile(CHINCHILLA_PUBLISHED, recipe=dataclasses.replace(recipe, batch=batch))
-        plan = make_plan(parse_budget("60s"), law, inputs, top=1)
+        plan = plan_with_inputs(parse_budget("60s"), law, inputs, top=1)
         return int(plan.best.b)
 
     largest = max(b for b in get_space("cpu").batch_choices if b * 64 <= recipe.batch.batch_range[1])
@@ -203,7 +203,7 @@ def test_a_critical_batch_that_grows_as_the_loss_falls_allows_larger_batches(rec
     for k in (0.0, 6.0):
         batch = dataclasses.replace(recipe.batch, b_crit=100.0, loss_exponent=k, loss_ref=ref)
         law = LawFile(CHINCHILLA_PUBLISHED, recipe=dataclasses.replace(recipe, batch=batch))
-        plan = make_plan(parse_budget("60s"), law, inputs, top=1)
+        plan = plan_with_inputs(parse_budget("60s"), law, inputs, top=1)
         best[k] = plan.best
         assert best[k].b_crit == pytest.approx(float(batch.b_crit_at(best[k].loss)))
         # The loss is the law's at the tokens discounted with B_crit at that same loss.

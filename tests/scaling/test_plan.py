@@ -16,7 +16,7 @@ from smallest_loss.scaling.plan import (
     enumerate_candidates,
     rank,
 )
-from smallest_loss.scaling.planner import make_plan
+from smallest_loss.scaling.planner import plan_with_inputs
 from smallest_loss.timing.counts import FLOPS, MEMCPYS
 
 LAW = LawFile(CHINCHILLA_PUBLISHED)
@@ -30,7 +30,7 @@ def memory_copy_step_seconds(d, n, h, w, s, v, b, **arch):
 
 @pytest.mark.parametrize("C", [1e18, 1e20, 1e22, 5.76e23])
 def test_flops_budget_matches_the_closed_form(C):
-    plan = make_plan(parse_budget(f"{C:g}"), LAW, PlanInputs(get_space("chinchilla")))
+    plan = plan_with_inputs(parse_budget(f"{C:g}"), LAW, PlanInputs(get_space("chinchilla")))
     best = plan.best
     N_opt, D_opt = CHINCHILLA_PUBLISHED.optimal_allocation(C)
     assert best.params == pytest.approx(N_opt, rel=0.02)
@@ -48,7 +48,7 @@ def test_candidates_respect_head_sizes():
 
 def test_time_budget_beats_the_flops_rule_and_reports_depth():
     inputs = PlanInputs(get_space("gpu"), step_seconds=memory_copy_step_seconds)
-    plan = make_plan(parse_budget("4h"), LAW, inputs)
+    plan = plan_with_inputs(parse_budget("4h"), LAW, inputs)
     best = plan.best
     assert best.steps * best.step_seconds <= 4 * 3600
     rule = plan.flops_rule
@@ -67,21 +67,23 @@ def test_time_budget_beats_the_flops_rule_and_reports_depth():
 
 def test_money_budget_uses_the_price():
     inputs = PlanInputs(get_space("gpu"), step_seconds=memory_copy_step_seconds, price_per_hour=2.0)
-    money = make_plan(parse_budget("$8"), LAW, inputs)
-    time = make_plan(parse_budget("4h"), LAW, PlanInputs(get_space("gpu"), step_seconds=memory_copy_step_seconds))
+    money = plan_with_inputs(parse_budget("$8"), LAW, inputs)
+    time = plan_with_inputs(
+        parse_budget("4h"), LAW, PlanInputs(get_space("gpu"), step_seconds=memory_copy_step_seconds)
+    )
     assert money.best.loss == pytest.approx(time.best.loss)
 
 
 def test_serving_costs_and_latency_push_towards_smaller_models():
     space = get_space("chinchilla")
-    plain = make_plan(parse_budget("1e21"), LAW, PlanInputs(space))
-    serving = make_plan(parse_budget("1e21"), LAW, PlanInputs(space, inference_tokens=2e11))
+    plain = plan_with_inputs(parse_budget("1e21"), LAW, PlanInputs(space))
+    serving = plan_with_inputs(parse_budget("1e21"), LAW, PlanInputs(space, inference_tokens=2e11))
     assert serving.best.params < 0.9 * plain.best.params
     gpu = get_space("gpu")
-    free = make_plan(parse_budget("24h"), LAW, PlanInputs(gpu, step_seconds=memory_copy_step_seconds))
+    free = plan_with_inputs(parse_budget("24h"), LAW, PlanInputs(gpu, step_seconds=memory_copy_step_seconds))
     best = free.best
     latency_ms = best.step_seconds / (3 * best.b * best.s) * 1e3
-    fast = make_plan(
+    fast = plan_with_inputs(
         parse_budget("24h"), LAW, PlanInputs(gpu, step_seconds=memory_copy_step_seconds, max_latency_ms=latency_ms / 2)
     )
     assert fast.dropped["latency"] > 0
@@ -91,7 +93,7 @@ def test_serving_costs_and_latency_push_towards_smaller_models():
 def test_memory_limit_drops_candidates():
     memory = lambda d, n, h, w, s, v, b, **arch: 16.0 * (12 * n * d * d + v * d)  # weights, grads, Adam moments
     inputs = PlanInputs(get_space("chinchilla"), memory_bytes=memory, memory_limit=16e9)
-    plan = make_plan(parse_budget("1e23"), LAW, inputs)
+    plan = plan_with_inputs(parse_budget("1e23"), LAW, inputs)
     used = memory(plan.scores.candidates.d, plan.scores.candidates.n, 0, 0, 0, 32000, 0)
     assert plan.dropped["memory"] > 0 and np.all(used * inputs.memory_headroom <= 16e9)
 
@@ -102,7 +104,7 @@ def test_intervals_from_bootstrap_samples():
         k: getattr(CHINCHILLA_PUBLISHED, k) * (1 + 0.02 * rng.standard_normal(200))
         for k in ("E", "A", "B", "alpha", "beta")
     }
-    plan = make_plan(
+    plan = plan_with_inputs(
         parse_budget("1e21"), LawFile(CHINCHILLA_PUBLISHED, samples=samples), PlanInputs(get_space("chinchilla")), top=3
     )
     lo, hi = plan.best.loss_interval
@@ -111,9 +113,9 @@ def test_intervals_from_bootstrap_samples():
 
 def test_bad_inputs():
     with pytest.raises(UserError, match="needs a device profile"):
-        make_plan(parse_budget("4h"), LAW, PlanInputs(get_space("gpu")))
+        plan_with_inputs(parse_budget("4h"), LAW, PlanInputs(get_space("gpu")))
     with pytest.raises(UserError, match="too small to train any candidate"):
-        make_plan(parse_budget("1e3"), LAW, PlanInputs(get_space("cpu")))
+        plan_with_inputs(parse_budget("1e3"), LAW, PlanInputs(get_space("cpu")))
     with pytest.raises(UserError, match="unknown search space"):
         get_space("nope")
 
@@ -121,7 +123,7 @@ def test_bad_inputs():
 def test_ties_go_to_the_preferred_shapes():
     """Chinchilla's law cannot tell 1088x126, 11072x1 and 2368x26 apart; the tie rule picks in-band shapes."""
     space = get_space("chinchilla")
-    plan = make_plan(parse_budget("1e21"), LAW, PlanInputs(space))
+    plan = plan_with_inputs(parse_budget("1e21"), LAW, PlanInputs(space))
     c, loss, order = plan.scores.candidates, plan.scores.loss, plan.scores.order
     shapes = [
         np.flatnonzero((c.d == d) & (c.n == n) & (c.d // c.h == 64))[0]
@@ -146,11 +148,11 @@ def test_rank_orders_ties_by_aspect_then_head_then_loss():
 
 
 def test_edges_of_the_space_are_reported_with_the_law_optimum():
-    cpu = make_plan(parse_budget("1e21"), LAW, PlanInputs(get_space("cpu")))
+    cpu = plan_with_inputs(parse_budget("1e21"), LAW, PlanInputs(get_space("cpu")))
     assert {e.edge for e in cpu.edges} == {"largest width d=512", "largest depth n=16"}
     assert all(e.beyond_loss < cpu.best.loss for e in cpu.edges)
-    assert make_plan(parse_budget("1e21"), LAW, PlanInputs(get_space("chinchilla"))).edges == ()
-    small = make_plan(parse_budget("1e15"), LAW, PlanInputs(get_space("chinchilla")))
+    assert plan_with_inputs(parse_budget("1e21"), LAW, PlanInputs(get_space("chinchilla"))).edges == ()
+    small = plan_with_inputs(parse_budget("1e15"), LAW, PlanInputs(get_space("chinchilla")))
     assert [e.edge for e in small.edges] == ["smallest width d=128"]
 
 
@@ -182,7 +184,7 @@ def test_cost_functions_get_the_space_architecture():
         return d * 0.0
 
     inputs = PlanInputs(space, step_seconds=step_seconds, memory_bytes=memory, memory_limit=1e9)
-    make_plan(parse_budget("60s"), LAW, inputs)
+    plan_with_inputs(parse_budget("60s"), LAW, inputs)
     arch = dict(activation="swiglu", norm="layernorm", tied=False)
     assert seen["step"] == {**arch, "dtype": "float32"} and seen["memory"] == {**arch, "bytes_per": 4}
 
@@ -205,4 +207,4 @@ def test_plan_inputs_refuse_bad_quantities(field, value, message):
 def test_top_must_be_positive():
     for top in (0, -1):
         with pytest.raises(UserError, match="show at least one configuration"):
-            make_plan(parse_budget("1e15"), LAW, PlanInputs(get_space("cpu")), top=top)
+            plan_with_inputs(parse_budget("1e15"), LAW, PlanInputs(get_space("cpu")), top=top)

@@ -12,7 +12,7 @@ from smallest_loss.configs.spaces import get_space
 from smallest_loss.scaling.budget import parse_budget
 from smallest_loss.scaling.laws import ChinchillaLaw, LawFile, ShapeLaw
 from smallest_loss.scaling.plan import PlanInputs, best_by_depth, enumerate_candidates
-from smallest_loss.scaling.planner import make_plan
+from smallest_loss.scaling.planner import plan_with_inputs
 
 # Constants of the order the CPU shape sweep gave (results/cpu/shape), written out here.
 ND = ChinchillaLaw(E=0.3, A=12.0, B=270.0, alpha=0.23, beta=0.44)
@@ -28,7 +28,7 @@ def per_layer_step_seconds(d, n, h, w, s, v, b, **arch):
 def plans():
     inputs = PlanInputs(get_space("cpu"), step_seconds=per_layer_step_seconds)
     budget = parse_budget("60s")
-    return make_plan(budget, LawFile(ND, shape=SHAPE), inputs), make_plan(budget, LawFile(ND), inputs)
+    return plan_with_inputs(budget, LawFile(ND, shape=SHAPE), inputs), plan_with_inputs(budget, LawFile(ND), inputs)
 
 
 def test_shape_law_decides_width_against_depth(plans):

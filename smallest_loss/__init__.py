@@ -1,0 +1,1 @@
+"""smallest-loss: what is the smallest loss my budget can buy?"""
