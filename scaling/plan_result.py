@@ -1,9 +1,9 @@
 """What a plan returns: typed, frozen rows and comparisons, assembled once from the scored candidates.
 
 `score` (scaling/plan.py) scores every candidate; `make_plan` (scaling/planner.py) turns the scores into a `Plan`
-that holds everything a report shows: the best rows with their intervals, the best configuration at each depth, the edges of
-the space that bind, what planning by FLOPs alone would pick, the batch choice, and how width against depth and the
-recipe (batch, learning rate) were decided. `Plan.to_dict` is the JSON `plan --json` prints and `plan.json` holds.
+that holds everything a report shows: the best rows with their intervals, the best configuration at each depth, the
+edges of the space that bind, what planning by FLOPs alone would pick, the batch choice, and how width against depth
+and the recipe (batch, learning rate) were decided. `Plan.to_dict` is the JSON `plan --json` prints and `plan.json` holds.
 """
 
 from __future__ import annotations
