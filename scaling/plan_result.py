@@ -3,7 +3,8 @@
 `score` (scaling/plan.py) scores every candidate; `make_plan` (scaling/planner.py) turns the scores into a `Plan`
 that holds everything a report shows: the best rows with their intervals, the best configuration at each depth, the
 edges of the space that bind, what planning by FLOPs alone would pick, the batch choice, and how width against depth
-and the recipe (batch, learning rate) were decided. `Plan.to_dict` is the JSON `plan --json` prints and `plan.json` holds.
+and the recipe (batch, learning rate) were decided. `Plan.to_dict` is the JSON `plan --json` prints and
+`plan.json` holds.
 """
 
 from __future__ import annotations
