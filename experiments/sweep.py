@@ -19,7 +19,7 @@ from typing import Any
 from smallest_loss.configs.designs import Shape, SweepDesign
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import ModelConfig, RunConfig
-from smallest_loss.model.runs import RunDir, make_folder
+from smallest_loss.model.runs import RunDir, RunExists, RunLocked, make_folder
 from smallest_loss.model.train import RunDiverged, train
 from smallest_loss.model.transformer import count_params
 from tqdm.auto import tqdm
@@ -175,6 +175,10 @@ def _run_one(run: PlannedRun, folder: Path) -> str:
         return "trained"
     except RunDiverged:
         return "diverged"
+    except RunLocked:
+        return "held by another worker"  # a worker running it now; this one takes the next run
+    except RunExists:
+        return _run_one(run, folder)  # another worker created it (and finished) since this one looked
     except UserError as err:
         if not run.branch:
             raise

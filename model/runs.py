@@ -8,15 +8,24 @@ is strict JSON: a non-finite number is written as null.
 
 With several processes (hosts), process 0 alone writes files and decides whether a folder can be used;
 the others wait for its decision (`sharding.from_main`), so every process fails or goes on together.
+
+A run folder has one writer: `hold_run` takes an exclusive OS lock (`flock`) on the folder's `.lock` file before
+anything is written, and the lock dies with its process, so a killed run never leaves a stale lock. On Linux,
+`flock` on NFS (v4, or v3 with a lock manager) is carried out as a POSIX lock the server arbitrates, so workers on
+several hosts sharing one results folder exclude each other too; where the platform has no `fcntl` (Windows) runs
+are not locked. With several hosts, process 0 holds the lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import platform
-from collections.abc import Callable
+import socket
+import time
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -98,15 +107,15 @@ def _make_folder(path: Path) -> None:
 
 def _main_decides(check: Callable[[], None]) -> None:
     """Run `check` on process 0 alone; when it raises `UserError`, every process raises the same one."""
-    error = None
+    error, kind = None, UserError
     if _is_main():
         try:
             check()
         except UserError as err:
-            error = str(err)
+            error, kind = str(err), type(err)
     error = from_main(error)
     if error:
-        raise UserError(error)
+        raise kind(error)
 
 
 def make_folder(path: str | Path) -> Path:
@@ -114,6 +123,73 @@ def make_folder(path: str | Path) -> Path:
     path = Path(path)
     _main_decides(lambda: _make_folder(path))
     return path
+
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; run folders go unlocked there
+    fcntl = None
+
+LOCK_FILE = ".lock"
+
+
+class RunLocked(UserError):
+    """The run folder is being written by another process."""
+
+
+class RunExists(UserError):
+    """A new run was asked for in a folder that already holds one."""
+
+
+def _lock_holder(file: Path) -> str:
+    """Who holds a run's lock, from what the holder wrote in the lock file."""
+    try:
+        who = json.loads(file.read_text())
+        return f"pid {who['pid']} on {who['host']}, since {who['started']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "a process that has not yet said who it is"
+
+
+def _acquire(folder: Path) -> Any:
+    """The open lock file of `folder`, locked for this process; RunLocked naming the holder when another has it."""
+    file = folder / LOCK_FILE
+    handle = file.open("a+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise RunLocked(
+            f"{folder} is being written by another process ({_lock_holder(file)}); "
+            "wait for it to finish or stop it, then --resume"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    handle.write(json.dumps(dict(pid=os.getpid(), host=socket.gethostname(), started=started)) + "\n")
+    handle.flush()
+    return handle
+
+
+@contextlib.contextmanager
+def hold_run(path: str | Path, create: bool) -> Iterator[None]:
+    """Hold `path`'s run lock for the block (process 0; the others follow its decision). `create` makes the folder
+    first (a new run); without it a missing folder is left for the caller to refuse."""
+    path = Path(path)
+    handle = None
+
+    def take() -> None:
+        nonlocal handle
+        if create:
+            _make_folder(path)
+        if fcntl is not None and path.is_dir():
+            handle = _acquire(path)
+
+    _main_decides(take)
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.close()  # closing the file releases the lock
 
 
 class RunDir:
@@ -131,7 +207,7 @@ class RunDir:
 
         def check() -> None:
             if (path / "config.json").exists():
-                raise UserError(f"{path} already holds a run; continue it with --resume {path} or choose another --out")
+                raise RunExists(f"{path} already holds a run; continue it with --resume {path} or choose another --out")
             _make_folder(path)
 
         _main_decides(check)

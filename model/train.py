@@ -24,7 +24,7 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import ModelConfig, RunConfig, TrainConfig
 from smallest_loss.model import noise
 from smallest_loss.model.data import Corpus, batch, check_fits, load_corpus, load_eval_sets, unigram_entropy
-from smallest_loss.model.runs import RunDir
+from smallest_loss.model.runs import RunDir, hold_run
 from smallest_loss.model.sharding import (
     barrier,
     batch_sharding,
@@ -537,7 +537,22 @@ def train(
     A new run with `branch=(parent folder, step)` is a cool-down branch (Hagele et al., 2024): it starts from
     the parent's checkpoint at that step and its metrics.jsonl from the parent's lines up to it. A new run with
     `keep_checkpoints` saves and keeps checkpoints at those steps, for its branches.
+
+    The run folder's lock is held throughout (`runs.hold_run`): a second writer is refused with `RunLocked`.
     """
+    with hold_run(out, create=not resume):
+        return _train(config, out, resume, progress, branch, keep_checkpoints)
+
+
+def _train(
+    config: RunConfig | None,
+    out: str | Path,
+    resume: bool,
+    progress: bool,
+    branch: tuple[str | Path, int] | None,
+    keep_checkpoints: tuple[int, ...],
+) -> dict[str, Any]:
+    """`train`, with the run folder's lock held."""
     parent = None
     if resume:
         run, summary = _open_for_resume(out)
