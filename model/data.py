@@ -28,7 +28,7 @@ import numpy as np
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import DataConfig
 
-_TEXT_SUFFIXES = {".txt", ".md", ".py", ".rst", ".json", ".c", ".h", ".html", ".js", ".csv", ".tex", ""}
+_SNIFF_BYTES = 8192  # a file is binary when these first bytes hold a NUL
 _FILE_SEPARATOR = b"\n\n"
 
 
@@ -234,7 +234,30 @@ def _stdlib_corpus(val_fraction: float) -> Corpus:
     return _text_corpus("stdlib", root, files, val_fraction)
 
 
-def _load(spec: str, val_fraction: float) -> Corpus:
+def _is_binary(path: Path) -> bool:
+    with path.open("rb") as f:
+        return b"\0" in f.read(_SNIFF_BYTES)
+
+
+def text_files(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
+    """The text files of a corpus folder: by extension (never a file without one), regular files inside the folder
+    (a symlink that leaves it is skipped), and not binary (checked on their first bytes)."""
+    root = folder.resolve()
+    files = []
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() not in extensions or not path.is_file():
+            continue
+        if path.is_symlink() and not path.resolve().is_relative_to(root):
+            continue
+        try:
+            if not _is_binary(path):
+                files.append(path)
+        except OSError as err:
+            raise UserError(f"corpus file {path} cannot be read ({err.strerror or err})") from None
+    return files
+
+
+def _load(spec: str, val_fraction: float, extensions: tuple[str, ...] = DataConfig.extensions) -> Corpus:
     """The corpus that `spec` names: "stdlib", a text file or folder, or a token file."""
     if spec == "stdlib":
         return _stdlib_corpus(val_fraction)
@@ -242,12 +265,19 @@ def _load(spec: str, val_fraction: float) -> Corpus:
     if not path.exists():
         raise UserError(f"corpus path {spec!r} does not exist; use 'stdlib' or a text/token file or folder")
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _TEXT_SUFFIXES)
+        files = text_files(path, extensions)
         if not files:
-            raise UserError(f"corpus folder {spec!r} holds no text files ({' '.join(sorted(_TEXT_SUFFIXES))})")
+            raise UserError(
+                f"corpus folder {spec!r} holds no text files with the extensions {','.join(extensions)} "
+                "(set others with --set data.extensions=.txt,.md)"
+            )
         corpus = _text_corpus(str(path), path, files, val_fraction)
+    elif not path.is_file():
+        raise UserError(f"corpus path {spec!r} is not a regular file or folder (a device or pipe); give a file")
     elif path.suffix in (".npy", ".bin"):
         corpus = _token_corpus(path, val_fraction)
+    elif _is_binary(path):
+        raise UserError(f"corpus file {spec!r} is binary, not text; give a text file, or tokens as .npy or .bin")
     else:
         corpus = _text_corpus(str(path), path, [path], val_fraction)
     if corpus.train.size == 0:
@@ -257,7 +287,7 @@ def _load(spec: str, val_fraction: float) -> Corpus:
 
 def load_corpus(cfg: DataConfig) -> Corpus:
     """Load the training corpus that `cfg.corpus` names: "stdlib", a text file or folder, or a token file."""
-    return _load(cfg.corpus, cfg.val_fraction)
+    return _load(cfg.corpus, cfg.val_fraction, cfg.extensions)
 
 
 def load_eval_sets(cfg: DataConfig, v: int, s: int) -> dict[str, Corpus]:
@@ -270,7 +300,7 @@ def load_eval_sets(cfg: DataConfig, v: int, s: int) -> dict[str, Corpus]:
     sets = {}
     for name, spec in cfg.named_eval_sets.items():
         try:
-            sets[name] = _load(spec, cfg.val_fraction)
+            sets[name] = _load(spec, cfg.val_fraction, cfg.extensions)
             check_fits(sets[name], v, s, splits=("validation",))
         except UserError as err:
             raise UserError(f"data.eval_sets {name}: {err}") from None

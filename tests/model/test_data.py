@@ -9,6 +9,8 @@ import re
 import numpy as np
 import pytest
 from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.models import get_preset
+from smallest_loss.configs.overrides import apply_overrides
 from smallest_loss.configs.schema import DataConfig
 from smallest_loss.model.data import (
     batch,
@@ -17,6 +19,7 @@ from smallest_loss.model.data import (
     python_files,
     stdlib_files,
     strip_comments_and_docstrings,
+    text_files,
     unigram_entropy,
     write_code_only,
 )
@@ -193,3 +196,33 @@ def test_every_run_evaluates_on_the_same_sample_whatever_its_batch_and_seed():
         assert eval_batch(val, a, k).shape == (16, 17)
     legacy = [cfg(batch_size=4, seed=0, eval_batch_size=0), cfg(batch_size=8, seed=3, eval_batch_size=0)]
     assert eval_batch(val, legacy[0], 0).shape == (4, 17) and eval_batch(val, legacy[1], 0).shape == (8, 17)
+
+
+def test_corpus_folder_reads_text_files_by_extension_only(tmp_path):
+    folder, outside = tmp_path / "corpus", tmp_path / "outside.txt"
+    folder.mkdir()
+    outside.write_text("secret text outside the folder\n" * 50)
+    (folder / "a.txt").write_text("hello world\n" * 50)
+    (folder / "notes.MD").write_text("# notes\n" * 50)
+    (folder / "id_rsa").write_text("no extension: never read\n")
+    (folder / "program.txt").write_bytes(b"\x7fELF\x00\x01binary" * 20)  # a binary file with a text extension
+    (folder / "link.txt").symlink_to(outside)  # a symlink that leaves the folder
+    (folder / "inside.txt").symlink_to(folder / "a.txt")  # one that stays inside is a file of the folder
+    names = [p.name for p in text_files(folder, DataConfig().extensions)]
+    assert names == ["a.txt", "inside.txt", "notes.MD"]
+    corpus = load_corpus(DataConfig(corpus=str(folder), extensions=(".md",)))
+    assert corpus.n_files == 1
+    with pytest.raises(UserError, match=r"no text files with the extensions \.csv .*data\.extensions"):
+        load_corpus(DataConfig(corpus=str(folder), extensions=(".csv",)))
+
+
+def test_special_and_binary_files_are_refused_in_one_line(tmp_path):
+    with pytest.raises(UserError, match="not a regular file or folder"):
+        load_corpus(DataConfig(corpus="/dev/zero"))
+    binary = tmp_path / "tool"
+    binary.write_bytes(b"\x00\x01\x02" * 100)
+    with pytest.raises(UserError, match="is binary, not text"):
+        load_corpus(DataConfig(corpus=str(binary)))
+    with pytest.raises(UserError, match="data.extensions"):
+        DataConfig(extensions=("txt",))
+    assert apply_overrides(get_preset("tiny"), ["data.extensions=.TXT,.md"]).data.extensions == (".txt", ".md")
