@@ -37,8 +37,11 @@ from scipy.optimize import minimize_scalar
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.spaces import SearchSpace
 from smallest_loss.model.transformer import param_counts
+from smallest_loss.scaling.aspect import AspectLaw as ShapeLaw  # the aspect-ratio law, named ShapeLaw below
 from smallest_loss.scaling.budget import Budget
-from smallest_loss.scaling.laws import ChinchillaLaw, KaplanLaw, Law, LawFile, ShapeLaw, tokens_for_time
+from smallest_loss.scaling.chinchilla import ChinchillaLaw
+from smallest_loss.scaling.kaplan import KaplanLaw
+from smallest_loss.scaling.laws import Law, LawFile, tokens_for_time
 from smallest_loss.scaling.recipe import RecipeLaw
 from smallest_loss.timing.counts import bytes_per_element, train_memory_bytes, train_step_flops
 
