@@ -55,7 +55,7 @@ from smallest_loss.scaling.optimize import (
     polish,
     scaled_tol,
 )
-from smallest_loss.scaling.points import FitPoints, budget_labels, read_fit_csv
+from smallest_loss.scaling.points import ArrayLike, FitPoints, budget_labels, read_fit_csv
 
 SHAPE_COLUMNS = ("d", "n")
 SAME_N_RTOL = 0.25  # models whose N lie within 25% of a group's smallest count as one size (`budget_labels`)
@@ -64,8 +64,6 @@ GAMMA_BOUNDS = (0.0, 2.0)  # gamma = 2 is a factor e^2 at a factor e^1 from the 
 OPT_MARGIN = math.log(4.0)  # r_opt may lie up to a factor 4 beyond the sampled d/n; at that edge it is not identified
 GAMMA_STARTS = (0.0, 0.003, 0.01, 0.03, 0.1, 0.3)
 OPT_STARTS = 7  # start values of x_opt, evenly over the sampled log d/n
-
-ArrayLike = float | np.ndarray
 
 
 @dataclass(frozen=True)

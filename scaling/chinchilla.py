@@ -60,12 +60,10 @@ from smallest_loss.scaling.optimize import (
     minimise,
     scaled_tol,
 )
-from smallest_loss.scaling.points import FitPoints, centring, check_spread
+from smallest_loss.scaling.points import ArrayLike, FitPoints, centring, check_spread
 
 if TYPE_CHECKING:
     from smallest_loss.scaling.kaplan import KaplanLaw
-
-ArrayLike = float | np.ndarray
 
 
 @dataclass(frozen=True)

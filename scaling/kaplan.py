@@ -27,9 +27,7 @@ from smallest_loss.scaling.optimize import (
     minimise,
     scaled_tol,
 )
-from smallest_loss.scaling.points import FitPoints, centring, check_spread
-
-ArrayLike = float | np.ndarray
+from smallest_loss.scaling.points import ArrayLike, FitPoints, centring, check_spread
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,11 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.scaling.aspect import AspectLaw
 from smallest_loss.scaling.chinchilla import ChinchillaLaw
 from smallest_loss.scaling.kaplan import KaplanLaw
+from smallest_loss.scaling.points import ArrayLike
 from smallest_loss.scaling.recipe import RecipeLaw, recipe_from_dict, recipe_to_dict
 
 LAW_FORMAT_VERSION = 1
 
-ArrayLike = float | np.ndarray
 Law = ChinchillaLaw | KaplanLaw
 
 

@@ -35,7 +35,7 @@ from scipy import optimize
 from smallest_loss.configs.errors import UserError
 from smallest_loss.scaling.points import FitPoints
 
-DEFAULT_DELTA = 1e-3
+DEFAULT_DELTA = 1e-3  # the Huber loss's delta (Hoffmann et al. 2022)
 GRAD_TOL = 1e-6  # convergence: max |projected gradient| in the fitted (centred) coordinates at the best,
 # per 1000 points beyond the first 1000 (the objective is a sum over points, and so is its rounding)
 BOUND_TOL = 1e-4  # a fitted coordinate within this fraction of its range from a bound is "at the bound"
@@ -54,8 +54,8 @@ _MIN_POINTS_BUCKET = 64  # points are padded (with zero weight) to a power of tw
 
 
 # ---------------------------------------------------------------------------------------------------
-# Objectives. Each takes parameters u (S, k), weights w (P,) or (S, P), and data, and returns the
-# per-start objective (S,) and its gradient (S, k).
+# Objectives (`vg`, defined with each law: chinchilla.py, kaplan.py, aspect.py, groups.py). Each takes parameters
+# u (S, k), weights w (P,) or (S, P), and data, and returns the per-start objective (S,) and its gradient (S, k).
 
 
 def huber(r: Any, delta: Any, xp: Any = jnp) -> tuple[Any, Any]:

@@ -25,6 +25,8 @@ GROUP_COLUMN = "run"  # bootstrap groups: points of one run
 DATASET_COLUMN = "group"  # data or evaluation sets, for a grouped fit
 BUDGET_RTOL = 0.03  # budgets within 3% of a budget's smallest one are that budget
 
+ArrayLike = float | np.ndarray  # what the laws' formulas take and return: a number, or an array they broadcast over
+
 
 @dataclass(frozen=True)
 class FitPoints:
