@@ -210,7 +210,7 @@ DESIGNS: dict[str, SweepDesign] = {
         batch_sizes=(4, 16),
         lrs=(2e-3, 8e-3),
     ),
-    # The shape sweep (scaling/shape.py): at three IsoFLOP budgets, four shapes of nearly one N each (within 3%,
+    # The shape sweep (scaling/aspect.py): at three IsoFLOP budgets, four shapes of nearly one N each (within 3%,
     # 17% and 18%) whose aspect ratios d/n span 2 to 64 (Kaplan et al. 2020, figure 5, vary d/n at fixed N):
     # 12 runs, 6e12 FLOPs, the recipe of cpu-isoflop, so its runs and these fit one law.
     "cpu-shape": SweepDesign(

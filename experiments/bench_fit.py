@@ -33,8 +33,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from smallest_loss.scaling.fit import CHINCHILLA_GRID, DEFAULT_DELTA, chinchilla_objective, fit_chinchilla
-from smallest_loss.scaling.laws import EPOCH_REPLICATION, ChinchillaLaw
+from smallest_loss.scaling.chinchilla import CHINCHILLA_GRID, ChinchillaLaw, chinchilla_objective, fit_chinchilla
+from smallest_loss.scaling.laws import EPOCH_REPLICATION
+from smallest_loss.scaling.optimize import DEFAULT_DELTA
 from smallest_loss.scaling.points import FitPoints
 
 EPOCH_CSV = Path(__file__).parent / "data" / "chinchilla_svg_extracted_data.csv"

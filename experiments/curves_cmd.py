@@ -1,7 +1,8 @@
 """`smallest-loss fit --curves RUNS...`: schedule-aware curve laws (the multi-power law of Luo et al. 2025, or
 Tissue et al. 2024, `--curve-form`) from run folders' whole
 curves, their error predicting each run's final loss from its first 25% and 50%, and the Chinchilla law fitted
-to the final losses they predict for cosine runs of many lengths (laws from curves)."""
+to the final losses they predict for cosine runs of many lengths (laws from curves). The science is scaling/'s
+(curve_law.py, from_curves.py, holdout.py); this module reads the runs, writes the files and prints the report."""
 
 from __future__ import annotations
 
@@ -13,72 +14,22 @@ from typing import Any
 import numpy as np
 from smallest_loss.configs.errors import UserError
 from smallest_loss.model.runs import RunDir
+from smallest_loss.scaling.chinchilla import ChinchillaLaw
 from smallest_loss.scaling.collect import run_folders
 from smallest_loss.scaling.curve_law import (
-    CurveLaw,
-    by_shape,
-    chinchilla_points,
     curve_law_from_dict,
     fit_curve_laws,
     on_evals,
     prefix_errors,
+    prefix_summary,
     read_curve,
-    same_peak,
     shape_peaks,
 )
-from smallest_loss.scaling.fit import fit_chinchilla
-from smallest_loss.scaling.laws import ChinchillaLaw, save_law
+from smallest_loss.scaling.from_curves import laws_from_curves, laws_from_curves_samples
+from smallest_loss.scaling.holdout import holdout_errors
+from smallest_loss.scaling.laws import save_law
 
 PREFIXES = (0.25, 0.5)
-MEAN_DRAWS = 10_000  # resamples of the runs for the interval of a mean prefix error
-LENGTHS = 8  # cosine lengths per shape the Chinchilla law from curves is fitted to
-
-
-def _lengths(curves: list, reach: float) -> dict[int, list[int]]:
-    """Per shape, LENGTHS geometric run lengths from its shortest fitted run to `reach` times its longest."""
-    return {
-        N: sorted(
-            {int(round(s)) for s in np.geomspace(min(c.steps for c in g), reach * max(c.steps for c in g), LENGTHS)}
-        )
-        for N, g in by_shape(curves).items()
-    }
-
-
-def laws_from_curves(curves: list, laws: list[CurveLaw], train: Any, reach: float = 1.0) -> dict[str, Any]:
-    """The Chinchilla law fitted to the curve laws' predicted final eval losses of cosine runs (one law per
-    shape first, then Chinchilla across shapes: no form is assumed for how L0, A, C change with N)."""
-    if len(laws) < 2:
-        return dict(error="laws from curves need runs of two or more model shapes")
-    peaks = shape_peaks(curves)
-    if isinstance(peaks, str):
-        return dict(error=peaks)
-    points = chinchilla_points(laws, _lengths(curves, reach), train, curves[0].tokens_per_step, peaks)
-    law = fit_chinchilla(points).law
-    return dict(law={k: getattr(law, k) for k in CHINCHILLA_KEYS}, points=len(points.N), lengths_reach=reach)
-
-
-CHINCHILLA_KEYS = ("E", "A", "B", "alpha", "beta")
-MAX_LAW_DRAWS = 100  # Chinchilla refits for the laws from curves' intervals (each a few tenths of a second)
-
-
-def laws_from_curves_samples(
-    curves: list, shapes: list[dict[str, Any]], train: Any, reach: float = 1.0
-) -> dict[str, np.ndarray] | None:
-    """Bootstrap samples of the law from curves: draw i of every shape's curve law (runs resampled within the
-    shape, `fit_curve_laws`; a shape with one run keeps its fit), its predicted points refitted by Chinchilla.
-    None when no shape was resampled."""
-    counts = [len(s["draws"]) for s in shapes if s.get("draws")]
-    if not counts or len(shapes) < 2:
-        return None
-    peaks = shape_peaks(curves)
-    if isinstance(peaks, str):
-        return None
-    samples, lengths = [], _lengths(curves, reach)
-    for i in range(min(min(counts), MAX_LAW_DRAWS)):
-        laws = [curve_law_from_dict(s["draws"][i] if s.get("draws") else s) for s in shapes]
-        law = fit_chinchilla(chinchilla_points(laws, lengths, train, curves[0].tokens_per_step, peaks)).law
-        samples.append([getattr(law, k) for k in CHINCHILLA_KEYS])
-    return dict(zip(CHINCHILLA_KEYS, np.array(samples).T, strict=True))
 
 
 def run_curve_fit(
@@ -104,7 +55,7 @@ def run_curve_fit(
     held = _held_curves(holdout or [], folders)
     result = fit_curve_laws(curves, min(n_boot, 200), form=form)
     laws = [curve_law_from_dict(s) for s in result["shapes"]]
-    report = dict(result, prefix={str(f): _summary(prefix_errors(curves, f, form=form)) for f in PREFIXES})
+    report = dict(result, prefix={str(f): prefix_summary(prefix_errors(curves, f, form=form)) for f in PREFIXES})
     train = RunDir.open(folders[0]).config.train
     report["min_lr_ratio"] = train.min_lr_ratio  # the runs' schedules end here: `predict` builds the same
     report["chinchilla_from_curves"] = laws_from_curves(curves, laws, train)
@@ -145,34 +96,6 @@ def _held_curves(paths: list[str], fitted: list[Path]) -> list:
     return held
 
 
-def holdout_errors(
-    held: list, laws: list[CurveLaw], from_curves: dict[str, Any], peaks: dict[int, float]
-) -> dict[str, Any]:
-    """Each held-out run's final eval loss against two predictions: its shape's curve law on its own schedule
-    (when that shape was fitted at the run's peak rate, `peaks`: a law holds for one), and the law from curves at
-    its N and D (any shape; the law describes cosine runs at each shape's fitted rate)."""
-    by_N, rows = {law.N: law for law in laws}, []
-    law = ChinchillaLaw(**from_curves["law"]) if "law" in from_curves else None
-    for c in held:
-        row = dict(name=c.name, N=c.N, D=c.steps * c.tokens_per_step, actual=c.final_eval)
-        shape = by_N.get(c.N)
-        if shape is not None and c.N in peaks and same_peak(float(c.lr.max()), peaks[c.N]):
-            row["curve_law"] = shape.final_eval(c.lr)
-            row["curve_law_rel_error"] = row["curve_law"] / c.final_eval - 1
-        if law is not None:
-            row["law_from_curves"] = float(law.loss(c.N, row["D"]))
-            row["law_from_curves_rel_error"] = row["law_from_curves"] / c.final_eval - 1
-        rows.append(row)
-    out: dict[str, Any] = dict(runs=rows)
-    for key in ("curve_law", "law_from_curves"):
-        errors = [abs(r[f"{key}_rel_error"]) for r in rows if f"{key}_rel_error" in r]
-        if errors:
-            out[key] = dict(
-                runs=len(errors), mean_abs_rel_error=float(np.mean(errors)), max_abs_rel_error=float(np.max(errors))
-            )
-    return out
-
-
 def _save_planner_law(path: Path, report: dict[str, Any], curves: list, train: Any) -> Path:
     """The law from curves as a law file, with bootstrap samples and 95% intervals where the curve laws were
     resampled (the shapes' draws, paired across shapes)."""
@@ -193,25 +116,6 @@ def _save_planner_law(path: Path, report: dict[str, Any], curves: list, train: A
             source="fit --curves", curve_form=report["form"], points=fc["points"], runs=len(curves), note=note
         ),
     )
-
-
-def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    if not rows:
-        return dict(runs=[], error="no shape has runs of two families (runs that share no steps)")
-    out: dict[str, Any] = dict(runs=rows)
-    errors = np.abs([r["rel_error"] for r in rows if "rel_error" in r])  # none for laws of eval losses
-    if len(errors):
-        out.update(mean_abs_rel_error=float(errors.mean()), max_abs_rel_error=float(errors.max()))
-    evals = np.abs([r["eval_rel_error"] for r in rows if "eval_rel_error" in r])
-    if len(evals):
-        means = np.random.default_rng(0).choice(evals, (MEAN_DRAWS, len(evals))).mean(axis=1)
-        out.update(
-            eval_runs=int(len(evals)),
-            eval_mean_abs_rel_error=float(evals.mean()),
-            eval_max_abs_rel_error=float(evals.max()),
-            eval_mean_interval=[float(v) for v in np.percentile(means, [2.5, 97.5])],
-        )
-    return out
 
 
 def print_curve_report(report: dict[str, Any]) -> None:

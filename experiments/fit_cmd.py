@@ -4,8 +4,10 @@ From run folders it also reports what the runs can say on their own: Chinchilla'
 parabolas) when the runs come from an IsoFLOP sweep, and learning-curve extrapolation error. From run
 folders and CSVs alike, `--holdout-largest` fits every budget but the largest and reports how well the
 law predicts the largest one. A CSV with a `group` column is fitted as groups with shared exponents and
-per-group constants (scaling/groups.py). `--form shape` fits the shape-aware law (scaling/shape.py) to runs or to
-a CSV with columns d and n, and `--holdout-shape` checks it on each shape left out in turn.
+per-group constants (scaling/groups.py). `--form shape` fits the shape-aware law (scaling/aspect.py) to runs or to
+a CSV with columns d and n, and `--holdout-shape` checks it on each shape left out in turn. The science is
+scaling/'s (the fits, their bootstrap and the hold-out checks, scaling/holdout.py); this module reads the inputs,
+writes the law file and formats the report.
 """
 
 from __future__ import annotations
@@ -19,161 +21,33 @@ from typing import Any
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
+from smallest_loss.scaling.aspect import (
+    AspectBootstrap,
+    AspectFit,
+    AspectPoints,
+    bootstrap_aspect,
+    fit_aspect,
+    read_aspect_csv,
+    with_intervals,
+)
+from smallest_loss.scaling.bootstrap import fit_points, interval
+from smallest_loss.scaling.chinchilla import LAW_KEYS, ChinchillaLaw
 from smallest_loss.scaling.collect import RunRecord, collect_runs, to_points
-from smallest_loss.scaling.curves import extrapolation_error
-from smallest_loss.scaling.fit import DEFAULT_DELTA, bootstrap_chinchilla, fit_chinchilla, fit_kaplan
 from smallest_loss.scaling.groups import (
     bootstrap_groups,
     fit_groups,
     frontier_budgets,
     group_names,
     group_summary,
-    interval,
     reference_index,
     reference_samples,
 )
-from smallest_loss.scaling.isoflop import approach2, fit_profile
-from smallest_loss.scaling.laws import ChinchillaLaw, law_to_dict, save_law
-from smallest_loss.scaling.points import BUDGET_RTOL, FitPoints, budget_labels, read_fit_csv
-from smallest_loss.scaling.shape import (
-    ShapeBootstrap,
-    ShapeFit,
-    ShapePoints,
-    bootstrap_shape,
-    fit_shape,
-    leave_one_shape_out,
-    read_shape_csv,
-    with_intervals,
-)
-
-LAW_KEYS = ("E", "A", "B", "alpha", "beta", "n_exponent")
-PROFILE_SPREAD = 1.25  # held-out points whose 6ND agree within this factor form one IsoFLOP profile
-
-
-def fit_points(points: FitPoints, form: str, n_boot: int, delta: float = DEFAULT_DELTA,
-               allocation_exponent: float | None = None) -> dict[str, Any]:  # fmt: skip
-    """Fit `form` to the points; for Chinchilla with n_boot > 0, add bootstrap intervals and samples.
-
-    `allocation_exponent` (Approach 2's N_opt ~ C^a) ties the exponents if the full law is not identified.
-    """
-    if form == "kaplan":
-        fit = fit_kaplan(points, delta)
-        return dict(law=fit.law, fit=fit, intervals=None, samples=None, diagnostics=fit.diagnostics)
-    fit = fit_chinchilla(points, delta, allocation_exponent=allocation_exponent)
-    if n_boot <= 0:
-        return dict(law=fit.law, fit=fit, intervals=None, samples=None, diagnostics=fit.diagnostics)
-    boot = bootstrap_chinchilla(points, n_boot=n_boot, delta=delta, fit=fit)
-    diagnostics = dict(fit.diagnostics, bootstrap=dict(
-        n_boot=boot.n_boot, n_converged=boot.n_converged, n_at_bound=boot.n_at_bound, level=boot.level,
-        n_groups=boot.n_groups, n_groups_used=boot.n_groups_used, seconds=boot.seconds))  # fmt: skip
-    diagnostics["warnings"] = list(fit.warnings) + list(boot.warnings)
-    return dict(law=fit.law, fit=fit, intervals=boot.intervals, samples=boot.samples, diagnostics=diagnostics)
-
-
-def holdout_split(budgets: np.ndarray) -> np.ndarray:
-    """Which points are the largest budget's (budgets within `BUDGET_RTOL` are one budget); refused, before
-    any fitting, when the points do not share budgets or too few lie below the largest."""
-    labels = budget_labels(budgets)
-    if labels.max() + 1 == len(budgets):
-        raise UserError(
-            f"--holdout-largest needs budgets shared by several points (IsoFLOP profiles), but each of "
-            f"the {len(budgets)} points has its own; add a C column naming each point's budget, or give "
-            f"points whose 6ND agree within {BUDGET_RTOL:.0%}"
-        )
-    test = labels == labels.max()
-    if np.sum(~test) < 6:
-        raise UserError(f"--holdout-largest needs at least 6 points below the largest budget, found {np.sum(~test)}")
-    return test
-
-
-def holdout_largest(points: FitPoints, budgets: np.ndarray, names: list[str],
-                    delta: float = DEFAULT_DELTA) -> dict[str, Any]:  # fmt: skip
-    """Fit without the largest budget's points, then predict them and their IsoFLOP optimum: the
-    extrapolation a planner relies on.
-
-    `budgets` are the sweep's budgets for runs, the C column or 6ND for CSV points."""
-    test = holdout_split(budgets)
-    fit = fit_chinchilla(points.take(~test), delta)
-    law = fit.law
-    rows = [dict(name=names[i], N=float(points.N[i]), D=float(points.D[i]), actual=float(points.loss[i]),
-                 predicted=float(law.loss(points.N[i], points.D[i]))) for i in np.flatnonzero(test)]  # fmt: skip
-    errors = [abs(row["predicted"] / row["actual"] - 1) for row in rows]
-    return dict(budget=float(np.exp(np.mean(np.log(budgets[test])))), law={k: getattr(law, k) for k in LAW_KEYS},
-                form=fit.form, identified=fit.identified, runs=rows, mean_abs_rel_error=float(np.mean(errors)),
-                max_abs_rel_error=float(np.max(errors)),
-                optimum=holdout_optimum(law, points.N[test], points.D[test], points.loss[test]))  # fmt: skip
-
-
-def holdout_optimum(law: ChinchillaLaw, N: np.ndarray, D: np.ndarray, loss: np.ndarray) -> dict[str, Any]:
-    """The held-out budget's IsoFLOP optimum (Approach 2's parabola in log N, Hoffmann et al. 2022) against
-    the law's compute-optimal N, D and loss at the same C = 6ND (its geometric mean over the points), or
-    why there is none to compare."""
-    flops = 6.0 * N * D
-    if flops.max() > PROFILE_SPREAD * flops.min():
-        return dict(error=f"the held-out points' 6ND span a factor {flops.max() / flops.min():.2f}, more than "
-                          f"{PROFILE_SPREAD}: not one IsoFLOP profile")  # fmt: skip
-    C = float(np.exp(np.mean(np.log(flops))))
-    try:
-        profile = fit_profile(C, N, loss)
-    except UserError as err:
-        return dict(error=str(err))
-    N_law, D_law = law.optimal_allocation(C)
-    actual = dict(N=profile.N_opt, D=profile.D_opt, loss=profile.loss_min)
-    predicted = dict(N=N_law, D=D_law, loss=float(law.loss(N_law, D_law)))
-    return dict(
-        C=C,
-        actual=actual,
-        predicted=predicted,
-        extrapolated=profile.extrapolated,
-        rel_error={k: predicted[k] / actual[k] - 1 for k in actual},
-    )
-
-
-def curve_extrapolation(records: list[RunRecord], fraction: float = 0.5) -> dict[str, Any]:
-    """Predict each run's final train loss from the first `fraction` of its curve (scaling/curves.py)."""
-    rows = []
-    for r in records:
-        tokens, losses = np.array([c[0] for c in r.curve], float), np.array([c[1] for c in r.curve], float)
-        try:
-            result = extrapolation_error(tokens, losses, fraction=fraction)
-        except UserError:
-            continue  # too few logged points in the window: not enough of a curve to fit
-        # Train losses are noisy batch by batch: compare with the mean of the last 5% of logged points.
-        actual = float(np.mean(losses[tokens >= 0.95 * tokens[-1]]))
-        rows.append(
-            dict(name=r.name, predicted=result.predicted, actual=actual, rel_error=result.predicted / actual - 1)
-        )
-    errors = np.abs([row["rel_error"] for row in rows]) if rows else np.array([np.nan])
-    return dict(
-        fraction=fraction, runs=rows, mean_abs_rel_error=float(np.mean(errors)), max_abs_rel_error=float(np.max(errors))
-    )
-
-
-def isoflop_allocation(records: list[RunRecord]) -> dict[str, Any] | None:
-    """Approach 2 when at least two budgets have three or more runs; None otherwise."""
-    budgets = np.array([r.budget for r in records])
-    if len(np.unique(budgets)) < 2:
-        return None
-    try:
-        result = approach2(budgets, np.array([r.N for r in records], float), np.array([r.loss for r in records]))
-    except UserError as err:
-        return dict(error=str(err))
-    return dict(
-        a=result.a,
-        b=result.b,
-        warnings=list(result.warnings),
-        profiles=[
-            dict(
-                C=p.C,
-                N_opt=p.N_opt,
-                D_opt=p.D_opt,
-                loss_min=p.loss_min,
-                coeffs=list(p.coeffs),
-                extrapolated=p.extrapolated,
-            )
-            for p in result.profiles
-        ],
-    )
+from smallest_loss.scaling.holdout import holdout_largest, holdout_split, leave_one_shape_out
+from smallest_loss.scaling.isoflop import isoflop_allocation
+from smallest_loss.scaling.laws import law_to_dict, save_law
+from smallest_loss.scaling.learning_curve import curve_extrapolation
+from smallest_loss.scaling.optimize import DEFAULT_DELTA
+from smallest_loss.scaling.points import FitPoints, check_budgets, read_fit_csv
 
 
 def _constants_table(values: dict[str, float], intervals: dict[str, tuple[float, float]]) -> list[str]:
@@ -277,10 +151,10 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
 
 def run_shape_fit(paths: list[str], csv: str | None, n_boot: int, out: str | None, delta: float,
                   holdout_shape: bool) -> dict[str, Any]:  # fmt: skip
-    """`fit --form shape`: the shape-aware law (scaling/shape.py) from run folders (their configs give d and n) or a
+    """`fit --form shape`: the shape-aware law (scaling/aspect.py) from run folders (their configs give d and n) or a
     CSV with columns d and n; its law file carries the aspect-ratio factor in its `shape` section."""
     if csv:
-        points = read_shape_csv(csv)
+        points = read_aspect_csv(csv)
         check_budgets(points.points, csv)
         if len(group_names(points.points)) > 1:
             raise UserError(f"fit CSV {csv}: --form shape fits one law; drop the 'group' column or fit groups apart")
@@ -288,9 +162,9 @@ def run_shape_fit(paths: list[str], csv: str | None, n_boot: int, out: str | Non
         records, left_out = collect_runs(paths)
         for line in left_out:
             print(f"warning: left out {line}", file=sys.stderr)
-        points = ShapePoints(to_points(records), np.array([r.d for r in records]), np.array([r.n for r in records]))
-    fit = fit_shape(points, delta)
-    boot = bootstrap_shape(points, fit, n_boot) if n_boot else None
+        points = AspectPoints(to_points(records), np.array([r.d for r in records]), np.array([r.n for r in records]))
+    fit = fit_aspect(points, delta)
+    boot = bootstrap_aspect(points, fit, n_boot) if n_boot else None
     shape = with_intervals(fit, boot)
     diagnostics = dict(fit.diagnostics)
     intervals = samples = None
@@ -311,7 +185,7 @@ def run_shape_fit(paths: list[str], csv: str | None, n_boot: int, out: str | Non
     return report
 
 
-def _format_shape(fit: ShapeFit, boot: ShapeBootstrap | None, diagnostics: dict[str, Any]) -> list[str]:
+def _format_shape(fit: AspectFit, boot: AspectBootstrap | None, diagnostics: dict[str, Any]) -> list[str]:
     values = {key: getattr(fit.law, key) for key in LAW_KEYS} | dict(
         gamma=fit.shape.gamma, aspect_opt=fit.shape.aspect_opt
     )
@@ -333,17 +207,6 @@ def _holdout_shape_lines(h: dict[str, Any]) -> list[str]:
         f"{nd_law['mean_abs_rel_error']:.2%} (MAE {nd_law['mae']:.4f})"
     ]
     return lines + [f"  d/n {s['aspect_ratio']:.3g} not held out: {s['reason']}" for s in h["skipped"]]
-
-
-def check_budgets(points: FitPoints, csv: str) -> None:
-    """Refuse points that all share one compute budget: on one IsoFLOP profile N and D move together, so
-    the fit cannot tell the model-size term from the data term."""
-    if budget_labels(points.budgets).max() == 0:
-        source = "its C column" if points.C is not None else "6ND, as it has no C column"
-        raise UserError(
-            f"fit CSV {csv}: all {len(points)} points share one compute budget (from {source}); a law "
-            "in N and D needs points at two or more budgets"
-        )
 
 
 def _plots(report: dict[str, Any], points: FitPoints, law: Any, records: list[RunRecord], plot_path: Path) -> None:

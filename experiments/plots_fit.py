@@ -8,7 +8,8 @@ import numpy as np
 from matplotlib import cm, colors, ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from smallest_loss.scaling.laws import ChinchillaLaw, KaplanLaw
+from smallest_loss.scaling.chinchilla import ChinchillaLaw
+from smallest_loss.scaling.kaplan import KaplanLaw
 from smallest_loss.scaling.points import FitPoints
 
 MAX_CURVES = 8  # iso-N curves drawn when the points have many distinct N

@@ -38,6 +38,8 @@ _NUMBER = r"(\d+(?:\.\d*)?(?:e[+-]?\d+)?|\.\d+(?:e[+-]?\d+)?)"
 
 @dataclass(frozen=True)
 class Budget:
+    """A budget as given: FLOPs, device seconds or money, its value and the text it was parsed from."""
+
     kind: Literal["flops", "seconds", "dollars"]
     value: float
     text: str
@@ -57,6 +59,7 @@ class Budget:
         raise UserError(f"budget {self.text} is in FLOPs, not time")
 
     def describe(self) -> str:
+        """The budget as a report shows it."""
         if self.kind == "flops":
             return f"{self.value:.3g} FLOPs"
         if self.kind == "dollars":

@@ -21,6 +21,8 @@ from smallest_loss.scaling.recipe import RecipeRun
 
 @dataclass(frozen=True)
 class RunRecord:
+    """One finished run of a sweep: its size, tokens, final loss, budget, shape and train-loss curve."""
+
     name: str
     N: int  # exact parameter count (all parameters, embeddings included)
     D: int  # tokens seen
@@ -32,6 +34,7 @@ class RunRecord:
 
 
 def run_folders(path: Path) -> list[Path]:
+    """The run folders at `path`: itself when it is one, else the runs inside it."""
     if (path / "config.json").is_file():
         return [path]
     if path.is_dir():
@@ -42,6 +45,7 @@ def run_folders(path: Path) -> list[Path]:
 
 
 def sweep_budgets(folder: Path) -> dict[str, float]:
+    """Each run's budget from the sweep manifest next to its folder (sweep.json); empty without one."""
     manifest = folder.parent / "sweep.json"
     if not manifest.is_file():
         return {}

@@ -22,10 +22,9 @@ each evaluation after step s is one point at s updates, and the law is then one 
 `form="multipower"` fits the multi-power law of Luo et al. (2025, arXiv 2503.12811; scaling/multipower.py) instead,
 with the same conventions (1)-(5).
 
-A law holds for one model shape (N), batch size and peak rate. Laws from curves (`chinchilla_points`) fit one
-law per shape and then the Chinchilla law across shapes on the final losses the curve laws predict for cosine
-runs of many lengths: each per-shape law is then checked on its own curves, and no assumed form of how L0, A
-and C change with N enters the fit.
+A law holds for one model shape (N), batch size and peak rate. The Chinchilla law across shapes fitted to what
+the curve laws predict (laws from curves) is scaling/from_curves.py's. Not to be confused with
+scaling/learning_curve.py, Kaplan et al.'s power law in steps extrapolating one run's curve.
 """
 
 from __future__ import annotations
@@ -47,7 +46,6 @@ from smallest_loss.model.train import make_schedule
 from smallest_loss.model.transformer import count_params
 from smallest_loss.scaling import multipower as mp
 from smallest_loss.scaling.multipower import MultiPowerLaw, drops, fit_multipower, window_index
-from smallest_loss.scaling.points import FitPoints
 
 LAMBDA = 0.999  # Tissue et al.'s momentum of the annealing area
 BINS = 100  # windows each curve is averaged over for fitting
@@ -55,6 +53,7 @@ PARAMS = ("L0", "A", "alpha", "C")
 MIN_PREFIX = 4  # a prefix needs more fitted points (steps, or evaluations) than this
 MIN_EVALS = 3  # evaluations after warmup a run needs to be fitted on its eval losses
 TAIL = 0.05  # a run's final train loss: the mean over its last 5% of steps
+MEAN_DRAWS = 10_000  # resamples of the runs for the interval of a mean prefix error
 # Bounds of a Tissue fit's theta = (L0, log A, alpha, log C); L0's upper bound is the largest loss
 LOWER = (0.0, -30.0, 1e-3, -40.0)
 UPPER = (float("inf"), 30.0, 3.0, 10.0)
@@ -79,6 +78,7 @@ class Curve:
 
     @property
     def steps(self) -> int:
+        """Steps logged."""
         return len(self.lr)
 
     def fitted_evals(self) -> tuple[np.ndarray, np.ndarray]:
@@ -117,8 +117,9 @@ def _before(lr: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass(frozen=True)
-class ShapeLaw:
-    """L(s) = L0 + A S1^-alpha - C S2 for one model shape; `eval_gap` = mean log(final eval / final law)."""
+class TissueLaw:
+    """Tissue et al.'s law L(s) = L0 + A S1^-alpha - C S2 for one model shape; `eval_gap` = mean log(final eval /
+    final law)."""
 
     N: int
     L0: float
@@ -147,13 +148,14 @@ class ShapeLaw:
         return np.array([self.L0, np.log(self.A), self.alpha, np.log(max(self.C, 1e-300))])
 
     def to_dict(self) -> dict[str, float | str]:
+        """The law's constants and its form, as a curve-law file's shape row holds them."""
         return dict(dataclasses.asdict(self), form=self.form)
 
 
-CurveLaw = ShapeLaw | MultiPowerLaw
-FORMS: dict[str, tuple[type[ShapeLaw] | type[MultiPowerLaw], str, str]] = {
+CurveLaw = TissueLaw | MultiPowerLaw
+FORMS: dict[str, tuple[type[TissueLaw] | type[MultiPowerLaw], str, str]] = {
     "tissue": (
-        ShapeLaw,
+        TissueLaw,
         "tissue2024",
         "L(s) = L0 + A*S1^(-alpha) - C*S2 (Tissue et al. 2024, arXiv 2408.11029); eval = L * exp(eval_gap)",
     ),
@@ -227,7 +229,7 @@ def _starts(S1: np.ndarray, logL: np.ndarray, L_min: float) -> list[np.ndarray]:
     return starts
 
 
-def fit_shape(
+def fit_curve_law_of_shape(
     curves: Sequence[Curve], lam: float = LAMBDA, start: CurveLaw | None = None, form: str = "tissue"
 ) -> tuple[CurveLaw, float]:
     """Fit one shape's law of the given form to its runs' curves; returns the law and the rms of log(law / loss)
@@ -241,7 +243,7 @@ def fit_shape(
     return dataclasses.replace(law, eval_gap=float(np.mean(gaps)) if gaps else 0.0), rms
 
 
-def _fit_tissue(curves: Sequence[Curve], lam: float, start: ShapeLaw | None) -> tuple[ShapeLaw, float]:
+def _fit_tissue(curves: Sequence[Curve], lam: float, start: TissueLaw | None) -> tuple[TissueLaw, float]:
     """Tissue et al.'s law fitted (eval_gap 0). Bounds: 0 <= L0 <= max loss (annealing takes the loss below L0),
     0 < alpha <= 3, C >= 0 (as exp(log C)); 27 starts, or `start` alone."""
     S1, S2, window, logL, w = _fit_arrays(curves, lam)
@@ -271,7 +273,7 @@ def _fit_tissue(curves: Sequence[Curve], lam: float, start: ShapeLaw | None) -> 
         if best is None or res.cost < best.cost:
             best = res
     L0, log_A, alpha, log_C = best.x
-    law = ShapeLaw(curves[0].N, float(L0), float(np.exp(log_A)), float(alpha), float(np.exp(log_C)), 0.0, lam)
+    law = TissueLaw(curves[0].N, float(L0), float(np.exp(log_A)), float(alpha), float(np.exp(log_C)), 0.0, lam)
     rms = float(np.sqrt(np.sum(_residuals(best.x, S1, S2, window, logL, np.ones_like(w)) ** 2 * w**2) / np.sum(w**2)))
     return law, rms
 
@@ -281,11 +283,11 @@ def bootstrap_draws(curves: Sequence[Curve], full: CurveLaw, n_boot: int, seed: 
     rng, lam, draws = np.random.default_rng(seed), getattr(full, "lam", LAMBDA), []
     for _ in range(n_boot):
         sample = [curves[i] for i in rng.integers(0, len(curves), len(curves))]
-        draws.append(fit_shape(sample, lam, start=full, form=full.form)[0])
+        draws.append(fit_curve_law_of_shape(sample, lam, start=full, form=full.form)[0])
     return draws
 
 
-def bootstrap_shape(
+def bootstrap_curve_law(
     curves: Sequence[Curve],
     full: CurveLaw,
     n_boot: int,
@@ -330,6 +332,7 @@ def on_evals(curves: Sequence[Curve]) -> list[Curve]:
 
 
 def by_shape(curves: Sequence[Curve]) -> dict[int, list[Curve]]:
+    """The curves grouped by model shape (N), in increasing N."""
     groups: dict[int, list[Curve]] = {}
     for c in curves:
         groups.setdefault(c.N, []).append(c)
@@ -347,7 +350,7 @@ def fit_from_prefix(
 ) -> CurveLaw:
     """The law of `curve`'s shape fitted to its first `cut` steps and the whole curves of `others` (runs of its
     shape that share no steps with it); its own final eval loss never enters (the eval gap is the others')."""
-    return fit_shape([curve.prefix(cut), *others], lam, form=form)[0]
+    return fit_curve_law_of_shape([curve.prefix(cut), *others], lam, form=form)[0]
 
 
 def prefix_errors(
@@ -378,6 +381,27 @@ def prefix_errors(
     return rows
 
 
+def prefix_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """`prefix_errors`' rows with the mean and largest errors, and a 95% interval of the mean eval-loss error
+    over runs resampled with replacement; an error when no shape has runs of two families."""
+    if not rows:
+        return dict(runs=[], error="no shape has runs of two families (runs that share no steps)")
+    out: dict[str, Any] = dict(runs=rows)
+    errors = np.abs([r["rel_error"] for r in rows if "rel_error" in r])  # none for laws of eval losses
+    if len(errors):
+        out.update(mean_abs_rel_error=float(errors.mean()), max_abs_rel_error=float(errors.max()))
+    evals = np.abs([r["eval_rel_error"] for r in rows if "eval_rel_error" in r])
+    if len(evals):
+        means = np.random.default_rng(0).choice(evals, (MEAN_DRAWS, len(evals))).mean(axis=1)
+        out.update(
+            eval_runs=int(len(evals)),
+            eval_mean_abs_rel_error=float(evals.mean()),
+            eval_max_abs_rel_error=float(evals.max()),
+            eval_mean_interval=[float(v) for v in np.percentile(means, [2.5, 97.5])],
+        )
+    return out
+
+
 def schedule_lrs(
     train: TrainConfig, steps: int, warmup_fraction: float = 0.05, schedule: str = "cosine", **fields: Any
 ) -> np.ndarray:
@@ -398,6 +422,7 @@ PEAK_TOLERANCE = 0.01  # runs whose peak rates differ by at most this share coun
 
 
 def same_peak(a: float, b: float) -> bool:
+    """Whether two peak learning rates count as one (within `PEAK_TOLERANCE`)."""
     return max(a, b) <= (1 + PEAK_TOLERANCE) * min(a, b)
 
 
@@ -414,26 +439,6 @@ def shape_peaks(curves: Sequence[Curve]) -> dict[int, float] | str:
             )
         peaks[N] = max(tops)
     return peaks
-
-
-def chinchilla_points(
-    laws: Sequence[CurveLaw],
-    lengths: dict[int, Sequence[int]],
-    train: TrainConfig,
-    tokens_per_step: int,
-    peaks: dict[int, float],
-) -> FitPoints:
-    """Points (N, D, predicted final eval loss) of cosine runs of the given lengths (steps) per shape, each at its
-    shape's own peak rate (`shape_peaks`: a tuned sweep trains every shape at its own): the input of the
-    Chinchilla fit of laws from curves. The laws may be of either form."""
-    N, D, loss = [], [], []
-    for law in laws:
-        shape_train = dataclasses.replace(train, lr=peaks[law.N])
-        for steps in lengths[law.N]:
-            N.append(law.N)
-            D.append(steps * tokens_per_step)
-            loss.append(law.final_eval(schedule_lrs(shape_train, steps)))
-    return FitPoints(N=np.array(N, float), D=np.array(D, float), loss=np.array(loss), group=np.arange(len(N)))
 
 
 def read_curve(folder: Path, partial: bool = False) -> Curve:
@@ -490,7 +495,7 @@ def fit_curve_laws(curves: Sequence[Curve], n_boot: int, lam: float = LAMBDA, fo
     start, shapes = time.perf_counter(), []
     curve_loss = "eval" if any(c.fit_evals for c in curves) else "train"
     for group in by_shape(curves).values():
-        law, rms = fit_shape(group, lam, form=form)
+        law, rms = fit_curve_law_of_shape(group, lam, form=form)
         row = dict(
             law.to_dict(),
             runs=[c.name for c in group],
@@ -502,7 +507,7 @@ def fit_curve_laws(curves: Sequence[Curve], n_boot: int, lam: float = LAMBDA, fo
         row["intervals"] = row["draws"] = None
         if n_boot and len(group) > 1:  # the draws pair across shapes for the laws from curves' intervals
             draws = bootstrap_draws(group, law, n_boot)
-            row["intervals"] = bootstrap_shape(group, law, n_boot, draws=draws)
+            row["intervals"] = bootstrap_curve_law(group, law, n_boot, draws=draws)
             row["draws"] = [d.to_dict() for d in draws]
         shapes.append(row)
     _, name, formula = FORMS[form]

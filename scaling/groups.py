@@ -28,11 +28,11 @@ With E_g = E_ref it is k_g at every C; with an offset it changes with C, so it i
 budgets (the smallest and the largest in the data), and it is infinite where g's loss lies at or below
 the reference's E (no reference compute reaches it).
 
-Fitting: the Approach 3 objective (log-space Huber, delta = 1e-3, scaling/fit.py) from Chinchilla's start
-grid, each group's e and b starting at the grid's, inside fit.py's box (each E_g below its group's
-smallest loss), with fit.py's batched L-BFGS (every start screened for a few iterations, the best run to
-convergence), then polished by scipy. Unlike fit.py, the screening runs in float64: a grouped fit has
-few points, and one precision lets the fit and its bootstrap share compiled code.
+Fitting: the Approach 3 objective (log-space Huber, delta = 1e-3, scaling/chinchilla.py) from Chinchilla's
+start grid, each group's e and b starting at the grid's, inside chinchilla.py's box (each E_g below its group's
+smallest loss), with scaling/optimize.py's batched L-BFGS (every start screened for a few iterations, the best
+run to convergence), then polished by scipy. Unlike the Chinchilla fit, the screening runs in float64: a grouped
+fit has few points, and one precision lets the fit and its bootstrap share compiled code.
 
 Intervals: percentile bootstrap (Besiroglu et al. 2024) resampling within groups: each group's points
 (or its runs, when a `run` column labels them) are drawn with replacement from that group, so every
@@ -53,19 +53,17 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import optimize
 from smallest_loss.configs.errors import UserError
-from smallest_loss.scaling.fit import (
+from smallest_loss.scaling.bootstrap import interval, resample_within_groups
+from smallest_loss.scaling.chinchilla import CHINCHILLA_GRID, E_FLOOR, ChinchillaLaw, chinchilla_bounds
+from smallest_loss.scaling.optimize import (
     BOUND_TOL,
-    CHINCHILLA_GRID,
     DEFAULT_DELTA,
-    E_FLOOR,
     GRAD_TOL,
     SCREEN_EVALS,
     GroupWeights,
     batched_lbfgs,
-    chinchilla_bounds,
     huber,
 )
-from smallest_loss.scaling.laws import ChinchillaLaw
 from smallest_loss.scaling.points import FitPoints, budget_labels
 
 MIN_GROUP_POINTS = 4  # each group adds two constants (E_g, k_g) to the three shared ones
@@ -111,7 +109,7 @@ def check_groups(points: FitPoints, reference: str | None) -> tuple[list[str], i
 
 
 # ---------------------------------------------------------------------------------------------------
-# The objective. Coordinates u = (a', alpha, beta, e_1..e_G, b'_1..b'_G), centred as in scaling/fit.py:
+# The objective. Coordinates u = (a', alpha, beta, e_1..e_G, b'_1..b'_G), centred as in scaling/chinchilla.py:
 # a' = log A - alpha mean(log N), b'_g = log B_g - beta mean(log D), e_g = log E_g.
 
 
@@ -218,6 +216,7 @@ class GroupedFit:
 
     @property
     def k(self) -> np.ndarray:
+        """Each group's data multiplier against the reference (`data_multiplier`)."""
         return data_multiplier(self.B, self.beta, self.reference)
 
 
@@ -237,7 +236,7 @@ def _at_bound_warnings(u: np.ndarray, setup: _Setup, names: list[str]) -> list[s
 
 
 def _run(setup: _Setup, starts: np.ndarray, weights: GroupWeights | None = None, **kwargs: Any) -> dict:
-    """fit.py's batched L-BFGS on the grouped objective, float64, weights always per start (every point
+    """optimize.py's batched L-BFGS on the grouped objective, float64, weights always per start (every point
     once when not given), so the fit and its bootstrap share compiled code."""
     if weights is None:
         P = len(setup.index)
@@ -324,21 +323,6 @@ class GroupBootstrap:
     warnings: tuple[str, ...]
 
 
-def _resample_counts(points: FitPoints, index: np.ndarray, n_boot: int,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """(n_boot, U) draws of the resampling units (runs, else points) and each point's unit. A unit is
-    drawn among the units that lie in the same groups (its stratum), as many times as that stratum has units."""
-    unit, n_units = points.group_index
-    stratum_key = np.zeros(n_units, np.int64)
-    np.bitwise_or.at(stratum_key, unit, np.left_shift(1, index).astype(np.int64))
-    counts = np.zeros((n_boot, n_units), np.float32)
-    for key in np.unique(stratum_key):
-        members = np.flatnonzero(stratum_key == key)
-        draws = members[rng.integers(0, len(members), size=(n_boot, len(members)))]
-        np.add.at(counts, (np.arange(n_boot)[:, None], draws), 1.0)
-    return counts, unit
-
-
 def bootstrap_groups(points: FitPoints, fit: GroupedFit, n_boot: int = 1000, seed: int = 0, starts: int = 4,
                      level: float = 0.95) -> GroupBootstrap:  # fmt: skip
     """Refit on `n_boot` resamples drawn within groups (module docstring), all at once; each resample
@@ -346,9 +330,9 @@ def bootstrap_groups(points: FitPoints, fit: GroupedFit, n_boot: int = 1000, see
     if n_boot < 2 or starts < 1 or not 0 < level < 1:
         raise UserError(f"need n_boot >= 2, starts >= 1 and 0 < level < 1; got {n_boot}, {starts}, {level}")
     begin, rng, setup = time.perf_counter(), np.random.default_rng(seed), fit.setup
-    counts, unit = _resample_counts(points, setup.index, n_boot, rng)
+    counts, unit = resample_within_groups(points, setup.index, n_boot, rng)
     G = setup.G
-    scale = np.r_[0.3, 0.1, 0.1, [0.1] * G, [0.3] * G]  # log terms, exponents, log E: as scaling/fit.py
+    scale = np.r_[0.3, 0.1, 0.1, [0.1] * G, [0.3] * G]  # log terms, exponents, log E: as scaling/bootstrap.py
     x0 = np.clip(np.vstack([fit.u, fit.u + rng.normal(size=(starts - 1, len(fit.u))) * scale]), *setup.box)
     res = _run(setup, np.tile(x0, (n_boot, 1)), GroupWeights(counts, unit, np.repeat(np.arange(n_boot), starts)))
     f = np.where(np.isfinite(res["f"]), res["f"], np.inf).reshape(n_boot, starts)
@@ -367,15 +351,6 @@ def bootstrap_groups(points: FitPoints, fit: GroupedFit, n_boot: int = 1000, see
         seconds=time.perf_counter() - begin,
         warnings=tuple(warnings),
     )
-
-
-def interval(values: np.ndarray, level: float) -> tuple[float, float]:
-    """Percentile interval at `level` by nearest rank, so that infinite values (a multiplier the reference
-    never reaches) stay infinite instead of turning into NaN."""
-    ordered = np.sort(np.asarray(values, np.float64))
-    ranks = [math.ceil(q * len(ordered)) - 1 for q in ((1 - level) / 2, (1 + level) / 2)]
-    lo, hi = np.clip(ranks, 0, len(ordered) - 1)
-    return float(ordered[lo]), float(ordered[hi])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -412,7 +387,7 @@ def _finite(value: float) -> float | None:
 
 
 def reference_samples(fit: GroupedFit, boot: GroupBootstrap) -> dict[str, np.ndarray]:
-    """Bootstrap samples of the reference group's law, keyed as scaling/fit.py's (law JSON `samples`)."""
+    """Bootstrap samples of the reference group's law, keyed as `bootstrap_chinchilla`'s (law JSON `samples`)."""
     s, ref = boot.samples, fit.reference
     alpha, beta = s["alpha"], s["beta"]
     return {"E": s["E"][:, ref], "A": s["A"], "B": s["B"][:, ref], "alpha": alpha, "beta": beta,

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
+
+if TYPE_CHECKING:
+    from smallest_loss.scaling.collect import RunRecord
 
 MIN_PROFILE_POINTS = 3  # a parabola needs three points
 
@@ -74,10 +78,12 @@ class IsoFlopResult:
 
     @property
     def a(self) -> float:
+        """The exponent a of N_opt ~ C^a."""
         return self.n_fit.exponent
 
     @property
     def b(self) -> float:
+        """The exponent b of D_opt ~ C^b."""
         return self.d_fit.exponent
 
 
@@ -148,6 +154,33 @@ def approach2(C: np.ndarray, N: np.ndarray, loss: np.ndarray, rtol: float = 1e-3
     )
 
 
+def isoflop_allocation(records: Sequence[RunRecord]) -> dict[str, Any] | None:
+    """Approach 2 on a sweep's runs when at least two budgets have three or more runs; None otherwise."""
+    budgets = np.array([r.budget for r in records])
+    if len(np.unique(budgets)) < 2:
+        return None
+    try:
+        result = approach2(budgets, np.array([r.N for r in records], float), np.array([r.loss for r in records]))
+    except UserError as err:
+        return dict(error=str(err))
+    return dict(
+        a=result.a,
+        b=result.b,
+        warnings=list(result.warnings),
+        profiles=[
+            dict(
+                C=p.C,
+                N_opt=p.N_opt,
+                D_opt=p.D_opt,
+                loss_min=p.loss_min,
+                coeffs=list(p.coeffs),
+                extrapolated=p.extrapolated,
+            )
+            for p in result.profiles
+        ],
+    )
+
+
 # ---------------------------------------------------------------------------------------------------
 # Approach 1: lower envelope of learning curves.
 
@@ -194,10 +227,12 @@ class EnvelopeResult:
 
     @property
     def a(self) -> float:
+        """The exponent a of N_opt ~ C^a."""
         return self.n_fit.exponent
 
     @property
     def b(self) -> float:
+        """The exponent b of D_opt ~ C^b."""
         return self.d_fit.exponent
 
 

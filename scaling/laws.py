@@ -1,9 +1,10 @@
-"""Loss laws: the Chinchilla and Kaplan forms, compute-optimal allocation, wall-clock loss, law JSON.
+"""What every loss law shares: the law file (JSON, `LawFile`, save and load), published constants, wall-clock loss.
 
-Chinchilla form (Hoffmann et al. 2022, eq. 2): L(N, D) = E + A/N^alpha + B/D^beta, N parameters,
-D training tokens. Kaplan form (Kaplan et al. 2020, eq. 1.5): L(N, D) = ((Nc/N)^(aN/aD) + Dc/D)^aD.
-The wall-clock form ("Time Matters", Inbar and Sernau 2024) feeds the tokens a time budget buys,
-D(T) = T / step_seconds * b * s, into the Chinchilla form.
+The laws themselves live with their fits: the Chinchilla form (Hoffmann et al. 2022, eq. 2) in
+scaling/chinchilla.py, the Kaplan form (Kaplan et al. 2020, eq. 1.5) in scaling/kaplan.py, the aspect-ratio
+factor in scaling/aspect.py and the recipe laws in scaling/recipe.py; a law file holds one law in N and D
+(`Law`) and optionally the others. The wall-clock form ("Time Matters", Inbar and Sernau 2024) feeds the tokens
+a time budget buys, D(T) = T / step_seconds * b * s, into the Chinchilla form.
 
 All numerics here are numpy float64 and vectorised over N, D, C and T.
 """
@@ -12,134 +13,21 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
+from smallest_loss.scaling.aspect import AspectLaw
+from smallest_loss.scaling.chinchilla import ChinchillaLaw
+from smallest_loss.scaling.kaplan import KaplanLaw
+from smallest_loss.scaling.points import ArrayLike
 from smallest_loss.scaling.recipe import RecipeLaw, recipe_from_dict, recipe_to_dict
 
 LAW_FORMAT_VERSION = 1
 
-ArrayLike = float | np.ndarray
-
-
-@dataclass(frozen=True)
-class ChinchillaLaw:
-    """L(N, D) = E + A/N^alpha + B/D^beta (Hoffmann et al. 2022, eq. 2)."""
-
-    E: float
-    A: float
-    B: float
-    alpha: float
-    beta: float
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if not isinstance(value, int | float | np.floating | np.integer) or not math.isfinite(value):
-                raise UserError(f"ChinchillaLaw.{f.name}={value!r} must be a finite number")
-            object.__setattr__(self, f.name, float(value))
-        for name in ("A", "B", "alpha", "beta"):
-            if not getattr(self, name) > 0:
-                raise UserError(f"ChinchillaLaw.{name}={getattr(self, name)!r} must be positive")
-        if self.E < 0:
-            raise UserError(f"ChinchillaLaw.E={self.E!r} must be >= 0 (the irreducible loss)")
-
-    def loss(self, N: ArrayLike, D: ArrayLike) -> ArrayLike:
-        """Predicted loss E + A/N^alpha + B/D^beta, broadcast over N and D."""
-        N = np.asarray(N, dtype=np.float64)
-        D = np.asarray(D, dtype=np.float64)
-        out = self.E + self.A / N**self.alpha + self.B / D**self.beta
-        return float(out) if np.ndim(out) == 0 else out
-
-    @property
-    def G(self) -> float:
-        """G = (alpha*A / (beta*B))^(1/(alpha+beta)); Hoffmann et al. 2022, eq. 4."""
-        return (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
-
-    @property
-    def n_exponent(self) -> float:
-        """a = beta/(alpha+beta): N_opt grows as C^a (Hoffmann et al. 2022, eq. 4)."""
-        return self.beta / (self.alpha + self.beta)
-
-    @property
-    def d_exponent(self) -> float:
-        """b = alpha/(alpha+beta): D_opt grows as C^b (Hoffmann et al. 2022, eq. 4)."""
-        return self.alpha / (self.alpha + self.beta)
-
-    def optimal_allocation(self, C: ArrayLike) -> tuple[ArrayLike, ArrayLike]:
-        """(N_opt, D_opt) minimising L under C = 6ND (Hoffmann et al. 2022, eq. 4).
-
-        N_opt = G (C/6)^(beta/(alpha+beta)),  D_opt = G^-1 (C/6)^(alpha/(alpha+beta)).
-        """
-        C = np.asarray(C, dtype=np.float64)
-        if np.any(~np.isfinite(C)) or np.any(C <= 0):
-            raise UserError(f"compute budget C={C!r} must be positive and finite (FLOPs)")
-        N = self.G * (C / 6.0) ** self.n_exponent
-        D = (C / 6.0) ** self.d_exponent / self.G
-        if N.ndim == 0:
-            return float(N), float(D)
-        return N, D
-
-
-@dataclass(frozen=True)
-class KaplanLaw:
-    """L(N, D) = ((Nc/N)^(aN/aD) + Dc/D)^aD (Kaplan et al. 2020, eq. 1.5)."""
-
-    Nc: float
-    Dc: float
-    aN: float
-    aD: float
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if not isinstance(value, int | float | np.floating | np.integer) or not math.isfinite(value):
-                raise UserError(f"KaplanLaw.{f.name}={value!r} must be a finite number")
-            if not value > 0:
-                raise UserError(f"KaplanLaw.{f.name}={value!r} must be positive")
-            object.__setattr__(self, f.name, float(value))
-
-    def loss(self, N: ArrayLike, D: ArrayLike) -> ArrayLike:
-        """Predicted loss ((Nc/N)^(aN/aD) + Dc/D)^aD, broadcast over N and D."""
-        N = np.asarray(N, dtype=np.float64)
-        D = np.asarray(D, dtype=np.float64)
-        out = ((self.Nc / N) ** (self.aN / self.aD) + self.Dc / D) ** self.aD
-        return float(out) if np.ndim(out) == 0 else out
-
-
 Law = ChinchillaLaw | KaplanLaw
-
-
-@dataclass(frozen=True)
-class ShapeLaw:
-    """The aspect-ratio factor exp(gamma ln(r / aspect_opt)^2), r = d/n, that multiplies a law's loss: the loss a
-    shallow function of d/n around an optimum (Kaplan et al. 2020, section 3.1 and figure 5; fitted in
-    scaling/shape.py). `aspect_range` is the d/n its points spanned: the region where it was fitted. Bootstrap
-    `samples` (gamma, aspect_opt) pair one to one with the law file's samples of the other constants."""
-
-    gamma: float
-    aspect_opt: float
-    aspect_range: tuple[float, float]
-    intervals: dict[str, tuple[float, float]] | None = None
-    samples: dict[str, np.ndarray] | None = None
-
-    def __post_init__(self) -> None:
-        lo, hi = self.aspect_range
-        if not (math.isfinite(self.gamma) and self.gamma >= 0):
-            raise UserError(f"ShapeLaw.gamma={self.gamma!r} must be a finite number >= 0")
-        if not (math.isfinite(self.aspect_opt) and self.aspect_opt > 0 and math.isfinite(hi) and 0 < lo <= hi):
-            raise UserError(
-                f"ShapeLaw: aspect_opt={self.aspect_opt!r} and aspect_range=({lo!r}, {hi!r}) must be "
-                "positive, finite, low <= high"
-            )
-
-    def factor(self, d: ArrayLike, n: ArrayLike) -> ArrayLike:
-        """exp(gamma ln(d/n / aspect_opt)^2): 1 at the optimal aspect ratio, above 1 elsewhere."""
-        out = np.exp(self.gamma * np.log(np.asarray(d, np.float64) / np.asarray(n, np.float64) / self.aspect_opt) ** 2)
-        return float(out) if np.ndim(out) == 0 else out
 
 
 # Hoffmann et al. 2022, Approach 3 as published.
@@ -189,7 +77,7 @@ class LawFile:
     samples: dict[str, np.ndarray] | None = None
     diagnostics: dict[str, Any] | None = None
     recipe: RecipeLaw | None = None  # learning-rate and batch laws (scaling/recipe.py); None in older files
-    shape: ShapeLaw | None = None  # the aspect-ratio factor (scaling/shape.py); None: a law in N and D only
+    shape: AspectLaw | None = None  # the aspect-ratio factor (scaling/aspect.py); None: a law in N and D only
 
     @property
     def fit_form(self) -> dict[str, Any]:
@@ -211,7 +99,7 @@ def law_to_dict(
     samples: dict[str, np.ndarray] | None = None,
     diagnostics: dict[str, Any] | None = None,
     recipe: RecipeLaw | None = None,
-    shape: ShapeLaw | None = None,
+    shape: AspectLaw | None = None,
 ) -> dict[str, Any]:
     """The JSON-ready dict of a law plus optional intervals, bootstrap samples, diagnostics and recipe laws."""
     form = "chinchilla" if isinstance(law, ChinchillaLaw) else "kaplan"
@@ -245,7 +133,7 @@ def save_law(
     samples: dict[str, np.ndarray] | None = None,
     diagnostics: dict[str, Any] | None = None,
     recipe: RecipeLaw | None = None,
-    shape: ShapeLaw | None = None,
+    shape: AspectLaw | None = None,
 ) -> Path:
     """Write the law JSON to `path` (parent folders created) and return the path."""
     path = Path(path)
@@ -338,7 +226,7 @@ def _diagnostics(raw: Any, source: str) -> dict[str, Any] | None:
     return raw
 
 
-def _shape_to_dict(shape: ShapeLaw) -> dict[str, Any]:
+def _shape_to_dict(shape: AspectLaw) -> dict[str, Any]:
     out = {
         "gamma": shape.gamma,
         "aspect_opt": shape.aspect_opt,
@@ -349,7 +237,7 @@ def _shape_to_dict(shape: ShapeLaw) -> dict[str, Any]:
     return json.loads(json.dumps({k: v for k, v in out.items() if v is not None}, default=_json_default))
 
 
-def _shape(raw: Any, source: str) -> ShapeLaw | None:
+def _shape(raw: Any, source: str) -> AspectLaw | None:
     """The optional `shape` section: gamma, aspect_opt, aspect_range [lo, hi], optional intervals and samples."""
     if raw is None:
         return None
@@ -363,6 +251,6 @@ def _shape(raw: Any, source: str) -> ShapeLaw | None:
                   aspect_range=(float(span[0]), float(span[1])), intervals=_intervals(raw.get("intervals"), where),
                   samples=_samples(raw.get("samples"), where))  # fmt: skip
     try:
-        return ShapeLaw(**values)
+        return AspectLaw(**values)
     except UserError as err:
         raise UserError(f"{where}: {err}") from None

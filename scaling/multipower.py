@@ -176,6 +176,7 @@ class MultiPowerLaw:
         return float((self.L0 + self.A * np.sum(lr) ** (-self.alpha) - LD) * np.exp(self.eval_gap))
 
     def to_dict(self) -> dict[str, float | str]:
+        """The law's constants and its form, as a curve-law file's shape row holds them."""
         return dict(dataclasses.asdict(self), form=self.form)
 
     def theta(self) -> np.ndarray:
@@ -192,7 +193,9 @@ class CurveLike(Protocol):
     first: int
     fit_evals: bool  # fitted on its evaluations (`fitted_evals`), not on every step's train loss
 
-    def fitted_evals(self) -> tuple[np.ndarray, np.ndarray]: ...
+    def fitted_evals(self) -> tuple[np.ndarray, np.ndarray]:
+        """The evaluations in the fitted range: update counts and their losses."""
+        ...
 
 
 def _interp_matrix(x: np.ndarray, xp: np.ndarray) -> sparse.csr_matrix:

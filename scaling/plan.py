@@ -11,7 +11,7 @@ Serving costs (Sardana et al., 2023) come out of the budget before training: M l
 cost M * 2N FLOPs, or M * (per-token forward seconds), taken as a third of a training step's seconds per
 token (a forward pass is about a third of forward + backward).
 
-With a shape-aware law (scaling/shape.py) the loss also carries the law's aspect-ratio factor, so width against
+With a shape-aware law (scaling/aspect.py) the loss also carries the law's aspect-ratio factor, so width against
 depth is decided by the law, and the candidates' d/n is kept inside the range the law was fitted on (the space's
 aspect-ratio bounds apply only to a law in N and D).
 
@@ -37,8 +37,11 @@ from scipy.optimize import minimize_scalar
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.spaces import SearchSpace
 from smallest_loss.model.transformer import param_counts
+from smallest_loss.scaling.aspect import AspectLaw
 from smallest_loss.scaling.budget import Budget
-from smallest_loss.scaling.laws import ChinchillaLaw, KaplanLaw, Law, LawFile, ShapeLaw, tokens_for_time
+from smallest_loss.scaling.chinchilla import ChinchillaLaw
+from smallest_loss.scaling.kaplan import KaplanLaw
+from smallest_loss.scaling.laws import Law, LawFile, tokens_for_time
 from smallest_loss.scaling.plan_result import BatchOption, Edge, FlopsRuleChoice, NDChoice, PlanRow
 from smallest_loss.scaling.recipe import RecipeLaw
 from smallest_loss.timing.counts import bytes_per_element, train_memory_bytes, train_step_flops
@@ -117,7 +120,7 @@ def enumerate_candidates(
     return _candidates(space, d[ok], n[ok], k[ok], ratio[ok], s[ok], b[ok])
 
 
-def aspect_bounds(space: SearchSpace, shape: ShapeLaw | None) -> tuple[float, float]:
+def aspect_bounds(space: SearchSpace, shape: AspectLaw | None) -> tuple[float, float]:
     """The d/n the planner may choose: with a shape-aware law, the range it was fitted on (its safety net: no
     extrapolation in shape); without, the space's bounds, which then decide width against depth."""
     return shape.aspect_range if shape is not None else space.aspect_ratio

@@ -25,6 +25,8 @@ GROUP_COLUMN = "run"  # bootstrap groups: points of one run
 DATASET_COLUMN = "group"  # data or evaluation sets, for a grouped fit
 BUDGET_RTOL = 0.03  # budgets within 3% of a budget's smallest one are that budget
 
+ArrayLike = float | np.ndarray  # what the laws' formulas take and return: a number, or an array they broadcast over
+
 
 @dataclass(frozen=True)
 class FitPoints:
@@ -108,6 +110,33 @@ def budget_labels(C: np.ndarray, rtol: float = BUDGET_RTOL) -> np.ndarray:
     labels = np.empty(len(C), dtype=np.int64)
     labels[order] = np.cumsum(np.isin(np.arange(len(C)), starts)) - 1
     return labels
+
+
+def centring(points: FitPoints) -> tuple[float, float]:
+    """Mean log N and mean log D of the points: the centre the fits' coordinates are taken from."""
+    return float(np.log(points.N).mean()), float(np.log(points.D).mean())
+
+
+def check_spread(points: FitPoints) -> None:
+    """A law in N and D needs several model sizes and several token counts."""
+    for name in ("N", "D"):
+        distinct = len(np.unique(getattr(points, name)))
+        if distinct < 2:
+            raise UserError(
+                f"all {len(points.N)} points share one {name}; a law in N and D needs runs with "
+                f"several values of {name}"
+            )
+
+
+def check_budgets(points: FitPoints, path: str | Path) -> None:
+    """Refuse points that all share one compute budget: on one IsoFLOP profile N and D move together, so
+    the fit cannot tell the model-size term from the data term."""
+    if budget_labels(points.budgets).max() == 0:
+        source = "its C column" if points.C is not None else "6ND, as it has no C column"
+        raise UserError(
+            f"fit CSV {path}: all {len(points)} points share one compute budget (from {source}); a law "
+            "in N and D needs points at two or more budgets"
+        )
 
 
 def read_fit_csv(path: str | Path) -> FitPoints:

@@ -39,7 +39,8 @@ al.'s predictor of it (the B_simple-on-loss line at L_ref when it is used, else 
 only beta, K and the group constants are fitted.
 
 Intervals come from a residual bootstrap (the sweep is a designed experiment with fixed cells; resampling
-cells would drop whole batch sizes). Held-out batch sizes check the batch form (`fit_recipe(holdout=...)`).
+cells would drop whole batch sizes). Held-out batch sizes check the batch form (`fit_recipe(holdout=...)`,
+`holdout_batches` in scaling/holdout.py).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class RecipeRun:
 
     @property
     def batch_tokens(self) -> int:
+        """Tokens per step: batch (sequences) times sequence length."""
         return self.batch * self.seq_len
 
 
@@ -139,6 +141,7 @@ class LRLaw:
     residual_rms: float = 0.0  # in log eta
 
     def lr(self, N: Any, batch_tokens: Any) -> np.ndarray:
+        """The optimal learning rate at N parameters and `batch_tokens` per step."""
         return np.exp(self.c0 + self.n_exponent * np.log(N) + self.batch_exponent * np.log(batch_tokens))
 
 
@@ -189,6 +192,7 @@ class RecipeLaw:
     evidence: dict[str, Any] = field(default_factory=dict)
 
     def data_factor(self, batch_tokens: Any, loss: Any = None) -> np.ndarray:
+        """D_eff / D at batch B for the loss law's reference batch (`BatchLaw.data_factor`)."""
         return self.batch.data_factor(batch_tokens, self.reference_batch_tokens, loss)
 
 
@@ -367,34 +371,6 @@ def _f_test(L: np.ndarray, groups: np.ndarray, resid: np.ndarray, extra: int) ->
     return float(stats.f.sf(F, extra, dof))
 
 
-def holdout_batches(
-    cells: list[Cell], held: tuple[float, ...], b_crit: float | None = None, loss_law: tuple[float, float] = (0.0, 1.0)
-) -> dict[str, Any]:
-    """Fit the batch law without the cells at the `held` batch sizes (tokens) and predict them; beside it, the
-    error of a law with no batch cost (each group's mean best loss over the batches it was fitted on)."""
-    train = [c for c in cells if c.batch_tokens not in held]
-    test = [c for c in cells if c.batch_tokens in held]
-    if not test:
-        raise UserError(f"no cells at the held-out batch sizes {held}")
-    law = fit_batch_law(train, n_boot=0, b_crit=b_crit, loss_law=loss_law)
-    predicted = batch_predict(test, train, law.beta, math.log(law.b_crit), loss_law)
-    actual = np.array([c.loss_star for c in test])
-    flat = np.array([np.mean([t.loss_star for t in train if t.group == c.group]) for c in test])
-    rows = [
-        dict(group=c.group, batch_tokens=c.batch_tokens, actual=float(a), predicted=float(p), no_cost=float(f))
-        for c, a, p, f in zip(test, actual, predicted, flat, strict=True)
-    ]
-    error = np.abs(predicted / actual - 1)
-    return dict(
-        held_batch_tokens=list(held),
-        b_crit=law.b_crit,
-        rows=rows,
-        mape=float(np.mean(error)),
-        max_ape=float(np.max(error)),
-        no_cost_mape=float(np.mean(np.abs(flat / actual - 1))),
-    )
-
-
 def noise_summary(runs: list[RecipeRun]) -> dict[str, Any] | None:
     """The runs' gradient noise scales B_simple (tokens): median and range, or None when none measured one."""
     values = np.array([r.b_simple_tokens for r in runs if r.b_simple_tokens is not None and r.b_simple_tokens > 0])
@@ -445,6 +421,8 @@ def fit_recipe(
     seed: int = 0,
 ) -> tuple[RecipeLaw, list[Cell], list[str]]:
     """Both recipe laws from a recipe sweep's runs, with the evidence: cells, hold-out, noise scale."""
+    from smallest_loss.scaling.holdout import holdout_batches  # holdout.py imports this module: not at the top
+
     if len({r.seq_len for r in runs}) != 1:
         raise UserError("the recipe runs use several context lengths; fit each context length on its own")
     cells, names = make_cells(runs)
@@ -485,6 +463,7 @@ def fit_recipe(
 
 
 def recipe_to_dict(law: RecipeLaw) -> dict[str, Any]:
+    """The law file's recipe section: the recipe laws as a dict, with the section's version."""
     out = asdict(law)
     out["version"] = RECIPE_VERSION
     return out

@@ -13,15 +13,15 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import TrainConfig
 from smallest_loss.scaling.curve_law import (
     Curve,
-    ShapeLaw,
+    TissueLaw,
     at_bounds,
-    chinchilla_points,
     curve_law_from_dict,
-    fit_shape,
+    fit_curve_law_of_shape,
     read_curve,
     schedule_lrs,
     shape_peaks,
 )
+from smallest_loss.scaling.from_curves import chinchilla_points
 
 TRUE = dict(L0=1.5, A=0.8, alpha=0.5, C=0.3)
 LAM = 0.999
@@ -60,14 +60,14 @@ def test_recovers_known_constants():
         curve("c2", schedule(600, "cosine")),
         curve("w", schedule(1500, "wsd")),
     ]
-    law, rms = fit_shape(curves, LAM)
+    law, rms = fit_curve_law_of_shape(curves, LAM)
     assert (law.L0, law.A, law.alpha, law.C) == pytest.approx(tuple(TRUE.values()), rel=2e-3)
     assert rms < 1e-4
 
 
 def test_predicts_an_unseen_schedule_within_noise():
     curves = [curve(f"c{k}", schedule(n, "cosine"), 0.01, k) for k, n in enumerate((500, 1500))]
-    law, _ = fit_shape(curves, LAM)
+    law, _ = fit_curve_law_of_shape(curves, LAM)
     lr = schedule(3000, "wsd")
     assert law.curve(lr)[-1] == pytest.approx(reference_loss(lr)[-1], rel=0.01)
 
@@ -82,7 +82,7 @@ def test_laws_from_curves_use_each_shapes_own_peak_rate():
     )
     peaks = shape_peaks([slow, fast])
     assert peaks == pytest.approx({1000: 2e-3, 4000: 8e-3})
-    law = ShapeLaw(N=1000, **TRUE, eval_gap=0.0)
+    law = TissueLaw(N=1000, **TRUE, eval_gap=0.0)
     points = chinchilla_points(
         [dataclasses.replace(law, N=1000), dataclasses.replace(law, N=4000)],
         {1000: [200, 400, 800], 4000: [200, 400, 800]},
@@ -104,12 +104,12 @@ def test_parameters_at_a_bound_are_named():
     law = MultiPowerLaw(N=1000, L0=0.0, A=1.0, alpha=0.5, B=10.0, C=0.1, beta=1e-3, gamma=2.0, eval_gap=0.0)
     assert at_bounds(law) == ["L0 (lower)", "beta (lower)", "gamma (upper)"]
     assert at_bounds(dataclasses.replace(law, L0=1.0, beta=0.5, gamma=0.5)) == []
-    assert at_bounds(ShapeLaw(N=1000, **dict(TRUE, alpha=3.0), eval_gap=0.0)) == ["alpha (upper)"]
+    assert at_bounds(TissueLaw(N=1000, **dict(TRUE, alpha=3.0), eval_gap=0.0)) == ["alpha (upper)"]
 
 
 def test_law_from_its_dict():
     """A law's dict names its form; a dict written before forms existed (no key) is Tissue's."""
-    law = ShapeLaw(1000, *TRUE.values(), eval_gap=0.01, lam=LAM)
+    law = TissueLaw(1000, *TRUE.values(), eval_gap=0.01, lam=LAM)
     row = dict(law.to_dict(), runs=["c1"], rms_log_error=0.02)
     assert row["form"] == "tissue" and curve_law_from_dict(row) == law
     assert curve_law_from_dict({k: v for k, v in row.items() if k != "form"}) == law

@@ -8,14 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from smallest_loss.configs.errors import UserError
+from smallest_loss.scaling.bootstrap import interval, resample_within_groups
 from smallest_loss.scaling.groups import (
-    _resample_counts,
     bootstrap_groups,
     compute_multiplier,
     fit_groups,
     frontier_budgets,
     group_summary,
-    interval,
 )
 from smallest_loss.scaling.points import FitPoints
 
@@ -110,7 +109,7 @@ def test_resampling_within_groups_keeps_group_sizes_and_pairs():
         N, N * 20, np.full(18, 3.0), group=np.r_[np.arange(12), np.arange(6)], dataset=np.repeat(["a", "b", "c"], 6)
     )  # runs 0-5 are in groups a and c (two evaluation sets)
     index = np.repeat([0, 1, 2], 6)
-    counts, unit = _resample_counts(pts, index, 50, np.random.default_rng(0))
+    counts, unit = resample_within_groups(pts, index, 50, np.random.default_rng(0))
     weights = counts[:, unit]  # (resample, point)
     for g in range(3):
         assert np.all(weights[:, index == g].sum(axis=1) == 6)

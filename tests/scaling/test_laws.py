@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from scipy import optimize
 from smallest_loss.configs.errors import UserError
+from smallest_loss.scaling.chinchilla import ChinchillaLaw
+from smallest_loss.scaling.kaplan import KaplanLaw
 from smallest_loss.scaling.laws import (
     CHINCHILLA_PUBLISHED,
     EPOCH_REPLICATION,
-    ChinchillaLaw,
-    KaplanLaw,
     load_law,
     loss_for_time,
     save_law,

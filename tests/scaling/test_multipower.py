@@ -8,10 +8,10 @@ import pytest
 from smallest_loss.configs.errors import UserError
 from smallest_loss.scaling.curve_law import (
     Curve,
-    bootstrap_shape,
+    bootstrap_curve_law,
     curve_law_from_dict,
+    fit_curve_law_of_shape,
     fit_curve_laws,
-    fit_shape,
     prefix_errors,
 )
 from smallest_loss.scaling.multipower import PARAMS, MultiPowerLaw, design, reduction
@@ -74,7 +74,7 @@ def runs() -> list[Curve]:
 
 @pytest.fixture(scope="module")
 def fitted(runs):
-    return fit_shape(runs, form="multipower")
+    return fit_curve_law_of_shape(runs, form="multipower")
 
 
 @pytest.mark.parametrize("kind", ["cosine", "wsd"])
@@ -118,7 +118,9 @@ def test_recovers_known_constants(fitted):
 def test_predicts_a_held_out_schedule_within_noise():
     """Fitted to noisy (1% a step) cosine runs and a constant run, the law predicts a cool-down's final loss."""
     train = [curve(f"cos{n}", schedule(n, "cosine"), noise=0.01, seed=n) for n in (150, 400)]
-    law, _ = fit_shape([*train, curve("const", schedule(300, "constant"), noise=0.01, seed=3)], form="multipower")
+    law, _ = fit_curve_law_of_shape(
+        [*train, curve("const", schedule(300, "constant"), noise=0.01, seed=3)], form="multipower"
+    )
     lr = schedule(500, "wsd")
     assert law.curve(lr)[-1] == pytest.approx(reference_loss(lr)[-1], rel=0.01)
 
@@ -129,7 +131,7 @@ def test_the_form_runs_through_curve_law(runs, fitted):
     result = fit_curve_laws(runs, n_boot=0, form="multipower")
     assert result["form"] == "multipower2025" and "lam" not in result and "LD(t)" in result["formula"]
     assert result["shapes"][0]["form"] == "multipower"
-    intervals = bootstrap_shape(runs, law, n_boot=2)
+    intervals = bootstrap_curve_law(runs, law, n_boot=2)
     assert set(intervals) == {*PARAMS, "eval_gap"}
     rows = prefix_errors(runs, 0.5, form="multipower")
     assert {r["name"] for r in rows} == {"cos400", "cos200", "const"}  # branches: no prefix of their own steps
@@ -138,6 +140,6 @@ def test_the_form_runs_through_curve_law(runs, fitted):
 
 def test_unknown_form_is_one_line(runs):
     with pytest.raises(UserError, match="unknown curve-law form 'power'"):
-        fit_shape(runs, form="power")
+        fit_curve_law_of_shape(runs, form="power")
     with pytest.raises(UserError, match="unknown curve-law form"):
         curve_law_from_dict(dict(form="power"))

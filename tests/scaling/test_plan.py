@@ -7,7 +7,8 @@ import pytest
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.spaces import get_space
 from smallest_loss.scaling.budget import parse_budget
-from smallest_loss.scaling.laws import CHINCHILLA_PUBLISHED, KaplanLaw, LawFile
+from smallest_loss.scaling.kaplan import KaplanLaw
+from smallest_loss.scaling.laws import CHINCHILLA_PUBLISHED, LawFile
 from smallest_loss.scaling.plan import (
     TIE_TOLERANCE,
     Candidates,

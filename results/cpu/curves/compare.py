@@ -12,13 +12,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-from smallest_loss.experiments.curves_cmd import laws_from_curves
-from smallest_loss.experiments.fit_cmd import curve_extrapolation
 from smallest_loss.model.runs import RunDir
+from smallest_loss.scaling.chinchilla import ChinchillaLaw, fit_chinchilla
 from smallest_loss.scaling.collect import collect_runs, run_folders, to_points
-from smallest_loss.scaling.curve_law import by_shape, fit_shape, read_curve
-from smallest_loss.scaling.fit import fit_chinchilla
-from smallest_loss.scaling.laws import ChinchillaLaw
+from smallest_loss.scaling.curve_law import by_shape, fit_curve_law_of_shape, read_curve
+from smallest_loss.scaling.from_curves import laws_from_curves
+from smallest_loss.scaling.learning_curve import curve_extrapolation
 
 
 def cost(folders):
@@ -76,7 +75,7 @@ def main() -> None:
         few = [f for f in run_folders(iso) if f"-{budgets[-1]:.0e}-".replace("e+", "e") not in f.name]
         label = "curve law from the IsoFLOP sweep's smaller budgets"
     curves = [read_curve(f) for f in few]
-    laws = [fit_shape(g, form=args.form)[0] for g in by_shape(curves).values()]
+    laws = [fit_curve_law_of_shape(g, form=args.form)[0] for g in by_shape(curves).values()]
     laws_by_N = {law.N: law for law in laws}
     fc = laws_from_curves(curves, laws, RunDir.open(few[0]).config.train, reach=args.reach)
     rows.append((f"{label} ({args.form}), Chinchilla on its predictions", few, ChinchillaLaw(**fc["law"])))

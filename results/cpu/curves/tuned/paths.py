@@ -23,12 +23,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from compare import cost  # noqa: E402  (results/cpu/curves/compare.py: training FLOPs of run folders)
-from smallest_loss.experiments.curves_cmd import laws_from_curves  # noqa: E402
 from smallest_loss.model.runs import RunDir  # noqa: E402
+from smallest_loss.scaling.chinchilla import ChinchillaLaw, fit_chinchilla  # noqa: E402
 from smallest_loss.scaling.collect import collect_runs, run_folders, to_points  # noqa: E402
-from smallest_loss.scaling.curve_law import by_shape, fit_shape, on_evals, read_curve  # noqa: E402
-from smallest_loss.scaling.fit import fit_chinchilla  # noqa: E402
-from smallest_loss.scaling.laws import ChinchillaLaw  # noqa: E402
+from smallest_loss.scaling.curve_law import by_shape, fit_curve_law_of_shape, on_evals, read_curve  # noqa: E402
+from smallest_loss.scaling.from_curves import laws_from_curves  # noqa: E402
 
 DRAWS = 4000
 
@@ -46,7 +45,7 @@ def shape_laws(folder: Path, curve_loss: str) -> tuple[list, list]:
     """The folder's curves and one multi-power law per shape, fitted to train or eval losses."""
     curves = [read_curve(f) for f in run_folders(folder)]
     curves = on_evals(curves) if curve_loss == "eval" else curves
-    return curves, [fit_shape(g, form="multipower")[0] for g in by_shape(curves).values()]
+    return curves, [fit_curve_law_of_shape(g, form="multipower")[0] for g in by_shape(curves).values()]
 
 
 def curve_law_path(folder: Path, curve_loss: str, reach: float) -> ChinchillaLaw:

@@ -1,5 +1,5 @@
-"""Approach 3 fit, bounds and fallback forms, batched projected L-BFGS, bootstrap and Kaplan fit, on
-synthetic data with known constants (generated here, not by the code under test)."""
+"""Approach 3 fit (scaling/chinchilla.py), bounds and fallback forms, the fast path, and its bootstrap
+(scaling/bootstrap.py), on synthetic data with known constants (generated here, not by the code under test)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import optimize, special
+from scipy import special
 from smallest_loss.configs.errors import UserError
-from smallest_loss.scaling import fit as F  # noqa: N812
-from smallest_loss.scaling.laws import EPOCH_REPLICATION, KaplanLaw, load_law, save_law
-from smallest_loss.scaling.points import FitPoints
+from smallest_loss.scaling import bootstrap, optimize
+from smallest_loss.scaling.bootstrap import bootstrap_chinchilla
+from smallest_loss.scaling.chinchilla import (
+    CHINCHILLA_PARAMS,
+    E_FLOOR,
+    EXPONENT_BOUNDS,
+    FitResult,
+    chinchilla_bounds,
+    chinchilla_objective,
+    fit_chinchilla,
+    form_problem,
+    form_vg,
+    make_form,
+)
+from smallest_loss.scaling.laws import EPOCH_REPLICATION, load_law, save_law
+from smallest_loss.scaling.points import FitPoints, centring
 
 SMALL_GRID = {"a": (5.0, 10.0), "b": (5.0, 10.0), "e": (0.0, 1.0), "alpha": (0.3, 0.6), "beta": (0.3, 0.6)}
 # About 100 starts: enough to exercise the screen (more than REFINE_STARTS), cheap to run exhaustively.
@@ -52,14 +65,14 @@ def _reference_objective(params: np.ndarray, pts: FitPoints, delta: float) -> fl
 
 
 @pytest.fixture(scope="module")
-def well_spread() -> tuple[FitPoints, F.FitResult]:
+def well_spread() -> tuple[FitPoints, FitResult]:
     pts = synthetic(60, 0.003, seed=0)
-    return pts, F.fit_chinchilla(pts)
+    return pts, fit_chinchilla(pts)
 
 
 @pytest.fixture(scope="module")
-def badly_spread() -> list[tuple[FitPoints, F.FitResult]]:
-    return [(pts, F.fit_chinchilla(pts)) for pts in map(tiny_isoflop, range(4))]
+def badly_spread() -> list[tuple[FitPoints, FitResult]]:
+    return [(pts, fit_chinchilla(pts)) for pts in map(tiny_isoflop, range(4))]
 
 
 @pytest.mark.parametrize(
@@ -69,7 +82,7 @@ def test_objective_and_gradient_against_reference(params):
     pts = synthetic(40, 0.01, seed=1)
     params = np.array(params)
     for delta in (1e-3, 1e-1):
-        f, g = F.chinchilla_objective(params, pts, delta)
+        f, g = chinchilla_objective(params, pts, delta)
         assert f == pytest.approx(_reference_objective(params, pts, delta), rel=1e-10)
         h = 1e-6
         fd = [
@@ -83,46 +96,20 @@ def test_objective_and_gradient_against_reference(params):
 def test_form_gradients_match_autodiff():
     """Full, E-fixed and tied forms: the analytic gradient in free coordinates equals JAX's autodiff."""
     pts = synthetic(40, 0.01, seed=2)
-    box = F.chinchilla_bounds(pts)
-    forms = [F._make_form("tied_fixed_E", box, e_fixed=0.4, ratio=1.5)]  # the full form: the test above
+    box = chinchilla_bounds(pts)
+    forms = [make_form("tied_fixed_E", box, e_fixed=0.4, ratio=1.5)]  # the full form: the test above
     u = np.array([[0.1, 0.2, 0.5, 0.35, 0.37], [-0.3, 0.4, 0.0, 0.2, 0.0]])
     weights = np.random.default_rng(0).integers(0, 3, size=(2, 40)).astype(float)
     with jax.enable_x64(True):
         for form in forms:
-            data = tuple(jnp.asarray(d) for d in F._form_problem(form, F._centring(pts), 1e-3).data_for(pts))
-            _, g = F._form_vg(jnp.asarray(u), jnp.asarray(weights), data)
-            auto = jax.vmap(jax.grad(lambda ui, wi: F._form_vg(ui[None], wi[None], data)[0][0]))(u, weights)  # noqa: B023
+            data = tuple(jnp.asarray(d) for d in form_problem(form, centring(pts), 1e-3).data_for(pts))
+            _, g = form_vg(jnp.asarray(u), jnp.asarray(weights), data)
+            auto = jax.vmap(jax.grad(lambda ui, wi: form_vg(ui[None], wi[None], data)[0][0]))(u, weights)  # noqa: B023
             np.testing.assert_allclose(g, auto, rtol=1e-9, atol=1e-12)
     tied = forms[0]
     z = tied.z0 + tied.M @ np.array([0.0, 0.0, 7.0, 0.3, 9.0])  # the fixed and tied coordinates ignore u
     assert z[2] == 0.4 and z[4] == pytest.approx(1.5 * 0.3) and tied.free == (0, 1, 3)
     assert tied.box[1, 3] * 1.5 <= box[1, 4] + 1e-12  # beta = 1.5 alpha stays inside beta's bounds
-
-
-def _quadratic_vg(z, w, data):
-    """Weighted least squares sum_j w_j (z . x_j - y_j)^2: convex, exact answer by lstsq."""
-    X, y = data
-    r = z @ X.T - y
-    return jnp.sum(w * r**2, -1), 2 * (w * r) @ X
-
-
-def test_batched_lbfgs_group_weights_bounds_and_small_pools(monkeypatch):
-    """Per-resample group weights, a box, and a pool capped by the element budget (4 rows of 30 points)."""
-    monkeypatch.setattr(F, "ELEMENT_BUDGET", 4 * 30)
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(30, 4))
-    y = X @ np.array([1.0, -2.0, 0.5, 3.0]) + 0.01 * rng.normal(size=30)
-    counts = rng.integers(0, 4, size=(10, 15)).astype(float)  # 10 resamples of 15 groups of 2 points
-    weights = F.GroupWeights(counts, np.repeat(np.arange(15), 2), np.repeat(np.arange(10), 3))
-    box = np.array([[-np.inf, -1.0, -np.inf, -np.inf], [np.inf, np.inf, 0.2, np.inf]])
-    res = F.batched_lbfgs(_quadratic_vg, rng.normal(size=(30, 4)) * 5, weights, (X, y), bounds=box, gtol=1e-5,
-                          ftol=0.0, window_ftol=0.0)  # fmt: skip
-    assert res["converged"].all()
-    for start in range(30):
-        sw = np.sqrt(weights.take(np.array([start]))[0])
-        exact = optimize.lsq_linear(X * sw[:, None], y * sw, bounds=box, tol=1e-12).x
-        np.testing.assert_allclose(res["x"][start], exact, atol=1e-6)
-    assert res["x"][:, 1].min() >= -1.0 and res["x"][:, 2].max() <= 0.2
 
 
 def test_well_spread_points_recover_the_law(well_spread):
@@ -138,7 +125,7 @@ def test_well_spread_points_recover_the_law(well_spread):
     truth = np.log([law.A, law.B, law.E]).tolist() + [law.alpha, law.beta]
     assert result.objective <= _reference_objective(np.array(truth), pts, 1e-3)
     diag = result.diagnostics
-    assert diag["identified"] is True and diag["form"] == "full" and set(diag["params"]) == set(F.CHINCHILLA_PARAMS)
+    assert diag["identified"] is True and diag["form"] == "full" and set(diag["params"]) == set(CHINCHILLA_PARAMS)
     assert diag["bounds"]["E"][1] == pytest.approx(pts.loss.min())
 
 
@@ -146,9 +133,9 @@ def test_fast_path_finds_the_exhaustive_optimum(well_spread, monkeypatch):
     """With more points than the screen's subset, the screened fit reaches the optimum of running every start
     to convergence on every point."""
     pts, _ = well_spread
-    monkeypatch.setattr(F, "SCREEN_POINTS", 40)
-    fast = F.fit_chinchilla(pts, grid=MEDIUM_GRID)
-    exhaustive = F.fit_chinchilla(pts, grid=MEDIUM_GRID, exhaustive=True)
+    monkeypatch.setattr(optimize, "SCREEN_POINTS", 40)
+    fast = fit_chinchilla(pts, grid=MEDIUM_GRID)
+    exhaustive = fit_chinchilla(pts, grid=MEDIUM_GRID, exhaustive=True)
     assert fast.objective == pytest.approx(exhaustive.objective, rel=1e-9)
     np.testing.assert_allclose(fast.params, exhaustive.params, rtol=1e-5, atol=1e-6)
 
@@ -157,12 +144,12 @@ def test_badly_spread_points_fall_back_inside_bounds(badly_spread):
     """9 tiny runs: never an error; constants finite, positive and inside the stated bounds; a form that is
     not the full law says why, in the result and in a warning."""
     for pts, result in badly_spread:
-        law, box = result.law, F.chinchilla_bounds(pts)
+        law, box = result.law, chinchilla_bounds(pts)
         values = [law.E, law.A, law.B, law.alpha, law.beta]
         assert all(math.isfinite(v) and v > 0 for v in values)
-        assert pts.loss.min() * F.E_FLOOR * (1 - 1e-9) <= law.E <= pts.loss.min() * (1 + 1e-9)
-        assert F.EXPONENT_BOUNDS[0] - 1e-12 <= min(law.alpha, law.beta) <= max(law.alpha, law.beta) <= 2.0 + 1e-12
-        mu = F._centring(pts)
+        assert pts.loss.min() * E_FLOOR * (1 - 1e-9) <= law.E <= pts.loss.min() * (1 + 1e-9)
+        assert EXPONENT_BOUNDS[0] - 1e-12 <= min(law.alpha, law.beta) <= max(law.alpha, law.beta) <= 2.0 + 1e-12
+        mu = centring(pts)
         for term in (law.A / math.exp(mu[0]) ** law.alpha, law.B / math.exp(mu[1]) ** law.beta):
             assert math.exp(box[0, 0]) * (1 - 1e-9) <= term <= math.exp(box[1, 0]) * (1 + 1e-9)
         assert result.identified == (result.form not in result.not_identified)
@@ -174,16 +161,16 @@ def test_badly_spread_points_fall_back_inside_bounds(badly_spread):
     # Seeds 1 and 2 are the sets whose unbounded optimum drives E to zero: E runs to its floor.
     for pts, result in badly_spread[1:3]:
         assert "E ran to its lower bound" in result.not_identified["full"] and result.form != "full"
-        assert result.law.E == pytest.approx(F.E_FLOOR * pts.loss.min(), rel=1e-6)
+        assert result.law.E == pytest.approx(E_FLOOR * pts.loss.min(), rel=1e-6)
 
 
 def test_allocation_exponent_ties_beta_to_alpha():
     """With Approach 2's a, a tied form keeps beta / (alpha + beta) = a."""
     pts = tiny_isoflop(2)
-    result = F.fit_chinchilla(pts, allocation_exponent=0.6)
+    result = fit_chinchilla(pts, allocation_exponent=0.6)
     if result.form.startswith("tied"):
         assert result.law.n_exponent == pytest.approx(0.6)
-    form = F._make_form("tied", F.chinchilla_bounds(pts), ratio=0.6 / 0.4, ratio_source="test")
+    form = make_form("tied", chinchilla_bounds(pts), ratio=0.6 / 0.4, ratio_source="test")
     z = form.z0 + form.M @ np.array([0.0, 0.0, 0.0, 0.4, 0.0])
     assert z[4] / (z[3] + z[4]) == pytest.approx(0.6) and "beta tied to alpha" in form.description
 
@@ -199,28 +186,19 @@ def test_allocation_exponent_ties_beta_to_alpha():
 )
 def test_fit_rejects_bad_arguments(kwargs, message):
     with pytest.raises(UserError, match=message):
-        F.fit_chinchilla(synthetic(20, 0.01, seed=0), **kwargs)
+        fit_chinchilla(synthetic(20, 0.01, seed=0), **kwargs)
 
 
 def test_only_unusable_data_raise():
     pts = synthetic(20, 0.01, seed=0)
     with pytest.raises(UserError, match="share one N"):
-        F.fit_chinchilla(FitPoints(np.full(20, 1e8), pts.D, pts.loss))
-
-
-def test_resample_counts_follow_groups():
-    counts = F._resample_counts(4, 50, np.random.default_rng(0))
-    assert counts.shape == (50, 4)
-    np.testing.assert_array_equal(counts.sum(axis=1), 4)
-    weights = F.GroupWeights(counts, np.repeat(np.arange(4), 3), np.arange(50)).take(np.arange(50))
-    assert weights.shape == (50, 12)
-    np.testing.assert_array_equal(weights[:, 0::3], weights[:, 1::3])
+        fit_chinchilla(FitPoints(np.full(20, 1e8), pts.D, pts.loss))
 
 
 @pytest.fixture(scope="module")
 def well_spread_bootstrap(well_spread):
     pts, fit = well_spread
-    return F.bootstrap_chinchilla(pts, n_boot=300, seed=0, starts=2, fit=fit)
+    return bootstrap_chinchilla(pts, n_boot=300, seed=0, starts=2, fit=fit)
 
 
 def test_bootstrap_intervals_and_law_file(well_spread, well_spread_bootstrap, tmp_path):
@@ -244,9 +222,9 @@ def test_bootstrap_intervals_and_law_file(well_spread, well_spread_bootstrap, tm
 def test_bootstrap_of_a_subset_of_groups_matches_the_full_bootstrap(well_spread, well_spread_bootstrap, monkeypatch):
     """m-out-of-n: 30 of 60 groups, spread rescaled by sqrt(30/60); the intervals keep their width."""
     pts, fit = well_spread
-    monkeypatch.setattr(F, "BOOT_MAX_POINTS", 30)
-    monkeypatch.setattr(F, "BOOT_MIN_GROUPS", 30)
-    sub = F.bootstrap_chinchilla(pts, n_boot=300, seed=1, starts=2, fit=fit)
+    monkeypatch.setattr(bootstrap, "BOOT_MAX_POINTS", 30)
+    monkeypatch.setattr(bootstrap, "BOOT_MIN_GROUPS", 30)
+    sub = bootstrap_chinchilla(pts, n_boot=300, seed=1, starts=2, fit=fit)
     assert sub.n_groups_used == 30 and sub.n_groups == 60 and any("m-out-of-n" in w for w in sub.warnings)
     for name in ("alpha", "beta", "n_exponent"):
         width = np.diff(sub.intervals[name])[0] / np.diff(well_spread_bootstrap.intervals[name])[0]
@@ -255,8 +233,8 @@ def test_bootstrap_of_a_subset_of_groups_matches_the_full_bootstrap(well_spread,
 
 def test_bootstrap_of_badly_spread_points_stays_inside_bounds(badly_spread):
     pts, fit = badly_spread[1]
-    boot = F.bootstrap_chinchilla(pts, n_boot=200, seed=0, starts=2, fit=fit)
-    box = F.chinchilla_bounds(pts)
+    boot = bootstrap_chinchilla(pts, n_boot=200, seed=0, starts=2, fit=fit)
+    box = chinchilla_bounds(pts)
     assert np.all(boot.samples["E"] >= math.exp(box[0, 2]) * (1 - 1e-9))
     assert np.all(boot.samples["E"] <= math.exp(box[1, 2]) * (1 + 1e-9))
     assert np.all((boot.samples["alpha"] > 0) & (boot.samples["alpha"] <= 2.0 + 1e-12))
@@ -269,20 +247,6 @@ def test_bootstrap_of_badly_spread_points_stays_inside_bounds(badly_spread):
 def test_bootstrap_rejects_bad_arguments(well_spread):
     pts, fit = well_spread
     with pytest.raises(UserError):
-        F.bootstrap_chinchilla(pts, n_boot=1, fit=fit)
+        bootstrap_chinchilla(pts, n_boot=1, fit=fit)
     with pytest.raises(UserError):
-        F.bootstrap_chinchilla(pts, level=1.5, fit=fit)
-
-
-def test_kaplan_fit_recovers_constants():
-    truth = KaplanLaw(Nc=8.8e13, Dc=5.4e13, aN=0.076, aD=0.095)
-    base = synthetic(60, 0.0, seed=4)
-    noise = np.exp(np.random.default_rng(4).normal(0.0, 0.002, 60))
-    loss = ((truth.Nc / base.N) ** (truth.aN / truth.aD) + truth.Dc / base.D) ** truth.aD * noise
-    pts = FitPoints(base.N, base.D, loss)
-    grid = {"log_Nc": (25.0, 35.0), "log_Dc": (25.0, 35.0), "aN": (0.05, 0.1), "aD": (0.05, 0.1)}
-    result = F.fit_kaplan(pts, grid=grid)
-    assert result.n_starts == 16 and result.converged and result.form == "kaplan"
-    assert result.law.aN == pytest.approx(truth.aN, rel=0.05)
-    assert result.law.aD == pytest.approx(truth.aD, rel=0.05)
-    assert result.objective == pytest.approx(F.kaplan_objective(result.params, pts))
+        bootstrap_chinchilla(pts, level=1.5, fit=fit)

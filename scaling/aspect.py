@@ -1,4 +1,4 @@
-"""A shape-aware loss law: the Chinchilla form times a factor in the aspect ratio d/n, with bootstrap intervals.
+"""The aspect-ratio law: the Chinchilla form times a factor in the aspect ratio d/n, with bootstrap intervals.
 
     L(N, D, r) = (E + A/N^alpha + B/D^beta) * exp(gamma * ln(r / r_opt)^2),    r = d/n (width over depth)
 
@@ -11,16 +11,17 @@ those properties: a curvature gamma >= 0 and a centre, two constants; gamma = 0 
 (McLeish et al. 2025, arXiv 2502.06857) fit separate power terms in width and depth instead, and found the
 prescriptions of such laws sensitive to which shapes the sweep holds; a CPU sweep affords a handful of shapes,
 so the factor has as few constants as the data can pin down, and the law records the d/n its points span
-(`ShapeLaw.aspect_range`): the planner does not leave that region.
+(`AspectLaw.aspect_range`): the planner does not leave that region.
 
-Fit. The objective of Approach 3 (Hoffmann et al. 2022, eq. 3; scaling/fit.py): the sum of Huber losses
+Fit. The objective of Approach 3 (Hoffmann et al. 2022, eq. 3; scaling/chinchilla.py): the sum of Huber losses
 (delta = 1e-3) between the predicted and the observed log loss, here
     log L = LSE(a' - alpha xN, b' - beta xD, e) + gamma (xr - x_opt)^2,
 with x = log N, log D, log d/n centred on the points. The five N-D constants start from the N-D fit of the same
 points and keep its form (its bounds, and whatever constant its fallback fixed or tied stays fixed or tied);
-gamma and x_opt start from a grid; all starts run together in fit.py's batched L-BFGS and the best is polished
-with scipy. All seven constants are fitted jointly. Intervals: the percentile bootstrap over runs (Besiroglu et
-al. 2024), each resample refitted from the fit and a few perturbations of it.
+gamma and x_opt start from a grid; all starts run together in scaling/optimize.py's batched L-BFGS and the best
+is polished with scipy. All seven constants are fitted jointly. Intervals: the percentile bootstrap over runs
+(Besiroglu et al. 2024; scaling/bootstrap.py), each resample refitted from the fit and a few perturbations of it.
+Leaving out one shape at a time checks the law (`leave_one_shape_out`, scaling/holdout.py).
 
 Identification. The shape term is separated from the N term only by points of (nearly) equal N and different
 d/n: a sweep with one aspect ratio per model size is refused (`check_shapes`).
@@ -39,25 +40,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from smallest_loss.configs.errors import UserError
-from smallest_loss.scaling.fit import (
+from smallest_loss.scaling.bootstrap import interval, resample_counts
+from smallest_loss.scaling.chinchilla import ChinchillaLaw, FitResult, fit_chinchilla
+from smallest_loss.scaling.optimize import (
     BOUND_TOL,
     DEFAULT_DELTA,
     GRAD_TOL,
-    FitResult,
     GroupWeights,
-    _blocked,
-    _objective,
-    _polish,
-    _Problem,
-    _resample_counts,
-    _scaled_tol,
+    Problem,
     batched_lbfgs,
-    fit_chinchilla,
+    blocked,
+    evaluate,
     huber,
+    polish,
+    scaled_tol,
 )
-from smallest_loss.scaling.groups import interval
-from smallest_loss.scaling.laws import ChinchillaLaw, ShapeLaw
-from smallest_loss.scaling.points import FitPoints, budget_labels, read_fit_csv
+from smallest_loss.scaling.points import ArrayLike, FitPoints, budget_labels, read_fit_csv
 
 SHAPE_COLUMNS = ("d", "n")
 SAME_N_RTOL = 0.25  # models whose N lie within 25% of a group's smallest count as one size (`budget_labels`)
@@ -69,7 +67,36 @@ OPT_STARTS = 7  # start values of x_opt, evenly over the sampled log d/n
 
 
 @dataclass(frozen=True)
-class ShapePoints:
+class AspectLaw:
+    """The aspect-ratio factor exp(gamma ln(r / aspect_opt)^2), r = d/n, that multiplies a law's loss: the loss a
+    shallow function of d/n around an optimum (Kaplan et al. 2020, section 3.1 and figure 5; fitted by
+    `fit_aspect`). `aspect_range` is the d/n its points spanned: the region where it was fitted. Bootstrap
+    `samples` (gamma, aspect_opt) pair one to one with the law file's samples of the other constants."""
+
+    gamma: float
+    aspect_opt: float
+    aspect_range: tuple[float, float]
+    intervals: dict[str, tuple[float, float]] | None = None
+    samples: dict[str, np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        lo, hi = self.aspect_range
+        if not (math.isfinite(self.gamma) and self.gamma >= 0):
+            raise UserError(f"AspectLaw.gamma={self.gamma!r} must be a finite number >= 0")
+        if not (math.isfinite(self.aspect_opt) and self.aspect_opt > 0 and math.isfinite(hi) and 0 < lo <= hi):
+            raise UserError(
+                f"AspectLaw: aspect_opt={self.aspect_opt!r} and aspect_range=({lo!r}, {hi!r}) must be "
+                "positive, finite, low <= high"
+            )
+
+    def factor(self, d: ArrayLike, n: ArrayLike) -> ArrayLike:
+        """exp(gamma ln(d/n / aspect_opt)^2): 1 at the optimal aspect ratio, above 1 elsewhere."""
+        out = np.exp(self.gamma * np.log(np.asarray(d, np.float64) / np.asarray(n, np.float64) / self.aspect_opt) ** 2)
+        return float(out) if np.ndim(out) == 0 else out
+
+
+@dataclass(frozen=True)
+class AspectPoints:
     """Fit points with each run's width d and depth n."""
 
     points: FitPoints
@@ -80,20 +107,22 @@ class ShapePoints:
         for name in SHAPE_COLUMNS:
             values = np.asarray(getattr(self, name), np.float64).ravel()
             if len(values) != len(self.points):
-                raise UserError(f"ShapePoints.{name} has {len(values)} values for {len(self.points)} points")
+                raise UserError(f"AspectPoints.{name} has {len(values)} values for {len(self.points)} points")
             if not np.all(np.isfinite(values) & (values > 0)):
-                raise UserError(f"ShapePoints.{name} must be positive numbers")
+                raise UserError(f"AspectPoints.{name} must be positive numbers")
             object.__setattr__(self, name, values)
 
     @property
     def aspect(self) -> np.ndarray:
+        """Each run's aspect ratio d/n (width over depth)."""
         return self.d / self.n
 
-    def take(self, mask: np.ndarray) -> ShapePoints:
-        return ShapePoints(self.points.take(mask), self.d[mask], self.n[mask])
+    def take(self, mask: np.ndarray) -> AspectPoints:
+        """The points (and their d, n) where `mask` is true."""
+        return AspectPoints(self.points.take(mask), self.d[mask], self.n[mask])
 
 
-def read_shape_csv(path: str | Path) -> ShapePoints:
+def read_aspect_csv(path: str | Path) -> AspectPoints:
     """A fit CSV (scaling/points.py) that also has columns d (width) and n (layers), one value per row."""
     points = read_fit_csv(path)
     with Path(path).open(newline="") as fh:
@@ -109,7 +138,7 @@ def read_shape_csv(path: str | Path) -> ShapePoints:
         rows = [[_shape_cell(row, i, c, reader.line_num, path) for i, c in zip(index, SHAPE_COLUMNS, strict=True)]
                 for row in reader if row]  # fmt: skip
     d, n = np.array(rows, np.float64).reshape(-1, 2).T
-    return ShapePoints(points, d, n)
+    return AspectPoints(points, d, n)
 
 
 def _shape_cell(row: list[str], i: int, column: str, line: int, path: str | Path) -> float:
@@ -123,12 +152,12 @@ def _shape_cell(row: list[str], i: int, column: str, line: int, path: str | Path
     return value
 
 
-def shape_groups(points: ShapePoints) -> np.ndarray:
+def shape_groups(points: AspectPoints) -> np.ndarray:
     """A label per point: its shape, aspect ratios within `ASPECT_RTOL` being one (leave-one-shape-out's unit)."""
     return budget_labels(points.aspect, ASPECT_RTOL)
 
 
-def check_shapes(points: ShapePoints) -> None:
+def check_shapes(points: AspectPoints) -> None:
     """Refuse points that cannot identify the shape term: it needs at least three aspect ratios, and models of
     (nearly) one size, N within `SAME_N_RTOL`, at two or more of them; otherwise the aspect ratio moves with N
     and the fit cannot tell the shape term from the N term."""
@@ -145,7 +174,7 @@ def check_shapes(points: ShapePoints) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# The objective. Coordinates u = (u5, gamma, x_opt): u5 those of the N-D fit's form (scaling/fit.py, `_Form`:
+# The objective. Coordinates u = (u5, gamma, x_opt): u5 those of the N-D fit's form (`ChinchillaForm`:
 # centred z5 = z0 + M u5, z5 = (a', b', e, alpha, beta)), x_opt the log optimal aspect ratio, centred.
 
 
@@ -171,7 +200,7 @@ class _Setup:
 
     def constants(self, u: np.ndarray) -> dict[str, np.ndarray]:
         """Natural constants from coordinates u (..., 7)."""
-        form = self.nd._form
+        form = self.nd.chinchilla_form
         z = form.z0 + u[..., :5] @ form.M.T
         alpha, beta = z[..., 3], z[..., 4]
         return {"E": np.exp(z[..., 2]), "A": np.exp(z[..., 0] + alpha * self.mu[0]),
@@ -180,9 +209,9 @@ class _Setup:
                 "aspect_opt": np.exp(u[..., 6] + self.mu[2])}  # fmt: skip
 
 
-def _setup(points: ShapePoints, delta: float) -> _Setup:
+def _setup(points: AspectPoints, delta: float) -> _Setup:
     nd = fit_chinchilla(points.points, delta)
-    form, p = nd._form, points.points
+    form, p = nd.chinchilla_form, points.points
     mu = (float(np.log(p.N).mean()), float(np.log(p.D).mean()), float(np.log(points.aspect).mean()))
     xr = np.log(points.aspect) - mu[2]
     data = (np.log(p.N) - mu[0], np.log(p.D) - mu[1], xr, np.log(p.loss), np.float64(delta), form.M, form.z0)
@@ -191,11 +220,11 @@ def _setup(points: ShapePoints, delta: float) -> _Setup:
 
 
 @dataclass(frozen=True)
-class ShapeFit:
+class AspectFit:
     """The fitted shape-aware law: the Chinchilla part, its aspect-ratio factor, and how the fit went."""
 
     law: ChinchillaLaw
-    shape: ShapeLaw
+    shape: AspectLaw
     objective: float
     grad_norm: float
     converged: bool
@@ -214,7 +243,7 @@ class ShapeFit:
                 "grad_norm": self.grad_norm, "converged": self.converged, "warnings": list(self.warnings),
                 "seconds": self.seconds}  # fmt: skip
 
-    def loss(self, points: ShapePoints) -> np.ndarray:
+    def loss(self, points: AspectPoints) -> np.ndarray:
         """Predicted loss at the points' N, D, d and n."""
         p = points.points
         return np.asarray(self.law.loss(p.N, p.D), float) * self.shape.factor(points.d, points.n)
@@ -248,7 +277,7 @@ def _bound_warnings(u: np.ndarray, setup: _Setup, aspect_range: tuple[float, flo
     return warnings
 
 
-def fit_shape(points: ShapePoints, delta: float = DEFAULT_DELTA) -> ShapeFit:
+def fit_aspect(points: AspectPoints, delta: float = DEFAULT_DELTA) -> AspectFit:
     """Fit the shape-aware law to the points (module docstring); refuses points that cannot identify it."""
     if not (np.isfinite(delta) and delta > 0):
         raise UserError(f"Huber delta={delta!r} must be positive (Chinchilla used 1e-3)")
@@ -258,28 +287,28 @@ def fit_shape(points: ShapePoints, delta: float = DEFAULT_DELTA) -> ShapeFit:
     ones = np.ones(len(points.points))
     res = batched_lbfgs(_shape_vg, _starts(setup), ones, setup.data, bounds=setup.box)
     f = np.where(np.isfinite(res["f"]), res["f"], np.inf)
-    problem = _Problem(_shape_vg, lambda _: setup.data, setup.box)
-    u = _polish(problem, points.points, res["x"][np.argmin(f)])
-    objective, g = _objective(problem, points.points, u)
-    grad_norm = float(np.max(np.abs(np.where(_blocked(u, g, setup.box), 0.0, g))))
+    problem = Problem(_shape_vg, lambda _: setup.data, setup.box)
+    u = polish(problem, points.points, res["x"][np.argmin(f)])
+    objective, g = evaluate(problem, points.points, u)
+    grad_norm = float(np.max(np.abs(np.where(blocked(u, g, setup.box), 0.0, g))))
     c = setup.constants(u)
     aspect_range = (float(points.aspect.min()), float(points.aspect.max()))
     warnings = list(setup.nd.warnings) + _bound_warnings(u, setup, aspect_range)
-    tol = _scaled_tol(GRAD_TOL, len(ones))
+    tol = scaled_tol(GRAD_TOL, len(ones))
     if grad_norm > tol:
         warnings.append(f"best fit did not converge: max |gradient| = {grad_norm:.3g} > {tol:g}; check the data")
     law = ChinchillaLaw(**{k: float(c[k]) for k in ("E", "A", "B", "alpha", "beta")})
-    shape = ShapeLaw(gamma=float(c["gamma"]), aspect_opt=float(c["aspect_opt"]), aspect_range=aspect_range)
-    return ShapeFit(law=law, shape=shape, objective=objective, grad_norm=grad_norm, converged=grad_norm <= tol,
+    shape = AspectLaw(gamma=float(c["gamma"]), aspect_opt=float(c["aspect_opt"]), aspect_range=aspect_range)
+    return AspectFit(law=law, shape=shape, objective=objective, grad_norm=grad_norm, converged=grad_norm <= tol,
                     warnings=tuple(warnings), seconds=time.perf_counter() - begin, u=u, setup=setup)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------
-# Bootstrap and leave-one-shape-out.
+# Bootstrap.
 
 
 @dataclass(frozen=True)
-class ShapeBootstrap:
+class AspectBootstrap:
     """Bootstrap samples of all seven constants (one row per resample, paired) and percentile intervals."""
 
     samples: dict[str, np.ndarray]
@@ -291,84 +320,41 @@ class ShapeBootstrap:
     warnings: tuple[str, ...]
 
 
-def bootstrap_shape(points: ShapePoints, fit: ShapeFit, n_boot: int = 1000, seed: int = 0, starts: int = 4,
-                    level: float = 0.95) -> ShapeBootstrap:  # fmt: skip
+def bootstrap_aspect(points: AspectPoints, fit: AspectFit, n_boot: int = 1000, seed: int = 0, starts: int = 4,
+                     level: float = 0.95) -> AspectBootstrap:  # fmt: skip
     """Refit on `n_boot` resamples of the runs (`FitPoints.group`), all at once, each from the fit and
     `starts - 1` perturbations of it, keeping its best (Besiroglu et al. 2024: percentile intervals)."""
     if n_boot < 2 or starts < 1 or not 0 < level < 1:
         raise UserError(f"need n_boot >= 2, starts >= 1 and 0 < level < 1; got {n_boot}, {starts}, {level}")
     begin, rng, setup = time.perf_counter(), np.random.default_rng(seed), fit.setup
     index, n_groups = points.points.group_index
-    scale = np.r_[np.array([0.3, 0.3, 0.1, 0.1, 0.1]) * setup.nd._form.M.any(axis=0), 0.02, 0.3]
+    scale = np.r_[np.array([0.3, 0.3, 0.1, 0.1, 0.1]) * setup.nd.chinchilla_form.M.any(axis=0), 0.02, 0.3]
     x0 = np.clip(np.vstack([fit.u, fit.u + rng.normal(size=(starts - 1, 7)) * scale]), *setup.box)
-    weights = GroupWeights(_resample_counts(n_groups, n_boot, rng), index, np.repeat(np.arange(n_boot), starts))
+    weights = GroupWeights(resample_counts(n_groups, n_boot, rng), index, np.repeat(np.arange(n_boot), starts))
     res = batched_lbfgs(_shape_vg, np.tile(x0, (n_boot, 1)), weights, setup.data, bounds=setup.box)
     f = np.where(np.isfinite(res["f"]), res["f"], np.inf).reshape(n_boot, starts)
     pick = np.arange(n_boot) * starts + np.argmin(f, axis=1)
     samples = setup.constants(res["x"][pick])
-    n_converged = int(np.sum(np.max(np.abs(res["g"][pick]), axis=1) <= _scaled_tol(GRAD_TOL, len(index))))
+    n_converged = int(np.sum(np.max(np.abs(res["g"][pick]), axis=1) <= scaled_tol(GRAD_TOL, len(index))))
     warnings = (
         []
         if n_converged >= 0.9 * n_boot
         else [f"only {n_converged} of {n_boot} bootstrap refits converged; intervals may be too wide"]
     )
-    return ShapeBootstrap(samples=samples, intervals={k: interval(v, level) for k, v in samples.items()}, level=level,
+    return AspectBootstrap(samples=samples, intervals={k: interval(v, level) for k, v in samples.items()}, level=level,
                           n_boot=n_boot, n_converged=n_converged, seconds=time.perf_counter() - begin,
                           warnings=tuple(warnings))  # fmt: skip
 
 
-def with_intervals(fit: ShapeFit, boot: ShapeBootstrap | None) -> ShapeLaw:
+def with_intervals(fit: AspectFit, boot: AspectBootstrap | None) -> AspectLaw:
     """The fit's shape factor carrying its bootstrap intervals and samples (for the law file)."""
     if boot is None:
         return fit.shape
     pick = ("gamma", "aspect_opt")
-    return ShapeLaw(
+    return AspectLaw(
         fit.shape.gamma,
         fit.shape.aspect_opt,
         fit.shape.aspect_range,
         intervals={k: boot.intervals[k] for k in pick},
         samples={k: boot.samples[k] for k in pick},
     )
-
-
-def leave_one_shape_out(points: ShapePoints, delta: float = DEFAULT_DELTA) -> dict[str, Any]:
-    """For each shape (aspect ratio, `shape_groups`): fit the shape-aware law and the N-D law to the other points
-    and predict the left-out shape's losses. Shapes whose removal leaves the shape term unidentified are skipped
-    and named. Mean absolute errors (loss units and relative) of both laws over every point predicted."""
-    labels = shape_groups(points)
-    rows, skipped = [], []
-    for label in np.unique(labels):
-        test = labels == label
-        aspect = float(np.median(points.aspect[test]))
-        try:
-            fit = fit_shape(points.take(~test), delta)
-        except UserError as err:
-            skipped.append(dict(aspect_ratio=aspect, reason=str(err)))
-            continue
-        p = points.points  # the held-out points may be fewer than a fit needs: indexed, not `take`n
-        N, D, d, n = p.N[test], p.D[test], points.d[test], points.n[test]
-        nd_pred = np.asarray(fit.setup.nd.law.loss(N, D), float).reshape(-1)
-        shape_pred = np.asarray(fit.law.loss(N, D), float).reshape(-1) * fit.shape.factor(d, n)
-        for i, loss in enumerate(p.loss[test]):
-            rows.append(
-                dict(
-                    aspect_ratio=aspect,
-                    d=int(d[i]),
-                    n=int(n[i]),
-                    N=float(N[i]),
-                    D=float(D[i]),
-                    actual=float(loss),
-                    shape_law=float(shape_pred[i]),
-                    nd_law=float(nd_pred[i]),
-                )
-            )
-    if not rows:
-        raise UserError("leaving out any one shape leaves too few shapes to fit the shape law; add shapes")
-    actual = np.array([r["actual"] for r in rows])
-    summary = {}
-    for key in ("shape_law", "nd_law"):
-        pred = np.array([r[key] for r in rows])
-        summary[key] = dict(
-            mae=float(np.mean(np.abs(pred - actual))), mean_abs_rel_error=float(np.mean(np.abs(pred / actual - 1)))
-        )
-    return dict(points=rows, skipped=skipped, shapes=len(np.unique(labels)), **summary)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from smallest_loss.configs.errors import UserError
-from smallest_loss.scaling.curves import extrapolation_error, fit_learning_curve
+from smallest_loss.scaling.learning_curve import extrapolation_error, fit_learning_curve
 
 STEPS = np.unique(np.geomspace(1, 10_000, 300).round())
 

@@ -1,6 +1,6 @@
-"""The shape-aware law (scaling/shape.py): known constants recovered from synthetic points, bootstrap intervals,
-leave-one-shape-out against the N-D law, the refusal of points that cannot identify the shape term, the CSV's d
-and n columns, and the law file's shape section."""
+"""The shape-aware law (scaling/aspect.py): known constants recovered from synthetic points, bootstrap intervals,
+leave-one-shape-out against the N-D law (scaling/holdout.py), the refusal of points that cannot identify the shape
+term, the CSV's d and n columns, and the law file's shape section."""
 
 from __future__ import annotations
 
@@ -9,23 +9,24 @@ import json
 import numpy as np
 import pytest
 from smallest_loss.configs.errors import UserError
-from smallest_loss.scaling.laws import CHINCHILLA_PUBLISHED, ShapeLaw, law_from_dict, load_law, save_law
-from smallest_loss.scaling.points import FitPoints
-from smallest_loss.scaling.shape import (
-    ShapePoints,
-    bootstrap_shape,
+from smallest_loss.scaling.aspect import (
+    AspectLaw,
+    AspectPoints,
+    bootstrap_aspect,
     check_shapes,
-    fit_shape,
-    leave_one_shape_out,
-    read_shape_csv,
+    fit_aspect,
+    read_aspect_csv,
 )
+from smallest_loss.scaling.holdout import leave_one_shape_out
+from smallest_loss.scaling.laws import CHINCHILLA_PUBLISHED, law_from_dict, load_law, save_law
+from smallest_loss.scaling.points import FitPoints
 
 # A law of the CPU sweeps' scale, written out here: (E + A/N^alpha + B/D^beta) exp(gamma ln(r/r_opt)^2).
 TRUE = dict(E=0.8, A=40.0, B=300.0, alpha=0.3, beta=0.4)
 GAMMA, ASPECT_OPT = 0.02, 12.0
 
 
-def synthetic(gamma: float, noise: float = 0.002, seed: int = 0) -> ShapePoints:
+def synthetic(gamma: float, noise: float = 0.002, seed: int = 0) -> AspectPoints:
     """Three IsoFLOP budgets, three model sizes each, each size at d/n = 2, 6, 16 and 48; `noise` on log loss."""
     rng = np.random.default_rng(seed)
     C, N, r = (a.ravel() for a in np.meshgrid([1e11, 3e11, 9e11], [1.5e4, 4e4, 1e5], [2.0, 6.0, 16.0, 48.0]))
@@ -33,7 +34,7 @@ def synthetic(gamma: float, noise: float = 0.002, seed: int = 0) -> ShapePoints:
     n = np.maximum(1.0, np.round(np.sqrt(N / (12 * r * r))))
     chinchilla = TRUE["E"] + TRUE["A"] / N ** TRUE["alpha"] + TRUE["B"] / D ** TRUE["beta"]
     loss = chinchilla * np.exp(gamma * np.log(r / ASPECT_OPT) ** 2 + rng.normal(0.0, noise, len(N)))
-    return ShapePoints(FitPoints(N, D, loss), r * n, n)
+    return AspectPoints(FitPoints(N, D, loss), r * n, n)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def points():
 
 @pytest.fixture(scope="module")
 def fitted(points):
-    return fit_shape(points)
+    return fit_aspect(points)
 
 
 def test_fit_recovers_known_constants(fitted):
@@ -56,7 +57,7 @@ def test_fit_recovers_known_constants(fitted):
 
 
 def test_bootstrap_intervals_hold_the_truth(points, fitted):
-    boot = bootstrap_shape(points, fitted, n_boot=16)
+    boot = bootstrap_aspect(points, fitted, n_boot=16)
     assert boot.n_converged >= 14 and all(len(v) == 16 for v in boot.samples.values())
     for name, truth in (("gamma", GAMMA), ("aspect_opt", ASPECT_OPT), ("alpha", TRUE["alpha"])):
         lo, hi = boot.intervals[name]
@@ -71,7 +72,7 @@ def test_leave_one_shape_out_beats_the_nd_law(points):
 
 
 def test_flat_points_fit_gamma_zero_and_say_so():
-    fit = fit_shape(synthetic(0.0, noise=0.001, seed=1))
+    fit = fit_aspect(synthetic(0.0, noise=0.001, seed=1))
     assert fit.shape.gamma < 1e-3
     assert any("no effect of the aspect ratio" in w for w in fit.warnings)
 
@@ -79,7 +80,7 @@ def test_flat_points_fit_gamma_zero_and_say_so():
 def test_one_aspect_ratio_per_size_is_refused():
     N = np.array([7e3, 1.3e4, 2e4, 3.3e4, 6.8e4, 1.6e5])
     d, n = [16, 24, 32, 32, 48, 64], [1, 1, 1, 2, 2, 3]  # the cpu-isoflop sweep's smaller shapes
-    p = ShapePoints(FitPoints(N, 1e11 / (6 * N), np.linspace(2.3, 1.7, 6)), d, n)
+    p = AspectPoints(FitPoints(N, 1e11 / (6 * N), np.linspace(2.3, 1.7, 6)), d, n)
     with pytest.raises(UserError, match="one aspect ratio d/n per model size N"):
         check_shapes(p)
 
@@ -92,17 +93,17 @@ def _write(path, header, rows):
 def test_csv_columns_d_and_n(tmp_path, points):
     p = points.points
     rows = list(zip(p.N, p.D, p.loss, points.d.astype(int), points.n.astype(int), strict=True))
-    read = read_shape_csv(_write(tmp_path / "ok.csv", "N,D,loss,d,n", rows))
+    read = read_aspect_csv(_write(tmp_path / "ok.csv", "N,D,loss,d,n", rows))
     assert np.allclose(read.aspect, points.aspect) and np.allclose(read.points.loss, p.loss)
     with pytest.raises(UserError, match="lacks column.*n.*width d and depth n"):
-        read_shape_csv(_write(tmp_path / "no_n.csv", "N,D,loss,d", [r[:4] for r in rows]))
+        read_aspect_csv(_write(tmp_path / "no_n.csv", "N,D,loss,d", [r[:4] for r in rows]))
     bad = rows[:3] + [rows[3][:4] + (0,)] + rows[4:]
     with pytest.raises(UserError, match="row 5: n='0' must be positive"):
-        read_shape_csv(_write(tmp_path / "bad.csv", "N,D,loss,d,n", bad))
+        read_aspect_csv(_write(tmp_path / "bad.csv", "N,D,loss,d,n", bad))
 
 
 def test_law_file_shape_section(tmp_path):
-    shape = ShapeLaw(0.02, 12.0, (2.0, 48.0), {"gamma": (0.01, 0.03)}, {"gamma": np.array([0.01, 0.03])})
+    shape = AspectLaw(0.02, 12.0, (2.0, 48.0), {"gamma": (0.01, 0.03)}, {"gamma": np.array([0.01, 0.03])})
     loaded = load_law(save_law(tmp_path / "law.json", CHINCHILLA_PUBLISHED, shape=shape))
     assert loaded.shape.aspect_opt == 12.0 and loaded.shape.intervals["gamma"] == (0.01, 0.03)
     assert loaded.shape.factor(24, 2) == 1.0

@@ -9,14 +9,16 @@ import dataclasses
 import numpy as np
 import pytest
 from smallest_loss.configs.spaces import get_space
+from smallest_loss.scaling.aspect import AspectLaw
 from smallest_loss.scaling.budget import parse_budget
-from smallest_loss.scaling.laws import ChinchillaLaw, LawFile, ShapeLaw
+from smallest_loss.scaling.chinchilla import ChinchillaLaw
+from smallest_loss.scaling.laws import LawFile
 from smallest_loss.scaling.plan import PlanInputs, best_by_depth, enumerate_candidates
 from smallest_loss.scaling.planner import plan_with_inputs
 
 # Constants of the order the CPU shape sweep gave (results/cpu/shape), written out here.
 ND = ChinchillaLaw(E=0.3, A=12.0, B=270.0, alpha=0.23, beta=0.44)
-SHAPE = ShapeLaw(gamma=0.017, aspect_opt=11.0, aspect_range=(2.0, 64.0))
+SHAPE = AspectLaw(gamma=0.017, aspect_opt=11.0, aspect_range=(2.0, 64.0))
 
 
 def per_layer_step_seconds(d, n, h, w, s, v, b, **arch):

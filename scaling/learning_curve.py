@@ -10,16 +10,22 @@ first steps are skipped (`warmup_steps`, or else the first `skip_fraction` of th
 and warmup-stable-decay cool-downs make the loss fall faster than the power law near the end of a run,
 so fitting the first half of such a run over-predicts its final loss; Kaplan et al. used S_min (steps
 adjusted for batch size) for the same reason. Treat the relative error as a check on how predictable
-a schedule is, not as an exact forecast.
+a schedule is, not as an exact forecast. (The schedule-aware laws of whole curves, which do model the
+learning rate, are scaling/curve_law.py's.)
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import optimize
 from smallest_loss.configs.errors import UserError
+
+if TYPE_CHECKING:
+    from smallest_loss.scaling.collect import RunRecord
 
 MIN_FIT_POINTS = 4  # three parameters plus one
 
@@ -126,3 +132,23 @@ def extrapolation_error(
         )
     fit = fit_learning_curve(S[window], L[window])
     return Extrapolation(fit=fit, S_final=float(S_final), predicted=float(fit.predict(S_final)), actual=float(L[-1]))
+
+
+def curve_extrapolation(records: Sequence[RunRecord], fraction: float = 0.5) -> dict[str, Any]:
+    """Predict each run's final train loss from the first `fraction` of its curve (`extrapolation_error`)."""
+    rows = []
+    for r in records:
+        tokens, losses = np.array([c[0] for c in r.curve], float), np.array([c[1] for c in r.curve], float)
+        try:
+            result = extrapolation_error(tokens, losses, fraction=fraction)
+        except UserError:
+            continue  # too few logged points in the window: not enough of a curve to fit
+        # Train losses are noisy batch by batch: compare with the mean of the last 5% of logged points.
+        actual = float(np.mean(losses[tokens >= 0.95 * tokens[-1]]))
+        rows.append(
+            dict(name=r.name, predicted=result.predicted, actual=actual, rel_error=result.predicted / actual - 1)
+        )
+    errors = np.abs([row["rel_error"] for row in rows]) if rows else np.array([np.nan])
+    return dict(
+        fraction=fraction, runs=rows, mean_abs_rel_error=float(np.mean(errors)), max_abs_rel_error=float(np.max(errors))
+    )

@@ -1,0 +1,429 @@
+"""The Chinchilla law L(N, D) = E + A/N^alpha + B/D^beta (Hoffmann et al. 2022, eq. 2) and its fit by Approach 3.
+
+Approach 3 (Hoffmann et al. 2022, sec. 3.3, eq. 3) minimises over (a, b, e, alpha, beta)
+
+    sum_i Huber_delta( LSE(a - alpha*log N_i, b - beta*log D_i, e) - log L_i ),   delta = 1e-3,
+
+with L-BFGS from a grid of starts (alpha, beta in {0, 0.5, .., 2}; e in {-1, -0.5, .., 1}; a, b in
+{0, 5, .., 25}: 4500 starts), keeping the best; A = exp(a), B = exp(b), E = exp(e). Following Besiroglu
+et al. 2024 (arXiv 2404.10102) we check convergence, polish the best start until it converges, and
+report bootstrap intervals (scaling/bootstrap.py).
+
+Where we depart from the paper, and why:
+
+- Bounds (`chinchilla_bounds`). The constants are kept in a physically meaningful box: E between
+  `E_FLOOR` times the smallest observed loss and that loss (E is the loss of an infinite model on
+  infinite data, so it lies below every observed loss and above zero); alpha and beta in
+  `EXPONENT_BOUNDS` (Chinchilla's start grid spans [0, 2]; published fits lie near 0.3); and each
+  power-law term, evaluated at the data's geometric-mean N (or D), within `TERM_BOUNDS` times the
+  observed losses. On few, badly spread points the unbounded optimum can run off to absurd values
+  (log A = 926, log E = -172); inside the box it cannot.
+- Identification and fallback forms. A fit is identified when no fitted constant sits at a bound, the
+  Jacobian of the predictions is well conditioned and the exponents and E are determined (Gauss-Newton
+  standard errors below `SE_LIMITS`). When the full five-constant law is not identified, the fit falls
+  back, in order, to E fixed at its best bounded value, to beta tied to alpha (by the allocation
+  exponent of Approach 2 when given, else alpha = beta, the equal scaling Hoffmann et al. 2022 and
+  Besiroglu et al. 2024 found), and to both; the first identified form is used, and the result says
+  which form and why (`FitResult.form`, `.identified`, `.not_identified`). It never raises for data
+  that vary N and D.
+- Speed. The grid is projected into the box (4500 starts become about 900 distinct ones) and minimised
+  by scaling/optimize.py's batched L-BFGS on its fast path (screen, refine, polish; `exhaustive=True`
+  runs every start to convergence on all points instead).
+
+Internally `a` and `b` are centred, a' = a - alpha*mean(log N), b' = b - beta*mean(log D): the same objective,
+far better conditioned (log N ~ 20 otherwise couples a and alpha), and a' is the log of the N-term at the data's
+geometric-mean N, the quantity the term bounds constrain.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from smallest_loss.configs.errors import UserError
+from smallest_loss.scaling.optimize import (
+    BOUND_TOL,
+    DEFAULT_DELTA,
+    GRAD_TOL,
+    Problem,
+    blocked,
+    evaluate,
+    evaluator,
+    grid_starts,
+    huber,
+    minimise,
+    scaled_tol,
+)
+from smallest_loss.scaling.points import ArrayLike, FitPoints, centring, check_spread
+
+if TYPE_CHECKING:
+    from smallest_loss.scaling.kaplan import KaplanLaw
+
+
+@dataclass(frozen=True)
+class ChinchillaLaw:
+    """L(N, D) = E + A/N^alpha + B/D^beta (Hoffmann et al. 2022, eq. 2)."""
+
+    E: float
+    A: float
+    B: float
+    alpha: float
+    beta: float
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, int | float | np.floating | np.integer) or not math.isfinite(value):
+                raise UserError(f"ChinchillaLaw.{f.name}={value!r} must be a finite number")
+            object.__setattr__(self, f.name, float(value))
+        for name in ("A", "B", "alpha", "beta"):
+            if not getattr(self, name) > 0:
+                raise UserError(f"ChinchillaLaw.{name}={getattr(self, name)!r} must be positive")
+        if self.E < 0:
+            raise UserError(f"ChinchillaLaw.E={self.E!r} must be >= 0 (the irreducible loss)")
+
+    def loss(self, N: ArrayLike, D: ArrayLike) -> ArrayLike:
+        """Predicted loss E + A/N^alpha + B/D^beta, broadcast over N and D."""
+        N = np.asarray(N, dtype=np.float64)
+        D = np.asarray(D, dtype=np.float64)
+        out = self.E + self.A / N**self.alpha + self.B / D**self.beta
+        return float(out) if np.ndim(out) == 0 else out
+
+    @property
+    def G(self) -> float:
+        """G = (alpha*A / (beta*B))^(1/(alpha+beta)); Hoffmann et al. 2022, eq. 4."""
+        return (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
+
+    @property
+    def n_exponent(self) -> float:
+        """a = beta/(alpha+beta): N_opt grows as C^a (Hoffmann et al. 2022, eq. 4)."""
+        return self.beta / (self.alpha + self.beta)
+
+    @property
+    def d_exponent(self) -> float:
+        """b = alpha/(alpha+beta): D_opt grows as C^b (Hoffmann et al. 2022, eq. 4)."""
+        return self.alpha / (self.alpha + self.beta)
+
+    def optimal_allocation(self, C: ArrayLike) -> tuple[ArrayLike, ArrayLike]:
+        """(N_opt, D_opt) minimising L under C = 6ND (Hoffmann et al. 2022, eq. 4).
+
+        N_opt = G (C/6)^(beta/(alpha+beta)),  D_opt = G^-1 (C/6)^(alpha/(alpha+beta)).
+        """
+        C = np.asarray(C, dtype=np.float64)
+        if np.any(~np.isfinite(C)) or np.any(C <= 0):
+            raise UserError(f"compute budget C={C!r} must be positive and finite (FLOPs)")
+        N = self.G * (C / 6.0) ** self.n_exponent
+        D = (C / 6.0) ** self.d_exponent / self.G
+        if N.ndim == 0:
+            return float(N), float(D)
+        return N, D
+
+
+CHINCHILLA_PARAMS = ("a", "b", "e", "alpha", "beta")
+LAW_KEYS = ("E", "A", "B", "alpha", "beta", "n_exponent")  # what a report gives of a fitted law
+
+# Hoffmann et al. 2022, Approach 3 initialisation grid: 6 * 6 * 5 * 5 * 5 = 4500 starts.
+CHINCHILLA_GRID: dict[str, tuple[float, ...]] = {
+    "a": (0.0, 5.0, 10.0, 15.0, 20.0, 25.0),
+    "b": (0.0, 5.0, 10.0, 15.0, 20.0, 25.0),
+    "e": (-1.0, -0.5, 0.0, 0.5, 1.0),
+    "alpha": (0.0, 0.5, 1.0, 1.5, 2.0),
+    "beta": (0.0, 0.5, 1.0, 1.5, 2.0),
+}
+
+# The physical box (see the module docstring).
+E_FLOOR = 0.01  # E >= E_FLOOR * min(loss)
+EXPONENT_BOUNDS = (0.01, 2.0)  # alpha, beta
+TERM_BOUNDS = (1e-4, 10.0)  # A/N^alpha at the geometric-mean N in [1e-4 * min(loss), 10 * max(loss)]; B likewise
+COND_MAX = 1e6  # largest condition number of the column-scaled Jacobian of log predictions
+SE_LIMITS = {"e": math.log(2.0), "alpha": 1.0, "beta": 1.0}  # SE(log E) <= log 2; SE(exponent) <= 100% of it
+
+
+# ---------------------------------------------------------------------------------------------------
+# The objective in centred coordinates z = (a', b', e, alpha, beta) (optimize.py's contract for vg).
+
+
+def _chinchilla_vg(z: jax.Array, w: jax.Array, data: tuple) -> tuple[jax.Array, jax.Array]:
+    """Huber(log(exp(a' - alpha*xN) + exp(b' - beta*xD) + exp(e)) - log L) summed with weights.
+
+    The gradient is analytic. No max-shift in the log-sum-exp: inside the bounds every exponent is
+    moderate, and outside them an overflow gives a non-finite value that the line search rejects.
+    """
+    xN, xD, logL, delta = data[:4]
+    a, b, e, alpha, beta = (z[:, i : i + 1] for i in range(5))
+    e1, e2, e3 = jnp.exp(a - alpha * xN), jnp.exp(b - beta * xD), jnp.exp(e)
+    total = e1 + e2 + e3
+    h, slope = huber(jnp.log(total) - logL, delta)
+    q = w * slope / total
+    q1, q2 = q * e1, q * e2
+    g = jnp.stack([q1.sum(-1), q2.sum(-1), q.sum(-1) * e3[:, 0], -(q1 * xN).sum(-1), -(q2 * xD).sum(-1)], axis=-1)
+    return jnp.sum(w * h, axis=-1), g
+
+
+def form_vg(u: jax.Array, w: jax.Array, data: tuple) -> tuple[jax.Array, jax.Array]:
+    """The Chinchilla objective in a form's free coordinates u: z = z0 + u M^T, gradient M^T g_z."""
+    M, z0 = data[4], data[5]
+    f, g = _chinchilla_vg(z0 + u @ M.T, w, data)
+    return f, g @ M
+
+
+# ---------------------------------------------------------------------------------------------------
+# Chinchilla Approach 3: bounds, forms, identification.
+
+
+def chinchilla_bounds(points: FitPoints) -> np.ndarray:
+    """The box (2, 5) on centred (a', b', e, alpha, beta) for these points (module docstring)."""
+    log_lo, log_hi = math.log(points.loss.min()), math.log(points.loss.max())
+    term = (log_lo + math.log(TERM_BOUNDS[0]), log_hi + math.log(TERM_BOUNDS[1]))
+    return np.array([[term[0], term[0], log_lo + math.log(E_FLOOR), EXPONENT_BOUNDS[0], EXPONENT_BOUNDS[0]],
+                     [term[1], term[1], log_lo, EXPONENT_BOUNDS[1], EXPONENT_BOUNDS[1]]])  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ChinchillaForm:
+    """A Chinchilla law with some constants fixed or tied: centred z = z0 + u M^T, u within box.
+
+    u always has five coordinates, so every form shares one compiled optimiser; a coordinate that is
+    not free has a zero column in M and the box [0, 0].
+    """
+
+    name: str
+    description: str
+    M: np.ndarray  # (5, 5)
+    z0: np.ndarray  # (5,)
+    free: tuple[int, ...]  # indices of the free coordinates of u
+    box: np.ndarray  # (2, 5)
+
+
+def make_form(name: str, box5: np.ndarray, e_fixed: float | None = None, ratio: float | None = None,
+              ratio_source: str = "") -> ChinchillaForm:  # fmt: skip
+    """Full law, E fixed at exp(e_fixed), beta = ratio * alpha, or both."""
+    M, z0, box = np.eye(5), np.zeros(5), box5.copy()
+    parts = []
+    if ratio is not None:  # alpha's range must keep beta = ratio * alpha in its own range
+        box[:, 3] = [max(box5[0, 3], box5[0, 4] / ratio), min(box5[1, 3], box5[1, 4] / ratio)]
+        M[4, 3], M[4, 4], box[:, 4] = ratio, 0.0, 0.0
+        parts.append(f"beta tied to alpha (beta = {ratio:.4g} alpha, {ratio_source})")
+    if e_fixed is not None:
+        z0[2], M[2, 2], box[:, 2] = e_fixed, 0.0, 0.0
+        parts.append(f"E fixed at {math.exp(e_fixed):.4g}")
+    fitted = ", ".join(n for n, on in zip(("A", "B", "E", "alpha"), M.any(axis=0)[:4], strict=True) if on)
+    fitted += ", beta" if M[4, 4] else ""
+    description = "; ".join(parts + [f"{fitted} fitted"]) if parts else "full law: E, A, B, alpha, beta all fitted"
+    return ChinchillaForm(name, description, M, z0, tuple(int(i) for i in np.flatnonzero(M.any(axis=0))), box)
+
+
+def form_problem(form: ChinchillaForm, mu: tuple[float, float], delta: float) -> Problem:
+    """The form's objective, its data for any points (centred on `mu`) and its box, for scaling/optimize.py."""
+
+    def data_for(pts: FitPoints) -> tuple:
+        return (np.log(pts.N) - mu[0], np.log(pts.D) - mu[1], np.log(pts.loss), np.float64(delta), form.M, form.z0)
+
+    return Problem(form_vg, data_for, form.box)
+
+
+def _jacobian(z: np.ndarray, points: FitPoints, mu: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Residuals log pred - log L and the Jacobian (P, 5) of log pred in centred coordinates."""
+    a, b, e, alpha, beta = z
+    xN, xD = np.log(points.N) - mu[0], np.log(points.D) - mu[1]
+    t1, t2 = np.exp(a - alpha * xN), np.exp(b - beta * xD)
+    pred = t1 + t2 + math.exp(e)
+    J = np.stack([t1, t2, np.full_like(t1, math.exp(e)), -xN * t1, -xD * t2], axis=1) / pred[:, None]
+    return np.log(pred) - np.log(points.loss), J
+
+
+NATURAL_NAMES = ("A", "B", "E", "alpha", "beta")  # what each centred coordinate (a', b', e, alpha, beta) sets
+
+
+def coordinates_at_bounds(form: ChinchillaForm, u: np.ndarray) -> np.ndarray:
+    """(..., 5) booleans: free coordinates at (within `BOUND_TOL` of the range of) a bound."""
+    span = form.box[1] - form.box[0]
+    near = (np.abs(u - form.box[0]) <= BOUND_TOL * span) | (np.abs(u - form.box[1]) <= BOUND_TOL * span)
+    return near & form.M.any(axis=0)
+
+
+def _not_identified(form: ChinchillaForm, u: np.ndarray, points: FitPoints, mu: tuple[float, float]) -> list[str]:
+    """Why the fitted form is not identified (empty when it is): bounds, conditioning, standard errors."""
+    lower = u - form.box[0] < form.box[1] - u
+    reasons = [f"{NATURAL_NAMES[i]} ran to its {'lower' if lower[i] else 'upper'} bound"
+               for i in np.flatnonzero(coordinates_at_bounds(form, u))]  # fmt: skip
+    r, J = _jacobian(form.z0 + form.M @ u, points, mu)
+    free = list(form.free)
+    Ju = (J @ form.M)[:, free]
+    scaled = Ju / np.maximum(np.linalg.norm(Ju, axis=0), 1e-300)
+    eig = np.linalg.eigvalsh(scaled.T @ scaled)
+    cond = math.sqrt(eig[-1] / eig[0]) if eig[0] > 0 else math.inf
+    if cond > COND_MAX:
+        return reasons + [f"the Jacobian is ill-conditioned (condition number {cond:.3g})"]
+    sigma2 = float(np.sum(r * r)) / max(len(points) - len(free), 1)
+    se = np.sqrt(np.maximum(np.diag(sigma2 * np.linalg.pinv(Ju.T @ Ju)), 0.0))
+    for i, s in zip(free, se, strict=True):
+        name = CHINCHILLA_PARAMS[i]
+        relative = s if name == "e" else s / max(u[i], 1e-300)
+        if name in SE_LIMITS and relative > SE_LIMITS[name]:
+            what = f"standard error of log E {s:.3g}" if name == "e" else f"standard error {relative:.0%} of it"
+            reasons.append(f"{NATURAL_NAMES[i]} is not determined ({what})")
+    return reasons
+
+
+def _form_starts(form: ChinchillaForm, grid_z: np.ndarray, extra: list[np.ndarray]) -> np.ndarray:
+    """Grid starts (centred z) and earlier optima mapped to the form's coordinates, in its box, distinct."""
+    z = np.vstack([grid_z, *extra]) - form.z0
+    u = np.clip(np.linalg.lstsq(form.M, z.T, rcond=None)[0].T, form.box[0], form.box[1])
+    return np.unique(np.round(u, 12), axis=0)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """The best of all starts: the law, raw parameters, objective, convergence and identification.
+
+    `form` names the law actually fitted ("full", "fixed_E", "tied", "tied_fixed_E"; "kaplan" for the
+    Kaplan form); `identified` says whether its constants are pinned down by the data; `not_identified`
+    maps each form tried before (and the used one, if it too failed) to the reasons.
+    """
+
+    law: ChinchillaLaw | KaplanLaw
+    params: np.ndarray  # (a, b, e, alpha, beta) for Chinchilla; (log Nc, log Dc, aN, aD) for Kaplan
+    param_names: tuple[str, ...]
+    objective: float  # sum of Huber losses at params
+    grad_norm: float  # max |projected d objective / d coordinate| in the fitted coordinates
+    converged: bool  # grad_norm <= grad_tol
+    n_starts: int
+    warnings: tuple[str, ...] = ()
+    seconds: float = 0.0
+    delta: float = DEFAULT_DELTA
+    n_at_best: int = 1  # refined starts that ended within 1e-9 (relative) of the best objective
+    identified: bool = True
+    form: str = "full"
+    form_description: str = "full law: E, A, B, alpha, beta all fitted"
+    not_identified: dict[str, list[str]] = field(default_factory=dict)
+    bounds: dict[str, list[float]] = field(default_factory=dict)
+    free: np.ndarray | None = field(default=None, repr=False)  # fitted coordinates (for the bootstrap)
+    chinchilla_form: ChinchillaForm | None = field(default=None, repr=False, compare=False)  # for the bootstrap
+
+    @property
+    def diagnostics(self) -> dict[str, Any]:
+        """JSON-ready fit diagnostics for the law file (`identified`, `form`, `form_description` and
+        `not_identified` say which law was used and why)."""
+        return {
+            "objective": self.objective, "delta": self.delta,
+            "params": dict(zip(self.param_names, map(float, self.params), strict=True)),
+            "grad_norm": self.grad_norm, "converged": self.converged, "n_starts": self.n_starts,
+            "n_at_best": self.n_at_best, "identified": self.identified, "form": self.form,
+            "form_description": self.form_description, "not_identified": self.not_identified,
+            "bounds": self.bounds, "warnings": list(self.warnings), "seconds": self.seconds,
+        }  # fmt: skip
+
+
+def chinchilla_objective(
+    params: np.ndarray, points: FitPoints, delta: float = DEFAULT_DELTA, weights: np.ndarray | None = None
+) -> tuple[float, np.ndarray]:
+    """Approach 3 objective and its gradient in (a, b, e, alpha, beta) (Hoffmann et al. 2022, eq. 3).
+
+    sum_i w_i Huber_delta(log(exp(a - alpha log N_i) + exp(b - beta log D_i) + exp(e)) - log L_i), float64.
+    """
+    w = np.ones(len(points)) if weights is None else np.asarray(weights, dtype=np.float64)
+    data = (np.log(points.N), np.log(points.D), np.log(points.loss), np.float64(delta))
+    return evaluator(_chinchilla_vg, data, w)(np.asarray(params, np.float64))
+
+
+def _natural_bounds(box: np.ndarray, mu: tuple[float, float]) -> dict[str, list[float]]:
+    return {"E": np.exp(box[:, 2]).tolist(), "alpha": box[:, 3].tolist(), "beta": box[:, 4].tolist(),
+            "A_term_at_mean_N": np.exp(box[:, 0]).tolist(), "B_term_at_mean_D": np.exp(box[:, 1]).tolist(),
+            "mean_N": math.exp(mu[0]), "mean_D": math.exp(mu[1])}  # fmt: skip
+
+
+def _forms(box: np.ndarray, allocation_exponent: float | None) -> list[Callable[[float], ChinchillaForm]]:
+    """The fallback ladder: full, E fixed, beta tied to alpha, both (each given the last best e)."""
+    if allocation_exponent is not None and 0 < allocation_exponent < 1:
+        ratio, source = allocation_exponent / (1 - allocation_exponent), "from Approach 2's N_opt ~ C^a"
+    else:
+        ratio, source = 1.0, "alpha = beta, equal scaling as Hoffmann et al. 2022 found"
+    return [
+        lambda e: make_form("full", box),
+        lambda e: make_form("fixed_E", box, e_fixed=e),
+        lambda e: make_form("tied", box, ratio=ratio, ratio_source=source),
+        lambda e: make_form("tied_fixed_E", box, e_fixed=e, ratio=ratio, ratio_source=source),
+    ]
+
+
+def fit_chinchilla(
+    points: FitPoints,
+    delta: float = DEFAULT_DELTA,
+    grid: dict[str, Any] | None = None,
+    grad_tol: float = GRAD_TOL,
+    max_evals: int = 1000,
+    allocation_exponent: float | None = None,
+    exhaustive: bool = False,
+) -> FitResult:
+    """Chinchilla Approach 3 (Hoffmann et al. 2022) within physical bounds, with fallback forms.
+
+    The grid (default: Chinchilla's 4500 starts) is projected into `chinchilla_bounds`; the best start
+    is polished (Besiroglu et al. 2024) and its identification checked; if the full law is not
+    identified the fallback forms are tried (module docstring). `allocation_exponent` (Approach 2's
+    a in N_opt ~ C^a) sets the tie between the exponents. Raises only for unusable input.
+    """
+    if not (np.isfinite(delta) and delta > 0):
+        raise UserError(f"Huber delta={delta!r} must be positive (Chinchilla used 1e-3)")
+    check_spread(points)
+    start = time.perf_counter()
+    starts, _ = grid_starts(grid, CHINCHILLA_GRID)
+    mu = centring(points)
+    grid_z = starts.copy()  # the grid in centred coordinates: a' = a - alpha mean(log N), b' likewise
+    grid_z[:, :2] -= starts[:, 3:5] * np.array(mu)
+    box = chinchilla_bounds(points)
+    tried: dict[str, list[str]] = {}
+    found: list[np.ndarray] = []
+    for make in _forms(box, allocation_exponent):
+        form = make(float(np.clip(found[-1][2], box[0, 2], box[1, 2])) if found else 0.0)
+        u, n_at_best = minimise(form_problem(form, mu, delta), points, _form_starts(form, grid_z, found),
+                                max_evals, exhaustive)  # fmt: skip
+        found.append(form.z0 + form.M @ u)
+        reasons = _not_identified(form, u, points, mu)
+        if reasons:
+            tried[form.name] = reasons
+        if not reasons:
+            break
+    return _chinchilla_result(form, u, points, mu, delta, grad_tol, len(starts), n_at_best, tried, box,
+                              time.perf_counter() - start)  # fmt: skip
+
+
+def _fallback_warning(form: ChinchillaForm, tried: dict[str, list[str]]) -> list[str]:
+    if not tried:
+        return []
+    why = "; ".join(f"{name}: {', '.join(reasons)}" for name, reasons in tried.items())
+    if form.name in tried:
+        return [
+            f"no form of the law is identified by these points ({why}); using the last fallback, "
+            f"{form.description}: treat its constants as a rough description of these points only"
+        ]
+    return [f"the full law is not identified ({why}); using {form.description}"]
+
+
+def _chinchilla_result(form: ChinchillaForm, u: np.ndarray, points: FitPoints, mu: tuple[float, float],
+                       delta: float, grad_tol: float, n_starts: int, n_at_best: int, tried: dict[str, list[str]],
+                       box: np.ndarray, seconds: float) -> FitResult:  # fmt: skip
+    """FitResult of the chosen form: uncentred parameters, law, gradient check, warnings."""
+    z = form.z0 + form.M @ u
+    params = np.array([z[0] + z[3] * mu[0], z[1] + z[4] * mu[1], z[2], z[3], z[4]])
+    objective, g = evaluate(form_problem(form, mu, delta), points, u)
+    grad_norm = float(np.max(np.abs(np.where(blocked(u, g, form.box), 0.0, g))))
+    a, b, e, alpha, beta = params
+    warnings = _fallback_warning(form, tried)
+    grad_tol = scaled_tol(grad_tol, len(points))
+    if grad_norm > grad_tol:
+        warnings.append(f"best fit did not converge: max |gradient| = {grad_norm:.3g} > {grad_tol:g}; check the data")
+    return FitResult(
+        law=ChinchillaLaw(E=math.exp(e), A=math.exp(a), B=math.exp(b), alpha=alpha, beta=beta),
+        params=params, param_names=CHINCHILLA_PARAMS, objective=objective, grad_norm=grad_norm,
+        converged=grad_norm <= grad_tol, n_starts=n_starts, warnings=tuple(warnings), seconds=seconds,
+        delta=delta, n_at_best=n_at_best, identified=form.name not in tried, form=form.name,
+        form_description=form.description, not_identified=tried, bounds=_natural_bounds(box, mu), free=u,
+        chinchilla_form=form,
+    )  # fmt: skip
