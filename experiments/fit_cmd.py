@@ -12,7 +12,6 @@ writes the law file and formats the report.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -21,18 +20,10 @@ from typing import Any
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
-from smallest_loss.scaling.aspect import (
-    AspectBootstrap,
-    AspectFit,
-    AspectPoints,
-    bootstrap_aspect,
-    fit_aspect,
-    read_aspect_csv,
-    with_intervals,
-)
-from smallest_loss.scaling.bootstrap import fit_points, interval
+from smallest_loss.scaling.bootstrap import interval
 from smallest_loss.scaling.chinchilla import LAW_KEYS, ChinchillaLaw
 from smallest_loss.scaling.collect import RunRecord, collect_runs, to_points
+from smallest_loss.scaling.fitting import fit_law, read_runs, read_table, without_samples
 from smallest_loss.scaling.groups import (
     bootstrap_groups,
     fit_groups,
@@ -44,10 +35,10 @@ from smallest_loss.scaling.groups import (
 )
 from smallest_loss.scaling.holdout import holdout_largest, holdout_split, leave_one_shape_out
 from smallest_loss.scaling.isoflop import isoflop_allocation
-from smallest_loss.scaling.laws import law_to_dict, save_law
+from smallest_loss.scaling.laws import LawFile, law_to_dict, save_law
 from smallest_loss.scaling.learning_curve import curve_extrapolation
 from smallest_loss.scaling.optimize import DEFAULT_DELTA
-from smallest_loss.scaling.points import FitPoints, check_budgets, read_fit_csv
+from smallest_loss.scaling.points import FitPoints
 
 
 def _constants_table(values: dict[str, float], intervals: dict[str, tuple[float, float]]) -> list[str]:
@@ -59,17 +50,16 @@ def _constants_table(values: dict[str, float], intervals: dict[str, tuple[float,
     return lines
 
 
-def _format_law(result: dict[str, Any]) -> list[str]:
-    law = result["law"]
+def _format_law(law_file: LawFile) -> list[str]:
+    law, d = law_file.law, law_file.diagnostics
     names = LAW_KEYS if isinstance(law, ChinchillaLaw) else ("Nc", "Dc", "aN", "aD")
-    lines = _constants_table({key: getattr(law, key) for key in names}, result["intervals"] or {})
-    fit = result["fit"]
-    lines += ["", f"law used: {fit.form_description} ({'identified' if fit.identified else 'NOT identified'})"]
+    lines = _constants_table({key: getattr(law, key) for key in names}, law_file.intervals or {})
+    lines += ["", f"law used: {d['form_description']} ({'identified' if d['identified'] else 'NOT identified'})"]
     lines.append(
-        f"objective {fit.objective:.6g} (Huber delta {fit.delta:g}), max |gradient| {fit.grad_norm:.2e}, "
-        f"converged: {fit.converged}, starts: {fit.n_starts}, {fit.seconds:.1f}s"
+        f"objective {d['objective']:.6g} (Huber delta {d['delta']:g}), max |gradient| {d['grad_norm']:.2e}, "
+        f"converged: {d['converged']}, starts: {d['n_starts']}, {d['seconds']:.1f}s"
     )
-    lines += [f"warning: {w}" for w in result["diagnostics"].get("warnings", [])]
+    lines += [f"warning: {w}" for w in d.get("warnings", [])]
     return lines
 
 
@@ -112,8 +102,7 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
         return run_shape_fit(paths, csv, n_boot, out, delta, holdout_shape)
     records: list[RunRecord] = []
     if csv:
-        points = read_fit_csv(csv)
-        check_budgets(points, csv)
+        points = read_table(csv)
         if len(group_names(points)) > 1:
             return run_grouped_fit(points, reference, form, n_boot, out, plot, holdout, delta)
         reference_index(group_names(points), reference)  # one group is an ordinary fit; a wrong name is refused
@@ -129,12 +118,9 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
     if holdout:
         holdout_split(budgets)  # refused before the fit, not after it
     iso = isoflop_allocation(records) if records else None
-    result = fit_points(points, form, n_boot, delta, iso["a"] if iso and "error" not in iso else None)
-    report: dict[str, Any] = dict(
-        law=law_to_dict(result["law"], result["intervals"], None, result["diagnostics"]),
-        points=len(points.N),
-        text=_format_law(result),
-    )
+    law_file = fit_law(points, form, n_boot, delta, iso["a"] if iso and "error" not in iso else None)
+    summary = without_samples(law_file).to_dict()
+    report: dict[str, Any] = dict(law=summary, points=len(points.N), text=_format_law(law_file))
     if records:
         report["left_out"] = left_out
         report["isoflop"] = iso
@@ -142,10 +128,10 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
     if holdout:
         report["holdout_largest"] = holdout_largest(points, budgets, names, delta)
     if out:
-        save_law(out, result["law"], result["intervals"], result["samples"], result["diagnostics"])
+        law_file.save(out)
         report["law_file"] = out
     if plot or out:
-        _plots(report, points, result["law"], records, Path(plot or Path(out).with_suffix(".png")))
+        _plots(report, points, law_file.law, records, Path(plot or Path(out).with_suffix(".png")))
     return report
 
 
@@ -153,50 +139,32 @@ def run_shape_fit(paths: list[str], csv: str | None, n_boot: int, out: str | Non
                   holdout_shape: bool) -> dict[str, Any]:  # fmt: skip
     """`fit --form shape`: the shape-aware law (scaling/aspect.py) from run folders (their configs give d and n) or a
     CSV with columns d and n; its law file carries the aspect-ratio factor in its `shape` section."""
-    if csv:
-        points = read_aspect_csv(csv)
-        check_budgets(points.points, csv)
-        if len(group_names(points.points)) > 1:
-            raise UserError(f"fit CSV {csv}: --form shape fits one law; drop the 'group' column or fit groups apart")
-    else:
-        records, left_out = collect_runs(paths)
-        for line in left_out:
-            print(f"warning: left out {line}", file=sys.stderr)
-        points = AspectPoints(to_points(records), np.array([r.d for r in records]), np.array([r.n for r in records]))
-    fit = fit_aspect(points, delta)
-    boot = bootstrap_aspect(points, fit, n_boot) if n_boot else None
-    shape = with_intervals(fit, boot)
-    diagnostics = dict(fit.diagnostics)
-    intervals = samples = None
-    if boot is not None:
-        intervals = {k: v for k, v in boot.intervals.items() if k in LAW_KEYS}
-        samples = {k: v for k, v in boot.samples.items() if k in LAW_KEYS}
-        diagnostics.update(
-            bootstrap=dict(n_boot=boot.n_boot, n_converged=boot.n_converged, level=boot.level, seconds=boot.seconds),
-            warnings=list(fit.warnings) + list(boot.warnings),
-        )
-    summary = law_to_dict(fit.law, intervals, None, diagnostics, shape=dataclasses.replace(shape, samples=None))
-    report = dict(law=summary, points=len(points.points), text=_format_shape(fit, boot, diagnostics))
+    points = read_table(csv, shapes=True) if csv else read_runs(paths, shapes=True)
+    if csv and len(group_names(points.points)) > 1:
+        raise UserError(f"fit CSV {csv}: --form shape fits one law; drop the 'group' column or fit groups apart")
+    law_file = fit_law(points, "shape", n_boot, delta)
+    summary = without_samples(law_file).to_dict()
+    report = dict(law=summary, points=len(points.points), text=_format_shape(law_file))
     if holdout_shape:
         report["holdout_shape"] = leave_one_shape_out(points, delta)
     if out:
-        save_law(out, fit.law, intervals, samples, diagnostics, shape=shape)
+        law_file.save(out)
         report["law_file"] = out
     return report
 
 
-def _format_shape(fit: AspectFit, boot: AspectBootstrap | None, diagnostics: dict[str, Any]) -> list[str]:
-    values = {key: getattr(fit.law, key) for key in LAW_KEYS} | dict(
-        gamma=fit.shape.gamma, aspect_opt=fit.shape.aspect_opt
-    )
-    low, high = fit.shape.aspect_range
-    lines = _constants_table(values, boot.intervals if boot else {}) + [
+def _format_shape(law_file: LawFile) -> list[str]:
+    shape, d = law_file.shape, law_file.diagnostics
+    values = {key: getattr(law_file.law, key) for key in LAW_KEYS}
+    values |= dict(gamma=shape.gamma, aspect_opt=shape.aspect_opt)
+    low, high = shape.aspect_range
+    lines = _constants_table(values, (law_file.intervals or {}) | (shape.intervals or {})) + [
         "",
-        f"law used: {diagnostics['form_description']}",
-        f"fitted on d/n from {low:.3g} to {high:.3g}; objective {fit.objective:.6g}, max |gradient| "
-        f"{fit.grad_norm:.2e}, converged: {fit.converged}, {fit.seconds:.1f}s",
+        f"law used: {d['form_description']}",
+        f"fitted on d/n from {low:.3g} to {high:.3g}; objective {d['objective']:.6g}, max |gradient| "
+        f"{d['grad_norm']:.2e}, converged: {d['converged']}, {d['seconds']:.1f}s",
     ]
-    return lines + [f"warning: {w}" for w in diagnostics["warnings"]]
+    return lines + [f"warning: {w}" for w in d["warnings"]]
 
 
 def _holdout_shape_lines(h: dict[str, Any]) -> list[str]:

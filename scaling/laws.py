@@ -92,6 +92,24 @@ class LawFile:
             "not_identified": diagnostics.get("not_identified", {}),
         }
 
+    def predict(self, N: ArrayLike, D: ArrayLike, d: ArrayLike | None = None, n: ArrayLike | None = None) -> ArrayLike:
+        """The predicted loss of N parameters trained on D tokens; with a shape section, of width d and depth n
+        (the aspect-ratio factor needs both)."""
+        loss = self.law.loss(N, D)
+        if self.shape is None:
+            return loss
+        if d is None or n is None:
+            raise UserError("this law has a shape term: give the width d and the depth n as well as N and D")
+        return loss * self.shape.factor(d, n)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The law JSON's content."""
+        return law_to_dict(self.law, self.intervals, self.samples, self.diagnostics, self.recipe, self.shape)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the law JSON to `path` (parent folders created)."""
+        return save_law(path, self.law, self.intervals, self.samples, self.diagnostics, self.recipe, self.shape)
+
 
 def law_to_dict(
     law: Law,

@@ -1,0 +1,97 @@
+"""From a table or runs to a fitted law file: the one entry the `fit` command and the Python API share.
+
+`read_table` reads a fit CSV, `read_runs` run or sweep folders; `fit_law` fits the Chinchilla law (Approach 3, with
+its identification checks and fallbacks, scaling/chinchilla.py), the Kaplan law (scaling/kaplan.py) or the
+shape-aware law (scaling/aspect.py) and returns a `LawFile` with the bootstrap's intervals and samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from smallest_loss.configs.errors import UserError
+from smallest_loss.scaling.aspect import AspectPoints, bootstrap_aspect, fit_aspect, read_aspect_csv, with_intervals
+from smallest_loss.scaling.bootstrap import fit_points
+from smallest_loss.scaling.chinchilla import LAW_KEYS
+from smallest_loss.scaling.collect import collect_runs, to_points
+from smallest_loss.scaling.laws import LawFile
+from smallest_loss.scaling.optimize import DEFAULT_DELTA
+from smallest_loss.scaling.points import FitPoints, check_budgets, read_fit_csv
+
+FORMS = ("chinchilla", "kaplan", "shape")
+
+
+def read_table(path: str | Path, shapes: bool = False) -> FitPoints | AspectPoints:
+    """A fit CSV (columns N, D, loss; optional C, run, group) as points; `shapes`: with each row's width d and
+    depth n (columns d and n), for the shape-aware law."""
+    if shapes:
+        points = read_aspect_csv(path)
+        check_budgets(points.points, str(path))
+        return points
+    points = read_fit_csv(path)
+    check_budgets(points, str(path))
+    return points
+
+
+def read_runs(paths: Sequence[str | Path], shapes: bool = False) -> FitPoints | AspectPoints:
+    """One point per finished run under run or sweep folders (exact N, tokens seen, final eval loss); `shapes`: with
+    each run's width d and depth n, for the shape-aware law."""
+    records, left_out = collect_runs(list(paths))
+    for line in left_out:
+        print(f"warning: left out {line}", file=sys.stderr)
+    points = to_points(records)
+    if shapes:
+        return AspectPoints(points, np.array([r.d for r in records]), np.array([r.n for r in records]))
+    return points
+
+
+def fit_law(
+    points: FitPoints | AspectPoints,
+    form: str = "chinchilla",
+    bootstrap: int = 1000,
+    delta: float = DEFAULT_DELTA,
+    allocation_exponent: float | None = None,
+) -> LawFile:
+    """Fit `form` ("chinchilla", "kaplan" or "shape") to the points, with `bootstrap` resamples for the intervals
+    (0: none). `allocation_exponent` (Approach 2's N_opt ~ C^a) ties the Chinchilla exponents if the full law is
+    not identified by the points."""
+    if form not in FORMS:
+        raise UserError(f"form {form!r}: use one of {', '.join(FORMS)}")
+    if bootstrap < 0 or bootstrap == 1:
+        raise UserError(f"--bootstrap {bootstrap}: give 0 (no intervals) or at least 2 resamples (default 1000)")
+    if form == "shape":
+        if not isinstance(points, AspectPoints):
+            raise UserError("the shape-aware law needs each run's width d and depth n: read them with shapes=True")
+        return fit_aspect_law(points, bootstrap, delta)
+    if isinstance(points, AspectPoints):
+        points = points.points
+    result = fit_points(points, form, bootstrap, delta, allocation_exponent)
+    return LawFile(result["law"], result["intervals"], result["samples"], result["diagnostics"])
+
+
+def fit_aspect_law(points: AspectPoints, bootstrap: int, delta: float = DEFAULT_DELTA) -> LawFile:
+    """The shape-aware law: the Chinchilla form times the aspect-ratio factor, with the bootstrap's intervals; the
+    law file's `shape` section carries the factor (and its samples)."""
+    fit = fit_aspect(points, delta)
+    boot = bootstrap_aspect(points, fit, bootstrap) if bootstrap else None
+    shape = with_intervals(fit, boot)
+    diagnostics = dict(fit.diagnostics)
+    intervals = samples = None
+    if boot is not None:
+        intervals = {k: v for k, v in boot.intervals.items() if k in LAW_KEYS}
+        samples = {k: v for k, v in boot.samples.items() if k in LAW_KEYS}
+        diagnostics.update(
+            bootstrap=dict(n_boot=boot.n_boot, n_converged=boot.n_converged, level=boot.level, seconds=boot.seconds),
+            warnings=list(fit.warnings) + list(boot.warnings),
+        )
+    return LawFile(fit.law, intervals, samples, diagnostics, shape=shape)
+
+
+def without_samples(law_file: LawFile) -> LawFile:
+    """The law file without its bootstrap samples (what a report shows), its shape section's too."""
+    shape = None if law_file.shape is None else dataclasses.replace(law_file.shape, samples=None)
+    return dataclasses.replace(law_file, samples=None, shape=shape)
