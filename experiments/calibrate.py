@@ -26,6 +26,7 @@ from smallest_loss.configs.devices import find_device
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.grids import SPECS, GridPoint, get_grid
 from smallest_loss.configs.schema import ModelConfig
+from smallest_loss.experiments.args import add_config_args, resolve_config
 from smallest_loss.model.runs import environment
 from smallest_loss.timing.measure import (
     cache_bytes,
@@ -468,7 +469,6 @@ def require_positive(**values: float | None) -> None:
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
-    from smallest_loss.experiments.cli import resolve_config
     from smallest_loss.timing.measure import measure
 
     require_positive(min_seconds=args.min_seconds, rounds=args.rounds)
@@ -483,10 +483,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
 
 def add_measure_parser(sub: argparse._SubParsersAction) -> None:
-    from smallest_loss.experiments.cli import _add_config_args
-
     p = sub.add_parser("measure", help="time one configuration's training step and show XLA's and our counts")
-    _add_config_args(p)
+    add_config_args(p)
     p.add_argument("--min-seconds", type=float, default=1.0, help="time repeats for at least this long")
     p.add_argument("--rounds", type=int, default=5, help="rounds the repeats are split into")
     p.add_argument("--json", action="store_true", help="print the timing record as JSON")
