@@ -125,7 +125,7 @@ def record_features(cfgs: list[ModelConfig]) -> dict[str, np.ndarray]:
     """The step-time models' features (FLOPs, weight bytes, activation bytes) of a timing record of each
     configuration at batch B, read back from the record as calibration reads it."""
     records = [dict(base_record(cfg, B), status="ok", step_seconds=1.0) for cfg in cfgs]
-    model = get_model("exact: flops (dense, attention) + bytes (weights, activations) + layers")
+    model = get_model("exact-layers")
     X = design_matrix(model, shape_columns(records), {})
     return dict(flops=X[:, 0] + X[:, 1], weights=X[:, 2], activations=X[:, 3])
 
