@@ -253,8 +253,7 @@ def test_roofline_features_are_the_slower_of_compute_and_memory():
         xla = design_matrix(get_model("xla-roofline"), cols, device)[:, 0]
         np.testing.assert_allclose(xla, np.maximum(3e9 / peak, 2e8 / bandwidth), rtol=1e-12)
     assert np.all(
-        design_matrix(get_model("roofline"), cols, dict(peak_flops=1e9, bandwidth=1e12))[:, 0]
-        == flops / 1e9
+        design_matrix(get_model("roofline"), cols, dict(peak_flops=1e9, bandwidth=1e12))[:, 0] == flops / 1e9
     )  # compute-bound on a slow-compute device
 
 
