@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from types import SimpleNamespace
-from typing import Any
 
 import jax
-import jax.extend
 import pytest
 from smallest_loss.configs.schema import ModelConfig
 from smallest_loss.timing.measure import (
@@ -21,6 +18,8 @@ from smallest_loss.timing.measure import (
     prepare,
     time_round,
 )
+
+from tests.timing.jaxprs import dot_equations, dot_flops
 
 MEMORY = SimpleNamespace(
     argument_size_in_bytes=100, output_size_in_bytes=90, temp_size_in_bytes=50, alias_size_in_bytes=80
@@ -88,23 +87,6 @@ def test_memory_and_chunks_follow_the_device():
     assert chunk_size(8) == (8 if jax.default_backend() == "cpu" else 1) and chunk_size(0) == 1
 
 
-def dot_flops(jaxpr: Any) -> tuple[int, set[str]]:
-    """FLOPs of the matmuls of a jaxpr (2 per multiply-add; a scanned body once per iteration), and the dtypes
-    of their operands and results."""
-    flops, dtypes = 0, set()
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
-            (contracting, _), _ = eqn.params["dimension_numbers"]
-            lhs, out = eqn.invars[0].aval, eqn.outvars[0].aval
-            flops += 2 * math.prod(out.shape) * math.prod(lhs.shape[i] for i in contracting)
-            dtypes |= {str(v.aval.dtype) for v in (*eqn.invars, *eqn.outvars)}
-        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-            inner, inner_dtypes = dot_flops(sub)
-            flops += eqn.params.get("length", 1) * inner
-            dtypes |= inner_dtypes
-    return flops, dtypes
-
-
 @pytest.fixture
 def timed_calls(monkeypatch):
     """The calls measure_peak_flops and measure_bandwidth time, each taking 0.25 s by this fake clock (the
@@ -130,7 +112,9 @@ def test_peak_flops_are_the_timed_matmuls_flops_in_the_compute_dtype(timed_calls
     rate, measured_in = measure_peak_flops(dtype, n=64, matmuls=matmuls, repeats=3)
     assert measured_in == (dtype if dtype != "no-such-dtype" else "float32")
     (fn, arg), *_ = timed_calls
-    flops, dtypes = dot_flops(jax.make_jaxpr(fn)(arg).jaxpr)
+    dots = list(dot_equations(jax.make_jaxpr(fn)(arg).jaxpr))
+    flops = sum(times * dot_flops(eqn) for eqn, times in dots)
+    dtypes = {str(v.aval.dtype) for eqn, _ in dots for v in (*eqn.invars, *eqn.outvars)}
     assert flops == 2 * matmuls * 64**3 and rate == flops / 0.25
     assert str(arg.dtype) == measured_in and dtypes == {measured_in}
 
