@@ -217,6 +217,7 @@ class Prepared:
 
     @property
     def live(self) -> bool:
+        """Compiled and not failed: still to be timed."""
         return self.compiled is not None and "status" not in self.record
 
     def fail(self, err: BaseException) -> None:

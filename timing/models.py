@@ -18,6 +18,10 @@ timing/records.py) bring the model-parallel ones, which price each device's shar
 tensor-parallel all-reduces and the pipeline bubble apart. Without a layout their features are the
 data-parallel model's, so a profile of theirs predicts what the planner asks: a step of global batch b on k
 data-parallel devices, each holding the whole model, without recomputation.
+
+Every model has a short, stable id (`paper`, `exact-layers`, `data-parallel`, `xla`, ...) that profiles store
+and reports, plots and tests name it by, a title (`label`) and a description for reports. Profiles written
+before ids stored the titles of then: `LEGACY_NAMES` maps each to its id, so they still load.
 """
 
 from __future__ import annotations
@@ -119,7 +123,7 @@ def _without_bytes(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _term(name: str) -> Callable[..., np.ndarray]:
     """Feature: one kind of work of `timing.counts.train_step_terms`."""
 
-    def feature(c, _):
+    def feature(c: dict[str, np.ndarray], _: Any) -> np.ndarray:
         return _per_variant(c, _without_bytes(lambda *shape, **arch: train_step_terms(*shape, **arch)[name]))
 
     feature.__name__ = name
@@ -129,7 +133,7 @@ def _term(name: str) -> Callable[..., np.ndarray]:
 def _spilled(name: str) -> Callable[..., np.ndarray]:
     """Feature: one element-wise kind of work, where its per-layer tensor exceeds the device's cache."""
 
-    def feature(c, device):
+    def feature(c: dict[str, np.ndarray], device: dict[str, Any]) -> np.ndarray:
         cache = device.get("cache_bytes")
         return _per_variant(c, lambda *shape, **opts: spilled_terms(*shape, cache, **opts)[name])
 
@@ -216,7 +220,7 @@ def _per_shard(feature):
     tp x pp devices, data parallelism the batch over dp replicas, so per-device work is the replica's on b / dp
     sequences, / (tp pp) (Narayanan et al. 2021, section 2). With tp = pp = 1 this is `_per_device`."""
 
-    def per_device(c, device):
+    def per_device(c: dict[str, np.ndarray], device: dict[str, Any]) -> np.ndarray:
         tp, pp, dp, _, _ = _layout(c)
         return feature(dict(c, b=c["b"] / dp), device) / (tp * pp)
 
@@ -474,6 +478,7 @@ def get_model(name: str) -> TimeModel:
 
 
 def design_matrix(model: TimeModel, cols: dict[str, np.ndarray], device: dict[str, float]) -> np.ndarray:
+    """The model's features of every record (one row each), and a last column of ones (the constant)."""
     return np.column_stack([f(cols, device) for f in model.features] + [np.ones_like(cols["d"])])
 
 
@@ -491,6 +496,7 @@ def fit_coefficients(X: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def scores(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+    """Mean and max absolute percentage error, R^2 and Spearman's rank correlation of predicted step times."""
     ape = np.abs(predicted / measured - 1)
     ss_res = np.sum((measured - predicted) ** 2)
     ss_tot = np.sum((measured - measured.mean()) ** 2)
