@@ -1,233 +1,32 @@
 """`smallest-loss measure` (one configuration) and `smallest-loss calibrate` (a grid, then model comparison).
 
-A calibration folder holds `records.jsonl` (one timing record per configuration, appended as each is
-finished), `partial.jsonl` (the rounds timed so far of unfinished configurations, so a killed calibration
-resumes without re-timing them; removed when the grid is done), `device.json` (measured peak FLOP/s and
-bandwidth), `comparison.md` (held-out errors of every step-time model), `profile.json` (the best analytic
-model, for the planner) and one predicted-vs-measured plot per model. `calibrate --records FILE` fills the
-same folder from external step timings (timing/records.py) instead of measuring: its `records.jsonl` holds
-the file's rows and `device.json` the device's rates from the device table or the user.
+The calibration itself (timing a grid, the noise floor, fitting the step-time models, the profile) is
+timing/calibration.py's; this module parses the commands' arguments and writes what they show: the printed
+lines, `comparison.md` (held-out errors of every step-time model) and one predicted-vs-measured plot per model
+in the calibration folder.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-import jax
-import numpy as np
-from smallest_loss.configs.devices import find_device
 from smallest_loss.configs.errors import UserError
-from smallest_loss.configs.grids import SPECS, GridPoint, get_grid
-from smallest_loss.configs.schema import ModelConfig
-from smallest_loss.model.runs import environment
-from smallest_loss.timing.measure import (
-    cache_bytes,
-    chunk_size,
-    finish,
-    measure_bandwidth,
-    measure_many,
-    measure_peak_flops,
-    prepare,
-    record_config,
-    time_round,
+from smallest_loss.configs.grids import SPECS
+from smallest_loss.experiments.args import add_config_args, resolve_config
+from smallest_loss.timing.calibration import (
+    Calibration,
+    calibrate_records,
+    export_records,
+    fit_folder,
+    noise_floor,
+    run_grid,
 )
-from smallest_loss.timing.models import DEFAULT_STATISTIC, STATISTICS, compare_models, get_model, shape_columns
-from smallest_loss.timing.profile import DeviceProfile, save_profile
-from smallest_loss.timing.records import external_row, read_timing_records, records_rates, write_rows
-from tqdm.auto import tqdm
-
-
-def record_key(config: dict[str, Any], batch: int, dtype: str, devices: int = 1) -> str:
-    """The identity of a measurement: resuming skips configurations whose key is already recorded."""
-    return json.dumps(dict(config=config, batch=batch, dtype=dtype, devices=devices), sort_keys=True)
-
-
-def measure_key(cfg: ModelConfig, b: int, devices: int = 1) -> str:
-    """`record_key` of a configuration about to be measured."""
-    return record_key(record_config(cfg), b, cfg.dtype, devices)
-
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """The JSON lines of a file; a line cut short by a kill is dropped."""
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
-def _append(path: Path, record: dict[str, Any]) -> None:
-    # A line cut short by a kill has no newline: start on a fresh line so this record stays readable.
-    fresh = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
-    with path.open("a") as f:
-        f.write(("\n" if fresh else "") + json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def device_rates(out: Path, dtype: str = "float32") -> dict[str, Any]:
-    """This device's measured peak matmul FLOP/s (in the records' compute dtype) and bandwidth, and its cache
-    size (CPU), measured once per calibration folder and dtype and kept in `device.json` (a folder of external
-    records keeps the rates `calibrate --records` stored there)."""
-    path = out / "device.json"
-    kind = environment()["device_kind"]
-    rates = json.loads(path.read_text()) if path.exists() else {}
-    if rates.get("source") == "records":  # a device never measured here (calibrate --records): keep its rates
-        return rates
-    if rates.get("device_kind") != kind or rates.get("peak_dtype", "float32") != dtype:
-        peak, measured_in = measure_peak_flops(dtype)  # measured_in: float32 where the backend lacks dtype
-        rates = dict(device_kind=kind, peak_flops=peak, peak_dtype=measured_in, bandwidth=measure_bandwidth())
-    if "cache_bytes" not in rates:
-        rates["cache_bytes"] = cache_bytes()
-    path.write_text(json.dumps(rates, indent=2) + "\n")
-    return rates
-
-
-def _check_devices(grid: str, points: tuple[GridPoint, ...]) -> None:
-    needed = max(point.devices for point in points)
-    if needed > jax.device_count():
-        hint = (
-            f"; on CPU simulate them: XLA_FLAGS=--xla_force_host_platform_device_count={needed}"
-            if jax.default_backend() == "cpu"
-            else ""
-        )
-        raise UserError(f"grid {grid} needs {needed} devices, {jax.device_count()} present{hint}")
-
-
-def _time_chunk(
-    part: list[GridPoint], out: Path, rounds: int, per_round: tuple[float, int], bar: Any, counts: dict[str, int]
-) -> None:
-    """Compile a chunk, time it in interleaved rounds (each round saved to partial.jsonl), record it."""
-    partial: dict[str, list[list[float]]] = {}
-    for line in read_records(out / "partial.jsonl"):
-        partial.setdefault(line["key"], []).append(line["times"])
-    items = []
-    for point in part:
-        item = prepare(*point)
-        item.rounds = partial.get(measure_key(*point), [])[:rounds] if item.live else []
-        items.append((measure_key(*point), item))
-        bar.update(1)
-    for r in range(rounds):
-        for key, item in items:
-            if len(item.rounds) <= r and time_round(item, per_round[0], per_round[1]):
-                _append(out / "partial.jsonl", dict(key=key, times=item.rounds[-1]))
-        bar.update(len(items))
-    for _, item in items:
-        record = finish(item)
-        _append(out / "records.jsonl", record)
-        counts[record["status"]] = counts.get(record["status"], 0) + 1
-
-
-def default_rounds() -> int:
-    """Interleaved rounds per configuration: 10 on CPU (a shared machine's slow spells then touch a few
-    rounds of every configuration), 3 on accelerators (one configuration at a time: `chunk_size`)."""
-    return 3 if jax.default_backend() != "cpu" else 10
-
-
-def run_grid(
-    grid: str,
-    out: Path,
-    progress: bool = True,
-    min_seconds: float = 1.0,
-    rounds: int | None = None,
-    repeats: int = 20,
-    chunk: int | None = None,
-    limit: int | None = None,
-) -> dict[str, int]:
-    """Measure every configuration of `grid` not yet in `out/records.jsonl`; returns counts by status.
-
-    Each configuration is timed for about `min_seconds` and at least `repeats` repeats, spread over
-    `rounds` rounds (default `default_rounds`) that cycle through a chunk of configurations (default
-    `timing.measure.chunk_size`: the whole grid on CPU, one configuration on accelerators). Finished
-    records are appended at once and each timed round is saved, so a killed calibration loses at most one
-    round of one configuration. `limit` measures at most that many new configurations (a long
-    calibration split over sessions).
-    """
-    points = get_grid(grid)
-    _check_devices(grid, points)
-    out.mkdir(parents=True, exist_ok=True)
-    done = {
-        record_key(r["config"], r["batch"], r["dtype"], r.get("device_count", 1))
-        for r in read_records(out / "records.jsonl")
-    }
-    todo = [point for point in points if measure_key(*point) not in done]
-    counts = {"skipped": len(points) - len(todo)}
-    todo = todo[:limit]
-    rounds = rounds or default_rounds()
-    chunk = chunk or chunk_size(len(todo))
-    per_round = (min_seconds / rounds, math.ceil(repeats / rounds))
-    with tqdm(
-        total=len(todo) * (rounds + 1),
-        disable=not progress,
-        unit="round",
-        dynamic_ncols=True,
-        desc=f"{grid}: compile, then {rounds} rounds",
-    ) as bar:
-        for start in range(0, len(todo), chunk):
-            _time_chunk(todo[start : start + chunk], out, rounds, per_round, bar, counts)
-    (out / "partial.jsonl").unlink(missing_ok=True)
-    return counts
-
-
-def noise_floor(
-    out: Path,
-    k: int = 8,
-    min_seconds: float = 1.0,
-    seed: int = 0,
-    statistic: str = DEFAULT_STATISTIC,
-    repeats: int = 20,
-) -> dict[str, Any]:
-    """Re-measure k recorded configurations and compare: no model can be checked more finely than this.
-
-    They are timed as the grid was (its rounds, `min_seconds`, `repeats`), together on CPU and one at a
-    time on accelerators (compiled, timed, freed: `timing.measure.chunk_size`). Written once to
-    `noise.json` (a rerun reuses it).
-    """
-    path = out / "noise.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    ok = [r for r in read_records(out / "records.jsonl") if r.get("status") == "ok"]
-    if not ok:
-        raise UserError(f"{out} holds no successful timing records to measure again")
-    picks = np.random.default_rng(seed).choice(len(ok), size=min(k, len(ok)), replace=False)
-    points = [
-        (ModelConfig(**{**ok[i]["config"], "dtype": ok[i]["dtype"]}), ok[i]["batch"], ok[i].get("device_count", 1))
-        for i in picks
-    ]
-    rounds = int(np.median([ok[i].get("rounds", default_rounds()) for i in picks]))
-    again = measure_many(points, min_seconds=min_seconds, rounds=rounds, min_repeats=repeats)
-    key = STATISTICS[statistic]
-    diffs = [
-        a.get(key, a.get("step_seconds")) / ok[i].get(key, ok[i]["step_seconds"]) - 1
-        for a, i in zip(again, picks, strict=True)
-        if a.get("status") == "ok"
-    ]
-    if not diffs:
-        raise UserError(
-            f"none of the {len(picks)} configurations measured again succeeded: "
-            + "; ".join(sorted({a.get("message", a["status"]) for a in again}))
-        )
-    noise = dict(
-        configurations=len(diffs),
-        statistic=statistic,
-        median_abs=float(np.median(np.abs(diffs))),
-        mean_abs=float(np.mean(np.abs(diffs))),
-        max_abs=float(np.max(np.abs(diffs))),
-        diffs=diffs,
-    )
-    path.write_text(json.dumps(noise, indent=2) + "\n")
-    return noise
+from smallest_loss.timing.measure import measure
+from smallest_loss.timing.models import DEFAULT_STATISTIC, STATISTICS, get_model, shape_columns
 
 
 def comparison_table(results: list[dict[str, Any]]) -> str:
@@ -238,14 +37,20 @@ def comparison_table(results: list[dict[str, Any]]) -> str:
     ]
     for r in results:
         if "held_out" not in r:
-            lines.append(f"| {r['name']} | - | - | - | - | ({r.get('error')}) |")
+            lines.append(f"| {r['id']} | - | - | - | - | ({r.get('error')}) |")
             continue
         h = r["held_out"]
         lines.append(
-            f"| {r['name']} | {h['mape']:.1%} | {h['max_ape']:.1%} | {h['r2']:.4f} | {h['spearman']:.4f} "
+            f"| {r['id']} | {h['mape']:.1%} | {h['max_ape']:.1%} | {h['r2']:.4f} | {h['spearman']:.4f} "
             f"| {'yes' if r['analytic'] else 'no (needs a compiled step: XLA counts)'} |"
         )
     return "\n".join(lines)
+
+
+def model_legend(results: list[dict[str, Any]]) -> list[str]:
+    """What each model of the table is (Markdown list): its id, title and description."""
+    models = [get_model(r["id"]) for r in results]
+    return [f"- `{m.id}` ({m.label}): {m.description}." for m in models]
 
 
 def _noise_line(out: Path) -> str:
@@ -259,9 +64,9 @@ def _noise_line(out: Path) -> str:
     )
 
 
-def _about(records: list[dict[str, Any]], rates: dict[str, Any], statistic: str) -> list[str]:
+def _about(calibration: Calibration) -> list[str]:
     """The report's lines on where the times and the device's rates come from."""
-    ok = [r for r in records if r.get("status") == "ok"]
+    ok, rates = calibration.ok, calibration.rates
     archs = len({json.dumps(r["config"], sort_keys=True) for r in ok})
     folds = (
         "Every error is on architectures held out of the fit (5 folds by architecture: all batch sizes "
@@ -275,26 +80,24 @@ def _about(records: list[dict[str, Any]], rates: dict[str, Any], statistic: str)
             f"they give with non-negative least squares on relative errors. {folds}",
             f"Peak {rates['peak_flops']:.3g} FLOP/s, bandwidth {rates['bandwidth']:.3g} B/s ({rates['origin']}).",
         ]
-    failed = [r for r in records if r.get("status") != "ok"]
+    failed = [r for r in calibration.records if r.get("status") != "ok"]
     return [
         f"{len(ok)} configurations measured ({len(failed)} failed: "
         f"{', '.join(sorted({r['status'] for r in failed})) or 'none'}), {archs} architectures. Fitted to "
-        f"`{STATISTICS[statistic]}` with non-negative least squares on relative errors. {folds}",
+        f"`{STATISTICS[calibration.statistic]}` with non-negative least squares on relative errors. {folds}",
         f"Measured peak {rates['peak_flops']:.3g} FLOP/s ({rates.get('peak_dtype', 'float32')} matmuls), "
         f"bandwidth {rates['bandwidth']:.3g} B/s.",
     ]
 
 
-def _notes(ok: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[str]:
+def _notes(calibration: Calibration) -> list[str]:
     """What the comparison left out or what the profile means, where the records call for it: models on XLA
-    counts skipped where records lack them (never fed zeros), and what device counts mean for the planner."""
-    notes = []
-    lacking = sum("xla" not in r for r in ok)
-    if lacking:
-        for r in results:
-            if "held_out" not in r and not get_model(r["name"]).analytic:
-                r["error"] = "skipped: no xla_flops/xla_bytes"
-        notes.append(f"Models on XLA counts skipped: {lacking} of {len(ok)} records give no xla_flops/xla_bytes.")
+    counts skipped where records lack them, and what device counts mean for the planner."""
+    ok, notes = calibration.ok, []
+    if calibration.missing_xla:
+        notes.append(
+            f"Models on XLA counts skipped: {calibration.missing_xla} of {len(ok)} records give no xla_flops/xla_bytes."
+        )
     counts = sorted({r.get("device_count", 1) for r in ok})
     if len(counts) > 1:
         notes.append(
@@ -316,88 +119,54 @@ def _notes(ok: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[str]
     return notes
 
 
-def _report_text(
-    out: Path,
-    rates: dict[str, Any],
-    records: list[dict[str, Any]],
-    table: str,
-    best: str,
-    statistic: str,
-    notes: list[str],
-) -> str:
+def _report_text(out: Path, calibration: Calibration, table: str, notes: list[str]) -> str:
+    """`comparison.md`: where the times come from, the table, what each model is, notes, the profile's model."""
     lines = [
-        f"# Step-time models on {rates['device_kind']}",
+        f"# Step-time models on {calibration.rates['device_kind']}",
         "",
-        *_about(records, rates, statistic),
+        *_about(calibration),
         "",
         table,
         "",
+        *model_legend(calibration.results),
+        "",
         *notes,
         "" if notes else None,
-        f"Profile model: **{best}** (the best model that predicts from hyperparameters alone). Models on "
-        "XLA counts need the step compiled first, so the planner cannot use them.",
+        f"Profile model: **{calibration.profile.model}** (the best model that predicts from hyperparameters "
+        "alone). Models on XLA counts need the step compiled first, so the planner cannot use them.",
         _noise_line(out),
     ]
     return "\n".join(line for line in lines if line is not None)
 
 
+def write_report(out: Path, calibration: Calibration) -> dict[str, Any]:
+    """Write `comparison.md` and one predicted-vs-measured plot per model of a calibration (its profile is
+    written by timing/calibration.py); returns what `smallest-loss calibrate` prints."""
+    from smallest_loss.experiments.plots_timing import plot_predictions
+
+    notes = _notes(calibration)
+    table = comparison_table(calibration.results)
+    (out / "comparison.md").write_text(_report_text(out, calibration, table, notes))
+    measured = shape_columns(calibration.ok, calibration.statistic)["time"]
+    plots = plot_predictions(calibration.results, measured, out)
+    return dict(
+        results=calibration.results,
+        profile=calibration.profile,
+        table=table,
+        plots=plots,
+        failed=calibration.failed,
+        notes=notes,
+    )
+
+
 def fit_and_report(
     out: Path, price_per_hour: float | None = None, statistic: str = DEFAULT_STATISTIC
 ) -> dict[str, Any]:
-    """Compare all step-time models on the folder's records; write the table, plots and the profile."""
-    records = read_records(out / "records.jsonl")
-    if not records:
-        raise UserError(f"{out} holds no timing records; run smallest-loss calibrate --grid NAME --out {out}")
-    dtypes = sorted({r.get("dtype", "float32") for r in records if r.get("status") == "ok"})
-    if len(dtypes) > 1:
-        raise UserError(
-            f"{out} holds records in several dtypes ({', '.join(dtypes)}); a profile is for one: "
-            "calibrate each dtype in its own folder"
-        )
-    rates = device_rates(out, dtypes[0] if dtypes else "float32")
-    results = compare_models(records, rates, statistic=statistic)
-    return write_report(out, records, rates, results, price_per_hour, statistic)
+    """Compare all step-time models on the folder's records; write the profile, the table and the plots."""
+    return write_report(out, fit_folder(out, price_per_hour, statistic))
 
 
-def write_report(
-    out: Path,
-    records: list[dict[str, Any]],
-    rates: dict[str, Any],
-    results: list[dict[str, Any]],
-    price_per_hour: float | None = None,
-    statistic: str = DEFAULT_STATISTIC,
-) -> dict[str, Any]:
-    """Write the comparison (`compare_models` results), its plots and the profile of the best analytic model."""
-    from smallest_loss.experiments.plots_timing import plot_predictions
-
-    ok = [r for r in records if r.get("status") == "ok"]
-    notes = _notes(ok, results)
-    best = next(r for r in results if r.get("analytic") and "held_out" in r)
-    device = find_device(rates["device_kind"])
-    profile = DeviceProfile(
-        device_kind=rates["device_kind"],
-        model=best["name"],
-        coefficients=tuple(best["coefficients"]),
-        peak_flops=rates["peak_flops"],
-        bandwidth=rates["bandwidth"],
-        cache_bytes=rates.get("cache_bytes"),
-        held_out=best["held_out"],
-        price_per_hour=price_per_hour if price_per_hour is not None else (device.price_per_hour if device else None),
-        memory_bytes=device.memory_bytes if device else None,
-        dtype=ok[0].get("dtype", "float32"),
-        records=len(ok),
-        created=datetime.date.today().isoformat(),
-        statistic=statistic,
-        alternatives={r["name"]: r["coefficients"] for r in results if r.get("analytic") and "coefficients" in r},
-    )
-    save_profile(out / "profile.json", profile)
-    table = comparison_table(results)
-    (out / "comparison.md").write_text(_report_text(out, rates, records, table, best["name"], statistic, notes))
-    plots = plot_predictions(results, shape_columns(ok, statistic)["time"], out)
-    return dict(results=results, profile=profile, table=table, plots=plots, failed=len(records) - len(ok), notes=notes)
-
-
-def calibrate_records(
+def records_report(
     path: str | Path,
     out: Path,
     device: str | None = None,
@@ -405,22 +174,12 @@ def calibrate_records(
     bandwidth: float | None = None,
     price_per_hour: float | None = None,
 ) -> dict[str, Any]:
-    """A calibration from external step timings (timing/records.py): the same table, plots and profile as a
-    measured one, in `out` with the records (`records.jsonl`) and the device's rates (`device.json`). The file
-    is checked whole and the models compared before anything is written: a refused file leaves `out` as it was."""
-    if any(r.get("source") != "records" for r in read_records(out / "records.jsonl")):
-        raise UserError(f"{out} holds measured timing records; give the external records their own --out folder")
-    records = read_timing_records(path, device)
-    rates = dict(
-        records_rates(records[0]["device_kind"], records[0]["dtype"], peak_flops, bandwidth), records_file=str(path)
-    )
-    results = compare_models(records, rates)
-    out.mkdir(parents=True, exist_ok=True)
+    """`calibrate --records`: the calibration of an external records file, with its table and plots (the
+    plots of an earlier file in `out` removed)."""
+    calibration = calibrate_records(path, out, device, peak_flops, bandwidth, price_per_hour)
     for old in out.glob("pred_vs_measured_*.png"):  # plots_timing.plot_name: none kept from an earlier file
         old.unlink()
-    (out / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    (out / "device.json").write_text(json.dumps(rates, indent=2) + "\n")
-    return write_report(out, records, rates, results, price_per_hour)
+    return write_report(out, calibration)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -468,9 +227,7 @@ def require_positive(**values: float | None) -> None:
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
-    from smallest_loss.experiments.cli import resolve_config
-    from smallest_loss.timing.measure import measure
-
+    """`smallest-loss measure`: time one configuration and show its record; 1 when it could not be timed."""
     require_positive(min_seconds=args.min_seconds, rounds=args.rounds)
     config = resolve_config(args.preset, args.overrides)
     record = measure(config.model, config.train.batch_size, min_seconds=args.min_seconds, rounds=args.rounds)
@@ -483,10 +240,9 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
 
 def add_measure_parser(sub: argparse._SubParsersAction) -> None:
-    from smallest_loss.experiments.cli import _add_config_args
-
+    """Add the `measure` command."""
     p = sub.add_parser("measure", help="time one configuration's training step and show XLA's and our counts")
-    _add_config_args(p)
+    add_config_args(p)
     p.add_argument("--min-seconds", type=float, default=1.0, help="time repeats for at least this long")
     p.add_argument("--rounds", type=int, default=5, help="rounds the repeats are split into")
     p.add_argument("--json", action="store_true", help="print the timing record as JSON")
@@ -545,15 +301,8 @@ def _check_modes(args: argparse.Namespace) -> None:
             )
 
 
-def export_records(out: Path, path: str | Path, statistic: str = DEFAULT_STATISTIC) -> int:
-    """Write the `ok` records of a calibration folder as an external records file (timing/records.py); returns
-    how many rows were written."""
-    ok = [r for r in read_records(out / "records.jsonl") if r.get("status") == "ok"]
-    write_rows(path, [external_row(r, STATISTICS[statistic]) for r in ok])
-    return len(ok)
-
-
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    """`smallest-loss calibrate`: measure a grid (or read a records file), fit, print the table and the profile."""
     require_positive(
         min_seconds=args.min_seconds,
         repeats=args.repeats,
@@ -566,7 +315,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     _check_modes(args)
     out = Path(args.out)
     if args.records:
-        report = calibrate_records(args.records, out, args.device, args.peak_flops, args.bandwidth, args.price_per_hour)
+        report = records_report(args.records, out, args.device, args.peak_flops, args.bandwidth, args.price_per_hour)
     else:
         if not args.fit_only:
             _measure_grid(args, out)
@@ -588,6 +337,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
+    """Add the `calibrate` command."""
     p = sub.add_parser(
         "calibrate", help="time a grid of configurations (or read external timings), fit and compare step-time models"
     )

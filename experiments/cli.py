@@ -12,28 +12,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from smallest_loss.configs.errors import UserError
-from smallest_loss.configs.models import PRESETS, get_preset
-from smallest_loss.configs.overrides import apply_overrides
-from smallest_loss.configs.schema import RunConfig
+from smallest_loss.experiments.args import add_config_args, resolve_config
 from smallest_loss.experiments.calibrate import add_calibrate_parser, add_measure_parser
 from smallest_loss.experiments.recipe_cmd import add_fit_recipe_parser
-
-
-def resolve_config(preset: str, assignments: Sequence[str]) -> RunConfig:
-    """A preset with `--set` overrides applied (validated against field types)."""
-    return apply_overrides(get_preset(preset), assignments)
-
-
-def _add_config_args(parser: argparse.ArgumentParser, default_preset: str = "tiny") -> None:
-    parser.add_argument("--preset", default=default_preset, help=f"one of: {', '.join(PRESETS)}")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.FIELD=VALUE",
-        help="override a config field, e.g. --set model.d=256 --set train.lr=1e-3 (repeatable)",
-    )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -79,7 +60,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one model on the embedded corpus or your own")
-    _add_config_args(p)
+    add_config_args(p)
     p.add_argument("--out", help="run folder (default runs/PRESET-TIMESTAMP)")
     p.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -12,9 +12,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 
-def plot_name(name: str) -> str:
-    """The file name of a model's predicted-vs-measured plot."""
-    return f"pred_vs_measured_{_slug(name)}.png"
+def plot_name(model_id: str) -> str:
+    """The file name of a model's predicted-vs-measured plot (`model_id`: its id in timing.models.MODELS)."""
+    return f"pred_vs_measured_{_slug(model_id)}.png"
 
 
 def _slug(name: str) -> str:
@@ -43,12 +43,12 @@ def plot_predictions(results: list[dict[str, Any]], measured: np.ndarray, out: s
             xlabel="measured step seconds",
             ylabel="predicted (held-out architectures)",
         )
+        title = textwrap.fill(f"{r['id']}: {r['label']}", 48)
         ax.set_title(
-            f"{textwrap.fill(r['name'], 48)}\nMAPE {h['mape']:.1%}, max {h['max_ape']:.1%}, "
-            f"Spearman {h['spearman']:.3f}",
+            f"{title}\nMAPE {h['mape']:.1%}, max {h['max_ape']:.1%}, Spearman {h['spearman']:.3f}",
             fontsize=9,
         )
-        path = out / plot_name(r["name"])
+        path = out / plot_name(r["id"])
         fig.savefig(path, dpi=110)
         paths.append(path)
     return paths

@@ -217,6 +217,7 @@ class Prepared:
 
     @property
     def live(self) -> bool:
+        """Compiled and not failed: still to be timed."""
         return self.compiled is not None and "status" not in self.record
 
     def fail(self, err: BaseException) -> None:
@@ -343,7 +344,8 @@ def measure(
     ]
 
 
-def _median_seconds(fn: Any, arg: jax.Array, repeats: int) -> float:
+def median_call_seconds(fn: Any, arg: jax.Array, repeats: int) -> float:
+    """The median wall-clock seconds of `repeats` calls of fn(arg), after one untimed call (compilation)."""
     jax.block_until_ready(fn(arg))
     times = []
     for _ in range(repeats):
@@ -373,7 +375,7 @@ def measure_peak_flops(
 
     def rate(name: str) -> float:
         a = (jax.random.normal(jax.random.key(0), (n, n), jnp.float32) / math.sqrt(n)).astype(name)
-        return 2 * matmuls * n**3 / _median_seconds(jax.jit(chain), a, repeats)
+        return 2 * matmuls * n**3 / median_call_seconds(jax.jit(chain), a, repeats)
 
     try:
         return rate(dtype), dtype
@@ -402,4 +404,4 @@ def cache_bytes() -> float | None:
 def measure_bandwidth(megabytes: int = 256, repeats: int = 10) -> float:
     """The device's achieved memory bandwidth (bytes/s): a large float32 array read and written (x * 2)."""
     x = jnp.ones((megabytes * 2**20 // 4,), jnp.float32)
-    return 2 * x.nbytes / _median_seconds(jax.jit(lambda y: y * 2.0), x, repeats)
+    return 2 * x.nbytes / median_call_seconds(jax.jit(lambda y: y * 2.0), x, repeats)

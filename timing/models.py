@@ -18,6 +18,10 @@ timing/records.py) bring the model-parallel ones, which price each device's shar
 tensor-parallel all-reduces and the pipeline bubble apart. Without a layout their features are the
 data-parallel model's, so a profile of theirs predicts what the planner asks: a step of global batch b on k
 data-parallel devices, each holding the whole model, without recomputation.
+
+Every model has a short, stable id (`paper`, `exact-layers`, `data-parallel`, `xla`, ...) that profiles store
+and reports, plots and tests name it by, a title (`label`) and a description for reports. Profiles written
+before ids stored the titles of then: `LEGACY_NAMES` maps each to its id, so they still load.
 """
 
 from __future__ import annotations
@@ -119,7 +123,7 @@ def _without_bytes(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _term(name: str) -> Callable[..., np.ndarray]:
     """Feature: one kind of work of `timing.counts.train_step_terms`."""
 
-    def feature(c, _):
+    def feature(c: dict[str, np.ndarray], _: Any) -> np.ndarray:
         return _per_variant(c, _without_bytes(lambda *shape, **arch: train_step_terms(*shape, **arch)[name]))
 
     feature.__name__ = name
@@ -129,7 +133,7 @@ def _term(name: str) -> Callable[..., np.ndarray]:
 def _spilled(name: str) -> Callable[..., np.ndarray]:
     """Feature: one element-wise kind of work, where its per-layer tensor exceeds the device's cache."""
 
-    def feature(c, device):
+    def feature(c: dict[str, np.ndarray], device: dict[str, Any]) -> np.ndarray:
         cache = device.get("cache_bytes")
         return _per_variant(c, lambda *shape, **opts: spilled_terms(*shape, cache, **opts)[name])
 
@@ -216,7 +220,7 @@ def _per_shard(feature):
     tp x pp devices, data parallelism the batch over dp replicas, so per-device work is the replica's on b / dp
     sequences, / (tp pp) (Narayanan et al. 2021, section 2). With tp = pp = 1 this is `_per_device`."""
 
-    def per_device(c, device):
+    def per_device(c: dict[str, np.ndarray], device: dict[str, Any]) -> np.ndarray:
         tp, pp, dp, _, _ = _layout(c)
         return feature(dict(c, b=c["b"] / dp), device) / (tp * pp)
 
@@ -309,7 +313,10 @@ _SHARDED = (
 
 @dataclass(frozen=True)
 class TimeModel:
-    name: str
+    """A step-time model: non-negative coefficients over its features, plus a constant."""
+
+    id: str  # short and stable: profiles store it, reports and plot files name the model by it
+    label: str  # a readable title for reports
     features: tuple[Callable[..., np.ndarray], ...]  # each (columns, device) -> array; a constant is added
     analytic: bool  # computable from hyperparameters alone (usable by the planner)
     description: str
@@ -317,109 +324,161 @@ class TimeModel:
     model_parallel: bool = False  # compared only when some record gives a tensor- or pipeline-parallel layout
 
 
+def _xla_flops(c: dict[str, np.ndarray], _: Any) -> np.ndarray:
+    return c["xla_flops"]
+
+
+def _xla_bytes(c: dict[str, np.ndarray], _: Any) -> np.ndarray:
+    return c["xla_bytes"]
+
+
+_DATA_PARALLEL = (
+    _per_device(_dense_flops),
+    _per_device(_attention_flops),
+    _weight_bytes,
+    _per_device(_activation_bytes),
+    _layers,
+    _gradient_sync_bytes,
+)
+_COMPACT = (
+    _per_shard(_recomputed_flops),
+    _per_shard(_weight_bytes),
+    _per_shard(_activation_bytes),
+    _data_parallel_sync_bytes,
+    _tensor_parallel_bytes,
+    _pipeline_bubble_flops,
+)
+
 MODELS: tuple[TimeModel, ...] = (
     TimeModel(
+        "paper",
         "paper: memcpys + flops",
         (_paper_memcpys, _paper_flops),
         True,
         "c1*b*MEMCPYS + c2*b*FLOPS + c3 (Inbar and Sernau, 2024)",
     ),
-    TimeModel("paper: flops only", (_paper_flops,), True, "c2*b*FLOPS + c3"),
-    TimeModel("paper: memcpys only", (_paper_memcpys,), True, "c1*b*MEMCPYS + c3"),
+    TimeModel("paper-flops", "paper: flops only", (_paper_flops,), True, "c2*b*FLOPS + c3"),
+    TimeModel("paper-memcpys", "paper: memcpys only", (_paper_memcpys,), True, "c1*b*MEMCPYS + c3"),
     TimeModel(
+        "exact",
         "exact: flops + bytes",
         (_exact_flops, _exact_bytes),
         True,
         "our training-step FLOPs and bytes (timing/counts.py)",
     ),
     TimeModel(
+        "exact-attention",
         "exact: dense flops + attention flops + bytes",
         (_dense_flops, _attention_flops, _exact_bytes),
         True,
         "our counts, with attention's s x s matmuls priced apart from the dense layers",
     ),
     TimeModel(
+        "exact-layers",
         "exact: flops (dense, attention) + bytes (weights, activations) + layers",
         (_dense_flops, _attention_flops, _weight_bytes, _activation_bytes, _layers),
         True,
-        "as above, with weight and activation traffic apart and a fixed cost per layer (op dispatch)",
+        "exact-attention with weight and activation traffic apart and a fixed cost per layer (op dispatch)",
     ),
     TimeModel(
+        "exact-kinds",
         "exact: work by kind (matmuls, element-wise, optimizer)",
         tuple(_term(k) for k in TERMS),
         True,
         "each kind of work of timing.counts.train_step_terms at its own rate",
     ),
     TimeModel(
+        "exact-kinds-cache",
         "exact: work by kind, element-wise in or out of cache",
         (*(_term(k) for k in TERMS), *(_spilled(k) for k in ("width", "hidden", "scores"))),
         True,
-        "as above; element-wise work whose per-layer tensor exceeds the cache priced again (spilled_terms)",
+        "exact-kinds, with element-wise work whose per-layer tensor exceeds the cache priced again (spilled_terms)",
     ),
     TimeModel(
+        "data-parallel",
         "exact: ... + layers + gradient sync (data parallel)",
-        (
-            _per_device(_dense_flops),
-            _per_device(_attention_flops),
-            _weight_bytes,
-            _per_device(_activation_bytes),
-            _layers,
-            _gradient_sync_bytes,
-        ),
+        _DATA_PARALLEL,
         True,
-        "the model above on each device's share of the batch, plus the gradient all-reduce bytes",
+        "exact-layers on each device's share of the batch, plus the gradient all-reduce bytes",
         multi_device=True,
     ),
     TimeModel(
+        "model-parallel",
         "exact: model parallel (... + tensor all-reduces, pipeline bubble)",
         (*_SHARDED, _pipeline_bubble_flops),
         True,
-        "the data-parallel model on each device's tp x pp shard of a replica (recomputation included), "
+        "data-parallel on each device's tp x pp shard of a replica (recomputation included), "
         "plus the tensor-parallel all-reduce bytes and the pipeline bubble's FLOPs",
         model_parallel=True,
     ),
     TimeModel(
+        "model-parallel-sends",
         "exact: model parallel (... + pipeline sends)",
         (*_SHARDED, _pipeline_bubble_flops, _pipeline_bytes),
         True,
-        "as above, plus the bytes sent between pipeline stages",
+        "model-parallel, plus the bytes sent between pipeline stages",
         model_parallel=True,
     ),
     TimeModel(
+        "model-parallel-compact",
         "exact: model parallel, compact (flops, weights, activations, all-reduces, bubble)",
-        (
-            _per_shard(_recomputed_flops),
-            _per_shard(_weight_bytes),
-            _per_shard(_activation_bytes),
-            _data_parallel_sync_bytes,
-            _tensor_parallel_bytes,
-            _pipeline_bubble_flops,
-        ),
+        _COMPACT,
         True,
         "each device's FLOPs in one rate, its weight and activation traffic, both all-reduces and the bubble",
         model_parallel=True,
     ),
-    TimeModel("roofline (exact counts)", (_roofline,), True, "c*max(F/peak, M/bandwidth) + c3, measured peak"),
-    TimeModel("xla: flops", (lambda c, _: c["xla_flops"],), False, "XLA compiled flops"),
-    TimeModel("xla: bytes", (lambda c, _: c["xla_bytes"],), False, "XLA compiled bytes accessed"),
     TimeModel(
-        "xla: flops + bytes",
-        (lambda c, _: c["xla_flops"], lambda c, _: c["xla_bytes"]),
-        False,
-        "XLA compiled flops and bytes accessed",
+        "roofline",
+        "roofline (exact counts)",
+        (_roofline,),
+        True,
+        "c*max(F/peak, M/bandwidth) + c3, measured peak",
     ),
-    TimeModel("roofline (xla counts)", (_xla_roofline,), False, "c*max(xla F/peak, xla M/bandwidth) + c3"),
+    TimeModel("xla-flops", "xla: flops", (_xla_flops,), False, "XLA compiled flops"),
+    TimeModel("xla-bytes", "xla: bytes", (_xla_bytes,), False, "XLA compiled bytes accessed"),
+    TimeModel("xla", "xla: flops + bytes", (_xla_flops, _xla_bytes), False, "XLA compiled flops and bytes accessed"),
+    TimeModel(
+        "xla-roofline",
+        "roofline (xla counts)",
+        (_xla_roofline,),
+        False,
+        "c*max(xla F/peak, xla M/bandwidth) + c3",
+    ),
 )
+
+# The names profiles of versions 1 to 3 stored (the models' titles then), by id: every such profile still loads.
+LEGACY_NAMES: dict[str, str] = {
+    "paper: memcpys + flops": "paper",
+    "paper: flops only": "paper-flops",
+    "paper: memcpys only": "paper-memcpys",
+    "exact: flops + bytes": "exact",
+    "exact: dense flops + attention flops + bytes": "exact-attention",
+    "exact: flops (dense, attention) + bytes (weights, activations) + layers": "exact-layers",
+    "exact: work by kind (matmuls, element-wise, optimizer)": "exact-kinds",
+    "exact: work by kind, element-wise in or out of cache": "exact-kinds-cache",
+    "exact: ... + layers + gradient sync (data parallel)": "data-parallel",
+    "exact: model parallel (... + tensor all-reduces, pipeline bubble)": "model-parallel",
+    "exact: model parallel (... + pipeline sends)": "model-parallel-sends",
+    "exact: model parallel, compact (flops, weights, activations, all-reduces, bubble)": "model-parallel-compact",
+    "roofline (exact counts)": "roofline",
+    "xla: flops": "xla-flops",
+    "xla: bytes": "xla-bytes",
+    "xla: flops + bytes": "xla",
+    "roofline (xla counts)": "xla-roofline",
+}
 
 
 def get_model(name: str) -> TimeModel:
+    """The model of an id in `MODELS`, or of the name a profile of versions 1 to 3 stored (`LEGACY_NAMES`)."""
+    model_id = LEGACY_NAMES.get(name, name)
     for model in MODELS:
-        if model.name == name:
+        if model.id == model_id:
             return model
-    raise UserError(f"unknown time model {name!r}; known: {', '.join(m.name for m in MODELS)}")
+    raise UserError(f"unknown time model {name!r}; known: {', '.join(m.id for m in MODELS)}")
 
 
 def design_matrix(model: TimeModel, cols: dict[str, np.ndarray], device: dict[str, float]) -> np.ndarray:
+    """The model's features of every record (one row each), and a last column of ones (the constant)."""
     return np.column_stack([f(cols, device) for f in model.features] + [np.ones_like(cols["d"])])
 
 
@@ -437,6 +496,7 @@ def fit_coefficients(X: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def scores(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+    """Mean and max absolute percentage error, R^2 and Spearman's rank correlation of predicted step times."""
     ape = np.abs(predicted / measured - 1)
     ss_res = np.sum((measured - predicted) ** 2)
     ss_tot = np.sum((measured - measured.mean()) ** 2)
@@ -465,7 +525,7 @@ def cross_validate(
     """Held-out predictions for every record (each predicted by a fit that never saw its architecture)."""
     X, t = design_matrix(model, cols, device), cols["time"]
     if not np.all(np.isfinite(X)):
-        return dict(name=model.name, error="features missing in some records")
+        return dict(id=model.id, label=model.label, error="features missing in some records")
     folds = architecture_folds(cols, k)
     predicted = np.empty_like(t)
     for f in range(k):
@@ -473,7 +533,8 @@ def cross_validate(
         predicted[test] = X[test] @ fit_coefficients(X[~test], t[~test])
     coef = fit_coefficients(X, t)
     return dict(
-        name=model.name,
+        id=model.id,
+        label=model.label,
         analytic=model.analytic,
         description=model.description,
         coefficients=[float(c) for c in coef],

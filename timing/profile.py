@@ -1,6 +1,6 @@
 """Device profiles (README, "File formats"): the step-time model a calibration chose, as JSON the planner reads.
 
-A profile holds its format version, the device kind, the time model's name (its form: a name in
+A profile holds its format version, the device kind, the time model's id (its form: a model in
 `timing.models.MODELS` whose features are analytic, so it predicts from hyperparameters alone) and
 coefficients, the device's measured peak FLOP/s and bandwidth (roofline models) and cache size
 (cache-aware model), the measured statistic it was fitted to, its cross-validated error on held-out
@@ -8,7 +8,9 @@ architectures, and optionally a price per device-hour and the device's memory. `
 dtype of the records it was fitted to: its features count activation bytes at that dtype's size, and its
 rates (FLOP/s, bytes/s) hold for that dtype only, so it predicts steps of that dtype and refuses others.
 Version 2 added `statistic` and `cache_bytes`; version 3 prices activation bytes at `dtype` (versions 1
-and 2 counted them at 4 bytes whatever the dtype: such files still load when their dtype is float32).
+and 2 counted them at 4 bytes whatever the dtype: such files still load when their dtype is float32);
+version 4 names models (`model`, the keys of `alternatives`) by their short ids, where versions 1 to 3 stored
+their titles (`timing.models.LEGACY_NAMES`): a profile loads with its names turned into ids.
 """
 
 from __future__ import annotations
@@ -20,16 +22,18 @@ from typing import Any
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
-from smallest_loss.timing.models import design_matrix, get_model, variant
+from smallest_loss.timing.models import LEGACY_NAMES, design_matrix, get_model, variant
 
-PROFILE_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+PROFILE_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 
 
 @dataclass(frozen=True)
 class DeviceProfile:
+    """A device's step-time model as the planner reads it (see the module docstring)."""
+
     device_kind: str
-    model: str  # a name in timing.models.MODELS whose features are analytic
+    model: str  # the id of a model in timing.models.MODELS whose features are analytic (a legacy name: its id)
     coefficients: tuple[float, ...]
     peak_flops: float
     bandwidth: float
@@ -39,12 +43,15 @@ class DeviceProfile:
     dtype: str = "float32"  # compute dtype of the records it was fitted to; it predicts this dtype only
     records: int = 0
     created: str = ""
-    alternatives: dict[str, list[float]] = field(default_factory=dict)  # other analytic models' coefficients
+    alternatives: dict[str, list[float]] = field(default_factory=dict)  # analytic models' coefficients, by id
     statistic: str = "median"  # the measured step time the model was fitted to (timing.models.STATISTICS)
     cache_bytes: float | None = None  # per-core cache (CPU), for the cache-aware model
 
     def __post_init__(self) -> None:
         model = get_model(self.model)
+        object.__setattr__(self, "model", model.id)  # a name of profile versions 1 to 3: its id
+        alternatives = {LEGACY_NAMES.get(name, name): c for name, c in self.alternatives.items()}
+        object.__setattr__(self, "alternatives", alternatives)
         if not model.analytic:
             raise UserError(f"time model {self.model!r} needs XLA counts; a profile needs an analytic model")
         if len(self.coefficients) != len(model.features) + 1:
@@ -55,7 +62,7 @@ class DeviceProfile:
 
     def predict_with(
         self,
-        model_name: str,
+        model_id: str,
         coefficients: Any,
         activation: str = "gelu",
         norm: str = "rmsnorm",
@@ -63,7 +70,7 @@ class DeviceProfile:
         dtype: str | None = None,
         **shape: Any,
     ) -> np.ndarray:
-        """Step seconds of any analytic model in `timing.models.MODELS` with the given coefficients."""
+        """Step seconds of any analytic model in `timing.models.MODELS` (its id) with the given coefficients."""
         dtype = self._check_dtype(dtype)
         shape.setdefault("k", 1)
         names = ("d", "n", "h", "w", "s", "v", "b", "k")
@@ -71,7 +78,7 @@ class DeviceProfile:
         cols = dict(zip(names, (a.ravel() for a in arrays), strict=True))  # features are columns: flatten
         cols["variant"] = np.full(cols["d"].shape, variant(activation, norm, tied, dtype), dtype=object)
         device = dict(peak_flops=self.peak_flops, bandwidth=self.bandwidth, cache_bytes=self.cache_bytes)
-        seconds = design_matrix(get_model(model_name), cols, device) @ np.asarray(coefficients, dtype=np.float64)
+        seconds = design_matrix(get_model(model_id), cols, device) @ np.asarray(coefficients, dtype=np.float64)
         return seconds.reshape(arrays[0].shape)
 
     def _check_dtype(self, dtype: str | None) -> str:
@@ -129,6 +136,7 @@ class DeviceProfile:
 
 
 def save_profile(path: str | Path, profile: DeviceProfile) -> Path:
+    """Write a profile as JSON (this version's format); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = dict(version=PROFILE_VERSION, **asdict(profile))

@@ -11,7 +11,7 @@ from smallest_loss.experiments.cli import main
 from smallest_loss.scaling.laws import CHINCHILLA_PUBLISHED, save_law
 from smallest_loss.timing.profile import load_profile
 
-DATA_PARALLEL = "exact: ... + layers + gradient sync (data parallel)"
+DATA_PARALLEL = "data-parallel"
 # (global batch, devices): the per-device batch shrinks from 64 to 8 as the batch grows, so a model that does not
 # divide the work among the devices cannot follow the times.
 SPLITS = ((64, 1), (128, 8), (512, 64), (256, 8))
@@ -36,7 +36,7 @@ def plotted():
     calls = []
 
     def record(results, measured, out):
-        calls.append([r["name"] for r in results if "predicted" in r])
+        calls.append([r["id"] for r in results if "predicted" in r])
         return [out / plots_timing.plot_name(name) for name in calls[-1]]
 
     with pytest.MonkeyPatch.context() as m:
@@ -156,7 +156,7 @@ def test_our_calibration_round_trips_through_the_records_format(tmp_path, capsys
         if "cache" not in name:  # the cache-aware model reads this CPU's cache size, which records do not carry
             assert after.alternatives[name] == pytest.approx(coefficients, rel=1e-9), name
     table = (tmp_path / "back" / "comparison.md").read_text()
-    assert "xla: flops + bytes" in table and "skipped" not in table  # the export carries XLA's counts
+    assert "| xla |" in table and "skipped" not in table  # the export carries XLA's counts
 
 
 HEADER = "d,n,h,w,s,v,b,devices,seconds,dtype\n"

@@ -6,13 +6,13 @@ import json
 from types import SimpleNamespace
 
 import pytest
-import smallest_loss.experiments.calibrate as cal
+import smallest_loss.timing.calibration as cal
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.grids import get_grid
 from smallest_loss.configs.schema import ModelConfig
-from smallest_loss.experiments.calibrate import measure_key
 from smallest_loss.experiments.cli import main
 from smallest_loss.model.runs import environment
+from smallest_loss.timing.calibration import measure_key
 from smallest_loss.timing.measure import base_record, record_config
 from smallest_loss.timing.profile import load_profile
 
@@ -25,7 +25,7 @@ class Killed(BaseException):
 
 
 def spy(monkeypatch, name, kill_after=None):
-    """Count the calls of a function of experiments.calibrate (the real one runs); optionally 'kill' the
+    """Count the calls of a function of timing.calibration (the real one runs); optionally 'kill' the
     calibration at the given call."""
     real, calls = getattr(cal, name), []
 
@@ -135,9 +135,9 @@ def test_fit_only_writes_table_plots_and_profile(tmp_path, capsys):
     )
     assert main(["calibrate", "--fit-only", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
-    assert "paper: memcpys + flops" in printed and "profile:" in printed
+    assert "| paper |" in printed and "profile:" in printed and "(model 'paper'," in printed
     profile = load_profile(tmp_path / "profile.json")
-    assert profile.model == "paper: memcpys + flops" and profile.held_out["mape"] < 0.05  # the true model wins
+    assert profile.model == "paper" and profile.held_out["mape"] < 0.05  # the true model wins
     assert profile.statistic == "median" and profile.cache_bytes == 2**20
     table = (tmp_path / "comparison.md").read_text()
     assert "held out" in table and "no (needs a compiled step" in table

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from types import SimpleNamespace
 
+import jax
 import pytest
 from smallest_loss.configs.schema import ModelConfig
 from smallest_loss.timing.measure import (
@@ -13,10 +13,13 @@ from smallest_loss.timing.measure import (
     is_oom,
     measure_bandwidth,
     measure_peak_flops,
+    median_call_seconds,
     normalise_analyses,
     prepare,
     time_round,
 )
+
+from tests.timing.jaxprs import dot_equations, dot_flops
 
 MEMORY = SimpleNamespace(
     argument_size_in_bytes=100, output_size_in_bytes=90, temp_size_in_bytes=50, alias_size_in_bytes=80
@@ -84,10 +87,56 @@ def test_memory_and_chunks_follow_the_device():
     assert chunk_size(8) == (8 if jax.default_backend() == "cpu" else 1) and chunk_size(0) == 1
 
 
-def test_peak_flops_in_the_compute_dtype():
-    rate, dtype = measure_peak_flops("float32", n=128, repeats=3)
-    assert math.isfinite(rate) and rate > 0 and dtype == "float32"
-    rate, dtype = measure_peak_flops("bfloat16", n=128, matmuls=3, repeats=3)  # a chain of matmuls in one call
-    assert math.isfinite(rate) and rate > 0 and dtype == "bfloat16"
-    assert measure_peak_flops("no-such-dtype", n=128, repeats=3)[1] == "float32"  # the backend lacks it: fallback
-    assert measure_bandwidth(megabytes=8, repeats=3) > 0
+@pytest.fixture
+def timed_calls(monkeypatch):
+    """The calls measure_peak_flops and measure_bandwidth time, each taking 0.25 s by this fake clock (the
+    function is still called once): rates are then exact numbers, whatever the machine."""
+    import smallest_loss.timing.measure as measure_mod
+
+    calls = []
+
+    def median_call_seconds(fn, arg, repeats):
+        jax.block_until_ready(fn(arg))
+        calls.append((fn, arg))
+        return 0.25
+
+    monkeypatch.setattr(measure_mod, "median_call_seconds", median_call_seconds)
+    return calls
+
+
+@pytest.mark.parametrize(("dtype", "matmuls"), [("float32", 1), ("bfloat16", 3), ("no-such-dtype", 2)])
+def test_peak_flops_are_the_timed_matmuls_flops_in_the_compute_dtype(timed_calls, dtype, matmuls):
+    """The rate is the FLOPs of the very call that was timed (its matmuls, counted from its program, a chain of
+    matmuls in one call counted once per link) over its seconds, and those matmuls run in the compute dtype:
+    operands and results in it, none cast to float32. A backend without the dtype falls back to float32."""
+    rate, measured_in = measure_peak_flops(dtype, n=64, matmuls=matmuls, repeats=3)
+    assert measured_in == (dtype if dtype != "no-such-dtype" else "float32")
+    (fn, arg), *_ = timed_calls
+    dots = list(dot_equations(jax.make_jaxpr(fn)(arg).jaxpr))
+    flops = sum(times * dot_flops(eqn) for eqn, times in dots)
+    dtypes = {str(v.aval.dtype) for eqn, _ in dots for v in (*eqn.invars, *eqn.outvars)}
+    assert flops == 2 * matmuls * 64**3 and rate == flops / 0.25
+    assert str(arg.dtype) == measured_in and dtypes == {measured_in}
+
+
+def test_bandwidth_is_the_timed_calls_bytes_over_its_seconds(timed_calls):
+    """The bandwidth is the bytes XLA's cost analysis says the timed call reads and writes, over its seconds."""
+    bandwidth = measure_bandwidth(megabytes=8, repeats=3)
+    (fn, arg), *_ = timed_calls
+    cost = fn.lower(arg).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    assert cost["bytes accessed"] == 2 * 8 * 2**20 and bandwidth == cost["bytes accessed"] / 0.25
+
+
+def test_median_call_seconds_times_each_call_after_an_untimed_one(monkeypatch):
+    """One call first (compilation, not timed), then `repeats` timed calls, each on its own: their median."""
+    import smallest_loss.timing.measure as measure_mod
+
+    clock, durations = [0.0], iter([100.0, 3.0, 1.0, 2.0])
+
+    def call(_):
+        clock[0] += next(durations)
+        return 0
+
+    monkeypatch.setattr(measure_mod.time, "perf_counter", lambda: clock[0])
+    assert median_call_seconds(call, None, repeats=3) == 2.0

@@ -11,7 +11,7 @@ import pytest
 from smallest_loss.timing.models import MODELS, compare_models, design_matrix, get_model, shape_columns
 from smallest_loss.timing.profile import DeviceProfile
 
-DATA_PARALLEL = "exact: ... + layers + gradient sync (data parallel)"
+DATA_PARALLEL = "data-parallel"
 MODEL_PARALLEL = [m for m in MODELS if m.model_parallel]
 DEVICE = dict(peak_flops=1e14, bandwidth=1e12)
 
@@ -41,16 +41,16 @@ def test_without_a_layout_the_features_are_the_data_parallel_models():
         names = [f.__name__ for f in model.features]
         if len(names) > 7:  # the full models: the data-parallel six, then communication and bubble
             np.testing.assert_array_equal(X[:, :6], old[:, :6])
-            assert not X[:, 6:-1].any(), model.name  # no tensor-parallel bytes, bubble, or pipeline sends
+            assert not X[:, 6:-1].any(), model.id  # no tensor-parallel bytes, bubble, or pipeline sends
         else:  # the compact one: FLOPs in one column, weights, activations, gradient sync, then zeros
             np.testing.assert_allclose(X[:, 0], old[:, 0] + old[:, 1], rtol=1e-15)
             np.testing.assert_array_equal(X[:, 1:4], old[:, [2, 3, 5]])
-            assert not X[:, 4:-1].any(), model.name
+            assert not X[:, 4:-1].any(), model.id
 
 
 def test_model_parallel_models_are_compared_only_on_a_model_parallel_layout():
-    names = {r["name"] for r in compare_models(plain_records(), DEVICE)}
-    assert DATA_PARALLEL in names and not names & {m.name for m in MODEL_PARALLEL}
+    names = {r["id"] for r in compare_models(plain_records(), DEVICE)}
+    assert DATA_PARALLEL in names and not names & {m.id for m in MODEL_PARALLEL}
 
 
 # Synthetic step times, priced by hand from the sources' formulas (not from timing/models.py): Megatron-LM's
@@ -96,12 +96,12 @@ def megatron_records(noise: float = 0.01, seed: int = 0) -> list[dict]:
 
 
 def test_model_parallel_models_win_on_megatron_like_step_times():
-    results = {r["name"]: r["held_out"]["mape"] for r in compare_models(megatron_records(), DEVICE) if "held_out" in r}
-    full = results["exact: model parallel (... + tensor all-reduces, pipeline bubble)"]
+    results = {r["id"]: r["held_out"]["mape"] for r in compare_models(megatron_records(), DEVICE) if "held_out" in r}
+    full = results["model-parallel"]
     assert full < 0.02  # 1% noise; element-wise work and the optimizer are ours, not in Eq. 3
     old = {name: mape for name, mape in results.items() if not get_model(name).model_parallel}
     assert min(old.values()) > 3 * full, old
-    assert max(results[m.name] for m in MODEL_PARALLEL) < min(old.values())
+    assert max(results[m.id] for m in MODEL_PARALLEL) < min(old.values())
 
 
 def test_a_model_parallel_profile_predicts_the_planners_data_parallel_step():
@@ -111,7 +111,7 @@ def test_a_model_parallel_profile_predicts_the_planners_data_parallel_step():
     coefficients = tuple(np.linspace(1e-13, 4e-13, len(model.features))) + (2e-3,)
     parallel = DeviceProfile(
         device_kind="gpu",
-        model=model.name,
+        model=model.id,
         coefficients=coefficients,
         held_out=dict(mape=0.01),
         dtype="float16",
@@ -150,7 +150,7 @@ def test_the_layout_moves_the_features_the_way_it_should(tp, pp, micro, more):
         dict(tp=tp, pp=pp, microbatch=micro, recompute=False),
     ]
     cols = shape_columns([dict(base, parallel=layout) for layout in layouts])
-    model = get_model("exact: model parallel (... + tensor all-reduces, pipeline bubble)")
+    model = get_model("model-parallel")
     X = design_matrix(model, cols, DEVICE)
     names = [f.__name__ for f in model.features]
     dp_sync, tensor, bubble = (

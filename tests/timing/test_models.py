@@ -43,15 +43,15 @@ def test_fit_recovers_known_coefficients():
     from smallest_loss.timing.models import shape_columns
 
     cols = shape_columns(synthetic_records())
-    coef = fit_coefficients(design_matrix(get_model("paper: memcpys + flops"), cols, DEVICE), cols["time"])
+    coef = fit_coefficients(design_matrix(get_model("paper"), cols, DEVICE), cols["time"])
     np.testing.assert_allclose(coef, [3e-11, 2e-13, 4e-4], rtol=1e-6)
 
 
 def test_comparison_ranks_the_true_model_first():
     results = compare_models(synthetic_records(noise=0.01), DEVICE)
-    assert results[0]["name"] == "paper: memcpys + flops"
+    assert results[0]["id"] == "paper"
     assert results[0]["held_out"]["mape"] < 0.02
-    flops_only = next(r for r in results if r["name"] == "paper: flops only")
+    flops_only = next(r for r in results if r["id"] == "paper-flops")
     assert flops_only["held_out"]["mape"] > results[0]["held_out"]["mape"]
 
 
@@ -69,7 +69,7 @@ def test_folds_hold_out_whole_architectures():
 def test_profile_round_trip_and_prediction(tmp_path):
     profile = DeviceProfile(
         device_kind="cpu",
-        model="paper: memcpys + flops",
+        model="paper",
         coefficients=(3e-11, 2e-13, 4e-4),
         peak_flops=1e11,
         bandwidth=2e10,
@@ -88,13 +88,13 @@ def test_profile_round_trip_and_prediction(tmp_path):
         (None, "does not exist"),
         ("{not json", "not valid JSON"),
         ("[]", "expected a JSON object"),
-        (json.dumps({"version": 1, "model": "paper: flops only"}), "malformed"),
+        (json.dumps({"version": 1, "model": "paper-flops"}), "malformed"),
         (
             json.dumps(
                 {
                     "version": 1,
                     "device_kind": "cpu",
-                    "model": "xla: flops",
+                    "model": "xla-flops",
                     "coefficients": [1, 0],
                     "peak_flops": 1,
                     "bandwidth": 1,
@@ -127,7 +127,7 @@ def test_work_by_kind_model_recovers_known_rates():
         for v in (256, 1024)
         for b in (2, 16)
     ]
-    model = get_model("exact: work by kind, element-wise in or out of cache")
+    model = get_model("exact-kinds-cache")
     cols = shape_columns(records)
     X = design_matrix(model, cols, dict(DEVICE, cache_bytes=2**16))
     truth = np.linspace(1, 2, X.shape[1]) * np.array([1e-12] * (X.shape[1] - 1) + [1e-4])
@@ -135,10 +135,10 @@ def test_work_by_kind_model_recovers_known_rates():
 
 
 def test_profile_prediction_honours_architecture_variants():
-    model = get_model("exact: work by kind (matmuls, element-wise, optimizer)")
+    model = get_model("exact-kinds")
     profile = DeviceProfile(
         device_kind="cpu",
-        model=model.name,
+        model=model.id,
         coefficients=(1e-12,) * len(model.features) + (1e-4,),
         peak_flops=1e11,
         bandwidth=2e10,
@@ -175,7 +175,7 @@ def test_profile_predicts_what_the_model_predicts_from_the_equivalent_record():
         coefficients = tuple(np.linspace(1e-12, 3e-12, len(model.features))) + (1e-4,)
         profile = DeviceProfile(
             device_kind="cpu",
-            model=model.name,
+            model=model.id,
             coefficients=coefficients,
             dtype="bfloat16",
             held_out=dict(mape=0.1),
@@ -197,7 +197,7 @@ def test_profile_predicts_what_the_model_predicts_from_the_equivalent_record():
             tied=False,
             dtype="bfloat16",
         )
-        assert [profile.step_seconds_for(cfg, 8), over_two[0]] == pytest.approx(from_records, rel=1e-12), model.name
+        assert [profile.step_seconds_for(cfg, 8), over_two[0]] == pytest.approx(from_records, rel=1e-12), model.id
         with pytest.raises(UserError, match="calibrated in bfloat16 and cannot predict float32"):
             profile.predict_step_seconds(64, 2, 4, 192, 32, 512, 8, dtype="float32")
 
@@ -205,18 +205,23 @@ def test_profile_predicts_what_the_model_predicts_from_the_equivalent_record():
 def test_old_profiles_load_unless_their_bytes_were_counted_in_the_wrong_dtype(tmp_path):
     profile = DeviceProfile(
         device_kind="cpu",
-        model="exact: flops + bytes",
+        model="exact",
         coefficients=(1e-12, 1e-11, 1e-4),
         peak_flops=1e11,
         bandwidth=2e10,
         held_out=dict(mape=0.1),
+        alternatives={"exact": [1e-12, 1e-11, 1e-4], "paper-flops": [1e-12, 1e-4]},
     )
     data = json.loads(save_profile(tmp_path / "p.json", profile).read_text())
-    assert data["version"] == 3 and data["dtype"] == "float32"
+    assert data["version"] == 4 and data["dtype"] == "float32" and data["model"] == "exact"
+    # Versions 1 to 3 named models by their titles then (timing.models.LEGACY_NAMES): they load as ids.
+    titles = dict(model="exact: flops + bytes", alternatives={"exact: flops + bytes": [1], "paper: flops only": [2]})
     for version, dtype, loads in ((2, "float32", True), (2, "bfloat16", False), (3, "bfloat16", True)):
-        (tmp_path / "old.json").write_text(json.dumps(dict(data, version=version, dtype=dtype)))
+        (tmp_path / "old.json").write_text(json.dumps(dict(data, **titles, version=version, dtype=dtype)))
         if loads:
-            assert load_profile(tmp_path / "old.json").dtype == dtype
+            old = load_profile(tmp_path / "old.json")
+            assert old.dtype == dtype and old.model == "exact"
+            assert old.alternatives == {"exact": [1], "paper-flops": [2]}
         else:
             with pytest.raises(UserError, match="counted bfloat16 activations at 4 bytes"):
                 load_profile(tmp_path / "old.json")
@@ -243,13 +248,12 @@ def test_roofline_features_are_the_slower_of_compute_and_memory():
     cols = shape_columns(records)
     for peak, bandwidth in ((1e9, 1e12), (1e15, 1e6), (1e11, 2e10)):
         device = dict(peak_flops=peak, bandwidth=bandwidth)
-        exact = design_matrix(get_model("roofline (exact counts)"), cols, device)[:, 0]
+        exact = design_matrix(get_model("roofline"), cols, device)[:, 0]
         np.testing.assert_allclose(exact, np.maximum(flops / peak, nbytes / bandwidth), rtol=1e-12)
-        xla = design_matrix(get_model("roofline (xla counts)"), cols, device)[:, 0]
+        xla = design_matrix(get_model("xla-roofline"), cols, device)[:, 0]
         np.testing.assert_allclose(xla, np.maximum(3e9 / peak, 2e8 / bandwidth), rtol=1e-12)
     assert np.all(
-        design_matrix(get_model("roofline (exact counts)"), cols, dict(peak_flops=1e9, bandwidth=1e12))[:, 0]
-        == flops / 1e9
+        design_matrix(get_model("roofline"), cols, dict(peak_flops=1e9, bandwidth=1e12))[:, 0] == flops / 1e9
     )  # compute-bound on a slow-compute device
 
 
@@ -265,7 +269,7 @@ def test_spilled_work_sees_the_dtype():
         dict(base_record(c, b), status="ok", step_seconds=1.0)
         for c in (cfg, dataclasses.replace(cfg, dtype="bfloat16"))
     ]
-    model = get_model("exact: work by kind, element-wise in or out of cache")
+    model = get_model("exact-kinds-cache")
     X = design_matrix(model, shape_columns(records), dict(DEVICE, cache_bytes=3 * b * cfg.s * cfg.d))
     names = [f.__name__ for f in model.features]
     width, spilled = names.index("width"), names.index("width_spilled")
