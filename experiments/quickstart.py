@@ -20,7 +20,7 @@ from smallest_loss.configs.designs import get_design
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.grids import get_grid
 from smallest_loss.configs.spaces import get_space
-from smallest_loss.experiments.calibrate import fit_and_report, noise_floor, run_grid
+from smallest_loss.experiments.calibrate import fit_and_report
 from smallest_loss.experiments.fit_cmd import run_fit
 from smallest_loss.experiments.plan_cmd import write_outputs
 from smallest_loss.experiments.plots_timing import plot_name
@@ -33,6 +33,7 @@ from smallest_loss.scaling.plan_setup import build_plan_inputs
 from smallest_loss.scaling.planner import plan_with_inputs
 from smallest_loss.scaling.report import answer_line
 from smallest_loss.scaling.verify import Verification, verify, verify_line
+from smallest_loss.timing.calibration import noise_floor, run_grid
 from smallest_loss.timing.profile import load_profile
 
 
