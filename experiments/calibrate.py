@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.grids import SPECS
-from smallest_loss.experiments.args import add_config_args, resolve_config
+from smallest_loss.experiments.args import check_outputs, require_positive
 from smallest_loss.timing.calibration import (
     Calibration,
     calibrate_records,
@@ -25,7 +24,6 @@ from smallest_loss.timing.calibration import (
     noise_floor,
     run_grid,
 )
-from smallest_loss.timing.measure import measure
 from smallest_loss.timing.models import DEFAULT_STATISTIC, STATISTICS, get_model, shape_columns
 
 
@@ -186,69 +184,6 @@ def records_report(
 # The commands.
 
 
-def format_measurement(record: dict[str, Any]) -> str:
-    """A timing record as a few readable lines: measured time, XLA's numbers, our and the paper's counts."""
-    c, counts = record["config"], record["counts"]
-    lines = [
-        f"d={c['d']} n={c['n']} h={c['h']} w={c['w']} s={c['s']} v={c['v']} b={record['batch']} "
-        f"{record['dtype']} on {record['device_kind']}: status {record['status']}"
-    ]
-    if record["status"] == "ok":
-        lines.append(
-            f"step: median {record['step_seconds'] * 1e3:.3f} ms (IQR {record['iqr_seconds'] * 1e3:.3f} ms, "
-            f"min {record['min_seconds'] * 1e3:.3f} ms, fastest round {record['best_round_seconds'] * 1e3:.3f}"
-            f" ms; {record['repeats']} repeats in {record['rounds']} rounds); "
-            f"compile {record['compile_seconds']:.2f} s"
-        )
-    xla = record.get("xla", {})
-    if xla:
-        lines.append(
-            f"XLA: {xla.get('flops', 0):.4g} flops, {xla.get('bytes_accessed', 0):.4g} bytes accessed, "
-            f"peak memory {xla.get('peak_bytes', 0) / 2**20:.1f} MiB"
-        )
-    lines.append(
-        f"ours: {counts['flops']:.4g} flops, {counts['bytes']:.4g} bytes, memory estimate "
-        f"{counts['memory'] / 2**20:.1f} MiB, {counts['params']:,.0f} parameters"
-    )
-    lines.append(
-        f"paper (per sequence): FLOPS {counts['paper_flops']:.4g}, MEMCPYS {counts['paper_memcpys']:.4g}, "
-        f"PARAMS {counts['paper_params']:,.0f}"
-    )
-    if record["status"] == "ok" and xla.get("flops"):
-        lines.append(f"achieved {xla['flops'] / record['step_seconds']:.3g} FLOP/s (XLA flops / median step time)")
-    return "\n".join(lines)
-
-
-def require_positive(**values: float | None) -> None:
-    """Refuse a non-positive option (None: not given) with one line naming it, before anything is compiled."""
-    for name, value in values.items():
-        if value is not None and not value > 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
-
-
-def cmd_measure(args: argparse.Namespace) -> int:
-    """`smallest-loss measure`: time one configuration and show its record; 1 when it could not be timed."""
-    require_positive(min_seconds=args.min_seconds, rounds=args.rounds)
-    config = resolve_config(args.preset, args.overrides)
-    record = measure(config.model, config.train.batch_size, min_seconds=args.min_seconds, rounds=args.rounds)
-    print(json.dumps(record, indent=2) if args.json else format_measurement(record))
-    if record["status"] != "ok":
-        what = "does not fit in memory" if record["status"] == "oom" else "could not be measured"
-        print(f"error: this configuration {what} ({record['status']}): {record['message']}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def add_measure_parser(sub: argparse._SubParsersAction) -> None:
-    """Add the `measure` command."""
-    p = sub.add_parser("measure", help="time one configuration's training step and show XLA's and our counts")
-    add_config_args(p)
-    p.add_argument("--min-seconds", type=float, default=1.0, help="time repeats for at least this long")
-    p.add_argument("--rounds", type=int, default=5, help="rounds the repeats are split into")
-    p.add_argument("--json", action="store_true", help="print the timing record as JSON")
-    p.set_defaults(func=cmd_measure)
-
-
 def _measure_grid(args: argparse.Namespace, out: Path) -> None:
     """`calibrate --grid`: time the grid's missing configurations, then the noise floor."""
     if not args.grid:
@@ -301,7 +236,13 @@ def _check_modes(args: argparse.Namespace) -> None:
             )
 
 
-def cmd_calibrate(args: argparse.Namespace) -> int:
+INTERRUPTED = (
+    "interrupted: every configuration timed so far is saved in {args.out}/records.jsonl; rerun the same command "
+    "to continue"
+)
+
+
+def run(args: argparse.Namespace) -> int:
     """`smallest-loss calibrate`: measure a grid (or read a records file), fit, print the table and the profile."""
     require_positive(
         min_seconds=args.min_seconds,
@@ -313,6 +254,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         bandwidth=args.bandwidth,
     )
     _check_modes(args)
+    check_outputs(files={"--export-records": args.export_records}, folders={"--out": args.out})
     out = Path(args.out)
     if args.records:
         report = records_report(args.records, out, args.device, args.peak_flops, args.bandwidth, args.price_per_hour)
@@ -336,11 +278,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
-    """Add the `calibrate` command."""
-    p = sub.add_parser(
-        "calibrate", help="time a grid of configurations (or read external timings), fit and compare step-time models"
-    )
+def add_parser(p: argparse.ArgumentParser) -> None:
+    """The `calibrate` command's arguments."""
     p.add_argument("--grid", help=f"a timing grid from configs/grids.py: {', '.join(SPECS)}")
     p.add_argument(
         "--records",
@@ -387,4 +326,3 @@ def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
         help="re-measure 8 configurations after the grid to report the machine's noise floor",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_calibrate)

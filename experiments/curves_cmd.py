@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
+from smallest_loss.experiments.args import check_fit_args
 from smallest_loss.model.runs import RunDir
 from smallest_loss.scaling.chinchilla import ChinchillaLaw
 from smallest_loss.scaling.collect import run_folders
@@ -45,8 +46,6 @@ def run_curve_fit(
     run folders not fitted, whose final eval losses the curve laws (their own shape's) and the law from curves
     predict. `curve_loss` "eval": the laws are fitted to the runs' periodic evaluation losses, not to every step's
     train loss."""
-    from smallest_loss.experiments.fit_cmd import check_fit_args
-
     check_fit_args(n_boot, out, plot)
     folders = [f for path in paths for f in run_folders(Path(path))]
     curves = [read_curve(f) for f in folders]

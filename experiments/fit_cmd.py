@@ -12,14 +12,16 @@ writes the law file and formats the report.
 
 from __future__ import annotations
 
+import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
+from smallest_loss.experiments.args import check_fit_args
+from smallest_loss.experiments.curves_cmd import print_curve_report, run_curve_fit
 from smallest_loss.scaling.bootstrap import interval
 from smallest_loss.scaling.chinchilla import LAW_KEYS, ChinchillaLaw
 from smallest_loss.scaling.collect import RunRecord, collect_runs, to_points
@@ -61,30 +63,6 @@ def _format_law(law_file: LawFile) -> list[str]:
     )
     lines += [f"warning: {w}" for w in d.get("warnings", [])]
     return lines
-
-
-def check_output_path(path: str, flag: str) -> None:
-    """Refuse, before any fitting, an output path that cannot be written: its nearest existing folder
-    must be a writable folder, and the path itself must not be a folder."""
-    target = Path(path)
-    if target.is_dir():
-        raise UserError(f"{flag} {path} is a directory; give a file name")
-    parent = target.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise UserError(f"{flag} {path}: {parent} is a file, not a folder, so {target.name} cannot be written there")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"{flag} {path}: folder {parent} is not writable")
-
-
-def check_fit_args(n_boot: int, out: str | None, plot: str | None) -> None:
-    """Flag values the fit cannot use, refused up front with one line."""
-    if n_boot < 0 or n_boot == 1:
-        raise UserError(f"--bootstrap {n_boot}: give 0 (no intervals) or at least 2 resamples (default 1000)")
-    for flag, path in (("--out", out), ("--plot", plot)):
-        if path:
-            check_output_path(path, flag)
 
 
 def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str | None, plot: str | None,
@@ -314,3 +292,99 @@ def _holdout_lines(h: dict[str, Any]) -> list[str]:
             f"({opt['rel_error'][key]:+.1%})"
         )
     return lines
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="*", help="run folders or sweep folders")
+    p.add_argument(
+        "--curves",
+        nargs="+",
+        metavar="RUNS",
+        help="fit a schedule-aware curve law to these run folders' whole curves, and the Chinchilla law "
+        "to the final losses it predicts",
+    )
+    p.add_argument(
+        "--curve-form",
+        choices=("multipower", "tissue"),
+        default="multipower",
+        help="with --curves: the multi-power law (Luo et al. 2025) or Tissue et al. (2024)",
+    )
+    p.add_argument(
+        "--curve-loss",
+        choices=("train", "eval"),
+        default="train",
+        help="with --curves: fit the laws to every step's train loss (default) or to the runs' periodic "
+        "evaluation losses (runs trained with --set train.eval_points=32)",
+    )
+    p.add_argument(
+        "--holdout-runs",
+        nargs="+",
+        metavar="HELD",
+        help="with --curves: run folders not fitted, whose final eval losses the curve laws and the law "
+        "from curves predict (reported, and drawn in the plot)",
+    )
+    p.add_argument(
+        "--csv",
+        help="a CSV with columns N, D, loss; optional C (FLOPs; 6ND when absent), run (points of "
+        "one run, resampled together) and group (data or evaluation set: a grouped fit with "
+        "shared exponents); other columns ignored",
+    )
+    p.add_argument(
+        "--form",
+        choices=("chinchilla", "kaplan", "shape"),
+        default="chinchilla",
+        help="shape: the Chinchilla form times a factor in the aspect ratio d/n (runs of several d/n at "
+        "one N; a CSV needs columns d and n)",
+    )
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="K", help="bootstrap resamples (0: none)")
+    p.add_argument("--delta", type=float, default=1e-3, help="Huber delta (Chinchilla: 1e-3)")
+    p.add_argument("--out", help="write the law JSON here (and its plot beside it)")
+    p.add_argument("--plot", help="write the fit plot (PNG) here")
+    p.add_argument(
+        "--holdout-largest",
+        action="store_true",
+        help="also fit without the largest budget and report the error predicting its points and its "
+        "IsoFLOP optimum (N, D, loss)",
+    )
+    p.add_argument(
+        "--holdout-shape",
+        action="store_true",
+        help="with --form shape: fit without each aspect ratio d/n in turn and report the error predicting "
+        "it, the shape-aware law against the law in N and D",
+    )
+    p.add_argument(
+        "--reference",
+        metavar="GROUP",
+        help="the group the compute multipliers are measured against (default: the CSV's first group)",
+    )
+    p.add_argument("--json", action="store_true", help="print the law JSON on stdout")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.curves:
+        if args.runs or args.csv:
+            raise UserError("--curves takes the run folders itself; give no other run folders and no --csv")
+        print_curve_report(
+            run_curve_fit(
+                args.curves, args.bootstrap, args.out, args.plot, args.curve_form, args.holdout_runs, args.curve_loss
+            )
+        )
+        return 0
+    if args.holdout_runs or args.curve_loss != "train":
+        flag = "--holdout-runs" if args.holdout_runs else "--curve-loss"
+        raise UserError(f"{flag} goes with --curves (fit --curves RUNS {flag} ...)")
+    report = run_fit(
+        args.runs,
+        args.csv,
+        args.form,
+        args.bootstrap,
+        args.out,
+        args.plot,
+        args.holdout_largest,
+        args.json,
+        args.delta,
+        args.reference,
+        args.holdout_shape,
+    )
+    print_report(report, args.json)
+    return 0

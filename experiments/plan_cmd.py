@@ -7,11 +7,16 @@ quickstart), and refusals of a profile or device that does not match the space.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
+from smallest_loss.configs.designs import get_design
+from smallest_loss.experiments.args import check_outputs
 from smallest_loss.experiments.plots import plot_plan
 from smallest_loss.scaling.plan_result import Plan
+from smallest_loss.scaling.planner import make_plan
+from smallest_loss.scaling.verify import verify, verify_line
 
 
 def write_outputs(plan: Plan, folder: str | Path) -> list[Path]:
@@ -21,3 +26,83 @@ def write_outputs(plan: Plan, folder: str | Path) -> list[Path]:
     (folder / "plan.json").write_text(json.dumps(plan.to_dict(), indent=2) + "\n")
     (folder / "plan.md").write_text(plan.to_markdown() + "\n")
     return [folder / "plan.json", folder / "plan.md", *plot_plan(plan.scores, folder)]
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--budget", required=True, help="FLOPs (1e19), time (90s, 30min, 4h) or money ($500)")
+    p.add_argument("--law", required=True, help="loss-law JSON (from smallest-loss fit, or your own)")
+    p.add_argument("--profile", help="device profile JSON (from smallest-loss calibrate); needed for time/money")
+    p.add_argument(
+        "--space",
+        help="architecture search space: cpu, gpu, chinchilla (default: the profile's "
+        "space; for a FLOPs budget, the first of cpu, chinchilla that holds the optimum)",
+    )
+    p.add_argument("--top", type=int, default=10, help="how many configurations to show (at least 1)")
+    p.add_argument(
+        "--flops",
+        choices=("6N", "exact"),
+        default="6N",
+        help="FLOPs budget accounting: C = 6ND (default) or our exact training-step FLOPs",
+    )
+    p.add_argument("--device", help="device table entry for price and memory (configs/devices.py), e.g. h100-sxm")
+    p.add_argument("--price-per-hour", type=float, help="price per device-hour (overrides the device table)")
+    p.add_argument("--spot-discount", type=float, default=0.0, help="fraction off the price, e.g. 0.6")
+    p.add_argument("--inference-tokens", type=float, default=0.0, help="lifetime tokens to serve (Sardana et al.)")
+    p.add_argument("--max-latency-ms", type=float, help="drop candidates whose per-token forward time exceeds this")
+    p.add_argument("--out", help="folder for plan.md, plan.json and plots")
+    p.add_argument("--verify", action="store_true", help="train the best configuration and compare")
+    p.add_argument("--verify-out", help="run folder for --verify (default OUT/verify)")
+    p.add_argument(
+        "--batch",
+        type=int,
+        metavar="B",
+        help="plan at this batch size (sequences) only, e.g. the sweep's fixed batch, for comparison; the "
+        "learning rate still comes from the law's recipe section when it has one",
+    )
+    p.add_argument(
+        "--recipe",
+        default="cpu-isoflop",
+        help="sweep design whose training recipe (lr, schedule, batch) the law was fitted under; "
+        "--verify trains with it",
+    )
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+
+INTERRUPTED = "interrupted: nothing is lost; --verify's run, if it began, resumes when the command is rerun"
+
+
+def run(args: argparse.Namespace) -> int:
+    check_outputs(folders={"--out": args.out, "--verify-out": args.verify_out})
+    recipe = get_design(args.recipe) if args.verify else None
+    plan = make_plan(
+        args.budget,
+        args.law,
+        args.profile,
+        space=args.space,
+        top=args.top,
+        device=args.device,
+        price_per_hour=args.price_per_hour,
+        spot_discount=args.spot_discount,
+        flops=args.flops,
+        inference_tokens=args.inference_tokens,
+        max_latency_ms=args.max_latency_ms,
+        batch=args.batch,
+    )
+    report = plan.to_dict()
+    files = write_outputs(plan, args.out) if args.out else []
+    if files:
+        report["files"] = [str(p) for p in files]
+    checked = None
+    if recipe is not None:
+        out = args.verify_out or f"{args.out or 'runs'}/verify"
+        checked = verify(plan.best, plan.space, recipe, out)
+        report["verify"] = checked.to_dict()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(plan.to_markdown())
+    if checked is not None:
+        print("\n" + verify_line(checked))
+    for path in files:
+        print(f"wrote {path}")
+    return 0

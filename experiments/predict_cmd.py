@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 import json
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import TrainConfig
+from smallest_loss.experiments.args import check_outputs
 from smallest_loss.model.runs import RunDir
 from smallest_loss.model.train import make_schedule
 from smallest_loss.scaling.collect import run_folders
@@ -243,3 +245,72 @@ def print_run_prediction(p: dict[str, Any]) -> None:
         )
     if "actual_final_eval" in p:
         print(f"  the run is finished: final eval loss {p['actual_final_eval']:.4f} ({p['rel_error']:+.2%} predicted)")
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--curve-law", metavar="CURVE_LAW.json", help="a file from fit --curves --out")
+    p.add_argument("--steps", type=int, help="with --curve-law: the run's length in steps")
+    p.add_argument(
+        "--run",
+        metavar="RUN",
+        help="a run folder, training or finished: predict its final loss from the steps it has logged",
+    )
+    p.add_argument(
+        "--curves",
+        nargs="+",
+        metavar="RUNS",
+        help="with --run: finished runs (or sweep folders); those of its shape are fitted with its logged steps",
+    )
+    p.add_argument("--curve-form", choices=("multipower", "tissue"), default="multipower", help="with --run")
+    p.add_argument(
+        "--curve-loss",
+        choices=("train", "eval"),
+        default="train",
+        help="with --run: fit every step's train loss (default) or the runs' periodic evaluation losses",
+    )
+    p.add_argument(
+        "--fraction",
+        type=float,
+        help="with --run: use only the first F of its planned steps (a check on a finished run)",
+    )
+    p.add_argument("--schedule", default="cosine", help="cosine (default), wsd or constant")
+    p.add_argument("--N", type=int, help="one fitted shape's parameter count (default: every shape)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: each shape's fitted peak)")
+    p.add_argument("--warmup-fraction", type=float, default=0.05, help="warmup, a fraction of the steps (0.05)")
+    p.add_argument("--cooldown-fraction", type=float, default=0.2, help="wsd: the cool-down's share of the steps")
+    p.add_argument("--decay", choices=("1-sqrt", "linear"), default="1-sqrt", help="wsd: the cool-down's shape")
+    p.add_argument("--out", metavar="CURVE.csv", help="write the predicted loss at every step here (and a plot)")
+
+
+def run(args: argparse.Namespace) -> int:
+    check_outputs(files={"--out": args.out})
+
+    if args.run:
+        if args.curve_law or not args.curves:
+            raise UserError("--run takes --curves RUNS (finished runs of its shape), not --curve-law")
+        print_run_prediction(predict_run(args.run, args.curves, args.curve_form, args.fraction, args.curve_loss))
+        return 0
+    if (
+        not args.curve_law
+        or args.steps is None
+        or args.curves
+        or args.fraction is not None
+        or args.curve_loss != "train"
+    ):
+        raise UserError(
+            "predict needs --curve-law FILE --steps T, or --run RUN --curves RUNS [--fraction F] [--curve-loss eval]"
+        )
+    print_prediction(
+        predict(
+            args.curve_law,
+            args.steps,
+            args.schedule,
+            args.N,
+            args.lr,
+            args.warmup_fraction,
+            args.cooldown_fraction,
+            args.decay,
+            args.out,
+        )
+    )
+    return 0

@@ -15,6 +15,7 @@ from typing import Any
 
 from smallest_loss.configs.designs import get_design
 from smallest_loss.configs.errors import UserError
+from smallest_loss.experiments.args import check_outputs
 from smallest_loss.scaling.collect import collect_recipe_runs
 from smallest_loss.scaling.laws import load_law, save_law
 from smallest_loss.scaling.recipe import BCRIT_SPAN, Cell, fit_recipe, recipe_to_dict
@@ -163,14 +164,14 @@ def _batch_note(batch: dict[str, Any]) -> str:
     return ""
 
 
-def cmd_fit_recipe(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    check_outputs(files={"--out": args.out})
     report = run_fit_recipe(args.sweeps, args.law, args.out, args.recipe, args.holdout_batches, args.bootstrap)
     print(json.dumps(report, indent=2) if args.json else format_recipe(report))
     return 0
 
 
-def add_fit_recipe_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fit-recipe", help="fit learning-rate and batch laws from a recipe sweep into a law file")
+def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("sweeps", nargs="+", help="sweep folders (or run folders) of a recipe sweep, e.g. cpu-recipe")
     p.add_argument("--law", required=True, help="the loss-law JSON (from smallest-loss fit) to add the recipe to")
     p.add_argument("--out", required=True, help="where to write the law JSON with its recipe section")
@@ -186,4 +187,3 @@ def add_fit_recipe_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--bootstrap", type=int, default=1000, help="residual-bootstrap resamples for the intervals")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(func=cmd_fit_recipe)

@@ -157,7 +157,7 @@ def test_output_under_a_file_is_refused_before_fitting(points_csv, tmp_path, cap
     assert "is a file, not a folder" in captured.err and captured.err.count("\n") == 1
     assert captured.out == ""  # refused before any fit: nothing was fitted or printed
     assert main(["fit", "--csv", points_csv, "--out", str(tmp_path)]) == 2
-    assert "is a directory; give a file name" in capsys.readouterr().err
+    assert "is a directory (a folder); give a file name" in capsys.readouterr().err
 
 
 def test_chinchilla_isoflop_csv_is_the_converters_output(tmp_path):

@@ -1,0 +1,35 @@
+"""`smallest-loss quickstart`: the whole method on the embedded default (experiments/quickstart.py)."""
+
+from __future__ import annotations
+
+import argparse
+
+from smallest_loss.experiments.args import check_outputs
+from smallest_loss.experiments.quickstart import law_used_line, quickstart
+from smallest_loss.scaling.verify import verify_line
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="quickstart", help="report folder (rerunning reuses finished work)")
+    p.add_argument("--budget", default="20s", help="the budget to plan for (default 20s of this device)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the law's intervals")
+
+
+INTERRUPTED = (
+    "interrupted: finished stages and runs are saved in {args.out}; rerun smallest-loss quickstart --out {args.out} "
+    "to continue (finished work is reused)"
+)
+
+
+def run(args: argparse.Namespace) -> int:
+    check_outputs(folders={"--out": args.out})
+    report = quickstart(args.out, args.budget, n_boot=args.bootstrap)
+    v, best = report["verify"], report["plan"]["best"][0]
+    print("\n" + law_used_line(report["law_used"]).replace("**", ""))
+    print(
+        f"\nplan for {args.budget}: d={best['d']} n={best['n']} h={best['h']} ({best['params']:,.0f} parameters), "
+        f"{best['tokens']:,.0f} tokens"
+    )
+    print(verify_line(v))
+    print(f"report: {args.out}/report.md (with report.json, law.json, calibration/profile.json, plan/)")
+    return 0
