@@ -107,8 +107,17 @@ def test_intervals_from_bootstrap_samples():
     plan = make_plan(
         parse_budget("1e21"), LawFile(CHINCHILLA_PUBLISHED, samples=samples), PlanInputs(get_space("chinchilla")), top=3
     )
-    lo, hi = plan.intervals[0]
-    assert lo < plan.loss[plan.order[0]] < hi
+    # Each of the top rows' interval is the 2.5th and 97.5th percentile of its loss under every sample's law,
+    # written out here (L = E + A / N^alpha + B / D^beta), at the row's N and tokens.
+    rows = plan.order[:3]
+    N, D = plan.candidates.N[rows], plan.tokens[rows]
+    per_sample = samples["E"][:, None] + samples["A"][:, None] / N ** samples["alpha"][:, None]
+    per_sample = per_sample + samples["B"][:, None] / D ** samples["beta"][:, None]
+    expected = np.stack([np.percentile(per_sample, 2.5, axis=0), np.percentile(per_sample, 97.5, axis=0)], axis=1)
+    assert plan.intervals.shape == (3, 2)
+    np.testing.assert_allclose(plan.intervals, expected, rtol=1e-12)
+    for (lo, hi), loss in zip(plan.intervals, plan.loss[rows], strict=True):
+        assert lo < loss < hi  # 2% spreads around the published constants straddle its prediction
 
 
 def test_bad_inputs():
