@@ -30,6 +30,7 @@ def profile_file(tmp_path):
     return str(save_profile(tmp_path / "profile.json", profile))
 
 
+@pytest.mark.slow
 def test_fit_from_csv_then_plan(tmp_path, capsys):
     rng = np.random.default_rng(0)
     N, D = np.geomspace(1e7, 1e9, 12), np.geomspace(1e9, 1e11, 12)[rng.permutation(12)]
@@ -175,6 +176,7 @@ def test_bad_law_and_fit_files(tmp_path, capsys):
     assert "either run folders or --csv" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_fit_leaves_out_diverged_runs_and_names_them(tmp_path, capsys):
     from smallest_loss.model.train import RunDiverged, train
     from smallest_loss.scaling.collect import collect_runs

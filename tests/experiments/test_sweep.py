@@ -39,6 +39,7 @@ def test_shards_partition_the_design():
             parse_shard(bad)
 
 
+@pytest.mark.slow
 def test_sweep_shards_skip_and_resume(tmp_path, monkeypatch):
     # tiny-isoflop cut to three runs: one for shard 1/2, two for shard 0/2 (the first of them crashes).
     design = dataclasses.replace(

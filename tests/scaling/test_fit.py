@@ -142,6 +142,7 @@ def test_well_spread_points_recover_the_law(well_spread):
     assert diag["bounds"]["E"][1] == pytest.approx(pts.loss.min())
 
 
+@pytest.mark.slow
 def test_fast_path_finds_the_exhaustive_optimum(well_spread, monkeypatch):
     """With more points than the screen's subset, the screened fit reaches the optimum of running every start
     to convergence on every point."""
@@ -153,6 +154,7 @@ def test_fast_path_finds_the_exhaustive_optimum(well_spread, monkeypatch):
     np.testing.assert_allclose(fast.params, exhaustive.params, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_badly_spread_points_fall_back_inside_bounds(badly_spread):
     """9 tiny runs: never an error; constants finite, positive and inside the stated bounds; a form that is
     not the full law says why, in the result and in a warning."""
@@ -253,6 +255,7 @@ def test_bootstrap_of_a_subset_of_groups_matches_the_full_bootstrap(well_spread,
         assert 0.5 < width < 2.0, (name, width)
 
 
+@pytest.mark.slow
 def test_bootstrap_of_badly_spread_points_stays_inside_bounds(badly_spread):
     """Every resample's constants lie in the fit's box, whatever the form; the draws that ran to a bound and those
     that did not converge are counted from the samples returned, and said in a warning when they are many."""
