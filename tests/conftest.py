@@ -43,8 +43,21 @@ def text_corpus(tmp_path: Path) -> Path:
     return folder
 
 
+# Slow tests in files that do not import pytest to say so with `@pytest.mark.slow`: marked here.
+SLOW_TESTS = (
+    "tests/model/test_sigkill.py::test_sigkill_then_resume_matches_uninterrupted",
+    "tests/experiments/test_repeat_seeds.py::test_a_run_repeats_at_another_seed_and_both_evaluate_on_one_sample",
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects on the marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked `gpu` need an accelerator: skipped where JAX's default backend is the CPU."""
+    """Tests in `SLOW_TESTS` are marked `slow`; tests marked `gpu` need an accelerator: skipped where JAX's
+    default backend is the CPU."""
+    root = Path(__file__).resolve().parent.parent
+    for item in items:
+        if f"{item.path.resolve().relative_to(root).as_posix()}::{item.name}" in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
     import jax
 
     if jax.default_backend() != "cpu":

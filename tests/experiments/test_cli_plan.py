@@ -30,6 +30,7 @@ def profile_file(tmp_path):
     return str(save_profile(tmp_path / "profile.json", profile))
 
 
+@pytest.mark.slow
 def test_fit_from_csv_then_plan(tmp_path, capsys):
     rng = np.random.default_rng(0)
     N, D = np.geomspace(1e7, 1e9, 12), np.geomspace(1e9, 1e11, 12)[rng.permutation(12)]
@@ -65,24 +66,21 @@ def test_time_and_money_plans(law_file, profile_file, capsys):
     out = capsys.readouterr().out
     assert "space cpu (the space for this profile's cpu in float32)" in out
     assert "Width vs depth" in out and "Time-optimal vs FLOPs-optimal" in out and "Ties: " in out
-    assert (
-        main(
-            [
-                "plan",
-                "--budget",
-                "$8",
-                "--law",
-                law_file,
-                "--profile",
-                profile_file,
-                "--spot-discount",
-                "0.5",
-                "--top",
-                "3",
-            ]
-        )
-        == 0
-    )
+    # $8 at the profile's $2 per device-hour with a 50% spot discount buys 8 / (2 * 0.5) = 8 hours: the plan is
+    # the 8h plan, row for row.
+    plans = {}
+    for budget, extra in (("$8", ["--spot-discount", "0.5"]), ("8h", [])):
+        args = ["plan", "--budget", budget, "--law", law_file, "--profile", profile_file, "--top", "3", "--json"]
+        assert main(args + extra) == 0
+        plans[budget] = json.loads(capsys.readouterr().out)
+    money, time = plans["$8"], plans["8h"]
+    assert money["budget_kind"] == "dollars" and time["budget_kind"] == "seconds"
+    assert money["seconds"] == pytest.approx(8 / (2.0 * (1 - 0.5)) * 3600) and time["seconds"] == 8 * 3600
+    assert len(money["best"]) == 3 and money["best"] == time["best"] and money["by_depth"] == time["by_depth"]
+    assert {k: v for k, v in money.items() if k not in ("budget", "budget_kind")} == {
+        k: v for k, v in time.items() if k not in ("budget", "budget_kind")
+    }
+    assert all(row["steps"] * row["step_seconds"] <= 8 * 3600 for row in money["best"])
 
 
 def test_flops_budget_chooses_the_space_that_holds_the_optimum(law_file, capsys):
@@ -178,6 +176,7 @@ def test_bad_law_and_fit_files(tmp_path, capsys):
     assert "either run folders or --csv" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_fit_leaves_out_diverged_runs_and_names_them(tmp_path, capsys):
     from smallest_loss.model.train import RunDiverged, train
     from smallest_loss.scaling.collect import collect_runs

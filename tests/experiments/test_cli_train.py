@@ -34,6 +34,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow
 def test_train_and_resume_from_the_cli(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--preset", "tiny", *TINY, "--out", str(out), "--quiet"]) == 0
@@ -104,6 +105,7 @@ def test_bad_out_is_one_line_before_any_slow_work(where, message, tmp_path, caps
     _one_error_line(capsys, message)
 
 
+@pytest.mark.slow
 def test_diverged_run_is_strict_json_and_cannot_resume(tmp_path, capsys):
     out = tmp_path / "r"
     argv = [

@@ -52,6 +52,7 @@ def tiny_csv(tmp_path_factory):
     return _csv(tmp_path_factory.mktemp("tiny") / "tiny.csv", N, D, loss)
 
 
+@pytest.mark.slow
 def test_kaplan_form_from_csv(points_csv, capsys):
     assert main(["fit", "--csv", points_csv, "--form", "kaplan", "--json"]) == 0
     captured = capsys.readouterr()
@@ -121,6 +122,7 @@ def test_budgets_refused_before_fitting(tmp_path, rows, flags, message, capsys):
     assert captured.out == ""
 
 
+@pytest.mark.slow
 def test_unidentified_law_says_which_law_it_used(tiny_csv, tmp_path, capsys):
     assert main(["fit", "--csv", tiny_csv, "--bootstrap", "20", "--out", str(tmp_path / "law.json")]) == 0
     out = capsys.readouterr().out

@@ -63,6 +63,7 @@ def runs(shared_runs):
     return shared_runs[0]
 
 
+@pytest.mark.slow
 def test_fit_curves_writes_the_law_and_prefix_errors(shared_runs, capsys):
     """The default form (multi-power; Tissue's path through the same code is tested in tests/scaling)."""
     _, out, text = shared_runs
@@ -89,6 +90,7 @@ def test_fit_curves_writes_the_law_and_prefix_errors(shared_runs, capsys):
     assert plan["best"][0]["loss"] > 0 and all(len(row["loss_interval"]) == 2 for row in plan["by_depth"])
 
 
+@pytest.mark.slow
 def test_a_damaged_curve_is_one_line_and_nothing_is_written(runs, tmp_path, capsys):
     runs = Path(shutil.copytree(runs, tmp_path / "runs"))  # damaged here, not in the shared folder
     folder = runs / "d32-200"
@@ -100,6 +102,7 @@ def test_a_damaged_curve_is_one_line_and_nothing_is_written(runs, tmp_path, caps
     assert len(err) == 1 and "gap" in err[0] and not out.exists()
 
 
+@pytest.mark.slow
 def test_held_out_runs_are_predicted_and_drawn(runs, tmp_path, capsys):
     """A longer annealed run of a fitted shape, not fitted: its shape's curve law and the law from curves predict
     its final eval loss; overlapping, eval-less or curve-less uses are one line, with nothing written."""
@@ -131,6 +134,7 @@ def test_held_out_runs_are_predicted_and_drawn(runs, tmp_path, capsys):
     assert "goes with --curves" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_predict_reads_the_curve_law_for_any_length_and_schedule(shared_runs, tmp_path, capsys):
     _, law, _ = shared_runs
     from smallest_loss.experiments.predict_cmd import predict
@@ -196,6 +200,7 @@ def _write_planned_run(folder, steps: int, logged: int, **train) -> None:
         )
 
 
+@pytest.mark.slow
 def test_predict_where_a_run_in_progress_ends(runs, tmp_path, capsys):
     """From the steps a run has logged and whole curves of its shape: a run still training, and a finished one
     checked from half of it, both predicted near where the law its curves follow puts their end."""
@@ -225,6 +230,7 @@ def test_predict_where_a_run_in_progress_ends(runs, tmp_path, capsys):
         assert len(err) == 1 and message in err[0], err
 
 
+@pytest.mark.slow
 def test_fit_curves_on_evaluation_losses(runs, tmp_path, capsys):
     """`--curve-loss eval`: laws of the periodic evaluation losses (no eval gap), predicting a held-out run and a
     run from its first half; runs without periodic evaluations, or with a NaN one, are one line, nothing written."""

@@ -40,6 +40,7 @@ def grouped(tmp_path_factory):
     return main(["fit", "--csv", path, "--bootstrap", "200", "--out", str(out)]), out
 
 
+@pytest.mark.slow
 def test_grouped_fit_report_and_law_file(grouped, capsys):
     code, out = grouped
     assert code == 0

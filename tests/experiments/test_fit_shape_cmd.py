@@ -28,6 +28,7 @@ def shape_csv(tmp_path_factory):
     return _csv(tmp_path_factory.mktemp("shape") / "shape.csv", rows)
 
 
+@pytest.mark.slow
 def test_shape_law_file_from_csv(shape_csv, tmp_path, capsys):
     # 16 resamples of 4 starts: the bootstrap compiles the same program as tests/scaling/test_shape.py's
     out = tmp_path / "law.json"

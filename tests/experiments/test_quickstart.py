@@ -17,7 +17,16 @@ from smallest_loss.experiments.quickstart import law_used_line, quickstart
 TEST_SCALE = dict(budget="3s", grid="tiny", design="tiny-isoflop", space="cpu", n_boot=20, min_seconds=0.05, repeats=3)
 
 
+@pytest.mark.slow
 def test_quickstart_end_to_end_and_rerun(tmp_path, capsys):
+    from pathlib import Path
+
+    import numpy as np
+    from smallest_loss.configs.designs import get_design
+    from smallest_loss.experiments.sweep import plan_runs
+    from smallest_loss.scaling.laws import load_law
+    from smallest_loss.timing.profile import load_profile
+
     out = tmp_path / "qs"
     report = quickstart(out, **TEST_SCALE)
     v, best = report["verify"], report["plan"]["best"][0]
@@ -27,31 +36,56 @@ def test_quickstart_end_to_end_and_rerun(tmp_path, capsys):
         assert 0 < loss < math.log(256)
     assert v["common_sequences"] == 1024
     assert v["loss_error"] == pytest.approx(v["actual_loss"] / v["predicted_loss"] - 1)
-    for name in (
-        "report.md",
-        "report.json",
-        "law.json",
-        "law.png",
-        "calibration/profile.json",
-        "calibration/comparison.md",
-        "plan/plan.png",
-        "plan/plan.md",
-        "sweep/sweep.json",
-    ):
-        assert (out / name).exists(), name
-    # Whatever the fit could identify on this machine's runs, the report says which law it used and why.
-    used = report["law_used"]
-    assert used["form"] in ("full", "fixed_E", "tied", "tied_fixed_E") and used["identified"] in (True, False)
-    assert used["form"] == "full" or used["not_identified"]["full"]
+    assert v["predicted_loss"] == best["loss"]  # the plan's first row is the configuration verified
+    # Every promised file exists and parses.
+    assert json.loads((out / "report.json").read_text())["budget"] == "3s"
+    profile = load_profile(out / "calibration" / "profile.json")
+    assert profile.coefficients and profile.held_out
+    law = load_law(out / "law.json")
+    sweep = json.loads((out / "sweep" / "sweep.json").read_text())
+    planned = {r["name"] for r in sweep["runs"]}
+    assert sweep["design"] == "tiny-isoflop" and planned == {r.name for r in plan_runs(get_design("tiny-isoflop"))}
+    assert all((out / "sweep" / name / "summary.json").exists() for name in planned)
+    for name in ("law.png", "plan/plan.png"):
+        assert (out / name).read_bytes().startswith(b"\x89PNG"), name
+    for name in ("calibration/comparison.md", "plan/plan.md"):
+        assert (out / name).read_text().strip(), name
+    # The report names the configuration it chose and trained, and the verification's run is that one.
     text = (out / "report.md").read_text()
-    assert law_used_line(used) in text and "common validation sample" in text
-    # The report opens with the answer: what to train and what training gave, before any table.
-    answer = text.index("**Train** d=")
-    assert answer < text.index("**Trained it:**") < text.index("|")
+    # It opens with the answer (what to train, what training gave), before any table.
+    answer = f"**Train** d={best['d']}, n={best['n']} (h={best['h']}"
+    assert answer in text and text.index(answer) < text.index("**Trained it:**") < text.index("|")
+    assert "common validation sample" in text
+    assert f"d{best['d']}-n{best['n']}-h{best['h']}-w{best['w']}-s{best['s']}-b{best['b']}-" in v["run"]
+    # The report says which law it used and why, as the law file records it.
+    used = report["law_used"]
+    assert used == law.fit_form and isinstance(used["identified"], bool)
+    assert used["form"] in ("full", "fixed_E", "tied", "tied_fixed_E")
+    # The full law was tried first: reasons why it was not identified are given exactly when the report does not
+    # rest on an identified full law.
+    reasons = used["not_identified"].get("full", [])
+    assert bool(reasons) == (used["form"] != "full" or not used["identified"]) and all(reasons)
+    assert law_used_line(used) in text
+
+    # A rerun reuses every finished stage: no timing, sweep run or verification run is redone (their files are
+    # unchanged byte for byte), and the same records give the same law, profile, plan and verification.
+    kept = [out / "calibration" / name for name in ("records.jsonl", "noise.json", "device.json")]
+    runs = [out / "sweep" / name for name in sorted(planned)] + [Path(v["run"])]
+    kept += [run / name for run in runs for name in ("metrics.jsonl", "summary.json")]
+    before = {path: path.read_bytes() for path in kept}
     capsys.readouterr()
     again = quickstart(out, **TEST_SCALE)
-    assert again["verify"]["run"] == v["run"] and again["verify"]["actual_loss"] == v["actual_loss"]
-    assert json.loads((out / "report.json").read_text())["budget"] == "3s"
+    assert {path: path.read_bytes() for path in kept} == before
+    relaw = load_law(out / "law.json")
+    assert relaw.law == law.law and relaw.intervals == law.intervals
+    assert all(np.array_equal(relaw.samples[k], law.samples[k]) for k in law.samples)
+    assert load_profile(out / "calibration" / "profile.json") == profile
+    assert again["plan"]["best"] == report["plan"]["best"] and again["law_used"] == used
+    assert again["calibration"] == report["calibration"]
+    assert {k: x for k, x in again["verify"].items() if k != "common_loss"} == {
+        k: x for k, x in v.items() if k != "common_loss"
+    }
+    assert again["verify"]["common_loss"] == pytest.approx(v["common_loss"], rel=1e-6)
 
 
 def test_law_used_line_names_the_fallback_and_why():

@@ -111,6 +111,7 @@ def recipe_law(tmp_path_factory):
     return code, out
 
 
+@pytest.mark.slow
 def test_fit_recipe_writes_the_law_with_its_recipe(recipe_law, capsys):
     code, out = recipe_law
     assert code == 0
@@ -133,6 +134,7 @@ def _profile(tmp_path) -> str:
     return str(save_profile(tmp_path / "profile.json", profile))
 
 
+@pytest.mark.slow
 def test_plan_names_the_batch_rate_and_schedule(recipe_law, tmp_path, capsys):
     _, out = recipe_law
     assert main(["plan", "--budget", "60s", "--law", str(out), "--profile", _profile(tmp_path), "--json"]) == 0
@@ -152,6 +154,7 @@ def test_old_law_plans_the_fixed_recipe_with_a_note(tmp_path, capsys):
     assert len(notes) == 1 and "no recipe laws" in notes[0]
 
 
+@pytest.mark.slow
 def test_malformed_recipe_section_is_refused(recipe_law, tmp_path, capsys):
     raw = json.loads(recipe_law[1].read_text())
     raw["recipe"]["batch"]["b_crit"] = "big"
@@ -162,6 +165,7 @@ def test_malformed_recipe_section_is_refused(recipe_law, tmp_path, capsys):
     assert len(err) == 1 and "recipe.batch: b_crit='big' must be a finite number" in err[0]
 
 
+@pytest.mark.slow
 def test_small_critical_batch_stops_the_planner_taking_the_largest_batch(recipe_law, tmp_path):
     recipe = load_law(recipe_law[1]).recipe
     profile = DeviceProfile(
@@ -185,6 +189,7 @@ def test_small_critical_batch_stops_the_planner_taking_the_largest_batch(recipe_
     assert chosen_batch(100.0) < largest
 
 
+@pytest.mark.slow
 def test_a_critical_batch_that_grows_as_the_loss_falls_allows_larger_batches(recipe_law):
     """With B_crit(L) = 100 (L/L_ref)^-k, the planner's B_crit is taken at each plan's own loss (a fixed point): the
     report's B_crit is the law's at the chosen loss, and with L_ref above the plan's loss the chosen batch is no

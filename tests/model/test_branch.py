@@ -55,6 +55,7 @@ def parent_and_branch(tmp_path_factory) -> tuple[Path, Path]:
     return root / "parent", root / "branch"
 
 
+@pytest.mark.slow
 def test_branch_shares_parent_steps_then_decays(parent_and_branch):
     parent, branch = parent_and_branch
     p, b = metrics(parent), metrics(branch)
@@ -66,6 +67,7 @@ def test_branch_shares_parent_steps_then_decays(parent_and_branch):
     assert BRANCH_AT in [int(x.name) for x in (parent / "checkpoints").iterdir() if x.name.isdigit()]
 
 
+@pytest.mark.slow
 def test_branch_killed_resumes_to_uninterrupted_losses(parent_and_branch, tmp_path):
     parent, branch = parent_and_branch
     killed = tmp_path / "killed"
@@ -86,6 +88,7 @@ def test_branch_killed_resumes_to_uninterrupted_losses(parent_and_branch, tmp_pa
     assert got[-1]["eval_loss"] == pytest.approx(want[-1]["eval_loss"], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_branch_without_parent_is_one_line(tmp_path, parent_and_branch):
     with pytest.raises(UserError, match="parent run .* is missing"):
         train(BRANCH, tmp_path / "b", progress=False, branch=(tmp_path / "nowhere", BRANCH_AT))

@@ -63,6 +63,7 @@ def test_the_copy_holds_the_training_validation_tokens(corpora):
     assert one.fingerprint != two.fingerprint
 
 
+@pytest.mark.slow
 def test_each_set_is_evaluated_logged_and_summarised(run, corpora):
     lines = metrics(run)
     evaluated = [line for line in lines if "eval_loss" in line]
@@ -84,6 +85,7 @@ def test_each_set_is_evaluated_logged_and_summarised(run, corpora):
     assert record["config"]["data"]["eval_sets"] == [f"same={corpora['copy']}", str(corpora["digits"])]
 
 
+@pytest.mark.slow
 def test_resume_keeps_the_sets_and_refuses_a_changed_one(run, corpora, tmp_path, monkeypatch):
     folder = tmp_path / "run"
     record_batches(monkeypatch, stop_at=9, error=KeyboardInterrupt)

@@ -65,6 +65,7 @@ def brute_force_b_simple(graphdef, params, batches: list[np.ndarray]) -> float:
     return trace / (mean @ mean - trace / n)
 
 
+@pytest.mark.slow
 def test_noise_scale_agrees_with_per_example_gradients(setup):
     """The two-batch estimate from the step's micro-batch norms within 10% of the per-example one, on the
     same 9600 sequences at fixed parameters.
@@ -83,6 +84,7 @@ def test_noise_scale_agrees_with_per_example_gradients(setup):
     assert got["b_simple"] == pytest.approx(want, rel=0.10)
 
 
+@pytest.mark.slow
 def test_micro_batches_give_the_full_batch_loss_and_gradient(setup):
     """One step with 16 micro-batches and one with the whole batch: the same loss, gradient norm and
     gradient (SGD at rate 1: the parameters' change), to float32 rounding of differently ordered sums."""
@@ -99,6 +101,7 @@ def test_micro_batches_give_the_full_batch_loss_and_gradient(setup):
         np.testing.assert_allclose(p - a, p - b, rtol=1e-4, atol=1e-5 * scale)
 
 
+@pytest.mark.slow
 def test_micro_batched_run_logs_and_summarises_the_noise_scale(tmp_path, monkeypatch):
     """A run interrupted at step 7 and resumed: every line has both squared norms, every 4th line the
     estimate over the 4 steps up to it (the window of step 8 spans the interruption), and summary.json the

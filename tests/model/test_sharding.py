@@ -48,6 +48,7 @@ def meshes(tmp_path_factory) -> tuple[Path, dict]:
     return folder, _worker(8, "meshes", folder)
 
 
+@pytest.mark.slow
 def test_data_parallel_and_fsdp_match_one_device(meshes):
     result = meshes[1]
     assert len(result["single"]) == 12
@@ -55,11 +56,13 @@ def test_data_parallel_and_fsdp_match_one_device(meshes):
     np.testing.assert_allclose(result["fsdp"], result["single"], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_fsdp_really_shards_parameters(meshes):
     kernel = meshes[1]["kernel"]
     assert "fsdp" in kernel["spec"] and kernel["shards"] == 8
 
 
+@pytest.mark.slow
 def test_checkpoint_from_8_devices_resumes_on_4(meshes):
     folder, result = meshes
     cut = folder / "cut"  # the 8x1 run as if it had crashed at step 9, after its step-6 checkpoint
@@ -107,6 +110,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_start_one_run_folder(tmp_path):
     out = tmp_path / "run"
     sets = dict(

@@ -28,6 +28,7 @@ def test_tiny_run_learns_and_writes_its_folder(reference_run):
     assert sorted(p.name for p in (reference_run / "checkpoints").iterdir()) == ["60", "80"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_the_last_step_and_resume_matches_an_uninterrupted_run(tmp_path, monkeypatch, reference_run):
     folder = tmp_path / "run"
     record_batches(monkeypatch, stop_at=7, error=KeyboardInterrupt)

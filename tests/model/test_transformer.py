@@ -57,6 +57,7 @@ _GRID = itertools.product(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("d,n,h,w,norm,act,tied", list(_GRID))
 def test_parameter_count_equals_real_tree(d, n, h, w, norm, act, tied):
     cfg = ModelConfig(v=97, d=d, n=n, h=h, w=w, s=8, norm=norm, activation=act, tied_embeddings=tied)

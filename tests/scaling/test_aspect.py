@@ -64,6 +64,7 @@ def test_bootstrap_intervals_hold_the_truth(points, fitted):
         assert lo < truth < hi and hi / lo < 2.0, name
 
 
+@pytest.mark.slow
 def test_leave_one_shape_out_beats_the_nd_law(points):
     result = leave_one_shape_out(points)
     assert result["shapes"] == 4 and len(result["points"]) + 9 * len(result["skipped"]) == 36

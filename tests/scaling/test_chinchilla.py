@@ -26,6 +26,7 @@ from smallest_loss.scaling.chinchilla import (
     make_form,
 )
 from smallest_loss.scaling.laws import EPOCH_REPLICATION, load_law, save_law
+from smallest_loss.scaling.optimize import BOUND_TOL
 from smallest_loss.scaling.points import FitPoints, centring
 
 SMALL_GRID = {"a": (5.0, 10.0), "b": (5.0, 10.0), "e": (0.0, 1.0), "alpha": (0.3, 0.6), "beta": (0.3, 0.6)}
@@ -129,6 +130,7 @@ def test_well_spread_points_recover_the_law(well_spread):
     assert diag["bounds"]["E"][1] == pytest.approx(pts.loss.min())
 
 
+@pytest.mark.slow
 def test_fast_path_finds_the_exhaustive_optimum(well_spread, monkeypatch):
     """With more points than the screen's subset, the screened fit reaches the optimum of running every start
     to convergence on every point."""
@@ -140,6 +142,7 @@ def test_fast_path_finds_the_exhaustive_optimum(well_spread, monkeypatch):
     np.testing.assert_allclose(fast.params, exhaustive.params, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_badly_spread_points_fall_back_inside_bounds(badly_spread):
     """9 tiny runs: never an error; constants finite, positive and inside the stated bounds; a form that is
     not the full law says why, in the result and in a warning."""
@@ -231,17 +234,44 @@ def test_bootstrap_of_a_subset_of_groups_matches_the_full_bootstrap(well_spread,
         assert 0.5 < width < 2.0, (name, width)
 
 
+@pytest.mark.slow
 def test_bootstrap_of_badly_spread_points_stays_inside_bounds(badly_spread):
-    pts, fit = badly_spread[1]
-    boot = bootstrap_chinchilla(pts, n_boot=200, seed=0, starts=2, fit=fit)
-    box = chinchilla_bounds(pts)
-    assert np.all(boot.samples["E"] >= math.exp(box[0, 2]) * (1 - 1e-9))
-    assert np.all(boot.samples["E"] <= math.exp(box[1, 2]) * (1 + 1e-9))
-    assert np.all((boot.samples["alpha"] > 0) & (boot.samples["alpha"] <= 2.0 + 1e-12))
-    assert all(np.isfinite(v).all() for v in boot.samples.values())
-    assert 0 <= boot.n_at_bound <= 200
-    if boot.n_at_bound > 10:
-        assert any("ran to a bound" in w for w in boot.warnings)
+    """Every resample's constants lie in the fit's box, whatever the form; the draws that ran to a bound and those
+    that did not converge are counted from the samples returned, and said in a warning when they are many."""
+    for pts, fit in badly_spread[:2]:  # the full law (seed 0) and E fixed (seed 1): both run to bounds
+        assert fit.form in ("full", "fixed_E")
+        boot = bootstrap_chinchilla(pts, n_boot=200, seed=0, starts=2, fit=fit)
+        s, bounds = boot.samples, fit.bounds
+        assert boot.n_boot == 200 and boot.n_groups_used == boot.n_groups == 9
+        assert all(v.shape == (200,) and np.isfinite(v).all() for v in s.values())
+        # The box in the fit's own coordinates: each term at the data's geometric mean N (D), log E, the exponents.
+        coords = {
+            "A_term_at_mean_N": np.log(s["A"]) - s["alpha"] * math.log(bounds["mean_N"]),
+            "B_term_at_mean_D": np.log(s["B"]) - s["beta"] * math.log(bounds["mean_D"]),
+            "E": np.log(s["E"]),
+            "alpha": s["alpha"],
+            "beta": s["beta"],
+        }
+        box = {k: (np.array(bounds[k]) if k in ("alpha", "beta") else np.log(bounds[k])) for k in coords}
+        np.testing.assert_allclose([box[k] for k in coords], chinchilla_bounds(pts).T, rtol=1e-12)
+        for name, z in coords.items():
+            lo, hi = box[name]
+            assert np.all((z >= lo - 1e-9 * (hi - lo)) & (z <= hi + 1e-9 * (hi - lo))), name
+        if fit.form == "fixed_E":
+            assert np.all(s["E"] == fit.law.E)
+        free = [k for k in coords if not (k == "E" and fit.form == "fixed_E")]
+        near = [np.minimum(abs(coords[k] - box[k][0]), abs(coords[k] - box[k][1])) <= BOUND_TOL * np.diff(box[k])
+                for k in free]  # fmt: skip
+        at_bound = int(np.any(near, axis=0).sum())
+        assert at_bound > 0 and boot.n_at_bound == at_bound
+        said = [w for w in boot.warnings if "ran to a bound" in w]  # said when more than 5% of the draws
+        assert len(said) == (at_bound > 10) and all(w.startswith(f"{at_bound} of 200 bootstrap refits") for w in said)
+        assert 0 <= boot.n_converged <= 200
+        said = [w for w in boot.warnings if "converged" in w]  # said when fewer than 90% of the refits converged
+        assert len(said) == (boot.n_converged < 180)
+        assert all(w.startswith(f"only {boot.n_converged} of 200 bootstrap refits converged") for w in said)
+        for name, v in s.items():  # the intervals are the samples' 2.5th and 97.5th percentiles
+            assert boot.intervals[name] == pytest.approx((np.percentile(v, 2.5), np.percentile(v, 97.5)), rel=1e-12)
 
 
 def test_bootstrap_rejects_bad_arguments(well_spread):

@@ -46,6 +46,7 @@ def quality():
     return points, fit, bootstrap_groups(points, fit, n_boot=200)
 
 
+@pytest.mark.slow
 def test_recovers_a_known_compute_multiplier(quality):
     points, fit, boot = quality
     assert fit.names == ("plain", "better") and fit.reference == 0 and fit.converged
@@ -58,6 +59,7 @@ def test_recovers_a_known_compute_multiplier(quality):
     assert fit.alpha == pytest.approx(ALPHA, abs=0.1) and fit.beta == pytest.approx(BETA, abs=0.1)
 
 
+@pytest.mark.slow
 def test_reference_by_name_inverts_the_multiplier(quality):
     points, fit, _ = quality
     other = fit_groups(points, reference="better")

@@ -20,6 +20,7 @@ def test_exact_power_law_is_recovered():
     assert fit.predict(1e6) == pytest.approx(power_curve(1e6), rel=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("L_inf, k, a", [(2.0, 5.0, 0.3), (1.2, 20.0, 0.6), (3.0, 1.0, 0.1)])
 def test_extrapolation_within_one_percent(L_inf, k, a):
     rng = np.random.default_rng(0)

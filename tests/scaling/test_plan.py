@@ -108,8 +108,18 @@ def test_intervals_from_bootstrap_samples():
     plan = plan_with_inputs(
         parse_budget("1e21"), LawFile(CHINCHILLA_PUBLISHED, samples=samples), PlanInputs(get_space("chinchilla")), top=3
     )
-    lo, hi = plan.best.loss_interval
-    assert lo < plan.best.loss < hi
+    # Each of the top rows' interval is the 2.5th and 97.5th percentile of its loss under every sample's law,
+    # written out here (L = E + A / N^alpha + B / D^beta), at the row's N and tokens.
+    N = np.array([row.params for row in plan.rows])
+    D = np.array([row.tokens for row in plan.rows])
+    per_sample = samples["E"][:, None] + samples["A"][:, None] / N ** samples["alpha"][:, None]
+    per_sample = per_sample + samples["B"][:, None] / D ** samples["beta"][:, None]
+    expected = np.stack([np.percentile(per_sample, 2.5, axis=0), np.percentile(per_sample, 97.5, axis=0)], axis=1)
+    intervals = np.array([row.loss_interval for row in plan.rows])
+    assert intervals.shape == (3, 2)
+    np.testing.assert_allclose(intervals, expected, rtol=1e-12)
+    for (lo, hi), row in zip(intervals, plan.rows, strict=True):
+        assert lo < row.loss < hi  # 2% spreads around the published constants straddle its prediction
 
 
 def test_bad_inputs():

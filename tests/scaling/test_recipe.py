@@ -129,6 +129,7 @@ def test_malformed_recipe_section_is_one_clear_error(fitted, change, message):
         recipe_from_dict(raw, "law file x.json")
 
 
+@pytest.mark.slow
 def test_noise_scale_sets_b_crit_only_when_the_losses_cannot():
     pinned, _, _ = fit_recipe(synthetic_runs(b_simple=500.0), reference_batch_tokens=1024, n_boot=100)
     assert pinned.batch.source == "fit" and 0.6 < pinned.batch.b_crit / TRUE["b_crit"] < 1.6
@@ -150,6 +151,7 @@ def _with_windows(runs: list[RecipeRun], exponent: float, seed: int = 0) -> list
     return out
 
 
+@pytest.mark.slow
 def test_b_crit_follows_the_loss_when_the_noise_scale_does():
     runs = _with_windows(synthetic_runs(noise=0.02, b_simple=800.0), exponent=3.0)
     law, cells, _ = fit_recipe(runs, reference_batch_tokens=1024, n_boot=100)
@@ -167,6 +169,7 @@ def test_b_crit_follows_the_loss_when_the_noise_scale_does():
     assert back.batch.b_crit_at(1.5) == pytest.approx(law.batch.b_crit_at(1.5))
 
 
+@pytest.mark.slow
 def test_a_flat_noise_scale_keeps_b_crit_constant():
     law, _, _ = fit_recipe(
         _with_windows(synthetic_runs(noise=0.02, b_simple=800.0), exponent=0.0), reference_batch_tokens=1024, n_boot=100

@@ -64,6 +64,7 @@ def resumed(tmp_path_factory):
     return SimpleNamespace(out=out, points=points, partial=partial, prepared=prepared, timed=timed, counts=counts)
 
 
+@pytest.mark.slow
 def test_killed_calibration_resumes_without_re_measuring(resumed, monkeypatch):
     out, points = resumed.out, resumed.points
     assert len(resumed.partial) == 3 + 1  # the rounds timed before the kill
@@ -81,6 +82,7 @@ def test_killed_calibration_resumes_without_re_measuring(resumed, monkeypatch):
     assert prepared == []
 
 
+@pytest.mark.slow
 def test_records_are_complete(resumed):
     """Every field of a timing record (README, "File formats"), from a real measurement."""
     record = cal.read_records(resumed.out / "records.jsonl")[-1]
@@ -96,6 +98,7 @@ def test_records_are_complete(resumed):
     assert record["config"] == record_config(point.model) and record["mesh"] == [1, 1]
 
 
+@pytest.mark.slow
 def test_noise_floor_re_measures_one_configuration_at_a_time_on_accelerators(resumed, tmp_path, monkeypatch):
     """On an accelerator (`chunk_size` 1) the configurations measured again are compiled, timed and freed one
     after the other; the result is kept in noise.json and a rerun measures nothing."""
@@ -126,6 +129,7 @@ def test_noise_floor_re_measures_one_configuration_at_a_time_on_accelerators(res
     assert cal.noise_floor(tmp_path, k=N) == noise == json.loads((tmp_path / "noise.json").read_text())
 
 
+@pytest.mark.slow
 def test_fit_only_writes_table_plots_and_profile(tmp_path, capsys):
     from tests.timing.test_models import synthetic_records
 

@@ -83,6 +83,7 @@ def test_mesh_grids_measure_each_shape_on_every_device_count():
     assert all(two.model == one.model and two.batch == 2 * one.batch for one, two in pairs)
 
 
+@pytest.mark.slow
 def test_a_record_over_simulated_devices():
     """The data-parallel step on 2 simulated CPU devices (a fresh process: the device count is fixed when JAX
     starts): the record carries the device count and mesh shape, and XLA's flops are one device's: half the

@@ -14,6 +14,7 @@ CFG = ModelConfig(v=256, d=32, n=1, h=2, w=64, s=64)
 B = 32
 
 
+@pytest.mark.slow
 def test_micro_batched_step_compiles_times_and_fits_the_memory_estimate():
     peaks = {}
     for k in (1, 8):
