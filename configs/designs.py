@@ -174,7 +174,7 @@ DESIGNS: dict[str, SweepDesign] = {
         base=_CPU_BASE,
         min_steps=8,
     ),
-    # The data lever's sweep (experiments/data_lever.py), once per training corpus: three budgets of the
+    # The data lever's sweep (experiments/scripts/data_lever.py), once per training corpus: three budgets of the
     # same three small shapes (7k to 68k parameters), nine runs of 23 to 2255 steps (minutes on 2 CPU cores).
     "data-isoflop": SweepDesign(
         name="data-isoflop",

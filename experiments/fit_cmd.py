@@ -295,34 +295,9 @@ def _holdout_lines(h: dict[str, Any]) -> list[str]:
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
+    """The `fit` command's arguments: the inputs and the law's form, then the curve-law options."""
     p.add_argument("runs", nargs="*", help="run folders or sweep folders")
-    p.add_argument(
-        "--curves",
-        nargs="+",
-        metavar="RUNS",
-        help="fit a schedule-aware curve law to these run folders' whole curves, and the Chinchilla law "
-        "to the final losses it predicts",
-    )
-    p.add_argument(
-        "--curve-form",
-        choices=("multipower", "tissue"),
-        default="multipower",
-        help="with --curves: the multi-power law (Luo et al. 2025) or Tissue et al. (2024)",
-    )
-    p.add_argument(
-        "--curve-loss",
-        choices=("train", "eval"),
-        default="train",
-        help="with --curves: fit the laws to every step's train loss (default) or to the runs' periodic "
-        "evaluation losses (runs trained with --set train.eval_points=32)",
-    )
-    p.add_argument(
-        "--holdout-runs",
-        nargs="+",
-        metavar="HELD",
-        help="with --curves: run folders not fitted, whose final eval losses the curve laws and the law "
-        "from curves predict (reported, and drawn in the plot)",
-    )
+    _add_curve_args(p)
     p.add_argument(
         "--csv",
         help="a CSV with columns N, D, loss; optional C (FLOPs; 6ND when absent), run (points of "
@@ -388,3 +363,34 @@ def run(args: argparse.Namespace) -> int:
     )
     print_report(report, args.json)
     return 0
+
+
+def _add_curve_args(p: argparse.ArgumentParser) -> None:
+    """`fit --curves` and its options."""
+    p.add_argument(
+        "--curves",
+        nargs="+",
+        metavar="RUNS",
+        help="fit a schedule-aware curve law to these run folders' whole curves, and the Chinchilla law "
+        "to the final losses it predicts",
+    )
+    p.add_argument(
+        "--curve-form",
+        choices=("multipower", "tissue"),
+        default="multipower",
+        help="with --curves: the multi-power law (Luo et al. 2025) or Tissue et al. (2024)",
+    )
+    p.add_argument(
+        "--curve-loss",
+        choices=("train", "eval"),
+        default="train",
+        help="with --curves: fit the laws to every step's train loss (default) or to the runs' periodic "
+        "evaluation losses (runs trained with --set train.eval_points=32)",
+    )
+    p.add_argument(
+        "--holdout-runs",
+        nargs="+",
+        metavar="HELD",
+        help="with --curves: run folders not fitted, whose final eval losses the curve laws and the law "
+        "from curves predict (reported, and drawn in the plot)",
+    )

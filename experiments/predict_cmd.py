@@ -59,6 +59,22 @@ def load_curve_laws(path: str | Path) -> dict[str, Any]:
     return report
 
 
+def _check_prediction(
+    steps: int, schedule: str, lr: float | None, warmup: float, cooldown: float, out: str | Path | None
+) -> None:
+    """Refuse, in one line, a run length, schedule, rate, fraction or output `predict` cannot use."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 2 <= steps <= MAX_STEPS:
+        raise UserError(f"--steps {steps}: a run of 2 to {MAX_STEPS:,} steps (its schedule is built step by step)")
+    if schedule not in SCHEDULES:
+        raise UserError(f"--schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
+    if not 0 <= warmup < 1 or not 0 < cooldown < 1:
+        raise UserError("--warmup-fraction must lie in [0, 1) and --cooldown-fraction in (0, 1)")
+    if lr is not None and not 0 < lr < float("inf"):
+        raise UserError(f"--lr {lr}: a peak learning rate is a positive number")
+    if out is not None and Path(out).is_dir():
+        raise UserError(f"--out {out}: a folder; give a file name (curve.csv)")
+
+
 def predict(
     law_path: str | Path,
     steps: int,
@@ -71,16 +87,7 @@ def predict(
     out: str | Path | None = None,
 ) -> dict[str, Any]:
     """Every input is checked before anything is computed or written."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 2 <= steps <= MAX_STEPS:
-        raise UserError(f"--steps {steps}: a run of 2 to {MAX_STEPS:,} steps (its schedule is built step by step)")
-    if schedule not in SCHEDULES:
-        raise UserError(f"--schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
-    if not 0 <= warmup_fraction < 1 or not 0 < cooldown_fraction < 1:
-        raise UserError("--warmup-fraction must lie in [0, 1) and --cooldown-fraction in (0, 1)")
-    if lr is not None and not 0 < lr < float("inf"):
-        raise UserError(f"--lr {lr}: a peak learning rate is a positive number")
-    if out is not None and Path(out).is_dir():
-        raise UserError(f"--out {out}: a folder; give a file name (curve.csv)")
+    _check_prediction(steps, schedule, lr, warmup_fraction, cooldown_fraction, out)
     report = load_curve_laws(law_path)
     rows = [r for r in report["shapes"] if N is None or r.get("N") == N]
     if not rows:

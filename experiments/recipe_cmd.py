@@ -19,6 +19,7 @@ from smallest_loss.experiments.args import check_outputs
 from smallest_loss.scaling.collect import collect_recipe_runs
 from smallest_loss.scaling.laws import load_law, save_law
 from smallest_loss.scaling.recipe import BCRIT_SPAN, Cell, fit_recipe, recipe_to_dict
+from smallest_loss.scaling.report import markdown_table
 
 
 def _holdout(text: str | None, seq_len: int) -> tuple[float, ...]:
@@ -83,12 +84,17 @@ def format_recipe(report: dict[str, Any]) -> str:
         f"{ev['unbracketed_cells']} without a bracketed learning-rate optimum"
     ]
     lines += [f"left out: {x}" for x in report["left_out"]]
-    lines += ["", "| group | batch (tokens) | best lr | best loss | bracketed |", "|---|---|---|---|---|"]
-    lines += [
-        f"| {c['group']} | {c['batch_tokens']:.0f} | {c['lr_star']:.3g} | {c['loss_star']:.4f} | "
-        f"{'yes' if c['bracketed'] else 'no'} |"
+    rows = [
+        (
+            c["group"],
+            f"{c['batch_tokens']:.0f}",
+            f"{c['lr_star']:.3g}",
+            f"{c['loss_star']:.4f}",
+            "yes" if c["bracketed"] else "no",
+        )
         for c in report["cells"]
     ]
+    lines += ["", markdown_table(rows, ("group", "batch (tokens)", "best lr", "best loss", "bracketed"))]
     lines += [
         "",
         f"learning rate: log lr* = {lr['c0']:.3f} {lr['n_exponent']:+.3f} log N {lr['batch_exponent']:+.3f} "
@@ -104,6 +110,14 @@ def format_recipe(report: dict[str, Any]) -> str:
         + f"F-test against no batch cost p = {batch['p_value']:.2g}"
         + _batch_note(batch)
     )
+    lines += _evidence_lines(batch, ev)
+    lines += ["", f"wrote {report['law']} (the loss law plus its recipe section) and {report['plot']}"]
+    return "\n".join(lines)
+
+
+def _evidence_lines(batch: dict[str, Any], ev: dict[str, Any]) -> list[str]:
+    """Where B_crit came from and what checks it: the noise scale, its trend along the runs, held-out batches."""
+    lines: list[str] = []
     if batch.get("source") == "noise scale":
         raw = ev["b_crit_from_losses"]
         lo, hi = raw["intervals"].get("b_crit", (raw["b_crit"], raw["b_crit"]))
@@ -145,8 +159,7 @@ def format_recipe(report: dict[str, Any]) -> str:
                 else ""
             )
         )
-    lines += ["", f"wrote {report['law']} (the loss law plus its recipe section) and {report['plot']}"]
-    return "\n".join(lines)
+    return lines
 
 
 def _batch_note(batch: dict[str, Any]) -> str:

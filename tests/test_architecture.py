@@ -118,7 +118,7 @@ def test_the_checks_see_what_they_check(tmp_path):
     source = tmp_path / "mod.py"
     source.write_text(
         "from typing import TYPE_CHECKING\n"
-        "from smallest_loss.scaling import fit as F\n"
+        "from smallest_loss.scaling import laws as F\n"
         "from .laws import _private\n"
         "if TYPE_CHECKING:\n"
         "    from smallest_loss.experiments.cli import main\n"
@@ -128,12 +128,12 @@ def test_the_checks_see_what_they_check(tmp_path):
     found = imports_of(f"{TOP}.scaling.mod", source)
     assert [(i.target, i.names, i.at_import_time, i.in_function) for i in found] == [
         ("typing", ("TYPE_CHECKING",), True, False),
-        (f"{TOP}.scaling", ("fit",), True, False),
+        (f"{TOP}.scaling", ("laws",), True, False),
         (f"{TOP}.scaling.laws", ("_private",), True, False),
         (f"{TOP}.experiments.cli", ("main",), False, False),
         (f"{TOP}.model.train", (), False, True),
     ]
-    assert _targets(found[1]) == [f"{TOP}.scaling.fit"]
+    assert _targets(found[1]) == [f"{TOP}.scaling.laws"]
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}) == [["a", "b", "c"], ["e"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
 

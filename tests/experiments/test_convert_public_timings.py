@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 
 import pytest
-from smallest_loss.experiments import convert_public_timings as conv
+from smallest_loss.experiments.scripts import convert_public_timings as conv
 
 REQUIRED = ("d", "n", "h", "w", "s", "v", "b", "devices", "seconds")
 

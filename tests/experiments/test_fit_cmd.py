@@ -163,8 +163,8 @@ def test_output_under_a_file_is_refused_before_fitting(points_csv, tmp_path, cap
 
 
 def test_chinchilla_isoflop_csv_is_the_converters_output(tmp_path):
-    """The committed table is what experiments/convert_chinchilla_isoflop.py makes of Epoch's extraction."""
-    from smallest_loss.experiments.convert_chinchilla_isoflop import OUT, write_csv
+    """The committed table is what experiments/scripts/convert_chinchilla_isoflop.py makes of Epoch's extraction."""
+    from smallest_loss.experiments.scripts.convert_chinchilla_isoflop import OUT, write_csv
     from smallest_loss.scaling.points import read_fit_csv
 
     assert write_csv(tmp_path / "iso.csv").read_text() == OUT.read_text()

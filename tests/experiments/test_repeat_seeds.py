@@ -1,11 +1,11 @@
-"""experiments/repeat_seeds.py and experiments/evaluate_runs.py: a run repeated at another seed, both on one sample."""
+"""experiments/scripts/repeat_seeds.py and evaluate_runs.py: a run repeated at another seed, both on one sample."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
-from smallest_loss.experiments import repeat_seeds
+from smallest_loss.experiments.scripts import repeat_seeds
 from smallest_loss.model import evaluate as evaluate_runs
 from smallest_loss.model.train import train
 

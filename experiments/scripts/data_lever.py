@@ -10,7 +10,7 @@ the same validation files. The tables written are fit CSVs (columns N, D, loss, 
   losses on two distributions, Kaplan et al. 2020, section 3.2.2);
 - `runs.csv`: every run with both losses.
 
-Usage: python -m smallest_loss.experiments.data_lever --work runs/data_lever --out results/cpu/data_lever
+Usage: python -m smallest_loss.experiments.scripts.data_lever --work runs/data_lever --out results/cpu/data_lever
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Convert published GPU step-time tables into external timing records for `smallest-loss calibrate --records`.
 
-    python experiments/convert_public_timings.py [--out experiments/data/public_timings]
+    python experiments/scripts/convert_public_timings.py [--out experiments/data/public_timings]
 
 Reads the rows transcribed from each source (experiments/data/public_timings/source/, cited in the README
 there) and writes one records CSV per table, columns `d, n, h, w, s, v, b, devices, seconds` (b the global
@@ -24,7 +24,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-DATA = Path(__file__).parent / "data" / "public_timings"
+DATA = Path(__file__).parents[1] / "data" / "public_timings"
 SOURCE = DATA / "source"
 COLUMNS = (
     "d",

@@ -8,7 +8,7 @@ of the nine is taken as a run of that budget, and its C column is that budget. T
 other lengths) are left out, as are the 5 highest losses that Epoch dropped before fitting. D is the
 point's own FLOPs / (6 N), as in Epoch's analysis.
 
-    python -m smallest_loss.experiments.convert_chinchilla_isoflop   # writes experiments/data/chinchilla_isoflop.csv
+    python -m smallest_loss.experiments.scripts.convert_chinchilla_isoflop   # writes experiments/data/...csv
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from smallest_loss.experiments.bench_fit import EPOCH_CSV, epoch_points
+from smallest_loss.experiments.scripts.bench_fit import EPOCH_CSV, epoch_points
 
 ISOFLOP_BUDGETS = (6e18, 1e19, 3e19, 6e19, 1e20, 3e20, 6e20, 1e21, 3e21)  # Hoffmann et al. 2022, Figure 3
 WINDOW = 0.1  # |ln(FLOPs / budget)| below this: a run of that budget (the clusters span 0.91 to 1.10 of it)
-OUT = Path(__file__).parent / "data" / "chinchilla_isoflop.csv"
+OUT = Path(__file__).parents[1] / "data" / "chinchilla_isoflop.csv"
 
 
 def isoflop_rows(source: Path = EPOCH_CSV) -> list[tuple[float, float, float, float]]:

@@ -6,7 +6,7 @@ with their own seed: two of them with different batch sizes or seeds report loss
 and a few batches of a small batch size are a small sample. This script restores each run's last checkpoint and
 evaluates every run on the same, larger sample:
 
-    python experiments/evaluate_runs.py RUN [RUN ...] [--batches 64] [--batch-size 16] [--seed 12345]
+    python experiments/scripts/evaluate_runs.py RUN [RUN ...] [--batches 64] [--batch-size 16] [--seed 12345]
 """
 
 from __future__ import annotations

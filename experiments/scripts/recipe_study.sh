@@ -8,7 +8,7 @@
 #   5. a time-budget plan beyond the sweeps, verified by training: the batch-aware plan against the best plans at
 #      the fixed batch 16 and the largest batch 64 (same law, same learning-rate law), all trained, and the first
 #      two repeated at seeds 1 and 2, every run then evaluated on two common validation samples.
-# Every step resumes from what WORK already holds.   Usage: bash experiments/recipe_study.sh [WORK] [BUDGET]
+# Every step resumes from what WORK already holds.   Usage: bash experiments/scripts/recipe_study.sh [WORK] [BUDGET]
 set -euo pipefail
 WORK=${1:-runs/recipe-study}
 BUDGET=${2:-120s}
@@ -32,9 +32,9 @@ smallest-loss plan --budget "$BUDGET" --law "$OUT/law.json" --profile "$PROFILE"
 verified() { sed -n 's/^verify: trained [0-9]* steps in \(.*\): loss .*/\1/p' "$1"; }  # the run a plan trained
 chosen=$(verified "$OUT/plan.txt")
 fixed=$(verified "$OUT/plan_fixed_batch.txt")
-python experiments/repeat_seeds.py "$chosen" "$fixed" --seeds 1,2 --out "$WORK/seeds" | tee "$OUT/seeds.txt"
+python experiments/scripts/repeat_seeds.py "$chosen" "$fixed" --seeds 1,2 --out "$WORK/seeds" | tee "$OUT/seeds.txt"
 for seed in 12345 999; do
-  python experiments/evaluate_runs.py "$WORK"/verify/* "$WORK"/seeds/*/ --seed "$seed"
+  python experiments/scripts/evaluate_runs.py "$WORK"/verify/* "$WORK"/seeds/*/ --seed "$seed"
 done | tee "$OUT/common_sample.txt"
 python - "$WORK" "$OUT" <<'PY'
 import csv, json, sys

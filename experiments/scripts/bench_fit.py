@@ -1,6 +1,6 @@
 """Benchmark: seconds and peak memory of our Approach 3 fit, on Chinchilla's real points and synthetic ones.
 
-    python experiments/bench_fit.py [--sizes 240 10000 100000 1000000] [--repeats 3]
+    python experiments/scripts/bench_fit.py [--sizes 240 10000 100000 1000000] [--repeats 3]
 
 Each case runs in its own process, so its peak resident memory (`resource.getrusage`, ru_maxrss) is its
 own. Cases:
@@ -38,7 +38,7 @@ from smallest_loss.scaling.laws import EPOCH_REPLICATION
 from smallest_loss.scaling.optimize import DEFAULT_DELTA
 from smallest_loss.scaling.points import FitPoints
 
-EPOCH_CSV = Path(__file__).parent / "data" / "chinchilla_svg_extracted_data.csv"
+EPOCH_CSV = Path(__file__).parents[1] / "data" / "chinchilla_svg_extracted_data.csv"
 
 
 def epoch_points(path: Path = EPOCH_CSV, drop_highest: int = 5) -> FitPoints:

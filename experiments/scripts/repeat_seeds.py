@@ -4,9 +4,9 @@ One run's loss is one draw: two seeds of one configuration differ by about 0.5-1
 as much as two recipes a plan weighs against each other. This script retrains each RUN with `train.seed` set to
 each of `--seeds`, into OUT/<run name>-seed<k> (a killed retraining resumes), and prints the final losses:
 
-    python experiments/repeat_seeds.py RUN [RUN ...] --seeds 1,2 --out runs/seeds
+    python experiments/scripts/repeat_seeds.py RUN [RUN ...] --seeds 1,2 --out runs/seeds
 
-Compare the runs on one common validation sample afterwards with `experiments/evaluate_runs.py`.
+Compare the runs on one common validation sample afterwards with `experiments/scripts/evaluate_runs.py`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The IsoFLOP sweep and the cheap paths against more held-out runs (six shapes at 3e11 FLOPs, three seeds each),
 with paired bootstrap intervals on each path's difference from the IsoFLOP sweep. Run from the repository root:
 
-    python results/cpu/curves/tuned/paths.py --iso runs/tuned-v2/isoflop --cool runs/tuned-v2/cooldown \\
+    python experiments/scripts/curves_paths.py --iso runs/tuned-v2/isoflop --cool runs/tuned-v2/cooldown \\
         --cool-1e11 runs/tuned-v2/cooldown-1e11 \\
         --held runs/tuned-v2/heldout runs/tuned-v2/heldout-shapes runs/tuned-v2/heldout-seeds \\
         --csv results/cpu/curves/tuned/paths_runs.csv > results/cpu/curves/tuned/paths.txt
@@ -16,13 +16,10 @@ import argparse
 import csv
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from compare import cost  # noqa: E402  (results/cpu/curves/compare.py: training FLOPs of run folders)
+from smallest_loss.experiments.scripts.curves_compare import cost  # noqa: E402  (training FLOPs of run folders)
 from smallest_loss.model.runs import RunDir  # noqa: E402
 from smallest_loss.scaling.chinchilla import ChinchillaLaw, fit_chinchilla  # noqa: E402
 from smallest_loss.scaling.collect import collect_runs, run_folders, to_points  # noqa: E402

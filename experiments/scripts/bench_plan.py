@@ -1,6 +1,6 @@
 """Planner throughput: candidates scored per second (enumeration, parameter counts, step time, tokens, loss).
 
-    python experiments/bench_plan.py [--profile PROFILE.json] [--repeats 5]
+    python experiments/scripts/bench_plan.py [--profile PROFILE.json] [--repeats 5]
 
 Without a profile, step times come from the paper's memory-copy form with fixed illustrative coefficients
 (the arithmetic is the same as a fitted profile's). Prints the median rate over repeats.
@@ -9,19 +9,15 @@ Without a profile, step times come from the paper's memory-copy form with fixed 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from smallest_loss.configs.spaces import SearchSpace  # noqa: E402
-from smallest_loss.scaling.budget import parse_budget  # noqa: E402
-from smallest_loss.scaling.laws import CHINCHILLA_PUBLISHED, LawFile  # noqa: E402
-from smallest_loss.scaling.plan import PlanInputs  # noqa: E402
-from smallest_loss.scaling.planner import plan_with_inputs  # noqa: E402
-from smallest_loss.timing.counts import FLOPS, MEMCPYS  # noqa: E402
+from smallest_loss.configs.spaces import SearchSpace
+from smallest_loss.scaling.budget import parse_budget
+from smallest_loss.scaling.laws import CHINCHILLA_PUBLISHED, LawFile
+from smallest_loss.scaling.plan import PlanInputs
+from smallest_loss.scaling.planner import plan_with_inputs
+from smallest_loss.timing.counts import FLOPS, MEMCPYS
 
 BIG = SearchSpace(
     "bench",

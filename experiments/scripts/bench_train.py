@@ -1,7 +1,7 @@
 """Training throughput: tokens/s, step time and model FLOPs utilisation, median over repeats.
 
-    python experiments/bench_train.py --preset tiny [--set model.d=256 ...] [--repeats 20]
-    python experiments/bench_train.py --preset tiny --devices 1,2,4,8      # scaling over a device mesh
+    python experiments/scripts/bench_train.py --preset tiny [--set model.d=256 ...] [--repeats 20]
+    python experiments/scripts/bench_train.py --preset tiny --devices 1,2,4,8      # scaling over a device mesh
 
 FLOPs are our exact training-step count (timing/counts.py). MFU = FLOPs / step time / the device's dense
 peak (configs/devices.py: bf16 peak for half-precision compute, fp32 otherwise); where no peak is known

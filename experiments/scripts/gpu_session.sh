@@ -5,7 +5,7 @@
 # checkout under its import name `smallest_loss` (a temporary folder of links to the top-level folders, as
 # pyproject.toml maps them). Every stage has its own time limit and the calibration resumes from what $OUT/timing
 # already holds. The device tool returns at most 8 files, so the calibration folder comes back as one tarball.
-#   Usage:  OUT=out/gpu LIMIT=24 bash experiments/gpu_session.sh
+#   Usage:  OUT=out/gpu LIMIT=24 bash experiments/scripts/gpu_session.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/gpu}
@@ -36,7 +36,7 @@ timeout 120 "${CLI[@]}" calibrate --fit-only --out "$OUT/timing" 2>&1 | tee -a "
 tar -czf "$OUT/timing.tar.gz" -C "$OUT" timing && rm -rf "$OUT/timing"
 # 3. MFU of the real training step (bf16 compute, fp32 master weights, cuDNN attention) at two batch sizes.
 for b in 8 32; do
-  timeout 90 "$PY" experiments/bench_train.py --preset "$PRESET" --set train.batch_size=$b --repeats 20 \
+  timeout 90 "$PY" experiments/scripts/bench_train.py --preset "$PRESET" --set train.batch_size=$b --repeats 20 \
     2>&1 | tee -a "$OUT/bench_train.txt"
 done
 ls -la "$OUT"

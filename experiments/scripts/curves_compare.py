@@ -2,8 +2,8 @@
 IsoFLOP sweep, from cool-down branches, or from curve laws fitted to a few runs' whole curves. Run from the
 repository root; the defaults are the first study's folders (lr 3e-3, batch 16), see README.md:
 
-    python results/cpu/curves/compare.py > results/cpu/curves/compare.txt
-    python results/cpu/curves/compare.py --iso /work/sweeps/tuned/isoflop --cool /work/sweeps/tuned/cooldown \\
+    python experiments/scripts/curves_compare.py > results/cpu/curves/compare.txt
+    python experiments/scripts/curves_compare.py --iso /work/sweeps/tuned/isoflop --cool /work/sweeps/tuned/cooldown \\
         --held /work/sweeps/tuned/heldout --curve-runs cool --form multipower --reach 3.33
 """
 
