@@ -371,3 +371,21 @@ def export_records(out: Path, path: str | Path, statistic: str = DEFAULT_STATIST
     ok = [r for r in read_records(out / "records.jsonl") if r.get("status") == "ok"]
     write_rows(path, [external_row(r, STATISTICS[statistic]) for r in ok])
     return len(ok)
+
+
+def calibrate(
+    grid: str,
+    out: str | Path,
+    min_seconds: float = 1.0,
+    repeats: int = 20,
+    noise_check: bool = True,
+    price_per_hour: float | None = None,
+    progress: bool = True,
+) -> Calibration:
+    """Time `grid` on this device into `out` (resuming what is there), measure the noise floor, and fit and compare
+    the step-time models: what `smallest-loss calibrate --grid` does; the profile is `out/profile.json`."""
+    out = Path(out)
+    run_grid(grid, out, progress=progress, min_seconds=min_seconds, repeats=repeats)
+    if noise_check:
+        noise_floor(out, min_seconds=min_seconds, repeats=repeats)
+    return fit_folder(out, price_per_hour)
