@@ -16,6 +16,7 @@ from typing import Any
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.grids import SPECS
 from smallest_loss.experiments.args import check_outputs, require_positive
+from smallest_loss.scaling.report import markdown_table
 from smallest_loss.timing.calibration import (
     Calibration,
     calibrate_records,
@@ -29,20 +30,15 @@ from smallest_loss.timing.models import DEFAULT_STATISTIC, STATISTICS, get_model
 
 def comparison_table(results: list[dict[str, Any]]) -> str:
     """The models side by side (Markdown): held-out errors, in-sample R^2 and Spearman, planner use."""
-    lines = [
-        "| model | held-out MAPE | held-out max APE | held-out R^2 | held-out Spearman | planner can use |",
-        "|---|---|---|---|---|---|",
-    ]
+    columns = ("model", "held-out MAPE", "held-out max APE", "held-out R^2", "held-out Spearman", "planner can use")
+    rows = []
     for r in results:
         if "held_out" not in r:
-            lines.append(f"| {r['id']} | - | - | - | - | ({r.get('error')}) |")
+            rows.append((r["id"], "-", "-", "-", "-", f"({r.get('error')})"))
             continue
-        h = r["held_out"]
-        lines.append(
-            f"| {r['id']} | {h['mape']:.1%} | {h['max_ape']:.1%} | {h['r2']:.4f} | {h['spearman']:.4f} "
-            f"| {'yes' if r['analytic'] else 'no (needs a compiled step: XLA counts)'} |"
-        )
-    return "\n".join(lines)
+        h, use = r["held_out"], "yes" if r["analytic"] else "no (needs a compiled step: XLA counts)"
+        rows.append((r["id"], f"{h['mape']:.1%}", f"{h['max_ape']:.1%}", f"{h['r2']:.4f}", f"{h['spearman']:.4f}", use))
+    return markdown_table(rows, columns)
 
 
 def model_legend(results: list[dict[str, Any]]) -> list[str]:

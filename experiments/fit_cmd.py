@@ -41,15 +41,16 @@ from smallest_loss.scaling.laws import LawFile, law_to_dict, save_law
 from smallest_loss.scaling.learning_curve import curve_extrapolation
 from smallest_loss.scaling.optimize import DEFAULT_DELTA
 from smallest_loss.scaling.points import FitPoints
+from smallest_loss.scaling.report import markdown_table
 
 
 def _constants_table(values: dict[str, float], intervals: dict[str, tuple[float, float]]) -> list[str]:
-    lines = ["| constant | value | 95% interval |", "|---|---|---|"]
-    for key, value in values.items():
+    def span(key: str) -> str:
         lo_hi = intervals.get(key)
-        span = f"[{lo_hi[0]:.4g}, {lo_hi[1]:.4g}]" if lo_hi else "-"
-        lines.append(f"| {key} | {value:.4g} | {span} |")
-    return lines
+        return f"[{lo_hi[0]:.4g}, {lo_hi[1]:.4g}]" if lo_hi else "-"
+
+    rows = [(key, f"{value:.4g}", span(key)) for key, value in values.items()]
+    return markdown_table(rows, ("constant", "value", "95% interval")).split("\n")
 
 
 def _format_law(law_file: LawFile) -> list[str]:
@@ -212,22 +213,27 @@ def _value(value: float | None, span: list | tuple | None = None) -> str:
     return one(value) + (f" [{one(span[0])}, {one(span[1])}]" if span else "")
 
 
+def _interval(span: list | tuple | None) -> str:
+    """An interval's cell: "-" without one (no bootstrap)."""
+    return "-" if not span else f"[{_value(span[0])}, {_value(span[1])}]"
+
+
 def _format_groups(fit: Any, diagnostics: dict[str, Any], intervals: dict | None) -> list[str]:
     """The grouped fit as text: shared constants, a row per group, how it converged."""
     groups, level = diagnostics["groups"], (diagnostics["bootstrap"] or {}).get("level", 0.95)
     lines = [f"law used: grouped Chinchilla law, {diagnostics['form_description']}; the reference group "
-             f"{diagnostics['reference']!r} is the law file's main law", "",
-             f"| shared | value | {level:.0%} interval |", "|---|---|---|"]  # fmt: skip
-    lines += [f"| {k} | {_value(getattr(fit, k), (intervals or {}).get(k))} |" for k in ("A", "alpha", "beta")]
+             f"{diagnostics['reference']!r} is the law file's main law", ""]  # fmt: skip
+    shared = [(k, _value(getattr(fit, k)), _interval((intervals or {}).get(k))) for k in ("A", "alpha", "beta")]
+    lines += markdown_table(shared, ("shared", "value", f"{level:.0%} interval")).split("\n")
     budgets = [m["C"] for m in groups[0]["multiplier"]]
-    lines += ["", "| group | points | E | offset E - E_ref | data multiplier k | "
-              + " | ".join(f"compute multiplier at C={C:.3g}" for C in budgets) + " |",
-              "|---" * (5 + len(budgets)) + "|"]  # fmt: skip
+    columns = ("group", "points", "E", "offset E - E_ref", "data multiplier k")
+    columns += tuple(f"compute multiplier at C={C:.3g}" for C in budgets)
+    rows = []
     for g in groups:
         cells = [g["name"] + (" (reference)" if g["reference"] else ""), str(g["points"])]
         cells += [_value(g[k], g[f"{k}_interval"]) for k in ("E", "offset", "k")]
-        cells += [_value(m["value"], m["interval"]) for m in g["multiplier"]]
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells + [_value(m["value"], m["interval"]) for m in g["multiplier"]])
+    lines += ["", *markdown_table(rows, columns).split("\n")]
     boot = diagnostics["bootstrap"]
     lines += ["", "compute multiplier: the compute the reference group needs to reach the group's compute-optimal "
               "loss at C, divided by C (C = 6ND); data multiplier k: one of the group's tokens is worth k of the "

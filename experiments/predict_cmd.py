@@ -165,6 +165,11 @@ def print_prediction(report: dict[str, Any]) -> None:
             f"  N={p['N']}: {p['steps']:,} steps{tokens} at peak lr {p['peak_lr']:.3g}: final eval loss "
             f"{p['final_eval']:.4f}{interval}"
         )
+        if not p["final_eval"] > 0:
+            print(
+                f"    a loss <= 0 is impossible: {p['steps']:,} steps lie outside what the fitted runs support "
+                "(the law is extrapolated past where it holds); predict lengths near the runs' own"
+            )
         if p["draws_not_positive"]:
             print(
                 f"    {p['draws_not_positive']} of {p['draws']} bootstrap draws predict a loss <= 0: the runs do not "

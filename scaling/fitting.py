@@ -66,11 +66,14 @@ def fit_law(
     if form == "shape":
         if not isinstance(points, AspectPoints):
             raise UserError("the shape-aware law needs each run's width d and depth n: read them with shapes=True")
-        return fit_aspect_law(points, bootstrap, delta)
-    if isinstance(points, AspectPoints):
+        law_file = fit_aspect_law(points, bootstrap, delta)
         points = points.points
-    result = fit_points(points, form, bootstrap, delta, allocation_exponent)
-    return LawFile(result["law"], result["intervals"], result["samples"], result["diagnostics"])
+    else:
+        points = points.points if isinstance(points, AspectPoints) else points
+        result = fit_points(points, form, bootstrap, delta, allocation_exponent)
+        law_file = LawFile(result["law"], result["intervals"], result["samples"], result["diagnostics"])
+    diagnostics = dict(law_file.diagnostics, fitted_range=points.fitted_range)
+    return dataclasses.replace(law_file, diagnostics=diagnostics)
 
 
 def fit_aspect_law(points: AspectPoints, bootstrap: int, delta: float = DEFAULT_DELTA) -> LawFile:

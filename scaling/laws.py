@@ -92,6 +92,31 @@ class LawFile:
             "not_identified": diagnostics.get("not_identified", {}),
         }
 
+    @property
+    def fitted_range(self) -> dict[str, list[float]] | None:
+        """[smallest, largest] N, D and C of the points the law was fitted to (None: not recorded)."""
+        return (self.diagnostics or {}).get("fitted_range")
+
+    def outside(self, **values: float) -> str | None:
+        """One line saying which of the given quantities (N=, D=, C=) lie outside the fitted range and by how many
+        decades; None when all lie inside it or no range was recorded."""
+        fitted, beyond = self.fitted_range or {}, []
+        for name, value in values.items():
+            if name not in fitted:
+                continue
+            lo, hi = fitted[name]
+            if value > hi:
+                beyond.append(
+                    f"{name} = {value:.3g} is {math.log10(value / hi):.1f} decades above the largest fitted ({hi:.3g})"
+                )
+            elif value < lo:
+                beyond.append(
+                    f"{name} = {value:.3g} is {math.log10(lo / value):.1f} decades below the smallest fitted ({lo:.3g})"
+                )
+        if not beyond:
+            return None
+        return "warning: the law is extrapolated: " + "; ".join(beyond) + " (the runs cannot vouch for it there)"
+
     def predict(self, N: ArrayLike, D: ArrayLike, d: ArrayLike | None = None, n: ArrayLike | None = None) -> ArrayLike:
         """The predicted loss of N parameters trained on D tokens; with a shape section, of width d and depth n
         (the aspect-ratio factor needs both)."""

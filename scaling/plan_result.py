@@ -161,11 +161,14 @@ class RecipeDecision:
     lr_law: dict[str, float] | None = None
     batch_range_tokens: tuple[float, float] | None = None
     schedule: dict[str, Any] | None = None
+    fixed_batch: int | None = None  # `plan --batch`: the batch was fixed, not searched
 
     def to_dict(self) -> dict[str, Any]:
         if not self.chosen:
             return dict(chosen=False, note=self.note)
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "note"}
+        if self.fixed_batch is None:
+            del out["fixed_batch"]
         out["batch_range_tokens"] = list(self.batch_range_tokens)
         return out
 
@@ -197,6 +200,7 @@ class Plan:
     recipe: RecipeDecision
     shape: ShapeDecision
     warning: str | None = None
+    extrapolation: str | None = None  # where the best configuration lies outside what the law (or recipe) was fitted on
     seconds: float | None = None  # device seconds the budget buys for training (time and money budgets)
     flops_rule: FlopsRuleChoice | None = None
     batch_choice: tuple[BatchOption, ...] | None = None
@@ -222,6 +226,8 @@ class Plan:
         )
         if self.warning:
             out["warning"] = self.warning
+        if self.extrapolation:
+            out["extrapolation"] = self.extrapolation
         if self.seconds is not None:
             out["seconds"] = self.seconds
         if self.flops_rule is not None:

@@ -30,7 +30,7 @@ from smallest_loss.scaling.plan import (
     tie_rule,
     top_rows,
 )
-from smallest_loss.scaling.plan_result import Edge, Plan, RecipeDecision, ShapeDecision
+from smallest_loss.scaling.plan_result import Edge, Plan, PlanRow, RecipeDecision, ShapeDecision
 from smallest_loss.scaling.plan_setup import build_plan_inputs, choose_space, holding_space, spaces_for
 from smallest_loss.timing.profile import DeviceProfile, load_profile
 
@@ -93,14 +93,31 @@ def plan_with_inputs(
         by_depth=best_by_depth(scores, law_file),
         tie_rule=tie_rule(scores.space),
         edges=edges,
-        recipe=recipe_decision(scores),
+        recipe=recipe_decision(scores, inputs.fixed_batch),
         shape=shape_decision(scores, law_file, inputs),
         warning=edge_warning(scores, edges, law_file.law),
+        extrapolation=extrapolation(rows[0], law_file, inputs),
         seconds=scores.train_seconds,
         flops_rule=flops_rule_choice(scores, law_file.law),
         batch_choice=batch_choice(scores),
         scores=scores,
     )
+
+
+def extrapolation(best: PlanRow, law_file: LawFile, inputs: PlanInputs) -> str | None:
+    """One line when the best configuration lies outside what the law was fitted on (N, D, C = 6ND, by how many
+    decades), or its batch outside the batch range of the law's recipe laws (`plan --batch`)."""
+    lines = [law_file.outside(N=best.params, D=best.tokens, C=6.0 * best.params * best.tokens)]
+    recipe = law_file.recipe
+    if recipe is not None and inputs.fixed_batch is not None:
+        lo, hi = recipe.batch.batch_range
+        tokens = best.b * best.s
+        if not lo <= tokens <= hi:
+            lines.append(
+                f"warning: batch {best.b} ({tokens:,} tokens a step) lies outside the {lo:,.0f}-{hi:,.0f} tokens the "
+                "recipe laws were fitted on: its learning rate and data efficiency are extrapolated"
+            )
+    return "\n".join(line for line in lines if line) or None
 
 
 def edge_warning(scores: Scores, edges: tuple[Edge, ...], law: Law) -> str | None:
@@ -156,7 +173,7 @@ def shape_decision(scores: Scores, law_file: LawFile, inputs: PlanInputs) -> Sha
     )
 
 
-def recipe_decision(scores: Scores) -> RecipeDecision:
+def recipe_decision(scores: Scores, fixed_batch: int | None = None) -> RecipeDecision:
     """How the batch and learning rate were set: from the law's recipe laws, or fixed (the law has none)."""
     recipe = scores.recipe
     if recipe is None:
@@ -178,4 +195,5 @@ def recipe_decision(scores: Scores) -> RecipeDecision:
         lr_law=dict(c0=lr.c0, n_exponent=lr.n_exponent, batch_exponent=lr.batch_exponent),
         batch_range_tokens=tuple(batch.batch_range),
         schedule=recipe.schedule,
+        fixed_batch=fixed_batch,
     )

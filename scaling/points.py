@@ -84,6 +84,12 @@ class FitPoints:
         return inverse.ravel(), int(inverse.max()) + 1
 
     @property
+    def fitted_range(self) -> dict[str, list[float]]:
+        """[smallest, largest] of N, D and C over the points: where a law fitted to them holds (a law file records
+        it, and a plan outside it warns by how many decades)."""
+        return {k: [float(v.min()), float(v.max())] for k, v in (("N", self.N), ("D", self.D), ("C", self.budgets))}
+
+    @property
     def budgets(self) -> np.ndarray:
         """Each point's compute budget in FLOPs: the given C, else 6ND (Kaplan et al. 2020)."""
         return 6.0 * self.N * self.D if self.C is None else self.C

@@ -55,7 +55,7 @@ def _header(plan: Plan) -> list[str]:
     line = f"budget {plan.budget.text}: {plan.space_choice}: {plan.candidates:,} feasible candidates"
     line += f" (dropped: {plan.dropped})" if plan.dropped else ""
     line += f", {format_seconds(plan.seconds)} of device time" if plan.seconds is not None else ""
-    return [answer_line(plan.best), "", line] + ([plan.warning] if plan.warning else [])
+    return [answer_line(plan.best), "", line] + [w for w in (plan.warning, plan.extrapolation) if w]
 
 
 def _by_depth_lines(plan: Plan, columns: tuple[str, ...]) -> list[str]:
@@ -126,8 +126,13 @@ def _recipe_lines(plan: Plan) -> list[str]:
             if r.b_crit_loss_exponent
             else ""
         )
-        + f"; batches searched within the fitted range {r.batch_range_tokens[0]:,.0f}-"
-        f"{r.batch_range_tokens[1]:,.0f} tokens a step.",
+        + (
+            f"; batch fixed at {r.fixed_batch} sequences by --batch (the fitted range is "
+            if r.fixed_batch is not None
+            else "; batches searched within the fitted range "
+        )
+        + f"{r.batch_range_tokens[0]:,.0f}-{r.batch_range_tokens[1]:,.0f} tokens a step"
+        + (")." if r.fixed_batch is not None else "."),
     ]
     if plan.batch_choice:
         columns = ("choice", "b", "d", "n", "params", "tokens", "effective_tokens", "lr", "loss")
