@@ -38,19 +38,24 @@ def require_positive(**values: float | None) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
 
 
-def check_output_path(path: str, flag: str) -> None:
-    """Refuse, before any fitting, an output path that cannot be written: its nearest existing folder
-    must be a writable folder, and the path itself must not be a folder."""
-    target = Path(path)
-    if target.is_dir():
-        raise UserError(f"{flag} {path} is a directory (a folder); give a file name")
-    parent = target.parent
+def _writable_parent(path: str, flag: str, start: Path, what: str) -> None:
+    """The nearest existing folder at or above `start` must be a writable folder."""
+    parent = start
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise UserError(f"{flag} {path}: {parent} is a file, not a folder, so {target.name} cannot be written there")
+        raise UserError(f"{flag} {path}: {parent} is a file, not a folder, so {what}")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"{flag} {path}: folder {parent} is not writable")
+
+
+def check_output_path(path: str, flag: str) -> None:
+    """Refuse, before any work, an output file that cannot be written: the path must not be a folder, its nearest
+    existing folder must be a writable folder."""
+    target = Path(path)
+    if target.is_dir():
+        raise UserError(f"{flag} {path} is a directory (a folder); give a file name")
+    _writable_parent(path, flag, target.parent, f"{target.name} cannot be written there")
 
 
 def check_output_folder(path: str, flag: str) -> None:
@@ -59,13 +64,7 @@ def check_output_folder(path: str, flag: str) -> None:
     target = Path(path)
     if target.exists() and not target.is_dir():
         raise UserError(f"{flag} {path} is a file, not a folder; give a folder")
-    parent = target
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise UserError(f"{flag} {path}: {parent} is a file, not a folder, so {path} cannot be made")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"{flag} {path}: folder {parent} is not writable")
+    _writable_parent(path, flag, target, f"{path} cannot be made")
 
 
 def check_outputs(files: dict[str, str | None] = {}, folders: dict[str, str | None] = {}) -> None:  # noqa: B006
