@@ -40,7 +40,7 @@ from smallest_loss.scaling.isoflop import isoflop_allocation
 from smallest_loss.scaling.laws import LawFile, law_to_dict, save_law
 from smallest_loss.scaling.learning_curve import curve_extrapolation
 from smallest_loss.scaling.optimize import DEFAULT_DELTA
-from smallest_loss.scaling.points import FitPoints
+from smallest_loss.scaling.points import FitPoints, budget_mismatch
 from smallest_loss.scaling.report import markdown_table
 
 
@@ -73,15 +73,19 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
     if bool(paths) == bool(csv):
         raise UserError("give either run folders or --csv FILE (columns N, D, loss), not both and not neither")
     check_fit_args(n_boot, out, plot)
-    if form == "shape" or holdout_shape:
-        for flag, used in (("--plot", plot), ("--holdout-largest", holdout), ("--reference", reference),
-                           ("--holdout-shape without --form shape", form != "shape")):  # fmt: skip
+    if holdout_shape and form != "shape":
+        raise UserError("--holdout-shape checks the shape-aware law: add --form shape")
+    if form == "shape":
+        for flag, used in (("--plot", plot), ("--holdout-largest", holdout), ("--reference", reference)):
             if used:
                 raise UserError(f"{flag}: not with the shape-aware law (--form shape, checked by --holdout-shape)")
         return run_shape_fit(paths, csv, n_boot, out, delta, holdout_shape)
     records: list[RunRecord] = []
     if csv:
         points = read_table(csv)
+        mismatch = budget_mismatch(points)
+        if mismatch:
+            print(mismatch, file=sys.stderr)
         if len(group_names(points)) > 1:
             return run_grouped_fit(points, reference, form, n_boot, out, plot, holdout, delta)
         reference_index(group_names(points), reference)  # one group is an ordinary fit; a wrong name is refused

@@ -19,15 +19,16 @@ from typing import Any
 from smallest_loss.configs.designs import get_design
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.grids import get_grid
-from smallest_loss.configs.spaces import get_space
+from smallest_loss.configs.spaces import SearchSpace, get_space
 from smallest_loss.experiments.calibrate import fit_and_report
 from smallest_loss.experiments.fit_cmd import run_fit
 from smallest_loss.experiments.plan_cmd import write_outputs
 from smallest_loss.experiments.plots_timing import plot_name
 from smallest_loss.experiments.sweep import run_sweep
 from smallest_loss.model.runs import make_folder
-from smallest_loss.scaling.budget import check_budget
+from smallest_loss.scaling.budget import Budget, parse_budget
 from smallest_loss.scaling.laws import load_law
+from smallest_loss.scaling.plan import param_range
 from smallest_loss.scaling.plan_result import Plan
 from smallest_loss.scaling.plan_setup import build_plan_inputs
 from smallest_loss.scaling.planner import plan_with_inputs
@@ -60,7 +61,8 @@ def quickstart(
 
     Every argument is checked before the first stage, so a bad one fails at once, not after the calibration.
     """
-    parsed, sweep_design, plan_space = check_budget(budget), get_design(design), get_space(space)
+    parsed, sweep_design, plan_space = parse_budget(budget), get_design(design), get_space(space)
+    check_quickstart_budget(parsed, plan_space, out)
     get_grid(grid)  # an unknown grid name fails here, not after the out folder exists
     if n_boot < 2:
         raise UserError(f"--bootstrap {n_boot}: the law's intervals need at least 2 resamples")
@@ -101,6 +103,23 @@ def quickstart(
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (out / "report.md").write_text(report_markdown(report, calibration, fit, plan, checked))
     return report
+
+
+def check_quickstart_budget(budget: Budget, space: SearchSpace, out: str | Path) -> None:
+    """Refuse, before the calibration, a budget the quickstart cannot plan: money (it takes no price) and FLOPs too
+    few for one step of the space's smallest model."""
+    if budget.kind == "dollars":
+        raise UserError(
+            f"the quickstart plans a time budget on this device (say 20s or 5min), not {budget.text}; after it, plan "
+            f"money with: smallest-loss plan --budget '{budget.text}' --price-per-hour P --law {out}/law.json "
+            f"--profile {out}/calibration/profile.json"
+        )
+    smallest = param_range(space)[0] * 6.0 * min(space.b) * min(space.s)
+    if budget.kind == "flops" and budget.value < smallest:
+        raise UserError(
+            f"budget {budget.text} is too small to train one step of any model of space {space.name} (the smallest "
+            f"needs {smallest:.3g} FLOPs); raise it"
+        )
 
 
 def report_markdown(

@@ -204,8 +204,8 @@ def run_sweep(
     lr_for: Any = None,
 ) -> dict[str, int]:
     """Train this shard's runs of `design` under `out`; returns how many runs were trained, skipped, ..."""
+    runs = plan_runs(design, step_seconds, lr_for)  # refused (an IsoTime design without a profile) before --out
     out = make_folder(out)
-    runs = plan_runs(design, step_seconds, lr_for)
     _write_manifest(out, design, runs)
     mine = shard_runs(runs, shard)
     counts: dict[str, int] = {}

@@ -145,6 +145,27 @@ def check_budgets(points: FitPoints, path: str | Path) -> None:
         )
 
 
+# A table's C may count FLOPs more exactly than 6ND (attention, the output layer): within this factor of 6ND it is
+# taken as given; beyond it, most likely in other units or for other rows, and a fit says how many rows disagree.
+C_TOLERANCE = 3.0
+
+
+def budget_mismatch(points: FitPoints) -> str | None:
+    """One line when a table's C column disagrees with 6ND by more than C_TOLERANCE in some rows (None otherwise)."""
+    if points.C is None:
+        return None
+    ratio = points.C / (6.0 * points.N * points.D)
+    off = np.flatnonzero((ratio > C_TOLERANCE) | (ratio < 1 / C_TOLERANCE))
+    if not len(off):
+        return None
+    i = int(off[0])
+    return (
+        f"warning: C differs from 6ND by more than {C_TOLERANCE:g}x in {len(off)} of {len(points)} rows (row {i + 2}: "
+        f"C = {points.C[i]:.3g}, 6ND = {6 * points.N[i] * points.D[i]:.3g}); budgets and hold-outs group rows by C: "
+        "check that C is in FLOPs"
+    )
+
+
 def read_fit_csv(path: str | Path) -> FitPoints:
     """Read a fit CSV (columns N, D, loss; optional C, run, group; others ignored) into validated `FitPoints`.
 

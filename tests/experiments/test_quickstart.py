@@ -105,7 +105,8 @@ def test_law_used_line_names_the_fallback_and_why():
     "kwargs, message",
     [
         (dict(budget="abc"), "budget"),
-        (dict(budget="$5"), "price"),
+        (dict(budget="$5"), r"not \$5; after it, plan money with: smallest-loss plan --budget .\$5. --price-per-hour"),
+        (dict(budget="1e3"), "too small to train one step of any model of space cpu"),
         (dict(design="nope"), "unknown sweep design"),
         (dict(grid="nope"), "grid"),
         (dict(space="nope"), "unknown search space"),
