@@ -540,8 +540,9 @@ def train(
 
     The run folder's lock is held throughout (`runs.hold_run`): a second writer is refused with `RunLocked`.
     """
+    parent = check_parent(config, out, *branch) if branch and not resume else None  # refused before the folder
     with hold_run(out, create=not resume):
-        return _train(config, out, resume, progress, branch, keep_checkpoints)
+        return _train(config, out, resume, progress, (parent, branch[1]) if parent else None, keep_checkpoints)
 
 
 def _train(
@@ -549,17 +550,16 @@ def _train(
     out: str | Path,
     resume: bool,
     progress: bool,
-    branch: tuple[str | Path, int] | None,
+    branch: tuple[RunDir, int] | None,
     keep_checkpoints: tuple[int, ...],
 ) -> dict[str, Any]:
-    """`train`, with the run folder's lock held."""
-    parent = None
+    """`train`, with the run folder's lock held; `branch` (parent run, step) already checked."""
+    parent = branch[0] if branch else None
     if resume:
         run, summary = _open_for_resume(out)
         if summary and summary["status"] == "completed":
             return summary
     else:
-        parent = check_parent(config, out, *branch) if branch else None
         RunDir.prepare(out)
     cfg = run.config if resume else config
     corpus = load_corpus(cfg.data)

@@ -160,7 +160,9 @@ def test_two_processes_start_one_run_folder(tmp_path):
             p.kill()
     for p, (_, err) in zip(procs, results, strict=True):
         assert p.returncode == 0, err[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "config.json", "metrics.jsonl", "summary.json"]
+    names = ["checkpoints", "config.json", "metrics.jsonl", "summary.json", ".lock"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)
+    assert json.loads((out / ".lock").read_text())["pid"] == procs[0].pid  # process 0 held the run's lock
     assert json.loads((out / "config.json").read_text())["device_count"] == 2  # one CPU device per process
     assert [m["step"] for m in metrics(out)] == [1, 2, 3]
     assert json.loads((out / "summary.json").read_text())["status"] == "completed"
