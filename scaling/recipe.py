@@ -46,6 +46,7 @@ cells would drop whole batch sizes). Held-out batch sizes check the batch form (
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -53,6 +54,7 @@ import numpy as np
 from scipy import stats
 from scipy.optimize import minimize
 from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.schema import Schedule
 
 RECIPE_VERSION = 1
 BETA_RANGE = (0.05, 1.5)
@@ -479,6 +481,9 @@ def _numbers(raw: dict[str, Any], keys: tuple[str, ...], where: str) -> dict[str
     return out
 
 
+SCHEDULE_NAMES = typing.get_args(Schedule)  # the schedules a recipe section may name
+
+
 def _pair(raw: Any, where: str) -> tuple[float, float]:
     ok = (
         isinstance(raw, list | tuple)
@@ -487,6 +492,8 @@ def _pair(raw: Any, where: str) -> tuple[float, float]:
     )
     if not ok:
         raise UserError(f"{where} must be [low, high] positive numbers")
+    if raw[0] > raw[1]:
+        raise UserError(f"{where} = {list(raw)} is reversed: give [low, high]")
     return float(raw[0]), float(raw[1])
 
 
@@ -536,6 +543,8 @@ def recipe_from_dict(raw: Any, source: str = "law") -> RecipeLaw:
     schedule = raw.get("schedule", {})
     if not isinstance(schedule, dict):
         raise UserError(f"{where}.schedule must be an object")
+    if schedule.get("schedule", "cosine") not in SCHEDULE_NAMES:
+        raise UserError(f"{where}.schedule.schedule = {schedule['schedule']!r}: use one of {', '.join(SCHEDULE_NAMES)}")
     return RecipeLaw(
         lr,
         batch,

@@ -120,6 +120,8 @@ def test_law_file_round_trip_and_old_files(fitted):
         (lambda r: r["batch"].update(b_crit=-5), "b_crit=-5.0 must be positive"),
         (lambda r: r["lr"].update(c0="x"), "c0='x' must be a finite number"),
         (lambda r: r["batch"].update(batch_range=[1]), "batch_range must be"),
+        (lambda r: r["batch"].update(batch_range=[4096, 256]), r"batch_range = \[4096, 256\] is reversed"),
+        (lambda r: r["schedule"].update(schedule="zigzag"), "schedule = 'zigzag': use one of cosine, wsd, constant"),
     ],
 )
 def test_malformed_recipe_section_is_one_clear_error(fitted, change, message):
