@@ -248,6 +248,13 @@ def _refusal(path: Path, bad: list[tuple[int, str]], total: int) -> UserError:
 
 def _one(records: list[dict[str, Any]], key: str, path: Path, what: str) -> None:
     values = sorted({r[key] for r in records})
+    unknown = [v for v in values if key == "device_kind" and find_device(v) is None]
+    if len(values) > 1 and unknown:
+        counts = ", ".join(f"{sum(r[key] == v for r in records)} row(s) name {v!r}" for v in unknown)
+        raise UserError(
+            f"records file {path}: {counts}, which the device table (configs/devices.py) does not know, beside "
+            f"{len(values) - len(unknown)} known device(s): a typo? Fix the name, or split the file by device"
+        )
     if len(values) > 1:
         raise UserError(
             f"records file {path} holds rows of several {what}s ({', '.join(values)}); a device profile "

@@ -169,6 +169,12 @@ def test_every_bad_row_is_counted_and_the_first_ones_listed(tmp_path):
         ),
         (
             "r.csv",
+            f"{HEADER},device\n{GOOD},h100-sxm\n{GOOD},h100-sxm\n{GOOD},h100-sxn\n",
+            None,
+            "1 row(s) name 'h100-sxn', which the device table (configs/devices.py) does not know, beside 1 known",
+        ),
+        (
+            "r.csv",
             f"{HEADER},device\n{GOOD},h100-sxm\n{GOOD},\n",
             "h200",
             "--device h200 disagrees with the device the records file",
