@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 
 from smallest_loss.configs.designs import get_design
@@ -49,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
     counts = run_sweep(design, args.out, shard, step_seconds, progress=not args.quiet, lr_for=_lr_law(args.lr_from))
     done = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no runs in this shard"
     print(f"sweep {design.name} shard {shard[0]}/{shard[1]}: {done}; runs in {args.out}")
+    if counts.get("refused"):
+        print(f"{counts['refused']} branch run(s) could not start (the warnings above say why): the sweep is not "
+              "complete; fix their parents and rerun", file=sys.stderr)  # fmt: skip
+        return 1
     print(f"fit them with: smallest-loss fit {args.out}")
     return 0
 

@@ -448,9 +448,15 @@ def check_parent(config: RunConfig, out: str | Path, parent_path: str | Path, st
     if tc.schedule != "wsd" or config.total_steps - cool != step:
         raise UserError(f"{where}: a branch from step {step} is a wsd run whose cool-down starts at that step")
     if step not in _parent_checkpoints(parent) or len(parent.read_metrics()) < step:
+        done = len(parent.read_metrics()) >= step
+        fix = (
+            "its checkpoint there is gone (deleted, or the parent kept no checkpoint at this step): retrain the "
+            "parent in a new folder"
+            if done
+            else "finish the parent first"
+        )
         raise UserError(
-            f"{where}: its parent {parent_path} has no checkpoint at step {step} "
-            f"({parent.status()}); finish the parent first"
+            f"{where}: its parent {parent_path} has no checkpoint at step {step} ({parent.status()}); {fix}"
         )
     return parent
 
