@@ -6,6 +6,7 @@ jitted function, so no Python object-graph walking happens per step (STYLE.md pa
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -275,6 +276,7 @@ class _Loop:
             try:
                 state = self.manager.restore(candidate, args=ocp.args.StandardRestore(abstract))
             except Exception as err:  # noqa: BLE001 - whatever makes a checkpoint unreadable, an older one may do
+                _quiet_closed_event_loops()
                 reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:100]
                 skipped.append(f"the step-{candidate} checkpoint cannot be read ({reason})")
                 continue
@@ -459,6 +461,23 @@ def check_parent(config: RunConfig, out: str | Path, parent_path: str | Path, st
             f"{where}: its parent {parent_path} has no checkpoint at step {step} ({parent.status()}); {fix}"
         )
     return parent
+
+
+def _quiet_closed_event_loops() -> None:
+    """Orbax's failed read leaves callbacks for an event loop it has closed; Python reports each one when it is
+    collected or at exit ("Exception ignored ... Event loop is closed", dozens of tracebacks, no effect). Drop those
+    reports, and only those, so a resume past a damaged checkpoint says its one line."""
+    previous = sys.unraisablehook
+    if getattr(previous, "quiet_closed_loops", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        if not (isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value)):
+            previous(unraisable)
+
+    hook.quiet_closed_loops = True
+    sys.unraisablehook = hook
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # its "Task exception was never retrieved" of the same
 
 
 def _noise_batches(cfg: RunConfig) -> tuple[int, int, int]:

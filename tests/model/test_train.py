@@ -5,6 +5,9 @@ command line (tests/experiments/test_cli_train.py)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -59,6 +62,28 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(
     assert len(err) == 1 and "step-80 checkpoint cannot be read" in err[0] and "resuming from step 60" in err[0]
     assert seen[0] == 60
     assert_matches_reference(folder, reference_run)
+
+
+@pytest.mark.slow
+def test_damaged_checkpoint_resume_from_the_cli_is_one_line(killed_after_last_checkpoint):
+    """The same damage, resumed by the command as a user would: stderr holds the one line, no asyncio tracebacks."""
+    folder = killed_after_last_checkpoint
+    for path in (folder / "checkpoints" / "80").rglob("*"):
+        if path.is_file() and path.parent.name == "d":
+            path.unlink()
+    code = "from smallest_loss.experiments.cli import main; raise SystemExit(main())"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    done = subprocess.run(
+        [sys.executable, "-c", code, "train", "--resume", str(folder), "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "step-80 checkpoint cannot be read" in lines[0], done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "Event loop is closed" not in done.stderr
 
 
 def test_metrics_line_cut_at_the_checkpoint_is_logged_again(
