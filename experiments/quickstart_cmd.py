@@ -6,7 +6,7 @@ import argparse
 
 from smallest_loss.experiments.args import check_outputs
 from smallest_loss.experiments.quickstart import law_used_line, quickstart
-from smallest_loss.scaling.verify import verify_line
+from smallest_loss.scaling.verify import Verification, verify_line
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -30,6 +30,6 @@ def run(args: argparse.Namespace) -> int:
         f"\nplan for {args.budget}: d={best['d']} n={best['n']} h={best['h']} ({best['params']:,.0f} parameters), "
         f"{best['tokens']:,.0f} tokens"
     )
-    print(verify_line(v))
+    print(verify_line(Verification.from_dict(v)))
     print(f"report: {args.out}/report.md (with report.json, law.json, calibration/profile.json, plan/)")
     return 0

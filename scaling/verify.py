@@ -48,6 +48,11 @@ class Verification:
             return None
         return self.actual_step_seconds / self.predicted_step_seconds - 1
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Verification:
+        """A verification back from its `to_dict` (report.json), derived fields dropped."""
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["loss_error"] = self.loss_error

@@ -11,6 +11,8 @@ import math
 
 import pytest
 from smallest_loss.configs.errors import UserError
+from smallest_loss.experiments import quickstart_cmd
+from smallest_loss.experiments.cli import main
 from smallest_loss.experiments.quickstart import law_used_line, quickstart
 
 # The tiny grid timed briefly, the 6-run tiny sweep, few bootstrap resamples: the method, not its accuracy.
@@ -123,3 +125,20 @@ def test_quickstart_refuses_an_output_folder_that_is_a_file(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(UserError, match="is a file, not a folder"):
         quickstart(tmp_path / "afile", **TEST_SCALE)
+
+
+def test_the_command_prints_the_plan_and_the_verification(tmp_path, monkeypatch, capsys):
+    """The CLI layer over `quickstart`: what it prints from the report (the stages themselves are tested above)."""
+    verified = dict(
+        run="qs/verify/d64-n2", predicted_loss=1.84, actual_loss=1.86, predicted_step_seconds=0.025,
+        actual_step_seconds=0.03, steps=794, wall_seconds=30.0, common_loss=1.85, common_sequences=1024,
+        loss_error=1.86 / 1.84 - 1, time_error=0.2,
+    )  # fmt: skip
+    best = dict(d=64, n=2, h=1, params=1.15e5, tokens=8.1e5)
+    used = dict(form="full", identified=True, form_description="all five fitted", not_identified={})
+    report = dict(verify=verified, plan=dict(best=[best]), law_used=used)
+    monkeypatch.setattr(quickstart_cmd, "quickstart", lambda out, budget, n_boot: report)
+    assert main(["quickstart", "--out", str(tmp_path / "qs")]) == 0
+    out = capsys.readouterr().out
+    assert "plan for 20s: d=64 n=2 h=1 (115,000 parameters), 810,000 tokens" in out
+    assert "verify: trained 794 steps in qs/verify/d64-n2: loss 1.8600 vs predicted 1.8400 (+1.1%)" in out
