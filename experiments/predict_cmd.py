@@ -116,6 +116,8 @@ def predict(
         )
         if "tokens_per_step" in row:
             result["tokens"] = steps * row["tokens_per_step"]
+        if "steps_range" in row:
+            result["steps_range"] = row["steps_range"]
         results.append((result, law, lrs, max(1, round(warmup_fraction * steps))))
     out_report: dict[str, Any] = dict(
         curve_law=str(law_path),
@@ -165,6 +167,17 @@ def print_prediction(report: dict[str, Any]) -> None:
             f"  N={p['N']}: {p['steps']:,} steps{tokens} at peak lr {p['peak_lr']:.3g}: final eval loss "
             f"{p['final_eval']:.4f}{interval}"
         )
+        lo, hi = p.get("steps_range", (p["steps"], p["steps"]))
+        if not lo <= p["steps"] <= hi:
+            side = (
+                f"{p['steps'] / hi:.3g}x the longest"
+                if p["steps"] > hi
+                else f"{lo / p['steps']:.3g}x shorter than the shortest"
+            )
+            print(
+                f"    warning: {p['steps']:,} steps is {side} run this shape's law was fitted on "
+                f"({lo:,}-{hi:,} steps): extrapolated"
+            )
         if not p["final_eval"] > 0:
             print(
                 f"    a loss <= 0 is impossible: {p['steps']:,} steps lie outside what the fitted runs support "

@@ -503,6 +503,7 @@ def fit_curve_laws(curves: Sequence[Curve], n_boot: int, lam: float = LAMBDA, fo
             at_bounds=at_bounds(law),
             peak_lr=max(float(c.lr.max()) for c in group),
             tokens_per_step=group[0].tokens_per_step,
+            steps_range=[min(c.steps for c in group), max(c.steps for c in group)],  # the run lengths fitted
         )
         row["intervals"] = row["draws"] = None
         if n_boot and len(group) > 1:  # the draws pair across shapes for the laws from curves' intervals

@@ -129,12 +129,24 @@ def test_a_non_positive_curve_prediction_is_never_printed_bare(capsys):
         schedule="cosine",
         warmup_fraction=0.05,
         predictions=[
-            dict(N=1000, steps=10**7, peak_lr=1e-3, final_eval=-4.59, interval=None, draws=0, draws_not_positive=0)
+            dict(N=1000, steps=10**7, peak_lr=1e-3, final_eval=-4.59, interval=None, draws=0, draws_not_positive=0),
+            dict(
+                N=2000,
+                steps=5000,
+                peak_lr=1e-3,
+                final_eval=1.5,
+                interval=None,
+                draws=0,
+                draws_not_positive=0,
+                steps_range=[300, 2500],
+            ),  # fmt: skip
         ],
     )
     print_prediction(report)
     out = capsys.readouterr().out
     assert "-4.5900" in out and "a loss <= 0 is impossible" in out and "outside what the fitted runs support" in out
+    assert "warning: 5,000 steps is 2x the longest run this shape's law was fitted on (300-2,500 steps)" in out
+    assert out.count("warning:") == 1  # the first prediction's law recorded no fitted lengths (an older file)
 
 
 def test_save_law_keeps_a_hand_written_law_without_a_range(tmp_path, capsys):
