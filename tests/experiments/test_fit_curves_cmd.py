@@ -204,7 +204,7 @@ def _write_planned_run(folder, steps: int, logged: int, **train) -> None:
 def test_predict_where_a_run_in_progress_ends(runs, tmp_path, capsys):
     """From the steps a run has logged and whole curves of its shape: a run still training, and a finished one
     checked from half of it, both predicted near where the law its curves follow puts their end."""
-    from smallest_loss.experiments.predict_cmd import predict_run
+    from smallest_loss.scaling.curve_predict import predict_run
 
     wsd = dict(schedule="wsd", cooldown_fraction=0.5, decay="linear", min_lr_ratio=0.0)
     _write_planned_run(tmp_path / "done" / "long", 500, 500, **wsd)
