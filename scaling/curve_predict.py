@@ -21,6 +21,7 @@ from smallest_loss.model.train import make_schedule
 from smallest_loss.scaling.collect import run_folders
 from smallest_loss.scaling.curve_law import (
     MIN_PREFIX,
+    CurveLaw,
     curve_law_from_dict,
     final_train_loss,
     fit_from_prefix,
@@ -29,7 +30,6 @@ from smallest_loss.scaling.curve_law import (
     schedule_lrs,
     shape_peaks,
 )
-from smallest_loss.scaling.multipower import CurveLaw
 
 SCHEDULES = ("cosine", "wsd", "constant")
 MAX_STEPS = 10**7  # the schedule and its areas are arrays of this many steps

@@ -1,6 +1,7 @@
 """Model ids: every model has a short one, the names profiles stored before ids still load, and every profile
 committed under results/ predicts the step seconds it predicted before (data/profile_predictions.json: computed
-from the same files, shapes and calls as below by the code of commit 2e70e5b, before ids)."""
+from the same files, shapes and calls as below by the code of commit 2e70e5b, before ids). The quickstart's
+profile of then, since replaced by a version-4 one, is kept as data/profile_v3_quickstart.json."""
 
 from __future__ import annotations
 
