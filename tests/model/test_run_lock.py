@@ -67,6 +67,7 @@ def test_second_writer_is_refused_and_a_killed_holder_leaves_no_lock(tmp_path):
     assert issubclass(RunLocked, UserError)
 
 
+@pytest.mark.slow
 def test_resume_while_another_process_writes_is_refused_in_one_line(tmp_path):
     out = tmp_path / "run"
     first = _cli("train", "--preset", "tiny", *_set(*TINY, "train.steps=6"), "--out", str(out), "--quiet")
@@ -86,8 +87,9 @@ def test_resume_while_another_process_writes_is_refused_in_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_two_identical_sweep_workers_train_each_run_once(tmp_path):
-    out = tmp_path / "sweep"
-    workers = [_cli("sweep", "--design", "tiny-isoflop", "--out", str(out), "--quiet") for _ in range(2)]
+    out, design = tmp_path / "sweep", tmp_path / "three.toml"
+    design.write_text('base = "tiny-isoflop"\nbudgets = [2e9]\nshapes = [[16, 1, 2], [24, 1, 2], [32, 1, 2]]\n')
+    workers = [_cli("sweep", "--design", str(design), "--out", str(out), "--quiet") for _ in range(2)]
     results = [w.communicate(timeout=900) for w in workers]
     assert [w.returncode for w in workers] == [0, 0], results
     runs = sorted(p.parent for p in out.glob("*/config.json"))

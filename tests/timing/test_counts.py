@@ -92,6 +92,7 @@ def compiled():
     return [(cfg, xla_analyses(compile_step(cfg, B)[0])) for cfg in TINY + VARIANTS]
 
 
+@pytest.mark.slow  # compiles every configuration's training step (the `compiled` fixture)
 def test_exact_training_flops_match_xla(compiled):
     """Our FLOPs are within 0.3% of XLA's compiled count (GELU, RMSNorm or LayerNorm, tied or not) and within
     1% with SwiGLU, whose third MLP matrix is 18% of the SwiGLU step's FLOPs here: missing it fails by far."""
@@ -136,6 +137,7 @@ def test_paper_flops_count_the_layer_matmuls_at_one_flop_per_multiply_add(cfg):
     assert forward_matmul_flops(d, n, h, w, s, v, cfg.activation) == layers + third + output
 
 
+@pytest.mark.slow  # compiles every configuration's training step (the `compiled` fixture)
 def test_memory_estimate_against_memory_analysis(compiled):
     """Our peak-memory estimate is within 25% of XLA's (arguments + outputs + temporaries - aliased)."""
     for cfg, xla in compiled:
@@ -156,6 +158,7 @@ def record_features(cfgs: list[ModelConfig]) -> dict[str, np.ndarray]:
     return dict(flops=X[:, 0] + X[:, 1], weights=X[:, 2], activations=X[:, 3])
 
 
+@pytest.mark.slow  # compiles every configuration's training step (the `compiled` fixture)
 def test_record_features_see_activation_norm_and_tying(compiled):
     """Features of a record count what XLA compiles (FLOPs) and what the real parameter tree holds (weight
     traffic: the SwiGLU gate and an untied output layer included), and agree with the record's counts."""
