@@ -91,5 +91,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """The `smallest-loss` console script: `main`, then exit with its code. After Ctrl-C (130) the process ends at
+    once, once its line is out: everything it saved is on disk, and the interpreter's teardown with XLA's threads
+    caught mid-compile can crash (a segmentation fault after the line, on CPU)."""
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

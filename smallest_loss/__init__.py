@@ -14,23 +14,63 @@ batch laws), `fit_curve_laws` (schedule-aware learning curves). Devices: `calibr
 functions), `verify`. Every mistake a user can make raises `UserError` with a one-line message.
 """
 
-from smallest_loss.configs.errors import UserError
-from smallest_loss.scaling.aspect import AspectLaw, AspectPoints
-from smallest_loss.scaling.budget import Budget, parse_budget
-from smallest_loss.scaling.chinchilla import ChinchillaLaw
-from smallest_loss.scaling.curve_law import fit_curve_laws, read_curve
-from smallest_loss.scaling.fitting import fit_law, read_runs, read_table
-from smallest_loss.scaling.groups import GroupedFit, fit_groups
-from smallest_loss.scaling.kaplan import KaplanLaw
-from smallest_loss.scaling.laws import LawFile, load_law
-from smallest_loss.scaling.plan import PlanInputs
-from smallest_loss.scaling.plan_result import Plan, PlanRow
-from smallest_loss.scaling.planner import make_plan, plan_with_inputs
-from smallest_loss.scaling.points import FitPoints
-from smallest_loss.scaling.recipe import RecipeLaw, fit_recipe
-from smallest_loss.scaling.verify import Verification, verify
-from smallest_loss.timing.calibration import Calibration, calibrate, calibrate_records
-from smallest_loss.timing.profile import DeviceProfile, load_profile
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for type checkers and editors; at run time each name is imported when first used
+    from smallest_loss.configs.errors import UserError
+    from smallest_loss.scaling.aspect import AspectLaw, AspectPoints
+    from smallest_loss.scaling.budget import Budget, parse_budget
+    from smallest_loss.scaling.chinchilla import ChinchillaLaw
+    from smallest_loss.scaling.curve_law import fit_curve_laws, read_curve
+    from smallest_loss.scaling.fitting import fit_law, read_runs, read_table
+    from smallest_loss.scaling.groups import GroupedFit, fit_groups
+    from smallest_loss.scaling.kaplan import KaplanLaw
+    from smallest_loss.scaling.laws import LawFile, load_law
+    from smallest_loss.scaling.plan import PlanInputs
+    from smallest_loss.scaling.plan_result import Plan, PlanRow
+    from smallest_loss.scaling.planner import make_plan, plan_with_inputs
+    from smallest_loss.scaling.points import FitPoints
+    from smallest_loss.scaling.recipe import RecipeLaw, fit_recipe
+    from smallest_loss.scaling.verify import Verification, verify
+    from smallest_loss.timing.calibration import Calibration, calibrate, calibrate_records
+    from smallest_loss.timing.profile import DeviceProfile, load_profile
+
+# Each public name and the module that defines it. Imported on first use (PEP 562), so that `import smallest_loss`
+# and every `smallest-loss` command stay fast: a command loads only what it runs.
+_HOMES = {
+    "AspectLaw": "smallest_loss.scaling.aspect",
+    "AspectPoints": "smallest_loss.scaling.aspect",
+    "Budget": "smallest_loss.scaling.budget",
+    "Calibration": "smallest_loss.timing.calibration",
+    "ChinchillaLaw": "smallest_loss.scaling.chinchilla",
+    "DeviceProfile": "smallest_loss.timing.profile",
+    "FitPoints": "smallest_loss.scaling.points",
+    "GroupedFit": "smallest_loss.scaling.groups",
+    "KaplanLaw": "smallest_loss.scaling.kaplan",
+    "LawFile": "smallest_loss.scaling.laws",
+    "Plan": "smallest_loss.scaling.plan_result",
+    "PlanInputs": "smallest_loss.scaling.plan",
+    "PlanRow": "smallest_loss.scaling.plan_result",
+    "RecipeLaw": "smallest_loss.scaling.recipe",
+    "UserError": "smallest_loss.configs.errors",
+    "Verification": "smallest_loss.scaling.verify",
+    "calibrate": "smallest_loss.timing.calibration",
+    "calibrate_records": "smallest_loss.timing.calibration",
+    "fit_curve_laws": "smallest_loss.scaling.curve_law",
+    "fit_groups": "smallest_loss.scaling.groups",
+    "fit_law": "smallest_loss.scaling.fitting",
+    "fit_recipe": "smallest_loss.scaling.recipe",
+    "load_law": "smallest_loss.scaling.laws",
+    "load_profile": "smallest_loss.timing.profile",
+    "make_plan": "smallest_loss.scaling.planner",
+    "parse_budget": "smallest_loss.scaling.budget",
+    "plan_with_inputs": "smallest_loss.scaling.planner",
+    "read_curve": "smallest_loss.scaling.curve_law",
+    "read_runs": "smallest_loss.scaling.fitting",
+    "read_table": "smallest_loss.scaling.fitting",
+    "verify": "smallest_loss.scaling.verify",
+}
 
 __all__ = [
     "AspectLaw",
@@ -65,3 +105,15 @@ __all__ = [
     "read_table",
     "verify",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'smallest_loss' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -68,7 +68,7 @@ def test_ctrl_c_is_one_line_with_what_was_saved(monkeypatch, capsys, tmp_path):
 def test_ctrl_c_in_a_sweep_says_how_to_continue(tmp_path):
     out = tmp_path / "sweep"
     env = dict(os.environ, JAX_PLATFORMS="cpu", SMALLEST_LOSS_XLA_CACHE="off")
-    code = "from smallest_loss.experiments.cli import main; raise SystemExit(main())"
+    code = "from smallest_loss.experiments.cli import entry; entry()"
     argv = [sys.executable, "-c", code, "sweep", "--design", "tiny-isoflop", "--out", str(out), "--quiet"]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300

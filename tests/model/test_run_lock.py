@@ -24,7 +24,7 @@ TINY = [
     "train.batch_size=4",
     "train.warmup_steps=1",
 ]
-CLI = [sys.executable, "-c", "from smallest_loss.experiments.cli import main; raise SystemExit(main())"]
+CLI = [sys.executable, "-c", "from smallest_loss.experiments.cli import entry; entry()"]
 
 HOLD = """
 import sys, time

@@ -71,7 +71,7 @@ def test_damaged_checkpoint_resume_from_the_cli_is_one_line(killed_after_last_ch
     for path in (folder / "checkpoints" / "80").rglob("*"):
         if path.is_file() and path.parent.name == "d":
             path.unlink()
-    code = "from smallest_loss.experiments.cli import main; raise SystemExit(main())"
+    code = "from smallest_loss.experiments.cli import entry; entry()"
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     done = subprocess.run(
         [sys.executable, "-c", code, "train", "--resume", str(folder), "--quiet"],
