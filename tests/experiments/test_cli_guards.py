@@ -82,10 +82,8 @@ def test_ctrl_c_in_a_calibration_says_how_to_continue(tmp_path):
     if proc.returncode == 0:
         pytest.skip("the calibration finished before the interrupt reached it")
     assert proc.returncode == 130, err
-    assert (
-        err.strip()
-        == f"interrupted: every configuration timed so far is saved in {out}/records.jsonl; rerun the same command to continue"
-    )
+    saved = f"interrupted: every configuration timed so far is saved in {out}/records.jsonl"
+    assert err.strip() == f"{saved}; rerun the same command to continue"
 
 
 def test_a_fitted_law_records_its_range_and_a_plan_beyond_it_warns(tmp_path, capsys):
