@@ -1,8 +1,8 @@
 """`smallest-loss plan`: the best architectures for a budget, the trade-offs, plots, and `--verify`.
 
-Everything the command needs is built and checked here before anything slow runs: the search space (chosen
-for the budget when none is named), the plan inputs (one function, `build_plan_inputs`, for the CLI and the
-quickstart), and refusals of a profile or device that does not match the space.
+The plan itself is `scaling.planner.make_plan` (the space, the inputs and their checks in scaling/plan_setup.py);
+this module parses the flags, checks the outputs before any work, writes plan.md, plan.json and the plot, and runs
+`--verify` (scaling/verify.py).
 """
 
 from __future__ import annotations
