@@ -84,8 +84,10 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
     if csv:
         points = read_table(csv)
         mismatch = budget_mismatch(points)
+        if mismatch and holdout:
+            raise UserError(f"--holdout-largest groups rows by budget, but {mismatch}: check that C is in FLOPs")
         if mismatch:
-            print(mismatch, file=sys.stderr)
+            print(f"warning: {mismatch}; budgets group rows by C: check that C is in FLOPs", file=sys.stderr)
         if len(group_names(points)) > 1:
             return run_grouped_fit(points, reference, form, n_boot, out, plot, holdout, delta)
         reference_index(group_names(points), reference)  # one group is an ordinary fit; a wrong name is refused

@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import hashlib
 import io
+import os
 import sysconfig
 import tokenize
 from pathlib import Path
@@ -54,15 +55,20 @@ class Corpus:
         )
 
 
+THIRD_PARTY_FOLDERS = ("site-packages", "dist-packages")
+
+
 def stdlib_files() -> tuple[Path, list[Path]]:
     """The running interpreter's standard-library `.py` files (third-party packages excluded)."""
     root = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted(
-        p
-        for p in root.rglob("*.py")
-        if "site-packages" not in p.parts and "dist-packages" not in p.parts and p.is_file()
-    )
-    return root, files
+    files = []
+    # A walk that never enters the third-party folders: the interpreter's own site-packages lies under the stdlib
+    # folder, and listing it (jax and its kin) took 8 of a run's 9 seconds of corpus loading. Folders behind
+    # symbolic links are not entered, as `Path.rglob` does not enter them.
+    for folder, subfolders, names in os.walk(root):
+        subfolders[:] = [name for name in subfolders if name not in THIRD_PARTY_FOLDERS]
+        files.extend(Path(folder, name) for name in names if name.endswith(".py"))
+    return root, sorted(path for path in files if path.is_file())
 
 
 def python_files(source: str) -> tuple[Path, list[Path]]:

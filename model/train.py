@@ -25,6 +25,7 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import ModelConfig, RunConfig, TrainConfig
 from smallest_loss.model import noise
 from smallest_loss.model.data import Corpus, batch, check_fits, load_corpus, load_eval_sets, unigram_entropy
+from smallest_loss.model.interrupts import HeldInterrupts
 from smallest_loss.model.runs import RunDir, hold_run
 from smallest_loss.model.sharding import (
     barrier,
@@ -254,6 +255,7 @@ class _Loop:
         if self.state is None:  # a new run, or no usable checkpoint
             self.state = init_sharded_state(cfg.model, optimizer, cfg.train.seed, self.mesh)[1]
         self.pending: list[tuple[int, dict[str, jax.Array]]] = []
+        self.guard = HeldInterrupts()  # Ctrl-C waits for a step, a flush or a save to finish (model/interrupts.py)
         self.tokens_per_step = cfg.train.batch_size * cfg.model.s
         progress = progress and jax.process_index() == 0
         self.bar = tqdm(total=self.total, initial=self.start, disable=not progress, unit="step", dynamic_ncols=True)
@@ -272,11 +274,12 @@ class _Loop:
         lost = damage or f"metrics.jsonl ends at step {len(lines)}"
         skipped = [f"{lost}, so the step-{newer[0]} checkpoint is passed over"] if newer else []
         state, step = None, 0
+        if steps:  # before any read: a failing read's noise is printed from orbax's threads while it fails
+            _quiet_closed_event_loops()
         for candidate in (c for c in steps if c <= len(lines)):
             try:
                 state = self.manager.restore(candidate, args=ocp.args.StandardRestore(abstract))
             except Exception as err:  # noqa: BLE001 - whatever makes a checkpoint unreadable, an older one may do
-                _quiet_closed_event_loops()
                 reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:100]
                 skipped.append(f"the step-{candidate} checkpoint cannot be read ({reason})")
                 continue
@@ -306,6 +309,10 @@ class _Loop:
         """Bring the pending steps' metrics to the host (one sync), log them, stop on divergence."""
         if not self.pending:
             return math.nan
+        with self.guard:
+            return self._flush(extra)
+
+    def _flush(self, extra: dict[int, dict[str, Any]] | None) -> float:
         values = jax.device_get([m for _, m in self.pending])
         wall = self.wall_offset + time.perf_counter() - self.t0
         # One vectorised call for every pending step's learning rate: called step by step, the schedule's
@@ -350,14 +357,19 @@ class _Loop:
         return fields
 
     def session(self) -> None:
+        with self.guard.installed():
+            self._steps()
+
+    def _steps(self) -> None:
         tcfg = self.cfg.train
         spaced = max(1, self.total // tcfg.eval_points) if tcfg.eval_points else 0
         self.t0 = time.perf_counter()
         for k in range(self.start, self.total):
             tokens = batch(self.corpus.train, tcfg.seed, k, tcfg.batch_size, self.cfg.model.s)
-            self.state, metrics = self.step_fn(self.state, self.place(tokens))
             step = k + 1
-            self.pending.append((step, metrics))
+            with self.guard:  # the state is donated to the step: it is replaced before Ctrl-C may land
+                self.state, metrics = self.step_fn(self.state, self.place(tokens))
+                self.pending.append((step, metrics))
             last = step == self.total
             do_eval = last or any(every and step % every == 0 for every in (tcfg.eval_every, spaced))
             do_ckpt = last or (tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0)
@@ -399,8 +411,9 @@ class _Loop:
         self.bar.update(step - self.bar.n)
 
     def save(self, step: int) -> None:
-        self.manager.save(step, args=ocp.args.StandardSave(self.state), force=True)
-        self.manager.wait_until_finished()
+        with self.guard:
+            self.manager.save(step, args=ocp.args.StandardSave(self.state), force=True)
+            self.manager.wait_until_finished()
 
     def interrupted(self) -> int:
         """Ctrl-C: keep every finished step (metrics and a checkpoint), so --resume loses nothing."""
@@ -463,20 +476,29 @@ def check_parent(config: RunConfig, out: str | Path, parent_path: str | Path, st
     return parent
 
 
+def _closed_loop(error: BaseException | None) -> bool:
+    return isinstance(error, RuntimeError) and "Event loop is closed" in str(error)
+
+
 def _quiet_closed_event_loops() -> None:
-    """Orbax's failed read leaves callbacks for an event loop it has closed; Python reports each one when it is
-    collected or at exit ("Exception ignored ... Event loop is closed", dozens of tracebacks, no effect). Drop those
-    reports, and only those, so a resume past a damaged checkpoint says its one line."""
-    previous = sys.unraisablehook
-    if getattr(previous, "quiet_closed_loops", False):
+    """Orbax's failed read leaves callbacks for an event loop it has closed; Python reports each one, when it is
+    collected or at exit ("Exception ignored ... Event loop is closed") or from the native threads that call them
+    (a bare traceback, through `sys.excepthook`): dozens of tracebacks, no effect. Drop those reports, and only
+    those, so a resume past a damaged checkpoint says its one line."""
+    if getattr(sys.unraisablehook, "quiet_closed_loops", False):
         return
+    unraisable_hook, except_hook = sys.unraisablehook, sys.excepthook
 
-    def hook(unraisable: Any) -> None:
-        if not (isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value)):
-            previous(unraisable)
+    def unraisable(report: Any) -> None:
+        if not _closed_loop(report.exc_value):
+            unraisable_hook(report)
 
-    hook.quiet_closed_loops = True
-    sys.unraisablehook = hook
+    def excepthook(kind: type[BaseException], error: BaseException, trace: Any) -> None:
+        if not _closed_loop(error):
+            except_hook(kind, error, trace)
+
+    unraisable.quiet_closed_loops = True
+    sys.unraisablehook, sys.excepthook = unraisable, excepthook
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # its "Task exception was never retrieved" of the same
 
 

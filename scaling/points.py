@@ -151,7 +151,8 @@ C_TOLERANCE = 3.0
 
 
 def budget_mismatch(points: FitPoints) -> str | None:
-    """One line when a table's C column disagrees with 6ND by more than C_TOLERANCE in some rows (None otherwise)."""
+    """Where a table's C column disagrees with 6ND by more than C_TOLERANCE ("C differs from 6ND ... in k of n
+    rows (row r: ...)"), or None when it agrees everywhere (or there is no C column)."""
     if points.C is None:
         return None
     ratio = points.C / (6.0 * points.N * points.D)
@@ -160,9 +161,8 @@ def budget_mismatch(points: FitPoints) -> str | None:
         return None
     i = int(off[0])
     return (
-        f"warning: C differs from 6ND by more than {C_TOLERANCE:g}x in {len(off)} of {len(points)} rows (row {i + 2}: "
-        f"C = {points.C[i]:.3g}, 6ND = {6 * points.N[i] * points.D[i]:.3g}); budgets and hold-outs group rows by C: "
-        "check that C is in FLOPs"
+        f"C differs from 6ND by more than {C_TOLERANCE:g}x in {len(off)} of {len(points)} rows (row {i + 2}: "
+        f"C = {points.C[i]:.3g}, 6ND = {6 * points.N[i] * points.D[i]:.3g})"
     )
 
 

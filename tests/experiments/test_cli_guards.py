@@ -157,3 +157,20 @@ def test_save_law_keeps_a_hand_written_law_without_a_range(tmp_path, capsys):
     path = save_law(tmp_path / "law.json", CHINCHILLA_PUBLISHED)
     assert main(["plan", "--budget", "1e23", "--law", str(path)]) == 0
     assert "extrapolated" not in capsys.readouterr().out  # nothing recorded: nothing claimed
+
+
+def test_a_C_column_far_from_6ND_is_counted_and_refused_for_a_holdout(tmp_path, capsys):
+    """C 100x off 6ND in some rows: the fit says in how many; --holdout-largest, which groups rows by C, refuses."""
+    N = [1e6, 2e6, 4e6, 1e6, 2e6, 4e6, 1e6, 2e6, 4e6]
+    C = [1e15] * 3 + [4e15] * 3 + [1.6e16] * 3
+    rows = ["N,D,C,loss"]
+    for i, (n, c) in enumerate(zip(N, C, strict=True)):
+        c_column = c * 100 if i >= 6 else c  # the largest budget's rows in other units
+        rows.append(f"{n},{c / (6 * n)},{c_column},{float(CHINCHILLA_PUBLISHED.loss(n, c / (6 * n))):.6f}")
+    (tmp_path / "runs.csv").write_text("\n".join(rows) + "\n")
+    assert main(["fit", "--csv", str(tmp_path / "runs.csv"), "--bootstrap", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: C differs from 6ND by more than 3x in 3 of 9 rows (row 8:" in err
+    assert main(["fit", "--csv", str(tmp_path / "runs.csv"), "--bootstrap", "0", "--holdout-largest"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --holdout-largest groups rows by budget, but C differs from 6ND") and "\n" not in err
