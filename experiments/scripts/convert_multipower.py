@@ -52,9 +52,11 @@ def schedule_of(name: str) -> dict[str, object]:
         return base | {"schedule": "constant", "total_steps": int(parts[1]), "final_lr": PEAK_LR}
     if parts[0] in ("wsd", "wsdld"):
         shape = "wsd_exp" if parts[0] == "wsd" else "wsd_linear"
-        return base | {"schedule": shape, "total_steps": int(parts[2]), "final_lr": END_LR, "decay_step": int(parts[1])}
+        decay, total = int(parts[1]), int(parts[2])
+        return base | {"schedule": shape, "total_steps": total, "final_lr": END_LR, "decay_step": decay}
     if parts[0] == "wsdcon":
-        return base | {"schedule": "two_stage", "total_steps": 16000, "final_lr": int(parts[1]) * 1e-5, "decay_step": 8000}
+        second = int(parts[1]) * 1e-5  # wsdcon_X: the second stage's rate is X * 1e-5
+        return base | {"schedule": "two_stage", "total_steps": 16000, "final_lr": second, "decay_step": 8000}
     raise ValueError(f"unknown upstream schedule {name}")
 
 
