@@ -12,6 +12,9 @@ The conversion:
 - `N` (dense) is upstream's `N`: non-embedding parameters, attention 4 h^2 plus gated FFN 3 h ffn per layer.
   For MoE, `N` is upstream's `Na` (active non-embedding parameters) and `N_total` upstream's `N`.
 - `batch` stays in sequences, with `seq_len` = 2048; `C` = 6 N D.
+- `lr` is snapped to the grid the runs were drawn from, 2^(k/2) (2^-12 to 2^-5.5): upstream writes the same
+  rate to 3 or 4 significant digits (0.00391 and 0.003906, 0.0111 and 0.01105), which would otherwise split
+  one rate of a cell in two. The snap moves no rate by more than 0.5%; `lr_upstream` keeps the written value.
 - `final_lr` = 1e-5, the minimum rate every run's name carries (`mlr1e-5`); the schedule's shape is not in
   the released files, so `schedule` and `warmup` are left out.
 - `status`: `diverged` where a run's loss exceeds `DIVERGED_RATIO` times the best loss of its (N, D) cell,
@@ -40,7 +43,16 @@ SEQ_LEN = 2048  # tokens per sequence (bs * ti * 2048 = D on every dense row; th
 FINAL_LR = 1e-5  # every run's name: mlr1e-5 / mlr1.00e-05
 DIVERGED_RATIO = 1.5  # loss above this times its (N, D) cell's best: diverged (an empty gap from 1.3 to 1.5)
 OUT = Path(__file__).parents[2] / "results" / "public" / "steplaw"
-COLUMNS = ["N", "D", "batch", "seq_len", "lr", "loss", "loss_last", "C", "final_lr", "status", "run"]
+LR_SNAP = 0.005  # the largest relative move the snap to 2^(k/2) may make (0.0111 for 2^-6.5 = 0.011049: 0.46%)
+COLUMNS = ["N", "D", "batch", "seq_len", "lr", "loss", "loss_last", "C", "final_lr", "status", "run", "lr_upstream"]
+
+
+def grid_rate(lr: float) -> float:
+    """The rate of the sweep's grid 2^(k/2) nearest `lr`; refused if upstream wrote a rate off that grid."""
+    snapped = 2.0 ** (round(2 * math.log2(lr)) / 2)
+    if abs(snapped / lr - 1) > LR_SNAP:
+        raise ValueError(f"lr {lr} is not within {LR_SNAP:.1%} of the grid 2^(k/2)")
+    return snapped
 
 
 def recipe_rows(text: str, moe: bool = False) -> list[dict[str, object]]:
@@ -48,9 +60,11 @@ def recipe_rows(text: str, moe: bool = False) -> list[dict[str, object]]:
     rows = []
     for up in csv.DictReader(io.StringIO(text)):
         N, D = float(up["Na"] if moe else up["N"]), float(up["D"])
+        lr = float(up["lr"])
         row = {"N": int(N), "D": int(D), "batch": int(up["bs"]), "seq_len": int(up.get("seq_len") or SEQ_LEN),
-               "lr": float(up["lr"]), "loss": float(up["smooth loss"]), "loss_last": float(up["loss"]),
-               "C": 6.0 * N * D, "final_lr": FINAL_LR, "run": up["exp_name"]}  # fmt: skip
+               "lr": grid_rate(lr), "loss": float(up["smooth loss"]), "loss_last": float(up["loss"]),
+               "C": 6.0 * N * D, "final_lr": FINAL_LR, "status": "", "run": up["exp_name"]}  # fmt: skip
+        row["lr_upstream"] = lr
         if moe:
             row["N_total"] = int(float(up["N"]))
         rows.append(row)
