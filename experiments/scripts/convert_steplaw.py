@@ -18,8 +18,8 @@ The conversion:
 - `final_lr` = 1e-5, the minimum rate every run's name carries (`mlr1e-5`); the schedule's shape is not in
   the released files, so `schedule` and `warmup` are left out.
 - `status`: `diverged` where a run's loss exceeds `DIVERGED_RATIO` times the best loss of its (N, D) cell,
-  else `ok`. The cut sits in an empty gap of the ratio (no dense run between 1.3 and 1.5 times its cell's
-  best, 181 runs above); upstream marks none. Losses are kept as logged.
+  else `ok`. The cut sits in an empty gap of the ratio (no dense run between 1.21 and 1.70 times its cell's
+  best; 181 runs above); upstream marks none. Losses are kept as logged.
 
     python -m smallest_loss.experiments.scripts.convert_steplaw UPSTREAM [--out results/public/steplaw]
 
@@ -41,7 +41,7 @@ DENSE = "data/dense_lr_bs_loss.csv"
 MOE = "data/moe_lr_bs_loss.csv"
 SEQ_LEN = 2048  # tokens per sequence (bs * ti * 2048 = D on every dense row; the MoE file's seq_len)
 FINAL_LR = 1e-5  # every run's name: mlr1e-5 / mlr1.00e-05
-DIVERGED_RATIO = 1.5  # loss above this times its (N, D) cell's best: diverged (an empty gap from 1.3 to 1.5)
+DIVERGED_RATIO = 1.5  # loss above this times its (N, D) cell's best: diverged (no run from 1.21 to 1.70)
 OUT = Path(__file__).parents[2] / "results" / "public" / "steplaw"
 LR_SNAP = 0.005  # the largest relative move the snap to 2^(k/2) may make (0.0111 for 2^-6.5 = 0.011049: 0.46%)
 COLUMNS = ["N", "D", "batch", "seq_len", "lr", "loss", "loss_last", "C", "final_lr", "status", "run", "lr_upstream"]
