@@ -136,20 +136,21 @@ def lr_optimum(
 
 
 def neighbourhood_noise(cells: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> float:
-    """The runs' own scatter in loss: the pooled rms residual of parabolas (in log eta) through the best run and
-    its two neighbours on each side, over the cells (lrs, losses, diverged) with five such runs; 0 without any.
-    A parabola that does not fit the curve's shape counts its misfit as noise, so this errs large."""
+    """The runs' own scatter in loss: the pooled rms residual of parabolas (in log eta) through the five runs
+    around each cell's best (as centred as the trained rates allow; four where only four trained), over the cells
+    (lrs, losses, diverged); 0 without any. A parabola that does not fit the curve's shape counts its misfit as
+    noise, so this errs large."""
     sse, dof = 0.0, 0
     for lrs, losses, diverged in cells:
         ok = np.flatnonzero(~(np.asarray(diverged, bool) | exploded(lrs, losses)))
         order = ok[np.argsort(lrs[ok])]
         x, y = np.log(lrs[order]), losses[order]
-        best = int(np.argmin(y)) if len(y) else 0
-        if best < 2 or best > len(x) - 3:
+        if len(x) < 4:
             continue
-        xs, ys = x[best - 2 : best + 3], y[best - 2 : best + 3]
+        start = min(max(int(np.argmin(y)) - 2, 0), max(len(x) - 5, 0))
+        xs, ys = x[start : start + 5], y[start : start + 5]
         sse += float(np.sum((ys - np.polyval(np.polyfit(xs, ys, 2), xs)) ** 2))
-        dof += 2
+        dof += len(xs) - 3
     return math.sqrt(sse / dof) if dof else 0.0
 
 
@@ -574,7 +575,8 @@ def fit_recipe(
     if noise:
         evidence["noise_scale"] = noise
     schedule = {k: v for k, v in runs[0].schedule.items() if k != "warmup_fraction"}
-    schedule["warmup_fraction"] = round(float(np.median([r.schedule["warmup_fraction"] for r in runs])), 4)
+    if all("warmup_fraction" in r.schedule for r in runs):  # a table may not say
+        schedule["warmup_fraction"] = round(float(np.median([r.schedule["warmup_fraction"] for r in runs])), 4)
     law = RecipeLaw(lr_law, batch_law, float(reference_batch_tokens), schedule, runs[0].seq_len, evidence)
     return law, cells, names
 
