@@ -169,7 +169,7 @@ class Cell:
     best_trained: float = math.nan  # the loss of the cell's best run that trained
 
 
-def _cell_runs(runs: list[RecipeRun]) -> list[tuple[int, tuple[float, float], float, list[RecipeRun]]]:
+def cell_runs(runs: list[RecipeRun]) -> list[tuple[int, tuple[float, float], float, list[RecipeRun]]]:
     """(group, (budget, N), batch tokens, runs) of every cell, in a stable order."""
     keys = sorted({(r.budget, r.N) for r in runs})
     out = []
@@ -187,7 +187,7 @@ def _arrays(cell: list[RecipeRun]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def make_cells(runs: list[RecipeRun]) -> tuple[list[Cell], list[str]]:
     """Cells of the sweep and the (budget, shape) group names, in a stable order; each cell's best rate from its
     best run's neighbourhood (`lr_optimum`), diverged runs out. A cell where every run diverged is dropped."""
-    raw = _cell_runs(runs)
+    raw = cell_runs(runs)
     names = [f"budget {b:.3g}, N={N}" for b, N in sorted({(r.budget, r.N) for r in runs})]
     noise = neighbourhood_noise([_arrays(cell) for *_, cell in raw])
     cells = []
