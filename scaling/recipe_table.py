@@ -76,7 +76,7 @@ def _refuse(table: RunTable, bad: np.ndarray, name: str, what: str) -> None:
 def _diverged(table: RunTable) -> np.ndarray:
     """Marked by `status` (DIVERGED_STATUSES) or a non-finite loss; an unknown status is refused."""
     status = np.char.lower(table.texts.get("status", np.full(len(table), "", dtype=str)))
-    for i, s in enumerate(status):
+    for i, s in enumerate(map(str, status)):
         if s not in DIVERGED_STATUSES and s not in TRAINED_STATUSES:
             trained = ", ".join(filter(None, TRAINED_STATUSES))
             raise UserError(
