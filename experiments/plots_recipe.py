@@ -40,7 +40,9 @@ def plot_recipe(cells: list[Cell], names: list[str], law: RecipeLaw, path: str |
         left.plot(batches, _batch_curve(law, grid, cells, mine), color=colour, lw=1)
         for c in mine:
             right.scatter(c.batch_tokens, c.lr_star, s=20, color=colour, facecolors=colour if c.bracketed else "none")
-        right.plot(batches, law.lr.lr(mine[0].N, batches, mine[0].D), color=colour, lw=1)
+        right.plot(
+            batches, np.broadcast_to(law.lr.lr(mine[0].N, batches, mine[0].D), batches.shape), color=colour, lw=1
+        )
     left.axvline(law.batch.b_crit, color="grey", ls=":", lw=1, label=f"B_crit {law.batch.b_crit:,.0f}")
     left.set(
         xscale="log",

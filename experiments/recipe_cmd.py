@@ -93,7 +93,6 @@ def run_fit_recipe(args: argparse.Namespace) -> dict[str, Any]:
 def format_recipe(report: dict[str, Any]) -> str:
     r = report["recipe"]
     lr, batch, ev = r["lr"], r["batch"], r["evidence"]
-    ci = lr["intervals"]
     lines = [
         f"recipe sweep: {report['runs']} runs, {ev['cells']} (shape, batch) cells, "
         f"{ev['unbracketed_cells']} without a bracketed learning-rate optimum"
@@ -110,13 +109,7 @@ def format_recipe(report: dict[str, Any]) -> str:
         for c in report["cells"]
     ]
     lines += ["", markdown_table(rows, ("group", "batch (tokens)", "best lr", "best loss", "bracketed"))]
-    lines += [
-        "",
-        f"learning rate: log lr* = {lr['c0']:.3f} {lr['n_exponent']:+.3f} log N {lr['batch_exponent']:+.3f} "
-        f"log B   (95%: N exponent [{ci['n_exponent'][0]:.3f}, {ci['n_exponent'][1]:.3f}], batch exponent "
-        f"[{ci['batch_exponent'][0]:.3f}, {ci['batch_exponent'][1]:.3f}]; rms residual "
-        f"{lr['residual_rms']:.3f} in log lr)",
-    ]
+    lines += ["", _lr_line(lr)]
     bc = batch["intervals"].get("b_crit")
     lines.append(
         f"batch: tokens needed grow as D_min (1 + B/B_crit), B_crit = {batch['b_crit']:,.0f} tokens"
@@ -132,6 +125,22 @@ def format_recipe(report: dict[str, Any]) -> str:
     else:
         lines += ["", "nothing written (give --law and --out to add these laws to a loss law for plan)"]
     return "\n".join(lines)
+
+
+def _lr_line(lr: dict[str, Any]) -> str:
+    """The learning-rate law in use, N,B or N,D, with its intervals where it has them."""
+    if lr.get("form", "N,B") == "N,D":
+        return (
+            f"learning rate: log lr* = {lr['c0']:.3f} {lr['n_exponent']:+.3f} log N {lr['d_exponent']:+.3f} log D "
+            f"(Li et al. 2025's form; rms residual {lr['residual_rms']:.3f} in log lr)"
+        )
+    ci = lr["intervals"]
+    return (
+        f"learning rate: log lr* = {lr['c0']:.3f} {lr['n_exponent']:+.3f} log N {lr['batch_exponent']:+.3f} "
+        f"log B   (95%: N exponent [{ci['n_exponent'][0]:.3f}, {ci['n_exponent'][1]:.3f}], batch exponent "
+        f"[{ci['batch_exponent'][0]:.3f}, {ci['batch_exponent'][1]:.3f}]; rms residual "
+        f"{lr['residual_rms']:.3f} in log lr)"
+    )
 
 
 def _evidence_lines(batch: dict[str, Any], ev: dict[str, Any]) -> list[str]:
