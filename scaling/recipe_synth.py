@@ -85,3 +85,25 @@ def write_rows(rows: list[dict[str, Any]], path: str | Path) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+EXAMPLE_POINTS = ((2e7, 2e8), (2e7, 8e8), (5e7, 1e9), (1e8, 1e9), (1e8, 4e9), (4e8, 8e9))
+EXAMPLE_FACTORS = (1 / 4, 1 / 2, 1, 2, 4, 8)
+
+
+def example_rows(seed: int = 0) -> list[dict[str, Any]]:
+    """The example recipe table of experiments/data/recipe_synthetic.csv: six (N, D) points whose N and D do not
+    vary together, 6 batches x 6 rates each, numbers rounded as a logger would write them, `status` diverged
+    where the loss is nan."""
+    rows = synthetic_rows(SweepTruth(), EXAMPLE_POINTS, EXAMPLE_FACTORS, EXAMPLE_FACTORS, seed=seed)
+    for r in rows:
+        r.update(N=f"{r['N']:g}", D=f"{r['D']:g}", batch=f"{r['batch']:g}", lr=f"{r['lr']:.4g}")
+        r["status"] = "diverged" if math.isnan(r["loss"]) else "finished"
+        r["loss"] = f"{r['loss']:.5f}"
+    return rows
+
+
+if __name__ == "__main__":  # python -m smallest_loss.scaling.recipe_synth OUT.csv
+    import sys
+
+    print(write_rows(example_rows(), sys.argv[1] if len(sys.argv) > 1 else "recipe_synthetic.csv"))
