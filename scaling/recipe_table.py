@@ -1,8 +1,8 @@
 """A recipe table: one row per run of a learning-rate and batch sweep, from anyone's stack (docs/formats.md).
 
 Columns: `N` (parameters), `D` (tokens), `batch` (tokens per step; or sequences per step when a `seq_len` column
-is present: tokens = batch x seq_len), `lr` (peak learning rate), `loss` (final loss); optional `C` (FLOPs: runs
-of equal C and N form one (N, D) point; without it, runs of one N whose D agree within 2%), `run` (a name),
+is present: tokens = batch x seq_len), `lr` (peak learning rate), `loss` (final loss); optional `C` (FLOPs, names
+the point; runs of one N whose D agree within 2% form one (N, D) point), `run` (a name),
 `status`, `schedule` (one of the trainer's schedule names), `warmup` (warm-up as a fraction of the run's steps).
 
 A run is diverged when its `status` says so (one of DIVERGED_STATUSES), or its loss is not finite (nan, inf);
@@ -87,19 +87,19 @@ def _diverged(table: RunTable) -> np.ndarray:
 
 
 def _budgets(table: RunTable) -> np.ndarray:
-    """Each run's (N, D) point as a budget: C where given, else 6 N D at the median D of the runs of its N whose
-    tokens agree within SAME_D."""
+    """Each run's (N, D) point, named by its budget: the runs of one N whose tokens agree within SAME_D form one
+    point (a batch need not divide the tokens, so D can differ by a step), at the median of their C where the
+    table gives it, else 6 N D at their median D."""
     N, D = table.numbers["N"], table.numbers["D"]
-    out = 6.0 * N * D
+    C = table.numbers.get("C", np.full(len(table), np.nan))
+    out = np.empty(len(table))
     for n in np.unique(N):
         rows = np.flatnonzero(N == n)
         rows = rows[np.argsort(D[rows])]
         splits = np.flatnonzero(np.diff(np.log(D[rows])) > np.log1p(SAME_D)) + 1
         for part in np.split(rows, splits):
-            out[part] = 6.0 * n * float(np.median(D[part]))
-    if "C" in table.numbers:
-        C = table.numbers["C"]
-        out = np.where(np.isnan(C), out, C)
+            given = C[part][~np.isnan(C[part])]
+            out[part] = float(np.median(given)) if len(given) else 6.0 * n * float(np.median(D[part]))
     return out
 
 

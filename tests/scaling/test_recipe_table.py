@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 from smallest_loss.configs.errors import UserError
+from smallest_loss.scaling.laws import load_law
 from smallest_loss.scaling.recipe import exploded, lr_optimum, make_cells, recipe_from_dict, recipe_to_dict
 from smallest_loss.scaling.recipe_fit import fit_recipe
 from smallest_loss.scaling.recipe_forms import fit_lr_nd, fit_optimal_batch
@@ -157,3 +159,10 @@ def test_a_data_frame_reads_like_its_csv(tmp_path):
     pd = pytest.importorskip("pandas")
     rows = synthetic_rows(SweepTruth(), POINTS[:2], FACTORS[:3], FACTORS[:3])
     assert read_recipe_table(pd.DataFrame(rows))[0].loss == read_recipe_table_from(rows, tmp_path)[0].loss
+
+
+def test_an_old_law_file_loads_as_mccandlish_with_lr_in_n_and_b():
+    recipe = load_law(Path(__file__).parents[2] / "results/cpu/recipe/law.json").recipe
+    assert recipe.batch_form == "mccandlish" and recipe.optimal_batch is None and recipe.lr.form == "N,B"
+    assert recipe.loss_factor(np.array([256.0, 4096.0]), 1e6, 1e8).tolist() == [1.0, 1.0]
+    assert recipe.lr_at(1e6, 1024.0, 1e8) == recipe.lr.lr(1e6, 1024.0)
