@@ -133,8 +133,12 @@ def _recipe_lines(plan: Plan) -> list[str]:
         + (f" as {best.micro_batches} accumulated micro-batches" if best.micro_batches > 1 else "")
         + f", learning rate {best.lr:.3g} (log lr = {lr['c0']:.3f} {lr['n_exponent']:+.3f} log N "
         + (f"{lr['d_exponent']:+.3f} log D" if "d_exponent" in lr else f"{lr['batch_exponent']:+.3f} log B")
-        + f"), warmup {schedule.get('warmup_fraction', 0):.0%} of the steps, "
-        f"{schedule.get('schedule', 'cosine')} schedule to {schedule.get('min_lr_ratio', 0.1):g} x lr.",
+        + (
+            f"), warmup {schedule['warmup_fraction']:.0%} of the steps, "
+            if "warmup_fraction" in schedule
+            else "), warmup as in the sweep's runs (its table gave none), "
+        )
+        + f"{schedule.get('schedule', 'cosine')} schedule to {schedule.get('min_lr_ratio', 0.1):g} x lr.",
         _batch_law_text(r)
         + (
             f" at loss {r.b_crit_loss_ref:.3f}, growing as L^-{r.b_crit_loss_exponent:.2f}: "
