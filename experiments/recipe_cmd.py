@@ -18,7 +18,8 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.experiments.args import check_outputs
 from smallest_loss.scaling.collect import collect_recipe_runs
 from smallest_loss.scaling.laws import load_law, save_law
-from smallest_loss.scaling.recipe import BCRIT_SPAN, Cell, fit_recipe, recipe_to_dict
+from smallest_loss.scaling.recipe import BCRIT_SPAN, EXPLODE_FACTOR, Cell, recipe_to_dict
+from smallest_loss.scaling.recipe_fit import fit_recipe, recipe_runs
 from smallest_loss.scaling.report import markdown_table
 
 
@@ -48,37 +49,50 @@ def cell_rows(cells: list[Cell], names: list[str]) -> list[dict[str, Any]]:
     ]
 
 
-def run_fit_recipe(
-    sweeps: list[str], law_path: str, out: str, recipe: str, holdout: str | None, n_boot: int
-) -> dict[str, Any]:
-    """Fit, check and write; returns the report (JSON-ready)."""
-    if n_boot < 0:
-        raise UserError(f"--bootstrap {n_boot}: use 0 or more resamples")
-    base = load_law(law_path)
-    design = get_design(recipe)
-    reference = design.base.train.batch_size * design.base.model.s
-    runs, left_out = collect_recipe_runs(sweeps)
-    held = _holdout(holdout, runs[0].seq_len)
-    law, cells, names = fit_recipe(runs, reference, held, n_boot)
-    path = save_law(out, base.law, base.intervals, base.samples, base.diagnostics, law)
-    plot = Path(out).with_suffix(".recipe.png")
-    from smallest_loss.experiments.plots_recipe import plot_recipe
+def _inputs(args: argparse.Namespace) -> None:
+    """One input (sweep folders or --csv) and its outputs, refused in one line before any work."""
+    if bool(args.sweeps) == bool(args.csv):
+        raise UserError("give either sweep folders or --csv FILE (a recipe table), not both or neither")
+    if args.columns and not args.csv:
+        raise UserError("--columns maps a table's columns: use it with --csv")
+    if not args.csv and not (args.law and args.out):
+        raise UserError("fitting run folders needs --law (the loss law) and --out (where to write it)")
+    if bool(args.law) != bool(args.out):
+        raise UserError("--law and --out go together: the law is written with its recipe section to --out")
+    if args.csv and args.law and args.reference_batch is None:
+        raise UserError("--csv with --law needs --reference-batch TOKENS: the batch the loss law was fitted at")
+    if args.bootstrap < 0:
+        raise UserError(f"--bootstrap {args.bootstrap}: use 0 or more resamples")
+    check_outputs(files={"--out": args.out})
 
-    plot_recipe(cells, names, law, plot)
-    return dict(
-        law=str(path),
-        plot=str(plot),
-        runs=len(runs),
-        left_out=left_out,
-        cells=cell_rows(cells, names),
-        recipe=recipe_to_dict(law),
-    )
+
+def run_fit_recipe(args: argparse.Namespace) -> dict[str, Any]:
+    """Fit, check and (with --law and --out) write; returns the report (JSON-ready)."""
+    _inputs(args)
+    base = load_law(args.law) if args.law else None
+    if args.csv:
+        runs, left_out = recipe_runs(args.csv, args.columns), []
+        reference = args.reference_batch
+    else:
+        runs, left_out = collect_recipe_runs(args.sweeps)
+        design = get_design(args.recipe)
+        reference = args.reference_batch or design.base.train.batch_size * design.base.model.s
+    held = _holdout(args.holdout_batches, runs[0].seq_len) or None
+    law, cells, names = fit_recipe(runs, reference, holdout_batches=held, n_boot=args.bootstrap)
+    report = dict(runs=len(runs), left_out=left_out, cells=cell_rows(cells, names), recipe=recipe_to_dict(law))
+    if base is not None:
+        path = save_law(args.out, base.law, base.intervals, base.samples, base.diagnostics, law)
+        plot = Path(args.out).with_suffix(".recipe.png")
+        from smallest_loss.experiments.plots_recipe import plot_recipe
+
+        plot_recipe(cells, names, law, plot)
+        report.update(law=str(path), plot=str(plot))
+    return report
 
 
 def format_recipe(report: dict[str, Any]) -> str:
     r = report["recipe"]
     lr, batch, ev = r["lr"], r["batch"], r["evidence"]
-    ci = lr["intervals"]
     lines = [
         f"recipe sweep: {report['runs']} runs, {ev['cells']} (shape, batch) cells, "
         f"{ev['unbracketed_cells']} without a bracketed learning-rate optimum"
@@ -95,13 +109,7 @@ def format_recipe(report: dict[str, Any]) -> str:
         for c in report["cells"]
     ]
     lines += ["", markdown_table(rows, ("group", "batch (tokens)", "best lr", "best loss", "bracketed"))]
-    lines += [
-        "",
-        f"learning rate: log lr* = {lr['c0']:.3f} {lr['n_exponent']:+.3f} log N {lr['batch_exponent']:+.3f} "
-        f"log B   (95%: N exponent [{ci['n_exponent'][0]:.3f}, {ci['n_exponent'][1]:.3f}], batch exponent "
-        f"[{ci['batch_exponent'][0]:.3f}, {ci['batch_exponent'][1]:.3f}]; rms residual "
-        f"{lr['residual_rms']:.3f} in log lr)",
-    ]
+    lines += ["", _lr_line(lr)]
     bc = batch["intervals"].get("b_crit")
     lines.append(
         f"batch: tokens needed grow as D_min (1 + B/B_crit), B_crit = {batch['b_crit']:,.0f} tokens"
@@ -111,8 +119,28 @@ def format_recipe(report: dict[str, Any]) -> str:
         + _batch_note(batch)
     )
     lines += _evidence_lines(batch, ev)
-    lines += ["", f"wrote {report['law']} (the loss law plus its recipe section) and {report['plot']}"]
+    lines += format_comparison(r)
+    if "law" in report:
+        lines += ["", f"wrote {report['law']} (the loss law plus its recipe section) and {report['plot']}"]
+    else:
+        lines += ["", "nothing written (give --law and --out to add these laws to a loss law for plan)"]
     return "\n".join(lines)
+
+
+def _lr_line(lr: dict[str, Any]) -> str:
+    """The learning-rate law in use, N,B or N,D, with its intervals where it has them."""
+    if lr.get("form", "N,B") == "N,D":
+        return (
+            f"learning rate: log lr* = {lr['c0']:.3f} {lr['n_exponent']:+.3f} log N {lr['d_exponent']:+.3f} log D "
+            f"(Li et al. 2025's form; rms residual {lr['residual_rms']:.3f} in log lr)"
+        )
+    ci = lr["intervals"]
+    return (
+        f"learning rate: log lr* = {lr['c0']:.3f} {lr['n_exponent']:+.3f} log N {lr['batch_exponent']:+.3f} "
+        f"log B   (95%: N exponent [{ci['n_exponent'][0]:.3f}, {ci['n_exponent'][1]:.3f}], batch exponent "
+        f"[{ci['batch_exponent'][0]:.3f}, {ci['batch_exponent'][1]:.3f}]; rms residual "
+        f"{lr['residual_rms']:.3f} in log lr)"
+    )
 
 
 def _evidence_lines(batch: dict[str, Any], ev: dict[str, Any]) -> list[str]:
@@ -178,16 +206,23 @@ def _batch_note(batch: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_outputs(files={"--out": args.out})
-    report = run_fit_recipe(args.sweeps, args.law, args.out, args.recipe, args.holdout_batches, args.bootstrap)
+    report = run_fit_recipe(args)
     print(json.dumps(report, indent=2) if args.json else format_recipe(report))
     return 0
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("sweeps", nargs="+", help="sweep folders (or run folders) of a recipe sweep, e.g. cpu-recipe")
-    p.add_argument("--law", required=True, help="the loss-law JSON (from smallest-loss fit) to add the recipe to")
-    p.add_argument("--out", required=True, help="where to write the law JSON with its recipe section")
+    p.add_argument("sweeps", nargs="*", help="sweep folders (or run folders) of a recipe sweep, e.g. cpu-recipe")
+    p.add_argument("--csv", metavar="FILE", help="a recipe table instead (CSV or JSON lines; docs/formats.md)")
+    p.add_argument("--columns", metavar="MAP", help="the table's names for them: loss=eval/loss,lr=optim/lr")
+    p.add_argument("--law", help="the loss-law JSON (from smallest-loss fit) to add the recipe to")
+    p.add_argument("--out", help="where to write the law JSON with its recipe section (with --law)")
+    p.add_argument(
+        "--reference-batch",
+        type=float,
+        metavar="TOKENS",
+        help="the batch (tokens per step) the loss law was fitted at (default for run folders: --recipe's)",
+    )
     p.add_argument(
         "--recipe",
         default="cpu-isoflop",
@@ -196,7 +231,61 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--holdout-batches",
         metavar="B1,B2",
-        help="batch sizes (sequences) to hold out of the batch law and predict, e.g. 8,32",
+        help="batch sizes to hold out and predict, in sequences (in the table's batch unit with --csv), e.g. 8,32; "
+        "default: the second smallest and second largest",
     )
     p.add_argument("--bootstrap", type=int, default=1000, help="residual-bootstrap resamples for the intervals")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _form_rows(scores: dict[str, Any], unit: str) -> list[tuple[str, ...]]:
+    def show(value: float | None) -> str:
+        return "-" if value is None else (f"{value:.2%}" if unit == "%" else f"{value:.3f}")
+
+    return [
+        (form + (" (winner)" if form == scores["winner"] else ""), show(row.get("batches")), show(row.get("points")),
+         show(row["mean"]), row.get("failed", ""))
+        for form, row in scores.items()
+        if form != "winner"
+    ]  # fmt: skip
+
+
+def format_comparison(r: dict[str, Any]) -> list[str]:
+    """The forms' held-out errors, the winners, and what their choice costs on the held-out points."""
+    ev = r["evidence"]
+    lines = [
+        "",
+        f"diverged runs left out of the best rates: {ev.get('diverged_runs', 0)} (status, a non-finite loss, or a "
+        f"loss above {EXPLODE_FACTOR:g}x its cell's best at a higher rate)",
+    ]
+    comparison = ev.get("comparison")
+    if not comparison:
+        return lines
+    held = ", ".join(f"{b:,.0f}" for b in comparison["held_batch_tokens"]) or "none"
+    points = ", ".join(ev["groups"][g] for g in comparison["held_points"]) or "none"
+    lines += ["", f"held out: batches {held} tokens; (N, D) points {points}"]
+    header = ("form", "held-out batches", "held-out points", "mean", "note")
+    lines += ["", "batch forms, mean relative error of the held-out cells' best losses (each point's level fitted):"]
+    lines += [markdown_table(_form_rows(comparison["batch"], "%"), header)]
+    lines += ["", "learning-rate forms, rms error of log lr* on the held-out bracketed cells:"]
+    lines += [markdown_table(_form_rows(comparison["lr"], "log"), header)]
+    lines.append(f"planning with: batch {r['batch_form']}, learning rate {r['lr']['form']}")
+    for key, label in (("choice", "the winners"), ("choice_mccandlish_nb", "McCandlish with lr(N, B)")):
+        if key in ev:
+            lines += _choice_lines(ev[key], label)
+    return lines
+
+
+def _choice_lines(choice: dict[str, Any], label: str) -> list[str]:
+    rows = [
+        (f"{c['N']:.3g}", f"{c['D']:.3g}", f"{c['batch_tokens']:,.0f}", f"{c['lr']:.3g}", c["run"],
+         f"{c['loss']:.4f}", f"{c['best_loss']:.4f}", f"{c['regret']:+.2%}")
+        for c in choice["rows"]
+    ]  # fmt: skip
+    header = ("N", "D", "law batch", "law lr", "nearest run", "its loss", "best run", "above best")
+    return [
+        "",
+        f"{label} at the held-out points (fitted without them): the run nearest their (batch, lr) is "
+        f"{choice['mean']:+.2%} above the point's best trained run on average, {choice['max']:+.2%} at worst",
+        markdown_table(rows, header),
+    ]

@@ -72,7 +72,7 @@ def _run_name(design: SweepDesign, budget: float, shape: Shape, batch: int, lr: 
 
 def plan_runs(design: SweepDesign, step_seconds: Any = None, lr_for: Any = None) -> list[PlannedRun]:
     """All runs of a design, sorted by name. IsoTime designs need `step_seconds(model_cfg, b)`. `lr_for(model_cfg,
-    b)`, when given, sets each run's learning rate (a fitted learning-rate law, `sweep --lr-from`)."""
+    b, tokens)`, when given, sets each run's learning rate (a fitted learning-rate law, `sweep --lr-from`)."""
     if design.kind == "isotime" and step_seconds is None:
         raise UserError(f"design {design.name} is an IsoTime design: pass --profile PROFILE.json for step times")
     runs = []
@@ -80,10 +80,10 @@ def plan_runs(design: SweepDesign, step_seconds: Any = None, lr_for: Any = None)
         for shape in shapes:
             model = design.model(shape)
             for batch, lr in design.recipes:
-                lr = lr_for(model, batch) if lr_for else lr
                 steps = _budget_steps(design, model, budget, batch, step_seconds)
                 if steps < design.min_steps:
                     continue  # the budget buys this shape too few steps to train meaningfully
+                lr = lr_for(model, batch, steps * batch * model.s) if lr_for else lr
                 base = design.base.train  # micro-batches only where they divide this batch
                 micro = base.micro_batches if batch % base.micro_batches == 0 else 1
                 train_cfg = dataclasses.replace(

@@ -66,4 +66,4 @@ def _lr_law(path: str | None) -> Callable[..., float] | None:
     recipe = load_law(path).recipe
     if recipe is None:
         raise UserError(f"--lr-from {path}: the law has no recipe section; make one with smallest-loss fit-recipe")
-    return lambda model, b: round(float(recipe.lr.lr(count_params(model).total, b * model.s)), 6)
+    return lambda model, b, tokens: round(float(recipe.lr_at(count_params(model).total, b * model.s, tokens)), 6)

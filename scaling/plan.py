@@ -211,7 +211,7 @@ class Scores:
         c = self.candidates
         extra: dict[str, Any] = {}
         if self.recipe is not None:
-            extra["lr"] = float(self.recipe.lr.lr(c.N[i], c.b[i] * c.s[i]))
+            extra["lr"] = float(self.recipe.lr_at(c.N[i], c.b[i] * c.s[i], self.tokens[i]))
             extra["effective_tokens"] = float(self.tokens[i] * self.recipe.data_factor(c.b[i] * c.s[i], self.loss[i]))
             extra["b_crit"] = float(self.recipe.batch.b_crit_at(self.loss[i]))
         if self.step_seconds is not None:
@@ -311,6 +311,14 @@ def effective_tokens(
     return tokens * recipe.data_factor(cands.b * cands.s, loss)
 
 
+def batch_loss_factor(tokens: np.ndarray, cands: Candidates, recipe: RecipeLaw | None) -> np.ndarray:
+    """L(batch) / L(the loss law's batch) under an optimal-batch recipe law (scaling/recipe.py `OptimalBatchLaw`);
+    1 under McCandlish's form (which counts tokens instead, `effective_tokens`) or without recipe laws."""
+    if recipe is None:
+        return np.ones(len(tokens))
+    return np.asarray(recipe.loss_factor(cands.b * cands.s, cands.N, tokens), float).reshape(-1)
+
+
 # B_crit(L) depends on the loss it helps predict: the planner's loss is the fixed point L = f(L), found by bisection
 # in log L. f is monotone in L (B_crit falls as L grows, which lowers the data factor of batches above the
 # reference batch and raises it below), so f(L) stays between its values at L -> 0 (B_crit -> infinity: no batch
@@ -356,10 +364,11 @@ def _score(
 
     def predict(loss: np.ndarray | None) -> np.ndarray:
         eff = effective_tokens(tokens, cands, law_file.recipe, loss)
-        out = np.asarray(law_file.law.loss(cands.N, eff), float).reshape(-1)
+        out = np.asarray(law_file.law.loss(cands.N, eff), float).reshape(-1) * batch_loss_factor(tokens, cands, recipe)
         return out * law_file.shape.factor(cands.d, cands.n) if law_file.shape is not None else out
 
-    if law_file.recipe is not None and law_file.recipe.batch.loss_exponent:
+    recipe = law_file.recipe
+    if recipe is not None and recipe.batch_form == "mccandlish" and recipe.batch.loss_exponent:
         return cands, tokens, b_crit_fixed_point(predict, len(tokens)), step_s
     return cands, tokens, predict(None), step_s
 
@@ -449,7 +458,10 @@ def loss_intervals(scores: Scores, law_file: LawFile, rows: np.ndarray) -> np.nd
     c = scores.candidates.take(rows)
     eff = effective_tokens(scores.tokens[rows], c, scores.recipe, scores.loss[rows])
     samples = law_samples_loss(law_file, c.N, eff, c.d, c.n)
-    return None if samples is None else np.percentile(samples, [2.5, 97.5], axis=0).T
+    if samples is None:
+        return None
+    samples = samples * batch_loss_factor(scores.tokens[rows], c, scores.recipe)[None, :]
+    return np.percentile(samples, [2.5, 97.5], axis=0).T
 
 
 def top_rows(scores: Scores, law_file: LawFile, top: int) -> tuple[PlanRow, ...]:

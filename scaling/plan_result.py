@@ -162,6 +162,8 @@ class RecipeDecision:
     batch_range_tokens: tuple[float, float] | None = None
     schedule: dict[str, Any] | None = None
     fixed_batch: int | None = None  # `plan --batch`: the batch was fixed, not searched
+    batch_form: str = "mccandlish"  # the recipe's batch form (scaling/recipe.py): mccandlish or optimal
+    optimal_batch: dict[str, Any] | None = None  # the optimal-batch law, under that form
 
     def to_dict(self) -> dict[str, Any]:
         if not self.chosen:
@@ -169,6 +171,8 @@ class RecipeDecision:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "note"}
         if self.fixed_batch is None:
             del out["fixed_batch"]
+        if self.batch_form == "mccandlish":  # plans from older recipe sections read as before
+            del out["batch_form"], out["optimal_batch"]
         out["batch_range_tokens"] = list(self.batch_range_tokens)
         return out
 

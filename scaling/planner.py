@@ -192,7 +192,10 @@ def recipe_decision(scores: Scores, fixed_batch: int | None = None) -> RecipeDec
         b_crit_loss_ref=batch.loss_ref,
         batch_identified=batch.identified,
         reference_batch_tokens=recipe.reference_batch_tokens,
-        lr_law=dict(c0=lr.c0, n_exponent=lr.n_exponent, batch_exponent=lr.batch_exponent),
+        lr_law=dict(c0=lr.c0, n_exponent=lr.n_exponent, batch_exponent=lr.batch_exponent)
+        | (dict(d_exponent=lr.d_exponent) if lr.form == "N,D" else {}),
+        batch_form=recipe.batch_form,
+        optimal_batch=dataclasses.asdict(recipe.optimal_batch) if recipe.batch_form == "optimal" else None,
         batch_range_tokens=tuple(batch.batch_range),
         schedule=recipe.schedule,
         fixed_batch=fixed_batch,

@@ -79,6 +79,7 @@ class RecipeRun:
     b_simple_tokens: float | None  # the run's gradient noise scale (model/noise.py), when it measured one
     schedule: dict[str, Any] = field(default_factory=dict)
     noise_windows: tuple[tuple[float, float], ...] = ()  # (train loss, B_simple tokens) along the run
+    diverged: bool = False  # marked diverged or failed by its table's status (a non-finite loss is detected too)
 
     @property
     def batch_tokens(self) -> int:
@@ -86,21 +87,71 @@ class RecipeRun:
         return self.batch * self.seq_len
 
 
-def lr_optimum(lrs: np.ndarray, losses: np.ndarray) -> tuple[float, float, bool]:
-    """(eta*, loss at eta*, bracketed): the vertex of a parabola of loss in log eta through the cell's runs.
-    Not bracketed when the best run sits at an end of the swept rates or the parabola opens downwards: then
-    the best run's rate and loss are returned."""
-    order = np.argsort(lrs)
+# A run whose loss exceeds its cell's best by this factor, at a rate above the best run's, is counted as diverged
+# (an exploding loss), like a run whose loss is not finite or whose status says so.
+EXPLODE_FACTOR = 1.5
+
+
+def exploded(lrs: np.ndarray, losses: np.ndarray) -> np.ndarray:
+    """Runs of one cell that diverged: a non-finite loss, or a loss above EXPLODE_FACTOR times the cell's best
+    finite loss at a rate above the best run's (a too-small rate can also train badly; that is not divergence)."""
+    bad = ~np.isfinite(losses)
+    if bad.all():
+        return bad
+    best = int(np.flatnonzero(~bad)[np.argmin(losses[~bad])])
+    with np.errstate(invalid="ignore"):
+        return bad | ((losses > EXPLODE_FACTOR * losses[best]) & (lrs > lrs[best]))
+
+
+def lr_optimum(
+    lrs: np.ndarray, losses: np.ndarray, diverged: np.ndarray | None = None, noise: float = 0.0
+) -> tuple[float, float, bool]:
+    """(eta*, loss at eta*, bracketed) of one cell, from the best run and its two neighbours in log eta.
+
+    Diverged runs (`diverged`, or detected by `exploded`) are left out. The vertex of the parabola through the
+    best run and its neighbours gives eta* (inside their span) and its loss, never below the best trained run's
+    loss by more than `noise` (the runs' own scatter): a parabola through three noisy runs can dip far below any
+    run. Not bracketed when the best run sits at the low end of the rates that trained, or at the top with no
+    diverged run above it, or the three runs do not open upwards: then the best run's rate and loss. A best run
+    just below a diverged one counts as bracketed at its own rate (the optimum lies at the edge of stability)."""
+    lrs, losses = np.asarray(lrs, float), np.asarray(losses, float)
+    out = exploded(lrs, losses) if diverged is None else (np.asarray(diverged, bool) | exploded(lrs, losses))
+    ok = np.flatnonzero(~out)
+    if not len(ok):
+        return math.nan, math.nan, False
+    order = ok[np.argsort(lrs[ok])]
     x, y = np.log(lrs[order]), losses[order]
     best = int(np.argmin(y))
-    if len(x) < 3 or best in (0, len(x) - 1):
+    if best == len(x) - 1:
+        edge = bool(np.any(out & (lrs > lrs[order[best]]))) and len(x) > 1
+        return float(math.exp(x[best])), float(y[best]), edge
+    if best == 0:
         return float(math.exp(x[best])), float(y[best]), False
-    c2, c1, c0 = np.polyfit(x, y, 2)
+    c2, c1, c0 = np.polyfit(x[best - 1 : best + 2], y[best - 1 : best + 2], 2)
     if c2 <= 0:
         return float(math.exp(x[best])), float(y[best]), False
-    vertex = -c1 / (2 * c2)
-    vertex = min(max(vertex, x[0]), x[-1])
-    return float(math.exp(vertex)), float(min(np.polyval([c2, c1, c0], vertex), y[best])), True
+    vertex = min(max(-c1 / (2 * c2), x[best - 1]), x[best + 1])
+    loss = max(float(np.polyval([c2, c1, c0], vertex)), float(y[best]) - noise)
+    return float(math.exp(vertex)), min(loss, float(y[best])), True
+
+
+def neighbourhood_noise(cells: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> float:
+    """The runs' own scatter in loss: the pooled rms residual of parabolas (in log eta) through the five runs
+    around each cell's best (as centred as the trained rates allow; four where only four trained), over the cells
+    (lrs, losses, diverged); 0 without any. A parabola that does not fit the curve's shape counts its misfit as
+    noise, so this errs large."""
+    sse, dof = 0.0, 0
+    for lrs, losses, diverged in cells:
+        ok = np.flatnonzero(~(np.asarray(diverged, bool) | exploded(lrs, losses)))
+        order = ok[np.argsort(lrs[ok])]
+        x, y = np.log(lrs[order]), losses[order]
+        if len(x) < 4:
+            continue
+        start = min(max(int(np.argmin(y)) - 2, 0), max(len(x) - 5, 0))
+        xs, ys = x[start : start + 5], y[start : start + 5]
+        sse += float(np.sum((ys - np.polyval(np.polyfit(xs, ys, 2), xs)) ** 2))
+        dof += len(xs) - 3
+    return math.sqrt(sse / dof) if dof else 0.0
 
 
 @dataclass(frozen=True)
@@ -114,19 +165,39 @@ class Cell:
     lr_star: float
     loss_star: float
     bracketed: bool
+    diverged: int = 0  # runs of the cell left out as diverged (marked, or detected by `exploded`)
+    best_trained: float = math.nan  # the loss of the cell's best run that trained
 
 
-def make_cells(runs: list[RecipeRun]) -> tuple[list[Cell], list[str]]:
-    """Cells of the sweep and the (budget, shape) group names, in a stable order."""
+def cell_runs(runs: list[RecipeRun]) -> list[tuple[int, tuple[float, float], float, list[RecipeRun]]]:
+    """(group, (budget, N), batch tokens, runs) of every cell, in a stable order."""
     keys = sorted({(r.budget, r.N) for r in runs})
-    names = [f"budget {b:.3g}, N={N}" for b, N in keys]
-    cells = []
+    out = []
     for g, key in enumerate(keys):
         members = [r for r in runs if (r.budget, r.N) == key]
         for bt in sorted({r.batch_tokens for r in members}):
-            cell = [r for r in members if r.batch_tokens == bt]
-            lr, loss, ok = lr_optimum(np.array([r.lr for r in cell]), np.array([r.loss for r in cell]))
-            cells.append(Cell(g, float(key[1]), float(np.mean([r.D for r in cell])), float(bt), lr, loss, ok))
+            out.append((g, key, float(bt), [r for r in members if r.batch_tokens == bt]))
+    return out
+
+
+def _arrays(cell: list[RecipeRun]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.array([r.lr for r in cell]), np.array([r.loss for r in cell]), np.array([r.diverged for r in cell])
+
+
+def make_cells(runs: list[RecipeRun]) -> tuple[list[Cell], list[str]]:
+    """Cells of the sweep and the (budget, shape) group names, in a stable order; each cell's best rate from its
+    best run's neighbourhood (`lr_optimum`), diverged runs out. A cell where every run diverged is dropped."""
+    raw = cell_runs(runs)
+    names = [f"budget {b:.3g}, N={N}" for b, N in sorted({(r.budget, r.N) for r in runs})]
+    noise = neighbourhood_noise([_arrays(cell) for *_, cell in raw])
+    cells = []
+    for g, key, bt, cell in raw:
+        lrs, losses, marked = _arrays(cell)
+        lr, loss, ok = lr_optimum(lrs, losses, marked, noise)
+        out = int(np.sum(marked | exploded(lrs, losses)))
+        if math.isfinite(lr):
+            D = float(np.mean([r.D for r in cell]))
+            cells.append(Cell(g, float(key[1]), D, bt, lr, loss, ok, out, float(np.nanmin(losses[~marked]))))
     return cells, names
 
 
@@ -141,10 +212,41 @@ class LRLaw:
     batch_range: tuple[float, float]  # tokens per step
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
     residual_rms: float = 0.0  # in log eta
+    # "N,B" (above) or "N,D": log eta* = c0 + n_exponent log N + d_exponent log D (Li et al. 2025), batch_exponent 0
+    form: str = "N,B"
+    d_exponent: float = 0.0
 
-    def lr(self, N: Any, batch_tokens: Any) -> np.ndarray:
-        """The optimal learning rate at N parameters and `batch_tokens` per step."""
+    def lr(self, N: Any, batch_tokens: Any, tokens: Any = None) -> np.ndarray:
+        """The optimal learning rate at N parameters, `batch_tokens` per step and `tokens` (the form "N,D" needs
+        them; "N,B" ignores them)."""
+        if self.form == "N,D":
+            if tokens is None:
+                raise ValueError("the learning-rate law in N and D needs the tokens")
+            return np.exp(self.c0 + self.n_exponent * np.log(N) + self.d_exponent * np.log(tokens))
         return np.exp(self.c0 + self.n_exponent * np.log(N) + self.batch_exponent * np.log(batch_tokens))
+
+
+@dataclass(frozen=True)
+class OptimalBatchLaw:
+    """A best batch that grows with the tokens, the loss rising on both sides of it:
+    L(B) = L(B_opt) exp(gamma log(B / B_opt)^2),  B_opt(N, D) = exp(log_b0) D^d_exponent N^n_exponent  (tokens).
+    The symmetric factor is the form the shape law uses for d/n; the growth with D follows Li et al. (2025) and
+    Bergsma et al. (2025), who find the best and the critical batch grow with the tokens, not the model size."""
+
+    log_b0: float
+    d_exponent: float
+    n_exponent: float
+    gamma: float
+    batch_range: tuple[float, float]
+    residual_rms: float = 0.0  # in log loss
+
+    def b_opt(self, N: Any, tokens: Any) -> np.ndarray:
+        """The best batch (tokens per step) at N parameters and `tokens`."""
+        return np.exp(self.log_b0 + self.d_exponent * np.log(tokens) + self.n_exponent * np.log(N))
+
+    def factor(self, batch_tokens: Any, N: Any, tokens: Any) -> np.ndarray:
+        """L(B) / L(B_opt) at N and `tokens`."""
+        return np.exp(self.gamma * np.log(np.asarray(batch_tokens, float) / self.b_opt(N, tokens)) ** 2)
 
 
 @dataclass(frozen=True)
@@ -192,10 +294,28 @@ class RecipeLaw:
     schedule: dict[str, Any]
     seq_len: int
     evidence: dict[str, Any] = field(default_factory=dict)
+    # the batch form the planner uses: "mccandlish" (`batch`, a data factor) or "optimal" (`optimal_batch`, a loss
+    # factor); files written before the optimal form have "mccandlish"
+    batch_form: str = "mccandlish"
+    optimal_batch: OptimalBatchLaw | None = None
 
     def data_factor(self, batch_tokens: Any, loss: Any = None) -> np.ndarray:
-        """D_eff / D at batch B for the loss law's reference batch (`BatchLaw.data_factor`)."""
+        """D_eff / D at batch B for the loss law's reference batch (`BatchLaw.data_factor`); 1 under the optimal
+        form, which charges the batch through `loss_factor`."""
+        if self.batch_form == "optimal":
+            return np.ones(np.shape(batch_tokens))
         return self.batch.data_factor(batch_tokens, self.reference_batch_tokens, loss)
+
+    def loss_factor(self, batch_tokens: Any, N: Any, tokens: Any) -> np.ndarray:
+        """L(B) / L(reference batch) at N and `tokens` under the optimal form; 1 under McCandlish's."""
+        if self.batch_form != "optimal" or self.optimal_batch is None:
+            return np.ones(np.broadcast(np.asarray(batch_tokens), np.asarray(N), np.asarray(tokens)).shape)
+        law = self.optimal_batch
+        return law.factor(batch_tokens, N, tokens) / law.factor(self.reference_batch_tokens, N, tokens)
+
+    def lr_at(self, N: Any, batch_tokens: Any, tokens: Any) -> np.ndarray:
+        """The learning rate the law gives at N, batch and tokens (either form)."""
+        return self.lr.lr(N, batch_tokens, tokens)
 
 
 def _ols(X: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -455,7 +575,8 @@ def fit_recipe(
     if noise:
         evidence["noise_scale"] = noise
     schedule = {k: v for k, v in runs[0].schedule.items() if k != "warmup_fraction"}
-    schedule["warmup_fraction"] = round(float(np.median([r.schedule["warmup_fraction"] for r in runs])), 4)
+    if all("warmup_fraction" in r.schedule for r in runs):  # a table may not say
+        schedule["warmup_fraction"] = round(float(np.median([r.schedule["warmup_fraction"] for r in runs])), 4)
     law = RecipeLaw(lr_law, batch_law, float(reference_batch_tokens), schedule, runs[0].seq_len, evidence)
     return law, cells, names
 
@@ -516,12 +637,7 @@ def recipe_from_dict(raw: Any, source: str = "law") -> RecipeLaw:
     if raw.get("version", RECIPE_VERSION) != RECIPE_VERSION:
         raise UserError(f"{where}: version {raw.get('version')!r} is not supported (expected {RECIPE_VERSION})")
     lr_raw, batch_raw = raw["lr"], raw["batch"]
-    lr = LRLaw(
-        **_numbers(lr_raw, ("c0", "n_exponent", "batch_exponent", "residual_rms"), f"{where}.lr"),
-        N_range=_pair(lr_raw.get("N_range"), f"{where}.lr.N_range"),
-        batch_range=_pair(lr_raw.get("batch_range"), f"{where}.lr.batch_range"),
-        intervals=_intervals(lr_raw.get("intervals", {}), f"{where}.lr"),
-    )
+    lr = _lr_from_dict(lr_raw, f"{where}.lr")
     numbers = _numbers(batch_raw, ("b_crit", "beta", "K"), f"{where}.batch")
     if numbers["b_crit"] <= 0:
         raise UserError(f"{where}.batch: b_crit={numbers['b_crit']!r} must be positive (tokens per step)")
@@ -545,11 +661,38 @@ def recipe_from_dict(raw: Any, source: str = "law") -> RecipeLaw:
         raise UserError(f"{where}.schedule must be an object")
     if schedule.get("schedule", "cosine") not in SCHEDULE_NAMES:
         raise UserError(f"{where}.schedule.schedule = {schedule['schedule']!r}: use one of {', '.join(SCHEDULE_NAMES)}")
-    return RecipeLaw(
-        lr,
-        batch,
-        top["reference_batch_tokens"],
-        schedule,
-        int(top["seq_len"]),
-        raw.get("evidence", {}) if isinstance(raw.get("evidence"), dict) else {},
+    form = raw.get("batch_form", "mccandlish")
+    if form not in ("mccandlish", "optimal"):
+        raise UserError(f"{where}.batch_form = {form!r}: use mccandlish or optimal")
+    optimal = _optimal_from_dict(raw.get("optimal_batch"), f"{where}.optimal_batch")
+    if form == "optimal" and optimal is None:
+        raise UserError(f"{where}: batch_form is optimal but the section has no optimal_batch")
+    evidence = raw.get("evidence", {}) if isinstance(raw.get("evidence"), dict) else {}
+    return RecipeLaw(lr, batch, top["reference_batch_tokens"], schedule, int(top["seq_len"]), evidence, form, optimal)
+
+
+def _lr_from_dict(lr_raw: dict[str, Any], where: str) -> LRLaw:
+    """The learning-rate law; files written before the N,D form have neither `form` nor `d_exponent`."""
+    form = lr_raw.get("form", "N,B")
+    if form not in ("N,B", "N,D"):
+        raise UserError(f"{where}.form = {form!r}: use N,B or N,D")
+    extra = {k: lr_raw[k] for k in ("d_exponent",) if k in lr_raw}
+    return LRLaw(
+        **_numbers(lr_raw, ("c0", "n_exponent", "batch_exponent", "residual_rms"), where),
+        N_range=_pair(lr_raw.get("N_range"), f"{where}.N_range"),
+        batch_range=_pair(lr_raw.get("batch_range"), f"{where}.batch_range"),
+        intervals=_intervals(lr_raw.get("intervals", {}), where),
+        form=form,
+        **_numbers(extra, tuple(extra), where),
     )
+
+
+def _optimal_from_dict(raw: Any, where: str) -> OptimalBatchLaw | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise UserError(f"{where} must be an object")
+    numbers = _numbers(raw, ("log_b0", "d_exponent", "n_exponent", "gamma", "residual_rms"), where)
+    if numbers["gamma"] <= 0:
+        raise UserError(f"{where}: gamma={numbers['gamma']!r} must be positive (the loss rises on both sides)")
+    return OptimalBatchLaw(**numbers, batch_range=_pair(raw.get("batch_range"), f"{where}.batch_range"))

@@ -6,6 +6,7 @@ the tables and the comparisons behind the choice follow.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -105,25 +106,44 @@ def _shape_lines(plan: Plan) -> list[str]:
     return lines
 
 
+def _batch_law_text(r: Any) -> str:
+    """The batch law the plan used: the optimal batch B_opt(D), or McCandlish's critical batch."""
+    if r.batch_form == "optimal":
+        o = r.optimal_batch
+        return (
+            f"Best batch B_opt = {math.exp(o['log_b0']):.3g} D^{o['d_exponent']:.3f}"
+            + (f" N^{o['n_exponent']:.3f}" if o["n_exponent"] else "")
+            + f" tokens, the loss rising as exp({o['gamma']:.3g} log(B/B_opt)^2) on both sides"
+        )
+    interval = r.b_crit_interval
+    return f"Critical batch B_crit = {r.b_crit_tokens:,.0f} tokens" + (
+        f" (95% interval {interval[0]:,.0f}-{interval[1]:,.0f})" if interval else ""
+    )
+
+
 def _recipe_lines(plan: Plan) -> list[str]:
     r, best = plan.recipe, plan.best
     if not r.chosen:
         return ["", f"Recipe: {r.note}."]
-    lr, schedule, interval = r.lr_law, r.schedule, r.b_crit_interval
+    lr, schedule = r.lr_law, r.schedule
     lines = [
         "",
         "## Recipe (batch size and learning rate from the law's recipe laws)",
         f"batch {best.b} sequences ({best.b * best.s:,} tokens a step)"
         + (f" as {best.micro_batches} accumulated micro-batches" if best.micro_batches > 1 else "")
         + f", learning rate {best.lr:.3g} (log lr = {lr['c0']:.3f} {lr['n_exponent']:+.3f} log N "
-        f"{lr['batch_exponent']:+.3f} log B), warmup {schedule.get('warmup_fraction', 0):.0%} of the steps, "
-        f"{schedule.get('schedule', 'cosine')} schedule to {schedule.get('min_lr_ratio', 0.1):g} x lr.",
-        f"Critical batch B_crit = {r.b_crit_tokens:,.0f} tokens"
-        + (f" (95% interval {interval[0]:,.0f}-{interval[1]:,.0f})" if interval else "")
+        + (f"{lr['d_exponent']:+.3f} log D" if "d_exponent" in lr else f"{lr['batch_exponent']:+.3f} log B")
+        + (
+            f"), warmup {schedule['warmup_fraction']:.0%} of the steps, "
+            if "warmup_fraction" in schedule
+            else "), warmup as in the sweep's runs (its table gave none), "
+        )
+        + f"{schedule.get('schedule', 'cosine')} schedule to {schedule.get('min_lr_ratio', 0.1):g} x lr.",
+        _batch_law_text(r)
         + (
             f" at loss {r.b_crit_loss_ref:.3f}, growing as L^-{r.b_crit_loss_exponent:.2f}: "
             f"{best.b_crit:,.0f} tokens at this plan's loss {best.loss:.3f}"
-            if r.b_crit_loss_exponent
+            if r.b_crit_loss_exponent and r.batch_form == "mccandlish"
             else ""
         )
         + (

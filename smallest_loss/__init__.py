@@ -31,7 +31,8 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time each name is imp
     from smallest_loss.scaling.plan_result import Plan, PlanRow
     from smallest_loss.scaling.planner import make_plan, plan_with_inputs
     from smallest_loss.scaling.points import FitPoints
-    from smallest_loss.scaling.recipe import RecipeLaw, fit_recipe
+    from smallest_loss.scaling.recipe import RecipeLaw
+    from smallest_loss.scaling.recipe_fit import fit_recipe
     from smallest_loss.scaling.verify import Verification, verify
     from smallest_loss.timing.calibration import Calibration, calibrate, calibrate_records
     from smallest_loss.timing.profile import DeviceProfile, load_profile
@@ -60,7 +61,7 @@ _HOMES = {
     "fit_curve_laws": "smallest_loss.scaling.curve_law",
     "fit_groups": "smallest_loss.scaling.groups",
     "fit_law": "smallest_loss.scaling.fitting",
-    "fit_recipe": "smallest_loss.scaling.recipe",
+    "fit_recipe": "smallest_loss.scaling.recipe_fit",
     "load_law": "smallest_loss.scaling.laws",
     "load_profile": "smallest_loss.timing.profile",
     "make_plan": "smallest_loss.scaling.planner",
