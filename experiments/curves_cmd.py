@@ -65,11 +65,12 @@ def run_table_curve_fit(
     form: str = "multipower",
     columns: str | None = None,
     curve_loss: str | None = None,
+    fill: str | None = None,
 ) -> dict[str, Any]:
     """`fit --curves --csv TABLE`: the curve laws fitted to a curve table's logged points (scaling/curve_table.py),
     with the same report and files as from run folders. The law from curves needs the table's N and tokens."""
     check_fit_args(n_boot, out, plot)
-    runs = read_table_runs(table, columns, curve_loss)
+    runs = read_table_runs(table, columns, curve_loss, fill)
     curves = [r.curve for r in runs]
     report = _fit_and_write(curves, TrainConfig(), n_boot, out, plot, form, [], runs[0].kind, table)
     return report

@@ -370,8 +370,8 @@ def run(args: argparse.Namespace) -> int:
     if args.holdout_runs or args.curve_loss is not None:
         flag = "--holdout-runs" if args.holdout_runs else "--curve-loss"
         raise UserError(f"{flag} goes with --curves (fit --curves RUNS {flag} ...)")
-    if args.columns:
-        raise UserError("--columns maps the columns of a curve table: fit --curves --csv TABLE --columns ...")
+    if args.columns or args.fill:
+        raise UserError("--columns and --fill read a curve table: fit --curves --csv TABLE --columns ...")
     report = run_fit(
         args.runs,
         args.csv,
@@ -396,12 +396,12 @@ def _curve_fit(args: argparse.Namespace) -> dict[str, Any]:
         if args.curves or args.runs or args.holdout_runs:
             raise UserError("fit --curves --csv TABLE reads the table's runs: no run folders, no --holdout-runs")
         return run_table_curve_fit(
-            args.csv, args.bootstrap, args.out, args.plot, args.curve_form, args.columns, args.curve_loss
+            args.csv, args.bootstrap, args.out, args.plot, args.curve_form, args.columns, args.curve_loss, args.fill
         )
     if not args.curves or args.runs:
         raise UserError("--curves takes the run folders itself (fit --curves RUNS), or a curve table (--csv TABLE)")
-    if args.columns:
-        raise UserError("--columns maps the columns of a table: fit --curves --csv TABLE --columns ...")
+    if args.columns or args.fill:
+        raise UserError("--columns and --fill read a curve table: fit --curves --csv TABLE --columns ...")
     return run_curve_fit(
         args.curves, args.bootstrap, args.out, args.plot, args.curve_form, args.holdout_runs, args.curve_loss or "train"
     )
@@ -428,6 +428,12 @@ def _add_curve_args(p: argparse.ArgumentParser) -> None:
         help="with --curves: fit the laws to every step's train loss (default) or to the runs' periodic "
         "evaluation losses (runs trained with --set train.eval_points=32); a curve table's train or eval rows "
         "(default: eval where it has any)",
+    )
+    p.add_argument(
+        "--fill",
+        metavar="NAME=VALUE,...",
+        help="with --curves --csv: columns the curve table lacks, one value for every row (a TensorBoard export: "
+        "run=a,schedule=cosine,peak_lr=3e-4,warmup_steps=2000,total_steps=100000)",
     )
     p.add_argument(
         "--holdout-runs",

@@ -136,7 +136,15 @@ def _table_prediction(args: argparse.Namespace) -> dict[str, Any]:
         decay=args.decay,
     )
     return predict_table_run(
-        args.csv, args.run, args.columns, args.curve_loss, args.curve_form, args.curve_law, args.fraction, **schedule
+        args.csv,
+        args.run,
+        args.columns,
+        args.curve_loss,
+        args.curve_form,
+        args.curve_law,
+        args.fraction,
+        args.fill,
+        **schedule,
     )
 
 
@@ -179,6 +187,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         "the table's other runs of its N, or read from --curve-law",
     )
     p.add_argument("--columns", metavar="MAP", help="with --csv: NAME=COLUMN,... (step=_step,loss=eval/loss)")
+    p.add_argument("--fill", metavar="NAME=VALUE,...", help="with --csv: columns the table lacks, one value per row")
     p.add_argument("--curve-form", choices=("multipower", "tissue"), default="multipower", help="with --run")
     p.add_argument(
         "--curve-loss",
@@ -203,7 +212,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     check_outputs(files={"--out": args.out})
 
-    if args.csv or args.columns:
+    if args.csv or args.columns or args.fill:
         if not args.csv or not args.run or args.curves:
             raise UserError("predict --csv TABLE --run NAME [--curve-law FILE] [--steps T]: a run of a curve table")
         print_table_prediction(_table_prediction(args))

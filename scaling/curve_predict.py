@@ -229,14 +229,15 @@ def _calibration(law: CurveLaw, run: Curve, lrs: np.ndarray) -> float:
 
 def predict_table_run(table: Any, name: str, columns: str | None = None, curve_loss: str | None = None,
                       form: str = "multipower", law_path: str | Path | None = None, fraction: float | None = None,
-                      **schedule: Any) -> dict[str, Any]:  # fmt: skip
+                      fill: str | None = None, **schedule: Any) -> dict[str, Any]:  # fmt: skip
     """A curve table's run still training elsewhere: its final loss (of the table's kind) from its logged points,
     on its planned schedule (`_table_schedule`: the table's description or `schedule`'s flags). Its shape's law is
     fitted to its logged points and the table's other runs of its N, or (`law_path`) read from a curve-law file
-    and scaled to its logged points (`_calibration`). `fraction`: only its first F of the steps (a check)."""
+    and scaled to its logged points (`_calibration`). `fraction`: only its first F of the steps (a check); `fill`:
+    columns the table lacks (`read_table_runs`)."""
     if fraction is not None and not 0 < fraction <= 1:
         raise UserError(f"--fraction {fraction}: a share of the run's steps, in (0, 1]")
-    runs = read_table_runs(table, columns, curve_loss)
+    runs = read_table_runs(table, columns, curve_loss, fill)
     mine = [r for r in runs if r.curve.name == name]
     if not mine:
         raise UserError(f"--run {name}: no such run in {table} (runs: {', '.join(r.curve.name for r in runs[:10])})")

@@ -32,7 +32,7 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import TrainConfig
 from smallest_loss.model.train import make_schedule
 from smallest_loss.scaling.curve_law import Curve
-from smallest_loss.scaling.tables import RunTable, read_run_table
+from smallest_loss.scaling.tables import RunTable, parse_columns, read_run_table
 
 NUMBERS = ("step",)
 OPTIONAL = ("loss", "lr", "tokens", "N", "peak_lr", "warmup_steps", "total_steps", "final_lr",
@@ -55,12 +55,13 @@ class TableRun:
     kind: str  # the loss its points are: train or eval
 
 
-def read_table_runs(source: Any, columns: str | Mapping[str, str] | None = None,
-                    kind: str | None = None) -> list[TableRun]:  # fmt: skip
+def read_table_runs(source: Any, columns: str | Mapping[str, str] | None = None, kind: str | None = None,
+                    fill: str | Mapping[str, Any] | None = None) -> list[TableRun]:  # fmt: skip
     """A curve table's runs, in the order they first appear, refused in one line naming the row where a column is
     missing, a rate is negative, a loss is not finite and positive, a run has one point, or a run's steps are out
-    of order or repeated."""
-    table = read_run_table(source, NUMBERS, OPTIONAL, TEXTS, columns, what=WHAT)
+    of order or repeated. `fill` (`schedule=cosine,peak_lr=3e-4,...`): columns the table lacks, one value for
+    every row (a TensorBoard export of one run's loss, its schedule given here)."""
+    table = _filled(read_run_table(source, NUMBERS, OPTIONAL, TEXTS, columns, what=WHAT), fill)
     _check_columns(table)
     table.finite("step")
     _refuse(table, table.numbers["step"] < 0, "step", "must not be negative")
@@ -74,6 +75,28 @@ def read_table_runs(source: Any, columns: str | Mapping[str, str] | None = None,
         rows = points[names[points] == name]
         runs.append(_table_run(table, str(name), rows, np.flatnonzero(names == name), _kind_of(table, rows)))
     return runs
+
+
+def _filled(table: RunTable, fill: str | Mapping[str, Any] | None) -> RunTable:
+    """The table with `fill`'s columns added, one value in every row (a column the table has is refused)."""
+    try:
+        values = parse_columns({k: str(v) for k, v in fill.items()} if isinstance(fill, Mapping) else fill)
+    except UserError as err:
+        raise UserError(str(err).replace("--columns", "--fill", 1).replace("COLUMN", "VALUE")) from None
+    numbers, texts = dict(table.numbers), dict(table.texts)
+    fillable = [n for n in dict.fromkeys((*OPTIONAL, *TEXTS)) if n != "loss"]
+    for name, value in values.items():
+        if name in table or name not in fillable:
+            why = "the table has that column" if name in table else f"columns one may fill: {', '.join(fillable)}"
+            raise UserError(f"--fill {name}={value}: {why}")
+        if name in OPTIONAL:
+            try:
+                numbers[name] = np.full(len(table), float(value))
+            except ValueError:
+                raise UserError(f"--fill {name}={value!r} is not a number") from None
+        else:
+            texts[name] = np.full(len(table), value)
+    return RunTable(table.source, numbers, texts, table.lines)
 
 
 def _refuse(table: RunTable, bad: np.ndarray, name: str, what: str) -> None:
@@ -264,8 +287,10 @@ def _cooldown(table: RunTable, name: str, rows: np.ndarray, total: int) -> dict[
     return dict(cooldown_fraction=fraction, decay=decay)
 
 
-def read_curves(source: Any, columns: str | Mapping[str, str] | None = None, kind: str | None = None) -> list[Curve]:
+def read_curves(source: Any, columns: str | Mapping[str, str] | None = None, kind: str | None = None,
+                fill: str | Mapping[str, Any] | None = None) -> list[Curve]:  # fmt: skip
     """The curves of a curve table (a CSV, a JSON-lines file or a pandas DataFrame), for `fit_curve_laws`:
     each run's logged points (`kind`: train or eval; default eval where the table has eval rows) and its rates at
-    every update. `columns` maps the table's names (`step=_step,loss=eval/loss,lr=optim/lr`)."""
-    return [r.curve for r in read_table_runs(source, columns, kind)]
+    every update. `columns` maps the table's names (`step=_step,loss=eval/loss,lr=optim/lr`); `fill` gives
+    columns it lacks one value for every row (`run=a,schedule=cosine,peak_lr=3e-4,total_steps=10000`)."""
+    return [r.curve for r in read_table_runs(source, columns, kind, fill)]
