@@ -188,8 +188,9 @@ def predict_run(
     return out
 
 
-def _table_schedule(run: TableRun, steps: int | None, schedule: str, lr: float | None, warmup_fraction: float,
-                    cooldown_fraction: float, decay: str) -> np.ndarray:  # fmt: skip
+def _table_schedule(run: TableRun, steps: int | None = None, schedule: str = "cosine", lr: float | None = None,
+                    warmup_fraction: float = 0.05, cooldown_fraction: float = 0.2,
+                    decay: str = "1-sqrt") -> np.ndarray:  # fmt: skip
     """The rates of every update of a table's run: its logged rates, then the rest of its planned schedule (the
     table's description, or else the flags': `steps` updates of `schedule` at peak `lr`, default its largest)."""
     logged = run.curve.lr
@@ -224,7 +225,8 @@ def _law_of_file(law_path: str | Path, N: int) -> CurveLaw:
 def _calibration(law: CurveLaw, run: Curve, lrs: np.ndarray) -> float:
     """exp(mean log(logged loss / law)) over the run's fitted logged points: how far this run sits from the law."""
     t, losses = run.fitted_evals()
-    return float(np.exp(np.mean(np.log(losses / (law.curve(lrs)[t] * np.exp(law.eval_gap))))))
+    after = law.curve(np.r_[lrs, lrs[-1]])  # element t: the loss after t updates (t up to the last)
+    return float(np.exp(np.mean(np.log(losses / (after[t] * np.exp(law.eval_gap))))))
 
 
 def predict_table_run(table: Any, name: str, columns: str | None = None, curve_loss: str | None = None,
