@@ -184,8 +184,9 @@ def print_curve_report(report: dict[str, Any]) -> None:
             )
         if "eval_runs" in p:
             lo, hi = p["eval_mean_interval"]
+            loss = report["curve_loss"] if "curve_table" in report else "eval"  # a table's points: its kind
             print(
-                f"final {report.get('curve_loss') or 'eval'} loss from the first {float(f):.0%}: mean |error| "
+                f"final {loss} loss from the first {float(f):.0%}: mean |error| "
                 f"{p['eval_mean_abs_rel_error']:.2%} (95% interval over resampled runs [{lo:.2%}, {hi:.2%}]), "
                 f"max {p['eval_max_abs_rel_error']:.2%} over {p['eval_runs']} runs"
             )
