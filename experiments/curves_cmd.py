@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.schema import TrainConfig
 from smallest_loss.experiments.args import check_fit_args
 from smallest_loss.model.runs import RunDir
 from smallest_loss.scaling.chinchilla import ChinchillaLaw
@@ -26,6 +27,7 @@ from smallest_loss.scaling.curve_law import (
     read_curve,
     shape_peaks,
 )
+from smallest_loss.scaling.curve_table import read_table_runs
 from smallest_loss.scaling.from_curves import laws_from_curves, laws_from_curves_samples
 from smallest_loss.scaling.holdout import holdout_errors
 from smallest_loss.scaling.laws import save_law
@@ -52,12 +54,44 @@ def run_curve_fit(
     if curve_loss == "eval":
         curves = on_evals(curves)
     held = _held_curves(holdout or [], folders)
+    return _fit_and_write(curves, RunDir.open(folders[0]).config.train, n_boot, out, plot, form, held)
+
+
+def run_table_curve_fit(
+    table: str,
+    n_boot: int,
+    out: str | None,
+    plot: str | None,
+    form: str = "multipower",
+    columns: str | None = None,
+    curve_loss: str | None = None,
+    fill: str | None = None,
+) -> dict[str, Any]:
+    """`fit --curves --csv TABLE`: the curve laws fitted to a curve table's logged points (scaling/curve_table.py),
+    with the same report and files as from run folders. The law from curves needs the table's N and tokens."""
+    check_fit_args(n_boot, out, plot)
+    runs = read_table_runs(table, columns, curve_loss, fill)
+    curves = [r.curve for r in runs]
+    report = _fit_and_write(curves, TrainConfig(), n_boot, out, plot, form, [], runs[0].kind, table)
+    return report
+
+
+def _fit_and_write(curves: list, train: TrainConfig, n_boot: int, out: str | None, plot: str | None, form: str,
+                   held: list, curve_loss: str | None = None, table: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """The laws, their prefix errors and the law from curves (with `held` runs' errors), written to `out` and a
+    plot; `curve_loss`: the loss a table's points are (train or eval)."""
     result = fit_curve_laws(curves, min(n_boot, 200), form=form)
     laws = [curve_law_from_dict(s) for s in result["shapes"]]
     report = dict(result, prefix={str(f): prefix_summary(prefix_errors(curves, f, form=form)) for f in PREFIXES})
-    train = RunDir.open(folders[0]).config.train
+    if table is not None:
+        report.update(curve_table=table, curve_loss=curve_loss)
     report["min_lr_ratio"] = train.min_lr_ratio  # the runs' schedules end here: `predict` builds the same
-    report["chinchilla_from_curves"] = laws_from_curves(curves, laws, train)
+    unknown = [c.name for c in curves if not c.N or not c.tokens_per_step]
+    report["chinchilla_from_curves"] = (
+        dict(error=f"run {unknown[0]} has no N or tokens (columns N and tokens of the curve table)")
+        if unknown and len({c.N for c in curves}) > 1
+        else laws_from_curves(curves, laws, train)
+    )
     if held:
         peaks = shape_peaks(curves)
         report["holdout"] = holdout_errors(
@@ -119,11 +153,12 @@ def _save_planner_law(path: Path, report: dict[str, Any], curves: list, train: A
 
 def print_curve_report(report: dict[str, Any]) -> None:
     lam = f", lambda {report['lam']}" if "lam" in report else ""
-    on_evals_ = report.get("curve_loss") == "eval"
-    print(
-        f"curve law {report['formula']}{lam}, one law per shape, fitted to "
-        + ("the runs' periodic evaluation losses:" if on_evals_ else "every step's train loss:")
-    )
+    on_evals_ = report.get("curve_loss") == "eval" or "curve_table" in report
+    if "curve_table" in report:
+        fitted = f"the {report['curve_loss']} losses logged in {report['curve_table']}:"
+    else:
+        fitted = "the runs' periodic evaluation losses:" if on_evals_ else "every step's train loss:"
+    print(f"curve law {report['formula']}{lam}, one law per shape, fitted to {fitted}")
     for s in report["shapes"]:
         iv = s["intervals"] or {}
         cells = [
@@ -149,8 +184,9 @@ def print_curve_report(report: dict[str, Any]) -> None:
             )
         if "eval_runs" in p:
             lo, hi = p["eval_mean_interval"]
+            loss = report["curve_loss"] if "curve_table" in report else "eval"  # a table's points: its kind
             print(
-                f"final eval loss from the first {float(f):.0%}: mean |error| "
+                f"final {loss} loss from the first {float(f):.0%}: mean |error| "
                 f"{p['eval_mean_abs_rel_error']:.2%} (95% interval over resampled runs [{lo:.2%}, {hi:.2%}]), "
                 f"max {p['eval_max_abs_rel_error']:.2%} over {p['eval_runs']} runs"
             )

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from smallest_loss.configs.errors import UserError
 from smallest_loss.experiments.args import check_fit_args
-from smallest_loss.experiments.curves_cmd import print_curve_report, run_curve_fit
+from smallest_loss.experiments.curves_cmd import print_curve_report, run_curve_fit, run_table_curve_fit
 from smallest_loss.scaling.bootstrap import interval
 from smallest_loss.scaling.chinchilla import LAW_KEYS, ChinchillaLaw
 from smallest_loss.scaling.collect import RunRecord, collect_runs, to_points
@@ -40,7 +40,7 @@ from smallest_loss.scaling.isoflop import isoflop_allocation
 from smallest_loss.scaling.laws import LawFile, law_to_dict, save_law
 from smallest_loss.scaling.learning_curve import curve_extrapolation
 from smallest_loss.scaling.optimize import DEFAULT_DELTA
-from smallest_loss.scaling.points import FitPoints, budget_mismatch
+from smallest_loss.scaling.points import FitPoints, budget_mismatch, sweep_table, sweep_warning
 from smallest_loss.scaling.report import markdown_table
 
 
@@ -68,10 +68,13 @@ def _format_law(law_file: LawFile) -> list[str]:
 
 def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str | None, plot: str | None,
             holdout: bool, as_json: bool, delta: float = DEFAULT_DELTA, reference: str | None = None,
-            holdout_shape: bool = False) -> dict[str, Any]:  # fmt: skip
-    """The whole `fit` command; returns the report (printed as text or JSON by the caller)."""
+            holdout_shape: bool = False, best_of: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """The whole `fit` command; returns the report (printed as text or JSON by the caller). `best_of` (lr,batch):
+    each (N, D) of the CSV fitted through its best row only."""
     if bool(paths) == bool(csv):
         raise UserError("give either run folders or --csv FILE (columns N, D, loss), not both and not neither")
+    if best_of is not None and (not csv or form == "shape"):
+        raise UserError("--best-of keeps the best rows of a fit CSV: fit --csv FILE --best-of lr,batch")
     check_fit_args(n_boot, out, plot)
     if holdout_shape and form != "shape":
         raise UserError("--holdout-shape checks the shape-aware law: add --form shape")
@@ -82,7 +85,10 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
         return run_shape_fit(paths, csv, n_boot, out, delta, holdout_shape)
     records: list[RunRecord] = []
     if csv:
-        points = read_table(csv)
+        points = read_table(csv, best_of=best_of)
+        sweep = None if best_of else sweep_warning(sweep_table(csv))
+        if sweep:
+            print(sweep, file=sys.stderr)
         mismatch = budget_mismatch(points)
         if mismatch and holdout:
             raise UserError(f"--holdout-largest groups rows by budget, but {mismatch}: check that C is in FLOPs")
@@ -345,21 +351,29 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         help="the group the compute multipliers are measured against (default: the CSV's first group)",
     )
     p.add_argument("--json", action="store_true", help="print the law JSON on stdout")
+    p.add_argument(
+        "--columns",
+        metavar="MAP",
+        help="with --csv: which column of the file holds each column read, NAME=COLUMN,... (for example "
+        "step=_step,loss=eval/loss,lr=optim/lr)",
+    )
+    p.add_argument(
+        "--best-of",
+        metavar="COLS",
+        help="with --csv: keep each (N, D)'s best (lowest-loss) row among rows differing in these columns "
+        "(lr,batch): a learning-rate or batch sweep fitted through its tuned runs only",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.curves:
-        if args.runs or args.csv:
-            raise UserError("--curves takes the run folders itself; give no other run folders and no --csv")
-        print_curve_report(
-            run_curve_fit(
-                args.curves, args.bootstrap, args.out, args.plot, args.curve_form, args.holdout_runs, args.curve_loss
-            )
-        )
+    if args.curves is not None:
+        print_curve_report(_curve_fit(args))
         return 0
-    if args.holdout_runs or args.curve_loss != "train":
+    if args.holdout_runs or args.curve_loss is not None:
         flag = "--holdout-runs" if args.holdout_runs else "--curve-loss"
         raise UserError(f"{flag} goes with --curves (fit --curves RUNS {flag} ...)")
+    if args.columns or args.fill:
+        raise UserError("--columns and --fill read a curve table: fit --curves --csv TABLE --columns ...")
     report = run_fit(
         args.runs,
         args.csv,
@@ -372,19 +386,37 @@ def run(args: argparse.Namespace) -> int:
         args.delta,
         args.reference,
         args.holdout_shape,
+        args.best_of,
     )
     print_report(report, args.json)
     return 0
+
+
+def _curve_fit(args: argparse.Namespace) -> dict[str, Any]:
+    """`fit --curves RUNS` (run folders) or `fit --curves --csv TABLE` (a curve table)."""
+    if args.csv:
+        if args.curves or args.runs or args.holdout_runs:
+            raise UserError("fit --curves --csv TABLE reads the table's runs: no run folders, no --holdout-runs")
+        return run_table_curve_fit(
+            args.csv, args.bootstrap, args.out, args.plot, args.curve_form, args.columns, args.curve_loss, args.fill
+        )
+    if not args.curves or args.runs:
+        raise UserError("--curves takes the run folders itself (fit --curves RUNS), or a curve table (--csv TABLE)")
+    if args.columns or args.fill:
+        raise UserError("--columns and --fill read a curve table: fit --curves --csv TABLE --columns ...")
+    return run_curve_fit(
+        args.curves, args.bootstrap, args.out, args.plot, args.curve_form, args.holdout_runs, args.curve_loss or "train"
+    )
 
 
 def _add_curve_args(p: argparse.ArgumentParser) -> None:
     """`fit --curves` and its options."""
     p.add_argument(
         "--curves",
-        nargs="+",
+        nargs="*",
         metavar="RUNS",
-        help="fit a schedule-aware curve law to these run folders' whole curves, and the Chinchilla law "
-        "to the final losses it predicts",
+        help="fit a schedule-aware curve law to these run folders' whole curves, or (with --csv TABLE and no "
+        "folders) to a curve table's logged points, and the Chinchilla law to the final losses it predicts",
     )
     p.add_argument(
         "--curve-form",
@@ -395,9 +427,15 @@ def _add_curve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--curve-loss",
         choices=("train", "eval"),
-        default="train",
         help="with --curves: fit the laws to every step's train loss (default) or to the runs' periodic "
-        "evaluation losses (runs trained with --set train.eval_points=32)",
+        "evaluation losses (runs trained with --set train.eval_points=32); a curve table's train or eval rows "
+        "(default: eval where it has any)",
+    )
+    p.add_argument(
+        "--fill",
+        metavar="NAME=VALUE,...",
+        help="with --curves --csv: columns the curve table lacks, one value for every row (a TensorBoard export: "
+        "run=a,schedule=cosine,peak_lr=3e-4,warmup_steps=2000,total_steps=100000)",
     )
     p.add_argument(
         "--holdout-runs",

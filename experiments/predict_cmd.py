@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from smallest_loss.configs.errors import UserError
 from smallest_loss.experiments.args import check_outputs
-from smallest_loss.scaling.curve_predict import predict_curves, predict_run
+from smallest_loss.scaling.curve_predict import predict_curves, predict_run, predict_table_run
 
 SCHEDULES = ("cosine", "wsd", "constant")
 MAX_STEPS = 10**7  # the schedule and its areas are arrays of this many steps
@@ -125,6 +125,47 @@ def print_run_prediction(p: dict[str, Any]) -> None:
         print(f"  the run is finished: final eval loss {p['actual_final_eval']:.4f} ({p['rel_error']:+.2%} predicted)")
 
 
+def _table_prediction(args: argparse.Namespace) -> dict[str, Any]:
+    """`predict --csv TABLE --run NAME`: the flags describe the run's schedule where the table does not."""
+    schedule = dict(
+        steps=args.steps,
+        schedule=args.schedule,
+        lr=args.lr,
+        warmup_fraction=args.warmup_fraction,
+        cooldown_fraction=args.cooldown_fraction,
+        decay=args.decay,
+    )
+    return predict_table_run(
+        args.csv,
+        args.run,
+        args.columns,
+        args.curve_loss,
+        args.curve_form,
+        args.curve_law,
+        args.fraction,
+        args.fill,
+        **schedule,
+    )
+
+
+def print_table_prediction(p: dict[str, Any]) -> None:
+    print(
+        f"run {p['run']}: {p['steps_logged']:,} of {p['steps']:,} steps logged ({p['steps_logged'] / p['steps']:.0%})"
+    )
+    if "curve_law" in p:
+        print(
+            f"  {p['form']} law of {p['curve_law']} alone: final {p['curve_loss']} loss {p['law_alone']:.4f}; scaled "
+            f"by {p['calibration']:+.2%} to the run's logged points: {p['predicted_final']:.4f}"
+        )
+    else:
+        print(
+            f"  {p['form']} law fitted to them and {p['runs_of_shape']} other runs of its N={p['N']:,}: predicted "
+            f"final {p['curve_loss']} loss {p['predicted_final']:.4f}"
+        )
+    if "actual_final" in p:
+        print(f"  the run is finished: final loss {p['actual_final']:.4f} ({p['rel_error']:+.2%} predicted)")
+
+
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--curve-law", metavar="CURVE_LAW.json", help="a file from fit --curves --out")
     p.add_argument("--steps", type=int, help="with --curve-law: the run's length in steps")
@@ -139,12 +180,20 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         metavar="RUNS",
         help="with --run: finished runs (or sweep folders); those of its shape are fitted with its logged steps",
     )
+    p.add_argument(
+        "--csv",
+        metavar="TABLE",
+        help="with --run NAME: a curve table (one row per logged point) holding the run; its law is fitted with "
+        "the table's other runs of its N, or read from --curve-law",
+    )
+    p.add_argument("--columns", metavar="MAP", help="with --csv: NAME=COLUMN,... (step=_step,loss=eval/loss)")
+    p.add_argument("--fill", metavar="NAME=VALUE,...", help="with --csv: columns the table lacks, one value per row")
     p.add_argument("--curve-form", choices=("multipower", "tissue"), default="multipower", help="with --run")
     p.add_argument(
         "--curve-loss",
         choices=("train", "eval"),
-        default="train",
-        help="with --run: fit every step's train loss (default) or the runs' periodic evaluation losses",
+        help="with --run: fit every step's train loss (default) or the runs' periodic evaluation losses; with "
+        "--csv: the table's train or eval rows (default: eval where it has any)",
     )
     p.add_argument(
         "--fraction",
@@ -163,17 +212,23 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     check_outputs(files={"--out": args.out})
 
+    if args.csv or args.columns or args.fill:
+        if not args.csv or not args.run or args.curves:
+            raise UserError("predict --csv TABLE --run NAME [--curve-law FILE] [--steps T]: a run of a curve table")
+        print_table_prediction(_table_prediction(args))
+        return 0
     if args.run:
         if args.curve_law or not args.curves:
             raise UserError("--run takes --curves RUNS (finished runs of its shape), not --curve-law")
-        print_run_prediction(predict_run(args.run, args.curves, args.curve_form, args.fraction, args.curve_loss))
+        curve_loss = args.curve_loss or "train"
+        print_run_prediction(predict_run(args.run, args.curves, args.curve_form, args.fraction, curve_loss))
         return 0
     if (
         not args.curve_law
         or args.steps is None
         or args.curves
         or args.fraction is not None
-        or args.curve_loss != "train"
+        or args.curve_loss is not None
     ):
         raise UserError(
             "predict needs --curve-law FILE --steps T, or --run RUN --curves RUNS [--fraction F] [--curve-loss eval]"

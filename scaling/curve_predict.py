@@ -21,6 +21,7 @@ from smallest_loss.model.train import make_schedule
 from smallest_loss.scaling.collect import run_folders
 from smallest_loss.scaling.curve_law import (
     MIN_PREFIX,
+    Curve,
     CurveLaw,
     curve_law_from_dict,
     final_train_loss,
@@ -30,6 +31,7 @@ from smallest_loss.scaling.curve_law import (
     schedule_lrs,
     shape_peaks,
 )
+from smallest_loss.scaling.curve_table import TableRun, read_table_runs
 
 SCHEDULES = ("cosine", "wsd", "constant")
 MAX_STEPS = 10**7  # the schedule and its areas are arrays of this many steps
@@ -183,4 +185,85 @@ def predict_run(
         out["predicted_final_train"] = final_train_loss(whole, law.curve(lrs))
     if logged.final_eval:  # a finished run: the check
         out.update(actual_final_eval=logged.final_eval, rel_error=out["predicted_final_eval"] / logged.final_eval - 1)
+    return out
+
+
+def _table_schedule(run: TableRun, steps: int | None = None, schedule: str = "cosine", lr: float | None = None,
+                    warmup_fraction: float = 0.05, cooldown_fraction: float = 0.2,
+                    decay: str = "1-sqrt") -> np.ndarray:  # fmt: skip
+    """The rates of every update of a table's run: its logged rates, then the rest of its planned schedule (the
+    table's description, or else the flags': `steps` updates of `schedule` at peak `lr`, default its largest)."""
+    logged = run.curve.lr
+    if run.planned is not None:
+        if steps is not None and steps != len(run.planned):
+            raise UserError(f"--steps {steps}: the table describes run {run.curve.name} as {len(run.planned)} steps")
+        return np.concatenate([logged, run.planned[len(logged) :]])
+    if steps is None:
+        raise UserError(
+            f"run {run.curve.name}: the table does not describe its schedule (columns schedule, peak_lr, "
+            "total_steps); give its length --steps T (and --schedule, --warmup-fraction, --lr where not cosine)"
+        )
+    check_prediction(steps, schedule, lr, warmup_fraction, cooldown_fraction, None)
+    if steps < len(logged):
+        raise UserError(f"--steps {steps}: run {run.curve.name} has already logged step {len(logged)}")
+    fields = dict(cooldown_fraction=cooldown_fraction, decay=decay) if schedule == "wsd" else {}
+    peak = lr if lr is not None else float(logged.max())
+    planned = schedule_lrs(TrainConfig(lr=peak), steps, warmup_fraction, schedule, **fields)
+    return np.concatenate([logged, planned[len(logged) :]])
+
+
+def _law_of_file(law_path: str | Path, N: int) -> CurveLaw:
+    """The shape's law from a curve-law file: the row of N, or the file's one shape (a table without N)."""
+    rows = load_curve_laws(law_path)["shapes"]
+    mine = [r for r in rows if r.get("N") == N] or (rows if len(rows) == 1 else [])
+    if not mine:
+        fitted = ", ".join(str(r.get("N")) for r in rows)
+        raise UserError(f"--curve-law {law_path}: no law of N={N} (it has N = {fitted})")
+    return curve_law_from_dict(mine[0])
+
+
+def _calibration(law: CurveLaw, run: Curve, lrs: np.ndarray) -> float:
+    """exp(mean log(logged loss / law)) over the run's fitted logged points: how far this run sits from the law."""
+    t, losses = run.fitted_evals()
+    after = law.curve(np.r_[lrs, lrs[-1]])  # element t: the loss after t updates (t up to the last)
+    return float(np.exp(np.mean(np.log(losses / (after[t] * np.exp(law.eval_gap))))))
+
+
+def predict_table_run(table: Any, name: str, columns: str | None = None, curve_loss: str | None = None,
+                      form: str = "multipower", law_path: str | Path | None = None, fraction: float | None = None,
+                      fill: str | None = None, **schedule: Any) -> dict[str, Any]:  # fmt: skip
+    """A curve table's run still training elsewhere: its final loss (of the table's kind) from its logged points,
+    on its planned schedule (`_table_schedule`: the table's description or `schedule`'s flags). Its shape's law is
+    fitted to its logged points and the table's other runs of its N, or (`law_path`) read from a curve-law file
+    and scaled to its logged points (`_calibration`). `fraction`: only its first F of the steps (a check); `fill`:
+    columns the table lacks (`read_table_runs`)."""
+    if fraction is not None and not 0 < fraction <= 1:
+        raise UserError(f"--fraction {fraction}: a share of the run's steps, in (0, 1]")
+    runs = read_table_runs(table, columns, curve_loss, fill)
+    mine = [r for r in runs if r.curve.name == name]
+    if not mine:
+        raise UserError(f"--run {name}: no such run in {table} (runs: {', '.join(r.curve.name for r in runs[:10])})")
+    logged = mine[0].curve
+    lrs = _table_schedule(mine[0], **schedule)
+    cut = len(logged.lr) if fraction is None else min(len(logged.lr), int(fraction * len(lrs)))
+    run = logged.prefix(cut)
+    if run.fitted() <= MIN_PREFIX:
+        raise UserError(f"run {name}: {run.fitted()} logged points after warmup (step {run.first - 1}); the law "
+                        f"needs more than {MIN_PREFIX}")  # fmt: skip
+    out: dict[str, Any] = dict(run=name, N=run.N, steps_logged=cut, steps=len(lrs), curve_loss=mine[0].kind)
+    if law_path is None:
+        others = [r.curve for r in runs if r.curve.N == run.N and r.curve.name != name]
+        if not others:
+            raise UserError(f"--run {name}: the table has no other run of its N={run.N} to fit the law with; "
+                            "add finished runs of its shape, or give --curve-law FILE")  # fmt: skip
+        law = fit_from_prefix(run, cut, others, form=form)
+        out.update(form=law.form, runs_of_shape=len(others), predicted_final=law.final_eval(lrs))
+    else:
+        law = _law_of_file(law_path, run.N)
+        scale = _calibration(law, run, lrs)
+        out.update(form=law.form, curve_law=str(law_path), law_alone=law.final_eval(lrs), calibration=scale - 1,
+                   predicted_final=law.final_eval(lrs) * scale)  # fmt: skip
+    if len(logged.lr) == len(lrs) and cut < len(lrs):  # a finished run cut short: the check
+        actual = float(logged.eval_losses[-1])
+        out.update(actual_final=actual, rel_error=out["predicted_final"] / actual - 1)
     return out

@@ -20,19 +20,22 @@ from smallest_loss.scaling.chinchilla import LAW_KEYS
 from smallest_loss.scaling.collect import collect_runs, to_points
 from smallest_loss.scaling.laws import LawFile
 from smallest_loss.scaling.optimize import DEFAULT_DELTA
-from smallest_loss.scaling.points import FitPoints, check_budgets, read_fit_csv
+from smallest_loss.scaling.points import FitPoints, best_of_rows, check_budgets, read_fit_csv, sweep_table
 
 FORMS = ("chinchilla", "kaplan", "shape")
 
 
-def read_table(path: str | Path, shapes: bool = False) -> FitPoints | AspectPoints:
+def read_table(path: str | Path, shapes: bool = False, best_of: str | None = None) -> FitPoints | AspectPoints:
     """A fit CSV (columns N, D, loss; optional C, run, group) as points; `shapes`: with each row's width d and
-    depth n (columns d and n), for the shape-aware law."""
+    depth n (columns d and n), for the shape-aware law; `best_of` ("lr,batch"): of the rows of one (N, D) that
+    differ in these columns, the lowest-loss one only (`points.best_of_rows`)."""
     if shapes:
         points = read_aspect_csv(path)
         check_budgets(points.points, str(path))
         return points
     points = read_fit_csv(path)
+    if best_of is not None:
+        points = points.take(best_of_rows(sweep_table(path), best_of))
     check_budgets(points, str(path))
     return points
 

@@ -223,27 +223,37 @@ class Design:
     weight: np.ndarray
 
 
+def _windows(t: np.ndarray, losses: np.ndarray, bins: int) -> tuple[np.ndarray, ...]:
+    """Fitted points (update counts t, sorted, and their losses) in at most `bins` windows of consecutive points:
+    the mean log loss of each window, the law's sample points (at most SAMPLES evenly spread points of each), the
+    averaging of the samples into windows, and the counts where LD is evaluated (each window's first, and the last).
+    Up to `bins` points each is a window of its own."""
+    window = window_index(len(t), bins)
+    logL = np.bincount(window, np.log(losses)) / np.bincount(window)
+    first = np.searchsorted(window, np.arange(len(logL)))
+    last = np.append(first[1:] - 1, len(t) - 1)
+    picks = [
+        np.unique(np.linspace(a, b, min(b - a + 1, SAMPLES)).round().astype(np.int64))
+        for a, b in zip(first, last, strict=True)
+    ]
+    index, counts = np.concatenate(picks), np.array([len(s) for s in picks])
+    average = sparse.csr_matrix(
+        (np.repeat(1 / counts, counts), (np.repeat(np.arange(len(counts)), counts), np.arange(len(index))))
+    )
+    return t[index], logL, average, np.unique(np.append(t[first], t[-1]))
+
+
 def _curve_design(c: CurveLike, bins: int, max_segments: int) -> tuple:
     """One curve's part of `Design`. The train loss logged at 0-based step i sees t = i updates, averaged over
-    windows; a curve fitted on its evaluations (`fit_evals`) gives each evaluation a window of its own."""
+    windows; a curve fitted on its evaluations (`fit_evals`: periodic evaluations, or a curve table's logged
+    points) likewise, each of up to `bins` evaluations a window of its own (a long curve logged at every step
+    would otherwise evaluate LD at every point: pairs of points and drops grow as the square of its length)."""
     if c.fit_evals:
-        sample, losses = c.fitted_evals()
-        logL, average, evaluated = np.log(losses), sparse.identity(len(sample), format="csr"), sample
+        t, losses = c.fitted_evals()
     else:
-        fitted = np.arange(c.first - 1, len(c.lr))
-        window = window_index(len(fitted), bins)
-        logL = np.bincount(window, np.log(c.loss[fitted])) / np.bincount(window)
-        starts = fitted[np.searchsorted(window, np.arange(len(logL)))]
-        ends = np.append(starts[1:] - 1, fitted[-1])
-        samples = [
-            np.unique(np.linspace(a, b, min(b - a + 1, SAMPLES)).round().astype(np.int64))
-            for a, b in zip(starts, ends, strict=True)
-        ]
-        sample, counts = np.concatenate(samples), np.array([len(s) for s in samples])
-        average = sparse.csr_matrix(
-            (np.repeat(1 / counts, counts), (np.repeat(np.arange(len(counts)), counts), np.arange(len(sample))))
-        )
-        evaluated = np.unique(np.append(starts, fitted[-1]))
+        t = np.arange(c.first - 1, len(c.lr))
+        losses = c.loss[t]
+    sample, logL, average, evaluated = _windows(t, losses, bins)
     P = np.concatenate([[0.0], np.cumsum(np.asarray(c.lr, dtype=np.float64))])
     return (
         sample,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
+from smallest_loss.scaling.tables import RunTable, read_run_table
 
 MIN_POINTS = 6  # more points than the five Chinchilla parameters
 REQUIRED_COLUMNS = ("N", "D", "loss")
@@ -234,3 +235,54 @@ def _cell(text: str | None, column: str, row_number: int, path: Path) -> float:
     if value <= 0:
         raise UserError(f"fit CSV {path} row {row_number}: {column}={text!r} must be positive")
     return value
+
+
+SWEEP_COLUMNS = ("lr", "batch")  # columns in which a learning-rate or batch sweep's rows at one (N, D) differ
+
+
+def sweep_table(path: str | Path) -> RunTable:
+    """A fit CSV's N, D, loss and sweep columns (lr, batch; where present) and its `group` labels, row by row as
+    `read_fit_csv` reads them."""
+    return read_run_table(path, REQUIRED_COLUMNS, SWEEP_COLUMNS, (DATASET_COLUMN,), what="fit CSV")
+
+
+def _point_keys(table: RunTable, within: tuple[str, ...]) -> np.ndarray:
+    """Each row's (N, D, group, `within` columns) as one label: the rows of one point of the fit."""
+    parts = [table.numbers["N"], table.numbers["D"], *(table.numbers[c] for c in within)]
+    labels = table.texts.get(DATASET_COLUMN, np.full(len(table), ""))
+    return np.array([repr((*(float(p[i]) for p in parts), str(labels[i]))) for i in range(len(table))])
+
+
+def sweep_warning(table: RunTable) -> str | None:
+    """One line when rows share (N, D) but differ in lr or batch (a sweep fitted through its untuned runs);
+    None when no sweep column is present or no (N, D) has several rows."""
+    present = [c for c in SWEEP_COLUMNS if c in table.numbers]
+    if not present:
+        return None
+    _, inverse, counts = np.unique(_point_keys(table, ()), return_inverse=True, return_counts=True)
+    several = counts > 1
+    if not several.any():
+        return None
+    rows = int(counts[several].sum())
+    return (
+        f"warning: {int(several.sum())} (N, D) points have several runs ({rows} rows, differing in "
+        f"{' or '.join(present)}): the law is fitted through every one, untuned runs included; --best-of "
+        f"{','.join(present)} keeps each point's best run"
+    )
+
+
+def best_of_rows(table: RunTable, columns: str) -> np.ndarray:
+    """The rows kept by `--best-of COLUMNS` (lr,batch): of the rows sharing (N, D), its `group` and the sweep
+    columns not named, the one with the lowest loss (the first of equals), in the table's order."""
+    named = tuple(c.strip() for c in columns.split(",") if c.strip())
+    unknown = [c for c in named if c not in SWEEP_COLUMNS]
+    if not named or unknown:
+        raise UserError(f"--best-of {columns!r}: name columns among {', '.join(SWEEP_COLUMNS)} (for example lr,batch)")
+    absent = [c for c in named if c not in table.numbers]
+    if absent:
+        raise UserError(f"--best-of {columns}: fit CSV {table.source} has no column {', '.join(absent)}")
+    within = tuple(c for c in SWEEP_COLUMNS if c in table.numbers and c not in named)
+    keys, loss = _point_keys(table, within), table.numbers["loss"]
+    order = np.lexsort((np.arange(len(table)), loss, keys))  # by key, then loss, then row
+    first = np.r_[True, keys[order][1:] != keys[order][:-1]]
+    return np.sort(order[first])

@@ -9,9 +9,10 @@
 
 Reading points: `read_table` (a fit CSV), `read_runs` (run or sweep folders). Fitting: `fit_law` (Chinchilla, Kaplan,
 shape-aware), `fit_groups` (several data or evaluation sets with shared exponents), `fit_recipe` (learning-rate and
-batch laws), `fit_curve_laws` (schedule-aware learning curves). Devices: `calibrate`, `calibrate_records`,
-`load_profile`. Planning: `parse_budget`, `make_plan` (`plan_with_inputs` for your own step-time or memory
-functions), `verify`. Every mistake a user can make raises `UserError` with a one-line message.
+batch laws), `fit_curve_laws` (schedule-aware learning curves: run folders' `read_curve`, or `read_curves` of a
+curve table logged by any stack). Devices: `calibrate`, `calibrate_records`, `load_profile`. Planning:
+`parse_budget`, `make_plan` (`plan_with_inputs` for your own step-time or memory functions), `verify`. Every
+mistake a user can make raises `UserError` with a one-line message.
 """
 
 import importlib
@@ -23,6 +24,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time each name is imp
     from smallest_loss.scaling.budget import Budget, parse_budget
     from smallest_loss.scaling.chinchilla import ChinchillaLaw
     from smallest_loss.scaling.curve_law import fit_curve_laws, read_curve
+    from smallest_loss.scaling.curve_table import read_curves
     from smallest_loss.scaling.fitting import fit_law, read_runs, read_table
     from smallest_loss.scaling.groups import GroupedFit, fit_groups
     from smallest_loss.scaling.kaplan import KaplanLaw
@@ -68,6 +70,7 @@ _HOMES = {
     "parse_budget": "smallest_loss.scaling.budget",
     "plan_with_inputs": "smallest_loss.scaling.planner",
     "read_curve": "smallest_loss.scaling.curve_law",
+    "read_curves": "smallest_loss.scaling.curve_table",
     "read_runs": "smallest_loss.scaling.fitting",
     "read_table": "smallest_loss.scaling.fitting",
     "verify": "smallest_loss.scaling.verify",
@@ -102,6 +105,7 @@ __all__ = [
     "parse_budget",
     "plan_with_inputs",
     "read_curve",
+    "read_curves",
     "read_runs",
     "read_table",
     "verify",
