@@ -248,8 +248,9 @@ def _interpolated(table: RunTable, name: str, rows: np.ndarray, T: int) -> np.nd
 def _described(table: RunTable, name: str, rows: np.ndarray) -> np.ndarray | None:
     """The rates of every planned update from the run's schedule description, or None where it has none."""
     schedule = _text(table, "schedule", rows)
-    if not schedule:
-        return None
+    logged = "lr" in table.numbers and bool(np.isfinite(table.numbers["lr"][rows]).any())
+    if not schedule or (schedule not in ("cosine", "wsd", "constant") and logged):
+        return None  # a schedule this tool cannot rebuild (two-stage, exponential decay): its logged rates say it
     where = table.where(int(rows[0]))
     values = {k: _first(table, k, rows) for k in ("peak_lr", "total_steps", "warmup_steps", "final_lr")}
     if not (values["peak_lr"] > 0 and values["total_steps"] >= 1):
@@ -264,7 +265,9 @@ def _described(table: RunTable, name: str, rows: np.ndarray) -> np.ndarray | Non
     if schedule == "wsd":
         fields.update(_cooldown(table, name, rows, total))
     if schedule not in ("cosine", "wsd", "constant"):
-        raise UserError(f"{where}: run {name}'s schedule {schedule!r}: describe cosine, wsd or constant")
+        raise UserError(
+            f"{where}: run {name}'s schedule {schedule!r}: describe cosine, wsd or constant, or log its lr column"
+        )
     try:
         cfg = dataclasses.replace(TrainConfig(), schedule=schedule, **fields)
     except UserError as err:

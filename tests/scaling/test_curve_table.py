@@ -125,3 +125,20 @@ def test_bad_tables_are_refused_in_one_line_naming_the_row(tmp_path, change, mes
     with pytest.raises(UserError, match=message) as err:
         read_curves(path)
     assert "\n" not in str(err.value)
+
+
+def test_a_schedule_this_tool_cannot_rebuild_is_read_from_the_logged_rates(tmp_path):
+    """Luo et al.'s tables name schedules such as two_stage: the logged lr column carries them."""
+    rows = ["run,step,lr,loss,N,schedule,peak_lr,total_steps"]
+    for step in range(20, 420, 20):
+        lr = 1e-3 if step <= 200 else 1e-4
+        rows.append(f"a,{step},{lr},{3 + 10 / step},1000000,two_stage,0.001,400")
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    (curve,) = read_curves(tmp_path / "t.csv")
+    assert curve.lr[100] == pytest.approx(1e-3) and curve.lr[300] == pytest.approx(1e-4)
+    no_lr = ["run,step,loss,N,schedule,peak_lr,total_steps"] + [
+        f"a,{s},{3 + 10 / s},1000000,two_stage,0.001,400" for s in range(20, 420, 20)
+    ]
+    (tmp_path / "v.csv").write_text("\n".join(no_lr) + "\n")
+    with pytest.raises(UserError, match="describe cosine, wsd or constant, or log its lr column"):
+        read_curves(tmp_path / "v.csv")
