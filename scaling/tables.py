@@ -142,7 +142,8 @@ def read_run_table(source: Any, numbers: Sequence[str], optional_numbers: Sequen
 
 def _text(row: list[Any], i: int) -> str:
     value = row[i] if i < len(row) else None
-    return "" if value is None else str(value).strip()
+    missing = value is None or (isinstance(value, float) and math.isnan(value))  # a DataFrame's empty text cell
+    return "" if missing else str(value).strip()
 
 
 def _number_column(rows: list[list[Any]], lines: list[int], i: int, column: str, required: bool,
@@ -182,11 +183,13 @@ def _raw_rows(source: Any, what: str) -> tuple[list[str], list[list[Any]], list[
 
 
 def _from_frame(value: Any) -> Any:
-    """A DataFrame cell: a missing value (None, NaN, pandas' NA) as None."""
+    """A DataFrame cell: pandas' NA (and None) as an empty cell; a float NaN stays NaN, as `nan` in a CSV does (a
+    diverged run's loss), and is an empty cell in a text column."""
     try:
-        return None if value is None or value != value else value
-    except (TypeError, ValueError):  # pandas.NA compares to nothing
+        bool(value == value)
+    except (TypeError, ValueError):  # pandas.NA has no truth value
         return None
+    return value
 
 
 def _csv_rows(path: Path, what: str) -> tuple[list[str], list[list[Any]], list[int]]:

@@ -67,6 +67,9 @@ def test_value_checks_name_the_first_bad_row(tmp_path):
 
 def test_a_dataframe_reads_like_a_file():
     pd = pytest.importorskip("pandas")
-    frame = pd.DataFrame(dict(N=[1e6, 2e6], loss=[3.0, None], run=["a", "b"]))
-    table = read_run_table(frame, ["N"], ["loss"], ["run"])
+    frame = pd.DataFrame(dict(N=[1e6, 2e6], loss=[3.0, None], run=["a", None], status=["ok", float("nan")]))
+    table = read_run_table(frame, ["N", "loss"], [], ["run", "status"])  # a NaN loss (diverged) is a number
     assert table.source == "DataFrame" and np.isnan(table.numbers["loss"][1]) and table.where(0) == "DataFrame row 1"
+    assert list(table.texts["run"]) == ["a", ""] and list(table.texts["status"]) == ["ok", ""]
+    with pytest.raises(UserError, match="DataFrame row 2: column N is empty"):
+        read_run_table(pd.DataFrame(dict(N=pd.array([1, None], dtype="Int64"), loss=[1.0, 2.0])), ["N", "loss"])
