@@ -68,9 +68,10 @@ def _format_law(law_file: LawFile) -> list[str]:
 
 def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str | None, plot: str | None,
             holdout: bool, as_json: bool, delta: float = DEFAULT_DELTA, reference: str | None = None,
-            holdout_shape: bool = False, best_of: str | None = None) -> dict[str, Any]:  # fmt: skip
+            holdout_shape: bool = False, best_of: str | None = None,
+            columns: str | None = None) -> dict[str, Any]:  # fmt: skip
     """The whole `fit` command; returns the report (printed as text or JSON by the caller). `best_of` (lr,batch):
-    each (N, D) of the CSV fitted through its best row only."""
+    each (N, D) of the CSV fitted through its best row only; `columns`: the table's own names for its columns."""
     if bool(paths) == bool(csv):
         raise UserError("give either run folders or --csv FILE (columns N, D, loss), not both and not neither")
     if best_of is not None and (not csv or form == "shape"):
@@ -79,14 +80,15 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
     if holdout_shape and form != "shape":
         raise UserError("--holdout-shape checks the shape-aware law: add --form shape")
     if form == "shape":
-        for flag, used in (("--plot", plot), ("--holdout-largest", holdout), ("--reference", reference)):
+        for flag, used in (("--plot", plot), ("--holdout-largest", holdout), ("--reference", reference),
+                           ("--columns", columns)):  # fmt: skip
             if used:
                 raise UserError(f"{flag}: not with the shape-aware law (--form shape, checked by --holdout-shape)")
         return run_shape_fit(paths, csv, n_boot, out, delta, holdout_shape)
     records: list[RunRecord] = []
     if csv:
-        points = read_table(csv, best_of=best_of)
-        sweep = None if best_of else sweep_warning(sweep_table(csv))
+        points = read_table(csv, best_of=best_of, columns=columns)
+        sweep = None if best_of else sweep_warning(sweep_table(csv, columns))
         if sweep:
             print(sweep, file=sys.stderr)
         mismatch = budget_mismatch(points)
@@ -372,8 +374,10 @@ def run(args: argparse.Namespace) -> int:
     if args.holdout_runs or args.curve_loss is not None:
         flag = "--holdout-runs" if args.holdout_runs else "--curve-loss"
         raise UserError(f"{flag} goes with --curves (fit --curves RUNS {flag} ...)")
-    if args.columns or args.fill:
-        raise UserError("--columns and --fill read a curve table: fit --curves --csv TABLE --columns ...")
+    if args.fill:
+        raise UserError("--fill completes a curve table: fit --curves --csv TABLE --fill ...")
+    if args.columns and not args.csv:
+        raise UserError("--columns names a table's columns: fit --csv TABLE --columns N=params,...")
     report = run_fit(
         args.runs,
         args.csv,
@@ -387,6 +391,7 @@ def run(args: argparse.Namespace) -> int:
         args.reference,
         args.holdout_shape,
         args.best_of,
+        args.columns,
     )
     print_report(report, args.json)
     return 0
@@ -402,8 +407,10 @@ def _curve_fit(args: argparse.Namespace) -> dict[str, Any]:
         )
     if not args.curves or args.runs:
         raise UserError("--curves takes the run folders itself (fit --curves RUNS), or a curve table (--csv TABLE)")
-    if args.columns or args.fill:
-        raise UserError("--columns and --fill read a curve table: fit --curves --csv TABLE --columns ...")
+    if args.fill:
+        raise UserError("--fill completes a curve table: fit --curves --csv TABLE --fill ...")
+    if args.columns and not args.csv:
+        raise UserError("--columns names a table's columns: fit --csv TABLE --columns N=params,...")
     return run_curve_fit(
         args.curves, args.bootstrap, args.out, args.plot, args.curve_form, args.holdout_runs, args.curve_loss or "train"
     )

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
@@ -20,23 +21,27 @@ from smallest_loss.scaling.chinchilla import LAW_KEYS
 from smallest_loss.scaling.collect import collect_runs, to_points
 from smallest_loss.scaling.laws import LawFile
 from smallest_loss.scaling.optimize import DEFAULT_DELTA
-from smallest_loss.scaling.points import FitPoints, best_of_rows, check_budgets, read_fit_csv, sweep_table
+from smallest_loss.scaling.points import FitPoints, best_of_rows, check_budgets, read_fit_table, sweep_table
 
 FORMS = ("chinchilla", "kaplan", "shape")
 
 
-def read_table(path: str | Path, shapes: bool = False, best_of: str | None = None) -> FitPoints | AspectPoints:
-    """A fit CSV (columns N, D, loss; optional C, run, group) as points; `shapes`: with each row's width d and
-    depth n (columns d and n), for the shape-aware law; `best_of` ("lr,batch"): of the rows of one (N, D) that
-    differ in these columns, the lowest-loss one only (`points.best_of_rows`)."""
+def read_table(path: Any, shapes: bool = False, best_of: str | None = None,
+               columns: str | Mapping[str, str] | None = None) -> FitPoints | AspectPoints:  # fmt: skip
+    """A fit table (columns N, D, loss; optional C, run, group: a CSV, a JSON-lines file or a pandas DataFrame) as
+    points; `columns` names the table's own columns (`N=params,D=tokens,loss=eval/loss`); `shapes`: with each row's
+    width d and depth n (columns d and n, a CSV), for the shape-aware law; `best_of` ("lr,batch"): of the rows of
+    one (N, D) that differ in these columns, the lowest-loss one only (`points.best_of_rows`)."""
     if shapes:
+        if columns:
+            raise UserError("--columns: not with the shape-aware law (--form shape reads columns N, D, loss, d, n)")
         points = read_aspect_csv(path)
         check_budgets(points.points, str(path))
         return points
-    points = read_fit_csv(path)
+    points = read_fit_table(path, columns)
     if best_of is not None:
-        points = points.take(best_of_rows(sweep_table(path), best_of))
-    check_budgets(points, str(path))
+        points = points.take(best_of_rows(sweep_table(path, columns), best_of))
+    check_budgets(points, "DataFrame" if not isinstance(path, (str, Path)) else str(path))
     return points
 
 

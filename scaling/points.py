@@ -12,12 +12,14 @@ from __future__ import annotations
 import csv
 import math
 from array import array
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
-from smallest_loss.scaling.tables import RunTable, read_run_table
+from smallest_loss.scaling.tables import JSON_LINES, RunTable, read_run_table
 
 MIN_POINTS = 6  # more points than the five Chinchilla parameters
 REQUIRED_COLUMNS = ("N", "D", "loss")
@@ -240,10 +242,35 @@ def _cell(text: str | None, column: str, row_number: int, path: Path) -> float:
 SWEEP_COLUMNS = ("lr", "batch")  # columns in which a learning-rate or batch sweep's rows at one (N, D) differ
 
 
-def sweep_table(path: str | Path) -> RunTable:
-    """A fit CSV's N, D, loss and sweep columns (lr, batch; where present) and its `group` labels, row by row as
-    `read_fit_csv` reads them."""
-    return read_run_table(path, REQUIRED_COLUMNS, SWEEP_COLUMNS, (DATASET_COLUMN,), what="fit CSV")
+def sweep_table(path: Any, columns: str | Mapping[str, str] | None = None) -> RunTable:
+    """A fit table's N, D, loss and sweep columns (lr, batch; where present) and its `group` labels, row by row as
+    `read_fit_table` reads them."""
+    return read_run_table(path, REQUIRED_COLUMNS, SWEEP_COLUMNS, (DATASET_COLUMN,), columns, what="fit CSV")
+
+
+def read_fit_table(source: Any, columns: str | Mapping[str, str] | None = None) -> FitPoints:
+    """A fit table from any source: a CSV without a column map (`read_fit_csv`, the lean reader for a million
+    rows), else through the one run-table reader (`tables.read_run_table`): a JSON-lines file, a pandas
+    DataFrame, or a file whose columns other tools named (`columns`: `N=params,D=tokens,loss=eval/loss`)."""
+    if not columns and isinstance(source, (str, Path)) and Path(source).suffix.lower() not in JSON_LINES:
+        return read_fit_csv(source)
+    table = read_run_table(source, REQUIRED_COLUMNS, (BUDGET_COLUMN,), (GROUP_COLUMN, DATASET_COLUMN), columns,
+                           what="fit table")  # fmt: skip
+    table.finite(*REQUIRED_COLUMNS)
+    table.positive(*REQUIRED_COLUMNS, BUDGET_COLUMN)
+    if len(table) < MIN_POINTS:
+        raise UserError(
+            f"fit table {table.source} has {len(table)} rows; need at least {MIN_POINTS} to fit 5 parameters"
+        )
+    if DATASET_COLUMN in table.texts and not all(table.texts[DATASET_COLUMN]):
+        i = int(np.flatnonzero(table.texts[DATASET_COLUMN] == "")[0])
+        raise UserError(f"{table.where(i)}: column {DATASET_COLUMN} is empty; name every point's set")
+    C = table.numbers.get(BUDGET_COLUMN)
+    if C is not None and np.isnan(C).any():
+        raise UserError(f"{table.where(int(np.flatnonzero(np.isnan(C))[0]))}: column C is empty")
+    n = table.numbers
+    return FitPoints(N=n["N"], D=n["D"], loss=n["loss"], group=table.texts.get(GROUP_COLUMN), C=C,
+                     dataset=table.texts.get(DATASET_COLUMN))  # fmt: skip
 
 
 def _point_keys(table: RunTable, within: tuple[str, ...]) -> np.ndarray:

@@ -154,3 +154,27 @@ def test_take_keeps_labels_and_budgets():
     part = pts.take(np.arange(8) >= 2)
     assert len(part) == 6 and list(part.dataset) == list("bbccdd") and list(part.C) == [1e18] * 6
     assert list(part.group) == [1, 1, 2, 2, 3, 3]
+
+
+def test_a_fit_table_from_json_lines_or_with_other_names_reads_as_the_csv(tmp_path):
+    """The one run-table reader behind `fit --csv`: JSON lines and a column map give the CSV's points exactly."""
+    import json as json_module
+
+    from smallest_loss.scaling.points import read_fit_table
+
+    rows = [dict(N=1e6 * (i + 1), D=2e8 / (i + 1), C=6e14, loss=3.0 + 0.1 * i, run=f"r{i}") for i in range(6)]
+    lines = ["N,D,C,loss,run"] + [f"{r['N']},{r['D']},{r['C']},{r['loss']},{r['run']}" for r in rows]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "t.jsonl").write_text("".join(json_module.dumps(r) + "\n" for r in rows))
+    renamed = ["params,tokens,C,eval/loss,run"] + lines[1:]
+    (tmp_path / "w.csv").write_text("\n".join(renamed) + "\n")
+    want = read_fit_table(tmp_path / "t.csv")
+    for got in (
+        read_fit_table(tmp_path / "t.jsonl"),
+        read_fit_table(tmp_path / "w.csv", "N=params,D=tokens,loss=eval/loss"),
+    ):
+        assert np.array_equal(got.N, want.N) and np.array_equal(got.loss, want.loss) and np.array_equal(got.C, want.C)
+        assert list(got.group) == list(want.group)
+    (tmp_path / "bad.jsonl").write_text("".join(json_module.dumps({**r, "D": -1.0}) + "\n" for r in rows))
+    with pytest.raises(UserError, match=r"bad.jsonl line 1: D=-1 must be positive"):
+        read_fit_table(tmp_path / "bad.jsonl")
