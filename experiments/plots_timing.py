@@ -29,9 +29,11 @@ def plot_predictions(results: list[dict[str, Any]], measured: np.ndarray, out: s
     for r in results:
         if "predicted" not in r:
             continue
-        fig = Figure(figsize=(5, 5), layout="constrained")
+        # Fixed margins: a constrained layout measured every log-scale tick label again, 0.7 s of a plot's 1.1 s.
+        fig = Figure(figsize=(5, 5))
         FigureCanvasAgg(fig)
         ax = fig.subplots()
+        fig.subplots_adjust(left=0.16, right=0.96, bottom=0.11, top=0.84)
         ax.scatter(measured, r["predicted"], s=14)
         ax.plot([lo, hi], [lo, hi], color="black", ls=":", lw=1)
         h = r["held_out"]
