@@ -68,6 +68,7 @@ def plot_curves(curves: list, laws: list, path: str | Path, held: list | None = 
     fitted to them, and its curve law (dashed) over the fitted steps; `held` runs of a fitted shape (not fitted)
     in black, the law's prediction dotted over their whole run."""
     on_evals = any(c.fit_evals for c in curves)
+    in_steps = any(not c.tokens_per_step for c in curves)  # a curve table without tokens: drawn against steps
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(6 * len(laws), 4.8), layout="constrained")
@@ -78,10 +79,11 @@ def plot_curves(curves: list, laws: list, path: str | Path, held: list | None = 
         mine = [(x, cm.tab10(k % 10), "--", x.name) for k, x in enumerate(x for x in curves if x.N == law.N)]
         mine += [(x, "black", ":", f"{x.name} (held out)") for x in held or () if x.N == law.N]
         for c, color, ls, label in mine:
-            tokens = np.arange(1, c.steps + 1) * c.tokens_per_step
+            per_step = 1 if in_steps else c.tokens_per_step
+            tokens = np.arange(1, c.steps + 1) * per_step
             if on_evals:
                 at, losses = c.fitted_evals()
-                ax.plot(at * c.tokens_per_step, losses, "o", ms=2.5, color=color, alpha=0.7)
+                ax.plot(at * per_step, losses, "o", ms=2.5, color=color, alpha=0.7)
                 shown.append(losses)
             else:
                 width = max(1, min(c.steps // 4, max(10, c.steps // 50)))
@@ -96,7 +98,7 @@ def plot_curves(curves: list, laws: list, path: str | Path, held: list | None = 
         ax.set(
             xscale="log",
             yscale="log",
-            xlabel="tokens",
+            xlabel="steps" if in_steps else "tokens",
             ylabel="evaluation loss" if on_evals else "train loss (smoothed)",
         )
         ax.set_title(f"N={law.N}\n{params}", fontsize=8)
