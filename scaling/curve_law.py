@@ -75,6 +75,7 @@ class Curve:
     eval_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # steps evaluated (after update)
     eval_losses: np.ndarray = field(default_factory=lambda: np.zeros(0))
     fit_evals: bool = False  # a fit reads the evaluations (a law of the eval loss), not every step's train loss
+    loss_kind: str = ""  # what a curve table's logged points are ("train" or "eval"); "" for a run folder's curve
 
     @property
     def steps(self) -> int:
@@ -493,7 +494,8 @@ def fit_curve_laws(curves: Sequence[Curve], n_boot: int, lam: float = LAMBDA, fo
     curves fitted on their evaluations, `on_evals`)."""
     _check_form(form)
     start, shapes = time.perf_counter(), []
-    curve_loss = "eval" if any(c.fit_evals for c in curves) else "train"
+    kinds = {c.loss_kind for c in curves if c.loss_kind}
+    curve_loss = kinds.pop() if len(kinds) == 1 else "eval" if any(c.fit_evals for c in curves) else "train"
     for group in by_shape(curves).values():
         law, rms = fit_curve_law_of_shape(group, lam, form=form)
         row = dict(

@@ -189,6 +189,7 @@ def _table_run(table: RunTable, name: str, rows: np.ndarray, all_rows: np.ndarra
         eval_steps=steps.astype(np.int64),
         eval_losses=table.numbers["loss"][rows].copy(),
         fit_evals=True,
+        loss_kind=kind,
     )
     fitted = len(curve.fitted_evals()[0])
     if fitted < MIN_POINTS:
