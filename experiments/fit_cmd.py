@@ -40,7 +40,7 @@ from smallest_loss.scaling.isoflop import isoflop_allocation
 from smallest_loss.scaling.laws import LawFile, law_to_dict, save_law
 from smallest_loss.scaling.learning_curve import curve_extrapolation
 from smallest_loss.scaling.optimize import DEFAULT_DELTA
-from smallest_loss.scaling.points import FitPoints, budget_mismatch, sweep_table, sweep_warning
+from smallest_loss.scaling.points import FitPoints, budget_mismatch, sweep_check
 from smallest_loss.scaling.report import markdown_table
 
 
@@ -88,7 +88,7 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
     records: list[RunRecord] = []
     if csv:
         points = read_table(csv, best_of=best_of, columns=columns)
-        sweep = None if best_of else sweep_warning(sweep_table(csv, columns))
+        sweep = None if best_of else sweep_check(csv, columns)
         if sweep:
             print(sweep, file=sys.stderr)
         mismatch = budget_mismatch(points)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
-from smallest_loss.scaling.tables import JSON_LINES, RunTable, read_run_table
+from smallest_loss.scaling.tables import JSON_LINES, RunTable, header, parse_columns, read_run_table
 
 MIN_POINTS = 6  # more points than the five Chinchilla parameters
 REQUIRED_COLUMNS = ("N", "D", "loss")
@@ -278,6 +278,16 @@ def _point_keys(table: RunTable, within: tuple[str, ...]) -> np.ndarray:
     parts = [table.numbers["N"], table.numbers["D"], *(table.numbers[c] for c in within)]
     labels = table.texts.get(DATASET_COLUMN, np.full(len(table), ""))
     return np.array([repr((*(float(p[i]) for p in parts), str(labels[i]))) for i in range(len(table))])
+
+
+def sweep_check(source: Any, columns: str | Mapping[str, str] | None = None) -> str | None:
+    """`sweep_warning` of a fit table, which is read again only when its header names a sweep column (a plain table
+    of a million rows is not read twice)."""
+    names = {parse_columns(columns).get(c, c) for c in SWEEP_COLUMNS}
+    known = header(source)
+    if known is not None and not names & set(known):
+        return None
+    return sweep_warning(sweep_table(source, columns))
 
 
 def sweep_warning(table: RunTable) -> str | None:

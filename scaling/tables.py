@@ -140,6 +140,18 @@ def read_run_table(source: Any, numbers: Sequence[str], optional_numbers: Sequen
     return RunTable(source_name, table_numbers, table_texts, np.asarray(lines, dtype=int))
 
 
+def header(source: Any) -> list[str] | None:
+    """A table's column names without reading its rows: a CSV's first line, a DataFrame's columns; None for a
+    JSON-lines file (its columns are the keys of all its rows) or a file that cannot be read."""
+    if hasattr(source, "columns") and hasattr(source, "to_dict"):
+        return [str(c) for c in source.columns]
+    path = Path(source)
+    if path.suffix.lower() in JSON_LINES or not path.is_file():
+        return None
+    with path.open(newline="") as fh:
+        return [h.strip() for h in next(csv.reader(fh), [])]
+
+
 def _text(row: list[Any], i: int) -> str:
     value = row[i] if i < len(row) else None
     missing = value is None or (isinstance(value, float) and math.isnan(value))  # a DataFrame's empty text cell
