@@ -31,7 +31,7 @@ import csv
 import io
 from pathlib import Path
 
-from smallest_loss.experiments.scripts.public_source import read_upstream, upstream_commit
+from smallest_loss.experiments.scripts.public_source import read_upstream, upstream_commit, write_csv
 
 SIZES = (25, 100, 400)  # millions of parameters, the folders csv_25, csv_100, csv_400
 FIT = ("cosine_24000", "constant_24000", "wsdcon_9")  # upstream src/config.py TRAIN_SET
@@ -75,12 +75,7 @@ def curve_rows(root: str | Path) -> list[dict[str, object]]:
 
 def write_curves(rows: list[dict[str, object]], path: Path) -> Path:
     """Write the long curve table."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    return write_csv(rows, COLUMNS, path)
 
 
 def main() -> None:

@@ -27,14 +27,12 @@ pickle needs pandas (and, as any pickle, runs code of the file's choosing: use i
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import pickle
 import subprocess
 import tempfile
 from pathlib import Path
 
-from smallest_loss.experiments.scripts.public_source import is_bare_git, upstream_commit
+from smallest_loss.experiments.scripts.public_source import is_bare_git, upstream_commit, write_csv
 
 PICKLE = "loss_curve_repo/loss_curves/gpt_loss+lrs.pkl"
 RUNS = {"cosine": "cosine", "wsd": "wsd", "811": "step_811"}  # upstream key part -> our run name
@@ -70,13 +68,7 @@ def curve_rows(blob: bytes) -> list[dict[str, object]]:
 
 def write_curves(rows: list[dict[str, object]], path: Path) -> Path:
     """Write the long curve table."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    path.write_text(buffer.getvalue())
-    return path
+    return write_csv(rows, COLUMNS, path)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ upstream repository's path as their argument.
 
 from __future__ import annotations
 
+import csv
 import subprocess
 from pathlib import Path
 
@@ -42,3 +43,13 @@ def upstream_commit(root: str | Path, revision: str = "HEAD") -> str:
     where = ["--git-dir", str(root)] if is_bare_git(root) else ["-C", str(root)]
     shown = subprocess.run(["git", *where, "rev-parse", revision], capture_output=True, text=True, check=False)
     return shown.stdout.strip() if shown.returncode == 0 else ""
+
+
+def write_csv(rows: list[dict[str, object]], columns: list[str], path: Path) -> Path:
+    """Write converted rows as a CSV with these columns (a row's missing cells empty), making its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
