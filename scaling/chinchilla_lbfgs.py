@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+from smallest_loss.configs.lazy import jax, jnp
 from smallest_loss.scaling.optimize import Problem, evaluator, huber, minimise
 from smallest_loss.scaling.points import FitPoints
 

@@ -27,11 +27,9 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from scipy import optimize
 from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.lazy import LazyModule, jax, jit, jnp
 from smallest_loss.scaling import fitbase
 from smallest_loss.scaling.fitbase import (  # noqa: F401  (re-exported: the fits import them from here)
     BOUND_TOL,
@@ -42,6 +40,8 @@ from smallest_loss.scaling.fitbase import (  # noqa: F401  (re-exported: the fit
     scaled_tol,
 )
 from smallest_loss.scaling.points import FitPoints
+
+optimize = LazyModule("scipy.optimize")  # loaded on first use (scipy takes a second to import)
 
 # The fast path (see the module docstring).
 SCREEN_POINTS = 1024
@@ -163,7 +163,7 @@ def _step(st: _State, vg: Callable, w: jax.Array, data: tuple, tols: jax.Array, 
     )  # fmt: skip
 
 
-@partial(jax.jit, static_argnames=("vg", "iters", "max_ls"))
+@partial(jit, static_argnames=("vg", "iters", "max_ls"))
 def _run_chunk(st: _State, vg: Callable, w: jax.Array, data: tuple, tols: jax.Array, box: jax.Array,
                iters: int, max_ls: int = 20) -> _State:  # fmt: skip
     return jax.lax.fori_loop(0, iters, lambda _, s: _step(s, vg, w, data, tols, box, max_ls), st)
@@ -375,7 +375,7 @@ def minimise(problem: Problem, points: FitPoints, starts: np.ndarray, max_evals:
     return best, int(np.sum(f <= f.min() * (1 + 1e-9) + 1e-15))
 
 
-@partial(jax.jit, static_argnames=("vg",))
+@partial(jit, static_argnames=("vg",))
 def _value_and_grad(u: jax.Array, w: jax.Array, data: tuple, vg: Callable) -> tuple[jax.Array, jax.Array]:
     f, g = vg(u[None], w, data)
     return f[0], g[0]
