@@ -70,12 +70,11 @@ def _format_law(law_file: LawFile) -> list[str]:
 
 def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str | None, plot: str | None,
             holdout: bool, as_json: bool, delta: float = DEFAULT_DELTA, reference: str | None = None,
-            holdout_shape: bool = False, best_of: str | None = None,
-            columns: str | None = None, by_scale: bool = True) -> dict[str, Any]:  # fmt: skip
+            holdout_shape: bool = False, best_of: str | None = None, columns: str | None = None,
+            by_scale: bool = True) -> dict[str, Any]:  # fmt: skip
     """The whole `fit` command; returns the report (printed as text or JSON by the caller). `best_of` (lr,batch):
-    each (N, D) of the CSV fitted through its best row only; `columns`: the table's own names for its columns.
-    `by_scale`: the order-by-scale hold-outs (`holdout_by_scale`), reported and kept in the law file's diagnostics;
-    `holdout` (--holdout-largest) refuses, before the fit, a table whose largest budget cannot be held out."""
+    each (N, D) of the CSV fitted through its best row only; `columns`: the table's own names for its columns;
+    `by_scale`: the hold-outs by scale (`holdout_by_scale`); `holdout` (--holdout-largest): the budget's required."""
     if bool(paths) == bool(csv):
         raise UserError("give either run folders or --csv FILE (columns N, D, loss), not both and not neither")
     if best_of is not None and (not csv or form == "shape"):
@@ -105,24 +104,19 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
         reference_index(group_names(points), reference)  # one group is an ordinary fit; a wrong name is refused
         budgets, names = points.budgets, [f"row {i + 2}" for i in range(len(points))]
     else:
-        if reference is not None:
-            raise UserError("--reference names a group of a CSV's 'group' column; run folders have no groups")
-        records, left_out = collect_runs(paths)
-        for line in left_out:  # said before fitting, so it shows even when the fit then fails
-            print(f"warning: left out {line}", file=sys.stderr)
-        points = to_points(records)
-        budgets, names = np.array([r.budget for r in records]), [r.name for r in records]
+        records, left_out, points, budgets, names = _read_folders(paths, reference)
     if holdout:
         holdout_split(budgets)  # refused before the fit, not after it
     iso = isoflop_allocation(records) if records else None
     law_file = fit_law(points, form, n_boot, delta, iso["a"] if iso and "error" not in iso else None)
-    summary = without_samples(law_file).to_dict()
-    report: dict[str, Any] = dict(law=summary, points=len(points.N), text=_format_law(law_file))
+    report: dict[str, Any] = dict(
+        law=without_samples(law_file).to_dict(), points=len(points), text=_format_law(law_file)
+    )
     if records:
         report["left_out"] = left_out
         report["isoflop"] = iso
         report["curve_extrapolation"] = curve_extrapolation(records)
-    if holdout or by_scale:
+    if holdout or by_scale:  # the report's and the law file's
         law_file = _with_holdout(law_file, report, holdout_by_scale(points, budgets, names, delta))
     if out:
         law_file.save(out)
@@ -130,6 +124,16 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
     if plot or out:
         _plots(report, points, law_file.law, records, Path(plot or Path(out).with_suffix(".png")))
     return report
+
+
+def _read_folders(paths: list[str], reference: str | None) -> tuple[list[RunRecord], list[str], FitPoints, Any, Any]:
+    """Run or sweep folders: their records, the runs left out (said at once), the points, budgets and run names."""
+    if reference is not None:
+        raise UserError("--reference names a group of a CSV's 'group' column; run folders have no groups")
+    records, left_out = collect_runs(paths)
+    for line in left_out:  # said before fitting, so it shows even when the fit then fails
+        print(f"warning: left out {line}", file=sys.stderr)
+    return records, left_out, to_points(records), np.array([r.budget for r in records]), [r.name for r in records]
 
 
 def _with_holdout(law_file: LawFile, report: dict[str, Any], held: HoldoutReport) -> LawFile:
