@@ -16,11 +16,10 @@ from typing import Any
 import numpy as np
 from smallest_loss.configs.errors import UserError
 from smallest_loss.scaling.chinchilla import fit_chinchilla
-from smallest_loss.scaling.holdout import holdout_optimum
+from smallest_loss.scaling.holdout import MIN_BUDGETS, holdout_optimum
 from smallest_loss.scaling.optimize import DEFAULT_DELTA
 from smallest_loss.scaling.points import BUDGET_RTOL, MIN_POINTS, FitPoints, budget_labels
 
-MIN_BUDGETS = 3  # holding out the largest leaves at least two budgets to fit on
 MIN_SIZES = 3  # holding out the largest model size leaves at least two sizes
 
 

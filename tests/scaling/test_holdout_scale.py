@@ -78,3 +78,10 @@ def test_holdout_largest_and_no_holdout_together_are_refused(tmp_path, capsys):
     assert main(["fit", "--csv", path, "--bootstrap", "0", "--holdout-largest", "--no-holdout"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --holdout-largest") and "\n" not in err
+
+
+def test_holdout_largest_insists_on_three_budgets(tmp_path, capsys):
+    path = _write(tmp_path / "two.csv", *_isoflop(budgets=(1e18, 1e19)))
+    assert main(["fit", "--csv", path, "--bootstrap", "0", "--holdout-largest"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --holdout-largest needs at least 3 budgets, found 2"
