@@ -11,7 +11,13 @@ predicted losses tie (`preferred_aspect`, `preferred_head_size`, and where they 
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
+import tomllib
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_args
 
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import Activation, Norm
@@ -144,7 +150,128 @@ FLOPS_SPACES: tuple[str, ...] = ("cpu", "chinchilla")
 
 
 def get_space(name: str) -> SearchSpace:
+    """A built-in space by name, or a user's space file (a path ending in .toml or .json, `load_space_file`)."""
+    if name.endswith((".toml", ".json")):
+        return load_space_file(name)
     try:
         return SPACES[name]
     except KeyError:
-        raise UserError(f"unknown search space {name!r}; choose one of: {', '.join(SPACES)}") from None
+        raise UserError(
+            f"unknown search space {name!r}; choose one of: {', '.join(SPACES)}, or pass a space file (.toml or .json)"
+        ) from None
+
+
+# A space file: SearchSpace's fields, and `base` (a built-in space the fields not given come from).
+SPACE_FILE_FIELDS = ("base", *(f.name for f in dataclasses.fields(SearchSpace)))
+_INT_LISTS = ("d", "n", "head_sizes", "mlp_ratios", "s", "b", "batch_choices")
+_REQUIRED = ("v", "d", "n", "head_sizes", "mlp_ratios", "s", "b")  # without a base
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "norm": get_args(Norm),
+    "activation": get_args(Activation),
+    "dtype": ("float32", "bfloat16", "float16"),
+}
+BACKENDS = ("cpu", "gpu", "tpu")
+
+
+def load_space_file(path: str | Path) -> SearchSpace:
+    """A search space from a TOML or JSON file: the fields of `SearchSpace` (integer lists as lists or as
+    `{start, stop, step}`, stop included; `aspect_ratio` and `preferred_aspect` as [low, high], high `inf` in TOML or
+    null in JSON for no bound), `name` (default: the file's stem) and `base` (a built-in space whose values the
+    fields not given take; without it `v`, `d`, `n`, `head_sizes`, `mlp_ratios`, `s` and `b` are required).
+    Unknown fields and bad values are one-line UserErrors naming the file."""
+    path = Path(path)
+    raw, where = _read_space_file(path), f"space file {path}"
+    unknown = sorted(set(raw) - set(SPACE_FILE_FIELDS))
+    if unknown:
+        raise UserError(f"{where}: unknown field {unknown[0]!r}; known fields: {', '.join(SPACE_FILE_FIELDS)}")
+    base = raw.get("base")
+    if base is not None and base not in SPACES:
+        raise UserError(f"{where}: base {base!r} is not a built-in space; choose one of: {', '.join(SPACES)}")
+    missing = [key for key in _REQUIRED if key not in raw] if base is None else []
+    if missing:
+        raise UserError(f"{where}: missing field {missing[0]!r} (or name a built-in space as base)")
+    fields = {} if base is None else {f.name: getattr(SPACES[base], f.name) for f in dataclasses.fields(SearchSpace)}
+    fields |= {key: _field_value(key, value, where) for key, value in raw.items() if key not in ("base", "name")}
+    fields["name"] = str(raw.get("name", path.stem))
+    try:
+        return SearchSpace(**fields)
+    except UserError as err:
+        raise UserError(f"{where}: {err}") from None
+
+
+def _read_space_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"space file {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"space file {path} does not parse: {err}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"space file {path}: expected an object of space fields")
+    return raw
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _field_value(key: str, value: Any, where: str) -> Any:
+    """One field of a space file, checked and in SearchSpace's types."""
+    if key in _INT_LISTS:
+        if (
+            isinstance(value, dict)
+            and set(value) == {"start", "stop", "step"}
+            and all(map(_positive_int, value.values()))
+        ):
+            return _steps(value["start"], value["stop"], value["step"])
+        if isinstance(value, list) and all(map(_positive_int, value)) and (value or key == "batch_choices"):
+            return tuple(value)
+        raise UserError(f"{where}: {key} must be a list of positive integers or {{start, stop, step}}, not {value!r}")
+    if key in ("aspect_ratio", "preferred_aspect"):
+        numbers = isinstance(value, list) and len(value) == 2 and all(_number(x) for x in value[:1]) and (
+            value[1] is None or _number(value[1]))  # fmt: skip
+        if not numbers:
+            raise UserError(f"{where}: {key} must be [low, high] (high inf or null: no bound), not {value!r}")
+        return (float(value[0]), math.inf if value[1] is None else float(value[1]))
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise UserError(f"{where}: {key} {value!r} must be one of {', '.join(_CHOICES[key])}")
+    if key == "backends" and not (isinstance(value, list) and value and set(value) <= set(BACKENDS)):
+        raise UserError(f"{where}: backends must be a non-empty list of {', '.join(BACKENDS)}, not {value!r}")
+    if key in ("v", "preferred_head_size") and not _positive_int(value):
+        raise UserError(f"{where}: {key} must be a positive integer, not {value!r}")
+    if key == "tied" and not isinstance(value, bool):
+        raise UserError(f"{where}: tied must be true or false, not {value!r}")
+    if key == "preferred_source" and not isinstance(value, str):
+        raise UserError(f"{where}: preferred_source must be a string")
+    return tuple(value) if key == "backends" else value
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def space_to_toml(space: SearchSpace) -> str:
+    """A space as a space file (TOML) that `load_space_file` reads back to the same space: evenly spaced integer
+    lists as {start, stop, step}."""
+    lines = [f"# search space {space.name} (smallest-loss space --show): edit, then plan --space FILE.toml"]
+    for f in dataclasses.fields(SearchSpace):
+        lines.append(f"{f.name} = {_toml_value(getattr(space, f.name))}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string
+    if isinstance(value, float):
+        return "inf" if math.isinf(value) else repr(value)
+    if isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+        return "[" + ", ".join(json.dumps(v) for v in value) + "]"
+    if isinstance(value, tuple) and all(_positive_int(v) for v in value) and len(value) >= 4:
+        step = value[1] - value[0]
+        if step > 0 and value == _steps(value[0], value[-1], step):
+            return f"{{ start = {value[0]}, stop = {value[-1]}, step = {step} }}"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return str(value)

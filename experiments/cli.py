@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "time a grid of configurations (or read external timings), fit and compare step-time models",
     ),
     "plan": ("plan_cmd", "the architectures with the smallest predicted loss for a budget"),
+    "space": ("space_cmd", "list the built-in search spaces, or print one as a space file to edit (--show NAME)"),
 }
 
 INTERRUPTED = "interrupted: work finished so far is saved; rerun the same command to continue"

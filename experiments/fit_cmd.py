@@ -16,6 +16,7 @@ folders, curves, groups or plots need is imported where it is used.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -28,7 +29,8 @@ from smallest_loss.scaling.bootstrap import interval
 from smallest_loss.scaling.chinchilla import LAW_KEYS, ChinchillaLaw
 from smallest_loss.scaling.fitting import fit_law, read_runs, read_table, without_samples
 from smallest_loss.scaling.groups import group_names, reference_index
-from smallest_loss.scaling.holdout import holdout_largest, holdout_split, leave_one_shape_out
+from smallest_loss.scaling.holdout import holdout_split, leave_one_shape_out
+from smallest_loss.scaling.holdout_scale import HoldoutReport, holdout_by_scale
 from smallest_loss.scaling.isoflop import isoflop_allocation
 from smallest_loss.scaling.laws import LawFile, law_to_dict, save_law
 from smallest_loss.scaling.optimize import DEFAULT_DELTA
@@ -61,16 +63,6 @@ def _format_law(law_file: LawFile) -> list[str]:
     return lines
 
 
-def _read_run_folders(paths: list[str]) -> tuple[list[RunRecord], list[str], FitPoints]:
-    """The runs of the folders (with what was left out, said at once) and their fit points."""
-    from smallest_loss.scaling.collect import collect_runs, to_points
-
-    records, left_out = collect_runs(paths)
-    for line in left_out:  # said before fitting, so it shows even when the fit then fails
-        print(f"warning: left out {line}", file=sys.stderr)
-    return records, left_out, to_points(records)
-
-
 def _curve_extrapolation(records: list[RunRecord]) -> dict[str, Any]:
     from smallest_loss.scaling.learning_curve import curve_extrapolation
 
@@ -79,10 +71,11 @@ def _curve_extrapolation(records: list[RunRecord]) -> dict[str, Any]:
 
 def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str | None, plot: str | None,
             holdout: bool, as_json: bool, delta: float = DEFAULT_DELTA, reference: str | None = None,
-            holdout_shape: bool = False, best_of: str | None = None,
-            columns: str | None = None) -> dict[str, Any]:  # fmt: skip
+            holdout_shape: bool = False, best_of: str | None = None, columns: str | None = None,
+            by_scale: bool = True) -> dict[str, Any]:  # fmt: skip
     """The whole `fit` command; returns the report (printed as text or JSON by the caller). `best_of` (lr,batch):
-    each (N, D) of the CSV fitted through its best row only; `columns`: the table's own names for its columns."""
+    each (N, D) of the CSV fitted through its best row only; `columns`: the table's own names for its columns;
+    `by_scale`: the hold-outs by scale (`holdout_by_scale`); `holdout` (--holdout-largest): the budget's required."""
     if bool(paths) == bool(csv):
         raise UserError("give either run folders or --csv FILE (columns N, D, loss), not both and not neither")
     if best_of is not None and (not csv or form == "shape"):
@@ -108,32 +101,50 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
         if mismatch:
             print(f"warning: {mismatch}; budgets group rows by C: check that C is in FLOPs", file=sys.stderr)
         if len(group_names(points)) > 1:
-            return run_grouped_fit(points, reference, form, n_boot, out, plot, holdout, delta)
+            return run_grouped_fit(points, reference, form, n_boot, out, plot, holdout, delta, by_scale)
         reference_index(group_names(points), reference)  # one group is an ordinary fit; a wrong name is refused
         budgets, names = points.budgets, [f"row {i + 2}" for i in range(len(points))]
     else:
-        if reference is not None:
-            raise UserError("--reference names a group of a CSV's 'group' column; run folders have no groups")
-        records, left_out, points = _read_run_folders(paths)
-        budgets, names = np.array([r.budget for r in records]), [r.name for r in records]
+        records, left_out, points, budgets, names = _read_folders(paths, reference)
     if holdout:
         holdout_split(budgets)  # refused before the fit, not after it
     iso = isoflop_allocation(records) if records else None
     law_file = fit_law(points, form, n_boot, delta, iso["a"] if iso and "error" not in iso else None)
-    summary = without_samples(law_file).to_dict()
-    report: dict[str, Any] = dict(law=summary, points=len(points.N), text=_format_law(law_file))
+    report: dict[str, Any] = dict(
+        law=without_samples(law_file).to_dict(), points=len(points), text=_format_law(law_file)
+    )
     if records:
         report["left_out"] = left_out
         report["isoflop"] = iso
         report["curve_extrapolation"] = _curve_extrapolation(records)
-    if holdout:
-        report["holdout_largest"] = holdout_largest(points, budgets, names, delta)
+    if holdout or by_scale:  # the report's and the law file's
+        law_file = _with_holdout(law_file, report, holdout_by_scale(points, budgets, names, delta))
     if out:
         law_file.save(out)
         report["law_file"] = out
     if plot or out:
         _plots(report, points, law_file.law, records, Path(plot or Path(out).with_suffix(".png")))
     return report
+
+
+def _read_folders(paths: list[str], reference: str | None) -> tuple[list[RunRecord], list[str], FitPoints, Any, Any]:
+    """Run or sweep folders: their records, the runs left out (said at once), the points, budgets and run names."""
+    if reference is not None:
+        raise UserError("--reference names a group of a CSV's 'group' column; run folders have no groups")
+    from smallest_loss.scaling.collect import collect_runs, to_points
+
+    records, left_out = collect_runs(paths)
+    for line in left_out:  # said before fitting, so it shows even when the fit then fails
+        print(f"warning: left out {line}", file=sys.stderr)
+    return records, left_out, to_points(records), np.array([r.budget for r in records]), [r.name for r in records]
+
+
+def _with_holdout(law_file: LawFile, report: dict[str, Any], held: HoldoutReport) -> LawFile:
+    """The hold-outs in the report (its text and "holdout") and in the law file's diagnostics["holdout"]."""
+    report["holdout"] = held.to_dict()
+    law_file = dataclasses.replace(law_file, diagnostics={**(law_file.diagnostics or {}), "holdout": held.to_dict()})
+    report["law"] = without_samples(law_file).to_dict()
+    return law_file
 
 
 def run_shape_fit(paths: list[str], csv: str | None, n_boot: int, out: str | None, delta: float,
@@ -190,10 +201,15 @@ def _plots(report: dict[str, Any], points: FitPoints, law: Any, records: list[Ru
         report["isoflop_plot"] = str(plot_isoflop(records, iso_path, iso["profiles"]))
 
 
+GROUPED_HOLDOUT = "not done for a grouped fit: fit one group's rows alone (no 'group' column) to hold out its scales"
+
+
 def run_grouped_fit(points: FitPoints, reference: str | None, form: str, n_boot: int, out: str | None,
-                    plot: str | None, holdout: bool, delta: float) -> dict[str, Any]:  # fmt: skip
+                    plot: str | None, holdout: bool, delta: float,
+                    by_scale: bool = True) -> dict[str, Any]:  # fmt: skip
     """Shared exponents, per-group constants and compute multipliers (scaling/groups.py); the law file
-    holds the reference group's law, and every group under diagnostics["groups"]."""
+    holds the reference group's law, and every group under diagnostics["groups"]. The order-by-scale hold-outs
+    are not done for groups (`by_scale` only says so)."""
     for flag, used, why in (("--form kaplan", form != "chinchilla", "it fits the Chinchilla form"),
                             ("--holdout-largest", holdout, "fit one group's rows alone to hold out its largest budget"),
                             ("--plot", plot, "its law file holds every group's constants")):  # fmt: skip
@@ -218,6 +234,7 @@ def run_grouped_fit(points: FitPoints, reference: str | None, form: str, n_boot:
         form_description="L_g = E_g + A/N^alpha + B_g/D^beta: A, alpha, beta shared; E_g and B_g per group",
         shared={k: getattr(fit, k) for k in ("A", "alpha", "beta")},
         warnings=list(fit.warnings) + (list(boot.warnings) if boot else []),
+        holdout=dict(skipped={"budget": GROUPED_HOLDOUT, "N": GROUPED_HOLDOUT}) if by_scale else None,
         bootstrap=dict(n_boot=boot.n_boot, n_converged=boot.n_converged, level=boot.level,
                        seconds=boot.seconds, resampled="within groups") if boot else None,
     )  # fmt: skip
@@ -228,6 +245,8 @@ def run_grouped_fit(points: FitPoints, reference: str | None, form: str, n_boot:
         groups=groups,
         text=_format_groups(fit, diagnostics, intervals),
     )
+    if by_scale:
+        report["holdout"] = dict(budget=None, size=None, skipped=diagnostics["holdout"]["skipped"])
     if out:
         save_law(out, law, intervals, samples, diagnostics)
         report["law_file"] = out
@@ -302,8 +321,8 @@ def print_report(report: dict[str, Any], as_json: bool) -> None:
             f"learning-curve extrapolation from the first {ce['fraction']:.0%} of each run: mean |error| "
             f"{ce['mean_abs_rel_error']:.2%}, max {ce['max_abs_rel_error']:.2%} over {len(ce['runs'])} runs"
         )
-    if "holdout_largest" in report:
-        print("\n".join(_holdout_lines(report["holdout_largest"])))
+    if "holdout" in report:
+        print("\n".join(holdout_lines(report["holdout"])))
     if "holdout_shape" in report:
         print("\n".join(_holdout_shape_lines(report["holdout_shape"])))
     for key in ("law_file", "plot", "isoflop_plot"):
@@ -311,20 +330,34 @@ def print_report(report: dict[str, Any], as_json: bool) -> None:
             print(f"{key.replace('_', ' ')}: {report[key]}")
 
 
-def _holdout_lines(h: dict[str, Any]) -> list[str]:
-    lines = [
-        f"fit without budget {h['budget']:.3g}, predicting its {len(h['runs'])} points: mean |error| "
-        f"{h['mean_abs_rel_error']:.2%}, max {h['max_abs_rel_error']:.2%}"
-    ]
-    opt = h["optimum"]
+def holdout_lines(h: dict[str, Any]) -> list[str]:
+    """The order-by-scale hold-outs as text: each one's errors, the held-out budget's optimum, or why none."""
+    lines = ["order-by-scale hold-outs (the Chinchilla law fitted without bootstrap on the rest, predicting up):"]
+    for key, what in (("budget", "budget"), ("size", "N")):
+        one = h[key]
+        if one is None:
+            lines.append(f"  largest {what} not held out: {h['skipped'][what]}")
+            continue
+        lines.append(
+            f"  fit without {'budget' if what == 'budget' else 'the largest model size N ='} {one['value']:.3g}, "
+            f"predicting its {one['held_points']} points: mean |error| {one['mean_abs_rel_error']:.2%}, max "
+            f"{one['max_abs_rel_error']:.2%}, mean signed {one['mean_rel_error']:+.2%} ({one['fitted_points']} "
+            "points fitted" + (")" if one["identified"] else f"; form {one['form']}, the full law not identified)")
+        )
+        if one["optimum"] is not None:
+            lines += _optimum_lines(one["optimum"])
+    return lines
+
+
+def _optimum_lines(opt: dict[str, Any]) -> list[str]:
     if "error" in opt:
-        return lines + [f"  its optimum not compared: {opt['error']}"]
-    lines.append(f"  its IsoFLOP optimum (parabola in log N over its points) against the law's compute-optimal point "
-                 f"at C = 6ND = {opt['C']:.3g}" + (" (the parabola's minimum lies outside its sizes)"
-                                                   if opt["extrapolated"] else "") + ":")  # fmt: skip
+        return [f"    its optimum not compared: {opt['error']}"]
+    lines = [f"    its IsoFLOP optimum (parabola in log N over its points) against the law's compute-optimal point "
+             f"at C = 6ND = {opt['C']:.3g}" + (" (the parabola's minimum lies outside its sizes)"
+                                               if opt["extrapolated"] else "") + ":"]  # fmt: skip
     for key, fmt in (("N", ".3g"), ("D", ".3g"), ("loss", ".4f")):
         lines.append(
-            f"    {key}_opt: law {opt['predicted'][key]:{fmt}}, points {opt['actual'][key]:{fmt}} "
+            f"      {key}_opt: law {opt['predicted'][key]:{fmt}}, points {opt['actual'][key]:{fmt}} "
             f"({opt['rel_error'][key]:+.1%})"
         )
     return lines
@@ -354,8 +387,14 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--holdout-largest",
         action="store_true",
-        help="also fit without the largest budget and report the error predicting its points and its "
-        "IsoFLOP optimum (N, D, loss)",
+        help="the largest budget's hold-out, done by default, made required: refuse a table whose largest "
+        "budget cannot be held out (no shared budgets, C not in FLOPs) instead of saying why it was not",
+    )
+    p.add_argument(
+        "--no-holdout",
+        action="store_true",
+        help="skip the order-by-scale hold-outs (by default the law is also fitted without the largest budget "
+        "and without the largest model size, and its errors predicting them are reported)",
     )
     p.add_argument(
         "--holdout-shape",
@@ -396,6 +435,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--fill completes a curve table: fit --curves --csv TABLE --fill ...")
     if args.columns and not args.csv:
         raise UserError("--columns names a table's columns: fit --csv TABLE --columns N=params,...")
+    if args.holdout_largest and args.no_holdout:
+        raise UserError("--holdout-largest asks for the hold-out that --no-holdout skips: give one of them")
     report = run_fit(
         args.runs,
         args.csv,
@@ -410,6 +451,7 @@ def run(args: argparse.Namespace) -> int:
         args.holdout_shape,
         args.best_of,
         args.columns,
+        not args.no_holdout,
     )
     print_report(report, args.json)
     return 0

@@ -34,8 +34,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", help="device profile JSON (from smallest-loss calibrate); needed for time/money")
     p.add_argument(
         "--space",
-        help="architecture search space: cpu, gpu, chinchilla (default: the profile's "
-        "space; for a FLOPs budget, the first of cpu, chinchilla that holds the optimum)",
+        help="architecture search space: cpu, gpu, gpu-fp16, chinchilla, or a space file (.toml or .json; "
+        "smallest-loss space --show NAME writes one to edit) (default: the profile's space; for a FLOPs budget, the "
+        "first of cpu, chinchilla that holds the optimum)",
     )
     p.add_argument("--top", type=int, default=10, help="how many configurations to show (at least 1)")
     p.add_argument(

@@ -21,7 +21,7 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.grids import get_grid
 from smallest_loss.configs.spaces import SearchSpace, get_space
 from smallest_loss.experiments.calibrate import fit_and_report
-from smallest_loss.experiments.fit_cmd import run_fit
+from smallest_loss.experiments.fit_cmd import holdout_lines, run_fit
 from smallest_loss.experiments.plan_cmd import write_outputs
 from smallest_loss.experiments.plots_timing import plot_name
 from smallest_loss.experiments.sweep import run_sweep
@@ -77,9 +77,9 @@ def quickstart(
     t = _stage(f"2/5 sweep: train the {design} design")
     run_sweep(get_design(design), out / "sweep")
     _done(t)
-    t = _stage("3/5 fit: Chinchilla Approach 3 with bootstrap, Approach 2")
+    t = _stage("3/5 fit: Chinchilla Approach 3 with bootstrap, Approach 2, the hold-outs by scale")
     fit = run_fit([str(out / "sweep")], None, "chinchilla", n_boot, str(out / "law.json"), None, False, False)
-    print("\n".join(fit["text"]))
+    print("\n".join(fit["text"] + holdout_lines(fit["holdout"])))
     _done(t)
     t = _stage(f"4/5 plan: the smallest predicted loss for {budget} on this device")
     inputs = build_plan_inputs(plan_space, load_profile(out / "calibration" / "profile.json"))
@@ -95,7 +95,7 @@ def quickstart(
         budget=budget,
         calibration=calibration["table"],
         profile=str(out / "calibration" / "profile.json"),
-        fit={k: fit[k] for k in ("law", "isoflop", "curve_extrapolation") if k in fit},
+        fit={k: fit[k] for k in ("law", "isoflop", "curve_extrapolation", "holdout") if k in fit},
         law_used=law.fit_form,
         plan=plan.to_dict(),
         verify=checked.to_dict(),
@@ -147,6 +147,8 @@ def report_markdown(
         "## Loss law from the sweep",
         "",
         *fit["text"],
+        "",
+        *holdout_lines(fit["holdout"]),
         "",
         (f"Approach 2 (IsoFLOP parabolas): N_opt ~ C^{iso['a']:.3f}, D_opt ~ C^{iso['b']:.3f}" if "a" in iso else ""),
         "",

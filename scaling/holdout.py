@@ -28,6 +28,7 @@ from smallest_loss.scaling.points import BUDGET_RTOL, FitPoints, budget_labels
 from smallest_loss.scaling.recipe import Cell, batch_predict, fit_batch_law
 
 PROFILE_SPREAD = 1.25  # held-out points whose 6ND agree within this factor form one IsoFLOP profile
+MIN_BUDGETS = 3  # holding out the largest budget leaves at least two to fit on
 
 
 def holdout_split(budgets: np.ndarray) -> np.ndarray:
@@ -40,6 +41,8 @@ def holdout_split(budgets: np.ndarray) -> np.ndarray:
             f"the {len(budgets)} points has its own; add a C column naming each point's budget, or give "
             f"points whose 6ND agree within {BUDGET_RTOL:.0%}"
         )
+    if labels.max() + 1 < MIN_BUDGETS:
+        raise UserError(f"--holdout-largest needs at least {MIN_BUDGETS} budgets, found {labels.max() + 1}")
     test = labels == labels.max()
     if np.sum(~test) < 6:
         raise UserError(f"--holdout-largest needs at least 6 points below the largest budget, found {np.sum(~test)}")

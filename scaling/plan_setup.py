@@ -84,11 +84,13 @@ def holding_space(N: float, names: list[str] | tuple[str, ...]) -> str | None:
 
 
 def choose_space(
-    name: str | None, budget: Budget, law: Law, profile: DeviceProfile | None = None
+    name: str | SearchSpace | None, budget: Budget, law: Law, profile: DeviceProfile | None = None
 ) -> tuple[SearchSpace, str]:
-    """The space to search and why: the named one; else the one made for the profile's device and dtype;
-    else, for a FLOPs budget, the first of FLOPS_SPACES whose parameter range holds the law's compute-optimal
-    N (C = 6ND); else `cpu`."""
+    """The space to search and why: the given one (a SearchSpace, a built-in name or a space file); else the one
+    made for the profile's device and dtype; else, for a FLOPs budget, the first of FLOPS_SPACES whose parameter
+    range holds the law's compute-optimal N (C = 6ND); else `cpu`."""
+    if isinstance(name, SearchSpace):
+        return name, f"space {name.name}"
     if name is not None:
         return get_space(name), f"space {name}"
     if profile is not None:

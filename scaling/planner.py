@@ -13,7 +13,7 @@ from pathlib import Path
 
 from smallest_loss.configs.devices import get_device
 from smallest_loss.configs.errors import UserError
-from smallest_loss.configs.spaces import FLOPS_SPACES, SPACES
+from smallest_loss.configs.spaces import FLOPS_SPACES, SPACES, SearchSpace
 from smallest_loss.scaling.budget import Budget, parse_budget
 from smallest_loss.scaling.laws import Law, LawFile, load_law
 from smallest_loss.scaling.plan import (
@@ -40,7 +40,7 @@ def make_plan(
     law: LawFile | str | Path,
     profile: DeviceProfile | str | Path | None = None,
     *,
-    space: str | None = None,
+    space: str | SearchSpace | None = None,
     top: int = 10,
     device: str | None = None,
     price_per_hour: float | None = None,
@@ -52,8 +52,9 @@ def make_plan(
 ) -> Plan:
     """The best `top` configurations for a budget ("1e21" FLOPs, "60s" or "4h" of a device, "$20") under a law
     (a LawFile or a law JSON path). Time and money budgets need a device profile (a DeviceProfile or its JSON
-    path). The space is the named one, else the one made for the profile's device, else (FLOPs budgets) the first
-    built-in space that holds the law's compute-optimal N. `batch` plans at that batch size only."""
+    path). The space is the given one (a SearchSpace, a built-in name or a space file's path), else the one made for
+    the profile's device, else (FLOPs budgets) the first built-in space that holds the law's compute-optimal N.
+    `batch` plans at that batch size only."""
     budget = parse_budget(budget) if isinstance(budget, str) else budget
     law = load_law(law) if isinstance(law, str | Path) else law
     profile = load_profile(profile) if isinstance(profile, str | Path) else profile
@@ -141,13 +142,24 @@ def edge_warning(scores: Scores, edges: tuple[Edge, ...], law: Law) -> str | Non
         return line + (
             f"; {target} lies in space {holder} (--space {holder})"
             if holder
-            else f"; {target} lies in no built-in space: define a wider one in configs/spaces.py"
+            else f"; {target} lies in no built-in space: {wider_space_hint(space)}"
         )
     N = beyond.beyond_params
     others = [name for name in spaces_for(space.backends[0], space.dtype) if name != space.name]
     holder = holding_space(N, others) if not lo < N < hi else None
-    return line + (
-        f"; space {holder} reaches further (--space {holder})" if holder else "; widen the space in configs/spaces.py"
+    return line + (f"; space {holder} reaches further (--space {holder})" if holder else f"; {wider_space_hint(space)}")
+
+
+def wider_space_hint(space: SearchSpace) -> str:
+    """How to search past the space's edges: a space file, started from the built-in space (or from the user's own
+    file), with the binding edge widened."""
+    start = (
+        f"smallest-loss space --show {space.name} > wide.toml"
+        if SPACES.get(space.name) == space
+        else "copy your space file to wide.toml"
+    )
+    return (
+        f"pass a wider space file, --space wide.toml ({start}, widen the edge it sits on; docs/formats.md, Space file)"
     )
 
 

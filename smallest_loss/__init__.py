@@ -8,7 +8,8 @@
     plan = sl.make_plan("4h", law, profile)
 
 Reading points: `read_table` (a fit CSV), `read_runs` (run or sweep folders). Fitting: `fit_law` (Chinchilla, Kaplan,
-shape-aware), `fit_groups` (several data or evaluation sets with shared exponents), `fit_recipe` (learning-rate and
+shape-aware), `fit_groups` (several data or evaluation sets with shared exponents), `holdout_by_scale` (the error
+predicting the largest budget and the largest model size from the rest), `fit_recipe` (learning-rate and
 batch laws), `fit_curve_laws` (schedule-aware learning curves: run folders' `read_curve`, or `read_curves` of a
 curve table logged by any stack). Devices: `calibrate`, `calibrate_records`, `load_profile`. Planning:
 `parse_budget`, `make_plan` (`plan_with_inputs` for your own step-time or memory functions), `verify`. Every
@@ -27,6 +28,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time each name is imp
     from smallest_loss.scaling.curve_table import read_curves
     from smallest_loss.scaling.fitting import fit_law, read_runs, read_table
     from smallest_loss.scaling.groups import GroupedFit, fit_groups
+    from smallest_loss.scaling.holdout_scale import HoldoutReport, holdout_by_scale
     from smallest_loss.scaling.kaplan import KaplanLaw
     from smallest_loss.scaling.laws import LawFile, load_law
     from smallest_loss.scaling.plan import PlanInputs
@@ -50,6 +52,7 @@ _HOMES = {
     "DeviceProfile": "smallest_loss.timing.profile",
     "FitPoints": "smallest_loss.scaling.points",
     "GroupedFit": "smallest_loss.scaling.groups",
+    "HoldoutReport": "smallest_loss.scaling.holdout_scale",
     "KaplanLaw": "smallest_loss.scaling.kaplan",
     "LawFile": "smallest_loss.scaling.laws",
     "Plan": "smallest_loss.scaling.plan_result",
@@ -64,6 +67,7 @@ _HOMES = {
     "fit_groups": "smallest_loss.scaling.groups",
     "fit_law": "smallest_loss.scaling.fitting",
     "fit_recipe": "smallest_loss.scaling.recipe_fit",
+    "holdout_by_scale": "smallest_loss.scaling.holdout_scale",
     "load_law": "smallest_loss.scaling.laws",
     "load_profile": "smallest_loss.timing.profile",
     "make_plan": "smallest_loss.scaling.planner",
@@ -85,6 +89,7 @@ __all__ = [
     "DeviceProfile",
     "FitPoints",
     "GroupedFit",
+    "HoldoutReport",
     "KaplanLaw",
     "LawFile",
     "Plan",
@@ -99,6 +104,7 @@ __all__ = [
     "fit_groups",
     "fit_law",
     "fit_recipe",
+    "holdout_by_scale",
     "load_law",
     "load_profile",
     "make_plan",
