@@ -338,9 +338,10 @@ def holdout_lines(h: dict[str, Any]) -> list[str]:
         if one is None:
             lines.append(f"  largest {what} not held out: {h['skipped'][what]}")
             continue
+        held = f"{one['held_points']} point{'s' if one['held_points'] != 1 else ''}"
         lines.append(
             f"  fit without {'budget' if what == 'budget' else 'the largest model size N ='} {one['value']:.3g}, "
-            f"predicting its {one['held_points']} points: mean |error| {one['mean_abs_rel_error']:.2%}, max "
+            f"predicting its {held}: mean |error| {one['mean_abs_rel_error']:.2%}, max "
             f"{one['max_abs_rel_error']:.2%}, mean signed {one['mean_rel_error']:+.2%} ({one['fitted_points']} "
             "points fitted" + (")" if one["identified"] else f"; form {one['form']}, the full law not identified)")
         )

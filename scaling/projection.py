@@ -186,13 +186,24 @@ def _newton_batch(x: np.ndarray, w: np.ndarray, d: Data, gtol: float, max_iters:
         if not active.any():
             break
         idx = np.flatnonzero(active)
+        wi = _weights_rows(w, idx) if w.ndim == 2 else w
         p = _direction(g[idx], H[idx], x[idx], d.box)
-        xn, fn, ok = _line_search(x[idx], f[idx], g[idx], p, _weights_rows(w, idx) if w.ndim == 2 else w, d)
+        # The full step first, with its derivatives (Newton's step is mostly taken whole); backtrack the others.
+        xt = np.clip(x[idx] + p, d.box[0], d.box[1])
+        ft, gt, Ht = derivatives(xt, wi, d)
+        whole = _armijo(ft, f[idx], g[idx], xt - x[idx])
+        xn, fn, ok = xt, ft, whole.copy()
+        back = np.flatnonzero(~whole)
+        if back.size:
+            wb = wi[back] if w.ndim == 2 else w
+            xb, fb, okb = _line_search(x[idx[back]], f[idx[back]], g[idx[back]], p[back], wb, d, 0.5)
+            xn[back], fn[back], ok[back] = xb, fb, okb
+            redo = back[okb]
+            if redo.size:
+                ft[redo], gt[redo], Ht[redo] = derivatives(xn[redo], wi[redo] if w.ndim == 2 else w, d)
         small = ok & (f[idx] - fn <= 1e-15 * np.abs(f[idx]))
         stall[idx] = np.where(small, stall[idx] + 1, 0)
-        x[idx[ok]] = xn[ok]
-        fn_, gn, Hn = derivatives(xn[ok], _weights_rows(w, idx[ok]) if w.ndim == 2 else w, d)
-        f[idx[ok]], g[idx[ok]], H[idx[ok]] = fn_, gn, Hn
+        x[idx[ok]], f[idx[ok]], g[idx[ok]], H[idx[ok]] = xn[ok], ft[ok], gt[ok], Ht[ok]
         iters[idx] += 1
         active[idx[~ok]] = False
         active &= stall < 2
@@ -200,10 +211,16 @@ def _newton_batch(x: np.ndarray, w: np.ndarray, d: Data, gtol: float, max_iters:
     return {"x": x, "f": f, "g": pg, "converged": np.max(np.abs(pg), axis=-1) <= gtol, "iters": iters}
 
 
-def _line_search(x: np.ndarray, f: np.ndarray, g: np.ndarray, p: np.ndarray, w: np.ndarray,
-                 d: Data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """Armijo backtracking along the projected arc clip(x + t p): the accepted points, values and which accepted."""
-    t = np.ones(len(x))
+def _armijo(ft: np.ndarray, f: np.ndarray, g: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """Sufficient decrease along a projected step (Armijo's rule)."""
+    return np.isfinite(ft) & (ft <= f + _ARMIJO * np.minimum(np.sum(g * step, -1), 0.0))
+
+
+def _line_search(x: np.ndarray, f: np.ndarray, g: np.ndarray, p: np.ndarray, w: np.ndarray, d: Data,
+                 t0: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Armijo backtracking along the projected arc clip(x + t p) from t = t0: the accepted points, values and which
+    accepted."""
+    t = np.full(len(x), t0)
     xn, fn = x.copy(), f.copy()
     todo = np.ones(len(x), bool)
     for _ in range(40):
@@ -212,7 +229,7 @@ def _line_search(x: np.ndarray, f: np.ndarray, g: np.ndarray, p: np.ndarray, w: 
             break
         xt = np.clip(x[i] + t[i, None] * p[i], d.box[0], d.box[1])
         ft = objective(xt, w[i] if w.ndim == 2 else w, d)
-        good = np.isfinite(ft) & (ft <= f[i] + _ARMIJO * np.minimum(np.sum(g[i] * (xt - x[i]), -1), 0.0))
+        good = _armijo(ft, f[i], g[i], xt - x[i])
         xn[i[good]], fn[i[good]] = xt[good], ft[good]
         todo[i[good]] = False
         t[i[~good]] *= 0.5
