@@ -1,10 +1,12 @@
 """The optimiser of the loss-law fits: a batched, projected L-BFGS that runs many starts at once, start grids,
 the fast path from a grid of starts to the best one, and the final polish.
 
-Every fit here (scaling/chinchilla.py, kaplan.py, aspect.py, groups.py) minimises a weighted sum of Huber losses
-(Huber 1964; delta = 1e-3 as Hoffmann et al. 2022, sec. 3.3, eq. 3) between predicted and observed log losses,
-from a grid of starts, keeping the best; following Besiroglu et al. 2024 (arXiv 2404.10102) the best start is
-polished until it converges, and convergence is checked.
+The fits that use it (scaling/kaplan.py, aspect.py, groups.py, and the Chinchilla fit from a user's grid of starts,
+scaling/chinchilla_lbfgs.py) minimise a weighted sum of Huber losses (Huber 1964; delta = 1e-3 as Hoffmann et al.
+2022, sec. 3.3, eq. 3) between predicted and observed log losses, from a grid of starts, keeping the best;
+following Besiroglu et al. 2024 (arXiv 2404.10102) the best start is polished until it converges, and convergence
+is checked. (The default Chinchilla fit goes by variable projection in numpy instead: scaling/projection.py.)
+JAX and scipy are loaded on first use (configs/lazy.py), so importing this module costs neither.
 
 All starts are optimised together: a batched, projected L-BFGS (two-loop recursion on the free coordinates,
 steps projected into the box, Armijo backtracking one trial step per iteration so each start moves at its own
