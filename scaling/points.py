@@ -183,10 +183,12 @@ def read_fit_csv(path: str | Path) -> FitPoints:
     with path.open(newline="") as fh:
         reader = csv.reader(fh)
         header = [h.strip() for h in next(reader, [])]
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        tokens_from_budget = "D" not in header and BUDGET_COLUMN in header  # D = C / (6N)
+        missing = [c for c in REQUIRED_COLUMNS if c not in header and not (c == "D" and tokens_from_budget)]
         if missing:
             raise UserError(f"fit CSV {path} lacks column(s) {', '.join(missing)}; found {header or 'no header'}")
-        numeric = REQUIRED_COLUMNS + ((BUDGET_COLUMN,) if BUDGET_COLUMN in header else ())
+        numeric = ("N", BUDGET_COLUMN, "loss", BUDGET_COLUMN) if tokens_from_budget else REQUIRED_COLUMNS
+        numeric += (BUDGET_COLUMN,) if BUDGET_COLUMN in header and not tokens_from_budget else ()
         columns = [header.index(c) for c in numeric]
         labelled = {name: header.index(name) for name in (GROUP_COLUMN, DATASET_COLUMN) if name in header}
         values, labels = array("d"), {name: [] for name in labelled}
@@ -200,7 +202,8 @@ def read_fit_csv(path: str | Path) -> FitPoints:
     if len(table) < MIN_POINTS:
         raise UserError(f"fit CSV {path} has {len(table)} rows; need at least {MIN_POINTS} to fit 5 parameters")
     run, dataset = (np.array(labels[name]) if name in labels else None for name in (GROUP_COLUMN, DATASET_COLUMN))
-    return FitPoints(N=table[:, 0], D=table[:, 1], loss=table[:, 2], group=run,
+    D = table[:, 1] / (6.0 * table[:, 0]) if tokens_from_budget else table[:, 1]
+    return FitPoints(N=table[:, 0], D=D, loss=table[:, 2], group=run,
                      C=table[:, 3] if len(numeric) > 3 else None, dataset=dataset)  # fmt: skip
 
 
@@ -254,8 +257,9 @@ def read_fit_table(source: Any, columns: str | Mapping[str, str] | None = None) 
     DataFrame, or a file whose columns other tools named (`columns`: `N=params,D=tokens,loss=eval/loss`)."""
     if not columns and isinstance(source, (str, Path)) and Path(source).suffix.lower() not in JSON_LINES:
         return read_fit_csv(source)
-    table = read_run_table(source, REQUIRED_COLUMNS, (BUDGET_COLUMN,), (GROUP_COLUMN, DATASET_COLUMN), columns,
+    table = read_run_table(source, ("N", "loss"), ("D", BUDGET_COLUMN), (GROUP_COLUMN, DATASET_COLUMN), columns,
                            what="fit table")  # fmt: skip
+    _tokens(table, columns)
     table.finite(*REQUIRED_COLUMNS)
     table.positive(*REQUIRED_COLUMNS, BUDGET_COLUMN)
     if len(table) < MIN_POINTS:
@@ -271,6 +275,17 @@ def read_fit_table(source: Any, columns: str | Mapping[str, str] | None = None) 
     n = table.numbers
     return FitPoints(N=n["N"], D=n["D"], loss=n["loss"], group=table.texts.get(GROUP_COLUMN), C=C,
                      dataset=table.texts.get(DATASET_COLUMN))  # fmt: skip
+
+
+def _tokens(table: RunTable, columns: str | Mapping[str, str] | None) -> None:
+    """D as the table gives it, else C / (6N) from its budget column C; refused in one line when neither is there."""
+    if "D" in table.numbers:
+        return
+    if BUDGET_COLUMN not in table.numbers:
+        name = parse_columns(columns).get("D", "D")
+        raise UserError(f"fit table {table.source} lacks column(s) {name}; give tokens D, or budgets C (D = C / 6N)")
+    table.finite(BUDGET_COLUMN)
+    table.numbers["D"] = table.numbers[BUDGET_COLUMN] / (6.0 * table.numbers["N"])
 
 
 def _point_keys(table: RunTable, within: tuple[str, ...]) -> np.ndarray:

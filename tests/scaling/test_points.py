@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from smallest_loss.configs.errors import UserError
-from smallest_loss.scaling.points import FitPoints, budget_labels, read_fit_csv
+from smallest_loss.scaling.points import FitPoints, budget_labels, read_fit_csv, read_fit_table
 
 
 def _arrays(n: int = 8) -> dict[str, np.ndarray]:
@@ -178,3 +178,25 @@ def test_a_fit_table_from_json_lines_or_with_other_names_reads_as_the_csv(tmp_pa
     (tmp_path / "bad.jsonl").write_text("".join(json_module.dumps({**r, "D": -1.0}) + "\n" for r in rows))
     with pytest.raises(UserError, match=r"bad.jsonl line 1: D=-1 must be positive"):
         read_fit_table(tmp_path / "bad.jsonl")
+
+
+def test_tokens_from_the_budget_column_when_a_table_has_no_D(tmp_path):
+    """A table of N, C and loss (as published fits often are): D = C / (6N), in the CSV reader and the mapped one."""
+    N = np.array([1e6, 2e6, 4e6, 1e6, 2e6, 4e6, 8e6])
+    C = np.array([1e13, 1e13, 1e13, 4e13, 4e13, 4e13, 4e13])
+    path = tmp_path / "nc.csv"
+    path.write_text(
+        "N,C,loss\n" + "".join(f"{n},{c},{3.0 + i / 10}\n" for i, (n, c) in enumerate(zip(N, C, strict=True)))
+    )
+    plain = read_fit_table(path)
+    np.testing.assert_allclose(plain.D, C / (6 * N))
+    np.testing.assert_allclose(plain.C, C)
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_text(path.read_text().replace("N,C,loss", "Model Size,Training FLOP,loss"))
+    mapped = read_fit_table(renamed, columns="N=Model Size,C=Training FLOP")
+    np.testing.assert_allclose(mapped.D, plain.D)
+    (tmp_path / "none.csv").write_text("N,loss\n" + "".join(f"{n},3.0\n" for n in N))
+    with pytest.raises(UserError, match="lacks column"):
+        read_fit_table(tmp_path / "none.csv")
+    with pytest.raises(UserError, match="budgets C"):
+        read_fit_table(tmp_path / "none.csv", columns="N=N")
