@@ -64,7 +64,7 @@ def test_kaplan_form_from_csv(points_csv, capsys):
 def test_holdout_largest_from_csv(points_csv, capsys):
     assert main(["fit", "--csv", points_csv, "--bootstrap", "0", "--holdout-largest"]) == 0
     out = capsys.readouterr().out
-    assert "fit without budget 1.8e+19, predicting its 1 points" in out
+    assert "fit without budget 1.8e+19, predicting its 1 point" in out
     error = float(out.split("fit without budget")[1].split("mean |error| ")[1].split("%")[0])
     assert error < 5.0  # 0.2% noise: extrapolating one budget up misses by a few percent at most
     assert "its optimum not compared: budget C=1.8e+19 has 1 distinct model sizes" in out

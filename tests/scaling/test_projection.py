@@ -11,6 +11,7 @@ from scipy import optimize as sp_optimize
 from smallest_loss.scaling import projection
 from smallest_loss.scaling.chinchilla import chinchilla_bounds, fit_chinchilla, make_form
 from smallest_loss.scaling.points import FitPoints, centring
+
 from tests.scaling.test_chinchilla import MEDIUM_GRID, synthetic, tiny_isoflop
 
 
@@ -55,7 +56,9 @@ def test_bounded_least_squares_is_the_box_optimum():
     assert any(np.any(np.isclose(got[k], lo) | np.isclose(got[k], hi)) for k in range(8))  # some bound binds
 
 
-@pytest.mark.parametrize("make", [lambda: tiny_isoflop(0), lambda: synthetic(30, 0.03, seed=4)])
+@pytest.mark.parametrize(
+    "make", [lambda: tiny_isoflop(0), pytest.param(lambda: synthetic(30, 0.03, seed=4), marks=pytest.mark.slow)]
+)
 def test_projection_reaches_the_many_start_optimum(make):
     """Same optimum (objective within 1e-9 relative, or lower) as L-BFGS run to convergence from every start."""
     pts = make()
