@@ -163,11 +163,17 @@ def _resolve(source: Any, points: FitPoints | None) -> tuple[ChinchillaLaw, dict
     return law, samples, law_calibration(source, points)
 
 
+def stored_calibration(law_file: LawFile) -> IntervalCalibration | None:
+    """The calibration a law file stores in `diagnostics.calibration`; None in files written before it existed."""
+    raw = (law_file.diagnostics or {}).get("calibration")
+    return None if raw is None else IntervalCalibration.from_dict(raw, "law file")
+
+
 def law_calibration(law_file: LawFile, points: FitPoints | None = None) -> IntervalCalibration:
     """The law file's stored calibration; else one from `points`; else refused."""
-    raw = (law_file.diagnostics or {}).get("calibration")
-    if raw is not None:
-        return IntervalCalibration.from_dict(raw)
+    stored = stored_calibration(law_file)
+    if stored is not None:
+        return stored
     if points is None or not isinstance(law_file.law, ChinchillaLaw):
         raise UserError("this law file has no calibration (fitted before it existed): refit it, or give the points")
     return calibrate(law_file.law, points, law_file.fit_form["form"])
@@ -190,13 +196,21 @@ def prediction_interval(source: Any, N: ArrayLike, D: ArrayLike, points: FitPoin
     law, samples, cal = _resolve(source, points)
     N, D = np.broadcast_arrays(np.atleast_1d(np.asarray(N, float)), np.atleast_1d(np.asarray(D, float)))
     center = np.log(np.asarray(law.loss(N, D), float)).reshape(N.shape)
-    mean = scaled_interval(center, sample_log_loss(samples, N.ravel(), D.ravel()).reshape(-1, *N.shape),
-                           cal.inflation, level)  # fmt: skip
+    draws = sample_log_loss(samples, N.ravel(), D.ravel()).reshape(-1, *N.shape)
+    mean, new = calibrated_bounds(center, draws, cal, level)
+    return PredictionInterval(N=N, D=D, predicted=np.exp(center), mean_low=np.exp(mean[0]), mean_high=np.exp(mean[1]),
+                              low=np.exp(new[0]), high=np.exp(new[1]), level=level, calibration=cal)  # fmt: skip
+
+
+def calibrated_bounds(center: np.ndarray, draws: np.ndarray, cal: IntervalCalibration,
+                      level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(mean, new): the (2, ...) log-loss intervals of the law's loss and of a new run's, from the fit's log loss
+    `center` and the bootstrap samples' `draws` (samples along axis 0). See the module docstring."""
+    mean = scaled_interval(center, draws, cal.inflation, level)
     noise = cal.t(level) * cal.scatter
     low = center - cal.prediction_factor * np.hypot(center - mean[0], noise)
     high = center + cal.prediction_factor * np.hypot(mean[1] - center, noise)
-    return PredictionInterval(N=N, D=D, predicted=np.exp(center), mean_low=np.exp(mean[0]), mean_high=np.exp(mean[1]),
-                              low=np.exp(low), high=np.exp(high), level=level, calibration=cal)  # fmt: skip
+    return mean, np.stack([low, high])
 
 
 def sample_n_opt(samples: dict[str, np.ndarray], C: np.ndarray) -> np.ndarray:
@@ -222,3 +236,14 @@ def constant_intervals(source: Any, C: ArrayLike = (), points: FitPoints | None 
     n_opt = np.asarray(law.optimal_allocation(C)[0], float).reshape(C.shape) if C.size else C
     span = scaled_interval(np.log(n_opt), np.log(sample_n_opt(samples, C)), cal.inflation, level) if C.size else [C, C]
     return ConstantIntervals(out, C, n_opt, np.exp(span[0]), np.exp(span[1]), level)
+
+
+def largest_budget_interval(law_file: LawFile, level: float = 0.95) -> PredictionInterval | None:
+    """The calibrated interval of a new run at the law's compute-optimal (N, D) of the largest fitted budget; None
+    when the law file has no bootstrap samples, no calibration or no fitted range (what `fit` prints)."""
+    fitted = (law_file.diagnostics or {}).get("fitted_range") or {}
+    usable = isinstance(law_file.law, ChinchillaLaw) and law_file.samples and law_file.shape is None
+    if not usable or "calibration" not in (law_file.diagnostics or {}) or "C" not in fitted:
+        return None
+    N, D = law_file.law.optimal_allocation(float(fitted["C"][1]))
+    return prediction_interval(law_file, N, D, level=level)
