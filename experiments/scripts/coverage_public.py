@@ -22,7 +22,8 @@ from smallest_loss.scaling.points import read_fit_table
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = {  # name: (table, its column map for scaling/tables.py)
     "chinchilla": (ROOT / "experiments/data/chinchilla_isoflop.csv", None),  # Hoffmann et al. 2022, Epoch's extraction
-    "cpu": (ROOT / "results/cpu/scaling/runs.csv", "C=budget"),  # this project's CPU sweep (not public)
+    **{f"porian2024/{p.stem}": (p, None) for p in sorted((ROOT / "results/public/porian2024").glob("*.csv"))},
+    "cpu (this project's, not public)": (ROOT / "results/cpu/scaling/runs.csv", "C=budget"),
 }
 
 

@@ -11,7 +11,7 @@ the plain percentile bootstrap; AFTER: scaling/intervals.py. With --records, wri
 and the factors that would make the pooled AFTER coverage exactly nominal.
 
     python -m smallest_loss.experiments.scripts.coverage_study            # the default, a few minutes on 2 cores
-    python -m smallest_loss.experiments.scripts.coverage_study --replicates 100 --designs 3x3,3x5,5x7,9x9
+    python -m smallest_loss.experiments.scripts.coverage_study --replicates 25 --bootstrap 200 --designs 3x5,5x7,9x5
 """
 
 from __future__ import annotations
@@ -147,8 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--laws", default="chinchilla,cpu", help=f"comma-separated, of {', '.join(LAWS)}")
     p.add_argument("--designs", default="3x5,5x7", help="budgets x runs per budget, comma-separated")
     p.add_argument("--noise", default="0.003,0.01,0.03", help="lognormal noise sigmas, comma-separated")
-    p.add_argument("--replicates", type=int, default=20)
-    p.add_argument("--bootstrap", type=int, default=200)
+    p.add_argument("--replicates", type=int, default=8, help="sweeps per setting (the README's table: 25)")
+    p.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples per sweep")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--records", help="write every replicate's verdicts here (JSON lines)")
     args = p.parse_args(argv)

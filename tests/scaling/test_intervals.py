@@ -17,10 +17,12 @@ from smallest_loss.scaling.intervals import (
     constant_intervals,
     largest_budget_interval,
     prediction_interval,
+    scatter,
 )
 from smallest_loss.scaling.laws import CHINCHILLA_PUBLISHED, LawFile, load_law
 from smallest_loss.scaling.plan import PlanInputs
 from smallest_loss.scaling.planner import plan_with_inputs
+from smallest_loss.scaling.points import FitPoints
 
 KEYS = ("E", "A", "B", "alpha", "beta")
 
@@ -73,8 +75,21 @@ def test_old_law_file_loads_and_plans_as_before(tmp_path):
     after = plan_with_inputs(parse_budget("1e21"), load_law(law_file().save(tmp_path / "new.json")), inputs, top=3)
     assert [r.params for r in before.rows] == [r.params for r in after.rows]  # the ranking does not change
     for old_row, new_row in zip(before.rows, after.rows, strict=True):
-        assert new_row.loss_interval[0] < old_row.loss_interval[0] < new_row.loss < old_row.loss_interval[1]
-        assert new_row.loss_interval[1] > old_row.loss_interval[1]  # the runs' scatter widens the percentile one
+        assert new_row.loss == old_row.loss and new_row.loss_interval != old_row.loss_interval
+        assert old_row.loss_interval[0] < old_row.loss < old_row.loss_interval[1]
+        assert new_row.loss_interval[0] < new_row.loss < new_row.loss_interval[1]
+
+
+def test_scatter_measures_the_noise_and_shrugs_off_one_wild_run():
+    rng = np.random.default_rng(0)
+    N = np.geomspace(1e7, 1e9, 200)
+    D = 20 * N * rng.uniform(0.3, 3, 200)
+    loss = CHINCHILLA_PUBLISHED.loss(N, D) * np.exp(0.01 * rng.standard_normal(200))
+    points = FitPoints(N, D, loss)
+    assert scatter(CHINCHILLA_PUBLISHED, FitPoints(N, D, CHINCHILLA_PUBLISHED.loss(N, D))) == 0
+    assert 0.008 < scatter(CHINCHILLA_PUBLISHED, points) < 0.012
+    wild = FitPoints(N, D, np.where(np.arange(200) == 0, 3 * loss, loss))
+    assert scatter(CHINCHILLA_PUBLISHED, wild) < 0.015  # clipped at 4 robust standard deviations
 
 
 def test_calibration_refuses_malformed_entries():
