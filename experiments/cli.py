@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-import jax
 from smallest_loss.configs.errors import UserError
-from smallest_loss.model.sharding import initialize_distributed
+from smallest_loss.configs.lazy import LazyModule, jax
+
+sharding = LazyModule("smallest_loss.model.sharding")  # JAX's multi-host start, loaded only when asked for
 
 # name: (module under smallest_loss.experiments, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -66,13 +67,17 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 def use_compilation_cache() -> str | None:
     """Keep XLA's compiled programs on disk, so a rerun, a resumed sweep or the next `fit` skips compiling
     programs it has compiled before (seconds each on a CPU). The folder is `SMALLEST_LOSS_XLA_CACHE`
-    (default ~/.cache/smallest-loss/xla; `off` disables it); a JAX_COMPILATION_CACHE_DIR set by the user wins."""
+    (default ~/.cache/smallest-loss/xla; `off` disables it); a JAX_COMPILATION_CACHE_DIR set by the user wins.
+    A command that has not loaded JAX gets the folder through the environment, which JAX reads if it loads."""
     if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         return os.environ["JAX_COMPILATION_CACHE_DIR"]
     folder = os.environ.get("SMALLEST_LOSS_XLA_CACHE", str(Path.home() / ".cache" / "smallest-loss" / "xla"))
     if folder.lower() in ("off", "0", "none", ""):
         return None
-    jax.config.update("jax_compilation_cache_dir", folder)
+    if jax.loaded:
+        jax.config.update("jax_compilation_cache_dir", folder)
+    else:
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
     return folder
 
 
@@ -81,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(argv).parse_args(argv)
     use_compilation_cache()
     try:
-        initialize_distributed()  # a no-op unless JAX_COORDINATOR_ADDRESS (or SMALLEST_LOSS_DISTRIBUTED) is set
+        if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("SMALLEST_LOSS_DISTRIBUTED") == "1":
+            sharding.initialize_distributed()
         return args.command_run(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -8,6 +8,9 @@ per-group constants (scaling/groups.py). `--form shape` fits the shape-aware law
 a CSV with columns d and n, and `--holdout-shape` checks it on each shape left out in turn. The science is
 scaling/'s (the fits, their bootstrap and the hold-out checks, scaling/holdout.py); this module reads the inputs,
 writes the law file and formats the report.
+
+A fit of a table is the command users type most, so its path loads neither JAX nor the trainer: what only run
+folders, curves, groups or plots need is imported where it is used.
 """
 
 from __future__ import annotations
@@ -16,33 +19,25 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
 from smallest_loss.experiments.args import check_fit_args
-from smallest_loss.experiments.curves_cmd import print_curve_report, run_curve_fit, run_table_curve_fit
 from smallest_loss.scaling.bootstrap import interval
 from smallest_loss.scaling.chinchilla import LAW_KEYS, ChinchillaLaw
-from smallest_loss.scaling.collect import RunRecord, collect_runs, to_points
 from smallest_loss.scaling.fitting import fit_law, read_runs, read_table, without_samples
-from smallest_loss.scaling.groups import (
-    bootstrap_groups,
-    fit_groups,
-    frontier_budgets,
-    group_names,
-    group_summary,
-    reference_index,
-    reference_samples,
-)
+from smallest_loss.scaling.groups import group_names, reference_index
 from smallest_loss.scaling.holdout import holdout_largest, holdout_split, leave_one_shape_out
 from smallest_loss.scaling.intervals import largest_budget_interval
 from smallest_loss.scaling.isoflop import isoflop_allocation
 from smallest_loss.scaling.laws import LawFile, law_to_dict, save_law
-from smallest_loss.scaling.learning_curve import curve_extrapolation
 from smallest_loss.scaling.optimize import DEFAULT_DELTA
 from smallest_loss.scaling.points import FitPoints, budget_mismatch, sweep_check
 from smallest_loss.scaling.report import markdown_table
+
+if TYPE_CHECKING:
+    from smallest_loss.scaling.collect import RunRecord
 
 
 def _constants_table(values: dict[str, float], intervals: dict[str, tuple[float, float]]) -> list[str]:
@@ -79,6 +74,22 @@ def _new_run_lines(law_file: LawFile) -> list[str]:
         f"{span.predicted[0]:.4f}, 95% prediction interval [{span.low[0]:.4f}, {span.high[0]:.4f}] "
         f"(+-{span.half_width[0]:.1%}; the runs' scatter {span.calibration.scatter:.2%}; calibrated, docs/methods.md)"
     ]
+
+
+def _read_run_folders(paths: list[str]) -> tuple[list[RunRecord], list[str], FitPoints]:
+    """The runs of the folders (with what was left out, said at once) and their fit points."""
+    from smallest_loss.scaling.collect import collect_runs, to_points
+
+    records, left_out = collect_runs(paths)
+    for line in left_out:  # said before fitting, so it shows even when the fit then fails
+        print(f"warning: left out {line}", file=sys.stderr)
+    return records, left_out, to_points(records)
+
+
+def _curve_extrapolation(records: list[RunRecord]) -> dict[str, Any]:
+    from smallest_loss.scaling.learning_curve import curve_extrapolation
+
+    return curve_extrapolation(records)
 
 
 def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str | None, plot: str | None,
@@ -118,10 +129,7 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
     else:
         if reference is not None:
             raise UserError("--reference names a group of a CSV's 'group' column; run folders have no groups")
-        records, left_out = collect_runs(paths)
-        for line in left_out:  # said before fitting, so it shows even when the fit then fails
-            print(f"warning: left out {line}", file=sys.stderr)
-        points = to_points(records)
+        records, left_out, points = _read_run_folders(paths)
         budgets, names = np.array([r.budget for r in records]), [r.name for r in records]
     if holdout:
         holdout_split(budgets)  # refused before the fit, not after it
@@ -132,7 +140,7 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
     if records:
         report["left_out"] = left_out
         report["isoflop"] = iso
-        report["curve_extrapolation"] = curve_extrapolation(records)
+        report["curve_extrapolation"] = _curve_extrapolation(records)
     if holdout:
         report["holdout_largest"] = holdout_largest(points, budgets, names, delta)
     if out:
@@ -206,6 +214,14 @@ def run_grouped_fit(points: FitPoints, reference: str | None, form: str, n_boot:
                             ("--plot", plot, "its law file holds every group's constants")):  # fmt: skip
         if used:
             raise UserError(f"{flag} does not apply to a grouped fit (a 'group' column): {why}")
+    from smallest_loss.scaling.groups import (
+        bootstrap_groups,
+        fit_groups,
+        frontier_budgets,
+        group_summary,
+        reference_samples,
+    )
+
     fit = fit_groups(points, reference, delta)
     boot = bootstrap_groups(points, fit, n_boot) if n_boot else None
     groups = group_summary(fit, boot, frontier_budgets(points))
@@ -384,6 +400,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.curves is not None:
+        from smallest_loss.experiments.curves_cmd import print_curve_report
+
         print_curve_report(_curve_fit(args))
         return 0
     if args.holdout_runs or args.curve_loss is not None:
@@ -414,6 +432,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _curve_fit(args: argparse.Namespace) -> dict[str, Any]:
     """`fit --curves RUNS` (run folders) or `fit --curves --csv TABLE` (a curve table)."""
+    from smallest_loss.experiments.curves_cmd import run_curve_fit, run_table_curve_fit
+
     if args.csv:
         if args.curves or args.runs or args.holdout_runs:
             raise UserError("fit --curves --csv TABLE reads the table's runs: no run folders, no --holdout-runs")

@@ -36,10 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.lazy import jax, jnp
 from smallest_loss.scaling.bootstrap import interval, resample_counts
 from smallest_loss.scaling.chinchilla import ChinchillaLaw, FitResult, fit_chinchilla
 from smallest_loss.scaling.optimize import (

@@ -26,9 +26,11 @@ Where we depart from the paper, and why:
   Besiroglu et al. 2024 found), and to both; the first identified form is used, and the result says
   which form and why (`FitResult.form`, `.identified`, `.not_identified`). It never raises for data
   that vary N and D.
-- Speed. The grid is projected into the box (4500 starts become about 900 distinct ones) and minimised
-  by scaling/optimize.py's batched L-BFGS on its fast path (screen, refine, polish; `exhaustive=True`
-  runs every start to convergence on all points instead).
+- Speed. Instead of 4500 L-BFGS starts, the fit goes by variable projection (scaling/projection.py):
+  the exponents on a grid, the constants E, A, B solved exactly at each grid point, and the grid's best
+  local minima polished by a batched projected Newton method, all in numpy (no JAX, no compilation).
+  The paper's grid of starts is still run, by scaling/optimize.py's batched L-BFGS, when a `grid` is
+  given or `exhaustive=True` (every start to convergence: what the benchmark checks the default against).
 
 Internally `a` and `b` are centred, a' = a - alpha*mean(log N), b' = b - beta*mean(log D): the same objective,
 far better conditioned (log N ~ 20 otherwise couples a and alpha), and a' is the log of the N-term at the data's
@@ -43,23 +45,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from smallest_loss.configs.errors import UserError
-from smallest_loss.scaling.optimize import (
-    BOUND_TOL,
-    DEFAULT_DELTA,
-    GRAD_TOL,
-    Problem,
-    blocked,
-    evaluate,
-    evaluator,
-    grid_starts,
-    huber,
-    minimise,
-    scaled_tol,
-)
+from smallest_loss.scaling import projection
+from smallest_loss.scaling.fitbase import BOUND_TOL, DEFAULT_DELTA, GRAD_TOL, blocked, grid_starts, scaled_tol
 from smallest_loss.scaling.points import ArrayLike, FitPoints, centring, check_spread
 
 if TYPE_CHECKING:
@@ -146,34 +135,6 @@ SE_LIMITS = {"e": math.log(2.0), "alpha": 1.0, "beta": 1.0}  # SE(log E) <= log 
 
 
 # ---------------------------------------------------------------------------------------------------
-# The objective in centred coordinates z = (a', b', e, alpha, beta) (optimize.py's contract for vg).
-
-
-def _chinchilla_vg(z: jax.Array, w: jax.Array, data: tuple) -> tuple[jax.Array, jax.Array]:
-    """Huber(log(exp(a' - alpha*xN) + exp(b' - beta*xD) + exp(e)) - log L) summed with weights.
-
-    The gradient is analytic. No max-shift in the log-sum-exp: inside the bounds every exponent is
-    moderate, and outside them an overflow gives a non-finite value that the line search rejects.
-    """
-    xN, xD, logL, delta = data[:4]
-    a, b, e, alpha, beta = (z[:, i : i + 1] for i in range(5))
-    e1, e2, e3 = jnp.exp(a - alpha * xN), jnp.exp(b - beta * xD), jnp.exp(e)
-    total = e1 + e2 + e3
-    h, slope = huber(jnp.log(total) - logL, delta)
-    q = w * slope / total
-    q1, q2 = q * e1, q * e2
-    g = jnp.stack([q1.sum(-1), q2.sum(-1), q.sum(-1) * e3[:, 0], -(q1 * xN).sum(-1), -(q2 * xD).sum(-1)], axis=-1)
-    return jnp.sum(w * h, axis=-1), g
-
-
-def form_vg(u: jax.Array, w: jax.Array, data: tuple) -> tuple[jax.Array, jax.Array]:
-    """The Chinchilla objective in a form's free coordinates u: z = z0 + u M^T, gradient M^T g_z."""
-    M, z0 = data[4], data[5]
-    f, g = _chinchilla_vg(z0 + u @ M.T, w, data)
-    return f, g @ M
-
-
-# ---------------------------------------------------------------------------------------------------
 # Chinchilla Approach 3: bounds, forms, identification.
 
 
@@ -217,15 +178,6 @@ def make_form(name: str, box5: np.ndarray, e_fixed: float | None = None, ratio: 
     fitted += ", beta" if M[4, 4] else ""
     description = "; ".join(parts + [f"{fitted} fitted"]) if parts else "full law: E, A, B, alpha, beta all fitted"
     return ChinchillaForm(name, description, M, z0, tuple(int(i) for i in np.flatnonzero(M.any(axis=0))), box)
-
-
-def form_problem(form: ChinchillaForm, mu: tuple[float, float], delta: float) -> Problem:
-    """The form's objective, its data for any points (centred on `mu`) and its box, for scaling/optimize.py."""
-
-    def data_for(pts: FitPoints) -> tuple:
-        return (np.log(pts.N) - mu[0], np.log(pts.D) - mu[1], np.log(pts.loss), np.float64(delta), form.M, form.z0)
-
-    return Problem(form_vg, data_for, form.box)
 
 
 def _jacobian(z: np.ndarray, points: FitPoints, mu: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
@@ -329,8 +281,22 @@ def chinchilla_objective(
     sum_i w_i Huber_delta(log(exp(a - alpha log N_i) + exp(b - beta log D_i) + exp(e)) - log L_i), float64.
     """
     w = np.ones(len(points)) if weights is None else np.asarray(weights, dtype=np.float64)
-    data = (np.log(points.N), np.log(points.D), np.log(points.loss), np.float64(delta))
-    return evaluator(_chinchilla_vg, data, w)(np.asarray(params, np.float64))
+    free = np.array([[-np.inf] * 5, [np.inf] * 5])
+    data = projection.make_data(points, (0.0, 0.0), delta, np.eye(5), np.zeros(5), free)
+    f, g, _ = projection.derivatives(np.asarray(params, np.float64)[None], w, data, hessian=False)
+    return float(f[0]), g[0]
+
+
+def _minimise(form: ChinchillaForm, points: FitPoints, mu: tuple[float, float], delta: float, projected: bool,
+              starts: np.ndarray, max_evals: int, exhaustive: bool) -> tuple[np.ndarray, int]:  # fmt: skip
+    """The form's best u: by variable projection (earlier forms' optima as extra starts), or from the start grid
+    by L-BFGS in JAX (scaling/chinchilla_lbfgs.py, loaded only then)."""
+    if projected:
+        data = projection.make_data(points, mu, delta, form.M, form.z0, form.box)
+        return projection.minimise_form(data, starts, GRAD_TOL)
+    from smallest_loss.scaling.chinchilla_lbfgs import minimise_lbfgs
+
+    return minimise_lbfgs(form, points, mu, delta, starts, max_evals, exhaustive)
 
 
 def _natural_bounds(box: np.ndarray, mu: tuple[float, float]) -> dict[str, list[float]]:
@@ -364,8 +330,11 @@ def fit_chinchilla(
 ) -> FitResult:
     """Chinchilla Approach 3 (Hoffmann et al. 2022) within physical bounds, with fallback forms.
 
-    The grid (default: Chinchilla's 4500 starts) is projected into `chinchilla_bounds`; the best start
-    is polished (Besiroglu et al. 2024) and its identification checked; if the full law is not
+    By default the fit goes by variable projection (scaling/projection.py): the exponents on a grid, the
+    constants solved at each grid point, the best grid points polished by Newton's method. With a `grid` of
+    starts (Chinchilla's 4500 by default when `exhaustive`), L-BFGS runs from each start instead
+    (scaling/chinchilla_lbfgs.py), the grid projected into `chinchilla_bounds`. The best point's
+    identification is checked (Besiroglu et al. 2024 polish theirs); if the full law is not
     identified the fallback forms are tried (module docstring). `allocation_exponent` (Approach 2's
     a in N_opt ~ C^a) sets the tie between the exponents. Raises only for unusable input.
     """
@@ -380,17 +349,19 @@ def fit_chinchilla(
     box = chinchilla_bounds(points)
     tried: dict[str, list[str]] = {}
     found: list[np.ndarray] = []
+    projected = grid is None and not exhaustive
     for make in _forms(box, allocation_exponent):
         form = make(float(np.clip(found[-1][2], box[0, 2], box[1, 2])) if found else 0.0)
-        u, n_at_best = minimise(form_problem(form, mu, delta), points, _form_starts(form, grid_z, found),
-                                max_evals, exhaustive)  # fmt: skip
+        form_starts = _form_starts(form, grid_z[:0] if projected else grid_z, found)
+        u, n_at_best = _minimise(form, points, mu, delta, projected, form_starts, max_evals, exhaustive)
         found.append(form.z0 + form.M @ u)
         reasons = _not_identified(form, u, points, mu)
         if reasons:
             tried[form.name] = reasons
         if not reasons:
             break
-    return _chinchilla_result(form, u, points, mu, delta, grad_tol, len(starts), n_at_best, tried, box,
+    n_starts = projection.GRID_SIZE**2 if projected else len(starts)
+    return _chinchilla_result(form, u, points, mu, delta, grad_tol, n_starts, n_at_best, tried, box,
                               time.perf_counter() - start)  # fmt: skip
 
 
@@ -412,7 +383,9 @@ def _chinchilla_result(form: ChinchillaForm, u: np.ndarray, points: FitPoints, m
     """FitResult of the chosen form: uncentred parameters, law, gradient check, warnings."""
     z = form.z0 + form.M @ u
     params = np.array([z[0] + z[3] * mu[0], z[1] + z[4] * mu[1], z[2], z[3], z[4]])
-    objective, g = evaluate(form_problem(form, mu, delta), points, u)
+    data = projection.make_data(points, mu, delta, form.M, form.z0, form.box)
+    f, g, _ = projection.derivatives(u[None], np.ones(len(points)), data, hessian=False)
+    objective, g = float(f[0]), g[0]
     grad_norm = float(np.max(np.abs(np.where(blocked(u, g, form.box), 0.0, g))))
     a, b, e, alpha, beta = params
     warnings = _fallback_warning(form, tried)

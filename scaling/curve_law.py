@@ -38,14 +38,17 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy import optimize, signal
 from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.lazy import LazyModule
 from smallest_loss.configs.schema import TrainConfig
-from smallest_loss.model.runs import RunDir
-from smallest_loss.model.train import make_schedule
-from smallest_loss.model.transformer import count_params
 from smallest_loss.scaling import multipower as mp
 from smallest_loss.scaling.multipower import MultiPowerLaw, drops, fit_multipower, window_index
+
+optimize = LazyModule("scipy.optimize")
+signal = LazyModule("scipy.signal")  # loaded on first use (scipy takes a second to import)
+model_runs = LazyModule("smallest_loss.model.runs")  # the trainer's code (JAX, Flax), for run folders only
+model_train = LazyModule("smallest_loss.model.train")
+model_transformer = LazyModule("smallest_loss.model.transformer")
 
 LAMBDA = 0.999  # Tissue et al.'s momentum of the annealing area
 BINS = 100  # windows each curve is averaged over for fitting
@@ -416,7 +419,7 @@ def schedule_lrs(
         warmup_steps=max(1, round(warmup_fraction * steps)),
         **fields,
     )
-    return np.asarray(make_schedule(cfg, steps)(np.arange(steps)), dtype=np.float64)
+    return np.asarray(model_train.make_schedule(cfg, steps)(np.arange(steps)), dtype=np.float64)
 
 
 PEAK_TOLERANCE = 0.01  # runs whose peak rates differ by at most this share count as one peak rate
@@ -446,7 +449,7 @@ def read_curve(folder: Path, partial: bool = False) -> Curve:
     """A finished run's curve, refused with one line when it cannot be fitted: unfinished, no learning-rate
     record, a gap or a non-finite loss, or a cool-down branch whose parent run is missing. `partial`: a run still
     training or stopped early is read as far as its whole lines go (its final eval loss is then None)."""
-    run = RunDir.open(folder)
+    run = model_runs.RunDir.open(folder)
     summary = run.read_summary()
     done = bool(summary) and summary["status"] == "completed"
     if not done and (not partial or (summary and summary["status"] == "diverged")):
@@ -476,7 +479,7 @@ def read_curve(folder: Path, partial: bool = False) -> Curve:
     evals = [line for line in lines if line.get("eval_loss") is not None]
     return Curve(
         folder.name,
-        count_params(cfg.model).total,
+        model_transformer.count_params(cfg.model).total,
         cfg.train.batch_size * cfg.model.s,
         np.array([line["lr"] for line in lines], float),
         loss,

@@ -18,7 +18,6 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.scaling.aspect import AspectPoints, bootstrap_aspect, fit_aspect, read_aspect_csv, with_intervals
 from smallest_loss.scaling.bootstrap import fit_points
 from smallest_loss.scaling.chinchilla import LAW_KEYS
-from smallest_loss.scaling.collect import collect_runs, to_points
 from smallest_loss.scaling.intervals import calibrate
 from smallest_loss.scaling.laws import LawFile
 from smallest_loss.scaling.optimize import DEFAULT_DELTA
@@ -48,7 +47,10 @@ def read_table(path: Any, shapes: bool = False, best_of: str | None = None,
 
 def read_runs(paths: Sequence[str | Path], shapes: bool = False) -> FitPoints | AspectPoints:
     """One point per finished run under run or sweep folders (exact N, tokens seen, final eval loss); `shapes`: with
-    each run's width d and depth n, for the shape-aware law."""
+    each run's width d and depth n, for the shape-aware law. (Run folders are read with the trainer's code, loaded
+    here only: a fit of a table never loads JAX.)"""
+    from smallest_loss.scaling.collect import collect_runs, to_points
+
     records, left_out = collect_runs(list(paths))
     for line in left_out:
         print(f"warning: left out {line}", file=sys.stderr)

@@ -48,11 +48,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from scipy import optimize
 from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.lazy import LazyModule, jax, jit, jnp
 from smallest_loss.scaling.bootstrap import interval, resample_within_groups
 from smallest_loss.scaling.chinchilla import CHINCHILLA_GRID, E_FLOOR, ChinchillaLaw, chinchilla_bounds
 from smallest_loss.scaling.optimize import (
@@ -65,6 +63,8 @@ from smallest_loss.scaling.optimize import (
     huber,
 )
 from smallest_loss.scaling.points import FitPoints, budget_labels
+
+optimize = LazyModule("scipy.optimize")  # loaded on first use (scipy takes a second to import)
 
 MIN_GROUP_POINTS = 4  # each group adds two constants (E_g, k_g) to the three shared ones
 REFINE_STARTS = 64  # best screened starts run to convergence: a pool of 64, the size of batched_lbfgs's
@@ -127,7 +127,9 @@ def _grouped_vg(u: jax.Array, w: jax.Array, data: tuple) -> tuple[jax.Array, jax
     return jax.vmap(jax.value_and_grad(_grouped_one), in_axes=(0, 0 if w.ndim == 2 else None, None))(u, w, data)
 
 
-_value_and_grad = jax.jit(jax.value_and_grad(_grouped_one))
+@jit
+def _value_and_grad(u: jax.Array, w: jax.Array, data: tuple) -> tuple[jax.Array, jax.Array]:
+    return jax.value_and_grad(_grouped_one)(u, w, data)
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
-from scipy import stats
 from smallest_loss.configs.errors import UserError
 from smallest_loss.scaling.bootstrap import BootstrapResult
 from smallest_loss.scaling.chinchilla import ChinchillaLaw
@@ -44,6 +44,7 @@ MAD_TO_SD = 1.4826  # median |x| of a normal sample, in standard deviations
 CLIP = 4.0  # residuals beyond this many robust standard deviations count as this many (`scatter`)
 LOG_CONSTANTS = ("E", "A", "B")  # their intervals are scaled in log space (positive constants)
 CONSTANTS = ("E", "A", "B", "alpha", "beta")
+T_EXACT_DF = 1000
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class IntervalCalibration:
 
     def t(self, level: float) -> float:
         """Student's t quantile for a two-sided interval at `level` on `df` degrees of freedom."""
-        return float(stats.t.ppf(0.5 + level / 2, self.df))
+        return student_t(level, self.df)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(scatter=self.scatter, n_points=self.n_points, n_params=self.n_params,
@@ -123,6 +124,33 @@ class ConstantIntervals:
     level: float
 
 
+def student_t(level: float, df: int) -> float:
+    """The t with P(|T| < t) = `level` for Student's t on `df` (integer) degrees of freedom: the closed forms of
+    Abramowitz and Stegun (1964, 26.7.3-4) in theta = atan(t / sqrt(df)), inverted by bisection (no scipy: `fit`
+    stays quick to start); beyond `T_EXACT_DF` degrees of freedom, the normal quantile (0.05% off at 1000)."""
+    if df > T_EXACT_DF:
+        return NormalDist().inv_cdf(0.5 + level / 2)
+
+    def inside(theta: float) -> float:
+        c2, term, total = math.cos(theta) ** 2, 1.0, 1.0
+        if df % 2 == 0:
+            for k in range(2, df, 2):  # 1 + 1/2 c^2 + (1 3)/(2 4) c^4 + ...
+                term *= (k - 1) / k * c2
+                total += term
+            return math.sin(theta) * total
+        for k in range(3, df, 2):  # 1 + 2/3 c^2 + (2 4)/(3 5) c^4 + ...
+            term *= (k - 1) / k * c2
+            total += term
+        series = math.sin(theta) * math.cos(theta) * total if df > 1 else 0.0
+        return 2 / math.pi * (theta + series)
+
+    lo, hi = 0.0, math.pi / 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if inside(mid) < level else (lo, mid)
+    return math.sqrt(df) * math.tan((lo + hi) / 2)
+
+
 def free_constants(form: str) -> int:
     """Free constants of a fitted form ("full", "fixed_E", "tied", "tied_fixed_E")."""
     if form not in FREE_CONSTANTS:
@@ -154,7 +182,7 @@ def spread_interval(center: np.ndarray, draws: np.ndarray, inflation: float, lev
     pairs bootstrap of a few runs has heavy tails (resamples that miss the largest budget's runs swing the
     exponents), which made the percentile intervals 2-3 times too wide 10-100x beyond the largest budget."""
     spread = MAD_TO_SD * np.median(np.abs(draws - np.median(draws, axis=0)), axis=0)
-    half = stats.norm.ppf(0.5 + level / 2) * spread * inflation
+    half = NormalDist().inv_cdf(0.5 + level / 2) * spread * inflation
     return np.stack([center - half, center + half])
 
 

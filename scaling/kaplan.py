@@ -12,10 +12,9 @@ import time
 from dataclasses import dataclass, fields
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.lazy import jax, jnp
 from smallest_loss.scaling.chinchilla import FitResult
 from smallest_loss.scaling.optimize import (
     DEFAULT_DELTA,

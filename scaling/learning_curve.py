@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy import optimize
 from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.lazy import LazyModule
+
+optimize = LazyModule("scipy.optimize")  # loaded on first use (scipy takes a second to import)
 
 if TYPE_CHECKING:
     from smallest_loss.scaling.collect import RunRecord

@@ -36,7 +36,10 @@ from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 import numpy as np
-from scipy import optimize, sparse
+from smallest_loss.configs.lazy import LazyModule
+
+optimize = LazyModule("scipy.optimize")  # loaded on first use (scipy takes a second to import)
+sparse = LazyModule("scipy.sparse")
 
 PARAMS = ("L0", "A", "alpha", "B", "C", "beta", "gamma")
 MAX_SEGMENTS = 256  # segments of a schedule's drops, besides the cuts at evaluated steps

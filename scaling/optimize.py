@@ -22,23 +22,26 @@ checks the fast path against).
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from scipy import optimize
 from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.lazy import LazyModule, jax, jit, jnp
+from smallest_loss.scaling import fitbase
+from smallest_loss.scaling.fitbase import (  # noqa: F401  (re-exported: the fits import them from here)
+    BOUND_TOL,
+    DEFAULT_DELTA,
+    GRAD_TOL,
+    blocked,
+    grid_starts,
+    scaled_tol,
+)
 from smallest_loss.scaling.points import FitPoints
 
-DEFAULT_DELTA = 1e-3  # the Huber loss's delta (Hoffmann et al. 2022)
-GRAD_TOL = 1e-6  # convergence: max |projected gradient| in the fitted (centred) coordinates at the best,
-# per 1000 points beyond the first 1000 (the objective is a sum over points, and so is its rounding)
-BOUND_TOL = 1e-4  # a fitted coordinate within this fraction of its range from a bound is "at the bound"
+optimize = LazyModule("scipy.optimize")  # loaded on first use (scipy takes a second to import)
 
 # The fast path (see the module docstring).
 SCREEN_POINTS = 1024
@@ -59,9 +62,8 @@ _MIN_POINTS_BUCKET = 64  # points are padded (with zero weight) to a power of tw
 
 
 def huber(r: Any, delta: Any, xp: Any = jnp) -> tuple[Any, Any]:
-    """Huber loss of residuals r and its slope (Huber 1964; Hoffmann et al. 2022 use delta = 1e-3)."""
-    ar = xp.abs(r)
-    return xp.where(ar <= delta, 0.5 * r * r, delta * (ar - 0.5 * delta)), xp.clip(r, -delta, delta)
+    """`fitbase.huber` on JAX arrays by default (the objectives here are traced)."""
+    return fitbase.huber(r, delta, xp)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -83,11 +85,6 @@ class _State(NamedTuple):
     active: jax.Array  # (S,) still optimising
     converged: jax.Array  # (S,) stopped on the gradient tolerance
     evals: jax.Array  # (S,) objective evaluations used
-
-
-def blocked(x: Any, g: Any, box: Any) -> Any:
-    """Coordinates at a bound whose gradient pushes them out of the box: they stay put."""
-    return ((x <= box[0]) & (g > 0)) | ((x >= box[1]) & (g < 0))
 
 
 def _direction(g, x, sh, yh, rho, box) -> tuple[jax.Array, jax.Array]:
@@ -166,7 +163,7 @@ def _step(st: _State, vg: Callable, w: jax.Array, data: tuple, tols: jax.Array, 
     )  # fmt: skip
 
 
-@partial(jax.jit, static_argnames=("vg", "iters", "max_ls"))
+@partial(jit, static_argnames=("vg", "iters", "max_ls"))
 def _run_chunk(st: _State, vg: Callable, w: jax.Array, data: tuple, tols: jax.Array, box: jax.Array,
                iters: int, max_ls: int = 20) -> _State:  # fmt: skip
     return jax.lax.fori_loop(0, iters, lambda _, s: _step(s, vg, w, data, tols, box, max_ls), st)
@@ -378,7 +375,7 @@ def minimise(problem: Problem, points: FitPoints, starts: np.ndarray, max_evals:
     return best, int(np.sum(f <= f.min() * (1 + 1e-9) + 1e-15))
 
 
-@partial(jax.jit, static_argnames=("vg",))
+@partial(jit, static_argnames=("vg",))
 def _value_and_grad(u: jax.Array, w: jax.Array, data: tuple, vg: Callable) -> tuple[jax.Array, jax.Array]:
     f, g = vg(u[None], w, data)
     return f[0], g[0]
@@ -410,24 +407,3 @@ def polish(problem: Problem, points: FitPoints, u: np.ndarray) -> np.ndarray:
     res = optimize.minimize(fun, u, jac=True, method="L-BFGS-B", bounds=bounds,
                             options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-12})  # fmt: skip
     return res.x if np.isfinite(res.fun) and res.fun <= fun(u)[0] else u
-
-
-def scaled_tol(grad_tol: float, n_points: int) -> float:
-    """The gradient tolerance for a sum over n points (see `GRAD_TOL`)."""
-    return grad_tol * max(1.0, n_points / 1000)
-
-
-def grid_starts(grid: dict[str, Any] | None, default: dict[str, tuple[float, ...]]) -> tuple[np.ndarray, dict]:
-    """Cartesian product of the grid, columns in the order of `default`; validated."""
-    grid = default if grid is None else grid
-    names = tuple(default)
-    if not isinstance(grid, dict) or set(grid) != set(names):
-        got = sorted(grid) if isinstance(grid, dict) else type(grid).__name__
-        raise UserError(f"fit grid must have exactly the keys {', '.join(names)}; got {got}")
-    clean = {}
-    for name in names:
-        values = np.atleast_1d(np.asarray(grid[name], dtype=np.float64))
-        if values.size == 0 or not np.all(np.isfinite(values)):
-            raise UserError(f"fit grid[{name!r}] must be a non-empty list of finite numbers")
-        clean[name] = tuple(float(v) for v in values)
-    return np.array(list(itertools.product(*clean.values()))), clean

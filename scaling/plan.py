@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.lazy import LazyModule
 from smallest_loss.configs.spaces import SearchSpace
 from smallest_loss.model.transformer import param_counts
 from smallest_loss.scaling.aspect import AspectLaw
@@ -46,6 +46,8 @@ from smallest_loss.scaling.laws import Law, LawFile, tokens_for_time
 from smallest_loss.scaling.plan_result import BatchOption, Edge, FlopsRuleChoice, NDChoice, PlanRow
 from smallest_loss.scaling.recipe import RecipeLaw
 from smallest_loss.timing.counts import bytes_per_element, train_memory_bytes, train_step_flops
+
+optimize = LazyModule("scipy.optimize")  # loaded on first use (scipy takes a second to import)
 
 # Callables of the shape arrays (d, n, h, w, s, v, b) and the space's architecture keywords (activation, norm,
 # tied; step time also dtype, memory bytes_per), so a profile and the records it was fitted to agree on
@@ -138,7 +140,7 @@ def compute_optimal_params(law: Law, C: float) -> float:
     """The N that minimises the law's loss under C = 6ND (Hoffmann et al. 2022, eq. 3), found numerically so
     that any law form works; for the Chinchilla form it is the closed form G (C/6)^(beta/(alpha+beta)).
     The loss along C = 6ND is convex in log N for both forms, so a bounded scalar search finds it."""
-    result = minimize_scalar(
+    result = optimize.minimize_scalar(
         lambda x: float(law.loss(math.exp(x), C / (6.0 * math.exp(x)))),
         bounds=(math.log(1.0), math.log(C / 6.0)),
         method="bounded",

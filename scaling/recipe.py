@@ -51,10 +51,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats
-from scipy.optimize import minimize
 from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.lazy import LazyModule
 from smallest_loss.configs.schema import Schedule
+
+stats = LazyModule("scipy.stats")
+optimize = LazyModule("scipy.optimize")  # loaded on first use (scipy takes a second to import)
 
 RECIPE_VERSION = 1
 BETA_RANGE = (0.05, 1.5)
@@ -389,7 +391,9 @@ def _fit_batch_once(
         return float(_profile(np.array(z[0]), np.array(z[1]), groups, D, B, L, scale)[0])
 
     z = np.clip(
-        minimize(objective, start, method="Nelder-Mead", options=dict(xatol=1e-4, fatol=1e-12)).x, box[:, 0], box[:, 1]
+        optimize.minimize(objective, start, method="Nelder-Mead", options=dict(xatol=1e-4, fatol=1e-12)).x,
+        box[:, 0],
+        box[:, 1],
     )
     K = float(_profile(np.array(z[0]), np.array(z[1]), groups, D, B, L, scale)[1])
     return float(z[0]), float(z[1]), K

@@ -24,9 +24,11 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.optimize import minimize
 from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.lazy import LazyModule
 from smallest_loss.scaling.recipe import Cell, LRLaw, OptimalBatchLaw, fit_batch_law, fit_lr_law
+
+optimize = LazyModule("scipy.optimize")  # loaded on first use (scipy takes a second to import)
 
 
 def _arrays(cells: Sequence[Cell]) -> tuple[np.ndarray, ...]:
@@ -89,7 +91,7 @@ def fit_optimal_batch(cells: Sequence[Cell], with_n: bool = False) -> OptimalBat
         starts.append(np.array([np.median(lB) - 0.5 * np.median(lD), 0.5, *([0.0] * (X.shape[1] - 2))]))
     best = None
     for z0 in starts:
-        res = minimize(lambda z: _profile(z, groups, lB, X, y)[0], z0, method="Nelder-Mead",
+        res = optimize.minimize(lambda z: _profile(z, groups, lB, X, y)[0], z0, method="Nelder-Mead",
                        options=dict(xatol=1e-6, fatol=1e-14, maxiter=4000))  # fmt: skip
         if best is None or res.fun < best.fun:
             best = res
