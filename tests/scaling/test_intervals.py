@@ -14,10 +14,12 @@ from smallest_loss.experiments.scripts.coverage_study import CPU_LAW, replicate
 from smallest_loss.scaling.budget import parse_budget
 from smallest_loss.scaling.intervals import (
     IntervalCalibration,
+    calibrate,
     constant_intervals,
     largest_budget_interval,
     prediction_interval,
     scatter,
+    student_t,
 )
 from smallest_loss.scaling.laws import CHINCHILLA_PUBLISHED, LawFile, load_law
 from smallest_loss.scaling.plan import PlanInputs
@@ -106,3 +108,20 @@ def test_tiny_simulation_gives_sane_verdicts():
         assert all(isinstance(v, bool) for v in r[key + "_before"] + r[key + "_after"])
         assert all(np.isfinite(r[key + "_ratio"])) and min(r[key + "_ratio"]) >= 0
     assert r["scatter"] > 0 and all(h > 0 for h in r["new_half_after"])
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 7, 30, 117])
+def test_student_t_matches_scipy(df):
+    from scipy import stats
+
+    for level in (0.8, 0.95):
+        assert student_t(level, df) == pytest.approx(stats.t.ppf(0.5 + level / 2, df), rel=1e-9)
+
+
+def test_a_fallback_form_widens_the_law_part():
+    N = np.geomspace(1e7, 1e9, 12)
+    points = FitPoints(N, 20 * N, CHINCHILLA_PUBLISHED.loss(N, 20 * N) * (1 + 0.01 * np.sin(np.arange(12))))
+    full, fixed = calibrate(CHINCHILLA_PUBLISHED, points, "full"), calibrate(CHINCHILLA_PUBLISHED, points, "fixed_E")
+    assert fixed.inflation > full.inflation and fixed.n_params == 4
+    with pytest.raises(UserError, match="form"):
+        calibrate(CHINCHILLA_PUBLISHED, points, "kaplan")
