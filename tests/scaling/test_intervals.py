@@ -76,6 +76,7 @@ def test_old_law_file_loads_and_plans_as_before(tmp_path):
     before = plan_with_inputs(parse_budget("1e21"), loaded, inputs, top=3)
     after = plan_with_inputs(parse_budget("1e21"), load_law(law_file().save(tmp_path / "new.json")), inputs, top=3)
     assert [r.params for r in before.rows] == [r.params for r in after.rows]  # the ranking does not change
+    assert before.interval_kind == "law bootstrap" and after.interval_kind == "a new run's loss, calibrated"
     for old_row, new_row in zip(before.rows, after.rows, strict=True):
         assert new_row.loss == old_row.loss and new_row.loss_interval != old_row.loss_interval
         assert old_row.loss_interval[0] < old_row.loss < old_row.loss_interval[1]
