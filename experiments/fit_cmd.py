@@ -31,6 +31,7 @@ from smallest_loss.scaling.fitting import fit_law, read_runs, read_table, withou
 from smallest_loss.scaling.groups import group_names, reference_index
 from smallest_loss.scaling.holdout import holdout_split, leave_one_shape_out
 from smallest_loss.scaling.holdout_scale import HoldoutReport, holdout_by_scale
+from smallest_loss.scaling.intervals import largest_budget_interval
 from smallest_loss.scaling.isoflop import isoflop_allocation
 from smallest_loss.scaling.laws import LawFile, law_to_dict, save_law
 from smallest_loss.scaling.optimize import DEFAULT_DELTA
@@ -54,6 +55,7 @@ def _format_law(law_file: LawFile) -> list[str]:
     law, d = law_file.law, law_file.diagnostics
     names = LAW_KEYS if isinstance(law, ChinchillaLaw) else ("Nc", "Dc", "aN", "aD")
     lines = _constants_table({key: getattr(law, key) for key in names}, law_file.intervals or {})
+    lines += _new_run_lines(law_file)
     lines += ["", f"law used: {d['form_description']} ({'identified' if d['identified'] else 'NOT identified'})"]
     lines.append(
         f"objective {d['objective']:.6g} (Huber delta {d['delta']:g}), max |gradient| {d['grad_norm']:.2e}, "
@@ -61,6 +63,19 @@ def _format_law(law_file: LawFile) -> list[str]:
     )
     lines += [f"warning: {w}" for w in d.get("warnings", [])]
     return lines
+
+
+def _new_run_lines(law_file: LawFile) -> list[str]:
+    """The calibrated 95% interval of a new run at the largest fitted budget's compute-optimal point."""
+    span = largest_budget_interval(law_file)
+    if span is None:
+        return []
+    N, D, C = float(span.N[0]), float(span.D[0]), 6 * float(span.N[0] * span.D[0])
+    return [
+        f"a new run at the largest fitted budget's optimum (C = {C:.3g}, N = {N:.3g}, D = {D:.3g}): loss "
+        f"{span.predicted[0]:.4f}, 95% prediction interval [{span.low[0]:.4f}, {span.high[0]:.4f}] "
+        f"(+-{span.half_width[0]:.1%}; the runs' scatter {span.calibration.scatter:.2%}; calibrated, docs/methods.md)"
+    ]
 
 
 def _curve_extrapolation(records: list[RunRecord]) -> dict[str, Any]:

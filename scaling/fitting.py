@@ -18,6 +18,7 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.scaling.aspect import AspectPoints, bootstrap_aspect, fit_aspect, read_aspect_csv, with_intervals
 from smallest_loss.scaling.bootstrap import fit_points
 from smallest_loss.scaling.chinchilla import LAW_KEYS
+from smallest_loss.scaling.intervals import calibrate
 from smallest_loss.scaling.laws import LawFile
 from smallest_loss.scaling.optimize import DEFAULT_DELTA
 from smallest_loss.scaling.points import FitPoints, best_of_rows, check_budgets, read_fit_table, sweep_table
@@ -81,7 +82,10 @@ def fit_law(
     else:
         points = points.points if isinstance(points, AspectPoints) else points
         result = fit_points(points, form, bootstrap, delta, allocation_exponent)
-        law_file = LawFile(result["law"], result["intervals"], result["samples"], result["diagnostics"])
+        diagnostics = dict(result["diagnostics"])
+        if form == "chinchilla":  # the calibrated intervals' scatter (scaling/intervals.py)
+            diagnostics["calibration"] = calibrate(result["law"], points, result["fit"].form).to_dict()
+        law_file = LawFile(result["law"], result["intervals"], result["samples"], diagnostics)
     diagnostics = dict(law_file.diagnostics, fitted_range=points.fitted_range)
     return dataclasses.replace(law_file, diagnostics=diagnostics)
 

@@ -40,6 +40,7 @@ from smallest_loss.model.transformer import param_counts
 from smallest_loss.scaling.aspect import AspectLaw
 from smallest_loss.scaling.budget import Budget
 from smallest_loss.scaling.chinchilla import ChinchillaLaw
+from smallest_loss.scaling.intervals import calibrated_bounds, stored_calibration
 from smallest_loss.scaling.kaplan import KaplanLaw
 from smallest_loss.scaling.laws import Law, LawFile, tokens_for_time
 from smallest_loss.scaling.plan_result import BatchOption, Edge, FlopsRuleChoice, NDChoice, PlanRow
@@ -456,14 +457,20 @@ def score(budget: Budget, law_file: LawFile, inputs: PlanInputs) -> Scores:
 
 
 def loss_intervals(scores: Scores, law_file: LawFile, rows: np.ndarray) -> np.ndarray | None:
-    """(len(rows), 2) 95% intervals of the predicted loss of candidates `rows` from the law's bootstrap samples."""
+    """(len(rows), 2) 95% intervals of the loss of candidates `rows` from the law's bootstrap samples: with the law
+    file's calibration, the calibrated prediction interval of a new run (scaling/intervals.py); in law files
+    written before it, the samples' percentile interval."""
     c = scores.candidates.take(rows)
     eff = effective_tokens(scores.tokens[rows], c, scores.recipe, scores.loss[rows])
     samples = law_samples_loss(law_file, c.N, eff, c.d, c.n)
     if samples is None:
         return None
     samples = samples * batch_loss_factor(scores.tokens[rows], c, scores.recipe)[None, :]
-    return np.percentile(samples, [2.5, 97.5], axis=0).T
+    calibration = stored_calibration(law_file)
+    if calibration is None:
+        return np.percentile(samples, [2.5, 97.5], axis=0).T
+    _, new = calibrated_bounds(np.log(scores.loss[rows]), np.log(samples), calibration)
+    return np.exp(new).T
 
 
 def top_rows(scores: Scores, law_file: LawFile, top: int) -> tuple[PlanRow, ...]:

@@ -208,6 +208,7 @@ class Plan:
     seconds: float | None = None  # device seconds the budget buys for training (time and money budgets)
     flops_rule: FlopsRuleChoice | None = None
     batch_choice: tuple[BatchOption, ...] | None = None
+    interval_kind: str = "law bootstrap"  # what the rows' loss intervals are (docs/methods.md)
     scores: Any = dataclasses.field(default=None, compare=False, repr=False)  # scaling.plan.Scores, for plots
 
     @property
@@ -240,6 +241,7 @@ class Plan:
         out["shape"] = self.shape.to_dict()
         if self.batch_choice:
             out["batch_choice"] = [b.to_dict() for b in self.batch_choice]
+        out["interval_kind"] = self.interval_kind
         return out
 
     def to_markdown(self) -> str:

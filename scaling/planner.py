@@ -15,6 +15,7 @@ from smallest_loss.configs.devices import get_device
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.spaces import FLOPS_SPACES, SPACES, SearchSpace
 from smallest_loss.scaling.budget import Budget, parse_budget
+from smallest_loss.scaling.intervals import stored_calibration
 from smallest_loss.scaling.laws import Law, LawFile, load_law
 from smallest_loss.scaling.plan import (
     PlanInputs,
@@ -101,6 +102,7 @@ def plan_with_inputs(
         seconds=scores.train_seconds,
         flops_rule=flops_rule_choice(scores, law_file.law),
         batch_choice=batch_choice(scores),
+        interval_kind="a new run's loss, calibrated" if stored_calibration(law_file) else "law bootstrap",
         scores=scores,
     )
 

@@ -170,6 +170,7 @@ def plan_markdown(plan: Plan) -> str:
     lines += ["", f"Ties: {plan.tie_rule}."]
     if plan.best.loss_interval:
         lo, hi = plan.best.loss_interval
-        lines.append(f"\nbest predicted loss {plan.best.loss:.4f}, 95% interval [{lo:.4f}, {hi:.4f}] (law bootstrap)")
+        kind = plan.interval_kind
+        lines.append(f"\nbest predicted loss {plan.best.loss:.4f}, 95% interval [{lo:.4f}, {hi:.4f}] ({kind})")
     lines += _by_depth_lines(plan, columns)
     return "\n".join(lines + _flops_rule_lines(plan) + _shape_lines(plan) + _recipe_lines(plan))

@@ -12,7 +12,8 @@ shape-aware), `fit_groups` (several data or evaluation sets with shared exponent
 predicting the largest budget and the largest model size from the rest), `fit_recipe` (learning-rate and
 batch laws), `fit_curve_laws` (schedule-aware learning curves: run folders' `read_curve`, or `read_curves` of a
 curve table logged by any stack). Devices: `calibrate`, `calibrate_records`, `load_profile`. Planning:
-`parse_budget`, `make_plan` (`plan_with_inputs` for your own step-time or memory functions), `verify`. Every
+`parse_budget`, `make_plan` (`plan_with_inputs` for your own step-time or memory functions), `verify`. Intervals:
+`prediction_interval` (a new run's loss), `constant_intervals` (the constants and N_opt), calibrated. Every
 mistake a user can make raises `UserError` with a one-line message.
 """
 
@@ -29,6 +30,12 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time each name is imp
     from smallest_loss.scaling.fitting import fit_law, read_runs, read_table
     from smallest_loss.scaling.groups import GroupedFit, fit_groups
     from smallest_loss.scaling.holdout_scale import HoldoutReport, holdout_by_scale
+    from smallest_loss.scaling.intervals import (
+        ConstantIntervals,
+        PredictionInterval,
+        constant_intervals,
+        prediction_interval,
+    )
     from smallest_loss.scaling.kaplan import KaplanLaw
     from smallest_loss.scaling.laws import LawFile, load_law
     from smallest_loss.scaling.plan import PlanInputs
@@ -49,6 +56,7 @@ _HOMES = {
     "Budget": "smallest_loss.scaling.budget",
     "Calibration": "smallest_loss.timing.calibration",
     "ChinchillaLaw": "smallest_loss.scaling.chinchilla",
+    "ConstantIntervals": "smallest_loss.scaling.intervals",
     "DeviceProfile": "smallest_loss.timing.profile",
     "FitPoints": "smallest_loss.scaling.points",
     "GroupedFit": "smallest_loss.scaling.groups",
@@ -58,11 +66,13 @@ _HOMES = {
     "Plan": "smallest_loss.scaling.plan_result",
     "PlanInputs": "smallest_loss.scaling.plan",
     "PlanRow": "smallest_loss.scaling.plan_result",
+    "PredictionInterval": "smallest_loss.scaling.intervals",
     "RecipeLaw": "smallest_loss.scaling.recipe",
     "UserError": "smallest_loss.configs.errors",
     "Verification": "smallest_loss.scaling.verify",
     "calibrate": "smallest_loss.timing.calibration",
     "calibrate_records": "smallest_loss.timing.calibration",
+    "constant_intervals": "smallest_loss.scaling.intervals",
     "fit_curve_laws": "smallest_loss.scaling.curve_law",
     "fit_groups": "smallest_loss.scaling.groups",
     "fit_law": "smallest_loss.scaling.fitting",
@@ -73,6 +83,7 @@ _HOMES = {
     "make_plan": "smallest_loss.scaling.planner",
     "parse_budget": "smallest_loss.scaling.budget",
     "plan_with_inputs": "smallest_loss.scaling.planner",
+    "prediction_interval": "smallest_loss.scaling.intervals",
     "read_curve": "smallest_loss.scaling.curve_law",
     "read_curves": "smallest_loss.scaling.curve_table",
     "read_runs": "smallest_loss.scaling.fitting",
@@ -86,6 +97,7 @@ __all__ = [
     "Budget",
     "Calibration",
     "ChinchillaLaw",
+    "ConstantIntervals",
     "DeviceProfile",
     "FitPoints",
     "GroupedFit",
@@ -95,11 +107,13 @@ __all__ = [
     "Plan",
     "PlanInputs",
     "PlanRow",
+    "PredictionInterval",
     "RecipeLaw",
     "UserError",
     "Verification",
     "calibrate",
     "calibrate_records",
+    "constant_intervals",
     "fit_curve_laws",
     "fit_groups",
     "fit_law",
@@ -110,6 +124,7 @@ __all__ = [
     "make_plan",
     "parse_budget",
     "plan_with_inputs",
+    "prediction_interval",
     "read_curve",
     "read_curves",
     "read_runs",
