@@ -347,7 +347,7 @@ def print_report(report: dict[str, Any], as_json: bool) -> None:
 
 def holdout_lines(h: dict[str, Any]) -> list[str]:
     """The order-by-scale hold-outs as text: each one's errors, the held-out budget's optimum, or why none."""
-    lines = ["order-by-scale hold-outs (the Chinchilla law fitted without bootstrap on the rest, predicting up):"]
+    lines = ["order-by-scale hold-outs (the Chinchilla law fitted on the rest, predicting up):"]
     for key, what in (("budget", "budget"), ("size", "N")):
         one = h[key]
         if one is None:
@@ -360,6 +360,12 @@ def holdout_lines(h: dict[str, Any]) -> list[str]:
             f"{one['max_abs_rel_error']:.2%}, mean signed {one['mean_rel_error']:+.2%} ({one['fitted_points']} "
             "points fitted" + (")" if one["identified"] else f"; form {one['form']}, the full law not identified)")
         )
+        if one.get("inside_interval") is not None:
+            inside, width = round(one["inside_interval"] * one["held_points"]), one["median_half_width"]
+            lines.append(
+                f"    {inside} of {held} inside their calibrated 95% prediction intervals for a new run (median "
+                f"half-width {width:.2%}, {width / max(one['mean_abs_rel_error'], 1e-12):.1f}x the mean |error|)"
+            )
         if one["optimum"] is not None:
             lines += _optimum_lines(one["optimum"])
     return lines

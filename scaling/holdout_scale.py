@@ -1,11 +1,15 @@
 """Order-by-scale hold-outs, the check `fit` reports by default: fit the Chinchilla law (Hoffmann et al. 2022,
-Approach 3, without bootstrap) on every budget but the largest and predict the largest budget's losses and its IsoFLOP
+Approach 3) on every budget but the largest and predict the largest budget's losses and its IsoFLOP
 optimum; and fit on every model size but the largest and predict the largest size's losses. A planner extrapolates up
 in scale, so the error one step up is the error a user meets; a random hold-out, which interpolates, understates it.
 
 Budgets are the runs' sweep budgets, a table's C column, else 6ND, grouped as `budget_labels` groups them (within
 3%). The largest budget is held out only when at least `MIN_BUDGETS` budgets exist (two or more remain to fit on);
 the largest model size only when at least `MIN_SIZES` sizes exist. Otherwise the report says why not.
+
+Each hold-out also says how many held-out points fall inside their calibrated 95% prediction interval for a new run
+(scaling/intervals.py, from `HOLDOUT_BOOT` bootstrap resamples of the fit on the rest) and how wide it is: an
+interval is useful when it covers about 95% at a width not many times the errors.
 """
 
 from __future__ import annotations
@@ -15,12 +19,15 @@ from typing import Any
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
+from smallest_loss.scaling.bootstrap import bootstrap_chinchilla
 from smallest_loss.scaling.chinchilla import fit_chinchilla
 from smallest_loss.scaling.holdout import MIN_BUDGETS, holdout_optimum
+from smallest_loss.scaling.intervals import prediction_interval
 from smallest_loss.scaling.optimize import DEFAULT_DELTA
 from smallest_loss.scaling.points import BUDGET_RTOL, MIN_POINTS, FitPoints, budget_labels
 
 MIN_SIZES = 3  # holding out the largest model size leaves at least two sizes
+HOLDOUT_BOOT = 200  # bootstrap resamples of each hold-out fit, for the held-out points' prediction intervals
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,8 @@ class ScaleHoldout:
     mean_rel_error: float  # signed: above zero, the law predicts the held-out losses too high
     runs: tuple[dict[str, Any], ...]
     optimum: dict[str, Any] | None = None
+    inside_interval: float | None = None  # share of the held-out points inside their calibrated 95% interval
+    median_half_width: float | None = None  # that interval's median half-width, relative to the predicted loss
 
 
 @dataclass(frozen=True)
@@ -66,7 +75,7 @@ class HoldoutReport:
 def holdout_by_scale(
     points: FitPoints, budgets: np.ndarray | None = None, names: list[str] | None = None, delta: float = DEFAULT_DELTA
 ) -> HoldoutReport:
-    """Hold out the largest budget, then the largest model size, each fitted without bootstrap on the rest; what
+    """Hold out the largest budget, then the largest model size, each fitted on the rest; what
     cannot be held out is named with why in `skipped`. `budgets`: each point's budget (default `points.budgets`: C,
     else 6ND); `names`: each point's name in the report (default "point i")."""
     budgets = points.budgets if budgets is None else np.asarray(budgets, dtype=np.float64)
@@ -110,6 +119,8 @@ def _held_out(points: FitPoints, test: np.ndarray, names: list[str], held: str, 
     law, idx = fit.law, np.flatnonzero(test)
     predicted = np.asarray(law.loss(points.N[idx], points.D[idx]), dtype=np.float64).reshape(-1)
     actual = points.loss[idx]
+    rest = points.take(~test)
+    span = prediction_interval(bootstrap_chinchilla(rest, HOLDOUT_BOOT, fit=fit), points.N[idx], points.D[idx], rest)
     rel = predicted / actual - 1
     runs = tuple(
         dict(name=names[i], N=float(points.N[i]), D=float(points.D[i]), actual=float(a), predicted=float(p))
@@ -128,4 +139,6 @@ def _held_out(points: FitPoints, test: np.ndarray, names: list[str], held: str, 
         mean_rel_error=float(np.mean(rel)),
         runs=runs,
         optimum=optimum,
+        inside_interval=float(np.mean((actual >= span.low) & (actual <= span.high))),
+        median_half_width=float(np.median(span.half_width)),
     )
