@@ -280,6 +280,7 @@ class _Loop:
         began = time.perf_counter()
         self.step_fn = self.step_fn.lower(abstract, spec(t.batch_size)).compile()
         self.eval_fn = self.eval_fn.lower(abstract["params"], spec(eval_rows)).compile()
+        self._rates([self.start])  # the logged learning rates' eager ops (`_rates`)
         return time.perf_counter() - began
 
     def _restore(self, abstract: State) -> State | None:
@@ -339,7 +340,7 @@ class _Loop:
         wall = self.wall_offset + time.perf_counter() - self.t0
         # One vectorised call for every pending step's learning rate: called step by step, the schedule's
         # eager jnp ops cost about a millisecond each, as much as a tiny model's whole step on a CPU.
-        rates = np.asarray(self.schedule(np.array([step - 1 for step, _ in self.pending])), dtype=np.float64)
+        rates = self._rates([step - 1 for step, _ in self.pending])
         lines = []
         for (step, _), m, lr in zip(self.pending, values, rates, strict=True):
             line = dict(
@@ -364,6 +365,13 @@ class _Loop:
                 bad["step"],
             )
         return lines[-1]["train_loss"]
+
+    def _rates(self, steps: list[int]) -> np.ndarray:
+        """The learning rate at each step, in one call padded to `log_every` entries: the schedule's eager ops
+        compile once per array length, so one length keeps compiling out of the steps (`_compile` warms it)."""
+        width = max(self.cfg.train.log_every, len(steps))
+        padded = np.pad(np.asarray(steps), (0, width - len(steps)), mode="edge")
+        return np.asarray(self.schedule(padded), dtype=np.float64)[: len(steps)]
 
     def _noise_fields(self, step: int, m: dict[str, Any]) -> dict[str, float | None]:
         """A micro-batched step's squared gradient norms, and every `train.noise_every` steps the gradient

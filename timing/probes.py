@@ -5,7 +5,9 @@ syncs, evaluations and checkpoint saves).
 Each probe trains a configuration of the grid (smallest, middle, largest by parameters) for `PROBE_STEPS` steps on
 random tokens, syncing every `PROBE_SYNC` steps, evaluating and saving halfway and at the end. From its summary
 (`wall_clock`) and metrics: start-up, compile, the loop's steady step (between syncs that hold only steps), one
-evaluation's and one save's seconds. They are kept in the calibration folder's `probes.jsonl`.
+evaluation's and one save's seconds. Right after it the compiled step alone is timed again as the grid timed it
+(`bare_seconds`), so the loop's host cost (loop minus bare) is read from two measurements made minutes apart at
+most, not across the machine's drift since the grid. They are kept in the calibration folder's `probes.jsonl`.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import numpy as np
 from smallest_loss.configs.schema import DataConfig, ModelConfig, RunConfig, TrainConfig
 from smallest_loss.model.runs import RunDir, steady_step_seconds
 from smallest_loss.model.train import train
+from smallest_loss.timing.measure import compile_step, time_compiled
 from smallest_loss.timing.models import STATISTICS
 from smallest_loss.timing.wallclock import STATE_BYTES_PER_PARAM, WallClock, fit_nonnegative
 
-PROBE_STEPS = 48
-PROBE_SYNC = 4
+PROBE_STEPS = 80
+PROBE_SYNC = 10  # train.log_every's default, the cadence of the runs a plan prices (verify syncs no more often)
 PROBES = 3  # probe runs of a calibration (0: none; the profile then prices the steps only)
 
 
@@ -64,13 +67,15 @@ def run_probe(record: dict[str, Any], folder: Path, statistic: str = "median") -
     clock = summary["wall_clock"]
     t = config.train
     evals, saves = PROBE_STEPS // t.eval_every, PROBE_STEPS // t.checkpoint_every
+    loop = steady_step_seconds(lines, t.checkpoint_every)
     return dict(
         config=c,
         dtype=record["dtype"],
         batch=b,
         params=record["counts"]["params"],
         step_seconds=record.get(STATISTICS[statistic], record["step_seconds"]),
-        loop_seconds=steady_step_seconds(lines, t.checkpoint_every),
+        bare_seconds=bare_seconds(config.model, b, t.mesh_data, PROBE_STEPS * (loop or 0.0)),
+        loop_seconds=loop,
         startup=clock["startup"],
         compile=clock["compile"],
         record_compile=record.get("compile_seconds"),
@@ -78,6 +83,15 @@ def run_probe(record: dict[str, Any], folder: Path, statistic: str = "median") -
         eval_rows=t.eval_batches * t.eval_batch_size,
         save_seconds=clock["saves"] / saves,
     )
+
+
+def bare_seconds(cfg: ModelConfig, b: int, devices: int, seconds: float) -> float:
+    """The compiled step's median seconds, timed alone as the grid times it (timing/measure.py) for about
+    `seconds` and at least 20 repeats."""
+    compiled, inputs, _ = compile_step(cfg, b, devices)
+    state, tokens = inputs()
+    times, _ = time_compiled(compiled, state, tokens, seconds, 20, 400)
+    return float(np.median(times))
 
 
 def probe_runs(out: Path, records: list[dict[str, Any]], k: int = PROBES) -> list[dict[str, Any]]:
@@ -106,10 +120,21 @@ def _loop_held_out(probes: list[dict[str, Any]], held_out_step: list[float]) -> 
     return dict(mape=float(np.mean(errors)), max_ape=float(np.max(errors)), probes=len(probes))
 
 
+def _bare(probe: dict[str, Any]) -> float:
+    """A probe's compiled step seconds: timed just after its run, or (older probes) the grid's record."""
+    return probe.get("bare_seconds", probe["step_seconds"])
+
+
 def _host_fit(probes: list[dict[str, Any]]) -> list[float]:
+    """The loop's host seconds per step, h0 + h1 x tokens per step, from each probe's loop step minus its compiled
+    step timed just after it (`bare_seconds`; the grid's record in probes of an older calibration). Signed: a loop
+    that dispatches ahead can beat the step timed with a wait after every call. The per-token term is fitted from
+    4 probes up; with fewer, the median host cost alone (robust to one disturbed probe)."""
     tokens = np.array([p["batch"] * (p["config"]["s"] + 1) for p in probes], float)
-    host = np.array([p["loop_seconds"] - p["step_seconds"] for p in probes], float)
-    return fit_nonnegative(np.column_stack([np.ones_like(tokens), tokens]), host)
+    host = np.array([p["loop_seconds"] - _bare(p) for p in probes], float)
+    if len(probes) < 4:
+        return [float(np.median(host)), 0.0]
+    return [float(c) for c in np.linalg.lstsq(np.column_stack([np.ones_like(tokens), tokens]), host, rcond=None)[0]]
 
 
 def fit_wall_clock(
@@ -127,7 +152,9 @@ def fit_wall_clock(
     ratios = [p["compile"] / p["record_compile"] for p in probes if p.get("record_compile")]
     n = np.array([p["config"]["n"] for p in probes], float)
     gigabytes = np.array([p["params"] for p in probes], float) * STATE_BYTES_PER_PARAM / 1e9
-    forward = [(p["eval_seconds"] / p["eval_rows"]) / (p["step_seconds"] / p["batch"]) for p in probes]
+    forward = [
+        (p["eval_seconds"] / p["eval_rows"]) / (p.get("bare_seconds", p["step_seconds"]) / p["batch"]) for p in probes
+    ]
     return WallClock(
         host=tuple(_host_fit(probes)),
         compile=tuple(grid_compile * (float(np.median(ratios)) if ratios else 1.0)),

@@ -72,7 +72,7 @@ def _probe(n, b, s, params):
 
 
 def test_fit_wall_clock_recovers_known_terms():
-    shapes = [(1, 8, 32, 2e4), (2, 16, 64, 8e4), (4, 32, 128, 3e5), (3, 64, 64, 1.5e5)]
+    shapes = [(1, 8, 32, 2e4), (2, 16, 64, 8e4), (4, 32, 128, 3e5), (3, 64, 64, 1.5e5), (2, 8, 128, 6e4)]
     probes = [_probe(*shape) for shape in shapes]
     records = [
         dict(status="ok", config=p["config"], counts=dict(params=p["params"]), compile_seconds=p["record_compile"])
