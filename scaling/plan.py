@@ -475,12 +475,23 @@ def score(budget: Budget, law_file: LawFile, inputs: PlanInputs) -> Scores:
         raise UserError(
             f"budget {budget.describe()} is too small to train any candidate of space "
             f"{inputs.space.name} (dropped: {dropped}); raise the budget or use a smaller space"
+            + (_fixed_cost_hint(candidates, inputs) if inputs.whole_run and budget.kind != "flops" else "")
         )
     order = rank(loss, cands, inputs.space)
     train_s = budget.seconds(inputs.price_per_hour, inputs.spot_discount) if budget.kind != "flops" else None
     clock = (inputs.clock, inputs.cadence) if inputs.whole_run and budget.kind != "flops" else None
     return Scores(
         budget, inputs.space, cands, tokens, loss, step_s, train_s, order, dropped, recipe=law_file.recipe, clock=clock
+    )
+
+
+def _fixed_cost_hint(cands: Candidates, inputs: PlanInputs) -> str:
+    """What a whole run's start-up and compile take at least on this device, for a budget that buys no step."""
+    clock = inputs.clock
+    least = float(np.min(clock.startup_seconds(cands.n) + clock.compile_seconds(cands.n, cands.N)))
+    return (
+        f"; a run's start-up and compile alone take {least:.3g} s or more on this device (the profile's wall-clock "
+        "terms): to price the training steps alone, pass --budget-covers steps"
     )
 
 

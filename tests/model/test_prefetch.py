@@ -1,10 +1,13 @@
 """The prefetching input pipeline: the same batches in the same order as building each when needed."""
 
+import json
+
 import jax
 import numpy as np
 import pytest
 from smallest_loss.model.data import batch
 from smallest_loss.model.prefetch import Prefetcher
+from smallest_loss.model.train import CLOCK_TERMS
 
 
 def test_prefetch_yields_the_batches_of_the_plain_loop_in_order():
@@ -35,3 +38,11 @@ def test_closing_early_stops_an_endless_prefetcher():
     first = [k for k, _ in zip(range(4), p, strict=False)]
     p.close()
     assert first == [0, 1, 2, 3] and not p.thread.is_alive()
+
+
+def test_a_run_records_its_wall_clock_by_term(reference_run):
+    """summary.json's `wall_clock`: every term of the session, each non-negative, summing to its total."""
+    clock = json.loads((reference_run / "summary.json").read_text())["wall_clock"]
+    assert set(clock) == {*CLOCK_TERMS, "total"} and all(clock[k] >= 0 for k in CLOCK_TERMS)
+    assert clock["total"] == pytest.approx(sum(clock[k] for k in CLOCK_TERMS), abs=1e-3)
+    assert clock["compile"] > 0 and clock["steps"] > 0 and clock["evals"] > 0 and clock["saves"] > 0
