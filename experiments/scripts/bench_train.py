@@ -59,7 +59,7 @@ def bench(config, devices: int, repeats: int) -> dict:
         if i >= 3:
             times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
-    loops, state = _bench_loops(step, state, config, mesh, repeats)
+    loops, state = bench_loops(step, state, config, mesh, repeats)
     flops = float(
         train_step_flops(
             m.d, m.n, m.h, m.w, m.s, m.v, t.batch_size, activation=m.activation, norm=m.norm, tied=m.tied_embeddings
@@ -77,7 +77,7 @@ def bench(config, devices: int, repeats: int) -> dict:
     )
 
 
-def _bench_loops(step, state, config, mesh, repeats: int, rounds: int = 3) -> tuple[dict, object]:
+def bench_loops(step, state, config, mesh, repeats: int, rounds: int = 3) -> tuple[dict, object]:
     """The training loop's steady step (timing/loop.py) on fresh batches of a random corpus, with and without
     prefetch, alternated over `rounds` rounds of `repeats` steps (a shared machine's drift hits both); medians."""
     import numpy as np
