@@ -57,6 +57,7 @@ def quickstart(
     n_boot: int = 1000,
     min_seconds: float = 0.5,
     repeats: int = 20,
+    budget_covers: str = "run",
 ) -> dict[str, Any]:
     """Run every stage into `out`; returns the report's data (also written as report.json).
 
@@ -86,7 +87,7 @@ def quickstart(
     _done(t)
     t = _stage(f"4/5 plan: the smallest predicted loss for {budget} on this device")
     profile = load_profile(out / "calibration" / "profile.json")
-    inputs = build_plan_inputs(plan_space, profile, cadence=verify_cadence(sweep_design))
+    inputs = build_plan_inputs(plan_space, profile, covers=budget_covers, cadence=verify_cadence(sweep_design))
     law = load_law(out / "law.json")
     plan = plan_with_inputs(parsed, law, inputs, top=10)
     write_outputs(plan, out / "plan")
