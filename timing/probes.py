@@ -5,9 +5,10 @@ syncs, evaluations and checkpoint saves).
 Each probe trains a configuration of the grid (smallest, middle, largest by parameters) for `PROBE_STEPS` steps on
 random tokens, syncing every `PROBE_SYNC` steps, evaluating and saving halfway and at the end. From its summary
 (`wall_clock`) and metrics: start-up, compile, the loop's steady step (between syncs that hold only steps), one
-evaluation's and one save's seconds. Right after it the compiled step alone is timed again as the grid timed it
-(`bare_seconds`), so the loop's host cost (loop minus bare) is read from two measurements made minutes apart at
-most, not across the machine's drift since the grid. They are kept in the calibration folder's `probes.jsonl`.
+evaluation's and one save's seconds. Just before and just after it the compiled step alone is timed again as the
+grid timed it (`bare_seconds`): the median of those two and the grid's record is the step the loop's host cost
+(loop minus bare) is read against, robust to one of the three caught in a slow spell of a shared machine. They are
+kept in the calibration folder's `probes.jsonl`.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ def run_probe(record: dict[str, Any], folder: Path, statistic: str = "median") -
     size = max(2**18, 8 * b * (c["s"] + 1))
     np.save(corpus, np.random.default_rng(0).integers(0, c["v"], size, dtype=np.int32))
     config = probe_config(record, corpus)
+    seconds = PROBE_STEPS * record["step_seconds"]
+    before = bare_seconds(config.model, b, config.train.mesh_data, seconds)
     summary = train(config, folder / "run", progress=False)
     lines = RunDir.open(folder / "run").read_metrics()
     clock = summary["wall_clock"]
@@ -74,7 +77,9 @@ def run_probe(record: dict[str, Any], folder: Path, statistic: str = "median") -
         batch=b,
         params=record["counts"]["params"],
         step_seconds=record.get(STATISTICS[statistic], record["step_seconds"]),
-        bare_seconds=bare_seconds(config.model, b, t.mesh_data, PROBE_STEPS * (loop or 0.0)),
+        bare_seconds=float(
+            np.median([before, bare_seconds(config.model, b, t.mesh_data, seconds), record["step_seconds"]])
+        ),
         loop_seconds=loop,
         startup=clock["startup"],
         compile=clock["compile"],
