@@ -406,10 +406,12 @@ class _Loop:
         tcfg = self.cfg.train
         spaced = max(1, self.total // tcfg.eval_points) if tcfg.eval_points else 0
         self.t0 = time.perf_counter()
-        with self.batches() as batches:
-            for k, tokens in batches:
-                self._one(k + 1, tokens, spaced)
-        self.clock["steps"] = time.perf_counter() - self.t0 - self.clock["evals"] - self.clock["saves"]
+        try:
+            with self.batches() as batches:
+                for k, tokens in batches:
+                    self._one(k + 1, tokens, spaced)
+        finally:  # an interrupted or diverged session's summary has its steps' seconds too
+            self.clock["steps"] = time.perf_counter() - self.t0 - self.clock["evals"] - self.clock["saves"]
 
     def _one(self, step: int, tokens: jax.Array, spaced: int) -> None:
         """Step `step` on its placed batch, then the flush, evaluation and save due after it."""
