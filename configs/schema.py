@@ -132,6 +132,9 @@ class TrainConfig:
     eval_batch_size: int = 16
     checkpoint_every: int = 100  # 0: checkpoint only at the end
     log_every: int = 10  # steps between host syncs; every step's loss is logged
+    # Batches built and placed on the device ahead of the steps by a background thread (model/prefetch.py); 0:
+    # each batch is built when its step needs it. The batches and their order are the same either way.
+    prefetch: int = 2
     noise_every: int = 0  # steps between windowed gradient noise scale estimates (needs micro_batches >= 2); 0: none
     mesh_data: int = 0  # data-parallel devices; 0: all devices not used by mesh_fsdp
     mesh_fsdp: int = 1  # devices that parameters and optimizer state are sharded over (FSDP)
@@ -155,6 +158,7 @@ class TrainConfig:
             "mesh_data",
             "noise_every",
             "eval_batch_size",
+            "prefetch",
         ):
             if getattr(self, name) < 0:
                 raise UserError(f"train.{name}={getattr(self, name)!r} must not be negative")

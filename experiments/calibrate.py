@@ -23,9 +23,11 @@ from smallest_loss.timing.calibration import (
     export_records,
     fit_folder,
     noise_floor,
+    read_records,
     run_grid,
 )
 from smallest_loss.timing.models import DEFAULT_STATISTIC, STATISTICS, get_model, shape_columns
+from smallest_loss.timing.probes import PROBES, probe_runs
 
 
 def comparison_table(results: list[dict[str, Any]]) -> str:
@@ -129,6 +131,7 @@ def _report_text(out: Path, calibration: Calibration, table: str, notes: list[st
         f"Profile model: **{calibration.profile.model}** (the best model that predicts from hyperparameters "
         "alone). Models on XLA counts need the step compiled first, so the planner cannot use them.",
         _noise_line(out),
+        calibration.profile.clock.describe() + "." if calibration.profile.clock else None,
     ]
     return "\n".join(line for line in lines if line is not None)
 
@@ -200,6 +203,9 @@ def _measure_grid(args: argparse.Namespace, out: Path) -> None:
             f"noise floor: re-measured {noise['configurations']} configurations differ by "
             f"{noise['median_abs']:.1%} median, {noise['max_abs']:.1%} max"
         )
+    probes = probe_runs(out, read_records(out / "records.jsonl"), args.probes)
+    if probes:
+        print(f"probe runs: {len(probes)} short training runs timed (start-up, compile, loop, evaluations, saves)")
 
 
 def _check_modes(args: argparse.Namespace) -> None:
@@ -263,6 +269,7 @@ def run(args: argparse.Namespace) -> int:
         print(note)
     p = report["profile"]
     print(f"profile: {out / 'profile.json'} (model '{p.model}', held-out MAPE {p.held_out['mape']:.1%})")
+    print(p.clock.describe() if p.clock else "wall-clock terms: none (no probe runs); the profile prices steps only")
     print(f"table: {out / 'comparison.md'}; plots: {len(report['plots'])} PNGs in {out}")
     if args.export_records:
         rows = export_records(out, args.export_records, args.statistic)
@@ -320,5 +327,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="re-measure 8 configurations after the grid to report the machine's noise floor",
+    )
+    p.add_argument(
+        "--probes",
+        type=int,
+        default=PROBES,
+        help=f"short training runs after the grid that price the loop's host cost, compile, evaluations, saves and "
+        f"start-up (default {PROBES}; 0: none, the profile then prices the training steps alone)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")

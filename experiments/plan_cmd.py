@@ -16,7 +16,7 @@ from smallest_loss.experiments.args import check_outputs
 from smallest_loss.experiments.plots import plot_plan
 from smallest_loss.scaling.plan_result import Plan
 from smallest_loss.scaling.planner import make_plan
-from smallest_loss.scaling.verify import verify, verify_line
+from smallest_loss.scaling.verify import verify, verify_cadence, verify_line
 
 
 def write_outputs(plan: Plan, folder: str | Path) -> list[Path]:
@@ -66,6 +66,14 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         help="sweep design whose training recipe (lr, schedule, batch) the law was fitted under; "
         "--verify trains with it",
     )
+    p.add_argument(
+        "--budget-covers",
+        choices=("run", "steps"),
+        default="run",
+        help="what a time or money budget pays for: the whole run's wall-clock (run: start-up, compile, steps, "
+        "evaluations, checkpoint saves; default, with a profile that has wall-clock terms) or the training steps "
+        "alone (steps)",
+    )
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
 
 
@@ -74,7 +82,8 @@ INTERRUPTED = "interrupted: nothing is lost; --verify's run, if it began, resume
 
 def run(args: argparse.Namespace) -> int:
     check_outputs(folders={"--out": args.out, "--verify-out": args.verify_out})
-    recipe = get_design(args.recipe) if args.verify else None
+    design = get_design(args.recipe)
+    recipe = design if args.verify else None
     plan = make_plan(
         args.budget,
         args.law,
@@ -88,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         inference_tokens=args.inference_tokens,
         max_latency_ms=args.max_latency_ms,
         batch=args.batch,
+        budget_covers=args.budget_covers,
+        cadence=verify_cadence(design),
     )
     report = plan.to_dict()
     files = write_outputs(plan, args.out) if args.out else []

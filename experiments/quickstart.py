@@ -33,8 +33,9 @@ from smallest_loss.scaling.plan_result import Plan
 from smallest_loss.scaling.plan_setup import build_plan_inputs
 from smallest_loss.scaling.planner import plan_with_inputs
 from smallest_loss.scaling.report import answer_line
-from smallest_loss.scaling.verify import Verification, verify, verify_line
-from smallest_loss.timing.calibration import noise_floor, run_grid
+from smallest_loss.scaling.verify import Verification, verify, verify_cadence, verify_line
+from smallest_loss.timing.calibration import noise_floor, read_records, run_grid
+from smallest_loss.timing.probes import probe_runs
 from smallest_loss.timing.profile import load_profile
 
 
@@ -56,6 +57,7 @@ def quickstart(
     n_boot: int = 1000,
     min_seconds: float = 0.5,
     repeats: int = 20,
+    budget_covers: str = "run",
 ) -> dict[str, Any]:
     """Run every stage into `out`; returns the report's data (also written as report.json).
 
@@ -71,6 +73,8 @@ def quickstart(
     run_grid(grid, out / "calibration", min_seconds=min_seconds, repeats=repeats)
     # the machine's own repeatability, reported beside the model errors
     noise_floor(out / "calibration", min_seconds=min_seconds, repeats=repeats)
+    # short real training runs: the loop's host cost and the run's other wall-clock terms (timing/probes.py)
+    probe_runs(out / "calibration", read_records(out / "calibration" / "records.jsonl"))
     calibration = fit_and_report(out / "calibration")
     print(calibration["table"])
     _done(t)
@@ -82,7 +86,8 @@ def quickstart(
     print("\n".join(fit["text"] + holdout_lines(fit["holdout"])))
     _done(t)
     t = _stage(f"4/5 plan: the smallest predicted loss for {budget} on this device")
-    inputs = build_plan_inputs(plan_space, load_profile(out / "calibration" / "profile.json"))
+    profile = load_profile(out / "calibration" / "profile.json")
+    inputs = build_plan_inputs(plan_space, profile, covers=budget_covers, cadence=verify_cadence(sweep_design))
     law = load_law(out / "law.json")
     plan = plan_with_inputs(parsed, law, inputs, top=10)
     write_outputs(plan, out / "plan")

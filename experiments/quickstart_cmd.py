@@ -13,6 +13,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="quickstart", help="report folder (rerunning reuses finished work)")
     p.add_argument("--budget", default="20s", help="the budget to plan for (default 20s of this device)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the law's intervals")
+    p.add_argument(
+        "--budget-covers",
+        choices=("run", "steps"),
+        default="run",
+        help="what the budget pays for: the whole run's wall-clock (run, default) or the training steps alone (steps)",
+    )
 
 
 INTERRUPTED = (
@@ -23,7 +29,7 @@ INTERRUPTED = (
 
 def run(args: argparse.Namespace) -> int:
     check_outputs(folders={"--out": args.out})
-    report = quickstart(args.out, args.budget, n_boot=args.bootstrap)
+    report = quickstart(args.out, args.budget, n_boot=args.bootstrap, budget_covers=args.budget_covers)
     v, best = report["verify"], report["plan"]["best"][0]
     print("\n" + law_used_line(report["law_used"]).replace("**", ""))
     print(

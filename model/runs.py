@@ -355,3 +355,20 @@ class RunDir:
         else:
             options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True, enable_async_checkpointing=False)
         return ocp.CheckpointManager((self.path / "checkpoints").absolute(), options=options)
+
+
+def steady_step_seconds(lines: list[dict[str, Any]], checkpoint_every: int) -> float | None:
+    """Seconds per training step from a run's metrics, counting only the time between host syncs that holds
+    nothing but steps: not the first interval (compilation), not one that ends in an evaluation, not one that
+    follows a checkpoint save. Lines of one sync share its wall time, so intervals run between syncs. None
+    when no interval is clean (too few syncs)."""
+    syncs = [a for a, b in zip(lines, lines[1:], strict=False) if b["wall_seconds"] != a["wall_seconds"]]
+    syncs += lines[-1:]
+    clean = [
+        (b["wall_seconds"] - a["wall_seconds"], b["step"] - a["step"])
+        for a, b in zip(syncs, syncs[1:], strict=False)
+        if "eval_loss" not in b and not (checkpoint_every and a["step"] % checkpoint_every == 0)
+    ]
+    if not clean:
+        return None
+    return sum(s for s, _ in clean) / sum(k for _, k in clean)

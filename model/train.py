@@ -26,6 +26,7 @@ from smallest_loss.configs.schema import ModelConfig, RunConfig, TrainConfig
 from smallest_loss.model import noise
 from smallest_loss.model.data import Corpus, batch, check_fits, load_corpus, load_eval_sets, unigram_entropy
 from smallest_loss.model.interrupts import HeldInterrupts
+from smallest_loss.model.prefetch import Prefetcher
 from smallest_loss.model.runs import RunDir, hold_run
 from smallest_loss.model.sharding import (
     barrier,
@@ -199,6 +200,11 @@ def make_eval_fn(graphdef: nnx.GraphDef) -> Callable:
     return jax.jit(lambda params, tokens: loss_fn(params, graphdef, tokens))
 
 
+# A session's wall-clock, term by term (summary.json `wall_clock`): start-up (folder, corpus, state, before the
+# loop), compiling the step and the evaluation, the steps (with their host syncs and logging), evaluations and
+# checkpoint saves. They sum to the session's seconds (`total`).
+CLOCK_TERMS = ("startup", "compile", "steps", "evals", "saves")
+
 EVAL_SEED = 12345  # the evaluation sample's seed (`train.eval_batch_size`)
 
 
@@ -254,11 +260,28 @@ class _Loop:
         self.state = self._restore(abstract) if resume or run.branch else None
         if self.state is None:  # a new run, or no usable checkpoint
             self.state = init_sharded_state(cfg.model, optimizer, cfg.train.seed, self.mesh)[1]
+        self.clock = dict.fromkeys(CLOCK_TERMS, 0.0)
+        self.clock["compile"] = self._compile(abstract)
         self.pending: list[tuple[int, dict[str, jax.Array]]] = []
         self.guard = HeldInterrupts()  # Ctrl-C waits for a step, a flush or a save to finish (model/interrupts.py)
         self.tokens_per_step = cfg.train.batch_size * cfg.model.s
         progress = progress and jax.process_index() == 0
         self.bar = tqdm(total=self.total, initial=self.start, disable=not progress, unit="step", dynamic_ncols=True)
+
+    def _compile(self, abstract: State) -> float:
+        """Compile the step and the evaluation ahead of time (from shapes); returns the seconds it took, the
+        run's compile term (`CLOCK_TERMS`)."""
+        t, s = self.cfg.train, self.cfg.model.s
+        eval_rows = t.eval_batch_size or t.batch_size
+
+        def spec(rows: int) -> jax.ShapeDtypeStruct:
+            return jax.ShapeDtypeStruct((rows, s + 1), jnp.int32, sharding=self.batch_sharding)
+
+        began = time.perf_counter()
+        self.step_fn = self.step_fn.lower(abstract, spec(t.batch_size)).compile()
+        self.eval_fn = self.eval_fn.lower(abstract["params"], spec(eval_rows)).compile()
+        self._rates([self.start])  # the logged learning rates' eager ops (`_rates`)
+        return time.perf_counter() - began
 
     def _restore(self, abstract: State) -> State | None:
         """The newest checkpoint that is readable and whose steps are all in metrics.jsonl (None: no such
@@ -317,7 +340,7 @@ class _Loop:
         wall = self.wall_offset + time.perf_counter() - self.t0
         # One vectorised call for every pending step's learning rate: called step by step, the schedule's
         # eager jnp ops cost about a millisecond each, as much as a tiny model's whole step on a CPU.
-        rates = np.asarray(self.schedule(np.array([step - 1 for step, _ in self.pending])), dtype=np.float64)
+        rates = self._rates([step - 1 for step, _ in self.pending])
         lines = []
         for (step, _), m, lr in zip(self.pending, values, rates, strict=True):
             line = dict(
@@ -343,6 +366,13 @@ class _Loop:
             )
         return lines[-1]["train_loss"]
 
+    def _rates(self, steps: list[int]) -> np.ndarray:
+        """The learning rate at each step, in one call padded to `log_every` entries: the schedule's eager ops
+        compile once per array length, so one length keeps compiling out of the steps (`_compile` warms it)."""
+        width = max(self.cfg.train.log_every, len(steps))
+        padded = np.pad(np.asarray(steps), (0, width - len(steps)), mode="edge")
+        return np.asarray(self.schedule(padded), dtype=np.float64)[: len(steps)]
+
     def _noise_fields(self, step: int, m: dict[str, Any]) -> dict[str, float | None]:
         """A micro-batched step's squared gradient norms, and every `train.noise_every` steps the gradient
         noise scale over the steps since the last estimate (model/noise.py)."""
@@ -360,28 +390,49 @@ class _Loop:
         with self.guard.installed():
             self._steps()
 
+    def batches(self) -> Prefetcher:
+        """The run's batches from `self.start` on, built and placed on the device ahead of the steps (in their
+        order: data.batch of (seed, k), so a resumed run sees the batches of an uninterrupted one)."""
+        tcfg = self.cfg.train
+        return Prefetcher(
+            lambda k: batch(self.corpus.train, tcfg.seed, k, tcfg.batch_size, self.cfg.model.s),
+            self.place,
+            self.start,
+            self.total,
+            depth=tcfg.prefetch,
+        )
+
     def _steps(self) -> None:
         tcfg = self.cfg.train
         spaced = max(1, self.total // tcfg.eval_points) if tcfg.eval_points else 0
         self.t0 = time.perf_counter()
-        for k in range(self.start, self.total):
-            tokens = batch(self.corpus.train, tcfg.seed, k, tcfg.batch_size, self.cfg.model.s)
-            step = k + 1
-            with self.guard:  # the state is donated to the step: it is replaced before Ctrl-C may land
-                self.state, metrics = self.step_fn(self.state, self.place(tokens))
-                self.pending.append((step, metrics))
-            last = step == self.total
-            do_eval = last or any(every and step % every == 0 for every in (tcfg.eval_every, spaced))
-            do_ckpt = last or (tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0)
-            do_ckpt = do_ckpt or step in self.run.keep_checkpoints
-            if do_eval or do_ckpt or step % tcfg.log_every == 0:
-                extra = {}
-                if do_eval:
-                    extra[step] = self.evaluate_all()
-                loss = self.flush(extra)
-                self._progress(step, loss)
-            if do_ckpt:
-                self.save(step)
+        try:
+            with self.batches() as batches:
+                for k, tokens in batches:
+                    self._one(k + 1, tokens, spaced)
+        finally:  # an interrupted or diverged session's summary has its steps' seconds too
+            self.clock["steps"] = time.perf_counter() - self.t0 - self.clock["evals"] - self.clock["saves"]
+
+    def _one(self, step: int, tokens: jax.Array, spaced: int) -> None:
+        """Step `step` on its placed batch, then the flush, evaluation and save due after it."""
+        tcfg = self.cfg.train
+        with self.guard:  # the state is donated to the step: it is replaced before Ctrl-C may land
+            self.state, metrics = self.step_fn(self.state, tokens)
+            self.pending.append((step, metrics))
+        last = step == self.total
+        do_eval = last or any(every and step % every == 0 for every in (tcfg.eval_every, spaced))
+        do_ckpt = last or (tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0)
+        do_ckpt = do_ckpt or step in self.run.keep_checkpoints
+        if do_eval or do_ckpt or step % tcfg.log_every == 0:
+            extra = {}
+            if do_eval:
+                began = time.perf_counter()
+                extra[step] = self.evaluate_all()
+                self.clock["evals"] += time.perf_counter() - began
+            loss = self.flush(extra)
+            self._progress(step, loss)
+        if do_ckpt:
+            self.save(step)
 
     def evaluate_all(self) -> dict[str, Any]:
         """The training corpus's validation loss (`eval_loss`) and each extra set's (`eval_losses`). A set with
@@ -411,9 +462,11 @@ class _Loop:
         self.bar.update(step - self.bar.n)
 
     def save(self, step: int) -> None:
+        began = time.perf_counter()
         with self.guard:
             self.manager.save(step, args=ocp.args.StandardSave(self.state), force=True)
             self.manager.wait_until_finished()
+        self.clock["saves"] += time.perf_counter() - began
 
     def interrupted(self) -> int:
         """Ctrl-C: keep every finished step (metrics and a checkpoint), so --resume loses nothing."""
@@ -508,12 +561,18 @@ def _noise_batches(cfg: RunConfig) -> tuple[int, int, int]:
 
 
 def summarise(
-    run: RunDir, corpus: Corpus, status: str, message: str | None = None, diverged_step: int | None = None
+    run: RunDir,
+    corpus: Corpus,
+    status: str,
+    message: str | None = None,
+    diverged_step: int | None = None,
+    clock: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Write and return summary.json from the run's metrics (the single source of truth).
 
     `steps` counts the steps logged: for a diverged run, those before the step whose loss was not finite
-    (`diverged_step`). A micro-batched run's summary gains `noise_scale` (model/noise.py).
+    (`diverged_step`). A micro-batched run's summary gains `noise_scale` (model/noise.py), and one given the
+    session's `clock` (`CLOCK_TERMS`) its `wall_clock`: each term's seconds and their `total`.
     """
     cfg = run.config
     lines = run.read_metrics()
@@ -539,6 +598,9 @@ def summarise(
         wall_seconds=wall,
         tokens_per_second=last.get("tokens", 0) / wall if wall else None,
     )
+    if clock is not None:
+        summary["wall_clock"] = {k: round(clock[k], 4) for k in CLOCK_TERMS}
+        summary["wall_clock"]["total"] = round(sum(clock[k] for k in CLOCK_TERMS), 4)
     noise_scale = noise.summarise(lines, *_noise_batches(cfg))
     if noise_scale:
         summary["noise_scale"] = noise_scale
@@ -601,6 +663,7 @@ def _train(
     keep_checkpoints: tuple[int, ...],
 ) -> dict[str, Any]:
     """`train`, with the run folder's lock held; `branch` (parent run, step) already checked."""
+    began = time.perf_counter()
     parent = branch[0] if branch else None
     if resume:
         run, summary = _open_for_resume(out)
@@ -626,16 +689,18 @@ def _train(
         if parent:
             run.start_from(parent, branch[1])
     loop = _Loop(run, corpus, resume, progress, eval_sets)
+    loop.clock["startup"] = time.perf_counter() - began - loop.clock["compile"]
     try:
         loop.session()
     except RunDiverged as err:
-        summarise(run, corpus, "diverged", str(err), diverged_step=err.step)
+        summarise(run, corpus, "diverged", str(err), diverged_step=err.step, clock=loop.clock)
         raise
     except KeyboardInterrupt:
         step = loop.interrupted()
-        summarise(run, corpus, "interrupted", f"interrupted after step {step}; continue with --resume {out}")
+        message = f"interrupted after step {step}; continue with --resume {out}"
+        summarise(run, corpus, "interrupted", message, clock=loop.clock)
         raise
     finally:
         loop.bar.close()
         loop.manager.close()
-    return summarise(run, corpus, "completed")
+    return summarise(run, corpus, "completed", clock=loop.clock)

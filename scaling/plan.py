@@ -46,6 +46,7 @@ from smallest_loss.scaling.laws import Law, LawFile, tokens_for_time
 from smallest_loss.scaling.plan_result import BatchOption, Edge, FlopsRuleChoice, NDChoice, PlanRow
 from smallest_loss.scaling.recipe import RecipeLaw
 from smallest_loss.timing.counts import bytes_per_element, train_memory_bytes, train_step_flops
+from smallest_loss.timing.wallclock import Cadence, WallClock
 
 optimize = LazyModule("scipy.optimize")  # loaded on first use (scipy takes a second to import)
 
@@ -167,8 +168,15 @@ class PlanInputs:
     inference_tokens: float = 0.0
     max_latency_ms: float | None = None
     fixed_batch: int | None = None  # plan at this batch only (`plan --batch`), for comparison
+    # What a time or money budget pays for: "run", the whole run's wall-clock (start-up, compile, steps,
+    # evaluations, saves; needs `clock`, the profile's wall-clock terms), or "steps", the training steps alone.
+    covers: str = "run"
+    clock: WallClock | None = None
+    cadence: Cadence = field(default_factory=Cadence)  # the run's evaluations and saves (its TrainConfig)
 
     def __post_init__(self) -> None:
+        if self.covers not in ("run", "steps"):
+            raise UserError(f"--budget-covers {self.covers!r}: use run or steps")
         if self.fixed_batch is not None and self.fixed_batch < 1:
             raise UserError(f"--batch {self.fixed_batch}: the batch size must be a positive number of sequences")
         if self.flops not in ("6N", "exact"):
@@ -186,6 +194,11 @@ class PlanInputs:
             raise UserError(f"--inference-tokens {self.inference_tokens:g}: the tokens to serve must be 0 or more")
         if not 0.0 <= self.spot_discount < 1.0:
             raise UserError(f"--spot-discount {self.spot_discount:g} must lie in [0, 1)")
+
+    @property
+    def whole_run(self) -> bool:
+        """Whether a time budget pays for the whole run (`covers` "run" with a profile's wall-clock terms)."""
+        return self.covers == "run" and self.clock is not None
 
     @property
     def arch(self) -> dict[str, Any]:
@@ -208,6 +221,17 @@ class Scores:
     order: np.ndarray  # candidate indices, best first (`rank`)
     dropped: dict[str, int] = field(default_factory=dict)
     recipe: RecipeLaw | None = None  # the law's recipe laws: the batch was chosen and the rate comes from them
+    clock: tuple[WallClock, Cadence] | None = None  # where the budget pays for the whole run: its terms' model
+
+    def wall_clock(self, i: int) -> dict[str, float] | None:
+        """Candidate i's run wall-clock, term by term (timing.wallclock.TERMS) and `total`; None unless the budget
+        pays for the whole run."""
+        if self.clock is None or self.step_seconds is None:
+            return None
+        c, (clock, cadence) = self.candidates, self.clock
+        steps = self.tokens[i] // (c.b[i] * c.s[i])
+        terms = clock.terms(steps, self.step_seconds[i], c.b[i], c.s[i], c.n[i], c.N[i], cadence)
+        return {k: float(v) for k, v in terms.items()}
 
     def row(self, i: int) -> PlanRow:
         """Candidate i as a plan row."""
@@ -220,6 +244,7 @@ class Scores:
         if self.step_seconds is not None:
             extra["step_seconds"] = float(self.step_seconds[i])
             extra["steps"] = int(self.tokens[i] // (c.b[i] * c.s[i]))
+            extra["wall_clock"] = self.wall_clock(i)
         return PlanRow(
             d=int(c.d[i]),
             n=int(c.n[i]),
@@ -263,6 +288,9 @@ def _tokens_in_time(budget: Budget, cands: Candidates, step_s: np.ndarray, input
     T = budget.seconds(inputs.price_per_hour, inputs.spot_discount)
     per_step = cands.b * cands.s
     T_train = T - inputs.inference_tokens * step_s / (3.0 * per_step)
+    if inputs.whole_run:  # start-up, compile, evaluations and saves come out of the budget too
+        steps = inputs.clock.steps_within(T_train, step_s, cands.b, cands.s, cands.n, cands.N, inputs.cadence)
+        return steps * per_step
     tokens = np.zeros(len(cands))
     ok = T_train > 0
     if ok.any():
@@ -450,10 +478,24 @@ def score(budget: Budget, law_file: LawFile, inputs: PlanInputs) -> Scores:
         raise UserError(
             f"budget {budget.describe()} is too small to train any candidate of space "
             f"{inputs.space.name} (dropped: {dropped}); raise the budget or use a smaller space"
+            + (_fixed_cost_hint(candidates, inputs) if inputs.whole_run and budget.kind != "flops" else "")
         )
     order = rank(loss, cands, inputs.space)
     train_s = budget.seconds(inputs.price_per_hour, inputs.spot_discount) if budget.kind != "flops" else None
-    return Scores(budget, inputs.space, cands, tokens, loss, step_s, train_s, order, dropped, recipe=law_file.recipe)
+    clock = (inputs.clock, inputs.cadence) if inputs.whole_run and budget.kind != "flops" else None
+    return Scores(
+        budget, inputs.space, cands, tokens, loss, step_s, train_s, order, dropped, recipe=law_file.recipe, clock=clock
+    )
+
+
+def _fixed_cost_hint(cands: Candidates, inputs: PlanInputs) -> str:
+    """What a whole run's start-up and compile take at least on this device, for a budget that buys no step."""
+    clock = inputs.clock
+    least = float(np.min(clock.startup_seconds(cands.n) + clock.compile_seconds(cands.n, cands.N)))
+    return (
+        f"; a run's start-up and compile alone take {least:.3g} s or more on this device (the profile's wall-clock "
+        "terms): to price the training steps alone, pass --budget-covers steps"
+    )
 
 
 def loss_intervals(scores: Scores, law_file: LawFile, rows: np.ndarray) -> np.ndarray | None:

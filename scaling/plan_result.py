@@ -37,6 +37,7 @@ _ROW_KEYS = (
     "b_crit",
     "step_seconds",
     "steps",
+    "wall_clock",
     "loss_interval",
 )
 
@@ -64,6 +65,7 @@ class PlanRow:
     b_crit: float | None = None
     step_seconds: float | None = None
     steps: int | None = None
+    wall_clock: dict[str, float] | None = None  # the run's predicted seconds by term, where the budget pays for it all
     loss_interval: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -206,6 +208,7 @@ class Plan:
     warning: str | None = None
     extrapolation: str | None = None  # where the best configuration lies outside what the law (or recipe) was fitted on
     seconds: float | None = None  # device seconds the budget buys for training (time and money budgets)
+    budget_covers: str | None = None  # time and money budgets: "run" (the whole run's wall-clock) or "steps"
     flops_rule: FlopsRuleChoice | None = None
     batch_choice: tuple[BatchOption, ...] | None = None
     interval_kind: str = "law bootstrap"  # what the rows' loss intervals are (docs/methods.md)
@@ -235,6 +238,7 @@ class Plan:
             out["extrapolation"] = self.extrapolation
         if self.seconds is not None:
             out["seconds"] = self.seconds
+            out["budget_covers"] = self.budget_covers
         if self.flops_rule is not None:
             out["flops_rule"] = self.flops_rule.to_dict()
         out["recipe"] = self.recipe.to_dict()

@@ -12,6 +12,7 @@ from smallest_loss.scaling.budget import Budget
 from smallest_loss.scaling.laws import Law
 from smallest_loss.scaling.plan import PlanInputs, compute_optimal_params, param_range
 from smallest_loss.timing.profile import DeviceProfile
+from smallest_loss.timing.wallclock import Cadence
 
 
 def spaces_for(backend: str, dtype: str) -> list[str]:
@@ -52,10 +53,14 @@ def build_plan_inputs(
     flops: str = "6N",
     inference_tokens: float = 0.0,
     max_latency_ms: float | None = None,
+    covers: str = "run",
+    cadence: Cadence | None = None,
 ) -> PlanInputs:
     """The planner's inputs from a space, an optional device profile and device table entry, and the user's
     quantities. The price comes from `price_per_hour`, else the device table, else the profile; the memory
-    from the device table, else the profile. Every quantity is checked (PlanInputs) before any plan runs."""
+    from the device table, else the profile. A time budget pays for the whole run (`covers` "run": the profile's
+    wall-clock terms, with the run's `cadence` of evaluations and saves) or the steps alone ("steps"). Every
+    quantity is checked (PlanInputs) before any plan runs."""
     check_device_fits(space, profile, device)
     price = next(
         (
@@ -75,6 +80,9 @@ def build_plan_inputs(
         spot_discount=spot_discount,
         inference_tokens=inference_tokens,
         max_latency_ms=max_latency_ms,
+        covers=covers,
+        clock=profile.clock if profile else None,
+        cadence=cadence or Cadence(),
     )
 
 

@@ -34,6 +34,7 @@ from smallest_loss.scaling.plan import (
 from smallest_loss.scaling.plan_result import Edge, Plan, PlanRow, RecipeDecision, ShapeDecision
 from smallest_loss.scaling.plan_setup import build_plan_inputs, choose_space, holding_space, spaces_for
 from smallest_loss.timing.profile import DeviceProfile, load_profile
+from smallest_loss.timing.wallclock import Cadence
 
 
 def make_plan(
@@ -50,12 +51,16 @@ def make_plan(
     inference_tokens: float = 0.0,
     max_latency_ms: float | None = None,
     batch: int | None = None,
+    budget_covers: str = "run",
+    cadence: Cadence | None = None,
 ) -> Plan:
     """The best `top` configurations for a budget ("1e21" FLOPs, "60s" or "4h" of a device, "$20") under a law
     (a LawFile or a law JSON path). Time and money budgets need a device profile (a DeviceProfile or its JSON
     path). The space is the given one (a SearchSpace, a built-in name or a space file's path), else the one made for
     the profile's device, else (FLOPs budgets) the first built-in space that holds the law's compute-optimal N.
-    `batch` plans at that batch size only."""
+    `batch` plans at that batch size only. A time or money budget pays for the whole run's wall-clock
+    (`budget_covers` "run", with the run's `cadence` of evaluations and saves; a profile without wall-clock terms
+    prices the steps alone) or the training steps alone ("steps")."""
     budget = parse_budget(budget) if isinstance(budget, str) else budget
     law = load_law(law) if isinstance(law, str | Path) else law
     profile = load_profile(profile) if isinstance(profile, str | Path) else profile
@@ -69,6 +74,8 @@ def make_plan(
         flops,
         inference_tokens,
         max_latency_ms,
+        budget_covers,
+        cadence,
     )
     if batch is not None:
         inputs = dataclasses.replace(inputs, fixed_batch=batch)
@@ -100,6 +107,7 @@ def plan_with_inputs(
         warning=edge_warning(scores, edges, law_file.law),
         extrapolation=extrapolation(rows[0], law_file, inputs),
         seconds=scores.train_seconds,
+        budget_covers=None if budget.kind == "flops" else ("run" if inputs.whole_run else "steps"),
         flops_rule=flops_rule_choice(scores, law_file.law),
         batch_choice=batch_choice(scores),
         interval_kind="a new run's loss, calibrated" if stored_calibration(law_file) else "law bootstrap",

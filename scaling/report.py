@@ -52,11 +52,26 @@ def _columns(plan: Plan) -> tuple[str, ...]:
     return PLAN_COLUMNS + (("lr",) if best.lr is not None else ()) + (("step_seconds",) if best.step_seconds else ())
 
 
+def wall_clock_line(row: PlanRow) -> str:
+    """The run's predicted wall-clock, term by term, in one line."""
+    t = row.wall_clock
+    return (
+        f"wall-clock of the run: start-up {t['startup']:.3g} s + compile {t['compile']:.3g} s "
+        f"+ steps {t['steps']:.3g} s ({row.steps:,} x {row.step_seconds * 1e3:.3g} ms) "
+        f"+ evaluations {t['evals']:.3g} s + saves {t['saves']:.3g} s = {t['total']:.3g} s"
+    )
+
+
 def _header(plan: Plan) -> list[str]:
     line = f"budget {plan.budget.text}: {plan.space_choice}: {plan.candidates:,} feasible candidates"
     line += f" (dropped: {plan.dropped})" if plan.dropped else ""
     line += f", {format_seconds(plan.seconds)} of device time" if plan.seconds is not None else ""
-    return [answer_line(plan.best), "", line] + [w for w in (plan.warning, plan.extrapolation) if w]
+    if plan.budget_covers == "run":
+        line += " for the whole run (start-up, compile, steps, evaluations, checkpoint saves)"
+    elif plan.budget_covers == "steps":
+        line += " for the training steps alone (start-up, compile, evaluations and saves not priced)"
+    clock = [wall_clock_line(plan.best)] if plan.best.wall_clock else []
+    return [answer_line(plan.best), "", line, *clock] + [w for w in (plan.warning, plan.extrapolation) if w]
 
 
 def _by_depth_lines(plan: Plan, columns: tuple[str, ...]) -> list[str]:

@@ -17,9 +17,10 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import RunConfig
 from smallest_loss.configs.spaces import SearchSpace
 from smallest_loss.model.evaluate import COMMON_SAMPLE, evaluate_run
-from smallest_loss.model.runs import RunDir
+from smallest_loss.model.runs import RunDir, steady_step_seconds
 from smallest_loss.model.train import train
 from smallest_loss.scaling.plan_result import PlanRow
+from smallest_loss.timing.wallclock import TERMS, Cadence
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class Verification:
     wall_seconds: float
     common_loss: float | None
     common_sequences: int
+    predicted_wall_clock: dict[str, float] | None = None  # the plan's terms (timing.wallclock.TERMS and total)
+    actual_wall_clock: dict[str, float] | None = None  # the run's (summary.json `wall_clock`)
 
     @property
     def loss_error(self) -> float:
@@ -51,7 +54,7 @@ class Verification:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Verification:
         """A verification back from its `to_dict` (report.json), derived fields dropped."""
-        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -98,23 +101,6 @@ def verify_config(row: PlanRow, space: SearchSpace, recipe: SweepDesign) -> RunC
     return dataclasses.replace(base, model=model, train=train)
 
 
-def steady_step_seconds(lines: list[dict[str, Any]], checkpoint_every: int) -> float | None:
-    """Seconds per training step from a run's metrics, counting only the time between host syncs that holds
-    nothing but steps: not the first interval (compilation), not one that ends in an evaluation, not one that
-    follows a checkpoint save. Lines of one sync share its wall time, so intervals run between syncs. None
-    when no interval is clean (too few syncs)."""
-    syncs = [a for a, b in zip(lines, lines[1:], strict=False) if b["wall_seconds"] != a["wall_seconds"]]
-    syncs += lines[-1:]
-    clean = [
-        (b["wall_seconds"] - a["wall_seconds"], b["step"] - a["step"])
-        for a, b in zip(syncs, syncs[1:], strict=False)
-        if "eval_loss" not in b and not (checkpoint_every and a["step"] % checkpoint_every == 0)
-    ]
-    if not clean:
-        return None
-    return sum(s for s, _ in clean) / sum(k for _, k in clean)
-
-
 def verify(row: PlanRow, space: SearchSpace, recipe: SweepDesign, out: str | Path) -> Verification:
     """Train the recommended configuration with the law's recipe and compare its loss and step time with the
     prediction. Beside the run's own final evaluation (its batch size and seed choose its validation tokens) the
@@ -137,7 +123,27 @@ def verify(row: PlanRow, space: SearchSpace, recipe: SweepDesign, out: str | Pat
         wall_seconds=summary["wall_seconds"],
         common_loss=evaluate_run(str(out), *COMMON_SAMPLE)[1],
         common_sequences=COMMON_SAMPLE[0] * COMMON_SAMPLE[1],
+        predicted_wall_clock=row.wall_clock,
+        actual_wall_clock=summary.get("wall_clock"),
     )
+
+
+def verify_cadence(recipe: SweepDesign) -> Cadence:
+    """The evaluations and saves of the run `verify` trains (`verify_config`), for the plan to price."""
+    return Cadence.of(dataclasses.replace(recipe.base.train, eval_every=0))
+
+
+def wall_clock_line(v: Verification) -> str | None:
+    """Each wall-clock term of the verified run, predicted against measured, in one line (None where the plan did
+    not price the whole run or the run recorded no terms)."""
+    if not v.predicted_wall_clock or not v.actual_wall_clock:
+        return None
+    parts = []
+    for term in (*TERMS, "total"):
+        want, got = v.predicted_wall_clock[term], v.actual_wall_clock[term]
+        error = f" ({got / want - 1:+.0%})" if want > 0 else ""
+        parts.append(f"{term} {got:.2f} s vs {want:.2f} s{error}")
+    return "verify wall-clock, measured vs predicted: " + "; ".join(parts)
 
 
 def verify_line(v: Verification) -> str:
@@ -152,4 +158,5 @@ def verify_line(v: Verification) -> str:
         line += f" vs predicted {v.predicted_step_seconds * 1e3:.2f} ms ({v.time_error:+.1%})"
     if v.common_loss is not None:
         line += f"; loss on the common validation sample ({v.common_sequences:,} sequences) {v.common_loss:.4f}"
-    return line
+    terms = wall_clock_line(v)
+    return line + ("\n" + terms if terms else "")

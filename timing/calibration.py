@@ -3,14 +3,16 @@
 A calibration folder holds `records.jsonl` (one timing record per configuration, appended as each is
 finished), `partial.jsonl` (the rounds timed so far of unfinished configurations, so a killed calibration
 resumes without re-timing them; removed when the grid is done), `device.json` (measured peak FLOP/s and
-bandwidth), `noise.json` (the noise floor) and `profile.json` (the best analytic model, for the planner);
-`smallest-loss calibrate` (experiments/calibrate.py) adds the comparison table and plots. `calibrate_records`
-fills the same folder from external step timings (timing/records.py) instead of measuring: its
-`records.jsonl` holds the file's rows and `device.json` the device's rates from the device table or the user.
+bandwidth), `noise.json` (the noise floor), `probes.jsonl` (short training runs: the wall-clock terms) and
+`profile.json` (the best analytic model, for the planner); `smallest-loss calibrate` (experiments/calibrate.py)
+adds the comparison table and plots. `calibrate_records` fills the same folder from external step timings
+(timing/records.py) instead of measuring: its `records.jsonl` holds the file's rows and `device.json` the device's
+rates from the device table or the user.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import math
@@ -38,12 +40,16 @@ from smallest_loss.timing.measure import (
     time_round,
 )
 from smallest_loss.timing.models import DEFAULT_STATISTIC, STATISTICS, compare_models, get_model
+from smallest_loss.timing.probes import PROBES as PROBE_RUNS
+from smallest_loss.timing.probes import fit_wall_clock, probe_runs
 from smallest_loss.timing.profile import DeviceProfile, save_profile
 from smallest_loss.timing.records import external_row, read_timing_records, records_rates, write_rows
 from tqdm.auto import tqdm
 
 # ----------------------------------------------------------------------------------------------------
 # Records on disk.
+
+PROBES = "probes.jsonl"  # the probe runs' measurements (timing/probes.py)
 
 
 def record_key(config: dict[str, Any], batch: int, dtype: str, devices: int = 1) -> str:
@@ -335,9 +341,31 @@ def fit_folder(out: Path, price_per_hour: float | None = None, statistic: str = 
             "calibrate each dtype in its own folder"
         )
     rates = device_rates(out, dtypes[0] if dtypes else "float32")
-    calibration = fit_records(records, rates, price_per_hour, statistic)
+    calibration = with_wall_clock(fit_records(records, rates, price_per_hour, statistic), read_records(out / PROBES))
     save_profile(out / "profile.json", calibration.profile)
     return calibration
+
+
+def with_wall_clock(calibration: Calibration, probes: list[dict[str, Any]]) -> Calibration:
+    """The calibration with its profile's wall-clock terms fitted to the probe runs (timing/probes.py); each probe's
+    loop step is predicted from the profile model's held-out prediction of its compiled step. Unchanged without
+    probes."""
+    best = next((r for r in calibration.results if r["id"] == calibration.profile.model and "predicted" in r), None)
+    if not probes or best is None:
+        return calibration
+    ok = calibration.ok
+    keys = [record_key(r["config"], r["batch"], r["dtype"], r.get("device_count", 1)) for r in ok]
+    held_out = [
+        float(best["predicted"][keys.index(record_key(p["config"], p["batch"], p["dtype"]))])
+        if record_key(p["config"], p["batch"], p["dtype"]) in keys
+        else p["step_seconds"]
+        for p in probes
+    ]
+    clock = fit_wall_clock(probes, calibration.records, held_out)
+    if clock is None:
+        return calibration
+    profile = dataclasses.replace(calibration.profile, wall_clock=clock.to_dict())
+    return dataclasses.replace(calibration, profile=profile)
 
 
 def calibrate_records(
@@ -381,11 +409,14 @@ def calibrate(
     noise_check: bool = True,
     price_per_hour: float | None = None,
     progress: bool = True,
+    probes: int = PROBE_RUNS,
 ) -> Calibration:
-    """Time `grid` on this device into `out` (resuming what is there), measure the noise floor, and fit and compare
+    """Time `grid` on this device into `out` (resuming what is there), measure the noise floor, make `probes` short
+    training runs (timing/probes.py: the loop's host cost and a run's other wall-clock terms), and fit and compare
     the step-time models: what `smallest-loss calibrate --grid` does; the profile is `out/profile.json`."""
     out = Path(out)
     run_grid(grid, out, progress=progress, min_seconds=min_seconds, repeats=repeats)
     if noise_check:
         noise_floor(out, min_seconds=min_seconds, repeats=repeats)
+    probe_runs(out, read_records(out / "records.jsonl"), probes)
     return fit_folder(out, price_per_hour)

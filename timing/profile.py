@@ -10,7 +10,10 @@ rates (FLOP/s, bytes/s) hold for that dtype only, so it predicts steps of that d
 Version 2 added `statistic` and `cache_bytes`; version 3 prices activation bytes at `dtype` (versions 1
 and 2 counted them at 4 bytes whatever the dtype: such files still load when their dtype is float32);
 version 4 names models (`model`, the keys of `alternatives`) by their short ids, where versions 1 to 3 stored
-their titles (`timing.models.LEGACY_NAMES`): a profile loads with its names turned into ids.
+their titles (`timing.models.LEGACY_NAMES`): a profile loads with its names turned into ids. Version 5 adds
+`wall_clock` (timing/wallclock.py: the loop's host cost per step and the run's other terms, from the calibration's
+probe runs); with it the profile predicts the training loop's steady step (compiled step + host cost). A profile
+without it (versions 1 to 4, or external records) predicts the compiled step alone, as before.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ from typing import Any
 import numpy as np
 from smallest_loss.configs.errors import UserError
 from smallest_loss.timing.models import LEGACY_NAMES, design_matrix, get_model, variant
+from smallest_loss.timing.wallclock import WallClock
 
-PROFILE_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+PROFILE_VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 
 
 @dataclass(frozen=True)
@@ -46,12 +50,15 @@ class DeviceProfile:
     alternatives: dict[str, list[float]] = field(default_factory=dict)  # analytic models' coefficients, by id
     statistic: str = "median"  # the measured step time the model was fitted to (timing.models.STATISTICS)
     cache_bytes: float | None = None  # per-core cache (CPU), for the cache-aware model
+    wall_clock: dict[str, Any] | None = None  # timing.wallclock.WallClock's fields (version 5; None: steps only)
 
     def __post_init__(self) -> None:
         model = get_model(self.model)
         object.__setattr__(self, "model", model.id)  # a name of profile versions 1 to 3: its id
         alternatives = {LEGACY_NAMES.get(name, name): c for name, c in self.alternatives.items()}
         object.__setattr__(self, "alternatives", alternatives)
+        if self.wall_clock is not None:
+            WallClock.from_dict(self.wall_clock)  # a malformed section is refused when the profile loads
         if not model.analytic:
             raise UserError(f"time model {self.model!r} needs XLA counts; a profile needs an analytic model")
         if len(self.coefficients) != len(model.features) + 1:
@@ -110,11 +117,18 @@ class DeviceProfile:
         Vectorised: d..b (and k) are numbers or arrays that broadcast, so the planner scores a million
         candidates in one call. `activation`, `norm`, `tied` (tied embeddings) and `dtype` (compute dtype:
         the profile's own when None, any other is a UserError) apply to all of them. Models fitted on one
-        device count ignore k.
+        device count ignore k. With `wall_clock` terms the time is the training loop's steady step: the
+        compiled step plus the loop's host cost per step.
         """
-        return self.predict_with(
+        step = self.predict_with(
             self.model, self.coefficients, activation, norm, tied, dtype, d=d, n=n, h=h, w=w, s=s, v=v, b=b, k=k
         )
+        return step + self.clock.host_seconds(b, s) if self.clock is not None else step
+
+    @property
+    def clock(self) -> WallClock | None:
+        """The wall-clock terms' model (timing/wallclock.py), or None (a profile that prices steps only)."""
+        return WallClock.from_dict(self.wall_clock) if self.wall_clock is not None else None
 
     def step_seconds_for(self, cfg: Any, b: int) -> float:
         """Predicted step seconds of one ModelConfig at batch b."""

@@ -1,4 +1,5 @@
-"""Training throughput: tokens/s, step time and model FLOPs utilisation, median over repeats.
+"""Training throughput: tokens/s, step time and model FLOPs utilisation, median over repeats; and the training
+loop's steady step (fresh batches, host syncs), with and without prefetch, against the compiled step alone.
 
     python experiments/scripts/bench_train.py --preset tiny [--set model.d=256 ...] [--repeats 20]
     python experiments/scripts/bench_train.py --preset tiny --devices 1,2,4,8      # scaling over a device mesh
@@ -58,6 +59,7 @@ def bench(config, devices: int, repeats: int) -> dict:
         if i >= 3:
             times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
+    loops, state = bench_loops(step, state, config, mesh, repeats)
     flops = float(
         train_step_flops(
             m.d, m.n, m.h, m.w, m.s, m.v, t.batch_size, activation=m.activation, norm=m.norm, tied=m.tied_embeddings
@@ -71,7 +73,36 @@ def bench(config, devices: int, repeats: int) -> dict:
         flops_per_step=flops,
         flops_per_second=flops / seconds,
         spread=(min(times), max(times)),
+        **loops,
     )
+
+
+def bench_loops(step, state, config, mesh, repeats: int, rounds: int = 3) -> tuple[dict, object]:
+    """The training loop's steady step (timing/loop.py) on fresh batches of a random corpus, with and without
+    prefetch, alternated over `rounds` rounds of `repeats` steps (a shared machine's drift hits both); medians."""
+    import numpy as np
+    from smallest_loss.model.data import batch
+    from smallest_loss.model.sharding import batch_sharding, put_batch
+    from smallest_loss.timing.loop import loop_seconds
+
+    m, t = config.model, config.train
+    corpus = np.random.default_rng(0).integers(0, m.v, 2**20, dtype=np.int32)
+    sharding = batch_sharding(mesh)
+    out: dict[str, list[float]] = {"loop_seconds": [], "loop_plain_seconds": []}
+    for r in range(rounds):
+        for key, prefetch in (("loop_plain_seconds", False), ("loop_seconds", True)):
+            seconds, state = loop_seconds(
+                step,
+                state,
+                lambda k: batch(corpus, t.seed, k, t.batch_size, m.s),
+                lambda x: put_batch(x, sharding),
+                repeats,
+                sync_every=t.log_every,
+                prefetch=prefetch,
+                start=r * repeats,
+            )
+            out[key].append(seconds)
+    return {key: statistics.median(values) for key, values in out.items()}, state
 
 
 def _peak(dtype: str) -> tuple[float | None, str]:
@@ -93,6 +124,12 @@ def _report(row: dict, peak: float | None, name: str) -> str:
     )
     if peak:
         line += f", MFU {row['flops_per_second'] / (peak * row['devices']):.1%} of {name} peak {peak:.3g}"
+    bare, plain, fed = row["step_seconds"], row["loop_plain_seconds"], row["loop_seconds"]
+    line += (
+        "\n  training loop (fresh batches, a host sync every train.log_every steps): "
+        f"{plain * 1e3:.2f} ms a step without prefetch ({plain / bare - 1:+.1%} against the compiled step), "
+        f"{fed * 1e3:.2f} ms with prefetch ({fed / bare - 1:+.1%}); prefetch gains {1 - fed / plain:.1%}"
+    )
     return line
 
 

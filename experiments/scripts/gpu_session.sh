@@ -1,18 +1,30 @@
 #!/usr/bin/env bash
 # One lent-GPU session (about 15 minutes of device time, start-up included): the accelerator-only tests, a
-# resumable slice of the `gpu` calibration grid, and the MFU of a GPT-2-medium-sized step at two batch sizes,
-# all under $OUT. Installs nothing (the device machine has JAX, Flax, Optax and Orbax); runs the package from the
+# resumable slice of the `gpu` calibration grid with its noise floor (configurations measured twice) and probe runs
+# (short real training runs: the loop's host cost, compile, evaluation, save and start-up seconds, and the loop's
+# held-out step-time error), and the MFU of a GPT-2-medium-sized step at two batch sizes with the training loop
+# timed with and without prefetch, all under $OUT. TINY=1 runs every stage on the CPU in seconds to minutes
+# (JAX_PLATFORMS=cpu, the `tiny` grid and preset), to check the script where no GPU is at hand. Installs nothing (the device machine has JAX, Flax, Optax and Orbax); runs the package from the
 # checkout under its import name `smallest_loss` (a temporary folder of links to the top-level folders, as
 # pyproject.toml maps them). Every stage has its own time limit and the calibration resumes from what $OUT/timing
 # already holds. The device tool returns at most 8 files, so the calibration folder comes back as one tarball.
 #   Usage:  OUT=out/gpu LIMIT=24 bash experiments/scripts/gpu_session.sh
+#           TINY=1 OUT=/tmp/gpu-tiny bash experiments/scripts/gpu_session.sh      # the same stages on the CPU
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
+if [ "${TINY:-0}" = 1 ]; then
+  export JAX_PLATFORMS=cpu
+  GRID=${GRID:-tiny}; LIMIT=${LIMIT:-10}; PRESET=${PRESET:-tiny}; BATCHES=${BATCHES:-4}; REPEATS=${REPEATS:-5}
+fi
 OUT=${OUT:-out/gpu}
 GRID=${GRID:-gpu}            # timing grid (configs/grids.py)
 LIMIT=${LIMIT:-24}           # configurations to measure in this session (12 architectures x 2 batches)
 CAL_SECONDS=${CAL_SECONDS:-300}
+NOISE=${NOISE:-4}            # configurations measured again for the noise floor (0: none)
+PROBES=${PROBES:-3}          # probe runs (timing/probes.py) for the wall-clock terms (0: none)
 PRESET=${PRESET:-gpt2-medium}
+BATCHES=${BATCHES:-8 32}     # bench_train batch sizes
+REPEATS=${REPEATS:-20}
 PY=${PY:-python3}
 mkdir -p "$OUT"
 PKG=$(mktemp -d)
@@ -31,12 +43,25 @@ cat "$OUT/environment.txt"
 timeout 120 "$PY" -m pytest tests/model/test_gpu.py -m gpu -n 0 -p no:cacheprovider -q 2>&1 | tee "$OUT/tests.txt"
 # 2. Step-time models on held-out architectures: a slice of the `gpu` grid (bf16, GPT-2 vocabulary).
 timeout "$CAL_SECONDS" "${CLI[@]}" calibrate --grid "$GRID" --out "$OUT/timing" --min-seconds 0.2 --limit "$LIMIT" \
-  --no-noise-check --quiet 2>&1 | tee "$OUT/calibrate.txt"
+  --no-noise-check --probes 0 --quiet 2>&1 | tee "$OUT/calibrate.txt"
+# 2b. The noise floor (NOISE configurations timed again) and the probe runs, then the fit: the profile's held-out
+# step-time error beside the floor, and the loop's held-out error with the wall-clock terms.
+timeout 240 "$PY" -c "
+import sys; from pathlib import Path
+from smallest_loss.timing.calibration import noise_floor, read_records
+from smallest_loss.timing.probes import probe_runs
+out = Path(sys.argv[1]); noise, probes = int(sys.argv[2]), int(sys.argv[3])
+if noise:
+    n = noise_floor(out, k=noise, min_seconds=0.2)
+    print(f'noise floor: {n[\"configurations\"]} configurations differ by {n[\"median_abs\"]:.1%} median, {n[\"max_abs\"]:.1%} max')
+print(f'probe runs: {len(probe_runs(out, read_records(out / \"records.jsonl\"), probes))}')
+" "$OUT/timing" "$NOISE" "$PROBES" 2>&1 | tee -a "$OUT/calibrate.txt"
 timeout 120 "${CLI[@]}" calibrate --fit-only --out "$OUT/timing" 2>&1 | tee -a "$OUT/calibrate.txt"
 tar -czf "$OUT/timing.tar.gz" -C "$OUT" timing && rm -rf "$OUT/timing"
-# 3. MFU of the real training step (bf16 compute, fp32 master weights, cuDNN attention) at two batch sizes.
-for b in 8 32; do
-  timeout 90 "$PY" experiments/scripts/bench_train.py --preset "$PRESET" --set train.batch_size=$b --repeats 20 \
-    2>&1 | tee -a "$OUT/bench_train.txt"
+# 3. MFU of the real training step (bf16 compute, fp32 master weights, cuDNN attention) at two batch sizes, and the
+# training loop's steady step with and without prefetch against it.
+for b in $BATCHES; do
+  timeout 90 "$PY" experiments/scripts/bench_train.py --preset "$PRESET" --set train.batch_size="$b" \
+    --repeats "$REPEATS" 2>&1 | tee -a "$OUT/bench_train.txt"
 done
 ls -la "$OUT"

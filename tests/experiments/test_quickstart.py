@@ -137,7 +137,7 @@ def test_the_command_prints_the_plan_and_the_verification(tmp_path, monkeypatch,
     best = dict(d=64, n=2, h=1, params=1.15e5, tokens=8.1e5)
     used = dict(form="full", identified=True, form_description="all five fitted", not_identified={})
     report = dict(verify=verified, plan=dict(best=[best]), law_used=used)
-    monkeypatch.setattr(quickstart_cmd, "quickstart", lambda out, budget, n_boot: report)
+    monkeypatch.setattr(quickstart_cmd, "quickstart", lambda out, budget, n_boot, budget_covers="run": report)
     assert main(["quickstart", "--out", str(tmp_path / "qs")]) == 0
     out = capsys.readouterr().out
     assert "plan for 20s: d=64 n=2 h=1 (115,000 parameters), 810,000 tokens" in out

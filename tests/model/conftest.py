@@ -74,7 +74,7 @@ def killed_after_last_checkpoint(reference_run: Path, tmp_path: Path) -> Path:
 
 
 _KILLED_CHILD = """
-import os, signal, sys
+import dataclasses, os, signal, sys
 from pathlib import Path
 import smallest_loss.model.train as train_mod
 from {module} import {config}
@@ -84,7 +84,10 @@ def batch(tokens, seed, k, *args):
         os.kill(os.getpid(), signal.SIGKILL)
     return real(tokens, seed, k, *args)
 train_mod.batch = batch
-train_mod.train({config}, sys.argv[1], progress=False{extra})
+# Batches built when their step needs them (train.prefetch=0), so the kill lands at a known step; the batches, and
+# so the losses, are those of the reference run, which prefetches.
+config = dataclasses.replace({config}, train=dataclasses.replace({config}.train, prefetch=0))
+train_mod.train(config, sys.argv[1], progress=False{extra})
 """
 
 

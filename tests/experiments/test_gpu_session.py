@@ -1,0 +1,53 @@
+"""experiments/scripts/gpu_session.sh, checked without a GPU: the script parses, the flags it passes are accepted,
+and its new Python paths run on the CPU (the loop timed with and without prefetch). The whole script in its CPU
+mode (TINY=1) is the slow test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import pytest
+from smallest_loss.configs.models import get_preset
+from smallest_loss.configs.overrides import apply_overrides
+from smallest_loss.experiments.cli import build_parser
+from smallest_loss.experiments.scripts.bench_train import bench_loops
+from smallest_loss.model.sharding import make_mesh, resolve_mesh_shape
+from smallest_loss.model.train import init_sharded_state, jit_sharded_step, make_optimizer
+
+SCRIPT = Path(__file__).resolve().parents[2] / "experiments/scripts/gpu_session.sh"
+
+
+def test_the_script_parses_and_its_calibrate_flags_are_accepted():
+    subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
+    text = SCRIPT.read_text()
+    assert "--probes 0" in text and "probe_runs" in text and "noise_floor" in text
+    flags = ["calibrate", "--grid", "tiny", "--out", "x", "--min-seconds", "0.2", "--limit", "2"]
+    args = build_parser(flags).parse_args([*flags, "--no-noise-check", "--probes", "0", "--quiet"])
+    assert args.probes == 0 and not args.noise_check
+
+
+def test_bench_train_times_the_loop_with_and_without_prefetch():
+    config = apply_overrides(
+        get_preset("tiny"), ["model.d=32", "model.n=1", "model.h=2", "model.s=16", "train.batch_size=2"]
+    )
+    t = config.train
+    optimizer = make_optimizer(t, 100)
+    mesh = make_mesh(resolve_mesh_shape(t, jax.device_count()))
+    graphdef, state, shardings = init_sharded_state(config.model, optimizer, t.seed, mesh)
+    step = jit_sharded_step(graphdef, optimizer, shardings, mesh)
+    loops, _ = bench_loops(step, state, config, mesh, repeats=3, rounds=1)
+    assert set(loops) == {"loop_seconds", "loop_plain_seconds"} and all(v > 0 for v in loops.values())
+
+
+@pytest.mark.slow
+def test_the_whole_session_runs_on_the_cpu(tmp_path):
+    env = dict(os.environ, TINY="1", OUT=str(tmp_path), LIMIT="10", NOISE="2", PROBES="2", PY=sys.executable)
+    done = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-2000:]
+    calibrate = (tmp_path / "calibrate.txt").read_text()
+    assert "noise floor:" in calibrate and "probe runs: 2" in calibrate and "training loop: host cost" in calibrate
+    assert "with prefetch" in (tmp_path / "bench_train.txt").read_text()

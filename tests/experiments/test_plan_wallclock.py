@@ -1,0 +1,88 @@
+"""Time budgets that pay for the whole run: the plan prices start-up, compile, steps, evaluations and saves; the
+old meaning (`--budget-covers steps`) and old profiles plan as before."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from smallest_loss.experiments.cli import main
+from smallest_loss.scaling.planner import make_plan
+from smallest_loss.scaling.verify import Verification, verify_line
+from smallest_loss.timing.profile import load_profile, save_profile
+from smallest_loss.timing.wallclock import TERMS, Cadence, WallClock
+
+ROOT = Path(__file__).resolve().parents[2]
+LAW = ROOT / "results/cpu/quickstart/law.json"
+OLD_PROFILES = [
+    ROOT / "results/cpu/quickstart/calibration/profile.json",
+    ROOT / "tests/timing/data/profile_v3_quickstart.json",
+]
+CLOCK = WallClock(
+    host=(0.0, 0.0),
+    compile=(2.0, 0.5, 1.0),
+    forward_fraction=0.4,
+    save=(0.1, 1.0),
+    startup=(1.0, 0.1),
+    loop_held_out=dict(mape=0.05, max_ape=0.1, probes=3),
+)
+CADENCE = Cadence(eval_every=0, eval_points=0, checkpoint_every=100)
+
+
+def with_clock(tmp_path: Path, clock: WallClock = CLOCK) -> Path:
+    profile = dataclasses.replace(load_profile(OLD_PROFILES[0]), wall_clock=clock.to_dict())
+    return save_profile(tmp_path / "profile.json", profile)
+
+
+@pytest.mark.parametrize("path", OLD_PROFILES)
+def test_an_old_profile_loads_and_plans_the_steps_as_before(path):
+    profile = load_profile(path)
+    assert profile.clock is None
+    run, steps = make_plan("20s", LAW, profile), make_plan("20s", LAW, profile, budget_covers="steps")
+    assert run.budget_covers == steps.budget_covers == "steps" and run.best == steps.best
+    assert run.best.wall_clock is None and "for the training steps alone" in run.to_markdown()
+
+
+def test_budget_covers_steps_reproduces_the_plan_without_wall_clock_terms(tmp_path):
+    """With no host cost, a profile's wall-clock terms change nothing when the budget covers the steps alone."""
+    old = make_plan("60s", LAW, OLD_PROFILES[0], cadence=CADENCE)
+    new = make_plan("60s", LAW, with_clock(tmp_path), budget_covers="steps", cadence=CADENCE)
+    assert new.best == old.best and new.rows == old.rows
+
+
+def test_the_whole_run_fits_the_budget_and_its_terms_sum_to_it(tmp_path):
+    profile = with_clock(tmp_path, dataclasses.replace(CLOCK, host=(0.001, 0.0)))
+    steps_only = make_plan("60s", LAW, profile, budget_covers="steps", cadence=CADENCE)
+    plan = make_plan("60s", LAW, profile, cadence=CADENCE)
+    terms = plan.best.wall_clock
+    assert plan.budget_covers == "run" and set(terms) == {*TERMS, "total"}
+    assert terms["total"] == pytest.approx(sum(terms[k] for k in TERMS))
+    assert 50 < terms["total"] <= 60.0 * 1.001  # the run fills the budget, start-up and compile included
+    assert terms["steps"] == pytest.approx(plan.best.steps * plan.best.step_seconds)
+    assert plan.best.tokens < steps_only.best.tokens  # the fixed terms cost tokens
+    assert "wall-clock of the run: start-up" in plan.to_markdown()
+
+
+def test_a_budget_smaller_than_start_up_and_compile_is_refused_with_the_way_out(tmp_path, capsys):
+    profile = str(with_clock(tmp_path))
+    assert main(["plan", "--budget", "2s", "--law", str(LAW), "--profile", profile]) == 2
+    assert "--budget-covers steps" in capsys.readouterr().err
+    assert main(["plan", "--budget", "2s", "--law", str(LAW), "--profile", profile, "--budget-covers", "steps"]) == 0
+
+
+def test_plan_json_and_verify_report_each_term(tmp_path, capsys):
+    args = ["plan", "--budget", "60s", "--law", str(LAW), "--profile", str(with_clock(tmp_path)), "--json"]
+    assert main(args) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["budget_covers"] == "run" and set(plan["best"][0]["wall_clock"]) == {*TERMS, "total"}
+    predicted = plan["best"][0]["wall_clock"]
+    actual = {k: 1.1 * v for k, v in predicted.items()}
+    v = Verification("run", 1.0, 1.0, 0.01, 0.01, 10, 1.0, None, 0, predicted, actual)
+    line = verify_line(v).splitlines()[-1]
+    assert line.startswith("verify wall-clock") and all(f"{term} " in line for term in TERMS) and "+10%" in line
+    assert (
+        Verification.from_dict({k: x for k, x in v.to_dict().items() if "wall_clock" not in k}).actual_wall_clock
+        is None
+    )

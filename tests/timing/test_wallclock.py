@@ -1,0 +1,94 @@
+"""The run wall-clock model: its terms sum to the total, the steps it leaves fit the budget, and it fits known
+coefficients back from synthetic probe runs."""
+
+import numpy as np
+import pytest
+from smallest_loss.timing.probes import fit_wall_clock, pick_probes
+from smallest_loss.timing.wallclock import TERMS, Cadence, WallClock, fit_nonnegative
+
+CLOCK = WallClock(
+    host=(0.002, 1e-7),
+    compile=(1.0, 0.5, 2.0),
+    forward_fraction=0.35,
+    save=(0.05, 0.4),
+    startup=(0.3, 0.01),
+    loop_held_out=dict(mape=0.05, max_ape=0.1, probes=3),
+)
+RUN = dict(b=16, s=64, n=2, params=40_000.0)
+
+
+@pytest.mark.parametrize(
+    "cadence", [Cadence(), Cadence(eval_every=0, eval_points=5, checkpoint_every=0), Cadence(eval_every=7)]
+)
+def test_terms_sum_to_the_total_and_the_steps_fill_the_budget(cadence):
+    seconds, step = np.array([5.0, 20.0, 120.0]), 0.02
+    steps = CLOCK.steps_within(seconds, step, **RUN, cadence=cadence)
+    assert np.all(steps > 0) and np.all(np.diff(steps) > 0)
+    terms = CLOCK.terms(steps, step, **RUN, cadence=cadence)
+    np.testing.assert_allclose(terms["total"], sum(terms[k] for k in TERMS))
+    assert np.all(terms["total"] <= seconds * 1.01)  # within the budget (the periodic terms are amortised)
+    assert np.all(terms["total"] >= seconds - 3 * (step + terms["evals"] / cadence.evals(steps)))  # and fills it
+    assert np.all(terms["steps"] == steps * step)
+
+
+def test_a_budget_below_the_fixed_terms_buys_no_steps():
+    assert CLOCK.steps_within(0.5, 0.01, **RUN, cadence=Cadence()) == 0
+
+
+def test_evaluation_and_save_counts():
+    c = Cadence(eval_every=10, eval_points=0, checkpoint_every=25)
+    np.testing.assert_array_equal(c.evals([10, 15, 100]), [1, 2, 10])
+    np.testing.assert_array_equal(c.saves([10, 25, 26]), [1, 1, 2])
+    spaced = Cadence(eval_every=0, eval_points=4, checkpoint_every=0)
+    np.testing.assert_array_equal(spaced.evals([100, 3]), [4, 3])
+    np.testing.assert_array_equal(spaced.saves([100]), [1])
+
+
+def test_fit_nonnegative_recovers_coefficients_and_falls_back_to_a_constant():
+    x = np.array([1.0, 2.0, 4.0, 8.0])
+    X = np.column_stack([np.ones_like(x), x])
+    assert fit_nonnegative(X, 0.5 + 0.25 * x) == pytest.approx([0.5, 0.25])
+    assert fit_nonnegative(X[:1], [3.0]) == [3.0, 0.0]  # one point cannot separate two terms
+
+
+def _probe(n, b, s, params):
+    """A probe run as timing/probes.py records it, generated from CLOCK with a compiled step of 1 ms per layer."""
+    step = 1e-3 * n * b / 16
+    tokens = b * (s + 1)
+    return dict(
+        config=dict(d=64, n=n, h=4, w=256, s=s, v=256),
+        dtype="float32",
+        batch=b,
+        params=params,
+        step_seconds=step,
+        loop_seconds=step + CLOCK.host[0] + CLOCK.host[1] * tokens,
+        startup=float(CLOCK.startup_seconds(n)),
+        compile=2.0 * float(CLOCK.compile_seconds(n, params)),  # a run compiles its evaluation too
+        record_compile=float(CLOCK.compile_seconds(n, params)),
+        eval_seconds=CLOCK.forward_fraction * step / b * 128,
+        eval_rows=128,
+        save_seconds=float(CLOCK.save_seconds(params)),
+    )
+
+
+def test_fit_wall_clock_recovers_known_terms():
+    shapes = [(1, 8, 32, 2e4), (2, 16, 64, 8e4), (4, 32, 128, 3e5), (3, 64, 64, 1.5e5), (2, 8, 128, 6e4)]
+    probes = [_probe(*shape) for shape in shapes]
+    records = [
+        dict(status="ok", config=p["config"], counts=dict(params=p["params"]), compile_seconds=p["record_compile"])
+        for p in probes
+    ]
+    clock = fit_wall_clock(probes, records, [p["step_seconds"] for p in probes])
+    assert clock.host == pytest.approx(CLOCK.host, rel=1e-4)
+    assert clock.compile == pytest.approx(tuple(2 * c for c in CLOCK.compile), rel=1e-4)
+    assert clock.forward_fraction == pytest.approx(CLOCK.forward_fraction)
+    assert clock.save == pytest.approx(CLOCK.save, rel=1e-4)
+    assert clock.startup == pytest.approx(CLOCK.startup, rel=1e-4)
+    assert clock.loop_held_out["mape"] < 1e-6  # exact data: each probe's loop step predicted without it
+    assert WallClock.from_dict(clock.to_dict()) == clock
+
+
+def test_probes_spread_over_the_parameter_counts():
+    records = [dict(status="ok", counts=dict(params=p)) for p in (5, 1, 9, 3, 7)] + [dict(status="oom")]
+    assert [r["counts"]["params"] for r in pick_probes(records, 3)] == [1, 5, 9]
+    assert pick_probes(records, 0) == []

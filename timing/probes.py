@@ -1,0 +1,170 @@
+"""Probe runs: a few short real training runs made at calibration, to measure what a run spends besides its compiled
+steps (timing/wallclock.py) with the code that spends it (`model.train.train`: the same step, input pipeline, host
+syncs, evaluations and checkpoint saves).
+
+Each probe trains a configuration of the grid (smallest, middle, largest by parameters) for `PROBE_STEPS` steps on
+random tokens, syncing every `PROBE_SYNC` steps, evaluating and saving halfway and at the end. From its summary
+(`wall_clock`) and metrics: start-up, compile, the loop's steady step (between syncs that hold only steps), one
+evaluation's and one save's seconds. Just before and just after it the compiled step alone is timed again as the
+grid timed it (`bare_seconds`): the median of those two and the grid's record is the step the loop's host cost
+(loop minus bare) is read against, robust to one of the three caught in a slow spell of a shared machine. They are
+kept in the calibration folder's `probes.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from smallest_loss.configs.schema import DataConfig, ModelConfig, RunConfig, TrainConfig
+from smallest_loss.model.runs import RunDir, steady_step_seconds
+from smallest_loss.model.train import train
+from smallest_loss.timing.measure import compile_step, time_compiled
+from smallest_loss.timing.models import STATISTICS
+from smallest_loss.timing.wallclock import STATE_BYTES_PER_PARAM, WallClock, fit_nonnegative
+
+PROBE_STEPS = 80
+PROBE_SYNC = 10  # train.log_every's default, the cadence of the runs a plan prices (verify syncs no more often)
+PROBES = 3  # probe runs of a calibration (0: none; the profile then prices the steps only)
+
+
+def pick_probes(records: list[dict[str, Any]], k: int = PROBES) -> list[dict[str, Any]]:
+    """k `ok` records spread over the parameter counts (the smallest, the largest, and between)."""
+    ok = sorted((r for r in records if r.get("status") == "ok"), key=lambda r: r["counts"]["params"])
+    if not ok or k < 1:
+        return []
+    picks = sorted({int(round(i)) for i in np.linspace(0, len(ok) - 1, min(k, len(ok)))})
+    return [ok[i] for i in picks]
+
+
+def probe_config(record: dict[str, Any], corpus: Path) -> RunConfig:
+    """The run a probe trains: the record's model and batch, evaluated and saved halfway and at the end."""
+    half = PROBE_STEPS // 2
+    train = TrainConfig(
+        steps=PROBE_STEPS,
+        batch_size=record["batch"],
+        warmup_steps=1,
+        log_every=PROBE_SYNC,
+        eval_every=half,
+        checkpoint_every=half,
+        mesh_data=record.get("device_count", 1),
+    )
+    model = ModelConfig(**{**record["config"], "dtype": record["dtype"]})
+    return RunConfig(model=model, train=train, data=DataConfig(corpus=str(corpus)))
+
+
+def run_probe(record: dict[str, Any], folder: Path, statistic: str = "median") -> dict[str, Any]:
+    """Train one probe in `folder` and return what it measured (see the module docstring)."""
+    c, b = record["config"], record["batch"]
+    corpus = folder / "tokens.npy"
+    size = max(2**18, 8 * b * (c["s"] + 1))
+    np.save(corpus, np.random.default_rng(0).integers(0, c["v"], size, dtype=np.int32))
+    config = probe_config(record, corpus)
+    seconds = PROBE_STEPS * record["step_seconds"]
+    before = bare_seconds(config.model, b, config.train.mesh_data, seconds)
+    summary = train(config, folder / "run", progress=False)
+    lines = RunDir.open(folder / "run").read_metrics()
+    clock = summary["wall_clock"]
+    t = config.train
+    evals, saves = PROBE_STEPS // t.eval_every, PROBE_STEPS // t.checkpoint_every
+    loop = steady_step_seconds(lines, t.checkpoint_every)
+    return dict(
+        config=c,
+        dtype=record["dtype"],
+        batch=b,
+        params=record["counts"]["params"],
+        step_seconds=record.get(STATISTICS[statistic], record["step_seconds"]),
+        bare_seconds=float(
+            np.median([before, bare_seconds(config.model, b, t.mesh_data, seconds), record["step_seconds"]])
+        ),
+        loop_seconds=loop,
+        startup=clock["startup"],
+        compile=clock["compile"],
+        record_compile=record.get("compile_seconds"),
+        eval_seconds=clock["evals"] / evals,
+        eval_rows=t.eval_batches * t.eval_batch_size,
+        save_seconds=clock["saves"] / saves,
+    )
+
+
+def bare_seconds(cfg: ModelConfig, b: int, devices: int, seconds: float) -> float:
+    """The compiled step's median seconds, timed alone as the grid times it (timing/measure.py) for about
+    `seconds` and at least 20 repeats."""
+    compiled, inputs, _ = compile_step(cfg, b, devices)
+    state, tokens = inputs()
+    times, _ = time_compiled(compiled, state, tokens, seconds, 20, 400)
+    return float(np.median(times))
+
+
+def probe_runs(out: Path, records: list[dict[str, Any]], k: int = PROBES) -> list[dict[str, Any]]:
+    """The probes of a calibration folder: read from `probes.jsonl`, or run (in a temporary folder) and kept there."""
+    path = out / "probes.jsonl"
+    if path.exists():
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    probes = []
+    for record in pick_probes(records, k):
+        with tempfile.TemporaryDirectory() as folder:
+            probes.append(run_probe(record, Path(folder)))
+    if probes:
+        path.write_text("".join(json.dumps(p) + "\n" for p in probes))
+    return probes
+
+
+def _loop_held_out(probes: list[dict[str, Any]], held_out_step: list[float]) -> dict[str, float]:
+    """The loop's steady step of each probe predicted without it: the time model's held-out step (a fit that never
+    saw its architecture) plus the host cost fitted to the other probes."""
+    errors = []
+    for i, p in enumerate(probes):
+        others = [q for j, q in enumerate(probes) if j != i]
+        h0, h1 = _host_fit(others) if others else (0.0, 0.0)
+        predicted = held_out_step[i] + h0 + h1 * p["batch"] * (p["config"]["s"] + 1)
+        errors.append(abs(predicted / p["loop_seconds"] - 1))
+    return dict(mape=float(np.mean(errors)), max_ape=float(np.max(errors)), probes=len(probes))
+
+
+def _bare(probe: dict[str, Any]) -> float:
+    """A probe's compiled step seconds: timed just after its run, or (older probes) the grid's record."""
+    return probe.get("bare_seconds", probe["step_seconds"])
+
+
+def _host_fit(probes: list[dict[str, Any]]) -> list[float]:
+    """The loop's host seconds per step, h0 + h1 x tokens per step, from each probe's loop step minus its compiled
+    step timed just after it (`bare_seconds`; the grid's record in probes of an older calibration). Signed: a loop
+    that dispatches ahead can beat the step timed with a wait after every call. The per-token term is fitted from
+    4 probes up; with fewer, the median host cost alone (robust to one disturbed probe)."""
+    tokens = np.array([p["batch"] * (p["config"]["s"] + 1) for p in probes], float)
+    host = np.array([p["loop_seconds"] - _bare(p) for p in probes], float)
+    if len(probes) < 4:
+        return [float(np.median(host)), 0.0]
+    return [float(c) for c in np.linalg.lstsq(np.column_stack([np.ones_like(tokens), tokens]), host, rcond=None)[0]]
+
+
+def fit_wall_clock(
+    probes: list[dict[str, Any]], records: list[dict[str, Any]], held_out_step: list[float]
+) -> WallClock | None:
+    """The wall-clock terms' coefficients from the probes (and the grid's compile times); `held_out_step` is the
+    profile's held-out prediction of each probe's compiled step. None without probes whose loop was timed."""
+    probes = [p for p in probes if p.get("loop_seconds")]
+    if not probes:
+        return None
+    ok = [r for r in records if r.get("status") == "ok" and r.get("compile_seconds")]
+    layers = np.array([r["config"]["n"] for r in ok], float)
+    X = np.column_stack([np.ones_like(layers), layers, [r["counts"]["params"] / 1e6 for r in ok]])
+    grid_compile = np.array(fit_nonnegative(X, [r["compile_seconds"] for r in ok]))
+    ratios = [p["compile"] / p["record_compile"] for p in probes if p.get("record_compile")]
+    n = np.array([p["config"]["n"] for p in probes], float)
+    gigabytes = np.array([p["params"] for p in probes], float) * STATE_BYTES_PER_PARAM / 1e9
+    forward = [
+        (p["eval_seconds"] / p["eval_rows"]) / (p.get("bare_seconds", p["step_seconds"]) / p["batch"]) for p in probes
+    ]
+    return WallClock(
+        host=tuple(_host_fit(probes)),
+        compile=tuple(grid_compile * (float(np.median(ratios)) if ratios else 1.0)),
+        forward_fraction=float(np.median(forward)),
+        save=tuple(fit_nonnegative(np.column_stack([np.ones_like(n), gigabytes]), [p["save_seconds"] for p in probes])),
+        startup=tuple(fit_nonnegative(np.column_stack([np.ones_like(n), n]), [p["startup"] for p in probes])),
+        loop_held_out=_loop_held_out(probes, held_out_step),
+    )
