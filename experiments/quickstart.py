@@ -50,7 +50,7 @@ def _done(start: float) -> None:
 
 def quickstart(
     out: str | Path = "quickstart",
-    budget: str = "20s",
+    budget: str = "1min",
     grid: str = "cpu-quick",
     design: str = "quick-isoflop",
     space: str = "cpu",

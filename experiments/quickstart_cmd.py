@@ -11,7 +11,11 @@ from smallest_loss.scaling.verify import Verification, verify_line
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="quickstart", help="report folder (rerunning reuses finished work)")
-    p.add_argument("--budget", default="20s", help="the budget to plan for (default 20s of this device)")
+    p.add_argument(
+        "--budget",
+        default="1min",
+        help="the budget to plan for (default 1min of this device's wall-clock for the whole run)",
+    )
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the law's intervals")
     p.add_argument(
         "--budget-covers",
