@@ -137,14 +137,16 @@ def _fixed(box: np.ndarray) -> np.ndarray:
     return box[1] <= box[0]
 
 
-def _direction(g: np.ndarray, H: np.ndarray, x: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Newton direction on the coordinates no bound blocks, with |eigenvalues| floored (a descent direction)."""
+def _direction(g: np.ndarray, H: np.ndarray, x: np.ndarray, box: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """Newton direction on the coordinates no bound blocks, eigenvalues taken in absolute value (floored) plus the
+    damping `mu` times the largest (Levenberg-Marquardt): always a descent direction, shorter and closer to the
+    gradient's as `mu` grows."""
     held = blocked(x, g, box) | _fixed(box)
     free = (~held).astype(np.float64)
     Hf = H * free[:, :, None] * free[:, None, :] + np.eye(H.shape[-1]) * (1.0 - free)[:, :, None]
     lam, V = np.linalg.eigh(Hf)
-    scale = np.max(np.abs(lam), axis=-1, keepdims=True)
-    lam = np.maximum(np.abs(lam), np.maximum(1e-10 * scale, 1e-300))
+    scale = np.maximum(np.max(np.abs(lam), axis=-1, keepdims=True), 1e-300)
+    lam = np.maximum(np.abs(lam), 1e-10 * scale) + mu[:, None] * scale
     gf = g * free
     p = -np.einsum("sij,sj->si", V, np.einsum("sji,sj->si", V, gf) / lam)
     return p * free
@@ -178,8 +180,7 @@ def _newton_batch(x: np.ndarray, w: np.ndarray, d: Data, gtol: float, max_iters:
     S = len(x)
     f, g, H = derivatives(x, w, d)
     active = np.isfinite(f)
-    stall = np.zeros(S, int)
-    iters = np.zeros(S, int)
+    stall, iters, mu = np.zeros(S, int), np.zeros(S, int), np.zeros(S)
     for _ in range(max_iters):
         pg = _projected(g, x, d.box)
         active &= np.max(np.abs(pg), axis=-1) > gtol
@@ -187,7 +188,7 @@ def _newton_batch(x: np.ndarray, w: np.ndarray, d: Data, gtol: float, max_iters:
             break
         idx = np.flatnonzero(active)
         wi = _weights_rows(w, idx) if w.ndim == 2 else w
-        p = _direction(g[idx], H[idx], x[idx], d.box)
+        p = _direction(g[idx], H[idx], x[idx], d.box, mu[idx])
         # The full step first, with its derivatives (Newton's step is mostly taken whole); backtrack the others.
         xt = np.clip(x[idx] + p, d.box[0], d.box[1])
         ft, gt, Ht = derivatives(xt, wi, d)
@@ -201,12 +202,13 @@ def _newton_batch(x: np.ndarray, w: np.ndarray, d: Data, gtol: float, max_iters:
             redo = back[okb]
             if redo.size:
                 ft[redo], gt[redo], Ht[redo] = derivatives(xn[redo], wi[redo] if w.ndim == 2 else w, d)
+        # Levenberg-Marquardt damping: relaxed after a whole step, raised after a shortened or failed one.
+        mu[idx] = np.where(whole, mu[idx] / 4, np.maximum(mu[idx] * 8, 1e-6))
         small = ok & (f[idx] - fn <= 1e-15 * np.abs(f[idx]))
         stall[idx] = np.where(small, stall[idx] + 1, 0)
         x[idx[ok]], f[idx[ok]], g[idx[ok]], H[idx[ok]] = xn[ok], ft[ok], gt[ok], Ht[ok]
         iters[idx] += 1
-        active[idx[~ok]] = False
-        active &= stall < 2
+        active &= (stall < 3) & (mu < 1e6)
     pg = _projected(g, x, d.box)
     return {"x": x, "f": f, "g": pg, "converged": np.max(np.abs(pg), axis=-1) <= gtol, "iters": iters}
 

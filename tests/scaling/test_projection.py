@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import optimize as sp_optimize
 from smallest_loss.scaling import projection
+from smallest_loss.scaling.bootstrap import bootstrap_chinchilla as bootstrap
 from smallest_loss.scaling.chinchilla import chinchilla_bounds, fit_chinchilla, make_form
 from smallest_loss.scaling.points import FitPoints, centring
 
@@ -88,3 +89,23 @@ def test_local_minima_of_the_grid():
     assert projection.local_minima(f, (3, 3), 5).tolist() == [6, 5]
     assert projection.local_minima(np.array([1.0, 0.0, 2.0, 1.5, 3.0]), (5,), 1).tolist() == [1]
     assert list(itertools.islice(projection.local_minima(np.full(4, np.inf), (4,), 2), 1)) == [0]
+
+
+# A 14-run CPU sweep (a quickstart's, 2026-12-05) whose bootstrap refits meet near-singular Hessians: undamped Newton
+# steps overshot there and a seventh of the refits stopped unconverged.
+QUICK_RUNS = (
+    (29560, 59392, 3.537878), (7216, 278528, 3.050995), (7216, 229376, 3.269518), (7216, 2.3552e06, 2.198506),
+    (13128, 1.26874e06, 2.182264), (20576, 809984, 2.216885), (32928, 505856, 2.181344),
+    (20576, 1.61997e06, 2.017165), (32928, 1.01171e06, 1.960075), (67824, 490496, 2.066582),
+    (13128, 4.18918e06, 1.960142), (20576, 278528, 2.571882), (165368, 337920, 2.071521),
+    (578592, 1.08237e06, 1.471551),
+)  # fmt: skip
+
+
+def test_damped_newton_converges_where_the_hessian_is_nearly_singular():
+    N, D, loss = (np.array(c, dtype=float) for c in zip(*QUICK_RUNS, strict=True))
+    pts = FitPoints(N, D, loss)
+    fit = fit_chinchilla(pts)
+    assert fit.converged
+    boot = bootstrap(pts, n_boot=200, fit=fit)
+    assert boot.n_converged >= 0.95 * 200
