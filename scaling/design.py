@@ -39,7 +39,6 @@ from dataclasses import dataclass
 import numpy as np
 from smallest_loss.configs.errors import UserError
 from smallest_loss.scaling.chinchilla import (
-    E_FLOOR,
     SE_LIMITS,
     ChinchillaLaw,
     FitResult,
@@ -49,7 +48,7 @@ from smallest_loss.scaling.chinchilla import (
 )
 from smallest_loss.scaling.fitbase import GRAD_TOL
 from smallest_loss.scaling.points import FitPoints, centring
-from smallest_loss.scaling.projection import make_data, minimise_form
+from smallest_loss.scaling.projection import grid_stage, local_minima, make_data, newton
 
 NOISE_FLOOR = 0.003  # the scatter of one run's final loss assumed at least (0.3%: seeds, data order)
 PRIOR_SD = (3.0, 3.0, 0.5, 0.5, 0.5)  # a', b' (log), E (x smallest loss), alpha, beta
@@ -57,6 +56,7 @@ GRID = 31  # candidate values of N and of D each
 SPAN = 10.0  # candidates reach this factor beyond the points' N and D
 RATIO_SPAN = 4.0  # ... and tokens per parameter this factor beyond theirs
 PROFILE_E = 8  # E values profiled when the full law is not identified
+PROFILE_ITERS = 6  # Newton steps polishing each profiled law
 CHI2_1 = 3.84  # chi-square(1) 95% point
 Z95 = 1.959964
 
@@ -131,7 +131,8 @@ def jacobian(theta: np.ndarray, logN: np.ndarray, logD: np.ndarray, mu: tuple[fl
     return np.stack([t1, t2, np.ones_like(t1), -xN * t1, -xD * t2], axis=1) / pred[:, None]
 
 
-def target_gradients(theta: np.ndarray, mu: tuple[float, float], target: float, identify: tuple[str, ...]) -> np.ndarray:
+def target_gradients(theta: np.ndarray, mu: tuple[float, float], target: float,
+                     identify: tuple[str, ...]) -> np.ndarray:  # fmt: skip
     """(Q, 5) gradients of log L and log N_opt at the target's optimum, then of log E / log alpha / log beta for
     each constant in `identify`; by central differences (target quantities) and exactly (the rest)."""
 
@@ -162,8 +163,10 @@ def _profile_laws(points: FitPoints, fit: FitResult, sigma: float) -> list[Chinc
     laws, ssr = [], []
     for e in np.linspace(box[0, 2], box[1, 2], PROFILE_E + 2)[1:-1]:
         form = make_form("fixed_E", box, e_fixed=float(e))
-        u, _ = minimise_form(make_data(points, mu, fit.delta, form.M, form.z0, form.box), np.zeros((0, 5)), GRAD_TOL)
-        z = form.z0 + form.M @ u
+        data = make_data(points, mu, fit.delta, form.M, form.z0, form.box)
+        u, f, shape = grid_stage(data)  # the grid's best minima, polished briefly: a design needs no 1e-10 optimum
+        res = newton(u[local_minima(f, shape, 2)], np.ones(len(points)), data, GRAD_TOL, max_iters=PROFILE_ITERS)
+        z = form.z0 + form.M @ res["x"][np.argmin(np.where(np.isfinite(res["f"]), res["f"], np.inf))]
         law = ChinchillaLaw(E=math.exp(z[2]), A=math.exp(z[0] + z[3] * mu[0]), B=math.exp(z[1] + z[4] * mu[1]),
                             alpha=z[3], beta=z[4])  # fmt: skip
         r = np.log(law.loss(points.N, points.D)) - np.log(points.loss)
@@ -288,14 +291,14 @@ def suggest_runs(points: FitPoints, target: float, spend: float, runs: int = 8, 
     (default: those the fit's `not_identified` reasons name)."""
     _check(target, spend, runs)
     fit = fit if fit is not None else fit_chinchilla(points)
-    identify = identify_names(fit) if identify is None else tuple(identify)
-    model = _model(points, fit, noise)
-    grads = np.array([target_gradients(t, model.mu, target, identify) for t in model.thetas])
-    start = (np.log(points.N), np.log(points.D))
     cand = candidates(points, spend, n_range)
     if not len(cand[0]):
         cheapest = 6.0 * float((points.N * points.D).min()) / 10.0
         raise UserError(f"--spend {spend:.3g} FLOPs buys no run: the cheapest run proposed costs {cheapest:.3g}")
+    identify = identify_names(fit) if identify is None else tuple(identify)
+    model = _model(points, fit, noise)
+    grads = np.array([target_gradients(t, model.mu, target, identify) for t in model.thetas])
+    start = (np.log(points.N), np.log(points.D))
     costs = 6.0 * np.exp(cand[0] + cand[1])
     before = _variances(_covariances(model, *start), grads).mean(axis=0)
     limits = {"E": SE_LIMITS["e"], "alpha": SE_LIMITS["alpha"], "beta": SE_LIMITS["beta"]}

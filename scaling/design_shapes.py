@@ -49,8 +49,9 @@ def shaped_runs(design: RunDesign, space: SearchSpace) -> list[ShapedRun]:
     return out
 
 
-def design_toml(runs: list[ShapedRun], name: str, base: str, lines: list[str]) -> str:
-    """A sweep design file (TOML) training each run as an IsoFLOP budget of one shape; `lines` go in as comments."""
+def design_toml(runs: list[ShapedRun], name: str, base: str, lines: list[str], space: SearchSpace) -> str:
+    """A sweep design file (TOML) training each run as an IsoFLOP budget of one shape, at the space's vocabulary,
+    context and (first) batch size on the built-in design `base`'s recipe; `lines` go in as comments."""
     if not runs:
         raise UserError("no run to write: the design proposes none")
     budgets = ", ".join(f"{r.budget:.4g}" for r in runs)
@@ -59,7 +60,8 @@ def design_toml(runs: list[ShapedRun], name: str, base: str, lines: list[str]) -
     head += [f"# run {i + 1}: N {r.N_wanted:.3g} wanted -> d={r.shape[0]} n={r.shape[1]} h={r.shape[2]} "
              f"(N {r.N:,}), D {r.D:.3g} tokens" for i, r in enumerate(runs)]  # fmt: skip
     body = [f'name = "{name}"', 'kind = "isoflop"', f'base = "{base}"', f"budgets = [{budgets}]",
-            f"shapes = [{shapes}]"]  # fmt: skip
+            f"shapes = [{shapes}]", "", "[set]", f'"model.v" = {space.v}', f'"model.s" = {space.s[0]}',
+            f'"train.batch_size" = {space.b[0]}']  # fmt: skip
     return "\n".join(head + body) + "\n"
 
 
