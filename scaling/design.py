@@ -323,3 +323,16 @@ def suggest_runs(points: FitPoints, target: float, spend: float, runs: int = 8, 
                      loss_width_after=last.loss_width, nopt_width_before=float(w0[1]), nopt_width_after=last.nopt_width,
                      sigma=model.sigma, identify=identify, laws=len(model.thetas), law=fit.law, form=fit.form,
                      rule=best_rule)  # fmt: skip
+
+
+def design_widths(points: FitPoints, target: float, N: np.ndarray, D: np.ndarray, fit: FitResult | None = None,
+                  noise: float | None = None) -> tuple[float, float]:  # fmt: skip
+    """The linearised 95% half-widths (relative) of the loss and N_opt at `target` once runs at (N, D) are added to
+    the points: the criterion `suggest_runs` ranks designs by, for any design (one more IsoFLOP budget, say)."""
+    fit = fit if fit is not None else fit_chinchilla(points)
+    model = _model(points, fit, noise)
+    grads = np.array([target_gradients(t, model.mu, target, ()) for t in model.thetas])
+    logN = np.append(np.log(points.N), np.log(np.asarray(N, np.float64)))
+    logD = np.append(np.log(points.D), np.log(np.asarray(D, np.float64)))
+    w = _widths(model, grads, logN, logD)
+    return float(w[0]), float(w[1])
