@@ -159,9 +159,9 @@ DESIGNS: dict[str, SweepDesign] = {
     # The quickstart's sweep, designed by `suggest` (scaling/design.py; experiments/scripts/quick_design.py): six runs
     # of the old design's two smaller budgets as the seed, then the eight runs that most shrink the interval of the
     # loss and N_opt at 2.4e11 FLOPs (20 s of this CPU) and pin down E, alpha and beta, on the law of this CPU's
-    # cpu-isoflop sweep with its 1.1% scatter: 14 runs, 5.5e12 FLOPs, about the old 15-run design's time (its long
-    # small-model runs cost more time per FLOP). Simulated, it identifies the full law in 85% of noise draws against
-    # 47% for the old design (1e11, 2e11, 4e11 x five shapes).
+    # cpu-isoflop sweep with its 1.1% scatter: 14 runs, 5.5e12 FLOPs in 419 s of predicted training against 390 s
+    # for the old 15-run design (1e11, 2e11, 4e11 x five shapes, 3.5e12 FLOPs: small models cost more time per
+    # FLOP). Simulated, the full law is identified in 80% of 60 noise draws, against 45% for the old design.
     "quick-isoflop": SweepDesign(
         name="quick-isoflop",
         kind="isoflop",
