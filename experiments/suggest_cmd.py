@@ -32,8 +32,11 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spend", required=True, metavar="FLOPS",
                    help="the compute you can still spend on new runs (FLOPs, 6ND per run, summed)")  # fmt: skip
     p.add_argument("--runs", dest="n_runs", type=int, default=8, metavar="K", help="propose at most K runs (8)")
-    p.add_argument("--space", help="the search space whose shapes build the proposed N (a built-in name or a "
-                   "space file; default: the built-in space whose sizes cover them); N stays within its sizes")  # fmt: skip
+    p.add_argument(
+        "--space",
+        help="the search space whose shapes build the proposed N (a built-in name or a space file; default: the "
+        "built-in space whose sizes cover them); given, N stays within its sizes",
+    )
     p.add_argument("--out", metavar="DESIGN.toml", help="write the proposed runs as a sweep design file here")
 
 
