@@ -38,6 +38,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "time a grid of configurations (or read external timings), fit and compare step-time models",
     ),
     "plan": ("plan_cmd", "the architectures with the smallest predicted loss for a budget"),
+    "suggest": (
+        "suggest_cmd",
+        "the runs to train next (and their design file) that most shrink the interval predicted at a target budget",
+    ),
     "space": ("space_cmd", "list the built-in search spaces, or print one as a space file to edit (--show NAME)"),
 }
 

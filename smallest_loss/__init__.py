@@ -11,7 +11,8 @@ Reading points: `read_table` (a fit CSV), `read_runs` (run or sweep folders). Fi
 shape-aware), `fit_groups` (several data or evaluation sets with shared exponents), `holdout_by_scale` (the error
 predicting the largest budget and the largest model size from the rest), `fit_recipe` (learning-rate and
 batch laws), `fit_curve_laws` (schedule-aware learning curves: run folders' `read_curve`, or `read_curves` of a
-curve table logged by any stack). Devices: `calibrate`, `calibrate_records`, `load_profile`. Planning:
+curve table logged by any stack). Designing runs: `suggest_runs` (the runs that most shrink the interval
+predicted at a target budget, a `RunDesign`). Devices: `calibrate`, `calibrate_records`, `load_profile`. Planning:
 `parse_budget`, `make_plan` (`plan_with_inputs` for your own step-time or memory functions), `verify`. Intervals:
 `prediction_interval` (a new run's loss), `constant_intervals` (the constants and N_opt), calibrated. Every
 mistake a user can make raises `UserError` with a one-line message.
@@ -27,6 +28,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time each name is imp
     from smallest_loss.scaling.chinchilla import ChinchillaLaw
     from smallest_loss.scaling.curve_law import fit_curve_laws, read_curve
     from smallest_loss.scaling.curve_table import read_curves
+    from smallest_loss.scaling.design import RunDesign, suggest_runs
     from smallest_loss.scaling.fitting import fit_law, read_runs, read_table
     from smallest_loss.scaling.groups import GroupedFit, fit_groups
     from smallest_loss.scaling.holdout_scale import HoldoutReport, holdout_by_scale
@@ -68,6 +70,7 @@ _HOMES = {
     "PlanRow": "smallest_loss.scaling.plan_result",
     "PredictionInterval": "smallest_loss.scaling.intervals",
     "RecipeLaw": "smallest_loss.scaling.recipe",
+    "RunDesign": "smallest_loss.scaling.design",
     "UserError": "smallest_loss.configs.errors",
     "Verification": "smallest_loss.scaling.verify",
     "calibrate": "smallest_loss.timing.calibration",
@@ -88,6 +91,7 @@ _HOMES = {
     "read_curves": "smallest_loss.scaling.curve_table",
     "read_runs": "smallest_loss.scaling.fitting",
     "read_table": "smallest_loss.scaling.fitting",
+    "suggest_runs": "smallest_loss.scaling.design",
     "verify": "smallest_loss.scaling.verify",
 }
 
@@ -109,6 +113,7 @@ __all__ = [
     "PlanRow",
     "PredictionInterval",
     "RecipeLaw",
+    "RunDesign",
     "UserError",
     "Verification",
     "calibrate",
@@ -129,6 +134,7 @@ __all__ = [
     "read_curves",
     "read_runs",
     "read_table",
+    "suggest_runs",
     "verify",
 ]
 
