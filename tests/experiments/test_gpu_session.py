@@ -45,7 +45,8 @@ def test_bench_train_times_the_loop_with_and_without_prefetch():
 
 @pytest.mark.slow
 def test_the_whole_session_runs_on_the_cpu(tmp_path):
-    env = dict(os.environ, TINY="1", OUT=str(tmp_path), LIMIT="10", NOISE="2", PROBES="2", PY=sys.executable)
+    env = dict(os.environ, TINY="1", OUT=str(tmp_path), LIMIT="10", NOISE="1", PROBES="2", REPEATS="2", BATCHES="2",
+               PY=sys.executable)  # fmt: skip
     done = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-2000:]
     calibrate = (tmp_path / "calibrate.txt").read_text()

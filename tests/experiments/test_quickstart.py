@@ -16,7 +16,16 @@ from smallest_loss.experiments.cli import main
 from smallest_loss.experiments.quickstart import law_used_line, quickstart
 
 # The tiny grid timed briefly, the 6-run tiny sweep, few bootstrap resamples: the method, not its accuracy.
-TEST_SCALE = dict(budget="3s", grid="tiny", design="tiny-isoflop", space="cpu", n_boot=20, min_seconds=0.05, repeats=3)
+TEST_SCALE = dict(
+    budget="3s",
+    grid="tiny",
+    design="tiny-isoflop",
+    space="cpu",
+    n_boot=20,
+    min_seconds=0.05,
+    repeats=3,
+    budget_covers="steps",
+)  # 3 s of steps: a whole run's start-up and compile alone take longer here
 
 
 @pytest.mark.slow
@@ -140,5 +149,5 @@ def test_the_command_prints_the_plan_and_the_verification(tmp_path, monkeypatch,
     monkeypatch.setattr(quickstart_cmd, "quickstart", lambda out, budget, n_boot, budget_covers="run": report)
     assert main(["quickstart", "--out", str(tmp_path / "qs")]) == 0
     out = capsys.readouterr().out
-    assert "plan for 20s: d=64 n=2 h=1 (115,000 parameters), 810,000 tokens" in out
+    assert "plan for 1min: d=64 n=2 h=1 (115,000 parameters), 810,000 tokens" in out
     assert "verify: trained 794 steps in qs/verify/d64-n2: loss 1.8600 vs predicted 1.8400 (+1.1%)" in out
