@@ -35,7 +35,7 @@ from smallest_loss.scaling.planner import plan_with_inputs
 from smallest_loss.scaling.report import answer_line
 from smallest_loss.scaling.verify import Verification, verify, verify_cadence, verify_line
 from smallest_loss.timing.calibration import noise_floor, read_records, run_grid
-from smallest_loss.timing.probes import probe_runs
+from smallest_loss.timing.probes import PROBES, probe_runs
 from smallest_loss.timing.profile import load_profile
 
 
@@ -58,10 +58,12 @@ def quickstart(
     min_seconds: float = 0.5,
     repeats: int = 20,
     budget_covers: str = "run",
+    probes: int = PROBES,
 ) -> dict[str, Any]:
     """Run every stage into `out`; returns the report's data (also written as report.json).
 
     Every argument is checked before the first stage, so a bad one fails at once, not after the calibration.
+    `probes`: short real runs timed at calibration for the wall-clock terms (0: a profile that prices steps alone).
     """
     parsed, sweep_design, plan_space = parse_budget(budget), get_design(design), get_space(space)
     check_quickstart_budget(parsed, plan_space, out)
@@ -74,7 +76,7 @@ def quickstart(
     # the machine's own repeatability, reported beside the model errors
     noise_floor(out / "calibration", min_seconds=min_seconds, repeats=repeats)
     # short real training runs: the loop's host cost and the run's other wall-clock terms (timing/probes.py)
-    probe_runs(out / "calibration", read_records(out / "calibration" / "records.jsonl"))
+    probe_runs(out / "calibration", read_records(out / "calibration" / "records.jsonl"), probes)
     calibration = fit_and_report(out / "calibration")
     print(calibration["table"])
     _done(t)
