@@ -60,11 +60,8 @@ def quickstart(
     budget_covers: str = "run",
     probes: int = PROBES,
 ) -> dict[str, Any]:
-    """Run every stage into `out`; returns the report's data (also written as report.json).
-
-    Every argument is checked before the first stage, so a bad one fails at once, not after the calibration.
-    `probes`: short real runs timed at calibration for the wall-clock terms (0: a profile that prices steps alone).
-    """
+    """Run every stage into `out`; returns the report's data (also report.json). Every argument is checked before the
+    first stage. `probes`: short real runs timed at calibration for the wall-clock terms (0: steps priced alone)."""
     parsed, sweep_design, plan_space = parse_budget(budget), get_design(design), get_space(space)
     check_quickstart_budget(parsed, plan_space, out)
     get_grid(grid)  # an unknown grid name fails here, not after the out folder exists
@@ -73,10 +70,10 @@ def quickstart(
     out = make_folder(out)
     t = _stage(f"1/5 calibrate: time the {grid} grid's training steps on this device")
     run_grid(grid, out / "calibration", min_seconds=min_seconds, repeats=repeats)
-    # the machine's own repeatability, reported beside the model errors
-    noise_floor(out / "calibration", min_seconds=min_seconds, repeats=repeats)
-    # short real training runs: the loop's host cost and the run's other wall-clock terms (timing/probes.py)
-    probe_runs(out / "calibration", read_records(out / "calibration" / "records.jsonl"), probes)
+    noise_floor(out / "calibration", min_seconds=min_seconds, repeats=repeats)  # the machine's repeatability
+    probe_runs(  # short real runs: the loop's host cost and a run's other wall-clock terms (timing/probes.py)
+        out / "calibration", read_records(out / "calibration" / "records.jsonl"), probes
+    )
     calibration = fit_and_report(out / "calibration")
     print(calibration["table"])
     _done(t)
