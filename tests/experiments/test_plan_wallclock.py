@@ -17,7 +17,8 @@ from smallest_loss.timing.wallclock import TERMS, Cadence, WallClock
 ROOT = Path(__file__).resolve().parents[2]
 LAW = ROOT / "results/cpu/quickstart/law.json"
 OLD_PROFILES = [
-    ROOT / "results/cpu/quickstart/calibration/profile.json",
+    ROOT
+    / "tests/timing/data/profile_v4_quickstart.json",  # the quickstart profile of 2026-12-05 before wall-clock terms
     ROOT / "tests/timing/data/profile_v3_quickstart.json",
 ]
 CLOCK = WallClock(
