@@ -72,10 +72,7 @@ def test_ctrl_c_in_a_calibration_says_how_to_continue(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu", SMALLEST_LOSS_XLA_CACHE="off")
     code = "from smallest_loss.console import main; main()"
     argv = [sys.executable, "-c", code, "calibrate", "--grid", "tiny", "--out", str(out), "--quiet"]
-    # A test worker may run with SIGINT ignored, which a child inherits (and Python then installs no handler).
-    default = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=default)  # fmt: skip
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)  # the folder is made once the command runs (its imports done)
