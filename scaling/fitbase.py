@@ -50,3 +50,21 @@ def grid_starts(grid: dict[str, Any] | None, default: dict[str, tuple[float, ...
             raise UserError(f"fit grid[{name!r}] must be a non-empty list of finite numbers")
         clean[name] = tuple(float(v) for v in values)
     return np.array(list(itertools.product(*clean.values()))), clean
+
+
+def subset_index(n: int, size: int, seed: int = 0) -> np.ndarray | None:
+    """Sorted indices of a fixed random subset of `size` of n points (None when there are no more than that)."""
+    if n <= size:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+
+
+def distinct_best(x: np.ndarray, f: np.ndarray, count: int) -> np.ndarray:
+    """Rows of the `count` best distinct optima (rows closer than 1e-6 in every coordinate are one)."""
+    chosen: list[int] = []
+    for i in np.argsort(np.where(np.isfinite(f), f, np.inf)):
+        if all(np.max(np.abs(x[i] - x[j])) > 1e-6 for j in chosen):
+            chosen.append(int(i))
+        if len(chosen) == count:
+            break
+    return np.array(chosen, dtype=int)

@@ -38,8 +38,10 @@ from smallest_loss.scaling.fitbase import (  # noqa: F401  (re-exported: the fit
     DEFAULT_DELTA,
     GRAD_TOL,
     blocked,
+    distinct_best,
     grid_starts,
     scaled_tol,
+    subset_index,
 )
 from smallest_loss.scaling.points import FitPoints
 
@@ -336,21 +338,10 @@ class Problem(NamedTuple):
 
 def _subset(points: FitPoints, size: int, seed: int = 0) -> FitPoints | None:
     """A fixed random subset of `size` points (None when there are no more points than that)."""
-    if len(points) <= size:
-        return None
-    index = np.sort(np.random.default_rng(seed).choice(len(points), size, replace=False))
-    return FitPoints(points.N[index], points.D[index], points.loss[index], points.group[index])
-
-
-def _distinct_best(x: np.ndarray, f: np.ndarray, count: int) -> np.ndarray:
-    """Rows of the `count` best distinct optima (rows closer than 1e-6 in every coordinate are one)."""
-    chosen: list[int] = []
-    for i in np.argsort(np.where(np.isfinite(f), f, np.inf)):
-        if all(np.max(np.abs(x[i] - x[j])) > 1e-6 for j in chosen):
-            chosen.append(int(i))
-        if len(chosen) == count:
-            break
-    return np.array(chosen)
+    index = subset_index(len(points), size, seed)
+    return (
+        None if index is None else FitPoints(points.N[index], points.D[index], points.loss[index], points.group[index])
+    )
 
 
 def minimise(problem: Problem, points: FitPoints, starts: np.ndarray, max_evals: int,
@@ -366,10 +357,10 @@ def minimise(problem: Problem, points: FitPoints, starts: np.ndarray, max_evals:
         sub_data, sub_ones = (full, ones) if sub is None else (problem.data_for(sub), np.ones(len(sub)))
         if len(starts) > REFINE_STARTS:
             screen = run(starts, sub_ones, sub_data, max_evals=SCREEN_EVALS, dtype=np.float32)
-            starts = screen["x"][_distinct_best(screen["x"], screen["f"], REFINE_STARTS)]
+            starts = screen["x"][distinct_best(screen["x"], screen["f"], REFINE_STARTS)]
         res = run(starts, sub_ones, sub_data, max_evals=max_evals)
         if sub is not None:
-            res = run(res["x"][_distinct_best(res["x"], res["f"], FINAL_STARTS)], ones, full, max_evals=max_evals)
+            res = run(res["x"][distinct_best(res["x"], res["f"], FINAL_STARTS)], ones, full, max_evals=max_evals)
     f = np.where(np.isfinite(res["f"]), res["f"], np.inf)
     if not np.isfinite(f).any():
         raise UserError("no start gave a finite objective; check that the losses are sensible")

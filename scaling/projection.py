@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
-from smallest_loss.scaling.fitbase import blocked, huber, scaled_tol
+from smallest_loss.scaling.fitbase import blocked, distinct_best, huber, scaled_tol, subset_index
 from smallest_loss.scaling.points import FitPoints
 
 GRID_SIZE = 41  # exponent values over the box, per free exponent
@@ -350,34 +350,18 @@ def local_minima(f: np.ndarray, shape: tuple[int, ...], count: int) -> np.ndarra
 # One form from the grid and any earlier optima: the best point and how many starts reached it.
 
 
-def _subset_index(n: int, size: int, seed: int = 0) -> np.ndarray | None:
-    if n <= size:
-        return None
-    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
-
-
-def _distinct_best(x: np.ndarray, f: np.ndarray, count: int) -> np.ndarray:
-    chosen: list[int] = []
-    for i in np.argsort(np.where(np.isfinite(f), f, np.inf)):
-        if all(np.max(np.abs(x[i] - x[j])) > 1e-6 for j in chosen):
-            chosen.append(int(i))
-        if len(chosen) == count:
-            break
-    return np.array(chosen, dtype=int)
-
-
 def minimise_form(d: Data, extra: np.ndarray, grad_tol: float) -> tuple[np.ndarray, int]:
     """The best u of the form over the grid's local minima and the `extra` starts (E, 5), and how many of the
     polished starts reached it (within 1e-9 relative)."""
     n = len(d.logL)
-    sub = _subset_index(n, GRID_POINTS)
+    sub = subset_index(n, GRID_POINTS)
     ds = d if sub is None else d.take(sub)
     u, f, shape = grid_stage(ds)
     starts = np.vstack([u[local_minima(f, shape, POLISH_STARTS)], extra])
     tol = scaled_tol(grad_tol, len(ds.logL))
     res = newton(starts, np.ones(len(ds.logL)), ds, tol, stop_tol=POLISH_TOL * tol)
     if sub is not None:
-        keep = _distinct_best(res["x"], res["f"], FINAL_STARTS)
+        keep = distinct_best(res["x"], res["f"], FINAL_STARTS)
         res = newton(res["x"][keep], np.ones(n), d, scaled_tol(grad_tol, n), stop_tol=POLISH_TOL * tol)
     f = np.where(np.isfinite(res["f"]), res["f"], np.inf)
     if not np.isfinite(f).any():
