@@ -70,7 +70,12 @@ def test_ctrl_c_in_a_calibration_says_how_to_continue(tmp_path):
     (the interpreter's teardown with XLA threads mid-compile ended in a segmentation fault here before)."""
     out = tmp_path / "cal"
     env = dict(os.environ, JAX_PLATFORMS="cpu", SMALLEST_LOSS_XLA_CACHE="off")
-    code = "from smallest_loss.console import main; main()"
+    # A test worker may run with SIGINT ignored, which a child inherits (Python then installs no handler of its own):
+    # the child puts Python's handler back itself before the command runs.
+    code = (
+        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from smallest_loss.console import main; main()"
+    )
     argv = [sys.executable, "-c", code, "calibrate", "--grid", "tiny", "--out", str(out), "--quiet"]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
