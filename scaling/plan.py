@@ -575,10 +575,17 @@ def _edge_probes(space: SearchSpace, row: PlanRow, aspect: tuple[float, float]) 
 
 def binding_edges(scores: Scores, law_file: LawFile, inputs: PlanInputs) -> tuple[Edge, ...]:
     """The edges of the space the best candidate sits on where one step beyond would predict a lower loss
-    (beyond the tie tolerance): there the optimum lies outside the space."""
+    (beyond the tie tolerance): there the optimum lies outside the space.
+
+    A law without a shape term cannot rank shapes of one N: a step past the space's aspect-ratio bound buys a
+    faster step (on CPUs, shallow and wide) at a loss the law never saw the price of (the CPU shape sweep measured
+    3-8% more at d/n 32-64 than at 8-16). Those bounds decide width against depth by design (the plan's shape
+    line says so), so they are not reported as an optimum outside the space; a shape-aware law's fitted range is."""
     best = scores.row(scores.best)
     edges = []
     for edge, change in _edge_probes(scores.space, best, aspect_bounds(scores.space, law_file.shape)):
+        if law_file.shape is None and edge.startswith("aspect-ratio bound"):
+            continue
         shape = {"d": best.d, "n": best.n, "s": best.s, "b": best.b, **change}
         k = _head_size(shape["d"], best.d // best.h)
         if k is None:

@@ -76,6 +76,14 @@ def test_nd_law_report_says_the_bounds_decide(plans):
     assert not nd.shape.from_law and "aspect-ratio bounds d/n in [12, 48]" in nd.shape.note
     assert nd.to_dict()["shape"] == dict(from_law=False, note=nd.shape.note)
     assert "Shape: the law has no shape term" in nd.to_markdown()
+    # The N-D law presses against the widest bound, but that bound is the space's rule for shapes the law cannot
+    # rank, not an optimum outside the space; the shape-aware law's fitted range would be.
+    hi = get_space("cpu").aspect_ratio[1]
+    assert nd.best.n == 1 or hi * (nd.best.n - 1) < nd.best.d  # one layer fewer would cross the bound
+    assert not any(e.edge.startswith("aspect-ratio bound") for e in nd.edges) and nd.warning is None
+    wide_only = LawFile(ND, shape=dataclasses.replace(SHAPE, aspect_opt=64.0, aspect_range=(2.0, 8.0)))
+    pressed = plan_with_inputs(parse_budget("60s"), wide_only, PlanInputs(get_space("cpu"), per_layer_step_seconds))
+    assert any(e.edge == "aspect-ratio bound d/n <= 8" for e in pressed.edges) and "edge" in pressed.warning
 
 
 def test_shape_report_names_the_n_only_cost(plans):
