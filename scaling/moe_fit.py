@@ -3,10 +3,12 @@
 For fixed exponents the joint law (Ludziejewski et al. 2025) is linear in (a, b, c), the granularity law (Krajewski et
 al. 2024) in (a, b, c, g). The fit is by variable projection (Golub and Pereyra 1973), as scaling/projection.py fits
 Chinchilla: at given exponents the linear constants are the bounded least-squares fit of the relative errors
-(pred - L)/L (first order in log pred - log L); the outer problem, the Huber objective of log loss (delta = 1e-3,
-Hoffmann et al. 2022) at those constants, is minimised over the exponents by L-BFGS-B within bounds from a small Latin
-hypercube of starts. The best few optima are then polished on the exact Huber objective in all constants at once
-(scipy's trust-region least squares with its Huber loss, which at f_scale = delta is Huber's).
+(pred - L)/L (first order in log pred - log L); the outer problem, the Huber objective of the projected residuals
+log pred - log L (delta = 1e-3, Hoffmann et al. 2022), is minimised over the exponents within bounds from a small
+Latin hypercube of starts by scipy's trust-region least squares with its Huber loss (at f_scale = delta it is
+Huber's). L-BFGS-B with numerical gradients was tried first: it needed about ten times the evaluations, and its
+per-iteration cost dominated on a loaded machine. The best few optima are then polished on the exact Huber objective
+in all constants at once, with the analytic Jacobian (`_polish`).
 
 Coordinates are centred as in scaling/chinchilla.py: x_N = ln N - mean ln N (D likewise), so a, b (and g) are the
 terms at the data's geometric-mean N and D, and the joint law's delta, omega are the expert effects there; the
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.optimize import least_squares, minimize
+from scipy.optimize import least_squares
 from scipy.stats import qmc
 from smallest_loss.configs.errors import UserError
 from smallest_loss.scaling.bootstrap import interval
@@ -57,7 +59,7 @@ DESCRIPTIONS = {
 }
 LATIN_STARTS = 12  # outer L-BFGS-B starts from a Latin hypercube over the free exponents (plus one central)
 POLISH = 3  # distinct best outer optima polished on the exact objective
-OUTER_OPTIONS = {"maxiter": 40, "ftol": 1e-8}  # the outer search finds basins; the polish converges
+OUTER_EVALS = 60  # the outer search finds basins (Jacobian evaluations aside); the polish converges
 E_FLOOR, TERM_BOUNDS = 0.01, (1e-4, 10.0)  # as scaling/chinchilla.py: c >= 0.01 min(loss); terms in bounds
 COND_MAX = 1e8  # largest condition number of the column-scaled Jacobian of log predictions
 BOUND_TOL = 1e-3  # an exponent within this fraction of its range from a bound is at it
@@ -186,10 +188,12 @@ def _theta(p: _Problem, u: np.ndarray) -> np.ndarray:
     return theta
 
 
-def _outer(p: _Problem, u: np.ndarray) -> float:
-    theta = _theta(p, u)
-    Phi = _columns(p, theta)
-    return _objective(p, theta, _linear(p, Phi), Phi)
+def _projected(p: _Problem, u: np.ndarray) -> np.ndarray:
+    """Residuals log pred - log L at exponents u with the linear constants projected out (`_linear`)."""
+    Phi = _columns(p, _theta(p, u))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.log(Phi @ _linear(p, Phi)) - p.logL
+    return np.where(np.isfinite(r), r, 1e3)
 
 
 def _starts(p: _Problem, extra: list[np.ndarray], latin: int) -> np.ndarray:
@@ -221,10 +225,12 @@ def _polish(p: _Problem, z0: np.ndarray) -> tuple[np.ndarray, bool]:
 
 def _minimise(p: _Problem, extra: list[np.ndarray], latin: int) -> tuple[np.ndarray, bool, int]:
     """The form's best (linear constants, free exponents), whether its polish converged, and the starts run."""
-    box = list(zip(p.box[0][p.free], p.box[1][p.free], strict=True))
+    lo, hi = p.box[0][p.free], p.box[1][p.free]
     starts = _starts(p, extra, latin)
-    found = [minimize(lambda u: _outer(p, u), u0, method="L-BFGS-B", bounds=box, options=OUTER_OPTIONS)
-             for u0 in starts]  # fmt: skip
+    found = [least_squares(lambda u: _projected(p, u), np.clip(u0, lo, hi), bounds=(lo, hi), loss="huber",
+                           f_scale=p.delta, max_nfev=OUTER_EVALS) for u0 in starts]  # fmt: skip
+    for r in found:
+        r.fun = 2 * r.cost  # the Huber objective (least_squares' cost is half its sum)
     order = np.argsort([r.fun for r in found])
     best: tuple[float, np.ndarray, bool] | None = None
     kept: list[np.ndarray] = []
