@@ -96,11 +96,7 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
     if bool(paths) == bool(csv):
         raise UserError("give either run folders or --csv FILE (columns N, D, loss), not both and not neither")
     if form == "moe":
-        for flag, used in (("--plot", plot), ("--reference", reference), ("--holdout-shape", holdout_shape),
-                           ("run folders", paths)):  # fmt: skip
-            if used:
-                raise UserError(f"{flag}: not with the MoE law (fit --csv TABLE --form moe)")
-        check_fit_args(n_boot, out, plot)
+        _refuse_with_moe(paths, plot, reference, holdout_shape)
         return run_moe_fit(csv, n_boot, out, delta, best_of, columns, moe_form, e_max, by_scale or holdout)
     if best_of is not None and (not csv or form == "shape"):
         raise UserError("--best-of keeps the best rows of a fit CSV: fit --csv FILE --best-of lr,batch")
@@ -151,11 +147,19 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
     return report
 
 
+def _refuse_with_moe(paths: list[str], plot: str | None, reference: str | None, holdout_shape: bool) -> None:
+    for flag, used in (("--plot", plot), ("--reference", reference), ("--holdout-shape", holdout_shape),
+                       ("run folders", paths)):  # fmt: skip
+        if used:
+            raise UserError(f"{flag}: not with the MoE law (fit --csv TABLE --form moe)")
+
+
 def run_moe_fit(csv: str, n_boot: int, out: str | None, delta: float, best_of: str | None, columns: str | None,
                 moe_form: str, e_max: float, holdouts: bool) -> dict[str, Any]:  # fmt: skip
     """`fit --csv TABLE --form moe`: the joint MoE law (or the granularity law); its law file's `moe` section."""
     from smallest_loss.scaling.moe_fit import fit_moe_law
 
+    check_fit_args(n_boot, out, None)
     points = read_moe_table(csv, columns, best_of)
     law_file = fit_moe_law(points, moe_form, n_boot, delta, e_max, holdouts)
     report: dict[str, Any] = dict(law=without_samples(law_file).to_dict(), points=len(points),
@@ -475,20 +479,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         "several d/n at one N; a CSV needs columns d and n); moe: the joint MoE law in active parameters, tokens "
         "and expert count (a CSV with columns N_active, experts, D, loss)",
     )
-    p.add_argument(
-        "--moe-form",
-        choices=MOE_FORMS,
-        default="joint",
-        help="with --form moe: joint (Ludziejewski et al. 2025) or granularity (Krajewski et al. 2024; a "
-        "granularity column)",
-    )
-    p.add_argument(
-        "--moe-emax",
-        type=float,
-        default=E_MAX,
-        metavar="E",
-        help=f"with --form moe: where the effective expert count saturates (default {E_MAX:g})",
-    )
+    _add_moe_args(p)
     p.add_argument("--bootstrap", type=int, default=1000, metavar="K", help="bootstrap resamples (0: none)")
     p.add_argument("--delta", type=float, default=1e-3, help="Huber delta (Chinchilla: 1e-3)")
     p.add_argument("--out", help="write the law JSON here (and its plot beside it)")
@@ -591,6 +582,24 @@ def _curve_fit(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError("--columns names a table's columns: fit --csv TABLE --columns N=params,...")
     return run_curve_fit(
         args.curves, args.bootstrap, args.out, args.plot, args.curve_form, args.holdout_runs, args.curve_loss or "train"
+    )
+
+
+def _add_moe_args(p: argparse.ArgumentParser) -> None:
+    """`fit --form moe`'s options."""
+    p.add_argument(
+        "--moe-form",
+        choices=MOE_FORMS,
+        default="joint",
+        help="with --form moe: joint (Ludziejewski et al. 2025) or granularity (Krajewski et al. 2024; a "
+        "granularity column)",
+    )
+    p.add_argument(
+        "--moe-emax",
+        type=float,
+        default=E_MAX,
+        metavar="E",
+        help=f"with --form moe: where the effective expert count saturates (default {E_MAX:g})",
     )
 
 

@@ -27,8 +27,9 @@ from pathlib import Path
 
 from smallest_loss.configs.errors import UserError
 
-SOURCE = Path("results/public/steplaw")
-OUT = Path("experiments/data/steplaw_moe_joint.csv")
+ROOT = Path(__file__).resolve().parents[2]
+SOURCE = ROOT / "results/public/steplaw"
+OUT = ROOT / "experiments/data/steplaw_moe_joint.csv"
 COLUMNS = ("N_active", "N_total", "experts", "top_k", "D", "loss", "lr", "batch", "shape")
 SHAPE = re.compile(r"_(\d+)in(\d+)_moeh(\d+)_sed(\d+)_")
 

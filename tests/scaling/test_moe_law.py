@@ -138,3 +138,16 @@ def test_bad_tables_refused_in_one_line(tmp_path, change, message):
     with pytest.raises(UserError, match=message) as err:
         read_moe_table(str(path))
     assert "\n" not in str(err.value)
+
+
+def test_steplaw_moe_table_is_its_converters_output(tmp_path):
+    from smallest_loss.experiments.scripts import convert_steplaw_moe
+
+    out = tmp_path / "joint.csv"
+    assert convert_steplaw_moe.main(["--out", str(out)]) == 0
+    assert out.read_text() == (convert_steplaw_moe.OUT).read_text()
+    points = read_moe_table(str(out), best_of="lr,batch")  # one row per configuration: 17 dense, 16 MoE
+    assert len(points) == 33 and sorted(set(points.E)) == [1, 8, 88, 89]
+    assert convert_steplaw_moe.experts_of("x_3in8_moeh2888_sed8664_h1408") == (3, 8, 31768)
+    with pytest.raises(UserError, match="shared expert width"):
+        convert_steplaw_moe.experts_of("x_2in8_moeh100_sed100_h1")
