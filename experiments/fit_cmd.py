@@ -38,6 +38,7 @@ from smallest_loss.scaling.moe_law import E_MAX, MOE_FORMS, read_moe_table
 from smallest_loss.scaling.optimize import DEFAULT_DELTA
 from smallest_loss.scaling.points import FitPoints, budget_mismatch, sweep_check
 from smallest_loss.scaling.report import markdown_table
+from smallest_loss.scaling.tables import header
 
 if TYPE_CHECKING:
     from smallest_loss.scaling.collect import RunRecord
@@ -207,8 +208,6 @@ def moe_hint(csv: str | None, form: str | None) -> str | None:
     """The line said when a table with an `experts` column is fitted without --form: `--form moe` fits it."""
     if form is not None or not csv:
         return None
-    from smallest_loss.scaling.tables import header
-
     if "experts" in (header(csv) or []):
         return (f"note: {csv} has an experts column: fit --csv {csv} --form moe fits the joint MoE law; fitting the "
                 "Chinchilla law to its N, D, loss")  # fmt: skip

@@ -38,7 +38,15 @@ from smallest_loss.scaling.bootstrap import interval
 from smallest_loss.scaling.chinchilla import ChinchillaLaw
 from smallest_loss.scaling.fitbase import DEFAULT_DELTA, huber
 from smallest_loss.scaling.laws import LawFile
-from smallest_loss.scaling.moe_law import E_MAX, E_START, MOE_FORMS, MoeLaw, MoePoints, effective_experts
+from smallest_loss.scaling.moe_law import (
+    E_MAX,
+    E_START,
+    MIN_MOE_POINTS,
+    MOE_FORMS,
+    MoeLaw,
+    MoePoints,
+    effective_experts,
+)
 from smallest_loss.scaling.points import budget_labels
 
 NONLINEAR = {"joint": ("alpha", "beta", "gamma", "zeta", "delta", "omega"), "granularity": ("alpha", "beta", "gamma_g")}
@@ -133,7 +141,10 @@ def _linear(p: _Problem, Phi: np.ndarray) -> np.ndarray:
     k = A.shape[1]
     G, h = A.T @ A, A.sum(axis=0)
     G = G + 1e-12 * np.trace(G) * np.eye(k) + np.diag(np.all(A == 0, axis=0).astype(float))  # a column of zeros
-    c = np.linalg.solve(G, h)  # all free: where feasible, the optimum
+    try:
+        c = np.linalg.solve(G, h)  # all free: where feasible, the optimum
+    except np.linalg.LinAlgError:
+        return np.full(k, np.nan)
     if np.all((c >= p.lin_box[0]) & (c <= p.lin_box[1])):
         return c
     status = _faces(k)  # (F, k): 0 free, 1 at the lower bound, 2 at the upper
@@ -142,7 +153,10 @@ def _linear(p: _Problem, Phi: np.ndarray) -> np.ndarray:
     # held rows: c_j = its bound; free rows: G_FF c_F = h_F - G_FH c_H
     M = np.where(held[:, :, None] | held[:, None, :], np.eye(k), G)
     rhs = np.where(held, value, h - np.einsum("fij,fj->fi", np.where(held[:, None, :], G, 0.0), value))
-    c = np.linalg.solve(M, rhs[..., None])[..., 0]
+    try:
+        c = np.linalg.solve(M, rhs[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        return np.full(k, np.nan)
     slack = 1e-9 * (p.lin_box[1] - p.lin_box[0] + 1.0)
     ok = np.all((c >= p.lin_box[0] - slack) & (c <= p.lin_box[1] + slack), axis=1)
     c = np.clip(c, p.lin_box[0], p.lin_box[1])
@@ -239,13 +253,17 @@ def _minimise(p: _Problem, extra: list[np.ndarray], latin: int) -> tuple[np.ndar
         if any(np.max(np.abs(u - v)) < 1e-4 for v in kept):
             continue
         kept.append(u)
-        z, ok = _polish(p, np.r_[_linear(p, _columns(p, _theta(p, u))), u])
+        z0 = np.r_[_linear(p, _columns(p, _theta(p, u))), u]
+        if not np.all(np.isfinite(z0)):
+            continue
+        z, ok = _polish(p, z0)
         f = _objective(p, _theta(p, z[p.lin_box.shape[1] :]), z[: p.lin_box.shape[1]])
         if best is None or f < best[0]:
             best = (f, z, ok)
         if len(kept) == POLISH:
             break
-    assert best is not None
+    if best is None:
+        raise UserError("no start of the MoE fit gave finite losses; check that the table's losses are sensible")
     return best[1], best[2], len(starts)
 
 
@@ -286,7 +304,8 @@ def _design_form(points: MoePoints, law_form: str) -> tuple[str, list[str]]:
         return "full", []
     counts = np.unique(points.E)
     if len(counts) < 2:
-        return "no_experts", [f"one expert count only ({counts[0]:g}): the expert terms need several"]
+        return "no_experts", [f"one expert count only ({counts[0]:g}): the expert terms need several (the law "
+                              f"describes runs of {counts[0]:g} experts at any E)"]  # fmt: skip
     at = [points.E == e for e in counts]
     spread = sum(len(np.unique(points.N[m])) > 1 and len(np.unique(points.D[m])) > 1 for m in at)
     if len(counts) < MIN_EXPERT_COUNTS or spread < 2:
@@ -454,7 +473,7 @@ def holdout_budget(points: MoePoints, law_form: str = "joint", delta: float = DE
         return {"skipped": f"{labels.max() + 1} budgets: holding out the largest needs {MIN_BUDGETS}"}
     test = labels == labels.max()
     rest = points.take(~test)
-    if len(rest) < 8 or len(np.unique(rest.N)) < 2 or len(np.unique(rest.D)) < 2:
+    if len(rest) < MIN_MOE_POINTS or len(np.unique(rest.N)) < 2 or len(np.unique(rest.D)) < 2:
         return {"skipped": "too few runs below the largest budget to fit the law on"}
     fit = fit_moe(rest, law_form, delta, e_max, HOLDOUT_LATIN, _extra(start))
     C = float(np.exp(np.mean(np.log(points.budgets[test]))))
