@@ -193,6 +193,7 @@ def moe_holdout_lines(h: dict[str, Any]) -> list[str]:
     else:
         each = ", ".join(f"E={c['experts']:g} {c['mean_abs_rel_error']:.2%}" for c in experts["counts"])
         lines.append(f"  each expert count left out: mean |error| {experts['mean_abs_rel_error']:.2%} ({each})")
+        lines += [f"  E={s['experts']:g} not left out: {s['reason']}" for s in experts.get("not_held_out", [])]
     if "skipped" in budget:
         lines.append(f"  largest budget not held out: {budget['skipped']}")
     else:

@@ -452,12 +452,19 @@ def holdout_experts(points: MoePoints, law_form: str = "joint", delta: float = D
     counts = np.unique(points.E)
     if len(counts) < MIN_EXPERT_COUNTS:
         return {"skipped": f"{len(counts)} expert counts: leaving one out needs {MIN_EXPERT_COUNTS}"}
-    each = []
+    each, skipped = [], []
     for e in counts:
         test = points.E == e
-        fit = fit_moe(points.take(~test), law_form, delta, e_max, HOLDOUT_LATIN, _extra(start))
+        try:
+            fit = fit_moe(points.take(~test), law_form, delta, e_max, HOLDOUT_LATIN, _extra(start))
+        except UserError as err:  # the rest cannot be fitted: that count is not held out, and the report says why
+            skipped.append({"experts": float(e), "reason": str(err)})
+            continue
         each.append(dict(experts=float(e), **_summary(_errors(fit.law, points.take(test)), fit, int((~test).sum()))))
-    return {"mean_abs_rel_error": float(np.mean([h["mean_abs_rel_error"] for h in each])), "counts": each}
+    if not each:
+        return {"skipped": "no expert count could be left out: " + "; ".join(s["reason"] for s in skipped)}
+    mean = float(np.mean([h["mean_abs_rel_error"] for h in each]))
+    return {"mean_abs_rel_error": mean, "counts": each, "not_held_out": skipped}
 
 
 def _extra(start: MoeFit | None) -> tuple[np.ndarray, ...]:
@@ -475,7 +482,10 @@ def holdout_budget(points: MoePoints, law_form: str = "joint", delta: float = DE
     rest = points.take(~test)
     if len(rest) < MIN_MOE_POINTS or len(np.unique(rest.N)) < 2 or len(np.unique(rest.D)) < 2:
         return {"skipped": "too few runs below the largest budget to fit the law on"}
-    fit = fit_moe(rest, law_form, delta, e_max, HOLDOUT_LATIN, _extra(start))
+    try:
+        fit = fit_moe(rest, law_form, delta, e_max, HOLDOUT_LATIN, _extra(start))
+    except UserError as err:
+        return {"skipped": f"the runs below the largest budget cannot be fitted: {err}"}
     C = float(np.exp(np.mean(np.log(points.budgets[test]))))
     return dict(C=C, **_summary(_errors(fit.law, points.take(test)), fit, len(rest)))
 

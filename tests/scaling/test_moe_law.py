@@ -120,6 +120,21 @@ def test_best_of_keeps_each_configurations_best_row(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--moe-form", "granularity"], "go with --form moe"),
+        (["--form", "moe", "--plot", "p.png"], "--plot: not with the MoE law"),
+        (["--form", "moe", "--moe-form", "granularity"], "needs a granularity in every row"),
+    ],
+)
+def test_fit_flags_refused_before_fitting(tmp_path, capsys, flags, message):
+    table = _write(tmp_path / "moe.csv", _points(TRUE, experts=(1, 8), sizes=3))
+    assert main(["fit", "--csv", table, "--bootstrap", "0", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") <= 2  # the hint line at most, then one error line
+
+
+@pytest.mark.parametrize(
     ("change", "message"),
     [
         (lambda c: c.pop("experts"), "lacks column"),
