@@ -34,9 +34,11 @@ from smallest_loss.scaling.holdout_scale import HoldoutReport, holdout_by_scale
 from smallest_loss.scaling.intervals import largest_budget_interval
 from smallest_loss.scaling.isoflop import isoflop_allocation
 from smallest_loss.scaling.laws import LawFile, law_to_dict, save_law
+from smallest_loss.scaling.moe_law import E_MAX, MOE_FORMS, read_moe_table
 from smallest_loss.scaling.optimize import DEFAULT_DELTA
 from smallest_loss.scaling.points import FitPoints, budget_mismatch, sweep_check
 from smallest_loss.scaling.report import markdown_table
+from smallest_loss.scaling.tables import header
 
 if TYPE_CHECKING:
     from smallest_loss.scaling.collect import RunRecord
@@ -87,12 +89,16 @@ def _curve_extrapolation(records: list[RunRecord]) -> dict[str, Any]:
 def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str | None, plot: str | None,
             holdout: bool, as_json: bool, delta: float = DEFAULT_DELTA, reference: str | None = None,
             holdout_shape: bool = False, best_of: str | None = None, columns: str | None = None,
-            by_scale: bool = True) -> dict[str, Any]:  # fmt: skip
+            by_scale: bool = True, moe_form: str = "joint", e_max: float = E_MAX) -> dict[str, Any]:  # fmt: skip
     """The whole `fit` command; returns the report (printed as text or JSON by the caller). `best_of` (lr,batch):
     each (N, D) of the CSV fitted through its best row only; `columns`: the table's own names for its columns;
-    `by_scale`: the hold-outs by scale (`holdout_by_scale`); `holdout` (--holdout-largest): the budget's required."""
+    `by_scale`: the hold-outs by scale (`holdout_by_scale`); `holdout` (--holdout-largest): the budget's required;
+    `moe_form`, `e_max`: with form "moe", the MoE law fitted (scaling/moe_fit.py)."""
     if bool(paths) == bool(csv):
         raise UserError("give either run folders or --csv FILE (columns N, D, loss), not both and not neither")
+    if form == "moe":
+        _refuse_with_moe(paths, plot, reference, holdout_shape)
+        return run_moe_fit(csv, n_boot, out, delta, best_of, columns, moe_form, e_max, by_scale or holdout)
     if best_of is not None and (not csv or form == "shape"):
         raise UserError("--best-of keeps the best rows of a fit CSV: fit --csv FILE --best-of lr,batch")
     check_fit_args(n_boot, out, plot)
@@ -140,6 +146,73 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
     if plot or out:
         _plots(report, points, law_file.law, records, Path(plot or Path(out).with_suffix(".png")))
     return report
+
+
+def _refuse_with_moe(paths: list[str], plot: str | None, reference: str | None, holdout_shape: bool) -> None:
+    for flag, used in (("--plot", plot), ("--reference", reference), ("--holdout-shape", holdout_shape),
+                       ("run folders", paths)):  # fmt: skip
+        if used:
+            raise UserError(f"{flag}: not with the MoE law (fit --csv TABLE --form moe)")
+
+
+def run_moe_fit(csv: str, n_boot: int, out: str | None, delta: float, best_of: str | None, columns: str | None,
+                moe_form: str, e_max: float, holdouts: bool) -> dict[str, Any]:  # fmt: skip
+    """`fit --csv TABLE --form moe`: the joint MoE law (or the granularity law); its law file's `moe` section."""
+    from smallest_loss.scaling.moe_fit import fit_moe_law
+
+    check_fit_args(n_boot, out, None)
+    points = read_moe_table(csv, columns, best_of)
+    law_file = fit_moe_law(points, moe_form, n_boot, delta, e_max, holdouts)
+    report: dict[str, Any] = dict(law=without_samples(law_file).to_dict(), points=len(points),
+                                  text=_format_moe(law_file))  # fmt: skip
+    if holdouts:
+        report["holdout_moe"] = law_file.diagnostics["holdout"]
+    if out:
+        law_file.save(out)
+        report["law_file"] = out
+    return report
+
+
+def _format_moe(law_file: LawFile) -> list[str]:
+    moe, d = law_file.moe, law_file.diagnostics
+    lines = _constants_table(moe.constants, moe.intervals or {})
+    lines += ["", f"law used: {d['form_description']} ({'identified' if d['identified'] else 'NOT identified'}); "
+              f"Ehat with E_start = {moe.e_start:g}, E_max = {moe.e_max:g}",
+              f"objective {d['objective']:.6g} (Huber delta {d['delta']:g}), converged: {d['converged']}, starts: "
+              f"{d['n_starts']}, {d['seconds']:.1f}s" + (f"; bootstrap: {d['bootstrap']['n_boot']} resamples of the "
+              f"configurations, {d['bootstrap']['seconds']:.1f}s" if d["bootstrap"] else "")]  # fmt: skip
+    return lines + [f"warning: {w}" for w in d["warnings"]]
+
+
+def moe_holdout_lines(h: dict[str, Any]) -> list[str]:
+    """The MoE hold-outs as text: each expert count left out, the largest budget held out."""
+    lines = ["MoE hold-outs (the law fitted on the rest):"]
+    experts, budget = h["experts"], h["budget"]
+    if "skipped" in experts:
+        lines.append(f"  expert counts not left out: {experts['skipped']}")
+    else:
+        each = ", ".join(f"E={c['experts']:g} {c['mean_abs_rel_error']:.2%}" for c in experts["counts"])
+        lines.append(f"  each expert count left out: mean |error| {experts['mean_abs_rel_error']:.2%} ({each})")
+        lines += [f"  E={s['experts']:g} not left out: {s['reason']}" for s in experts.get("not_held_out", [])]
+    if "skipped" in budget:
+        lines.append(f"  largest budget not held out: {budget['skipped']}")
+    else:
+        lines.append(
+            f"  fit without budget C = 6 N_act D = {budget['C']:.3g}, predicting its {budget['held_points']} runs: "
+            f"mean |error| {budget['mean_abs_rel_error']:.2%}, max {budget['max_abs_rel_error']:.2%}, mean signed "
+            f"{budget['mean_rel_error']:+.2%} ({budget['fitted_points']} runs fitted, form {budget['form']})"
+        )
+    return lines
+
+
+def moe_hint(csv: str | None, form: str | None) -> str | None:
+    """The line said when a table with an `experts` column is fitted without --form: `--form moe` fits it."""
+    if form is not None or not csv:
+        return None
+    if "experts" in (header(csv) or []):
+        return (f"note: {csv} has an experts column: fit --csv {csv} --form moe fits the joint MoE law; fitting the "
+                "Chinchilla law to its N, D, loss")  # fmt: skip
+    return None
 
 
 def _read_folders(paths: list[str], reference: str | None) -> tuple[list[RunRecord], list[str], FitPoints, Any, Any]:
@@ -318,6 +391,7 @@ def print_report(report: dict[str, Any], as_json: bool) -> None:
         print(f"fitted {len(report['groups'])} groups ({report['points']} points) with shared exponents")
     else:
         form = "shape-aware" if "shape" in report["law"] else report["law"]["form"]
+        form = f"MoE ({report['law']['moe']['form']})" if "moe" in report["law"] else form
         print(f"fitted {form} law to {report['points']} points")
     print("\n".join(report["text"]))
     iso = report.get("isoflop")
@@ -338,6 +412,8 @@ def print_report(report: dict[str, Any], as_json: bool) -> None:
         )
     if "holdout" in report:
         print("\n".join(holdout_lines(report["holdout"])))
+    if "holdout_moe" in report:
+        print("\n".join(moe_holdout_lines(report["holdout_moe"])))
     if "holdout_shape" in report:
         print("\n".join(_holdout_shape_lines(report["holdout_shape"])))
     for key in ("law_file", "plot", "isoflop_plot"):
@@ -397,11 +473,13 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--form",
-        choices=("chinchilla", "kaplan", "shape"),
-        default="chinchilla",
-        help="shape: the Chinchilla form times a factor in the aspect ratio d/n (runs of several d/n at "
-        "one N; a CSV needs columns d and n)",
+        choices=("chinchilla", "kaplan", "shape", "moe"),
+        default=None,
+        help="chinchilla (default); shape: the Chinchilla form times a factor in the aspect ratio d/n (runs of "
+        "several d/n at one N; a CSV needs columns d and n); moe: the joint MoE law in active parameters, tokens "
+        "and expert count (a CSV with columns N_active, experts, D, loss)",
     )
+    _add_moe_args(p)
     p.add_argument("--bootstrap", type=int, default=1000, metavar="K", help="bootstrap resamples (0: none)")
     p.add_argument("--delta", type=float, default=1e-3, help="Huber delta (Chinchilla: 1e-3)")
     p.add_argument("--out", help="write the law JSON here (and its plot beside it)")
@@ -459,10 +537,15 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--columns names a table's columns: fit --csv TABLE --columns N=params,...")
     if args.holdout_largest and args.no_holdout:
         raise UserError("--holdout-largest asks for the hold-out that --no-holdout skips: give one of them")
+    if (args.moe_form != "joint" or args.moe_emax != E_MAX) and args.form != "moe":
+        raise UserError("--moe-form and --moe-emax go with --form moe")
+    hint = moe_hint(args.csv, args.form)
+    if hint:
+        print(hint, file=sys.stderr)
     report = run_fit(
         args.runs,
         args.csv,
-        args.form,
+        args.form or "chinchilla",
         args.bootstrap,
         args.out,
         args.plot,
@@ -474,6 +557,8 @@ def run(args: argparse.Namespace) -> int:
         args.best_of,
         args.columns,
         not args.no_holdout,
+        args.moe_form,
+        args.moe_emax,
     )
     print_report(report, args.json)
     return 0
@@ -497,6 +582,24 @@ def _curve_fit(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError("--columns names a table's columns: fit --csv TABLE --columns N=params,...")
     return run_curve_fit(
         args.curves, args.bootstrap, args.out, args.plot, args.curve_form, args.holdout_runs, args.curve_loss or "train"
+    )
+
+
+def _add_moe_args(p: argparse.ArgumentParser) -> None:
+    """`fit --form moe`'s options."""
+    p.add_argument(
+        "--moe-form",
+        choices=MOE_FORMS,
+        default="joint",
+        help="with --form moe: joint (Ludziejewski et al. 2025) or granularity (Krajewski et al. 2024; a "
+        "granularity column)",
+    )
+    p.add_argument(
+        "--moe-emax",
+        type=float,
+        default=E_MAX,
+        metavar="E",
+        help=f"with --form moe: where the effective expert count saturates (default {E_MAX:g})",
     )
 
 

@@ -22,6 +22,7 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.scaling.aspect import AspectLaw
 from smallest_loss.scaling.chinchilla import ChinchillaLaw
 from smallest_loss.scaling.kaplan import KaplanLaw
+from smallest_loss.scaling.moe_law import MoeLaw, moe_from_dict
 from smallest_loss.scaling.points import ArrayLike
 from smallest_loss.scaling.recipe import RecipeLaw, recipe_from_dict, recipe_to_dict
 
@@ -78,6 +79,7 @@ class LawFile:
     diagnostics: dict[str, Any] | None = None
     recipe: RecipeLaw | None = None  # learning-rate and batch laws (scaling/recipe.py); None in older files
     shape: AspectLaw | None = None  # the aspect-ratio factor (scaling/aspect.py); None: a law in N and D only
+    moe: MoeLaw | None = None  # the MoE law (scaling/moe_law.py); `law` is then its dense restriction (E = 1)
 
     @property
     def fit_form(self) -> dict[str, Any]:
@@ -117,9 +119,13 @@ class LawFile:
             return None
         return "warning: the law is extrapolated: " + "; ".join(beyond) + " (the runs cannot vouch for it there)"
 
-    def predict(self, N: ArrayLike, D: ArrayLike, d: ArrayLike | None = None, n: ArrayLike | None = None) -> ArrayLike:
+    def predict(self, N: ArrayLike, D: ArrayLike, d: ArrayLike | None = None, n: ArrayLike | None = None,
+                experts: ArrayLike = 1, granularity: ArrayLike = 1) -> ArrayLike:  # fmt: skip
         """The predicted loss of N parameters trained on D tokens; with a shape section, of width d and depth n
-        (the aspect-ratio factor needs both)."""
+        (the aspect-ratio factor needs both); with a moe section, of N active parameters in `experts` experts (1:
+        dense) of `granularity` (the granularity law's)."""
+        if self.moe is not None:
+            return self.moe.loss(N, D, experts, granularity)
         loss = self.law.loss(N, D)
         if self.shape is None:
             return loss
@@ -129,11 +135,13 @@ class LawFile:
 
     def to_dict(self) -> dict[str, Any]:
         """The law JSON's content."""
-        return law_to_dict(self.law, self.intervals, self.samples, self.diagnostics, self.recipe, self.shape)
+        return law_to_dict(self.law, self.intervals, self.samples, self.diagnostics, self.recipe, self.shape, self.moe)
 
     def save(self, path: str | Path) -> Path:
         """Write the law JSON to `path` (parent folders created)."""
-        return save_law(path, self.law, self.intervals, self.samples, self.diagnostics, self.recipe, self.shape)
+        return save_law(
+            path, self.law, self.intervals, self.samples, self.diagnostics, self.recipe, self.shape, self.moe
+        )
 
 
 def law_to_dict(
@@ -143,8 +151,10 @@ def law_to_dict(
     diagnostics: dict[str, Any] | None = None,
     recipe: RecipeLaw | None = None,
     shape: AspectLaw | None = None,
+    moe: MoeLaw | None = None,
 ) -> dict[str, Any]:
-    """The JSON-ready dict of a law plus optional intervals, bootstrap samples, diagnostics and recipe laws."""
+    """The JSON-ready dict of a law plus optional intervals, bootstrap samples, diagnostics, recipe laws, the
+    aspect-ratio factor and the MoE law."""
     form = "chinchilla" if isinstance(law, ChinchillaLaw) else "kaplan"
     out: dict[str, Any] = {"version": LAW_FORMAT_VERSION, "form": form}
     out.update({k: float(getattr(law, k)) for k in _FORM_KEYS[form]})
@@ -158,6 +168,8 @@ def law_to_dict(
         out["recipe"] = json.loads(json.dumps(recipe_to_dict(recipe), default=_json_default))
     if shape is not None:
         out["shape"] = _shape_to_dict(shape)
+    if moe is not None:
+        out["moe"] = moe.to_dict()
     return out
 
 
@@ -177,11 +189,12 @@ def save_law(
     diagnostics: dict[str, Any] | None = None,
     recipe: RecipeLaw | None = None,
     shape: AspectLaw | None = None,
+    moe: MoeLaw | None = None,
 ) -> Path:
     """Write the law JSON to `path` (parent folders created) and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(law_to_dict(law, intervals, samples, diagnostics, recipe, shape), indent=2) + "\n")
+    path.write_text(json.dumps(law_to_dict(law, intervals, samples, diagnostics, recipe, shape, moe), indent=2) + "\n")
     return path
 
 
@@ -207,6 +220,7 @@ def law_from_dict(data: Any, source: str = "law") -> LawFile:
         diagnostics=_diagnostics(data.get("diagnostics"), source),
         recipe=recipe_from_dict(data["recipe"], source) if data.get("recipe") is not None else None,
         shape=_shape(data.get("shape"), source),
+        moe=moe_from_dict(data["moe"], source) if data.get("moe") is not None else None,
     )
 
 

@@ -8,7 +8,8 @@
     plan = sl.make_plan("4h", law, profile)
 
 Reading points: `read_table` (a fit CSV), `read_runs` (run or sweep folders). Fitting: `fit_law` (Chinchilla, Kaplan,
-shape-aware), `fit_groups` (several data or evaluation sets with shared exponents), `holdout_by_scale` (the error
+shape-aware), `fit_groups` (several data or evaluation sets with shared exponents), `fit_moe_law` (the joint
+mixture-of-experts law of a `read_moe_table` table), `holdout_by_scale` (the error
 predicting the largest budget and the largest model size from the rest), `fit_recipe` (learning-rate and
 batch laws), `fit_curve_laws` (schedule-aware learning curves: run folders' `read_curve`, or `read_curves` of a
 curve table logged by any stack). Designing runs: `suggest_runs` (the runs that most shrink the interval
@@ -40,6 +41,8 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time each name is imp
     )
     from smallest_loss.scaling.kaplan import KaplanLaw
     from smallest_loss.scaling.laws import LawFile, load_law
+    from smallest_loss.scaling.moe_fit import fit_moe_law
+    from smallest_loss.scaling.moe_law import MoeLaw, MoePoints, read_moe_table
     from smallest_loss.scaling.plan import PlanInputs
     from smallest_loss.scaling.plan_result import Plan, PlanRow
     from smallest_loss.scaling.planner import make_plan, plan_with_inputs
@@ -65,6 +68,8 @@ _HOMES = {
     "HoldoutReport": "smallest_loss.scaling.holdout_scale",
     "KaplanLaw": "smallest_loss.scaling.kaplan",
     "LawFile": "smallest_loss.scaling.laws",
+    "MoeLaw": "smallest_loss.scaling.moe_law",
+    "MoePoints": "smallest_loss.scaling.moe_law",
     "Plan": "smallest_loss.scaling.plan_result",
     "PlanInputs": "smallest_loss.scaling.plan",
     "PlanRow": "smallest_loss.scaling.plan_result",
@@ -79,6 +84,7 @@ _HOMES = {
     "fit_curve_laws": "smallest_loss.scaling.curve_law",
     "fit_groups": "smallest_loss.scaling.groups",
     "fit_law": "smallest_loss.scaling.fitting",
+    "fit_moe_law": "smallest_loss.scaling.moe_fit",
     "fit_recipe": "smallest_loss.scaling.recipe_fit",
     "holdout_by_scale": "smallest_loss.scaling.holdout_scale",
     "load_law": "smallest_loss.scaling.laws",
@@ -89,6 +95,7 @@ _HOMES = {
     "prediction_interval": "smallest_loss.scaling.intervals",
     "read_curve": "smallest_loss.scaling.curve_law",
     "read_curves": "smallest_loss.scaling.curve_table",
+    "read_moe_table": "smallest_loss.scaling.moe_law",
     "read_runs": "smallest_loss.scaling.fitting",
     "read_table": "smallest_loss.scaling.fitting",
     "suggest_runs": "smallest_loss.scaling.design",
@@ -108,6 +115,8 @@ __all__ = [
     "HoldoutReport",
     "KaplanLaw",
     "LawFile",
+    "MoeLaw",
+    "MoePoints",
     "Plan",
     "PlanInputs",
     "PlanRow",
@@ -122,6 +131,7 @@ __all__ = [
     "fit_curve_laws",
     "fit_groups",
     "fit_law",
+    "fit_moe_law",
     "fit_recipe",
     "holdout_by_scale",
     "load_law",
@@ -132,6 +142,7 @@ __all__ = [
     "prediction_interval",
     "read_curve",
     "read_curves",
+    "read_moe_table",
     "read_runs",
     "read_table",
     "suggest_runs",
