@@ -6,17 +6,20 @@ all models (the held-out one included), and score the pick by its measured loss 
     python experiments/scripts/shape_time_regret.py [TABLE] [--budgets 83,117,166,235,333] [--terms ...]
         [--seq-len 2048] [--cpu results/cpu/shape/points.csv] [--out FILE.json]
 
-- Step-time model: node-seconds per step = c_dense * 6 N b + c_attn * 12 n d s b (b tokens per step, s the sequence
-  length): the dense matmul FLOPs and the attention-score FLOPs priced apart, non-negative coefficients fitted by
-  relative-error least squares (`timing.models.fit_coefficients`, the step-time models' fit) to the other models'
-  measured seconds per step x nodes.
+- Step-time model (`--step-model`): node-seconds per step = c_dense 6 N b + c_attn 12 n d s b + c_sync N k (b tokens
+  per step, s the sequence length, k nodes): the dense matmul FLOPs and the attention-score FLOPs priced apart, and
+  the data-parallel gradient all-reduce, N values through every node each step (`sync`, the default; `flops`: the
+  first two alone). Non-negative coefficients fitted by relative-error least squares (`timing.models.
+  fit_coefficients`, the step-time models' fit) to the other models' measured seconds per step x nodes. Each model
+  is scored at its own node count, the one it was measured at.
 - Laws: the N-D law (Chinchilla form, Approach 3) and the shape-aware law with each shape term
   (scaling/shape_terms.py), fitted to every cool-down point of the other models.
 - At budget T node-seconds a model buys D = T / (predicted node-seconds per step) x b tokens; the law's pick is the
   model of lowest predicted loss at its D, among the models whose measured points span T (the others have no
   measured loss there). Its measured loss at T is read off its own cool-down points linearly in log node-seconds.
 - Regret = measured loss of the pick / best measured loss at T - 1; per budget the mean (and worst) over the folds.
-- `--cpu`: also each term's leave-one-shape-out error on a second table (scaling/holdout.py), and on this one.
+- `--loso`: each term's leave-one-shape-out error (scaling/holdout.py) on the table too; `--cpu`: on a second table;
+  `--no-regret`: only the table's (then any fit CSV with columns d and n).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class Model:
     d: float
     n: float
     tokens_per_step: float
+    nodes: float
     node_seconds_per_step: float
     node_seconds: np.ndarray
     loss: np.ndarray
@@ -71,27 +75,35 @@ def read_models(path: Path) -> list[Model]:
         per_step = float(first["seconds_per_step"]) * float(first["nodes"])
         steps = np.array([float(r["steps"]) for r in rs])
         models.append(Model(name, float(first["N"]), float(first["d"]), float(first["n"]),
-                            float(first["D"]) / float(first["steps"]), per_step, steps * per_step,
+                            float(first["D"]) / float(first["steps"]), float(first["nodes"]), per_step,
+                            steps * per_step,
                             np.array([float(r["loss"]) for r in rs])))  # fmt: skip
     return models
 
 
-def step_features(models: list[Model], seq_len: int) -> np.ndarray:
-    """Per model: dense FLOPs 6 N b and attention FLOPs 12 n d s b of one step (b tokens per step)."""
-    return np.array([[6 * m.N * m.tokens_per_step, 12 * m.n * m.d * seq_len * m.tokens_per_step] for m in models])
+STEP_MODELS = ("sync", "flops")
 
 
-def fit_step_time(models: list[Model], seq_len: int) -> np.ndarray:
-    """Non-negative (c_dense, c_attn) of node-seconds per step, relative-error least squares."""
-    return fit_coefficients(step_features(models, seq_len), np.array([m.node_seconds_per_step for m in models]))
+def step_features(models: list[Model], seq_len: int, step_model: str = "sync") -> np.ndarray:
+    """Per model: dense FLOPs 6 N b and attention FLOPs 12 n d s b of one step (b tokens per step), and with
+    `sync` the gradient all-reduce's N k (k nodes)."""
+    X = [[6 * m.N * m.tokens_per_step, 12 * m.n * m.d * seq_len * m.tokens_per_step, m.N * m.nodes] for m in models]
+    return np.array(X)[:, : 3 if step_model == "sync" else 2]
 
 
-def pick(models: list[Model], predict: Any, coef: np.ndarray, seq_len: int, T: float) -> int | None:
+def fit_step_time(models: list[Model], seq_len: int, step_model: str = "sync") -> np.ndarray:
+    """Non-negative coefficients of node-seconds per step, relative-error least squares."""
+    X = step_features(models, seq_len, step_model)
+    return fit_coefficients(X, np.array([m.node_seconds_per_step for m in models]))
+
+
+def pick(models: list[Model], predict: Any, coef: np.ndarray, seq_len: int, T: float,
+         step_model: str = "sync") -> int | None:  # fmt: skip
     """Index of the model the law predicts lowest at T node-seconds among those with a measured loss there."""
     ok = [i for i, m in enumerate(models) if m.measured_loss(T) is not None]
     if not ok:
         return None
-    per_step = step_features([models[i] for i in ok], seq_len) @ coef
+    per_step = step_features([models[i] for i in ok], seq_len, step_model) @ coef
     sub = [models[i] for i in ok]
     D = T / per_step * np.array([m.tokens_per_step for m in sub])
     N, d, n = (np.array([getattr(m, k) for m in sub]) for k in ("N", "d", "n"))
@@ -115,17 +127,17 @@ def fit_laws(points: AspectPoints, terms: tuple[str, ...]) -> dict[str, Any]:
 
 
 def leave_one_model_out(models: list[Model], points: AspectPoints, budgets_s: list[float], terms: tuple[str, ...],
-                        seq_len: int) -> dict[str, np.ndarray]:  # fmt: skip
+                        seq_len: int, step_model: str = "sync") -> dict[str, np.ndarray]:  # fmt: skip
     """Per law, regrets (folds, budgets): model k left out of both fits in fold k; NaN where no model has a point."""
     names = np.array([m.name for m in models])
     runs = np.asarray(points.points.group)
     out: dict[str, list[list[float]]] = {}
     for k in range(len(models)):
         rest = [m for j, m in enumerate(models) if j != k]
-        coef = fit_step_time(rest, seq_len)
+        coef = fit_step_time(rest, seq_len, step_model)
         laws = fit_laws(points.take(runs != names[k]), terms)
         for law, predict in laws.items():
-            picks = [pick(models, predict, coef, seq_len, T) for T in budgets_s]
+            picks = [pick(models, predict, coef, seq_len, T, step_model) for T in budgets_s]
             out.setdefault(law, []).append([np.nan if i is None else regret(models, i, T)
                                             for i, T in zip(picks, budgets_s, strict=True)])  # fmt: skip
         print(f"fold {k + 1}/{len(models)} ({names[k]}) done", file=sys.stderr, flush=True)
@@ -160,17 +172,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seq-len", type=int, default=2048, help="sequence length of the table's runs")
     p.add_argument("--cpu", type=Path, help="a second table (N, D, loss, d, n) for the leave-one-shape-out errors")
     p.add_argument("--out", type=Path, help="write the results (JSON) here")
-    p.add_argument("--no-regret", action="store_true", help="only the leave-one-shape-out errors")
+    p.add_argument("--step-model", choices=STEP_MODELS, default="sync", help="the step-time model (above)")
+    p.add_argument("--no-regret", action="store_true", help="only the leave-one-shape-out errors (any fit CSV)")
+    p.add_argument("--loso", action="store_true", help="also the leave-one-shape-out errors on the table")
     args = p.parse_args(argv)
     budgets, terms = [float(b) for b in args.budgets.split(",")], tuple(args.terms.split(","))
-    models, points = read_models(args.table), read_aspect_csv(args.table)
     result: dict[str, Any] = {"budgets_node_hours": budgets}
     lines = []
     if not args.no_regret:
-        regrets = leave_one_model_out(models, points, [b * 3600 for b in budgets], terms, args.seq_len)
+        models, points = read_models(args.table), read_aspect_csv(args.table)
+        regrets = leave_one_model_out(models, points, [b * 3600 for b in budgets], terms, args.seq_len,
+                                      args.step_model)  # fmt: skip
         lines = ["train-free regret, mean (worst) over the folds:", *table(regrets, budgets)]
         result["regret"] = {k: v.tolist() for k, v in regrets.items()}
-    for name, path in (("table", args.table), ("cpu", args.cpu)):
+    for name, path in (("table", args.table if args.loso or args.no_regret else None), ("cpu", args.cpu)):
         if path is not None:
             errors = loso_errors(read_aspect_csv(path), terms)
             result[f"loso_{name}"] = errors

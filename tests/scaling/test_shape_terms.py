@@ -69,13 +69,15 @@ def test_law_file_records_the_term(tmp_path):
 
 
 def _tiny_table(path):
-    """Three models: the fast one reaches the best loss per node-second; node-seconds per step = 1e-12 x FLOPs."""
+    """Three models: the fast one reaches the best loss per node-second; node-seconds per step = 1e-12 x FLOPs
+    + 1e-9 x N x nodes."""
     rows = []
-    for name, N, d, n, offset in (("a", 1e6, 64, 2, 0.0), ("b", 2e6, 32, 8, 0.05), ("c", 1.5e6, 128, 1, 0.1)):
+    for name, N, d, n, k, offset in (("a", 1e6, 64, 2, 1, 0.0), ("b", 2e6, 32, 16, 2, 0.05),
+                                     ("c", 1.5e6, 128, 1, 4, 0.1)):  # fmt: skip
+        per_step = 1e-12 * (6 * N * 1000 + 12 * n * d * 16 * 1000) + 1e-9 * N * k
         for steps in (100, 200, 400, 800):
-            per_step = 1e-12 * (6 * N * 1000 + 12 * n * d * 16 * 1000)
             loss = 3.0 + offset - 0.1 * np.log(steps)
-            rows.append([name, N, steps * 1000, loss, d, n, steps, 1, per_step, steps * per_step])
+            rows.append([name, N, steps * 1000, loss, d, n, steps, k, per_step / k, steps * per_step])
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["run", "N", "D", "loss", "d", "n", "steps", "nodes", "seconds_per_step", "node_seconds"])
@@ -87,12 +89,13 @@ def test_regret_core_on_a_tiny_table(tmp_path):
     models = regret.read_models(_tiny_table(tmp_path / "t.csv"))
     assert [m.name for m in models] == ["a", "b", "c"] and models[0].tokens_per_step == 1000
     coef = regret.fit_step_time(models, seq_len=16)
-    assert coef == pytest.approx([1e-12, 1e-12], rel=1e-6)
+    assert coef == pytest.approx([1e-12, 1e-12, 1e-9], rel=1e-4)
+    assert len(regret.fit_step_time(models, seq_len=16, step_model="flops")) == 2
     T = float(np.sqrt(models[0].node_seconds[1] * models[0].node_seconds[2]))
     assert models[0].measured_loss(T) == pytest.approx(3.0 - 0.1 * np.log(np.sqrt(200 * 400)))
     assert models[0].measured_loss(1e-9) is None
     # a law that knows the offsets picks "a" (no regret); one that prefers "c" pays c's measured excess
-    offsets = {2: 0.0, 8: 0.05, 1: 0.1}
+    offsets = {2: 0.0, 16: 0.05, 1: 0.1}
     truth = lambda N, D, d, n: np.array([offsets[int(k)] for k in n]) - 0.1 * np.log(D)  # noqa: E731
     assert regret.pick(models, truth, coef, 16, T) == 0
     assert regret.regret(models, 0, T) == 0.0
