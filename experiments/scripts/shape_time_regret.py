@@ -11,7 +11,8 @@ all models (the held-out one included), and score the pick by its measured loss 
   the data-parallel gradient all-reduce, N values through every node each step (`sync`, the default; `flops`: the
   first two alone). Non-negative coefficients fitted by relative-error least squares (`timing.models.
   fit_coefficients`, the step-time models' fit) to the other models' measured seconds per step x nodes. Each model
-  is scored at its own node count, the one it was measured at.
+  is scored at its own node count, the one it was measured at. `measured`: each model's own measured step time
+  (no step-time model: what the laws alone would pick).
 - Laws: the N-D law (Chinchilla form, Approach 3) and the shape-aware law with each shape term
   (scaling/shape_terms.py), fitted to every cool-down point of the other models.
 - At budget T node-seconds a model buys D = T / (predicted node-seconds per step) x b tokens; the law's pick is the
@@ -81,7 +82,7 @@ def read_models(path: Path) -> list[Model]:
     return models
 
 
-STEP_MODELS = ("sync", "flops")
+STEP_MODELS = ("sync", "flops", "measured")  # measured: each model's own step time, no model (the oracle)
 
 
 def step_features(models: list[Model], seq_len: int, step_model: str = "sync") -> np.ndarray:
@@ -103,7 +104,10 @@ def pick(models: list[Model], predict: Any, coef: np.ndarray, seq_len: int, T: f
     ok = [i for i, m in enumerate(models) if m.measured_loss(T) is not None]
     if not ok:
         return None
-    per_step = step_features([models[i] for i in ok], seq_len, step_model) @ coef
+    if step_model == "measured":
+        per_step = np.array([models[i].node_seconds_per_step for i in ok])
+    else:
+        per_step = step_features([models[i] for i in ok], seq_len, step_model) @ coef
     sub = [models[i] for i in ok]
     D = T / per_step * np.array([m.tokens_per_step for m in sub])
     N, d, n = (np.array([getattr(m, k) for m in sub]) for k in ("N", "d", "n"))
