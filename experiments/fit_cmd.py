@@ -424,19 +424,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         help="skip the order-by-scale hold-outs (by default the law is also fitted without the largest budget "
         "and without the largest model size, and its errors predicting them are reported)",
     )
-    p.add_argument(
-        "--holdout-shape",
-        action="store_true",
-        help="with --form shape: fit without each aspect ratio d/n in turn and report the error predicting "
-        "it, the shape-aware law against the law in N and D",
-    )
-    p.add_argument(
-        "--shape-term",
-        choices=tuple(TERMS),
-        help=f"with --form shape: the factor in d/n (default {DEFAULT_TERM}): symmetric (a bowl in ln d/n), flat "
-        "(no penalty within a fitted band), asymmetric (separate curvatures too deep and too wide), drift (the "
-        "optimal d/n moves as a fitted power of N); see docs/methods.md",
-    )
+    _add_shape_args(p)
     p.add_argument(
         "--reference",
         metavar="GROUP",
@@ -454,6 +442,23 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         metavar="COLS",
         help="with --csv: keep each (N, D)'s best (lowest-loss) row among rows differing in these columns "
         "(lr,batch): a learning-rate or batch sweep fitted through its tuned runs only",
+    )
+
+
+def _add_shape_args(p: argparse.ArgumentParser) -> None:
+    """The shape-aware law's options (with --form shape)."""
+    p.add_argument(
+        "--holdout-shape",
+        action="store_true",
+        help="with --form shape: fit without each aspect ratio d/n in turn and report the error predicting "
+        "it, the shape-aware law against the law in N and D",
+    )
+    p.add_argument(
+        "--shape-term",
+        choices=tuple(TERMS),
+        help=f"with --form shape: the factor in d/n (default {DEFAULT_TERM}): symmetric (a bowl in ln d/n), flat "
+        "(no penalty within a fitted band), asymmetric (separate curvatures too deep and too wide), drift (the "
+        "optimal d/n moves as a fitted power of N); see docs/methods.md",
     )
 
 
