@@ -185,14 +185,18 @@ def shape_groups(points: AspectPoints) -> np.ndarray:
     return budget_labels(points.aspect, ASPECT_RTOL)
 
 
+def varied_sizes(points: AspectPoints) -> int:
+    """How many model sizes (N within `SAME_N_RTOL`) hold two or more shapes."""
+    shapes, sizes = shape_groups(points), budget_labels(points.points.N, SAME_N_RTOL)
+    return sum(len(np.unique(shapes[sizes == s])) > 1 for s in np.unique(sizes))
+
+
 def check_shapes(points: AspectPoints) -> None:
     """Refuse points that cannot identify the shape term: it needs at least three aspect ratios, and models of
     (nearly) one size, N within `SAME_N_RTOL`, at two or more of them; otherwise the aspect ratio moves with N
     and the fit cannot tell the shape term from the N term."""
     shapes = shape_groups(points)
-    sizes = budget_labels(points.points.N, SAME_N_RTOL)
-    varied = [s for s in np.unique(sizes) if len(np.unique(shapes[sizes == s])) > 1]
-    if len(np.unique(shapes)) < 3 or not varied:
+    if len(np.unique(shapes)) < 3 or not varied_sizes(points):
         found = ", ".join(f"{r:.3g}" for r in np.unique(np.round(points.aspect, 3)))
         raise UserError(
             f"the shape law cannot be fitted: these {len(points.points)} runs have one aspect ratio d/n "
@@ -338,6 +342,11 @@ def fit_aspect(points: AspectPoints, delta: float = DEFAULT_DELTA, term: str = D
     c = setup.constants(u)
     aspect_range = (float(points.aspect.min()), float(points.aspect.max()))
     warnings = list(setup.nd.warnings) + _bound_warnings(u, setup, aspect_range)
+    if shape_term.name == "drift" and varied_sizes(points) < 2:
+        warnings.append(
+            "the drift term's kappa (how the optimal d/n moves with N) is not identified: only one model size "
+            "has several shapes; add shapes at a second size or use the symmetric term"
+        )
     tol = scaled_tol(GRAD_TOL, len(ones))
     if grad_norm > tol:
         warnings.append(f"best fit did not converge: max |gradient| = {grad_norm:.3g} > {tol:g}; check the data")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from smallest_loss.configs.errors import UserError
 from smallest_loss.experiments.scripts import shape_time_regret as regret
-from smallest_loss.scaling.aspect import AspectLaw, AspectPoints, fit_aspect
+from smallest_loss.scaling.aspect import AspectLaw, AspectPoints, fit_aspect, varied_sizes
 from smallest_loss.scaling.laws import CHINCHILLA_PUBLISHED, law_from_dict, law_to_dict, save_law
 from smallest_loss.scaling.points import FitPoints
 from smallest_loss.scaling.shape_terms import TERMS, get_term
@@ -104,3 +104,10 @@ def test_regret_core_on_a_tiny_table(tmp_path):
     assert models[i].name == "c" and regret.regret(models, i, T) > 0
     lines = regret.table({"nd": np.array([[0.0, 0.01], [0.02, 0.0]])}, [1.0, 2.0])
     assert lines[2] == "| nd | 1.00% (2.00%) | 0.50% (1.00%) | 0.75% | 2.00% |"
+
+
+def test_varied_sizes_counts_the_sizes_that_identify_drift():
+    points = synthetic("symmetric", 0.03, 10.0, ())
+    assert varied_sizes(points) == 3
+    one = points.take((points.points.N == 4e4) | (points.aspect == 12.0))  # several shapes at one size only
+    assert varied_sizes(one) == 1
