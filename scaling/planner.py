@@ -187,6 +187,7 @@ def shape_decision(scores: Scores, law_file: LawFile, inputs: PlanInputs) -> Sha
             "rule, not by data; fit a shape-aware law (smallest-loss fit --form shape) to decide it from runs",
         )
     params = ", ".join(f"{k} {v:.3g}" for k, v in (shape.params or {}).items())
+    params += "; r_opt is the optimum at N = n_ref" if shape.term == "drift" else ""
     return ShapeDecision(
         from_law=True,
         note="" if shape.term == "symmetric" else f"{get_term(shape.term).formula} ({shape.term} term; {params})",
