@@ -25,6 +25,11 @@ Leaving out one shape at a time checks the law (`leave_one_shape_out`, scaling/h
 
 Identification. The shape term is separated from the N term only by points of (nearly) equal N and different
 d/n: a sweep with one aspect ratio per model size is refused (`check_shapes`).
+
+Other shape terms (scaling/shape_terms.py: `flat`, `asymmetric`, `drift`) replace the factor above with one more
+constant each, fitted the same way (`fit_aspect(..., term=NAME)`); the symmetric one is the default, chosen by the
+leave-one-shape-out error on this CPU's sweeps and on Gemstones together (docs/methods.md). The drift term's kappa
+needs two or more model sizes with several shapes each, or the fit warns.
 """
 
 from __future__ import annotations
