@@ -38,6 +38,7 @@ from smallest_loss.scaling.moe_law import E_MAX, MOE_FORMS, read_moe_table
 from smallest_loss.scaling.optimize import DEFAULT_DELTA
 from smallest_loss.scaling.points import FitPoints, budget_mismatch, sweep_check
 from smallest_loss.scaling.report import markdown_table
+from smallest_loss.scaling.shape_terms import DEFAULT_TERM, TERMS
 from smallest_loss.scaling.tables import header
 
 if TYPE_CHECKING:
@@ -89,11 +90,13 @@ def _curve_extrapolation(records: list[RunRecord]) -> dict[str, Any]:
 def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str | None, plot: str | None,
             holdout: bool, as_json: bool, delta: float = DEFAULT_DELTA, reference: str | None = None,
             holdout_shape: bool = False, best_of: str | None = None, columns: str | None = None,
-            by_scale: bool = True, moe_form: str = "joint", e_max: float = E_MAX) -> dict[str, Any]:  # fmt: skip
+            by_scale: bool = True, moe_form: str = "joint", e_max: float = E_MAX,
+            shape_term: str | None = None) -> dict[str, Any]:  # fmt: skip
     """The whole `fit` command; returns the report (printed as text or JSON by the caller). `best_of` (lr,batch):
     each (N, D) of the CSV fitted through its best row only; `columns`: the table's own names for its columns;
     `by_scale`: the hold-outs by scale (`holdout_by_scale`); `holdout` (--holdout-largest): the budget's required;
-    `moe_form`, `e_max`: with form "moe", the MoE law fitted (scaling/moe_fit.py)."""
+    `moe_form`, `e_max`: with form "moe", the MoE law fitted (scaling/moe_fit.py); `shape_term`: the shape-aware
+    law's term (scaling/shape_terms.py; None: the default)."""
     if bool(paths) == bool(csv):
         raise UserError("give either run folders or --csv FILE (columns N, D, loss), not both and not neither")
     if form == "moe":
@@ -104,12 +107,14 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
     check_fit_args(n_boot, out, plot)
     if holdout_shape and form != "shape":
         raise UserError("--holdout-shape checks the shape-aware law: add --form shape")
+    if shape_term is not None and form != "shape":
+        raise UserError("--shape-term names the shape-aware law's term: add --form shape")
     if form == "shape":
         for flag, used in (("--plot", plot), ("--holdout-largest", holdout), ("--reference", reference),
                            ("--columns", columns)):  # fmt: skip
             if used:
                 raise UserError(f"{flag}: not with the shape-aware law (--form shape, checked by --holdout-shape)")
-        return run_shape_fit(paths, csv, n_boot, out, delta, holdout_shape)
+        return run_shape_fit(paths, csv, n_boot, out, delta, holdout_shape, shape_term or DEFAULT_TERM)
     records: list[RunRecord] = []
     if csv:
         points = read_table(csv, best_of=best_of, columns=columns)
@@ -236,17 +241,17 @@ def _with_holdout(law_file: LawFile, report: dict[str, Any], held: HoldoutReport
 
 
 def run_shape_fit(paths: list[str], csv: str | None, n_boot: int, out: str | None, delta: float,
-                  holdout_shape: bool) -> dict[str, Any]:  # fmt: skip
+                  holdout_shape: bool, term: str = DEFAULT_TERM) -> dict[str, Any]:  # fmt: skip
     """`fit --form shape`: the shape-aware law (scaling/aspect.py) from run folders (their configs give d and n) or a
     CSV with columns d and n; its law file carries the aspect-ratio factor in its `shape` section."""
     points = read_table(csv, shapes=True) if csv else read_runs(paths, shapes=True)
     if csv and len(group_names(points.points)) > 1:
         raise UserError(f"fit CSV {csv}: --form shape fits one law; drop the 'group' column or fit groups apart")
-    law_file = fit_law(points, "shape", n_boot, delta)
+    law_file = fit_law(points, "shape", n_boot, delta, shape_term=term)
     summary = without_samples(law_file).to_dict()
     report = dict(law=summary, points=len(points.points), text=_format_shape(law_file))
     if holdout_shape:
-        report["holdout_shape"] = leave_one_shape_out(points, delta)
+        report["holdout_shape"] = leave_one_shape_out(points, delta, term)
     if out:
         law_file.save(out)
         report["law_file"] = out
@@ -256,7 +261,9 @@ def run_shape_fit(paths: list[str], csv: str | None, n_boot: int, out: str | Non
 def _format_shape(law_file: LawFile) -> list[str]:
     shape, d = law_file.shape, law_file.diagnostics
     values = {key: getattr(law_file.law, key) for key in LAW_KEYS}
-    values |= dict(gamma=shape.gamma, aspect_opt=shape.aspect_opt)
+    values |= dict(gamma=shape.gamma, aspect_opt=shape.aspect_opt) | {
+        k: v for k, v in (shape.params or {}).items() if k != "n_ref"
+    }
     low, high = shape.aspect_range
     lines = _constants_table(values, (law_file.intervals or {}) | (shape.intervals or {})) + [
         "",
@@ -496,12 +503,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         help="skip the order-by-scale hold-outs (by default the law is also fitted without the largest budget "
         "and without the largest model size, and its errors predicting them are reported)",
     )
-    p.add_argument(
-        "--holdout-shape",
-        action="store_true",
-        help="with --form shape: fit without each aspect ratio d/n in turn and report the error predicting "
-        "it, the shape-aware law against the law in N and D",
-    )
+    _add_shape_args(p)
     p.add_argument(
         "--reference",
         metavar="GROUP",
@@ -519,6 +521,23 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         metavar="COLS",
         help="with --csv: keep each (N, D)'s best (lowest-loss) row among rows differing in these columns "
         "(lr,batch): a learning-rate or batch sweep fitted through its tuned runs only",
+    )
+
+
+def _add_shape_args(p: argparse.ArgumentParser) -> None:
+    """The shape-aware law's options (with --form shape)."""
+    p.add_argument(
+        "--holdout-shape",
+        action="store_true",
+        help="with --form shape: fit without each aspect ratio d/n in turn and report the error predicting "
+        "it, the shape-aware law against the law in N and D",
+    )
+    p.add_argument(
+        "--shape-term",
+        choices=tuple(TERMS),
+        help=f"with --form shape: the factor in d/n (default {DEFAULT_TERM}): symmetric (a bowl in ln d/n), flat "
+        "(no penalty within a fitted band), asymmetric (separate curvatures too deep and too wide), drift (the "
+        "optimal d/n moves as a fitted power of N); see docs/methods.md",
     )
 
 
@@ -559,6 +578,7 @@ def run(args: argparse.Namespace) -> int:
         not args.no_holdout,
         args.moe_form,
         args.moe_emax,
+        args.shape_term,
     )
     print_report(report, args.json)
     return 0

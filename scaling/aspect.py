@@ -25,11 +25,17 @@ Leaving out one shape at a time checks the law (`leave_one_shape_out`, scaling/h
 
 Identification. The shape term is separated from the N term only by points of (nearly) equal N and different
 d/n: a sweep with one aspect ratio per model size is refused (`check_shapes`).
+
+Other shape terms (scaling/shape_terms.py: `flat`, `asymmetric`, `drift`) replace the factor above with one more
+constant each, fitted the same way (`fit_aspect(..., term=NAME)`); the symmetric one is the default, chosen by the
+leave-one-shape-out error on this CPU's sweeps and on Gemstones together (docs/methods.md). The drift term's kappa
+needs two or more model sizes with several shapes each, or the fit warns.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -55,6 +61,7 @@ from smallest_loss.scaling.optimize import (
     scaled_tol,
 )
 from smallest_loss.scaling.points import ArrayLike, FitPoints, budget_labels, read_fit_csv
+from smallest_loss.scaling.shape_terms import DEFAULT_TERM, TERMS, ShapeTerm, get_term
 
 SHAPE_COLUMNS = ("d", "n")
 SAME_N_RTOL = 0.25  # models whose N lie within 25% of a group's smallest count as one size (`budget_labels`)
@@ -77,9 +84,15 @@ class AspectLaw:
     aspect_range: tuple[float, float]
     intervals: dict[str, tuple[float, float]] | None = None
     samples: dict[str, np.ndarray] | None = None
+    term: str = "symmetric"  # which shape term (scaling/shape_terms.py); law files without one hold the symmetric
+    params: dict[str, float] | None = None  # the term's other constants (half_width, gamma_high, kappa and n_ref)
 
     def __post_init__(self) -> None:
         lo, hi = self.aspect_range
+        term, params = get_term(self.term), self.params or {}
+        missing = [k for k in (*term.extras, *(("n_ref",) if term.name == "drift" else ())) if k not in params]
+        if missing or not all(math.isfinite(float(v)) for v in params.values()):
+            raise UserError(f"AspectLaw: the {term.name} term needs finite {', '.join(missing) or 'constants'}")
         if not (math.isfinite(self.gamma) and self.gamma >= 0):
             raise UserError(f"AspectLaw.gamma={self.gamma!r} must be a finite number >= 0")
         if not (math.isfinite(self.aspect_opt) and self.aspect_opt > 0 and math.isfinite(hi) and 0 < lo <= hi):
@@ -88,10 +101,31 @@ class AspectLaw:
                 "positive, finite, low <= high"
             )
 
-    def factor(self, d: ArrayLike, n: ArrayLike) -> ArrayLike:
-        """exp(gamma ln(d/n / aspect_opt)^2): 1 at the optimal aspect ratio, above 1 elsewhere."""
-        out = np.exp(self.gamma * np.log(np.asarray(d, np.float64) / np.asarray(n, np.float64) / self.aspect_opt) ** 2)
+    def factor(self, d: ArrayLike, n: ArrayLike, N: ArrayLike | None = None) -> ArrayLike:
+        """The term's factor (symmetric: exp(gamma ln(d/n / aspect_opt)^2)): 1 at the optimal aspect ratio, at
+        least 1 elsewhere. The drift term needs the parameter count N too."""
+        params = self.params or {}
+        extras = tuple(params[k] for k in get_term(self.term).extras)
+        out = np.exp(self._log_factor(d, n, N, self.gamma, self.aspect_opt, extras))
         return float(out) if np.ndim(out) == 0 else out
+
+    def sample_factors(self, d: np.ndarray, n: np.ndarray, N: np.ndarray | None = None) -> np.ndarray | None:
+        """(samples, len(d)) factors under each bootstrap sample of the term's constants, or None without them."""
+        term, s = get_term(self.term), self.samples or {}
+        if not all(k in s for k in ("gamma", "aspect_opt", *term.extras)):
+            return None
+        gamma, r_opt, *extras = (np.asarray(s[k], float)[:, None] for k in ("gamma", "aspect_opt", *term.extras))
+        return np.exp(self._log_factor(d[None, :], n[None, :], None if N is None else N[None, :], gamma, r_opt,
+                                       tuple(extras)))  # fmt: skip
+
+    def _log_factor(self, d: Any, n: Any, N: Any, gamma: Any, r_opt: Any, extras: tuple) -> np.ndarray:
+        x = np.log(np.asarray(d, np.float64) / np.asarray(n, np.float64) / r_opt)
+        z = 0.0
+        if self.term == "drift":
+            if N is None:
+                raise UserError("this shape law's optimal d/n moves with N (drift term): give N as well as d and n")
+            z = np.log(np.asarray(N, np.float64) / (self.params or {})["n_ref"])
+        return get_term(self.term).log_factor(x, z, gamma, extras, np)
 
 
 @dataclass(frozen=True)
@@ -156,14 +190,18 @@ def shape_groups(points: AspectPoints) -> np.ndarray:
     return budget_labels(points.aspect, ASPECT_RTOL)
 
 
+def varied_sizes(points: AspectPoints) -> int:
+    """How many model sizes (N within `SAME_N_RTOL`) hold two or more shapes."""
+    shapes, sizes = shape_groups(points), budget_labels(points.points.N, SAME_N_RTOL)
+    return sum(len(np.unique(shapes[sizes == s])) > 1 for s in np.unique(sizes))
+
+
 def check_shapes(points: AspectPoints) -> None:
     """Refuse points that cannot identify the shape term: it needs at least three aspect ratios, and models of
     (nearly) one size, N within `SAME_N_RTOL`, at two or more of them; otherwise the aspect ratio moves with N
     and the fit cannot tell the shape term from the N term."""
     shapes = shape_groups(points)
-    sizes = budget_labels(points.points.N, SAME_N_RTOL)
-    varied = [s for s in np.unique(sizes) if len(np.unique(shapes[sizes == s])) > 1]
-    if len(np.unique(shapes)) < 3 or not varied:
+    if len(np.unique(shapes)) < 3 or not varied_sizes(points):
         found = ", ".join(f"{r:.3g}" for r in np.unique(np.round(points.aspect, 3)))
         raise UserError(
             f"the shape law cannot be fitted: these {len(points.points)} runs have one aspect ratio d/n "
@@ -173,49 +211,63 @@ def check_shapes(points: AspectPoints) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# The objective. Coordinates u = (u5, gamma, x_opt): u5 those of the N-D fit's form (`ChinchillaForm`:
-# centred z5 = z0 + M u5, z5 = (a', b', e, alpha, beta)), x_opt the log optimal aspect ratio, centred.
+# The objective. Coordinates u = (u5, gamma, x_opt, *extras): u5 those of the N-D fit's form (`ChinchillaForm`:
+# centred z5 = z0 + M u5, z5 = (a', b', e, alpha, beta)), x_opt the log optimal aspect ratio, centred, extras the
+# shape term's other constants (scaling/shape_terms.py).
 
 
-def _shape_one(u: jax.Array, w: jax.Array, data: tuple) -> jax.Array:
-    """sum_i w_i Huber(LSE(a' - alpha xN_i, b' - beta xD_i, e) + gamma (xr_i - x_opt)^2 - log L_i)."""
-    xN, xD, xr, logL, delta, M, z0 = data
-    a, b, e, alpha, beta = z0 + M @ u[:5]
-    pred = jnp.logaddexp(jnp.logaddexp(a - alpha * xN, b - beta * xD), e) + u[5] * (xr - u[6]) ** 2
-    return jnp.sum(w * huber(pred - logL, delta)[0])
+def _make_vg(term: ShapeTerm) -> Any:
+    """The objective and gradient of every start (rows of u) for one shape term; w shared (P,) or per start (S, P):
+    sum_i w_i Huber(LSE(a' - alpha xN_i, b' - beta xD_i, e) + g(xr_i - x_opt, xN_i) - log L_i)."""
+
+    def one(u: jax.Array, w: jax.Array, data: tuple) -> jax.Array:
+        xN, xD, xr, logL, delta, M, z0 = data
+        a, b, e, alpha, beta = z0 + M @ u[:5]
+        shape = term.log_factor(xr - u[6], xN, u[5], tuple(u[7 + i] for i in range(len(term.extras))), jnp)
+        pred = jnp.logaddexp(jnp.logaddexp(a - alpha * xN, b - beta * xD), e) + shape
+        return jnp.sum(w * huber(pred - logL, delta)[0])
+
+    def vg(u: jax.Array, w: jax.Array, data: tuple) -> tuple[jax.Array, jax.Array]:
+        return jax.vmap(jax.value_and_grad(one), in_axes=(0, 0 if w.ndim == 2 else None, None))(u, w, data)
+
+    return vg
 
 
-def _shape_vg(u: jax.Array, w: jax.Array, data: tuple) -> tuple[jax.Array, jax.Array]:
-    """Objective and gradient of every start (rows of u); w shared (P,) or per start (S, P)."""
-    return jax.vmap(jax.value_and_grad(_shape_one), in_axes=(0, 0 if w.ndim == 2 else None, None))(u, w, data)
+_VG = {name: _make_vg(term) for name, term in TERMS.items()}  # module-level: a jit static argument each
 
 
 @dataclass(frozen=True)
 class _Setup:
     data: tuple
-    box: np.ndarray  # (2, 7)
+    box: np.ndarray  # (2, 7 + extras)
     mu: tuple[float, float, float]  # mean log N, log D, log d/n
     nd: FitResult  # the N-D fit whose form the shape fit keeps
+    term: ShapeTerm
+
+    @property
+    def vg(self) -> Any:
+        return _VG[self.term.name]
 
     def constants(self, u: np.ndarray) -> dict[str, np.ndarray]:
-        """Natural constants from coordinates u (..., 7)."""
+        """Natural constants from coordinates u (..., 7 + extras)."""
         form = self.nd.chinchilla_form
         z = form.z0 + u[..., :5] @ form.M.T
         alpha, beta = z[..., 3], z[..., 4]
         return {"E": np.exp(z[..., 2]), "A": np.exp(z[..., 0] + alpha * self.mu[0]),
                 "B": np.exp(z[..., 1] + beta * self.mu[1]), "alpha": alpha, "beta": beta,
                 "n_exponent": beta / (alpha + beta), "gamma": u[..., 5],
-                "aspect_opt": np.exp(u[..., 6] + self.mu[2])}  # fmt: skip
+                "aspect_opt": np.exp(u[..., 6] + self.mu[2]),
+                **{k: u[..., 7 + i] for i, k in enumerate(self.term.extras)}}  # fmt: skip
 
 
-def _setup(points: AspectPoints, delta: float) -> _Setup:
+def _setup(points: AspectPoints, delta: float, term: ShapeTerm) -> _Setup:
     nd = fit_chinchilla(points.points, delta)
     form, p = nd.chinchilla_form, points.points
     mu = (float(np.log(p.N).mean()), float(np.log(p.D).mean()), float(np.log(points.aspect).mean()))
     xr = np.log(points.aspect) - mu[2]
     data = (np.log(p.N) - mu[0], np.log(p.D) - mu[1], xr, np.log(p.loss), np.float64(delta), form.M, form.z0)
-    box = np.c_[form.box, GAMMA_BOUNDS, [xr.min() - OPT_MARGIN, xr.max() + OPT_MARGIN]]
-    return _Setup(data, box, mu, nd)
+    box = np.c_[form.box, GAMMA_BOUNDS, [xr.min() - OPT_MARGIN, xr.max() + OPT_MARGIN], *term.bounds]
+    return _Setup(data, box, mu, nd, term)
 
 
 @dataclass(frozen=True)
@@ -237,22 +289,22 @@ class AspectFit:
         """JSON-ready diagnostics for the law file: which form, the N-D part's form, convergence, warnings."""
         nd = self.setup.nd
         return {"form": "shape", "form_description": f"shape-aware law: the Chinchilla form times "
-                f"exp(gamma ln(d/n / aspect_opt)^2), all fitted jointly; N-D part: {nd.form_description}",
-                "nd_form": nd.form, "identified": not self.warnings, "objective": self.objective,
-                "grad_norm": self.grad_norm, "converged": self.converged, "warnings": list(self.warnings),
-                "seconds": self.seconds}  # fmt: skip
+                f"{self.setup.term.formula} ({self.shape.term} term), all fitted jointly; N-D part: "
+                f"{nd.form_description}", "shape_term": self.shape.term, "nd_form": nd.form,
+                "identified": not self.warnings, "objective": self.objective, "grad_norm": self.grad_norm,
+                "converged": self.converged, "warnings": list(self.warnings), "seconds": self.seconds}  # fmt: skip
 
     def loss(self, points: AspectPoints) -> np.ndarray:
         """Predicted loss at the points' N, D, d and n."""
         p = points.points
-        return np.asarray(self.law.loss(p.N, p.D), float) * self.shape.factor(points.d, points.n)
+        return np.asarray(self.law.loss(p.N, p.D), float) * self.shape.factor(points.d, points.n, p.N)
 
 
 def _starts(setup: _Setup) -> np.ndarray:
-    """The N-D fit's constants with every (gamma, x_opt) of a grid, inside the box."""
+    """The N-D fit's constants with every (gamma, x_opt, *extras) of a grid, inside the box."""
     u5 = setup.nd.free
     x_opt = np.linspace(setup.data[2].min(), setup.data[2].max(), OPT_STARTS)
-    grid = np.array([[*u5, g, x] for g in GAMMA_STARTS for x in x_opt])
+    grid = np.array([[*u5, g, x, *e] for g in GAMMA_STARTS for x in x_opt for e in setup.term.starts])
     return np.clip(grid, setup.box[0], setup.box[1])
 
 
@@ -261,7 +313,7 @@ def _bound_warnings(u: np.ndarray, setup: _Setup, aspect_range: tuple[float, flo
     span = setup.box[1] - setup.box[0]
     at_lo, at_hi = np.abs(u - setup.box[0]) <= BOUND_TOL * span, np.abs(u - setup.box[1]) <= BOUND_TOL * span
     warnings = []
-    if at_lo[5]:
+    if at_lo[5] and (setup.term.name != "asymmetric" or at_lo[7]):
         warnings.append(
             "gamma = 0: these points show no effect of the aspect ratio d/n on the loss (the shape-aware "
             "law is the N-D law)"
@@ -276,30 +328,44 @@ def _bound_warnings(u: np.ndarray, setup: _Setup, aspect_range: tuple[float, flo
     return warnings
 
 
-def fit_aspect(points: AspectPoints, delta: float = DEFAULT_DELTA) -> AspectFit:
-    """Fit the shape-aware law to the points (module docstring); refuses points that cannot identify it."""
+def fit_aspect(points: AspectPoints, delta: float = DEFAULT_DELTA, term: str = DEFAULT_TERM) -> AspectFit:
+    """Fit the shape-aware law with shape term `term` (scaling/shape_terms.py) to the points (module docstring);
+    refuses points that cannot identify it."""
     if not (np.isfinite(delta) and delta > 0):
         raise UserError(f"Huber delta={delta!r} must be positive (Chinchilla used 1e-3)")
+    shape_term = get_term(term)
     check_shapes(points)
     begin = time.perf_counter()
-    setup = _setup(points, delta)
+    setup = _setup(points, delta, shape_term)
     ones = np.ones(len(points.points))
-    res = batched_lbfgs(_shape_vg, _starts(setup), ones, setup.data, bounds=setup.box)
+    res = batched_lbfgs(setup.vg, _starts(setup), ones, setup.data, bounds=setup.box)
     f = np.where(np.isfinite(res["f"]), res["f"], np.inf)
-    problem = Problem(_shape_vg, lambda _: setup.data, setup.box)
+    problem = Problem(setup.vg, lambda _: setup.data, setup.box)
     u = polish(problem, points.points, res["x"][np.argmin(f)])
     objective, g = evaluate(problem, points.points, u)
     grad_norm = float(np.max(np.abs(np.where(blocked(u, g, setup.box), 0.0, g))))
     c = setup.constants(u)
     aspect_range = (float(points.aspect.min()), float(points.aspect.max()))
     warnings = list(setup.nd.warnings) + _bound_warnings(u, setup, aspect_range)
+    if shape_term.name == "drift" and varied_sizes(points) < 2:
+        warnings.append(
+            "the drift term's kappa (how the optimal d/n moves with N) is not identified: only one model size "
+            "has several shapes; add shapes at a second size or use the symmetric term"
+        )
     tol = scaled_tol(GRAD_TOL, len(ones))
     if grad_norm > tol:
         warnings.append(f"best fit did not converge: max |gradient| = {grad_norm:.3g} > {tol:g}; check the data")
     law = ChinchillaLaw(**{k: float(c[k]) for k in ("E", "A", "B", "alpha", "beta")})
-    shape = AspectLaw(gamma=float(c["gamma"]), aspect_opt=float(c["aspect_opt"]), aspect_range=aspect_range)
+    params = {k: float(c[k]) for k in shape_term.extras} | _reference(shape_term, setup)
+    shape = AspectLaw(gamma=float(c["gamma"]), aspect_opt=float(c["aspect_opt"]), aspect_range=aspect_range,
+                      term=shape_term.name, params=params or None)  # fmt: skip
     return AspectFit(law=law, shape=shape, objective=objective, grad_norm=grad_norm, converged=grad_norm <= tol,
                     warnings=tuple(warnings), seconds=time.perf_counter() - begin, u=u, setup=setup)  # fmt: skip
+
+
+def _reference(term: ShapeTerm, setup: _Setup) -> dict[str, float]:
+    """The drift term's reference size n_ref: the geometric mean N of the points (where z = ln(N / n_ref) = 0)."""
+    return {"n_ref": math.exp(setup.mu[0])} if term.name == "drift" else {}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -327,10 +393,11 @@ def bootstrap_aspect(points: AspectPoints, fit: AspectFit, n_boot: int = 1000, s
         raise UserError(f"need n_boot >= 2, starts >= 1 and 0 < level < 1; got {n_boot}, {starts}, {level}")
     begin, rng, setup = time.perf_counter(), np.random.default_rng(seed), fit.setup
     index, n_groups = points.points.group_index
-    scale = np.r_[np.array([0.3, 0.3, 0.1, 0.1, 0.1]) * setup.nd.chinchilla_form.M.any(axis=0), 0.02, 0.3]
-    x0 = np.clip(np.vstack([fit.u, fit.u + rng.normal(size=(starts - 1, 7)) * scale]), *setup.box)
+    scale = np.r_[np.array([0.3, 0.3, 0.1, 0.1, 0.1]) * setup.nd.chinchilla_form.M.any(axis=0), 0.02, 0.3,
+                  setup.term.scales]  # fmt: skip
+    x0 = np.clip(np.vstack([fit.u, fit.u + rng.normal(size=(starts - 1, len(scale))) * scale]), *setup.box)
     weights = GroupWeights(resample_counts(n_groups, n_boot, rng), index, np.repeat(np.arange(n_boot), starts))
-    res = batched_lbfgs(_shape_vg, np.tile(x0, (n_boot, 1)), weights, setup.data, bounds=setup.box)
+    res = batched_lbfgs(setup.vg, np.tile(x0, (n_boot, 1)), weights, setup.data, bounds=setup.box)
     f = np.where(np.isfinite(res["f"]), res["f"], np.inf).reshape(n_boot, starts)
     pick = np.arange(n_boot) * starts + np.argmin(f, axis=1)
     samples = setup.constants(res["x"][pick])
@@ -349,11 +416,7 @@ def with_intervals(fit: AspectFit, boot: AspectBootstrap | None) -> AspectLaw:
     """The fit's shape factor carrying its bootstrap intervals and samples (for the law file)."""
     if boot is None:
         return fit.shape
-    pick = ("gamma", "aspect_opt")
-    return AspectLaw(
-        fit.shape.gamma,
-        fit.shape.aspect_opt,
-        fit.shape.aspect_range,
-        intervals={k: boot.intervals[k] for k in pick},
-        samples={k: boot.samples[k] for k in pick},
+    pick = ("gamma", "aspect_opt", *fit.setup.term.extras)
+    return dataclasses.replace(
+        fit.shape, intervals={k: boot.intervals[k] for k in pick}, samples={k: boot.samples[k] for k in pick}
     )

@@ -22,6 +22,7 @@ from smallest_loss.scaling.intervals import calibrate
 from smallest_loss.scaling.laws import LawFile
 from smallest_loss.scaling.optimize import DEFAULT_DELTA
 from smallest_loss.scaling.points import FitPoints, best_of_rows, check_budgets, read_fit_table, sweep_table
+from smallest_loss.scaling.shape_terms import DEFAULT_TERM
 
 FORMS = ("chinchilla", "kaplan", "shape")
 
@@ -66,10 +67,11 @@ def fit_law(
     bootstrap: int = 1000,
     delta: float = DEFAULT_DELTA,
     allocation_exponent: float | None = None,
+    shape_term: str = DEFAULT_TERM,
 ) -> LawFile:
     """Fit `form` ("chinchilla", "kaplan" or "shape") to the points, with `bootstrap` resamples for the intervals
     (0: none). `allocation_exponent` (Approach 2's N_opt ~ C^a) ties the Chinchilla exponents if the full law is
-    not identified by the points."""
+    not identified by the points. `shape_term`: the shape-aware law's term (scaling/shape_terms.py)."""
     if form not in FORMS:
         raise UserError(f"form {form!r}: use one of {', '.join(FORMS)}")
     if bootstrap < 0 or bootstrap == 1:
@@ -77,7 +79,7 @@ def fit_law(
     if form == "shape":
         if not isinstance(points, AspectPoints):
             raise UserError("the shape-aware law needs each run's width d and depth n: read them with shapes=True")
-        law_file = fit_aspect_law(points, bootstrap, delta)
+        law_file = fit_aspect_law(points, bootstrap, delta, shape_term)
         points = points.points
     else:
         points = points.points if isinstance(points, AspectPoints) else points
@@ -90,10 +92,11 @@ def fit_law(
     return dataclasses.replace(law_file, diagnostics=diagnostics)
 
 
-def fit_aspect_law(points: AspectPoints, bootstrap: int, delta: float = DEFAULT_DELTA) -> LawFile:
+def fit_aspect_law(points: AspectPoints, bootstrap: int, delta: float = DEFAULT_DELTA,
+                   term: str = DEFAULT_TERM) -> LawFile:  # fmt: skip
     """The shape-aware law: the Chinchilla form times the aspect-ratio factor, with the bootstrap's intervals; the
     law file's `shape` section carries the factor (and its samples)."""
-    fit = fit_aspect(points, delta)
+    fit = fit_aspect(points, delta, term)
     boot = bootstrap_aspect(points, fit, bootstrap) if bootstrap else None
     shape = with_intervals(fit, boot)
     diagnostics = dict(fit.diagnostics)

@@ -26,6 +26,7 @@ from smallest_loss.scaling.isoflop import fit_profile
 from smallest_loss.scaling.optimize import DEFAULT_DELTA
 from smallest_loss.scaling.points import BUDGET_RTOL, FitPoints, budget_labels
 from smallest_loss.scaling.recipe import Cell, batch_predict, fit_batch_law
+from smallest_loss.scaling.shape_terms import DEFAULT_TERM
 
 PROFILE_SPREAD = 1.25  # held-out points whose 6ND agree within this factor form one IsoFLOP profile
 MIN_BUDGETS = 3  # holding out the largest budget leaves at least two to fit on
@@ -92,7 +93,7 @@ def holdout_optimum(law: ChinchillaLaw, N: np.ndarray, D: np.ndarray, loss: np.n
     )
 
 
-def leave_one_shape_out(points: AspectPoints, delta: float = DEFAULT_DELTA) -> dict[str, Any]:
+def leave_one_shape_out(points: AspectPoints, delta: float = DEFAULT_DELTA, term: str = DEFAULT_TERM) -> dict[str, Any]:
     """For each shape (aspect ratio, `shape_groups`): fit the shape-aware law and the N-D law to the other points
     and predict the left-out shape's losses. Shapes whose removal leaves the shape term unidentified are skipped
     and named. Mean absolute errors (loss units and relative) of both laws over every point predicted."""
@@ -102,14 +103,14 @@ def leave_one_shape_out(points: AspectPoints, delta: float = DEFAULT_DELTA) -> d
         test = labels == label
         aspect = float(np.median(points.aspect[test]))
         try:
-            fit = fit_aspect(points.take(~test), delta)
+            fit = fit_aspect(points.take(~test), delta, term)
         except UserError as err:
             skipped.append(dict(aspect_ratio=aspect, reason=str(err)))
             continue
         p = points.points  # the held-out points may be fewer than a fit needs: indexed, not `take`n
         N, D, d, n = p.N[test], p.D[test], points.d[test], points.n[test]
         nd_pred = np.asarray(fit.setup.nd.law.loss(N, D), float).reshape(-1)
-        shape_pred = np.asarray(fit.law.loss(N, D), float).reshape(-1) * fit.shape.factor(d, n)
+        shape_pred = np.asarray(fit.law.loss(N, D), float).reshape(-1) * fit.shape.factor(d, n, N)
         for i, loss in enumerate(p.loss[test]):
             rows.append(
                 dict(

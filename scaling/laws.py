@@ -25,6 +25,7 @@ from smallest_loss.scaling.kaplan import KaplanLaw
 from smallest_loss.scaling.moe_law import MoeLaw, moe_from_dict
 from smallest_loss.scaling.points import ArrayLike
 from smallest_loss.scaling.recipe import RecipeLaw, recipe_from_dict, recipe_to_dict
+from smallest_loss.scaling.shape_terms import TERMS
 
 LAW_FORMAT_VERSION = 1
 
@@ -131,7 +132,7 @@ class LawFile:
             return loss
         if d is None or n is None:
             raise UserError("this law has a shape term: give the width d and the depth n as well as N and D")
-        return loss * self.shape.factor(d, n)
+        return loss * self.shape.factor(d, n, N)
 
     def to_dict(self) -> dict[str, Any]:
         """The law JSON's content."""
@@ -288,10 +289,27 @@ def _shape_to_dict(shape: AspectLaw) -> dict[str, Any]:
         "gamma": shape.gamma,
         "aspect_opt": shape.aspect_opt,
         "aspect_range": shape.aspect_range,
+        "term": shape.term,
+        "params": shape.params,
         "intervals": shape.intervals,
         "samples": shape.samples,
     }
     return json.loads(json.dumps({k: v for k, v in out.items() if v is not None}, default=_json_default))
+
+
+def _term(raw: Any, where: str) -> str:
+    """The shape term's name; a law file written before terms had names holds the symmetric one."""
+    if raw not in TERMS:
+        raise UserError(f"{where}: term={raw!r} must be one of {', '.join(TERMS)}")
+    return str(raw)
+
+
+def _params(raw: Any, where: str) -> dict[str, float] | None:
+    if raw is None:
+        return None
+    if not (isinstance(raw, dict) and all(isinstance(v, int | float) for v in raw.values())):
+        raise UserError(f"{where}: params={raw!r} must be an object of numbers")
+    return {str(k): float(v) for k, v in raw.items()}
 
 
 def _shape(raw: Any, source: str) -> AspectLaw | None:
@@ -306,7 +324,8 @@ def _shape(raw: Any, source: str) -> AspectLaw | None:
         raise UserError(f"{where}: aspect_range={span!r} must be [low, high] numbers")
     values = dict(gamma=_number(raw, "gamma", where), aspect_opt=_number(raw, "aspect_opt", where),
                   aspect_range=(float(span[0]), float(span[1])), intervals=_intervals(raw.get("intervals"), where),
-                  samples=_samples(raw.get("samples"), where))  # fmt: skip
+                  samples=_samples(raw.get("samples"), where), term=_term(raw.get("term", "symmetric"), where),
+                  params=_params(raw.get("params"), where))  # fmt: skip
     try:
         return AspectLaw(**values)
     except UserError as err:

@@ -396,7 +396,7 @@ def _score(
     def predict(loss: np.ndarray | None) -> np.ndarray:
         eff = effective_tokens(tokens, cands, law_file.recipe, loss)
         out = np.asarray(law_file.law.loss(cands.N, eff), float).reshape(-1) * batch_loss_factor(tokens, cands, recipe)
-        return out * law_file.shape.factor(cands.d, cands.n) if law_file.shape is not None else out
+        return out * law_file.shape.factor(cands.d, cands.n, cands.N) if law_file.shape is not None else out
 
     recipe = law_file.recipe
     if recipe is not None and recipe.batch_form == "mccandlish" and recipe.batch.loss_exponent:
@@ -420,8 +420,8 @@ def law_samples_loss(
         return loss
     if not shape.samples or d is None or n is None:
         return None  # the law's samples alone would give intervals without the shape term's spread
-    gamma, r_opt = (np.asarray(shape.samples[k], float)[:, None] for k in ("gamma", "aspect_opt"))
-    return loss * np.exp(gamma * np.log(d[None, :] / n[None, :] / r_opt) ** 2)
+    factors = shape.sample_factors(d, n, N)
+    return None if factors is None else loss * factors
 
 
 def tie_rule(space: SearchSpace) -> str:
@@ -527,7 +527,7 @@ def nd_choice(scores: Scores, law_file: LawFile, inputs: PlanInputs) -> NDChoice
     plans), and its loss under the shape-aware law: the cost of deciding shape without the shape term."""
     nd = score(scores.budget, dataclasses.replace(law_file, shape=None), inputs)
     row = nd.row(nd.best)
-    loss = row.loss * law_file.shape.factor(row.d, row.n)
+    loss = row.loss * law_file.shape.factor(row.d, row.n, row.params)
     return NDChoice(dataclasses.replace(row, loss=float(loss)), row.loss, float(loss - scores.loss[scores.best]))
 
 

@@ -33,6 +33,7 @@ from smallest_loss.scaling.plan import (
 )
 from smallest_loss.scaling.plan_result import Edge, Plan, PlanRow, RecipeDecision, ShapeDecision
 from smallest_loss.scaling.plan_setup import build_plan_inputs, choose_space, holding_space, spaces_for
+from smallest_loss.scaling.shape_terms import get_term
 from smallest_loss.timing.profile import DeviceProfile, load_profile
 from smallest_loss.timing.wallclock import Cadence
 
@@ -185,8 +186,11 @@ def shape_decision(scores: Scores, law_file: LawFile, inputs: PlanInputs) -> Sha
             f"decided by space {scores.space.name}'s aspect-ratio bounds d/n in [{lo:g}, {hi:g}] and the tie "
             "rule, not by data; fit a shape-aware law (smallest-loss fit --form shape) to decide it from runs",
         )
+    params = ", ".join(f"{k} {v:.3g}" for k, v in (shape.params or {}).items())
+    params += "; r_opt is the optimum at N = n_ref" if shape.term == "drift" else ""
     return ShapeDecision(
         from_law=True,
+        note="" if shape.term == "symmetric" else f"{get_term(shape.term).formula} ({shape.term} term; {params})",
         aspect_opt=shape.aspect_opt,
         gamma=shape.gamma,
         aspect_range=tuple(shape.aspect_range),

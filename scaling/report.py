@@ -109,7 +109,12 @@ def _shape_lines(plan: Plan) -> list[str]:
         "## Shape: from the law's aspect-ratio factor",
         f"At equal N and D the law's loss is lowest at d/n = {s.aspect_opt:.3g}"
         + (f" (95% interval {span[0]:.3g}-{span[1]:.3g})" if span else "")
-        + f" and rises as exp({s.gamma:.3g} ln(d/n / {s.aspect_opt:.3g})^2); candidates stay within "
+        + (
+            f" and rises as {s.note}, gamma {s.gamma:.3g}"
+            if s.note
+            else f" and rises as exp({s.gamma:.3g} ln(d/n / {s.aspect_opt:.3g})^2)"
+        )
+        + "; candidates stay within "
         f"d/n {s.aspect_range[0]:.3g}-{s.aspect_range[1]:.3g}, where the law was fitted.",
     ]
     if nd is not None:

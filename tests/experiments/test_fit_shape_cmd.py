@@ -65,3 +65,15 @@ def test_shape_design_file_is_the_built_in_design():
     for shapes in design.shapes:
         N = [count_params(design.model(shape)).total for shape in shapes]
         assert max(N) <= 1.25 * min(N) and len({d / n for d, n, _ in shapes}) == len(shapes) >= 4
+
+
+def test_shape_term_flag(shape_csv, tmp_path, capsys):
+    """--shape-term asymmetric: the law file records the term and its extra constant; without --form shape refused."""
+    out = tmp_path / "law.json"
+    args = ["fit", "--csv", shape_csv, "--form", "shape", "--shape-term", "asymmetric", "--bootstrap", "0"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert "| gamma_high |" in capsys.readouterr().out
+    shape = json.loads(out.read_text())["shape"]
+    assert shape["term"] == "asymmetric" and set(shape["params"]) == {"gamma_high"}
+    assert main(["fit", "--csv", shape_csv, "--shape-term", "drift"]) == 2
+    assert "--shape-term names the shape-aware law's term: add --form shape" in capsys.readouterr().err
