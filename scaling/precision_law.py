@@ -49,7 +49,7 @@ def bits_array(values: Any, where: str = "bits") -> np.ndarray:
     bad = np.flatnonzero(np.ravel(~(out >= 1)))
     if bad.size:
         raise UserError(
-            f"{where}={np.ravel(arr)[bad[0]]!r}: a bit width must be at least 1 (0, blank or >= 16: unquantised)"
+            f"{where}={float(np.ravel(arr)[bad[0]]):g}: a bit width must be at least 1 (0, blank or >= 16: unquantised)"
         )
     return out
 

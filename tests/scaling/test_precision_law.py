@@ -1,0 +1,157 @@
+"""The precision law (Kumar et al. 2025): recovery of known constants from noisy synthetic tables, the tied form,
+the hold-out by precision, the law file's precision section, the CLI path and refused inputs."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+from smallest_loss.configs.designs import DESIGNS
+from smallest_loss.configs.errors import UserError
+from smallest_loss.experiments.cli import main
+from smallest_loss.experiments.sweep import plan_runs
+from smallest_loss.scaling.laws import load_law
+from smallest_loss.scaling.points import FitPoints
+from smallest_loss.scaling.precision_fit import (
+    PrecisionPoints,
+    fit_precision,
+    fit_precision_law,
+    leave_one_precision_out,
+    read_precision_table,
+)
+from smallest_loss.scaling.precision_law import PrecisionLaw, bits_array, precision_penalty
+
+TRUE = PrecisionLaw(E=1.8, A=60.0, B=90.0, alpha=0.35, beta=0.3, gamma_w=2.5, gamma_a=1.6)
+SIZES, TOKENS = (2e4, 6e4, 2e5), (2e6, 6e6, 2e7)
+
+
+def synthetic(configs, noise=0.002, seed=0, law=TRUE) -> PrecisionPoints:
+    rows = [(N, D, w, a) for N in SIZES for D in TOKENS for w, a in configs]
+    N, D, w, a = (np.array(c, np.float64) for c in zip(*rows, strict=True))
+    loss = law.loss(N, D, w, a) * np.exp(np.random.default_rng(seed).normal(0, noise, len(N)))
+    return PrecisionPoints(FitPoints(N, D, loss), {"w": w, "a": a, "kv": np.full(len(N), math.inf)})
+
+
+SEPARATE = ((3, 3), (4, 4), (6, 6), (math.inf, math.inf), (3, math.inf), (math.inf, 4))
+
+
+def test_separate_gammas_recovered_from_noisy_table():
+    fit = fit_precision(synthetic(SEPARATE))
+    assert fit.form == "separate" and fit.identified and fit.converged
+    assert fit.law.gamma_w == pytest.approx(2.5, rel=0.05)
+    assert fit.law.gamma_a == pytest.approx(1.6, rel=0.1)
+    assert fit.law.gamma_kv is None  # never quantised: fixed, and said so
+    assert fit.law.alpha == pytest.approx(0.35, rel=0.1)
+    assert any("gamma_kv not fitted" in w for w in fit.warnings)
+
+
+def test_tied_form_and_kinds_the_data_cannot_separate():
+    tied_truth = dataclasses.replace(TRUE, gamma_a=2.5, form="tied")
+    data = synthetic(((3, 3), (4, 4), (6, 6), (math.inf, math.inf)), law=tied_truth)
+    fit = fit_precision(data, "separate")  # w and a equal in every row: one gamma, said so
+    assert fit.law.gamma_w == fit.law.gamma_a == pytest.approx(2.5, rel=0.05)
+    assert any("cannot tell them apart" in w for w in fit.warnings)
+    tied = fit_precision(synthetic(SEPARATE, law=tied_truth), "tied")
+    assert tied.law.form == "tied" and tied.law.gamma_w == tied.law.gamma_a == pytest.approx(2.5, rel=0.05)
+
+
+def test_holdout_predicts_each_left_out_width():
+    held = leave_one_precision_out(synthetic(((3, 3), (4, 4), (6, 6), (math.inf, math.inf))), "tied")
+    assert {c["config"] for c in held["configs"]} == {"w3 a3", "w4 a4", "w6 a6", "fp"}
+    assert held["quantised_mean_abs_rel_error"] < 0.01  # noise 0.2%: the law predicts a width it never saw
+
+
+def test_law_file_round_trip_and_penalty(tmp_path):
+    law_file = fit_precision_law(synthetic(((3, 3), (4, 4), (math.inf, math.inf))), "tied", bootstrap=8)
+    loaded = load_law(law_file.save(tmp_path / "law.json"))
+    assert loaded.precision.gamma_w == pytest.approx(law_file.precision.gamma_w)
+    assert set(loaded.precision.intervals) == {"gamma_w", "gamma_a"}
+    factor = precision_penalty(loaded, 4, 4)
+    assert 0 < factor < 1 and precision_penalty(loaded) == 1.0
+    N, D = 6e4, 6e6
+    assert loaded.predict(N, D, bits_w=4, bits_a=4) == pytest.approx(loaded.law.loss(N * factor, D))
+    assert loaded.predict(N, D, bits_w=32) == pytest.approx(loaded.law.loss(N, D))  # >= 16 bits: unquantised
+    old = {k: v for k, v in json.loads((tmp_path / "law.json").read_text()).items() if k != "precision"}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert load_law(tmp_path / "old.json").precision is None and precision_penalty(load_law(tmp_path / "old.json")) == 1
+    with pytest.raises(UserError, match="no precision section"):
+        load_law(tmp_path / "old.json").predict(N, D, bits_w=4)
+
+
+def test_bits_convention():
+    assert np.isinf(bits_array([0, np.nan, 16, 32])).all() and bits_array(3.0) == 3.0
+    with pytest.raises(UserError, match="at least 1"):
+        bits_array(-2)
+
+
+def write_table(path, rows, header=("N", "D", "loss", "bits_w", "bits_a")):
+    with open(path, "w", newline="") as fh:
+        csv.writer(fh).writerows([header, *rows])
+    return str(path)
+
+
+def table_rows():
+    data = synthetic(((3, 3), (4, 4), (math.inf, math.inf)))
+    p = data.points
+    return [[N, D, round(L, 6), "" if np.isinf(w) else int(w), "" if np.isinf(a) else int(a)]
+            for N, D, L, w, a in zip(p.N, p.D, p.loss, data.bits["w"], data.bits["a"], strict=True)]  # fmt: skip
+
+
+def test_cli_fit_precision(tmp_path, capsys):
+    table = write_table(tmp_path / "runs.csv", table_rows())
+    out = tmp_path / "law.json"
+    assert main(["fit", "--csv", table, "--form", "precision", "--precision-form", "tied", "--bootstrap", "0",
+                 "--out", str(out)]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    assert "fitted precision law" in text and "leave one precision out" in text
+    law = load_law(out)
+    assert law.precision.form == "tied" and "holdout" in law.diagnostics
+
+
+@pytest.mark.parametrize(
+    ("rows", "extra", "message"),
+    [
+        ([[1e4, 1e6, 3.0, -1, ""]] * 8, [], "at least 1"),
+        ([[1e4, 1e6, 3.0, "x", ""]] * 8, [], "not a number"),
+        (None, ["--form", "precision"], None),
+        (None, ["--precision-form", "tied"], "goes with the precision law"),
+    ],
+)
+def test_cli_refuses_bad_input(tmp_path, capsys, rows, extra, message):
+    table = write_table(tmp_path / "runs.csv", rows or table_rows())
+    args = ["fit", "--csv", table, "--form", "precision", "--bootstrap", "0"] if rows else ["fit"]
+    if rows is None and message is None:  # run folders: the precision law reads a table
+        args = ["fit", str(tmp_path), "--form", "precision"]
+        message = "reads a table"
+    elif rows is None:
+        args = ["fit", "--csv", table, *extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and len(err) == 1
+
+
+def test_one_precision_is_refused(tmp_path):
+    rows = [r for r in table_rows() if r[3] == 3]
+    with pytest.raises(UserError, match="one precision"):
+        fit_precision(read_precision_table(write_table(tmp_path / "t.csv", rows)))
+
+
+def test_cpu_precision_design_lists_its_runs():
+    design = DESIGNS["cpu-precision"]
+    grid = design.grid()
+    assert len(grid) == 3 * 3 * 4
+    assert {label for *_, label in grid} == {"fp32", "w6a6", "w4a4", "w3a3"}
+    overrides = dict(design.variants)
+    assert overrides["w3a3"] == ("model.bits_weights=3", "model.bits_activations=3") and overrides["fp32"] == ()
+
+
+def test_variants_apply_their_overrides():
+    tiny = dataclasses.replace(DESIGNS["tiny-isoflop"], variants=(("gelu", ()), ("relu", ("model.activation=relu",))))
+    runs = plan_runs(tiny)
+    assert len(runs) == 2 * len(plan_runs(DESIGNS["tiny-isoflop"]))
+    relu = [r for r in runs if r.variant == "relu"]
+    assert relu and all(r.name.endswith("-relu") and r.config.model.activation == "relu" for r in relu)
