@@ -93,17 +93,21 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
     `by_scale`: the hold-outs by scale (`holdout_by_scale`); `holdout` (--holdout-largest): the budget's required."""
     if bool(paths) == bool(csv):
         raise UserError("give either run folders or --csv FILE (columns N, D, loss), not both and not neither")
-    if precision_form != "separate" and form != "precision":
-        raise UserError("--precision-form goes with the precision law: add --form precision")
+    if form == "precision" or precision_form != "separate":
+        flags = {
+            "--plot": plot,
+            "--holdout-largest": holdout,
+            "--reference": reference,
+            "--holdout-shape": holdout_shape,
+        }
+        return run_precision_fit(
+            paths, csv, n_boot, out, delta, best_of, columns, precision_form, by_scale, flags, form
+        )
     if best_of is not None and (not csv or form == "shape"):
         raise UserError("--best-of keeps the best rows of a fit CSV: fit --csv FILE --best-of lr,batch")
     check_fit_args(n_boot, out, plot)
     if holdout_shape and form != "shape":
         raise UserError("--holdout-shape checks the shape-aware law: add --form shape")
-    if form == "precision":
-        return run_precision_fit(paths, csv, n_boot, out, delta, best_of, columns, precision_form, by_scale,
-                                 (("--plot", plot), ("--holdout-largest", holdout), ("--reference", reference),
-                                  ("--holdout-shape", holdout_shape)))  # fmt: skip
     if form == "shape":
         for flag, used in (("--plot", plot), ("--holdout-largest", holdout), ("--reference", reference),
                            ("--columns", columns)):  # fmt: skip
@@ -188,10 +192,12 @@ def run_shape_fit(paths: list[str], csv: str | None, n_boot: int, out: str | Non
 
 def run_precision_fit(paths: list[str], csv: str | None, n_boot: int, out: str | None, delta: float,
                       best_of: str | None, columns: str | None, precision_form: str, holdout: bool,
-                      refused: tuple[tuple[str, Any], ...]) -> dict[str, Any]:  # fmt: skip
+                      refused: dict[str, Any], form: str = "precision") -> dict[str, Any]:  # fmt: skip
     """`fit --csv T --form precision`: the precision law (scaling/precision_fit.py) and, unless --no-holdout, each
     training precision left out in turn and predicted by the law fitted on the rest."""
-    for flag, used in refused:
+    if form != "precision":
+        raise UserError("--precision-form goes with the precision law: add --form precision")
+    for flag, used in refused.items():
         if used:
             raise UserError(f"{flag}: not with the precision law (--form precision is checked by precision hold-outs)")
     if paths or not csv:
@@ -474,13 +480,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         "one N; a CSV needs columns d and n); precision: N counted as the effective N_eff of training at "
         "bits_w, bits_a, bits_kv bits (Kumar et al. 2025; a CSV)",
     )
-    p.add_argument(
-        "--precision-form",
-        choices=("separate", "tied"),
-        default="separate",
-        help="with --form precision: a gamma per quantised kind (weights, activations, keys and values) or one "
-        "gamma for all",
-    )
+    _add_precision_args(p)
     p.add_argument("--bootstrap", type=int, default=1000, metavar="K", help="bootstrap resamples (0: none)")
     p.add_argument("--delta", type=float, default=1e-3, help="Huber delta (Chinchilla: 1e-3)")
     p.add_argument("--out", help="write the law JSON here (and its plot beside it)")
@@ -577,6 +577,16 @@ def _curve_fit(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError("--columns names a table's columns: fit --csv TABLE --columns N=params,...")
     return run_curve_fit(
         args.curves, args.bootstrap, args.out, args.plot, args.curve_form, args.holdout_runs, args.curve_loss or "train"
+    )
+
+
+def _add_precision_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--precision-form",
+        choices=("separate", "tied"),
+        default="separate",
+        help="with --form precision: a gamma per quantised kind (weights, activations, keys and values) or one "
+        "gamma for all",
     )
 
 

@@ -44,6 +44,8 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time each name is imp
     from smallest_loss.scaling.plan_result import Plan, PlanRow
     from smallest_loss.scaling.planner import make_plan, plan_with_inputs
     from smallest_loss.scaling.points import FitPoints
+    from smallest_loss.scaling.precision_fit import fit_precision_law, read_precision_table
+    from smallest_loss.scaling.precision_law import PrecisionLaw, precision_penalty
     from smallest_loss.scaling.recipe import RecipeLaw
     from smallest_loss.scaling.recipe_fit import fit_recipe
     from smallest_loss.scaling.verify import Verification, verify
@@ -69,6 +71,7 @@ _HOMES = {
     "PlanInputs": "smallest_loss.scaling.plan",
     "PlanRow": "smallest_loss.scaling.plan_result",
     "PredictionInterval": "smallest_loss.scaling.intervals",
+    "PrecisionLaw": "smallest_loss.scaling.precision_law",
     "RecipeLaw": "smallest_loss.scaling.recipe",
     "RunDesign": "smallest_loss.scaling.design",
     "UserError": "smallest_loss.configs.errors",
@@ -78,6 +81,7 @@ _HOMES = {
     "constant_intervals": "smallest_loss.scaling.intervals",
     "fit_curve_laws": "smallest_loss.scaling.curve_law",
     "fit_groups": "smallest_loss.scaling.groups",
+    "fit_precision_law": "smallest_loss.scaling.precision_fit",
     "fit_law": "smallest_loss.scaling.fitting",
     "fit_recipe": "smallest_loss.scaling.recipe_fit",
     "holdout_by_scale": "smallest_loss.scaling.holdout_scale",
@@ -90,6 +94,8 @@ _HOMES = {
     "read_curve": "smallest_loss.scaling.curve_law",
     "read_curves": "smallest_loss.scaling.curve_table",
     "read_runs": "smallest_loss.scaling.fitting",
+    "read_precision_table": "smallest_loss.scaling.precision_fit",
+    "precision_penalty": "smallest_loss.scaling.precision_law",
     "read_table": "smallest_loss.scaling.fitting",
     "suggest_runs": "smallest_loss.scaling.design",
     "verify": "smallest_loss.scaling.verify",
@@ -112,6 +118,7 @@ __all__ = [
     "PlanInputs",
     "PlanRow",
     "PredictionInterval",
+    "PrecisionLaw",
     "RecipeLaw",
     "RunDesign",
     "UserError",
@@ -122,6 +129,7 @@ __all__ = [
     "fit_curve_laws",
     "fit_groups",
     "fit_law",
+    "fit_precision_law",
     "fit_recipe",
     "holdout_by_scale",
     "load_law",
@@ -129,9 +137,11 @@ __all__ = [
     "make_plan",
     "parse_budget",
     "plan_with_inputs",
+    "precision_penalty",
     "prediction_interval",
     "read_curve",
     "read_curves",
+    "read_precision_table",
     "read_runs",
     "read_table",
     "suggest_runs",
