@@ -94,15 +94,9 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
     if bool(paths) == bool(csv):
         raise UserError("give either run folders or --csv FILE (columns N, D, loss), not both and not neither")
     if form == "precision" or precision_form != "separate":
-        flags = {
-            "--plot": plot,
-            "--holdout-largest": holdout,
-            "--reference": reference,
-            "--holdout-shape": holdout_shape,
-        }
-        return run_precision_fit(
-            paths, csv, n_boot, out, delta, best_of, columns, precision_form, by_scale, flags, form
-        )
+        refused = (plot, holdout, reference, holdout_shape)  # flags that do not apply to it
+        return run_precision_fit(paths, csv, n_boot, out, delta, best_of, columns, precision_form, by_scale, refused,
+                                 form)  # fmt: skip
     if best_of is not None and (not csv or form == "shape"):
         raise UserError("--best-of keeps the best rows of a fit CSV: fit --csv FILE --best-of lr,batch")
     check_fit_args(n_boot, out, plot)
@@ -192,12 +186,12 @@ def run_shape_fit(paths: list[str], csv: str | None, n_boot: int, out: str | Non
 
 def run_precision_fit(paths: list[str], csv: str | None, n_boot: int, out: str | None, delta: float,
                       best_of: str | None, columns: str | None, precision_form: str, holdout: bool,
-                      refused: dict[str, Any], form: str = "precision") -> dict[str, Any]:  # fmt: skip
+                      refused: tuple[Any, ...] = (), form: str = "precision") -> dict[str, Any]:  # fmt: skip
     """`fit --csv T --form precision`: the precision law (scaling/precision_fit.py) and, unless --no-holdout, each
     training precision left out in turn and predicted by the law fitted on the rest."""
     if form != "precision":
         raise UserError("--precision-form goes with the precision law: add --form precision")
-    for flag, used in refused.items():
+    for flag, used in zip(("--plot", "--holdout-largest", "--reference", "--holdout-shape"), refused, strict=False):
         if used:
             raise UserError(f"{flag}: not with the precision law (--form precision is checked by precision hold-outs)")
     if paths or not csv:
