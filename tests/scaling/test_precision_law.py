@@ -154,3 +154,26 @@ def test_variants_apply_their_overrides():
     assert len(runs) == 2 * len(plan_runs(DESIGNS["tiny-isoflop"]))
     relu = [r for r in runs if r.variant == "relu"]
     assert relu and all(r.name.endswith("-relu") and r.config.model.activation == "relu" for r in relu)
+
+
+def test_ptq_penalty_recovered_and_saved(tmp_path):
+    from smallest_loss.scaling.precision_fit import fit_ptq
+    from smallest_loss.scaling.precision_law import PTQPenalty
+
+    ptq = PTQPenalty(C_T=0.05, gamma_D=0.5, gamma_N=0.4, gamma_post=1.5)
+    base = synthetic(((3, 3), (math.inf, math.inf)))
+    n = len(base.points)
+    post = np.resize([3.0, 4.0, 6.0, math.inf], n)  # unquantised after training: no penalty, no row
+    noise = np.exp(np.random.default_rng(1).normal(0, 0.02, n))
+    n_eff = TRUE.n_eff(base.points.N, base.bits["w"], base.bits["a"])
+    loss_post = base.points.loss + np.nan_to_num(ptq.delta(n_eff, base.points.D, post)) * noise
+    data = dataclasses.replace(base, bits_post=bits_array(post), loss_post=loss_post)
+    fitted, notes = fit_ptq(data, TRUE)
+    assert fitted.gamma_post == pytest.approx(1.5, rel=0.05) and fitted.gamma_D == pytest.approx(0.5, abs=0.05)
+    assert fitted.gamma_N == pytest.approx(0.4, abs=0.05) and not notes
+    with pytest.raises(UserError, match="no post-training"):
+        TRUE.loss(6e4, 6e6, bits_post=4)
+    law = dataclasses.replace(TRUE, ptq=fitted)
+    assert law.loss(6e4, 6e6, 4, 4, bits_post=4) == pytest.approx(
+        law.loss(6e4, 6e6, 4, 4) + fitted.delta(law.n_eff(6e4, 4, 4), 6e6, 4)
+    )
