@@ -284,17 +284,19 @@ DESIGNS: dict[str, SweepDesign] = {
         min_steps=8,
         branch_fractions=(0.5, 1.0),
     ),
-    # The precision sweep (scaling/precision_fit.py; Kumar et al. 2025): three shapes (7k, 21k and 68k parameters) at
-    # three IsoFLOP budgets, each trained with weights and activations fake-quantised to 3, 4 and 6 bits and in
-    # float32 (unquantised): 36 runs, 1.6e13 FLOPs, about 20-30 minutes on 2 CPU cores (predicted from cpu-isoflop's
-    # FLOP rate and a guessed 1.5x cost of fake quantisation; not yet run). `fit --csv T --form precision` fits it.
+    # The precision sweep (scaling/precision_fit.py; Kumar et al. 2025): three shapes (13k, 33k and 68k parameters)
+    # at three IsoFLOP budgets, each trained with weights and activations fake-quantised to 3, 4 and 6 bits and in
+    # float32 (unquantised): 36 runs, 7.8e12 FLOPs, 51k steps in all. At the 20-25 ms a step that cpu-isoflop's and
+    # data-isoflop's runs of these sizes took on 2 CPU cores, plus a guessed 30% for fake quantisation, about 20-25
+    # minutes (not yet run). Simulated with the cpu-isoflop law, gamma = 2.5 bits and 1% scatter, the tied fit is
+    # identified and predicts each held-out width within 1% mean error. `fit --csv T --form precision` fits it.
     # It needs the model fields model.bits_weights and model.bits_activations of the prec-model branch: without
-    # them planning its runs is refused (unknown field).
+    # them, planning its runs is refused (unknown field).
     "cpu-precision": SweepDesign(
         name="cpu-precision",
         kind="isoflop",
-        budgets=(1e11, 3e11, 9e11),
-        shapes=(((16, 1, 2), (32, 1, 2), (48, 2, 2)),) * 3,
+        budgets=(5e10, 1.5e11, 4.5e11),
+        shapes=(((24, 1, 2), (32, 2, 2), (48, 2, 2)),) * 3,
         base=_CPU_BASE,
         min_steps=8,
         variants=(

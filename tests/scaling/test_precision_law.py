@@ -177,3 +177,15 @@ def test_ptq_penalty_recovered_and_saved(tmp_path):
     assert law.loss(6e4, 6e6, 4, 4, bits_post=4) == pytest.approx(
         law.loss(6e4, 6e6, 4, 4) + fitted.delta(law.n_eff(6e4, 4, 4), 6e6, 4)
     )
+
+
+def test_best_of_keeps_one_row_per_size_tokens_and_precision(tmp_path):
+    rows = table_rows()
+    worse = [[*r[:2], r[2] * 1.1, *r[3:], 1e-2] for r in rows]
+    table = write_table(
+        tmp_path / "t.csv", [[*r, 3e-3] for r in rows] + worse, ("N", "D", "loss", "bits_w", "bits_a", "lr")
+    )
+    data = read_precision_table(table, best_of="lr")
+    assert len(data.points) == len(rows) and np.allclose(np.sort(data.points.loss), np.sort([r[2] for r in rows]))
+    mapped = read_precision_table(table, columns="bits_w=bits_a")  # the file's bits_a read as the weights' bits
+    assert np.array_equal(mapped.bits["w"], mapped.bits["a"])
