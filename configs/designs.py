@@ -352,6 +352,7 @@ _FILE_FIELDS = (
     "branch_fractions",
     "cooldown_fraction",
     "decay",
+    "variants",
 )
 
 
@@ -418,6 +419,7 @@ def load_design_file(path: str | Path) -> SweepDesign:
         if not isinstance(value, list):
             raise UserError(f"{where}: {key} must be a list")
         fields[key] = tuple(value)
+    fields["variants"] = _file_variants(raw.get("variants", {}), where)
     fields.setdefault("kind", "isoflop")
     try:
         return SweepDesign(
@@ -429,6 +431,15 @@ def load_design_file(path: str | Path) -> SweepDesign:
         )
     except UserError as err:
         raise UserError(f"{where}: {err}") from None
+
+
+def _file_variants(raw: Any, where: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """`[variants]`: a table of label = ["section.field=value", ...] (every run trained once per label)."""
+    if not isinstance(raw, dict) or any(
+        not isinstance(v, list) or not all(isinstance(o, str) for o in v) for v in raw.values()
+    ):
+        raise UserError(f'{where}: variants must be a table of label = ["section.field=value", ...]')
+    return tuple((str(label), tuple(overrides)) for label, overrides in raw.items())
 
 
 def _override_text(value: Any) -> str:

@@ -1,5 +1,6 @@
 """The precision law (Kumar et al. 2025): recovery of known constants from noisy synthetic tables, the tied form,
-the hold-out by precision, the law file's precision section, the CLI path and refused inputs."""
+the hold-out by precision, the law file's precision section, the CLI path and refused inputs. (The cpu-precision
+sweep design: tests/experiments/test_sweep_variants.py.)"""
 
 from __future__ import annotations
 
@@ -10,10 +11,8 @@ import math
 
 import numpy as np
 import pytest
-from smallest_loss.configs.designs import DESIGNS
 from smallest_loss.configs.errors import UserError
 from smallest_loss.experiments.cli import main
-from smallest_loss.experiments.sweep import plan_runs
 from smallest_loss.scaling.laws import load_law
 from smallest_loss.scaling.points import FitPoints
 from smallest_loss.scaling.precision_fit import (
@@ -137,23 +136,6 @@ def test_one_precision_is_refused(tmp_path):
     rows = [r for r in table_rows() if r[3] == 3]
     with pytest.raises(UserError, match="one precision"):
         fit_precision(read_precision_table(write_table(tmp_path / "t.csv", rows)))
-
-
-def test_cpu_precision_design_lists_its_runs():
-    design = DESIGNS["cpu-precision"]
-    grid = design.grid()
-    assert len(grid) == 3 * 3 * 4
-    assert {label for *_, label in grid} == {"fp32", "w6a6", "w4a4", "w3a3"}
-    overrides = dict(design.variants)
-    assert overrides["w3a3"] == ("model.bits_weights=3", "model.bits_activations=3") and overrides["fp32"] == ()
-
-
-def test_variants_apply_their_overrides():
-    tiny = dataclasses.replace(DESIGNS["tiny-isoflop"], variants=(("gelu", ()), ("relu", ("model.activation=relu",))))
-    runs = plan_runs(tiny)
-    assert len(runs) == 2 * len(plan_runs(DESIGNS["tiny-isoflop"]))
-    relu = [r for r in runs if r.variant == "relu"]
-    assert relu and all(r.name.endswith("-relu") and r.config.model.activation == "relu" for r in relu)
 
 
 def test_ptq_penalty_recovered_and_saved(tmp_path):
