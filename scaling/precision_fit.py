@@ -543,6 +543,7 @@ class PrecisionBootstrap:
     n_converged: int
     seconds: float
     level: float = 0.95
+    n_at_bound: int = 0  # resamples whose optimum ran to a bound of the box (a constant the resample cannot pin)
 
 
 def bootstrap_precision(data: PrecisionPoints, fit: PrecisionFit, n_boot: int = 1000, seed: int = 0,
@@ -553,27 +554,32 @@ def bootstrap_precision(data: PrecisionPoints, fit: PrecisionFit, n_boot: int = 
     begin, rng = time.perf_counter(), np.random.default_rng(seed)
     index, n_groups = data.points.group_index
     counts = resample_counts(n_groups, n_boot, rng)[:, index].astype(np.float64)
-    rows, ok = [], 0
+    rows, ok, at_bound = [], 0, 0
+    span = fit.problem.box[1] - fit.problem.box[0]
     for w in counts:
         theta, _, converged = _polish(fit.theta, _weighted(fit.problem, w))
         law = law_from_theta(theta, fit.problem, fit.form)
         ptq = fit_ptq(data, law, w)[0] if fit.law.ptq is not None else None
-        rows.append(_sample_row(law, ptq))
+        rows.append(_sample_row(law, ptq, fit.law.ptq is not None))
         ok += converged
+        at_bound += bool(np.any(np.minimum(theta - fit.problem.box[0], fit.problem.box[1] - theta) <= BOUND_TOL * span))
     samples = {k: np.array([r[k] for r in rows]) for k in rows[0]}
-    return PrecisionBootstrap(samples, percentiles(samples, level), n_boot, ok, time.perf_counter() - begin, level)
+    return PrecisionBootstrap(samples, percentiles(samples, level), n_boot, ok, time.perf_counter() - begin, level,
+                              at_bound)  # fmt: skip
 
 
 def _weighted(pb: Problem, w: np.ndarray) -> Problem:
     return Problem(pb.xN, pb.xD, pb.logL, pb.bits, pb.groups, pb.delta, pb.box, pb.tie_ab, pb.mu, pb.gamma_names, w)
 
 
-def _sample_row(law: PrecisionLaw, ptq: PTQPenalty | None) -> dict[str, float]:
+def _sample_row(law: PrecisionLaw, ptq: PTQPenalty | None, with_ptq: bool) -> dict[str, float]:
     row = {k: getattr(law, k) for k in ("E", "A", "B", "alpha", "beta")}
     row.update(n_exponent=law.beta / (law.alpha + law.beta), d_exponent=law.alpha / (law.alpha + law.beta))
     row.update({f"gamma_{k}": law.gamma(k) for k in KINDS if law.gamma(k) is not None})
-    if ptq is not None:
-        row.update({f"ptq_{k}": getattr(ptq, k) for k in ("C_T", "gamma_D", "gamma_N", "gamma_post")})
+    if with_ptq:  # a resample whose PTQ rows cannot be fitted gives NaN (percentiles then say so)
+        row.update(
+            {f"ptq_{k}": getattr(ptq, k) if ptq else math.nan for k in ("C_T", "gamma_D", "gamma_N", "gamma_post")}
+        )
     return row
 
 
@@ -647,6 +653,9 @@ def _diagnostics(data: PrecisionPoints, fit: PrecisionFit, boot: PrecisionBootst
     if boot is not None and boot.n_converged < 0.9 * boot.n_boot:
         warnings.append(f"only {boot.n_converged} of {boot.n_boot} bootstrap refits converged; intervals may be "
                         "too wide")  # fmt: skip
+    if boot is not None and boot.n_at_bound > 0.05 * boot.n_boot:
+        warnings.append(f"{boot.n_at_bound} of {boot.n_boot} bootstrap refits ran to a bound of the box: the "
+                        "resampled runs do not pin every constant down; their intervals stop at the bound")  # fmt: skip
     levels = {BITS_COLUMNS[k]: sorted({"unquantised" if not np.isfinite(b) else float(b) for b in data.bits[k]},
                                       key=str) for k in KINDS}  # fmt: skip
     return dict(
@@ -655,5 +664,6 @@ def _diagnostics(data: PrecisionPoints, fit: PrecisionFit, boot: PrecisionBootst
         converged=fit.converged, n_starts=fit.n_starts, seconds=fit.seconds, warnings=warnings,
         precision_levels=levels, fitted_range=data.points.fitted_range,
         bootstrap=None if boot is None else dict(n_boot=boot.n_boot, n_converged=boot.n_converged,
-                                                 level=boot.level, seconds=boot.seconds),
+                                                 n_at_bound=boot.n_at_bound, level=boot.level,
+                                                 seconds=boot.seconds),
     )  # fmt: skip

@@ -18,6 +18,14 @@ def test_cpu_precision_design_lists_its_runs():
     assert {label for *_, label in grid} == {"fp32", "w6a6", "w4a4", "w3a3"}
     overrides = dict(design.variants)
     assert overrides["w3a3"] == ("model.bits_weights=3", "model.bits_activations=3") and overrides["fp32"] == ()
+    plain = plan_runs(dataclasses.replace(design, variants=()))  # every budget buys every shape its steps
+    assert len(plain) == 9 and 40_000 < 4 * sum(r.config.total_steps for r in plain) < 60_000
+    try:  # the quantised-training fields exist only on the prec-model branch
+        runs = plan_runs(design)
+    except UserError as err:
+        assert "bits_weights" in str(err)
+    else:
+        assert len(runs) == 36 and {r.variant for r in runs} == {"fp32", "w6a6", "w4a4", "w3a3"}
 
 
 def test_variants_apply_their_overrides():
