@@ -8,7 +8,8 @@
     plan = sl.make_plan("4h", law, profile)
 
 Reading points: `read_table` (a fit CSV), `read_runs` (run or sweep folders). Fitting: `fit_law` (Chinchilla, Kaplan,
-shape-aware), `fit_precision_law` (training precision: a `read_precision_table` table, a `PrecisionLaw`), `fit_groups` (several data or evaluation sets with shared exponents), `holdout_by_scale` (the error
+shape-aware), `fit_precision_law` (training precision: a `read_precision_table` table, a `PrecisionLaw`),
+`fit_groups` (several data or evaluation sets with shared exponents), `holdout_by_scale` (the error
 predicting the largest budget and the largest model size from the rest), `fit_recipe` (learning-rate and
 batch laws), `fit_curve_laws` (schedule-aware learning curves: run folders' `read_curve`, or `read_curves` of a
 curve table logged by any stack). Designing runs: `suggest_runs` (the runs that most shrink the interval
