@@ -173,8 +173,13 @@ def gamma_structure(data: PrecisionPoints, form: str) -> Structure:
         levels = data.levels(kind)
         if levels < 2:
             groups[kind] = None
-            what = "unquantised" if not np.isfinite(data.bits[kind]).any() else f"at {data.bits[kind][0]:g} bits"
-            notes.append(f"gamma_{kind} not fitted (fixed: no effect): {BITS_COLUMNS[kind]} is {what} in every row")
+            if np.isfinite(data.bits[kind]).any():  # one width everywhere: its factor is absorbed into A
+                what = (
+                    f"at {data.bits[kind][0]:g} bits in every row (its effect is folded into A; predictions ignore it)"
+                )
+            else:
+                what = "unquantised in every row"
+            notes.append(f"gamma_{kind} not fitted (fixed: no effect): {BITS_COLUMNS[kind]} is {what}")
             continue
         if levels < LEVELS_WARN:
             notes.append(f"gamma_{kind} rests on one contrast ({levels} levels of {BITS_COLUMNS[kind]}); "
@@ -339,16 +344,20 @@ def _polish(theta: np.ndarray, pb: Problem) -> tuple[np.ndarray, float, bool]:
     if pb.tie_ab:
         lo[3], hi[3] = max(pb.box[0, 3], pb.box[0, 4]), min(pb.box[1, 3], pb.box[1, 4])
     rows = np.repeat(np.arange(len(pb.logL)), np.round(pb.w).astype(int))
+    last: dict[bytes, np.ndarray] = {}  # the Jacobian of the last point evaluated (trf asks for it next)
 
     def fun(u: np.ndarray) -> np.ndarray:
-        return jacobian(T @ u, pb)[0][rows]
+        r, J = jacobian(T @ u, pb)
+        last.clear()
+        last[u.tobytes()] = J[rows] @ T
+        return r[rows]
 
     def jac(u: np.ndarray) -> np.ndarray:
-        return jacobian(T @ u, pb)[1][rows] @ T
+        return last.get(u.tobytes()) if u.tobytes() in last else jacobian(T @ u, pb)[1][rows] @ T
 
     u0 = np.clip(np.linalg.lstsq(T, theta, rcond=None)[0], lo, hi)
     res = least_squares(fun, u0, jac=jac, bounds=(lo, hi), loss="huber", f_scale=pb.delta,
-                        method="trf", x_scale="jac", ftol=1e-12, xtol=1e-12, gtol=1e-12, max_nfev=500)  # fmt: skip
+                        method="trf", x_scale="jac", ftol=1e-12, xtol=1e-12, gtol=1e-12, max_nfev=300)  # fmt: skip
     theta = T @ res.x
     return theta, objective_and_grad(theta, pb)[0], bool(res.status > 0)
 

@@ -171,3 +171,18 @@ def test_best_of_keeps_one_row_per_size_tokens_and_precision(tmp_path):
     assert len(data.points) == len(rows) and np.allclose(np.sort(data.points.loss), np.sort([r[2] for r in rows]))
     mapped = read_precision_table(table, columns="bits_w=bits_a")  # the file's bits_a read as the weights' bits
     assert np.array_equal(mapped.bits["w"], mapped.bits["a"])
+
+
+def test_gradient_and_jacobian_match_finite_differences():
+    from smallest_loss.scaling.precision_fit import gamma_structure, jacobian, make_problem, objective_and_grad
+
+    data = synthetic(SEPARATE)
+    pb = make_problem(data, gamma_structure(data, "separate"), delta=10.0)  # wide delta: the quadratic branch
+    theta = np.array([0.3, 0.5, 0.4, 0.35, 0.3, math.log(2.5), math.log(1.6)])
+    f, g = objective_and_grad(theta, pb)
+    r, J = jacobian(theta, pb)
+    steps = np.eye(len(theta)) * 1e-6
+    numeric = [(objective_and_grad(theta + h, pb)[0] - objective_and_grad(theta - h, pb)[0]) / 2e-6 for h in steps]
+    assert np.allclose(g, numeric, rtol=1e-5, atol=1e-8)
+    columns = [(jacobian(theta + h, pb)[0] - jacobian(theta - h, pb)[0]) / 2e-6 for h in steps]
+    assert np.allclose(J, np.column_stack(columns), rtol=1e-5, atol=1e-8) and f == pytest.approx(0.5 * r @ r)
