@@ -199,6 +199,7 @@ def run_precision_fit(paths: list[str], csv: str | None, n_boot: int, out: str |
                         "bits_a, bits_kv)")  # fmt: skip
     from smallest_loss.scaling.precision_fit import fit_precision_law, leave_one_precision_out, read_precision_table
 
+    check_fit_args(n_boot, out, None)  # refused before the table is read and the fit run
     data = read_precision_table(csv, best_of, columns)
     law_file = fit_precision_law(data, precision_form, n_boot, delta)
     report: dict[str, Any] = dict(points=len(data.points), text=_format_precision(law_file))
