@@ -91,7 +91,7 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
             holdout: bool, as_json: bool, delta: float = DEFAULT_DELTA, reference: str | None = None,
             holdout_shape: bool = False, best_of: str | None = None, columns: str | None = None,
             by_scale: bool = True, moe_form: str = "joint", e_max: float = E_MAX,
-            shape_term: str | None = None) -> dict[str, Any]:  # fmt: skip
+            shape_term: str | None = None, precision_form: str = "separate") -> dict[str, Any]:  # fmt: skip
     """The whole `fit` command; returns the report (printed as text or JSON by the caller). `best_of` (lr,batch):
     each (N, D) of the CSV fitted through its best row only; `columns`: the table's own names for its columns;
     `by_scale`: the hold-outs by scale (`holdout_by_scale`); `holdout` (--holdout-largest): the budget's required;
@@ -102,6 +102,10 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
     if form == "moe":
         _refuse_with_moe(paths, plot, reference, holdout_shape)
         return run_moe_fit(csv, n_boot, out, delta, best_of, columns, moe_form, e_max, by_scale or holdout)
+    if form == "precision" or precision_form != "separate":
+        refused = (plot, holdout, reference, holdout_shape)  # flags that do not apply to it
+        return run_precision_fit(paths, csv, n_boot, out, delta, best_of, columns, precision_form, by_scale, refused,
+                                 form)  # fmt: skip
     if best_of is not None and (not csv or form == "shape"):
         raise UserError("--best-of keeps the best rows of a fit CSV: fit --csv FILE --best-of lr,batch")
     check_fit_args(n_boot, out, plot)
@@ -258,6 +262,71 @@ def run_shape_fit(paths: list[str], csv: str | None, n_boot: int, out: str | Non
     return report
 
 
+def run_precision_fit(paths: list[str], csv: str | None, n_boot: int, out: str | None, delta: float,
+                      best_of: str | None, columns: str | None, precision_form: str, holdout: bool,
+                      refused: tuple[Any, ...] = (), form: str = "precision") -> dict[str, Any]:  # fmt: skip
+    """`fit --csv T --form precision`: the precision law (scaling/precision_fit.py) and, unless --no-holdout, each
+    training precision left out in turn and predicted by the law fitted on the rest."""
+    if form != "precision":
+        raise UserError("--precision-form goes with the precision law: add --form precision")
+    for flag, used in zip(("--plot", "--holdout-largest", "--reference", "--holdout-shape"), refused, strict=False):
+        if used:
+            raise UserError(f"{flag}: not with the precision law (--form precision is checked by precision hold-outs)")
+    if paths or not csv:
+        raise UserError("--form precision reads a table: fit --csv TABLE --form precision (columns N, D, loss, bits_w, "
+                        "bits_a, bits_kv)")  # fmt: skip
+    from smallest_loss.scaling.precision_fit import fit_precision_law, leave_one_precision_out, read_precision_table
+
+    check_fit_args(n_boot, out, None)  # refused before the table is read and the fit run
+    data = read_precision_table(csv, best_of, columns)
+    law_file = fit_precision_law(data, precision_form, n_boot, delta)
+    report: dict[str, Any] = dict(points=len(data.points), text=_format_precision(law_file))
+    if holdout:
+        held = leave_one_precision_out(data, precision_form, delta)
+        report["holdout_precision"] = held
+        law_file = dataclasses.replace(law_file, diagnostics={**(law_file.diagnostics or {}), "holdout": held})
+    report["law"] = without_samples(law_file).to_dict()
+    if out:
+        law_file.save(out)
+        report["law_file"] = out
+    return report
+
+
+def _format_precision(law_file: LawFile) -> list[str]:
+    p, d = law_file.precision, law_file.diagnostics
+    values = {key: getattr(law_file.law, key) for key in LAW_KEYS}
+    values |= {f"gamma_{k}": p.gamma(k) for k in ("w", "a", "kv") if p.gamma(k) is not None}
+    intervals = (law_file.intervals or {}) | (p.intervals or {})
+    if p.ptq is not None:
+        values |= {f"ptq_{k}": getattr(p.ptq, k) for k in ("C_T", "gamma_D", "gamma_N", "gamma_post")}
+        intervals |= {f"ptq_{k}": v for k, v in (p.ptq.intervals or {}).items()}
+    levels = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in d["precision_levels"].items())
+    lines = _constants_table(values, intervals) + [
+        "",
+        f"law used: {d['form_description']} ({'identified' if d['identified'] else 'NOT identified'})",
+        f"bits trained: {levels}",
+        f"objective {d['objective']:.6g} (Huber delta {d['delta']:g}), max |gradient| {d['grad_norm']:.2e}, "
+        f"converged: {d['converged']}, starts: {d['n_starts']}, {d['seconds']:.1f}s",
+    ]
+    return lines + [f"warning: {w}" for w in d["warnings"]]
+
+
+def _holdout_precision_lines(h: dict[str, Any]) -> list[str]:
+    if h["mean_abs_rel_error"] is None:
+        lines = ["leave one precision out: none could be held out"]
+    else:
+        quantised = h["quantised_mean_abs_rel_error"]
+        lines = [
+            f"leave one precision out (the law fitted on the other rows predicting it): mean |error| "
+            f"{h['mean_abs_rel_error']:.2%} over all held-out rows"
+            + (f", {quantised:.2%} over the quantised ones (the bit widths)" if quantised is not None else "")
+        ]
+    lines += [f"  {c['config']}: {c['points']} rows, mean |error| {c['mean_abs_rel_error']:.2%}, max "
+              f"{c['max_abs_rel_error']:.2%}, mean signed {c['mean_rel_error']:+.2%} (form {c['form']})"
+              for c in h["configs"]]  # fmt: skip
+    return lines + [f"  {s['config']} not held out: {s['reason']}" for s in h["skipped"]]
+
+
 def _format_shape(law_file: LawFile) -> list[str]:
     shape, d = law_file.shape, law_file.diagnostics
     values = {key: getattr(law_file.law, key) for key in LAW_KEYS}
@@ -399,6 +468,7 @@ def print_report(report: dict[str, Any], as_json: bool) -> None:
     else:
         form = "shape-aware" if "shape" in report["law"] else report["law"]["form"]
         form = f"MoE ({report['law']['moe']['form']})" if "moe" in report["law"] else form
+        form = "precision" if "precision" in report["law"] else form
         print(f"fitted {form} law to {report['points']} points")
     print("\n".join(report["text"]))
     iso = report.get("isoflop")
@@ -423,6 +493,8 @@ def print_report(report: dict[str, Any], as_json: bool) -> None:
         print("\n".join(moe_holdout_lines(report["holdout_moe"])))
     if "holdout_shape" in report:
         print("\n".join(_holdout_shape_lines(report["holdout_shape"])))
+    if "holdout_precision" in report:
+        print("\n".join(_holdout_precision_lines(report["holdout_precision"])))
     for key in ("law_file", "plot", "isoflop_plot"):
         if key in report:
             print(f"{key.replace('_', ' ')}: {report[key]}")
@@ -480,13 +552,15 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--form",
-        choices=("chinchilla", "kaplan", "shape", "moe"),
+        choices=("chinchilla", "kaplan", "shape", "moe", "precision"),
         default=None,
         help="chinchilla (default); shape: the Chinchilla form times a factor in the aspect ratio d/n (runs of "
         "several d/n at one N; a CSV needs columns d and n); moe: the joint MoE law in active parameters, tokens "
-        "and expert count (a CSV with columns N_active, experts, D, loss)",
+        "and expert count (a CSV with columns N_active, experts, D, loss); precision: N counted as the effective "
+        "N_eff of training at bits_w, bits_a, bits_kv bits (Kumar et al. 2025; a CSV)",
     )
     _add_moe_args(p)
+    _add_precision_args(p)
     p.add_argument("--bootstrap", type=int, default=1000, metavar="K", help="bootstrap resamples (0: none)")
     p.add_argument("--delta", type=float, default=1e-3, help="Huber delta (Chinchilla: 1e-3)")
     p.add_argument("--out", help="write the law JSON here (and its plot beside it)")
@@ -579,6 +653,7 @@ def run(args: argparse.Namespace) -> int:
         args.moe_form,
         args.moe_emax,
         args.shape_term,
+        args.precision_form,
     )
     print_report(report, args.json)
     return 0
@@ -620,6 +695,16 @@ def _add_moe_args(p: argparse.ArgumentParser) -> None:
         default=E_MAX,
         metavar="E",
         help=f"with --form moe: where the effective expert count saturates (default {E_MAX:g})",
+    )
+
+
+def _add_precision_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--precision-form",
+        choices=("separate", "tied"),
+        default="separate",
+        help="with --form precision: a gamma per quantised kind (weights, activations, keys and values) or one "
+        "gamma for all",
     )
 
 

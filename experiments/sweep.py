@@ -18,6 +18,7 @@ from typing import Any
 
 from smallest_loss.configs.designs import Shape, SweepDesign
 from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.overrides import apply_overrides
 from smallest_loss.configs.schema import ModelConfig, RunConfig
 from smallest_loss.model.runs import RunDir, RunExists, RunLocked, make_folder
 from smallest_loss.model.train import RunDiverged, train
@@ -33,6 +34,7 @@ class PlannedRun:
     config: RunConfig
     branch: tuple[str, int] | None = None  # a cool-down branch: (parent run's name, step it starts from)
     keep_checkpoints: tuple[int, ...] = ()  # a cool-down parent: its branch points
+    variant: str = ""  # the design's variant label (its overrides already in `config`)
 
     def describe(self) -> dict[str, Any]:
         tokens = self.config.total_steps * self.config.train.batch_size * self.config.model.s
@@ -50,6 +52,8 @@ class PlannedRun:
         )
         if self.branch:
             row.update(parent=self.branch[0], branch_step=self.branch[1])
+        if self.variant:
+            row.update(variant=self.variant)
         return row
 
 
@@ -102,8 +106,17 @@ def plan_runs(design: SweepDesign, step_seconds: Any = None, lr_for: Any = None)
                     continue
                 warmup = max(1, round(design.warmup_fraction * steps))
                 config = dataclasses.replace(config, train=dataclasses.replace(train_cfg, warmup_steps=warmup))
-                runs.append(PlannedRun(name, budget, shape, config))
+                runs += _variant_runs(design, PlannedRun(name, budget, shape, config))
     return sorted(runs, key=lambda r: r.name)
+
+
+def _variant_runs(design: SweepDesign, run: PlannedRun) -> list[PlannedRun]:
+    """The run once per design variant, its overrides applied and its label in its name (the run itself when the
+    design has no variants)."""
+    if not design.variants:
+        return [run]
+    return [dataclasses.replace(run, name=f"{run.name}-{label}", config=apply_overrides(run.config, overrides),
+                                variant=label) for label, overrides in design.variants]  # fmt: skip
 
 
 def _cooldown_runs(design: SweepDesign, full: PlannedRun) -> list[PlannedRun]:

@@ -112,6 +112,7 @@ def fit_aspect_law(points: AspectPoints, bootstrap: int, delta: float = DEFAULT_
 
 
 def without_samples(law_file: LawFile) -> LawFile:
-    """The law file without its bootstrap samples (what a report shows), its shape section's too."""
+    """The law file without its bootstrap samples (what a report shows), its shape and precision sections' too."""
     shape = None if law_file.shape is None else dataclasses.replace(law_file.shape, samples=None)
-    return dataclasses.replace(law_file, samples=None, shape=shape)
+    precision = None if law_file.precision is None else dataclasses.replace(law_file.precision, samples=None)
+    return dataclasses.replace(law_file, samples=None, shape=shape, precision=precision)

@@ -24,6 +24,7 @@ from smallest_loss.scaling.chinchilla import ChinchillaLaw
 from smallest_loss.scaling.kaplan import KaplanLaw
 from smallest_loss.scaling.moe_law import MoeLaw, moe_from_dict
 from smallest_loss.scaling.points import ArrayLike
+from smallest_loss.scaling.precision_law import PrecisionLaw, precision_from_dict, precision_to_dict
 from smallest_loss.scaling.recipe import RecipeLaw, recipe_from_dict, recipe_to_dict
 from smallest_loss.scaling.shape_terms import TERMS
 
@@ -81,6 +82,7 @@ class LawFile:
     recipe: RecipeLaw | None = None  # learning-rate and batch laws (scaling/recipe.py); None in older files
     shape: AspectLaw | None = None  # the aspect-ratio factor (scaling/aspect.py); None: a law in N and D only
     moe: MoeLaw | None = None  # the MoE law (scaling/moe_law.py); `law` is then its dense restriction (E = 1)
+    precision: PrecisionLaw | None = None  # the training-precision factor (scaling/precision_law.py); None: none
 
     @property
     def fit_form(self) -> dict[str, Any]:
@@ -121,13 +123,21 @@ class LawFile:
         return "warning: the law is extrapolated: " + "; ".join(beyond) + " (the runs cannot vouch for it there)"
 
     def predict(self, N: ArrayLike, D: ArrayLike, d: ArrayLike | None = None, n: ArrayLike | None = None,
-                experts: ArrayLike = 1, granularity: ArrayLike = 1) -> ArrayLike:  # fmt: skip
+                experts: ArrayLike = 1, granularity: ArrayLike = 1, bits_w: ArrayLike | None = None,
+                bits_a: ArrayLike | None = None, bits_kv: ArrayLike | None = None) -> ArrayLike:  # fmt: skip
         """The predicted loss of N parameters trained on D tokens; with a shape section, of width d and depth n
         (the aspect-ratio factor needs both); with a moe section, of N active parameters in `experts` experts (1:
-        dense) of `granularity` (the granularity law's)."""
+        dense) of `granularity` (the granularity law's); with a precision section, trained at these bit widths
+        (None, 0 or >= 16: unquantised), N counting as N_eff (Kumar et al. 2025). Bits given to a law without a
+        precision section are refused: it cannot say what they cost."""
         if self.moe is not None:
             return self.moe.loss(N, D, experts, granularity)
-        loss = self.law.loss(N, D)
+        if self.precision is not None:
+            loss = self.law.loss(self.precision.n_eff(N, bits_w, bits_a, bits_kv), D)
+        elif any(b is not None for b in (bits_w, bits_a, bits_kv)):
+            raise UserError("this law has no precision section: fit one with fit --form precision to predict bits")
+        else:
+            loss = self.law.loss(N, D)
         if self.shape is None:
             return loss
         if d is None or n is None:
@@ -136,13 +146,13 @@ class LawFile:
 
     def to_dict(self) -> dict[str, Any]:
         """The law JSON's content."""
-        return law_to_dict(self.law, self.intervals, self.samples, self.diagnostics, self.recipe, self.shape, self.moe)
+        return law_to_dict(self.law, self.intervals, self.samples, self.diagnostics, self.recipe, self.shape,
+                           moe=self.moe, precision=self.precision)  # fmt: skip
 
     def save(self, path: str | Path) -> Path:
         """Write the law JSON to `path` (parent folders created)."""
-        return save_law(
-            path, self.law, self.intervals, self.samples, self.diagnostics, self.recipe, self.shape, self.moe
-        )
+        return save_law(path, self.law, self.intervals, self.samples, self.diagnostics, self.recipe, self.shape,
+                        moe=self.moe, precision=self.precision)  # fmt: skip
 
 
 def law_to_dict(
@@ -153,9 +163,10 @@ def law_to_dict(
     recipe: RecipeLaw | None = None,
     shape: AspectLaw | None = None,
     moe: MoeLaw | None = None,
+    precision: PrecisionLaw | None = None,
 ) -> dict[str, Any]:
     """The JSON-ready dict of a law plus optional intervals, bootstrap samples, diagnostics, recipe laws, the
-    aspect-ratio factor and the MoE law."""
+    aspect-ratio factor, the MoE law and the precision factor."""
     form = "chinchilla" if isinstance(law, ChinchillaLaw) else "kaplan"
     out: dict[str, Any] = {"version": LAW_FORMAT_VERSION, "form": form}
     out.update({k: float(getattr(law, k)) for k in _FORM_KEYS[form]})
@@ -171,6 +182,8 @@ def law_to_dict(
         out["shape"] = _shape_to_dict(shape)
     if moe is not None:
         out["moe"] = moe.to_dict()
+    if precision is not None:
+        out["precision"] = precision_to_dict(precision)
     return out
 
 
@@ -191,11 +204,13 @@ def save_law(
     recipe: RecipeLaw | None = None,
     shape: AspectLaw | None = None,
     moe: MoeLaw | None = None,
+    precision: PrecisionLaw | None = None,
 ) -> Path:
     """Write the law JSON to `path` (parent folders created) and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(law_to_dict(law, intervals, samples, diagnostics, recipe, shape, moe), indent=2) + "\n")
+    content = law_to_dict(law, intervals, samples, diagnostics, recipe, shape, moe=moe, precision=precision)
+    path.write_text(json.dumps(content, indent=2) + "\n")
     return path
 
 
@@ -222,7 +237,14 @@ def law_from_dict(data: Any, source: str = "law") -> LawFile:
         recipe=recipe_from_dict(data["recipe"], source) if data.get("recipe") is not None else None,
         shape=_shape(data.get("shape"), source),
         moe=moe_from_dict(data["moe"], source) if data.get("moe") is not None else None,
+        precision=_precision(data.get("precision"), values if form == "chinchilla" else None, source),
     )
+
+
+def _precision(raw: Any, values: dict[str, float] | None, source: str) -> PrecisionLaw | None:
+    if raw is not None and values is None:
+        raise UserError(f"{source}: a precision section goes with a chinchilla law")
+    return precision_from_dict(raw, values or {}, source)
 
 
 def load_law(path: str | Path) -> LawFile:

@@ -9,7 +9,8 @@
 
 Reading points: `read_table` (a fit CSV), `read_runs` (run or sweep folders). Fitting: `fit_law` (Chinchilla, Kaplan,
 shape-aware), `fit_groups` (several data or evaluation sets with shared exponents), `fit_moe_law` (the joint
-mixture-of-experts law of a `read_moe_table` table), `holdout_by_scale` (the error
+mixture-of-experts law of a `read_moe_table` table), `fit_precision_law` (training precision: a
+`read_precision_table` table, a `PrecisionLaw`), `holdout_by_scale` (the error
 predicting the largest budget and the largest model size from the rest), `fit_recipe` (learning-rate and
 batch laws), `fit_curve_laws` (schedule-aware learning curves: run folders' `read_curve`, or `read_curves` of a
 curve table logged by any stack). Designing runs: `suggest_runs` (the runs that most shrink the interval
@@ -47,6 +48,8 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time each name is imp
     from smallest_loss.scaling.plan_result import Plan, PlanRow
     from smallest_loss.scaling.planner import make_plan, plan_with_inputs
     from smallest_loss.scaling.points import FitPoints
+    from smallest_loss.scaling.precision_fit import fit_precision_law, read_precision_table
+    from smallest_loss.scaling.precision_law import PrecisionLaw, precision_penalty
     from smallest_loss.scaling.recipe import RecipeLaw
     from smallest_loss.scaling.recipe_fit import fit_recipe
     from smallest_loss.scaling.verify import Verification, verify
@@ -74,6 +77,7 @@ _HOMES = {
     "PlanInputs": "smallest_loss.scaling.plan",
     "PlanRow": "smallest_loss.scaling.plan_result",
     "PredictionInterval": "smallest_loss.scaling.intervals",
+    "PrecisionLaw": "smallest_loss.scaling.precision_law",
     "RecipeLaw": "smallest_loss.scaling.recipe",
     "RunDesign": "smallest_loss.scaling.design",
     "UserError": "smallest_loss.configs.errors",
@@ -83,6 +87,7 @@ _HOMES = {
     "constant_intervals": "smallest_loss.scaling.intervals",
     "fit_curve_laws": "smallest_loss.scaling.curve_law",
     "fit_groups": "smallest_loss.scaling.groups",
+    "fit_precision_law": "smallest_loss.scaling.precision_fit",
     "fit_law": "smallest_loss.scaling.fitting",
     "fit_moe_law": "smallest_loss.scaling.moe_fit",
     "fit_recipe": "smallest_loss.scaling.recipe_fit",
@@ -97,6 +102,8 @@ _HOMES = {
     "read_curves": "smallest_loss.scaling.curve_table",
     "read_moe_table": "smallest_loss.scaling.moe_law",
     "read_runs": "smallest_loss.scaling.fitting",
+    "read_precision_table": "smallest_loss.scaling.precision_fit",
+    "precision_penalty": "smallest_loss.scaling.precision_law",
     "read_table": "smallest_loss.scaling.fitting",
     "suggest_runs": "smallest_loss.scaling.design",
     "verify": "smallest_loss.scaling.verify",
@@ -121,6 +128,7 @@ __all__ = [
     "PlanInputs",
     "PlanRow",
     "PredictionInterval",
+    "PrecisionLaw",
     "RecipeLaw",
     "RunDesign",
     "UserError",
@@ -132,6 +140,7 @@ __all__ = [
     "fit_groups",
     "fit_law",
     "fit_moe_law",
+    "fit_precision_law",
     "fit_recipe",
     "holdout_by_scale",
     "load_law",
@@ -139,10 +148,12 @@ __all__ = [
     "make_plan",
     "parse_budget",
     "plan_with_inputs",
+    "precision_penalty",
     "prediction_interval",
     "read_curve",
     "read_curves",
     "read_moe_table",
+    "read_precision_table",
     "read_runs",
     "read_table",
     "suggest_runs",
