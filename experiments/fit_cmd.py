@@ -96,7 +96,8 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
     each (N, D) of the CSV fitted through its best row only; `columns`: the table's own names for its columns;
     `by_scale`: the hold-outs by scale (`holdout_by_scale`); `holdout` (--holdout-largest): the budget's required;
     `moe_form`, `e_max`: with form "moe", the MoE law fitted (scaling/moe_fit.py); `shape_term`: the shape-aware
-    law's term (scaling/shape_terms.py; None: the default)."""
+    law's term (scaling/shape_terms.py; None: the default); `precision_form`: with form "precision", separate or
+    tied gammas (scaling/precision_fit.py)."""
     if bool(paths) == bool(csv):
         raise UserError("give either run folders or --csv FILE (columns N, D, loss), not both and not neither")
     if form == "moe":
@@ -114,22 +115,11 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
     if shape_term is not None and form != "shape":
         raise UserError("--shape-term names the shape-aware law's term: add --form shape")
     if form == "shape":
-        for flag, used in (("--plot", plot), ("--holdout-largest", holdout), ("--reference", reference),
-                           ("--columns", columns)):  # fmt: skip
-            if used:
-                raise UserError(f"{flag}: not with the shape-aware law (--form shape, checked by --holdout-shape)")
+        _refuse_with_shape(plot, holdout, reference, columns)
         return run_shape_fit(paths, csv, n_boot, out, delta, holdout_shape, shape_term or DEFAULT_TERM)
     records: list[RunRecord] = []
     if csv:
-        points = read_table(csv, best_of=best_of, columns=columns)
-        sweep = None if best_of else sweep_check(csv, columns)
-        if sweep:
-            print(sweep, file=sys.stderr)
-        mismatch = budget_mismatch(points)
-        if mismatch and holdout:
-            raise UserError(f"--holdout-largest groups rows by budget, but {mismatch}: check that C is in FLOPs")
-        if mismatch:
-            print(f"warning: {mismatch}; budgets group rows by C: check that C is in FLOPs", file=sys.stderr)
+        points = _read_csv_points(csv, best_of, columns, holdout)
         if len(group_names(points)) > 1:
             return run_grouped_fit(points, reference, form, n_boot, out, plot, holdout, delta, by_scale)
         reference_index(group_names(points), reference)  # one group is an ordinary fit; a wrong name is refused
@@ -155,6 +145,27 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
     if plot or out:
         _plots(report, points, law_file.law, records, Path(plot or Path(out).with_suffix(".png")))
     return report
+
+
+def _read_csv_points(csv: str, best_of: str | None, columns: str | None, holdout: bool) -> FitPoints:
+    """A fit CSV's points, with a line on stderr for a rate sweep fitted whole or budgets far from 6ND."""
+    points = read_table(csv, best_of=best_of, columns=columns)
+    sweep = None if best_of else sweep_check(csv, columns)
+    if sweep:
+        print(sweep, file=sys.stderr)
+    mismatch = budget_mismatch(points)
+    if mismatch and holdout:
+        raise UserError(f"--holdout-largest groups rows by budget, but {mismatch}: check that C is in FLOPs")
+    if mismatch:
+        print(f"warning: {mismatch}; budgets group rows by C: check that C is in FLOPs", file=sys.stderr)
+    return points
+
+
+def _refuse_with_shape(plot: str | None, holdout: bool, reference: str | None, columns: str | None) -> None:
+    for flag, used in (("--plot", plot), ("--holdout-largest", holdout), ("--reference", reference),
+                       ("--columns", columns)):  # fmt: skip
+        if used:
+            raise UserError(f"{flag}: not with the shape-aware law (--form shape, checked by --holdout-shape)")
 
 
 def _refuse_with_moe(paths: list[str], plot: str | None, reference: str | None, holdout_shape: bool) -> None:
