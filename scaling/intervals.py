@@ -244,8 +244,9 @@ def step_ratio(points: FitPoints) -> float:
     labels = budget_labels(points.budgets)
     if labels.max() + 1 < STEP_MIN_BUDGETS:
         return 1.0
-    below, top = points.take(labels < labels.max()), points.take(labels == labels.max())
+    top = labels == labels.max()
     try:
+        below = points.take(~top)
         fit = fit_chinchilla(below)
     except UserError:
         return 1.0
@@ -254,7 +255,9 @@ def step_ratio(points: FitPoints) -> float:
     s = scatter(fit.law, below, free_constants(fit.form), shape)
     if not s > 0:
         return 1.0
-    u = log_residuals(fit.law, top) / (s * (1 + shape * np.square(optimum_distance(fit.law, top.N, top.D))))
+    N, D = points.N[top], points.D[top]
+    error = np.log(points.loss[top]) - np.log(np.asarray(fit.law.loss(N, D), float))
+    u = error / (s * (1 + shape * np.square(optimum_distance(fit.law, N, D))))
     return max(1.0, _clipped_rms(u, len(u)))
 
 

@@ -54,7 +54,7 @@ HEADER = ("| table | held out | form | mean abs error | inside 95% before | afte
 def row(name: str, r: dict) -> str:
     cells = [name, f"{r['points']} (of {r['points'] + r['train']})", r["form"], f"{r['mean_error']:.2%}",
              f"{r['inside_before']:.0%}", f"{r['inside_after']:.0%}", f"{r['half_before']:.2%}",
-             f"{r['half_after']:.2%}", f"{r['half_after'] / r['mean_error']:.1f}"]  # fmt: skip
+             f"{r['half_after']:.2%}", f"{r['half_after'] / r['mean_error']:.2f}"]  # fmt: skip
     return "| " + " | ".join(cells) + " |"
 
 
