@@ -75,7 +75,8 @@ def test_the_step_up_check_widens_where_the_form_misses_the_trend_with_scale():
     clean, biased = sweep(0.01, 0.0, seed=3), sweep(0.01, 0.0, seed=3, bias=0.06)
     assert 1 <= step_ratio(clean) < 2.5
     assert step_ratio(biased) > 3
-    few = FitPoints(*(getattr(clean, k)[clean.C <= BUDGETS[2]] for k in ("N", "D", "loss")), C=clean.C[clean.C <= BUDGETS[2]])
+    three = clean.C <= BUDGETS[2]
+    few = FitPoints(clean.N[three], clean.D[three], clean.loss[three], C=clean.C[three])
     assert step_ratio(few) == 1  # fewer than four budgets: no check
 
 
