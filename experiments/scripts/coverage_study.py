@@ -8,7 +8,10 @@ replicate fits all budgets (Approach 3, scaling/chinchilla.py), bootstraps it (s
 whether each interval holds the truth: the five constants, the law's loss at the true optimum of the largest budget
 and of 10x and 100x beyond it, a new run's loss there (the true loss times fresh noise), and N_opt there. BEFORE:
 the plain percentile bootstrap; AFTER: scaling/intervals.py. With --records, writes every replicate (JSON lines)
-and the factors that would make the pooled AFTER coverage exactly nominal.
+and the factors that would make the pooled AFTER coverage exactly nominal. --hetero H makes the noise grow away from
+N_opt (sigma (1 + H x^2), x in decades) and --misfit M adds a curvature the Chinchilla form lacks (the loss times
+exp(M x^2)); a second table scores new runs at the optima and 0.5 decades off the optimum with one scatter for
+every run (the first calibration) and with the current one (the scatter's profile and the check one budget up).
 
     python -m smallest_loss.experiments.scripts.coverage_study            # the default, a few minutes on 2 cores
     python -m smallest_loss.experiments.scripts.coverage_study --replicates 25 --bootstrap 200 --designs 3x5,5x7,9x5
