@@ -13,7 +13,7 @@ intervals were several times wider than the errors (a pairs bootstrap of few run
 2. The runs' own scatter around the law at the point (`scatter`, `scatter_shape`): s g(x), where x is the point's
    distance in decades from the law's compute-optimal N at its compute 6ND and g(x) = 1 + c x^2. IsoFLOP residuals
    are heteroscedastic: runs far from their budget's optimum (tiny or huge tokens per parameter) deviate from the
-   Chinchilla form several times more than runs near it (on Porian et al.'s tables 1-4% within 0.5 decades, 6-18%
+   Chinchilla form several times more than runs near it (on Porian et al.'s tables 1-6% within 0.5 decades, 6-18%
    beyond 0.8). c comes from a least-squares line of the fitted runs' |residual| on x^2, used only when its slope
    is significant (t > `SHAPE_T`; else c = 0, the old homoscedastic scatter); s is the root mean square of the
    residuals / g(x) over n - p degrees of freedom, each clipped at `CLIP` robust standard deviations. Times
