@@ -240,9 +240,9 @@ def scatter(law: ChinchillaLaw, points: FitPoints, n_params: int = 5, shape: flo
 def step_ratio(points: FitPoints) -> float:
     """rho: the law refitted on every fitted budget but the largest predicts the largest one's runs; the root mean
     square of their log errors over the refit's own scatter s g(x) (clipped like `scatter`), at least 1. 1 when the
-    points have fewer than `STEP_MIN_BUDGETS` budgets or the refit is refused."""
+    points have fewer than `STEP_MIN_BUDGETS` budgets, share none (no IsoFLOP profiles), or the refit is refused."""
     labels = budget_labels(points.budgets)
-    if labels.max() + 1 < STEP_MIN_BUDGETS:
+    if labels.max() + 1 < STEP_MIN_BUDGETS or labels.max() + 1 == len(labels):
         return 1.0
     top = labels == labels.max()
     try:

@@ -78,6 +78,8 @@ def test_the_step_up_check_widens_where_the_form_misses_the_trend_with_scale():
     three = clean.C <= BUDGETS[2]
     few = FitPoints(clean.N[three], clean.D[three], clean.loss[three], C=clean.C[three])
     assert step_ratio(few) == 1  # fewer than four budgets: no check
+    N = np.geomspace(1e7, 1e9, 20)  # each run its own 6ND: no shared budgets
+    assert step_ratio(FitPoints(N, 20 * N, LAW.loss(N, 20 * N) * (1 + 0.01 * np.sin(np.arange(20))))) == 1
 
 
 def test_old_calibrations_load_with_one_scatter():
