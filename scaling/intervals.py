@@ -10,10 +10,20 @@ intervals were several times wider than the errors (a pairs bootstrap of few run
    predictions (log loss, log N_opt, log E/A/B, alpha, beta) around the fit's own, times the normal quantile,
    sqrt(n / (n - p)) (n points, p free constants of the form used: a bootstrap of n points sees a spread about
    (n - p)/n of the true one) and `LAW_FACTOR`.
-2. The runs' own scatter around the law (`scatter`): the root mean square of the log residuals over n - p degrees
-   of freedom, each clipped at `CLIP` robust standard deviations, times Student's t quantile on n - p degrees of
-   freedom.
+2. The runs' own scatter around the law at the point (`scatter`, `scatter_shape`): s g(x), where x is the point's
+   distance in decades from the law's compute-optimal N at its compute 6ND and g(x) = 1 + c x^2. IsoFLOP residuals
+   are heteroscedastic: runs far from their budget's optimum (tiny or huge tokens per parameter) deviate from the
+   Chinchilla form several times more than runs near it (on Porian et al.'s tables 1-6% within 0.5 decades, 6-18%
+   beyond 0.8). c comes from a least-squares line of the fitted runs' |residual| on x^2, used only when its slope
+   is significant (t > `SHAPE_T`; else c = 0, the old homoscedastic scatter); s is the root mean square of the
+   residuals / g(x) over n - p degrees of freedom, each clipped at `CLIP` robust standard deviations. Times
+   Student's t quantile on n - p degrees of freedom.
 3. A new run's log loss lies within sqrt(law^2 + scatter^2) of the prediction, times `PREDICTION_FACTOR`.
+4. One budget up (`step_ratio`): with at least `STEP_MIN_BUDGETS` fitted budgets, the law is refitted on all but
+   the largest fitted budget and predicts that budget's runs; the root mean square of their errors over s g(x) is
+   the step ratio rho (at least 1). The half-width is at least rho times the scatter part of 2: where the form
+   misses the runs' trend with scale, the errors one budget up show it (a leave-one-budget-out check on the fitted
+   budgets only), and no bootstrap of that form does.
 
 When the full law is not identified and the fit fell back to a smaller form, the law's part is also multiplied by
 `FALLBACK_FACTOR`: the form itself is a guess, which no bootstrap of that form sees.
@@ -33,9 +43,9 @@ from typing import Any
 import numpy as np
 from smallest_loss.configs.errors import UserError
 from smallest_loss.scaling.bootstrap import BootstrapResult
-from smallest_loss.scaling.chinchilla import ChinchillaLaw
+from smallest_loss.scaling.chinchilla import ChinchillaLaw, fit_chinchilla
 from smallest_loss.scaling.laws import LawFile, load_law
-from smallest_loss.scaling.points import ArrayLike, FitPoints
+from smallest_loss.scaling.points import ArrayLike, FitPoints, budget_labels
 
 FREE_CONSTANTS = {"full": 5, "fixed_E": 4, "tied": 4, "tied_fixed_E": 3}
 # Fitted on the simulation (experiments/scripts/coverage_study.py; 165 sweeps, seed 2, Epoch's and the CPU law, 3-5
@@ -46,6 +56,10 @@ LAW_FACTOR = 1.15  # multiplies the law's robust spread (after the sqrt(n / (n -
 # on the same simulation its 18 sweeps needed 2.0 times the full law's factor (1.5 for a new run's loss).
 FALLBACK_FACTOR = 2.0
 PREDICTION_FACTOR = 1.0  # multiplies a new run's combined half-width
+# The x^2 slope of the runs' |residual| (`scatter_shape`) is used only when its t statistic exceeds this: on
+# homoscedastic sweeps a spurious slope then appears in about 2.5% of fits.
+SHAPE_T = 2.0
+STEP_MIN_BUDGETS = 4  # fitted budgets `step_ratio` needs (its refit then has at least 3)
 MAD_TO_SD = 1.4826  # median |x| of a normal sample, in standard deviations
 CLIP = 4.0  # residuals beyond this many robust standard deviations count as this many (`scatter`)
 LOG_CONSTANTS = ("E", "A", "B")  # their intervals are scaled in log space (positive constants)
@@ -63,10 +77,14 @@ class IntervalCalibration:
     n_params: int  # free constants of the form used (5 for the full law)
     law_factor: float = LAW_FACTOR
     prediction_factor: float = PREDICTION_FACTOR
+    shape: float = 0.0  # c of the scatter's profile g(x) = 1 + c x^2 (x: decades from N_opt); 0: homoscedastic
+    step_ratio: float = 1.0  # rho, the errors one budget up over the scatter (`step_ratio`); at least 1
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.scatter) and self.scatter >= 0):
             raise UserError(f"calibration scatter={self.scatter!r} must be a finite number >= 0")
+        if not (math.isfinite(self.shape) and self.shape >= 0 and math.isfinite(self.step_ratio)):
+            raise UserError(f"calibration shape={self.shape!r} must be >= 0 and step_ratio finite")
         if self.n_points < 1 or self.n_params < 0:
             raise UserError(f"calibration needs n_points >= 1 and n_params >= 0, got {self.n_points}, {self.n_params}")
 
@@ -84,14 +102,19 @@ class IntervalCalibration:
         """Student's t quantile for a two-sided interval at `level` on `df` degrees of freedom."""
         return student_t(level, self.df)
 
+    def noise(self, x: Any = 0.0) -> np.ndarray:
+        """The runs' scatter (log loss, one standard deviation) at distance `x` (decades) from N_opt."""
+        return self.scatter * (1 + self.shape * np.square(np.asarray(x, float)))
+
     def to_dict(self) -> dict[str, Any]:
         return dict(scatter=self.scatter, n_points=self.n_points, n_params=self.n_params,
-                    law_factor=self.law_factor, prediction_factor=self.prediction_factor)  # fmt: skip
+                    law_factor=self.law_factor, prediction_factor=self.prediction_factor, shape=self.shape,
+                    step_ratio=self.step_ratio)  # fmt: skip
 
     @classmethod
     def from_dict(cls, raw: Any, source: str = "law") -> IntervalCalibration:
         """Parse `diagnostics.calibration` of a law file; every problem is a `UserError` naming `source`."""
-        keys = ("scatter", "n_points", "n_params", "law_factor", "prediction_factor")
+        keys = ("scatter", "n_points", "n_params", "law_factor", "prediction_factor", "shape", "step_ratio")
         if not isinstance(raw, dict) or not all(isinstance(raw.get(k), int | float) for k in keys[:3]):
             raise UserError(f"{source}: diagnostics.calibration must hold numbers scatter, n_points, n_params")
         values = {k: raw[k] for k in keys if isinstance(raw.get(k), int | float)}
@@ -164,23 +187,91 @@ def free_constants(form: str) -> int:
     return FREE_CONSTANTS[form]
 
 
-def scatter(law: ChinchillaLaw, points: FitPoints, n_params: int = 5) -> float:
-    """The runs' scatter around the law: the root mean square of the log residuals over n - p degrees of freedom,
-    each residual first clipped at `CLIP` robust standard deviations (1.4826 x the median |residual|), so that one
-    diverged run cannot blow it up. Not the median |residual| itself: the Huber fit (delta 1e-3) is close to a least
-    absolute deviations fit, which puts about p residuals at zero, and the median of the rest then fell to half the
-    noise on the simulated sweeps (1-3% noise, 15 runs)."""
-    r = np.log(points.loss) - np.log(np.asarray(law.loss(points.N, points.D), float))
-    limit = CLIP * MAD_TO_SD * np.median(np.abs(r))
-    r = np.clip(r, -limit, limit) if limit > 0 else r
-    return float(np.sqrt(np.sum(r**2) / max(len(r) - n_params, 1)))
+def optimum_distance(law: ChinchillaLaw, N: ArrayLike, D: ArrayLike) -> np.ndarray:
+    """x: decades between N and the law's compute-optimal N at the run's compute 6ND (0 on the optimum)."""
+    N, D = np.broadcast_arrays(np.asarray(N, float), np.asarray(D, float))
+    return np.log10(N / np.asarray(law.optimal_allocation(6 * N * D)[0], float).reshape(N.shape))
 
 
-def calibrate(law: ChinchillaLaw, points: FitPoints, form: str = "full") -> IntervalCalibration:
-    """The calibration of a law fitted (in `form`) to `points`."""
+def log_residuals(law: ChinchillaLaw, points: FitPoints) -> np.ndarray:
+    """log(loss) - log(the law's loss) of each point."""
+    return np.log(points.loss) - np.log(np.asarray(law.loss(points.N, points.D), float))
+
+
+def scatter_shape(x: np.ndarray, r: np.ndarray) -> float:
+    """c of the scatter's profile g(x) = 1 + c x^2: a least-squares line of |r| on x^2, c = slope / intercept, and 0
+    unless the slope's t statistic exceeds `SHAPE_T`. The intercept is floored at half the mean |r| of the nearer
+    half of the points (a line steeper than its data near the optimum support would blow c up)."""
+    x2, a = np.square(np.asarray(x, float)), np.abs(np.asarray(r, float))
+    if len(a) < 4 or np.ptp(x2) <= 0:
+        return 0.0
+    design = np.stack([np.ones_like(x2), x2], axis=1)
+    coef, *_ = np.linalg.lstsq(design, a, rcond=None)
+    dof = len(a) - 2
+    sigma2 = np.sum((a - design @ coef) ** 2) / dof
+    se = math.sqrt(sigma2 / np.sum((x2 - x2.mean()) ** 2))
+    if not coef[1] > SHAPE_T * se:
+        return 0.0
+    near = a[x2 <= np.median(x2)]
+    floor = 0.5 * float(np.mean(near)) if len(near) else 0.0
+    return float(coef[1] / max(coef[0], floor, 1e-12))
+
+
+def _clipped_rms(u: np.ndarray, dof: int) -> float:
+    """Root mean square of `u` over `dof`, each entry first clipped at `CLIP` robust standard deviations."""
+    limit = CLIP * MAD_TO_SD * np.median(np.abs(u))
+    u = np.clip(u, -limit, limit) if limit > 0 else u
+    return float(np.sqrt(np.sum(u**2) / max(dof, 1)))
+
+
+def scatter(law: ChinchillaLaw, points: FitPoints, n_params: int = 5, shape: float = 0.0) -> float:
+    """The runs' scatter around the law at the optimum: the root mean square of the log residuals (divided by the
+    profile g(x) = 1 + `shape` x^2, `scatter_shape`) over n - p degrees of freedom, each residual first clipped at
+    `CLIP` robust standard deviations (1.4826 x the median |residual|), so that one diverged run cannot blow it up.
+    Not the median |residual| itself: the Huber fit (delta 1e-3) is close to a least absolute deviations fit, which
+    puts about p residuals at zero, and the median of the rest then fell to half the noise on the simulated sweeps
+    (1-3% noise, 15 runs)."""
+    r = log_residuals(law, points)
+    if shape:
+        r = r / (1 + shape * np.square(optimum_distance(law, points.N, points.D)))
+    return _clipped_rms(r, len(r) - n_params)
+
+
+def step_ratio(points: FitPoints) -> float:
+    """rho: the law refitted on every fitted budget but the largest predicts the largest one's runs; the root mean
+    square of their log errors over the refit's own scatter s g(x) (clipped like `scatter`), at least 1. 1 when the
+    points have fewer than `STEP_MIN_BUDGETS` budgets, share none (no IsoFLOP profiles), or the refit is refused."""
+    labels = budget_labels(points.budgets)
+    if labels.max() + 1 < STEP_MIN_BUDGETS or labels.max() + 1 == len(labels):
+        return 1.0
+    top = labels == labels.max()
+    try:
+        below = points.take(~top)
+        fit = fit_chinchilla(below)
+    except UserError:
+        return 1.0
+    x, r = optimum_distance(fit.law, below.N, below.D), log_residuals(fit.law, below)
+    shape = scatter_shape(x, r)
+    s = scatter(fit.law, below, free_constants(fit.form), shape)
+    if not s > 0:
+        return 1.0
+    N, D = points.N[top], points.D[top]
+    error = np.log(points.loss[top]) - np.log(np.asarray(fit.law.loss(N, D), float))
+    u = error / (s * (1 + shape * np.square(optimum_distance(fit.law, N, D))))
+    return max(1.0, _clipped_rms(u, len(u)))
+
+
+def calibrate(law: ChinchillaLaw, points: FitPoints, form: str = "full", profile: bool = True,
+              step: bool = True) -> IntervalCalibration:  # fmt: skip
+    """The calibration of a law fitted (in `form`) to `points`. `profile`: the scatter's profile in the distance
+    from N_opt (`scatter_shape`; False: one scatter for every point, as before); `step`: the check one budget up
+    (`step_ratio`, which refits the law once)."""
     p = free_constants(form)
     factor = LAW_FACTOR * (FALLBACK_FACTOR if form != "full" else 1.0)
-    return IntervalCalibration(scatter(law, points, p), len(points), p, law_factor=factor)
+    shape = scatter_shape(optimum_distance(law, points.N, points.D), log_residuals(law, points)) if profile else 0.0
+    rho = step_ratio(points) if step else 1.0
+    return IntervalCalibration(scatter(law, points, p, shape), len(points), p, law_factor=factor, shape=shape,
+                               step_ratio=rho)  # fmt: skip
 
 
 def spread_interval(center: np.ndarray, draws: np.ndarray, inflation: float, level: float) -> np.ndarray:
@@ -244,19 +335,21 @@ def prediction_interval(source: Any, N: ArrayLike, D: ArrayLike, points: FitPoin
     N, D = np.broadcast_arrays(np.atleast_1d(np.asarray(N, float)), np.atleast_1d(np.asarray(D, float)))
     center = np.log(np.asarray(law.loss(N, D), float)).reshape(N.shape)
     draws = sample_log_loss(samples, N.ravel(), D.ravel()).reshape(-1, *N.shape)
-    mean, new = calibrated_bounds(center, draws, cal, level)
+    mean, new = calibrated_bounds(center, draws, cal, level, optimum_distance(law, N, D))
     return PredictionInterval(N=N, D=D, predicted=np.exp(center), mean_low=np.exp(mean[0]), mean_high=np.exp(mean[1]),
                               low=np.exp(new[0]), high=np.exp(new[1]), level=level, calibration=cal)  # fmt: skip
 
 
-def calibrated_bounds(center: np.ndarray, draws: np.ndarray, cal: IntervalCalibration,
-                      level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def calibrated_bounds(center: np.ndarray, draws: np.ndarray, cal: IntervalCalibration, level: float = 0.95,
+                      x: Any = 0.0) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(mean, new): the (2, ...) log-loss intervals of the law's loss and of a new run's, from the fit's log loss
-    `center` and the bootstrap samples' `draws` (samples along axis 0). See the module docstring."""
+    `center` and the bootstrap samples' `draws` (samples along axis 0), at distance `x` (decades) from the law's
+    N_opt. See the module docstring."""
     mean = spread_interval(center, draws, cal.inflation, level)
-    noise = cal.t(level) * cal.scatter
-    low = center - cal.prediction_factor * np.hypot(center - mean[0], noise)
-    high = center + cal.prediction_factor * np.hypot(mean[1] - center, noise)
+    noise = cal.t(level) * cal.noise(x)
+    step = cal.step_ratio * noise
+    low = center - cal.prediction_factor * np.maximum(np.hypot(center - mean[0], noise), step)
+    high = center + cal.prediction_factor * np.maximum(np.hypot(mean[1] - center, noise), step)
     return mean, np.stack([low, high])
 
 

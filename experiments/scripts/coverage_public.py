@@ -44,17 +44,19 @@ def check(path: Path, n_boot: int, columns: str | None = None, seed: int = 0) ->
         inside_after=float(np.mean((span.low <= loss) & (loss <= span.high))),
         half_before=float(np.median((before[1] - before[0]) / (2 * span.predicted))),
         half_after=float(np.median(span.half_width)), scatter=span.calibration.scatter,
+        shape=span.calibration.shape, step_ratio=span.calibration.step_ratio,
     )  # fmt: skip
 
 
 HEADER = ("| table | held out | form | mean abs error | inside 95% before | after | median half-width before | "
-          "after | after / mean error |\n|" + "---|" * 9)  # fmt: skip
+          "after | after / mean error | scatter s | profile c | rho |\n|" + "---|" * 12)  # fmt: skip
 
 
 def row(name: str, r: dict) -> str:
     cells = [name, f"{r['points']} (of {r['points'] + r['train']})", r["form"], f"{r['mean_error']:.2%}",
              f"{r['inside_before']:.0%}", f"{r['inside_after']:.0%}", f"{r['half_before']:.2%}",
-             f"{r['half_after']:.2%}", f"{r['half_after'] / r['mean_error']:.1f}"]  # fmt: skip
+             f"{r['half_after']:.2%}", f"{r['half_after'] / r['mean_error']:.2f}", f"{r['scatter']:.2%}",
+             f"{r['shape']:.1f}", f"{r['step_ratio']:.2f}"]  # fmt: skip
     return "| " + " | ".join(cells) + " |"
 
 
