@@ -37,6 +37,7 @@ from smallest_loss.model.sharding import (
     resolve_mesh_shape,
     state_shardings,
 )
+from smallest_loss.model.quant import fp8_note
 from smallest_loss.model.transformer import Transformer, count_params
 from tqdm.auto import tqdm
 
@@ -672,6 +673,8 @@ def _train(
     else:
         RunDir.prepare(out)
     cfg = run.config if resume else config
+    if fp8_note(cfg.model):
+        _say(fp8_note(cfg.model))  # model.dtype=float8 where FP8 matmuls do not exist: emulated, and said so
     corpus = load_corpus(cfg.data)
     check_fits(corpus, cfg.model.v, cfg.model.s)
     eval_sets = load_eval_sets(cfg.data, cfg.model.v, cfg.model.s)
