@@ -27,6 +27,7 @@ from smallest_loss.model import noise
 from smallest_loss.model.data import Corpus, batch, check_fits, load_corpus, load_eval_sets, unigram_entropy
 from smallest_loss.model.interrupts import HeldInterrupts
 from smallest_loss.model.prefetch import Prefetcher
+from smallest_loss.model.quant import fp8_note
 from smallest_loss.model.runs import RunDir, hold_run
 from smallest_loss.model.sharding import (
     barrier,
@@ -37,7 +38,6 @@ from smallest_loss.model.sharding import (
     resolve_mesh_shape,
     state_shardings,
 )
-from smallest_loss.model.quant import fp8_note
 from smallest_loss.model.transformer import Transformer, count_params
 from tqdm.auto import tqdm
 
