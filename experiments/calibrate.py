@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from smallest_loss.configs.errors import UserError
-from smallest_loss.configs.grids import SPECS
+from smallest_loss.configs.grids import SPECS, at_precision, get_grid
 from smallest_loss.experiments.args import check_outputs, require_positive
+from smallest_loss.model.quant import fp8_note
 from smallest_loss.scaling.report import markdown_table
 from smallest_loss.timing.calibration import (
     Calibration,
@@ -189,6 +190,9 @@ def _measure_grid(args: argparse.Namespace, out: Path) -> None:
     """`calibrate --grid`: time the grid's missing configurations, then the noise floor."""
     if not args.grid:
         raise UserError("calibrate needs --grid NAME, --records FILE, or --fit-only to refit the records in --out")
+    note = fp8_note(at_precision(get_grid(args.grid), tuple(args.set))[0].model)
+    if note:
+        print(note)  # float8 where FP8 matmuls do not exist: the times are of the emulation
     counts = run_grid(
         args.grid,
         out,

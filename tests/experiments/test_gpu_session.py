@@ -24,10 +24,11 @@ SCRIPT = Path(__file__).resolve().parents[2] / "experiments/scripts/gpu_session.
 def test_the_script_parses_and_its_calibrate_flags_are_accepted():
     subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
     text = SCRIPT.read_text()
-    assert "--probes 0" in text and "probe_runs" in text and "noise_floor" in text
+    assert "--probes 0" in text and "probe_runs" in text and "noise_floor" in text and "model.dtype=float8" in text
     flags = ["calibrate", "--grid", "tiny", "--out", "x", "--min-seconds", "0.2", "--limit", "2"]
-    args = build_parser(flags).parse_args([*flags, "--no-noise-check", "--probes", "0", "--quiet"])
-    assert args.probes == 0 and not args.noise_check
+    more = ["--no-noise-check", "--probes", "0", "--quiet", "--set", "model.dtype=float8", "--compare", "p.json"]
+    args = build_parser(flags).parse_args([*flags, *more])
+    assert args.probes == 0 and not args.noise_check and args.set == ["model.dtype=float8"]
 
 
 def test_bench_train_times_the_loop_with_and_without_prefetch():
@@ -52,3 +53,5 @@ def test_the_whole_session_runs_on_the_cpu(tmp_path):
     calibrate = (tmp_path / "calibrate.txt").read_text()
     assert "noise floor:" in calibrate and "probe runs: 2" in calibrate and "training loop: host cost" in calibrate
     assert "with prefetch" in (tmp_path / "bench_train.txt").read_text()
+    fp8 = (tmp_path / "calibrate_fp8.txt").read_text()
+    assert "Step time float8 / float32" in fp8 and "measured in both" in fp8
