@@ -297,6 +297,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_precision_args(p: argparse.ArgumentParser) -> None:
+    """`--set` (the precision a grid is measured at) and `--compare` (the step-time ratio to another precision)."""
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="model.FIELD=VALUE",
+        help="--grid: measure it at this precision (repeatable): model.dtype (float32, bfloat16, float16, float8), "
+        "model.bits_weights, model.bits_activations, model.bits_kv; one precision per --out folder",
+    )
+    p.add_argument(
+        "--compare",
+        metavar="PROFILE",
+        help="another precision's profile.json on this device: report this calibration's step time over its "
+        "(measured on the configurations both folders hold, else against its predictions)",
+    )
+
+
 def add_parser(p: argparse.ArgumentParser) -> None:
     """The `calibrate` command's arguments."""
     p.add_argument("--grid", help=f"a timing grid from configs/grids.py: {', '.join(SPECS)}")
@@ -351,18 +369,5 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         help=f"short training runs after the grid that price the loop's host cost, compile, evaluations, saves and "
         f"start-up (default {PROBES}; 0: none, the profile then prices the training steps alone)",
     )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="model.FIELD=VALUE",
-        help="--grid: measure it at this precision (repeatable): model.dtype (float32, bfloat16, float16, float8), "
-        "model.bits_weights, model.bits_activations, model.bits_kv; one precision per --out folder",
-    )
-    p.add_argument(
-        "--compare",
-        metavar="PROFILE",
-        help="another precision's profile.json on this device: report this calibration's step time over its "
-        "(measured on the configurations both folders hold, else against its predictions)",
-    )
+    _add_precision_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
