@@ -344,8 +344,8 @@ def fit_folder(out: Path, price_per_hour: float | None = None, statistic: str = 
     precisions = sorted({record_precision(r) for r in records if r.get("status") == "ok"})
     if len(precisions) > 1:
         raise UserError(
-            f"{out} holds records in several dtypes or bits ({', '.join(precisions)}); a profile is for one: "
-            "calibrate each precision in its own folder"
+            f"{out} holds records in several dtypes ({', '.join(precisions)}); a profile is for one dtype and its "
+            "bits: calibrate each in its own folder"
         )
     rates = device_rates(out, Precision.parse(precisions[0]).dtype if precisions else "float32")
     calibration = with_wall_clock(fit_records(records, rates, price_per_hour, statistic), read_records(out / PROBES))
