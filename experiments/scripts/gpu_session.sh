@@ -17,6 +17,7 @@ if [ "${TINY:-0}" = 1 ]; then
   export JAX_PLATFORMS=cpu
   GRID=${GRID:-tiny}; LIMIT=${LIMIT:-10}; PRESET=${PRESET:-tiny}; BATCHES=${BATCHES:-4}; REPEATS=${REPEATS:-5}
   FP8_LIMIT=${FP8_LIMIT:-10}; FP8_MIN_SECONDS=${FP8_MIN_SECONDS:-0.05}  # a fit needs 10 records: the whole tiny grid
+  FP8_SECONDS=${FP8_SECONDS:-300}
 fi
 OUT=${OUT:-out/gpu}
 GRID=${GRID:-gpu}            # timing grid (configs/grids.py)
