@@ -23,7 +23,7 @@ OUT=${OUT:-out/gpu}
 GRID=${GRID:-gpu}            # timing grid (configs/grids.py)
 LIMIT=${LIMIT:-24}           # configurations to measure in this session (12 architectures x 2 batches)
 CAL_SECONDS=${CAL_SECONDS:-300}
-FP8_LIMIT=${FP8_LIMIT:-12}   # configurations of the FP8 calibration (the first of those above: their ratio is measured)
+FP8_LIMIT=${FP8_LIMIT:-12}   # configurations of the FP8 calibration (the first of those above: their ratio is measured; 0: none)
 FP8_SECONDS=${FP8_SECONDS:-180}
 FP8_MIN_SECONDS=${FP8_MIN_SECONDS:-0.2}
 NOISE=${NOISE:-4}            # configurations measured again for the noise floor (0: none)
@@ -66,10 +66,12 @@ timeout 120 "${CLI[@]}" calibrate --fit-only --out "$OUT/timing" 2>&1 | tee -a "
 # 2c. The same grid with FP8 matmuls (model.dtype=float8: e4m3 forward, e5m2 gradients, bf16 around them; emulated on
 # the CPU, which says so), its first FP8_LIMIT configurations, and the measured ratio of its step times to those of
 # the grid's own dtype (bf16 on the `gpu` grid) above, on the configurations both measured (calibrate --compare).
-timeout "$FP8_SECONDS" "${CLI[@]}" calibrate --grid "$GRID" --set model.dtype=float8 --out "$OUT/timing-fp8" \
-  --min-seconds "$FP8_MIN_SECONDS" --limit "$FP8_LIMIT" --no-noise-check --probes 0 --quiet \
-  --compare "$OUT/timing/profile.json" 2>&1 | tee "$OUT/calibrate_fp8.txt"
-tar -czf "$OUT/timing.tar.gz" -C "$OUT" timing timing-fp8 && rm -rf "$OUT/timing" "$OUT/timing-fp8"
+if [ "$FP8_LIMIT" -gt 0 ]; then  # FP8_LIMIT=0: no FP8 stage
+  timeout "$FP8_SECONDS" "${CLI[@]}" calibrate --grid "$GRID" --set model.dtype=float8 --out "$OUT/timing-fp8" \
+    --min-seconds "$FP8_MIN_SECONDS" --limit "$FP8_LIMIT" --no-noise-check --probes 0 --quiet \
+    --compare "$OUT/timing/profile.json" 2>&1 | tee "$OUT/calibrate_fp8.txt"
+fi
+tar -czf "$OUT/timing.tar.gz" -C "$OUT" timing $(test -d "$OUT/timing-fp8" && echo timing-fp8) && rm -rf "$OUT/timing" "$OUT/timing-fp8"
 # 3. MFU of the real training step (bf16 compute, fp32 master weights, cuDNN attention) at two batch sizes, and the
 # training loop's steady step with and without prefetch against it.
 for b in $BATCHES; do

@@ -46,12 +46,13 @@ def test_bench_train_times_the_loop_with_and_without_prefetch():
 
 @pytest.mark.slow
 def test_the_whole_session_runs_on_the_cpu(tmp_path):
+    # FP8_LIMIT=0: no FP8 calibration (on 2 CPU cores it would double this test's time; its commands are the
+    # calibrate --set / --compare of tests/timing/test_precision.py)
     env = dict(os.environ, TINY="1", OUT=str(tmp_path), LIMIT="10", NOISE="1", PROBES="2", REPEATS="2", BATCHES="2",
-               PY=sys.executable)  # fmt: skip
+               FP8_LIMIT="0", PY=sys.executable)  # fmt: skip
     done = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-2000:]
     calibrate = (tmp_path / "calibrate.txt").read_text()
     assert "noise floor:" in calibrate and "probe runs: 2" in calibrate and "training loop: host cost" in calibrate
     assert "with prefetch" in (tmp_path / "bench_train.txt").read_text()
-    fp8 = (tmp_path / "calibrate_fp8.txt").read_text()
-    assert "Step time float8 / float32" in fp8 and "measured in both" in fp8
+    assert not (tmp_path / "calibrate_fp8.txt").exists() and (tmp_path / "timing.tar.gz").exists()
