@@ -11,7 +11,8 @@ from typing import NamedTuple
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
-from smallest_loss.configs.schema import DType, ModelConfig
+from smallest_loss.configs.overrides import apply_overrides
+from smallest_loss.configs.schema import DType, ModelConfig, RunConfig
 
 
 class GridPoint(NamedTuple):
@@ -141,3 +142,19 @@ def get_grid(name: str) -> tuple[GridPoint, ...]:
     if name not in SPECS:
         raise UserError(f"unknown timing grid {name!r}; choose one of: {', '.join(SPECS)}")
     return _draw(SPECS[name])
+
+
+PRECISION_FIELDS = ("model.dtype", "model.bits_weights", "model.bits_activations", "model.bits_kv")
+
+
+def at_precision(points: tuple[GridPoint, ...], assignments: tuple[str, ...]) -> tuple[GridPoint, ...]:
+    """A grid's points at another precision: `--set model.dtype=float8`, `--set model.bits_weights=4`, ... applied to
+    every model (`PRECISION_FIELDS` only: the architectures stay the grid's)."""
+    for item in assignments:
+        if item.partition("=")[0].strip() not in PRECISION_FIELDS:
+            raise UserError(f"--set {item}: a calibration sets the precision only: {', '.join(PRECISION_FIELDS)}")
+    if not assignments:
+        return points
+    return tuple(
+        GridPoint(apply_overrides(RunConfig(model=p.model), assignments).model, p.batch, p.devices) for p in points
+    )

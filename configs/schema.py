@@ -22,7 +22,9 @@ SCHEMA_VERSION = 2  # 2: train.eval_batch_size (version-1 run folders evaluate a
 Norm = Literal["rmsnorm", "layernorm"]
 Activation = Literal["gelu", "relu", "swiglu"]
 Attention = Literal["auto", "xla", "cudnn"]
-DType = Literal["float32", "bfloat16", "float16"]
+ParamDType = Literal["float32", "bfloat16", "float16"]
+# Compute dtypes; "float8": FP8 matmuls in the linear layers, bfloat16 around them (model/quant.py)
+DType = Literal["float32", "bfloat16", "float16", "float8"]
 Schedule = Literal["cosine", "wsd", "constant"]
 Decay = Literal["linear", "1-sqrt"]  # shape of a wsd cool-down (Hagele et al., 2024)
 
@@ -75,9 +77,15 @@ class ModelConfig:
     norm: Norm = "rmsnorm"
     activation: Activation = "gelu"
     tied_embeddings: bool = True
-    dtype: DType = "float32"  # compute dtype
-    param_dtype: DType = "float32"  # master weights
+    dtype: DType = "float32"  # compute dtype; "float8": FP8 matmuls in the blocks' linear layers (model/quant.py)
+    param_dtype: ParamDType = "float32"  # master weights
     attention: Attention = "auto"  # "auto": cuDNN fused attention on GPU in half precision, else XLA
+    # Quantisation-aware training (Kumar et al., 2025; model/quant.py): bits of a symmetric integer grid with a
+    # straight-through gradient, per kind of tensor; None or 0: not quantised. Weights and inputs of the blocks'
+    # linear layers, and attention keys and values.
+    bits_weights: int | None = None
+    bits_activations: int | None = None
+    bits_kv: int | None = None
 
     # Fields computed from others when not given; an override of a source re-derives them
     # (configs/overrides.py) unless the same command sets them too.
@@ -95,6 +103,28 @@ class ModelConfig:
                 else f"head size d/h = {self.head_dim} must be even (rotary embeddings rotate pairs)"
             )
             raise UserError(f"{problem}; {_suggest_heads(self.d, self.h)}")
+        self._check_precision()
+
+    def _check_precision(self) -> None:
+        """Bits are None (0 reads as None) or 2..16; FP8 matmuls and integer bits on them are exclusive."""
+        for name in ("bits_weights", "bits_activations", "bits_kv"):
+            bits = getattr(self, name)
+            if bits == 0:
+                object.__setattr__(self, name, None)
+            elif bits is not None and not (isinstance(bits, int) and 2 <= bits <= 16):
+                raise UserError(f"model.{name}={bits!r} must be an integer from 2 to 16, or 0 / None (not quantised)")
+        if self.param_dtype not in ("float32", "bfloat16", "float16"):
+            raise UserError(f"model.param_dtype={self.param_dtype!r}: master weights are float32, bfloat16 or float16")
+        if self.dtype == "float8" and (self.bits_weights or self.bits_activations):
+            raise UserError(
+                "model.dtype=float8 already quantises the linear layers' weights and inputs (to float8); "
+                "unset model.bits_weights and model.bits_activations, or compute in float32 or bfloat16"
+            )
+
+    @property
+    def quantised(self) -> bool:
+        """Whether any tensor is quantised (integer bits or FP8 matmuls)."""
+        return bool(self.bits_weights or self.bits_activations or self.bits_kv) or self.dtype == "float8"
 
     @property
     def head_dim(self) -> int:

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from smallest_loss.configs.errors import UserError
-from smallest_loss.configs.grids import SPECS
+from smallest_loss.configs.grids import SPECS, at_precision, get_grid
 from smallest_loss.experiments.args import check_outputs, require_positive
+from smallest_loss.model.quant import fp8_note
 from smallest_loss.scaling.report import markdown_table
 from smallest_loss.timing.calibration import (
     Calibration,
@@ -27,7 +28,9 @@ from smallest_loss.timing.calibration import (
     run_grid,
 )
 from smallest_loss.timing.models import DEFAULT_STATISTIC, STATISTICS, get_model, shape_columns
+from smallest_loss.timing.precision import ratio_line, step_ratio
 from smallest_loss.timing.probes import PROBES, probe_runs
+from smallest_loss.timing.profile import load_profile
 
 
 def comparison_table(results: list[dict[str, Any]]) -> str:
@@ -187,6 +190,9 @@ def _measure_grid(args: argparse.Namespace, out: Path) -> None:
     """`calibrate --grid`: time the grid's missing configurations, then the noise floor."""
     if not args.grid:
         raise UserError("calibrate needs --grid NAME, --records FILE, or --fit-only to refit the records in --out")
+    note = fp8_note(at_precision(get_grid(args.grid), tuple(args.set))[0].model)
+    if note:
+        print(note)  # float8 where FP8 matmuls do not exist: the times are of the emulation
     counts = run_grid(
         args.grid,
         out,
@@ -195,6 +201,7 @@ def _measure_grid(args: argparse.Namespace, out: Path) -> None:
         rounds=args.rounds,
         repeats=args.repeats,
         limit=args.limit,
+        precision=tuple(args.set),
     )
     print(f"grid {args.grid}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     if args.noise_check:
@@ -210,6 +217,8 @@ def _measure_grid(args: argparse.Namespace, out: Path) -> None:
 
 def _check_modes(args: argparse.Namespace) -> None:
     """Refuse options that do not go together: --records fits a file, --grid and --fit-only measured records."""
+    if args.set and not args.grid:
+        raise UserError("--set chooses the precision a --grid is measured at; a fit of records has theirs")
     if args.records:
         clash = [
             flag
@@ -257,6 +266,8 @@ def run(args: argparse.Namespace) -> int:
     )
     _check_modes(args)
     check_outputs(files={"--export-records": args.export_records}, folders={"--out": args.out})
+    if args.compare:
+        load_profile(args.compare)  # a missing or malformed profile is refused before anything is measured
     out = Path(args.out)
     if args.records:
         report = records_report(args.records, out, args.device, args.peak_flops, args.bandwidth, args.price_per_hour)
@@ -271,6 +282,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"profile: {out / 'profile.json'} (model '{p.model}', held-out MAPE {p.held_out['mape']:.1%})")
     print(p.clock.describe() if p.clock else "wall-clock terms: none (no probe runs); the profile prices steps only")
     print(f"table: {out / 'comparison.md'}; plots: {len(report['plots'])} PNGs in {out}")
+    if args.compare:
+        line = ratio_line(step_ratio(read_records(out / "records.jsonl"), p, args.compare))
+        with (out / "comparison.md").open("a") as f:
+            f.write(f"\n{line}\n")
+        print(line)
     if args.export_records:
         rows = export_records(out, args.export_records, args.statistic)
         print(
@@ -279,6 +295,24 @@ def run(args: argparse.Namespace) -> int:
             f"--bandwidth {p.bandwidth!r})"
         )
     return 0
+
+
+def _add_precision_args(p: argparse.ArgumentParser) -> None:
+    """`--set` (the precision a grid is measured at) and `--compare` (the step-time ratio to another precision)."""
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="model.FIELD=VALUE",
+        help="--grid: measure it at this precision (repeatable): model.dtype (float32, bfloat16, float16, float8), "
+        "model.bits_weights, model.bits_activations, model.bits_kv; one precision per --out folder",
+    )
+    p.add_argument(
+        "--compare",
+        metavar="PROFILE",
+        help="another precision's profile.json on this device: report this calibration's step time over its "
+        "(measured on the configurations both folders hold, else against its predictions)",
+    )
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -335,4 +369,5 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         help=f"short training runs after the grid that price the loop's host cost, compile, evaluations, saves and "
         f"start-up (default {PROBES}; 0: none, the profile then prices the training steps alone)",
     )
+    _add_precision_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from smallest_loss.configs.designs import get_design
+from smallest_loss.configs.errors import UserError
 from smallest_loss.experiments.args import check_outputs
 from smallest_loss.experiments.plots import plot_plan
 from smallest_loss.scaling.plan_result import Plan
 from smallest_loss.scaling.planner import make_plan
+from smallest_loss.scaling.precision_plan import plan_precisions
 from smallest_loss.scaling.verify import verify, verify_cadence, verify_line
 
 
@@ -31,7 +34,13 @@ def write_outputs(plan: Plan, folder: str | Path) -> list[Path]:
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", required=True, help="FLOPs (1e19), time (90s, 30min, 4h) or money ($500)")
     p.add_argument("--law", required=True, help="loss-law JSON (from smallest-loss fit, or your own)")
-    p.add_argument("--profile", help="device profile JSON (from smallest-loss calibrate); needed for time/money")
+    p.add_argument(
+        "--profile",
+        action="append",
+        default=[],
+        help="device profile JSON (from smallest-loss calibrate); needed for time/money. Repeat it with profiles of "
+        "other precisions (dtype, bits) to plan with each and compare them",
+    )
     p.add_argument(
         "--space",
         help="architecture search space: cpu, gpu, gpu-fp16, chinchilla, or a space file (.toml or .json; "
@@ -80,14 +89,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 INTERRUPTED = "interrupted: nothing is lost; --verify's run, if it began, resumes when the command is rerun"
 
 
-def run(args: argparse.Namespace) -> int:
-    check_outputs(folders={"--out": args.out, "--verify-out": args.verify_out})
-    design = get_design(args.recipe)
-    recipe = design if args.verify else None
-    plan = make_plan(
-        args.budget,
-        args.law,
-        args.profile,
+def _options(args: argparse.Namespace, design: Any) -> dict[str, Any]:
+    """`make_plan`'s keywords from the flags."""
+    return dict(
         space=args.space,
         top=args.top,
         device=args.device,
@@ -100,6 +104,35 @@ def run(args: argparse.Namespace) -> int:
         budget_covers=args.budget_covers,
         cadence=verify_cadence(design),
     )
+
+
+def _run_precisions(args: argparse.Namespace, design: Any) -> int:
+    """Several --profile: a plan per profile and which precision steps faster (scaling/precision_plan.py)."""
+    if args.verify:
+        raise UserError("--verify trains one plan's best configuration: give one --profile")
+    plans = plan_precisions(args.budget, args.law, args.profile, **_options(args, design))
+    files = []
+    if args.out:
+        for profile, plan in zip(plans.profiles, plans.plans, strict=True):
+            files += write_outputs(plan, Path(args.out) / profile.precision)
+        (Path(args.out) / "precisions.md").write_text(plans.to_markdown() + "\n")
+        files.append(Path(args.out) / "precisions.md")
+    if args.json:
+        print(json.dumps(dict(plans.to_dict(), plans=[p.to_dict() for p in plans.plans]), indent=2))
+        return 0
+    print(plans.to_markdown())
+    for path in files:
+        print(f"wrote {path}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    check_outputs(folders={"--out": args.out, "--verify-out": args.verify_out})
+    design = get_design(args.recipe)
+    if len(args.profile) > 1:
+        return _run_precisions(args, design)
+    recipe = design if args.verify else None
+    plan = make_plan(args.budget, args.law, args.profile[0] if args.profile else None, **_options(args, design))
     report = plan.to_dict()
     files = write_outputs(plan, args.out) if args.out else []
     if files:

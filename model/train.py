@@ -27,6 +27,7 @@ from smallest_loss.model import noise
 from smallest_loss.model.data import Corpus, batch, check_fits, load_corpus, load_eval_sets, unigram_entropy
 from smallest_loss.model.interrupts import HeldInterrupts
 from smallest_loss.model.prefetch import Prefetcher
+from smallest_loss.model.quant import fp8_note
 from smallest_loss.model.runs import RunDir, hold_run
 from smallest_loss.model.sharding import (
     barrier,
@@ -672,6 +673,8 @@ def _train(
     else:
         RunDir.prepare(out)
     cfg = run.config if resume else config
+    if fp8_note(cfg.model):
+        _say(fp8_note(cfg.model))  # model.dtype=float8 where FP8 matmuls do not exist: emulated, and said so
     corpus = load_corpus(cfg.data)
     check_fits(corpus, cfg.model.v, cfg.model.s)
     eval_sets = load_eval_sets(cfg.data, cfg.model.v, cfg.model.s)

@@ -19,10 +19,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 from smallest_loss.configs.schema import ModelConfig
+from smallest_loss.model.quant import compute_dtype, maybe_quant, quant_dot
 
 
 def _dtype(name: str) -> jnp.dtype:
-    return jnp.dtype(name)
+    return compute_dtype(name)  # "float8": bfloat16 around the FP8 matmuls (model/quant.py)
 
 
 def _norm(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
@@ -32,8 +33,12 @@ def _norm(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
     return nnx.LayerNorm(cfg.d, epsilon=1e-6, **kwargs)
 
 
-def _linear(cfg: ModelConfig, n_in: int, n_out: int, rngs: nnx.Rngs, scale: float = 1.0) -> nnx.Linear:
+def _linear(
+    cfg: ModelConfig, n_in: int, n_out: int, rngs: nnx.Rngs, scale: float = 1.0, quantised: bool = True
+) -> nnx.Linear:
+    """A bias-free linear layer; `quantised` layers multiply at the model's precision (model/quant.py)."""
     init = nnx.initializers.normal(stddev=scale / n_in**0.5)
+    dot = quant_dot(cfg) if quantised else None
     return nnx.Linear(
         n_in,
         n_out,
@@ -42,6 +47,7 @@ def _linear(cfg: ModelConfig, n_in: int, n_out: int, rngs: nnx.Rngs, scale: floa
         dtype=_dtype(cfg.dtype),
         param_dtype=_dtype(cfg.param_dtype),
         rngs=rngs,
+        **({"dot_general": dot} if dot is not None else {}),
     )
 
 
@@ -64,7 +70,7 @@ def attention_implementation(cfg: ModelConfig) -> str:
     """
     supported = (
         jax.default_backend() == "gpu"
-        and cfg.dtype in ("bfloat16", "float16")
+        and cfg.dtype in ("bfloat16", "float16", "float8")
         and cfg.head_dim % 8 == 0
         and cfg.head_dim <= 128
     )
@@ -93,6 +99,7 @@ class Attention(nnx.Module):
         qkv_BxLx3xHxK = self.qkv(x_BxLxD).reshape(B, L, 3, cfg.h, cfg.head_dim)
         q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = (qkv_BxLx3xHxK[:, :, i] for i in range(3))
         q_BxLxHxK, k_BxLxHxK = rotary(q_BxLxHxK), rotary(k_BxLxHxK)
+        k_BxLxHxK, v_BxLxHxK = maybe_quant(k_BxLxHxK, cfg.bits_kv), maybe_quant(v_BxLxHxK, cfg.bits_kv)
         y_BxLxHxK = jax.nn.dot_product_attention(
             q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, is_causal=True, implementation=attention_implementation(cfg)
         )
@@ -147,7 +154,7 @@ class Transformer(nnx.Module):
         self.blocks = _module_list([Block(cfg, rngs) for _ in range(cfg.n)])
         self.final_norm = _norm(cfg, rngs)
         if not cfg.tied_embeddings:
-            self.unembed = _linear(cfg, cfg.d, cfg.v, rngs)
+            self.unembed = _linear(cfg, cfg.d, cfg.v, rngs, quantised=False)  # the output layer: compute dtype
 
     def __call__(self, tokens_BxL: jax.Array) -> jax.Array:
         x_BxLxD = self.embed(tokens_BxL)

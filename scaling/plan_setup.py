@@ -5,6 +5,8 @@ plan runs. One home for the CLI, the quickstart and the Python API.
 
 from __future__ import annotations
 
+import dataclasses
+
 from smallest_loss.configs.devices import Device, backend_of
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.spaces import FLOPS_SPACES, SPACES, SearchSpace, get_space
@@ -16,8 +18,21 @@ from smallest_loss.timing.wallclock import Cadence
 
 
 def spaces_for(backend: str, dtype: str) -> list[str]:
-    """The built-in spaces made for a backend and dtype."""
+    """The built-in spaces made for a backend and dtype (float8 models compute in bfloat16: its spaces)."""
+    dtype = space_dtype(dtype)
     return [name for name, space in SPACES.items() if backend in space.backends and space.dtype == dtype]
+
+
+def space_dtype(dtype: str) -> str:
+    """The dtype of the spaces made for a compute dtype: bfloat16 for float8 (FP8 matmuls, bfloat16 around them)."""
+    return "bfloat16" if dtype == "float8" else dtype
+
+
+def at_profile_precision(space: SearchSpace, profile: DeviceProfile | None) -> SearchSpace:
+    """A bfloat16 space searched with a float8 profile: the same architectures, planned (and verified) in float8."""
+    if profile is not None and profile.dtype != space.dtype and space_dtype(profile.dtype) == space.dtype:
+        return dataclasses.replace(space, dtype=profile.dtype)
+    return space
 
 
 def check_device_fits(space: SearchSpace, profile: DeviceProfile | None, device: Device | None) -> None:

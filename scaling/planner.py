@@ -32,7 +32,13 @@ from smallest_loss.scaling.plan import (
     top_rows,
 )
 from smallest_loss.scaling.plan_result import Edge, Plan, PlanRow, RecipeDecision, ShapeDecision
-from smallest_loss.scaling.plan_setup import build_plan_inputs, choose_space, holding_space, spaces_for
+from smallest_loss.scaling.plan_setup import (
+    at_profile_precision,
+    build_plan_inputs,
+    choose_space,
+    holding_space,
+    spaces_for,
+)
 from smallest_loss.scaling.shape_terms import get_term
 from smallest_loss.timing.profile import DeviceProfile, load_profile
 from smallest_loss.timing.wallclock import Cadence
@@ -66,6 +72,7 @@ def make_plan(
     law = load_law(law) if isinstance(law, str | Path) else law
     profile = load_profile(profile) if isinstance(profile, str | Path) else profile
     chosen, choice = choose_space(space, budget, law.law, profile)
+    chosen = at_profile_precision(chosen, profile)
     inputs = build_plan_inputs(
         chosen,
         profile,

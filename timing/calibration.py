@@ -25,9 +25,10 @@ import jax
 import numpy as np
 from smallest_loss.configs.devices import find_device
 from smallest_loss.configs.errors import UserError
-from smallest_loss.configs.grids import GridPoint, get_grid
+from smallest_loss.configs.grids import GridPoint, at_precision, get_grid
 from smallest_loss.configs.schema import ModelConfig
 from smallest_loss.model.runs import environment
+from smallest_loss.timing.counts import Precision
 from smallest_loss.timing.measure import (
     cache_bytes,
     chunk_size,
@@ -39,10 +40,10 @@ from smallest_loss.timing.measure import (
     record_config,
     time_round,
 )
-from smallest_loss.timing.models import DEFAULT_STATISTIC, STATISTICS, compare_models, get_model
+from smallest_loss.timing.models import DEFAULT_STATISTIC, STATISTICS, compare_models, get_model, record_precision
 from smallest_loss.timing.probes import PROBES as PROBE_RUNS
 from smallest_loss.timing.probes import fit_wall_clock, probe_runs
-from smallest_loss.timing.profile import DeviceProfile, save_profile
+from smallest_loss.timing.profile import DeviceProfile, profile_bits, save_profile
 from smallest_loss.timing.records import external_row, read_timing_records, records_rates, write_rows
 from tqdm.auto import tqdm
 
@@ -93,6 +94,7 @@ def device_rates(out: Path, dtype: str = "float32") -> dict[str, Any]:
     rates = json.loads(path.read_text()) if path.exists() else {}
     if rates.get("source") == "records":  # a device never measured here (calibrate --records): keep its rates
         return rates
+    dtype = "bfloat16" if dtype == "float8" else dtype  # float8 steps: the peak of bfloat16 matmuls (the fit scales it)
     if rates.get("device_kind") != kind or rates.get("peak_dtype", "float32") != dtype:
         peak, measured_in = measure_peak_flops(dtype)  # measured_in: float32 where the backend lacks dtype
         rates = dict(device_kind=kind, peak_flops=peak, peak_dtype=measured_in, bandwidth=measure_bandwidth())
@@ -157,8 +159,12 @@ def run_grid(
     repeats: int = 20,
     chunk: int | None = None,
     limit: int | None = None,
+    precision: tuple[str, ...] = (),
 ) -> dict[str, int]:
     """Measure every configuration of `grid` not yet in `out/records.jsonl`; returns counts by status.
+
+    `precision`: `--set model.dtype=...` / `model.bits_*=...` assignments that every configuration runs at
+    (`configs.grids.at_precision`; none: the grid's own dtype).
 
     Each configuration is timed for about `min_seconds` and at least `repeats` repeats, spread over
     `rounds` rounds (default `default_rounds`) that cycle through a chunk of configurations (default
@@ -167,7 +173,7 @@ def run_grid(
     round of one configuration. `limit` measures at most that many new configurations (a long
     calibration split over sessions).
     """
-    points = get_grid(grid)
+    points = at_precision(get_grid(grid), precision)
     check_devices(grid, points)
     out.mkdir(parents=True, exist_ok=True)
     done = {
@@ -305,6 +311,7 @@ def best_profile(
         price_per_hour=price_per_hour if price_per_hour is not None else (device.price_per_hour if device else None),
         memory_bytes=device.memory_bytes if device else None,
         dtype=ok[0].get("dtype", "float32"),
+        bits=profile_bits(record_precision(ok[0])),
         records=len(ok),
         created=datetime.date.today().isoformat(),
         statistic=statistic,
@@ -334,13 +341,13 @@ def fit_folder(out: Path, price_per_hour: float | None = None, statistic: str = 
     records = read_records(out / "records.jsonl")
     if not records:
         raise UserError(f"{out} holds no timing records; run smallest-loss calibrate --grid NAME --out {out}")
-    dtypes = sorted({r.get("dtype", "float32") for r in records if r.get("status") == "ok"})
-    if len(dtypes) > 1:
+    precisions = sorted({record_precision(r) for r in records if r.get("status") == "ok"})
+    if len(precisions) > 1:
         raise UserError(
-            f"{out} holds records in several dtypes ({', '.join(dtypes)}); a profile is for one: "
-            "calibrate each dtype in its own folder"
+            f"{out} holds records in several dtypes ({', '.join(precisions)}); a profile is for one dtype and its "
+            "bits: calibrate each in its own folder"
         )
-    rates = device_rates(out, dtypes[0] if dtypes else "float32")
+    rates = device_rates(out, Precision.parse(precisions[0]).dtype if precisions else "float32")
     calibration = with_wall_clock(fit_records(records, rates, price_per_hour, statistic), read_records(out / PROBES))
     save_profile(out / "profile.json", calibration.profile)
     return calibration

@@ -40,6 +40,12 @@ arrays alike and broadcasts them (the planner scores a million candidates in one
      model of main-memory traffic, well below XLA's "bytes accessed" (0.33-0.51 of it on tiny
      configurations), which counts every operand and result of every fused op, including those that
      stay in cache.
+   - precision (`Precision`: compute dtype and integer bits, model/quant.py): matmul FLOPs do not change with it;
+     quantising adds element-wise work (`quantise_flops`, within 0.3% of XLA's extra flops on tiny quantised
+     configurations) and the quantised copy of the blocks' kernels adds weight traffic (`quantised_weight_bytes`:
+     the compute dtype's size for straight-through integer copies, which are quantise-dequantised and so stored
+     no smaller; 1 byte for FP8). Activations are stored in the compute dtype (float8: bfloat16 around the FP8
+     matmuls), so their bytes do not change with bits.
    - peak memory (`train_memory_bytes`): parameters, gradients and two Adam moments (16 bytes per
      parameter) plus the activations saved for the backward pass and the logits' gradient, times b; with
      gradient accumulation, times the micro-batch's b / micro_batches, plus the gradients' running sum.
@@ -60,7 +66,8 @@ Differences from the paper, term by term:
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, NamedTuple
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
@@ -88,14 +95,46 @@ def FLOPS(d: Any, n: Any, s: Any, v: Any, w: Any, h: Any) -> Any:
 # ----------------------------------------------------------------------------------------------------
 # Our model's training step.
 
-BYTES_PER_ELEMENT = {"float32": 4, "bfloat16": 2, "float16": 2}
+# float8: activations stay bfloat16 around the FP8 matmuls (model/quant.py); only the matmuls' operand copies are 1 byte
+BYTES_PER_ELEMENT = {"float32": 4, "bfloat16": 2, "float16": 2, "float8": 2}
+
+
+class Precision(NamedTuple):
+    """A training step's precision: the compute dtype and the integer bits of each quantised kind of tensor (None:
+    not quantised; model/quant.py). Its `label` is what timing records' variants and profiles carry."""
+
+    dtype: str = "float32"
+    bits_weights: int | None = None
+    bits_activations: int | None = None
+    bits_kv: int | None = None
+
+    @property
+    def label(self) -> str:
+        """`float32`, `float8`, `bfloat16+w4a8kv4` (only the quantised kinds named)."""
+        bits = "".join(f"{k}{b}" for k, b in zip(("w", "a", "kv"), self[1:], strict=True) if b)
+        return f"{self.dtype}+{bits}" if bits else self.dtype
+
+    @classmethod
+    def parse(cls, label: str) -> Precision:
+        """The precision a `label` names; a plain dtype is unquantised."""
+        dtype, _, bits = label.partition("+")
+        found = dict(re.findall(r"(kv|w|a)(\d+)", bits))
+        if bits and "".join(f"{k}{v}" for k, v in re.findall(r"(kv|w|a)(\d+)", bits)) != bits:
+            raise UserError(f"precision {label!r}: expected DTYPE or DTYPE+w<bits>a<bits>kv<bits>")
+        return cls(dtype, *(int(found[k]) if k in found else None for k in ("w", "a", "kv")))
+
+    @classmethod
+    def of(cls, cfg: Any) -> Precision:
+        """A ModelConfig's precision."""
+        return cls(cfg.dtype, cfg.bits_weights or None, cfg.bits_activations or None, cfg.bits_kv or None)
 
 
 def bytes_per_element(dtype: str) -> int:
-    """Bytes of one element of the compute dtype (activations). Parameters, gradients and Adam moments stay
-    float32 (the master weights) whatever the compute dtype, so weight traffic does not take this."""
+    """Bytes of one element of the compute dtype (activations; a precision label: its dtype's). Parameters,
+    gradients and Adam moments stay float32 (the master weights) whatever the compute dtype, so weight traffic does
+    not take this."""
     try:
-        return BYTES_PER_ELEMENT[dtype]
+        return BYTES_PER_ELEMENT[Precision.parse(dtype).dtype]
     except KeyError:
         raise UserError(f"unknown dtype {dtype!r}; known: {', '.join(BYTES_PER_ELEMENT)}") from None
 
@@ -105,6 +144,9 @@ ELEMENTWISE_PER_W = 40  # per layer, token and MLP unit: the activation (fwd + b
 ELEMENTWISE_PER_SCORE = 20  # per attention score: mask, softmax (fwd + bwd)
 ELEMENTWISE_PER_LOGIT = 10  # per logit: log-softmax cross-entropy (fwd + bwd)
 OPTIMIZER_PER_PARAM = 21  # AdamW update, global-norm clipping
+QUANT_PER_ELEMENT = 6  # per element quantised: abs, absmax, divide, round, clip, multiply (XLA on CPU: 6.0-6.1)
+QUANT_KV_PER_ELEMENT = 7  # keys and values (XLA on CPU: 7.0-7.3)
+QUANT_COPY_PASSES = 3  # a quantised kernel copy is written once, read forward and backward
 WEIGHT_PASSES = 10  # per step: params read fwd + bwd + update, written once; grads written + read; 2 moments r/w
 
 
@@ -129,10 +171,11 @@ def train_step_flops(
     activation: str = "gelu",
     norm: str = "rmsnorm",
     tied: bool = True,
+    precision: Precision | None = None,
 ) -> Any:
     """FLOPs of one training step of b sequences: 3x forward matmuls, element-wise work, AdamW (the sum of
     `train_step_terms`)."""
-    return sum(train_step_terms(d, n, h, w, s, v, b, activation, norm, tied).values())
+    return sum(train_step_terms(d, n, h, w, s, v, b, activation, norm, tied, precision).values())
 
 
 def train_step_terms(
@@ -146,6 +189,7 @@ def train_step_terms(
     activation: str = "gelu",
     norm: str = "rmsnorm",
     tied: bool = True,
+    precision: Precision | None = None,
 ) -> dict[str, Any]:
     """FLOPs of one training step of b sequences by kind of work; they sum to `train_step_flops`.
 
@@ -154,7 +198,8 @@ def train_step_terms(
     s x s, 4s^2d), `output` (the output layer, 2svd). Element-wise work, forward + backward: `width`
     (norms, residuals, rotary: per token and unit of d), `hidden` (the MLP activation: per token and
     unit of w), `scores` (mask and softmax: per score and head), `logits` (cross-entropy), `optimizer`
-    (AdamW and clipping: per parameter, once per step whatever b is). Priced apart by the step-time
+    (AdamW and clipping: per parameter, once per step whatever b is), `quantise` (rounding to the grids of a
+    quantised `precision`, `quantise_flops`; 0 unquantised). Priced apart by the step-time
     models, because on real hardware each kind runs at its own rate.
     """
     m = _mlp_mats(activation)
@@ -169,6 +214,7 @@ def train_step_terms(
         scores=b * n * h * s * s * ELEMENTWISE_PER_SCORE,
         logits=b * s * v * ELEMENTWISE_PER_LOGIT,
         optimizer=OPTIMIZER_PER_PARAM * params + 0 * b,  # + 0 * b: broadcast to the candidates' shape
+        quantise=quantise_flops(d, n, w, s, b, activation, precision),
     )
 
 
@@ -185,6 +231,7 @@ def spilled_terms(
     norm: str = "rmsnorm",
     tied: bool = True,
     bytes_per: int = 4,
+    precision: Precision | None = None,
 ) -> dict[str, Any]:
     """The element-wise terms of `train_step_terms` whose per-layer tensor does not fit in a cache of
     `cache_bytes` (zero where it fits, or when `cache_bytes` is None).
@@ -195,7 +242,7 @@ def spilled_terms(
     of results/cpu/timing (1 MiB L2 per core) steps slow down 1.2-1.6x per doubling of the batch when
     these tensors cross the cache size, where they otherwise slow down 0.8-1.0x.
     """
-    terms = train_step_terms(d, n, h, w, s, v, b, activation, norm, tied)
+    terms = train_step_terms(d, n, h, w, s, v, b, activation, norm, tied, precision)
     limit = np.inf if cache_bytes is None else cache_bytes
     sizes = dict(width=b * s * d, hidden=b * s * w, scores=b * h * s * s)
     return {k: np.where(bytes_per * size > limit, terms[k], 0 * terms[k]) for k, size in sizes.items()}
@@ -226,10 +273,47 @@ def activation_bytes_per_sequence(
 
 
 def weight_bytes(
-    d: Any, n: Any, w: Any, v: Any, activation: str = "gelu", norm: str = "rmsnorm", tied: bool = True
+    d: Any,
+    n: Any,
+    w: Any,
+    v: Any,
+    activation: str = "gelu",
+    norm: str = "rmsnorm",
+    tied: bool = True,
+    precision: Precision | None = None,
 ) -> Any:
-    """Per-step traffic of parameters, gradients and Adam moments (float32): independent of the batch."""
-    return WEIGHT_PASSES * 4 * sum(param_counts(v, d, n, w, norm=norm, activation=activation, tied=tied))
+    """Per-step traffic of parameters, gradients and Adam moments (float32): independent of the batch; with
+    quantised weights, plus the quantised copy of the blocks' kernels (`quantised_weight_bytes`)."""
+    params = sum(param_counts(v, d, n, w, norm=norm, activation=activation, tied=tied))
+    return WEIGHT_PASSES * 4 * params + QUANT_COPY_PASSES * quantised_weight_bytes(d, n, w, activation, precision)
+
+
+def quantised_weight_bytes(d: Any, n: Any, w: Any, activation: str = "gelu", precision: Precision | None = None) -> Any:
+    """Bytes of the blocks' kernels as a quantised step stores them: the straight-through integer copy in the
+    compute dtype (model/quant.py: quantise-dequantise, so no smaller than the dtype), the FP8 copy in 1 byte;
+    0 where weights are not quantised."""
+    p = precision or Precision()
+    size = 1 if p.dtype == "float8" else (BYTES_PER_ELEMENT[p.dtype] if p.bits_weights else 0)
+    return size * n * (4 * d * d + _mlp_mats(activation) * d * w)
+
+
+def quantise_flops(
+    d: Any, n: Any, w: Any, s: Any, b: Any, activation: str = "gelu", precision: Precision | None = None
+) -> Any:
+    """Element-wise FLOPs of quantising (model/quant.py), forward only (the straight-through backward is free):
+    QUANT_PER_ELEMENT per element of the blocks' kernels (once per step), of the blocks' linear-layer inputs
+    (per token: q/k/v and out take d each, the MLP's up (and gate) d, down w) and of keys and values (2d per
+    token); FP8 also rounds the gradient arriving at each linear layer's output (5d + (m-1)w per token)."""
+    p, m = precision or Precision(), _mlp_mats(activation)
+    weights = n * (4 * d * d + m * d * w)
+    inputs = b * n * s * ((m + 1) * d + w)
+    kv = b * n * s * 2 * d
+    outputs = b * n * s * (4 * d + (m - 1) * w + d)
+    if p.dtype == "float8":
+        elements = weights + inputs + outputs
+    else:
+        elements = weights * bool(p.bits_weights) + inputs * bool(p.bits_activations)
+    return QUANT_PER_ELEMENT * elements + QUANT_KV_PER_ELEMENT * kv * bool(p.bits_kv) + 0 * b
 
 
 def train_step_bytes(
@@ -244,10 +328,11 @@ def train_step_bytes(
     norm: str = "rmsnorm",
     tied: bool = True,
     bytes_per: int = 4,
+    precision: Precision | None = None,
 ) -> Any:
     """Memory traffic of one training step: weights-sized traffic once, activations written and read per
     sequence (twice each: written forward, read backward; gradients of the same size likewise)."""
-    weights = weight_bytes(d, n, w, v, activation, norm, tied)
+    weights = weight_bytes(d, n, w, v, activation, norm, tied, precision)
     return weights + b * 4 * activation_bytes_per_sequence(d, n, h, w, s, v, bytes_per, activation)
 
 
@@ -264,6 +349,7 @@ def train_memory_bytes(
     tied: bool = True,
     bytes_per: int = 4,
     micro_batches: Any = 1,
+    precision: Precision | None = None,
 ) -> Any:
     """Peak memory of a training step: parameters, gradients and two Adam moments in float32, plus the
     activations saved for the backward pass and the logits' gradient (float32, 2sv: an estimate, tested
@@ -275,19 +361,20 @@ def train_memory_bytes(
     params = sum(param_counts(v, d, n, w, norm=norm, activation=activation, tied=tied))
     per_sequence = activation_bytes_per_sequence(d, n, h, w, s, v, bytes_per, activation) + 8 * s * v
     accumulator = 4 * params * (micro_batches > 1)
-    return 16 * params + accumulator + b // micro_batches * per_sequence
+    copy = quantised_weight_bytes(d, n, w, activation, precision)
+    return 16 * params + accumulator + copy + b // micro_batches * per_sequence
 
 
 def counts_for(cfg: Any, b: int) -> dict[str, float]:
     """All counts of one configuration (a ModelConfig) at batch b, for timing records."""
     d, n, h, w, s, v = cfg.d, cfg.n, cfg.h, cfg.w, cfg.s, cfg.v
-    opts = dict(activation=cfg.activation, norm=cfg.norm, tied=cfg.tied_embeddings)
+    opts = dict(activation=cfg.activation, norm=cfg.norm, tied=cfg.tied_embeddings, precision=Precision.of(cfg))
     bytes_per = bytes_per_element(cfg.dtype)
     return dict(
         paper_params=float(PARAMS(d, n, v, w)),
         paper_memcpys=float(MEMCPYS(d, n, s, v, w, h)),
         paper_flops=float(FLOPS(d, n, s, v, w, h)),
-        params=float(sum(param_counts(v, d, n, w, **opts))),
+        params=float(sum(param_counts(v, d, n, w, cfg.norm, cfg.activation, cfg.tied_embeddings))),
         flops=float(train_step_flops(d, n, h, w, s, v, b, **opts)),
         bytes=float(train_step_bytes(d, n, h, w, s, v, b, bytes_per=bytes_per, **opts)),
         memory=float(train_memory_bytes(d, n, h, w, s, v, b, bytes_per=bytes_per, **opts)),

@@ -175,7 +175,9 @@ def time_compiled(
 
 
 def record_config(cfg: ModelConfig) -> dict[str, Any]:
-    """The `config` of a timing record: the architecture fields that change the step (dtype is apart)."""
+    """The `config` of a timing record: the architecture fields that change the step (dtype is apart), and the
+    quantised kinds' bits where there are any (so unquantised records keep their keys)."""
+    bits = {k: getattr(cfg, k) for k in ("bits_weights", "bits_activations", "bits_kv") if getattr(cfg, k)}
     return dict(
         v=cfg.v,
         d=cfg.d,
@@ -187,6 +189,7 @@ def record_config(cfg: ModelConfig) -> dict[str, Any]:
         activation=cfg.activation,
         tied_embeddings=cfg.tied_embeddings,
         attention=cfg.attention,
+        **bits,
     )
 
 

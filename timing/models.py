@@ -37,6 +37,7 @@ from smallest_loss.timing.counts import (
     FLOPS,
     MEMCPYS,
     WEIGHT_PASSES,
+    Precision,
     bytes_per_element,
     spilled_terms,
     train_attention_flops,
@@ -87,7 +88,7 @@ def shape_columns(records: list[dict[str, Any]], statistic: str = DEFAULT_STATIS
                 c.get("activation", "gelu"),
                 c.get("norm", "rmsnorm"),
                 c.get("tied_embeddings", True),
-                r.get("dtype", "float32"),
+                record_precision(r),
             )
         )
     out = {k: np.asarray(cols[k], dtype=np.float64) for k in names}
@@ -95,8 +96,16 @@ def shape_columns(records: list[dict[str, Any]], statistic: str = DEFAULT_STATIS
     return out
 
 
+def record_precision(record: dict[str, Any]) -> str:
+    """A timing record's precision label: its dtype, with the bits its config quantises at (none: the dtype)."""
+    c = record["config"]
+    bits = (c.get("bits_weights"), c.get("bits_activations"), c.get("bits_kv"))
+    return Precision(record.get("dtype", "float32"), *bits).label
+
+
 def variant(activation: str = "gelu", norm: str = "rmsnorm", tied: bool = True, dtype: str = "float32") -> str:
-    """The choices that change counts but are not numbers (architecture and compute dtype), as one label."""
+    """The choices that change counts but are not numbers (architecture and precision), as one label; `dtype` is
+    the compute dtype or a precision label with bits (`timing.counts.Precision.label`)."""
     return f"{activation}/{norm}/{'tied' if tied else 'untied'}/{dtype}"
 
 
@@ -108,10 +117,11 @@ def _per_variant(c: dict[str, np.ndarray], fn: Callable[..., Any]) -> np.ndarray
         labels = np.full(c["d"].shape, variant(), dtype=object)
     out = np.empty(c["d"].shape, dtype=np.float64)
     for label in set(labels.ravel().tolist()):
-        act, norm, tied, dtype = label.split("/")
+        act, norm, tied, dtype = label.split("/")  # dtype: a precision label (timing.counts.Precision)
         mask = labels == label
         shape = (c[k][mask] for k in ("d", "n", "h", "w", "s", "v", "b"))
-        out[mask] = fn(*shape, activation=act, norm=norm, tied=tied == "tied", bytes_per=bytes_per_element(dtype))
+        arch = dict(activation=act, norm=norm, tied=tied == "tied", precision=Precision.parse(dtype))
+        out[mask] = fn(*shape, **arch, bytes_per=bytes_per_element(dtype))
     return out
 
 
@@ -190,7 +200,8 @@ def _layers(c, _):
 def _gradient_sync_bytes(c, _):
     """Bytes each device sends in a ring all-reduce of the gradients: 2 (k-1)/k x 4 bytes x params (gradients
     of the float32 master weights are float32 whatever the compute dtype)."""
-    params = _weight_bytes(c, None) / WEIGHT_PASSES
+    master = lambda d, n, h, w, s, v, b, precision, **arch: weight_bytes(d, n, w, v, **arch) + 0 * b  # noqa: E731
+    params = _per_variant(c, _without_bytes(master)) / WEIGHT_PASSES  # no quantised copy: it is not synced
     return 2.0 * (c["k"] - 1) / c["k"] * params
 
 

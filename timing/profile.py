@@ -13,7 +13,10 @@ version 4 names models (`model`, the keys of `alternatives`) by their short ids,
 their titles (`timing.models.LEGACY_NAMES`): a profile loads with its names turned into ids. Version 5 adds
 `wall_clock` (timing/wallclock.py: the loop's host cost per step and the run's other terms, from the calibration's
 probe runs); with it the profile predicts the training loop's steady step (compiled step + host cost). A profile
-without it (versions 1 to 4, or external records) predicts the compiled step alone, as before.
+without it (versions 1 to 4, or external records) predicts the compiled step alone, as before. `bits` (optional,
+any version; {} when absent) are the integer bits of quantised training (model/quant.py) the records ran at: a
+profile is keyed by its precision, `dtype` plus `bits` (`precision`: `bfloat16+w4a4kv4`, `float8`), and its
+features count the quantising work and the quantised weight copies of that precision (timing/counts.py).
 """
 
 from __future__ import annotations
@@ -25,10 +28,20 @@ from typing import Any
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
+from smallest_loss.timing.counts import Precision
 from smallest_loss.timing.models import LEGACY_NAMES, design_matrix, get_model, variant
 from smallest_loss.timing.wallclock import WallClock
 
 PROFILE_VERSION = 5
+BIT_KINDS = ("weights", "activations", "kv")  # `bits`' keys: model.bits_weights, bits_activations, bits_kv
+
+
+def profile_bits(precision: str) -> dict[str, int]:
+    """A profile's `bits` from a precision label (timing.counts.Precision.label)."""
+    p = Precision.parse(precision)
+    return {k: b for k, b in zip(BIT_KINDS, p[1:], strict=True) if b}
+
+
 READABLE_VERSIONS = (1, 2, 3, 4, 5)
 
 
@@ -51,6 +64,9 @@ class DeviceProfile:
     statistic: str = "median"  # the measured step time the model was fitted to (timing.models.STATISTICS)
     cache_bytes: float | None = None  # per-core cache (CPU), for the cache-aware model
     wall_clock: dict[str, Any] | None = None  # timing.wallclock.WallClock's fields (version 5; None: steps only)
+    # Integer bits of the quantised kinds of tensor the records trained at ({"weights": 4, "activations": 8,
+    # "kv": 4}; absent kinds and {}: not quantised). With `dtype` the profile's precision (`precision`).
+    bits: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         model = get_model(self.model)
@@ -59,6 +75,8 @@ class DeviceProfile:
         object.__setattr__(self, "alternatives", alternatives)
         if self.wall_clock is not None:
             WallClock.from_dict(self.wall_clock)  # a malformed section is refused when the profile loads
+        if set(self.bits) - set(BIT_KINDS) or not all(isinstance(b, int) and 2 <= b <= 16 for b in self.bits.values()):
+            raise UserError(f"bits {self.bits!r}: expected integers 2..16 keyed by {', '.join(BIT_KINDS)}")
         if not model.analytic:
             raise UserError(f"time model {self.model!r} needs XLA counts; a profile needs an analytic model")
         if len(self.coefficients) != len(model.features) + 1:
@@ -83,7 +101,7 @@ class DeviceProfile:
         names = ("d", "n", "h", "w", "s", "v", "b", "k")
         arrays = np.broadcast_arrays(*(np.atleast_1d(np.asarray(shape[k], dtype=np.float64)) for k in names))
         cols = dict(zip(names, (a.ravel() for a in arrays), strict=True))  # features are columns: flatten
-        cols["variant"] = np.full(cols["d"].shape, variant(activation, norm, tied, dtype), dtype=object)
+        cols["variant"] = np.full(cols["d"].shape, variant(activation, norm, tied, self.precision), dtype=object)
         device = dict(peak_flops=self.peak_flops, bandwidth=self.bandwidth, cache_bytes=self.cache_bytes)
         seconds = design_matrix(get_model(model_id), cols, device) @ np.asarray(coefficients, dtype=np.float64)
         return seconds.reshape(arrays[0].shape)
@@ -124,6 +142,12 @@ class DeviceProfile:
             self.model, self.coefficients, activation, norm, tied, dtype, d=d, n=n, h=h, w=w, s=s, v=v, b=b, k=k
         )
         return step + self.clock.host_seconds(b, s) if self.clock is not None else step
+
+    @property
+    def precision(self) -> str:
+        """The precision it was calibrated in: its dtype, with the bits of its quantised kinds (`float8`,
+        `bfloat16+w4a4kv4`; timing.counts.Precision.label)."""
+        return Precision(self.dtype, *(self.bits.get(k) for k in BIT_KINDS)).label
 
     @property
     def clock(self) -> WallClock | None:

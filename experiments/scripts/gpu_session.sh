@@ -2,7 +2,8 @@
 # One lent-GPU session (about 15 minutes of device time, start-up included): the accelerator-only tests, a
 # resumable slice of the `gpu` calibration grid with its noise floor (configurations measured twice) and probe runs
 # (short real training runs: the loop's host cost, compile, evaluation, save and start-up seconds, and the loop's
-# held-out step-time error), and the MFU of a GPT-2-medium-sized step at two batch sizes with the training loop
+# held-out step-time error), the same grid's first configurations in FP8 with the measured FP8 / bf16 step-time
+# ratio, and the MFU of a GPT-2-medium-sized step at two batch sizes with the training loop
 # timed with and without prefetch, all under $OUT. TINY=1 runs every stage on the CPU in seconds to minutes
 # (JAX_PLATFORMS=cpu, the `tiny` grid and preset), to check the script where no GPU is at hand. Installs nothing (the device machine has JAX, Flax, Optax and Orbax); runs the package from the
 # checkout under its import name `smallest_loss` (a temporary folder of links to the top-level folders, as
@@ -15,11 +16,16 @@ cd "$(dirname "$0")/../.."
 if [ "${TINY:-0}" = 1 ]; then
   export JAX_PLATFORMS=cpu
   GRID=${GRID:-tiny}; LIMIT=${LIMIT:-10}; PRESET=${PRESET:-tiny}; BATCHES=${BATCHES:-4}; REPEATS=${REPEATS:-5}
+  FP8_LIMIT=${FP8_LIMIT:-10}; FP8_MIN_SECONDS=${FP8_MIN_SECONDS:-0.05}  # a fit needs 10 records: the whole tiny grid
+  FP8_SECONDS=${FP8_SECONDS:-300}
 fi
 OUT=${OUT:-out/gpu}
 GRID=${GRID:-gpu}            # timing grid (configs/grids.py)
 LIMIT=${LIMIT:-24}           # configurations to measure in this session (12 architectures x 2 batches)
 CAL_SECONDS=${CAL_SECONDS:-300}
+FP8_LIMIT=${FP8_LIMIT:-12}   # configurations of the FP8 calibration (the first of those above: their ratio is measured; 0: none)
+FP8_SECONDS=${FP8_SECONDS:-180}
+FP8_MIN_SECONDS=${FP8_MIN_SECONDS:-0.2}
 NOISE=${NOISE:-4}            # configurations measured again for the noise floor (0: none)
 PROBES=${PROBES:-3}          # probe runs (timing/probes.py) for the wall-clock terms (0: none)
 PRESET=${PRESET:-gpt2-medium}
@@ -57,7 +63,15 @@ if noise:
 print(f'probe runs: {len(probe_runs(out, read_records(out / \"records.jsonl\"), probes))}')
 " "$OUT/timing" "$NOISE" "$PROBES" 2>&1 | tee -a "$OUT/calibrate.txt"
 timeout 120 "${CLI[@]}" calibrate --fit-only --out "$OUT/timing" 2>&1 | tee -a "$OUT/calibrate.txt"
-tar -czf "$OUT/timing.tar.gz" -C "$OUT" timing && rm -rf "$OUT/timing"
+# 2c. The same grid with FP8 matmuls (model.dtype=float8: e4m3 forward, e5m2 gradients, bf16 around them; emulated on
+# the CPU, which says so), its first FP8_LIMIT configurations, and the measured ratio of its step times to those of
+# the grid's own dtype (bf16 on the `gpu` grid) above, on the configurations both measured (calibrate --compare).
+if [ "$FP8_LIMIT" -gt 0 ]; then  # FP8_LIMIT=0: no FP8 stage
+  timeout "$FP8_SECONDS" "${CLI[@]}" calibrate --grid "$GRID" --set model.dtype=float8 --out "$OUT/timing-fp8" \
+    --min-seconds "$FP8_MIN_SECONDS" --limit "$FP8_LIMIT" --no-noise-check --probes 0 --quiet \
+    --compare "$OUT/timing/profile.json" 2>&1 | tee "$OUT/calibrate_fp8.txt"
+fi
+tar -czf "$OUT/timing.tar.gz" -C "$OUT" timing $(test -d "$OUT/timing-fp8" && echo timing-fp8) && rm -rf "$OUT/timing" "$OUT/timing-fp8"
 # 3. MFU of the real training step (bf16 compute, fp32 master weights, cuDNN attention) at two batch sizes, and the
 # training loop's steady step with and without prefetch against it.
 for b in $BATCHES; do

@@ -24,10 +24,11 @@ SCRIPT = Path(__file__).resolve().parents[2] / "experiments/scripts/gpu_session.
 def test_the_script_parses_and_its_calibrate_flags_are_accepted():
     subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
     text = SCRIPT.read_text()
-    assert "--probes 0" in text and "probe_runs" in text and "noise_floor" in text
+    assert "--probes 0" in text and "probe_runs" in text and "noise_floor" in text and "model.dtype=float8" in text
     flags = ["calibrate", "--grid", "tiny", "--out", "x", "--min-seconds", "0.2", "--limit", "2"]
-    args = build_parser(flags).parse_args([*flags, "--no-noise-check", "--probes", "0", "--quiet"])
-    assert args.probes == 0 and not args.noise_check
+    more = ["--no-noise-check", "--probes", "0", "--quiet", "--set", "model.dtype=float8", "--compare", "p.json"]
+    args = build_parser(flags).parse_args([*flags, *more])
+    assert args.probes == 0 and not args.noise_check and args.set == ["model.dtype=float8"]
 
 
 def test_bench_train_times_the_loop_with_and_without_prefetch():
@@ -45,10 +46,13 @@ def test_bench_train_times_the_loop_with_and_without_prefetch():
 
 @pytest.mark.slow
 def test_the_whole_session_runs_on_the_cpu(tmp_path):
+    # FP8_LIMIT=0: no FP8 calibration (on 2 CPU cores it would double this test's time; its commands are the
+    # calibrate --set / --compare of tests/timing/test_precision.py)
     env = dict(os.environ, TINY="1", OUT=str(tmp_path), LIMIT="10", NOISE="1", PROBES="2", REPEATS="2", BATCHES="2",
-               PY=sys.executable)  # fmt: skip
+               FP8_LIMIT="0", PY=sys.executable)  # fmt: skip
     done = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-2000:]
     calibrate = (tmp_path / "calibrate.txt").read_text()
     assert "noise floor:" in calibrate and "probe runs: 2" in calibrate and "training loop: host cost" in calibrate
     assert "with prefetch" in (tmp_path / "bench_train.txt").read_text()
+    assert not (tmp_path / "calibrate_fp8.txt").exists() and (tmp_path / "timing.tar.gz").exists()

@@ -1,0 +1,67 @@
+"""`smallest-loss plan` with several device profiles, one per precision; one profile plans as before."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from smallest_loss.configs.spaces import get_space
+from smallest_loss.experiments.cli import main
+from smallest_loss.scaling.laws import CHINCHILLA_PUBLISHED, load_law, save_law
+from smallest_loss.scaling.plan_setup import at_profile_precision, choose_space
+from smallest_loss.scaling.precision_plan import precision_penalty
+from smallest_loss.timing.profile import DeviceProfile, save_profile
+
+BASE = DeviceProfile(
+    device_kind="cpu",
+    model="paper",
+    coefficients=(4e-12, 2e-15, 2e-3),
+    peak_flops=1e15,
+    bandwidth=3e12,
+    held_out=dict(mape=0.05),
+    price_per_hour=2.0,
+)
+
+
+@pytest.fixture
+def files(tmp_path):
+    law = save_law(tmp_path / "law.json", CHINCHILLA_PUBLISHED)
+    dense = save_profile(tmp_path / "dense.json", BASE)
+    half = tuple(c / 2 for c in BASE.coefficients)  # quantised steps at half the time
+    quant = save_profile(tmp_path / "w4.json", dataclasses.replace(BASE, coefficients=half, bits=dict(weights=4)))
+    return str(law), str(dense), str(quant)
+
+
+def test_two_profiles_plan_with_each_and_say_which_steps_faster(files, tmp_path, capsys):
+    law, dense, quant = files
+    argv = ["plan", "--budget", "60s", "--law", law, "--space", "cpu", "--top", "1"]
+    assert main([*argv, "--profile", dense, "--profile", quant, "--out", str(tmp_path / "p")]) == 0
+    printed = capsys.readouterr().out
+    assert "# Plans by precision" in printed and "Faster per step: **float32+w4** (0.5 x the float32 step)" in printed
+    assert (tmp_path / "p" / "float32+w4" / "plan.json").exists() and (tmp_path / "p" / "precisions.md").exists()
+    assert main([*argv, "--profile", dense, "--profile", quant, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = report["precisions"]
+    assert [r["precision"] for r in rows] == ["float32", "float32+w4"] and report["fastest_per_step"] == "float32+w4"
+    assert rows[1]["tokens"] > rows[0]["tokens"] * 0.99  # twice the steps in the same time: at least as many tokens
+    assert all(r["n_factor"] == 1.0 for r in rows)  # the law has no precision section
+    # One profile plans exactly as before: the same JSON as the first profile's plan in the comparison.
+    assert main([*argv, "--profile", dense, "--json"]) == 0
+    single = json.loads(capsys.readouterr().out)
+    assert single["best"] == report["plans"][0]["best"]
+
+
+def test_several_profiles_refuse_verify(files, capsys):
+    law, dense, quant = files
+    argv = ["plan", "--budget", "60s", "--law", law, "--profile", dense, "--profile", quant, "--verify"]
+    assert main(argv) == 2 and "give one --profile" in capsys.readouterr().err
+
+
+def test_a_float8_profile_plans_in_the_bfloat16_space(files):
+    law = load_law(files[0])
+    fp8 = dataclasses.replace(BASE, device_kind="NVIDIA H100 80GB HBM3", dtype="float8")
+    space, why = choose_space(None, None, law.law, fp8)
+    assert space.dtype == "bfloat16" and at_profile_precision(space, fp8).dtype == "float8"
+    assert at_profile_precision(get_space("cpu"), BASE) == get_space("cpu")
+    assert precision_penalty(law, "float8") == 1.0
