@@ -2,36 +2,64 @@
 
 Each profile (timing/profile.py) prices steps at its own precision, its compute dtype and the integer bits of
 quantised training; the plan for each is `scaling.planner.make_plan` with that profile alone. What precision does
-to the loss is the law's business: `precision_penalty` is the hook through which a law with a precision section
-(Kumar et al., 2025: training in low precision shrinks the effective parameter count) will shrink N; a law without
-one (every law today) gives 1.0, so the plans differ by speed alone: a faster step buys more tokens.
+to the loss is the law's business: a law with a precision section (Kumar et al., 2025: training in low precision
+shrinks the effective parameter count, scaling/precision_law.py) prices each precision's N as N_eff
+(`profile_penalty`, `law_at_precision`); a law without one gives 1.0, so the plans differ by speed alone (a faster
+step buys more tokens). The chosen precision is the one whose best plan predicts the lowest loss.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from smallest_loss.configs.errors import UserError
+from smallest_loss.scaling.chinchilla import ChinchillaLaw
 from smallest_loss.scaling.laws import LawFile, load_law
 from smallest_loss.scaling.plan_result import Plan
 from smallest_loss.scaling.planner import make_plan
+from smallest_loss.scaling.precision_law import precision_penalty as law_penalty
 from smallest_loss.scaling.report import markdown_table
 from smallest_loss.timing.profile import DeviceProfile, load_profile
 
+# FP8 training (model.dtype = "float8") rounds the matmuls' inputs, weights and activations, to 8-bit floats; the
+# precision law (fitted on integer widths) prices it as 8 bits for both, keys and values unquantised.
+FP8_BITS = {"weights": 8, "activations": 8}
 
-def precision_penalty(law_file: LawFile, dtype: str, bits: dict[str, int] | None = None) -> float:
-    """The factor on N (effective parameters) of training at `dtype` with `bits` ({"weights": 4, ...}) under the
-    law: 1.0 when the law has no precision section. A precision section is an object with
-    `n_factor(dtype, bits) -> float` in (0, 1], attached to the LawFile as `precision`."""
-    section = getattr(law_file, "precision", None)
-    if section is None:
-        return 1.0
-    factor = float(section.n_factor(dtype, dict(bits or {})))
+
+def training_bits(dtype: str, bits: dict[str, int] | None = None) -> dict[str, int]:
+    """The bits of each quantised kind of tensor ({"weights", "activations", "kv"}) training at `dtype` with the
+    integer `bits` of quantised training; float32 and bfloat16 compute alone quantise nothing."""
+    return {**(FP8_BITS if dtype == "float8" else {}), **dict(bits or {})}
+
+
+def profile_penalty(law_file: LawFile, dtype: str, bits: dict[str, int] | None = None) -> float:
+    """The factor on N (N_eff / N, Kumar et al. 2025) of training at `dtype` with `bits` ({"weights": 4, ...})
+    under the law's precision section (scaling/precision_law.py); 1.0 when the law has none."""
+    b = training_bits(dtype, bits)
+    factor = float(law_penalty(law_file, b.get("weights"), b.get("activations"), b.get("kv")))
     if not 0.0 < factor <= 1.0:
         raise UserError(f"the law's precision section gives a factor {factor} on N at {dtype}; expected (0, 1]")
     return factor
+
+
+def law_at_precision(law_file: LawFile, factor: float) -> LawFile:
+    """The law of training where N counts as `factor` N: A N_eff^-alpha = (A factor^-alpha) N^-alpha, so the
+    Chinchilla law with A scaled (its bootstrap samples each by their own alpha), and every planner path (ranking,
+    intervals, edges) prices the precision's loss. A factor of 1 returns the law file unchanged."""
+    if factor == 1.0:
+        return law_file
+    law = law_file.law
+    if not isinstance(law, ChinchillaLaw):
+        raise UserError("a precision penalty needs a Chinchilla law (fit --form precision)")
+    samples = law_file.samples
+    if samples is not None and "A" in samples and "alpha" in samples:
+        samples = {**samples, "A": np.asarray(samples["A"]) * factor ** -np.asarray(samples["alpha"])}
+    scaled = dataclasses.replace(law, A=law.A * factor**-law.alpha)
+    return dataclasses.replace(law_file, law=scaled, samples=samples, precision=None)
 
 
 @dataclass(frozen=True)
@@ -43,6 +71,11 @@ class PrecisionPlans:
     plans: tuple[Plan, ...]
     step_seconds: tuple[float, ...]
     penalties: tuple[float, ...]
+
+    @property
+    def chosen(self) -> int:
+        """The index of the profile whose best plan predicts the lowest loss: the precision to train in."""
+        return min(range(len(self.plans)), key=lambda i: self.plans[i].best.loss)
 
     @property
     def fastest(self) -> int:
@@ -71,7 +104,11 @@ class PrecisionPlans:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(precisions=self.rows(), fastest_per_step=self.profiles[self.fastest].precision)
+        return dict(
+            precisions=self.rows(),
+            chosen=self.profiles[self.chosen].precision,
+            fastest_per_step=self.profiles[self.fastest].precision,
+        )
 
     def to_markdown(self) -> str:
         rows = self.rows()
@@ -94,9 +131,21 @@ class PrecisionPlans:
         fast, base = self.fastest, rows[0]
         shape = "d={d} n={n} h={h} b={b}".format(**base["best"])
         ratio = rows[fast]["common_step_seconds"] / base["common_step_seconds"]
+        chosen = rows[self.chosen]
+        others = [r for i, r in enumerate(rows) if i != self.chosen]
+        runner = min(others, key=lambda r: r["loss"]) if others else None
+        versus = (
+            f", {chosen['loss'] / runner['loss'] - 1:+.2%} against {runner['precision']}'s {runner['loss']:.4f}"
+            if runner
+            else ""
+        )
         return "\n".join(
             [
                 "# Plans by precision",
+                "",
+                f"**Train in {chosen['precision']}**: predicted loss {chosen['loss']:.4f}{versus} (each precision's "
+                "best plan: its step time from its own profile, its loss with N counted as N_eff where the law has a "
+                "precision section).",
                 "",
                 table,
                 "",
@@ -115,12 +164,14 @@ def plan_precisions(
     best configuration."""
     law = load_law(law) if isinstance(law, str | Path) else law
     loaded = tuple(load_profile(p) if isinstance(p, str | Path) else p for p in profiles)
-    plans = tuple(make_plan(budget, law, p, **options) for p in loaded)
+    penalties = tuple(profile_penalty(law, p.dtype, p.bits) for p in loaded)
+    plans = tuple(
+        make_plan(budget, law_at_precision(law, f), p, **options) for p, f in zip(loaded, penalties, strict=True)
+    )
     best, space = plans[0].best, plans[0].space
     arch = dict(activation=space.activation, norm=space.norm, tied=space.tied)
     seconds = tuple(
         float(p.predict_step_seconds(best.d, best.n, best.h, best.w, best.s, space.v, best.b, **arch)[0])
         for p in loaded
     )
-    penalties = tuple(precision_penalty(law, p.dtype, p.bits) for p in loaded)
     return PrecisionPlans(loaded, plans, seconds, penalties)

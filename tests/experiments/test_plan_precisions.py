@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pytest
 from smallest_loss.configs.spaces import get_space
 from smallest_loss.experiments.cli import main
 from smallest_loss.scaling.laws import CHINCHILLA_PUBLISHED, load_law, save_law
 from smallest_loss.scaling.plan_setup import at_profile_precision, choose_space
-from smallest_loss.scaling.precision_plan import precision_penalty
+from smallest_loss.scaling.precision_law import PrecisionLaw
+from smallest_loss.scaling.precision_plan import plan_precisions, profile_penalty
 from smallest_loss.timing.profile import DeviceProfile, save_profile
 
 BASE = DeviceProfile(
@@ -64,4 +66,26 @@ def test_a_float8_profile_plans_in_the_bfloat16_space(files):
     space, why = choose_space(None, None, law.law, fp8)
     assert space.dtype == "bfloat16" and at_profile_precision(space, fp8).dtype == "float8"
     assert at_profile_precision(get_space("cpu"), BASE) == get_space("cpu")
-    assert precision_penalty(law, "float8") == 1.0
+    assert profile_penalty(law, "float8") == 1.0
+
+
+def test_a_precision_law_prices_the_bits_and_names_the_precision(files, tmp_path, capsys):
+    """With a precision section, the quantised profile's plan counts N as N_eff: the same shape and tokens predict a
+    higher loss than the law without it, by exactly the law's factor; the report names the precision to train in."""
+    law_path, dense, quant = files
+    plain = load_law(law_path)
+    gamma = 2.0  # bits: w4 keeps 1 - e^-2 = 86% of the parameters
+    c = plain.law
+    law = dataclasses.replace(plain, precision=PrecisionLaw(c.E, c.A, c.B, c.alpha, c.beta, gamma_w=gamma))
+    assert profile_penalty(law, "float32", dict(weights=4)) == pytest.approx(1 - math.exp(-4 / gamma))
+    assert profile_penalty(law, "float32") == 1.0 and profile_penalty(law, "float8") < 1.0
+    plans = plan_precisions("60s", law, [dense, quant], space="cpu", top=1)
+    free = plan_precisions("60s", plain, [dense, quant], space="cpu", top=1)
+    assert plans.plans[0].best == free.plans[0].best  # float32 unquantised: no penalty
+    q = plans.plans[1].best
+    f = 1 - math.exp(-4 / gamma)
+    assert q.loss == pytest.approx(float(plain.law.loss(f * q.params, q.tokens)), rel=1e-9)
+    assert q.loss > float(plain.law.loss(q.params, q.tokens))
+    chosen = plans.profiles[plans.chosen].precision
+    assert plans.plans[plans.chosen].best.loss == min(p.best.loss for p in plans.plans)
+    assert f"**Train in {chosen}**" in plans.to_markdown() and plans.to_dict()["chosen"] == chosen
