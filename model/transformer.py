@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 from smallest_loss.configs.schema import ModelConfig
+from smallest_loss.model.moe import Moe
 
 
 def _dtype(name: str) -> jnp.dtype:
@@ -100,12 +101,13 @@ class Attention(nnx.Module):
 
 
 class Mlp(nnx.Module):
-    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, width: int | None = None):
         self.cfg = cfg
-        self.up = _linear(cfg, cfg.d, cfg.w, rngs)
+        w = cfg.w if width is None else width
+        self.up = _linear(cfg, cfg.d, w, rngs)
         if cfg.activation == "swiglu":
-            self.gate = _linear(cfg, cfg.d, cfg.w, rngs)
-        self.down = _linear(cfg, cfg.w, cfg.d, rngs, scale=(2 * cfg.n) ** -0.5)
+            self.gate = _linear(cfg, cfg.d, w, rngs)
+        self.down = _linear(cfg, w, cfg.d, rngs, scale=(2 * cfg.n) ** -0.5)
 
     def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
         act = self.cfg.activation
@@ -122,7 +124,7 @@ class Block(nnx.Module):
         self.attn_norm = _norm(cfg, rngs)
         self.attn = Attention(cfg, rngs)
         self.mlp_norm = _norm(cfg, rngs)
-        self.mlp = Mlp(cfg, rngs)
+        self.mlp = Moe(cfg, rngs, Mlp) if cfg.experts else Mlp(cfg, rngs)
 
     def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
         x_BxLxD = x_BxLxD + self.attn(self.attn_norm(x_BxLxD))
