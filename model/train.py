@@ -146,9 +146,10 @@ def accumulated_grads(
     `lax.scan`: activations of one micro-batch live at a time), averaged: the full batch's loss and gradient.
 
     Also returns |G_b|^2, the mean over micro-batches of each one's squared gradient norm, for the gradient
-    noise scale, and the router statistics (`objective`) averaged over the micro-batches (model/noise.py). Micro-batch j takes rows j, j+k, j+2k, ... (k = `micro_batches`): with the
-    batch split over data-parallel devices in contiguous blocks whose size k divides, every device holds
-    its share of every micro-batch, so no micro-batch moves between devices.
+    noise scale (model/noise.py), and the router statistics (`objective`) averaged over the micro-batches.
+    Micro-batch j takes rows j, j+k, j+2k, ... (k = `micro_batches`): with the batch split over data-parallel
+    devices in contiguous blocks whose size k divides, every device holds its share of every micro-batch, so no
+    micro-batch moves between devices.
     """
     k = micro_batches
     tokens_KxbxL1 = tokens_BxL1.reshape(tokens_BxL1.shape[0] // k, k, -1).swapaxes(0, 1)
