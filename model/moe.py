@@ -46,6 +46,7 @@ from smallest_loss.configs.schema import ModelConfig
 ROUTER_STATS = "router_stats"
 STAT_NAMES = ("router_aux_loss", "router_z_loss", "expert_load_max", "expert_load_min", "dropped_tokens")
 MAX_BLOCK_ROWS = 128
+EXPERT_WEIGHTS = ("up", "gate", "down")  # the routed experts' weights, [E, ...], attributes of `Moe`
 
 
 def block_rows(rows: int, experts: int) -> int:
@@ -172,10 +173,14 @@ class Moe(nnx.Module):
         return y_NxQxD.reshape(N * Q, D)[slot_M]
 
 
-def router_stats(model: nnx.Module) -> dict[str, jax.Array]:
-    """Pop the router statistics the MoE layers sowed in the last call and average each over the layers
-    ({} for a dense model)."""
-    sown = nnx.pop(model, nnx.Intermediate)
+def call_with_router_stats(model: nnx.Module, *args: Any) -> tuple[Any, dict[str, jax.Array]]:
+    """Call `model` and collect the router statistics its MoE layers sow, each averaged over the layers ({} for
+    a dense model). `nnx.capture` where Flax has it (0.12: sowing outside it is deprecated), else `nnx.pop`."""
+    if hasattr(nnx, "capture"):
+        out, sown = nnx.capture(model, nnx.Intermediate)(*args)
+    else:
+        out = model(*args)
+        sown = nnx.pop(model, nnx.Intermediate)
     layers = [
         value
         for path, variable in nnx.to_flat_state(sown)
@@ -183,8 +188,8 @@ def router_stats(model: nnx.Module) -> dict[str, jax.Array]:
         for value in (variable.get_value() if hasattr(variable, "get_value") else variable.value)
     ]
     if not layers:
-        return {}
-    return {name: sum(layer[name] for layer in layers) / len(layers) for name in STAT_NAMES}
+        return out, {}
+    return out, {name: sum(layer[name] for layer in layers) / len(layers) for name in STAT_NAMES}
 
 
 def _time_dispatch() -> None:  # pragma: no cover - the docstring's measurement, by hand

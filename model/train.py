@@ -26,7 +26,7 @@ from smallest_loss.configs.schema import ModelConfig, RunConfig, TrainConfig
 from smallest_loss.model import noise
 from smallest_loss.model.data import Corpus, batch, check_fits, load_corpus, load_eval_sets, unigram_entropy
 from smallest_loss.model.interrupts import HeldInterrupts
-from smallest_loss.model.moe import STAT_NAMES, router_stats
+from smallest_loss.model.moe import STAT_NAMES, call_with_router_stats
 from smallest_loss.model.prefetch import Prefetcher
 from smallest_loss.model.runs import RunDir, hold_run
 from smallest_loss.model.sharding import (
@@ -115,10 +115,8 @@ def objective(
     router losses, averaged over the layers (model/moe.py), times their weights: aux * load-balancing loss + z *
     z-loss. The logged and evaluated loss is the cross-entropy alone, so dense and MoE runs compare.
     """
-    model = nnx.merge(graphdef, params)
-    logits_BxLxV = model(tokens_BxL1[:, :-1])
+    logits_BxLxV, stats = call_with_router_stats(nnx.merge(graphdef, params), tokens_BxL1[:, :-1])
     ce = optax.softmax_cross_entropy_with_integer_labels(logits_BxLxV, tokens_BxL1[:, 1:]).mean()
-    stats = router_stats(model)
     if not stats:
         return ce, (ce, stats)
     aux, z = weights
