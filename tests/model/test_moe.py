@@ -14,7 +14,7 @@ from flax import nnx
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.overrides import apply_overrides
 from smallest_loss.configs.schema import ModelConfig, RunConfig
-from smallest_loss.model.moe import STAT_NAMES, Moe, padded_blocks, call_with_router_stats, route
+from smallest_loss.model.moe import STAT_NAMES, Moe, call_with_router_stats, padded_blocks, route
 from smallest_loss.model.train import init_state, loss_fn, make_step_fn, objective
 from smallest_loss.model.transformer import Mlp, count_params, count_params_in_tree
 

@@ -1,0 +1,58 @@
+"""A mixture of experts' exact counts (timing/counts.py) against XLA's compiled training step and the real
+parameter tree, with the tolerance of the dense SwiGLU counts (tests/timing/test_counts.py): FLOPs within 1%,
+peak memory within 25%."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from smallest_loss.configs.schema import ModelConfig
+from smallest_loss.model.transformer import count_params, count_params_in_tree
+from smallest_loss.timing.counts import counts_for, moe_of, train_step_terms
+from smallest_loss.timing.measure import compile_step, xla_analyses
+
+B = 4
+BASE = ModelConfig(v=256, d=64, n=1, h=4, w=256, s=32, experts=4)
+MOES = [
+    BASE,
+    dataclasses.replace(BASE, top_k=2, shared_experts=1),
+    dataclasses.replace(BASE, granularity=4, activation="swiglu"),
+    ModelConfig(v=256, d=32, n=2, h=2, w=64, s=32, experts=2, granularity=2, tied_embeddings=False),
+]
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    return [(cfg, xla_analyses(compile_step(cfg, B)[0])) for cfg in MOES]
+
+
+@pytest.mark.slow  # compiles four training steps
+def test_moe_flops_and_memory_match_xla(compiled):
+    for cfg, xla in compiled:
+        counts = counts_for(cfg, B)
+        assert counts["flops"] == pytest.approx(xla["flops"], rel=0.01), cfg
+        assert counts["memory"] == pytest.approx(xla["peak_bytes"], rel=0.25), cfg
+        # The experts' matmuls are a large share of the step: counting them wrong fails by far.
+        terms = train_step_terms(cfg.d, cfg.n, cfg.h, cfg.w, cfg.s, cfg.v, B, cfg.activation, moe=moe_of(cfg))
+        assert terms["mlp"] / xla["flops"] > 0.1
+
+
+def test_moe_params_match_the_tree_and_dense_counts_are_unchanged():
+    for cfg in MOES:
+        counts = counts_for(cfg, B)
+        assert counts["params"] == count_params(cfg).total == count_params_in_tree(cfg).total
+        assert counts["active_params"] == count_params_in_tree(cfg).active < counts["params"]
+    dense = dataclasses.replace(BASE, experts=0)
+    assert "active_params" not in counts_for(dense, B)
+    assert set(train_step_terms(64, 1, 4, 256, 32, 256, B)) == {
+        "projection",
+        "mlp",
+        "attention",
+        "output",
+        "width",
+        "hidden",
+        "scores",
+        "logits",
+        "optimizer",
+    }
