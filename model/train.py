@@ -651,6 +651,8 @@ def summarise(
         wall_seconds=wall,
         tokens_per_second=last.get("tokens", 0) / wall if wall else None,
     )
+    if cfg.model.experts:  # a mixture of experts: the parameters one token runs through (a dense summary as before)
+        summary["params_active"] = counts.active
     if clock is not None:
         summary["wall_clock"] = {k: round(clock[k], 4) for k in CLOCK_TERMS}
         summary["wall_clock"]["total"] = round(sum(clock[k] for k in CLOCK_TERMS), 4)

@@ -175,8 +175,16 @@ def time_compiled(
 
 
 def record_config(cfg: ModelConfig) -> dict[str, Any]:
-    """The `config` of a timing record: the architecture fields that change the step (dtype is apart)."""
-    return dict(
+    """The `config` of a timing record: the architecture fields that change the step (dtype is apart). A mixture
+    of experts' fields are there only for one (`model.experts` > 0): a record without them is a dense model's."""
+    moe = dict(
+        experts=cfg.experts,
+        top_k=cfg.top_k,
+        granularity=cfg.granularity,
+        shared_experts=cfg.shared_experts,
+        moe_dispatch=cfg.moe_dispatch,
+    )
+    dense = dict(
         v=cfg.v,
         d=cfg.d,
         n=cfg.n,
@@ -188,6 +196,7 @@ def record_config(cfg: ModelConfig) -> dict[str, Any]:
         tied_embeddings=cfg.tied_embeddings,
         attention=cfg.attention,
     )
+    return dense | moe if cfg.experts else dense
 
 
 def base_record(cfg: ModelConfig, b: int, devices: int = 1) -> dict[str, Any]:
