@@ -21,12 +21,14 @@ give the same outputs and gradients (tests/model/test_moe.py).
 Why blocked is the default: in jax 0.10.2 `ragged_dot` works on CPU, its gradient too, but XLA's CPU backend
 expands it into a dense, masked matmul over all E experts: E times the FLOPs of the rows it keeps (measured with
 the cost analysis: 8.65e6 against 1.05e6 for 256 rows, d=32, G=64, E=8), so counts cannot be exact and time
-grows with E. Measured CPU training step (this 2-core machine, jax 0.10.2; v=256, d=32, n=2, h=2, w=128, s=32,
-b=8, experts=4, top_k=1, granularity=2; median of 20 steps after compiling; `python -m
-smallest_loss.model.moe`): blocked 4.6 ms, ragged 5.4 ms, the dense model 2.9 ms. GPUs may run `ragged_dot` as
-a grouped matmul (set model.moe_dispatch=ragged there and time it; its counts are the unpadded rows).
+grows with E. Measured CPU training step (2 shared cores, jax 0.10.2, median (min) of 30 steps; v=256, d=32,
+n=2, h=2, w=128, s=32, b=8; experts=4, granularity=2, top_k=1): dense MLP 25 ms (12 ms), blocked 31 ms (17 ms),
+ragged 41 ms (29 ms), with `python experiments/scripts/bench_train.py --preset tiny --set model.d=32 --set
+model.n=2 --set model.h=2 --set model.w=128 --set model.s=32 --set train.batch_size=8 --set model.experts=4 --set
+model.granularity=2 [--set model.moe_dispatch=ragged]`. GPUs may run `ragged_dot` as a grouped matmul (set
+model.moe_dispatch=ragged there and time it; its counts are the unpadded rows).
 
-Router statistics of each layer are sown as `nnx.Intermediate` values named ROUTER_STATS (`router_stats`
+Router statistics of each layer are sown as `nnx.Intermediate` values named ROUTER_STATS (`call_with_router_stats`
 collects them over the layers): the load-balancing loss E * sum_i f_i P_i (f_i the fraction of routed rows
 sent to expert i, P_i its mean probability; 1 when balanced), the z-loss mean_t logsumexp(logits_t)^2
 (ST-MoE, Zoph et al., 2022), the largest and smallest load fractions max f_i, min f_i, and the dropped rows
@@ -35,7 +37,6 @@ sent to expert i, P_i its mean probability; 1 when balanced), the z-loss mean_t 
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import jax
@@ -190,25 +191,3 @@ def call_with_router_stats(model: nnx.Module, *args: Any) -> tuple[Any, dict[str
     if not layers:
         return out, {}
     return out, {name: sum(layer[name] for layer in layers) / len(layers) for name in STAT_NAMES}
-
-
-def _time_dispatch() -> None:  # pragma: no cover - the docstring's measurement, by hand
-    from smallest_loss.timing.measure import compile_step
-
-    base = dict(v=256, d=32, n=2, h=2, w=128, s=32)
-    for name, extra in [("dense", {}), ("blocked", dict(experts=4, granularity=2))] + [
-        ("ragged", dict(experts=4, granularity=2, moe_dispatch="ragged"))
-    ]:
-        compiled, inputs, _ = compile_step(ModelConfig(**base, **extra), 8)
-        state, tokens = inputs()
-        times = []
-        for _ in range(25):
-            began = time.perf_counter()
-            state, metrics = compiled(state, tokens)
-            jax.block_until_ready(metrics)
-            times.append(time.perf_counter() - began)
-        print(name, f"{sorted(times[5:])[10] * 1e3:.2f} ms")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    _time_dispatch()
