@@ -60,6 +60,7 @@ Differences from the paper, term by term:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -117,12 +118,35 @@ ELEMENTWISE_PER_ROUTE = 60  # per layer, token and routed expert: router softmax
 ELEMENTWISE_PER_ROW = 6  # per layer, routed row and unit of d: the gate-weighted combine (fwd + bwd)
 
 
-def moe_of(cfg: Any) -> Any:
-    """The mixture-of-experts configuration of a ModelConfig, for the counts below; None for a dense MLP."""
-    return cfg if getattr(cfg, "experts", 0) else None
+@dataclasses.dataclass(frozen=True)
+class MoeSpec:
+    """A mixture of experts' fields (those of ModelConfig, model/moe.py), without the model's numbers."""
+
+    experts: int
+    top_k: int = 1
+    granularity: int = 1
+    shared_experts: int = 0
+    moe_dispatch: str = "blocked"
+
+    @property
+    def routed_experts(self) -> int:
+        return self.experts * self.granularity
+
+    @property
+    def active_experts(self) -> int:
+        return self.top_k * self.granularity
 
 
-def moe_terms(moe: Any, d: Any, n: Any, s: Any, b: Any, activation: str = "gelu") -> dict[str, Any]:
+def moe_of(cfg: Any) -> MoeSpec | None:
+    """The mixture-of-experts fields of a ModelConfig (or a timing record's config dict), for the counts below;
+    None for a dense MLP."""
+    get = cfg.get if isinstance(cfg, dict) else lambda name, default: getattr(cfg, name, default)
+    if not get("experts", 0):
+        return None
+    return MoeSpec(*(get(f.name, f.default) for f in dataclasses.fields(MoeSpec)))
+
+
+def moe_terms(moe: Any, d: Any, n: Any, w: Any, s: Any, b: Any, activation: str = "gelu") -> dict[str, Any]:
     """The FLOPs of a mixture-of-experts MLP in a training step of b sequences (`moe` a ModelConfig with
     experts > 0; model/moe.py), in place of the dense `mlp` and `hidden` terms of `train_step_terms`:
 
@@ -132,7 +156,7 @@ def moe_terms(moe: Any, d: Any, n: Any, s: Any, b: Any, activation: str = "gelu"
     sequence, `hidden` their activations (ELEMENTWISE_PER_W per hidden unit and row), and `routing`: the
     router's element-wise work per token and routed expert (ELEMENTWISE_PER_ROUTE) and the dispatch and gate
     weighting per routed row and unit of d (ELEMENTWISE_PER_ROW, the combining sum included)."""
-    m, G, E = _mlp_mats(activation), moe.expert_width, moe.routed_experts
+    m, G, E = _mlp_mats(activation), w // moe.granularity, moe.routed_experts
     rows = computed_rows(moe, b * s)
     shared_rows = b * s * moe.shared_experts
     routed = b * s * moe.active_experts
@@ -147,14 +171,16 @@ def moe_terms(moe: Any, d: Any, n: Any, s: Any, b: Any, activation: str = "gelu"
 GATHER_PASSES = 4  # blocked dispatch, per step: expert weight blocks gathered (fwd), read (bwd), grads written, summed
 
 
-def moe_step_bytes(moe: Any, d: Any, n: Any, s: Any, b: Any, bytes_per: int = 4, activation: str = "gelu") -> Any:
+def moe_step_bytes(
+    moe: Any, d: Any, n: Any, w: Any, s: Any, b: Any, bytes_per: int = 4, activation: str = "gelu"
+) -> Any:
     """A mixture of experts' activation traffic in a training step, in place of the dense MLP hidden layer's
     (m*s*w per layer and sequence of `activation_bytes_per_sequence`), at 4 passes (written and read back, and
     their gradients): per layer the router's float32 logits and probabilities (2sE per sequence), the rows
     dispatched to the experts and their outputs (2 * d per computed row), the experts' hidden layers (m*G per row;
     the shared experts' too). Plus, for blocked dispatch, each block's gathered expert weights (N blocks of
     m*d*G) GATHER_PASSES times. All expert weights are read and updated like any weight (`weight_bytes`)."""
-    m, G, E = _mlp_mats(activation), moe.expert_width, moe.routed_experts
+    m, G, E = _mlp_mats(activation), w // moe.granularity, moe.routed_experts
     rows = computed_rows(moe, b * s)
     shared_rows = b * s * moe.shared_experts
     per_layer = bytes_per * (2 * d * rows + m * G * (rows + shared_rows)) + 4 * 2 * b * s * E
@@ -231,7 +257,7 @@ def train_step_terms(
         optimizer=OPTIMIZER_PER_PARAM * params + 0 * b,  # + 0 * b: broadcast to the candidates' shape
     )
     if moe is not None:
-        terms.update(moe_terms(moe, d, n, s, b, activation))
+        terms.update(moe_terms(moe, d, n, w, s, b, activation))
     return terms
 
 
@@ -248,6 +274,7 @@ def spilled_terms(
     norm: str = "rmsnorm",
     tied: bool = True,
     bytes_per: int = 4,
+    moe: Any = None,
 ) -> dict[str, Any]:
     """The element-wise terms of `train_step_terms` whose per-layer tensor does not fit in a cache of
     `cache_bytes` (zero where it fits, or when `cache_bytes` is None).
@@ -258,7 +285,7 @@ def spilled_terms(
     of results/cpu/timing (1 MiB L2 per core) steps slow down 1.2-1.6x per doubling of the batch when
     these tensors cross the cache size, where they otherwise slow down 0.8-1.0x.
     """
-    terms = train_step_terms(d, n, h, w, s, v, b, activation, norm, tied)
+    terms = train_step_terms(d, n, h, w, s, v, b, activation, norm, tied, moe)
     limit = np.inf if cache_bytes is None else cache_bytes
     sizes = dict(width=b * s * d, hidden=b * s * w, scores=b * h * s * s)
     return {k: np.where(bytes_per * size > limit, terms[k], 0 * terms[k]) for k, size in sizes.items()}
@@ -319,7 +346,7 @@ def train_step_bytes(
     if moe is None:
         return weights + activations
     dense_hidden = b * 4 * bytes_per * n * _mlp_mats(activation) * s * w
-    return weights + activations - dense_hidden + moe_step_bytes(moe, d, n, s, b, bytes_per, activation)
+    return weights + activations - dense_hidden + moe_step_bytes(moe, d, n, w, s, b, bytes_per, activation)
 
 
 def train_memory_bytes(
@@ -352,7 +379,7 @@ def train_memory_bytes(
     activations = b // micro_batches * per_sequence
     if moe is not None:
         rows = b // micro_batches
-        activations += moe_step_bytes(moe, d, n, s, rows, bytes_per, activation) / 4
+        activations += moe_step_bytes(moe, d, n, w, s, rows, bytes_per, activation) / 4
         activations -= rows * bytes_per * n * _mlp_mats(activation) * s * w
     return 16 * params + accumulator + activations
 

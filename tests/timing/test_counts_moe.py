@@ -10,7 +10,8 @@ import pytest
 from smallest_loss.configs.schema import ModelConfig
 from smallest_loss.model.transformer import count_params, count_params_in_tree
 from smallest_loss.timing.counts import counts_for, moe_of, train_step_terms
-from smallest_loss.timing.measure import compile_step, xla_analyses
+from smallest_loss.timing.measure import base_record, compile_step, xla_analyses
+from smallest_loss.timing.models import TERMS, design_matrix, get_model, shape_columns, variant
 
 B = 4
 BASE = ModelConfig(v=256, d=64, n=1, h=4, w=256, s=32, experts=4)
@@ -56,3 +57,19 @@ def test_moe_params_match_the_tree_and_dense_counts_are_unchanged():
         "logits",
         "optimizer",
     }
+
+
+def test_records_of_a_mixture_of_experts_give_the_step_time_models_its_counts():
+    """A timing record keeps the MoE fields in its config (a dense one has none, so old records load as dense),
+    and the step-time models' features are the MoE counts: FLOPs, weight and activation bytes."""
+    dense = dataclasses.replace(BASE, experts=0)
+    records = [dict(base_record(cfg, B), status="ok", step_seconds=1.0) for cfg in [dense, *MOES]]
+    assert "experts" not in records[0]["config"] and records[1]["config"]["experts"] == 4
+    columns = shape_columns(records)
+    assert columns["variant"][0] == variant() and columns["variant"][1].endswith("/moe:4,1,1,0,blocked")
+    X = design_matrix(get_model("exact-layers"), columns, {})
+    for i, record in enumerate(records):
+        assert X[i, 0] + X[i, 1] == pytest.approx(record["counts"]["flops"])
+        assert X[i, 2] + X[i, 3] == pytest.approx(record["counts"]["bytes"])
+    kinds = design_matrix(get_model("exact-kinds"), columns, {})  # each kind of work apart, MoE terms included
+    assert kinds[1, : len(TERMS)].sum() == pytest.approx(records[1]["counts"]["flops"])
