@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from smallest_loss.configs.grids import get_grid
 from smallest_loss.configs.schema import ModelConfig
 from smallest_loss.model.transformer import count_params, count_params_in_tree
 from smallest_loss.timing.counts import counts_for, moe_of, train_step_terms
@@ -73,3 +74,11 @@ def test_records_of_a_mixture_of_experts_give_the_step_time_models_its_counts():
         assert X[i, 2] + X[i, 3] == pytest.approx(record["counts"]["bytes"])
     kinds = design_matrix(get_model("exact-kinds"), columns, {})  # each kind of work apart, MoE terms included
     assert kinds[1, : len(TERMS)].sum() == pytest.approx(records[1]["counts"]["flops"])
+
+
+def test_the_moe_grid_mixes_dense_and_expert_architectures():
+    points = get_grid("cpu-moe")
+    experts = {p.model.experts for p in points}
+    assert 0 in experts and experts - {0} and {p.model.granularity for p in points} == {1, 2}
+    assert all(p.model.top_k <= max(p.model.experts, 1) for p in points)
+    assert all(p.model.experts == 0 for p in get_grid("cpu-small"))  # other grids stay dense
