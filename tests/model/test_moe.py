@@ -63,7 +63,7 @@ def test_blocked_and_ragged_give_the_same_gradients_even_when_one_expert_takes_e
             y, stats = call_with_router_stats(nnx.merge(graphdef, p), x)
             return jnp.sum(y**2), stats
 
-        (_, stats), g = jax.value_and_grad(f, has_aux=True)(params)
+        (_, stats), g = jax.jit(jax.value_and_grad(f, has_aux=True))(params)
         assert float(stats["expert_load_max"]) == 1.0 and float(stats["expert_load_min"]) == 0.0
         grads.append(g)
     for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
@@ -124,14 +124,17 @@ def test_training_step_differentiates_the_router_losses_and_logs_cross_entropy()
     cfg = dataclasses.replace(MOE, shared_experts=0)
     graphdef, state = init_state(cfg, optax.sgd(0.1), 0)
     tokens = jax.random.randint(jax.random.key(3), (4, cfg.s + 1), 0, cfg.v)
-    total, (ce, stats) = objective(state["params"], graphdef, tokens, (0.5, 0.25))
+    total, (ce, stats) = jax.jit(objective, static_argnums=(1, 3))(state["params"], graphdef, tokens, (0.5, 0.25))
     assert float(total) == pytest.approx(float(ce + 0.5 * stats["router_aux_loss"] + 0.25 * stats["router_z_loss"]))
-    assert float(loss_fn(state["params"], graphdef, tokens)) == pytest.approx(float(ce))
+    assert float(jax.jit(loss_fn, static_argnums=1)(state["params"], graphdef, tokens)) == pytest.approx(float(ce))
     _, metrics = jax.jit(make_step_fn(graphdef, optax.sgd(0.1), weights=(0.5, 0.25)))(state, tokens)
     assert set(metrics) == {"loss", "grad_norm", *STAT_NAMES} and float(metrics["dropped_tokens"]) == 0.0
     assert float(metrics["loss"]) == pytest.approx(float(ce))
     # The router's gradient with and without the aux losses differs: they reach the differentiated loss.
-    grad = [jax.grad(lambda p, w=w: objective(p, graphdef, tokens, w)[0])(state["params"]) for w in ((0, 0), (1, 1))]
+    grad = [
+        jax.jit(jax.grad(lambda p, w=w: objective(p, graphdef, tokens, w)[0]))(state["params"])
+        for w in ((0, 0), (1, 1))
+    ]
     router = [g["blocks"][0]["mlp"]["router"]["kernel"][...] for g in grad]
     assert not np.allclose(router[0], router[1])
 
