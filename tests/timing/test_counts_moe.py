@@ -13,6 +13,7 @@ from smallest_loss.model.transformer import count_params, count_params_in_tree
 from smallest_loss.timing.counts import counts_for, moe_of, train_step_terms
 from smallest_loss.timing.measure import base_record, compile_step, xla_analyses
 from smallest_loss.timing.models import TERMS, design_matrix, get_model, shape_columns, variant
+from smallest_loss.timing.records import BadRow, external_row, row_record
 
 B = 4
 BASE = ModelConfig(v=256, d=64, n=1, h=4, w=256, s=32, experts=4)
@@ -82,3 +83,15 @@ def test_the_moe_grid_mixes_dense_and_expert_architectures():
     assert 0 in experts and experts - {0} and {p.model.granularity for p in points} == {1, 2}
     assert all(p.model.top_k <= max(p.model.experts, 1) for p in points)
     assert all(p.model.experts == 0 for p in get_grid("cpu-small"))  # other grids stay dense
+
+
+def test_records_files_read_moe_columns_and_old_rows_stay_dense():
+    base = dict(d=64, n=1, h=4, w=256, s=32, v=256, b=4, devices=1, seconds=0.1, dtype="float32", device="cpu")
+    dense = row_record(base, None)
+    assert "experts" not in dense["config"]
+    moe = row_record(dict(base, experts=4, top_k=2, granularity=2), None)
+    assert (moe["config"]["experts"], moe["config"]["top_k"], moe["config"]["granularity"]) == (4, 2, 2)
+    assert external_row(moe)["experts"] == 4 and external_row(dense)["experts"] is None
+    assert "experts" not in row_record(dict(base, experts=0), None)["config"]
+    with pytest.raises(BadRow, match="top_k=5"):
+        row_record(dict(base, experts=4, top_k=5), None)
