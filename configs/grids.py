@@ -41,6 +41,20 @@ class GridSpec:
     batches_per_arch: int = 2
     seed: int = 0
     devices: tuple[int, ...] = (1,)  # device counts; the per-device batch stays b, the global batch is b x k
+    # Mixture of experts (model/moe.py): each architecture draws `experts` (0: the dense MLP) and `granularity`;
+    # grids that leave both at their default draw exactly the architectures they drew before these existed.
+    experts: tuple[int, ...] = (0,)
+    granularity: tuple[int, ...] = (1,)
+    top_k: int = 1
+
+
+def _draw_experts(spec: GridSpec, rng: np.random.Generator) -> tuple[int, int]:
+    """(experts, granularity) of one architecture: drawn only when the grid has a mixture-of-experts axis."""
+    if spec.experts == (0,) and spec.granularity == (1,):
+        return 0, 1
+    experts = int(rng.choice(spec.experts))
+    granularity = int(rng.choice(spec.granularity))
+    return experts, granularity if experts else 1
 
 
 def _draw(spec: GridSpec) -> tuple[GridPoint, ...]:
@@ -50,13 +64,16 @@ def _draw(spec: GridSpec) -> tuple[GridPoint, ...]:
         if len(seen) == spec.architectures:
             break
         d, n, k, r, s = (int(rng.choice(x)) for x in (spec.d, spec.n, spec.head_sizes, spec.mlp_ratios, spec.s))
-        if d % k or (d, n, k, r, s) in seen:
+        experts, granularity = _draw_experts(spec, rng)
+        key = (d, n, k, r, s) + ((experts, granularity) if experts else ())
+        if d % k or key in seen or (r * d) % granularity:
             continue
         batches = [b for b in spec.b if b * s <= spec.max_tokens_per_step]
         if len(batches) < spec.batches_per_arch:
             continue
-        seen.add((d, n, k, r, s))
-        cfg = ModelConfig(v=spec.v, d=d, n=n, h=d // k, w=r * d, s=s, dtype=spec.dtype)
+        seen.add(key)
+        moe = dict(experts=experts, granularity=granularity, top_k=spec.top_k) if experts else {}
+        cfg = ModelConfig(v=spec.v, d=d, n=n, h=d // k, w=r * d, s=s, dtype=spec.dtype, **moe)
         for b in rng.choice(batches, size=spec.batches_per_arch, replace=False):
             out += [GridPoint(cfg, int(b) * k, k) for k in spec.devices]
     return tuple(out)
@@ -89,6 +106,22 @@ SPECS: dict[str, GridSpec] = {
             b=(2, 4, 8, 16),
             max_tokens_per_step=2048,
             seed=1,
+        ),
+        # 12 architectures x 2 batches, dense and mixtures of 4 or 8 experts (granularity 1 or 2, top-1): the
+        # step-time models' fit across dense and MoE steps on a CPU, about as quick as cpu-quick.
+        GridSpec(
+            "cpu-moe",
+            12,
+            d=(32, 64, 96, 128),
+            n=(1, 2, 3),
+            head_sizes=(16, 32),
+            mlp_ratios=(2, 4),
+            s=(32, 64, 128),
+            b=(2, 4, 8),
+            max_tokens_per_step=1024,
+            seed=2,
+            experts=(0, 4, 8),
+            granularity=(1, 2),
         ),
         # 10 configurations (5 architectures), for tests.
         GridSpec("tiny", 5, d=(32, 64), n=(1, 2), head_sizes=(16,), mlp_ratios=(2, 4), s=(16, 32), b=(2, 4)),

@@ -27,6 +27,7 @@ ParamDType = Literal["float32", "bfloat16", "float16"]
 DType = Literal["float32", "bfloat16", "float16", "float8"]
 Schedule = Literal["cosine", "wsd", "constant"]
 Decay = Literal["linear", "1-sqrt"]  # shape of a wsd cool-down (Hagele et al., 2024)
+Dispatch = Literal["blocked", "ragged"]  # how a mixture-of-experts layer runs its experts (model/moe.py)
 
 
 def _where(obj: Any, name: str) -> str:
@@ -86,6 +87,14 @@ class ModelConfig:
     bits_weights: int | None = None
     bits_activations: int | None = None
     bits_kv: int | None = None
+    # Mixture of experts (model/moe.py): 0 keeps the dense MLP. Otherwise each block's MLP is `experts` *
+    # `granularity` routed experts of width w / granularity, `top_k` * `granularity` of them active per token
+    # (fine-grained experts: Krajewski et al., 2024), plus `shared_experts` always-on experts of that width.
+    experts: int = 0
+    top_k: int = 1
+    granularity: int = 1
+    shared_experts: int = 0
+    moe_dispatch: Dispatch = "blocked"  # "blocked": sorted rows in blocks (exact FLOPs); "ragged": lax.ragged_dot
 
     # Fields computed from others when not given; an override of a source re-derives them
     # (configs/overrides.py) unless the same command sets them too.
@@ -104,6 +113,7 @@ class ModelConfig:
             )
             raise UserError(f"{problem}; {_suggest_heads(self.d, self.h)}")
         self._check_precision()
+        self._check_experts()
 
     def _check_precision(self) -> None:
         """Bits are None (0 reads as None) or 2..16; FP8 matmuls and integer bits on them are exclusive."""
@@ -125,6 +135,43 @@ class ModelConfig:
     def quantised(self) -> bool:
         """Whether any tensor is quantised (integer bits or FP8 matmuls)."""
         return bool(self.bits_weights or self.bits_activations or self.bits_kv) or self.dtype == "float8"
+
+    def _check_experts(self) -> None:
+        """The mixture-of-experts fields: off (experts=0) or a consistent layer (model/moe.py)."""
+        for name in ("experts", "shared_experts"):
+            if getattr(self, name) < 0:
+                raise UserError(f"model.{name}={getattr(self, name)!r} must not be negative")
+        _positive(self, "top_k", "granularity")
+        if not self.experts:
+            return
+        if self.top_k > self.experts:
+            raise UserError(f"model.top_k={self.top_k} exceeds model.experts={self.experts}; choose top_k <= experts")
+        if self.w % self.granularity:
+            raise UserError(
+                f"model.granularity={self.granularity} does not divide model.w={self.w}; choose a divisor of w"
+            )
+        if self.moe_dispatch not in ("blocked", "ragged"):
+            raise UserError(f"model.moe_dispatch={self.moe_dispatch!r} must be blocked or ragged")
+        if self.quantised:
+            raise UserError(
+                "quantised or FP8 training of a mixture of experts is not built (its experts' matmuls would train "
+                "unquantised): set model.experts=0, or leave model.dtype and model.bits_* at their defaults"
+            )
+
+    @property
+    def routed_experts(self) -> int:
+        """Experts a token is routed among: experts * granularity (0 for a dense MLP)."""
+        return self.experts * self.granularity
+
+    @property
+    def active_experts(self) -> int:
+        """Routed experts each token runs through: top_k * granularity."""
+        return self.top_k * self.granularity
+
+    @property
+    def expert_width(self) -> int:
+        """Hidden width of one expert, routed or shared: w / granularity."""
+        return self.w // self.granularity
 
     @property
     def head_dim(self) -> int:
@@ -168,6 +215,11 @@ class TrainConfig:
     noise_every: int = 0  # steps between windowed gradient noise scale estimates (needs micro_batches >= 2); 0: none
     mesh_data: int = 0  # data-parallel devices; 0: all devices not used by mesh_fsdp
     mesh_fsdp: int = 1  # devices that parameters and optimizer state are sharded over (FSDP)
+    # Mixture of experts (model.experts > 0): weights of the router losses added to the differentiated loss; the
+    # logged and evaluated loss stays the plain cross-entropy. Load balancing: num_experts * sum_i f_i P_i
+    # (Switch Transformer, Fedus et al., 2022); z-loss: mean logsumexp(router logits)^2 (ST-MoE, Zoph et al., 2022).
+    router_aux_weight: float = 0.01
+    router_z_weight: float = 0.001
 
     def __post_init__(self) -> None:
         if (self.steps is None) == (self.tokens is None):
@@ -189,6 +241,8 @@ class TrainConfig:
             "noise_every",
             "eval_batch_size",
             "prefetch",
+            "router_aux_weight",
+            "router_z_weight",
         ):
             if getattr(self, name) < 0:
                 raise UserError(f"train.{name}={getattr(self, name)!r} must not be negative")

@@ -4,6 +4,11 @@ The mesh has two axes, `data` and `fsdp`. Batches are split over both (every dev
 sequences); parameters and optimizer state are replicated over `data` and, when `fsdp` > 1, split over
 `fsdp` along their largest dimension that it divides. All of this is JAX's own machinery
 (`jax.make_mesh`, `NamedSharding`, `jax.distributed`); XLA inserts the collectives.
+
+Expert parallelism: a mixture of experts' routed expert weights ([E, ...], model/moe.py EXPERT_WEIGHTS) and their
+Adam moments are split over `data` along the expert dimension when `data` divides E (each data-parallel device
+holds E/data experts' weights; the rest of the leaf follows the FSDP rule), so XLA moves the experts' weights or
+rows between devices where the step needs them.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import TrainConfig
+from smallest_loss.model.moe import EXPERT_WEIGHTS
 
 BATCH_AXES = ("data", "fsdp")
 
@@ -72,10 +78,24 @@ def _leaf_spec(shape: tuple[int, ...], fsdp: int) -> P:
     return P()
 
 
+def _is_expert_weight(path: tuple, shape: tuple[int, ...]) -> bool:
+    """A routed experts' weight [E, ...] (or its Adam moment): rank 3, named as model/moe.py names them."""
+    names = {str(getattr(key, "key", getattr(key, "name", key))) for key in path}
+    return len(shape) == 3 and bool(names & set(EXPERT_WEIGHTS))
+
+
 def state_shardings(abstract_state: Any, mesh: Mesh) -> Any:
-    """Shardings for the training state, chosen by each leaf's shape (so Adam moments follow parameters)."""
-    fsdp = mesh.shape["fsdp"]
-    return jax.tree.map(lambda leaf: NamedSharding(mesh, _leaf_spec(tuple(leaf.shape), fsdp)), abstract_state)
+    """Shardings for the training state, chosen by each leaf's shape (so Adam moments follow parameters); routed
+    expert weights split over `data` along the expert dimension where it divides (expert parallelism)."""
+    fsdp, data = mesh.shape["fsdp"], mesh.shape["data"]
+
+    def spec(path: tuple, leaf: Any) -> NamedSharding:
+        shape = tuple(leaf.shape)
+        if data > 1 and _is_expert_weight(path, shape) and shape[0] % data == 0:
+            return NamedSharding(mesh, P("data", *_leaf_spec(shape[1:], fsdp)))
+        return NamedSharding(mesh, _leaf_spec(shape, fsdp))
+
+    return jax.tree_util.tree_map_with_path(spec, abstract_state)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

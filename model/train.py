@@ -26,6 +26,7 @@ from smallest_loss.configs.schema import ModelConfig, RunConfig, TrainConfig
 from smallest_loss.model import noise
 from smallest_loss.model.data import Corpus, batch, check_fits, load_corpus, load_eval_sets, unigram_entropy
 from smallest_loss.model.interrupts import HeldInterrupts
+from smallest_loss.model.moe import STAT_NAMES, call_with_router_stats
 from smallest_loss.model.prefetch import Prefetcher
 from smallest_loss.model.quant import fp8_note
 from smallest_loss.model.runs import RunDir, hold_run
@@ -98,10 +99,34 @@ def init_state(
     return graphdef, state
 
 
+RouterWeights = tuple[float, float]  # (train.router_aux_weight, train.router_z_weight)
+DEFAULT_ROUTER_WEIGHTS: RouterWeights = (TrainConfig.router_aux_weight, TrainConfig.router_z_weight)
+
+
+def router_weights(cfg: TrainConfig) -> RouterWeights:
+    return cfg.router_aux_weight, cfg.router_z_weight
+
+
+def objective(
+    params: nnx.State, graphdef: nnx.GraphDef, tokens_BxL1: jax.Array, weights: RouterWeights = DEFAULT_ROUTER_WEIGHTS
+) -> tuple[jax.Array, tuple[jax.Array, dict[str, jax.Array]]]:
+    """The loss that training differentiates, and (the cross-entropy, the router statistics).
+
+    For a dense model it is the cross-entropy itself and the statistics are {}. A mixture of experts adds its
+    router losses, averaged over the layers (model/moe.py), times their weights: aux * load-balancing loss + z *
+    z-loss. The logged and evaluated loss is the cross-entropy alone, so dense and MoE runs compare.
+    """
+    logits_BxLxV, stats = call_with_router_stats(nnx.merge(graphdef, params), tokens_BxL1[:, :-1])
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits_BxLxV, tokens_BxL1[:, 1:]).mean()
+    if not stats:
+        return ce, (ce, stats)
+    aux, z = weights
+    return ce + aux * stats["router_aux_loss"] + z * stats["router_z_loss"], (ce, stats)
+
+
 def loss_fn(params: nnx.State, graphdef: nnx.GraphDef, tokens_BxL1: jax.Array) -> jax.Array:
     """Mean next-token cross-entropy (nats) of a batch of windows of s+1 tokens."""
-    logits_BxLxV = nnx.merge(graphdef, params)(tokens_BxL1[:, :-1])
-    return optax.softmax_cross_entropy_with_integer_labels(logits_BxLxV, tokens_BxL1[:, 1:]).mean()
+    return objective(params, graphdef, tokens_BxL1)[1][0]
 
 
 def _squared_norm(tree: Any) -> jax.Array:
@@ -110,48 +135,68 @@ def _squared_norm(tree: Any) -> jax.Array:
 
 
 def accumulated_grads(
-    params: nnx.State, graphdef: nnx.GraphDef, tokens_BxL1: jax.Array, micro_batches: int
-) -> tuple[jax.Array, nnx.State, jax.Array]:
+    params: nnx.State,
+    graphdef: nnx.GraphDef,
+    tokens_BxL1: jax.Array,
+    micro_batches: int,
+    weights: RouterWeights = DEFAULT_ROUTER_WEIGHTS,
+) -> tuple[jax.Array, nnx.State, jax.Array, dict[str, jax.Array]]:
     """Loss and gradient of the batch computed as `micro_batches` micro-batches one after another (a
     `lax.scan`: activations of one micro-batch live at a time), averaged: the full batch's loss and gradient.
 
     Also returns |G_b|^2, the mean over micro-batches of each one's squared gradient norm, for the gradient
-    noise scale (model/noise.py). Micro-batch j takes rows j, j+k, j+2k, ... (k = `micro_batches`): with the
-    batch split over data-parallel devices in contiguous blocks whose size k divides, every device holds
-    its share of every micro-batch, so no micro-batch moves between devices.
+    noise scale (model/noise.py), and the router statistics (`objective`) averaged over the micro-batches.
+    Micro-batch j takes rows j, j+k, j+2k, ... (k = `micro_batches`): with the batch split over data-parallel
+    devices in contiguous blocks whose size k divides, every device holds its share of every micro-batch, so no
+    micro-batch moves between devices.
     """
     k = micro_batches
     tokens_KxbxL1 = tokens_BxL1.reshape(tokens_BxL1.shape[0] // k, k, -1).swapaxes(0, 1)
 
+    grad_fn = jax.value_and_grad(objective, has_aux=True)
+
     def one(carry: tuple, tokens_bxL1: jax.Array) -> tuple[tuple, None]:
-        loss_sum, grad_sum, sq_sum = carry
-        loss, grads = jax.value_and_grad(loss_fn)(params, graphdef, tokens_bxL1)
-        return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads), sq_sum + _squared_norm(grads)), None
+        loss_sum, grad_sum, sq_sum, stat_sum = carry
+        (_, (loss, stats)), grads = grad_fn(params, graphdef, tokens_bxL1, weights)
+        grad_sum, stat_sum = jax.tree.map(jnp.add, grad_sum, grads), jax.tree.map(jnp.add, stat_sum, stats)
+        return (loss_sum + loss, grad_sum, sq_sum + _squared_norm(grads), stat_sum), None
 
     zero = jnp.zeros((), jnp.float32)
-    init = (zero, jax.tree.map(jnp.zeros_like, params), zero)
-    (loss_sum, grad_sum, sq_sum), _ = jax.lax.scan(one, init, tokens_KxbxL1)
-    return loss_sum / k, jax.tree.map(lambda g: g / k, grad_sum), sq_sum / k
+    stats = jax.eval_shape(lambda: objective(params, graphdef, tokens_KxbxL1[0], weights)[1][1])
+    init = (zero, jax.tree.map(jnp.zeros_like, params), zero, jax.tree.map(lambda _: zero, stats))
+    (loss_sum, grad_sum, sq_sum, stat_sum), _ = jax.lax.scan(one, init, tokens_KxbxL1)
+    mean = jax.tree.map(lambda x: x / k, (grad_sum, stat_sum))
+    return loss_sum / k, mean[0], sq_sum / k, mean[1]
 
 
-def make_step_fn(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, micro_batches: int = 1) -> Callable:
+def make_step_fn(
+    graphdef: nnx.GraphDef,
+    optimizer: optax.GradientTransformation,
+    micro_batches: int = 1,
+    weights: RouterWeights = DEFAULT_ROUTER_WEIGHTS,
+) -> Callable:
     """The pure training step: (state, tokens) -> (new state, metrics). Not yet jitted.
 
     With `micro_batches` >= 2 the gradient is accumulated over micro-batches (`accumulated_grads`), the
     same update with a micro-batch's activation memory, and the metrics gain the squared norms of the
-    gradient noise scale: `grad_sq` (|G_B|^2, the step's gradient before clipping) and `micro_grad_sq`.
+    gradient noise scale: `grad_sq` (|G_B|^2, the step's gradient before clipping) and `micro_grad_sq`. A mixture
+    of experts differentiates its router losses too (`objective`, `weights`) and adds its router statistics
+    (model/moe.py STAT_NAMES) to the metrics; `loss` is the cross-entropy alone.
     """
 
     def step(state: State, tokens_BxL1: jax.Array) -> tuple[State, dict[str, jax.Array]]:
         if micro_batches == 1:
-            loss, grads = jax.value_and_grad(loss_fn)(state["params"], graphdef, tokens_BxL1)
+            grad_fn = jax.value_and_grad(objective, has_aux=True)
+            (_, (loss, stats)), grads = grad_fn(state["params"], graphdef, tokens_BxL1, weights)
         else:
-            loss, grads, micro_sq = accumulated_grads(state["params"], graphdef, tokens_BxL1, micro_batches)
+            loss, grads, micro_sq, stats = accumulated_grads(
+                state["params"], graphdef, tokens_BxL1, micro_batches, weights
+            )
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         new = dict(params=params, opt_state=opt_state, step=state["step"] + 1)
         grad_sq = _squared_norm(grads)
-        metrics = dict(loss=loss, grad_norm=jnp.sqrt(grad_sq))
+        metrics = dict(loss=loss, grad_norm=jnp.sqrt(grad_sq), **stats)
         if micro_batches > 1:
             metrics.update({noise.FULL: grad_sq, noise.MICRO: micro_sq})
         return new, metrics
@@ -186,11 +231,16 @@ def init_sharded_state(
 
 
 def jit_sharded_step(
-    graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, shardings: Any, mesh: Mesh, micro_batches: int = 1
+    graphdef: nnx.GraphDef,
+    optimizer: optax.GradientTransformation,
+    shardings: Any,
+    mesh: Mesh,
+    micro_batches: int = 1,
+    weights: RouterWeights = DEFAULT_ROUTER_WEIGHTS,
 ) -> Callable:
     """The training step jitted once with explicit shardings: state as given, batch over the mesh."""
     return jax.jit(
-        make_step_fn(graphdef, optimizer, micro_batches),
+        make_step_fn(graphdef, optimizer, micro_batches, weights),
         in_shardings=(shardings, batch_sharding(mesh)),
         out_shardings=(shardings, replicated(mesh)),
         donate_argnums=0,
@@ -251,7 +301,9 @@ class _Loop:
         optimizer = make_optimizer(cfg.train, self.total)
         self.mesh = make_mesh(resolve_mesh_shape(cfg.train))
         self.graphdef, abstract, shardings = state_layout(cfg.model, optimizer, cfg.train.seed, self.mesh)
-        self.step_fn = jit_sharded_step(self.graphdef, optimizer, shardings, self.mesh, cfg.train.micro_batches)
+        self.step_fn = jit_sharded_step(
+            self.graphdef, optimizer, shardings, self.mesh, cfg.train.micro_batches, router_weights(cfg.train)
+        )
         self.batch_sharding = batch_sharding(self.mesh)
         self.eval_fn = make_eval_fn(self.graphdef)
         self.schedule = make_schedule(cfg.train, self.total)
@@ -353,6 +405,7 @@ class _Loop:
                 lr=float(lr),
             )
             line.update(self._noise_fields(step, m))
+            line.update({name: float(m[name]) for name in STAT_NAMES if name in m})
             line.update((extra or {}).get(step, {}))
             lines.append(line)
         self.pending = []
@@ -599,6 +652,8 @@ def summarise(
         wall_seconds=wall,
         tokens_per_second=last.get("tokens", 0) / wall if wall else None,
     )
+    if cfg.model.experts:  # a mixture of experts: the parameters one token runs through (a dense summary as before)
+        summary["params_active"] = counts.active
     if clock is not None:
         summary["wall_clock"] = {k: round(clock[k], 4) for k in CLOCK_TERMS}
         summary["wall_clock"]["total"] = round(sum(clock[k] for k in CLOCK_TERMS), 4)

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 from smallest_loss.configs.schema import ModelConfig
 from smallest_loss.model.quant import compute_dtype, maybe_quant, quant_dot
+from smallest_loss.model.moe import EXPERT_WEIGHTS, Moe
 
 
 def _dtype(name: str) -> jnp.dtype:
@@ -107,12 +108,13 @@ class Attention(nnx.Module):
 
 
 class Mlp(nnx.Module):
-    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, width: int | None = None):
         self.cfg = cfg
-        self.up = _linear(cfg, cfg.d, cfg.w, rngs)
+        w = cfg.w if width is None else width
+        self.up = _linear(cfg, cfg.d, w, rngs)
         if cfg.activation == "swiglu":
-            self.gate = _linear(cfg, cfg.d, cfg.w, rngs)
-        self.down = _linear(cfg, cfg.w, cfg.d, rngs, scale=(2 * cfg.n) ** -0.5)
+            self.gate = _linear(cfg, cfg.d, w, rngs)
+        self.down = _linear(cfg, w, cfg.d, rngs, scale=(2 * cfg.n) ** -0.5)
 
     def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
         act = self.cfg.activation
@@ -129,7 +131,7 @@ class Block(nnx.Module):
         self.attn_norm = _norm(cfg, rngs)
         self.attn = Attention(cfg, rngs)
         self.mlp_norm = _norm(cfg, rngs)
-        self.mlp = Mlp(cfg, rngs)
+        self.mlp = Moe(cfg, rngs, Mlp) if cfg.experts else Mlp(cfg, rngs)
 
     def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
         x_BxLxD = x_BxLxD + self.attn(self.attn_norm(x_BxLxD))
@@ -173,10 +175,16 @@ class Transformer(nnx.Module):
 class ParamCounts:
     embedding: int
     non_embedding: int
+    inactive: int = 0  # routed experts' parameters a token does not run through (0 for a dense model)
 
     @property
     def total(self) -> int:
         return self.embedding + self.non_embedding
+
+    @property
+    def active(self) -> int:
+        """Parameters one token runs through: the total less the routed experts it is not sent to."""
+        return self.total - self.inactive
 
 
 def count_params(cfg: ModelConfig) -> ParamCounts:
@@ -189,34 +197,76 @@ def count_params(cfg: ModelConfig) -> ParamCounts:
     Differences from the paper's PARAMS = v*d + n*d*(8 + 2w + 4d) + n*w (Inbar and Sernau, 2024):
     the paper counts biases (n*w for the MLP hidden layer and, with its norms, 8d per layer) and no
     final norm; it assumes tied embeddings and a two-matrix MLP. `timing.counts` holds the paper's form.
+
+    A mixture of experts (model/moe.py) has, per layer in place of the MLP, a router d*E and (E + shared) expert
+    MLPs of width w/granularity (E = experts * granularity routed experts); `inactive` counts the routed
+    experts a token skips, n * (E - top_k * granularity) * (2 or 3) * d * w/granularity.
     """
-    embedding, non_embedding = param_counts(
-        cfg.v, cfg.d, cfg.n, cfg.w, norm=cfg.norm, activation=cfg.activation, tied=cfg.tied_embeddings
-    )
-    return ParamCounts(embedding=embedding, non_embedding=non_embedding)
+    moe = dict(experts=cfg.experts, top_k=cfg.top_k, granularity=cfg.granularity, shared=cfg.shared_experts)
+    opts = dict(norm=cfg.norm, activation=cfg.activation, tied=cfg.tied_embeddings)
+    embedding, non_embedding = param_counts(cfg.v, cfg.d, cfg.n, cfg.w, **opts, **moe)
+    inactive = inactive_params(cfg.d, cfg.n, cfg.w, activation=cfg.activation, **moe)
+    return ParamCounts(embedding=embedding, non_embedding=non_embedding, inactive=inactive)
+
+
+def mlp_params(
+    d: Any, w: Any, activation: str = "gelu", experts: Any = 0, top_k: Any = 1, granularity: Any = 1, shared: Any = 0
+) -> Any:
+    """Parameters of one block's MLP: (2 or 3) * d * w dense; a mixture of experts' router d*E and its routed
+    and shared experts, (E + shared) * (2 or 3) * d * w/granularity (E = experts * granularity)."""
+    mats = 3 if activation == "swiglu" else 2
+    if not experts:
+        return mats * d * w
+    routed = experts * granularity
+    return d * routed + (routed + shared) * mats * d * (w // granularity)
+
+
+def inactive_params(
+    d: Any, n: Any, w: Any, activation: str = "gelu", experts: Any = 0, top_k: Any = 1, granularity: Any = 1, shared=0
+) -> Any:
+    """The routed experts' parameters a token does not run through (0 for a dense MLP)."""
+    if not experts:
+        return 0
+    mats = 3 if activation == "swiglu" else 2
+    return n * (experts - top_k) * granularity * mats * d * (w // granularity)
 
 
 def param_counts(
-    v: Any, d: Any, n: Any, w: Any, norm: str = "rmsnorm", activation: str = "gelu", tied: bool = True
+    v: Any,
+    d: Any,
+    n: Any,
+    w: Any,
+    norm: str = "rmsnorm",
+    activation: str = "gelu",
+    tied: bool = True,
+    experts: Any = 0,
+    top_k: Any = 1,
+    granularity: Any = 1,
+    shared: Any = 0,
 ) -> tuple[Any, Any]:
     """(embedding, non-embedding) parameter counts of our architecture; plain arithmetic, so it takes
-    integers or NumPy arrays alike (the planner counts a million candidates at once)."""
+    integers or NumPy arrays alike (the planner counts a million candidates at once). `experts` > 0: a mixture
+    of experts (`mlp_params`)."""
     norm_params = d if norm == "rmsnorm" else 2 * d
-    mlp_mats = 3 if activation == "swiglu" else 2
-    per_layer = 4 * d * d + mlp_mats * d * w + 2 * norm_params
+    per_layer = 4 * d * d + mlp_params(d, w, activation, experts, top_k, granularity, shared) + 2 * norm_params
     embedding = v * d * (1 if tied else 2)
     return embedding, n * per_layer + norm_params
 
 
 def count_params_in_tree(cfg: ModelConfig) -> ParamCounts:
-    """Count the real parameter tree's leaves by kind, without allocating (nnx.eval_shape)."""
+    """Count the real parameter tree's leaves by kind, without allocating (nnx.eval_shape). Of the routed
+    experts' weights ([E, ...] under a block's `mlp`), the share 1 - top_k/experts is inactive."""
     abstract = nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0)))
     params = nnx.state(abstract, nnx.Param)
     embedding = 0
     total = 0
+    routed = 0
     for path, leaf in nnx.to_flat_state(params):
         size = math.prod(variable_value(leaf).shape)
         total += size
         if path[0] in ("embed", "unembed"):
             embedding += size
-    return ParamCounts(embedding=embedding, non_embedding=total - embedding)
+        if cfg.experts and path[-1] in EXPERT_WEIGHTS:
+            routed += size
+    inactive = routed * (cfg.experts - cfg.top_k) // cfg.experts if cfg.experts else 0
+    return ParamCounts(embedding=embedding, non_embedding=total - embedding, inactive=inactive)

@@ -66,12 +66,14 @@ Differences from the paper, term by term:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any, NamedTuple
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
-from smallest_loss.model.transformer import param_counts
+from smallest_loss.model.moe import computed_rows, padded_blocks
+from smallest_loss.model.transformer import count_params, param_counts
 
 # ----------------------------------------------------------------------------------------------------
 # The paper's formulas, exactly as written (names as the paper's).
@@ -154,6 +156,87 @@ def _mlp_mats(activation: str) -> int:
     return 3 if activation == "swiglu" else 2
 
 
+ELEMENTWISE_PER_ROUTE = 60  # per layer, token and routed expert: router softmax, top-k, sorts, loads (fwd + bwd)
+ELEMENTWISE_PER_ROW = 6  # per layer, routed row and unit of d: the gate-weighted combine (fwd + bwd)
+
+
+@dataclasses.dataclass(frozen=True)
+class MoeSpec:
+    """A mixture of experts' fields (those of ModelConfig, model/moe.py), without the model's numbers."""
+
+    experts: int
+    top_k: int = 1
+    granularity: int = 1
+    shared_experts: int = 0
+    moe_dispatch: str = "blocked"
+
+    @property
+    def routed_experts(self) -> int:
+        return self.experts * self.granularity
+
+    @property
+    def active_experts(self) -> int:
+        return self.top_k * self.granularity
+
+
+def moe_of(cfg: Any) -> MoeSpec | None:
+    """The mixture-of-experts fields of a ModelConfig (or a timing record's config dict), for the counts below;
+    None for a dense MLP."""
+    get = cfg.get if isinstance(cfg, dict) else lambda name, default: getattr(cfg, name, default)
+    if not get("experts", 0):
+        return None
+    return MoeSpec(*(get(f.name, f.default) for f in dataclasses.fields(MoeSpec)))
+
+
+def moe_terms(moe: Any, d: Any, n: Any, w: Any, s: Any, b: Any, activation: str = "gelu") -> dict[str, Any]:
+    """The FLOPs of a mixture-of-experts MLP in a training step of b sequences (`moe` a ModelConfig with
+    experts > 0; model/moe.py), in place of the dense `mlp` and `hidden` terms of `train_step_terms`:
+
+    `router` (3 x 2sdE per layer and sequence, E routed experts), `mlp` the experts' matmuls, 3 x 2*m*d*G per
+    computed row (G = w/granularity; the rows are `computed_rows` of the batch's b*s tokens: the routed rows
+    padded to whole blocks, or unpadded for ragged dispatch), plus the shared experts' 3 x 2*m*s*d*shared*G per
+    sequence, `hidden` their activations (ELEMENTWISE_PER_W per hidden unit and row), and `routing`: the
+    router's element-wise work per token and routed expert (ELEMENTWISE_PER_ROUTE) and the dispatch and gate
+    weighting per routed row and unit of d (ELEMENTWISE_PER_ROW, the combining sum included)."""
+    m, G, E = _mlp_mats(activation), w // moe.granularity, moe.routed_experts
+    rows = computed_rows(moe, b * s)
+    shared_rows = b * s * moe.shared_experts
+    routed = b * s * moe.active_experts
+    return dict(
+        router=3 * b * n * 2 * s * d * E,
+        mlp=3 * n * 2 * m * d * G * (rows + shared_rows),
+        hidden=n * G * (rows + shared_rows) * ELEMENTWISE_PER_W,
+        routing=n * (b * s * E * ELEMENTWISE_PER_ROUTE + routed * d * ELEMENTWISE_PER_ROW),
+    )
+
+
+GATHER_PASSES = 4  # blocked dispatch, per step: expert weight blocks gathered (fwd), read (bwd), grads written, summed
+
+
+def moe_step_bytes(
+    moe: Any, d: Any, n: Any, w: Any, s: Any, b: Any, bytes_per: int = 4, activation: str = "gelu"
+) -> Any:
+    """A mixture of experts' activation traffic in a training step, in place of the dense MLP hidden layer's
+    (m*s*w per layer and sequence of `activation_bytes_per_sequence`), at 4 passes (written and read back, and
+    their gradients): per layer the router's float32 logits and probabilities (2sE per sequence), the rows
+    dispatched to the experts and their outputs (2 * d per computed row), the experts' hidden layers (m*G per row;
+    the shared experts' too). Plus, for blocked dispatch, each block's gathered expert weights (N blocks of
+    m*d*G) GATHER_PASSES times. All expert weights are read and updated like any weight (`weight_bytes`)."""
+    m, G, E = _mlp_mats(activation), w // moe.granularity, moe.routed_experts
+    rows = computed_rows(moe, b * s)
+    shared_rows = b * s * moe.shared_experts
+    per_layer = bytes_per * (2 * d * rows + m * G * (rows + shared_rows)) + 4 * 2 * b * s * E
+    blocks = padded_blocks(b * s * moe.active_experts, E)[0]
+    gathered = GATHER_PASSES * bytes_per * m * d * G * blocks if moe.moe_dispatch == "blocked" else 0
+    return n * (4 * per_layer + gathered)
+
+
+def _moe_params(moe: Any) -> dict[str, Any]:
+    if moe is None:
+        return {}
+    return dict(experts=moe.experts, top_k=moe.top_k, granularity=moe.granularity, shared=moe.shared_experts)
+
+
 def forward_matmul_flops(d: Any, n: Any, h: Any, w: Any, s: Any, v: Any, activation: str = "gelu") -> Any:
     """Matmul FLOPs of one sequence's forward pass (see the module docstring); `h` does not enter."""
     per_layer = 8 * s * d * d + 4 * s * s * d + 2 * _mlp_mats(activation) * s * d * w
@@ -172,10 +255,11 @@ def train_step_flops(
     norm: str = "rmsnorm",
     tied: bool = True,
     precision: Precision | None = None,
+    moe: Any = None,
 ) -> Any:
     """FLOPs of one training step of b sequences: 3x forward matmuls, element-wise work, AdamW (the sum of
     `train_step_terms`)."""
-    return sum(train_step_terms(d, n, h, w, s, v, b, activation, norm, tied, precision).values())
+    return sum(train_step_terms(d, n, h, w, s, v, b, activation, norm, tied, precision, moe=moe).values())
 
 
 def train_step_terms(
@@ -190,6 +274,7 @@ def train_step_terms(
     norm: str = "rmsnorm",
     tied: bool = True,
     precision: Precision | None = None,
+    moe: Any = None,
 ) -> dict[str, Any]:
     """FLOPs of one training step of b sequences by kind of work; they sum to `train_step_flops`.
 
@@ -200,11 +285,12 @@ def train_step_terms(
     unit of w), `scores` (mask and softmax: per score and head), `logits` (cross-entropy), `optimizer`
     (AdamW and clipping: per parameter, once per step whatever b is), `quantise` (rounding to the grids of a
     quantised `precision`, `quantise_flops`; 0 unquantised). Priced apart by the step-time
-    models, because on real hardware each kind runs at its own rate.
+    models, because on real hardware each kind runs at its own rate. With `moe` (a ModelConfig with experts >
+    0) the MLP terms are a mixture of experts' (`moe_terms`: `mlp`, `hidden`, and also `router`, `routing`).
     """
     m = _mlp_mats(activation)
-    params = sum(param_counts(v, d, n, w, norm=norm, activation=activation, tied=tied))
-    return dict(
+    params = sum(param_counts(v, d, n, w, norm=norm, activation=activation, tied=tied, **_moe_params(moe)))
+    terms = dict(
         projection=3 * b * n * 8 * s * d * d,
         mlp=3 * b * n * 2 * m * s * d * w,
         attention=3 * b * n * 4 * s * s * d,
@@ -216,6 +302,9 @@ def train_step_terms(
         optimizer=OPTIMIZER_PER_PARAM * params + 0 * b,  # + 0 * b: broadcast to the candidates' shape
         quantise=quantise_flops(d, n, w, s, b, activation, precision),
     )
+    if moe is not None:
+        terms.update(moe_terms(moe, d, n, w, s, b, activation))
+    return terms
 
 
 def spilled_terms(
@@ -232,6 +321,7 @@ def spilled_terms(
     tied: bool = True,
     bytes_per: int = 4,
     precision: Precision | None = None,
+    moe: Any = None,
 ) -> dict[str, Any]:
     """The element-wise terms of `train_step_terms` whose per-layer tensor does not fit in a cache of
     `cache_bytes` (zero where it fits, or when `cache_bytes` is None).
@@ -242,7 +332,7 @@ def spilled_terms(
     of results/cpu/timing (1 MiB L2 per core) steps slow down 1.2-1.6x per doubling of the batch when
     these tensors cross the cache size, where they otherwise slow down 0.8-1.0x.
     """
-    terms = train_step_terms(d, n, h, w, s, v, b, activation, norm, tied, precision)
+    terms = train_step_terms(d, n, h, w, s, v, b, activation, norm, tied, precision, moe=moe)
     limit = np.inf if cache_bytes is None else cache_bytes
     sizes = dict(width=b * s * d, hidden=b * s * w, scores=b * h * s * s)
     return {k: np.where(bytes_per * size > limit, terms[k], 0 * terms[k]) for k, size in sizes.items()}
@@ -281,10 +371,12 @@ def weight_bytes(
     norm: str = "rmsnorm",
     tied: bool = True,
     precision: Precision | None = None,
+    moe: Any = None,
 ) -> Any:
     """Per-step traffic of parameters, gradients and Adam moments (float32): independent of the batch; with
-    quantised weights, plus the quantised copy of the blocks' kernels (`quantised_weight_bytes`)."""
-    params = sum(param_counts(v, d, n, w, norm=norm, activation=activation, tied=tied))
+    quantised weights, plus the quantised copy of the blocks' kernels (`quantised_weight_bytes`). A mixture of
+    experts' every expert weight counts, active or not (all are updated every step)."""
+    params = sum(param_counts(v, d, n, w, norm=norm, activation=activation, tied=tied, **_moe_params(moe)))
     return WEIGHT_PASSES * 4 * params + QUANT_COPY_PASSES * quantised_weight_bytes(d, n, w, activation, precision)
 
 
@@ -329,11 +421,17 @@ def train_step_bytes(
     tied: bool = True,
     bytes_per: int = 4,
     precision: Precision | None = None,
+    moe: Any = None,
 ) -> Any:
     """Memory traffic of one training step: weights-sized traffic once, activations written and read per
-    sequence (twice each: written forward, read backward; gradients of the same size likewise)."""
-    weights = weight_bytes(d, n, w, v, activation, norm, tied, precision)
-    return weights + b * 4 * activation_bytes_per_sequence(d, n, h, w, s, v, bytes_per, activation)
+    sequence (twice each: written forward, read backward; gradients of the same size likewise). With `moe`
+    the MLP hidden layer's traffic is the mixture of experts' (`moe_step_bytes`)."""
+    weights = weight_bytes(d, n, w, v, activation, norm, tied, precision, moe=moe)
+    activations = b * 4 * activation_bytes_per_sequence(d, n, h, w, s, v, bytes_per, activation)
+    if moe is None:
+        return weights + activations
+    dense_hidden = b * 4 * bytes_per * n * _mlp_mats(activation) * s * w
+    return weights + activations - dense_hidden + moe_step_bytes(moe, d, n, w, s, b, bytes_per, activation)
 
 
 def train_memory_bytes(
@@ -350,6 +448,7 @@ def train_memory_bytes(
     bytes_per: int = 4,
     micro_batches: Any = 1,
     precision: Precision | None = None,
+    moe: Any = None,
 ) -> Any:
     """Peak memory of a training step: parameters, gradients and two Adam moments in float32, plus the
     activations saved for the backward pass and the logits' gradient (float32, 2sv: an estimate, tested
@@ -357,25 +456,38 @@ def train_memory_bytes(
 
     With gradient accumulation over `micro_batches` (model/train.py) only one micro-batch's activations,
     b / micro_batches sequences, live at a time, and the running sum of gradients adds 4 bytes per parameter.
+    A mixture of experts (`moe`) holds all its experts' weights and, in place of the MLP hidden layer, a quarter of
+    `moe_step_bytes` (its saved activations, written once).
     """
-    params = sum(param_counts(v, d, n, w, norm=norm, activation=activation, tied=tied))
+    params = sum(param_counts(v, d, n, w, norm=norm, activation=activation, tied=tied, **_moe_params(moe)))
     per_sequence = activation_bytes_per_sequence(d, n, h, w, s, v, bytes_per, activation) + 8 * s * v
     accumulator = 4 * params * (micro_batches > 1)
     copy = quantised_weight_bytes(d, n, w, activation, precision)
-    return 16 * params + accumulator + copy + b // micro_batches * per_sequence
+    activations = b // micro_batches * per_sequence
+    if moe is not None:
+        rows = b // micro_batches
+        activations += moe_step_bytes(moe, d, n, w, s, rows, bytes_per, activation) / 4
+        activations -= rows * bytes_per * n * _mlp_mats(activation) * s * w
+    return 16 * params + accumulator + copy + activations
 
 
 def counts_for(cfg: Any, b: int) -> dict[str, float]:
     """All counts of one configuration (a ModelConfig) at batch b, for timing records."""
     d, n, h, w, s, v = cfg.d, cfg.n, cfg.h, cfg.w, cfg.s, cfg.v
-    opts = dict(activation=cfg.activation, norm=cfg.norm, tied=cfg.tied_embeddings, precision=Precision.of(cfg))
+    opts = dict(activation=cfg.activation, norm=cfg.norm, tied=cfg.tied_embeddings)
+    moe, precision = moe_of(cfg), Precision.of(cfg)
     bytes_per = bytes_per_element(cfg.dtype)
-    return dict(
+    counts = dict(
         paper_params=float(PARAMS(d, n, v, w)),
         paper_memcpys=float(MEMCPYS(d, n, s, v, w, h)),
         paper_flops=float(FLOPS(d, n, s, v, w, h)),
-        params=float(sum(param_counts(v, d, n, w, cfg.norm, cfg.activation, cfg.tied_embeddings))),
-        flops=float(train_step_flops(d, n, h, w, s, v, b, **opts)),
-        bytes=float(train_step_bytes(d, n, h, w, s, v, b, bytes_per=bytes_per, **opts)),
-        memory=float(train_memory_bytes(d, n, h, w, s, v, b, bytes_per=bytes_per, **opts)),
+        params=float(sum(param_counts(v, d, n, w, **opts, **_moe_params(moe)))),
+        flops=float(train_step_flops(d, n, h, w, s, v, b, **opts, precision=precision, moe=moe)),
+        bytes=float(train_step_bytes(d, n, h, w, s, v, b, bytes_per=bytes_per, **opts, precision=precision, moe=moe)),
+        memory=float(
+            train_memory_bytes(d, n, h, w, s, v, b, bytes_per=bytes_per, **opts, precision=precision, moe=moe)
+        ),
     )
+    if moe is not None:  # a dense record's counts are as before
+        counts["active_params"] = float(count_params(cfg).active)
+    return counts

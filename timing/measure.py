@@ -175,10 +175,18 @@ def time_compiled(
 
 
 def record_config(cfg: ModelConfig) -> dict[str, Any]:
-    """The `config` of a timing record: the architecture fields that change the step (dtype is apart), and the
-    quantised kinds' bits where there are any (so unquantised records keep their keys)."""
+    """The `config` of a timing record: the architecture fields that change the step (dtype is apart), the
+    quantised kinds' bits where there are any (so unquantised records keep their keys), and a mixture of experts'
+    fields only for one (`model.experts` > 0): a record without them is a dense model's."""
     bits = {k: getattr(cfg, k) for k in ("bits_weights", "bits_activations", "bits_kv") if getattr(cfg, k)}
-    return dict(
+    moe = dict(
+        experts=cfg.experts,
+        top_k=cfg.top_k,
+        granularity=cfg.granularity,
+        shared_experts=cfg.shared_experts,
+        moe_dispatch=cfg.moe_dispatch,
+    )
+    dense = dict(
         v=cfg.v,
         d=cfg.d,
         n=cfg.n,
@@ -191,6 +199,7 @@ def record_config(cfg: ModelConfig) -> dict[str, Any]:
         attention=cfg.attention,
         **bits,
     )
+    return dense | moe if cfg.experts else dense
 
 
 def base_record(cfg: ModelConfig, b: int, devices: int = 1) -> dict[str, Any]:

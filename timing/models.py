@@ -37,8 +37,10 @@ from smallest_loss.timing.counts import (
     FLOPS,
     MEMCPYS,
     WEIGHT_PASSES,
+    MoeSpec,
     Precision,
     bytes_per_element,
+    moe_of,
     spilled_terms,
     train_attention_flops,
     train_step_bytes,
@@ -89,6 +91,7 @@ def shape_columns(records: list[dict[str, Any]], statistic: str = DEFAULT_STATIS
                 c.get("norm", "rmsnorm"),
                 c.get("tied_embeddings", True),
                 record_precision(r),
+                moe_of(c),
             )
         )
     out = {k: np.asarray(cols[k], dtype=np.float64) for k in names}
@@ -103,10 +106,26 @@ def record_precision(record: dict[str, Any]) -> str:
     return Precision(record.get("dtype", "float32"), *bits).label
 
 
-def variant(activation: str = "gelu", norm: str = "rmsnorm", tied: bool = True, dtype: str = "float32") -> str:
+def variant(
+    activation: str = "gelu", norm: str = "rmsnorm", tied: bool = True, dtype: str = "float32", moe: Any = None
+) -> str:
     """The choices that change counts but are not numbers (architecture and precision), as one label; `dtype` is
-    the compute dtype or a precision label with bits (`timing.counts.Precision.label`)."""
-    return f"{activation}/{norm}/{'tied' if tied else 'untied'}/{dtype}"
+    the compute dtype or a precision label with bits (`timing.counts.Precision.label`). A mixture of experts
+    (`timing.counts.MoeSpec`) adds its fields, `/moe:experts,top_k,granularity,shared,dispatch` (a record without
+    them, dense, keeps the label it had)."""
+    label = f"{activation}/{norm}/{'tied' if tied else 'untied'}/{dtype}"
+    if moe is None:
+        return label
+    return f"{label}/moe:{moe.experts},{moe.top_k},{moe.granularity},{moe.shared_experts},{moe.moe_dispatch}"
+
+
+def _moe_of_label(label: str) -> dict[str, Any]:
+    """`moe=MoeSpec` for a mixture of experts' variant label ({} for a dense one: its counts' calls unchanged)."""
+    parts = label.split("/")
+    if len(parts) < 5:
+        return {}
+    experts, top_k, granularity, shared, dispatch = parts[4].removeprefix("moe:").split(",")
+    return dict(moe=MoeSpec(int(experts), int(top_k), int(granularity), int(shared), dispatch))
 
 
 def _per_variant(c: dict[str, np.ndarray], fn: Callable[..., Any]) -> np.ndarray:
@@ -117,11 +136,11 @@ def _per_variant(c: dict[str, np.ndarray], fn: Callable[..., Any]) -> np.ndarray
         labels = np.full(c["d"].shape, variant(), dtype=object)
     out = np.empty(c["d"].shape, dtype=np.float64)
     for label in set(labels.ravel().tolist()):
-        act, norm, tied, dtype = label.split("/")  # dtype: a precision label (timing.counts.Precision)
+        act, norm, tied, dtype = label.split("/")[:4]  # dtype: a precision label (timing.counts.Precision)
         mask = labels == label
         shape = (c[k][mask] for k in ("d", "n", "h", "w", "s", "v", "b"))
         arch = dict(activation=act, norm=norm, tied=tied == "tied", precision=Precision.parse(dtype))
-        out[mask] = fn(*shape, **arch, bytes_per=bytes_per_element(dtype))
+        out[mask] = fn(*shape, **arch, bytes_per=bytes_per_element(dtype), **_moe_of_label(label))
     return out
 
 
@@ -133,8 +152,13 @@ def _without_bytes(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _term(name: str) -> Callable[..., np.ndarray]:
     """Feature: one kind of work of `timing.counts.train_step_terms`."""
 
+    def term(*shape: Any, **arch: Any) -> Any:
+        terms = train_step_terms(*shape, **arch)
+        # A mixture of experts' router matmuls count as MLP work, its routing as the MLP's element-wise work.
+        return terms[name] + terms.get(MOE_TERMS.get(name, ""), 0)
+
     def feature(c: dict[str, np.ndarray], _: Any) -> np.ndarray:
-        return _per_variant(c, _without_bytes(lambda *shape, **arch: train_step_terms(*shape, **arch)[name]))
+        return _per_variant(c, _without_bytes(term))
 
     feature.__name__ = name
     return feature
@@ -152,6 +176,7 @@ def _spilled(name: str) -> Callable[..., np.ndarray]:
 
 
 TERMS = ("projection", "mlp", "attention", "output", "width", "hidden", "scores", "logits", "optimizer")
+MOE_TERMS = {"mlp": "router", "hidden": "routing"}  # a mixture of experts' terms, priced with these
 
 
 def _shape(c: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:

@@ -9,7 +9,8 @@ configs/devices.py or a JAX device_kind) and the parallel layout: `tp` and `pp` 
 sizes, default 1; the data-parallel size is dp = devices / (tp x pp)), `microbatch` (sequences per micro-batch:
 each data-parallel replica's b / dp sequences run as micro-batches of that many, through the pipeline or by
 gradient accumulation; default: one micro-batch of b / dp) and `recompute` (activation recomputation: true,
-false, or Megatron-LM's `full`, `none`). Other columns are ignored. A file is read whole or refused whole:
+false, or Megatron-LM's `full`, `none`), and a mixture of experts' `experts` (0 or absent: a dense MLP),
+`top_k` and `granularity` (default 1; model/moe.py). Other columns are ignored. A file is read whole or refused whole:
 every bad row is named by its line, so a fit never rests on a silently dropped row.
 
 The rows become timing records (timing/measure.py) with status `ok` and `source: records`; their devices
@@ -57,7 +58,23 @@ COLUMNS = (
     "pp",
     "microbatch",
     "recompute",
+    "experts",
+    "top_k",
+    "granularity",
 )  # written order
+
+
+def _moe(row: dict[str, Any], w: int) -> dict[str, int]:
+    """A mixture of experts' config fields ({} for a dense row: its config as before these columns)."""
+    given = _given(row, "experts")
+    if given is None or str(given).strip() in ("0", "0.0"):
+        return {}
+    experts, top_k, granularity = (_whole_or(row, k, d) for k, d in (("experts", 0), ("top_k", 1), ("granularity", 1)))
+    if top_k > experts or w % granularity:
+        raise BadRow(
+            f"top_k={top_k} must not exceed experts={experts}, and granularity={granularity} must divide w={w}"
+        )
+    return dict(experts=experts, top_k=top_k, granularity=granularity)
 
 
 class BadRow(ValueError):
@@ -156,6 +173,7 @@ def row_record(row: dict[str, Any], device: str | None) -> dict[str, Any]:
         norm=_choice(row, "norm", NORMS, "rmsnorm"),
         activation=_activation(row),
         tied_embeddings=_choice(row, "tied", BOOLEANS, True),
+        **_moe(row, x["w"]),
     )
     # mesh: our training's (data, fsdp) mesh, which describes a purely data-parallel layout only
     mesh = dict(mesh=[x["devices"], 1]) if parallel["dp"] == x["devices"] else {}
@@ -349,6 +367,9 @@ def external_row(record: dict[str, Any], seconds_key: str = "step_seconds") -> d
         pp=parallel.get("pp", 1),
         microbatch=parallel.get("microbatch"),
         recompute=str(parallel.get("recompute", False)).lower(),
+        experts=c.get("experts"),  # blank for a dense record
+        top_k=c.get("top_k"),
+        granularity=c.get("granularity"),
     )
 
 
