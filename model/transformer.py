@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 from smallest_loss.configs.schema import ModelConfig
-from smallest_loss.model.quant import compute_dtype, maybe_quant, quant_dot
 from smallest_loss.model.moe import EXPERT_WEIGHTS, Moe
+from smallest_loss.model.quant import compute_dtype, maybe_quant, quant_dot
 
 
 def _dtype(name: str) -> jnp.dtype:

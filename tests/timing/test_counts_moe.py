@@ -58,6 +58,7 @@ def test_moe_params_match_the_tree_and_dense_counts_are_unchanged():
         "scores",
         "logits",
         "optimizer",
+        "quantise",  # 0 unquantised (timing.counts.quantise_flops)
     }
 
 
