@@ -59,9 +59,11 @@ def quickstart(
     repeats: int = 20,
     budget_covers: str = "run",
     probes: int = PROBES,
+    noise: int = 8,
 ) -> dict[str, Any]:
     """Run every stage into `out`; returns the report's data (also report.json). Every argument is checked before the
-    first stage. `probes`: short real runs timed at calibration for the wall-clock terms (0: steps priced alone)."""
+    first stage. `probes`: short real runs timed at calibration for the wall-clock terms (0: steps priced alone);
+    `noise`: the configurations timed twice for the machine's repeatability (the noise floor)."""
     parsed, sweep_design, plan_space = parse_budget(budget), get_design(design), get_space(space)
     check_quickstart_budget(parsed, plan_space, out)
     get_grid(grid)  # an unknown grid name fails here, not after the out folder exists
@@ -70,7 +72,7 @@ def quickstart(
     out = make_folder(out)
     t = _stage(f"1/5 calibrate: time the {grid} grid's training steps on this device")
     run_grid(grid, out / "calibration", min_seconds=min_seconds, repeats=repeats)
-    noise_floor(out / "calibration", min_seconds=min_seconds, repeats=repeats)  # the machine's repeatability
+    noise_floor(out / "calibration", k=noise, min_seconds=min_seconds, repeats=repeats)  # the machine's repeatability
     probe_runs(  # short real runs: the loop's host cost and a run's other wall-clock terms (timing/probes.py)
         out / "calibration", read_records(out / "calibration" / "records.jsonl"), probes
     )
