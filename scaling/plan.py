@@ -132,8 +132,10 @@ def by_mlp(cands: Candidates, fn: Callable[[Any, dict[str, MoeSpec]], Any]) -> n
     return out
 
 
-def _at(columns: dict[str, np.ndarray], rows: Any) -> dict[str, np.ndarray]:
-    return {k: v[rows] for k, v in columns.items()}
+def _at(columns: dict[str, np.ndarray], rows: Any, moe: dict[str, MoeSpec] | None = None) -> dict[str, np.ndarray]:
+    """The columns at `rows`; for a MoE's counts in float64 (train_memory_bytes adds its MoE activations in place,
+    which integer columns refuse)."""
+    return {k: v[rows].astype(np.float64) if moe else v[rows] for k, v in columns.items()}
 
 
 def _candidates(space: SearchSpace, d: Any, n: Any, k: Any, ratio: Any, s: Any, b: Any) -> Candidates:
@@ -372,7 +374,7 @@ def _tokens_for_flops(budget: Budget, cands: Candidates, inputs: PlanInputs) -> 
     C = budget.value - 2.0 * cands.N * inputs.inference_tokens  # serving costs 2N (active) FLOPs per token
     if inputs.flops == "exact":
         args = cands.shape_args(inputs.space.v)
-        flops = by_mlp(cands, lambda rows, moe: inputs.flops_per_step(**_at(args, rows), **inputs.arch, **moe))
+        flops = by_mlp(cands, lambda rows, moe: inputs.flops_per_step(**_at(args, rows, moe), **inputs.arch, **moe))
         per_token = flops / (cands.b * cands.s)
     else:
         per_token = 6.0 * cands.N
@@ -416,7 +418,7 @@ def _fit_memory(cands: Candidates, inputs: PlanInputs, dropped: dict[str, int]) 
         needed = by_mlp(
             cands,
             lambda rows, moe: inputs.memory_bytes(
-                **_at(args, rows), **inputs.arch, bytes_per=bytes_per, **_at(micro, rows), **moe
+                **_at(args, rows, moe), **inputs.arch, bytes_per=bytes_per, **_at(micro, rows, moe), **moe
             ),
         )
         fits[:, j] = (options[:, j] > 0) & (needed * inputs.memory_headroom <= inputs.memory_limit)
@@ -431,7 +433,7 @@ def _step_seconds(cands: Candidates, inputs: PlanInputs) -> np.ndarray:
 
     def seconds(rows: Any, moe: dict[str, MoeSpec]) -> np.ndarray:
         fn = (inputs.moe_step_seconds or inputs.step_seconds) if moe else inputs.step_seconds
-        return np.asarray(fn(**_at(args, rows), **inputs.arch, dtype=space.dtype, **moe), float)
+        return np.asarray(fn(**_at(args, rows, moe), **inputs.arch, dtype=space.dtype, **moe), float)
 
     return by_mlp(cands, seconds) * cands.m
 
@@ -855,9 +857,10 @@ def _costed_row(scores: Scores, inputs: PlanInputs, i: int, span: np.ndarray | N
     """Candidate i's row with its loss interval, FLOPs per step (router and experts counted) and peak training
     memory (all experts' weights, gradients and Adam moments; with its micro-batches)."""
     c = scores.candidates.take(np.array([i]))
-    args, moe = c.shape_args(inputs.space.v), c.groups()[0][1]
+    moe = c.groups()[0][1]
+    args = _at(c.shape_args(inputs.space.v), slice(None), moe)
     flops = inputs.flops_per_step(**args, **inputs.arch, **moe)
-    micro = dict(micro_batches=c.m) if c.m[0] > 1 else {}
+    micro = _at(dict(micro_batches=c.m), slice(None), moe) if c.m[0] > 1 else {}
     bytes_per = bytes_per_element(inputs.space.dtype)
     memory = inputs.memory_bytes(**args, **inputs.arch, bytes_per=bytes_per, **micro, **moe)
     row = scores.row(i).with_interval(span)
