@@ -233,7 +233,11 @@ def _field_value(key: str, value: Any, where: str) -> Any:
             and all(map(_positive_int, value.values()))
         ):
             return _steps(value["start"], value["stop"], value["step"])
-        if isinstance(value, list) and all(map(_positive_int, value)) and (value or key in ("batch_choices", *_MOE_LISTS)):
+        if (
+            isinstance(value, list)
+            and all(map(_positive_int, value))
+            and (value or key in ("batch_choices", *_MOE_LISTS))
+        ):
             return tuple(value)
         raise UserError(f"{where}: {key} must be a list of positive integers or {{start, stop, step}}, not {value!r}")
     if key in ("aspect_ratio", "preferred_aspect"):

@@ -404,6 +404,10 @@ def micro_batch_options(b: np.ndarray) -> np.ndarray:
     return np.where(b[:, None] % powers[None, :] == 0, powers[None, :], 0)
 
 
+def _memory(inputs: PlanInputs, columns: dict[str, np.ndarray], bytes_per: int, rows: Any, moe: dict) -> np.ndarray:
+    return inputs.memory_bytes(**_at(columns, rows, moe), **inputs.arch, bytes_per=bytes_per, **moe)
+
+
 def _fit_memory(cands: Candidates, inputs: PlanInputs, dropped: dict[str, int]) -> Candidates:
     """Each candidate with the fewest micro-batches (gradient accumulation) whose memory fits the device; those
     that fit at no micro-batch count are dropped."""
@@ -414,13 +418,8 @@ def _fit_memory(cands: Candidates, inputs: PlanInputs, dropped: dict[str, int]) 
     for j in range(options.shape[1]):
         if j and fits.any(axis=1).all():
             break  # every candidate fits with fewer micro-batches
-        micro = dict(micro_batches=np.maximum(options[:, j], 1)) if j else {}
-        needed = by_mlp(
-            cands,
-            lambda rows, moe: inputs.memory_bytes(
-                **_at(args, rows, moe), **inputs.arch, bytes_per=bytes_per, **_at(micro, rows, moe), **moe
-            ),
-        )
+        columns = args | (dict(micro_batches=np.maximum(options[:, j], 1)) if j else {})
+        needed = by_mlp(cands, functools.partial(_memory, inputs, columns, bytes_per))
         fits[:, j] = (options[:, j] > 0) & (needed * inputs.memory_headroom <= inputs.memory_limit)
     ok = fits.any(axis=1)
     m = options[np.arange(len(cands)), np.argmax(fits, axis=1)]

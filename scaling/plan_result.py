@@ -236,7 +236,7 @@ class MoeChoice:
 
     @property
     def winner(self) -> str | None:
-        """"moe", "dense", or None where a side is missing or they tie."""
+        """ "moe", "dense", or None where a side is missing or they tie."""
         if self.difference is None or self.difference == 0:
             return None
         return "moe" if self.difference < 0 else "dense"

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from smallest_loss.configs.devices import Device, backend_of
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.spaces import FLOPS_SPACES, SPACES, SearchSpace, get_space
@@ -119,17 +118,32 @@ def moe_step_seconds(profile: DeviceProfile) -> StepSeconds:
     model, coefficients = get_model(profile.model), np.asarray(profile.coefficients, dtype=np.float64)
     device = dict(peak_flops=profile.peak_flops, bandwidth=profile.bandwidth, cache_bytes=profile.cache_bytes)
 
-    def predict(d: Any, n: Any, h: Any, w: Any, s: Any, v: Any, b: Any, activation: str = "gelu",
-                norm: str = "rmsnorm", tied: bool = True, dtype: str | None = None, moe: Any = None) -> np.ndarray:
+    def predict(
+        d: Any,
+        n: Any,
+        h: Any,
+        w: Any,
+        s: Any,
+        v: Any,
+        b: Any,
+        activation: str = "gelu",
+        norm: str = "rmsnorm",
+        tied: bool = True,
+        dtype: str | None = None,
+        moe: Any = None,
+    ) -> np.ndarray:
         if moe is None:
-            return profile.predict_step_seconds(d, n, h, w, s, v, b, activation=activation, norm=norm, tied=tied,
-                                                dtype=dtype)
+            return profile.predict_step_seconds(
+                d, n, h, w, s, v, b, activation=activation, norm=norm, tied=tied, dtype=dtype
+            )
         if dtype is not None and dtype != profile.dtype:
             raise UserError(f"this device profile was calibrated in {profile.dtype} and cannot predict {dtype} steps")
         arrays = np.broadcast_arrays(*(np.atleast_1d(np.asarray(x, dtype=np.float64)) for x in (d, n, h, w, s, v, b)))
         cols: dict[str, Any] = dict(zip("d n h w s v b".split(), (a.ravel() for a in arrays), strict=True))
         cols["k"] = np.ones_like(cols["d"])
-        cols["variant"] = np.full(cols["d"].shape, variant(activation, norm, tied, profile.precision, moe), dtype=object)
+        cols["variant"] = np.full(
+            cols["d"].shape, variant(activation, norm, tied, profile.precision, moe), dtype=object
+        )
         seconds = (design_matrix(model, cols, device) @ coefficients).reshape(arrays[0].shape)
         clock = profile.clock
         return seconds + clock.host_seconds(b, s) if clock is not None else seconds

@@ -42,10 +42,11 @@ def answer_line(row: PlanRow) -> str:
     lr = f", learning rate {row.lr:.3g}" if row.lr is not None else ""
     moe = f", {row.experts} experts, top-{row.top_k}" if row.is_moe else ""
     moe += f", granularity {row.granularity}" if row.is_moe and row.granularity != 1 else ""
-    params = f"{row.params:,.0f} active parameters ({row.params_total:,.0f} in all)" if row.is_moe else ""
+    params = f"{row.params:,.0f} parameters"
+    params = f"{row.params:,.0f} active parameters ({row.params_total:,.0f} in all)" if row.is_moe else params
     return (
         f"**Train** d={row.d}, n={row.n} (h={row.h}, w={row.w}{moe}, context {row.s}, batch {row.b}{lr}): "
-        f"{params or f'{row.params:,.0f} parameters'} on {row.tokens:,.0f} tokens ({row.tokens_per_param:.3g} per parameter"
+        f"{params} on {row.tokens:,.0f} tokens ({row.tokens_per_param:.3g} per parameter"
         f"{steps}). **Predicted loss {row.loss:.4f}**{span}."
     )
 
@@ -53,7 +54,9 @@ def answer_line(row: PlanRow) -> str:
 def _columns(plan: Plan) -> tuple[str, ...]:
     best = plan.best
     moe = ("experts", "top_k", "params_total") if best.experts is not None else ()  # a MoE law's plan
-    return PLAN_COLUMNS + (("lr",) if best.lr is not None else ()) + (("step_seconds",) if best.step_seconds else ()) + moe
+    return (
+        PLAN_COLUMNS + (("lr",) if best.lr is not None else ()) + (("step_seconds",) if best.step_seconds else ()) + moe
+    )
 
 
 def wall_clock_line(row: PlanRow) -> str:
@@ -107,7 +110,9 @@ def _moe_lines(plan: Plan) -> list[str]:
         if r is not None
     ]
     timed = ("step_seconds", "steps") if any("step_seconds" in r for r in rows) else ()
-    columns = MOE_COLUMNS + timed + ("memory_bytes", "loss") + (("interval",) if any("interval" in r for r in rows) else ())
+    columns = (
+        MOE_COLUMNS + timed + ("memory_bytes", "loss") + (("interval",) if any("interval" in r for r in rows) else ())
+    )
     lines = ["", "## Dense vs mixture of experts", markdown_table(rows, columns)]
     if m.difference is not None:
         who = "the mixture of experts" if m.difference < 0 else "dense"
