@@ -19,7 +19,8 @@ from smallest_loss.scaling.laws import LawFile
 from smallest_loss.scaling.moe_law import MoeLaw
 from smallest_loss.scaling.plan import PlanInputs, moe_specs
 from smallest_loss.scaling.planner import make_plan, plan_with_inputs
-from smallest_loss.timing.counts import MoeSpec, train_memory_bytes, train_step_flops
+from smallest_loss.timing.counts import MoeSpec, train_memory_bytes, train_step_bytes, train_step_flops
+from smallest_loss.timing.profile import DeviceProfile, save_profile
 
 # Constants of the order of a small CPU sweep's Chinchilla law, written out; delta < 0: experts lower the N term
 # (Ludziejewski et al. 2025 find the same sign), by exp(delta ln Ehat): 0.81 at 8 experts.
@@ -138,3 +139,22 @@ def test_cli_plan_with_a_moe_law(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "## Dense vs mixture of experts" in out and "wins** by" in out and "95% interval" in out
     assert make_plan("1e15", path, space="cpu").moe_choice.winner == "moe"
+
+
+def test_profile_prices_moe_steps_by_its_counts(tmp_path):
+    """A profile's time model counts each MoE's work through its variant label; its records say whether those step
+    times were measured (MoE records beside the profile) or extrapolated (dense records only)."""
+    profile = DeviceProfile(device_kind="cpu", model="exact", coefficients=(1e-10, 1e-11, 1e-3), peak_flops=1e12,
+                            bandwidth=1e11, held_out={})  # fmt: skip
+    path = save_profile(tmp_path / "calibration" / "profile.json", profile)
+    law = law_file(HELPS).save(tmp_path / "moe_law.json")
+    plan = make_plan("1min", law, path, space="cpu", budget_covers="steps")
+    r, space = plan.moe_choice.moe, get_space("cpu")
+    args = (r.d, r.n, r.h, r.w, r.s, space.v, r.b)
+    by_hand = 1e-10 * train_step_flops(*args, moe=_spec(r)) + 1e-11 * train_step_bytes(*args, moe=_spec(r)) + 1e-3
+    assert r.step_seconds == pytest.approx(by_hand, rel=1e-9)
+    assert plan.moe_choice.step_times == "extrapolated" and "(step time extrapolated)" in plan.to_markdown()
+    record = dict(status="ok", config=dict(d=32, n=1, h=2, w=128, s=16, v=256, experts=4, top_k=1))
+    (tmp_path / "calibration" / "records.jsonl").write_text(json.dumps(record) + "\n")
+    measured = make_plan("1min", law, path, space="cpu", budget_covers="steps")
+    assert measured.moe_choice.step_times == "measured" and measured.moe_choice.moe == plan.moe_choice.moe
