@@ -266,6 +266,7 @@ class PlanInputs:
     # dense-only profile: its time model's features counted for the MoE).
     moe_step_seconds: StepSeconds | None = None
     moe_timing: str = "given"
+    moe_refused: str | None = None  # why no MoE shape is searched (a quantised profile: the model refuses MoE there)
 
     def __post_init__(self) -> None:
         if self.covers not in ("run", "steps"):
@@ -606,7 +607,7 @@ def score(budget: Budget, law_file: LawFile, inputs: PlanInputs) -> Scores:
     batches = (inputs.fixed_batch,) if inputs.fixed_batch else planner_batches(inputs.space, law_file.recipe)
     candidates = enumerate_candidates(inputs.space, batches, aspect_bounds(inputs.space, law_file.shape))
     if law_file.moe is not None:
-        specs = moe_specs(inputs.space, law_file.moe, law_file.fitted_range)
+        specs = moe_specs(inputs.space, law_file.moe, law_file.fitted_range) if not inputs.moe_refused else ((1, 1, 1),)
         candidates = with_experts(inputs.space, candidates, specs)
     cands, tokens, loss, step_s = _score(candidates, budget, law_file, inputs, dropped)
     if len(cands) == 0:
@@ -835,7 +836,9 @@ def moe_choice(scores: Scores, law_file: LawFile, inputs: PlanInputs) -> MoeChoi
             lo, hi = np.percentile(samples[:, 1] - samples[:, 0], [2.5, 97.5])
             interval = (float(lo), float(hi))
     step_times = None if scores.step_seconds is None else inputs.moe_timing
-    return MoeChoice(rows[0], rows[1], difference, interval, step_times, _missing_side(scores, law_file, picks))
+    note = f"no MoE shape searched: {inputs.moe_refused}" if inputs.moe_refused else ""
+    note = note or _missing_side(scores, law_file, picks)
+    return MoeChoice(rows[0], rows[1], difference, interval, step_times, note)
 
 
 def _missing_side(scores: Scores, law_file: LawFile, picks: list[int | None]) -> str:

@@ -108,6 +108,9 @@ def build_plan_inputs(
         cadence=cadence or Cadence(),
         moe_step_seconds=moe_step_seconds(profile) if profile else None,
         moe_timing="measured" if moe_records else "extrapolated",
+        moe_refused=f"the profile trains {profile.precision}, and the model refuses MoE with quantised or FP8 training"
+        if profile and (profile.bits or profile.dtype == "float8")
+        else None,
     )
 
 

@@ -113,6 +113,10 @@ def test_time_budget_prices_moe_steps_and_serving_uses_active_parameters():
         flops = train_step_flops(r.d, r.n, r.h, r.w, r.s, space.v, r.b, moe=_spec(r) if r.is_moe else None)
         assert r.step_seconds == pytest.approx(1e-3 + flops / 1e10)
         assert r.tokens == r.steps * r.b * r.s and r.steps * r.step_seconds <= 60.0
+    money = plan_with_inputs(
+        parse_budget("$0.01"), law, PlanInputs(space, step_seconds=step_seconds, price_per_hour=1.2)
+    )
+    assert money.moe_choice.moe.steps * money.moe_choice.moe.step_seconds <= 30.0 and money.moe_choice.winner
     serving = plan_with_inputs(parse_budget("1e15"), law, PlanInputs(space, inference_tokens=2e8))
     r = serving.moe_choice.moe
     assert r.tokens == pytest.approx((1e15 - 2 * r.params * 2e8) / (6 * r.params), rel=1e-9)  # 2 N_act per token
@@ -158,3 +162,6 @@ def test_profile_prices_moe_steps_by_its_counts(tmp_path):
     (tmp_path / "calibration" / "records.jsonl").write_text(json.dumps(record) + "\n")
     measured = make_plan("1min", law, path, space="cpu", budget_covers="steps")
     assert measured.moe_choice.step_times == "measured" and measured.moe_choice.moe == plan.moe_choice.moe
+    quantised = save_profile(tmp_path / "w4" / "profile.json", dataclasses.replace(profile, bits={"weights": 4}))
+    refused = make_plan("1min", law, quantised, space="cpu", budget_covers="steps").moe_choice
+    assert refused.moe is None and refused.dense is not None and "refuses MoE" in refused.note
