@@ -9,8 +9,9 @@ import json
 
 import numpy as np
 import pytest
+from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import ModelConfig
-from smallest_loss.configs.spaces import get_space
+from smallest_loss.configs.spaces import get_space, load_space_file, space_to_toml
 from smallest_loss.experiments.cli import main
 from smallest_loss.model.transformer import count_params
 from smallest_loss.scaling.budget import parse_budget
@@ -165,3 +166,21 @@ def test_profile_prices_moe_steps_by_its_counts(tmp_path):
     quantised = save_profile(tmp_path / "w4" / "profile.json", dataclasses.replace(profile, bits={"weights": 4}))
     refused = make_plan("1min", law, quantised, space="cpu", budget_covers="steps").moe_choice
     assert refused.moe is None and refused.dense is not None and "refuses MoE" in refused.note
+
+
+def test_space_file_names_the_moe_shapes(tmp_path):
+    path = tmp_path / "moe.toml"
+    path.write_text('base = "cpu"\nexperts = [1, 16]\ntop_k = [1, 2]\n')
+    space = load_space_file(path)
+    assert (space.experts, space.top_k, space.granularity) == ((1, 16), (1, 2), ())
+    assert load_space_file_text(space_to_toml(space), tmp_path) == space
+    assert "experts" not in space_to_toml(get_space("cpu"))  # unset: the law's own, and old files read the same
+    plan = make_plan("1e15", law_file(HELPS), space=str(path))
+    assert {(r.experts, r.top_k) for r in plan.rows} <= {(1, 1), (16, 1), (16, 2)} and plan.best.experts == 16
+    with pytest.raises(UserError, match="experts"):
+        dataclasses.replace(space, experts=(0, 4))
+
+
+def load_space_file_text(text, folder):
+    (folder / "again.toml").write_text(text)
+    return dataclasses.replace(load_space_file(folder / "again.toml"), name="moe")
