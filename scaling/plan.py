@@ -167,10 +167,11 @@ def enumerate_candidates(
     return _candidates(space, d[ok], n[ok], k[ok], ratio[ok], s[ok], b[ok])
 
 
+Specs = tuple[tuple[int, int, int], ...]  # (experts, top_k, granularity) of each kind of MLP; experts 1: dense
 DEFAULT_EXPERTS = (1, 4, 8)  # a MoE law's expert counts where neither the space nor the law's fitted range names any
 
 
-def moe_specs(space: SearchSpace, moe: MoeLaw | None, fitted: dict[str, list[float]] | None = None) -> tuple:
+def moe_specs(space: SearchSpace, moe: MoeLaw | None, fitted: dict[str, list[float]] | None = None) -> Specs:
     """The (experts, top_k, granularity) to plan with under a law with a `moe` section (none under a dense law):
     the space's `experts`, `top_k` and `granularity`, else 1 (dense) plus the powers of two within the expert
     counts the law was fitted on (its fitted range's E) and the largest of them, top-1, granularity 1. A top-k above
@@ -192,7 +193,7 @@ def _fitted_experts(span: list[float] | None) -> tuple[int, ...]:
     return (1, *sorted({2**i for i in range(1, hi.bit_length()) if lo <= 2**i <= hi} | {hi}))
 
 
-def with_experts(space: SearchSpace, cands: Candidates, specs: tuple) -> Candidates:
+def with_experts(space: SearchSpace, cands: Candidates, specs: Specs) -> Candidates:
     """Each candidate once per (experts, top_k, granularity) of `specs` (`moe_specs`), with its active parameters
     N (ParamCounts.active: the total less the routed experts a token skips) and total parameters N_total; experts 1 is
     the dense shape itself. A granularity must divide the MLP width w."""

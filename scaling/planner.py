@@ -69,7 +69,9 @@ def make_plan(
     the profile's device, else (FLOPs budgets) the first built-in space that holds the law's compute-optimal N.
     `batch` plans at that batch size only. A time or money budget pays for the whole run's wall-clock
     (`budget_covers` "run", with the run's `cadence` of evaluations and saves; a profile without wall-clock terms
-    prices the steps alone) or the training steps alone ("steps")."""
+    prices the steps alone) or the training steps alone ("steps"). A law with a `moe` section plans dense and MoE
+    shapes together (`Plan.moe_choice`: the best of each side by side); a profile file's records.jsonl beside it
+    says whether its MoE step times are measured or extrapolated."""
     budget = parse_budget(budget) if isinstance(budget, str) else budget
     law = load_law(law) if isinstance(law, str | Path) else law
     moe_records = law.moe is not None and isinstance(profile, str | Path) and profile_has_moe(profile)
