@@ -52,6 +52,11 @@ class SearchSpace:
     # Batch sizes the planner may choose when the law carries recipe laws (scaling/recipe.py), inside the batch
     # range they were fitted on; empty: the space's `b`.
     batch_choices: tuple[int, ...] = ()
+    # Mixture-of-experts candidates, searched only under a law with a `moe` section (scaling/moe_law.py): expert
+    # counts (1: the dense MLP), top-k and granularity; empty: the law's fitted expert counts, top-1, granularity 1.
+    experts: tuple[int, ...] = ()
+    top_k: tuple[int, ...] = ()
+    granularity: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for field in ("d", "n", "head_sizes", "mlp_ratios", "s", "b"):
@@ -60,6 +65,9 @@ class SearchSpace:
                 raise UserError(f"search space {self.name}: {field} must be a non-empty list of positive integers")
         if not self.batch_choices:
             object.__setattr__(self, "batch_choices", self.b)
+        for field in ("experts", "top_k", "granularity"):
+            if any(x < 1 for x in getattr(self, field)):
+                raise UserError(f"search space {self.name}: {field} must be positive integers (experts 1: dense)")
         for field in ("aspect_ratio", "preferred_aspect"):
             lo, hi = getattr(self, field)
             if not 0 <= lo < hi:
@@ -161,9 +169,10 @@ def get_space(name: str) -> SearchSpace:
         ) from None
 
 
+_MOE_LISTS = ("experts", "top_k", "granularity")  # may be empty (the law's own), as batch_choices
 # A space file: SearchSpace's fields, and `base` (a built-in space the fields not given come from).
 SPACE_FILE_FIELDS = ("base", *(f.name for f in dataclasses.fields(SearchSpace)))
-_INT_LISTS = ("d", "n", "head_sizes", "mlp_ratios", "s", "b", "batch_choices")
+_INT_LISTS = ("d", "n", "head_sizes", "mlp_ratios", "s", "b", "batch_choices", *_MOE_LISTS)
 _REQUIRED = ("v", "d", "n", "head_sizes", "mlp_ratios", "s", "b")  # without a base
 _CHOICES: dict[str, tuple[str, ...]] = {
     "norm": get_args(Norm),
@@ -224,7 +233,11 @@ def _field_value(key: str, value: Any, where: str) -> Any:
             and all(map(_positive_int, value.values()))
         ):
             return _steps(value["start"], value["stop"], value["step"])
-        if isinstance(value, list) and all(map(_positive_int, value)) and (value or key == "batch_choices"):
+        if (
+            isinstance(value, list)
+            and all(map(_positive_int, value))
+            and (value or key in ("batch_choices", *_MOE_LISTS))
+        ):
             return tuple(value)
         raise UserError(f"{where}: {key} must be a list of positive integers or {{start, stop, step}}, not {value!r}")
     if key in ("aspect_ratio", "preferred_aspect"):
@@ -255,6 +268,8 @@ def space_to_toml(space: SearchSpace) -> str:
     lists as {start, stop, step}."""
     lines = [f"# search space {space.name} (smallest-loss space --show): edit, then plan --space FILE.toml"]
     for f in dataclasses.fields(SearchSpace):
+        if f.name in _MOE_LISTS and not getattr(space, f.name):
+            continue  # unset: the law's own (spaces written before these fields read the same)
         lines.append(f"{f.name} = {_toml_value(getattr(space, f.name))}")
     return "\n".join(lines) + "\n"
 

@@ -36,16 +36,17 @@ import numpy as np
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.lazy import LazyModule
 from smallest_loss.configs.spaces import SearchSpace
-from smallest_loss.model.transformer import param_counts
+from smallest_loss.model.transformer import inactive_params, param_counts
 from smallest_loss.scaling.aspect import AspectLaw
 from smallest_loss.scaling.budget import Budget
 from smallest_loss.scaling.chinchilla import ChinchillaLaw
 from smallest_loss.scaling.intervals import calibrated_bounds, stored_calibration
 from smallest_loss.scaling.kaplan import KaplanLaw
 from smallest_loss.scaling.laws import Law, LawFile, tokens_for_time
-from smallest_loss.scaling.plan_result import BatchOption, Edge, FlopsRuleChoice, NDChoice, PlanRow
+from smallest_loss.scaling.moe_law import MoeLaw
+from smallest_loss.scaling.plan_result import BatchOption, Edge, FlopsRuleChoice, MoeChoice, NDChoice, PlanRow
 from smallest_loss.scaling.recipe import RecipeLaw
-from smallest_loss.timing.counts import bytes_per_element, train_memory_bytes, train_step_flops
+from smallest_loss.timing.counts import MoeSpec, bytes_per_element, train_memory_bytes, train_step_flops
 from smallest_loss.timing.wallclock import Cadence, WallClock
 
 optimize = LazyModule("scipy.optimize")  # loaded on first use (scipy takes a second to import)
@@ -65,7 +66,9 @@ TIE_TOLERANCE = 1e-5
 
 @dataclass(frozen=True)
 class Candidates:
-    """Columns of every candidate architecture (one row each)."""
+    """Columns of every candidate architecture (one row each). Under a law with a `moe` section each also has an
+    expert count E (1: the dense MLP), top-k and granularity G, and N counts its active parameters (what the law
+    reads), N_total all of them; a dense law's candidates leave those columns None."""
 
     d: np.ndarray
     n: np.ndarray
@@ -73,8 +76,12 @@ class Candidates:
     w: np.ndarray
     s: np.ndarray
     b: np.ndarray
-    N: np.ndarray  # parameters
+    N: np.ndarray  # parameters (active ones for a mixture of experts)
     m: np.ndarray | None = None  # micro-batches a step accumulates over (None: 1 each), where b does not fit at once
+    E: np.ndarray | None = None  # expert count (1: dense); None: all dense (a dense law's plan)
+    top_k: np.ndarray | None = None
+    G: np.ndarray | None = None  # expert granularity
+    N_total: np.ndarray | None = None  # all parameters, the experts a token skips too
 
     def __post_init__(self) -> None:
         if self.m is None:
@@ -83,16 +90,52 @@ class Candidates:
     def __len__(self) -> int:
         return len(self.d)
 
+    @property
+    def params_total(self) -> np.ndarray:
+        """All parameters (N for dense candidates): what memory, checkpoints and the optimizer hold."""
+        return self.N if self.N_total is None else self.N_total
+
     def shape_args(self, v: int, micro: bool = False) -> dict[str, np.ndarray]:
         """Shape columns for cost functions; `micro`: with b the micro-batch b/m (what one pass holds)."""
         b = self.b // self.m if micro else self.b
         return dict(d=self.d, n=self.n, h=self.h, w=self.w, s=self.s, v=np.full_like(self.d, v), b=b)
 
     def take(self, mask: np.ndarray) -> Candidates:
-        return Candidates(**{k: getattr(self, k)[mask] for k in ("d", "n", "h", "w", "s", "b", "N", "m")})
+        columns = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return Candidates(**{k: None if v is None else v[mask] for k, v in columns.items()})
 
     def with_micro_batches(self, m: np.ndarray) -> Candidates:
         return dataclasses.replace(self, m=np.asarray(m, dtype=np.int64))
+
+    def groups(self) -> list[tuple[np.ndarray | slice, dict[str, MoeSpec]]]:
+        """(rows, keywords) per kind of MLP: the dense rows with no keywords, each MoE's rows with `moe=MoeSpec`
+        (what the counts of timing/counts.py take); all rows at once for a dense law's candidates."""
+        if self.E is None:
+            return [(slice(None), {})]
+        keys = np.stack([self.E, self.top_k, self.G], axis=1)
+        out: list[tuple[np.ndarray | slice, dict[str, MoeSpec]]] = []
+        for E, k, G in np.unique(keys, axis=0):
+            rows = np.flatnonzero((keys == (E, k, G)).all(axis=1))
+            out.append((rows, {} if E == 1 else dict(moe=MoeSpec(int(E), int(k), int(G)))))
+        return out
+
+
+def by_mlp(cands: Candidates, fn: Callable[[Any, dict[str, MoeSpec]], Any]) -> np.ndarray:
+    """`fn(rows, moe_keywords)` of each kind of MLP (`Candidates.groups`), the values in the candidates' order; a
+    dense law's candidates in one call, as before MoE candidates existed."""
+    groups = cands.groups()
+    if len(groups) == 1 and isinstance(groups[0][0], slice):
+        return fn(slice(None), {})
+    out = np.zeros(len(cands))
+    for rows, moe in groups:
+        out[rows] = fn(rows, moe)
+    return out
+
+
+def _at(columns: dict[str, np.ndarray], rows: Any, moe: dict[str, MoeSpec] | None = None) -> dict[str, np.ndarray]:
+    """The columns at `rows`; for a MoE's counts in float64 (train_memory_bytes adds its MoE activations in place,
+    which integer columns refuse)."""
+    return {k: v[rows].astype(np.float64) if moe else v[rows] for k, v in columns.items()}
 
 
 def _candidates(space: SearchSpace, d: Any, n: Any, k: Any, ratio: Any, s: Any, b: Any) -> Candidates:
@@ -122,6 +165,51 @@ def enumerate_candidates(
     lo, hi = aspect or space.aspect_ratio
     ok = (d % k == 0) & (k % 2 == 0) & (d >= lo * n) & (d <= hi * n)
     return _candidates(space, d[ok], n[ok], k[ok], ratio[ok], s[ok], b[ok])
+
+
+Specs = tuple[tuple[int, int, int], ...]  # (experts, top_k, granularity) of each kind of MLP; experts 1: dense
+DEFAULT_EXPERTS = (1, 4, 8)  # a MoE law's expert counts where neither the space nor the law's fitted range names any
+
+
+def moe_specs(space: SearchSpace, moe: MoeLaw | None, fitted: dict[str, list[float]] | None = None) -> Specs:
+    """The (experts, top_k, granularity) to plan with under a law with a `moe` section (none under a dense law):
+    the space's `experts`, `top_k` and `granularity`, else 1 (dense) plus the powers of two within the expert
+    counts the law was fitted on (its fitted range's E) and the largest of them, top-1, granularity 1. A top-k above
+    an expert count is skipped; experts 1 is the dense MLP (once). FP8 training of a MoE is refused by the model
+    (model/moe.py), so a float8 space plans dense shapes only."""
+    if moe is None or space.dtype == "float8":
+        return ((1, 1, 1),) if moe is not None else ()
+    experts = space.experts or _fitted_experts((fitted or {}).get("E"))
+    specs = [(1, 1, 1)] if 1 in experts else []
+    for E in sorted(set(experts) - {1}):
+        specs += [(E, k, G) for k in space.top_k or (1,) for G in space.granularity or (1,) if k <= E]
+    return tuple(specs)
+
+
+def _fitted_experts(span: list[float] | None) -> tuple[int, ...]:
+    if not span or span[1] < 2:
+        return DEFAULT_EXPERTS
+    lo, hi = max(2, math.ceil(span[0])), int(span[1])
+    return (1, *sorted({2**i for i in range(1, hi.bit_length()) if lo <= 2**i <= hi} | {hi}))
+
+
+def with_experts(space: SearchSpace, cands: Candidates, specs: Specs) -> Candidates:
+    """Each candidate once per (experts, top_k, granularity) of `specs` (`moe_specs`), with its active parameters
+    N (ParamCounts.active: the total less the routed experts a token skips) and total parameters N_total; experts 1 is
+    the dense shape itself. A granularity must divide the MLP width w."""
+    parts = []
+    arch = dict(norm=space.norm, activation=space.activation, tied=space.tied)
+    for E, k, G in specs:
+        c = cands.take(cands.w % G == 0)
+        total, active = c.N, c.N
+        if E > 1:
+            moe = dict(experts=E, top_k=k, granularity=G)
+            total = sum(param_counts(space.v, c.d, c.n, c.w, **arch, **moe)).astype(np.float64)
+            active = total - inactive_params(c.d, c.n, c.w, activation=space.activation, **moe)
+        ones = np.ones_like(c.d)
+        parts.append(dataclasses.replace(c, N=active, N_total=total, E=E * ones, top_k=k * ones, G=G * ones))
+    columns = [f.name for f in dataclasses.fields(Candidates) if f.name != "m"]
+    return Candidates(**{name: np.concatenate([getattr(p, name) for p in parts]) for name in columns})
 
 
 def aspect_bounds(space: SearchSpace, shape: AspectLaw | None) -> tuple[float, float]:
@@ -173,6 +261,13 @@ class PlanInputs:
     covers: str = "run"
     clock: WallClock | None = None
     cadence: Cadence = field(default_factory=Cadence)  # the run's evaluations and saves (its TrainConfig)
+    # Under a law with a `moe` section: the MoE candidates' step seconds, called as `step_seconds` with `moe=`
+    # (a timing.counts.MoeSpec; None: `step_seconds` itself is called so), and where they come from: "given" (the
+    # caller's function), "measured" (a profile whose records hold MoE configurations) or "extrapolated" (a
+    # dense-only profile: its time model's features counted for the MoE).
+    moe_step_seconds: StepSeconds | None = None
+    moe_timing: str = "given"
+    moe_refused: str | None = None  # why no MoE shape is searched (a quantised profile: the model refuses MoE there)
 
     def __post_init__(self) -> None:
         if self.covers not in ("run", "steps"):
@@ -222,6 +317,7 @@ class Scores:
     dropped: dict[str, int] = field(default_factory=dict)
     recipe: RecipeLaw | None = None  # the law's recipe laws: the batch was chosen and the rate comes from them
     clock: tuple[WallClock, Cadence] | None = None  # where the budget pays for the whole run: its terms' model
+    moe: MoeLaw | None = None  # the law's `moe` section, whose candidates carry expert counts
 
     def wall_clock(self, i: int) -> dict[str, float] | None:
         """Candidate i's run wall-clock, term by term (timing.wallclock.TERMS) and `total`; None unless the budget
@@ -230,7 +326,7 @@ class Scores:
             return None
         c, (clock, cadence) = self.candidates, self.clock
         steps = self.tokens[i] // (c.b[i] * c.s[i])
-        terms = clock.terms(steps, self.step_seconds[i], c.b[i], c.s[i], c.n[i], c.N[i], cadence)
+        terms = clock.terms(steps, self.step_seconds[i], c.b[i], c.s[i], c.n[i], c.params_total[i], cadence)
         return {k: float(v) for k, v in terms.items()}
 
     def row(self, i: int) -> PlanRow:
@@ -245,6 +341,9 @@ class Scores:
             extra["step_seconds"] = float(self.step_seconds[i])
             extra["steps"] = int(self.tokens[i] // (c.b[i] * c.s[i]))
             extra["wall_clock"] = self.wall_clock(i)
+        if c.E is not None:
+            extra.update(experts=int(c.E[i]), top_k=int(c.top_k[i]), granularity=int(c.G[i]))
+            extra["params_total"] = float(c.N_total[i])
         return PlanRow(
             d=int(c.d[i]),
             n=int(c.n[i]),
@@ -274,10 +373,11 @@ def _filter(cands: Candidates, keep: np.ndarray, reason: str, dropped: dict[str,
 
 
 def _tokens_for_flops(budget: Budget, cands: Candidates, inputs: PlanInputs) -> np.ndarray:
-    C = budget.value - 2.0 * cands.N * inputs.inference_tokens  # serving costs 2N FLOPs per token
+    C = budget.value - 2.0 * cands.N * inputs.inference_tokens  # serving costs 2N (active) FLOPs per token
     if inputs.flops == "exact":
         args = cands.shape_args(inputs.space.v)
-        per_token = inputs.flops_per_step(**args, **inputs.arch) / (cands.b * cands.s)
+        flops = by_mlp(cands, lambda rows, moe: inputs.flops_per_step(**_at(args, rows, moe), **inputs.arch, **moe))
+        per_token = flops / (cands.b * cands.s)
     else:
         per_token = 6.0 * cands.N
     return np.maximum(C, 0.0) / per_token
@@ -289,7 +389,9 @@ def _tokens_in_time(budget: Budget, cands: Candidates, step_s: np.ndarray, input
     per_step = cands.b * cands.s
     T_train = T - inputs.inference_tokens * step_s / (3.0 * per_step)
     if inputs.whole_run:  # start-up, compile, evaluations and saves come out of the budget too
-        steps = inputs.clock.steps_within(T_train, step_s, cands.b, cands.s, cands.n, cands.N, inputs.cadence)
+        steps = inputs.clock.steps_within(
+            T_train, step_s, cands.b, cands.s, cands.n, cands.params_total, inputs.cadence
+        )
         return steps * per_step
     tokens = np.zeros(len(cands))
     ok = T_train > 0
@@ -304,6 +406,10 @@ def micro_batch_options(b: np.ndarray) -> np.ndarray:
     return np.where(b[:, None] % powers[None, :] == 0, powers[None, :], 0)
 
 
+def _memory(inputs: PlanInputs, columns: dict[str, np.ndarray], bytes_per: int, rows: Any, moe: dict) -> np.ndarray:
+    return inputs.memory_bytes(**_at(columns, rows, moe), **inputs.arch, bytes_per=bytes_per, **moe)
+
+
 def _fit_memory(cands: Candidates, inputs: PlanInputs, dropped: dict[str, int]) -> Candidates:
     """Each candidate with the fewest micro-batches (gradient accumulation) whose memory fits the device; those
     that fit at no micro-batch count are dropped."""
@@ -314,8 +420,8 @@ def _fit_memory(cands: Candidates, inputs: PlanInputs, dropped: dict[str, int]) 
     for j in range(options.shape[1]):
         if j and fits.any(axis=1).all():
             break  # every candidate fits with fewer micro-batches
-        micro = dict(micro_batches=np.maximum(options[:, j], 1)) if j else {}
-        needed = inputs.memory_bytes(**args, **inputs.arch, bytes_per=bytes_per, **micro)
+        columns = args | (dict(micro_batches=np.maximum(options[:, j], 1)) if j else {})
+        needed = by_mlp(cands, functools.partial(_memory, inputs, columns, bytes_per))
         fits[:, j] = (options[:, j] > 0) & (needed * inputs.memory_headroom <= inputs.memory_limit)
     ok = fits.any(axis=1)
     m = options[np.arange(len(cands)), np.argmax(fits, axis=1)]
@@ -324,11 +430,13 @@ def _fit_memory(cands: Candidates, inputs: PlanInputs, dropped: dict[str, int]) 
 
 def _step_seconds(cands: Candidates, inputs: PlanInputs) -> np.ndarray:
     """Predicted seconds per optimizer step: m passes of the micro-batch b/m (gradient accumulation)."""
-    space = inputs.space
-    micro = np.asarray(
-        inputs.step_seconds(**cands.shape_args(space.v, micro=True), **inputs.arch, dtype=space.dtype), float
-    )
-    return micro * cands.m
+    space, args = inputs.space, cands.shape_args(inputs.space.v, micro=True)
+
+    def seconds(rows: Any, moe: dict[str, MoeSpec]) -> np.ndarray:
+        fn = (inputs.moe_step_seconds or inputs.step_seconds) if moe else inputs.step_seconds
+        return np.asarray(fn(**_at(args, rows, moe), **inputs.arch, dtype=space.dtype, **moe), float)
+
+    return by_mlp(cands, seconds) * cands.m
 
 
 def effective_tokens(
@@ -395,13 +503,39 @@ def _score(
 
     def predict(loss: np.ndarray | None) -> np.ndarray:
         eff = effective_tokens(tokens, cands, law_file.recipe, loss)
-        out = np.asarray(law_file.law.loss(cands.N, eff), float).reshape(-1) * batch_loss_factor(tokens, cands, recipe)
+        out = np.asarray(law_loss(law_file.law, law_file.moe, cands, eff), float).reshape(-1)
+        out = out * batch_loss_factor(tokens, cands, recipe)
         return out * law_file.shape.factor(cands.d, cands.n, cands.N) if law_file.shape is not None else out
 
     recipe = law_file.recipe
     if recipe is not None and recipe.batch_form == "mccandlish" and recipe.batch.loss_exponent:
         return cands, tokens, b_crit_fixed_point(predict, len(tokens)), step_s
     return cands, tokens, predict(None), step_s
+
+
+def law_loss(law: Law, moe: MoeLaw | None, cands: Candidates, D: np.ndarray) -> np.ndarray:
+    """The loss law at the candidates' N and D tokens: under a `moe` section the MoE law at their active parameters,
+    expert counts and granularities (dense candidates at E = 1, the law's dense restriction)."""
+    if moe is None or cands.E is None:
+        return law.loss(cands.N, D)
+    return moe.loss(cands.N, D, cands.E, cands.G)
+
+
+def moe_samples_loss(moe: MoeLaw, cands: Candidates, D: np.ndarray) -> np.ndarray | None:
+    """(samples, len(cands)) losses under each bootstrap sample of the `moe` section (None without samples); a
+    sample outside the law's constraints is left out."""
+    names = [k for k in moe.constants if k in (moe.samples or {})]
+    if not moe.samples or len(names) < len(moe.constants):
+        return None
+    columns = np.stack([np.asarray(moe.samples[k], float).ravel() for k in names], axis=1)
+    out = []
+    for row in columns:
+        try:
+            law = dataclasses.replace(moe, intervals=None, samples=None, **dict(zip(names, row, strict=True)))
+            out.append(np.asarray(law.loss(cands.N, D, cands.E, cands.G), float).reshape(-1))
+        except UserError:
+            continue
+    return np.array(out) if out else None
 
 
 def law_samples_loss(
@@ -473,6 +607,9 @@ def score(budget: Budget, law_file: LawFile, inputs: PlanInputs) -> Scores:
     dropped: dict[str, int] = {}
     batches = (inputs.fixed_batch,) if inputs.fixed_batch else planner_batches(inputs.space, law_file.recipe)
     candidates = enumerate_candidates(inputs.space, batches, aspect_bounds(inputs.space, law_file.shape))
+    if law_file.moe is not None:
+        specs = moe_specs(inputs.space, law_file.moe, law_file.fitted_range) if not inputs.moe_refused else ((1, 1, 1),)
+        candidates = with_experts(inputs.space, candidates, specs)
     cands, tokens, loss, step_s = _score(candidates, budget, law_file, inputs, dropped)
     if len(cands) == 0:
         raise UserError(
@@ -484,7 +621,18 @@ def score(budget: Budget, law_file: LawFile, inputs: PlanInputs) -> Scores:
     train_s = budget.seconds(inputs.price_per_hour, inputs.spot_discount) if budget.kind != "flops" else None
     clock = (inputs.clock, inputs.cadence) if inputs.whole_run and budget.kind != "flops" else None
     return Scores(
-        budget, inputs.space, cands, tokens, loss, step_s, train_s, order, dropped, recipe=law_file.recipe, clock=clock
+        budget,
+        inputs.space,
+        cands,
+        tokens,
+        loss,
+        step_s,
+        train_s,
+        order,
+        dropped,
+        recipe=law_file.recipe,
+        clock=clock,
+        moe=law_file.moe,
     )
 
 
@@ -498,16 +646,28 @@ def _fixed_cost_hint(cands: Candidates, inputs: PlanInputs) -> str:
     )
 
 
+def sample_losses(scores: Scores, law_file: LawFile, rows: np.ndarray) -> np.ndarray | None:
+    """(samples, len(rows)) losses of candidates `rows` under the law's bootstrap samples (the `moe` section's under
+    a MoE law), or None without samples."""
+    c = scores.candidates.take(rows)
+    eff = effective_tokens(scores.tokens[rows], c, scores.recipe, scores.loss[rows])
+    if law_file.moe is not None and c.E is not None:
+        # a shape section's samples do not pair with the moe section's: no interval under both
+        samples = moe_samples_loss(law_file.moe, c, eff) if law_file.shape is None else None
+    else:
+        samples = law_samples_loss(law_file, c.N, eff, c.d, c.n)
+    if samples is None:
+        return None
+    return samples * batch_loss_factor(scores.tokens[rows], c, scores.recipe)[None, :]
+
+
 def loss_intervals(scores: Scores, law_file: LawFile, rows: np.ndarray) -> np.ndarray | None:
     """(len(rows), 2) 95% intervals of the loss of candidates `rows` from the law's bootstrap samples: with the law
     file's calibration, the calibrated prediction interval of a new run (scaling/intervals.py); in law files
     written before it, the samples' percentile interval."""
-    c = scores.candidates.take(rows)
-    eff = effective_tokens(scores.tokens[rows], c, scores.recipe, scores.loss[rows])
-    samples = law_samples_loss(law_file, c.N, eff, c.d, c.n)
+    samples = sample_losses(scores, law_file, rows)
     if samples is None:
         return None
-    samples = samples * batch_loss_factor(scores.tokens[rows], c, scores.recipe)[None, :]
     calibration = stored_calibration(law_file)
     if calibration is None:
         return np.percentile(samples, [2.5, 97.5], axis=0).T
@@ -591,6 +751,8 @@ def binding_edges(scores: Scores, law_file: LawFile, inputs: PlanInputs) -> tupl
         if k is None:
             continue
         probe = _candidates(scores.space, shape["d"], shape["n"], k, best.w // best.d, shape["s"], shape["b"])
+        if best.experts is not None:
+            probe = with_experts(scores.space, probe, ((best.experts, best.top_k, best.granularity),))
         cands, _, loss, _ = _score(probe, scores.budget, law_file, inputs, {})
         if len(cands) and loss[0] < best.loss * (1 - TIE_TOLERANCE):
             beyond = dict(d=int(cands.d[0]), n=int(cands.n[0]), b=int(cands.b[0]), s=int(cands.s[0]))
@@ -646,7 +808,63 @@ def flops_rule_choice(scores: Scores, law: ChinchillaLaw | KaplanLaw) -> FlopsRu
         return None
     c, best = scores.candidates, scores.best
     C = 6.0 * c.N[best] * scores.tokens[best]
-    flops_loss = np.asarray(law.loss(c.N, C / (6.0 * c.N)), float)
+    flops_loss = np.asarray(law_loss(law, scores.moe, c, C / (6.0 * c.N)), float)
     pick = int(rank(flops_loss, c, scores.space)[0])  # the shapes it cannot tell apart go by the same tie rule
     cost = float(scores.loss[pick] - scores.loss[best])
     return FlopsRuleChoice(scores.row(pick), float(C), float(flops_loss[pick]), cost)
+
+
+def moe_choice(scores: Scores, law_file: LawFile, inputs: PlanInputs) -> MoeChoice | None:
+    """Under a law with a `moe` section: the best dense candidate (E = 1) beside the best mixture of experts at the
+    plan's budget, each with its FLOPs per step and training memory, and the MoE's loss minus the dense one's with
+    the 95% interval of that difference over the moe section's bootstrap samples (each sample predicts both, so the
+    interval is of the paired difference). None under a dense law."""
+    if scores.moe is None:
+        return None
+    c = scores.candidates
+    picks = [_best_at(scores, c.E == 1), _best_at(scores, c.E > 1)]
+    found = np.array([i for i in picks if i is not None])
+    spans = loss_intervals(scores, law_file, found) if len(found) else None
+    rows = [
+        None if i is None else _costed_row(scores, inputs, i, None if spans is None else spans[list(found).index(i)])
+        for i in picks
+    ]
+    difference = interval = None
+    if None not in picks:
+        difference = float(scores.loss[picks[1]] - scores.loss[picks[0]])
+        samples = sample_losses(scores, law_file, np.array(picks))
+        if samples is not None:
+            lo, hi = np.percentile(samples[:, 1] - samples[:, 0], [2.5, 97.5])
+            interval = (float(lo), float(hi))
+    step_times = None if scores.step_seconds is None else inputs.moe_timing
+    note = f"no MoE shape searched: {inputs.moe_refused}" if inputs.moe_refused else ""
+    note = note or _missing_side(scores, law_file, picks)
+    return MoeChoice(rows[0], rows[1], difference, interval, step_times, note)
+
+
+def _missing_side(scores: Scores, law_file: LawFile, picks: list[int | None]) -> str:
+    """Why the comparison lacks a side ("" when it has both)."""
+    specs = moe_specs(scores.space, law_file.moe, law_file.fitted_range)
+    dropped = f" (dropped: {scores.dropped})" if scores.dropped else ""
+    if picks[1] is None and not any(E > 1 for E, _, _ in specs):
+        why = "FP8 training of a MoE is refused" if scores.space.dtype == "float8" else "the space's experts are 1"
+        return f"no MoE shape searched: {why}"
+    if picks[1] is None:
+        return f"no MoE candidate is feasible: the device memory, step time or budget dropped them all{dropped}"
+    if picks[0] is None and (1, 1, 1) not in specs:
+        return "no dense shape searched: the space's experts leave out 1"
+    return "" if picks[0] is not None else f"no dense candidate is feasible{dropped}"
+
+
+def _costed_row(scores: Scores, inputs: PlanInputs, i: int, span: np.ndarray | None) -> PlanRow:
+    """Candidate i's row with its loss interval, FLOPs per step (router and experts counted) and peak training
+    memory (all experts' weights, gradients and Adam moments; with its micro-batches)."""
+    c = scores.candidates.take(np.array([i]))
+    moe = c.groups()[0][1]
+    args = _at(c.shape_args(inputs.space.v), slice(None), moe)
+    flops = inputs.flops_per_step(**args, **inputs.arch, **moe)
+    micro = _at(dict(micro_batches=c.m), slice(None), moe) if c.m[0] > 1 else {}
+    bytes_per = bytes_per_element(inputs.space.dtype)
+    memory = inputs.memory_bytes(**args, **inputs.arch, bytes_per=bytes_per, **micro, **moe)
+    row = scores.row(i).with_interval(span)
+    return dataclasses.replace(row, flops_per_step=float(np.ravel(flops)[0]), memory_bytes=float(np.ravel(memory)[0]))

@@ -27,6 +27,10 @@ _ROW_KEYS = (
     "s",
     "b",
     "params",
+    "params_total",
+    "experts",
+    "top_k",
+    "granularity",
     "tokens",
     "tokens_per_param",
     "loss",
@@ -38,6 +42,8 @@ _ROW_KEYS = (
     "step_seconds",
     "steps",
     "wall_clock",
+    "flops_per_step",
+    "memory_bytes",
     "loss_interval",
 )
 
@@ -67,6 +73,20 @@ class PlanRow:
     steps: int | None = None
     wall_clock: dict[str, float] | None = None  # the run's predicted seconds by term, where the budget pays for it all
     loss_interval: tuple[float, float] | None = None
+    # Under a law with a `moe` section: the expert count (1: the dense MLP), top-k, granularity and all parameters
+    # (`params` is then the active ones, what the law reads); in the MoE comparison also the step's FLOPs (router
+    # and experts counted) and its peak training memory (all experts' weights, gradients and Adam moments).
+    params_total: float | None = None
+    experts: int | None = None
+    top_k: int | None = None
+    granularity: int | None = None
+    flops_per_step: float | None = None
+    memory_bytes: float | None = None
+
+    @property
+    def is_moe(self) -> bool:
+        """A mixture of experts (more than one expert)."""
+        return (self.experts or 1) > 1
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in _ROW_KEYS if getattr(self, k) is not None}
@@ -190,6 +210,67 @@ class BatchOption:
         return dict(self.row.to_dict(), choice=self.choice)
 
 
+MOE_TIMING = {
+    "given": "the MoE candidates' step times come from the given step-time function",
+    "measured": "the MoE candidates' step times come from the profile's time model, whose records hold MoE "
+    "configurations",
+    "extrapolated": "the MoE candidates' step times are extrapolated by the counts (the profile's time model's "
+    "features counted for each MoE: router, experts, routing, all expert weights), not measured: the profile's "
+    "records hold no MoE configuration (calibrate the cpu-moe grid to measure some)",
+}
+
+
+@dataclass(frozen=True)
+class MoeChoice:
+    """Under a law with a `moe` section: the best dense configuration beside the best mixture of experts at the
+    same budget, which wins and by how much (`difference`: the MoE's loss minus the dense one's, negative where
+    the MoE wins), with the 95% interval of the difference from the moe section's paired bootstrap samples; how
+    the MoE step times were priced (`step_times`), and why a side is missing (`note`)."""
+
+    dense: PlanRow | None
+    moe: PlanRow | None
+    difference: float | None = None
+    difference_interval: tuple[float, float] | None = None
+    step_times: str | None = None  # None (a FLOPs budget), "given", "measured" or "extrapolated"
+    note: str = ""
+
+    @property
+    def winner(self) -> str | None:
+        """ "moe", "dense", or None where a side is missing or they tie."""
+        if self.difference is None or self.difference == 0:
+            return None
+        return "moe" if self.difference < 0 else "dense"
+
+    @property
+    def step_times_line(self) -> str | None:
+        """Where the MoE candidates' step times come from, in one line (None for a FLOPs budget)."""
+        return None if self.step_times is None else MOE_TIMING[self.step_times]
+
+    @property
+    def significant(self) -> bool | None:
+        """Whether the interval of the difference excludes 0 (None without an interval)."""
+        if self.difference_interval is None:
+            return None
+        lo, hi = self.difference_interval
+        return hi < 0 or lo > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(
+            dense=None if self.dense is None else self.dense.to_dict(),
+            moe=None if self.moe is None else self.moe.to_dict(),
+            winner=self.winner,
+            difference=self.difference,
+        )
+        if self.difference_interval is not None:
+            out["difference_interval"] = list(self.difference_interval)
+            out["significant"] = self.significant
+        if self.step_times is not None:
+            out["step_times"] = self.step_times
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
 @dataclass(frozen=True)
 class Plan:
     """A plan: the best configurations for a budget and everything behind the choice. `best` is the answer."""
@@ -212,6 +293,7 @@ class Plan:
     flops_rule: FlopsRuleChoice | None = None
     batch_choice: tuple[BatchOption, ...] | None = None
     interval_kind: str = "law bootstrap"  # what the rows' loss intervals are (docs/methods.md)
+    moe_choice: MoeChoice | None = None  # a law with a `moe` section: the best dense and the best MoE plan
     scores: Any = dataclasses.field(default=None, compare=False, repr=False)  # scaling.plan.Scores, for plots
 
     @property
@@ -246,6 +328,8 @@ class Plan:
         if self.batch_choice:
             out["batch_choice"] = [b.to_dict() for b in self.batch_choice]
         out["interval_kind"] = self.interval_kind
+        if self.moe_choice is not None:
+            out["moe_choice"] = self.moe_choice.to_dict()
         return out
 
     def to_markdown(self) -> str:

@@ -25,6 +25,7 @@ from smallest_loss.scaling.plan import (
     binding_edges,
     compute_optimal_params,
     flops_rule_choice,
+    moe_choice,
     nd_choice,
     param_range,
     score,
@@ -37,6 +38,7 @@ from smallest_loss.scaling.plan_setup import (
     build_plan_inputs,
     choose_space,
     holding_space,
+    profile_has_moe,
     spaces_for,
 )
 from smallest_loss.scaling.shape_terms import get_term
@@ -67,9 +69,12 @@ def make_plan(
     the profile's device, else (FLOPs budgets) the first built-in space that holds the law's compute-optimal N.
     `batch` plans at that batch size only. A time or money budget pays for the whole run's wall-clock
     (`budget_covers` "run", with the run's `cadence` of evaluations and saves; a profile without wall-clock terms
-    prices the steps alone) or the training steps alone ("steps")."""
+    prices the steps alone) or the training steps alone ("steps"). A law with a `moe` section plans dense and MoE
+    shapes together (`Plan.moe_choice`: the best of each side by side); a profile file's records.jsonl beside it
+    says whether its MoE step times are measured or extrapolated."""
     budget = parse_budget(budget) if isinstance(budget, str) else budget
     law = load_law(law) if isinstance(law, str | Path) else law
+    moe_records = law.moe is not None and isinstance(profile, str | Path) and profile_has_moe(profile)
     profile = load_profile(profile) if isinstance(profile, str | Path) else profile
     chosen, choice = choose_space(space, budget, law.law, profile)
     chosen = at_profile_precision(chosen, profile)
@@ -84,6 +89,7 @@ def make_plan(
         max_latency_ms,
         budget_covers,
         cadence,
+        moe_records=moe_records,
     )
     if batch is not None:
         inputs = dataclasses.replace(inputs, fixed_batch=batch)
@@ -119,6 +125,7 @@ def plan_with_inputs(
         flops_rule=flops_rule_choice(scores, law_file.law),
         batch_choice=batch_choice(scores),
         interval_kind="a new run's loss, calibrated" if stored_calibration(law_file) else "law bootstrap",
+        moe_choice=moe_choice(scores, law_file, inputs),
         scores=scores,
     )
 
@@ -126,7 +133,8 @@ def plan_with_inputs(
 def extrapolation(best: PlanRow, law_file: LawFile, inputs: PlanInputs) -> str | None:
     """One line when the best configuration lies outside what the law was fitted on (N, D, C = 6ND, by how many
     decades), or its batch outside the batch range of the law's recipe laws (`plan --batch`)."""
-    lines = [law_file.outside(N=best.params, D=best.tokens, C=6.0 * best.params * best.tokens)]
+    moe = dict(E=float(best.experts)) if best.experts is not None else {}  # the law's fitted expert counts
+    lines = [law_file.outside(N=best.params, D=best.tokens, C=6.0 * best.params * best.tokens, **moe)]
     recipe = law_file.recipe
     if recipe is not None and inputs.fixed_batch is not None:
         lo, hi = recipe.batch.batch_range

@@ -40,16 +40,23 @@ def answer_line(row: PlanRow) -> str:
     steps = f", {row.steps:,} steps of {row.step_seconds * 1e3:.3g} ms" if row.step_seconds is not None else ""
     span = f", 95% interval [{row.loss_interval[0]:.4f}, {row.loss_interval[1]:.4f}]" if row.loss_interval else ""
     lr = f", learning rate {row.lr:.3g}" if row.lr is not None else ""
+    moe = f", {row.experts} experts, top-{row.top_k}" if row.is_moe else ""
+    moe += f", granularity {row.granularity}" if row.is_moe and row.granularity != 1 else ""
+    params = f"{row.params:,.0f} parameters"
+    params = f"{row.params:,.0f} active parameters ({row.params_total:,.0f} in all)" if row.is_moe else params
     return (
-        f"**Train** d={row.d}, n={row.n} (h={row.h}, w={row.w}, context {row.s}, batch {row.b}{lr}): "
-        f"{row.params:,.0f} parameters on {row.tokens:,.0f} tokens ({row.tokens_per_param:.3g} per parameter"
+        f"**Train** d={row.d}, n={row.n} (h={row.h}, w={row.w}{moe}, context {row.s}, batch {row.b}{lr}): "
+        f"{params} on {row.tokens:,.0f} tokens ({row.tokens_per_param:.3g} per parameter"
         f"{steps}). **Predicted loss {row.loss:.4f}**{span}."
     )
 
 
 def _columns(plan: Plan) -> tuple[str, ...]:
     best = plan.best
-    return PLAN_COLUMNS + (("lr",) if best.lr is not None else ()) + (("step_seconds",) if best.step_seconds else ())
+    moe = ("experts", "top_k", "params_total") if best.experts is not None else ()  # a MoE law's plan
+    return (
+        PLAN_COLUMNS + (("lr",) if best.lr is not None else ()) + (("step_seconds",) if best.step_seconds else ()) + moe
+    )
 
 
 def wall_clock_line(row: PlanRow) -> str:
@@ -83,6 +90,40 @@ def _by_depth_lines(plan: Plan, columns: tuple[str, ...]) -> list[str]:
     ]
     keep = columns[:8] + ("aspect_ratio", "loss") + (("interval",) if "interval" in rows[0] else ()) + columns[9:]
     return ["", "## Width vs depth: the best configuration at each depth", markdown_table(rows, keep)]
+
+
+MOE_COLUMNS = ("plan", "experts", "top_k", "d", "n", "params", "params_total", "tokens", "flops_per_step")
+
+
+def _moe_lines(plan: Plan) -> list[str]:
+    """Under a MoE law: the best dense and the best MoE plan side by side, which wins and by how much."""
+    m = plan.moe_choice
+    if m is None:
+        return []
+    marked = " (step time extrapolated)" if m.step_times == "extrapolated" else ""
+    sides = (("dense", m.dense), (f"MoE{marked}", m.moe))
+    rows = [
+        dict(r.to_dict(), plan=name, interval=f"[{r.loss_interval[0]:.4f}, {r.loss_interval[1]:.4f}]")
+        if r.loss_interval
+        else dict(r.to_dict(), plan=name)
+        for name, r in sides
+        if r is not None
+    ]
+    timed = ("step_seconds", "steps") if any("step_seconds" in r for r in rows) else ()
+    columns = (
+        MOE_COLUMNS + timed + ("memory_bytes", "loss") + (("interval",) if any("interval" in r for r in rows) else ())
+    )
+    lines = ["", "## Dense vs mixture of experts", markdown_table(rows, columns)]
+    if m.difference is not None:
+        who = "the mixture of experts" if m.difference < 0 else "dense"
+        line = f"**{who} wins** by {abs(m.difference):.4f} in predicted loss (MoE minus dense: {m.difference:+.4f}"
+        if m.difference_interval is not None:
+            lo, hi = m.difference_interval
+            tell = "it excludes 0" if m.significant else "it includes 0: the law cannot tell them apart"
+            line += f", 95% interval [{lo:+.4f}, {hi:+.4f}] over the moe section's bootstrap samples; {tell}"
+        lines.append("\n" + line + ").")
+    lines += ["\n" + text for text in (m.note, m.step_times_line) if text]
+    return lines
 
 
 def _flops_rule_lines(plan: Plan) -> list[str]:
@@ -193,4 +234,4 @@ def plan_markdown(plan: Plan) -> str:
         kind = plan.interval_kind
         lines.append(f"\nbest predicted loss {plan.best.loss:.4f}, 95% interval [{lo:.4f}, {hi:.4f}] ({kind})")
     lines += _by_depth_lines(plan, columns)
-    return "\n".join(lines + _flops_rule_lines(plan) + _shape_lines(plan) + _recipe_lines(plan))
+    return "\n".join(lines + _moe_lines(plan) + _flops_rule_lines(plan) + _shape_lines(plan) + _recipe_lines(plan))

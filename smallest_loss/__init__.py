@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time each name is imp
     from smallest_loss.scaling.moe_fit import fit_moe_law
     from smallest_loss.scaling.moe_law import MoeLaw, MoePoints, read_moe_table
     from smallest_loss.scaling.plan import PlanInputs
-    from smallest_loss.scaling.plan_result import Plan, PlanRow
+    from smallest_loss.scaling.plan_result import MoeChoice, Plan, PlanRow
     from smallest_loss.scaling.planner import make_plan, plan_with_inputs
     from smallest_loss.scaling.points import FitPoints
     from smallest_loss.scaling.precision_fit import fit_precision_law, read_precision_table
@@ -71,6 +71,7 @@ _HOMES = {
     "HoldoutReport": "smallest_loss.scaling.holdout_scale",
     "KaplanLaw": "smallest_loss.scaling.kaplan",
     "LawFile": "smallest_loss.scaling.laws",
+    "MoeChoice": "smallest_loss.scaling.plan_result",
     "MoeLaw": "smallest_loss.scaling.moe_law",
     "MoePoints": "smallest_loss.scaling.moe_law",
     "Plan": "smallest_loss.scaling.plan_result",
@@ -122,6 +123,7 @@ __all__ = [
     "HoldoutReport",
     "KaplanLaw",
     "LawFile",
+    "MoeChoice",
     "MoeLaw",
     "MoePoints",
     "Plan",
