@@ -466,8 +466,8 @@ def train_memory_bytes(
     activations = b // micro_batches * per_sequence
     if moe is not None:
         rows = b // micro_batches
-        activations += moe_step_bytes(moe, d, n, w, s, rows, bytes_per, activation) / 4
-        activations -= rows * bytes_per * n * _mlp_mats(activation) * s * w
+        activations = activations + moe_step_bytes(moe, d, n, w, s, rows, bytes_per, activation) / 4
+        activations = activations - rows * bytes_per * n * _mlp_mats(activation) * s * w
     return 16 * params + accumulator + copy + activations
 
 
