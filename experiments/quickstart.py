@@ -48,6 +48,14 @@ def _done(start: float) -> None:
     print(f"    ({time.perf_counter() - start:.0f}s)", flush=True)
 
 
+def _check_arguments(parsed: Any, plan_space: Any, out: str | Path, grid: str, n_boot: int) -> None:
+    """Every argument checked before the out folder exists."""
+    check_quickstart_budget(parsed, plan_space, out)
+    get_grid(grid)  # an unknown grid name fails here, not after the out folder exists
+    if n_boot < 2:
+        raise UserError(f"--bootstrap {n_boot}: the law's intervals need at least 2 resamples")
+
+
 def quickstart(
     out: str | Path = "quickstart",
     budget: str = "1min",
@@ -65,10 +73,7 @@ def quickstart(
     first stage. `probes`: short real runs timed at calibration for the wall-clock terms (0: steps priced alone);
     `noise`: the configurations timed twice for the machine's repeatability (the noise floor)."""
     parsed, sweep_design, plan_space = parse_budget(budget), get_design(design), get_space(space)
-    check_quickstart_budget(parsed, plan_space, out)
-    get_grid(grid)  # an unknown grid name fails here, not after the out folder exists
-    if n_boot < 2:
-        raise UserError(f"--bootstrap {n_boot}: the law's intervals need at least 2 resamples")
+    _check_arguments(parsed, plan_space, out, grid, n_boot)
     out = make_folder(out)
     t = _stage(f"1/5 calibrate: time the {grid} grid's training steps on this device")
     run_grid(grid, out / "calibration", min_seconds=min_seconds, repeats=repeats)
