@@ -38,7 +38,7 @@ from smallest_loss.scaling.moe_law import E_MAX, MOE_FORMS, read_moe_table
 from smallest_loss.scaling.optimize import DEFAULT_DELTA
 from smallest_loss.scaling.points import FitPoints, budget_mismatch, sweep_check
 from smallest_loss.scaling.report import markdown_table
-from smallest_loss.scaling.shape_terms import DEFAULT_TERM, TERMS
+from smallest_loss.scaling.shape_terms import AUTO, DEFAULT_TERM, TERMS
 from smallest_loss.scaling.tables import header
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
         raise UserError("--shape-term names the shape-aware law's term: add --form shape")
     if form == "shape":
         _refuse_with_shape(plot, holdout, reference, columns)
-        return run_shape_fit(paths, csv, n_boot, out, delta, holdout_shape, shape_term or DEFAULT_TERM)
+        return run_shape_fit(paths, csv, n_boot, out, delta, holdout_shape, shape_term or AUTO)
     records: list[RunRecord] = []
     if csv:
         points = _read_csv_points(csv, best_of, columns, holdout)
@@ -266,7 +266,7 @@ def run_shape_fit(paths: list[str], csv: str | None, n_boot: int, out: str | Non
     summary = without_samples(law_file).to_dict()
     report = dict(law=summary, points=len(points.points), text=_format_shape(law_file))
     if holdout_shape:
-        report["holdout_shape"] = leave_one_shape_out(points, delta, term)
+        report["holdout_shape"] = leave_one_shape_out(points, delta, law_file.shape.term)  # auto: the chosen term
     if out:
         law_file.save(out)
         report["law_file"] = out
@@ -351,6 +351,10 @@ def _format_shape(law_file: LawFile) -> list[str]:
         f"fitted on d/n from {low:.3g} to {high:.3g}; objective {d['objective']:.6g}, max |gradient| "
         f"{d['grad_norm']:.2e}, converged: {d['converged']}, {d['seconds']:.1f}s",
     ]
+    choice = d.get("shape_term_choice")
+    if choice:
+        errors = ", ".join(f"{t} {e:.2%}" for t, e in choice["leave_one_shape_out"].items())
+        lines.append(f"shape term: {choice['chosen']}, {choice['reason']}" + (f" ({errors})" if errors else ""))
     return lines + [f"warning: {w}" for w in d["warnings"]]
 
 
@@ -619,10 +623,11 @@ def _add_shape_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--shape-term",
-        choices=tuple(TERMS),
-        help=f"with --form shape: the factor in d/n (default {DEFAULT_TERM}): symmetric (a bowl in ln d/n), flat "
-        "(no penalty within a fitted band), asymmetric (separate curvatures too deep and too wide), drift (the "
-        "optimal d/n moves as a fitted power of N); see docs/methods.md",
+        choices=(AUTO, *TERMS),
+        help="with --form shape: the factor in d/n: auto (default: symmetric or drift, whichever predicts left-out "
+        "shapes better), symmetric (a bowl in ln d/n), flat (no penalty within a fitted band), asymmetric "
+        "(separate curvatures too deep and too wide), drift (the optimal d/n moves as a fitted power of N); see "
+        "docs/methods.md",
     )
 
 

@@ -18,11 +18,12 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.scaling.aspect import AspectPoints, bootstrap_aspect, fit_aspect, read_aspect_csv, with_intervals
 from smallest_loss.scaling.bootstrap import fit_points
 from smallest_loss.scaling.chinchilla import LAW_KEYS
+from smallest_loss.scaling.holdout import choose_shape_term
 from smallest_loss.scaling.intervals import calibrate
 from smallest_loss.scaling.laws import LawFile
 from smallest_loss.scaling.optimize import DEFAULT_DELTA
 from smallest_loss.scaling.points import FitPoints, best_of_rows, check_budgets, read_fit_table, sweep_table
-from smallest_loss.scaling.shape_terms import DEFAULT_TERM
+from smallest_loss.scaling.shape_terms import AUTO, DEFAULT_TERM
 
 FORMS = ("chinchilla", "kaplan", "shape")
 
@@ -67,11 +68,12 @@ def fit_law(
     bootstrap: int = 1000,
     delta: float = DEFAULT_DELTA,
     allocation_exponent: float | None = None,
-    shape_term: str = DEFAULT_TERM,
+    shape_term: str = AUTO,
 ) -> LawFile:
     """Fit `form` ("chinchilla", "kaplan" or "shape") to the points, with `bootstrap` resamples for the intervals
     (0: none). `allocation_exponent` (Approach 2's N_opt ~ C^a) ties the Chinchilla exponents if the full law is
-    not identified by the points. `shape_term`: the shape-aware law's term (scaling/shape_terms.py)."""
+    not identified by the points. `shape_term`: the shape-aware law's term (scaling/shape_terms.py; "auto": the one
+    of `AUTO_TERMS` that predicts left-out shapes best, `choose_shape_term`)."""
     if form not in FORMS:
         raise UserError(f"form {form!r}: use one of {', '.join(FORMS)}")
     if bootstrap < 0 or bootstrap == 1:
@@ -96,10 +98,13 @@ def fit_aspect_law(points: AspectPoints, bootstrap: int, delta: float = DEFAULT_
                    term: str = DEFAULT_TERM) -> LawFile:  # fmt: skip
     """The shape-aware law: the Chinchilla form times the aspect-ratio factor, with the bootstrap's intervals; the
     law file's `shape` section carries the factor (and its samples)."""
+    choice = None
+    if term == AUTO:
+        term, choice = choose_shape_term(points, delta)
     fit = fit_aspect(points, delta, term)
     boot = bootstrap_aspect(points, fit, bootstrap) if bootstrap else None
     shape = with_intervals(fit, boot)
-    diagnostics = dict(fit.diagnostics)
+    diagnostics = dict(fit.diagnostics, **({"shape_term_choice": choice} if choice else {}))
     intervals = samples = None
     if boot is not None:
         intervals = {k: v for k, v in boot.intervals.items() if k in LAW_KEYS}

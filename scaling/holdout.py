@@ -19,14 +19,14 @@ from typing import Any
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
-from smallest_loss.scaling.aspect import AspectPoints, fit_aspect, shape_groups
+from smallest_loss.scaling.aspect import AspectPoints, fit_aspect, shape_groups, varied_sizes
 from smallest_loss.scaling.chinchilla import LAW_KEYS, ChinchillaLaw, fit_chinchilla
 from smallest_loss.scaling.curve_law import Curve, CurveLaw, same_peak
 from smallest_loss.scaling.isoflop import fit_profile
 from smallest_loss.scaling.optimize import DEFAULT_DELTA
 from smallest_loss.scaling.points import BUDGET_RTOL, FitPoints, budget_labels
 from smallest_loss.scaling.recipe import Cell, batch_predict, fit_batch_law
-from smallest_loss.scaling.shape_terms import DEFAULT_TERM
+from smallest_loss.scaling.shape_terms import AUTO_TERMS, DEFAULT_TERM
 
 PROFILE_SPREAD = 1.25  # held-out points whose 6ND agree within this factor form one IsoFLOP profile
 MIN_BUDGETS = 3  # holding out the largest budget leaves at least two to fit on
@@ -134,6 +134,29 @@ def leave_one_shape_out(points: AspectPoints, delta: float = DEFAULT_DELTA, term
             mae=float(np.mean(np.abs(pred - actual))), mean_abs_rel_error=float(np.mean(np.abs(pred / actual - 1)))
         )
     return dict(points=rows, skipped=skipped, shapes=len(np.unique(labels)), **summary)
+
+
+def choose_shape_term(
+    points: AspectPoints, delta: float = DEFAULT_DELTA, candidates: Sequence[str] = AUTO_TERMS
+) -> tuple[str, dict[str, Any]]:
+    """The shape term whose law predicts left-out shapes best (`leave_one_shape_out`: mean relative error over every
+    held-out point), and the record of the choice. `drift` (an optimum moving with N) is a candidate only where two
+    or more model sizes each hold several shapes, the least that identifies its N-dependence; ties go to the term
+    listed first (the simpler)."""
+    usable = [t for t in candidates if t != "drift" or varied_sizes(points) >= 2]
+    errors: dict[str, float] = {}
+    for term in usable if len(usable) > 1 else ():
+        try:
+            errors[term] = leave_one_shape_out(points, delta, term)["shape_law"]["mean_abs_rel_error"]
+        except UserError:
+            continue
+    chosen = min(errors, key=errors.__getitem__) if errors else (usable[0] if usable else DEFAULT_TERM)
+    why = (
+        "the lowest leave-one-shape-out error"
+        if errors
+        else "the only term these shapes identify (drift needs two sizes with several shapes each)"
+    )
+    return chosen, dict(chosen=chosen, leave_one_shape_out=errors, reason=why)
 
 
 def holdout_batches(

@@ -26,6 +26,10 @@ from typing import Any
 from smallest_loss.configs.errors import UserError
 
 DEFAULT_TERM = "symmetric"  # see docs/methods.md: the leave-one-shape-out comparison on both tables
+# `fit --form shape` chooses among these by leave-one-shape-out error (scaling/holdout.py, choose_shape_term): flat
+# closed to symmetric on both tables tried and asymmetric never did better, so the choice is the bowl or its drift.
+AUTO = "auto"
+AUTO_TERMS = ("symmetric", "drift")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ import pytest
 from smallest_loss.configs.errors import UserError
 from smallest_loss.experiments.scripts import shape_time_regret as regret
 from smallest_loss.scaling.aspect import AspectLaw, AspectPoints, fit_aspect, varied_sizes
+from smallest_loss.scaling.fitting import fit_law
+from smallest_loss.scaling.holdout import choose_shape_term
 from smallest_loss.scaling.laws import CHINCHILLA_PUBLISHED, law_from_dict, law_to_dict, save_law
 from smallest_loss.scaling.points import FitPoints
 from smallest_loss.scaling.shape_terms import TERMS, get_term
@@ -111,3 +113,17 @@ def test_varied_sizes_counts_the_sizes_that_identify_drift():
     assert varied_sizes(points) == 3
     one = points.take((points.points.N == 4e4) | (points.aspect == 12.0))  # several shapes at one size only
     assert varied_sizes(one) == 1
+
+
+def test_auto_chooses_the_term_that_predicts_left_out_shapes():
+    """`fit_law(form="shape")` (term auto): drift where the optimum truly moves with N and the sizes identify it,
+    by the leave-one-shape-out error of both terms; the bowl alone, without leave-one-out fits, where only one size
+    has several shapes (drift's N-dependence is not identified there)."""
+    law = fit_law(synthetic("drift", 0.03, 10.0, (0.5,)), "shape", bootstrap=0)
+    record = law.diagnostics["shape_term_choice"]
+    assert law.shape.term == record["chosen"] == "drift"
+    assert record["leave_one_shape_out"]["drift"] < record["leave_one_shape_out"]["symmetric"]
+    still = synthetic("symmetric", 0.03, 10.0, ())
+    one = still.take(still.points.N == 1.5e4)
+    chosen, record = choose_shape_term(one)
+    assert varied_sizes(one) == 1 and chosen == "symmetric" and record["leave_one_shape_out"] == {}
