@@ -290,8 +290,6 @@ DESIGNS: dict[str, SweepDesign] = {
     # data-isoflop's runs of these sizes took on 2 CPU cores, plus a guessed 30% for fake quantisation, about 20-25
     # minutes (not yet run). Simulated with the cpu-isoflop law, gamma = 2.5 bits and 1% scatter, the tied fit is
     # identified and predicts each held-out width within 1% mean error. `fit --csv T --form precision` fits it.
-    # It needs the model fields model.bits_weights and model.bits_activations of the prec-model branch: without
-    # them, planning its runs is refused (unknown field).
     "cpu-precision": SweepDesign(
         name="cpu-precision",
         kind="isoflop",
@@ -304,6 +302,23 @@ DESIGNS: dict[str, SweepDesign] = {
             ("w6a6", ("model.bits_weights=6", "model.bits_activations=6")),
             ("w4a4", ("model.bits_weights=4", "model.bits_activations=4")),
             ("w3a3", ("model.bits_weights=3", "model.bits_activations=3")),
+        ),
+    ),
+    # The mixture-of-experts lever on CPU (issue 26): two shapes (d=32, n=2 and d=48, n=2) at three budgets, each
+    # dense and as top-1 mixtures of 4 and 8 experts of the dense MLP's width. Top-1 routing keeps the FLOPs per token
+    # of the dense shape (plus the router), so the budget's steps are the dense model's; the law reads the active
+    # parameters (`smallest-loss table` writes them; `fit --csv --form moe`). 18 runs.
+    "cpu-moe": SweepDesign(
+        name="cpu-moe",
+        kind="isoflop",
+        budgets=(5e10, 1.5e11, 4.5e11),
+        shapes=(((32, 2, 2), (48, 2, 2)),) * 3,
+        base=_CPU_BASE,
+        min_steps=8,
+        variants=(
+            ("dense", ()),
+            ("e4", ("model.experts=4", "model.top_k=1")),
+            ("e8", ("model.experts=8", "model.top_k=1")),
         ),
     ),
     "cpu-isotime": SweepDesign(

@@ -20,12 +20,19 @@ def test_cpu_precision_design_lists_its_runs():
     assert overrides["w3a3"] == ("model.bits_weights=3", "model.bits_activations=3") and overrides["fp32"] == ()
     plain = plan_runs(dataclasses.replace(design, variants=()))  # every budget buys every shape its steps
     assert len(plain) == 9 and 40_000 < 4 * sum(r.config.total_steps for r in plain) < 60_000
-    try:  # the quantised-training fields exist only on the prec-model branch
-        runs = plan_runs(design)
-    except UserError as err:
-        assert "bits_weights" in str(err)
-    else:
-        assert len(runs) == 36 and {r.variant for r in runs} == {"fp32", "w6a6", "w4a4", "w3a3"}
+    runs = plan_runs(design)
+    assert len(runs) == 36 and {r.variant for r in runs} == {"fp32", "w6a6", "w4a4", "w3a3"}
+    w3 = next(r for r in runs if r.variant == "w3a3").config.model
+    assert (w3.bits_weights, w3.bits_activations, w3.bits_kv) == (3, 3, None)
+
+
+def test_cpu_moe_design_trains_each_shape_dense_and_as_two_mixtures():
+    runs = plan_runs(DESIGNS["cpu-moe"])
+    assert len(runs) == 2 * 3 * 3 and {r.variant for r in runs} == {"dense", "e4", "e8"}
+    by = {(r.budget, r.config.model.d, r.variant): r.config for r in runs}
+    for (budget, d, variant), config in by.items():
+        assert config.model.experts == {"dense": 0, "e4": 4, "e8": 8}[variant] and config.model.top_k == 1
+        assert config.total_steps == by[(budget, d, "dense")].total_steps  # top-1: the dense model's FLOPs a token
 
 
 def test_variants_apply_their_overrides():
