@@ -1,5 +1,5 @@
-"""Design variants (named sets of overrides, every run trained once per variant) and the cpu-precision design,
-which declares the quantised-training overrides of the prec-model branch's model fields."""
+"""Design variants (named sets of overrides, every run trained once per variant): the cpu-precision design (bits of
+quantised training) and the cpu-moe design (dense and mixture-of-experts variants of each shape)."""
 
 from __future__ import annotations
 
