@@ -16,10 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from smallest_loss.configs.devices import backend_of
 from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.spaces import SearchSpace
+from smallest_loss.scaling.budget import parse_budget
 from smallest_loss.scaling.chinchilla import ChinchillaLaw
 from smallest_loss.scaling.laws import LawFile, load_law
 from smallest_loss.scaling.plan_result import Plan
+from smallest_loss.scaling.plan_setup import choose_space
 from smallest_loss.scaling.planner import make_plan
 from smallest_loss.scaling.precision_law import precision_penalty as law_penalty
 from smallest_loss.scaling.report import markdown_table
@@ -157,6 +161,30 @@ class PrecisionPlans:
         )
 
 
+def common_space(
+    space: str | SearchSpace | None, budget: str, law: LawFile, profiles: tuple[DeviceProfile, ...]
+) -> SearchSpace:
+    """The one space every precision searches (the same architectures, each at its profile's precision): the given
+    one, else the built-in space of the first profile whose device and dtype have one."""
+    if space is not None:
+        return choose_space(space, parse_budget(budget), law.law)[0]
+    for profile in profiles:
+        try:
+            return choose_space(None, parse_budget(budget), law.law, profile)[0]
+        except UserError:
+            continue
+    kinds = ", ".join(f"{p.device_kind} in {p.precision}" for p in profiles)
+    raise UserError(f"no built-in space is made for any of these profiles ({kinds}): pass --space")
+
+
+def at_dtype(space: SearchSpace, profile: DeviceProfile) -> SearchSpace:
+    """The space's architectures at the profile's compute dtype (the profile prices them in it), where the profile's
+    device is one the space is made for; else the space unchanged (the planner then says why it refuses)."""
+    if backend_of(profile.device_kind) in space.backends and profile.dtype != space.dtype:
+        return dataclasses.replace(space, dtype=profile.dtype)
+    return space
+
+
 def plan_precisions(
     budget: str, law: LawFile | str | Path, profiles: list[str | Path | DeviceProfile], **options: Any
 ) -> PrecisionPlans:
@@ -165,8 +193,10 @@ def plan_precisions(
     law = load_law(law) if isinstance(law, str | Path) else law
     loaded = tuple(load_profile(p) if isinstance(p, str | Path) else p for p in profiles)
     penalties = tuple(profile_penalty(law, p.dtype, p.bits) for p in loaded)
+    base = common_space(options.pop("space", None), budget, law, loaded)
     plans = tuple(
-        make_plan(budget, law_at_precision(law, f), p, **options) for p, f in zip(loaded, penalties, strict=True)
+        make_plan(budget, law_at_precision(law, f), p, space=at_dtype(base, p), **options)
+        for p, f in zip(loaded, penalties, strict=True)
     )
     best, space = plans[0].best, plans[0].space
     arch = dict(activation=space.activation, norm=space.norm, tied=space.tied)

@@ -89,3 +89,17 @@ def test_a_precision_law_prices_the_bits_and_names_the_precision(files, tmp_path
     chosen = plans.profiles[plans.chosen].precision
     assert plans.plans[plans.chosen].best.loss == min(p.best.loss for p in plans.plans)
     assert f"**Train in {chosen}**" in plans.to_markdown() and plans.to_dict()["chosen"] == chosen
+
+
+def test_a_cpu_bfloat16_profile_beside_a_float32_one_plans_the_same_space_in_its_dtype(files, tmp_path, capsys):
+    """No built-in CPU space is made for bfloat16: the precisions share the float32 profile's space, each priced in
+    its own dtype, and the report names the precision to train in."""
+    law, dense, _ = files
+    slow = tuple(c * 1.3 for c in BASE.coefficients)
+    bf16 = save_profile(tmp_path / "bf16.json", dataclasses.replace(BASE, dtype="bfloat16", coefficients=slow))
+    assert main(["plan", "--budget", "60s", "--law", law, "--profile", dense, "--profile", str(bf16), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [r["precision"] for r in report["precisions"]] == ["float32", "bfloat16"]
+    assert report["chosen"] == "float32" == report["fastest_per_step"]  # same loss law, slower steps: fewer tokens
+    rows = report["precisions"]
+    assert rows[1]["loss"] > rows[0]["loss"] and rows[1]["common_step_seconds"] > rows[0]["common_step_seconds"]
