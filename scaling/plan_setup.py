@@ -8,16 +8,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 from smallest_loss.configs.devices import Device, backend_of
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.spaces import FLOPS_SPACES, SPACES, SearchSpace, get_space
 from smallest_loss.scaling.budget import Budget
 from smallest_loss.scaling.laws import Law
-from smallest_loss.scaling.plan import PlanInputs, StepSeconds, compute_optimal_params, param_range
-from smallest_loss.timing.models import design_matrix, get_model, variant
+from smallest_loss.scaling.plan import PlanInputs, compute_optimal_params, param_range
 from smallest_loss.timing.profile import DeviceProfile
 from smallest_loss.timing.wallclock import Cadence
 
@@ -79,8 +76,8 @@ def build_plan_inputs(
 ) -> PlanInputs:
     """The planner's inputs from a space, an optional device profile and device table entry, and the user's
     quantities. A MoE candidate's step seconds come from the profile's time model with the MoE's counts
-    (`moe_step_seconds`): "measured" where its records hold MoE configurations (`moe_records`), else
-    "extrapolated". The price comes from `price_per_hour`, else the device table, else the profile; the memory
+    (`predict_step_seconds` with `moe=`): "measured" where its records hold MoE configurations (`moe_records`),
+    else "extrapolated". The price comes from `price_per_hour`, else the device table, else the profile; the memory
     from the device table, else the profile. A time budget pays for the whole run (`covers` "run": the profile's
     wall-clock terms, with the run's `cadence` of evaluations and saves) or the steps alone ("steps"). Every
     quantity is checked (PlanInputs) before any plan runs."""
@@ -106,52 +103,12 @@ def build_plan_inputs(
         covers=covers,
         clock=profile.clock if profile else None,
         cadence=cadence or Cadence(),
-        moe_step_seconds=moe_step_seconds(profile) if profile else None,
+        moe_step_seconds=profile.predict_step_seconds if profile else None,
         moe_timing="measured" if moe_records else "extrapolated",
         moe_refused=f"the profile trains {profile.precision}, and the model refuses MoE with quantised or FP8 training"
         if profile and (profile.bits or profile.dtype == "float8")
         else None,
     )
-
-
-def moe_step_seconds(profile: DeviceProfile) -> StepSeconds:
-    """The profile's step seconds with `moe=` (a timing.counts.MoeSpec): its time model's features counted for the
-    mixture of experts through its variant label (timing/models.py `variant`), as a calibration counts its MoE
-    records; without `moe`, `predict_step_seconds` itself. Global batch on one device, as the planner plans."""
-    model, coefficients = get_model(profile.model), np.asarray(profile.coefficients, dtype=np.float64)
-    device = dict(peak_flops=profile.peak_flops, bandwidth=profile.bandwidth, cache_bytes=profile.cache_bytes)
-
-    def predict(
-        d: Any,
-        n: Any,
-        h: Any,
-        w: Any,
-        s: Any,
-        v: Any,
-        b: Any,
-        activation: str = "gelu",
-        norm: str = "rmsnorm",
-        tied: bool = True,
-        dtype: str | None = None,
-        moe: Any = None,
-    ) -> np.ndarray:
-        if moe is None:
-            return profile.predict_step_seconds(
-                d, n, h, w, s, v, b, activation=activation, norm=norm, tied=tied, dtype=dtype
-            )
-        if dtype is not None and dtype != profile.dtype:
-            raise UserError(f"this device profile was calibrated in {profile.dtype} and cannot predict {dtype} steps")
-        arrays = np.broadcast_arrays(*(np.atleast_1d(np.asarray(x, dtype=np.float64)) for x in (d, n, h, w, s, v, b)))
-        cols: dict[str, Any] = dict(zip("d n h w s v b".split(), (a.ravel() for a in arrays), strict=True))
-        cols["k"] = np.ones_like(cols["d"])
-        cols["variant"] = np.full(
-            cols["d"].shape, variant(activation, norm, tied, profile.precision, moe), dtype=object
-        )
-        seconds = (design_matrix(model, cols, device) @ coefficients).reshape(arrays[0].shape)
-        clock = profile.clock
-        return seconds + clock.host_seconds(b, s) if clock is not None else seconds
-
-    return predict
 
 
 def profile_has_moe(path: str | Path) -> bool:

@@ -93,15 +93,17 @@ class DeviceProfile:
         norm: str = "rmsnorm",
         tied: bool = True,
         dtype: str | None = None,
+        moe: Any = None,
         **shape: Any,
     ) -> np.ndarray:
-        """Step seconds of any analytic model in `timing.models.MODELS` (its id) with the given coefficients."""
+        """Step seconds of any analytic model in `timing.models.MODELS` (its id) with the given coefficients; `moe`
+        (a timing.counts.MoeSpec): a mixture of experts' step, its features counted through its variant label."""
         dtype = self._check_dtype(dtype)
         shape.setdefault("k", 1)
         names = ("d", "n", "h", "w", "s", "v", "b", "k")
         arrays = np.broadcast_arrays(*(np.atleast_1d(np.asarray(shape[k], dtype=np.float64)) for k in names))
         cols = dict(zip(names, (a.ravel() for a in arrays), strict=True))  # features are columns: flatten
-        cols["variant"] = np.full(cols["d"].shape, variant(activation, norm, tied, self.precision), dtype=object)
+        cols["variant"] = np.full(cols["d"].shape, variant(activation, norm, tied, self.precision, moe), dtype=object)
         device = dict(peak_flops=self.peak_flops, bandwidth=self.bandwidth, cache_bytes=self.cache_bytes)
         seconds = design_matrix(get_model(model_id), cols, device) @ np.asarray(coefficients, dtype=np.float64)
         return seconds.reshape(arrays[0].shape)
@@ -129,6 +131,7 @@ class DeviceProfile:
         norm: str = "rmsnorm",
         tied: bool = True,
         dtype: str | None = None,
+        moe: Any = None,
     ) -> np.ndarray:
         """Predicted seconds per training step of global batch b over k data-parallel devices.
 
@@ -136,10 +139,11 @@ class DeviceProfile:
         candidates in one call. `activation`, `norm`, `tied` (tied embeddings) and `dtype` (compute dtype:
         the profile's own when None, any other is a UserError) apply to all of them. Models fitted on one
         device count ignore k. With `wall_clock` terms the time is the training loop's steady step: the
-        compiled step plus the loop's host cost per step.
+        compiled step plus the loop's host cost per step. `moe` (a timing.counts.MoeSpec): a mixture of experts'
+        step (its features through the variant label, as a calibration counts its MoE records).
         """
         step = self.predict_with(
-            self.model, self.coefficients, activation, norm, tied, dtype, d=d, n=n, h=h, w=w, s=s, v=v, b=b, k=k
+            self.model, self.coefficients, activation, norm, tied, dtype, moe, d=d, n=n, h=h, w=w, s=s, v=v, b=b, k=k
         )
         return step + self.clock.host_seconds(b, s) if self.clock is not None else step
 
