@@ -50,8 +50,10 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time each name is imp
     from smallest_loss.scaling.points import FitPoints
     from smallest_loss.scaling.precision_fit import fit_precision_law, read_precision_table
     from smallest_loss.scaling.precision_law import PrecisionLaw, precision_penalty
+    from smallest_loss.scaling.precision_plan import PrecisionPlans, plan_precisions
     from smallest_loss.scaling.recipe import RecipeLaw
     from smallest_loss.scaling.recipe_fit import fit_recipe
+    from smallest_loss.scaling.run_table import run_rows, write_run_table
     from smallest_loss.scaling.verify import Verification, verify
     from smallest_loss.timing.calibration import Calibration, calibrate, calibrate_records
     from smallest_loss.timing.profile import DeviceProfile, load_profile
@@ -79,6 +81,10 @@ _HOMES = {
     "PlanRow": "smallest_loss.scaling.plan_result",
     "PredictionInterval": "smallest_loss.scaling.intervals",
     "PrecisionLaw": "smallest_loss.scaling.precision_law",
+    "PrecisionPlans": "smallest_loss.scaling.precision_plan",
+    "plan_precisions": "smallest_loss.scaling.precision_plan",
+    "run_rows": "smallest_loss.scaling.run_table",
+    "write_run_table": "smallest_loss.scaling.run_table",
     "RecipeLaw": "smallest_loss.scaling.recipe",
     "RunDesign": "smallest_loss.scaling.design",
     "UserError": "smallest_loss.configs.errors",
@@ -131,6 +137,7 @@ __all__ = [
     "PlanRow",
     "PredictionInterval",
     "PrecisionLaw",
+    "PrecisionPlans",
     "RecipeLaw",
     "RunDesign",
     "UserError",
@@ -149,6 +156,7 @@ __all__ = [
     "load_profile",
     "make_plan",
     "parse_budget",
+    "plan_precisions",
     "plan_with_inputs",
     "precision_penalty",
     "prediction_interval",
@@ -158,8 +166,10 @@ __all__ = [
     "read_precision_table",
     "read_runs",
     "read_table",
+    "run_rows",
     "suggest_runs",
     "verify",
+    "write_run_table",
 ]
 
 
