@@ -304,15 +304,16 @@ DESIGNS: dict[str, SweepDesign] = {
             ("w3a3", ("model.bits_weights=3", "model.bits_activations=3")),
         ),
     ),
-    # The mixture-of-experts lever on CPU (issue 26): two shapes (d=32, n=2 and d=48, n=2) at three budgets, each
-    # dense and as top-1 mixtures of 4 and 8 experts of the dense MLP's width. Top-1 routing keeps the FLOPs per token
-    # of the dense shape (plus the router), so the budget's steps are the dense model's; the law reads the active
-    # parameters (`smallest-loss table` writes them; `fit --csv --form moe`). 18 runs.
+    # The mixture-of-experts lever on CPU (issue 26): three shapes (d=24, n=1; d=32, n=2; d=48, n=2) at three
+    # budgets, each dense and as top-1 mixtures of 4 and 8 experts of the dense MLP's width. Top-1 routing keeps the
+    # FLOPs per token of the dense shape (plus the router), so the budget's steps are the dense model's; the law reads
+    # the active parameters (`smallest-loss table` writes them; `fit --csv --form moe`). 27 runs (three active sizes:
+    # two cannot fix alpha).
     "cpu-moe": SweepDesign(
         name="cpu-moe",
         kind="isoflop",
         budgets=(5e10, 1.5e11, 4.5e11),
-        shapes=(((32, 2, 2), (48, 2, 2)),) * 3,
+        shapes=(((24, 1, 2), (32, 2, 2), (48, 2, 2)),) * 3,
         base=_CPU_BASE,
         min_steps=8,
         variants=(

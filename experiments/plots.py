@@ -5,17 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib import colors
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from smallest_loss.experiments.figures import colors, new_figure
 from smallest_loss.scaling.collect import RunRecord
 from smallest_loss.scaling.plan import Scores
-
-
-def _figure(width: float = 12, height: float = 5) -> Figure:
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def _lower_envelope(x: np.ndarray, y: np.ndarray, bins: int = 60) -> tuple[np.ndarray, np.ndarray]:
@@ -37,7 +29,7 @@ def plot_plan(plan: Scores, folder: str | Path) -> list[Path]:
     folder = Path(folder)
     c, loss = plan.candidates, plan.loss
     best = int(plan.order[0])
-    fig = _figure()
+    fig = new_figure()
     left, right = fig.subplots(1, 2)
     norm = colors.LogNorm(vmin=c.n.min(), vmax=max(c.n.max(), c.n.min() + 1))
     for ax, x, label, bins in ((left, c.N, "parameters N", 40), (right, c.d / c.n, "aspect ratio d/n", 12)):
@@ -67,7 +59,7 @@ def plot_plan(plan: Scores, folder: str | Path) -> list[Path]:
 def plot_isoflop(records: list[RunRecord], path: str | Path, profiles: list[dict] | None = None) -> Path:
     """IsoFLOP profiles: final loss against N for each budget, with the fitted parabolas and minima."""
     path = Path(path)
-    fig = _figure(7, 5)
+    fig = new_figure(7, 5)
     ax = fig.subplots()
     budgets = sorted({r.budget for r in records})
     cmap = colors.LinearSegmentedColormap.from_list("b", ["#1f77b4", "#d62728"])

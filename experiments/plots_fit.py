@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib import cm, colors, ticker
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from smallest_loss.experiments.figures import cm, colors, new_figure, ticker
 from smallest_loss.scaling.chinchilla import ChinchillaLaw
 from smallest_loss.scaling.kaplan import KaplanLaw
 from smallest_loss.scaling.points import FitPoints
@@ -34,8 +32,7 @@ def plot_fit(points: FitPoints, law: ChinchillaLaw | KaplanLaw, path: str | Path
     predicted vs actual loss with the identity line. Uses the Agg canvas (no display needed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig = Figure(figsize=(12, 5), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(12, 5)
     left, right = fig.subplots(1, 2)
     norm = colors.LogNorm(vmin=points.N.min(), vmax=max(points.N.max(), points.N.min() * 1.0001))
     cmap = cm.viridis
@@ -71,8 +68,7 @@ def plot_curves(curves: list, laws: list, path: str | Path, held: list | None = 
     in_steps = any(not c.tokens_per_step for c in curves)  # a curve table without tokens: drawn against steps
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig = Figure(figsize=(6 * len(laws), 4.8), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(6 * len(laws), 4.8)
     axes = np.atleast_1d(fig.subplots(1, len(laws)))
     for ax, law in zip(axes, laws, strict=True):
         shown = []
@@ -110,8 +106,7 @@ def plot_curves(curves: list, laws: list, path: str | Path, held: list | None = 
 def plot_predicted_curves(curves: list[tuple[int, np.ndarray, np.ndarray]], path: str | Path) -> Path:
     """Save a PNG: the predicted (eval-equivalent) loss at each step of each shape's schedule, `(N, steps, loss)`."""
     path = Path(path)
-    fig = Figure(figsize=(6.4, 4.8), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(6.4, 4.8)
     ax = fig.subplots()
     for N, steps, loss in curves:
         ax.plot(steps, loss, lw=1.2, label=f"N={N:,}")

@@ -6,8 +6,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from smallest_loss.experiments.figures import new_figure
 from smallest_loss.scaling.recipe import Cell, RecipeLaw, batch_predict
 from smallest_loss.scaling.recipe_forms import optimal_predict
 
@@ -25,8 +24,7 @@ def plot_recipe(cells: list[Cell], names: list[str], law: RecipeLaw, path: str |
     of each cell (hollow: not bracketed by the sweep) with the learning-rate law's lines."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig = Figure(figsize=(12, 5), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(12, 5)
     left, right = fig.subplots(1, 2)
     batches = np.geomspace(min(c.batch_tokens for c in cells), max(c.batch_tokens for c in cells), 60)
     for g, name in enumerate(names):

@@ -20,9 +20,9 @@ from smallest_loss.configs.designs import Shape, SweepDesign
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.overrides import apply_overrides
 from smallest_loss.configs.schema import ModelConfig, RunConfig
+from smallest_loss.model.params import count_params
 from smallest_loss.model.runs import RunDir, RunExists, RunLocked, make_folder
 from smallest_loss.model.train import RunDiverged, train
-from smallest_loss.model.transformer import count_params
 from tqdm.auto import tqdm
 
 

@@ -10,7 +10,7 @@ from smallest_loss.configs.designs import get_design
 from smallest_loss.configs.errors import UserError
 from smallest_loss.experiments.args import check_outputs
 from smallest_loss.experiments.sweep import parse_shard, run_sweep
-from smallest_loss.model.transformer import count_params
+from smallest_loss.model.params import count_params
 from smallest_loss.scaling.laws import load_law
 from smallest_loss.timing.profile import load_profile
 

@@ -41,38 +41,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 from smallest_loss.configs.schema import ModelConfig
+from smallest_loss.model.params import padded_blocks
 
 ROUTER_STATS = "router_stats"
 STAT_NAMES = ("router_aux_loss", "router_z_loss", "expert_load_max", "expert_load_min", "dropped_tokens")
-MAX_BLOCK_ROWS = 128
-EXPERT_WEIGHTS = ("up", "gate", "down")  # the routed experts' weights, [E, ...], attributes of `Moe`
-
-
-def block_rows(rows: Any, experts: Any) -> Any:
-    """Rows per block Q for M routed rows among E experts: the power of two nearest below M / (4E), within
-    [8, MAX_BLOCK_ROWS]. Padding adds at most E(Q - 1) rows, a quarter of M or less once M >= 32E. Plain
-    arithmetic: integers give an integer, NumPy arrays an array (the step-time models' columns)."""
-    target = np.maximum(np.asarray(rows) // (4 * np.asarray(experts)), 1)
-    q = np.clip(2 ** np.floor(np.log2(target)).astype(np.int64), 8, MAX_BLOCK_ROWS)
-    return int(q) if np.ndim(q) == 0 else q
-
-
-def padded_blocks(rows: Any, experts: Any) -> tuple[Any, Any]:
-    """(N blocks, Q rows per block) that hold M routed rows sorted by expert, each expert padded to blocks."""
-    q = block_rows(rows, experts)
-    return (rows + experts * (q - 1)) // q, q
-
-
-def computed_rows(cfg: Any, tokens: Any) -> Any:
-    """Rows the routed experts compute for `tokens` tokens: N*Q (blocked) or the M routed rows (ragged)."""
-    rows = tokens * cfg.active_experts
-    if cfg.moe_dispatch == "ragged":
-        return rows
-    n_blocks, q = padded_blocks(rows, cfg.routed_experts)
-    return n_blocks * q  # a ModelConfig, or any object with its mixture-of-experts fields (timing/counts.py MoeSpec)
 
 
 def _expert_param(cfg: ModelConfig, shape: tuple[int, ...], fan_in: int, rngs: nnx.Rngs, scale: float) -> nnx.Param:

@@ -30,12 +30,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import jax
-import orbax.checkpoint as ocp
-from orbax.checkpoint.checkpoint_managers import preservation_policy as preservation
 from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.lazy import LazyModule, jax
 from smallest_loss.configs.schema import SCHEMA_VERSION, RunConfig
-from smallest_loss.model.sharding import barrier, from_main
+
+# Loaded on first use: reading a run folder (a law's fit, a run table) needs neither JAX nor Orbax.
+ocp = LazyModule("orbax.checkpoint")
+checkpoint_managers = LazyModule("orbax.checkpoint.checkpoint_managers")  # a module, not a package
+sharding = LazyModule("smallest_loss.model.sharding")
 
 _PACKAGES = ("smallest-loss", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
 
@@ -113,7 +115,7 @@ def _main_decides(check: Callable[[], None]) -> None:
             check()
         except UserError as err:
             error, kind = str(err), type(err)
-    error = from_main(error)
+    error = sharding.from_main(error)
     if error:
         raise kind(error)
 
@@ -242,7 +244,7 @@ class RunDir:
         if keep_checkpoints:
             record["keep_checkpoints"] = sorted(keep_checkpoints)
         _write_json(path / "config.json", record)
-        barrier("run folder created")  # no process goes on before config.json exists
+        sharding.barrier("run folder created")  # no process goes on before config.json exists
         return cls(path, config, record)
 
     @classmethod
@@ -346,6 +348,7 @@ class RunDir:
     def checkpoint_manager(self) -> ocp.CheckpointManager:
         """The last two checkpoints, and every one in `keep_checkpoints`."""
         if self.keep_checkpoints:
+            preservation = checkpoint_managers.preservation_policy
             policy = preservation.AnyPreservationPolicy(
                 [preservation.LatestN(2), preservation.CustomSteps(self.keep_checkpoints)]
             )

@@ -24,7 +24,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import TrainConfig
-from smallest_loss.model.moe import EXPERT_WEIGHTS
+from smallest_loss.model.params import EXPERT_WEIGHTS
 
 BATCH_AXES = ("data", "fsdp")
 

@@ -27,6 +27,7 @@ from smallest_loss.model import noise
 from smallest_loss.model.data import Corpus, batch, check_fits, load_corpus, load_eval_sets, unigram_entropy
 from smallest_loss.model.interrupts import HeldInterrupts
 from smallest_loss.model.moe import STAT_NAMES, call_with_router_stats
+from smallest_loss.model.params import count_params
 from smallest_loss.model.prefetch import Prefetcher
 from smallest_loss.model.quant import fp8_note
 from smallest_loss.model.runs import RunDir, hold_run
@@ -39,7 +40,7 @@ from smallest_loss.model.sharding import (
     resolve_mesh_shape,
     state_shardings,
 )
-from smallest_loss.model.transformer import Transformer, count_params
+from smallest_loss.model.transformer import Transformer
 from tqdm.auto import tqdm
 
 State = dict[str, Any]  # {"params": nnx.State, "opt_state": optax state, "step": int32 scalar}

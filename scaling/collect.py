@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from smallest_loss.configs.errors import UserError
 from smallest_loss.model.noise import loss_windows
+from smallest_loss.model.params import count_params
 from smallest_loss.model.runs import RunDir
-from smallest_loss.model.transformer import count_params
 from smallest_loss.scaling.points import FitPoints
 from smallest_loss.scaling.recipe import RecipeRun
 

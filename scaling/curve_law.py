@@ -41,6 +41,7 @@ import numpy as np
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.lazy import LazyModule
 from smallest_loss.configs.schema import TrainConfig
+from smallest_loss.model.params import count_params
 from smallest_loss.scaling import multipower as mp
 from smallest_loss.scaling.multipower import MultiPowerLaw, drops, fit_multipower, window_index
 
@@ -48,7 +49,6 @@ optimize = LazyModule("scipy.optimize")
 signal = LazyModule("scipy.signal")  # loaded on first use (scipy takes a second to import)
 model_runs = LazyModule("smallest_loss.model.runs")  # the trainer's code (JAX, Flax), for run folders only
 model_train = LazyModule("smallest_loss.model.train")
-model_transformer = LazyModule("smallest_loss.model.transformer")
 
 LAMBDA = 0.999  # Tissue et al.'s momentum of the annealing area
 BINS = 100  # windows each curve is averaged over for fitting
@@ -479,7 +479,7 @@ def read_curve(folder: Path, partial: bool = False) -> Curve:
     evals = [line for line in lines if line.get("eval_loss") is not None]
     return Curve(
         folder.name,
-        model_transformer.count_params(cfg.model).total,
+        count_params(cfg.model).total,
         cfg.train.batch_size * cfg.model.s,
         np.array([line["lr"] for line in lines], float),
         loss,

@@ -81,6 +81,14 @@ def _residuals(theta: np.ndarray, S: np.ndarray, logL: np.ndarray) -> np.ndarray
     return np.log(L_inf + np.exp(log_k - a * np.log(S))) - logL
 
 
+def _jacobian(theta: np.ndarray, S: np.ndarray, logL: np.ndarray) -> np.ndarray:
+    """d residuals / d (L_inf, log k, a), exact: a quarter of the residual evaluations of finite differences."""
+    L_inf, log_k, a = theta
+    power = np.exp(log_k - a * np.log(S))  # k S^-a
+    g = L_inf + power
+    return np.column_stack([1.0 / g, power / g, -np.log(S) * power / g])
+
+
 def fit_learning_curve(steps: np.ndarray, losses: np.ndarray) -> CurveFit:
     """Fit L(S) = L_inf + k S^-a to all given points: robust (soft-L1) least squares on log loss,
     bounds 0 <= L_inf < min(loss), 0 < a <= 5, from a few starts; the lowest cost wins."""
@@ -97,7 +105,7 @@ def fit_learning_curve(steps: np.ndarray, losses: np.ndarray) -> CurveFit:
             log_k = np.log(max(L[0] - L_inf, 1e-12)) + a * np.log(S[0])
             x0 = np.clip([L_inf, log_k, a], lower, np.array(upper) - 1e-12)
             res = optimize.least_squares(
-                _residuals, x0, bounds=(lower, upper), loss="soft_l1", f_scale=0.01, args=(S, logL),
+                _residuals, x0, jac=_jacobian, bounds=(lower, upper), loss="soft_l1", f_scale=0.01, args=(S, logL),
                 x_scale="jac", xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=2000,
             )  # fmt: skip
             if best is None or res.cost < best.cost:

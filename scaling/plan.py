@@ -36,7 +36,7 @@ import numpy as np
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.lazy import LazyModule
 from smallest_loss.configs.spaces import SearchSpace
-from smallest_loss.model.transformer import inactive_params, param_counts
+from smallest_loss.model.params import inactive_params, param_counts
 from smallest_loss.scaling.aspect import AspectLaw
 from smallest_loss.scaling.budget import Budget
 from smallest_loss.scaling.chinchilla import ChinchillaLaw

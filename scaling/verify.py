@@ -14,13 +14,16 @@ from typing import Any
 
 from smallest_loss.configs.designs import SweepDesign
 from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.lazy import LazyModule
 from smallest_loss.configs.schema import RunConfig
 from smallest_loss.configs.spaces import SearchSpace
-from smallest_loss.model.evaluate import COMMON_SAMPLE, evaluate_run
 from smallest_loss.model.runs import RunDir, steady_step_seconds
-from smallest_loss.model.train import train
 from smallest_loss.scaling.plan_result import PlanRow
 from smallest_loss.timing.wallclock import TERMS, Cadence
+
+# The trainer (JAX, Flax, Orbax), loaded when a plan is verified: planning alone never imports it.
+model_train = LazyModule("smallest_loss.model.train")
+model_evaluate = LazyModule("smallest_loss.model.evaluate")
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ def verify(row: PlanRow, space: SearchSpace, recipe: SweepDesign, out: str | Pat
     # One folder per configuration, so a rerun resumes this run and a new plan never reuses another's.
     lr = f"-lr{config.train.lr:.3g}" if row.lr is not None else ""
     out = Path(out) / f"d{m.d}-n{m.n}-h{m.h}-w{m.w}-s{m.s}-b{config.train.batch_size}{lr}-steps{config.total_steps}"
-    summary = train(config, out, resume=(out / "config.json").exists(), progress=True)
+    summary = model_train.train(config, out, resume=(out / "config.json").exists(), progress=True)
     per_step = steady_step_seconds(RunDir(out, config, {}).read_metrics(), config.train.checkpoint_every)
     return Verification(
         run=str(out),
@@ -121,8 +124,8 @@ def verify(row: PlanRow, space: SearchSpace, recipe: SweepDesign, out: str | Pat
         actual_step_seconds=per_step,
         steps=int(summary["steps"]),
         wall_seconds=summary["wall_seconds"],
-        common_loss=evaluate_run(str(out), *COMMON_SAMPLE)[1],
-        common_sequences=COMMON_SAMPLE[0] * COMMON_SAMPLE[1],
+        common_loss=model_evaluate.evaluate_run(str(out), *model_evaluate.COMMON_SAMPLE)[1],
+        common_sequences=model_evaluate.COMMON_SAMPLE[0] * model_evaluate.COMMON_SAMPLE[1],
         predicted_wall_clock=row.wall_clock,
         actual_wall_clock=summary.get("wall_clock"),
     )

@@ -72,8 +72,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
-from smallest_loss.model.moe import computed_rows, padded_blocks
-from smallest_loss.model.transformer import count_params, param_counts
+from smallest_loss.model.params import computed_rows, count_params, padded_blocks, param_counts
 
 # ----------------------------------------------------------------------------------------------------
 # The paper's formulas, exactly as written (names as the paper's).

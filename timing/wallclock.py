@@ -22,7 +22,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy.optimize import nnls
+from smallest_loss.configs.lazy import LazyModule
+
+optimize = LazyModule("scipy.optimize")  # loaded on first use (scipy takes a second to import)
 
 TERMS = ("startup", "compile", "steps", "evals", "saves")  # the order every report prints them in
 STATE_BYTES_PER_PARAM = 12.0  # float32 parameters and AdamW's two float32 moments
@@ -36,7 +38,7 @@ def fit_nonnegative(X: np.ndarray, y: np.ndarray) -> list[float]:
         return [0.0] * X.shape[1]
     if len(y) < X.shape[1]:
         return [max(float(np.median(y)), 0.0)] + [0.0] * (X.shape[1] - 1)
-    return [float(c) for c in nnls(X, y)[0]]
+    return [float(c) for c in optimize.nnls(X, y)[0]]
 
 
 @dataclass(frozen=True)

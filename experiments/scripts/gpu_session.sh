@@ -17,12 +17,14 @@ if [ "${TINY:-0}" = 1 ]; then
   export JAX_PLATFORMS=cpu
   GRID=${GRID:-tiny}; LIMIT=${LIMIT:-10}; PRESET=${PRESET:-tiny}; BATCHES=${BATCHES:-4}; REPEATS=${REPEATS:-5}
   FP8_LIMIT=${FP8_LIMIT:-10}; FP8_MIN_SECONDS=${FP8_MIN_SECONDS:-0.05}  # a fit needs 10 records: the whole tiny grid
+  MIN_SECONDS=${MIN_SECONDS:-0.05}
   FP8_SECONDS=${FP8_SECONDS:-300}
 fi
 OUT=${OUT:-out/gpu}
 GRID=${GRID:-gpu}            # timing grid (configs/grids.py)
 LIMIT=${LIMIT:-24}           # configurations to measure in this session (12 architectures x 2 batches)
 CAL_SECONDS=${CAL_SECONDS:-300}
+MIN_SECONDS=${MIN_SECONDS:-0.2}  # the least time of one timed round of a configuration (calibrate --min-seconds)
 FP8_LIMIT=${FP8_LIMIT:-12}   # configurations of the FP8 calibration (the first of those above: their ratio is measured; 0: none)
 FP8_SECONDS=${FP8_SECONDS:-180}
 FP8_MIN_SECONDS=${FP8_MIN_SECONDS:-0.2}
@@ -48,7 +50,7 @@ cat "$OUT/environment.txt"
 # 1. The checks that need an accelerator (cuDNN attention against XLA's, the bf16 peak probe).
 timeout 120 "$PY" -m pytest tests/model/test_gpu.py -m gpu -n 0 -p no:cacheprovider -q 2>&1 | tee "$OUT/tests.txt"
 # 2. Step-time models on held-out architectures: a slice of the `gpu` grid (bf16, GPT-2 vocabulary).
-timeout "$CAL_SECONDS" "${CLI[@]}" calibrate --grid "$GRID" --out "$OUT/timing" --min-seconds 0.2 --limit "$LIMIT" \
+timeout "$CAL_SECONDS" "${CLI[@]}" calibrate --grid "$GRID" --out "$OUT/timing" --min-seconds "$MIN_SECONDS" --limit "$LIMIT" \
   --no-noise-check --probes 0 --quiet 2>&1 | tee "$OUT/calibrate.txt"
 # 2b. The noise floor (NOISE configurations timed again) and the probe runs, then the fit: the profile's held-out
 # step-time error beside the floor, and the loop's held-out error with the wall-clock terms.
@@ -56,12 +58,12 @@ timeout 240 "$PY" -c "
 import sys; from pathlib import Path
 from smallest_loss.timing.calibration import noise_floor, read_records
 from smallest_loss.timing.probes import probe_runs
-out = Path(sys.argv[1]); noise, probes = int(sys.argv[2]), int(sys.argv[3])
+out = Path(sys.argv[1]); noise, probes, min_seconds = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 if noise:
-    n = noise_floor(out, k=noise, min_seconds=0.2)
+    n = noise_floor(out, k=noise, min_seconds=min_seconds)
     print(f'noise floor: {n[\"configurations\"]} configurations differ by {n[\"median_abs\"]:.1%} median, {n[\"max_abs\"]:.1%} max')
 print(f'probe runs: {len(probe_runs(out, read_records(out / \"records.jsonl\"), probes))}')
-" "$OUT/timing" "$NOISE" "$PROBES" 2>&1 | tee -a "$OUT/calibrate.txt"
+" "$OUT/timing" "$NOISE" "$PROBES" "$MIN_SECONDS" 2>&1 | tee -a "$OUT/calibrate.txt"
 timeout 120 "${CLI[@]}" calibrate --fit-only --out "$OUT/timing" 2>&1 | tee -a "$OUT/calibrate.txt"
 # 2c. The same grid with FP8 matmuls (model.dtype=float8: e4m3 forward, e5m2 gradients, bf16 around them; emulated on
 # the CPU, which says so), its first FP8_LIMIT configurations, and the measured ratio of its step times to those of

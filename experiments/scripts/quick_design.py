@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from smallest_loss.configs.designs import DESIGNS, SweepDesign
 from smallest_loss.configs.spaces import get_space
-from smallest_loss.model.transformer import count_params
+from smallest_loss.model.params import count_params
 from smallest_loss.scaling.chinchilla import fit_chinchilla
 from smallest_loss.scaling.design import suggest_runs
 from smallest_loss.scaling.design_shapes import shaped_runs

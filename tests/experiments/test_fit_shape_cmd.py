@@ -57,7 +57,7 @@ def test_shape_design_file_is_the_built_in_design():
     from pathlib import Path
 
     from smallest_loss.configs.designs import DESIGNS, load_design_file
-    from smallest_loss.model.transformer import count_params
+    from smallest_loss.model.params import count_params
 
     root = Path(__file__).resolve().parents[2]
     design = DESIGNS["cpu-shape"]

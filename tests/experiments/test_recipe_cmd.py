@@ -12,8 +12,8 @@ from smallest_loss.configs.schema import ModelConfig, RunConfig, TrainConfig
 from smallest_loss.configs.spaces import get_space
 from smallest_loss.experiments.cli import main
 from smallest_loss.experiments.sweep import plan_runs
+from smallest_loss.model.params import count_params
 from smallest_loss.model.runs import RunDir
-from smallest_loss.model.transformer import count_params
 from smallest_loss.scaling.budget import parse_budget
 from smallest_loss.scaling.laws import CHINCHILLA_PUBLISHED, LawFile, load_law, save_law
 from smallest_loss.scaling.plan import PlanInputs

@@ -28,7 +28,7 @@ def test_cpu_precision_design_lists_its_runs():
 
 def test_cpu_moe_design_trains_each_shape_dense_and_as_two_mixtures():
     runs = plan_runs(DESIGNS["cpu-moe"])
-    assert len(runs) == 2 * 3 * 3 and {r.variant for r in runs} == {"dense", "e4", "e8"}
+    assert len(runs) == 3 * 3 * 3 and {r.variant for r in runs} == {"dense", "e4", "e8"}
     by = {(r.budget, r.config.model.d, r.variant): r.config for r in runs}
     for (budget, d, variant), config in by.items():
         assert config.model.experts == {"dense": 0, "e4": 4, "e8": 8}[variant] and config.model.top_k == 1

@@ -14,9 +14,10 @@ from flax import nnx
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.overrides import apply_overrides
 from smallest_loss.configs.schema import ModelConfig, RunConfig
-from smallest_loss.model.moe import STAT_NAMES, Moe, call_with_router_stats, padded_blocks, route
+from smallest_loss.model.moe import STAT_NAMES, Moe, call_with_router_stats, route
+from smallest_loss.model.params import count_params, padded_blocks
 from smallest_loss.model.train import init_state, loss_fn, make_step_fn, objective
-from smallest_loss.model.transformer import Mlp, count_params, count_params_in_tree
+from smallest_loss.model.transformer import Mlp, count_params_in_tree
 
 MOE = ModelConfig(v=64, d=16, n=1, h=2, w=32, s=8, experts=4, top_k=2, granularity=2, shared_experts=1)
 

@@ -5,7 +5,6 @@ data axis, with the losses of one device, and its checkpoint restores on 2 devic
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,11 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import device_env
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_worker(devices: int, *args: str) -> dict:
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+    env = device_env(devices)
     done = subprocess.run(
         [sys.executable, "-m", "tests.model.moe_mesh_worker", *map(str, args)],
         cwd=ROOT,

@@ -8,7 +8,6 @@ resumes its cut run on half the devices.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -21,13 +20,14 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import TrainConfig
 from smallest_loss.model.sharding import resolve_mesh_shape
 
+from tests.conftest import device_env
 from tests.model.conftest import metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _worker(devices: int, *args: str) -> dict:
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+    env = device_env(devices)
     done = subprocess.run(
         [sys.executable, "-m", "tests.model.mesh_worker", *map(str, args)],
         cwd=ROOT,
@@ -135,14 +135,8 @@ def test_two_processes_start_one_run_folder(tmp_path):
     port = _free_port()
     procs = []
     for rank, code in enumerate((["-m", "smallest_loss.experiments.cli"], ["-c", _LATE_PROCESS])):
-        env = dict(
-            os.environ,
-            JAX_PLATFORMS="cpu",
-            JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-            JAX_NUM_PROCESSES="2",
-            JAX_PROCESS_ID=str(rank),
-        )
-        env.pop("XLA_FLAGS", None)
+        env = dict(device_env(), JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2")
+        env["JAX_PROCESS_ID"] = str(rank)
         procs.append(
             subprocess.Popen(
                 [sys.executable, *code, *argv],

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from flax import nnx
 from smallest_loss.configs.schema import ModelConfig
-from smallest_loss.model.transformer import Transformer, count_params, count_params_in_tree
+from smallest_loss.model.params import count_params
+from smallest_loss.model.transformer import Transformer, count_params_in_tree
 
 from tests.conftest import TINY_MODEL
 

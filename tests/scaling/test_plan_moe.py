@@ -13,7 +13,7 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import ModelConfig
 from smallest_loss.configs.spaces import get_space, load_space_file, space_to_toml
 from smallest_loss.experiments.cli import main
-from smallest_loss.model.transformer import count_params
+from smallest_loss.model.params import count_params
 from smallest_loss.scaling.budget import parse_budget
 from smallest_loss.scaling.chinchilla import ChinchillaLaw
 from smallest_loss.scaling.laws import LawFile

@@ -9,8 +9,8 @@ import dataclasses
 import pytest
 from smallest_loss.configs.errors import UserError
 from smallest_loss.experiments.cli import main
+from smallest_loss.model.params import count_params
 from smallest_loss.model.train import train
-from smallest_loss.model.transformer import count_params
 from smallest_loss.scaling.moe_law import read_moe_table
 
 from tests.conftest import tiny_run

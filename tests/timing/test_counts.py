@@ -20,8 +20,9 @@ from flax import nnx
 from jax.ad_checkpoint import print_saved_residuals
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import ModelConfig
+from smallest_loss.model.params import count_params
 from smallest_loss.model.train import loss_fn
-from smallest_loss.model.transformer import Transformer, count_params, count_params_in_tree
+from smallest_loss.model.transformer import Transformer, count_params_in_tree
 from smallest_loss.timing.counts import (
     FLOPS,
     MEMCPYS,

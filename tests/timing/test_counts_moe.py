@@ -5,15 +5,24 @@ peak memory within 25%."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from smallest_loss.configs.grids import get_grid
 from smallest_loss.configs.schema import ModelConfig
-from smallest_loss.model.transformer import count_params, count_params_in_tree
+from smallest_loss.model.params import count_params
+from smallest_loss.model.transformer import count_params_in_tree
 from smallest_loss.timing.counts import counts_for, moe_of, train_step_terms
 from smallest_loss.timing.measure import base_record, compile_step, xla_analyses
 from smallest_loss.timing.models import TERMS, design_matrix, get_model, shape_columns, variant
 from smallest_loss.timing.records import BadRow, external_row, row_record
+
+from tests.conftest import device_env
+
+ROOT = Path(__file__).resolve().parents[2]
 
 B = 4
 BASE = ModelConfig(v=256, d=64, n=1, h=4, w=256, s=32, experts=4)
@@ -25,9 +34,21 @@ MOES = [
 ]
 
 
+def xla_of_moes() -> list[dict[str, float]]:
+    """XLA's analyses of the MOES' training steps, compiled as the product compiles them."""
+    return [xla_analyses(compile_step(cfg, B)[0]) for cfg in MOES]
+
+
 @pytest.fixture(scope="module")
 def compiled():
-    return [(cfg, xla_analyses(compile_step(cfg, B)[0])) for cfg in MOES]
+    """In a process of its own with the product's XLA flags (tests/conftest.py: a test-only flag moves XLA's count of
+    the blocked dispatch by 1%)."""
+    code = "import json; from tests.timing.test_counts_moe import xla_of_moes; print(json.dumps(xla_of_moes()))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=device_env(product_xla=True), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return list(zip(MOES, json.loads(done.stdout.strip().splitlines()[-1]), strict=True))
 
 
 @pytest.mark.slow  # compiles four training steps

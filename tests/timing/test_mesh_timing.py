@@ -4,7 +4,6 @@ prices the gradient all-reduce (fitted when records with several device counts e
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 from smallest_loss.configs.grids import get_grid
 from smallest_loss.configs.schema import ModelConfig
-from smallest_loss.model.transformer import count_params
+from smallest_loss.model.params import count_params
 from smallest_loss.timing.counts import (
     train_attention_flops,
     train_step_bytes,
@@ -22,6 +21,8 @@ from smallest_loss.timing.counts import (
     weight_bytes,
 )
 from smallest_loss.timing.models import compare_models, design_matrix, fit_coefficients, get_model, shape_columns
+
+from tests.conftest import device_env
 
 ROOT = Path(__file__).resolve().parents[2]
 SYNC = "data-parallel"
@@ -88,7 +89,7 @@ def test_a_record_over_simulated_devices():
     """The data-parallel step on 2 simulated CPU devices (a fresh process: the device count is fixed when JAX
     starts): the record carries the device count and mesh shape, and XLA's flops are one device's: half the
     batch's work, all of the (replicated) optimizer's."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    env = device_env(2)
     code = (
         "import json; from smallest_loss.configs.grids import get_grid; from smallest_loss.timing.measure "
         "import measure; p = get_grid('tiny-mesh')[1]; "
