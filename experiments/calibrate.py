@@ -219,6 +219,10 @@ def _check_modes(args: argparse.Namespace) -> None:
     """Refuse options that do not go together: --records fits a file, --grid and --fit-only measured records."""
     if args.set and not args.grid:
         raise UserError("--set chooses the precision a --grid is measured at; a fit of records has theirs")
+    if args.measure_only and (not args.grid or args.fit_only or args.compare or args.export_records):
+        raise UserError(
+            "--measure-only times a --grid and fits nothing: drop --fit-only, --compare and --export-records"
+        )
     if args.records:
         clash = [
             flag
@@ -274,6 +278,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not args.fit_only:
             _measure_grid(args, out)
+        if args.measure_only:
+            print(f"records: {out / 'records.jsonl'}; fit them with: smallest-loss calibrate --fit-only --out {out}")
+            return 0
         report = fit_and_report(out, args.price_per_hour, args.statistic)
     print(report["table"])
     for note in report["notes"]:
@@ -295,6 +302,29 @@ def run(args: argparse.Namespace) -> int:
             f"--bandwidth {p.bandwidth!r})"
         )
     return 0
+
+
+def _add_stage_args(p: argparse.ArgumentParser) -> None:
+    """Which stages run: measure and fit (default), fit only, measure only; the noise check and the probe runs."""
+    p.add_argument("--fit-only", action="store_true", help="refit the records already in --out")
+    p.add_argument(
+        "--measure-only",
+        action="store_true",
+        help="time the grid (and the noise check and probe runs asked for) and stop: fit later with --fit-only",
+    )
+    p.add_argument(
+        "--noise-check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="re-measure 8 configurations after the grid to report the machine's noise floor",
+    )
+    p.add_argument(
+        "--probes",
+        type=int,
+        default=PROBES,
+        help=f"short training runs after the grid that price the loop's host cost, compile, evaluations, saves and "
+        f"start-up (default {PROBES}; 0: none, the profile then prices the training steps alone)",
+    )
 
 
 def _add_precision_args(p: argparse.ArgumentParser) -> None:
@@ -343,7 +373,6 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         help="also write --out's records as an external records file (CSV, or JSON lines for .jsonl)",
     )
     p.add_argument("--out", required=True, help="calibration folder (records.jsonl, profile.json, table, plots)")
-    p.add_argument("--fit-only", action="store_true", help="refit the records already in --out")
     p.add_argument("--min-seconds", type=float, default=1.0, help="time each configuration for at least this long")
     p.add_argument("--repeats", type=int, default=20, help="at least this many timed steps per configuration")
     p.add_argument("--rounds", type=int, help="interleaved rounds (default 10 on CPU, 3 on accelerators)")
@@ -356,18 +385,6 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         "round's median, or the fastest repeat",
     )
     p.add_argument("--price-per-hour", type=float, help="price per device-hour to store in the profile")
-    p.add_argument(
-        "--noise-check",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="re-measure 8 configurations after the grid to report the machine's noise floor",
-    )
-    p.add_argument(
-        "--probes",
-        type=int,
-        default=PROBES,
-        help=f"short training runs after the grid that price the loop's host cost, compile, evaluations, saves and "
-        f"start-up (default {PROBES}; 0: none, the profile then prices the training steps alone)",
-    )
+    _add_stage_args(p)
     _add_precision_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -51,7 +51,7 @@ cat "$OUT/environment.txt"
 timeout 120 "$PY" -m pytest tests/model/test_gpu.py -m gpu -n 0 -p no:cacheprovider -q 2>&1 | tee "$OUT/tests.txt"
 # 2. Step-time models on held-out architectures: a slice of the `gpu` grid (bf16, GPT-2 vocabulary).
 timeout "$CAL_SECONDS" "${CLI[@]}" calibrate --grid "$GRID" --out "$OUT/timing" --min-seconds "$MIN_SECONDS" --limit "$LIMIT" \
-  --no-noise-check --probes 0 --quiet 2>&1 | tee "$OUT/calibrate.txt"
+  --no-noise-check --probes 0 --measure-only --quiet 2>&1 | tee "$OUT/calibrate.txt"
 # 2b. The noise floor (NOISE configurations timed again) and the probe runs, then the fit: the profile's held-out
 # step-time error beside the floor, and the loop's held-out error with the wall-clock terms.
 timeout 240 "$PY" -c "

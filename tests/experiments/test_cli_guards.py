@@ -91,6 +91,7 @@ def test_ctrl_c_in_a_calibration_says_how_to_continue(tmp_path):
     assert err.strip() == f"{saved}; rerun the same command to continue"
 
 
+@pytest.mark.slow
 def test_a_fitted_law_records_its_range_and_a_plan_beyond_it_warns(tmp_path, capsys):
     N = [1e6, 2e6, 4e6, 8e6, 1.6e7, 3.2e7, 1e6, 4e6, 1.6e7]
     D = [2e8, 1e8, 5e7, 2.5e7, 1.25e7, 6.25e6, 1e9, 2.5e8, 6.25e7]

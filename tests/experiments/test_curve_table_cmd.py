@@ -19,6 +19,7 @@ def table(tmp_path_factory):
     return write(tmp_path_factory.mktemp("table") / "curves.csv", rows(200))
 
 
+@pytest.mark.slow
 def test_fit_curves_csv_writes_the_law_and_predict_reads_the_run(table, tmp_path, capsys):
     out = tmp_path / "law.json"
     assert main(["fit", "--curves", "--csv", str(table), "--bootstrap", "0", "--out", str(out)]) == 0
@@ -35,6 +36,7 @@ def test_fit_curves_csv_writes_the_law_and_predict_reads_the_run(table, tmp_path
     assert "scaled by" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_tensorboard_export_fits_with_its_schedule_filled_in(tmp_path, capsys):
     """`Wall time,Step,Value`, one run's loss: the schedule comes from --fill."""
     path = tmp_path / "tb.csv"

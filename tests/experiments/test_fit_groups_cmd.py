@@ -60,6 +60,7 @@ def test_grouped_fit_report_and_law_file(grouped, capsys):
     assert d["bootstrap"]["n_boot"] == 200 and len(law["samples"]["E"]) == 200
 
 
+@pytest.mark.slow
 def test_grouped_fit_prints_one_row_per_group(tmp_path, capsys):
     path = _write(tmp_path / "g.csv", TWO)
     assert main(["fit", "--csv", path, "--bootstrap", "0", "--reference", "code"]) == 0

@@ -67,6 +67,7 @@ def test_shape_design_file_is_the_built_in_design():
         assert max(N) <= 1.25 * min(N) and len({d / n for d, n, _ in shapes}) == len(shapes) >= 4
 
 
+@pytest.mark.slow
 def test_shape_term_flag(shape_csv, tmp_path, capsys):
     """--shape-term asymmetric: the law file records the term and its extra constant; without --form shape refused."""
     out = tmp_path / "law.json"

@@ -27,10 +27,12 @@ def test_the_script_parses_and_its_calibrate_flags_are_accepted():
     assert "--probes 0" in text and "probe_runs" in text and "noise_floor" in text and "model.dtype=float8" in text
     flags = ["calibrate", "--grid", "tiny", "--out", "x", "--min-seconds", "0.2", "--limit", "2"]
     more = ["--no-noise-check", "--probes", "0", "--quiet", "--set", "model.dtype=float8", "--compare", "p.json"]
-    args = build_parser(flags).parse_args([*flags, *more])
-    assert args.probes == 0 and not args.noise_check and args.set == ["model.dtype=float8"]
+    args = build_parser(flags).parse_args([*flags, *more, "--measure-only"])
+    assert args.probes == 0 and not args.noise_check and args.set == ["model.dtype=float8"] and args.measure_only
+    assert "--measure-only" in text
 
 
+@pytest.mark.slow
 def test_bench_train_times_the_loop_with_and_without_prefetch():
     config = apply_overrides(
         get_preset("tiny"), ["model.d=32", "model.n=1", "model.h=2", "model.s=16", "train.batch_size=2"]

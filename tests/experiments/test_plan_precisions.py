@@ -35,6 +35,7 @@ def files(tmp_path):
     return str(law), str(dense), str(quant)
 
 
+@pytest.mark.slow
 def test_two_profiles_plan_with_each_and_say_which_steps_faster(files, tmp_path, capsys):
     law, dense, quant = files
     argv = ["plan", "--budget", "60s", "--law", law, "--space", "cpu", "--top", "1"]

@@ -26,6 +26,7 @@ def test_report_only_without_a_law(table, capsys):
     assert "diverged runs left out of the best rates:" in out and "nothing written" in out
 
 
+@pytest.mark.slow
 def test_writes_the_law_and_plan_uses_the_winner(table, tmp_path, capsys):
     law, out = str(save_law(tmp_path / "law.json", CHINCHILLA_PUBLISHED)), tmp_path / "with_recipe.json"
     args = ["fit-recipe", "--csv", str(table), "--law", law, "--out", str(out), "--reference-batch", "131072"]

@@ -41,6 +41,7 @@ def reference(layer: Moe, x_BxLxD: jax.Array) -> jax.Array:
     return jnp.stack(rows).reshape(x_BxLxD.shape) + layer.shared(x_BxLxD)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dispatch", ["blocked", "ragged"])
 @pytest.mark.parametrize("activation", ["gelu", "swiglu"])
 def test_dispatch_matches_a_per_token_reference(dispatch, activation):
@@ -50,6 +51,7 @@ def test_dispatch_matches_a_per_token_reference(dispatch, activation):
     np.testing.assert_allclose(call_with_router_stats(layer, x)[0], reference(layer, x), rtol=2e-5, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_blocked_and_ragged_give_the_same_gradients_even_when_one_expert_takes_every_token():
     grads = []
     for dispatch in ("blocked", "ragged"):
@@ -121,6 +123,7 @@ def test_parameter_counts_match_the_tree(cfg):
     assert counts.active - dense.total == cfg.n * (cfg.d * E + active_mlp - m * cfg.d * cfg.w)
 
 
+@pytest.mark.slow
 def test_training_step_differentiates_the_router_losses_and_logs_cross_entropy():
     cfg = dataclasses.replace(MOE, shared_experts=0)
     graphdef, state = init_state(cfg, optax.sgd(0.1), 0)

@@ -40,6 +40,7 @@ def test_closing_early_stops_an_endless_prefetcher():
     assert first == [0, 1, 2, 3] and not p.thread.is_alive()
 
 
+@pytest.mark.slow
 def test_a_run_records_its_wall_clock_by_term(reference_run):
     """summary.json's `wall_clock`: every term of the session, each non-negative, summing to its total."""
     clock = json.loads((reference_run / "summary.json").read_text())["wall_clock"]

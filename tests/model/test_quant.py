@@ -106,6 +106,7 @@ def test_dense_default_is_unchanged():
     assert jnp.allclose(forward(model, tokens), forward(fine, tokens), atol=2e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "precision", [dict(bits_weights=4, bits_activations=4, bits_kv=4), dict(dtype="bfloat16", bits_weights=4)]
 )
@@ -124,6 +125,7 @@ def test_tiny_model_trains_quantised_at_4_bits(precision):
     assert all(x.dtype == jnp.float32 for x in leaves if jnp.issubdtype(x.dtype, jnp.floating))  # master state
 
 
+@pytest.mark.slow
 def test_fp8_run_trains_and_notes_the_emulation(tmp_path, capsys):
     config = tiny_run(steps=3, eval_every=0, checkpoint_every=0)
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, dtype="float8"))

@@ -19,6 +19,7 @@ from tests.conftest import tiny_run
 from tests.model.conftest import REFERENCE, assert_matches_reference, metrics, record_batches
 
 
+@pytest.mark.slow
 def test_tiny_run_learns_and_writes_its_folder(reference_run):
     lines = metrics(reference_run)
     assert [line["step"] for line in lines] == list(range(1, 81))
@@ -128,6 +129,7 @@ def test_a_version_1_run_folder_keeps_evaluating_at_its_own_batch(tmp_path):
     assert RunDir.open(run.path).config.train.eval_batch_size == 0
 
 
+@pytest.mark.slow
 def test_eval_points_spread_evaluations_over_a_run_of_any_length(tmp_path):
     cfg = tiny_run(steps=12, eval_every=5, eval_points=4, checkpoint_every=0)  # every 12 // 4 = 3 steps, and 5's
     train(cfg, tmp_path / "run", progress=False)

@@ -20,6 +20,7 @@ def _model(cfg: ModelConfig = TINY_MODEL) -> Transformer:
     return Transformer(cfg, nnx.Rngs(0))
 
 
+@pytest.mark.slow
 def test_output_shape_and_dtype():
     tokens = jnp.zeros((3, TINY_MODEL.s), jnp.int32)
     logits = _model()(tokens)
@@ -27,6 +28,7 @@ def test_output_shape_and_dtype():
     assert logits.dtype == jnp.float32
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", ["gelu", "swiglu"])
 def test_causal_gradient_of_early_outputs_ignores_later_inputs(activation):
     cfg = ModelConfig(v=64, d=32, n=2, h=2, w=64, s=12, activation=activation)
@@ -46,6 +48,7 @@ def test_causal_gradient_of_early_outputs_ignores_later_inputs(activation):
     assert np.any(np.asarray(grad[0, : t + 1]) != 0.0)
 
 
+@pytest.mark.slow
 def test_jit_and_eager_agree():
     graphdef, params = nnx.split(_model())
     tokens = jax.random.randint(jax.random.key(2), (2, TINY_MODEL.s), 0, TINY_MODEL.v)
@@ -71,6 +74,7 @@ def test_parameter_kinds():
     assert counts.total == counts.embedding + counts.non_embedding
 
 
+@pytest.mark.slow
 def test_attention_falls_back_to_xla_off_gpu():
     from smallest_loss.model.transformer import attention_implementation
 

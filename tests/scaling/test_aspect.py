@@ -47,6 +47,7 @@ def fitted(points):
     return fit_aspect(points)
 
 
+@pytest.mark.slow
 def test_fit_recovers_known_constants(fitted):
     assert fitted.converged and not fitted.warnings
     assert fitted.shape.gamma == pytest.approx(GAMMA, rel=0.1)

@@ -93,6 +93,7 @@ def test_objective_and_gradient_against_reference(params):
         np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_form_gradients_match_autodiff():
     """Full, E-fixed and tied forms: the analytic gradient in free coordinates equals JAX's autodiff."""
     pts = synthetic(40, 0.01, seed=2)

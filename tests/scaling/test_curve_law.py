@@ -72,6 +72,7 @@ def test_predicts_an_unseen_schedule_within_noise():
     assert law.curve(lr)[-1] == pytest.approx(reference_loss(lr)[-1], rel=0.01)
 
 
+@pytest.mark.slow
 def test_laws_from_curves_use_each_shapes_own_peak_rate():
     """A tuned sweep trains each shape at its own peak rate: each shape's predicted cosine finals are at that rate,
     not at the first run's."""

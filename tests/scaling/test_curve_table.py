@@ -54,6 +54,7 @@ def final_errors(report: dict) -> list[float]:
     return [law.final_eval(lrs(s, k)) / TRUE.final_eval(lrs(s, k)) - 1 for s, k in cases]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("every", [100, 200])
 def test_recovers_the_law_from_points_logged_every_k_steps(tmp_path, every):
     curves = read_curves(write(tmp_path / "curves.csv", rows(every)))

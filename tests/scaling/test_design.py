@@ -30,6 +30,7 @@ def narrow():
     return points, fit_chinchilla(points)
 
 
+@pytest.mark.slow
 def test_an_under_identified_table_gets_affordable_runs_that_target_what_failed(narrow):
     points, fit = narrow
     assert fit.form != "full"

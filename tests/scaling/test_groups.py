@@ -68,6 +68,7 @@ def test_reference_by_name_inverts_the_multiplier(quality):
     assert m[0] == pytest.approx(1 / TRUE_K, rel=0.10)
 
 
+@pytest.mark.slow
 def test_evaluation_sets_with_a_constant_offset():
     """Kaplan et al. 2020 (sec. 3.2.2): another evaluation set sits a near-constant offset above."""
     points = isoflop_points({"train": (E, 1.0), "other": (E + 0.3, 1.0)}, noise=0.005, seed=1)

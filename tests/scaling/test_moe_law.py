@@ -69,6 +69,7 @@ def test_granularity_form_recovers_its_exponent():
     assert fit.law.loss(1e8, 1e10, 8, 4) == pytest.approx(law.loss(1e8, 1e10, 8, 4), rel=0.003)
 
 
+@pytest.mark.slow
 def test_holdouts_predict_the_left_out_runs():
     points = _points(TRUE, experts=(1, 4, 16), sizes=3)
     fit = fit_moe(points, latin=2)
@@ -92,6 +93,7 @@ def test_law_file_round_trip_and_old_files_unchanged(tmp_path):
         law_from_dict({**old, "moe": {"form": "joint", "a": "x"}})
 
 
+@pytest.mark.slow
 def test_fit_csv_form_moe_through_main(tmp_path, capsys):
     points = _points(TRUE, experts=(1, 8), sizes=3)
     table = _write(tmp_path / "moe.csv", points, {"lr": np.full(len(points), 1e-3)})

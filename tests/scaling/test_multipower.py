@@ -115,6 +115,7 @@ def test_recovers_known_constants(fitted):
     assert rms < 1e-4
 
 
+@pytest.mark.slow
 def test_predicts_a_held_out_schedule_within_noise():
     """Fitted to noisy (1% a step) cosine runs and a constant run, the law predicts a cool-down's final loss."""
     train = [curve(f"cos{n}", schedule(n, "cosine"), noise=0.01, seed=n) for n in (150, 400)]
@@ -125,6 +126,7 @@ def test_predicts_a_held_out_schedule_within_noise():
     assert law.curve(lr)[-1] == pytest.approx(reference_loss(lr)[-1], rel=0.01)
 
 
+@pytest.mark.slow
 def test_the_form_runs_through_curve_law(runs, fitted):
     law = fitted[0]
     assert curve_law_from_dict(dict(law.to_dict(), runs=["x"], rms_log_error=0.1)) == law

@@ -58,6 +58,7 @@ def test_tied_form_and_kinds_the_data_cannot_separate():
     assert tied.law.form == "tied" and tied.law.gamma_w == tied.law.gamma_a == pytest.approx(2.5, rel=0.05)
 
 
+@pytest.mark.slow
 def test_holdout_predicts_each_left_out_width():
     held = leave_one_precision_out(synthetic(((3, 3), (4, 4), (6, 6), (math.inf, math.inf))), "tied")
     assert {c["config"] for c in held["configs"]} == {"w3 a3", "w4 a4", "w6 a6", "fp"}

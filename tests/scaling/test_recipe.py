@@ -61,6 +61,7 @@ def fitted():
     return fit_recipe(synthetic_runs(), reference_batch_tokens=1024, holdout=(512.0, 2048.0), n_boot=200)
 
 
+@pytest.mark.slow
 def test_recovers_the_batch_and_learning_rate_laws(fitted):
     law, cells, _ = fitted
     assert law.batch.identified

@@ -16,6 +16,7 @@ from smallest_loss.scaling.moe_law import read_moe_table
 from tests.conftest import tiny_run
 
 
+@pytest.mark.slow
 def test_runs_become_one_table_every_law_reads(tmp_path, capsys):
     dense = tiny_run(steps=3, eval_every=3, checkpoint_every=3)
     moe = dataclasses.replace(dense, model=dataclasses.replace(dense.model, experts=2, top_k=1))

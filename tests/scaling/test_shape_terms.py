@@ -34,6 +34,7 @@ def synthetic(term: str, gamma: float, r_opt: float, extras: tuple[float, ...], 
     return AspectPoints(FitPoints(N, D, chinchilla * np.exp(g + rng.normal(0.0, noise, len(N)))), r * n, n)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("term", "extras", "tol"),
     [("flat", (1.0,), 0.15), ("asymmetric", (0.005,), 0.3), ("drift", (0.3,), 0.1)],
@@ -115,6 +116,7 @@ def test_varied_sizes_counts_the_sizes_that_identify_drift():
     assert varied_sizes(one) == 1
 
 
+@pytest.mark.slow
 def test_auto_chooses_the_term_that_predicts_left_out_shapes():
     """`fit_law(form="shape")` (term auto): drift where the optimum truly moves with N and the sizes identify it,
     by the leave-one-shape-out error of both terms; the bowl alone, without leave-one-out fits, where only one size

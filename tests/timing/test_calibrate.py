@@ -215,3 +215,14 @@ def test_non_positive_options_are_refused_before_compiling(argv, tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{argv[-2]} must be positive, got {argv[-1]}" in err[0].replace(".0", "")
     assert compiled == [] and not (tmp_path / "records.jsonl").exists()
+
+
+@pytest.mark.slow  # times one configuration
+def test_measure_only_times_the_grid_and_fits_nothing(tmp_path, capsys):
+    out = tmp_path / "cal"
+    argv = ["calibrate", "--grid", "tiny", "--out", str(out), "--limit", "1", "--min-seconds", "0.01", "--rounds", "2"]
+    assert main([*argv, "--no-noise-check", "--probes", "0", "--measure-only", "--quiet"]) == 0
+    assert len((out / "records.jsonl").read_text().splitlines()) == 1 and not (out / "profile.json").exists()
+    assert f"smallest-loss calibrate --fit-only --out {out}" in capsys.readouterr().out
+    assert main(["calibrate", "--fit-only", "--measure-only", "--out", str(out)]) == 2
+    assert "--measure-only times a --grid and fits nothing" in capsys.readouterr().err
