@@ -26,7 +26,7 @@ TEST_SCALE = dict(
     repeats=3,
     budget_covers="steps",  # 3 s of steps: a whole run's start-up and compile alone take longer here
     probes=0,  # no probe runs then: the profile prices the steps alone
-    noise=2,  # the noise floor from 2 configurations timed again (8 by default): each is compiled again
+    noise=1,  # the noise floor from 1 configuration timed again (8 by default): each is compiled again
 )
 
 
