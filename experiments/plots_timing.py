@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from smallest_loss.experiments.figures import new_figure
+from smallest_loss.experiments.figures import new_figure, ticker
 
 
 def plot_name(model_id: str) -> str:
@@ -43,6 +43,11 @@ def plot_predictions(results: list[dict[str, Any]], measured: np.ndarray, out: s
             xlabel="measured step seconds",
             ylabel="predicted (held-out architectures)",
         )
+        decades = np.log10(hi / lo)
+        for axis in (ax.xaxis, ax.yaxis):  # plain numbers (0.01, 0.02): no math text to lay out, half a plot's time
+            axis.set_major_locator(ticker.LogLocator(subs=(1.0,) if decades > 3 else (1.0, 2.0, 5.0)))
+            axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(ticker.NullFormatter())
         title = textwrap.fill(f"{r['id']}: {r['label']}", 48)
         ax.set_title(
             f"{title}\nMAPE {h['mape']:.1%}, max {h['max_ape']:.1%}, Spearman {h['spearman']:.3f}",
