@@ -77,12 +77,15 @@ SLOW_TESTS = (
 )
 
 
-# The longest test files, run first: pytest-xdist hands out whole files (--dist loadfile) in collection order, so a
-# long file collected last keeps one worker busy after the others have finished. Longest first, measured on 2 cores.
+# The longest test files, run first: pytest-xdist hands out whole files (--dist loadfile) in collection order (with
+# --no-loadscope-reorder, pyproject.toml; by default it orders files by their number of tests), so a long file
+# collected last keeps one worker busy after the others have finished. Longest first, measured on 2 cores; the GPU
+# session's script third, so that it starts after the quickstart test has compiled the `tiny` grid both time (its
+# calibration then reads them from the shared compilation cache).
 LONGEST_FIRST = (
     "tests/experiments/test_quickstart.py",
-    "tests/experiments/test_gpu_session.py",
     "tests/test_docs.py",
+    "tests/experiments/test_gpu_session.py",
     "tests/model/test_sharding.py",
     "tests/model/test_transformer.py",
     "tests/experiments/test_fit_curves_cmd.py",
