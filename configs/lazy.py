@@ -1,5 +1,6 @@
-"""Modules loaded on first use, so that a command that never needs JAX (`smallest-loss fit --csv`, `plan`) does
-not pay its import (about a second, more on a busy machine).
+"""Modules loaded on first use, so that a command that never needs JAX (`plan`) or scipy does not pay its import
+(about a second each, more on a busy machine). `jax`, `jnp`, `optimize` (scipy.optimize) and `stats` (scipy.stats)
+are shared here; a module needing another one makes its own `LazyModule`.
 
 `jax = LazyModule("jax")` behaves as the module once an attribute is read; `jit(fn, ...)` compiles `fn` with
 `jax.jit` on its first call. Both are for module-level names whose use sits inside functions.
@@ -40,6 +41,8 @@ class LazyModule:
 
 jax = LazyModule("jax")
 jnp = LazyModule("jax.numpy")
+optimize = LazyModule("scipy.optimize")  # scipy takes a second to import
+stats = LazyModule("scipy.stats")
 
 
 def jit(fn: Callable | None = None, **options: Any) -> Callable:

@@ -25,6 +25,7 @@ def plot_predictions(results: list[dict[str, Any]], measured: np.ndarray, out: s
     out = Path(out)
     paths = []
     lo, hi = measured.min() / 1.5, measured.max() * 1.5
+    subs = (1.0,) if np.log10(hi / lo) > 3 else (1.0, 2.0, 5.0)  # tick marks: decades, or 1-2-5 on a short range
     for r in results:
         if "predicted" not in r:
             continue
@@ -43,9 +44,8 @@ def plot_predictions(results: list[dict[str, Any]], measured: np.ndarray, out: s
             xlabel="measured step seconds",
             ylabel="predicted (held-out architectures)",
         )
-        decades = np.log10(hi / lo)
         for axis in (ax.xaxis, ax.yaxis):  # plain numbers (0.01, 0.02): no math text to lay out, half a plot's time
-            axis.set_major_locator(ticker.LogLocator(subs=(1.0,) if decades > 3 else (1.0, 2.0, 5.0)))
+            axis.set_major_locator(ticker.LogLocator(subs=subs))
             axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             axis.set_minor_formatter(ticker.NullFormatter())
         title = textwrap.fill(f"{r['id']}: {r['label']}", 48)

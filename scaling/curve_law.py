@@ -39,13 +39,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
-from smallest_loss.configs.lazy import LazyModule
+from smallest_loss.configs.lazy import LazyModule, optimize
 from smallest_loss.configs.schema import TrainConfig
 from smallest_loss.model.params import count_params
 from smallest_loss.scaling import multipower as mp
 from smallest_loss.scaling.multipower import MultiPowerLaw, drops, fit_multipower, window_index
 
-optimize = LazyModule("scipy.optimize")
 signal = LazyModule("scipy.signal")  # loaded on first use (scipy takes a second to import)
 model_runs = LazyModule("smallest_loss.model.runs")  # the trainer's code (JAX, Flax), for run folders only
 model_train = LazyModule("smallest_loss.model.train")

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
-from smallest_loss.configs.lazy import LazyModule, jax, jit, jnp
+from smallest_loss.configs.lazy import jax, jit, jnp, optimize
 from smallest_loss.scaling.bootstrap import interval, resample_within_groups
 from smallest_loss.scaling.chinchilla import CHINCHILLA_GRID, E_FLOOR, ChinchillaLaw, chinchilla_bounds
 from smallest_loss.scaling.optimize import (
@@ -63,8 +63,6 @@ from smallest_loss.scaling.optimize import (
     huber,
 )
 from smallest_loss.scaling.points import FitPoints, budget_labels
-
-optimize = LazyModule("scipy.optimize")  # loaded on first use (scipy takes a second to import)
 
 MIN_GROUP_POINTS = 4  # each group adds two constants (E_g, k_g) to the three shared ones
 REFINE_STARTS = 64  # best screened starts run to convergence: a pool of 64, the size of batched_lbfgs's

@@ -22,9 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
-from smallest_loss.configs.lazy import LazyModule
-
-optimize = LazyModule("scipy.optimize")  # loaded on first use (scipy takes a second to import)
+from smallest_loss.configs.lazy import optimize
 
 if TYPE_CHECKING:
     from smallest_loss.scaling.collect import RunRecord

@@ -36,9 +36,8 @@ from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 import numpy as np
-from smallest_loss.configs.lazy import LazyModule
+from smallest_loss.configs.lazy import LazyModule, optimize
 
-optimize = LazyModule("scipy.optimize")  # loaded on first use (scipy takes a second to import)
 sparse = LazyModule("scipy.sparse")
 
 PARAMS = ("L0", "A", "alpha", "B", "C", "beta", "gamma")

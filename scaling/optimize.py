@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
-from smallest_loss.configs.lazy import LazyModule, jax, jit, jnp
+from smallest_loss.configs.lazy import jax, jit, jnp, optimize
 from smallest_loss.scaling import fitbase
 from smallest_loss.scaling.fitbase import (  # noqa: F401  (re-exported: the fits import them from here)
     BOUND_TOL,
@@ -44,8 +44,6 @@ from smallest_loss.scaling.fitbase import (  # noqa: F401  (re-exported: the fit
     subset_index,
 )
 from smallest_loss.scaling.points import FitPoints
-
-optimize = LazyModule("scipy.optimize")  # loaded on first use (scipy takes a second to import)
 
 # The fast path (see the module docstring).
 SCREEN_POINTS = 1024

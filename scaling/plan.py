@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
-from smallest_loss.configs.lazy import LazyModule
+from smallest_loss.configs.lazy import optimize
 from smallest_loss.configs.spaces import SearchSpace
 from smallest_loss.model.params import inactive_params, param_counts
 from smallest_loss.scaling.aspect import AspectLaw
@@ -48,8 +48,6 @@ from smallest_loss.scaling.plan_result import BatchOption, Edge, FlopsRuleChoice
 from smallest_loss.scaling.recipe import RecipeLaw
 from smallest_loss.timing.counts import MoeSpec, bytes_per_element, train_memory_bytes, train_step_flops
 from smallest_loss.timing.wallclock import Cadence, WallClock
-
-optimize = LazyModule("scipy.optimize")  # loaded on first use (scipy takes a second to import)
 
 # Callables of the shape arrays (d, n, h, w, s, v, b) and the space's architecture keywords (activation, norm,
 # tied; step time also dtype, memory bytes_per), so a profile and the records it was fitted to agree on

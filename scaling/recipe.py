@@ -52,11 +52,8 @@ from typing import Any
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
-from smallest_loss.configs.lazy import LazyModule
+from smallest_loss.configs.lazy import optimize, stats
 from smallest_loss.configs.schema import Schedule
-
-stats = LazyModule("scipy.stats")
-optimize = LazyModule("scipy.optimize")  # loaded on first use (scipy takes a second to import)
 
 RECIPE_VERSION = 1
 BETA_RANGE = (0.05, 1.5)

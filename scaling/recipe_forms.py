@@ -25,10 +25,8 @@ from collections.abc import Sequence
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
-from smallest_loss.configs.lazy import LazyModule
+from smallest_loss.configs.lazy import optimize
 from smallest_loss.scaling.recipe import Cell, LRLaw, OptimalBatchLaw, fit_batch_law, fit_lr_law
-
-optimize = LazyModule("scipy.optimize")  # loaded on first use (scipy takes a second to import)
 
 
 def _arrays(cells: Sequence[Cell]) -> tuple[np.ndarray, ...]:

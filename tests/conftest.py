@@ -80,8 +80,8 @@ SLOW_TESTS = (
 # The longest test files, run first: pytest-xdist hands out whole files (--dist loadfile) in collection order (with
 # --no-loadscope-reorder, pyproject.toml; by default it orders files by their number of tests), so a long file
 # collected last keeps one worker busy after the others have finished. Longest first, measured on 2 cores; the GPU
-# session's script third, so that it starts after the quickstart test has compiled the `tiny` grid both time (its
-# calibration then reads them from the shared compilation cache).
+# session's script third, so that it starts after the quickstart test has compiled the `tiny` grid both tests time
+# (its calibration then reads the programs from the shared compilation cache).
 LONGEST_FIRST = (
     "tests/experiments/test_quickstart.py",
     "tests/test_docs.py",
@@ -100,10 +100,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     every file keeps its own order; every xdist worker sorts alike); tests marked `gpu` need an accelerator: skipped
     where JAX's default backend is the CPU."""
     root = Path(__file__).resolve().parent.parent
-    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.resolve().relative_to(root).as_posix(), len(rank)))
+    path = {item: item.path.resolve().relative_to(root).as_posix() for item in items}
+    rank = {file: i for i, file in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(path[item], len(rank)))
     for item in items:
-        if f"{item.path.resolve().relative_to(root).as_posix()}::{item.name}" in SLOW_TESTS:
+        if f"{path[item]}::{item.name}" in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
     import jax
 

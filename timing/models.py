@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
-from smallest_loss.configs.lazy import LazyModule
+from smallest_loss.configs.lazy import optimize, stats
 from smallest_loss.timing.counts import (
     FLOPS,
     MEMCPYS,
@@ -48,9 +48,6 @@ from smallest_loss.timing.counts import (
     train_step_terms,
     weight_bytes,
 )
-
-optimize = LazyModule("scipy.optimize")  # loaded on first use (scipy takes a second to import)
-stats = LazyModule("scipy.stats")
 
 STATISTICS = {"best_round": "best_round_seconds", "median": "step_seconds", "min": "min_seconds"}
 # What a profile predicts: the median of all repeats. On the 2-core machine of results/cpu/quickstart it

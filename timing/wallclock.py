@@ -22,9 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from smallest_loss.configs.lazy import LazyModule
-
-optimize = LazyModule("scipy.optimize")  # loaded on first use (scipy takes a second to import)
+from smallest_loss.configs.lazy import optimize
 
 TERMS = ("startup", "compile", "steps", "evals", "saves")  # the order every report prints them in
 STATE_BYTES_PER_PARAM = 12.0  # float32 parameters and AdamW's two float32 moments
