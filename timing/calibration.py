@@ -417,13 +417,16 @@ def calibrate(
     price_per_hour: float | None = None,
     progress: bool = True,
     probes: int = PROBE_RUNS,
-) -> Calibration:
+    fit: bool = True,
+) -> Calibration | None:
     """Time `grid` on this device into `out` (resuming what is there), measure the noise floor, make `probes` short
     training runs (timing/probes.py: the loop's host cost and a run's other wall-clock terms), and fit and compare
-    the step-time models: what `smallest-loss calibrate --grid` does; the profile is `out/profile.json`."""
+    the step-time models: what `smallest-loss calibrate --grid` does; the profile is `out/profile.json`. With
+    `fit=False` it measures and stops, returning None (`calibrate --measure-only`); called again with `fit=True`,
+    it reuses what was measured and fits."""
     out = Path(out)
     run_grid(grid, out, progress=progress, min_seconds=min_seconds, repeats=repeats)
     if noise_check:
         noise_floor(out, min_seconds=min_seconds, repeats=repeats)
     probe_runs(out, read_records(out / "records.jsonl"), probes)
-    return fit_folder(out, price_per_hour)
+    return fit_folder(out, price_per_hour) if fit else None

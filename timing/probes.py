@@ -33,8 +33,10 @@ PROBES = 3  # probe runs of a calibration (0: none; the profile then prices the 
 
 def pick_probes(records: list[dict[str, Any]], k: int = PROBES) -> list[dict[str, Any]]:
     """k `ok` records spread over the parameter counts (the smallest, the largest, and between)."""
+    if k < 1:
+        return []
     ok = sorted((r for r in records if r.get("status") == "ok"), key=lambda r: r["counts"]["params"])
-    if not ok or k < 1:
+    if not ok:
         return []
     picks = sorted({int(round(i)) for i in np.linspace(0, len(ok) - 1, min(k, len(ok)))})
     return [ok[i] for i in picks]

@@ -226,3 +226,25 @@ def test_measure_only_times_the_grid_and_fits_nothing(tmp_path, capsys):
     assert f"smallest-loss calibrate --fit-only --out {out}" in capsys.readouterr().out
     assert main(["calibrate", "--fit-only", "--measure-only", "--out", str(out)]) == 2
     assert "--measure-only times a --grid and fits nothing" in capsys.readouterr().err
+
+
+def test_the_api_measures_without_fitting_then_fits_what_it_measured(tmp_path, monkeypatch):
+    """`calibrate(..., fit=False)` (the API's --measure-only) writes no profile and returns None; called again it
+    fits the records already measured. The grid's timing is replaced by synthetic records (its own tests time it)."""
+    from tests.timing.test_models import synthetic_records
+
+    measured = []
+
+    def run_grid(grid, out, **_):
+        measured.append(grid)
+        (out / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in synthetic_records(noise=0.02)))
+        rates = dict(device_kind=environment()["device_kind"], peak_flops=1e11, bandwidth=1e10, cache_bytes=2**20)
+        (out / "device.json").write_text(json.dumps(rates))
+        return {"ok": len(synthetic_records())}
+
+    monkeypatch.setattr(cal, "run_grid", run_grid)
+    args = dict(noise_check=False, probes=0, progress=False)
+    assert cal.calibrate("tiny", tmp_path, fit=False, **args) is None and measured == ["tiny"]
+    assert (tmp_path / "records.jsonl").exists() and not (tmp_path / "profile.json").exists()
+    calibration = cal.calibrate("tiny", tmp_path, **args)
+    assert calibration.profile.model == "paper" and load_profile(tmp_path / "profile.json") == calibration.profile
