@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from smallest_loss.experiments.figures import colors, new_figure
+from smallest_loss.experiments.figures import colors, new_figure, save_figure
 from smallest_loss.scaling.collect import RunRecord
 from smallest_loss.scaling.plan import Scores
 
@@ -52,7 +52,7 @@ def plot_plan(plan: Scores, folder: str | Path) -> list[Path]:
     fig.colorbar(sc, ax=right, label="depth n")
     fig.suptitle(f"budget {plan.budget.text}: {len(c):,} candidates", fontsize=10)
     path = folder / "plan.png"
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     return [path]
 
 
@@ -75,5 +75,5 @@ def plot_isoflop(records: list[RunRecord], path: str | Path, profiles: list[dict
             ax.axvline(prof["N_opt"], color=color, ls=":", lw=0.8)
     ax.set(xscale="log", xlabel="parameters N", ylabel="final eval loss", title="IsoFLOP profiles")
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     return path

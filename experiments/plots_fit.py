@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from smallest_loss.experiments.figures import cm, colors, new_figure, ticker
+from smallest_loss.experiments.figures import cm, colors, new_figure, save_figure, ticker
 from smallest_loss.scaling.chinchilla import ChinchillaLaw
 from smallest_loss.scaling.kaplan import KaplanLaw
 from smallest_loss.scaling.points import FitPoints
@@ -55,7 +55,7 @@ def plot_fit(points: FitPoints, law: ChinchillaLaw | KaplanLaw, path: str | Path
         axis.set_major_formatter(plain)
         axis.set_minor_formatter(plain)
     fig.suptitle(_title(law), fontsize=10)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     return path
 
 
@@ -99,7 +99,7 @@ def plot_curves(curves: list, laws: list, path: str | Path, held: list | None = 
         )
         ax.set_title(f"N={law.N}\n{params}", fontsize=8)
         ax.legend(fontsize=6)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     return path
 
 
@@ -114,5 +114,5 @@ def plot_predicted_curves(curves: list[tuple[int, np.ndarray, np.ndarray]], path
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_minor_formatter(ticker.NullFormatter())
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     return path

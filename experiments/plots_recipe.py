@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from smallest_loss.experiments.figures import new_figure
+from smallest_loss.experiments.figures import new_figure, save_figure
 from smallest_loss.scaling.recipe import Cell, RecipeLaw, batch_predict
 from smallest_loss.scaling.recipe_forms import optimal_predict
 
@@ -57,5 +57,5 @@ def plot_recipe(cells: list[Cell], names: list[str], law: RecipeLaw, path: str |
         ylabel="best learning rate",
         title=f"lr* ~ N^{law.lr.n_exponent:.2f} B^{law.lr.batch_exponent:.2f} (hollow: not bracketed)",
     )
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     return path

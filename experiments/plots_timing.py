@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from smallest_loss.experiments.figures import new_figure, ticker
+from smallest_loss.experiments.figures import new_figure, save_figure, ticker
 
 
 def plot_name(model_id: str) -> str:
@@ -47,7 +47,7 @@ def plot_predictions(results: list[dict[str, Any]], measured: np.ndarray, out: s
         for axis in (ax.xaxis, ax.yaxis):  # plain numbers (0.01, 0.02): no math text to lay out, half a plot's time
             axis.set_major_locator(ticker.LogLocator(subs=subs))
             axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-            axis.set_minor_formatter(ticker.NullFormatter())
+            axis.set_minor_locator(ticker.NullLocator())  # no minor ticks: each tick is an object to build and draw
         title = textwrap.fill(f"{r['id']}: {r['label']}", 48)
         ax.set_title(
             f"{title}\nMAPE {h['mape']:.1%}, max {h['max_ape']:.1%}, Spearman {h['spearman']:.3f}",
@@ -55,6 +55,6 @@ def plot_predictions(results: list[dict[str, Any]], measured: np.ndarray, out: s
             y=1.01,  # placed, not fitted above the tick labels: a quarter of a plot's time
         )
         path = out / plot_name(r["id"])
-        fig.savefig(path, dpi=110)
+        save_figure(fig, path, dpi=110)
         paths.append(path)
     return paths

@@ -210,13 +210,24 @@ def state_layout(
 ) -> tuple[nnx.GraphDef, State, Any]:
     """The graph definition, the abstract training state (shapes, dtypes and shardings on `mesh`; nothing
     allocated) and the state's shardings. A resumed run restores into the abstract state directly."""
-    shapes = jax.eval_shape(lambda: init_state(model_cfg, optimizer, seed)[1])
+    graphdefs = []  # the model is built once, from shapes: its graph definition holds no arrays
+
+    def build() -> State:
+        graphdef, state = init_state(model_cfg, optimizer, seed)
+        graphdefs.append(graphdef)
+        return state
+
+    shapes = jax.eval_shape(build)
     shardings = state_shardings(shapes, mesh)
     abstract = jax.tree.map(
         lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes, shardings
     )
-    graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(model_cfg, nnx.Rngs(seed))), nnx.Param)[0]
-    return graphdef, abstract, shardings
+    return graphdefs[0], abstract, shardings
+
+
+def new_state(model_cfg: ModelConfig, optimizer: optax.GradientTransformation, seed: int, shardings: Any) -> State:
+    """A freshly initialised training state, created directly in `shardings` (`state_layout`)."""
+    return jax.jit(lambda: init_state(model_cfg, optimizer, seed)[1], out_shardings=shardings)()
 
 
 def init_sharded_state(
@@ -227,8 +238,7 @@ def init_sharded_state(
     Returns the graph definition, the state and the state's shardings.
     """
     graphdef, _, shardings = state_layout(model_cfg, optimizer, seed, mesh)
-    state = jax.jit(lambda: init_state(model_cfg, optimizer, seed)[1], out_shardings=shardings)()
-    return graphdef, state, shardings
+    return graphdef, new_state(model_cfg, optimizer, seed, shardings), shardings
 
 
 def jit_sharded_step(
@@ -313,7 +323,7 @@ class _Loop:
         self.window: list[tuple[float, float]] = []  # noise-scale norms since the last windowed estimate
         self.state = self._restore(abstract) if resume or run.branch else None
         if self.state is None:  # a new run, or no usable checkpoint
-            self.state = init_sharded_state(cfg.model, optimizer, cfg.train.seed, self.mesh)[1]
+            self.state = new_state(cfg.model, optimizer, cfg.train.seed, shardings)
         self.clock = dict.fromkeys(CLOCK_TERMS, 0.0)
         self.clock["compile"] = self._compile(abstract)
         self.pending: list[tuple[int, dict[str, jax.Array]]] = []

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
+
+# Bytecode caches, as Python writes them by default, even where PYTHONDONTWRITEBYTECODE is set: otherwise every
+# xdist worker rewrites every test module's asserts again (about 6 s each) and every CLI subprocess compiles the
+# package's modules from source. They land in the checkout's __pycache__ folders (git ignores them).
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 # XLA's persistent compilation cache, shared by this test session and the CLI subprocesses it starts (they
 # inherit the environment): many tests compile the same tiny programs, and a hit skips the compile. Set

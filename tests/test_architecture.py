@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +93,10 @@ def imports_of(module: str, path: Path) -> list[Import]:
     return found
 
 
-IMPORTS = {module: imports_of(module, path) for module, path in MODULES.items()}
+@functools.cache
+def all_imports() -> dict[str, list[Import]]:
+    """Every module's imports, parsed once, when a test first asks (not at collection, which every worker does)."""
+    return {module: imports_of(module, path) for module, path in MODULES.items()}
 
 
 def _layer(module: str) -> str | None:
@@ -140,7 +144,7 @@ def test_the_checks_see_what_they_check(tmp_path):
 
 def test_each_package_imports_only_packages_to_its_left():
     wrong = []
-    for module, imports in IMPORTS.items():
+    for module, imports in all_imports().items():
         rank = LAYERS.index(_layer(module))
         for imp in imports:
             target = _layer(imp.target)
@@ -152,7 +156,7 @@ def test_each_package_imports_only_packages_to_its_left():
 def test_no_layer_below_experiments_imports_experiments():
     wrong = [
         f"{_rel(MODULES[module])}:{imp.line} imports {imp.target}"
-        for module, imports in IMPORTS.items()
+        for module, imports in all_imports().items()
         if _layer(module) != "experiments"
         for imp in imports
         if _layer(imp.target) == "experiments" or imp.target == f"{TOP}.experiments"
@@ -196,7 +200,9 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_no_import_cycle_among_modules():
-    graph = {m: {t for imp in imports if imp.at_import_time for t in _targets(imp)} for m, imports in IMPORTS.items()}
+    graph = {
+        m: {t for imp in imports if imp.at_import_time for t in _targets(imp)} for m, imports in all_imports().items()
+    }
     cycles = _cycles(graph)
     lines = []
     for component in cycles:
@@ -204,7 +210,7 @@ def test_no_import_cycle_among_modules():
         edges = [
             f"  {_rel(MODULES[m])}:{imp.line} imports {t}"
             for m in component
-            for imp in IMPORTS[m]
+            for imp in all_imports()[m]
             if imp.at_import_time
             for t in _targets(imp)
             if t in members
@@ -215,7 +221,7 @@ def test_no_import_cycle_among_modules():
 
 def test_no_private_name_imported_from_another_module():
     wrong = []
-    for module, imports in IMPORTS.items():
+    for module, imports in all_imports().items():
         for imp in imports:
             if not imp.target.startswith(f"{TOP}.") and imp.target != TOP:
                 continue
@@ -243,5 +249,5 @@ def test_no_function_longer_than_the_limit():
 
 def test_cli_imports_only_at_module_level():
     cli = f"{TOP}.experiments.cli"
-    inside = [f"{_rel(MODULES[cli])}:{imp.line} imports {imp.target}" for imp in IMPORTS[cli] if imp.in_function]
+    inside = [f"{_rel(MODULES[cli])}:{imp.line} imports {imp.target}" for imp in all_imports()[cli] if imp.in_function]
     assert not inside, "imports inside functions of the CLI:\n" + "\n".join(inside)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import math
 import os
@@ -85,6 +86,14 @@ def append_record(path: Path, record: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
+@functools.cache
+def measured_rates(device_kind: str, dtype: str) -> tuple[float, str, float]:
+    """This device's peak matmul FLOP/s, the dtype it was measured in, and its bandwidth: measured once per process
+    (a process that calibrates several folders of one device measures it once; about 8 s on 2 CPU cores)."""
+    peak, measured_in = measure_peak_flops(dtype)
+    return peak, measured_in, measure_bandwidth()
+
+
 def device_rates(out: Path, dtype: str = "float32") -> dict[str, Any]:
     """This device's measured peak matmul FLOP/s (in the records' compute dtype) and bandwidth, and its cache
     size (CPU), measured once per calibration folder and dtype and kept in `device.json` (a folder of external
@@ -96,8 +105,8 @@ def device_rates(out: Path, dtype: str = "float32") -> dict[str, Any]:
         return rates
     dtype = "bfloat16" if dtype == "float8" else dtype  # float8 steps: the peak of bfloat16 matmuls (the fit scales it)
     if rates.get("device_kind") != kind or rates.get("peak_dtype", "float32") != dtype:
-        peak, measured_in = measure_peak_flops(dtype)  # measured_in: float32 where the backend lacks dtype
-        rates = dict(device_kind=kind, peak_flops=peak, peak_dtype=measured_in, bandwidth=measure_bandwidth())
+        peak, measured_in, bandwidth = measured_rates(kind, dtype)  # measured_in: float32 where the backend lacks dtype
+        rates = dict(device_kind=kind, peak_flops=peak, peak_dtype=measured_in, bandwidth=bandwidth)
     if "cache_bytes" not in rates:
         rates["cache_bytes"] = cache_bytes()
     path.write_text(json.dumps(rates, indent=2) + "\n")

@@ -29,13 +29,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from smallest_loss.configs.devices import find_device
 from smallest_loss.configs.schema import ModelConfig, TrainConfig
 from smallest_loss.model.runs import environment
-from smallest_loss.model.sharding import batch_sharding, make_mesh, resolve_mesh_shape, state_shardings
-from smallest_loss.model.train import init_state, jit_sharded_step, make_optimizer
-from smallest_loss.model.transformer import Transformer
+from smallest_loss.model.sharding import batch_sharding, make_mesh, resolve_mesh_shape
+from smallest_loss.model.train import jit_sharded_step, make_optimizer, state_layout
 from smallest_loss.timing.counts import counts_for
 
 RECORD_VERSION = 2  # 2: rounds (round_medians, best_round_seconds)
@@ -131,10 +129,7 @@ def compile_step(
     train = TrainConfig(steps=1000, warmup_steps=10, batch_size=b, mesh_data=devices, micro_batches=micro_batches)
     optimizer = make_optimizer(train, 1000)
     mesh = make_mesh(resolve_mesh_shape(train))
-    graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))), nnx.Param)[0]
-    shapes = jax.eval_shape(lambda: init_state(cfg, optimizer, 0)[1])
-    shardings = state_shardings(shapes, mesh)
-    state = jax.tree.map(lambda a, where: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=where), shapes, shardings)
+    graphdef, state, shardings = state_layout(cfg, optimizer, 0, mesh)
     tokens = jax.ShapeDtypeStruct((b, cfg.s + 1), jnp.int32, sharding=batch_sharding(mesh))
     start = time.perf_counter()
     compiled = jit_sharded_step(graphdef, optimizer, shardings, mesh, micro_batches).lower(state, tokens).compile()
