@@ -68,7 +68,8 @@ class Verification:
 
 
 def verify_config(row: PlanRow, space: SearchSpace, recipe: SweepDesign) -> RunConfig:
-    """The run that trains a planned row: its shape and steps in the space's architecture, everything else
+    """The run that trains a planned row: its shape (a mixture of experts' experts, top-k and granularity with it)
+    and steps in the space's architecture, everything else
     (optimizer, schedule and its warm-up fraction, data) from the recipe the law was fitted under."""
     base = recipe.base
     model = dataclasses.replace(
@@ -83,6 +84,10 @@ def verify_config(row: PlanRow, space: SearchSpace, recipe: SweepDesign) -> RunC
         activation=space.activation,
         norm=space.norm,
         tied_embeddings=space.tied,
+        # A mixture of experts trains as one (a dense row, or a law without a `moe` section: the dense MLP).
+        experts=row.experts if row.is_moe else 0,
+        top_k=row.top_k or 1 if row.is_moe else base.model.top_k,
+        granularity=row.granularity or 1 if row.is_moe else base.model.granularity,
     )
     steps = int(row.tokens // (row.b * row.s))
     if steps < 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -244,3 +245,21 @@ def test_verify_trains_with_the_recipe():
         space.norm,
         space.dtype,
     )
+    assert config.model.experts == 0  # a dense row trains the dense MLP
+
+
+def test_verify_trains_a_planned_mixture_of_experts_as_one():
+    """A MoE row of a plan trains with its experts, top-k and granularity (it once trained the dense shape), and a
+    dense row of the same plan trains the dense MLP even where the recipe's model is a mixture."""
+    from smallest_loss.configs.designs import get_design
+    from smallest_loss.configs.spaces import get_space
+    from smallest_loss.scaling.plan_result import PlanRow
+    from smallest_loss.scaling.verify import verify_config
+
+    design, space = get_design("cpu-moe"), get_space("cpu")
+    moe = PlanRow(32, 2, 1, 128, 64, 16, 3.3e4, 16 * 64 * 400, 68.0, 1.7, 16.0, 1, experts=8, top_k=2, granularity=2)
+    model = verify_config(moe, space, design).model
+    assert (model.experts, model.top_k, model.granularity) == (8, 2, 2) and (model.d, model.n, model.w) == (32, 2, 128)
+    moe_recipe = dataclasses.replace(design, base=dataclasses.replace(design.base, model=model))
+    dense = dataclasses.replace(moe, experts=1, top_k=1, granularity=1)
+    assert verify_config(dense, space, moe_recipe).model.experts == 0
