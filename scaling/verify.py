@@ -118,7 +118,9 @@ def verify(row: PlanRow, space: SearchSpace, recipe: SweepDesign, out: str | Pat
     m = config.model
     # One folder per configuration, so a rerun resumes this run and a new plan never reuses another's.
     lr = f"-lr{config.train.lr:.3g}" if row.lr is not None else ""
-    out = Path(out) / f"d{m.d}-n{m.n}-h{m.h}-w{m.w}-s{m.s}-b{config.train.batch_size}{lr}-steps{config.total_steps}"
+    moe = f"-e{m.experts}-k{m.top_k}-g{m.granularity}" if m.experts else ""
+    name = f"d{m.d}-n{m.n}-h{m.h}-w{m.w}{moe}-s{m.s}-b{config.train.batch_size}{lr}-steps{config.total_steps}"
+    out = Path(out) / name
     summary = model_train.train(config, out, resume=(out / "config.json").exists(), progress=True)
     per_step = steady_step_seconds(RunDir(out, config, {}).read_metrics(), config.train.checkpoint_every)
     return Verification(
