@@ -20,6 +20,7 @@ from smallest_loss.scaling.plan_result import Plan
 from smallest_loss.scaling.planner import make_plan
 from smallest_loss.scaling.precision_plan import plan_precisions
 from smallest_loss.scaling.verify import verify, verify_cadence, verify_line
+from smallest_loss.timing.profile import load_profile
 
 
 def write_outputs(plan: Plan, folder: str | Path) -> list[Path]:
@@ -140,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
     checked = None
     if recipe is not None:
         out = args.verify_out or f"{args.out or 'runs'}/verify"
-        checked = verify(plan.best, plan.space, recipe, out)
+        bits = load_profile(args.profile[0]).bits if args.profile else None  # train at the precision priced
+        checked = verify(plan.best, plan.space, recipe, out, bits)
         report["verify"] = checked.to_dict()
     if args.json:
         print(json.dumps(report, indent=2))

@@ -67,10 +67,13 @@ class Verification:
         return out
 
 
-def verify_config(row: PlanRow, space: SearchSpace, recipe: SweepDesign) -> RunConfig:
+def verify_config(
+    row: PlanRow, space: SearchSpace, recipe: SweepDesign, bits: dict[str, int] | None = None
+) -> RunConfig:
     """The run that trains a planned row: its shape (a mixture of experts' experts, top-k and granularity with it)
-    and steps in the space's architecture, everything else
-    (optimizer, schedule and its warm-up fraction, data) from the recipe the law was fitted under."""
+    and steps in the space's architecture, with the profile's quantised training `bits` ({"weights": 4, ...}:
+    the precision its steps were priced at), everything else (optimizer, schedule and its warm-up fraction, data)
+    from the recipe the law was fitted under."""
     base = recipe.base
     model = dataclasses.replace(
         base.model,
@@ -88,6 +91,7 @@ def verify_config(row: PlanRow, space: SearchSpace, recipe: SweepDesign) -> RunC
         experts=row.experts if row.is_moe else 0,
         top_k=row.top_k or 1 if row.is_moe else base.model.top_k,
         granularity=row.granularity or 1 if row.is_moe else base.model.granularity,
+        **{f"bits_{kind}": (bits or {}).get(kind) for kind in ("weights", "activations", "kv")},
     )
     steps = int(row.tokens // (row.b * row.s))
     if steps < 1:
@@ -109,17 +113,22 @@ def verify_config(row: PlanRow, space: SearchSpace, recipe: SweepDesign) -> RunC
     return dataclasses.replace(base, model=model, train=train)
 
 
-def verify(row: PlanRow, space: SearchSpace, recipe: SweepDesign, out: str | Path) -> Verification:
+def verify(
+    row: PlanRow, space: SearchSpace, recipe: SweepDesign, out: str | Path, bits: dict[str, int] | None = None
+) -> Verification:
     """Train the recommended configuration with the law's recipe and compare its loss and step time with the
     prediction. Beside the run's own final evaluation (its batch size and seed choose its validation tokens) the
     loss on one common sample (`model.evaluate.COMMON_SAMPLE`), so plans at different batch sizes compare on the
     same tokens."""
-    config = verify_config(row, space, recipe)
+    config = verify_config(row, space, recipe, bits)
     m = config.model
     # One folder per configuration, so a rerun resumes this run and a new plan never reuses another's.
     lr = f"-lr{config.train.lr:.3g}" if row.lr is not None else ""
     moe = f"-e{m.experts}-k{m.top_k}-g{m.granularity}" if m.experts else ""
-    name = f"d{m.d}-n{m.n}-h{m.h}-w{m.w}{moe}-s{m.s}-b{config.train.batch_size}{lr}-steps{config.total_steps}"
+    quant = "".join(
+        f"-{k}{b}" for k, b in (("qw", m.bits_weights), ("qa", m.bits_activations), ("qkv", m.bits_kv)) if b
+    )
+    name = f"d{m.d}-n{m.n}-h{m.h}-w{m.w}{moe}{quant}-s{m.s}-b{config.train.batch_size}{lr}-steps{config.total_steps}"
     out = Path(out) / name
     summary = model_train.train(config, out, resume=(out / "config.json").exists(), progress=True)
     per_step = steady_step_seconds(RunDir(out, config, {}).read_metrics(), config.train.checkpoint_every)

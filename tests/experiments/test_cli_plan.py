@@ -263,3 +263,7 @@ def test_verify_trains_a_planned_mixture_of_experts_as_one():
     moe_recipe = dataclasses.replace(design, base=dataclasses.replace(design.base, model=model))
     dense = dataclasses.replace(moe, experts=1, top_k=1, granularity=1)
     assert verify_config(dense, space, moe_recipe).model.experts == 0
+    # A plan priced with a quantised profile trains at its bits; one priced unquantised trains unquantised.
+    quantised = verify_config(dense, space, design, {"weights": 4, "activations": 6}).model
+    assert (quantised.bits_weights, quantised.bits_activations, quantised.bits_kv) == (4, 6, None)
+    assert verify_config(dense, space, design).model.bits_weights is None
