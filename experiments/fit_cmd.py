@@ -308,6 +308,8 @@ def _format_precision(law_file: LawFile) -> list[str]:
     values = {key: getattr(law_file.law, key) for key in LAW_KEYS}
     values |= {f"gamma_{k}": p.gamma(k) for k in ("w", "a", "kv") if p.gamma(k) is not None}
     intervals = (law_file.intervals or {}) | (p.intervals or {})
+    if p.penalty is not None:
+        values |= {f"penalty_{k}": getattr(p.penalty, k) for k in ("C", "gamma_D", "gamma_N")}
     if p.ptq is not None:
         values |= {f"ptq_{k}": getattr(p.ptq, k) for k in ("C_T", "gamma_D", "gamma_N", "gamma_post")}
         intervals |= {f"ptq_{k}": v for k, v in (p.ptq.intervals or {}).items()}
@@ -717,10 +719,11 @@ def _add_moe_args(p: argparse.ArgumentParser) -> None:
 def _add_precision_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--precision-form",
-        choices=("separate", "tied"),
+        choices=("separate", "tied", "additive"),
         default="separate",
-        help="with --form precision: a gamma per quantised kind (weights, activations, keys and values) or one "
-        "gamma for all",
+        help="with --form precision: Kumar et al.'s effective parameters with a gamma per quantised kind (weights, "
+        "activations, keys and values) or one gamma for all; or `additive`: N_eff = N and quantised training adds a "
+        "loss C D^gamma_D / N^gamma_N sum_k exp(-P_k/gamma) that grows with the tokens",
     )
 
 

@@ -318,9 +318,14 @@ def law_calibration(law_file: LawFile, points: FitPoints | None = None) -> Inter
 
 
 def sample_log_loss(samples: dict[str, np.ndarray], N: np.ndarray, D: np.ndarray) -> np.ndarray:
-    """(samples, points) log loss under each bootstrap sample of the law."""
+    """(samples, points) log loss under each bootstrap sample of the law (with the additive precision form's penalty
+    where the samples carry it: scaling/precision_plan.py `law_with_training_penalty`)."""
     E, A, B, alpha, beta = (np.asarray(samples[k], float)[:, None] for k in CONSTANTS)
-    return np.log(E + A / N[None, :] ** alpha + B / D[None, :] ** beta)
+    loss = E + A / N[None, :] ** alpha + B / D[None, :] ** beta
+    if "penalty_k" in samples:
+        k, g_D, g_N = (np.asarray(samples[f"penalty_{c}"], float)[:, None] for c in ("k", "gamma_D", "gamma_N"))
+        loss = loss + k * D[None, :] ** g_D / N[None, :] ** g_N
+    return np.log(loss)
 
 
 def prediction_interval(source: Any, N: ArrayLike, D: ArrayLike, points: FitPoints | None = None,

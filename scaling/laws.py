@@ -128,12 +128,13 @@ class LawFile:
         """The predicted loss of N parameters trained on D tokens; with a shape section, of width d and depth n
         (the aspect-ratio factor needs both); with a moe section, of N active parameters in `experts` experts (1:
         dense) of `granularity` (the granularity law's); with a precision section, trained at these bit widths
-        (None, 0 or >= 16: unquantised), N counting as N_eff (Kumar et al. 2025). Bits given to a law without a
-        precision section are refused: it cannot say what they cost."""
+        (None, 0 or >= 16: unquantised), N counting as N_eff (Kumar et al. 2025) or, in the additive form, plus the
+        loss quantised training adds. Bits given to a law without a precision section are refused: it cannot say
+        what they cost."""
         if self.moe is not None:
             return self.moe.loss(N, D, experts, granularity)
         if self.precision is not None:
-            loss = self.law.loss(self.precision.n_eff(N, bits_w, bits_a, bits_kv), D)
+            loss = self.precision.loss(N, D, bits_w, bits_a, bits_kv)
         elif any(b is not None for b in (bits_w, bits_a, bits_kv)):
             raise UserError("this law has no precision section: fit one with fit --form precision to predict bits")
         else:

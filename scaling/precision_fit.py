@@ -42,6 +42,7 @@ from smallest_loss.scaling.precision_law import (
     PRECISION_FORMS,
     PrecisionLaw,
     PTQPenalty,
+    TrainingPenalty,
     bits_array,
 )
 from smallest_loss.scaling.tables import RunTable, read_run_table
@@ -49,9 +50,12 @@ from smallest_loss.scaling.tables import RunTable, read_run_table
 GAMMA_BOUNDS = (0.05, 50.0)  # bits; below, a kind has no effect at 1 bit; above, every width we train is ruinous
 START_EXPONENTS = (0.2, 0.6)  # alpha and beta starts
 START_GAMMAS = (1.0, 3.0)  # each free gamma's starts (bits)
+START_GAMMA_D = 0.5  # the additive form's gamma_D start (gamma_N starts at 0)
 POLISH = 4  # distinct best optima of the projected stage polished in all coordinates
 COND_MAX = 1e6
-SE_LIMITS = {"alpha": 1.0, "beta": 1.0, "log_gamma": 1.0}  # SE(exponent) <= 100% of it; SE(log gamma) <= 1
+# SE(exponent) <= 100% of it; SE(log gamma) <= 1; SE of the additive form's gamma_D, gamma_N <= 0.5
+SE_LIMITS = {"alpha": 1.0, "beta": 1.0, "log_gamma": 1.0, "penalty_exponent": 0.5}
+PRECISION_KEYS = ("gamma_", "penalty_")  # the precision section's bootstrap samples and intervals
 LEVELS_WARN = 3  # fewer levels of a kind's bits than this: its gamma rests on one contrast
 
 
@@ -191,7 +195,7 @@ def gamma_structure(data: PrecisionPoints, form: str) -> Structure:
                          "in every row, so the data cannot tell them apart")  # fmt: skip
             groups[kind] = groups[first]
         else:
-            groups[kind] = 0 if form == "tied" else len({g for g in groups.values() if g is not None})
+            groups[kind] = 0 if form in ("tied", "additive") else len({g for g in groups.values() if g is not None})
         columns.append((kind, data.bits[kind]))
     if all(g is None for g in groups.values()):
         raise UserError("the table trains every run at one precision: a precision law needs runs at two bit "
@@ -211,15 +215,37 @@ class Problem:
     bits: np.ndarray  # (K, P): each kind's bits, inf where unquantised
     groups: tuple[int | None, ...]  # per kind
     delta: float
-    box: np.ndarray  # (2, 5 + G)
+    box: np.ndarray  # (2, 5 + G [+ 3]): the additive form adds (c, gamma_D, gamma_N)
     tie_ab: bool = False
     mu: tuple[float, float] = (0.0, 0.0)
     gamma_names: tuple[str, ...] = ()
     weights: np.ndarray | None = field(default=None, repr=False)
+    additive: bool = False  # the additive form: N_eff = N, a training penalty C D^gamma_D N^-gamma_N sum e^(-P/gamma)
+    fix_gamma_N: bool = False  # the additive form with gamma_N = 0
 
     @property
     def w(self) -> np.ndarray:
         return np.ones_like(self.logL) if self.weights is None else self.weights
+
+    @property
+    def G(self) -> int:
+        """The number of free gammas."""
+        return self.box.shape[1] - 5 - (3 if self.additive else 0)
+
+    @property
+    def ic(self) -> int:
+        """The additive form's coordinates: c (log C, centred) at `ic`, then gamma_D and gamma_N."""
+        return 5 + self.G
+
+    @property
+    def linear(self) -> list[int]:
+        """The coordinates the law is linear in (as logs): a', b', e and, in the additive form, c."""
+        return [0, 1, 2] + ([self.ic] if self.additive else [])
+
+    @property
+    def fixed(self) -> list[int]:
+        """Coordinates held out of the fit: beta (tied to alpha) and gamma_N (at 0)."""
+        return ([4] if self.tie_ab else []) + ([self.ic + 2] if self.fix_gamma_N else [])
 
     @functools.cached_property
     def quantised(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
@@ -232,14 +258,22 @@ class Problem:
         return out
 
 
-def make_problem(data: PrecisionPoints, structure: Structure, delta: float, tie_ab: bool = False) -> Problem:
+PENALTY_BOUNDS = ((-1.0, 2.0), (-2.0, 2.0))  # gamma_D, gamma_N in the additive form
+PENALTY_TERM = (1e-6, 10.0)  # the additive penalty at the data's centre, times the smallest and largest loss
+
+
+def make_problem(data: PrecisionPoints, structure: Structure, delta: float, tie_ab: bool = False,
+                 additive: bool = False, fix_gamma_N: bool = False) -> Problem:  # fmt: skip
     points = data.points
     mu = centring(points)
     G = structure.n_gammas
     box = np.hstack([chinchilla_bounds(points), np.log(np.array([GAMMA_BOUNDS] * G).T.reshape(2, G))])
+    if additive:
+        c = (math.log(points.loss.min() * PENALTY_TERM[0]), math.log(points.loss.max() * PENALTY_TERM[1]))
+        box = np.hstack([box, np.array([c, *PENALTY_BOUNDS]).T])
     return Problem(np.log(points.N) - mu[0], np.log(points.D) - mu[1], np.log(points.loss),
                    np.stack([data.bits[k] for k in KINDS]), tuple(structure.groups[k] for k in KINDS), delta, box,
-                   tie_ab, mu, gamma_names(structure))  # fmt: skip
+                   tie_ab, mu, gamma_names(structure), additive=additive, fix_gamma_N=fix_gamma_N)  # fmt: skip
 
 
 def gamma_names(structure: Structure) -> tuple[str, ...]:
@@ -248,9 +282,9 @@ def gamma_names(structure: Structure) -> tuple[str, ...]:
 
 
 def _log_factors(theta: np.ndarray, pb: Problem) -> tuple[np.ndarray, np.ndarray]:
-    """log(N_eff / N) (P,) and its derivative in each free log gamma (G, P)."""
-    total, grad = np.zeros_like(pb.xN), np.zeros((len(theta) - 5, len(pb.xN)))
-    for g, rows, P in pb.quantised:
+    """log(N_eff / N) (P,) and its derivative in each free log gamma (G, P); zero in the additive form."""
+    total, grad = np.zeros_like(pb.xN), np.zeros((pb.G, len(pb.xN)))
+    for g, rows, P in [] if pb.additive else pb.quantised:
         u = P / math.exp(theta[5 + g])
         m = np.expm1(-u)
         total[rows] += np.log(-m)
@@ -258,82 +292,104 @@ def _log_factors(theta: np.ndarray, pb: Problem) -> tuple[np.ndarray, np.ndarray
     return total, grad
 
 
-def objective_and_grad(theta: np.ndarray, pb: Problem) -> tuple[float, np.ndarray]:
-    """Weighted Huber objective of log pred - log L and its gradient in theta."""
+def _strength(theta: np.ndarray, pb: Problem) -> tuple[np.ndarray, np.ndarray]:
+    """The additive form's sum_k exp(-P_k / gamma) per row (P,) and its derivative in each log gamma (G, P)."""
+    total, grad = np.zeros_like(pb.xN), np.zeros((pb.G, len(pb.xN)))
+    for g, rows, P in pb.quantised:
+        u = P / math.exp(theta[5 + g])
+        total[rows] += np.exp(-u)
+        grad[g, rows] += u * np.exp(-u)  # d e^(-P/gamma) / d log gamma
+    return total, grad
+
+
+def _terms(theta: np.ndarray, pb: Problem) -> tuple[np.ndarray, np.ndarray]:
+    """The law's terms at theta (A N_eff^-alpha, B D^-beta, E and, in the additive form, the training penalty) as
+    rows of a (T, P) array, and the Jacobian of their sum (P, len(theta))."""
     a, b, e, alpha, beta = theta[:5]
     lf, dlf = _log_factors(theta, pb)
     xN = pb.xN + lf
     with np.errstate(over="ignore"):
-        t1, t2, t3 = np.exp(a - alpha * xN), np.exp(b - beta * pb.xD), math.exp(e)
-    pred = t1 + t2 + t3
-    r = np.log(pred) - pb.logL
-    h, psi = huber(r, pb.delta)
-    c = pb.w * psi / pred
-    grad = np.concatenate([[c @ t1, c @ t2, c.sum() * t3, -(c @ (xN * t1)), -(c @ (pb.xD * t2))],
-                           -alpha * (dlf @ (c * t1))])  # fmt: skip
-    return float(pb.w @ h), grad
+        t1, t2 = np.exp(a - alpha * xN), np.exp(b - beta * pb.xD)
+    t3 = np.full_like(t1, math.exp(e))
+    cols = [t1, t2, t3, -xN * t1, -pb.xD * t2]
+    if not pb.additive:
+        return np.stack([t1, t2, t3]), np.column_stack([*cols, *(-alpha * t1 * dlf)])
+    s, ds = _strength(theta, pb)
+    c, gD, gN = theta[pb.ic : pb.ic + 3]
+    with np.errstate(over="ignore"):
+        base = np.exp(c + gD * pb.xD - gN * pb.xN)
+    t4 = base * s
+    return np.stack([t1, t2, t3, t4]), np.column_stack([*cols, *(base * ds), t4, pb.xD * t4, -pb.xN * t4])
 
 
 def jacobian(theta: np.ndarray, pb: Problem) -> tuple[np.ndarray, np.ndarray]:
-    """Residuals log pred - log L and their Jacobian (P, 5 + G)."""
-    a, b, e, alpha, beta = theta[:5]
-    lf, dlf = _log_factors(theta, pb)
-    xN = pb.xN + lf
-    t1, t2 = np.exp(a - alpha * xN), np.exp(b - beta * pb.xD)
-    pred = t1 + t2 + math.exp(e)
-    J = np.column_stack([t1, t2, np.full_like(t1, math.exp(e)), -xN * t1, -pb.xD * t2, *(-alpha * t1 * dlf)])
+    """Residuals log pred - log L and their Jacobian (P, len(theta))."""
+    terms, J = _terms(theta, pb)
+    pred = terms.sum(0)
     return np.log(pred) - pb.logL, J / pred[:, None]
+
+
+def objective_and_grad(theta: np.ndarray, pb: Problem) -> tuple[float, np.ndarray]:
+    """Weighted Huber objective of log pred - log L and its gradient in theta."""
+    r, J = jacobian(theta, pb)
+    h, psi = huber(r, pb.delta)
+    return float(pb.w @ h), J.T @ (pb.w * psi)
 
 
 # ---------------------------------------------------------------------------------------------------
 # Variable projection, then the polish.
 
 
-def _expand(v: np.ndarray, pb: Problem) -> np.ndarray:
-    """The outer coordinates (alpha, [beta,] log gammas) as (alpha, beta, log gammas)."""
-    return np.concatenate([[v[0], v[0]], v[1:]]) if pb.tie_ab else v
+def _outer_index(pb: Problem) -> list[int]:
+    """The coordinates the projected stage optimises: the exponents, the log gammas, gamma_D and gamma_N."""
+    cols = [i for i in range(3, pb.box.shape[1]) if i not in pb.linear]
+    return [i for i in cols if i not in pb.fixed]
+
+
+def _theta_of(v: np.ndarray, pb: Problem) -> np.ndarray:
+    """The full coordinates of outer coordinates `v`, the linear ones at 0 (beta = alpha when tied)."""
+    theta = np.zeros(pb.box.shape[1])
+    theta[_outer_index(pb)] = v
+    if pb.tie_ab:
+        theta[4] = theta[3]
+    return theta
 
 
 def projected(v: np.ndarray, pb: Problem) -> tuple[float, np.ndarray]:
-    """The Huber objective at the best (E, A', B') >= 0 for these exponents and gammas (non-negative least squares
-    of the relative errors pred / L - 1, weighted) and the full coordinates."""
-    nl = _expand(v, pb)
-    theta = np.concatenate([[0.0, 0.0, 0.0], nl])
-    lf, _ = _log_factors(theta, pb)
-    inv = np.exp(-pb.logL)
-    with np.errstate(over="ignore"):
-        M = np.column_stack([np.exp(-nl[0] * (pb.xN + lf)) * inv, np.exp(-nl[1] * pb.xD) * inv, inv])
+    """The Huber objective at the best linear constants (E, A', B' and the additive C, all >= 0) for these exponents
+    and gammas (non-negative least squares of the relative errors pred / L - 1, weighted) and the full coordinates."""
+    theta = _theta_of(v, pb)
+    M = _terms(theta, pb)[0].T * np.exp(-pb.logL)[:, None]
     if not np.all(np.isfinite(M)):
         return math.inf, theta
     sw = np.sqrt(pb.w)
     c, _ = nnls(M * sw[:, None], sw)
-    c = np.clip(c, np.exp(pb.box[0, :3]), np.exp(pb.box[1, :3]))
-    theta[:3] = np.log(c)
+    lin = pb.linear  # in the terms' order: A, B, E, C
+    c = np.clip(c, np.exp(pb.box[0, lin]), np.exp(pb.box[1, lin]))
+    theta[lin] = np.log(c)
     return float(pb.w @ huber(np.log(M @ c), pb.delta)[0]), theta
 
 
 def _outer_box(pb: Problem) -> list[tuple[float, float]]:
-    cols = [3] + ([] if pb.tie_ab else [4]) + list(range(5, pb.box.shape[1]))
-    lo = pb.box[0, cols].copy()
+    cols = _outer_index(pb)
+    lo, hi = pb.box[0, cols].copy(), pb.box[1, cols].copy()
     if pb.tie_ab:
-        lo[0] = max(lo[0], pb.box[0, 4])
-    return list(zip(lo, pb.box[1, cols], strict=True))
+        lo[0], hi[0] = max(lo[0], pb.box[0, 4]), min(hi[0], pb.box[1, 4])
+    return list(zip(lo, hi, strict=True))
 
 
 def _outer_starts(pb: Problem) -> np.ndarray:
-    G = pb.box.shape[1] - 5
     exps = [START_EXPONENTS] if pb.tie_ab else [START_EXPONENTS, START_EXPONENTS]
-    return np.array(list(itertools.product(*exps, *[np.log(START_GAMMAS)] * G)))
+    extra = [(START_GAMMA_D,)] + ([] if pb.fix_gamma_N else [(0.0,)]) if pb.additive else []
+    return np.array(list(itertools.product(*exps, *[np.log(START_GAMMAS)] * pb.G, *extra)))
 
 
 def _tie_map(pb: Problem) -> np.ndarray:
-    """theta = T u: the identity, or beta's row copying alpha's coordinate when beta is tied to alpha."""
-    n = pb.box.shape[1]
-    T = np.eye(n)
+    """theta = T u: the identity less the fixed coordinates, beta's row copying alpha's coordinate when tied."""
+    T = np.eye(pb.box.shape[1])
     if pb.tie_ab:
         T[4, 3] = 1.0
-        T = np.delete(T, 4, axis=1)
-    return T
+    return np.delete(T, pb.fixed, axis=1)
 
 
 def _polish(theta: np.ndarray, pb: Problem) -> tuple[np.ndarray, float, bool]:
@@ -388,10 +444,14 @@ def minimise(pb: Problem) -> tuple[np.ndarray, float, bool, int]:
 # Identification and the forms tried.
 
 
+def coordinate_names(pb: Problem) -> list[str]:
+    return ["A", "B", "E", "alpha", "beta", *pb.gamma_names] + (["C", "gamma_D", "gamma_N"] if pb.additive else [])
+
+
 def not_identified(theta: np.ndarray, pb: Problem) -> list[str]:
     """Why the fitted form is not identified (empty when it is): bounds, conditioning, standard errors."""
-    names = ["A", "B", "E", "alpha", "beta", *pb.gamma_names]
-    free = [i for i in range(len(theta)) if not (pb.tie_ab and i == 4)]
+    names = coordinate_names(pb)
+    free = [i for i in range(len(theta)) if i not in pb.fixed]
     span = pb.box[1] - pb.box[0]
     reasons = []
     for i in free:
@@ -412,8 +472,10 @@ def not_identified(theta: np.ndarray, pb: Problem) -> list[str]:
     for i, s in zip(free, se, strict=True):
         if i in (3, 4) and s / theta[i] > SE_LIMITS["alpha"]:
             reasons.append(f"{names[i]} is not determined (standard error {s / theta[i]:.0%} of it)")
-        if i >= 5 and s > SE_LIMITS["log_gamma"]:
+        if 5 <= i < 5 + pb.G and s > SE_LIMITS["log_gamma"]:
             reasons.append(f"{names[i]} is not determined (standard error of log gamma {s:.3g})")
+        if pb.additive and i > pb.ic and s > SE_LIMITS["penalty_exponent"]:
+            reasons.append(f"{names[i]} is not determined (standard error {s:.3g})")
     return reasons
 
 
@@ -421,6 +483,20 @@ FORM_DESCRIPTIONS = {
     "separate": "separate gammas: E, A, B, alpha, beta and a gamma per identified kind fitted",
     "tied": "tied gammas: E, A, B, alpha, beta and one gamma for every quantised kind fitted",
     "tied_ab": "tied gammas and beta tied to alpha (beta = alpha): E, A, B, alpha and one gamma fitted",
+    "additive": "additive penalty: E, A, B, alpha, beta and the loss quantised training adds, C D^gamma_D / "
+    "N^gamma_N sum_k exp(-P_k / gamma), with one gamma, fitted",
+    "additive_d": "additive penalty in D alone (gamma_N = 0): E, A, B, alpha, beta, C, gamma_D and one gamma fitted",
+    "additive_ab": "additive penalty in D alone, beta tied to alpha: E, A, B, alpha, C, gamma_D and one gamma fitted",
+}
+# Each requested form and the forms it falls back to, in order: (name, tied gammas, beta = alpha, gamma_N = 0).
+FALLBACKS = {
+    "separate": (("separate", False, False, False), ("tied", True, False, False), ("tied_ab", True, True, False)),
+    "tied": (("tied", True, False, False), ("tied_ab", True, True, False)),
+    "additive": (
+        ("additive", True, False, False),
+        ("additive_d", True, False, True),
+        ("additive_ab", True, True, True),
+    ),
 }
 
 
@@ -451,31 +527,36 @@ def law_from_theta(theta: np.ndarray, pb: Problem, form: str) -> PrecisionLaw:
     a, b, e, alpha, beta = theta[:5]
     gammas = {f"gamma_{k}": None if g is None else math.exp(theta[5 + g]) for k, g in zip(KINDS, pb.groups,
                                                                                           strict=True)}  # fmt: skip
+    penalty = None
+    if pb.additive:  # C D^gD N^-gN = exp(c + gD (log D - mu_D) - gN (log N - mu_N))
+        c, gD, gN = theta[pb.ic : pb.ic + 3]
+        penalty = TrainingPenalty(math.exp(c - gD * pb.mu[1] + gN * pb.mu[0]), gD, gN)
+    name = "separate" if form == "separate" else "additive" if pb.additive else "tied"
     return PrecisionLaw(E=math.exp(e), A=math.exp(a + alpha * pb.mu[0]), B=math.exp(b + beta * pb.mu[1]),
-                        alpha=alpha, beta=beta, form="separate" if form == "separate" else "tied",
-                        **gammas)  # fmt: skip
+                        alpha=alpha, beta=beta, form=name, penalty=penalty, **gammas)  # fmt: skip
 
 
-def _check_points(data: PrecisionPoints, structure: Structure) -> None:
+def _check_points(data: PrecisionPoints, structure: Structure, additive: bool = False) -> None:
     for name in ("N", "D"):
         if len(np.unique(getattr(data.points, name))) < 2:
             raise UserError(f"all {len(data.points)} rows share one {name}; the precision law needs several {name}")
-    needed = 6 + structure.n_gammas
+    needed = 6 + structure.n_gammas + (3 if additive else 0)
     if len(data.points) < needed:
-        raise UserError(f"{len(data.points)} rows fit {5 + structure.n_gammas} constants; give at least {needed}")
+        raise UserError(f"{len(data.points)} rows fit {needed - 1} constants; give at least {needed}")
 
 
 def fit_precision(data: PrecisionPoints, form: str = "separate", delta: float = DEFAULT_DELTA) -> PrecisionFit:
-    """Fit the precision law: the requested form, else (not identified) tied gammas, else beta tied to alpha."""
+    """Fit the precision law: the requested form, else (not identified) its fallbacks (`FALLBACKS`): tied gammas,
+    then beta tied to alpha; in the additive form gamma_N = 0, then beta tied to alpha."""
     begin = time.perf_counter()
     structure = gamma_structure(data, form)
-    _check_points(data, structure)
+    _check_points(data, structure, form == "additive")
     tied = gamma_structure(data, "tied")
-    plan = [(form, structure, False)] + ([("tied", tied, False)] if structure.n_gammas > 1 else [])
-    plan.append(("tied_ab", tied, True))
+    plan = [(name, structure if not is_tied else tied, tie, fix) for name, is_tied, tie, fix in FALLBACKS[form]
+            if name == form or not (name == "tied" and structure.n_gammas <= 1)]  # fmt: skip
     tried: dict[str, list[str]] = {}
-    for name, st, tie in plan:
-        pb = make_problem(data, st, delta, tie)
+    for name, st, tie, fix in plan:
+        pb = make_problem(data, st, delta, tie, form == "additive", fix)
         theta, f, _, n_starts = minimise(pb)
         reasons = not_identified(theta, pb)
         if not reasons:
@@ -484,7 +565,7 @@ def fit_precision(data: PrecisionPoints, form: str = "separate", delta: float = 
     _, g = objective_and_grad(theta, pb)
     if tie:
         g[3] += g[4]
-        g[4] = 0.0
+    g[pb.fixed] = 0.0
     held = ((theta <= pb.box[0]) & (g > 0)) | ((theta >= pb.box[1]) & (g < 0))
     grad_norm = float(np.max(np.abs(np.where(held, 0.0, g))))
     tol = 1e-5 * max(1.0, len(data.points) / 1000)
@@ -578,13 +659,15 @@ def bootstrap_precision(data: PrecisionPoints, fit: PrecisionFit, n_boot: int = 
 
 
 def _weighted(pb: Problem, w: np.ndarray) -> Problem:
-    return Problem(pb.xN, pb.xD, pb.logL, pb.bits, pb.groups, pb.delta, pb.box, pb.tie_ab, pb.mu, pb.gamma_names, w)
+    return dataclasses.replace(pb, weights=w)
 
 
 def _sample_row(law: PrecisionLaw, ptq: PTQPenalty | None, with_ptq: bool) -> dict[str, float]:
     row = {k: getattr(law, k) for k in ("E", "A", "B", "alpha", "beta")}
     row.update(n_exponent=law.beta / (law.alpha + law.beta), d_exponent=law.alpha / (law.alpha + law.beta))
     row.update({f"gamma_{k}": law.gamma(k) for k in KINDS if law.gamma(k) is not None})
+    if law.penalty is not None:
+        row.update({f"penalty_{k}": getattr(law.penalty, k) for k in ("C", "gamma_D", "gamma_N")})
     if with_ptq:  # a resample whose PTQ rows cannot be fitted gives NaN (percentiles then say so)
         row.update(
             {f"ptq_{k}": getattr(ptq, k) if ptq else math.nan for k in ("C_T", "gamma_D", "gamma_N", "gamma_post")}
@@ -649,8 +732,8 @@ def fit_precision_law(data: PrecisionPoints, form: str = "separate", bootstrap: 
         if ptq is not None:
             ptq = dataclasses.replace(ptq, intervals={k[4:]: v for k, v in boot.intervals.items() if k[:4] == "ptq_"})
         law = dataclasses.replace(
-            law, ptq=ptq, intervals={k: v for k, v in boot.intervals.items() if k.startswith("gamma_")},
-            samples={k: v for k, v in boot.samples.items() if k.startswith("gamma_")},
+            law, ptq=ptq, intervals={k: v for k, v in boot.intervals.items() if k.startswith(PRECISION_KEYS)},
+            samples={k: v for k, v in boot.samples.items() if k.startswith(PRECISION_KEYS)},
         )  # fmt: skip
     main = ChinchillaLaw(E=law.E, A=law.A, B=law.B, alpha=law.alpha, beta=law.beta)
     return LawFile(main, intervals, samples, _diagnostics(data, fit, boot, ptq_notes), precision=law)

@@ -12,6 +12,15 @@ form has one gamma for all three kinds. Post-training quantisation (PTQ) to P_po
 
 growing with the tokens seen: an over-trained model degrades more when quantised after training.
 
+The additive form (`form="additive"`) prices quantised training the same way instead of as fewer effective
+parameters: N_eff = N, and training at P_k bits adds
+
+    delta_train(N, D, P) = C D^gamma_D / N^gamma_N  sum_k exp(-P_k / gamma),
+
+Kumar et al.'s post-training form applied during training, with one gamma for every quantised kind. On this
+project's CPU precision sweep the cost of 3- and 4-bit training grows with the tokens (results/cpu/precision),
+which no factor on N can follow: at a fixed N the N_eff form's penalty is the same at every D.
+
 The law file's main law is the unquantised Chinchilla law (E, A, B, alpha, beta); its `precision` section holds
 the gammas (None: that kind has no effect, not fitted), the form and the PTQ penalty. The fit is
 scaling/precision_fit.py's.
@@ -33,7 +42,7 @@ if TYPE_CHECKING:
 KINDS = ("w", "a", "kv")  # weights, activations, keys and values
 BITS_COLUMNS = {"w": "bits_w", "a": "bits_a", "kv": "bits_kv"}
 UNQUANTISED_BITS = 16.0  # a width of 16 bits or more (bfloat16, float32 compute) is unquantised for this law
-PRECISION_FORMS = ("separate", "tied")
+PRECISION_FORMS = ("separate", "tied", "additive")
 
 
 def bits_array(values: Any, where: str = "bits") -> np.ndarray:
@@ -92,6 +101,30 @@ class PTQPenalty:
 
 
 @dataclass(frozen=True)
+class TrainingPenalty:
+    """The additive form's term: C D^gamma_D / N^gamma_N times sum_k exp(-P_k / gamma), the loss that quantised
+    training adds (scaling/precision_law.py's docstring)."""
+
+    C: float
+    gamma_D: float
+    gamma_N: float
+
+    def __post_init__(self) -> None:
+        for name in ("C", "gamma_D", "gamma_N"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float | np.floating) or not math.isfinite(value):
+                raise UserError(f"TrainingPenalty.{name}={value!r} must be a finite number")
+            object.__setattr__(self, name, float(value))
+        if self.C < 0:
+            raise UserError(f"TrainingPenalty.C={self.C!r} must be >= 0")
+
+    def delta(self, N: ArrayLike, D: ArrayLike, strength: ArrayLike) -> ArrayLike:
+        """The loss added at N parameters and D tokens, `strength` the sum of exp(-P_k / gamma) (0: unquantised)."""
+        N, D = np.asarray(N, np.float64), np.asarray(D, np.float64)
+        return self.C * D**self.gamma_D / N**self.gamma_N * np.asarray(strength, np.float64)
+
+
+@dataclass(frozen=True)
 class PrecisionLaw:
     """L = E + A N_eff^-alpha + B D^-beta with N_eff = N prod_k (1 - exp(-P_k / gamma_k)) (Kumar et al. 2025). A
     gamma of None: that kind was not identified by the data (fixed to no effect). `form`: separate or tied (one
@@ -108,6 +141,7 @@ class PrecisionLaw:
     gamma_kv: float | None = None
     form: str = "separate"
     ptq: PTQPenalty | None = None
+    penalty: TrainingPenalty | None = None  # the additive form's term (None in the N_eff forms)
     intervals: dict[str, tuple[float, float]] | None = None
     samples: dict[str, np.ndarray] | None = field(default=None, compare=False)
 
@@ -125,16 +159,36 @@ class PrecisionLaw:
                 raise UserError(f"PrecisionLaw.gamma_{kind}={gamma!r} must be a positive number or None")
         if self.form not in PRECISION_FORMS:
             raise UserError(f"PrecisionLaw.form={self.form!r}: use one of {', '.join(PRECISION_FORMS)}")
+        if (self.penalty is not None) != (self.form == "additive"):
+            raise UserError("PrecisionLaw: the additive form, and only it, has a training penalty")
 
     def gamma(self, kind: str) -> float | None:
         return getattr(self, f"gamma_{kind}")
 
     def factor(self, bits_w: ArrayLike | None = None, bits_a: ArrayLike | None = None,
                bits_kv: ArrayLike | None = None) -> ArrayLike:  # fmt: skip
-        """N_eff / N: the product of the kinds' factors (1.0 for unquantised training)."""
+        """N_eff / N: the product of the kinds' factors (1.0 for unquantised training, and in the additive form)."""
         out = np.ones(())
         for kind, bits in zip(KINDS, (bits_w, bits_a, bits_kv), strict=True):
-            out = out * kind_factor(bits, self.gamma(kind))
+            out = out * kind_factor(bits, None if self.penalty is not None else self.gamma(kind))
+        return float(out) if np.ndim(out) == 0 else out
+
+    def strength(self, bits_w: ArrayLike | None = None, bits_a: ArrayLike | None = None,
+                 bits_kv: ArrayLike | None = None) -> ArrayLike:  # fmt: skip
+        """sum_k exp(-P_k / gamma_k) over the kinds the law prices: the additive penalty's dependence on the bits (0
+        for unquantised training)."""
+        out = np.zeros(())
+        for kind, bits in zip(KINDS, (bits_w, bits_a, bits_kv), strict=True):
+            gamma = self.gamma(kind)
+            out = out + (np.exp(-bits_array(bits) / gamma) if gamma is not None else 0.0)
+        return float(out) if np.ndim(out) == 0 else out
+
+    def training_penalty(self, N: ArrayLike, D: ArrayLike, bits_w: ArrayLike | None = None,
+                         bits_a: ArrayLike | None = None, bits_kv: ArrayLike | None = None) -> ArrayLike:  # fmt: skip
+        """The loss quantised training adds in the additive form (0 in the N_eff forms, which shrink N instead)."""
+        if self.penalty is None:
+            return 0.0
+        out = self.penalty.delta(N, D, self.strength(bits_w, bits_a, bits_kv))
         return float(out) if np.ndim(out) == 0 else out
 
     def n_eff(self, N: ArrayLike, bits_w: ArrayLike | None = None, bits_a: ArrayLike | None = None,
@@ -145,9 +199,11 @@ class PrecisionLaw:
 
     def loss(self, N: ArrayLike, D: ArrayLike, bits_w: ArrayLike | None = None, bits_a: ArrayLike | None = None,
              bits_kv: ArrayLike | None = None, bits_post: ArrayLike | None = None) -> ArrayLike:  # fmt: skip
-        """E + A N_eff^-alpha + B D^-beta, plus delta_PTQ when `bits_post` is given and the law has a PTQ term."""
+        """E + A N_eff^-alpha + B D^-beta (+ the training penalty in the additive form), plus delta_PTQ when
+        `bits_post` is given and the law has a PTQ term."""
         n_eff = np.asarray(self.n_eff(N, bits_w, bits_a, bits_kv), np.float64)
         out = self.E + self.A / n_eff**self.alpha + self.B / np.asarray(D, np.float64) ** self.beta
+        out = out + self.training_penalty(N, D, bits_w, bits_a, bits_kv)
         if bits_post is not None:
             if self.ptq is None:
                 raise UserError("this precision law has no post-training quantisation term: leave out bits_post")
@@ -178,6 +234,8 @@ def precision_to_dict(law: PrecisionLaw) -> dict[str, Any]:
         out["ptq"] = dict(C_T=p.C_T, gamma_D=p.gamma_D, gamma_N=p.gamma_N, gamma_post=p.gamma_post, fitted=p.fitted)
         if p.intervals:
             out["ptq"]["intervals"] = {k: [float(lo), float(hi)] for k, (lo, hi) in p.intervals.items()}
+    if law.penalty is not None:
+        out["penalty"] = dict(C=law.penalty.C, gamma_D=law.penalty.gamma_D, gamma_N=law.penalty.gamma_N)
     if law.intervals:
         out["intervals"] = {k: [float(lo), float(hi)] for k, (lo, hi) in law.intervals.items()}
     if law.samples:
@@ -220,12 +278,19 @@ def precision_from_dict(raw: Any, main: dict[str, float], source: str) -> Precis
                 raise UserError("ptq must hold C_T, gamma_D, gamma_N and gamma_post")
             penalty = PTQPenalty(ptq["C_T"], ptq["gamma_D"], ptq["gamma_N"], ptq["gamma_post"],
                                  bool(ptq.get("fitted", True)), _pairs(ptq.get("intervals"), where))  # fmt: skip
+        extra = raw.get("penalty")
+        if extra is not None and (
+            not isinstance(extra, dict) or any(k not in extra for k in ("C", "gamma_D", "gamma_N"))
+        ):
+            raise UserError("penalty must hold C, gamma_D and gamma_N")
         samples = raw.get("samples")
         if samples is not None and not isinstance(samples, dict):
             raise UserError("samples must be an object {name: [values]}")
         return PrecisionLaw(
             **main, **{f"gamma_{k}": _gamma(raw, f"gamma_{k}", where) for k in KINDS}, form=raw.get("form", "separate"),
-            ptq=penalty, intervals=_pairs(raw.get("intervals"), where),
+            ptq=penalty, penalty=None if extra is None else TrainingPenalty(*(extra[k] for k in ("C", "gamma_D",
+                                                                                                "gamma_N"))),
+            intervals=_pairs(raw.get("intervals"), where),
             samples={k: np.asarray(v, np.float64) for k, v in samples.items()} if samples else None,
         )  # fmt: skip
     except (UserError, TypeError, ValueError) as err:

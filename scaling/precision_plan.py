@@ -4,13 +4,15 @@ Each profile (timing/profile.py) prices steps at its own precision, its compute 
 quantised training; the plan for each is `scaling.planner.make_plan` with that profile alone. What precision does
 to the loss is the law's business: a law with a precision section (Kumar et al., 2025: training in low precision
 shrinks the effective parameter count, scaling/precision_law.py) prices each precision's N as N_eff
-(`profile_penalty`, `law_at_precision`); a law without one gives 1.0, so the plans differ by speed alone (a faster
-step buys more tokens). The chosen precision is the one whose best plan predicts the lowest loss.
+(`profile_penalty`, `law_at_precision`), or, in its additive form, adds the loss quantised training costs, growing
+with the tokens (`QuantisedLaw`); a law without one gives 1.0, so the plans differ by speed alone (a faster step buys
+more tokens). The chosen precision is the one whose best plan predicts the lowest loss.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from smallest_loss.scaling.laws import LawFile, load_law
 from smallest_loss.scaling.plan_result import Plan
 from smallest_loss.scaling.plan_setup import choose_space
 from smallest_loss.scaling.planner import make_plan
+from smallest_loss.scaling.points import ArrayLike
 from smallest_loss.scaling.precision_law import precision_penalty as law_penalty
 from smallest_loss.scaling.report import markdown_table
 from smallest_loss.timing.profile import DeviceProfile, load_profile
@@ -67,6 +70,74 @@ def law_at_precision(law_file: LawFile, factor: float) -> LawFile:
 
 
 @dataclass(frozen=True)
+class QuantisedLaw(ChinchillaLaw):
+    """A Chinchilla law plus the additive precision form's penalty at one training precision:
+    L = E + A N^-alpha + B D^-beta + k D^gamma_D / N^gamma_N, k = C sum_k exp(-P_k / gamma) at that precision's
+    bits (scaling/precision_law.py). Its compute-optimal allocation is found numerically: in log N at fixed C every
+    term is an exponential, so the loss is convex and its slope has one zero."""
+
+    k: float
+    gamma_D: float
+    gamma_N: float
+
+    def loss(self, N: ArrayLike, D: ArrayLike) -> ArrayLike:
+        N, D = np.asarray(N, np.float64), np.asarray(D, np.float64)
+        out = np.asarray(super().loss(N, D)) + self.k * D**self.gamma_D / N**self.gamma_N
+        return float(out) if np.ndim(out) == 0 else out
+
+    def optimal_allocation(self, C: ArrayLike) -> tuple[ArrayLike, ArrayLike]:
+        """(N_opt, D_opt) minimising the loss under C = 6ND: bisection on the slope in log N, from a bracket of
+        ten decades either side of the Chinchilla optimum."""
+        N0, _ = ChinchillaLaw.optimal_allocation(self, C)
+        lo, hi = np.log(np.asarray(N0, np.float64)) - 23.0, np.log(np.asarray(N0, np.float64)) + 23.0
+        logc = np.log(np.asarray(C, np.float64) / 6.0)
+        for _ in range(80):
+            x = (lo + hi) / 2
+            logD = logc - x
+            penalty = self.k * np.exp(self.gamma_D * logD - self.gamma_N * x)
+            slope = (-self.alpha * self.A * np.exp(-self.alpha * x) + self.beta * self.B * np.exp(-self.beta * logD)
+                     - (self.gamma_D + self.gamma_N) * penalty)  # fmt: skip
+            lo, hi = np.where(slope > 0, lo, x), np.where(slope > 0, x, hi)
+        N = np.exp((lo + hi) / 2)
+        D = np.exp(logc) / N
+        return (float(N), float(D)) if N.ndim == 0 else (N, D)
+
+
+def law_with_training_penalty(law_file: LawFile, dtype: str, bits: dict[str, int] | None = None) -> LawFile:
+    """The law of training at `dtype` with `bits` under an additive precision section: a `QuantisedLaw` whose
+    penalty strength is that precision's, with each bootstrap sample's own (`penalty_k`, ... in the samples, which
+    the intervals read). Any other law file, and unquantised training, come back unchanged."""
+    precision = getattr(law_file, "precision", None)
+    b = training_bits(dtype, bits)
+    if precision is None or precision.penalty is None or not b:
+        return law_file
+    kinds = (b.get("weights"), b.get("activations"), b.get("kv"))
+    strength = float(precision.strength(*kinds))
+    if strength == 0.0:
+        return law_file
+    law, pen = law_file.law, precision.penalty
+    quantised = QuantisedLaw(law.E, law.A, law.B, law.alpha, law.beta, pen.C * strength, pen.gamma_D, pen.gamma_N)
+    samples, draws = law_file.samples, precision.samples or {}
+    if samples is not None and all(f"penalty_{k}" in draws for k in ("C", "gamma_D", "gamma_N")):
+        per_sample = np.zeros_like(np.asarray(draws["penalty_C"], float))
+        for kind, P in zip(("w", "a", "kv"), kinds, strict=True):
+            if P is not None and f"gamma_{kind}" in draws:
+                per_sample += np.exp(-P / np.asarray(draws[f"gamma_{kind}"], float))
+        k = np.asarray(draws["penalty_C"], float) * per_sample
+        samples = {**samples, "penalty_k": k, **{f"penalty_{c}": draws[f"penalty_{c}"] for c in ("gamma_D", "gamma_N")}}
+    return dataclasses.replace(law_file, law=quantised, samples=samples, precision=None)
+
+
+def precision_cost(law_file: LawFile, plan: Plan) -> float:
+    """The loss the plan's precision adds at its best configuration: its predicted loss less the unquantised law's
+    at the same parameters and tokens (0 under a law without a precision section)."""
+    if getattr(law_file, "precision", None) is None:
+        return 0.0
+    best = law_file.law.loss(plan.best.params, plan.best.tokens)
+    return float(plan.best.loss - best) if math.isfinite(plan.best.loss) else math.nan
+
+
+@dataclass(frozen=True)
 class PrecisionPlans:
     """One plan per profile, in the order given, and each profile's step seconds for the first plan's best
     configuration (`step_seconds`: the same architecture and batch priced at every precision)."""
@@ -75,6 +146,7 @@ class PrecisionPlans:
     plans: tuple[Plan, ...]
     step_seconds: tuple[float, ...]
     penalties: tuple[float, ...]
+    costs: tuple[float, ...] = ()  # the loss each precision adds at its best configuration (`precision_cost`)
 
     @property
     def chosen(self) -> int:
@@ -88,8 +160,9 @@ class PrecisionPlans:
 
     def rows(self) -> list[dict[str, Any]]:
         out = []
-        for profile, plan, seconds, penalty in zip(
-            self.profiles, self.plans, self.step_seconds, self.penalties, strict=True
+        costs = self.costs or (0.0,) * len(self.plans)
+        for profile, plan, seconds, penalty, cost in zip(
+            self.profiles, self.plans, self.step_seconds, self.penalties, costs, strict=True
         ):
             best = plan.best
             out.append(
@@ -103,6 +176,7 @@ class PrecisionPlans:
                     step_seconds=best.step_seconds,
                     common_step_seconds=seconds,
                     n_factor=penalty,
+                    precision_loss=cost,
                 )
             )
         return out
@@ -127,10 +201,11 @@ class PrecisionPlans:
                     f"{r['step_seconds']:.3g}" if r["step_seconds"] is not None else "-",
                     f"{r['common_step_seconds']:.3g}",
                     f"{r['n_factor']:.3g}",
+                    f"{r['precision_loss']:+.4f}",
                 )
                 for r in rows
             ],
-            ("precision", "best", "N", "D", "loss", "its step s", "common step s", "factor on N"),
+            ("precision", "best", "N", "D", "loss", "its step s", "common step s", "factor on N", "loss from bits"),
         )
         fast, base = self.fastest, rows[0]
         shape = "d={d} n={n} h={h} b={b}".format(**base["best"])
@@ -148,15 +223,15 @@ class PrecisionPlans:
                 "# Plans by precision",
                 "",
                 f"**Train in {chosen['precision']}**: predicted loss {chosen['loss']:.4f}{versus} (each precision's "
-                "best plan: its step time from its own profile, its loss with N counted as N_eff where the law has a "
-                "precision section).",
+                "best plan: its step time from its own profile, its loss priced by the law's precision section).",
                 "",
                 table,
                 "",
                 f"Common step: {rows[0]['precision']}'s best configuration ({shape}) priced by every profile. "
                 f"Faster per step: **{rows[fast]['precision']}** ({ratio:.3g} x the {rows[0]['precision']} step).",
-                "Factor on N: the law's precision penalty (1 where the law has no precision section: the plans then "
-                "differ by step speed alone).",
+                "Factor on N: N_eff / N under Kumar et al.'s form; loss from bits: what the precision adds to the "
+                "best plan's loss against unquantised training of the same N and D (both 1 and 0 where the law has "
+                "no precision section: the plans then differ by step speed alone).",
             ]
         )
 
@@ -195,7 +270,13 @@ def plan_precisions(
     penalties = tuple(profile_penalty(law, p.dtype, p.bits) for p in loaded)
     base = common_space(options.pop("space", None), budget, law, loaded)
     plans = tuple(
-        make_plan(budget, law_at_precision(law, f), p, space=at_dtype(base, p), **options)
+        make_plan(
+            budget,
+            law_at_precision(law_with_training_penalty(law, p.dtype, p.bits), f),
+            p,
+            space=at_dtype(base, p),
+            **options,
+        )  # fmt: skip
         for p, f in zip(loaded, penalties, strict=True)
     )
     best, space = plans[0].best, plans[0].space
@@ -204,4 +285,4 @@ def plan_precisions(
         float(p.predict_step_seconds(best.d, best.n, best.h, best.w, best.s, space.v, best.b, **arch)[0])
         for p in loaded
     )
-    return PrecisionPlans(loaded, plans, seconds, penalties)
+    return PrecisionPlans(loaded, plans, seconds, penalties, tuple(precision_cost(law, plan) for plan in plans))

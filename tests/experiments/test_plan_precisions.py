@@ -6,13 +6,14 @@ import dataclasses
 import json
 import math
 
+import numpy as np
 import pytest
 from smallest_loss.configs.spaces import get_space
 from smallest_loss.experiments.cli import main
 from smallest_loss.scaling.laws import CHINCHILLA_PUBLISHED, load_law, save_law
 from smallest_loss.scaling.plan_setup import at_profile_precision, choose_space
-from smallest_loss.scaling.precision_law import PrecisionLaw
-from smallest_loss.scaling.precision_plan import plan_precisions, profile_penalty
+from smallest_loss.scaling.precision_law import PrecisionLaw, TrainingPenalty
+from smallest_loss.scaling.precision_plan import law_with_training_penalty, plan_precisions, profile_penalty
 from smallest_loss.timing.profile import DeviceProfile, save_profile
 
 BASE = DeviceProfile(
@@ -104,3 +105,29 @@ def test_a_cpu_bfloat16_profile_beside_a_float32_one_plans_the_same_space_in_its
     assert report["chosen"] == "float32" == report["fastest_per_step"]  # same loss law, slower steps: fewer tokens
     rows = report["precisions"]
     assert rows[1]["loss"] > rows[0]["loss"] and rows[1]["common_step_seconds"] > rows[0]["common_step_seconds"]
+
+
+def test_an_additive_precision_law_adds_its_penalty_to_the_quantised_plan(files):
+    """The additive form prices quantised training as a loss that grows with the tokens: the quantised profile's
+    plan predicts the unquantised law's loss plus C D^gamma_D / N^gamma_N e^(-4/gamma), its compute-optimal split
+    is the numerical minimum, and the report gives the loss the bits add."""
+    law_path, dense, quant = files
+    plain = load_law(law_path)
+    c = plain.law
+    penalty = TrainingPenalty(C=1e-3, gamma_D=0.4, gamma_N=0.1)
+    precision = PrecisionLaw(c.E, c.A, c.B, c.alpha, c.beta, gamma_w=1.5, form="additive", penalty=penalty)
+    law = dataclasses.replace(plain, precision=precision)
+    plans = plan_precisions("60s", law, [dense, quant], space="cpu", top=1)
+    assert plans.plans[0].best == plan_precisions("60s", plain, [dense], space="cpu", top=1).plans[0].best
+    q = plans.plans[1].best
+    added = 1e-3 * q.tokens**0.4 / q.params**0.1 * math.exp(-4 / 1.5)
+    assert q.loss == pytest.approx(float(c.loss(q.params, q.tokens)) + added, rel=1e-9)
+    assert plans.costs[0] == 0.0 and plans.costs[1] == pytest.approx(added, rel=1e-9)
+    assert "loss from bits" in plans.to_markdown() and plans.to_dict()["precisions"][1]["precision_loss"] > 0
+    quantised = law_with_training_penalty(law, "float32", dict(weights=4)).law
+    C = 1e18
+    N_opt, D_opt = quantised.optimal_allocation(C)
+    grid = np.exp(np.linspace(math.log(N_opt) - 1, math.log(N_opt) + 1, 2001))
+    assert N_opt * D_opt * 6 == pytest.approx(C)
+    assert N_opt == pytest.approx(grid[np.argmin(quantised.loss(grid, C / (6 * grid)))], rel=2e-3)
+    assert N_opt > c.optimal_allocation(C)[0]  # a penalty growing with tokens and falling with N: more N, fewer D

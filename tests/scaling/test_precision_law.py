@@ -22,7 +22,7 @@ from smallest_loss.scaling.precision_fit import (
     leave_one_precision_out,
     read_precision_table,
 )
-from smallest_loss.scaling.precision_law import PrecisionLaw, bits_array, precision_penalty
+from smallest_loss.scaling.precision_law import PrecisionLaw, TrainingPenalty, bits_array, precision_penalty
 
 TRUE = PrecisionLaw(E=1.8, A=60.0, B=90.0, alpha=0.35, beta=0.3, gamma_w=2.5, gamma_a=1.6)
 SIZES, TOKENS = (2e4, 6e4, 2e5), (2e6, 6e6, 2e7)
@@ -94,8 +94,8 @@ def write_table(path, rows, header=("N", "D", "loss", "bits_w", "bits_a")):
     return str(path)
 
 
-def table_rows():
-    data = synthetic(((3, 3), (4, 4), (math.inf, math.inf)))
+def table_rows(data=None):
+    data = data or synthetic(((3, 3), (4, 4), (math.inf, math.inf)))
     p = data.points
     return [[N, D, round(L, 6), "" if np.isinf(w) else int(w), "" if np.isinf(a) else int(a)]
             for N, D, L, w, a in zip(p.N, p.D, p.loss, data.bits["w"], data.bits["a"], strict=True)]  # fmt: skip
@@ -174,12 +174,10 @@ def test_best_of_keeps_one_row_per_size_tokens_and_precision(tmp_path):
     assert np.array_equal(mapped.bits["w"], mapped.bits["a"])
 
 
-def test_gradient_and_jacobian_match_finite_differences():
+def assert_derivatives_match_finite_differences(data, form, theta, **options):
     from smallest_loss.scaling.precision_fit import gamma_structure, jacobian, make_problem, objective_and_grad
 
-    data = synthetic(SEPARATE)
-    pb = make_problem(data, gamma_structure(data, "separate"), delta=10.0)  # wide delta: the quadratic branch
-    theta = np.array([0.3, 0.5, 0.4, 0.35, 0.3, math.log(2.5), math.log(1.6)])
+    pb = make_problem(data, gamma_structure(data, form), delta=10.0, **options)  # wide delta: the quadratic branch
     f, g = objective_and_grad(theta, pb)
     r, J = jacobian(theta, pb)
     steps = np.eye(len(theta)) * 1e-6
@@ -187,3 +185,60 @@ def test_gradient_and_jacobian_match_finite_differences():
     assert np.allclose(g, numeric, rtol=1e-5, atol=1e-8)
     columns = [(jacobian(theta + h, pb)[0] - jacobian(theta - h, pb)[0]) / 2e-6 for h in steps]
     assert np.allclose(J, np.column_stack(columns), rtol=1e-5, atol=1e-8) and f == pytest.approx(0.5 * r @ r)
+
+
+def test_gradient_and_jacobian_match_finite_differences():
+    theta = np.array([0.3, 0.5, 0.4, 0.35, 0.3, math.log(2.5), math.log(1.6)])
+    assert_derivatives_match_finite_differences(synthetic(SEPARATE), "separate", theta)
+
+
+# The additive form: quantised training adds C D^gamma_D / N^gamma_N sum_k exp(-P_k / gamma), growing with tokens.
+ADDITIVE = dataclasses.replace(TRUE, gamma_w=1.2, gamma_a=1.2, form="additive",
+                               penalty=TrainingPenalty(C=2e-3, gamma_D=0.5, gamma_N=0.1))  # fmt: skip
+WIDTHS = ((3, 3), (4, 4), (6, 6), (math.inf, math.inf))
+
+
+def test_additive_penalty_grows_with_tokens_and_is_zero_unquantised():
+    N = 6e4
+    added = [ADDITIVE.loss(N, D, 3, 3) - ADDITIVE.loss(N, D) for D in TOKENS]
+    assert 0 < added[0] < added[1] < added[2]  # the cost of 3 bits grows with the tokens
+    assert added[2] / added[0] == pytest.approx((TOKENS[2] / TOKENS[0]) ** 0.5)
+    assert ADDITIVE.training_penalty(N, 2e6) == 0.0 and ADDITIVE.factor(3, 3) == 1.0  # no N_eff: N counts fully
+    with pytest.raises(UserError, match="additive form, and only it"):
+        dataclasses.replace(TRUE, penalty=ADDITIVE.penalty)
+
+
+def test_additive_form_recovered_and_predicts_a_held_out_width_the_n_eff_form_cannot():
+    data = synthetic(WIDTHS, law=ADDITIVE)
+    fit = fit_precision(data, "additive")
+    assert fit.form == "additive" and fit.identified and fit.converged
+    assert fit.law.penalty.gamma_D == pytest.approx(0.5, abs=0.1) and fit.law.gamma_w == pytest.approx(1.2, rel=0.15)
+    held = data.configs() == "w3 a3"
+    rest = data.take(~held)
+    p = data.points
+    errors = {}
+    for form in ("additive", "tied"):
+        law = fit_precision(rest, form).law
+        pred = law.loss(p.N[held], p.D[held], data.bits["w"][held], data.bits["a"][held])
+        errors[form] = float(np.mean(np.abs(pred / p.loss[held] - 1)))
+    assert errors["additive"] < 0.01 < errors["tied"]  # a factor on N cannot follow a cost that grows with D
+
+
+def test_additive_jacobian_matches_finite_differences():
+    theta = np.array([0.3, 0.5, 0.4, 0.35, 0.3, math.log(1.2), -3.0, 0.5, 0.1])
+    assert_derivatives_match_finite_differences(synthetic(WIDTHS, law=ADDITIVE), "additive", theta, additive=True)
+
+
+def test_additive_law_file_round_trip_and_cli(tmp_path, capsys):
+    rows = table_rows(synthetic(WIDTHS, law=ADDITIVE))
+    out = tmp_path / "law.json"
+    argv = ["fit", "--csv", write_table(tmp_path / "t.csv", rows), "--form", "precision", "--precision-form",
+            "additive", "--bootstrap", "8", "--no-holdout", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "penalty_gamma_D" in text and "additive penalty" in text
+    law = load_law(out)
+    assert law.precision.form == "additive" and {"penalty_C", "penalty_gamma_D"} <= set(law.precision.samples)
+    N, D = 6e4, 6e6
+    expected = law.law.loss(N, D) + law.precision.training_penalty(N, D, 4, 4)
+    assert law.predict(N, D, bits_w=4, bits_a=4) == pytest.approx(expected) and expected > law.law.loss(N, D)
