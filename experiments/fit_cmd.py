@@ -286,7 +286,8 @@ def run_precision_fit(paths: list[str], csv: str | None, n_boot: int, out: str |
     if paths or not csv:
         raise UserError("--form precision reads a table: fit --csv TABLE --form precision (columns N, D, loss, bits_w, "
                         "bits_a, bits_kv)")  # fmt: skip
-    from smallest_loss.scaling.precision_fit import fit_precision_law, leave_one_precision_out, read_precision_table
+    from smallest_loss.scaling.precision_fit import fit_precision_law, leave_one_precision_out
+    from smallest_loss.scaling.precision_table import read_precision_table
 
     check_fit_args(n_boot, out, None)  # refused before the table is read and the fit run
     data = read_precision_table(csv, best_of, columns)

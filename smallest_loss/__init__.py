@@ -48,9 +48,10 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time each name is imp
     from smallest_loss.scaling.plan_result import MoeChoice, Plan, PlanRow
     from smallest_loss.scaling.planner import make_plan, plan_with_inputs
     from smallest_loss.scaling.points import FitPoints
-    from smallest_loss.scaling.precision_fit import fit_precision_law, read_precision_table
+    from smallest_loss.scaling.precision_fit import fit_precision_law
     from smallest_loss.scaling.precision_law import PrecisionLaw, precision_penalty
     from smallest_loss.scaling.precision_plan import PrecisionPlans, plan_precisions
+    from smallest_loss.scaling.precision_table import read_precision_table
     from smallest_loss.scaling.recipe import RecipeLaw
     from smallest_loss.scaling.recipe_fit import fit_recipe
     from smallest_loss.scaling.run_table import run_rows, write_run_table
@@ -109,7 +110,7 @@ _HOMES = {
     "read_curves": "smallest_loss.scaling.curve_table",
     "read_moe_table": "smallest_loss.scaling.moe_law",
     "read_runs": "smallest_loss.scaling.fitting",
-    "read_precision_table": "smallest_loss.scaling.precision_fit",
+    "read_precision_table": "smallest_loss.scaling.precision_table",
     "precision_penalty": "smallest_loss.scaling.precision_law",
     "read_table": "smallest_loss.scaling.fitting",
     "suggest_runs": "smallest_loss.scaling.design",

@@ -15,14 +15,9 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.experiments.cli import main
 from smallest_loss.scaling.laws import load_law
 from smallest_loss.scaling.points import FitPoints
-from smallest_loss.scaling.precision_fit import (
-    PrecisionPoints,
-    fit_precision,
-    fit_precision_law,
-    leave_one_precision_out,
-    read_precision_table,
-)
+from smallest_loss.scaling.precision_fit import fit_precision, fit_precision_law, leave_one_precision_out
 from smallest_loss.scaling.precision_law import PrecisionLaw, TrainingPenalty, bits_array, precision_penalty
+from smallest_loss.scaling.precision_table import PrecisionPoints, read_precision_table
 
 TRUE = PrecisionLaw(E=1.8, A=60.0, B=90.0, alpha=0.35, beta=0.3, gamma_w=2.5, gamma_a=1.6)
 SIZES, TOKENS = (2e4, 6e4, 2e5), (2e6, 6e6, 2e7)
