@@ -91,19 +91,19 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
             holdout: bool, as_json: bool, delta: float = DEFAULT_DELTA, reference: str | None = None,
             holdout_shape: bool = False, best_of: str | None = None, columns: str | None = None,
             by_scale: bool = True, moe_form: str = "joint", e_max: float = E_MAX,
-            shape_term: str | None = None, precision_form: str = "separate") -> dict[str, Any]:  # fmt: skip
+            shape_term: str | None = None, precision_form: str | None = None) -> dict[str, Any]:  # fmt: skip
     """The whole `fit` command; returns the report (printed as text or JSON by the caller). `best_of` (lr,batch):
     each (N, D) of the CSV fitted through its best row only; `columns`: the table's own names for its columns;
     `by_scale`: the hold-outs by scale (`holdout_by_scale`); `holdout` (--holdout-largest): the budget's required;
     `moe_form`, `e_max`: with form "moe", the MoE law fitted (scaling/moe_fit.py); `shape_term`: the shape-aware
-    law's term (scaling/shape_terms.py; None: the default); `precision_form`: with form "precision", separate or
-    tied gammas (scaling/precision_fit.py)."""
+    law's term (scaling/shape_terms.py; None: the default); `precision_form`: with form "precision", separate,
+    tied, additive or auto (scaling/precision_fit.py; None: auto)."""
     if bool(paths) == bool(csv):
         raise UserError("give either run folders or --csv FILE (columns N, D, loss), not both and not neither")
     if form == "moe":
         _refuse_with_moe(paths, plot, reference, holdout_shape)
         return run_moe_fit(csv, n_boot, out, delta, best_of, columns, moe_form, e_max, by_scale or holdout)
-    if form == "precision" or precision_form != "separate":
+    if form == "precision" or precision_form is not None:
         refused = (plot, holdout, reference, holdout_shape)  # flags that do not apply to it
         return run_precision_fit(paths, csv, n_boot, out, delta, best_of, columns, precision_form, by_scale, refused,
                                  form)  # fmt: skip
@@ -274,7 +274,7 @@ def run_shape_fit(paths: list[str], csv: str | None, n_boot: int, out: str | Non
 
 
 def run_precision_fit(paths: list[str], csv: str | None, n_boot: int, out: str | None, delta: float,
-                      best_of: str | None, columns: str | None, precision_form: str, holdout: bool,
+                      best_of: str | None, columns: str | None, precision_form: str | None, holdout: bool,
                       refused: tuple[Any, ...] = (), form: str = "precision") -> dict[str, Any]:  # fmt: skip
     """`fit --csv T --form precision`: the precision law (scaling/precision_fit.py) and, unless --no-holdout, each
     training precision left out in turn and predicted by the law fitted on the rest."""
@@ -291,10 +291,10 @@ def run_precision_fit(paths: list[str], csv: str | None, n_boot: int, out: str |
 
     check_fit_args(n_boot, out, None)  # refused before the table is read and the fit run
     data = read_precision_table(csv, best_of, columns)
-    law_file = fit_precision_law(data, precision_form, n_boot, delta)
+    law_file = fit_precision_law(data, precision_form or "auto", n_boot, delta)
     report: dict[str, Any] = dict(points=len(data.points), text=_format_precision(law_file))
-    if holdout:
-        held = leave_one_precision_out(data, precision_form, delta)
+    if holdout:  # `auto` computed it to choose the form; otherwise the chosen form's
+        held = law_file.diagnostics.get("holdout") or leave_one_precision_out(data, precision_form, delta)
         report["holdout_precision"] = held
         law_file = dataclasses.replace(law_file, diagnostics={**(law_file.diagnostics or {}), "holdout": held})
     report["law"] = without_samples(law_file).to_dict()
@@ -315,9 +315,11 @@ def _format_precision(law_file: LawFile) -> list[str]:
         values |= {f"ptq_{k}": getattr(p.ptq, k) for k in ("C_T", "gamma_D", "gamma_N", "gamma_post")}
         intervals |= {f"ptq_{k}": v for k, v in (p.ptq.intervals or {}).items()}
     levels = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in d["precision_levels"].items())
+    choice = d.get("form_choice")
     lines = _constants_table(values, intervals) + [
         "",
         f"law used: {d['form_description']} ({'identified' if d['identified'] else 'NOT identified'})",
+        *([f"form chosen (auto): {choice['chosen']}, {choice['reason']}"] if choice else []),
         f"bits trained: {levels}",
         f"objective {d['objective']:.6g} (Huber delta {d['delta']:g}), max |gradient| {d['grad_norm']:.2e}, "
         f"converged: {d['converged']}, starts: {d['n_starts']}, {d['seconds']:.1f}s",
@@ -720,11 +722,12 @@ def _add_moe_args(p: argparse.ArgumentParser) -> None:
 def _add_precision_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--precision-form",
-        choices=("separate", "tied", "additive"),
-        default="separate",
+        choices=("auto", "separate", "tied", "additive"),
+        default=None,
         help="with --form precision: Kumar et al.'s effective parameters with a gamma per quantised kind (weights, "
-        "activations, keys and values) or one gamma for all; or `additive`: N_eff = N and quantised training adds a "
-        "loss C D^gamma_D / N^gamma_N sum_k exp(-P_k/gamma) that grows with the tokens",
+        "activations, keys and values) or one gamma for all; `additive`: N_eff = N and quantised training adds a "
+        "loss C D^gamma_D / N^gamma_N sum_k exp(-P_k/gamma) that grows with the tokens; `auto` (default): of "
+        "separate and additive, the one that predicts a left-out training precision better",
     )
 
 

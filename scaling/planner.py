@@ -41,6 +41,7 @@ from smallest_loss.scaling.plan_setup import (
     profile_has_moe,
     spaces_for,
 )
+from smallest_loss.scaling.precision_pricing import law_at_profile
 from smallest_loss.scaling.shape_terms import get_term
 from smallest_loss.timing.profile import DeviceProfile, load_profile
 from smallest_loss.timing.wallclock import Cadence
@@ -71,11 +72,13 @@ def make_plan(
     (`budget_covers` "run", with the run's `cadence` of evaluations and saves; a profile without wall-clock terms
     prices the steps alone) or the training steps alone ("steps"). A law with a `moe` section plans dense and MoE
     shapes together (`Plan.moe_choice`: the best of each side by side); a profile file's records.jsonl beside it
-    says whether its MoE step times are measured or extrapolated."""
+    says whether its MoE step times are measured or extrapolated. A law with a precision section prices the
+    profile's precision (its dtype and bits: scaling/precision_pricing.py `law_at_profile`)."""
     budget = parse_budget(budget) if isinstance(budget, str) else budget
     law = load_law(law) if isinstance(law, str | Path) else law
     moe_records = law.moe is not None and isinstance(profile, str | Path) and profile_has_moe(profile)
     profile = load_profile(profile) if isinstance(profile, str | Path) else profile
+    law = law_at_profile(law, profile)  # the profile's precision priced by the law's precision section
     chosen, choice = choose_space(space, budget, law.law, profile)
     chosen = at_profile_precision(chosen, profile)
     inputs = build_plan_inputs(

@@ -208,24 +208,27 @@ def _strength(theta: np.ndarray, pb: Problem) -> tuple[np.ndarray, np.ndarray]:
     return total, grad
 
 
-def _terms(theta: np.ndarray, pb: Problem) -> tuple[np.ndarray, np.ndarray]:
+def _terms(theta: np.ndarray, pb: Problem, jac: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """The law's terms at theta (A N_eff^-alpha, B D^-beta, E and, in the additive form, the training penalty) as
-    rows of a (T, P) array, and the Jacobian of their sum (P, len(theta))."""
+    rows of a (T, P) array, and (with `jac`) the Jacobian of their sum (P, len(theta))."""
     a, b, e, alpha, beta = theta[:5]
     lf, dlf = _log_factors(theta, pb)
     xN = pb.xN + lf
     with np.errstate(over="ignore"):
         t1, t2 = np.exp(a - alpha * xN), np.exp(b - beta * pb.xD)
     t3 = np.full_like(t1, math.exp(e))
-    cols = [t1, t2, t3, -xN * t1, -pb.xD * t2]
     if not pb.additive:
-        return np.stack([t1, t2, t3]), np.column_stack([*cols, *(-alpha * t1 * dlf)])
+        terms = np.stack([t1, t2, t3])
+        return terms, np.column_stack([t1, t2, t3, -xN * t1, -pb.xD * t2, *(-alpha * t1 * dlf)]) if jac else None
     s, ds = _strength(theta, pb)
     c, gD, gN = theta[pb.ic : pb.ic + 3]
     with np.errstate(over="ignore"):
         base = np.exp(c + gD * pb.xD - gN * pb.xN)
     t4 = base * s
-    return np.stack([t1, t2, t3, t4]), np.column_stack([*cols, *(base * ds), t4, pb.xD * t4, -pb.xN * t4])
+    if not jac:
+        return np.stack([t1, t2, t3, t4]), None
+    J = np.column_stack([t1, t2, t3, -xN * t1, -pb.xD * t2, *(base * ds), t4, pb.xD * t4, -pb.xN * t4])
+    return np.stack([t1, t2, t3, t4]), J
 
 
 def jacobian(theta: np.ndarray, pb: Problem) -> tuple[np.ndarray, np.ndarray]:
@@ -265,7 +268,7 @@ def projected(v: np.ndarray, pb: Problem) -> tuple[float, np.ndarray]:
     """The Huber objective at the best linear constants (E, A', B' and the additive C, all >= 0) for these exponents
     and gammas (non-negative least squares of the relative errors pred / L - 1, weighted) and the full coordinates."""
     theta = _theta_of(v, pb)
-    M = _terms(theta, pb)[0].T * np.exp(-pb.logL)[:, None]
+    M = _terms(theta, pb, jac=False)[0].T * np.exp(-pb.logL)[:, None]
     if not np.all(np.isfinite(M)):
         return math.inf, theta
     sw = np.sqrt(pb.w)
@@ -619,13 +622,47 @@ def leave_one_precision_out(data: PrecisionPoints, form: str = "separate",
 # The law file.
 
 
-def fit_precision_law(data: PrecisionPoints, form: str = "separate", bootstrap: int = 1000,
+AUTO_FORMS = ("separate", "additive")  # the forms `auto` compares: Kumar et al.'s N_eff, and the additive penalty
+
+
+def choose_precision_form(data: PrecisionPoints, delta: float = DEFAULT_DELTA) -> dict[str, Any]:
+    """`auto`: the form of `AUTO_FORMS` whose law, fitted without each training precision in turn, predicts it best
+    (the lower mean relative error over every held-out row). Where no precision can be held out (two levels of
+    bits), Kumar et al.'s form, said so. Returns the form, the reason and each form's hold-out."""
+    held = {f: leave_one_precision_out(data, f, delta) for f in AUTO_FORMS}
+    errors = {f: h["mean_abs_rel_error"] for f, h in held.items() if h["mean_abs_rel_error"] is not None}
+    if len(errors) < len(AUTO_FORMS):
+        why = "no training precision could be held out to compare the forms: Kumar et al.'s form"
+        return dict(form=AUTO_FORMS[0], holdouts=held, reason=why)
+    form = min(errors, key=errors.get)
+    versus = ", ".join(f"{f} {e:.2%}" for f, e in errors.items())
+    return dict(form=form, holdouts=held, reason=f"the lower leave-one-precision-out error ({versus})")
+
+
+def fit_precision_law(data: PrecisionPoints, form: str = "auto", bootstrap: int = 1000,
                       delta: float = DEFAULT_DELTA) -> LawFile:  # fmt: skip
     """Fit the precision law (and the PTQ penalty where the table has bits_post and loss_post), with `bootstrap`
-    resamples of the runs for the intervals (0: none). The law file's main law is the unquantised law; its
-    `precision` section holds the gammas, the form and the PTQ penalty."""
+    resamples of the runs for the intervals (0: none). `form`: separate, tied, additive, or auto (the one of
+    separate and additive that predicts a left-out training precision better: `choose_precision_form`, recorded in
+    the diagnostics as `form_choice`, its hold-outs as `holdout`). The law file's main law is the unquantised law;
+    its `precision` section holds the gammas, the form, the additive penalty and the PTQ penalty."""
     if bootstrap < 0 or bootstrap == 1:
         raise UserError(f"--bootstrap {bootstrap}: give 0 (no intervals) or at least 2 resamples (default 1000)")
+    choice = None
+    if form == "auto":
+        gamma_structure(data, "tied")  # one precision only: refused before the hold-outs
+        choice = choose_precision_form(data, delta)
+        form = choice["form"]
+    law_file = _fit_law_file(data, form, bootstrap, delta)
+    if choice is None:
+        return law_file
+    extra = dict(form_choice=dict(chosen=form, reason=choice["reason"],
+                                  errors={f: h["mean_abs_rel_error"] for f, h in choice["holdouts"].items()}),
+                 holdout=choice["holdouts"][form])  # fmt: skip
+    return dataclasses.replace(law_file, diagnostics={**law_file.diagnostics, **extra})
+
+
+def _fit_law_file(data: PrecisionPoints, form: str, bootstrap: int, delta: float) -> LawFile:
     fit = fit_precision(data, form, delta)
     ptq, ptq_notes = fit_ptq(data, fit.law)
     fit = dataclasses.replace(fit, law=dataclasses.replace(fit.law, ptq=ptq))

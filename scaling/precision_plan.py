@@ -3,10 +3,10 @@
 Each profile (timing/profile.py) prices steps at its own precision, its compute dtype and the integer bits of
 quantised training; the plan for each is `scaling.planner.make_plan` with that profile alone. What precision does
 to the loss is the law's business: a law with a precision section (Kumar et al., 2025: training in low precision
-shrinks the effective parameter count, scaling/precision_law.py) prices each precision's N as N_eff
-(`profile_penalty`, `law_at_precision`), or, in its additive form, adds the loss quantised training costs, growing
-with the tokens (`QuantisedLaw`); a law without one gives 1.0, so the plans differ by speed alone (a faster step buys
-more tokens). The chosen precision is the one whose best plan predicts the lowest loss.
+shrinks the effective parameter count, scaling/precision_law.py) prices each precision's N as N_eff, or, in its
+additive form, adds the loss quantised training costs, growing with the tokens (scaling/precision_pricing.py, which
+`make_plan` applies to any profile); a law without one gives 1.0, so the plans differ by speed alone (a faster step
+buys more tokens). The chosen precision is the one whose best plan predicts the lowest loss.
 """
 
 from __future__ import annotations
@@ -17,115 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from smallest_loss.configs.devices import backend_of
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.spaces import SearchSpace
 from smallest_loss.scaling.budget import parse_budget
-from smallest_loss.scaling.chinchilla import ChinchillaLaw
 from smallest_loss.scaling.laws import LawFile, load_law
 from smallest_loss.scaling.plan_result import Plan
 from smallest_loss.scaling.plan_setup import choose_space
 from smallest_loss.scaling.planner import make_plan
-from smallest_loss.scaling.points import ArrayLike
-from smallest_loss.scaling.precision_law import precision_penalty as law_penalty
+from smallest_loss.scaling.precision_pricing import profile_penalty
 from smallest_loss.scaling.report import markdown_table
 from smallest_loss.timing.profile import DeviceProfile, load_profile
-
-# FP8 training (model.dtype = "float8") rounds the matmuls' inputs, weights and activations, to 8-bit floats; the
-# precision law (fitted on integer widths) prices it as 8 bits for both, keys and values unquantised.
-FP8_BITS = {"weights": 8, "activations": 8}
-
-
-def training_bits(dtype: str, bits: dict[str, int] | None = None) -> dict[str, int]:
-    """The bits of each quantised kind of tensor ({"weights", "activations", "kv"}) training at `dtype` with the
-    integer `bits` of quantised training; float32 and bfloat16 compute alone quantise nothing."""
-    return {**(FP8_BITS if dtype == "float8" else {}), **dict(bits or {})}
-
-
-def profile_penalty(law_file: LawFile, dtype: str, bits: dict[str, int] | None = None) -> float:
-    """The factor on N (N_eff / N, Kumar et al. 2025) of training at `dtype` with `bits` ({"weights": 4, ...})
-    under the law's precision section (scaling/precision_law.py); 1.0 when the law has none."""
-    b = training_bits(dtype, bits)
-    factor = float(law_penalty(law_file, b.get("weights"), b.get("activations"), b.get("kv")))
-    if not 0.0 < factor <= 1.0:
-        raise UserError(f"the law's precision section gives a factor {factor} on N at {dtype}; expected (0, 1]")
-    return factor
-
-
-def law_at_precision(law_file: LawFile, factor: float) -> LawFile:
-    """The law of training where N counts as `factor` N: A N_eff^-alpha = (A factor^-alpha) N^-alpha, so the
-    Chinchilla law with A scaled (its bootstrap samples each by their own alpha), and every planner path (ranking,
-    intervals, edges) prices the precision's loss. A factor of 1 returns the law file unchanged."""
-    if factor == 1.0:
-        return law_file
-    law = law_file.law
-    if not isinstance(law, ChinchillaLaw):
-        raise UserError("a precision penalty needs a Chinchilla law (fit --form precision)")
-    samples = law_file.samples
-    if samples is not None and "A" in samples and "alpha" in samples:
-        samples = {**samples, "A": np.asarray(samples["A"]) * factor ** -np.asarray(samples["alpha"])}
-    scaled = dataclasses.replace(law, A=law.A * factor**-law.alpha)
-    return dataclasses.replace(law_file, law=scaled, samples=samples, precision=None)
-
-
-@dataclass(frozen=True)
-class QuantisedLaw(ChinchillaLaw):
-    """A Chinchilla law plus the additive precision form's penalty at one training precision:
-    L = E + A N^-alpha + B D^-beta + k D^gamma_D / N^gamma_N, k = C sum_k exp(-P_k / gamma) at that precision's
-    bits (scaling/precision_law.py). Its compute-optimal allocation is found numerically: in log N at fixed C every
-    term is an exponential, so the loss is convex and its slope has one zero."""
-
-    k: float
-    gamma_D: float
-    gamma_N: float
-
-    def loss(self, N: ArrayLike, D: ArrayLike) -> ArrayLike:
-        N, D = np.asarray(N, np.float64), np.asarray(D, np.float64)
-        out = np.asarray(super().loss(N, D)) + self.k * D**self.gamma_D / N**self.gamma_N
-        return float(out) if np.ndim(out) == 0 else out
-
-    def optimal_allocation(self, C: ArrayLike) -> tuple[ArrayLike, ArrayLike]:
-        """(N_opt, D_opt) minimising the loss under C = 6ND: bisection on the slope in log N, from a bracket of
-        ten decades either side of the Chinchilla optimum."""
-        N0, _ = ChinchillaLaw.optimal_allocation(self, C)
-        lo, hi = np.log(np.asarray(N0, np.float64)) - 23.0, np.log(np.asarray(N0, np.float64)) + 23.0
-        logc = np.log(np.asarray(C, np.float64) / 6.0)
-        for _ in range(80):
-            x = (lo + hi) / 2
-            logD = logc - x
-            penalty = self.k * np.exp(self.gamma_D * logD - self.gamma_N * x)
-            slope = (-self.alpha * self.A * np.exp(-self.alpha * x) + self.beta * self.B * np.exp(-self.beta * logD)
-                     - (self.gamma_D + self.gamma_N) * penalty)  # fmt: skip
-            lo, hi = np.where(slope > 0, lo, x), np.where(slope > 0, x, hi)
-        N = np.exp((lo + hi) / 2)
-        D = np.exp(logc) / N
-        return (float(N), float(D)) if N.ndim == 0 else (N, D)
-
-
-def law_with_training_penalty(law_file: LawFile, dtype: str, bits: dict[str, int] | None = None) -> LawFile:
-    """The law of training at `dtype` with `bits` under an additive precision section: a `QuantisedLaw` whose
-    penalty strength is that precision's, with each bootstrap sample's own (`penalty_k`, ... in the samples, which
-    the intervals read). Any other law file, and unquantised training, come back unchanged."""
-    precision = getattr(law_file, "precision", None)
-    b = training_bits(dtype, bits)
-    if precision is None or precision.penalty is None or not b:
-        return law_file
-    kinds = (b.get("weights"), b.get("activations"), b.get("kv"))
-    strength = float(precision.strength(*kinds))
-    if strength == 0.0:
-        return law_file
-    law, pen = law_file.law, precision.penalty
-    quantised = QuantisedLaw(law.E, law.A, law.B, law.alpha, law.beta, pen.C * strength, pen.gamma_D, pen.gamma_N)
-    samples, draws = law_file.samples, precision.samples or {}
-    if samples is not None and all(f"penalty_{k}" in draws for k in ("C", "gamma_D", "gamma_N")):
-        per_sample = np.zeros_like(np.asarray(draws["penalty_C"], float))
-        for kind, P in zip(("w", "a", "kv"), kinds, strict=True):
-            if P is not None and f"gamma_{kind}" in draws:
-                per_sample += np.exp(-P / np.asarray(draws[f"gamma_{kind}"], float))
-        k = np.asarray(draws["penalty_C"], float) * per_sample
-        samples = {**samples, "penalty_k": k, **{f"penalty_{c}": draws[f"penalty_{c}"] for c in ("gamma_D", "gamma_N")}}
-    return dataclasses.replace(law_file, law=quantised, samples=samples, precision=None)
 
 
 def precision_cost(law_file: LawFile, plan: Plan) -> float:
@@ -263,22 +165,13 @@ def at_dtype(space: SearchSpace, profile: DeviceProfile) -> SearchSpace:
 def plan_precisions(
     budget: str, law: LawFile | str | Path, profiles: list[str | Path | DeviceProfile], **options: Any
 ) -> PrecisionPlans:
-    """`make_plan` once per profile (options as its keywords), and every profile's step time for the first plan's
-    best configuration."""
+    """`make_plan` once per profile (options as its keywords; it prices each profile's precision under the law's
+    precision section), and every profile's step time for the first plan's best configuration."""
     law = load_law(law) if isinstance(law, str | Path) else law
     loaded = tuple(load_profile(p) if isinstance(p, str | Path) else p for p in profiles)
     penalties = tuple(profile_penalty(law, p.dtype, p.bits) for p in loaded)
     base = common_space(options.pop("space", None), budget, law, loaded)
-    plans = tuple(
-        make_plan(
-            budget,
-            law_at_precision(law_with_training_penalty(law, p.dtype, p.bits), f),
-            p,
-            space=at_dtype(base, p),
-            **options,
-        )  # fmt: skip
-        for p, f in zip(loaded, penalties, strict=True)
-    )
+    plans = tuple(make_plan(budget, law, p, space=at_dtype(base, p), **options) for p in loaded)  # each priced
     best, space = plans[0].best, plans[0].space
     arch = dict(activation=space.activation, norm=space.norm, tied=space.tied)
     seconds = tuple(

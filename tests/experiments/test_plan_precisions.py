@@ -12,8 +12,10 @@ from smallest_loss.configs.spaces import get_space
 from smallest_loss.experiments.cli import main
 from smallest_loss.scaling.laws import CHINCHILLA_PUBLISHED, load_law, save_law
 from smallest_loss.scaling.plan_setup import at_profile_precision, choose_space
+from smallest_loss.scaling.planner import make_plan
 from smallest_loss.scaling.precision_law import PrecisionLaw, TrainingPenalty
-from smallest_loss.scaling.precision_plan import law_with_training_penalty, plan_precisions, profile_penalty
+from smallest_loss.scaling.precision_plan import plan_precisions
+from smallest_loss.scaling.precision_pricing import law_with_training_penalty, profile_penalty
 from smallest_loss.timing.profile import DeviceProfile, save_profile
 
 BASE = DeviceProfile(
@@ -123,6 +125,7 @@ def test_an_additive_precision_law_adds_its_penalty_to_the_quantised_plan(files)
     added = 1e-3 * q.tokens**0.4 / q.params**0.1 * math.exp(-4 / 1.5)
     assert q.loss == pytest.approx(float(c.loss(q.params, q.tokens)) + added, rel=1e-9)
     assert plans.costs[0] == 0.0 and plans.costs[1] == pytest.approx(added, rel=1e-9)
+    assert make_plan("60s", law, quant, space="cpu", top=1).best == q  # one quantised profile: priced alike
     assert "loss from bits" in plans.to_markdown() and plans.to_dict()["precisions"][1]["precision_loss"] > 0
     quantised = law_with_training_penalty(law, "float32", dict(weights=4)).law
     C = 1e18

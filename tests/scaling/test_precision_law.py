@@ -237,3 +237,13 @@ def test_additive_law_file_round_trip_and_cli(tmp_path, capsys):
     N, D = 6e4, 6e6
     expected = law.law.loss(N, D) + law.precision.training_penalty(N, D, 4, 4)
     assert law.predict(N, D, bits_w=4, bits_a=4) == pytest.approx(expected) and expected > law.law.loss(N, D)
+
+
+@pytest.mark.slow
+def test_auto_chooses_the_form_that_predicts_a_left_out_precision():
+    for truth, expected in ((ADDITIVE, "additive"), (dataclasses.replace(TRUE, gamma_a=2.5, form="tied"), "separate")):
+        law_file = fit_precision_law(synthetic(((3, 3), (4, 4), (math.inf, math.inf)), law=truth), bootstrap=0)
+        choice = law_file.diagnostics["form_choice"]
+        assert choice["chosen"] == expected == law_file.precision.form.replace("tied", "separate"), choice
+        assert choice["errors"][expected] == min(choice["errors"].values())
+        assert law_file.diagnostics["holdout"]["mean_abs_rel_error"] == choice["errors"][expected]
