@@ -40,7 +40,7 @@ from smallest_loss.model.params import inactive_params, param_counts
 from smallest_loss.scaling.aspect import AspectLaw
 from smallest_loss.scaling.budget import Budget
 from smallest_loss.scaling.chinchilla import ChinchillaLaw
-from smallest_loss.scaling.intervals import calibrated_bounds, stored_calibration
+from smallest_loss.scaling.intervals import calibrated_bounds, sample_log_loss, stored_calibration
 from smallest_loss.scaling.kaplan import KaplanLaw
 from smallest_loss.scaling.laws import Law, LawFile, tokens_for_time
 from smallest_loss.scaling.moe_law import MoeLaw
@@ -545,8 +545,7 @@ def law_samples_loss(
     keys = ("E", "A", "B", "alpha", "beta")
     if not s or not isinstance(law_file.law, ChinchillaLaw) or not all(k in s for k in keys):
         return None
-    E, A, B, alpha, beta = (np.asarray(s[k], float)[:, None] for k in ("E", "A", "B", "alpha", "beta"))
-    loss = E + A / N[None, :] ** alpha + B / D[None, :] ** beta
+    loss = np.exp(sample_log_loss(s, np.asarray(N, float), np.asarray(D, float)))  # with a precision penalty's draws
     shape = law_file.shape
     if shape is None:
         return loss

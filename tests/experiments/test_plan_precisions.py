@@ -134,3 +134,22 @@ def test_an_additive_precision_law_adds_its_penalty_to_the_quantised_plan(files)
     assert N_opt * D_opt * 6 == pytest.approx(C)
     assert N_opt == pytest.approx(grid[np.argmin(quantised.loss(grid, C / (6 * grid)))], rel=2e-3)
     assert N_opt > c.optimal_allocation(C)[0]  # a penalty growing with tokens and falling with N: more N, fewer D
+
+
+def test_the_quantised_plans_interval_draws_each_samples_own_penalty(files):
+    """With bootstrap samples, the interval of a quantised plan under the additive form spreads around the penalised
+    loss: each sample's loss carries its own penalty (a sample set without it would sit a whole penalty below)."""
+    law_path, _, quant = files
+    plain = load_law(law_path)
+    c, rng = plain.law, np.random.default_rng(0)
+    samples = {k: np.full(64, getattr(c, k)) for k in ("A", "B", "alpha", "beta")}
+    samples["E"] = c.E + rng.normal(0, 1e-3, 64)
+    draws = dict(gamma_w=1.5 * np.exp(rng.normal(0, 0.05, 64)), penalty_C=np.full(64, 1e-3),
+                 penalty_gamma_D=np.full(64, 0.4), penalty_gamma_N=np.full(64, 0.1))  # fmt: skip
+    penalty = TrainingPenalty(C=1e-3, gamma_D=0.4, gamma_N=0.1)
+    precision = PrecisionLaw(c.E, c.A, c.B, c.alpha, c.beta, gamma_w=1.5, form="additive", penalty=penalty,
+                             samples=draws)  # fmt: skip
+    law = dataclasses.replace(plain, samples=samples, precision=precision)
+    best = make_plan("60s", law, quant, space="cpu", top=1).best
+    low, high = best.loss_interval
+    assert low < best.loss < high and low > float(c.loss(best.params, best.tokens))
