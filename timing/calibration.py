@@ -89,7 +89,7 @@ def append_record(path: Path, record: dict[str, Any]) -> None:
 @functools.cache
 def measured_rates(device_kind: str, dtype: str) -> tuple[float, str, float]:
     """This device's peak matmul FLOP/s, the dtype it was measured in, and its bandwidth: measured once per process
-    (a process that calibrates several folders of one device measures it once; about 8 s on 2 CPU cores)."""
+    (a process that calibrates several folders of one device measures it once; about 3 s on 2 CPU cores)."""
     peak, measured_in = measure_peak_flops(dtype)
     return peak, measured_in, measure_bandwidth()
 

@@ -367,11 +367,17 @@ def measure(
     ]
 
 
+PROBE_SECONDS = 1.0  # a rate probe stops after this many seconds of timed calls, once it has MIN_PROBE_CALLS
+MIN_PROBE_CALLS = 3
+
+
 def median_call_seconds(fn: Any, arg: jax.Array, repeats: int) -> float:
-    """The median wall-clock seconds of `repeats` calls of fn(arg), after one untimed call (compilation)."""
+    """The median wall-clock seconds of up to `repeats` calls of fn(arg), after one untimed call (compilation):
+    fewer once `PROBE_SECONDS` have passed and `MIN_PROBE_CALLS` were taken (a CPU's 2048^3 matmul takes a third of
+    a second; an accelerator's probe calls take milliseconds and all `repeats` run)."""
     jax.block_until_ready(fn(arg))
-    times = []
-    for _ in range(repeats):
+    times: list[float] = []
+    while len(times) < repeats and (len(times) < MIN_PROBE_CALLS or sum(times) < PROBE_SECONDS):
         start = time.perf_counter()
         jax.block_until_ready(fn(arg))
         times.append(time.perf_counter() - start)

@@ -140,3 +140,24 @@ def test_median_call_seconds_times_each_call_after_an_untimed_one(monkeypatch):
 
     monkeypatch.setattr(measure_mod.time, "perf_counter", lambda: clock[0])
     assert median_call_seconds(call, None, repeats=3) == 2.0
+
+
+def test_rate_probes_stop_after_their_time_once_they_have_three_calls():
+    """Slow probe calls (a CPU's large matmul) stop at three once PROBE_SECONDS have passed; fast ones (an
+    accelerator's) run every repeat."""
+    import time
+
+    from smallest_loss.timing.measure import PROBE_SECONDS, median_call_seconds
+
+    calls = []
+
+    def slow(x):
+        calls.append(x)
+        time.sleep(PROBE_SECONDS / 2.5)  # three calls pass the time
+        return x
+
+    median_call_seconds(slow, jax.numpy.ones(2), repeats=10)
+    assert len(calls) == 1 + 3  # the untimed first call, then three
+    calls.clear()
+    median_call_seconds(lambda x: calls.append(x) or x, jax.numpy.ones(2), repeats=10)
+    assert len(calls) == 1 + 10
