@@ -27,7 +27,7 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.experiments.args import check_fit_args
 from smallest_loss.scaling.bootstrap import interval
 from smallest_loss.scaling.chinchilla import LAW_KEYS, ChinchillaLaw
-from smallest_loss.scaling.fitting import fit_law, read_runs, read_table, without_samples
+from smallest_loss.scaling.fitting import fit_law, read_runs, read_table, with_aspect_range, without_samples
 from smallest_loss.scaling.groups import group_names, reference_index
 from smallest_loss.scaling.holdout import holdout_split, leave_one_shape_out
 from smallest_loss.scaling.holdout_scale import HoldoutReport, holdout_by_scale
@@ -36,7 +36,7 @@ from smallest_loss.scaling.isoflop import isoflop_allocation
 from smallest_loss.scaling.laws import LawFile, law_to_dict, save_law
 from smallest_loss.scaling.moe_law import E_MAX, MOE_FORMS, read_moe_table
 from smallest_loss.scaling.optimize import DEFAULT_DELTA
-from smallest_loss.scaling.points import FitPoints, budget_mismatch, sweep_check
+from smallest_loss.scaling.points import FitPoints, aspect_range, budget_mismatch, sweep_check, table_aspect_range
 from smallest_loss.scaling.report import markdown_table
 from smallest_loss.scaling.shape_terms import AUTO, DEFAULT_TERM, TERMS
 from smallest_loss.scaling.tables import header
@@ -130,6 +130,8 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
         holdout_split(budgets)  # refused before the fit, not after it
     iso = isoflop_allocation(records) if records else None
     law_file = fit_law(points, form, n_boot, delta, iso["a"] if iso and "error" not in iso else None)
+    shapes = aspect_range(*zip(*((r.d, r.n) for r in records), strict=True)) if records else None
+    law_file = with_aspect_range(law_file, shapes or table_aspect_range(csv, columns))  # plans keep to the runs' d/n
     report: dict[str, Any] = dict(
         law=without_samples(law_file).to_dict(), points=len(points), text=_format_law(law_file)
     )
@@ -182,7 +184,8 @@ def run_moe_fit(csv: str, n_boot: int, out: str | None, delta: float, best_of: s
 
     check_fit_args(n_boot, out, None)
     points = read_moe_table(csv, columns, best_of)
-    law_file = fit_moe_law(points, moe_form, n_boot, delta, e_max, holdouts)
+    law_file = with_aspect_range(fit_moe_law(points, moe_form, n_boot, delta, e_max, holdouts),
+                                 table_aspect_range(csv, columns))  # fmt: skip
     report: dict[str, Any] = dict(law=without_samples(law_file).to_dict(), points=len(points),
                                   text=_format_moe(law_file))  # fmt: skip
     if holdouts:
@@ -291,7 +294,8 @@ def run_precision_fit(paths: list[str], csv: str | None, n_boot: int, out: str |
 
     check_fit_args(n_boot, out, None)  # refused before the table is read and the fit run
     data = read_precision_table(csv, best_of, columns)
-    law_file = fit_precision_law(data, precision_form or "auto", n_boot, delta)
+    law_file = with_aspect_range(fit_precision_law(data, precision_form or "auto", n_boot, delta),
+                                 table_aspect_range(csv, columns))  # fmt: skip
     report: dict[str, Any] = dict(points=len(data.points), text=_format_precision(law_file))
     if holdout:  # `auto` computed it to choose the form; otherwise the chosen form's
         held = law_file.diagnostics.get("holdout") or leave_one_precision_out(data, precision_form, delta)

@@ -22,7 +22,14 @@ from smallest_loss.scaling.holdout import choose_shape_term
 from smallest_loss.scaling.intervals import calibrate
 from smallest_loss.scaling.laws import LawFile
 from smallest_loss.scaling.optimize import DEFAULT_DELTA
-from smallest_loss.scaling.points import FitPoints, best_of_rows, check_budgets, read_fit_table, sweep_table
+from smallest_loss.scaling.points import (
+    FitPoints,
+    aspect_range,
+    best_of_rows,
+    check_budgets,
+    read_fit_table,
+    sweep_table,
+)
 from smallest_loss.scaling.shape_terms import AUTO, DEFAULT_TERM
 
 FORMS = ("chinchilla", "kaplan", "shape")
@@ -78,6 +85,7 @@ def fit_law(
         raise UserError(f"form {form!r}: use one of {', '.join(FORMS)}")
     if bootstrap < 0 or bootstrap == 1:
         raise UserError(f"--bootstrap {bootstrap}: give 0 (no intervals) or at least 2 resamples (default 1000)")
+    shaped = points if isinstance(points, AspectPoints) else None
     if form == "shape":
         if not isinstance(points, AspectPoints):
             raise UserError("the shape-aware law needs each run's width d and depth n: read them with shapes=True")
@@ -91,7 +99,17 @@ def fit_law(
             diagnostics["calibration"] = calibrate(result["law"], points, result["fit"].form).to_dict()
         law_file = LawFile(result["law"], result["intervals"], result["samples"], diagnostics)
     diagnostics = dict(law_file.diagnostics, fitted_range=points.fitted_range)
-    return dataclasses.replace(law_file, diagnostics=diagnostics)
+    law_file = dataclasses.replace(law_file, diagnostics=diagnostics)
+    return with_aspect_range(law_file, aspect_range(shaped.d, shaped.n) if shaped is not None else None)
+
+
+def with_aspect_range(law_file: LawFile, span: list[float] | None) -> LawFile:
+    """The law file with the d/n its runs spanned in its fitted range (`fitted_range["aspect"]`): a plan under a law
+    without a shape term keeps to it (scaling/plan.py `aspect_bounds`). Unchanged when `span` is None."""
+    if span is None:
+        return law_file
+    fitted = dict((law_file.diagnostics or {}).get("fitted_range") or {}, aspect=list(span))
+    return dataclasses.replace(law_file, diagnostics=dict(law_file.diagnostics or {}, fitted_range=fitted))
 
 
 def fit_aspect_law(points: AspectPoints, bootstrap: int, delta: float = DEFAULT_DELTA,

@@ -99,7 +99,8 @@ class LawFile:
 
     @property
     def fitted_range(self) -> dict[str, list[float]] | None:
-        """[smallest, largest] N, D and C of the points the law was fitted to (None: not recorded)."""
+        """[smallest, largest] N, D and C of the points the law was fitted to, and `aspect`, the d/n of its runs where
+        they gave widths and depths (None: not recorded)."""
         return (self.diagnostics or {}).get("fitted_range")
 
     def outside(self, **values: float) -> str | None:

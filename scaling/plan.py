@@ -60,6 +60,7 @@ FlopsPerStep = Callable[..., np.ndarray]  # -> exact training FLOPs per step
 # shapes whose N lies within about 3% of the optimum (the loss is flat in N there), far inside any fitted
 # law's bootstrap interval, so no law can rank them.
 TIE_TOLERANCE = 1e-5
+ASPECT_RTOL = 1e-9  # a candidate at a run's own d/n is inside the runs' range
 
 
 @dataclass(frozen=True)
@@ -210,10 +211,20 @@ def with_experts(space: SearchSpace, cands: Candidates, specs: Specs) -> Candida
     return Candidates(**{name: np.concatenate([getattr(p, name) for p in parts]) for name in columns})
 
 
-def aspect_bounds(space: SearchSpace, shape: AspectLaw | None) -> tuple[float, float]:
+def aspect_bounds(
+    space: SearchSpace, shape: AspectLaw | None, fitted: dict[str, Any] | None = None
+) -> tuple[float, float]:
     """The d/n the planner may choose: with a shape-aware law, the range it was fitted on (its safety net: no
-    extrapolation in shape); without, the space's bounds, which then decide width against depth."""
-    return shape.aspect_range if shape is not None else space.aspect_ratio
+    extrapolation in shape); without, the space's bounds, held to the d/n of the law's runs where the law file records
+    them (`fitted["aspect"]`: a law in N and D alone says nothing of other shapes, whose losses on a CPU differ by
+    several percent at one N) and they overlap the space's."""
+    if shape is not None:
+        return shape.aspect_range
+    lo, hi = space.aspect_ratio
+    runs = (fitted or {}).get("aspect")
+    if runs and max(lo, runs[0]) <= min(hi, runs[1]) * (1 + ASPECT_RTOL):
+        return max(lo, runs[0] * (1 - ASPECT_RTOL)), min(hi, runs[1] * (1 + ASPECT_RTOL))
+    return lo, hi
 
 
 @functools.lru_cache(maxsize=16)
@@ -603,7 +614,8 @@ def score(budget: Budget, law_file: LawFile, inputs: PlanInputs) -> Scores:
         raise UserError(f"budget {budget.text} (or --max-latency-ms) needs a device profile: pass --profile FILE")
     dropped: dict[str, int] = {}
     batches = (inputs.fixed_batch,) if inputs.fixed_batch else planner_batches(inputs.space, law_file.recipe)
-    candidates = enumerate_candidates(inputs.space, batches, aspect_bounds(inputs.space, law_file.shape))
+    bounds = aspect_bounds(inputs.space, law_file.shape, law_file.fitted_range)
+    candidates = enumerate_candidates(inputs.space, batches, bounds)
     if law_file.moe is not None:
         specs = moe_specs(inputs.space, law_file.moe, law_file.fitted_range) if not inputs.moe_refused else ((1, 1, 1),)
         candidates = with_experts(inputs.space, candidates, specs)
@@ -740,7 +752,8 @@ def binding_edges(scores: Scores, law_file: LawFile, inputs: PlanInputs) -> tupl
     line says so), so they are not reported as an optimum outside the space; a shape-aware law's fitted range is."""
     best = scores.row(scores.best)
     edges = []
-    for edge, change in _edge_probes(scores.space, best, aspect_bounds(scores.space, law_file.shape)):
+    for edge, change in _edge_probes(scores.space, best, aspect_bounds(scores.space, law_file.shape,
+                                                                      law_file.fitted_range)):  # fmt: skip
         if law_file.shape is None and edge.startswith("aspect-ratio bound"):
             continue
         shape = {"d": best.d, "n": best.n, "s": best.s, "b": best.b, **change}

@@ -20,6 +20,7 @@ from smallest_loss.scaling.laws import Law, LawFile, load_law
 from smallest_loss.scaling.plan import (
     PlanInputs,
     Scores,
+    aspect_bounds,
     batch_choice,
     best_by_depth,
     binding_edges,
@@ -198,10 +199,18 @@ def shape_decision(scores: Scores, law_file: LawFile, inputs: PlanInputs) -> Sha
     shape = law_file.shape
     if shape is None:
         lo, hi = scores.space.aspect_ratio
+        held = aspect_bounds(scores.space, None, law_file.fitted_range)
+        runs = (law_file.fitted_range or {}).get("aspect")
+        if runs and held != (lo, hi):
+            name = scores.space.name
+            within = (f"held to d/n in [{held[0]:.3g}, {held[1]:.3g}], the widths against depths of the law's "
+                      f"runs ({runs[0]:.3g} to {runs[1]:.3g}) within space {name}'s [{lo:g}, {hi:g}]")  # fmt: skip
+        else:
+            outside = f"; the law's runs spanned d/n {runs[0]:.3g} to {runs[1]:.3g}, outside it" if runs else ""
+            within = f"decided by space {scores.space.name}'s aspect-ratio bounds d/n in [{lo:g}, {hi:g}]{outside}"
         return ShapeDecision(
             from_law=False,
-            note=f"the law has no shape term (a law in N and D), so width against depth is "
-            f"decided by space {scores.space.name}'s aspect-ratio bounds d/n in [{lo:g}, {hi:g}] and the tie "
+            note=f"the law has no shape term (a law in N and D), so width against depth is {within} and the tie "
             "rule, not by data; fit a shape-aware law (smallest-loss fit --form shape) to decide it from runs",
         )
     params = ", ".join(f"{k} {v:.3g}" for k, v in (shape.params or {}).items())

@@ -251,6 +251,30 @@ def sweep_table(path: Any, columns: str | Mapping[str, str] | None = None) -> Ru
     return read_run_table(path, REQUIRED_COLUMNS, SWEEP_COLUMNS, (DATASET_COLUMN,), columns, what="fit CSV")
 
 
+SHAPE_NAMES = ("d", "n")  # a table's optional width and depth columns
+
+
+def aspect_range(d: Any, n: Any) -> list[float] | None:
+    """[smallest, largest] aspect ratio d/n over the rows that give both (None when none does): the widths against
+    depths a law's runs spanned, which a plan with a law in N and D alone keeps to (scaling/plan.py)."""
+    ratio = np.asarray(d, np.float64) / np.asarray(n, np.float64)
+    ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
+    return [float(ratio.min()), float(ratio.max())] if ratio.size else None
+
+
+def table_aspect_range(source: Any, columns: str | Mapping[str, str] | None = None) -> list[float] | None:
+    """`aspect_range` of a table's `d` and `n` columns (named through `columns` like the others); None when it has
+    neither (a CSV's header is read first, so a table without them costs nothing more)."""
+    names = {k: v for k, v in parse_columns(columns).items() if k in SHAPE_NAMES}
+    found = header(source)
+    if found is not None and not all(names.get(k, k) in found for k in SHAPE_NAMES):
+        return None
+    table = read_run_table(source, (), SHAPE_NAMES, (), names, what="fit table")
+    if not all(k in table.numbers for k in SHAPE_NAMES):
+        return None
+    return aspect_range(table.numbers["d"], table.numbers["n"])
+
+
 def read_fit_table(source: Any, columns: str | Mapping[str, str] | None = None) -> FitPoints:
     """A fit table from any source: a CSV without a column map (`read_fit_csv`, the lean reader for a million
     rows), else through the one run-table reader (`tables.read_run_table`): a JSON-lines file, a pandas

@@ -9,12 +9,14 @@ import dataclasses
 import numpy as np
 import pytest
 from smallest_loss.configs.spaces import get_space
-from smallest_loss.scaling.aspect import AspectLaw
+from smallest_loss.scaling.aspect import AspectLaw, AspectPoints
 from smallest_loss.scaling.budget import parse_budget
 from smallest_loss.scaling.chinchilla import ChinchillaLaw
+from smallest_loss.scaling.fitting import with_aspect_range
 from smallest_loss.scaling.laws import LawFile
 from smallest_loss.scaling.plan import PlanInputs, best_by_depth, enumerate_candidates
 from smallest_loss.scaling.planner import plan_with_inputs
+from smallest_loss.scaling.points import FitPoints
 
 # Constants of the order the CPU shape sweep gave (results/cpu/shape), written out here.
 ND = ChinchillaLaw(E=0.3, A=12.0, B=270.0, alpha=0.23, beta=0.44)
@@ -93,3 +95,36 @@ def test_shape_report_names_the_n_only_cost(plans):
     assert "## Shape: from the law's aspect-ratio factor" in text
     assert f"Without its shape term the law would pick d={nd_best.d}, n={nd_best.n}" in text
     assert len(enumerate_candidates(get_space("cpu"), aspect=SHAPE.aspect_range)) > len(shaped.scores.candidates) / 2
+
+
+def test_a_law_without_a_shape_term_keeps_to_the_d_n_of_its_runs():
+    """A law in N and D fitted on runs of d/n 16 to 24 plans within that (the N-D plan above leans to the space's
+    widest bound), says so, and falls back to the space's bounds, saying why, when the runs lie outside the space."""
+    inputs = PlanInputs(get_space("cpu"), step_seconds=per_layer_step_seconds)
+    budget = parse_budget("60s")
+    held = plan_with_inputs(budget, with_aspect_range(LawFile(ND), [16.0, 24.0]), inputs)
+    c = held.scores.candidates
+    assert 16 <= (c.d / c.n).min() and (c.d / c.n).max() <= 24 and 16 <= held.best.aspect_ratio <= 24
+    assert "held to d/n in [16, 24]" in held.shape.note
+    free = plan_with_inputs(budget, LawFile(ND), inputs)
+    assert free.best.aspect_ratio > 24 and "held to" not in free.shape.note
+    apart = plan_with_inputs(budget, with_aspect_range(LawFile(ND), [100.0, 200.0]), inputs)
+    assert apart.best == free.best and "outside it" in apart.shape.note
+
+
+def test_fitting_runs_records_their_d_n(tmp_path):
+    from smallest_loss.scaling.fitting import fit_law
+    from smallest_loss.scaling.points import table_aspect_range
+
+    N = np.array([1e4, 2e4, 4e4, 1e4, 2e4, 4e4, 1e4, 2e4, 4e4])
+    D = np.array([1e6, 1e6, 1e6, 3e6, 3e6, 3e6, 1e7, 1e7, 1e7])
+    points = FitPoints(N, D, ND.loss(N, D))
+    d, n = np.array([32, 48, 64] * 3), np.array([2, 2, 3] * 3)
+    law = fit_law(AspectPoints(points, d, n), bootstrap=0)
+    assert law.fitted_range["aspect"] == pytest.approx([16.0, 24.0])
+    assert "aspect" not in fit_law(points, bootstrap=0).fitted_range
+    table = tmp_path / "t.csv"
+    rows = zip(N, D, points.loss, d, n, strict=True)
+    table.write_text("N,D,loss,width,n\n" + "".join(f"{a},{b},{c},{w},{k}\n" for a, b, c, w, k in rows))
+    assert table_aspect_range(table, "d=width") == pytest.approx([16.0, 24.0])
+    assert table_aspect_range(table) is None  # no column d
