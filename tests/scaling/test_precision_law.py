@@ -240,10 +240,13 @@ def test_additive_law_file_round_trip_and_cli(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_auto_chooses_the_form_that_predicts_a_left_out_precision():
-    for truth, expected in ((ADDITIVE, "additive"), (dataclasses.replace(TRUE, gamma_a=2.5, form="tied"), "separate")):
-        law_file = fit_precision_law(synthetic(((3, 3), (4, 4), (math.inf, math.inf)), law=truth), bootstrap=0)
-        choice = law_file.diagnostics["form_choice"]
-        assert choice["chosen"] == expected == law_file.precision.form.replace("tied", "separate"), choice
-        assert choice["errors"][expected] == min(choice["errors"].values())
-        assert law_file.diagnostics["holdout"]["mean_abs_rel_error"] == choice["errors"][expected]
+def test_auto_keeps_kumar_et_al_s_form_where_it_holds():
+    """`auto` compares the forms by leave-one-precision-out error: on runs that follow Kumar et al.'s law it keeps
+    that form, not the more flexible additive one (which wins where the cost grows with the tokens: the test of
+    the additive form above, and results/cpu/precision)."""
+    kumar = dataclasses.replace(TRUE, gamma_a=2.5, form="tied")
+    law_file = fit_precision_law(synthetic(((3, 3), (4, 4), (math.inf, math.inf)), law=kumar), bootstrap=0)
+    choice = law_file.diagnostics["form_choice"]
+    assert choice["chosen"] == "separate" and law_file.precision.penalty is None, choice
+    assert choice["errors"]["separate"] < choice["errors"]["additive"]
+    assert law_file.diagnostics["holdout"]["mean_abs_rel_error"] == choice["errors"]["separate"]
