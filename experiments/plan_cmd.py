@@ -20,7 +20,6 @@ from smallest_loss.scaling.plan_result import Plan
 from smallest_loss.scaling.planner import make_plan
 from smallest_loss.scaling.precision_plan import plan_precisions
 from smallest_loss.scaling.verify import verify, verify_cadence, verify_line
-from smallest_loss.timing.profile import load_profile
 
 
 def write_outputs(plan: Plan, folder: str | Path) -> list[Path]:
@@ -141,8 +140,7 @@ def run(args: argparse.Namespace) -> int:
     checked = None
     if recipe is not None:
         out = args.verify_out or f"{args.out or 'runs'}/verify"
-        bits = load_profile(args.profile[0]).bits if args.profile else None  # train at the precision priced
-        checked = verify(plan.best, plan.space, recipe, out, bits)
+        checked = verify(plan.best, plan.space, recipe, out, plan.bits)  # train at the precision priced
         report["verify"] = checked.to_dict()
     if args.json:
         print(json.dumps(report, indent=2))

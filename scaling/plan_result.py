@@ -294,6 +294,7 @@ class Plan:
     batch_choice: tuple[BatchOption, ...] | None = None
     interval_kind: str = "law bootstrap"  # what the rows' loss intervals are (docs/methods.md)
     moe_choice: MoeChoice | None = None  # a law with a `moe` section: the best dense and the best MoE plan
+    bits: dict[str, int] | None = None  # the profile's quantised training bits: the precision priced, and verified
     scores: Any = dataclasses.field(default=None, compare=False, repr=False)  # scaling.plan.Scores, for plots
 
     @property
@@ -318,6 +319,8 @@ class Plan:
             out["warning"] = self.warning
         if self.extrapolation:
             out["extrapolation"] = self.extrapolation
+        if self.bits:
+            out["bits"] = dict(self.bits)
         if self.seconds is not None:
             out["seconds"] = self.seconds
             out["budget_covers"] = self.budget_covers

@@ -97,7 +97,8 @@ def make_plan(
     )
     if batch is not None:
         inputs = dataclasses.replace(inputs, fixed_batch=batch)
-    return plan_with_inputs(budget, law, inputs, top, choice)
+    plan = plan_with_inputs(budget, law, inputs, top, choice)
+    return dataclasses.replace(plan, bits=dict(profile.bits)) if profile is not None and profile.bits else plan
 
 
 def plan_with_inputs(

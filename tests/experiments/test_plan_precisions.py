@@ -125,7 +125,9 @@ def test_an_additive_precision_law_adds_its_penalty_to_the_quantised_plan(files)
     added = 1e-3 * q.tokens**0.4 / q.params**0.1 * math.exp(-4 / 1.5)
     assert q.loss == pytest.approx(float(c.loss(q.params, q.tokens)) + added, rel=1e-9)
     assert plans.costs[0] == 0.0 and plans.costs[1] == pytest.approx(added, rel=1e-9)
-    assert make_plan("60s", law, quant, space="cpu", top=1).best == q  # one quantised profile: priced alike
+    single = make_plan("60s", law, quant, space="cpu", top=1)
+    assert single.best == q  # one quantised profile: priced alike
+    assert single.bits == {"weights": 4} == single.to_dict()["bits"] and plans.plans[0].bits is None
     assert "loss from bits" in plans.to_markdown() and plans.to_dict()["precisions"][1]["precision_loss"] > 0
     quantised = law_with_training_penalty(law, "float32", dict(weights=4)).law
     C = 1e18
