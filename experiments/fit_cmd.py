@@ -27,7 +27,14 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.experiments.args import check_fit_args
 from smallest_loss.scaling.bootstrap import interval
 from smallest_loss.scaling.chinchilla import LAW_KEYS, ChinchillaLaw
-from smallest_loss.scaling.fitting import fit_law, read_runs, read_table, with_aspect_range, without_samples
+from smallest_loss.scaling.fitting import (
+    fit_law,
+    read_runs,
+    read_table,
+    source_aspect_range,
+    with_aspect_range,
+    without_samples,
+)
 from smallest_loss.scaling.groups import group_names, reference_index
 from smallest_loss.scaling.holdout import holdout_split, leave_one_shape_out
 from smallest_loss.scaling.holdout_scale import HoldoutReport, holdout_by_scale
@@ -36,7 +43,7 @@ from smallest_loss.scaling.isoflop import isoflop_allocation
 from smallest_loss.scaling.laws import LawFile, law_to_dict, save_law
 from smallest_loss.scaling.moe_law import E_MAX, MOE_FORMS, read_moe_table
 from smallest_loss.scaling.optimize import DEFAULT_DELTA
-from smallest_loss.scaling.points import FitPoints, aspect_range, budget_mismatch, sweep_check, table_aspect_range
+from smallest_loss.scaling.points import FitPoints, budget_mismatch, sweep_check, table_aspect_range
 from smallest_loss.scaling.report import markdown_table
 from smallest_loss.scaling.shape_terms import AUTO, DEFAULT_TERM, TERMS
 from smallest_loss.scaling.tables import header
@@ -130,8 +137,7 @@ def run_fit(paths: list[str], csv: str | None, form: str, n_boot: int, out: str 
         holdout_split(budgets)  # refused before the fit, not after it
     iso = isoflop_allocation(records) if records else None
     law_file = fit_law(points, form, n_boot, delta, iso["a"] if iso and "error" not in iso else None)
-    shapes = aspect_range(*zip(*((r.d, r.n) for r in records), strict=True)) if records else None
-    law_file = with_aspect_range(law_file, shapes or table_aspect_range(csv, columns))  # plans keep to the runs' d/n
+    law_file = with_aspect_range(law_file, source_aspect_range(records, csv, columns))  # plans keep to the runs' d/n
     report: dict[str, Any] = dict(
         law=without_samples(law_file).to_dict(), points=len(points), text=_format_law(law_file)
     )

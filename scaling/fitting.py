@@ -29,6 +29,7 @@ from smallest_loss.scaling.points import (
     check_budgets,
     read_fit_table,
     sweep_table,
+    table_aspect_range,
 )
 from smallest_loss.scaling.shape_terms import AUTO, DEFAULT_TERM
 
@@ -110,6 +111,14 @@ def with_aspect_range(law_file: LawFile, span: list[float] | None) -> LawFile:
         return law_file
     fitted = dict((law_file.diagnostics or {}).get("fitted_range") or {}, aspect=list(span))
     return dataclasses.replace(law_file, diagnostics=dict(law_file.diagnostics or {}, fitted_range=fitted))
+
+
+def source_aspect_range(records: Sequence[Any], csv: Any = None, columns: Any = None) -> list[float] | None:
+    """The d/n a fit's runs spanned (`with_aspect_range`): its run records' widths and depths, else its table's `d`
+    and `n` columns (`points.table_aspect_range`); None when neither gives them."""
+    if records:
+        return aspect_range([r.d for r in records], [r.n for r in records])
+    return table_aspect_range(csv, columns) if csv is not None else None
 
 
 def fit_aspect_law(points: AspectPoints, bootstrap: int, delta: float = DEFAULT_DELTA,

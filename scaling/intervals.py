@@ -319,7 +319,7 @@ def law_calibration(law_file: LawFile, points: FitPoints | None = None) -> Inter
 
 def sample_log_loss(samples: dict[str, np.ndarray], N: np.ndarray, D: np.ndarray) -> np.ndarray:
     """(samples, points) log loss under each bootstrap sample of the law (with the additive precision form's penalty
-    where the samples carry it: scaling/precision_plan.py `law_with_training_penalty`)."""
+    where the samples carry it: scaling/precision_pricing.py `law_with_training_penalty`)."""
     E, A, B, alpha, beta = (np.asarray(samples[k], float)[:, None] for k in CONSTANTS)
     loss = E + A / N[None, :] ** alpha + B / D[None, :] ** beta
     if "penalty_k" in samples:

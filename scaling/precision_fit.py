@@ -218,17 +218,16 @@ def _terms(theta: np.ndarray, pb: Problem, jac: bool = True) -> tuple[np.ndarray
         t1, t2 = np.exp(a - alpha * xN), np.exp(b - beta * pb.xD)
     t3 = np.full_like(t1, math.exp(e))
     if not pb.additive:
-        terms = np.stack([t1, t2, t3])
-        return terms, np.column_stack([t1, t2, t3, -xN * t1, -pb.xD * t2, *(-alpha * t1 * dlf)]) if jac else None
-    s, ds = _strength(theta, pb)
-    c, gD, gN = theta[pb.ic : pb.ic + 3]
-    with np.errstate(over="ignore"):
-        base = np.exp(c + gD * pb.xD - gN * pb.xN)
-    t4 = base * s
-    if not jac:
-        return np.stack([t1, t2, t3, t4]), None
-    J = np.column_stack([t1, t2, t3, -xN * t1, -pb.xD * t2, *(base * ds), t4, pb.xD * t4, -pb.xN * t4])
-    return np.stack([t1, t2, t3, t4]), J
+        terms, extra = [t1, t2, t3], [*(-alpha * t1 * dlf)]
+    else:
+        s, ds = _strength(theta, pb)
+        c, gD, gN = theta[pb.ic : pb.ic + 3]
+        with np.errstate(over="ignore"):
+            base = np.exp(c + gD * pb.xD - gN * pb.xN)
+        t4 = base * s
+        terms, extra = [t1, t2, t3, t4], [*(base * ds), t4, pb.xD * t4, -pb.xN * t4]
+    J = np.column_stack([t1, t2, t3, -xN * t1, -pb.xD * t2, *extra]) if jac else None
+    return np.stack(terms), J
 
 
 def jacobian(theta: np.ndarray, pb: Problem) -> tuple[np.ndarray, np.ndarray]:
@@ -251,8 +250,7 @@ def objective_and_grad(theta: np.ndarray, pb: Problem) -> tuple[float, np.ndarra
 
 def _outer_index(pb: Problem) -> list[int]:
     """The coordinates the projected stage optimises: the exponents, the log gammas, gamma_D and gamma_N."""
-    cols = [i for i in range(3, pb.box.shape[1]) if i not in pb.linear]
-    return [i for i in cols if i not in pb.fixed]
+    return [i for i in range(3, pb.box.shape[1]) if i not in pb.linear and i not in pb.fixed]
 
 
 def _theta_of(v: np.ndarray, pb: Problem) -> np.ndarray:

@@ -29,6 +29,7 @@ scaling/precision_fit.py's.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +99,16 @@ class PTQPenalty:
         N, D = np.asarray(N, np.float64), np.asarray(D, np.float64)
         out = self.C_T * D**self.gamma_D / N**self.gamma_N * np.exp(-P / self.gamma_post)
         return float(out) if np.ndim(out) == 0 else out
+
+
+def penalty_strength(bits: Sequence[ArrayLike | None], gammas: Sequence[ArrayLike | None]) -> np.ndarray:
+    """sum_k exp(-P_k / gamma_k) over the kinds (w, a, kv) that have a gamma: the additive form's dependence on the
+    training bits (0 where unquantised). A gamma may be an array (a bootstrap sample's each)."""
+    out = np.zeros(())
+    for P, gamma in zip(bits, gammas, strict=True):
+        if gamma is not None:
+            out = out + np.exp(-bits_array(P) / np.asarray(gamma, np.float64))
+    return out
 
 
 @dataclass(frozen=True)
@@ -177,10 +188,7 @@ class PrecisionLaw:
                  bits_kv: ArrayLike | None = None) -> ArrayLike:  # fmt: skip
         """sum_k exp(-P_k / gamma_k) over the kinds the law prices: the additive penalty's dependence on the bits (0
         for unquantised training)."""
-        out = np.zeros(())
-        for kind, bits in zip(KINDS, (bits_w, bits_a, bits_kv), strict=True):
-            gamma = self.gamma(kind)
-            out = out + (np.exp(-bits_array(bits) / gamma) if gamma is not None else 0.0)
+        out = penalty_strength((bits_w, bits_a, bits_kv), tuple(self.gamma(kind) for kind in KINDS))
         return float(out) if np.ndim(out) == 0 else out
 
     def training_penalty(self, N: ArrayLike, D: ArrayLike, bits_w: ArrayLike | None = None,

@@ -17,6 +17,7 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.scaling.chinchilla import ChinchillaLaw
 from smallest_loss.scaling.laws import LawFile
 from smallest_loss.scaling.points import ArrayLike
+from smallest_loss.scaling.precision_law import KINDS, penalty_strength
 from smallest_loss.scaling.precision_law import precision_penalty as law_penalty
 from smallest_loss.timing.profile import DeviceProfile
 
@@ -107,11 +108,7 @@ def law_with_training_penalty(law_file: LawFile, dtype: str, bits: dict[str, int
     quantised = QuantisedLaw(law.E, law.A, law.B, law.alpha, law.beta, pen.C * strength, pen.gamma_D, pen.gamma_N)
     samples, draws = law_file.samples, precision.samples or {}
     if samples is not None and all(f"penalty_{k}" in draws for k in ("C", "gamma_D", "gamma_N")):
-        per_sample = np.zeros_like(np.asarray(draws["penalty_C"], float))
-        for kind, P in zip(("w", "a", "kv"), kinds, strict=True):
-            if P is not None and f"gamma_{kind}" in draws:
-                per_sample += np.exp(-P / np.asarray(draws[f"gamma_{kind}"], float))
-        k = np.asarray(draws["penalty_C"], float) * per_sample
+        k = np.asarray(draws["penalty_C"], float) * penalty_strength(kinds, [draws.get(f"gamma_{c}") for c in KINDS])
         samples = {**samples, "penalty_k": k, **{f"penalty_{c}": draws[f"penalty_{c}"] for c in ("gamma_D", "gamma_N")}}
     return dataclasses.replace(law_file, law=quantised, samples=samples, precision=None)
 
