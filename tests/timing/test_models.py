@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 from smallest_loss.configs.errors import UserError
 from smallest_loss.timing.counts import FLOPS, MEMCPYS
-from smallest_loss.timing.models import architecture_folds, compare_models, design_matrix, fit_coefficients, get_model
+from smallest_loss.timing.models import (
+    architecture_folds,
+    compare_models,
+    design_matrix,
+    fit_coefficients,
+    get_model,
+    spearman,
+)
 from smallest_loss.timing.profile import DeviceProfile, load_profile, save_profile
 
 DEVICE = dict(peak_flops=1e11, bandwidth=2e10)
@@ -274,3 +281,17 @@ def test_spilled_work_sees_the_dtype():
     names = [f.__name__ for f in model.features]
     width, spilled = names.index("width"), names.index("width_spilled")
     assert X[0, spilled] == X[0, width] > 0 and X[1, spilled] == 0 and X[1, width] == X[0, width]
+
+
+def test_spearman_matches_scipy_with_ties_and_constant_inputs():
+    """The rank correlation the comparison table reports is numpy's own; scipy's is the reference."""
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        n = int(rng.integers(3, 30))
+        x = rng.integers(0, 6, n).astype(float) if i % 2 else rng.normal(size=n)  # ties in every other case
+        y = np.round(x + rng.normal(size=n) * rng.uniform(0.1, 3), 1 if i % 3 else 0)
+        assert spearman(x, y) == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
+    assert spearman(np.arange(5.0), -(np.arange(5.0) ** 3)) == pytest.approx(-1.0)
+    assert np.isnan(spearman(np.ones(4), np.arange(4.0)))
