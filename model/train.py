@@ -31,6 +31,7 @@ from smallest_loss.model.params import count_params
 from smallest_loss.model.prefetch import Prefetcher
 from smallest_loss.model.quant import fp8_note
 from smallest_loss.model.runs import RunDir, hold_run
+from smallest_loss.model.schedule import cooldown_steps
 from smallest_loss.model.sharding import (
     barrier,
     batch_sharding,
@@ -44,11 +45,6 @@ from smallest_loss.model.transformer import Transformer
 from tqdm.auto import tqdm
 
 State = dict[str, Any]  # {"params": nnx.State, "opt_state": optax state, "step": int32 scalar}
-
-
-def cooldown_steps(cfg: TrainConfig, total_steps: int) -> int:
-    """Steps of a wsd schedule's cool-down: `cooldown_fraction` of the run, at least one when it is positive."""
-    return max(round(cfg.cooldown_fraction * total_steps), 1) if cfg.cooldown_fraction > 0 else 0
 
 
 def _decay(cfg: TrainConfig, steps: int) -> optax.Schedule:

@@ -42,12 +42,12 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.lazy import LazyModule, optimize
 from smallest_loss.configs.schema import TrainConfig
 from smallest_loss.model.params import count_params
+from smallest_loss.model.schedule import schedule_values
 from smallest_loss.scaling import multipower as mp
 from smallest_loss.scaling.multipower import MultiPowerLaw, drops, fit_multipower, window_index
 
 signal = LazyModule("scipy.signal")  # loaded on first use (scipy takes a second to import)
 model_runs = LazyModule("smallest_loss.model.runs")  # the trainer's code (JAX, Flax), for run folders only
-model_train = LazyModule("smallest_loss.model.train")
 
 LAMBDA = 0.999  # Tissue et al.'s momentum of the annealing area
 BINS = 100  # windows each curve is averaged over for fitting
@@ -418,7 +418,7 @@ def schedule_lrs(
         warmup_steps=max(1, round(warmup_fraction * steps)),
         **fields,
     )
-    return np.asarray(model_train.make_schedule(cfg, steps)(np.arange(steps)), dtype=np.float64)
+    return schedule_values(cfg, steps, np.arange(steps))
 
 
 PEAK_TOLERANCE = 0.01  # runs whose peak rates differ by at most this share count as one peak rate

@@ -17,7 +17,7 @@ import numpy as np
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import TrainConfig
 from smallest_loss.model.runs import RunDir
-from smallest_loss.model.train import make_schedule
+from smallest_loss.model.schedule import schedule_values
 from smallest_loss.scaling.collect import run_folders
 from smallest_loss.scaling.curve_law import (
     MIN_PREFIX,
@@ -166,7 +166,7 @@ def predict_run(
     peaks = shape_peaks([run, *others])
     if isinstance(peaks, str):
         raise UserError(f"--curves: with {folder.name}, {peaks}")
-    planned = np.asarray(make_schedule(rundir.config.train, total)(np.arange(total)), dtype=np.float64)
+    planned = schedule_values(rundir.config.train, total, np.arange(total))
     lrs = np.concatenate([run.lr, planned[len(run.lr) :]])  # the logged rates, then the rest the config plans
     law = fit_from_prefix(run, cut, others, form=form)
     whole = dataclasses.replace(run, lr=lrs, loss=np.full(total, np.nan))

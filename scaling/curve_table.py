@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import TrainConfig
-from smallest_loss.model.train import make_schedule
+from smallest_loss.model.schedule import schedule_values
 from smallest_loss.scaling.curve_law import Curve
 from smallest_loss.scaling.tables import RunTable, parse_columns, read_run_table
 
@@ -273,7 +273,7 @@ def _described(table: RunTable, name: str, rows: np.ndarray) -> np.ndarray | Non
         cfg = dataclasses.replace(TrainConfig(), schedule=schedule, **fields)
     except UserError as err:
         raise UserError(f"{where}: run {name}: {err}") from None
-    return np.asarray(make_schedule(cfg, total)(np.arange(total)), dtype=np.float64)
+    return schedule_values(cfg, total, np.arange(total))
 
 
 def _cooldown(table: RunTable, name: str, rows: np.ndarray, total: int) -> dict[str, Any]:

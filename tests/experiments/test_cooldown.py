@@ -9,7 +9,7 @@ import pytest
 from smallest_loss.configs.designs import DESIGNS, SweepDesign, load_design_file
 from smallest_loss.configs.errors import UserError
 from smallest_loss.experiments.sweep import plan_runs, shard_runs
-from smallest_loss.model.train import cooldown_steps
+from smallest_loss.model.schedule import cooldown_steps
 
 
 def test_parent_and_branches():
