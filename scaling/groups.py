@@ -28,11 +28,13 @@ With E_g = E_ref it is k_g at every C; with an offset it changes with C, so it i
 budgets (the smallest and the largest in the data), and it is infinite where g's loss lies at or below
 the reference's E (no reference compute reaches it).
 
-Fitting: the Approach 3 objective (log-space Huber, delta = 1e-3, scaling/chinchilla.py) from Chinchilla's
-start grid, each group's e and b starting at the grid's, inside chinchilla.py's box (each E_g below its group's
-smallest loss), with scaling/optimize.py's batched L-BFGS (every start screened for a few iterations, the best
-run to convergence), then polished by scipy. Unlike the Chinchilla fit, the screening runs in float64: a grouped
-fit has few points, and one precision lets the fit and its bootstrap share compiled code.
+Fitting: the Approach 3 objective (log-space Huber, delta = 1e-3, scaling/chinchilla.py) inside chinchilla.py's
+box (each E_g below its group's smallest loss), in numpy: variable projection over a grid of (alpha, beta) (the
+law is linear in A and every E_g and B_g there: non-negative least squares), its best local minima and the best
+of Chinchilla's start grid each run 100 L-BFGS-B iterations, and the two best run to convergence. On the data
+lever's table and 40 synthetic grouped sets it reached the optimum of the earlier search (4500 starts on a
+batched JAX L-BFGS) within 5e-10 of the objective everywhere; the command takes 1.7 s cold instead of 4.2-4.7 s.
+The bootstrap still refits its resamples at once on the batched JAX L-BFGS.
 
 Intervals: percentile bootstrap (Besiroglu et al. 2024) resampling within groups: each group's points
 (or its runs, when a `run` column labels them) are drawn with replacement from that group, so every
@@ -50,23 +52,25 @@ from typing import Any
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
-from smallest_loss.configs.lazy import jax, jit, jnp, optimize
+from smallest_loss.configs.lazy import jax, jnp, optimize
 from smallest_loss.scaling.bootstrap import interval, resample_within_groups
 from smallest_loss.scaling.chinchilla import CHINCHILLA_GRID, E_FLOOR, ChinchillaLaw, chinchilla_bounds
+from smallest_loss.scaling.fitbase import blocked
 from smallest_loss.scaling.optimize import (
     BOUND_TOL,
     DEFAULT_DELTA,
     GRAD_TOL,
-    SCREEN_EVALS,
     GroupWeights,
     batched_lbfgs,
     huber,
 )
 from smallest_loss.scaling.points import FitPoints, budget_labels
+from smallest_loss.scaling.projection import GRID_SIZE, local_minima
 
 MIN_GROUP_POINTS = 4  # each group adds two constants (E_g, k_g) to the three shared ones
-REFINE_STARTS = 64  # best screened starts run to convergence: a pool of 64, the size of batched_lbfgs's
-# pool for stragglers, so the refinement reuses code the screening compiled
+POLISH_STARTS = 8  # starts from the variable-projection grid and from Chinchilla's grid (`_starts`)
+SCREEN_ITERS = 100  # L-BFGS-B iterations of every start; the FINAL_STARTS best then run to convergence
+FINAL_STARTS = 2
 
 
 def group_names(points: FitPoints) -> list[str]:
@@ -125,11 +129,6 @@ def _grouped_vg(u: jax.Array, w: jax.Array, data: tuple) -> tuple[jax.Array, jax
     return jax.vmap(jax.value_and_grad(_grouped_one), in_axes=(0, 0 if w.ndim == 2 else None, None))(u, w, data)
 
 
-@jit
-def _value_and_grad(u: jax.Array, w: jax.Array, data: tuple) -> tuple[jax.Array, jax.Array]:
-    return jax.value_and_grad(_grouped_one)(u, w, data)
-
-
 @dataclass(frozen=True)
 class _Setup:
     """The data of a grouped fit in the optimiser's terms: centring, data tuple, box, group index."""
@@ -166,24 +165,73 @@ def _grid_starts(setup: _Setup) -> np.ndarray:
     return np.unique(np.round(np.clip(u, setup.box[0], setup.box[1]), 12), axis=0)
 
 
-def _polish(setup: _Setup, u: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Continue the best start with scipy's L-BFGS-B (tight tolerances, same box) in float64; returns the
-    point, its objective and its largest projected gradient."""
-    with jax.enable_x64(True):
-        data = tuple(jnp.asarray(d, jnp.float64) for d in setup.data)
-        w = jnp.ones(len(setup.index), jnp.float64)
+def _log_pred(U: np.ndarray, setup: _Setup) -> tuple[np.ndarray, np.ndarray]:
+    """log pred at every point for each row of U (S, 3 + 2G), and each of the three terms' share of pred."""
+    xN, xD, _, _, onehot = setup.data
+    G = onehot.shape[1]
+    terms = np.stack([U[:, :1] - U[:, 1:2] * xN, U[:, 3 + G :] @ onehot.T - U[:, 2:3] * xD, U[:, 3 : 3 + G] @ onehot.T])
+    top = terms.max(axis=0)
+    share = np.exp(terms - top)
+    total = share.sum(axis=0)
+    return top + np.log(total), share / total
 
-        def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
-            f, g = _value_and_grad(jnp.asarray(x, jnp.float64), w, data)
-            return float(f), np.array(g)
 
-        res = optimize.minimize(fun, u, jac=True, method="L-BFGS-B", bounds=list(zip(*setup.box, strict=True)),
-                                options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-12})  # fmt: skip
-        better = np.isfinite(res.fun) and res.fun <= fun(u)[0]
-        x = res.x if better else u
-        f, g = fun(x)
-    blocked = ((x <= setup.box[0]) & (g > 0)) | ((x >= setup.box[1]) & (g < 0))
-    return x, f, float(np.max(np.abs(np.where(blocked, 0.0, g))))
+def grouped_objective(u: np.ndarray, setup: _Setup) -> tuple[float, np.ndarray]:
+    """The objective of `_grouped_one` (every point once) and its gradient in u, in numpy float64."""
+    xN, xD, logL, delta, onehot = setup.data
+    log_pred, share = _log_pred(u[None], setup)
+    value, slope = huber(log_pred[0] - logL, delta, np)
+    s1, s2, s3 = slope * share[:, 0]
+    return float(value.sum()), np.r_[s1.sum(), -(xN @ s1), -(xD @ s2), onehot.T @ s3, onehot.T @ s2]
+
+
+def _projected_starts(setup: _Setup, count: int) -> np.ndarray:
+    """Variable projection (scaling/projection.py's method for one group): on a grid of (alpha, beta) the law is
+    linear in A, every B_g and every E_g, solved exactly by non-negative least squares on the relative errors; the
+    grid's `count` best local minima (by the Huber objective, each clipped into the box) are the polish's starts."""
+    xN, xD, logL, delta, onehot = setup.data
+    G, box, P = setup.G, setup.box, len(xN)
+    alphas, betas = (np.linspace(box[0, k], box[1, k], GRID_SIZE) for k in (1, 2))
+    inverse = np.exp(-logL)
+    powers_N, powers_D = np.exp(-np.outer(alphas, xN)) * inverse, np.exp(-np.outer(betas, xD))
+    Phi = np.zeros((P, 1 + 2 * G))
+    Phi[:, 1 + G :] = onehot * inverse[:, None]
+    c = np.zeros((GRID_SIZE, GRID_SIZE, 1 + 2 * G))
+    for i, j in itertools.product(range(GRID_SIZE), range(GRID_SIZE)):
+        Phi[:, 0] = powers_N[i]
+        Phi[:, 1 : 1 + G] = Phi[:, 1 + G :] * powers_D[j][:, None]
+        c[i, j] = optimize.nnls(Phi, np.ones(P), maxiter=50 * Phi.shape[1])[0]
+    with np.errstate(divide="ignore"):
+        logs = np.log(c.reshape(-1, 1 + 2 * G))
+    exponents = np.array(list(itertools.product(alphas, betas)))
+    U = np.clip(np.column_stack([logs[:, 0], exponents, logs[:, 1 + G :], logs[:, 1 : 1 + G]]), box[0], box[1])
+    f = huber(_log_pred(U, setup)[0] - logL, delta, np)[0].sum(axis=1)
+    return U[local_minima(f, (GRID_SIZE, GRID_SIZE), count)]
+
+
+def _starts(setup: _Setup, count: int) -> np.ndarray:
+    """The polish's starts: the variable-projection grid's `count` best local minima, and the `count` best of
+    Chinchilla's grid by the objective itself (where a term runs to a bound, an exponent the projection leaves flat
+    can still lower the objective: Chinchilla's grid starts some at its ends)."""
+    grid = _grid_starts(setup)
+    _, _, logL, delta, _ = setup.data
+    f = huber(_log_pred(grid, setup)[0] - logL, delta, np)[0].sum(axis=1)
+    return np.vstack([_projected_starts(setup, count), grid[np.argsort(f)[:count]]])
+
+
+def _finite_f(result: tuple[np.ndarray, float, float]) -> float:
+    return result[1] if np.isfinite(result[1]) else np.inf
+
+
+def _polish(setup: _Setup, u: np.ndarray, maxiter: int = 2000) -> tuple[np.ndarray, float, float]:
+    """Continue from u with scipy's L-BFGS-B (tight tolerances, same box) in float64 for at most `maxiter`
+    iterations; returns the point, its objective and its largest projected gradient."""
+    res = optimize.minimize(grouped_objective, u, args=(setup,), jac=True, method="L-BFGS-B",
+                            bounds=list(zip(*setup.box, strict=True)),
+                            options={"maxiter": maxiter, "ftol": 1e-15, "gtol": 1e-12})  # fmt: skip
+    x = res.x if np.isfinite(res.fun) and res.fun <= grouped_objective(u, setup)[0] else u
+    f, g = grouped_objective(x, setup)
+    return x, f, float(np.max(np.abs(np.where(blocked(x, g, setup.box), 0.0, g))))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -253,13 +301,11 @@ def fit_groups(points: FitPoints, reference: str | None = None, delta: float = D
         raise UserError("a grouped fit needs a 'group' column naming at least two groups")
     begin = time.perf_counter()
     setup = _setup(points, names, delta)
-    screen = _run(setup, _grid_starts(setup), max_evals=SCREEN_EVALS)
-    order = np.argsort(np.where(np.isfinite(screen["f"]), screen["f"], np.inf))
-    res = _run(setup, screen["x"][order[:REFINE_STARTS]])
-    f = np.where(np.isfinite(res["f"]), res["f"], np.inf)
-    if not np.isfinite(f).any():
+    screened = sorted((_polish(setup, u0, SCREEN_ITERS) for u0 in _starts(setup, POLISH_STARTS)), key=_finite_f)
+    polished = [_polish(setup, u0) for u0, _, _ in screened[:FINAL_STARTS]]
+    u, objective, grad_norm = min(polished, key=_finite_f)
+    if not np.isfinite(objective):
         raise UserError("no start gave a finite objective; check that the losses are sensible")
-    u, objective, grad_norm = _polish(setup, res["x"][np.argmin(f)])
     c = _constants(u, setup.mu, len(names))
     warnings = _at_bound_warnings(u, setup, names)
     tol = GRAD_TOL * max(1.0, len(points) / 1000)
