@@ -176,6 +176,12 @@ def _log_pred(U: np.ndarray, setup: _Setup) -> tuple[np.ndarray, np.ndarray]:
     return top + np.log(total), share / total
 
 
+def _objectives(U: np.ndarray, setup: _Setup) -> np.ndarray:
+    """The objective (every point once) at each row of U, in numpy."""
+    _, _, logL, delta, _ = setup.data
+    return huber(_log_pred(U, setup)[0] - logL, delta, np)[0].sum(axis=1)
+
+
 def grouped_objective(u: np.ndarray, setup: _Setup) -> tuple[float, np.ndarray]:
     """The objective of `_grouped_one` (every point once) and its gradient in u, in numpy float64."""
     xN, xD, logL, delta, onehot = setup.data
@@ -189,7 +195,7 @@ def _projected_starts(setup: _Setup, count: int) -> np.ndarray:
     """Variable projection (scaling/projection.py's method for one group): on a grid of (alpha, beta) the law is
     linear in A, every B_g and every E_g, solved exactly by non-negative least squares on the relative errors; the
     grid's `count` best local minima (by the Huber objective, each clipped into the box) are the polish's starts."""
-    xN, xD, logL, delta, onehot = setup.data
+    xN, xD, logL, _, onehot = setup.data
     G, box, P = setup.G, setup.box, len(xN)
     alphas, betas = (np.linspace(box[0, k], box[1, k], GRID_SIZE) for k in (1, 2))
     inverse = np.exp(-logL)
@@ -205,8 +211,7 @@ def _projected_starts(setup: _Setup, count: int) -> np.ndarray:
         logs = np.log(c.reshape(-1, 1 + 2 * G))
     exponents = np.array(list(itertools.product(alphas, betas)))
     U = np.clip(np.column_stack([logs[:, 0], exponents, logs[:, 1 + G :], logs[:, 1 : 1 + G]]), box[0], box[1])
-    f = huber(_log_pred(U, setup)[0] - logL, delta, np)[0].sum(axis=1)
-    return U[local_minima(f, (GRID_SIZE, GRID_SIZE), count)]
+    return U[local_minima(_objectives(U, setup), (GRID_SIZE, GRID_SIZE), count)]
 
 
 def _starts(setup: _Setup, count: int) -> np.ndarray:
@@ -214,9 +219,7 @@ def _starts(setup: _Setup, count: int) -> np.ndarray:
     Chinchilla's grid by the objective itself (where a term runs to a bound, an exponent the projection leaves flat
     can still lower the objective: Chinchilla's grid starts some at its ends)."""
     grid = _grid_starts(setup)
-    _, _, logL, delta, _ = setup.data
-    f = huber(_log_pred(grid, setup)[0] - logL, delta, np)[0].sum(axis=1)
-    return np.vstack([_projected_starts(setup, count), grid[np.argsort(f)[:count]]])
+    return np.vstack([_projected_starts(setup, count), grid[np.argsort(_objectives(grid, setup))[:count]]])
 
 
 def _finite_f(result: tuple[np.ndarray, float, float]) -> float:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from smallest_loss.scaling.collect import RunRecord
 
 MIN_FIT_POINTS = 4  # three parameters plus one
+SCREEN_NFEV = 10  # evaluations each start runs before the best one goes on to the end
 
 
 @dataclass(frozen=True)
@@ -86,9 +87,6 @@ def _jacobian(theta: np.ndarray, S: np.ndarray, logL: np.ndarray) -> np.ndarray:
     power = np.exp(log_k - a * np.log(S))  # k S^-a
     g = L_inf + power
     return np.column_stack([1.0 / g, power / g, -np.log(S) * power / g])
-
-
-SCREEN_NFEV = 10  # evaluations each start runs before the best one goes on to the end
 
 
 def _least_squares(x0: np.ndarray, S: np.ndarray, logL: np.ndarray, bounds: tuple, max_nfev: int) -> Any:
