@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "a curve law's predicted loss for a run of any length and schedule, or where a run in progress will end",
     ),
     "table": ("table_cmd", "write run or sweep folders as one table (CSV) in the columns every law fits"),
+    "ptq": ("ptq_cmd", "quantise finished runs' weights after training and measure the loss each width costs"),
     "fit-recipe": ("recipe_cmd", "fit learning-rate and batch laws from a recipe sweep into a law file"),
     "measure": ("measure_cmd", "time one configuration's training step and show XLA's and our counts"),
     "calibrate": (

@@ -304,7 +304,9 @@ def run_precision_fit(paths: list[str], csv: str | None, n_boot: int, out: str |
                                  table_aspect_range(csv, columns))  # fmt: skip
     report: dict[str, Any] = dict(points=len(data.points), text=_format_precision(law_file))
     if holdout:  # `auto` computed it to choose the form; otherwise the chosen form's
-        held = law_file.diagnostics.get("holdout") or leave_one_precision_out(data, precision_form, delta)
+        held = law_file.diagnostics.get("holdout") or leave_one_precision_out(
+            data, precision_form or law_file.precision.form, delta
+        )
         report["holdout_precision"] = held
         law_file = dataclasses.replace(law_file, diagnostics={**(law_file.diagnostics or {}), "holdout": held})
     report["law"] = without_samples(law_file).to_dict()
@@ -334,7 +336,19 @@ def _format_precision(law_file: LawFile) -> list[str]:
         f"objective {d['objective']:.6g} (Huber delta {d['delta']:g}), max |gradient| {d['grad_norm']:.2e}, "
         f"converged: {d['converged']}, starts: {d['n_starts']}, {d['seconds']:.1f}s",
     ]
-    return lines + [f"warning: {w}" for w in d["warnings"]]
+    return lines + [f"warning: {w}" for w in d["warnings"]] + _ptq_holdout_lines(d.get("ptq_holdout"))
+
+
+def _ptq_holdout_lines(held: dict[str, Any] | None) -> list[str]:
+    """Each post-training width left out and predicted by the PTQ penalty fitted on the others."""
+    if not held:
+        return []
+    lines = ["post-training quantisation, each width left out and predicted from the others:"]
+    for r in held["widths"]:
+        error, rise, off = r["mean_abs_rel_error"], r["rise_mean"], r["rise_mean_abs_error"]
+        lines.append(f"  {r['bits_post']:g} bits ({r['points']} runs): loss after {error:.2%} mean error; rise "
+                     f"{rise:.4f} mean, predicted within {off:.4f}")  # fmt: skip
+    return lines
 
 
 def _holdout_precision_lines(h: dict[str, Any]) -> list[str]:

@@ -19,6 +19,7 @@ from smallest_loss.experiments.plots import plot_plan
 from smallest_loss.scaling.plan_result import Plan
 from smallest_loss.scaling.planner import make_plan
 from smallest_loss.scaling.precision_plan import plan_precisions
+from smallest_loss.scaling.serving_plan import plan_serving
 from smallest_loss.scaling.verify import verify, verify_cadence, verify_line
 
 
@@ -83,6 +84,20 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         "evaluations, checkpoint saves; default, with a profile that has wall-clock terms) or the training steps "
         "alone (steps)",
     )
+    p.add_argument(
+        "--serve-bits",
+        type=int,
+        nargs="+",
+        metavar="P",
+        help="serve the trained model quantised after training to P bits (16: unquantised): the plan ranks by the "
+        "served loss (the law's post-training quantisation penalty); several widths plan each and choose",
+    )
+    p.add_argument(
+        "--serve-memory",
+        type=float,
+        metavar="BYTES",
+        help="the served weights must fit in this many bytes (P/8 a weight at P bits, 2 unquantised)",
+    )
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
 
 
@@ -103,7 +118,29 @@ def _options(args: argparse.Namespace, design: Any) -> dict[str, Any]:
         batch=args.batch,
         budget_covers=args.budget_covers,
         cadence=verify_cadence(design),
+        serve_memory=args.serve_memory,
     )
+
+
+def _run_serving(args: argparse.Namespace, design: Any) -> int:
+    """Several --serve-bits: a plan per serving width and the width to serve at (scaling/serving_plan.py)."""
+    if args.verify or len(args.profile) > 1:
+        raise UserError("several --serve-bits plan one profile and train nothing: drop --verify or the extra --profile")
+    plans = plan_serving(args.budget, args.law, args.profile[0] if args.profile else None, args.serve_bits,
+                         **_options(args, design))  # fmt: skip
+    files = []
+    if args.out:
+        for bits, plan in zip(plans.widths, plans.plans, strict=True):
+            files += write_outputs(plan, Path(args.out) / f"serve{bits}") if plan is not None else []
+        (Path(args.out) / "serving.md").write_text(plans.to_markdown() + "\n")
+        files.append(Path(args.out) / "serving.md")
+    if args.json:
+        print(json.dumps(dict(plans.to_dict(), plans=[p and p.to_dict() for p in plans.plans]), indent=2))
+        return 0
+    print(plans.to_markdown())
+    for path in files:
+        print(f"wrote {path}")
+    return 0
 
 
 def _run_precisions(args: argparse.Namespace, design: Any) -> int:
@@ -129,10 +166,15 @@ def _run_precisions(args: argparse.Namespace, design: Any) -> int:
 def run(args: argparse.Namespace) -> int:
     check_outputs(folders={"--out": args.out, "--verify-out": args.verify_out})
     design = get_design(args.recipe)
+    if args.serve_bits and len(args.serve_bits) > 1:
+        return _run_serving(args, design)
     if len(args.profile) > 1:
         return _run_precisions(args, design)
     recipe = design if args.verify else None
-    plan = make_plan(args.budget, args.law, args.profile[0] if args.profile else None, **_options(args, design))
+    serve = dict(serve_bits=args.serve_bits[0]) if args.serve_bits else {}
+    plan = make_plan(
+        args.budget, args.law, args.profile[0] if args.profile else None, **_options(args, design), **serve
+    )
     report = plan.to_dict()
     files = write_outputs(plan, args.out) if args.out else []
     if files:

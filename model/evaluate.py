@@ -1,17 +1,35 @@
-"""A finished run's newest checkpoint evaluated on one common validation sample.
+"""A finished run's newest checkpoint evaluated on one common validation sample, as trained or quantised after
+training.
 
 A run evaluates on the first `train.eval_batches` batches of the common sample (`train.eval_batch_size`), but runs
 from before that setting (or with `eval_batch_size=0`) evaluate on batches of their own training batch size drawn
 with their own seed: two of them with different batch sizes or seeds report losses on different validation tokens.
 `evaluate_run` restores a run's last checkpoint and evaluates it on any sample, the same for every run.
+
+Post-training quantisation (PTQ; Kumar et al., ICLR 2025, "Scaling Laws for Precision": quantising a trained
+model costs more loss the more tokens it saw): `post_training_losses` rounds the trained weights of the
+transformer blocks' linear layers to P bits (round to nearest on the symmetric grid of model/quant.py, one absmax
+scale per output channel: the run evaluated with `model.bits_weights = P`, the grid quantised training uses) and
+evaluates the model again. The token embedding and the output layer stay as trained, as do the activations and
+keys and values (quantised or not, as the run trained them). Every width and the model as trained are evaluated on
+the same batches of the common sample, so each rise is measured on identical tokens. The results go to the run's
+`ptq.json`; widths already measured there (same checkpoint step and sample) are reused.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import orbax.checkpoint as ocp
+from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.schema import RunConfig
 from smallest_loss.model.data import batch, load_corpus
-from smallest_loss.model.runs import RunDir
+from smallest_loss.model.runs import RunDir, hold_run, write_json
 from smallest_loss.model.sharding import batch_sharding, make_mesh, put_batch, resolve_mesh_shape
 from smallest_loss.model.train import EVAL_SEED, make_eval_fn, make_optimizer, state_layout
 
@@ -19,10 +37,13 @@ from smallest_loss.model.train import EVAL_SEED, make_eval_fn, make_optimizer, s
 # size and seed (`plan --verify` reports every verified run's loss on it too). A run with the default
 # `train.eval_batch_size` (16) evaluates on the first `train.eval_batches` of these batches.
 COMMON_SAMPLE = (64, 16, EVAL_SEED)
+PTQ_FILE = "ptq.json"
+PTQ_METHOD = "round to nearest, symmetric, one absmax scale per output channel; the blocks' linear weights"
+PTQ_BATCHES = 16  # the first 16 batches of the common sample (16 x 16 sequences)
 
 
-def evaluate_run(folder: str, batches: int, batch_size: int, seed: int) -> tuple[int, float]:
-    """(step, mean loss) of the run's newest checkpoint on `batches` validation batches drawn with `seed`."""
+def _restored(folder: str | Path) -> tuple[RunConfig, Any, int, Any, Any]:
+    """(config, mesh, step, state, graphdef) of the run's newest checkpoint."""
     run = RunDir.open(folder)
     cfg = run.config
     mesh = make_mesh(resolve_mesh_shape(cfg.train))
@@ -30,11 +51,76 @@ def evaluate_run(folder: str, batches: int, batch_size: int, seed: int) -> tuple
     graphdef, abstract, _ = state_layout(cfg.model, optimizer, cfg.train.seed, mesh)
     manager = run.checkpoint_manager()
     step = manager.latest_step()
+    if step is None:
+        manager.close()
+        raise UserError(f"{folder} holds no checkpoint to evaluate")
     state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
     manager.close()
-    corpus, eval_fn, place = load_corpus(cfg.data), make_eval_fn(graphdef), batch_sharding(mesh)
-    losses = [
-        float(eval_fn(state["params"], put_batch(batch(corpus.val, seed, k, batch_size, cfg.model.s), place)))
-        for k in range(batches)
-    ]
-    return step, float(np.mean(losses))
+    return cfg, mesh, step, state, graphdef
+
+
+def _mean_loss(eval_fn: Callable, params: Any, val: np.ndarray, sample: tuple[int, int, int], s: int,
+               mesh: Any) -> float:  # fmt: skip
+    batches, batch_size, seed = sample
+    place = batch_sharding(mesh)
+    losses = [float(eval_fn(params, put_batch(batch(val, seed, k, batch_size, s), place))) for k in range(batches)]
+    return float(np.mean(losses))
+
+
+def evaluate_run(folder: str, batches: int, batch_size: int, seed: int) -> tuple[int, float]:
+    """(step, mean loss) of the run's newest checkpoint on `batches` validation batches drawn with `seed`."""
+    cfg, mesh, step, state, graphdef = _restored(folder)
+    corpus = load_corpus(cfg.data)
+    return step, _mean_loss(make_eval_fn(graphdef), state["params"], corpus.val, (batches, batch_size, seed),
+                            cfg.model.s, mesh)  # fmt: skip
+
+
+def read_ptq(folder: str | Path) -> dict[str, Any] | None:
+    """The run's `ptq.json` (None when it has none): `loss` as trained and `loss_post` {bits: loss} on `sample`."""
+    file = Path(folder) / PTQ_FILE
+    return json.loads(file.read_text()) if file.exists() else None
+
+
+def _check_ptq(run: RunDir, bits: Sequence[int]) -> None:
+    model, folder = run.config.model, run.path
+    if run.status() != "completed":
+        raise UserError(f"{folder}: {run.status()}; post-training quantisation needs a completed run")
+    if model.experts or model.dtype == "float8":
+        what = "a mixture of experts" if model.experts else "an FP8 run"
+        raise UserError(f"{folder}: post-training integer quantisation of {what} is not built")
+    for P in bits:
+        if isinstance(P, bool) or not isinstance(P, int) or not 2 <= P <= 15:
+            raise UserError(f"--bits {P!r}: a post-training width is an integer from 2 to 15 bits")
+        if model.bits_weights and P >= model.bits_weights:
+            trained = model.bits_weights
+            raise UserError(f"{folder} trained its weights at {trained} bits; quantise to fewer (--bits {P})")
+
+
+def post_training_losses(folder: str | Path, bits: Sequence[int], batches: int = PTQ_BATCHES) -> dict[str, Any]:
+    """The run's loss as trained and after quantising its weights to each of `bits` (module docstring), on the first
+    `batches` batches of the common sample; written to (and reused from) the run's `ptq.json`, which is returned."""
+    run = RunDir.open(folder)
+    _check_ptq(run, bits)
+    if not 1 <= batches <= COMMON_SAMPLE[0]:
+        raise UserError(f"--batches {batches}: give 1 to {COMMON_SAMPLE[0]} batches of the common sample")
+    sample = dict(batches=batches, batch_size=COMMON_SAMPLE[1], seed=COMMON_SAMPLE[2])
+    with hold_run(run.path, create=False):
+        cfg, mesh, step, state, graphdef = _restored(run.path)
+        old = read_ptq(run.path)
+        keep = old is not None and old.get("step") == step and old.get("sample") == sample
+        result = old if keep else dict(step=step, sample=sample, method=PTQ_METHOD, loss=None, loss_post={})
+        todo = [P for P in sorted(set(bits)) if str(P) not in result["loss_post"]]
+        if not todo and result["loss"] is not None:
+            return result
+        val, where = load_corpus(cfg.data).val, (batches, COMMON_SAMPLE[1], COMMON_SAMPLE[2])
+        if result["loss"] is None:
+            result["loss"] = _mean_loss(make_eval_fn(graphdef), state["params"], val, where, cfg.model.s, mesh)
+        optimizer = make_optimizer(cfg.train, cfg.total_steps)
+        for P in todo:
+            quantised = dataclasses.replace(cfg.model, bits_weights=P)
+            ptq_graph = state_layout(quantised, optimizer, cfg.train.seed, mesh)[0]
+            loss = _mean_loss(make_eval_fn(ptq_graph), state["params"], val, where, cfg.model.s, mesh)
+            result["loss_post"][str(P)] = loss
+        result["loss_post"] = dict(sorted(result["loss_post"].items(), key=lambda kv: int(kv[0])))
+        write_json(run.path / PTQ_FILE, result)
+    return result

@@ -81,7 +81,7 @@ def dumps(data: Any, **kwargs: Any) -> str:
     return json.dumps(_strict(data), allow_nan=False, **kwargs)
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
     """Write atomically: a crash leaves the old file or the new one, never half of one."""
     if not _is_main():
         return
@@ -243,7 +243,7 @@ class RunDir:
             record["branch"] = dict(parent=os.path.relpath(branch[0], path), step=branch[1])
         if keep_checkpoints:
             record["keep_checkpoints"] = sorted(keep_checkpoints)
-        _write_json(path / "config.json", record)
+        write_json(path / "config.json", record)
         sharding.barrier("run folder created")  # no process goes on before config.json exists
         return cls(path, config, record)
 
@@ -316,7 +316,7 @@ class RunDir:
 
     # summary.json ----------------------------------------------------------------------------------
     def write_summary(self, summary: dict[str, Any]) -> None:
-        _write_json(self.path / "summary.json", summary)
+        write_json(self.path / "summary.json", summary)
 
     def read_summary(self) -> dict[str, Any] | None:
         file = self.path / "summary.json"

@@ -317,14 +317,20 @@ def law_calibration(law_file: LawFile, points: FitPoints | None = None) -> Inter
     return calibrate(law_file.law, points, law_file.fit_form["form"])
 
 
+# Penalty terms a planned law may carry with its samples (scaling/precision_pricing.py `with_term`): quantised
+# training's (additive form) and post-training quantisation's at the serving width.
+PENALTY_TERMS = ("penalty", "ptq")
+
+
 def sample_log_loss(samples: dict[str, np.ndarray], N: np.ndarray, D: np.ndarray) -> np.ndarray:
-    """(samples, points) log loss under each bootstrap sample of the law (with the additive precision form's penalty
-    where the samples carry it: scaling/precision_pricing.py `law_with_training_penalty`)."""
+    """(samples, points) log loss under each bootstrap sample of the law (with the penalty terms the samples carry:
+    the additive precision form's, post-training quantisation's; scaling/precision_pricing.py `with_term`)."""
     E, A, B, alpha, beta = (np.asarray(samples[k], float)[:, None] for k in CONSTANTS)
     loss = E + A / N[None, :] ** alpha + B / D[None, :] ** beta
-    if "penalty_k" in samples:
-        k, g_D, g_N = (np.asarray(samples[f"penalty_{c}"], float)[:, None] for c in ("k", "gamma_D", "gamma_N"))
-        loss = loss + k * D[None, :] ** g_D / N[None, :] ** g_N
+    for term in PENALTY_TERMS:
+        if f"{term}_k" in samples:
+            k, g_D, g_N = (np.asarray(samples[f"{term}_{c}"], float)[:, None] for c in ("k", "gamma_D", "gamma_N"))
+            loss = loss + k * D[None, :] ** g_D / N[None, :] ** g_N
     return np.log(loss)
 
 

@@ -277,6 +277,10 @@ class PlanInputs:
     moe_step_seconds: StepSeconds | None = None
     moe_timing: str = "given"
     moe_refused: str | None = None  # why no MoE shape is searched (a quantised profile: the model refuses MoE there)
+    # Serving: the width the trained model is served at (post-training quantisation; None or 16: unquantised, in
+    # bfloat16) and the memory its weights must fit in (bytes; None: no limit).
+    serve_bits: int | None = None
+    serve_memory: float | None = None
 
     def __post_init__(self) -> None:
         if self.covers not in ("run", "steps"):
@@ -289,6 +293,7 @@ class PlanInputs:
             price_per_hour=("--price-per-hour", "a price per device-hour"),
             max_latency_ms=("--max-latency-ms", "the latency limit"),
             memory_limit=("device memory", "the device memory"),
+            serve_memory=("--serve-memory", "the serving memory (bytes)"),
         )
         for name, (flag, what) in positive.items():
             value = getattr(self, name)
@@ -373,6 +378,11 @@ class Scores:
     def best(self) -> int:
         """The index of the best candidate."""
         return int(self.order[0])
+
+
+def serving_bytes(bits: int | None) -> float:
+    """Bytes per served weight: `bits` / 8 for a model quantised after training, 2 (bfloat16) unquantised."""
+    return (bits if bits is not None and bits < 16 else 16) / 8.0
 
 
 def _filter(cands: Candidates, keep: np.ndarray, reason: str, dropped: dict[str, int]) -> Candidates:
@@ -494,6 +504,9 @@ def _score(
     aspect-ratio factor."""
     if inputs.memory_limit is not None:
         cands = _fit_memory(cands, inputs, dropped)
+    if inputs.serve_memory is not None:
+        keep = cands.params_total * serving_bytes(inputs.serve_bits) <= inputs.serve_memory
+        cands = _filter(cands, keep, "serving memory", dropped)
     step_s = None
     if inputs.step_seconds is not None:
         step_s = _step_seconds(cands, inputs)
@@ -620,6 +633,11 @@ def score(budget: Budget, law_file: LawFile, inputs: PlanInputs) -> Scores:
         specs = moe_specs(inputs.space, law_file.moe, law_file.fitted_range) if not inputs.moe_refused else ((1, 1, 1),)
         candidates = with_experts(inputs.space, candidates, specs)
     cands, tokens, loss, step_s = _score(candidates, budget, law_file, inputs, dropped)
+    if len(cands) == 0 and dropped.get("serving memory") == len(candidates):
+        raise UserError(
+            f"no candidate of space {inputs.space.name} fits --serve-memory {inputs.serve_memory:g} bytes at "
+            f"{inputs.serve_bits or 16} bits a weight; raise it or serve at fewer bits"
+        )
     if len(cands) == 0:
         raise UserError(
             f"budget {budget.describe()} is too small to train any candidate of space "

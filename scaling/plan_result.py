@@ -272,6 +272,31 @@ class MoeChoice:
 
 
 @dataclass(frozen=True)
+class Serving:
+    """How the planned model is served: quantised after training to `bits` (None: unquantised, in bfloat16), the loss
+    that adds at the best configuration (Kumar et al.'s delta_PTQ, included in every row's predicted loss), the best
+    configuration's served weights in bytes, and the memory they had to fit in (`--serve-memory`; None: no limit)."""
+
+    bits: int | None
+    ptq_loss: float
+    weight_bytes: float
+    memory_limit: float | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.bits} bits" if self.bits is not None else "unquantised (bfloat16)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def line(self) -> str:
+        """One line for the report."""
+        limit = f" (limit {self.memory_limit:.3g} B)" if self.memory_limit is not None else ""
+        added = f"; post-training quantisation adds {self.ptq_loss:+.4f} to its loss (included)" if self.bits else ""
+        return f"**Served** {self.label}: weights {self.weight_bytes:.3g} B{limit}{added}."
+
+
+@dataclass(frozen=True)
 class Plan:
     """A plan: the best configurations for a budget and everything behind the choice. `best` is the answer."""
 
@@ -295,6 +320,7 @@ class Plan:
     interval_kind: str = "law bootstrap"  # what the rows' loss intervals are (docs/methods.md)
     moe_choice: MoeChoice | None = None  # a law with a `moe` section: the best dense and the best MoE plan
     bits: dict[str, int] | None = None  # the profile's quantised training bits: the precision priced, and verified
+    serving: Serving | None = None  # how the model is served (`plan --serve-bits`, `--serve-memory`)
     scores: Any = dataclasses.field(default=None, compare=False, repr=False)  # scaling.plan.Scores, for plots
 
     @property
@@ -321,6 +347,8 @@ class Plan:
             out["extrapolation"] = self.extrapolation
         if self.bits:
             out["bits"] = dict(self.bits)
+        if self.serving is not None:
+            out["serving"] = self.serving.to_dict()
         if self.seconds is not None:
             out["seconds"] = self.seconds
             out["budget_covers"] = self.budget_covers

@@ -30,10 +30,11 @@ from smallest_loss.scaling.plan import (
     nd_choice,
     param_range,
     score,
+    serving_bytes,
     tie_rule,
     top_rows,
 )
-from smallest_loss.scaling.plan_result import Edge, Plan, PlanRow, RecipeDecision, ShapeDecision
+from smallest_loss.scaling.plan_result import Edge, Plan, PlanRow, RecipeDecision, Serving, ShapeDecision
 from smallest_loss.scaling.plan_setup import (
     at_profile_precision,
     build_plan_inputs,
@@ -42,7 +43,7 @@ from smallest_loss.scaling.plan_setup import (
     profile_has_moe,
     spaces_for,
 )
-from smallest_loss.scaling.precision_pricing import law_at_profile
+from smallest_loss.scaling.precision_pricing import law_at_profile, ptq_loss
 from smallest_loss.scaling.shape_terms import get_term
 from smallest_loss.timing.profile import DeviceProfile, load_profile
 from smallest_loss.timing.wallclock import Cadence
@@ -64,6 +65,8 @@ def make_plan(
     batch: int | None = None,
     budget_covers: str = "run",
     cadence: Cadence | None = None,
+    serve_bits: int | None = None,
+    serve_memory: float | None = None,
 ) -> Plan:
     """The best `top` configurations for a budget ("1e21" FLOPs, "60s" or "4h" of a device, "$20") under a law
     (a LawFile or a law JSON path). Time and money budgets need a device profile (a DeviceProfile or its JSON
@@ -74,12 +77,14 @@ def make_plan(
     prices the steps alone) or the training steps alone ("steps"). A law with a `moe` section plans dense and MoE
     shapes together (`Plan.moe_choice`: the best of each side by side); a profile file's records.jsonl beside it
     says whether its MoE step times are measured or extrapolated. A law with a precision section prices the
-    profile's precision (its dtype and bits: scaling/precision_pricing.py `law_at_profile`)."""
+    profile's precision (its dtype and bits: scaling/precision_pricing.py `law_at_profile`). `serve_bits` plans the
+    loss of the model served quantised after training to that many bits (a law with a PTQ penalty; 16: unquantised);
+    `serve_memory` (bytes) keeps the candidates whose served weights fit (`Plan.serving`)."""
     budget = parse_budget(budget) if isinstance(budget, str) else budget
-    law = load_law(law) if isinstance(law, str | Path) else law
+    fitted = law = load_law(law) if isinstance(law, str | Path) else law
     moe_records = law.moe is not None and isinstance(profile, str | Path) and profile_has_moe(profile)
     profile = load_profile(profile) if isinstance(profile, str | Path) else profile
-    law = law_at_profile(law, profile)  # the profile's precision priced by the law's precision section
+    law = law_at_profile(law, profile, serve_bits)  # precision priced by the law's precision section, and serving
     chosen, choice = choose_space(space, budget, law.law, profile)
     chosen = at_profile_precision(chosen, profile)
     inputs = build_plan_inputs(
@@ -95,9 +100,14 @@ def make_plan(
         cadence,
         moe_records=moe_records,
     )
-    if batch is not None:
-        inputs = dataclasses.replace(inputs, fixed_batch=batch)
+    inputs = dataclasses.replace(inputs, fixed_batch=batch, serve_bits=serve_bits, serve_memory=serve_memory)
     plan = plan_with_inputs(budget, law, inputs, top, choice)
+    if serve_bits is not None or serve_memory is not None:
+        bits = serve_bits if serve_bits is not None and serve_bits < 16 else None
+        added = ptq_loss(fitted, profile, bits, plan.best.params, plan.best.tokens)
+        weights = plan.best.params_total or plan.best.params
+        serving = Serving(bits, added, weights * serving_bytes(bits), serve_memory)
+        plan = dataclasses.replace(plan, serving=serving)
     return dataclasses.replace(plan, bits=dict(profile.bits)) if profile is not None and profile.bits else plan
 
 

@@ -104,8 +104,13 @@ def gamma_structure(data: PrecisionPoints, form: str) -> Structure:
             groups[kind] = 0 if form in ("tied", "additive") else len({g for g in groups.values() if g is not None})
         columns.append((kind, data.bits[kind]))
     if all(g is None for g in groups.values()):
-        raise UserError("the table trains every run at one precision: a precision law needs runs at two bit "
-                        "widths or more (unquantised counts as one)")  # fmt: skip
+        post = data.bits_post is not None and bool(np.isfinite(data.bits_post).any())
+        if not post or form == "additive":
+            raise UserError("the table trains every run at one precision: a precision law needs runs at two bit "
+                            "widths or more (unquantised counts as one)"
+                            + (", and the additive form a quantised one" if post else ""))  # fmt: skip
+        notes = ["every run trained at one precision: no training gamma fitted (the law is Chinchilla's, with the "
+                 "post-training quantisation penalty)"]  # fmt: skip
     return Structure(groups, tuple(notes))
 
 
@@ -454,11 +459,12 @@ def _check_points(data: PrecisionPoints, structure: Structure, additive: bool = 
 
 def fit_precision(data: PrecisionPoints, form: str = "separate", delta: float = DEFAULT_DELTA) -> PrecisionFit:
     """Fit the precision law: the requested form, else (not identified) its fallbacks (`FALLBACKS`): tied gammas,
-    then beta tied to alpha; in the additive form gamma_N = 0, then beta tied to alpha."""
+    then beta tied to alpha; in the additive form gamma_N = 0, then beta tied to alpha. A run counts once, however
+    many post-training widths it has rows for (`PrecisionPoints.training_rows`)."""
     begin = time.perf_counter()
-    structure = gamma_structure(data, form)
+    structure, tied = gamma_structure(data, form), gamma_structure(data, "tied")
+    data = data.take(data.training_rows())
     _check_points(data, structure, form == "additive")
-    tied = gamma_structure(data, "tied")
     plan = [(name, structure if not is_tied else tied, tie, fix) for name, is_tied, tie, fix in FALLBACKS[form]
             if name == form or not (name == "tied" and structure.n_gammas <= 1)]  # fmt: skip
     tried: dict[str, list[str]] = {}
@@ -528,6 +534,29 @@ def fit_ptq(data: PrecisionPoints, law: PrecisionLaw,
     return PTQPenalty(math.exp(c[0]), float(c[1]), float(c[2]), float(1.0 / c[3])), notes
 
 
+def leave_one_width_out(data: PrecisionPoints, law: PrecisionLaw) -> dict[str, Any] | None:
+    """Each post-training width left out in turn: the PTQ penalty fitted on the other widths predicts its rows' loss
+    after quantisation (the training law as fitted). Per width: the mean relative error of the predicted loss_post
+    and of the predicted rise; None without two widths to fit from."""
+    if data.bits_post is None or len(widths := np.unique(data.bits_post[np.isfinite(data.bits_post)])) < 3:
+        return None
+    p, out = data.points, []
+    trained = law.loss(p.N, p.D, *(data.bits[k] for k in KINDS))
+    for P in widths:
+        held = data.bits_post == P
+        ptq, _ = fit_ptq(data, law, (~held).astype(float))
+        if ptq is None:
+            continue
+        rise = ptq.delta(law.n_eff(p.N[held], *(data.bits[k][held] for k in KINDS)), p.D[held], P)
+        pred = trained[held] + rise
+        actual = data.loss_post[held]
+        out.append(dict(bits_post=float(P), points=int(held.sum()),
+                        mean_abs_rel_error=float(np.mean(np.abs(pred / actual - 1))),
+                        rise_mean_abs_error=float(np.mean(np.abs(rise - (actual - p.loss[held])))),
+                        rise_mean=float(np.mean(actual - p.loss[held]))))  # fmt: skip
+    return dict(widths=out) if out else None
+
+
 # ---------------------------------------------------------------------------------------------------
 # The bootstrap and the hold-out.
 
@@ -551,10 +580,10 @@ def bootstrap_precision(data: PrecisionPoints, fit: PrecisionFit, n_boot: int = 
     begin, rng = time.perf_counter(), np.random.default_rng(seed)
     index, n_groups = data.points.group_index
     counts = resample_counts(n_groups, n_boot, rng)[:, index].astype(np.float64)
-    rows, ok, at_bound = [], 0, 0
+    rows, ok, at_bound, training = [], 0, 0, data.training_rows()  # the fit's problem holds the training rows
     span = fit.problem.box[1] - fit.problem.box[0]
     for w in counts:
-        theta, _, converged = _polish(fit.theta, _weighted(fit.problem, w))
+        theta, _, converged = _polish(fit.theta, _weighted(fit.problem, w[training]))
         law = law_from_theta(theta, fit.problem, fit.form)
         ptq = fit_ptq(data, law, w)[0] if fit.law.ptq is not None else None
         rows.append(_sample_row(law, ptq, fit.law.ptq is not None))
@@ -586,10 +615,15 @@ def leave_one_precision_out(data: PrecisionPoints, form: str = "separate",
                             delta: float = DEFAULT_DELTA) -> dict[str, Any]:  # fmt: skip
     """Each training precision left out in turn: the law fitted on the other rows predicts its rows. Mean relative
     errors per precision, over all predicted rows and over the quantised ones (the bit widths)."""
-    configs, full = data.configs(), gamma_structure(data, form)
+    full = gamma_structure(data, form)
+    data = data.take(data.training_rows())
+    configs = data.configs()
     results, skipped, errors = [], [], {}
     for config in np.unique(configs):
         held = configs == config
+        if held.all():
+            skipped.append(dict(config=str(config), reason="every run trained at this precision: none is left to fit"))
+            continue
         rest = data.take(~held)
         lost = [k for k in KINDS if full.groups[k] is not None and rest.levels(k) < 2]
         if lost:
@@ -647,8 +681,9 @@ def fit_precision_law(data: PrecisionPoints, form: str = "auto", bootstrap: int 
     if bootstrap < 0 or bootstrap == 1:
         raise UserError(f"--bootstrap {bootstrap}: give 0 (no intervals) or at least 2 resamples (default 1000)")
     choice = None
-    if form == "auto":
-        gamma_structure(data, "tied")  # one precision only: refused before the hold-outs
+    if form == "auto" and gamma_structure(data, "tied").n_gammas == 0:  # one precision, PTQ rows: no form to choose
+        form = "separate"
+    elif form == "auto":
         choice = choose_precision_form(data, delta)
         form = choice["form"]
     law_file = _fit_law_file(data, form, bootstrap, delta)
@@ -674,10 +709,13 @@ def _fit_law_file(data: PrecisionPoints, form: str, bootstrap: int, delta: float
             ptq = dataclasses.replace(ptq, intervals={k[4:]: v for k, v in boot.intervals.items() if k[:4] == "ptq_"})
         law = dataclasses.replace(
             law, ptq=ptq, intervals={k: v for k, v in boot.intervals.items() if k.startswith(PRECISION_KEYS)},
-            samples={k: v for k, v in boot.samples.items() if k.startswith(PRECISION_KEYS)},
+            samples={k: v for k, v in boot.samples.items() if k.startswith((*PRECISION_KEYS, "ptq_"))},
         )  # fmt: skip
     main = ChinchillaLaw(E=law.E, A=law.A, B=law.B, alpha=law.alpha, beta=law.beta)
-    return LawFile(main, intervals, samples, _diagnostics(data, fit, boot, ptq_notes), precision=law)
+    diagnostics = _diagnostics(data, fit, boot, ptq_notes)
+    if ptq is not None and (held := leave_one_width_out(data, law)) is not None:
+        diagnostics["ptq_holdout"] = held
+    return LawFile(main, intervals, samples, diagnostics, precision=law)
 
 
 def _diagnostics(data: PrecisionPoints, fit: PrecisionFit, boot: PrecisionBootstrap | None,

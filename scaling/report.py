@@ -229,6 +229,8 @@ def plan_markdown(plan: Plan) -> str:
     lines = _header(plan)
     lines += ["", "## Best configurations", markdown_table([r.to_dict() for r in plan.rows], columns)]
     lines += ["", f"Ties: {plan.tie_rule}."]
+    if plan.serving is not None:
+        lines += ["", plan.serving.line()]
     if plan.best.loss_interval:
         lo, hi = plan.best.loss_interval
         kind = plan.interval_kind

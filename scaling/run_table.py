@@ -4,7 +4,9 @@ The laws fit tables from any trainer (scaling/tables.py); this writes this proje
 every law fits them the same way: `N` (all parameters), `N_active` and `N_total` (a mixture of experts' active and
 total parameters; both `N` for a dense model), `experts`, `top_k`, `granularity` (1, 1, 1 dense), `bits_w`,
 `bits_a`, `bits_kv` (quantised training's bits; blank unquantised), `dtype`, `D` (tokens), `C` (the sweep's budget,
-6ND outside a sweep), `loss` (final evaluation loss), `d`, `n`, `run` (the folder's name).
+6ND outside a sweep), `loss` (final evaluation loss), `d`, `n`, `run` (the folder's name). Runs quantised after
+training (`smallest-loss ptq`, the run's `ptq.json`) add a column `loss_post_<P>` per width P: the run's loss plus
+the rise that quantising its weights to P bits measured (blank for runs without that width).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from smallest_loss.configs.errors import UserError
+from smallest_loss.model.evaluate import read_ptq
 from smallest_loss.model.params import count_params
 from smallest_loss.model.runs import RunDir
 from smallest_loss.scaling.collect import collect_runs, run_folders
@@ -50,9 +53,19 @@ def run_rows(paths: list[str | Path]) -> tuple[list[dict[str, Any]], list[str]]:
                 loss=r.loss,
                 d=r.d,
                 n=r.n,
+                **post_training_columns(folders[r.name], r.loss),
             )
         )
     return rows, left_out
+
+
+def post_training_columns(folder: Path, loss: float) -> dict[str, float]:
+    """`loss_post_<P>` for each width the run was quantised to after training: its loss plus the rise measured on
+    the common sample (model/evaluate.py), so that the rise is paired on identical tokens; {} without `ptq.json`."""
+    ptq = read_ptq(folder)
+    if not ptq or ptq.get("loss") is None:
+        return {}
+    return {f"loss_post_{P}": loss + (after - ptq["loss"]) for P, after in ptq["loss_post"].items()}
 
 
 def write_run_table(paths: list[str | Path], out: str | Path) -> tuple[Path, int, list[str]]:
@@ -62,9 +75,10 @@ def write_run_table(paths: list[str | Path], out: str | Path) -> tuple[Path, int
     if out.is_dir():
         raise UserError(f"--out {out} is a folder: give a CSV file name")
     rows, left_out = run_rows(paths)
+    post = sorted({k for row in rows for k in row if k.startswith("loss_post_")}, key=lambda k: int(k.split("_")[-1]))
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer = csv.DictWriter(fh, fieldnames=[*COLUMNS, *post], restval="")
         writer.writeheader()
         writer.writerows(rows)
     return out, len(rows), left_out

@@ -1,0 +1,44 @@
+"""`smallest-loss ptq RUNS --bits 3 4 8`: each finished run's loss after post-training quantisation of its weights to
+each width (model/evaluate.py `post_training_losses`), written to the run's `ptq.json`. `smallest-loss table` then
+adds a `loss_post_<P>` column per width, and `fit --csv TABLE --form precision` fits Kumar et al.'s PTQ penalty
+from them, which `plan --serve-bits` prices."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from smallest_loss.configs.errors import UserError
+from smallest_loss.model.evaluate import PTQ_BATCHES, post_training_losses
+from smallest_loss.model.runs import RunDir
+from smallest_loss.scaling.collect import run_folders
+from smallest_loss.scaling.report import markdown_table
+from tqdm.auto import tqdm
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", help="run folders or sweep folders")
+    p.add_argument("--bits", type=int, nargs="+", required=True, help="weight widths to quantise to, 2-15 bits")
+    p.add_argument("--batches", type=int, default=PTQ_BATCHES,
+                   help=f"batches of the common validation sample to evaluate on (default {PTQ_BATCHES})")  # fmt: skip
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    folders = [folder for path in args.runs for folder in run_folders(Path(path))]
+    done, rows = [], []
+    for folder in tqdm(folders, desc="ptq", unit="run", disable=args.quiet):
+        status = RunDir.open(folder).status()
+        if status != "completed":
+            print(f"left out: {folder.name}: {status}", file=sys.stderr)
+            continue
+        result = post_training_losses(folder, args.bits, args.batches)
+        done.append(folder)
+        rise = [result["loss_post"][str(P)] - result["loss"] for P in sorted(set(args.bits))]
+        rows.append([folder.name, f"{result['loss']:.4f}", *(f"{r:+.4f}" for r in rise)])
+    if not done:
+        raise UserError("no completed run to quantise")
+    print(markdown_table(rows, ["run", "loss", *(f"{P} bits" for P in sorted(set(args.bits)))]))
+    print(f"wrote ptq.json in {len(done)} runs; `smallest-loss table` adds their loss_post_<bits> columns")
+    return 0
