@@ -182,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
     checked = None
     if recipe is not None:
         out = args.verify_out or f"{args.out or 'runs'}/verify"
-        checked = verify(plan.best, plan.space, recipe, out, plan.bits)  # train at the precision priced
+        serve = plan.serving.bits if plan.serving is not None else None
+        checked = verify(plan.best, plan.space, recipe, out, plan.bits, serve)  # the precision priced, served so
         report["verify"] = checked.to_dict()
     if args.json:
         print(json.dumps(report, indent=2))

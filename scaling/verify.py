@@ -41,6 +41,10 @@ class Verification:
     common_sequences: int
     predicted_wall_clock: dict[str, float] | None = None  # the plan's terms (timing.wallclock.TERMS and total)
     actual_wall_clock: dict[str, float] | None = None  # the run's (summary.json `wall_clock`)
+    # Served quantised after training (`plan --serve-bits`): the width, and the rise quantising the run's weights to
+    # it measured on the common sample (model/evaluate.py), included in `actual_loss`.
+    serve_bits: int | None = None
+    ptq_rise: float | None = None
 
     @property
     def loss_error(self) -> float:
@@ -114,12 +118,18 @@ def verify_config(
 
 
 def verify(
-    row: PlanRow, space: SearchSpace, recipe: SweepDesign, out: str | Path, bits: dict[str, int] | None = None
+    row: PlanRow,
+    space: SearchSpace,
+    recipe: SweepDesign,
+    out: str | Path,
+    bits: dict[str, int] | None = None,
+    serve_bits: int | None = None,
 ) -> Verification:
     """Train the recommended configuration with the law's recipe and compare its loss and step time with the
     prediction. Beside the run's own final evaluation (its batch size and seed choose its validation tokens) the
     loss on one common sample (`model.evaluate.COMMON_SAMPLE`), so plans at different batch sizes compare on the
-    same tokens."""
+    same tokens. With `serve_bits` the plan predicted the served loss: the trained weights are quantised to that
+    width after training and the rise this measures is added to the run's loss."""
     config = verify_config(row, space, recipe, bits)
     m = config.model
     # One folder per configuration, so a rerun resumes this run and a new plan never reuses another's.
@@ -132,10 +142,16 @@ def verify(
     out = Path(out) / name
     summary = model_train.train(config, out, resume=(out / "config.json").exists(), progress=True)
     per_step = steady_step_seconds(RunDir(out, config, {}).read_metrics(), config.train.checkpoint_every)
+    rise = None
+    if serve_bits is not None and serve_bits < 16:
+        ptq = model_evaluate.post_training_losses(out, [serve_bits])
+        rise = ptq["loss_post"][str(serve_bits)] - ptq["loss"]
     return Verification(
         run=str(out),
         predicted_loss=row.loss,
-        actual_loss=summary["final_eval_loss"],
+        actual_loss=summary["final_eval_loss"] + (rise or 0.0),
+        serve_bits=serve_bits if rise is not None else None,
+        ptq_rise=rise,
         predicted_step_seconds=row.step_seconds,
         actual_step_seconds=per_step,
         steps=int(summary["steps"]),
@@ -167,8 +183,9 @@ def wall_clock_line(v: Verification) -> str | None:
 
 def verify_line(v: Verification) -> str:
     """The verification result in one line."""
+    served = f" served at {v.serve_bits} bits (quantising added {v.ptq_rise:+.4f})" if v.serve_bits else ""
     line = (
-        f"verify: trained {v.steps} steps in {v.run}: loss {v.actual_loss:.4f} vs predicted "
+        f"verify: trained {v.steps} steps in {v.run}: loss{served} {v.actual_loss:.4f} vs predicted "
         f"{v.predicted_loss:.4f} ({v.loss_error:+.1%})"
     )
     if v.actual_step_seconds is not None:
