@@ -84,6 +84,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         "evaluations, checkpoint saves; default, with a profile that has wall-clock terms) or the training steps "
         "alone (steps)",
     )
+    add_serving_args(p)
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+
+def add_serving_args(p: argparse.ArgumentParser) -> None:
+    """How the trained model is served: quantised after training (scaling/serving_plan.py), within a memory."""
     p.add_argument(
         "--serve-bits",
         type=int,
@@ -98,7 +104,6 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         metavar="BYTES",
         help="the served weights must fit in this many bytes (P/8 a weight at P bits, 2 unquantised)",
     )
-    p.add_argument("--json", action="store_true", help="print the plan as JSON")
 
 
 INTERRUPTED = "interrupted: nothing is lost; --verify's run, if it began, resumes when the command is rerun"

@@ -431,6 +431,10 @@ class PrecisionFit:
 
     @property
     def form_description(self) -> str:
+        if self.problem.G == 0 and not self.problem.additive:  # every run at one training precision
+            return "one training precision: E, A, B, alpha, beta fitted" + (
+                ", beta = alpha" if "ab" in self.form else ""
+            )
         return FORM_DESCRIPTIONS[self.form]
 
 

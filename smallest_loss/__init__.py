@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time each name is imported when first used
     from smallest_loss.configs.errors import UserError
+    from smallest_loss.model.evaluate import post_training_losses
     from smallest_loss.scaling.aspect import AspectLaw, AspectPoints
     from smallest_loss.scaling.budget import Budget, parse_budget
     from smallest_loss.scaling.chinchilla import ChinchillaLaw
@@ -45,7 +46,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time each name is imp
     from smallest_loss.scaling.moe_fit import fit_moe_law
     from smallest_loss.scaling.moe_law import MoeLaw, MoePoints, read_moe_table
     from smallest_loss.scaling.plan import PlanInputs
-    from smallest_loss.scaling.plan_result import MoeChoice, Plan, PlanRow
+    from smallest_loss.scaling.plan_result import MoeChoice, Plan, PlanRow, Serving
     from smallest_loss.scaling.planner import make_plan, plan_with_inputs
     from smallest_loss.scaling.points import FitPoints
     from smallest_loss.scaling.precision_fit import fit_precision_law
@@ -55,6 +56,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time each name is imp
     from smallest_loss.scaling.recipe import RecipeLaw
     from smallest_loss.scaling.recipe_fit import fit_recipe
     from smallest_loss.scaling.run_table import run_rows, write_run_table
+    from smallest_loss.scaling.serving_plan import ServingPlans, plan_serving
     from smallest_loss.scaling.verify import Verification, verify
     from smallest_loss.timing.calibration import Calibration, calibrate, calibrate_records
     from smallest_loss.timing.profile import DeviceProfile, load_profile
@@ -84,6 +86,10 @@ _HOMES = {
     "PrecisionLaw": "smallest_loss.scaling.precision_law",
     "PrecisionPlans": "smallest_loss.scaling.precision_plan",
     "plan_precisions": "smallest_loss.scaling.precision_plan",
+    "plan_serving": "smallest_loss.scaling.serving_plan",
+    "post_training_losses": "smallest_loss.model.evaluate",
+    "Serving": "smallest_loss.scaling.plan_result",
+    "ServingPlans": "smallest_loss.scaling.serving_plan",
     "run_rows": "smallest_loss.scaling.run_table",
     "write_run_table": "smallest_loss.scaling.run_table",
     "RecipeLaw": "smallest_loss.scaling.recipe",
@@ -141,6 +147,8 @@ __all__ = [
     "PrecisionPlans",
     "RecipeLaw",
     "RunDesign",
+    "Serving",
+    "ServingPlans",
     "UserError",
     "Verification",
     "calibrate",
@@ -158,7 +166,9 @@ __all__ = [
     "make_plan",
     "parse_budget",
     "plan_precisions",
+    "plan_serving",
     "plan_with_inputs",
+    "post_training_losses",
     "precision_penalty",
     "prediction_interval",
     "read_curve",
