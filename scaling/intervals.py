@@ -224,6 +224,21 @@ def _clipped_rms(u: np.ndarray, dof: int) -> float:
     return float(np.sqrt(np.sum(u**2) / max(dof, 1)))
 
 
+def residual_scale(r: np.ndarray, x: np.ndarray, n_params: int) -> tuple[float, float]:
+    """(s, c) of log residuals `r` at distances `x` (decades from N_opt) of a law with `n_params` free constants: the
+    profile g(x) = 1 + c x^2 (`scatter_shape`) and the clipped root mean square s of r / g(x) (`scatter`)."""
+    r, x = np.asarray(r, float), np.asarray(x, float)
+    shape = scatter_shape(x, r)
+    return _clipped_rms(r / (1 + shape * np.square(x)), len(r) - n_params), shape
+
+
+def scale_ratio(error: np.ndarray, x: np.ndarray, s: float, shape: float) -> float:
+    """rho from errors predicting what a fit left out, at distances `x`: the clipped root mean square of error /
+    (s g(x)), at least 1 (`step_ratio`)."""
+    u = np.asarray(error, float) / (s * (1 + shape * np.square(np.asarray(x, float))))
+    return max(1.0, _clipped_rms(u, len(u)))
+
+
 def scatter(law: ChinchillaLaw, points: FitPoints, n_params: int = 5, shape: float = 0.0) -> float:
     """The runs' scatter around the law at the optimum: the root mean square of the log residuals (divided by the
     profile g(x) = 1 + `shape` x^2, `scatter_shape`) over n - p degrees of freedom, each residual first clipped at
@@ -257,8 +272,7 @@ def step_ratio(points: FitPoints) -> float:
         return 1.0
     N, D = points.N[top], points.D[top]
     error = np.log(points.loss[top]) - np.log(np.asarray(fit.law.loss(N, D), float))
-    u = error / (s * (1 + shape * np.square(optimum_distance(fit.law, N, D))))
-    return max(1.0, _clipped_rms(u, len(u)))
+    return scale_ratio(error, optimum_distance(fit.law, N, D), s, shape)
 
 
 def calibrate(law: ChinchillaLaw, points: FitPoints, form: str = "full", profile: bool = True,

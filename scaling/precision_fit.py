@@ -33,8 +33,10 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.scaling.bootstrap import percentiles, resample_counts
 from smallest_loss.scaling.chinchilla import ChinchillaLaw, chinchilla_bounds
 from smallest_loss.scaling.fitbase import BOUND_TOL, DEFAULT_DELTA, huber
+from smallest_loss.scaling.intervals import IntervalCalibration
 from smallest_loss.scaling.laws import LawFile
 from smallest_loss.scaling.points import centring
+from smallest_loss.scaling.precision_intervals import calibrate_precision, precision_step_ratio
 from smallest_loss.scaling.precision_law import (
     BITS_COLUMNS,
     KINDS,
@@ -717,9 +719,18 @@ def _fit_law_file(data: PrecisionPoints, form: str, bootstrap: int, delta: float
         )  # fmt: skip
     main = ChinchillaLaw(E=law.E, A=law.A, B=law.B, alpha=law.alpha, beta=law.beta)
     diagnostics = _diagnostics(data, fit, boot, ptq_notes)
+    diagnostics["calibration"] = _calibration(data, fit, form).to_dict()
     if ptq is not None and (held := leave_one_width_out(data, law)) is not None:
         diagnostics["ptq_holdout"] = held
     return LawFile(main, intervals, samples, diagnostics, precision=law)
+
+
+def _calibration(data: PrecisionPoints, fit: PrecisionFit, form: str) -> IntervalCalibration:
+    """The calibrated intervals' scatter, profile and step ratio (scaling/precision_intervals.py)."""
+    train = data.take(data.training_rows())
+    n_params = fit.problem.box.shape[1] - len(fit.problem.fixed)
+    rho = precision_step_ratio(train, form, n_params, fit_precision)
+    return calibrate_precision(fit.law, train, n_params, fit.form != form, rho)
 
 
 def _diagnostics(data: PrecisionPoints, fit: PrecisionFit, boot: PrecisionBootstrap | None,

@@ -5,6 +5,7 @@ ranking by the served loss within the serving memory."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 
 import numpy as np
@@ -133,3 +134,20 @@ def test_two_penalty_terms_keep_the_optimum_where_the_loss_is_lowest():
     assert N * D == pytest.approx(1e16 / 6)
     with pytest.raises(UserError, match="terms"):
         QuantisedLaw(1.8, 60.0, 90.0, 0.35, 0.3, terms=((math.nan, 0.5, 0.2),))
+
+
+def test_precision_laws_store_a_calibration_and_plans_give_a_new_run_s_interval(tmp_path, ptq_law):
+    from smallest_loss.scaling.intervals import stored_calibration
+
+    law_file = fit_precision_law(read_precision_table(write_wide(tmp_path / "t.csv", widths=(4,))), "separate", 20)
+    cal = stored_calibration(law_file)
+    # A run counts once (18 runs, 9 of them with a PTQ row); E, A, B, alpha, beta and one gamma (weights and
+    # activations share their bits in every row, so one gamma).
+    assert cal.n_points == 18 and cal.n_params == 6 and cal.scatter > 0 and cal.step_ratio >= 1
+    plan = make_plan("1e13", law_file, space="cpu")
+    lo, hi = plan.best.loss_interval
+    assert plan.interval_kind == "a new run's loss, calibrated" and lo < plan.best.loss < hi
+    # The runs' scatter (0.2% noise here) widens a new run's interval beyond the constants' spread alone.
+    bootstrap = make_plan("1e13", dataclasses.replace(law_file, diagnostics={}), space="cpu")
+    blo, bhi = bootstrap.best.loss_interval
+    assert hi - lo > bhi - blo and bootstrap.interval_kind == "law bootstrap"
