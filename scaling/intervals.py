@@ -15,9 +15,9 @@ intervals were several times wider than the errors (a pairs bootstrap of few run
    are heteroscedastic: runs far from their budget's optimum (tiny or huge tokens per parameter) deviate from the
    Chinchilla form several times more than runs near it (on Porian et al.'s tables 1-6% within 0.5 decades, 6-18%
    beyond 0.8). c comes from a least-squares line of the fitted runs' |residual| on x^2, used only when its slope
-   is significant (t > `SHAPE_T`; else c = 0, the old homoscedastic scatter); s is the root mean square of the
-   residuals / g(x) over n - p degrees of freedom, each clipped at `CLIP` robust standard deviations. Times
-   Student's t quantile on n - p degrees of freedom.
+   is significant (t > `SHAPE_T`; else c = 0, the old homoscedastic scatter), shrunk by 1 - (`SHAPE_T`/t)^2; s is
+   the root mean square of the residuals / g(x) over n - p degrees of freedom, each clipped at `CLIP` robust
+   standard deviations. Times Student's t quantile on n - p degrees of freedom.
 3. A new run's log loss lies within sqrt(law^2 + scatter^2) of the prediction, times `PREDICTION_FACTOR`.
 4. One budget up (`step_ratio`): with at least `STEP_MIN_BUDGETS` fitted budgets, the law is refitted on all but
    the largest fitted budget and predicts that budget's runs; the root mean square of their errors over s g(x) is
@@ -200,8 +200,10 @@ def log_residuals(law: ChinchillaLaw, points: FitPoints) -> np.ndarray:
 
 def scatter_shape(x: np.ndarray, r: np.ndarray) -> float:
     """c of the scatter's profile g(x) = 1 + c x^2: a least-squares line of |r| on x^2, c = slope / intercept, and 0
-    unless the slope's t statistic exceeds `SHAPE_T`. The intercept is floored at half the mean |r| of the nearer
-    half of the points (a line steeper than its data near the optimum support would blow c up)."""
+    unless the slope's t statistic exceeds `SHAPE_T`, shrunk by 1 - (`SHAPE_T`/t)^2 (positive-part James-Stein: no
+    jump at the threshold, and a barely supported slope, which would put the scatter at the optimum low, counts
+    less). The intercept is floored at half the mean |r| of the nearer half of the points (a line steeper than its
+    data near the optimum support would blow c up)."""
     x2, a = np.square(np.asarray(x, float)), np.abs(np.asarray(r, float))
     if len(a) < 4 or np.ptp(x2) <= 0:
         return 0.0
@@ -214,7 +216,8 @@ def scatter_shape(x: np.ndarray, r: np.ndarray) -> float:
         return 0.0
     near = a[x2 <= np.median(x2)]
     floor = 0.5 * float(np.mean(near)) if len(near) else 0.0
-    return float(coef[1] / max(coef[0], floor, 1e-12))
+    shrink = 1.0 - (SHAPE_T * se / coef[1]) ** 2
+    return float(shrink * coef[1] / max(coef[0], floor, 1e-12))
 
 
 def _clipped_rms(u: np.ndarray, dof: int) -> float:
