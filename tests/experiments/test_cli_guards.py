@@ -64,6 +64,29 @@ def test_ctrl_c_is_one_line_with_what_was_saved(monkeypatch, capsys, tmp_path):
     assert err == cli.INTERRUPTED and "Traceback" not in err
 
 
+def test_a_ctrl_c_that_a_finaliser_swallowed_is_delivered_again(monkeypatch, capsys):
+    """A KeyboardInterrupt raised inside a finaliser (as inside JAX's garbage-collection callback) is one Python
+    ignores: without `keep_interrupts` it is printed and lost, and the command went on to its end."""
+    from smallest_loss.console import keep_interrupts
+
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)  # restored after the test
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        keep_interrupts()
+
+        class Interrupted:
+            def __del__(self):
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            Interrupted()  # freed at once: its finaliser's KeyboardInterrupt is unraisable
+            for _ in range(500):
+                time.sleep(0.01)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert "Exception ignored" not in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_ctrl_c_in_a_calibration_says_how_to_continue(tmp_path):
     """A real process interrupted mid-work: one line naming what was saved, exit 130, no traceback and no crash
