@@ -91,19 +91,22 @@ def _tiny_table(path):
 def test_regret_core_on_a_tiny_table(tmp_path):
     models = regret.read_models(_tiny_table(tmp_path / "t.csv"))
     assert [m.name for m in models] == ["a", "b", "c"] and models[0].tokens_per_step == 1000
-    coef = regret.fit_step_time(models, seq_len=16)
+    coef = regret.fit_step_time(models, seq_len=16, step_model="sync")
     assert coef == pytest.approx([1e-12, 1e-12, 1e-9], rel=1e-4)
     assert len(regret.fit_step_time(models, seq_len=16, step_model="flops")) == 2
+    assert len(regret.fit_step_time(models, seq_len=16)) == 4  # the default, `tokens`, adds the per-token term
+    loso = regret.step_time_loso(models, 16, "flops")
+    assert 0 <= loso["mean"] <= loso["worst"] and np.isfinite(loso["worst"])
     T = float(np.sqrt(models[0].node_seconds[1] * models[0].node_seconds[2]))
     assert models[0].measured_loss(T) == pytest.approx(3.0 - 0.1 * np.log(np.sqrt(200 * 400)))
     assert models[0].measured_loss(1e-9) is None
     # a law that knows the offsets picks "a" (no regret); one that prefers "c" pays c's measured excess
     offsets = {2: 0.0, 16: 0.05, 1: 0.1}
     truth = lambda N, D, d, n: np.array([offsets[int(k)] for k in n]) - 0.1 * np.log(D)  # noqa: E731
-    assert regret.pick(models, truth, coef, 16, T) == 0
+    assert regret.pick(models, truth, coef, 16, T, "sync") == 0
     assert regret.regret(models, 0, T) == 0.0
     wrong = lambda N, D, d, n: -np.asarray(d, float)  # noqa: E731
-    i = regret.pick(models, wrong, coef, 16, T)
+    i = regret.pick(models, wrong, coef, 16, T, "sync")
     assert models[i].name == "c" and regret.regret(models, i, T) > 0
     lines = regret.table({"nd": np.array([[0.0, 0.01], [0.02, 0.0]])}, [1.0, 2.0])
     assert lines[2] == "| nd | 1.00% (2.00%) | 0.50% (1.00%) | 0.75% | 2.00% |"
