@@ -16,6 +16,11 @@ from smallest_loss.scaling.collect import run_folders
 from smallest_loss.scaling.report import markdown_table
 from tqdm.auto import tqdm
 
+INTERRUPTED = (
+    "interrupted: every run measured so far has its ptq.json; rerun the same command to measure the rest (the widths "
+    "already measured are reused)"
+)
+
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="+", help="run folders or sweep folders")
