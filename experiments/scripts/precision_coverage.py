@@ -25,36 +25,41 @@ from smallest_loss.scaling.precision_table import read_precision_table
 NAMES = {"w": "weights", "a": "activations", "kv": "kv"}
 
 
+def held_out(table: str, bootstrap: int = 200, form: str = "auto") -> dict:
+    """The precision law fitted on every budget but the largest; per held-out run, its error and whether it lies
+    inside the calibrated interval of a new run and the bootstrap's percentile interval, and their half-widths."""
+    data = read_precision_table(table)
+    data = data.take(data.training_rows())
+    top = budget_labels(data.points.budgets) == budget_labels(data.points.budgets).max()
+    law_file = fit_precision_law(data.take(~top), form, bootstrap)
+    rows = []
+    for i in np.flatnonzero(top):  # the held-out runs (indices: a budget may hold fewer runs than a fit needs)
+        bits = {NAMES[k]: int(data.bits[k][i]) for k in KINDS if math.isfinite(data.bits[k][i])}
+        priced = law_with_training_penalty(law_file, "float32", bits)
+        priced = law_at_precision(priced, profile_penalty(law_file, "float32", bits))
+        N, D, loss = data.points.N[i], data.points.D[i], data.points.loss[i]
+        pi = prediction_interval(priced, N, D)
+        boot = np.exp(np.percentile(sample_log_loss(priced.samples, np.atleast_1d(N), np.atleast_1d(D)), [2.5, 97.5]))
+        rows.append(dict(error=abs(loss / pi.predicted[0] - 1), inside_new=bool(pi.low[0] <= loss <= pi.high[0]),
+                         inside_boot=bool(boot[0] <= loss <= boot[1]),
+                         half_new=(pi.high[0] - pi.low[0]) / 2 / pi.predicted[0],
+                         half_boot=(boot[1] - boot[0]) / 2 / pi.predicted[0]))  # fmt: skip
+    return dict(fitted=int((~top).sum()), form=law_file.diagnostics["form"], runs=rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("table")
     parser.add_argument("--bootstrap", type=int, default=200)
     parser.add_argument("--form", default="auto")
     args = parser.parse_args()
-    data = read_precision_table(args.table)
-    data = data.take(data.training_rows())
-    labels = budget_labels(data.points.budgets)
-    top = labels == labels.max()
-    law_file = fit_precision_law(data.take(~top), args.form, args.bootstrap)
-    held = data.take(top)
-    inside_new, inside_boot, half_new, half_boot, errors = [], [], [], [], []
-    for i in range(len(held.points)):
-        bits = {NAMES[k]: int(held.bits[k][i]) for k in KINDS if math.isfinite(held.bits[k][i])}
-        priced = law_with_training_penalty(law_file, "float32", bits)
-        priced = law_at_precision(priced, profile_penalty(law_file, "float32", bits))
-        N, D, loss = held.points.N[i], held.points.D[i], held.points.loss[i]
-        pi = prediction_interval(priced, N, D)
-        boot = np.exp(np.percentile(sample_log_loss(priced.samples, np.atleast_1d(N), np.atleast_1d(D)), [2.5, 97.5]))
-        errors.append(abs(loss / pi.predicted[0] - 1))
-        inside_new.append(pi.low[0] <= loss <= pi.high[0])
-        inside_boot.append(boot[0] <= loss <= boot[1])
-        half_new.append((pi.high[0] - pi.low[0]) / 2 / pi.predicted[0])
-        half_boot.append((boot[1] - boot[0]) / 2 / pi.predicted[0])
-    form = law_file.diagnostics["form"]
-    print(f"fitted on {int((~top).sum())} runs (form {form}), held out the largest budget's {int(top.sum())} runs")
-    print(f"held-out errors: {np.mean(errors):.2%} mean, {np.max(errors):.2%} max")
-    print(f"calibrated new-run interval: {np.mean(inside_new):.0%} inside, median half-width {np.median(half_new):.2%}")
-    boot = f"{np.mean(inside_boot):.0%} inside, median half-width {np.median(half_boot):.2%}"
+    r = held_out(args.table, args.bootstrap, args.form)
+    col = {k: np.array([row[k] for row in r["runs"]]) for k in r["runs"][0]}
+    print(f"fitted on {r['fitted']} runs (form {r['form']}), held out the largest budget's {len(r['runs'])} runs")
+    print(f"held-out errors: {col['error'].mean():.2%} mean, {col['error'].max():.2%} max")
+    new = f"{col['inside_new'].mean():.0%} inside, median half-width {np.median(col['half_new']):.2%}"
+    print(f"calibrated new-run interval: {new}")
+    boot = f"{col['inside_boot'].mean():.0%} inside, median half-width {np.median(col['half_boot']):.2%}"
     print(f"bootstrap percentile interval: {boot}")
 
 

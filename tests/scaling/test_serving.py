@@ -151,3 +151,20 @@ def test_precision_laws_store_a_calibration_and_plans_give_a_new_run_s_interval(
     bootstrap = make_plan("1e13", dataclasses.replace(law_file, diagnostics={}), space="cpu")
     blo, bhi = bootstrap.best.loss_interval
     assert hi - lo > bhi - blo and bootstrap.interval_kind == "law bootstrap"
+
+
+def test_precision_coverage_script_holds_out_the_largest_budget(tmp_path):
+    from smallest_loss.experiments.scripts.precision_coverage import held_out
+
+    # Four budgets: the law is fitted on the three below the largest and predicts its runs at their own bits.
+    rng = np.random.default_rng(3)
+    rows = ["run,N,D,loss,bits_w,bits_a"]
+    for i, (N, D) in enumerate((N, D) for N in (2e4, 6e4, 2e5) for D in (2e6, 6e6, 2e7, 6e7)):
+        for w in (3, math.inf):
+            loss = float(TRUE.loss(N, D, w, w)) * math.exp(rng.normal(0, 0.003))
+            bits = "" if w == math.inf else w
+            rows.append(f"r{i}{w},{N},{D},{loss},{bits},{bits}")
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    r = held_out(str(tmp_path / "t.csv"), bootstrap=10, form="tied")
+    assert len(r["runs"]) == 2 and r["fitted"] == 22
+    assert all(0 < row["half_new"] and 0 <= row["error"] < 0.05 for row in r["runs"])
