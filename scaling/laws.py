@@ -26,6 +26,7 @@ from smallest_loss.scaling.moe_law import MoeLaw, moe_from_dict
 from smallest_loss.scaling.points import ArrayLike
 from smallest_loss.scaling.precision_law import PrecisionLaw, precision_from_dict, precision_to_dict
 from smallest_loss.scaling.recipe import RecipeLaw, recipe_from_dict, recipe_to_dict
+from smallest_loss.scaling.region import HULL_TOLERANCE, distance_outside
 from smallest_loss.scaling.shape_terms import TERMS
 
 LAW_FORMAT_VERSION = 1
@@ -105,10 +106,12 @@ class LawFile:
 
     def outside(self, **values: float) -> str | None:
         """One line saying which of the given quantities (N=, D=, C=) lie outside the fitted range and by how many
-        decades; None when all lie inside it or no range was recorded."""
+        decades, then, given N and D, how far (N, D) lies outside the hull of the runs' (log N, log D), which also
+        sees a corner of the ranges that no run is near (scaling/region.py); None when all lie inside or no range
+        was recorded."""
         fitted, beyond = self.fitted_range or {}, []
         for name, value in values.items():
-            if name not in fitted:
+            if name not in fitted or name == "hull":
                 continue
             lo, hi = fitted[name]
             if value > hi:
@@ -119,6 +122,11 @@ class LawFile:
                 beyond.append(
                     f"{name} = {value:.3g} is {math.log10(lo / value):.1f} decades below the smallest fitted ({lo:.3g})"
                 )
+        if fitted.get("hull") and "N" in values and "D" in values:  # also a corner of the ranges no run is near
+            away = distance_outside(np.array(fitted["hull"]), np.log10([values["N"], values["D"]]))
+            if away > HULL_TOLERANCE:
+                beyond.append(f"(N, D) = ({values['N']:.3g}, {values['D']:.3g}) lies {away:.2f} decades outside the "
+                              "region of N and D the runs span (their convex hull in log N, log D)")  # fmt: skip
         if not beyond:
             return None
         return "warning: the law is extrapolated: " + "; ".join(beyond) + " (the runs cannot vouch for it there)"

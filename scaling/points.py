@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
+from smallest_loss.scaling.region import convex_hull
 from smallest_loss.scaling.tables import JSON_LINES, RunTable, header, parse_columns, read_run_table
 
 MIN_POINTS = 6  # more points than the five Chinchilla parameters
@@ -87,10 +88,16 @@ class FitPoints:
         return inverse.ravel(), int(inverse.max()) + 1
 
     @property
-    def fitted_range(self) -> dict[str, list[float]]:
-        """[smallest, largest] of N, D and C over the points: where a law fitted to them holds (a law file records
-        it, and a plan outside it warns by how many decades)."""
-        return {k: [float(v.min()), float(v.max())] for k, v in (("N", self.N), ("D", self.D), ("C", self.budgets))}
+    def fitted_range(self) -> dict[str, Any]:
+        """[smallest, largest] of N, D and C over the points, and `hull`, the vertices of their convex hull in
+        (log10 N, log10 D) (scaling/region.py; absent for points on one line): where a law fitted to them holds (a
+        law file records it, and a plan outside it warns by how many decades)."""
+        out: dict[str, Any] = {k: [float(v.min()), float(v.max())]
+                               for k, v in (("N", self.N), ("D", self.D), ("C", self.budgets))}  # fmt: skip
+        hull = convex_hull(np.column_stack([np.log10(self.N), np.log10(self.D)]))
+        if hull is not None:
+            out["hull"] = [[round(float(x), 6), round(float(y), 6)] for x, y in hull]
+        return out
 
     @property
     def budgets(self) -> np.ndarray:
