@@ -93,7 +93,7 @@ def _check_ptq(run: RunDir, bits: Sequence[int]) -> None:
             raise UserError(f"--bits {P!r}: a post-training width is an integer from 2 to 15 bits")
         if model.bits_weights and P >= model.bits_weights:
             trained = model.bits_weights
-            raise UserError(f"{folder} trained its weights at {trained} bits; quantise to fewer (--bits {P})")
+            raise UserError(f"--bits {P}: {folder} trained its weights at {trained} bits already; give fewer bits")
 
 
 def post_training_losses(folder: str | Path, bits: Sequence[int], batches: int = PTQ_BATCHES) -> dict[str, Any]:
