@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 from smallest_loss.configs.errors import UserError
+from smallest_loss.experiments.args import check_outputs
+from smallest_loss.experiments.plots_ptq import plot_ptq
 from smallest_loss.model.evaluate import PTQ_BATCHES, post_training_losses
 from smallest_loss.model.runs import RunDir
 from smallest_loss.scaling.collect import run_folders
@@ -27,23 +29,30 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bits", type=int, nargs="+", required=True, help="weight widths to quantise to, 2-15 bits")
     p.add_argument("--batches", type=int, default=PTQ_BATCHES,
                    help=f"batches of the common validation sample to evaluate on (default {PTQ_BATCHES})")  # fmt: skip
+    p.add_argument("--plot", help="also draw each run's rise against its tokens per parameter to this PNG")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     folders = [folder for path in args.runs for folder in run_folders(Path(path))]
-    done, rows = [], []
+    check_outputs(files={"--plot": args.plot})
+    widths = sorted(set(args.bits))
+    rows, ratios, rises = [], [], {P: [] for P in widths}
     for folder in tqdm(folders, desc="ptq", unit="run", disable=args.quiet):
-        status = RunDir.open(folder).status()
-        if status != "completed":
-            print(f"left out: {folder.name}: {status}", file=sys.stderr)
+        run_dir = RunDir.open(folder)
+        if run_dir.status() != "completed":
+            print(f"left out: {folder.name}: {run_dir.status()}", file=sys.stderr)
             continue
         result = post_training_losses(folder, args.bits, args.batches)
-        done.append(folder)
-        rise = [result["loss_post"][str(P)] - result["loss"] for P in sorted(set(args.bits))]
-        rows.append([folder.name, f"{result['loss']:.4f}", *(f"{r:+.4f}" for r in rise)])
-    if not done:
+        summary = run_dir.read_summary()
+        ratios.append(summary["tokens"] / summary["params"])
+        for P in widths:
+            rises[P].append(result["loss_post"][str(P)] - result["loss"])
+        rows.append([folder.name, f"{result['loss']:.4f}", *(f"{rises[P][-1]:+.4f}" for P in widths)])
+    if not rows:
         raise UserError("no completed run to quantise")
-    print(markdown_table(rows, ["run", "loss", *(f"{P} bits" for P in sorted(set(args.bits)))]))
-    print(f"wrote ptq.json in {len(done)} runs; `smallest-loss table` adds their loss_post_<bits> columns")
+    print(markdown_table(rows, ["run", "loss", *(f"{P} bits" for P in widths)]))
+    if args.plot:
+        print(f"wrote {plot_ptq(ratios, rises, args.plot)}")
+    print(f"wrote ptq.json in {len(rows)} runs; `smallest-loss table` adds their loss_post_<bits> columns")
     return 0

@@ -23,9 +23,10 @@ def trained(tmp_path_factory):
     return folder
 
 
-def test_ptq_measures_each_width_on_the_common_sample_and_reuses_it(trained, capsys):
-    assert main(["ptq", str(trained), "--bits", "2", "8", "--batches", "4", "--quiet"]) == 0
-    assert "| 2 bits | 8 bits |" in capsys.readouterr().out
+def test_ptq_measures_each_width_on_the_common_sample_and_reuses_it(trained, capsys, tmp_path):
+    plot = tmp_path / "ptq.png"
+    assert main(["ptq", str(trained), "--bits", "2", "8", "--batches", "4", "--quiet", "--plot", str(plot)]) == 0
+    assert "| 2 bits | 8 bits |" in capsys.readouterr().out and plot.read_bytes().startswith(b"\x89PNG")
     first = json.loads((trained / PTQ_FILE).read_text())
     assert first["sample"] == dict(batches=4, batch_size=COMMON_SAMPLE[1], seed=COMMON_SAMPLE[2])
     # As trained: the same loss as evaluating the run on those batches; 2 bits really rounds the weights.
