@@ -127,25 +127,33 @@ def _options(args: argparse.Namespace, design: Any) -> dict[str, Any]:
     )
 
 
+def _report_several(args: argparse.Namespace, plans: list[tuple[str, Plan | None]], comparison: Any,
+                    name: str) -> int:  # fmt: skip
+    """Plans compared side by side (precisions, serving widths): with `--out` each plan in `OUT/LABEL/` and the
+    comparison in `OUT/NAME`; the comparison printed (or everything as JSON)."""
+    files = []
+    if args.out:
+        for label, plan in plans:
+            files += write_outputs(plan, Path(args.out) / label) if plan is not None else []
+        (Path(args.out) / name).write_text(comparison.to_markdown() + "\n")
+        files.append(Path(args.out) / name)
+    if args.json:
+        print(json.dumps(dict(comparison.to_dict(), plans=[p and p.to_dict() for _, p in plans]), indent=2))
+        return 0
+    print(comparison.to_markdown())
+    for path in files:
+        print(f"wrote {path}")
+    return 0
+
+
 def _run_serving(args: argparse.Namespace, design: Any) -> int:
     """Several --serve-bits: a plan per serving width and the width to serve at (scaling/serving_plan.py)."""
     if args.verify or len(args.profile) > 1:
         raise UserError("several --serve-bits plan one profile and train nothing: drop --verify or the extra --profile")
     plans = plan_serving(args.budget, args.law, args.profile[0] if args.profile else None, args.serve_bits,
                          **_options(args, design))  # fmt: skip
-    files = []
-    if args.out:
-        for bits, plan in zip(plans.widths, plans.plans, strict=True):
-            files += write_outputs(plan, Path(args.out) / f"serve{bits}") if plan is not None else []
-        (Path(args.out) / "serving.md").write_text(plans.to_markdown() + "\n")
-        files.append(Path(args.out) / "serving.md")
-    if args.json:
-        print(json.dumps(dict(plans.to_dict(), plans=[p and p.to_dict() for p in plans.plans]), indent=2))
-        return 0
-    print(plans.to_markdown())
-    for path in files:
-        print(f"wrote {path}")
-    return 0
+    return _report_several(args, [(f"serve{b}", p) for b, p in zip(plans.widths, plans.plans, strict=True)], plans,
+                           "serving.md")  # fmt: skip
 
 
 def _run_precisions(args: argparse.Namespace, design: Any) -> int:
@@ -153,19 +161,8 @@ def _run_precisions(args: argparse.Namespace, design: Any) -> int:
     if args.verify:
         raise UserError("--verify trains one plan's best configuration: give one --profile")
     plans = plan_precisions(args.budget, args.law, args.profile, **_options(args, design))
-    files = []
-    if args.out:
-        for profile, plan in zip(plans.profiles, plans.plans, strict=True):
-            files += write_outputs(plan, Path(args.out) / profile.precision)
-        (Path(args.out) / "precisions.md").write_text(plans.to_markdown() + "\n")
-        files.append(Path(args.out) / "precisions.md")
-    if args.json:
-        print(json.dumps(dict(plans.to_dict(), plans=[p.to_dict() for p in plans.plans]), indent=2))
-        return 0
-    print(plans.to_markdown())
-    for path in files:
-        print(f"wrote {path}")
-    return 0
+    labelled = [(profile.precision, plan) for profile, plan in zip(plans.profiles, plans.plans, strict=True)]
+    return _report_several(args, labelled, plans, "precisions.md")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,7 +19,6 @@ the same batches of the common sample, so each rise is measured on identical tok
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ import orbax.checkpoint as ocp
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import RunConfig
 from smallest_loss.model.data import batch, load_corpus
-from smallest_loss.model.runs import RunDir, hold_run, write_json
+from smallest_loss.model.runs import PTQ_FILE, RunDir, hold_run, read_ptq, write_json
 from smallest_loss.model.sharding import batch_sharding, make_mesh, put_batch, resolve_mesh_shape
 from smallest_loss.model.train import EVAL_SEED, make_eval_fn, make_optimizer, state_layout
 
@@ -37,7 +36,6 @@ from smallest_loss.model.train import EVAL_SEED, make_eval_fn, make_optimizer, s
 # size and seed (`plan --verify` reports every verified run's loss on it too). A run with the default
 # `train.eval_batch_size` (16) evaluates on the first `train.eval_batches` of these batches.
 COMMON_SAMPLE = (64, 16, EVAL_SEED)
-PTQ_FILE = "ptq.json"
 PTQ_METHOD = "round to nearest, symmetric, one absmax scale per output channel; the blocks' linear weights"
 PTQ_BATCHES = 16  # the first 16 batches of the common sample (16 x 16 sequences)
 
@@ -73,12 +71,6 @@ def evaluate_run(folder: str, batches: int, batch_size: int, seed: int) -> tuple
     corpus = load_corpus(cfg.data)
     return step, _mean_loss(make_eval_fn(graphdef), state["params"], corpus.val, (batches, batch_size, seed),
                             cfg.model.s, mesh)  # fmt: skip
-
-
-def read_ptq(folder: str | Path) -> dict[str, Any] | None:
-    """The run's `ptq.json` (None when it has none): `loss` as trained and `loss_post` {bits: loss} on `sample`."""
-    file = Path(folder) / PTQ_FILE
-    return json.loads(file.read_text()) if file.exists() else None
 
 
 def _check_ptq(run: RunDir, bits: Sequence[int]) -> None:

@@ -139,6 +139,15 @@ class RunLocked(UserError):
     """The run folder is being written by another process."""
 
 
+PTQ_FILE = "ptq.json"  # a run's losses after post-training quantisation (model/evaluate.py `post_training_losses`)
+
+
+def read_ptq(folder: str | Path) -> dict[str, Any] | None:
+    """The run's `ptq.json` (None when it has none): `loss` as trained and `loss_post` {bits: loss} on `sample`."""
+    file = Path(folder) / PTQ_FILE
+    return json.loads(file.read_text()) if file.exists() else None
+
+
 class RunExists(UserError):
     """A new run was asked for in a folder that already holds one."""
 

@@ -255,22 +255,29 @@ def scatter(law: ChinchillaLaw, points: FitPoints, n_params: int = 5, shape: flo
     return _clipped_rms(r, len(r) - n_params)
 
 
+def top_budget(budgets: np.ndarray) -> np.ndarray | None:
+    """The points of the largest budget (a mask), for the check one budget up; None when the points have fewer than
+    `STEP_MIN_BUDGETS` budgets or share none (no IsoFLOP profiles)."""
+    labels = budget_labels(budgets)
+    if labels.max() + 1 < STEP_MIN_BUDGETS or labels.max() + 1 == len(labels):
+        return None
+    return labels == labels.max()
+
+
 def step_ratio(points: FitPoints) -> float:
     """rho: the law refitted on every fitted budget but the largest predicts the largest one's runs; the root mean
     square of their log errors over the refit's own scatter s g(x) (clipped like `scatter`), at least 1. 1 when the
     points have fewer than `STEP_MIN_BUDGETS` budgets, share none (no IsoFLOP profiles), or the refit is refused."""
-    labels = budget_labels(points.budgets)
-    if labels.max() + 1 < STEP_MIN_BUDGETS or labels.max() + 1 == len(labels):
+    top = top_budget(points.budgets)
+    if top is None:
         return 1.0
-    top = labels == labels.max()
     try:
         below = points.take(~top)
         fit = fit_chinchilla(below)
     except UserError:
         return 1.0
     x, r = optimum_distance(fit.law, below.N, below.D), log_residuals(fit.law, below)
-    shape = scatter_shape(x, r)
-    s = scatter(fit.law, below, free_constants(fit.form), shape)
+    s, shape = residual_scale(r, x, free_constants(fit.form))
     if not s > 0:
         return 1.0
     N, D = points.N[top], points.D[top]
@@ -285,10 +292,14 @@ def calibrate(law: ChinchillaLaw, points: FitPoints, form: str = "full", profile
     (`step_ratio`, which refits the law once)."""
     p = free_constants(form)
     factor = LAW_FACTOR * (FALLBACK_FACTOR if form != "full" else 1.0)
-    shape = scatter_shape(optimum_distance(law, points.N, points.D), log_residuals(law, points)) if profile else 0.0
+    r = log_residuals(law, points)
+    s, shape = (
+        residual_scale(r, optimum_distance(law, points.N, points.D), p)
+        if profile
+        else (_clipped_rms(r, len(r) - p), 0.0)
+    )
     rho = step_ratio(points) if step else 1.0
-    return IntervalCalibration(scatter(law, points, p, shape), len(points), p, law_factor=factor, shape=shape,
-                               step_ratio=rho)  # fmt: skip
+    return IntervalCalibration(s, len(points), p, law_factor=factor, shape=shape, step_ratio=rho)
 
 
 def spread_interval(center: np.ndarray, draws: np.ndarray, inflation: float, level: float) -> np.ndarray:

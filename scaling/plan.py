@@ -45,6 +45,7 @@ from smallest_loss.scaling.kaplan import KaplanLaw
 from smallest_loss.scaling.laws import Law, LawFile, tokens_for_time
 from smallest_loss.scaling.moe_law import MoeLaw
 from smallest_loss.scaling.plan_result import BatchOption, Edge, FlopsRuleChoice, MoeChoice, NDChoice, PlanRow
+from smallest_loss.scaling.precision_law import UNQUANTISED_BITS
 from smallest_loss.scaling.recipe import RecipeLaw
 from smallest_loss.timing.counts import MoeSpec, bytes_per_element, train_memory_bytes, train_step_flops
 from smallest_loss.timing.wallclock import Cadence, WallClock
@@ -277,7 +278,7 @@ class PlanInputs:
     moe_step_seconds: StepSeconds | None = None
     moe_timing: str = "given"
     moe_refused: str | None = None  # why no MoE shape is searched (a quantised profile: the model refuses MoE there)
-    # Serving: the width the trained model is served at (post-training quantisation; None or 16: unquantised, in
+    # Serving: the width the trained model is served at after post-training quantisation (None: unquantised, in
     # bfloat16) and the memory its weights must fit in (bytes; None: no limit).
     serve_bits: int | None = None
     serve_memory: float | None = None
@@ -380,9 +381,15 @@ class Scores:
         return int(self.order[0])
 
 
+class ServingMemoryRefused(UserError):
+    """No candidate's served weights fit `--serve-memory` at the width asked for (a plan over several widths skips
+    that width)."""
+
+
 def serving_bytes(bits: int | None) -> float:
-    """Bytes per served weight: `bits` / 8 for a model quantised after training, 2 (bfloat16) unquantised."""
-    return (bits if bits is not None and bits < 16 else 16) / 8.0
+    """Bytes per served weight: `bits` / 8 for a model quantised after training, 2 (bfloat16) unquantised (None or
+    `UNQUANTISED_BITS` and more)."""
+    return (bits if bits is not None and bits < UNQUANTISED_BITS else UNQUANTISED_BITS) / 8.0
 
 
 def _filter(cands: Candidates, keep: np.ndarray, reason: str, dropped: dict[str, int]) -> Candidates:
@@ -634,9 +641,9 @@ def score(budget: Budget, law_file: LawFile, inputs: PlanInputs) -> Scores:
         candidates = with_experts(inputs.space, candidates, specs)
     cands, tokens, loss, step_s = _score(candidates, budget, law_file, inputs, dropped)
     if len(cands) == 0 and dropped.get("serving memory") == len(candidates):
-        raise UserError(
+        raise ServingMemoryRefused(
             f"no candidate of space {inputs.space.name} fits --serve-memory {inputs.serve_memory:g} bytes at "
-            f"{inputs.serve_bits or 16} bits a weight; raise it or serve at fewer bits"
+            f"{inputs.serve_bits or UNQUANTISED_BITS} bits a weight; raise it or serve at fewer bits"
         )
     if len(cands) == 0:
         raise UserError(

@@ -43,6 +43,7 @@ from smallest_loss.scaling.plan_setup import (
     profile_has_moe,
     spaces_for,
 )
+from smallest_loss.scaling.precision_law import UNQUANTISED_BITS
 from smallest_loss.scaling.precision_pricing import law_at_profile, ptq_loss
 from smallest_loss.scaling.shape_terms import get_term
 from smallest_loss.timing.profile import DeviceProfile, load_profile
@@ -100,10 +101,10 @@ def make_plan(
         cadence,
         moe_records=moe_records,
     )
-    inputs = dataclasses.replace(inputs, fixed_batch=batch, serve_bits=serve_bits, serve_memory=serve_memory)
+    bits = serve_bits if serve_bits is not None and serve_bits < UNQUANTISED_BITS else None  # None: unquantised
+    inputs = dataclasses.replace(inputs, fixed_batch=batch, serve_bits=bits, serve_memory=serve_memory)
     plan = plan_with_inputs(budget, law, inputs, top, choice)
     if serve_bits is not None or serve_memory is not None:
-        bits = serve_bits if serve_bits is not None and serve_bits < 16 else None
         added = ptq_loss(fitted, profile, bits, plan.best.params, plan.best.tokens)
         weights = plan.best.params_total or plan.best.params
         serving = Serving(bits, added, weights * serving_bytes(bits), serve_memory)

@@ -543,7 +543,7 @@ def fit_ptq(data: PrecisionPoints, law: PrecisionLaw,
 def leave_one_width_out(data: PrecisionPoints, law: PrecisionLaw) -> dict[str, Any] | None:
     """Each post-training width left out in turn: the PTQ penalty fitted on the other widths predicts its rows' loss
     after quantisation (the training law as fitted). Per width: the mean relative error of the predicted loss_post
-    and of the predicted rise; None without two widths to fit from."""
+    and of the predicted rise; None with fewer than three widths (two to fit from when one is left out)."""
     if data.bits_post is None or len(widths := np.unique(data.bits_post[np.isfinite(data.bits_post)])) < 3:
         return None
     p, out = data.points, []

@@ -13,19 +13,21 @@ run's loss at the precision planned, not the bootstrap's spread of the constants
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 from smallest_loss.configs.errors import UserError
 from smallest_loss.scaling.chinchilla import ChinchillaLaw
 from smallest_loss.scaling.intervals import (
     FALLBACK_FACTOR,
     LAW_FACTOR,
-    STEP_MIN_BUDGETS,
     IntervalCalibration,
     optimum_distance,
     residual_scale,
     scale_ratio,
+    top_budget,
 )
-from smallest_loss.scaling.points import budget_labels
 from smallest_loss.scaling.precision_law import KINDS, PrecisionLaw
 from smallest_loss.scaling.precision_table import PrecisionPoints
 
@@ -42,13 +44,13 @@ def _residuals(
     return np.log(p.loss[rows]) - np.log(predicted), optimum_distance(main, N, D)
 
 
-def precision_step_ratio(data: PrecisionPoints, form: str, n_params: int, fit_fn) -> float:
+def precision_step_ratio(data: PrecisionPoints, form: str, n_params: int,
+                         fit_fn: Callable[[PrecisionPoints, str], Any]) -> float:  # fmt: skip
     """rho one budget up (module docstring); 1 with fewer than `STEP_MIN_BUDGETS` budgets or when the refit is
-    refused. `fit_fn(data, form)` is the precision fit."""
-    labels = budget_labels(data.points.budgets)
-    if labels.max() + 1 < STEP_MIN_BUDGETS or labels.max() + 1 == len(labels):
+    refused. `fit_fn(data, form)` is the precision fit (scaling/precision_fit.py, which imports this module)."""
+    top = top_budget(data.points.budgets)
+    if top is None:
         return 1.0
-    top = labels == labels.max()
     try:
         below = data.take(~top)
         refit = fit_fn(below, form).law

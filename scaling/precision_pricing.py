@@ -179,12 +179,10 @@ def law_at_profile(law_file: LawFile, profile: DeviceProfile | None, serve_bits:
     if serve_bits is not None and not (isinstance(serve_bits, int) and 2 <= serve_bits <= 16):
         raise UserError(f"--serve-bits {serve_bits!r}: a serving width is an integer from 2 to 16 (16: unquantised)")
     serving = serve_bits is not None and serve_bits < UNQUANTISED_BITS
-    if (profile is None and not serving) or getattr(law_file, "precision", None) is None:
-        if serving:
-            serving_term(law_file, serve_bits)  # refuses: no PTQ penalty
-        return law_file
     dtype, bits = _profile_precision(profile)
-    factor = profile_penalty(law_file, dtype, bits)
-    term = serving_term(law_file, serve_bits, factor) if serving else None
+    factor = profile_penalty(law_file, dtype, bits)  # 1.0 without a precision section
+    term = serving_term(law_file, serve_bits, factor) if serving else None  # refused here without a PTQ penalty
+    if getattr(law_file, "precision", None) is None or (profile is None and not serving):
+        return law_file
     priced = law_at_precision(law_with_training_penalty(law_file, dtype, bits), factor)
     return with_term(priced, term[0], term[1], "ptq") if term else priced

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from smallest_loss.configs.errors import UserError
-from smallest_loss.model.evaluate import read_ptq
 from smallest_loss.model.params import count_params
-from smallest_loss.model.runs import RunDir
+from smallest_loss.model.runs import RunDir, read_ptq
 from smallest_loss.scaling.collect import collect_runs, run_folders
 
 COLUMNS = (

@@ -16,6 +16,7 @@ from typing import Any
 
 from smallest_loss.configs.errors import UserError
 from smallest_loss.scaling.laws import LawFile, load_law
+from smallest_loss.scaling.plan import ServingMemoryRefused
 from smallest_loss.scaling.plan_result import Plan
 from smallest_loss.scaling.planner import make_plan
 from smallest_loss.scaling.report import markdown_table
@@ -55,7 +56,7 @@ class ServingPlans:
         rows = self.rows()
         cells = [(r["serve_bits"], "d={d} n={n} h={h} b={b}".format(**r["best"]), f"{r['params']:.3g}",
                   f"{r['tokens']:.3g}", f"{r['tokens_per_param']:.3g}", f"{r['loss']:.4f}", f"{r['ptq_loss']:+.4f}",
-                  f"{r['weight_bytes']:.3g}") if "best" in r else (r["serve_bits"], r["refused"], *"-" * 6)
+                  f"{r['weight_bytes']:.3g}") if "best" in r else (r["serve_bits"], r["refused"], *("-",) * 6)
                  for r in rows]  # fmt: skip
         table = markdown_table(cells, ("serve bits", "best", "N", "D", "D/N", "served loss", "from PTQ", "weights B"))
         chosen = rows[self.chosen]
@@ -90,9 +91,7 @@ def plan_serving(budget: str, law: LawFile | str | Path, profile: DeviceProfile 
         try:
             plans.append(make_plan(budget, law, profile, serve_bits=bits, **options))
             refused.append(None)
-        except UserError as err:
-            if "--serve-memory" not in str(err):
-                raise
+        except ServingMemoryRefused as err:
             plans.append(None)
             refused.append(str(err))
     if all(p is None for p in plans):

@@ -19,6 +19,7 @@ from smallest_loss.configs.schema import RunConfig
 from smallest_loss.configs.spaces import SearchSpace
 from smallest_loss.model.runs import RunDir, steady_step_seconds
 from smallest_loss.scaling.plan_result import PlanRow
+from smallest_loss.scaling.precision_law import UNQUANTISED_BITS
 from smallest_loss.timing.wallclock import TERMS, Cadence
 
 # The trainer (JAX, Flax, Orbax), loaded when a plan is verified: planning alone never imports it.
@@ -143,7 +144,7 @@ def verify(
     summary = model_train.train(config, out, resume=(out / "config.json").exists(), progress=True)
     per_step = steady_step_seconds(RunDir(out, config, {}).read_metrics(), config.train.checkpoint_every)
     rise = None
-    if serve_bits is not None and serve_bits < 16:
+    if serve_bits is not None and serve_bits < UNQUANTISED_BITS:
         ptq = model_evaluate.post_training_losses(out, [serve_bits])
         rise = ptq["loss_post"][str(serve_bits)] - ptq["loss"]
     return Verification(
