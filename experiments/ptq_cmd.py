@@ -47,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
         summary = run_dir.read_summary()
         ratios.append(summary["tokens"] / summary["params"])
         for P in widths:
-            rises[P].append(result["loss_post"][str(P)] - result["loss"])
-        rows.append([folder.name, f"{result['loss']:.4f}", *(f"{rises[P][-1]:+.4f}" for P in widths)])
+            rises[P].append(result.rise(P))
+        rows.append([folder.name, f"{result.loss:.4f}", *(f"{rises[P][-1]:+.4f}" for P in widths)])
     if not rows:
         raise UserError("no completed run to quantise")
     print(markdown_table(rows, ["run", "loss", *(f"{P} bits" for P in widths)]))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,31 +89,61 @@ def _check_ptq(run: RunDir, bits: Sequence[int]) -> None:
             raise UserError(f"--bits {P}: {folder} trained its weights at {trained} bits already; give fewer bits")
 
 
-def post_training_losses(folder: str | Path, bits: Sequence[int], batches: int = PTQ_BATCHES) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PostTraining:
+    """A run's losses on `sample` (batches, batch_size, seed of the common sample) at checkpoint `step`: `loss` as
+    trained and `loss_post` {bits: loss} after quantising its weights to that many bits; `ptq.json` holds it."""
+
+    step: int
+    sample: dict[str, int]
+    method: str
+    loss: float
+    loss_post: dict[int, float]
+
+    def rise(self, bits: int) -> float:
+        """The loss quantising to `bits` adds."""
+        return self.loss_post[bits] - self.loss
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `ptq.json` form (widths as string keys, in order)."""
+        post = {str(P): v for P, v in sorted(self.loss_post.items())}
+        return dict(step=self.step, sample=self.sample, method=self.method, loss=self.loss, loss_post=post)
+
+
+def _measure(
+    folder: Path, todo: list[int], loss: float | None, where: tuple[int, int, int]
+) -> tuple[int, float, dict[int, float]]:
+    """(checkpoint step, loss as trained (`loss`, else measured), {bits: loss} for each of `todo`) on `where`."""
+    cfg, mesh, step, state, graphdef = _restored(folder)
+    val, optimizer = load_corpus(cfg.data).val, make_optimizer(cfg.train, cfg.total_steps)
+    if loss is None:
+        loss = _mean_loss(make_eval_fn(graphdef), state["params"], val, where, cfg.model.s, mesh)
+    post = {}
+    for P in todo:
+        ptq_graph = state_layout(dataclasses.replace(cfg.model, bits_weights=P), optimizer, cfg.train.seed, mesh)[0]
+        post[P] = _mean_loss(make_eval_fn(ptq_graph), state["params"], val, where, cfg.model.s, mesh)
+    return step, loss, post
+
+
+def post_training_losses(folder: str | Path, bits: Sequence[int], batches: int = PTQ_BATCHES) -> PostTraining:
     """The run's loss as trained and after quantising its weights to each of `bits` (module docstring), on the first
-    `batches` batches of the common sample; written to (and reused from) the run's `ptq.json`, which is returned."""
+    `batches` batches of the common sample; written to (and reused from) the run's `ptq.json`."""
     run = RunDir.open(folder)
     _check_ptq(run, bits)
     if not 1 <= batches <= COMMON_SAMPLE[0]:
         raise UserError(f"--batches {batches}: give 1 to {COMMON_SAMPLE[0]} batches of the common sample")
     sample = dict(batches=batches, batch_size=COMMON_SAMPLE[1], seed=COMMON_SAMPLE[2])
     with hold_run(run.path, create=False):
-        cfg, mesh, step, state, graphdef = _restored(run.path)
-        old = read_ptq(run.path)
-        keep = old is not None and old.get("step") == step and old.get("sample") == sample
-        result = old if keep else dict(step=step, sample=sample, method=PTQ_METHOD, loss=None, loss_post={})
-        todo = [P for P in sorted(set(bits)) if str(P) not in result["loss_post"]]
-        if not todo and result["loss"] is not None:
-            return result
-        val, where = load_corpus(cfg.data).val, (batches, COMMON_SAMPLE[1], COMMON_SAMPLE[2])
-        if result["loss"] is None:
-            result["loss"] = _mean_loss(make_eval_fn(graphdef), state["params"], val, where, cfg.model.s, mesh)
-        optimizer = make_optimizer(cfg.train, cfg.total_steps)
-        for P in todo:
-            quantised = dataclasses.replace(cfg.model, bits_weights=P)
-            ptq_graph = state_layout(quantised, optimizer, cfg.train.seed, mesh)[0]
-            loss = _mean_loss(make_eval_fn(ptq_graph), state["params"], val, where, cfg.model.s, mesh)
-            result["loss_post"][str(P)] = loss
-        result["loss_post"] = dict(sorted(result["loss_post"].items(), key=lambda kv: int(kv[0])))
-        write_json(run.path / PTQ_FILE, result)
+        manager = run.checkpoint_manager()
+        old, step = read_ptq(run.path), manager.latest_step()
+        manager.close()
+        keep = old is not None and old.get("step") == step and old.get("sample") == sample and old.get("loss")
+        known = {int(P): v for P, v in old["loss_post"].items()} if keep else {}
+        todo = [P for P in sorted(set(bits)) if P not in known]
+        if keep and not todo:
+            return PostTraining(step, sample, old.get("method", PTQ_METHOD), old["loss"], known)
+        where = (batches, COMMON_SAMPLE[1], COMMON_SAMPLE[2])
+        step, loss, measured = _measure(run.path, todo, old["loss"] if keep else None, where)
+        result = PostTraining(step, sample, PTQ_METHOD, loss, dict(sorted({**known, **measured}.items())))
+        write_json(run.path / PTQ_FILE, result.to_dict())
     return result

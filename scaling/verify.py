@@ -145,8 +145,7 @@ def verify(
     per_step = steady_step_seconds(RunDir(out, config, {}).read_metrics(), config.train.checkpoint_every)
     rise = None
     if serve_bits is not None and serve_bits < UNQUANTISED_BITS:
-        ptq = model_evaluate.post_training_losses(out, [serve_bits])
-        rise = ptq["loss_post"][str(serve_bits)] - ptq["loss"]
+        rise = model_evaluate.post_training_losses(out, [serve_bits]).rise(serve_bits)
     return Verification(
         run=str(out),
         predicted_loss=row.loss,

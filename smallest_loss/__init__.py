@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time each name is imported when first used
     from smallest_loss.configs.errors import UserError
-    from smallest_loss.model.evaluate import post_training_losses
+    from smallest_loss.model.evaluate import PostTraining, post_training_losses
     from smallest_loss.scaling.aspect import AspectLaw, AspectPoints
     from smallest_loss.scaling.budget import Budget, parse_budget
     from smallest_loss.scaling.chinchilla import ChinchillaLaw
@@ -88,6 +88,7 @@ _HOMES = {
     "plan_precisions": "smallest_loss.scaling.precision_plan",
     "plan_serving": "smallest_loss.scaling.serving_plan",
     "post_training_losses": "smallest_loss.model.evaluate",
+    "PostTraining": "smallest_loss.model.evaluate",
     "Serving": "smallest_loss.scaling.plan_result",
     "ServingPlans": "smallest_loss.scaling.serving_plan",
     "run_rows": "smallest_loss.scaling.run_table",
@@ -142,6 +143,7 @@ __all__ = [
     "Plan",
     "PlanInputs",
     "PlanRow",
+    "PostTraining",
     "PredictionInterval",
     "PrecisionLaw",
     "PrecisionPlans",

@@ -34,8 +34,8 @@ def test_ptq_measures_each_width_on_the_common_sample_and_reuses_it(trained, cap
     assert set(first["loss_post"]) == {"2", "8"} and first["loss_post"]["2"] != first["loss"]
     # Another width adds to the file; the widths measured are kept as they were.
     again = post_training_losses(trained, [8, 4], batches=4)
-    assert again["loss_post"]["2"] == first["loss_post"]["2"] and again["loss_post"]["8"] == first["loss_post"]["8"]
-    assert list(again["loss_post"]) == ["2", "4", "8"] and again["loss"] == first["loss"]
+    assert again.loss_post[2] == first["loss_post"]["2"] and again.loss_post[8] == first["loss_post"]["8"]
+    assert list(again.to_dict()["loss_post"]) == ["2", "4", "8"] and again.loss == first["loss"]
 
 
 def test_table_writes_a_column_per_width(trained, tmp_path):
