@@ -14,6 +14,7 @@ from typing import Any
 
 from smallest_loss.configs.designs import get_design
 from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.lazy import LazyModule
 from smallest_loss.experiments.args import check_outputs
 from smallest_loss.experiments.plots import plot_plan
 from smallest_loss.scaling.plan_result import Plan
@@ -21,6 +22,9 @@ from smallest_loss.scaling.planner import make_plan
 from smallest_loss.scaling.precision_plan import plan_precisions
 from smallest_loss.scaling.serving_plan import plan_serving
 from smallest_loss.scaling.verify import verify, verify_cadence, verify_line
+from smallest_loss.timing.profile import load_profile
+
+timing_retime = LazyModule("smallest_loss.timing.retime")  # JAX: loaded only to re-time a profile
 
 
 def write_outputs(plan: Plan, folder: str | Path) -> list[Path]:
@@ -76,6 +80,13 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         help="sweep design whose training recipe (lr, schedule, batch) the law was fitted under; "
         "--verify trains with it",
     )
+    add_timing_args(p)
+    add_serving_args(p)
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+
+def add_timing_args(p: argparse.ArgumentParser) -> None:
+    """What a time budget pays for, and at what speed of the machine."""
     p.add_argument(
         "--budget-covers",
         choices=("run", "steps"),
@@ -84,8 +95,14 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         "evaluations, checkpoint saves; default, with a profile that has wall-clock terms) or the training steps "
         "alone (steps)",
     )
-    add_serving_args(p)
-    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument(
+        "--retime",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="time the profile's anchor configurations (three of its calibration's) again on this machine and plan at "
+        "the speed it runs now, a shared machine's speed drifting from its calibration's (a few seconds; default: on "
+        "with --verify where the profile was calibrated on this kind of device and keeps anchors, else off)",
+    )
 
 
 def add_serving_args(p: argparse.ArgumentParser) -> None:
@@ -124,7 +141,23 @@ def _options(args: argparse.Namespace, design: Any) -> dict[str, Any]:
         budget_covers=args.budget_covers,
         cadence=verify_cadence(design),
         serve_memory=args.serve_memory,
+        retime=_retime(args),
     )
+
+
+def _retime(args: argparse.Namespace) -> bool | str:
+    """Whether to re-time the profile now (timing/retime.py): as asked, else with --verify where it can be; with
+    --verify the re-timing is kept in the verify folder, so a rerun plans the same run and resumes it."""
+    wanted = args.retime
+    if wanted is None:
+        wanted = args.verify and len(args.profile) == 1
+        wanted = wanted and timing_retime.check_retimable(load_profile(args.profile[0])) is None
+    return _verify_out(args) if wanted and args.verify else bool(wanted)
+
+
+def _verify_out(args: argparse.Namespace) -> str:
+    """The folder --verify trains in."""
+    return args.verify_out or f"{args.out or 'runs'}/verify"
 
 
 def _report_several(args: argparse.Namespace, plans: list[tuple[str, Plan | None]], comparison: Any,
@@ -183,9 +216,10 @@ def run(args: argparse.Namespace) -> int:
         report["files"] = [str(p) for p in files]
     checked = None
     if recipe is not None:
-        out = args.verify_out or f"{args.out or 'runs'}/verify"
+        out = _verify_out(args)
         serve = plan.serving.bits if plan.serving is not None else None
-        checked = verify(plan.best, plan.space, recipe, out, plan.bits, serve)  # the precision priced, served so
+        factor = plan.retiming.factor if plan.retiming is not None else None
+        checked = verify(plan.best, plan.space, recipe, out, plan.bits, serve, factor)  # the precision priced, served
         report["verify"] = checked.to_dict()
     if args.json:
         print(json.dumps(report, indent=2))

@@ -11,6 +11,7 @@ Every stage skips work already done in the folder, so rerunning (or resuming aft
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -37,6 +38,7 @@ from smallest_loss.scaling.verify import Verification, verify, verify_cadence, v
 from smallest_loss.timing.calibration import noise_floor, read_records, run_grid
 from smallest_loss.timing.probes import PROBES, probe_runs
 from smallest_loss.timing.profile import load_profile
+from smallest_loss.timing.retime import retime_once
 
 
 def _stage(title: str) -> float:
@@ -68,10 +70,13 @@ def quickstart(
     budget_covers: str = "run",
     probes: int = PROBES,
     noise: int = 8,
+    retime: bool = True,
 ) -> dict[str, Any]:
     """Run every stage into `out`; returns the report's data (also report.json). Every argument is checked before the
     first stage. `probes`: short real runs timed at calibration for the wall-clock terms (0: steps priced alone);
-    `noise`: the configurations timed twice for the machine's repeatability (the noise floor)."""
+    `noise`: the configurations timed twice for the machine's repeatability (the noise floor); `retime`: the profile's
+    anchor configurations timed again before the plan, which prices the machine's speed then (timing/retime.py; kept in
+    plan/, so a rerun plans and verifies the same run)."""
     parsed, sweep_design, plan_space = parse_budget(budget), get_design(design), get_space(space)
     _check_arguments(parsed, plan_space, out, grid, n_boot)
     out = make_folder(out)
@@ -92,15 +97,12 @@ def quickstart(
     print("\n".join(fit["text"] + holdout_lines(fit["holdout"])))
     _done(t)
     t = _stage(f"4/5 plan: the smallest predicted loss for {budget} on this device")
-    profile = load_profile(out / "calibration" / "profile.json")
-    inputs = build_plan_inputs(plan_space, profile, covers=budget_covers, cadence=verify_cadence(sweep_design))
-    law = load_law(out / "law.json")
-    plan = plan_with_inputs(parsed, law, inputs, top=10)
-    write_outputs(plan, out / "plan")
+    plan, law = _plan(out, parsed, plan_space, budget_covers, sweep_design, retime)
     print(plan.to_markdown())
     _done(t)
     t = _stage("5/5 verify: train the recommended configuration for the budget")
-    checked = verify(plan.best, inputs.space, sweep_design, out / "verify")
+    factor = plan.retiming.factor if plan.retiming is not None else None
+    checked = verify(plan.best, plan.space, sweep_design, out / "verify", retime_factor=factor)
     _done(t)
     report = dict(
         budget=budget,
@@ -114,6 +116,20 @@ def quickstart(
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (out / "report.md").write_text(report_markdown(report, calibration, fit, plan, checked))
     return report
+
+
+def _plan(out: Path, budget: Budget, space: SearchSpace, covers: str, design: Any,
+          retime: bool) -> tuple[Plan, Any]:  # fmt: skip
+    """The plan stage: the calibration's profile (re-timed to the machine's speed now, kept in plan/ so a rerun plans
+    the same run), the law, the plan written to plan/; returns the plan and the law."""
+    profile = load_profile(out / "calibration" / "profile.json")
+    if retime:
+        profile = retime_once(profile, out / "plan")
+    inputs = build_plan_inputs(space, profile, covers=covers, cadence=verify_cadence(design))
+    law = load_law(out / "law.json")
+    plan = dataclasses.replace(plan_with_inputs(budget, law, inputs, top=10), retiming=profile.retiming)
+    write_outputs(plan, out / "plan")
+    return plan, law
 
 
 def check_quickstart_budget(budget: Budget, space: SearchSpace, out: str | Path) -> None:

@@ -23,6 +23,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         default="run",
         help="what the budget pays for: the whole run's wall-clock (run, default) or the training steps alone (steps)",
     )
+    p.add_argument(
+        "--no-retime",
+        dest="retime",
+        action="store_false",
+        help="plan at the machine's speed during calibration, not re-timed just before the plan",
+    )
 
 
 INTERRUPTED = (
@@ -33,7 +39,8 @@ INTERRUPTED = (
 
 def run(args: argparse.Namespace) -> int:
     check_outputs(folders={"--out": args.out})
-    report = quickstart(args.out, args.budget, n_boot=args.bootstrap, budget_covers=args.budget_covers)
+    report = quickstart(args.out, args.budget, n_boot=args.bootstrap, budget_covers=args.budget_covers,
+                        retime=args.retime)  # fmt: skip
     v, best = report["verify"], report["plan"]["best"][0]
     print("\n" + law_used_line(report["law_used"]).replace("**", ""))
     print(

@@ -17,6 +17,7 @@ import numpy as np
 from smallest_loss.configs.spaces import SearchSpace
 from smallest_loss.scaling.budget import Budget
 from smallest_loss.scaling.report import plan_markdown
+from smallest_loss.timing.profile import Retiming
 
 # Columns of a row in their JSON order; optional ones (None) are left out of `PlanRow.to_dict`.
 _ROW_KEYS = (
@@ -321,6 +322,7 @@ class Plan:
     moe_choice: MoeChoice | None = None  # a law with a `moe` section: the best dense and the best MoE plan
     bits: dict[str, int] | None = None  # the profile's quantised training bits: the precision priced, and verified
     serving: Serving | None = None  # how the model is served (`plan --serve-bits`, `--serve-memory`)
+    retiming: Retiming | None = None  # the profile rescaled to the machine's speed at planning (`plan --retime`)
     scores: Any = dataclasses.field(default=None, compare=False, repr=False)  # scaling.plan.Scores, for plots
 
     @property
@@ -349,6 +351,8 @@ class Plan:
             out["bits"] = dict(self.bits)
         if self.serving is not None:
             out["serving"] = self.serving.to_dict()
+        if self.retiming is not None:
+            out["retimed"] = self.retiming.to_dict()
         if self.seconds is not None:
             out["seconds"] = self.seconds
             out["budget_covers"] = self.budget_covers

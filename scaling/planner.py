@@ -13,6 +13,7 @@ from pathlib import Path
 
 from smallest_loss.configs.devices import get_device
 from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.lazy import LazyModule
 from smallest_loss.configs.spaces import FLOPS_SPACES, SPACES, SearchSpace
 from smallest_loss.scaling.budget import Budget, parse_budget
 from smallest_loss.scaling.intervals import stored_calibration
@@ -49,6 +50,9 @@ from smallest_loss.scaling.shape_terms import get_term
 from smallest_loss.timing.profile import DeviceProfile, load_profile
 from smallest_loss.timing.wallclock import Cadence
 
+# Re-timing the machine (JAX), loaded only when a plan asks for it: planning alone never imports JAX.
+timing_retime = LazyModule("smallest_loss.timing.retime")
+
 
 def make_plan(
     budget: Budget | str,
@@ -68,6 +72,7 @@ def make_plan(
     cadence: Cadence | None = None,
     serve_bits: int | None = None,
     serve_memory: float | None = None,
+    retime: bool | str | Path = False,
 ) -> Plan:
     """The best `top` configurations for a budget ("1e21" FLOPs, "60s" or "4h" of a device, "$20") under a law
     (a LawFile or a law JSON path). Time and money budgets need a device profile (a DeviceProfile or its JSON
@@ -80,27 +85,19 @@ def make_plan(
     says whether its MoE step times are measured or extrapolated. A law with a precision section prices the
     profile's precision (its dtype and bits: scaling/precision_pricing.py `law_at_profile`). `serve_bits` plans the
     loss of the model served quantised after training to that many bits (a law with a PTQ penalty; 16: unquantised);
-    `serve_memory` (bytes) keeps the candidates whose served weights fit (`Plan.serving`)."""
+    `serve_memory` (bytes) keeps the candidates whose served weights fit (`Plan.serving`). `retime` times the
+    profile's anchor configurations again on this machine and plans at the speed it runs now (timing/retime.py;
+    `Plan.retiming`); a folder: the re-timing is kept there and reused by a rerun."""
     budget = parse_budget(budget) if isinstance(budget, str) else budget
     fitted = law = load_law(law) if isinstance(law, str | Path) else law
     moe_records = law.moe is not None and isinstance(profile, str | Path) and profile_has_moe(profile)
-    profile = load_profile(profile) if isinstance(profile, str | Path) else profile
+    profile = _profile_now(profile, retime)
     law = law_at_profile(law, profile, serve_bits)  # precision priced by the law's precision section, and serving
     chosen, choice = choose_space(space, budget, law.law, profile)
     chosen = at_profile_precision(chosen, profile)
-    inputs = build_plan_inputs(
-        chosen,
-        profile,
-        get_device(device) if device else None,
-        price_per_hour,
-        spot_discount,
-        flops,
-        inference_tokens,
-        max_latency_ms,
-        budget_covers,
-        cadence,
-        moe_records=moe_records,
-    )
+    inputs = build_plan_inputs(chosen, profile, get_device(device) if device else None, price_per_hour, spot_discount,
+                               flops, inference_tokens, max_latency_ms, budget_covers, cadence,
+                               moe_records=moe_records)  # fmt: skip
     bits = serve_bits if serve_bits is not None and serve_bits < UNQUANTISED_BITS else None  # None: unquantised
     inputs = dataclasses.replace(inputs, fixed_batch=batch, serve_bits=bits, serve_memory=serve_memory)
     plan = plan_with_inputs(budget, law, inputs, top, choice)
@@ -109,7 +106,22 @@ def make_plan(
         weights = plan.best.params_total or plan.best.params
         serving = Serving(bits, added, weights * serving_bytes(bits), serve_memory)
         plan = dataclasses.replace(plan, serving=serving)
-    return dataclasses.replace(plan, bits=dict(profile.bits)) if profile is not None and profile.bits else plan
+    if profile is None:
+        return plan
+    return dataclasses.replace(plan, bits=dict(profile.bits) or plan.bits, retiming=profile.retiming)
+
+
+def _profile_now(profile: DeviceProfile | str | Path | None, retime: bool | str | Path) -> DeviceProfile | None:
+    """The profile (loaded from its path), re-timed to this machine's speed now where `retime` (a folder: kept
+    there, or read back from there)."""
+    profile = load_profile(profile) if isinstance(profile, str | Path) else profile
+    if not retime:
+        return profile
+    if profile is None:
+        raise UserError("--retime re-times a device profile: give one (--profile)")
+    if isinstance(retime, str | Path):
+        return timing_retime.retime_once(profile, retime)
+    return timing_retime.retime_profile(profile)
 
 
 def plan_with_inputs(

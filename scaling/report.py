@@ -78,6 +78,7 @@ def _header(plan: Plan) -> list[str]:
     elif plan.budget_covers == "steps":
         line += " for the training steps alone (start-up, compile, evaluations and saves not priced)"
     clock = [wall_clock_line(plan.best)] if plan.best.wall_clock else []
+    clock += [plan.retiming.line()] if plan.retiming is not None else []
     return [answer_line(plan.best), "", line, *clock] + [w for w in (plan.warning, plan.extrapolation) if w]
 
 

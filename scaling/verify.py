@@ -46,6 +46,9 @@ class Verification:
     # it measured on the common sample (model/evaluate.py), included in `actual_loss`.
     serve_bits: int | None = None
     ptq_rise: float | None = None
+    # The plan's profile re-timed to the machine's speed before planning (timing/retime.py): the factor its
+    # predictions were multiplied by (None: priced as calibrated).
+    retime_factor: float | None = None
 
     @property
     def loss_error(self) -> float:
@@ -59,6 +62,13 @@ class Verification:
             return None
         return self.actual_step_seconds / self.predicted_step_seconds - 1
 
+    @property
+    def calibrated_time_error(self) -> float | None:
+        """The step-time error of the profile as calibrated, before re-timing (None where it was not re-timed)."""
+        if self.time_error is None or not self.retime_factor:
+            return None
+        return (1 + self.time_error) * self.retime_factor - 1
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Verification:
         """A verification back from its `to_dict` (report.json), derived fields dropped."""
@@ -69,6 +79,8 @@ class Verification:
         out["loss_error"] = self.loss_error
         if self.time_error is not None:
             out["time_error"] = self.time_error
+        if self.calibrated_time_error is not None:
+            out["calibrated_time_error"] = self.calibrated_time_error
         return out
 
 
@@ -125,12 +137,14 @@ def verify(
     out: str | Path,
     bits: dict[str, int] | None = None,
     serve_bits: int | None = None,
+    retime_factor: float | None = None,
 ) -> Verification:
     """Train the recommended configuration with the law's recipe and compare its loss and step time with the
     prediction. Beside the run's own final evaluation (its batch size and seed choose its validation tokens) the
     loss on one common sample (`model.evaluate.COMMON_SAMPLE`), so plans at different batch sizes compare on the
     same tokens. With `serve_bits` the plan predicted the served loss: the trained weights are quantised to that
-    width after training and the rise this measures is added to the run's loss."""
+    width after training and the rise this measures is added to the run's loss. `retime_factor`: the plan's profile
+    was re-timed by it (`Plan.retiming`), so the report gives the error of the profile as calibrated too."""
     config = verify_config(row, space, recipe, bits)
     m = config.model
     # One folder per configuration, so a rerun resumes this run and a new plan never reuses another's.
@@ -160,6 +174,7 @@ def verify(
         common_sequences=model_evaluate.COMMON_SAMPLE[0] * model_evaluate.COMMON_SAMPLE[1],
         predicted_wall_clock=row.wall_clock,
         actual_wall_clock=summary.get("wall_clock"),
+        retime_factor=retime_factor,
     )
 
 
@@ -192,6 +207,9 @@ def verify_line(v: Verification) -> str:
         line += f"; step {v.actual_step_seconds * 1e3:.2f} ms"
     if v.time_error is not None:
         line += f" vs predicted {v.predicted_step_seconds * 1e3:.2f} ms ({v.time_error:+.1%})"
+    if v.calibrated_time_error is not None:
+        calibrated = v.predicted_step_seconds / v.retime_factor * 1e3
+        line += f" (re-timed x{v.retime_factor:.3f}; as calibrated {calibrated:.2f} ms, {v.calibrated_time_error:+.1%})"
     if v.common_loss is not None:
         line += f"; loss on the common validation sample ({v.common_sequences:,} sequences) {v.common_loss:.4f}"
     terms = wall_clock_line(v)

@@ -46,6 +46,7 @@ from smallest_loss.timing.probes import PROBES as PROBE_RUNS
 from smallest_loss.timing.probes import fit_wall_clock, probe_runs
 from smallest_loss.timing.profile import DeviceProfile, profile_bits, save_profile
 from smallest_loss.timing.records import external_row, read_timing_records, records_rates, write_rows
+from smallest_loss.timing.retime import pick_anchors
 from tqdm.auto import tqdm
 
 # ----------------------------------------------------------------------------------------------------
@@ -325,6 +326,7 @@ def best_profile(
         created=datetime.date.today().isoformat(),
         statistic=statistic,
         alternatives={r["id"]: r["coefficients"] for r in results if r.get("analytic") and "coefficients" in r},
+        anchors=pick_anchors(records, statistic),
     )
 
 

@@ -17,10 +17,14 @@ without it (versions 1 to 4, or external records) predicts the compiled step alo
 any version; {} when absent) are the integer bits of quantised training (model/quant.py) the records ran at: a
 profile is keyed by its precision, `dtype` plus `bits` (`precision`: `bfloat16+w4a4kv4`, `float8`), and its
 features count the quantising work and the quantised weight copies of that precision (timing/counts.py).
+Version 6 adds `anchors` (a few of the calibration's configurations with their measured step seconds: the
+machine's speed is re-timed on them before a plan, timing/retime.py) and `retimed` (set on a profile rescaled
+to the speed the machine runs at now: the factor and each anchor's seconds then and now).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,7 +36,7 @@ from smallest_loss.timing.counts import Precision
 from smallest_loss.timing.models import LEGACY_NAMES, design_matrix, get_model, variant
 from smallest_loss.timing.wallclock import WallClock
 
-PROFILE_VERSION = 5
+PROFILE_VERSION = 6
 BIT_KINDS = ("weights", "activations", "kv")  # `bits`' keys: model.bits_weights, bits_activations, bits_kv
 
 
@@ -42,7 +46,7 @@ def profile_bits(precision: str) -> dict[str, int]:
     return {k: b for k, b in zip(BIT_KINDS, p[1:], strict=True) if b}
 
 
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 
 
 @dataclass(frozen=True)
@@ -67,12 +71,17 @@ class DeviceProfile:
     # Integer bits of the quantised kinds of tensor the records trained at ({"weights": 4, "activations": 8,
     # "kv": 4}; absent kinds and {}: not quantised). With `dtype` the profile's precision (`precision`).
     bits: dict[str, int] = field(default_factory=dict)
+    # Calibration configurations to re-time the machine's speed on (timing/retime.py): each {"config": a timing
+    # record's config, "batch", "devices", "step_seconds" measured}; () for profiles of external records.
+    anchors: tuple[dict[str, Any], ...] = ()
+    retimed: dict[str, Any] | None = None  # a profile rescaled to the speed measured now (`Retiming`)
 
     def __post_init__(self) -> None:
         model = get_model(self.model)
         object.__setattr__(self, "model", model.id)  # a name of profile versions 1 to 3: its id
         alternatives = {LEGACY_NAMES.get(name, name): c for name, c in self.alternatives.items()}
         object.__setattr__(self, "alternatives", alternatives)
+        object.__setattr__(self, "anchors", tuple(self.anchors))
         if self.wall_clock is not None:
             WallClock.from_dict(self.wall_clock)  # a malformed section is refused when the profile loads
         if set(self.bits) - set(BIT_KINDS) or not all(isinstance(b, int) and 2 <= b <= 16 for b in self.bits.values()):
@@ -154,6 +163,11 @@ class DeviceProfile:
         return Precision(self.dtype, *(self.bits.get(k) for k in BIT_KINDS)).label
 
     @property
+    def retiming(self) -> Retiming | None:
+        """How the profile was rescaled to the machine's speed at planning time (None: as calibrated)."""
+        return Retiming.from_dict(self.retimed) if self.retimed is not None else None
+
+    @property
     def clock(self) -> WallClock | None:
         """The wall-clock terms' model (timing/wallclock.py), or None (a profile that prices steps only)."""
         return WallClock.from_dict(self.wall_clock) if self.wall_clock is not None else None
@@ -175,6 +189,52 @@ class DeviceProfile:
                 dtype=cfg.dtype,
             )[0]
         )
+
+
+@dataclass(frozen=True)
+class Retiming:
+    """The anchors timed again: each one's step seconds at calibration and now, and the factor they give."""
+
+    factor: float  # the median of now / then: predictions are multiplied by it
+    anchors: tuple[tuple[str, float, float], ...]  # (label, seconds at calibration, seconds now)
+    whole_run: bool  # every wall-clock term scaled (CPU backend), or the device's step alone
+    at: str  # when it was measured (ISO time, UTC)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(
+            factor=self.factor,
+            anchors=[dict(config=a, then=t0, now=t1) for a, t0, t1 in self.anchors],
+            whole_run=self.whole_run,
+            at=self.at,
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Retiming:
+        anchors = tuple((a["config"], float(a["then"]), float(a["now"])) for a in data["anchors"])
+        return cls(float(data["factor"]), anchors, bool(data["whole_run"]), str(data["at"]))
+
+    def line(self) -> str:
+        """The re-timing in one line, for plans and reports."""
+        each = ", ".join(f"{a} {t0 * 1e3:.3g} -> {t1 * 1e3:.3g} ms" for a, t0, t1 in self.anchors)
+        scope = "every wall-clock term" if self.whole_run else "the device's step"
+        return (
+            f"re-timed now: the calibration's anchor steps take {self.factor:.3f} times their calibrated seconds "
+            f"({each}), so {scope} is priced x{self.factor:.3f}"
+        )
+
+
+def rescaled(profile: DeviceProfile, retiming: Retiming) -> DeviceProfile:
+    """The profile with its predictions multiplied by the re-timing's factor (its step model's coefficients and the
+    alternatives'; the wall-clock terms too where `whole_run`, else the loop's host cost stays)."""
+    f, clock = retiming.factor, profile.clock
+    clock = clock.scaled(f) if clock is not None and retiming.whole_run else clock
+    return dataclasses.replace(
+        profile,
+        coefficients=tuple(c * f for c in profile.coefficients),
+        alternatives={k: [c * f for c in v] for k, v in profile.alternatives.items()},
+        wall_clock=clock.to_dict() if clock is not None else None,
+        retimed=retiming.to_dict(),
+    )
 
 
 def save_profile(path: str | Path, profile: DeviceProfile) -> Path:

@@ -18,6 +18,7 @@ Every coefficient is fitted (non-negative least squares) to short real training 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -92,6 +93,17 @@ class WallClock:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WallClock:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    def scaled(self, factor: float) -> WallClock:
+        """Every term's seconds multiplied by `factor` (a machine running that much slower; evaluations follow the
+        step they are priced from)."""
+        return dataclasses.replace(
+            self,
+            host=tuple(c * factor for c in self.host),
+            compile=tuple(c * factor for c in self.compile),
+            save=tuple(c * factor for c in self.save),
+            startup=tuple(c * factor for c in self.startup),
+        )
 
     def describe(self) -> str:
         """The terms' coefficients and the loop's held-out error, in one line."""

@@ -220,7 +220,7 @@ def test_old_profiles_load_unless_their_bytes_were_counted_in_the_wrong_dtype(tm
         alternatives={"exact": [1e-12, 1e-11, 1e-4], "paper-flops": [1e-12, 1e-4]},
     )
     data = json.loads(save_profile(tmp_path / "p.json", profile).read_text())
-    assert data["version"] == 5 and data["dtype"] == "float32" and data["model"] == "exact"
+    assert data["version"] == 6 and data["dtype"] == "float32" and data["model"] == "exact"
     # Versions 1 to 3 named models by their titles then (timing.models.LEGACY_NAMES): they load as ids.
     titles = dict(model="exact: flops + bytes", alternatives={"exact: flops + bytes": [1], "paper: flops only": [2]})
     for version, dtype, loads in ((2, "float32", True), (2, "bfloat16", False), (3, "bfloat16", True)):

@@ -1,0 +1,110 @@
+"""Re-timing a profile to the machine's speed now: anchors chosen at calibration, timed again for real, the profile
+rescaled by their median ratio, kept for reruns, refused where it cannot hold; `plan --retime` end to end."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import smallest_loss.timing.retime as retime_module
+from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.grids import get_grid
+from smallest_loss.experiments.cli import main
+from smallest_loss.model.runs import environment
+from smallest_loss.timing.measure import record_config
+from smallest_loss.timing.profile import Retiming, load_profile, rescaled, save_profile
+from smallest_loss.timing.retime import check_retimable, pick_anchors, retime_once, retime_profile
+from smallest_loss.timing.wallclock import WallClock
+
+ROOT = Path(__file__).resolve().parents[2]
+LAW = ROOT / "results/cpu/quickstart/law.json"
+OLD = ROOT / "tests/timing/data/profile_v4_quickstart.json"  # a profile from before anchors
+CLOCK = WallClock((1e-3, 1e-7), (2.0, 0.5, 1.0), 0.4, (0.1, 1.0), (1.0, 0.1), dict(mape=0.05, max_ape=0.1, probes=3))
+SHAPE = dict(d=64, n=2, h=2, w=256, s=32, v=256, b=4)
+
+
+def tiny_anchors(seconds: float = 0.01) -> tuple[dict, ...]:
+    """Two configurations of the tiny grid as a profile's anchors, 'measured' at `seconds` a step."""
+    points = get_grid("tiny")[:2]
+    return tuple(dict(config=record_config(c), batch=b, devices=k, step_seconds=seconds) for c, b, k in points)
+
+
+@pytest.fixture
+def profile():
+    """The quickstart profile of 2026-12-05 with wall-clock terms and tiny anchors, on this machine's device."""
+    old = load_profile(OLD)
+    return dataclasses.replace(
+        old, device_kind=environment()["device_kind"], wall_clock=CLOCK.to_dict(), anchors=tiny_anchors()
+    )
+
+
+def test_anchors_are_measured_configurations_at_the_quartiles_of_their_step_times():
+    records = [dict(status="ok", config=dict(d=i), batch=4, device_count=1, step_seconds=0.01 * i) for i in range(1, 9)]
+    records += [
+        dict(status="oom", config=dict(d=99), batch=4),
+        dict(status="ok", config=dict(d=50), batch=4, device_count=2, step_seconds=0.2),  # more devices
+    ]
+    anchors = pick_anchors(records, "median")
+    assert [a["config"]["d"] for a in anchors] == [3, 5, 7] and all(a["devices"] == 1 for a in anchors)
+    assert [a["step_seconds"] for a in anchors] == pytest.approx([0.03, 0.05, 0.07])
+    external = [dict(r, source="records") for r in records]
+    assert pick_anchors(external, "median") == () and pick_anchors(records[:1], "median")[0]["config"] == dict(d=1)
+
+
+@pytest.mark.parametrize("whole_run", [True, False])
+def test_a_rescaled_profile_prices_the_step_and_on_cpu_every_term_by_the_factor(profile, whole_run):
+    timing = Retiming(0.8, (("d64-n2-s32-b4", 0.01, 0.008),), whole_run, "2026-12-06T00:00:00+00:00")
+    scaled = rescaled(profile, timing)
+    bare = profile.predict_with(profile.model, profile.coefficients, **SHAPE)
+    host = CLOCK.host_seconds(SHAPE["b"], SHAPE["s"])
+    expected = 0.8 * bare + (0.8 if whole_run else 1.0) * host
+    assert scaled.predict_step_seconds(**SHAPE) == pytest.approx(expected, rel=1e-12)
+    assert scaled.clock.compile_seconds(4, 1e6) == pytest.approx(
+        (0.8 if whole_run else 1.0) * CLOCK.compile_seconds(4, 1e6)
+    )
+    assert scaled.retiming == timing and "0.800 times" in timing.line()
+
+
+def test_retiming_times_the_anchors_again_and_keeps_what_it_measured(profile, tmp_path):
+    now = retime_profile(profile, min_seconds=0.05, rounds=2)
+    timing = now.retiming
+    assert timing is not None and len(timing.anchors) == 2 and timing.whole_run  # the CPU backend
+    ratios = [t1 / t0 for _, t0, t1 in timing.anchors]
+    assert timing.factor == pytest.approx(float(np.median(ratios))) and timing.factor > 0
+    assert now.predict_step_seconds(**SHAPE) == pytest.approx(timing.factor * profile.predict_step_seconds(**SHAPE))
+    assert load_profile(save_profile(tmp_path / "p.json", now)) == now  # anchors and re-timing survive the file
+    with pytest.raises(UserError, match="re-timed already"):
+        retime_profile(now)
+
+
+def test_a_kept_retiming_is_reused_by_a_rerun(profile, tmp_path, monkeypatch):
+    first = retime_once(profile, tmp_path)
+    monkeypatch.setattr(retime_module, "measure_many", lambda *a, **k: pytest.fail("measured again"))
+    assert retime_once(profile, tmp_path) == first and len(list(tmp_path.glob("retimed-*.json"))) == 1
+
+
+def test_profiles_that_cannot_be_retimed_say_why(profile):
+    assert check_retimable(profile) is None
+    assert "no anchor" in check_retimable(load_profile(OLD))
+    assert "calibrated on TPU v5 lite" in check_retimable(dataclasses.replace(profile, device_kind="TPU v5 lite"))
+    with pytest.raises(UserError, match="cannot be re-timed: it keeps no anchor"):
+        retime_profile(load_profile(OLD))
+
+
+def test_plan_retime_end_to_end(profile, tmp_path, capsys):
+    path = str(save_profile(tmp_path / "profile.json", profile))
+    base = ["plan", "--budget", "20s", "--law", str(LAW), "--profile", path, "--json"]
+    assert main(base) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert "retimed" not in plain
+    assert main([*base, "--retime"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    factor = plan["retimed"]["factor"]
+    assert factor > 0 and len(plan["retimed"]["anchors"]) == 2
+    assert main([*base[:-1], "--retime"]) == 0
+    assert "re-timed now: the calibration's anchor steps take" in capsys.readouterr().out
+    assert main(["plan", "--budget", "20s", "--law", str(LAW), "--profile", str(OLD), "--retime"]) == 2
+    assert "keeps no anchor configurations" in capsys.readouterr().err

@@ -1,0 +1,100 @@
+"""The machine's speed now: re-time a few of the calibration's configurations and rescale the profile by it.
+
+A profile prices steps at the speed the machine ran during its calibration. A shared machine's speed moves
+with its neighbours' load: on the 2-core VM of results/cpu/quickstart the same configurations measured minutes
+apart differed by 6% median and up to 30%, so a run verified minutes after its calibration met a machine
+15-30% faster or slower than the one priced. The step-time model's shape (what one configuration costs
+against another) holds across such drift; its scale does not. So a profile keeps `anchors` (three of its
+calibration's configurations, chosen at calibration at the quartiles of their step times, never by a plan) and
+`retime_profile` times them again now, as the calibration timed them (compiled step, interleaved rounds), and
+rescales the profile by the median ratio of their step seconds now to then. On a CPU backend the host is the
+device, so every wall-clock term (start-up, compile, the loop's host cost, saves) scales with it; on an
+accelerator only the device's step does.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.schema import ModelConfig
+from smallest_loss.timing.measure import measure_many
+from smallest_loss.timing.models import STATISTICS
+from smallest_loss.timing.profile import DeviceProfile, Retiming, load_profile, rescaled, save_profile
+
+ANCHOR_QUANTILES = (0.25, 0.5, 0.75)  # which of the calibration's configurations, by step time, are re-timed
+
+
+def pick_anchors(records: list[dict[str, Any]], statistic: str) -> tuple[dict[str, Any], ...]:
+    """The calibration configurations a profile is re-timed on: of the timed records on the fewest devices, those
+    at `ANCHOR_QUANTILES` of the step times (distinct; fewer when there are fewer records)."""
+    key = STATISTICS[statistic]
+    ok = [r for r in records if r.get("status") == "ok" and r.get("source") != "records" and key in r]
+    if not ok:
+        return ()
+    fewest = min(r.get("device_count", 1) for r in ok)
+    ok = sorted((r for r in ok if r.get("device_count", 1) == fewest), key=lambda r: r[key])
+    picks = sorted({min(int(q * len(ok)), len(ok) - 1) for q in ANCHOR_QUANTILES})
+    return tuple(
+        dict(config=ok[i]["config"], batch=ok[i]["batch"], devices=fewest, step_seconds=ok[i][key]) for i in picks
+    )
+
+
+def anchor_label(anchor: dict[str, Any]) -> str:
+    """An anchor's configuration in a few characters: d64-n2-s64-b8."""
+    c = anchor["config"]
+    return f"d{c['d']}-n{c['n']}-s{c['s']}-b{anchor['batch']}"
+
+
+def check_retimable(profile: DeviceProfile) -> str | None:
+    """Why this profile cannot be re-timed on this machine (None: it can)."""
+    if profile.retimed is not None:
+        return "it was re-timed already (rescale the calibration's profile instead)"
+    if not profile.anchors:
+        return "it keeps no anchor configurations (external records, or a calibration fitted before version 6)"
+    here = jax.devices()[0].device_kind
+    if here != profile.device_kind:
+        return f"it was calibrated on {profile.device_kind} and this machine runs {here}"
+    if min(a["devices"] for a in profile.anchors) > jax.device_count():
+        return f"its anchors need {profile.anchors[0]['devices']} devices, {jax.device_count()} present"
+    return None
+
+
+def retime_profile(profile: DeviceProfile, min_seconds: float = 0.3, rounds: int = 3) -> DeviceProfile:
+    """The profile rescaled to the speed this machine runs at now (see the module docstring): its anchors timed
+    again, each for about `min_seconds` in `rounds` interleaved rounds. A UserError where it cannot be
+    (`check_retimable`)."""
+    why = check_retimable(profile)
+    if why is not None:
+        raise UserError(f"the device profile cannot be re-timed: {why}")
+    anchors = [a for a in profile.anchors if a["devices"] <= jax.device_count()]
+    points = [(ModelConfig(**{**a["config"], "dtype": profile.dtype}), a["batch"], a["devices"]) for a in anchors]
+    again = measure_many(points, min_seconds=min_seconds, rounds=rounds, min_repeats=rounds)
+    key = STATISTICS[profile.statistic]
+    timed = [
+        (anchor_label(a), float(a["step_seconds"]), float(r[key]))
+        for a, r in zip(anchors, again, strict=True)
+        if r.get("status") == "ok"
+    ]
+    if not timed:
+        raise UserError("none of the profile's anchor configurations could be timed again on this machine")
+    factor = float(np.median([now / then for _, then, now in timed]))
+    at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    return rescaled(profile, Retiming(factor, tuple(timed), jax.default_backend() == "cpu", at))
+
+
+def retime_once(profile: DeviceProfile, folder: str | Path) -> DeviceProfile:
+    """`retime_profile`, kept in `folder` (`retimed-<digest of the profile>.json`): a rerun (a verified run resumed
+    after an interrupt) plans at the speed measured the first time, so it plans the same run and resumes it."""
+    digest = hashlib.sha256(json.dumps(asdict(profile), sort_keys=True, default=str).encode()).hexdigest()[:12]
+    path = Path(folder) / f"retimed-{digest}.json"
+    if path.exists():
+        return load_profile(path)
+    return load_profile(save_profile(path, retime_profile(profile)))
