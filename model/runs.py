@@ -24,6 +24,7 @@ import math
 import os
 import platform
 import socket
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from importlib import metadata
@@ -369,11 +370,12 @@ class RunDir:
         return ocp.CheckpointManager((self.path / "checkpoints").absolute(), options=options)
 
 
-def steady_step_seconds(lines: list[dict[str, Any]], checkpoint_every: int) -> float | None:
+def steady_step_seconds(lines: list[dict[str, Any]], checkpoint_every: int, median: bool = False) -> float | None:
     """Seconds per training step from a run's metrics, counting only the time between host syncs that holds
     nothing but steps: not the first interval (compilation), not one that ends in an evaluation, not one that
     follows a checkpoint save. Lines of one sync share its wall time, so intervals run between syncs. None
-    when no interval is clean (too few syncs)."""
+    when no interval is clean (too few syncs). The clean intervals' total seconds over their steps (what the run
+    paid), or with `median` the median interval's seconds a step (robust to a shared machine's slow spell in one)."""
     syncs = [a for a, b in zip(lines, lines[1:], strict=False) if b["wall_seconds"] != a["wall_seconds"]]
     syncs += lines[-1:]
     clean = [
@@ -383,4 +385,6 @@ def steady_step_seconds(lines: list[dict[str, Any]], checkpoint_every: int) -> f
     ]
     if not clean:
         return None
+    if median:
+        return float(statistics.median(s / k for s, k in clean))
     return sum(s for s, _ in clean) / sum(k for _, k in clean)

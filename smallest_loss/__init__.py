@@ -14,8 +14,9 @@ mixture-of-experts law of a `read_moe_table` table), `fit_precision_law` (traini
 predicting the largest budget and the largest model size from the rest), `fit_recipe` (learning-rate and
 batch laws), `fit_curve_laws` (schedule-aware learning curves: run folders' `read_curve`, or `read_curves` of a
 curve table logged by any stack). Designing runs: `suggest_runs` (the runs that most shrink the interval
-predicted at a target budget, a `RunDesign`). Devices: `calibrate`, `calibrate_records`, `load_profile`. Planning:
-`parse_budget`, `make_plan` (`plan_with_inputs` for your own step-time or memory functions), `verify`. Intervals:
+predicted at a target budget, a `RunDesign`). Devices: `calibrate`, `calibrate_records`, `load_profile`,
+`retime_profile` (a profile rescaled to the machine's speed now). Planning: `parse_budget`, `make_plan`
+(`plan_with_inputs` for your own step-time or memory functions), `verify`. Intervals:
 `prediction_interval` (a new run's loss), `constant_intervals` (the constants and N_opt), calibrated. Every
 mistake a user can make raises `UserError` with a one-line message.
 """
@@ -59,7 +60,8 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time each name is imp
     from smallest_loss.scaling.serving_plan import ServingPlans, plan_serving
     from smallest_loss.scaling.verify import Verification, verify
     from smallest_loss.timing.calibration import Calibration, calibrate, calibrate_records
-    from smallest_loss.timing.profile import DeviceProfile, load_profile
+    from smallest_loss.timing.profile import DeviceProfile, Retiming, load_profile
+    from smallest_loss.timing.retime import retime_profile
 
 # Each public name and the module that defines it. Imported on first use (PEP 562), so that `import smallest_loss`
 # and every `smallest-loss` command stay fast: a command loads only what it runs.
@@ -89,6 +91,7 @@ _HOMES = {
     "plan_serving": "smallest_loss.scaling.serving_plan",
     "post_training_losses": "smallest_loss.model.evaluate",
     "PostTraining": "smallest_loss.model.evaluate",
+    "Retiming": "smallest_loss.timing.profile",
     "Serving": "smallest_loss.scaling.plan_result",
     "ServingPlans": "smallest_loss.scaling.serving_plan",
     "run_rows": "smallest_loss.scaling.run_table",
@@ -109,6 +112,7 @@ _HOMES = {
     "holdout_by_scale": "smallest_loss.scaling.holdout_scale",
     "load_law": "smallest_loss.scaling.laws",
     "load_profile": "smallest_loss.timing.profile",
+    "retime_profile": "smallest_loss.timing.retime",
     "make_plan": "smallest_loss.scaling.planner",
     "parse_budget": "smallest_loss.scaling.budget",
     "plan_with_inputs": "smallest_loss.scaling.planner",
@@ -149,6 +153,7 @@ __all__ = [
     "PrecisionPlans",
     "RecipeLaw",
     "RunDesign",
+    "Retiming",
     "Serving",
     "ServingPlans",
     "UserError",
@@ -165,6 +170,7 @@ __all__ = [
     "holdout_by_scale",
     "load_law",
     "load_profile",
+    "retime_profile",
     "make_plan",
     "parse_budget",
     "plan_precisions",

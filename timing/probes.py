@@ -5,10 +5,11 @@ syncs, evaluations and checkpoint saves).
 Each probe trains a configuration of the grid (smallest, middle, largest by parameters) for `PROBE_STEPS` steps on
 random tokens, syncing every `PROBE_SYNC` steps, evaluating and saving halfway and at the end. From its summary
 (`wall_clock`) and metrics: start-up, compile, the loop's steady step (between syncs that hold only steps), one
-evaluation's and one save's seconds. Just before and just after it the compiled step alone is timed again as the
-grid timed it (`bare_seconds`): the median of those two and the grid's record is the step the loop's host cost
-(loop minus bare) is read against, robust to one of the three caught in a slow spell of a shared machine. They are
-kept in the calibration folder's `probes.jsonl`.
+evaluation's and one save's seconds; the loop's step is the median over the intervals between syncs (a slow
+spell of the machine in one of them does not make a host cost). Just before and just after it the compiled step
+alone is timed again as the grid timed it (`bare_seconds`): the median of those two and the grid's record is the
+step the loop's host cost (loop minus bare) is read against, robust to one of the three caught in a slow spell of
+a shared machine. They are kept in the calibration folder's `probes.jsonl`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from smallest_loss.timing.measure import compile_step, time_compiled
 from smallest_loss.timing.models import STATISTICS
 from smallest_loss.timing.wallclock import STATE_BYTES_PER_PARAM, WallClock, fit_nonnegative
 
-PROBE_STEPS = 80
+PROBE_STEPS = 120  # 8 intervals between syncs that hold only steps: their median is the probe's loop step
 PROBE_SYNC = 10  # train.log_every's default, the cadence of the runs a plan prices (verify syncs no more often)
 PROBES = 3  # probe runs of a calibration (0: none; the profile then prices the steps only)
 
@@ -72,7 +73,7 @@ def run_probe(record: dict[str, Any], folder: Path, statistic: str = "median") -
     clock = summary["wall_clock"]
     t = config.train
     evals, saves = PROBE_STEPS // t.eval_every, PROBE_STEPS // t.checkpoint_every
-    loop = steady_step_seconds(lines, t.checkpoint_every)
+    loop = steady_step_seconds(lines, t.checkpoint_every, median=True)
     return dict(
         config=c,
         dtype=record["dtype"],

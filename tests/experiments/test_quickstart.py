@@ -50,6 +50,10 @@ def test_quickstart_end_to_end_and_rerun(tmp_path, capsys):
     assert v["common_sequences"] == 1024
     assert v["loss_error"] == pytest.approx(v["actual_loss"] / v["predicted_loss"] - 1)
     assert v["predicted_loss"] == best["loss"]  # the plan's first row is the configuration verified
+    # The plan priced the machine's speed just before it (the anchors timed again), kept for the rerun below.
+    retimed = report["plan"]["retimed"]
+    assert retimed["factor"] > 0 and v["retime_factor"] == retimed["factor"] and "calibrated_time_error" in v
+    assert len(list((out / "plan").glob("retimed-*.json"))) == 1
     # Every promised file exists and parses.
     assert json.loads((out / "report.json").read_text())["budget"] == "3s"
     profile = load_profile(out / "calibration" / "profile.json")
@@ -148,8 +152,14 @@ def test_the_command_prints_the_plan_and_the_verification(tmp_path, monkeypatch,
     best = dict(d=64, n=2, h=1, params=1.15e5, tokens=8.1e5)
     used = dict(form="full", identified=True, form_description="all five fitted", not_identified={})
     report = dict(verify=verified, plan=dict(best=[best]), law_used=used)
-    monkeypatch.setattr(quickstart_cmd, "quickstart", lambda out, budget, n_boot, budget_covers="run": report)
+    asked = []
+    monkeypatch.setattr(
+        quickstart_cmd,
+        "quickstart",
+        lambda out, budget, n_boot, budget_covers="run", retime=True: asked.append(retime) or report,
+    )
     assert main(["quickstart", "--out", str(tmp_path / "qs")]) == 0
     out = capsys.readouterr().out
+    assert main(["quickstart", "--out", str(tmp_path / "qs2"), "--no-retime"]) == 0 and asked == [True, False]
     assert "plan for 1min: d=64 n=2 h=1 (115,000 parameters), 810,000 tokens" in out
     assert "verify: trained 794 steps in qs/verify/d64-n2: loss 1.8600 vs predicted 1.8400 (+1.1%)" in out
