@@ -108,8 +108,14 @@ class WallClock:
     def describe(self) -> str:
         """The terms' coefficients and the loop's held-out error, in one line."""
         held = self.loop_held_out
+        host = f"host cost {self.host[0] * 1e3:.3g} ms + {self.host[1] * 1e9:.3g} ns per token a step"
+        if "mape_without_host" in held and not any(self.host):
+            host = (
+                f"no host cost (a fitted one held out worse: {held['mape_with_host']:.1%} against "
+                f"{held['mape_without_host']:.1%} without)"
+            )
         return (
-            f"training loop: host cost {self.host[0] * 1e3:.3g} ms + {self.host[1] * 1e9:.3g} ns per token a step; "
+            f"training loop: {host}; "
             f"the loop's steady step held out at {held['mape']:.1%} mean error ({held['max_ape']:.1%} max, "
             f"{held['probes']} probe runs); compile {self.compile[0]:.3g} s + {self.compile[1]:.3g} s per layer + "
             f"{self.compile[2]:.3g} s per million parameters; evaluation {self.forward_fraction:.2f} of a step per "
