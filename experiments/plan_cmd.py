@@ -149,9 +149,9 @@ def _retime(args: argparse.Namespace) -> bool | str:
     """Whether to re-time the profile now (timing/retime.py): as asked, else with --verify where it can be; with
     --verify the re-timing is kept in the verify folder, so a rerun plans the same run and resumes it."""
     wanted = args.retime
-    if wanted is None:
-        wanted = args.verify and len(args.profile) == 1
-        wanted = wanted and timing_retime.check_retimable(load_profile(args.profile[0])) is None
+    if wanted is None and args.verify and len(args.profile) == 1:
+        profile = timing_retime.with_anchors(load_profile(args.profile[0]), args.profile[0])
+        wanted = timing_retime.check_retimable(profile) is None
     return _verify_out(args) if wanted and args.verify else bool(wanted)
 
 

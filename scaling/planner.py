@@ -113,12 +113,14 @@ def make_plan(
 
 def _profile_now(profile: DeviceProfile | str | Path | None, retime: bool | str | Path) -> DeviceProfile | None:
     """The profile (loaded from its path), re-timed to this machine's speed now where `retime` (a folder: kept
-    there, or read back from there)."""
-    profile = load_profile(profile) if isinstance(profile, str | Path) else profile
+    there, or read back from there). A profile file without anchors takes them from the records beside it."""
+    path = profile if isinstance(profile, str | Path) else None
+    profile = load_profile(profile) if path is not None else profile
     if not retime:
         return profile
     if profile is None:
         raise UserError("--retime re-times a device profile: give one (--profile)")
+    profile = timing_retime.with_anchors(profile, path) if path is not None else profile
     if isinstance(retime, str | Path):
         return timing_retime.retime_once(profile, retime)
     return timing_retime.retime_profile(profile)

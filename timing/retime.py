@@ -14,6 +14,7 @@ accelerator only the device's step does.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -98,3 +99,18 @@ def retime_once(profile: DeviceProfile, folder: str | Path) -> DeviceProfile:
     if path.exists():
         return load_profile(path)
     return load_profile(save_profile(path, retime_profile(profile)))
+
+
+def with_anchors(profile: DeviceProfile, path: str | Path) -> DeviceProfile:
+    """A profile read from `path`, with anchors picked from the calibration records beside it (`records.jsonl`)
+    where the file keeps none (a profile calibrated before version 6)."""
+    records = Path(path).parent / "records.jsonl"
+    if profile.anchors or not records.is_file():
+        return profile
+    lines = []
+    for line in records.read_text().splitlines():
+        try:
+            lines.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
+    return dataclasses.replace(profile, anchors=pick_anchors(lines, profile.statistic))

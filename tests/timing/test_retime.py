@@ -16,7 +16,7 @@ from smallest_loss.experiments.cli import main
 from smallest_loss.model.runs import environment
 from smallest_loss.timing.measure import record_config
 from smallest_loss.timing.profile import Retiming, load_profile, rescaled, save_profile
-from smallest_loss.timing.retime import check_retimable, pick_anchors, retime_once, retime_profile
+from smallest_loss.timing.retime import check_retimable, pick_anchors, retime_once, retime_profile, with_anchors
 from smallest_loss.timing.wallclock import WallClock
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,3 +108,17 @@ def test_plan_retime_end_to_end(profile, tmp_path, capsys):
     assert "re-timed now: the calibration's anchor steps take" in capsys.readouterr().out
     assert main(["plan", "--budget", "20s", "--law", str(LAW), "--profile", str(OLD), "--retime"]) == 2
     assert "keeps no anchor configurations" in capsys.readouterr().err
+
+
+def test_a_profile_from_before_anchors_takes_them_from_the_records_beside_it(profile, tmp_path, capsys):
+    old = dataclasses.replace(profile, anchors=())
+    path = save_profile(tmp_path / "profile.json", old)
+    records = [
+        dict(status="ok", config=a["config"], batch=a["batch"], device_count=1, step_seconds=0.01 * (i + 1))
+        for i, a in enumerate(tiny_anchors())
+    ]
+    (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + '{"cut short')
+    assert [a["step_seconds"] for a in with_anchors(old, path).anchors] == [0.01, 0.02]
+    assert with_anchors(old, tmp_path / "elsewhere" / "profile.json") == old  # no records beside it
+    assert main(["plan", "--budget", "20s", "--law", str(LAW), "--profile", str(path), "--retime", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["retimed"]["anchors"]) == 2
