@@ -47,7 +47,7 @@ class Verification:
     serve_bits: int | None = None
     ptq_rise: float | None = None
     # The plan's profile re-timed to the machine's speed before planning (timing/retime.py): the factor its
-    # predictions were multiplied by (None: priced as calibrated).
+    # predictions were multiplied by (None: not re-timed; 1.0: re-timed within the noise, priced as calibrated).
     retime_factor: float | None = None
 
     @property
@@ -65,7 +65,7 @@ class Verification:
     @property
     def calibrated_time_error(self) -> float | None:
         """The step-time error of the profile as calibrated, before re-timing (None where it was not re-timed)."""
-        if self.time_error is None or not self.retime_factor:
+        if self.time_error is None or self.retime_factor in (None, 1.0):
             return None
         return (1 + self.time_error) * self.retime_factor - 1
 

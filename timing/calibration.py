@@ -360,6 +360,11 @@ def fit_folder(out: Path, price_per_hour: float | None = None, statistic: str = 
         )
     rates = device_rates(out, Precision.parse(precisions[0]).dtype if precisions else "float32")
     calibration = with_wall_clock(fit_records(records, rates, price_per_hour, statistic), read_records(out / PROBES))
+    if (out / "noise.json").exists():  # the machine's noise floor: re-timing tells drift from noise by it
+        noise = json.loads((out / "noise.json").read_text())["median_abs"]
+        calibration = dataclasses.replace(
+            calibration, profile=dataclasses.replace(calibration.profile, noise_floor=noise)
+        )
     save_profile(out / "profile.json", calibration.profile)
     return calibration
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,8 @@ class DeviceProfile:
     # record's config, "batch", "devices", "step_seconds" measured}; () for profiles of external records.
     anchors: tuple[dict[str, Any], ...] = ()
     retimed: dict[str, Any] | None = None  # a profile rescaled to the speed measured now (`Retiming`)
+    # The calibration's noise floor: the median relative difference of its configurations timed twice (noise.json).
+    noise_floor: float | None = None
 
     def __post_init__(self) -> None:
         model = get_model(self.model)
@@ -193,16 +196,25 @@ class DeviceProfile:
 
 @dataclass(frozen=True)
 class Retiming:
-    """The anchors timed again: each one's step seconds at calibration and now, and the factor they give."""
+    """The anchors timed again: each one's step seconds at calibration and now, the ratio they give, and the factor
+    applied: the ratio where it lies beyond what the machine's noise explains (`threshold`), else 1."""
 
-    factor: float  # the median of now / then: predictions are multiplied by it
+    measured: float  # the median of now / then over the anchors
     anchors: tuple[tuple[str, float, float], ...]  # (label, seconds at calibration, seconds now)
     whole_run: bool  # every wall-clock term scaled (CPU backend), or the device's step alone
     at: str  # when it was measured (ISO time, UTC)
+    threshold: float = 0.0  # the relative change the machine's noise explains (twice its noise floor)
+
+    @property
+    def factor(self) -> float:
+        """What predictions are multiplied by: the measured ratio where it changes them by more than `threshold`."""
+        return self.measured if abs(math.log(self.measured)) > math.log1p(self.threshold) else 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return dict(
             factor=self.factor,
+            measured=self.measured,
+            threshold=self.threshold,
             anchors=[dict(config=a, then=t0, now=t1) for a, t0, t1 in self.anchors],
             whole_run=self.whole_run,
             at=self.at,
@@ -211,15 +223,21 @@ class Retiming:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Retiming:
         anchors = tuple((a["config"], float(a["then"]), float(a["now"])) for a in data["anchors"])
-        return cls(float(data["factor"]), anchors, bool(data["whole_run"]), str(data["at"]))
+        measured = float(data.get("measured", data["factor"]))
+        return cls(measured, anchors, bool(data["whole_run"]), str(data["at"]), float(data.get("threshold", 0.0)))
 
     def line(self) -> str:
         """The re-timing in one line, for plans and reports."""
         each = ", ".join(f"{a} {t0 * 1e3:.3g} -> {t1 * 1e3:.3g} ms" for a, t0, t1 in self.anchors)
+        head = f"re-timed now: the calibration's anchor steps take {self.measured:.3f} times their calibrated seconds"
+        if self.factor == 1.0:
+            return (
+                f"{head} ({each}), within what the machine's noise explains (+-{self.threshold:.0%}, twice its noise "
+                "floor), so the profile prices its calibrated speed"
+            )
         scope = "every wall-clock term" if self.whole_run else "the device's step"
         return (
-            f"re-timed now: the calibration's anchor steps take {self.factor:.3f} times their calibrated seconds "
-            f"({each}), so {scope} is priced x{self.factor:.3f}"
+            f"{head} ({each}), beyond the machine's noise (+-{self.threshold:.0%}): {scope} priced x{self.factor:.3f}"
         )
 
 

@@ -31,6 +31,7 @@ from smallest_loss.timing.models import STATISTICS
 from smallest_loss.timing.profile import DeviceProfile, Retiming, load_profile, rescaled, save_profile
 
 ANCHOR_QUANTILES = (0.25, 0.5, 0.75)  # which of the calibration's configurations, by step time, are re-timed
+DEFAULT_NOISE_FLOOR = 0.05  # a profile that does not say its calibration's noise floor (external records, version 5)
 
 
 def pick_anchors(records: list[dict[str, Any]], statistic: str) -> tuple[dict[str, Any], ...]:
@@ -68,10 +69,12 @@ def check_retimable(profile: DeviceProfile) -> str | None:
     return None
 
 
-def retime_profile(profile: DeviceProfile, min_seconds: float = 0.3, rounds: int = 3) -> DeviceProfile:
+def retime_profile(profile: DeviceProfile, min_seconds: float = 1.0, rounds: int = 5) -> DeviceProfile:
     """The profile rescaled to the speed this machine runs at now (see the module docstring): its anchors timed
-    again, each for about `min_seconds` in `rounds` interleaved rounds. A UserError where it cannot be
-    (`check_retimable`)."""
+    again, each for about `min_seconds` in `rounds` interleaved rounds. The ratio is applied where it lies beyond
+    twice the calibration's noise floor (`DEFAULT_NOISE_FLOOR` where unknown): within it, the calibration's minutes of
+    interleaved rounds say more of the machine's speed over a run than seconds of anchors. A UserError where it
+    cannot be (`check_retimable`)."""
     why = check_retimable(profile)
     if why is not None:
         raise UserError(f"the device profile cannot be re-timed: {why}")
@@ -88,7 +91,8 @@ def retime_profile(profile: DeviceProfile, min_seconds: float = 0.3, rounds: int
         raise UserError("none of the profile's anchor configurations could be timed again on this machine")
     factor = float(np.median([now / then for _, then, now in timed]))
     at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    return rescaled(profile, Retiming(factor, tuple(timed), jax.default_backend() == "cpu", at))
+    threshold = 2 * (profile.noise_floor if profile.noise_floor is not None else DEFAULT_NOISE_FLOOR)
+    return rescaled(profile, Retiming(factor, tuple(timed), jax.default_backend() == "cpu", at, threshold))
 
 
 def retime_once(profile: DeviceProfile, folder: str | Path) -> DeviceProfile:
@@ -102,9 +106,11 @@ def retime_once(profile: DeviceProfile, folder: str | Path) -> DeviceProfile:
 
 
 def with_anchors(profile: DeviceProfile, path: str | Path) -> DeviceProfile:
-    """A profile read from `path`, with anchors picked from the calibration records beside it (`records.jsonl`)
-    where the file keeps none (a profile calibrated before version 6)."""
-    records = Path(path).parent / "records.jsonl"
+    """A profile read from `path`, with anchors picked from the calibration records beside it (`records.jsonl`) and
+    its noise floor from `noise.json` where the file keeps none (a profile calibrated before version 6)."""
+    records, noise = Path(path).parent / "records.jsonl", Path(path).parent / "noise.json"
+    if profile.noise_floor is None and noise.is_file():
+        profile = dataclasses.replace(profile, noise_floor=float(json.loads(noise.read_text())["median_abs"]))
     if profile.anchors or not records.is_file():
         return profile
     lines = []

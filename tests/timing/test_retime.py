@@ -65,7 +65,19 @@ def test_a_rescaled_profile_prices_the_step_and_on_cpu_every_term_by_the_factor(
     assert scaled.clock.compile_seconds(4, 1e6) == pytest.approx(
         (0.8 if whole_run else 1.0) * CLOCK.compile_seconds(4, 1e6)
     )
-    assert scaled.retiming == timing and "0.800 times" in timing.line()
+    assert scaled.retiming == timing and "0.800 times" in timing.line() and "x0.800" in timing.line()
+
+
+def test_a_change_within_twice_the_noise_floor_is_not_applied(profile):
+    """Seconds of anchors on a shared machine catch its spells; within what its noise explains, the calibration's
+    minutes of rounds price a run better, so the profile keeps its speed (and says what was measured)."""
+    within = Retiming(0.92, (("d64-n2-s32-b4", 0.01, 0.0092),), True, "2026-12-06T00:00:00+00:00", threshold=0.1)
+    assert within.factor == 1.0 and "within what the machine's noise explains (+-10%" in within.line()
+    assert rescaled(profile, within).predict_step_seconds(**SHAPE) == pytest.approx(
+        profile.predict_step_seconds(**SHAPE)
+    )
+    beyond = dataclasses.replace(within, measured=0.85)
+    assert beyond.factor == 0.85 and Retiming.from_dict(beyond.to_dict()) == beyond
 
 
 def test_retiming_times_the_anchors_again_and_keeps_what_it_measured(profile, tmp_path):
@@ -73,7 +85,8 @@ def test_retiming_times_the_anchors_again_and_keeps_what_it_measured(profile, tm
     timing = now.retiming
     assert timing is not None and len(timing.anchors) == 2 and timing.whole_run  # the CPU backend
     ratios = [t1 / t0 for _, t0, t1 in timing.anchors]
-    assert timing.factor == pytest.approx(float(np.median(ratios))) and timing.factor > 0
+    assert timing.measured == pytest.approx(float(np.median(ratios))) and timing.threshold == 0.1  # 2 x 5% default
+    assert timing.factor == (timing.measured if abs(timing.measured - 1) > 0.1 else 1.0)
     assert now.predict_step_seconds(**SHAPE) == pytest.approx(timing.factor * profile.predict_step_seconds(**SHAPE))
     assert load_profile(save_profile(tmp_path / "p.json", now)) == now  # anchors and re-timing survive the file
     with pytest.raises(UserError, match="re-timed already"):
@@ -118,7 +131,9 @@ def test_a_profile_from_before_anchors_takes_them_from_the_records_beside_it(pro
         for i, a in enumerate(tiny_anchors())
     ]
     (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + '{"cut short')
-    assert [a["step_seconds"] for a in with_anchors(old, path).anchors] == [0.01, 0.02]
+    (tmp_path / "noise.json").write_text(json.dumps(dict(median_abs=0.07)))
+    filled = with_anchors(old, path)
+    assert [a["step_seconds"] for a in filled.anchors] == [0.01, 0.02] and filled.noise_floor == 0.07
     assert with_anchors(old, tmp_path / "elsewhere" / "profile.json") == old  # no records beside it
     assert main(["plan", "--budget", "20s", "--law", str(LAW), "--profile", str(path), "--retime", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["retimed"]["anchors"]) == 2
