@@ -11,7 +11,6 @@ Every stage skips work already done in the folder, so rerunning (or resuming aft
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ from smallest_loss.scaling.laws import load_law
 from smallest_loss.scaling.plan import param_range
 from smallest_loss.scaling.plan_result import Plan
 from smallest_loss.scaling.plan_setup import build_plan_inputs
-from smallest_loss.scaling.planner import plan_with_inputs
+from smallest_loss.scaling.planner import plan_with_inputs, with_profile_notes
 from smallest_loss.scaling.report import answer_line
 from smallest_loss.scaling.verify import Verification, verify, verify_cadence, verify_line
 from smallest_loss.timing.calibration import noise_floor, read_records, run_grid
@@ -127,7 +126,7 @@ def _plan(out: Path, budget: Budget, space: SearchSpace, covers: str, design: An
         profile = retime_once(profile, out / "plan")
     inputs = build_plan_inputs(space, profile, covers=covers, cadence=verify_cadence(design))
     law = load_law(out / "law.json")
-    plan = dataclasses.replace(plan_with_inputs(budget, law, inputs, top=10), retiming=profile.retiming)
+    plan = with_profile_notes(plan_with_inputs(budget, law, inputs, top=10), profile)
     write_outputs(plan, out / "plan")
     return plan, law
 

@@ -106,9 +106,26 @@ def make_plan(
         weights = plan.best.params_total or plan.best.params
         serving = Serving(bits, added, weights * serving_bytes(bits), serve_memory)
         plan = dataclasses.replace(plan, serving=serving)
+    return with_profile_notes(plan, profile)
+
+
+def with_profile_notes(plan: Plan, profile: DeviceProfile | None) -> Plan:
+    """The plan with what its profile says of it: the precision's bits, the re-timing, and a line where the best
+    configuration's shape lies outside the ranges the profile was calibrated on (its step time extrapolated)."""
     if profile is None:
         return plan
-    return dataclasses.replace(plan, bits=dict(profile.bits) or plan.bits, retiming=profile.retiming)
+    best = plan.best
+    outside = profile.outside_ranges(
+        d=best.d, n=best.n, head_size=best.d / best.h, mlp_ratio=best.w / best.d, s=best.s, b=best.b
+    )
+    note = (
+        "warning: the step time is extrapolated beyond the calibration's records: " + ", ".join(outside)
+        if outside and best.step_seconds is not None
+        else None
+    )
+    extrapolation = "\n".join(line for line in (plan.extrapolation, note) if line) or None
+    bits = dict(profile.bits) or plan.bits
+    return dataclasses.replace(plan, bits=bits, retiming=profile.retiming, extrapolation=extrapolation)
 
 
 def _profile_now(profile: DeviceProfile | str | Path | None, retime: bool | str | Path) -> DeviceProfile | None:

@@ -44,7 +44,7 @@ from smallest_loss.timing.measure import (
 from smallest_loss.timing.models import DEFAULT_STATISTIC, STATISTICS, compare_models, get_model, record_precision
 from smallest_loss.timing.probes import PROBES as PROBE_RUNS
 from smallest_loss.timing.probes import fit_wall_clock, probe_runs
-from smallest_loss.timing.profile import DeviceProfile, profile_bits, save_profile
+from smallest_loss.timing.profile import DeviceProfile, calibrated_ranges, profile_bits, save_profile
 from smallest_loss.timing.records import external_row, read_timing_records, records_rates, write_rows
 from smallest_loss.timing.retime import pick_anchors
 from tqdm.auto import tqdm
@@ -327,6 +327,7 @@ def best_profile(
         statistic=statistic,
         alternatives={r["id"]: r["coefficients"] for r in results if r.get("analytic") and "coefficients" in r},
         anchors=pick_anchors(records, statistic),
+        ranges=calibrated_ranges(records),
     )
 
 

@@ -18,8 +18,9 @@ any version; {} when absent) are the integer bits of quantised training (model/q
 profile is keyed by its precision, `dtype` plus `bits` (`precision`: `bfloat16+w4a4kv4`, `float8`), and its
 features count the quantising work and the quantised weight copies of that precision (timing/counts.py).
 Version 6 adds `anchors` (a few of the calibration's configurations with their measured step seconds: the
-machine's speed is re-timed on them before a plan, timing/retime.py) and `retimed` (set on a profile rescaled
-to the speed the machine runs at now: the factor and each anchor's seconds then and now).
+machine's speed is re-timed on them before a plan, timing/retime.py), `retimed` (set on a profile rescaled
+to the speed the machine runs at now: the factor and each anchor's seconds then and now), `noise_floor` and
+`ranges` (each shape hyperparameter's calibrated range: plans outside it say their step time is extrapolated).
 """
 
 from __future__ import annotations
@@ -48,6 +49,23 @@ def profile_bits(precision: str) -> dict[str, int]:
 
 
 READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
+RANGE_NAMES = dict(d="width", n="depth", head_size="head size", mlp_ratio="MLP ratio", s="context", b="batch")
+
+
+def calibrated_ranges(records: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """[low, high] of each shape hyperparameter (`RANGE_NAMES`) over the timed records (batch per device)."""
+    ok = [r for r in records if r.get("status") == "ok" and {"d", "n", "h", "w", "s"} <= set(r.get("config", {}))]
+    if not ok:
+        return {}
+    values = dict(
+        d=[r["config"]["d"] for r in ok],
+        n=[r["config"]["n"] for r in ok],
+        head_size=[r["config"]["d"] / r["config"]["h"] for r in ok],
+        mlp_ratio=[r["config"]["w"] / r["config"]["d"] for r in ok],
+        s=[r["config"]["s"] for r in ok],
+        b=[r["batch"] / r.get("device_count", 1) for r in ok],
+    )
+    return {k: [float(min(v)), float(max(v))] for k, v in values.items()}
 
 
 @dataclass(frozen=True)
@@ -78,6 +96,9 @@ class DeviceProfile:
     retimed: dict[str, Any] | None = None  # a profile rescaled to the speed measured now (`Retiming`)
     # The calibration's noise floor: the median relative difference of its configurations timed twice (noise.json).
     noise_floor: float | None = None
+    # The range [low, high] of each shape hyperparameter over the calibration's timed records (`calibrated_ranges`):
+    # a plan outside them is priced by extrapolation, and says so. {}: not recorded (profiles before version 6).
+    ranges: dict[str, list[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         model = get_model(self.model)
@@ -164,6 +185,15 @@ class DeviceProfile:
         """The precision it was calibrated in: its dtype, with the bits of its quantised kinds (`float8`,
         `bfloat16+w4a4kv4`; timing.counts.Precision.label)."""
         return Precision(self.dtype, *(self.bits.get(k) for k in BIT_KINDS)).label
+
+    def outside_ranges(self, **shape: float) -> list[str]:
+        """The hyperparameters of a shape (`RANGE_NAMES`' keys) outside the calibrated ranges, each as text."""
+        out = []
+        for key, value in shape.items():
+            lo, hi = self.ranges.get(key, (value, value))
+            if not lo <= value <= hi:
+                out.append(f"{RANGE_NAMES[key]} {value:g} (calibrated {lo:g}-{hi:g})")
+        return out
 
     @property
     def retiming(self) -> Retiming | None:

@@ -14,8 +14,9 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.grids import get_grid
 from smallest_loss.experiments.cli import main
 from smallest_loss.model.runs import environment
+from smallest_loss.scaling.planner import make_plan
 from smallest_loss.timing.measure import record_config
-from smallest_loss.timing.profile import Retiming, load_profile, rescaled, save_profile
+from smallest_loss.timing.profile import Retiming, calibrated_ranges, load_profile, rescaled, save_profile
 from smallest_loss.timing.retime import check_retimable, pick_anchors, retime_once, retime_profile, with_anchors
 from smallest_loss.timing.wallclock import WallClock
 
@@ -137,3 +138,23 @@ def test_a_profile_from_before_anchors_takes_them_from_the_records_beside_it(pro
     assert with_anchors(old, tmp_path / "elsewhere" / "profile.json") == old  # no records beside it
     assert main(["plan", "--budget", "20s", "--law", str(LAW), "--profile", str(path), "--retime", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["retimed"]["anchors"]) == 2
+
+
+def test_a_plan_outside_the_calibrated_ranges_says_its_step_time_is_extrapolated(profile):
+    records = [
+        dict(status="ok", config=dict(d=d, n=n, h=d // 16, w=4 * d, s=64), batch=b, device_count=1)
+        for d, n, b in ((32, 1, 4), (128, 4, 16), (64, 2, 8))
+    ]
+    ranges = calibrated_ranges(records)
+    assert ranges["head_size"] == [16.0, 16.0] and ranges["d"] == [32.0, 128.0] and ranges["b"] == [4.0, 16.0]
+    assert dataclasses.replace(profile, ranges=ranges).outside_ranges(d=64, head_size=64, b=16) == [
+        "head size 64 (calibrated 16-16)"
+    ]
+    ranged = dataclasses.replace(profile, ranges=dict(ranges, head_size=[4.0, 4.0]))  # no plan has head size 4
+    plan = make_plan("20s", LAW, ranged)
+    best = plan.best
+    expected = ranged.outside_ranges(d=best.d, n=best.n, head_size=best.d / best.h, mlp_ratio=best.w / best.d,
+                                     s=best.s, b=best.b)  # fmt: skip
+    assert expected and "the step time is extrapolated beyond the calibration's records" in plan.to_markdown()
+    assert all(part in plan.extrapolation for part in expected)
+    assert "step time is extrapolated" not in (make_plan("20s", LAW, profile).extrapolation or "")  # no ranges kept
