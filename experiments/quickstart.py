@@ -31,7 +31,7 @@ from smallest_loss.scaling.laws import load_law
 from smallest_loss.scaling.plan import param_range
 from smallest_loss.scaling.plan_result import Plan
 from smallest_loss.scaling.plan_setup import build_plan_inputs
-from smallest_loss.scaling.planner import plan_with_inputs, with_profile_notes
+from smallest_loss.scaling.planner import calibrated_space, plan_with_inputs, with_profile_notes
 from smallest_loss.scaling.report import answer_line
 from smallest_loss.scaling.verify import Verification, verify, verify_cadence, verify_line
 from smallest_loss.timing.calibration import noise_floor, read_records, run_grid
@@ -124,9 +124,10 @@ def _plan(out: Path, budget: Budget, space: SearchSpace, covers: str, design: An
     profile = load_profile(out / "calibration" / "profile.json")
     if retime:
         profile = retime_once(profile, out / "plan")
+    space, unsearched = calibrated_space(space, profile)
     inputs = build_plan_inputs(space, profile, covers=covers, cadence=verify_cadence(design))
     law = load_law(out / "law.json")
-    plan = with_profile_notes(plan_with_inputs(budget, law, inputs, top=10), profile)
+    plan = with_profile_notes(plan_with_inputs(budget, law, inputs, top=10), profile, unsearched)
     write_outputs(plan, out / "plan")
     return plan, law
 

@@ -28,7 +28,14 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import ModelConfig
 from smallest_loss.timing.measure import measure_many
 from smallest_loss.timing.models import STATISTICS
-from smallest_loss.timing.profile import DeviceProfile, Retiming, load_profile, rescaled, save_profile
+from smallest_loss.timing.profile import (
+    DeviceProfile,
+    Retiming,
+    calibrated_ranges,
+    load_profile,
+    rescaled,
+    save_profile,
+)
 
 ANCHOR_QUANTILES = (0.25, 0.5, 0.75)  # which of the calibration's configurations, by step time, are re-timed
 DEFAULT_NOISE_FLOOR = 0.05  # a profile that does not say its calibration's noise floor (external records, version 5)
@@ -106,12 +113,13 @@ def retime_once(profile: DeviceProfile, folder: str | Path) -> DeviceProfile:
 
 
 def with_anchors(profile: DeviceProfile, path: str | Path) -> DeviceProfile:
-    """A profile read from `path`, with anchors picked from the calibration records beside it (`records.jsonl`) and
-    its noise floor from `noise.json` where the file keeps none (a profile calibrated before version 6)."""
+    """A profile read from `path`, with what a profile calibrated before version 6 does not keep taken from the
+    calibration folder beside it: anchors and calibrated ranges from `records.jsonl`, the noise floor from
+    `noise.json`."""
     records, noise = Path(path).parent / "records.jsonl", Path(path).parent / "noise.json"
     if profile.noise_floor is None and noise.is_file():
         profile = dataclasses.replace(profile, noise_floor=float(json.loads(noise.read_text())["median_abs"]))
-    if profile.anchors or not records.is_file():
+    if (profile.anchors and profile.ranges) or not records.is_file():
         return profile
     lines = []
     for line in records.read_text().splitlines():
@@ -119,4 +127,5 @@ def with_anchors(profile: DeviceProfile, path: str | Path) -> DeviceProfile:
             lines.append(json.loads(line))
         except json.JSONDecodeError:  # a line cut short by a kill
             continue
-    return dataclasses.replace(profile, anchors=pick_anchors(lines, profile.statistic))
+    anchors = profile.anchors or pick_anchors(lines, profile.statistic)
+    return dataclasses.replace(profile, anchors=anchors, ranges=profile.ranges or calibrated_ranges(lines))

@@ -12,9 +12,10 @@ import pytest
 import smallest_loss.timing.retime as retime_module
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.grids import get_grid
+from smallest_loss.configs.spaces import get_space
 from smallest_loss.experiments.cli import main
 from smallest_loss.model.runs import environment
-from smallest_loss.scaling.planner import make_plan
+from smallest_loss.scaling.planner import calibrated_space, make_plan
 from smallest_loss.timing.measure import record_config
 from smallest_loss.timing.profile import Retiming, calibrated_ranges, load_profile, rescaled, save_profile
 from smallest_loss.timing.retime import check_retimable, pick_anchors, retime_once, retime_profile, with_anchors
@@ -158,3 +159,17 @@ def test_a_plan_outside_the_calibrated_ranges_says_its_step_time_is_extrapolated
     assert expected and "the step time is extrapolated beyond the calibration's records" in plan.to_markdown()
     assert all(part in plan.extrapolation for part in expected)
     assert "step time is extrapolated" not in (make_plan("20s", LAW, profile).extrapolation or "")  # no ranges kept
+
+
+def test_plans_keep_to_the_head_sizes_the_profile_timed(profile):
+    """A head size the calibration never timed is not searched (the planner would pick it where the model is
+    optimistic); the plan says which were left out. Without ranges (older profiles) the whole space is searched."""
+    ranged = dataclasses.replace(profile, ranges=dict(head_size=[16.0, 32.0], mlp_ratio=[2.0, 4.0]))
+    space, note = calibrated_space(get_space("cpu"), ranged)
+    assert space.head_sizes == (16, 32) and space.mlp_ratios == get_space("cpu").mlp_ratios
+    assert note == "not searched, the profile never timed them: head size 8, 64 (calibrated 16-32)"
+    plan = make_plan("20s", LAW, ranged)
+    assert plan.best.d / plan.best.h in (16, 32) and note in plan.extrapolation
+    assert calibrated_space(get_space("cpu"), profile) == (get_space("cpu"), None)
+    outside = dataclasses.replace(profile, ranges=dict(head_size=[4.0, 4.0]))  # nothing left: the whole space
+    assert calibrated_space(get_space("cpu"), outside)[0] == get_space("cpu")
