@@ -237,8 +237,13 @@ class Retiming:
 
     @property
     def factor(self) -> float:
-        """What predictions are multiplied by: the measured ratio where it changes them by more than `threshold`."""
-        return self.measured if abs(math.log(self.measured)) > math.log1p(self.threshold) else 1.0
+        """What predictions are multiplied by: the measured ratio where every anchor moved the same way by more than
+        `threshold` (a change of the whole machine's speed shows in every anchor; a spell caught by the few seconds
+        of one does not), else 1."""
+        bound = math.log1p(self.threshold)
+        logs = [math.log(now / then) for _, then, now in self.anchors]
+        agree = all(x > bound for x in logs) or all(x < -bound for x in logs)
+        return self.measured if logs and agree else 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return dict(
@@ -262,8 +267,8 @@ class Retiming:
         head = f"re-timed now: the calibration's anchor steps take {self.measured:.3f} times their calibrated seconds"
         if self.factor == 1.0:
             return (
-                f"{head} ({each}), within what the machine's noise explains (+-{self.threshold:.0%}, twice its noise "
-                "floor), so the profile prices its calibrated speed"
+                f"{head} ({each}), not every anchor beyond what the machine's noise explains (+-{self.threshold:.0%}, "
+                "twice its noise floor), so the profile prices its calibrated speed"
             )
         scope = "every wall-clock term" if self.whole_run else "the device's step"
         return (
