@@ -96,8 +96,8 @@ SPECS: dict[str, GridSpec] = {
         ),
         # The quickstart's grid: the same ranges, 12 architectures x 2 batches = 24 configurations. Head sizes 16 and
         # 32, and plans keep to them (scaling.planner.calibrated_space): with head size 64 planned by extrapolation
-        # the model priced d64-n2-h1 11% faster than h2 where it ran 2-3% faster, and the verified steps came out
-        # 13-19% slower than priced; grids with head sizes 8-64 or 16-64 held out at 15.6% and 16.3% mean error against
+        # the model priced d64-n2-h1 11% faster than h2 where it ran 2-3% faster, and the loops ran 10-21%
+        # slower than priced; grids with head sizes 8-64 or 16-64 held out at 15.6% and 16.3% mean error against
         # 8-11% for this one (2026-12-06).
         GridSpec(
             "cpu-quick",
