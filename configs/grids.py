@@ -94,24 +94,27 @@ SPECS: dict[str, GridSpec] = {
             b=(2, 4, 8, 16),
             max_tokens_per_step=2048,
         ),
-        # The quickstart's grid: 12 architectures x 2 batches = 24 configurations, timed as the quickstart's plans
-        # run (the `cpu` space: context 64, batch 16; batch 8 beside it) with the widths, depths and head sizes 16-32
-        # of the other CPU grids. Plans keep to the head sizes timed (scaling.planner.calibrated_space): head size 64
-        # planned by extrapolation was priced 11% faster than h2 where it ran 2-3% faster, and its loops ran 10-21%
-        # slower than priced; grids with head sizes 8-64 or 16-64 held out at 15.6% and 16.3% mean error. Drawn over
-        # contexts 32-256 and batches 2-16, the fit under-priced every context-64, batch-16 record (by 9-17%) and the
-        # plans there (by 7-35%) (2026-12-06). The seed (7) draws every width and depth in about the old grid's time.
+        # The quickstart's grid: 24 architectures timed as the quickstart's plans run (the `cpu` space: context 64,
+        # batch 16) with the widths, depths and head sizes 16-32 of the other CPU grids. Plans keep to the head sizes
+        # timed (scaling.planner.calibrated_space): head size 64 planned by extrapolation was priced 11% faster than
+        # h2 where it ran 2-3% faster, and its loops ran 10-21% slower than priced; grids with head sizes 8-64 or
+        # 16-64 held out at 15.6% and 16.3% mean error. On this CPU a step of batch 16 takes 2.5-2.8 times one of
+        # batch 8 for widths of 128 up (its activations leave the cache), which a model linear in the counts cannot
+        # follow: fitted over batches 2-16 (or 8 and 16) it under-priced the batch-16 records by 5-21% and the plans
+        # there by up to 40% (2026-12-06). The seed (3) draws every width and depth 3-6 times in about the old
+        # grid's time.
         GridSpec(
             "cpu-quick",
-            12,
+            24,
             d=(32, 64, 96, 128, 192, 256),
             n=(1, 2, 3, 4, 6),
             head_sizes=(16, 32),
             mlp_ratios=(2, 4),
             s=(64,),
-            b=(8, 16),
+            b=(16,),
             max_tokens_per_step=2048,
-            seed=7,
+            batches_per_arch=1,
+            seed=3,
         ),
         # 12 architectures x 2 batches, dense and mixtures of 4 or 8 experts (granularity 1 or 2, top-1): the
         # step-time models' fit across dense and MoE steps on a CPU, about as quick as cpu-quick.
