@@ -14,7 +14,6 @@ from typing import Any
 
 from smallest_loss.configs.designs import get_design
 from smallest_loss.configs.errors import UserError
-from smallest_loss.configs.lazy import LazyModule
 from smallest_loss.experiments.args import check_outputs
 from smallest_loss.experiments.plots import plot_plan
 from smallest_loss.scaling.plan_result import Plan
@@ -22,9 +21,6 @@ from smallest_loss.scaling.planner import make_plan
 from smallest_loss.scaling.precision_plan import plan_precisions
 from smallest_loss.scaling.serving_plan import plan_serving
 from smallest_loss.scaling.verify import verify, verify_cadence, verify_line
-from smallest_loss.timing.profile import load_profile
-
-timing_retime = LazyModule("smallest_loss.timing.retime")  # JAX: loaded only to re-time a profile
 
 
 def write_outputs(plan: Plan, folder: str | Path) -> list[Path]:
@@ -97,11 +93,11 @@ def add_timing_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--retime",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="time the profile's anchor configurations (three of its calibration's) again on this machine and plan at "
-        "the speed it runs now, a shared machine's speed drifting from its calibration's (a few seconds; default: on "
-        "with --verify where the profile was calibrated on this kind of device and keeps anchors, else off)",
+        action="store_true",
+        help="time the profile's anchor configurations (three of its calibration's) again on this machine, about 1 s "
+        "each, and plan at the speed it runs now where every anchor moved the same way beyond twice the calibration's "
+        "noise floor: for a profile from another hour, day or machine of its kind (with --verify the re-timing is kept "
+        "in the verify folder, so a rerun resumes the same run)",
     )
 
 
@@ -146,13 +142,9 @@ def _options(args: argparse.Namespace, design: Any) -> dict[str, Any]:
 
 
 def _retime(args: argparse.Namespace) -> bool | str:
-    """Whether to re-time the profile now (timing/retime.py): as asked, else with --verify where it can be; with
-    --verify the re-timing is kept in the verify folder, so a rerun plans the same run and resumes it."""
-    wanted = args.retime
-    if wanted is None and args.verify and len(args.profile) == 1:
-        profile = timing_retime.with_anchors(load_profile(args.profile[0]), args.profile[0])
-        wanted = timing_retime.check_retimable(profile) is None
-    return _verify_out(args) if wanted and args.verify else bool(wanted)
+    """Whether to re-time the profile now (timing/retime.py), and with --verify the folder to keep it in, so a rerun
+    plans the same run and resumes it."""
+    return _verify_out(args) if args.retime and args.verify else args.retime
 
 
 def _verify_out(args: argparse.Namespace) -> str:

@@ -69,13 +69,13 @@ def quickstart(
     budget_covers: str = "run",
     probes: int = PROBES,
     noise: int = 8,
-    retime: bool = True,
+    retime: bool = False,
 ) -> dict[str, Any]:
     """Run every stage into `out`; returns the report's data (also report.json). Every argument is checked before the
     first stage. `probes`: short real runs timed at calibration for the wall-clock terms (0: steps priced alone);
     `noise`: the configurations timed twice for the machine's repeatability (the noise floor); `retime`: the profile's
-    anchor configurations timed again before the plan, which prices the machine's speed then (timing/retime.py; kept in
-    plan/, so a rerun plans and verifies the same run)."""
+    anchor configurations timed again before the plan, which prices the machine's speed then where they agree
+    (timing/retime.py; kept in plan/, so a rerun plans and verifies the same run)."""
     parsed, sweep_design, plan_space = parse_budget(budget), get_design(design), get_space(space)
     _check_arguments(parsed, plan_space, out, grid, n_boot)
     out = make_folder(out)

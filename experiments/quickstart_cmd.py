@@ -24,10 +24,11 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         help="what the budget pays for: the whole run's wall-clock (run, default) or the training steps alone (steps)",
     )
     p.add_argument(
-        "--no-retime",
-        dest="retime",
-        action="store_false",
-        help="plan at the machine's speed during calibration, not re-timed just before the plan",
+        "--retime",
+        action="store_true",
+        help="re-time the calibration's anchor configurations just before the plan and price the machine's speed then "
+        "where every anchor moved the same way beyond twice the noise floor (off: on a shared machine seconds of "
+        "anchors catch its spells more often than a change of its speed)",
     )
 
 

@@ -41,7 +41,7 @@ def test_quickstart_end_to_end_and_rerun(tmp_path, capsys):
     from smallest_loss.timing.profile import load_profile
 
     out = tmp_path / "qs"
-    report = quickstart(out, **TEST_SCALE)
+    report = quickstart(out, **TEST_SCALE, retime=True)
     v, best = report["verify"], report["plan"]["best"][0]
     assert v["steps"] >= 1 and best["params"] > 0 and best["tokens"] > 0
     # Byte-level losses lie between 0 and the uniform distribution's ln 256; a law gone degenerate does not.
@@ -92,7 +92,7 @@ def test_quickstart_end_to_end_and_rerun(tmp_path, capsys):
     kept += [run / name for run in runs for name in ("metrics.jsonl", "summary.json")]
     before = {path: path.read_bytes() for path in kept}
     capsys.readouterr()
-    again = quickstart(out, **TEST_SCALE)
+    again = quickstart(out, **TEST_SCALE, retime=True)
     assert {path: path.read_bytes() for path in kept} == before
     relaw = load_law(out / "law.json")
     assert relaw.law == law.law and relaw.intervals == law.intervals
@@ -157,10 +157,10 @@ def test_the_command_prints_the_plan_and_the_verification(tmp_path, monkeypatch,
     monkeypatch.setattr(
         quickstart_cmd,
         "quickstart",
-        lambda out, budget, n_boot, budget_covers="run", retime=True: asked.append(retime) or report,
+        lambda out, budget, n_boot, budget_covers="run", retime=False: asked.append(retime) or report,
     )
     assert main(["quickstart", "--out", str(tmp_path / "qs")]) == 0
     out = capsys.readouterr().out
-    assert main(["quickstart", "--out", str(tmp_path / "qs2"), "--no-retime"]) == 0 and asked == [True, False]
+    assert main(["quickstart", "--out", str(tmp_path / "qs2"), "--retime"]) == 0 and asked == [False, True]
     assert "plan for 1min: d=64 n=2 h=1 (115,000 parameters), 810,000 tokens" in out
     assert "verify: trained 794 steps in qs/verify/d64-n2: loss 1.8600 vs predicted 1.8400 (+1.1%)" in out
