@@ -7,9 +7,12 @@ apart differed by 6% median and up to 30%, so a run verified minutes after its c
 against another) holds across such drift; its scale does not. So a profile keeps `anchors` (three of its
 calibration's configurations, chosen at calibration at the quartiles of their step times, never by a plan) and
 `retime_profile` times them again now, as the calibration timed them (compiled step, interleaved rounds), and
-rescales the profile by the median ratio of their step seconds now to then. On a CPU backend the host is the
-device, so every wall-clock term (start-up, compile, the loop's host cost, saves) scales with it; on an
-accelerator only the device's step does.
+rescales the profile by the median ratio of their step seconds now to then, where every anchor moved the same way
+by more than twice the calibration's noise floor (`Retiming.factor`). On a CPU backend the host is the device, so
+every wall-clock term (start-up, compile, the loop's host cost, saves) scales with it; on an accelerator only the
+device's step does. It is opt-in (`plan --retime`): on that VM seconds of anchors caught the machine's spells in
+all three runs it was applied to (each then ran further from its price than the calibrated speed put it), so it
+is for a profile older than the machine's present state, not for one calibrated minutes before.
 """
 
 from __future__ import annotations
@@ -78,10 +81,10 @@ def check_retimable(profile: DeviceProfile) -> str | None:
 
 def retime_profile(profile: DeviceProfile, min_seconds: float = 1.0, rounds: int = 5) -> DeviceProfile:
     """The profile rescaled to the speed this machine runs at now (see the module docstring): its anchors timed
-    again, each for about `min_seconds` in `rounds` interleaved rounds. The ratio is applied where it lies beyond
-    twice the calibration's noise floor (`DEFAULT_NOISE_FLOOR` where unknown): within it, the calibration's minutes of
-    interleaved rounds say more of the machine's speed over a run than seconds of anchors. A UserError where it
-    cannot be (`check_retimable`)."""
+    again, each for about `min_seconds` in `rounds` interleaved rounds. The ratio is applied where every anchor moved
+    the same way beyond twice the calibration's noise floor (`DEFAULT_NOISE_FLOOR` where unknown): otherwise the
+    calibration's minutes of interleaved rounds say more of the machine's speed over a run than seconds of anchors.
+    A UserError where it cannot be (`check_retimable`)."""
     why = check_retimable(profile)
     if why is not None:
         raise UserError(f"the device profile cannot be re-timed: {why}")
