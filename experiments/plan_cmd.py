@@ -210,8 +210,7 @@ def run(args: argparse.Namespace) -> int:
     if recipe is not None:
         out = _verify_out(args)
         serve = plan.serving.bits if plan.serving is not None else None
-        factor = plan.retiming.factor if plan.retiming is not None else None
-        checked = verify(plan.best, plan.space, recipe, out, plan.bits, serve, factor)  # the precision priced, served
+        checked = verify(plan.best, plan.space, recipe, out, plan.bits, serve, plan.retime_factor)  # as priced
         report["verify"] = checked.to_dict()
     if args.json:
         print(json.dumps(report, indent=2))

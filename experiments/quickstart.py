@@ -100,8 +100,7 @@ def quickstart(
     print(plan.to_markdown())
     _done(t)
     t = _stage("5/5 verify: train the recommended configuration for the budget")
-    factor = plan.retiming.factor if plan.retiming is not None else None
-    checked = verify(plan.best, plan.space, sweep_design, out / "verify", retime_factor=factor)
+    checked = verify(plan.best, plan.space, sweep_design, out / "verify", retime_factor=plan.retime_factor)
     _done(t)
     report = dict(
         budget=budget,
@@ -119,8 +118,9 @@ def quickstart(
 
 def _plan(out: Path, budget: Budget, space: SearchSpace, covers: str, design: Any,
           retime: bool) -> tuple[Plan, Any]:  # fmt: skip
-    """The plan stage: the calibration's profile (re-timed to the machine's speed now, kept in plan/ so a rerun plans
-    the same run), the law, the plan written to plan/; returns the plan and the law."""
+    """The plan stage: the calibration's profile (with `retime`, re-timed to the machine's speed now and kept in plan/
+    so a rerun plans the same run), over the shapes it timed, under the law; the plan written to plan/; returns the
+    plan and the law."""
     profile = load_profile(out / "calibration" / "profile.json")
     if retime:
         profile = retime_once(profile, out / "plan")

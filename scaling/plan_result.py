@@ -329,6 +329,11 @@ class Plan:
     def best(self) -> PlanRow:
         return self.rows[0]
 
+    @property
+    def retime_factor(self) -> float | None:
+        """What the re-timed profile multiplied its prices by (None: the profile was not re-timed)."""
+        return self.retiming.factor if self.retiming is not None else None
+
     def to_dict(self) -> dict[str, Any]:
         """The plan as JSON-ready data (what `plan --json` prints and `plan.json` holds)."""
         out: dict[str, Any] = dict(

@@ -38,6 +38,7 @@ from smallest_loss.timing.measure import (
     measure_many,
     measure_peak_flops,
     prepare,
+    read_records,
     record_config,
     time_round,
 )
@@ -46,7 +47,7 @@ from smallest_loss.timing.probes import PROBES as PROBE_RUNS
 from smallest_loss.timing.probes import fit_wall_clock, probe_runs
 from smallest_loss.timing.profile import DeviceProfile, calibrated_ranges, profile_bits, save_profile
 from smallest_loss.timing.records import external_row, read_timing_records, records_rates, write_rows
-from smallest_loss.timing.retime import pick_anchors
+from smallest_loss.timing.retime import noise_floor_of, pick_anchors
 from tqdm.auto import tqdm
 
 # ----------------------------------------------------------------------------------------------------
@@ -63,19 +64,6 @@ def record_key(config: dict[str, Any], batch: int, dtype: str, devices: int = 1)
 def measure_key(cfg: ModelConfig, b: int, devices: int = 1) -> str:
     """`record_key` of a configuration about to be measured."""
     return record_key(record_config(cfg), b, cfg.dtype, devices)
-
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """The JSON lines of a file; a line cut short by a kill is dropped."""
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
 
 
 def append_record(path: Path, record: dict[str, Any]) -> None:
@@ -361,10 +349,10 @@ def fit_folder(out: Path, price_per_hour: float | None = None, statistic: str = 
         )
     rates = device_rates(out, Precision.parse(precisions[0]).dtype if precisions else "float32")
     calibration = with_wall_clock(fit_records(records, rates, price_per_hour, statistic), read_records(out / PROBES))
-    if (out / "noise.json").exists():  # the machine's noise floor: re-timing tells drift from noise by it
-        noise = json.loads((out / "noise.json").read_text())["median_abs"]
+    floor = noise_floor_of(out)  # the machine's noise floor: re-timing tells drift from noise by it
+    if floor is not None:
         calibration = dataclasses.replace(
-            calibration, profile=dataclasses.replace(calibration.profile, noise_floor=noise)
+            calibration, profile=dataclasses.replace(calibration.profile, noise_floor=floor)
         )
     save_profile(out / "profile.json", calibration.profile)
     return calibration

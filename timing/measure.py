@@ -17,6 +17,7 @@ training run meets.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import traceback
@@ -37,6 +38,19 @@ from smallest_loss.model.train import jit_sharded_step, make_optimizer, state_la
 from smallest_loss.timing.counts import counts_for
 
 RECORD_VERSION = 2  # 2: rounds (round_medians, best_round_seconds)
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of a file; a line cut short by a kill is dropped."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
 
 
 def normalise_analyses(cost: Any, memory: Any) -> dict[str, float]:

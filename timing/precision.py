@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from smallest_loss.configs.errors import UserError
+from smallest_loss.timing.measure import read_records
 from smallest_loss.timing.models import STATISTICS
 from smallest_loss.timing.profile import DeviceProfile, load_profile
 
@@ -26,15 +27,7 @@ def shape_key(record: dict[str, Any]) -> str:
 
 
 def _read_ok(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return [r for r in rows if r.get("status") == "ok"]
+    return [r for r in read_records(path) if r.get("status") == "ok"]
 
 
 def _predicted(profile: DeviceProfile, records: list[dict[str, Any]]) -> np.ndarray:

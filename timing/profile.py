@@ -227,7 +227,8 @@ class DeviceProfile:
 @dataclass(frozen=True)
 class Retiming:
     """The anchors timed again: each one's step seconds at calibration and now, the ratio they give, and the factor
-    applied: the ratio where it lies beyond what the machine's noise explains (`threshold`), else 1."""
+    applied: the ratio where every anchor moved the same way beyond what the machine's noise explains (`threshold`),
+    else 1."""
 
     measured: float  # the median of now / then over the anchors
     anchors: tuple[tuple[str, float, float], ...]  # (label, seconds at calibration, seconds now)

@@ -29,7 +29,7 @@ import jax
 import numpy as np
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import ModelConfig
-from smallest_loss.timing.measure import measure_many
+from smallest_loss.timing.measure import measure_many, read_records
 from smallest_loss.timing.models import STATISTICS
 from smallest_loss.timing.profile import (
     DeviceProfile,
@@ -59,6 +59,13 @@ def pick_anchors(records: list[dict[str, Any]], statistic: str) -> tuple[dict[st
     )
 
 
+def noise_floor_of(folder: Path) -> float | None:
+    """A calibration folder's noise floor (`noise.json`'s median relative difference), or None where none was
+    measured."""
+    path = folder / "noise.json"
+    return float(json.loads(path.read_text())["median_abs"]) if path.is_file() else None
+
+
 def anchor_label(anchor: dict[str, Any]) -> str:
     """An anchor's configuration in a few characters: d64-n2-s64-b8."""
     c = anchor["config"]
@@ -74,8 +81,9 @@ def check_retimable(profile: DeviceProfile) -> str | None:
     here = jax.devices()[0].device_kind
     if here != profile.device_kind:
         return f"it was calibrated on {profile.device_kind} and this machine runs {here}"
-    if min(a["devices"] for a in profile.anchors) > jax.device_count():
-        return f"its anchors need {profile.anchors[0]['devices']} devices, {jax.device_count()} present"
+    fewest = min(a["devices"] for a in profile.anchors)
+    if fewest > jax.device_count():
+        return f"its anchors need {fewest} devices, {jax.device_count()} present"
     return None
 
 
@@ -119,16 +127,11 @@ def with_anchors(profile: DeviceProfile, path: str | Path) -> DeviceProfile:
     """A profile read from `path`, with what a profile calibrated before version 6 does not keep taken from the
     calibration folder beside it: anchors and calibrated ranges from `records.jsonl`, the noise floor from
     `noise.json`."""
-    records, noise = Path(path).parent / "records.jsonl", Path(path).parent / "noise.json"
-    if profile.noise_floor is None and noise.is_file():
-        profile = dataclasses.replace(profile, noise_floor=float(json.loads(noise.read_text())["median_abs"]))
-    if (profile.anchors and profile.ranges) or not records.is_file():
+    folder = Path(path).parent
+    if profile.noise_floor is None:
+        profile = dataclasses.replace(profile, noise_floor=noise_floor_of(folder))
+    lines = read_records(folder / "records.jsonl")
+    if (profile.anchors and profile.ranges) or not lines:
         return profile
-    lines = []
-    for line in records.read_text().splitlines():
-        try:
-            lines.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut short by a kill
-            continue
     anchors = profile.anchors or pick_anchors(lines, profile.statistic)
     return dataclasses.replace(profile, anchors=anchors, ranges=profile.ranges or calibrated_ranges(lines))
