@@ -14,13 +14,19 @@ from typing import Any
 
 from smallest_loss.configs.designs import get_design
 from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.lazy import LazyModule
 from smallest_loss.experiments.args import check_outputs
 from smallest_loss.experiments.plots import plot_plan
+from smallest_loss.scaling.budget import parse_budget
 from smallest_loss.scaling.plan_result import Plan
 from smallest_loss.scaling.planner import make_plan
 from smallest_loss.scaling.precision_plan import plan_precisions
+from smallest_loss.scaling.preflight import DEFAULT_K, MAX_ROUNDS
 from smallest_loss.scaling.serving_plan import plan_serving
 from smallest_loss.scaling.verify import verify, verify_cadence, verify_line
+from smallest_loss.timing.profile import load_profile
+
+timing_retime = LazyModule("smallest_loss.timing.retime")  # JAX: loaded only to ask which device this machine runs
 
 
 def write_outputs(plan: Plan, folder: str | Path) -> list[Path]:
@@ -99,6 +105,15 @@ def add_timing_args(p: argparse.ArgumentParser) -> None:
         "noise floor: for a profile from another hour, day or machine of its kind (with --verify the re-timing is kept "
         "in the verify folder, so a rerun resumes the same run)",
     )
+    p.add_argument(
+        "--measure",
+        type=int,
+        metavar="K",
+        help="time the K configurations the profile ranks best on this machine (their compiled step, about 1 s each "
+        "after its compile) and plan with their measured steps, again while one not yet measured comes within the K "
+        f"best (at most {MAX_ROUNDS} rounds); default {DEFAULT_K} with --verify where the profile is this machine's "
+        "device and the budget is time or money, else 0 (the profile prices every step)",
+    )
 
 
 def add_serving_args(p: argparse.ArgumentParser) -> None:
@@ -138,6 +153,8 @@ def _options(args: argparse.Namespace, design: Any) -> dict[str, Any]:
         cadence=verify_cadence(design),
         serve_memory=args.serve_memory,
         retime=_retime(args),
+        measure=_measure(args),
+        measured_folder=_verify_out(args) if args.verify else None,
     )
 
 
@@ -145,6 +162,18 @@ def _retime(args: argparse.Namespace) -> bool | str:
     """Whether to re-time the profile now (timing/retime.py), and with --verify the folder to keep it in, so a rerun
     plans the same run and resumes it."""
     return _verify_out(args) if args.retime and args.verify else args.retime
+
+
+def _measure(args: argparse.Namespace) -> int:
+    """How many of the best candidates to time here before choosing (scaling/preflight.py): `--measure`, else
+    `DEFAULT_K` where --verify trains the plan on this machine with a profile of its device and a time budget."""
+    if args.measure is not None:
+        if args.measure < 0:
+            raise UserError(f"--measure {args.measure}: give a count of configurations (0 turns measuring off)")
+        return args.measure
+    if not (args.verify and len(args.profile) == 1) or parse_budget(args.budget).kind == "flops":
+        return 0
+    return DEFAULT_K if timing_retime.other_device(load_profile(args.profile[0])) is None else 0
 
 
 def _verify_out(args: argparse.Namespace) -> str:
@@ -210,7 +239,8 @@ def run(args: argparse.Namespace) -> int:
     if recipe is not None:
         out = _verify_out(args)
         serve = plan.serving.bits if plan.serving is not None else None
-        checked = verify(plan.best, plan.space, recipe, out, plan.bits, serve, plan.retime_factor)  # as priced
+        checked = verify(plan.best, plan.space, recipe, out, plan.bits, serve, plan.retime_factor,  # as priced
+                         plan.profile_step_seconds)  # fmt: skip
         report["verify"] = checked.to_dict()
     if args.json:
         print(json.dumps(report, indent=2))

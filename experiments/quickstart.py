@@ -11,6 +11,7 @@ Every stage skips work already done in the folder, so rerunning (or resuming aft
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ from smallest_loss.scaling.plan import param_range
 from smallest_loss.scaling.plan_result import Plan
 from smallest_loss.scaling.plan_setup import build_plan_inputs
 from smallest_loss.scaling.planner import calibrated_space, plan_with_inputs, with_profile_notes
+from smallest_loss.scaling.preflight import DEFAULT_K, preflight
 from smallest_loss.scaling.report import answer_line
 from smallest_loss.scaling.verify import Verification, verify, verify_cadence, verify_line
 from smallest_loss.timing.calibration import noise_floor, read_records, run_grid
@@ -49,9 +51,11 @@ def _done(start: float) -> None:
     print(f"    ({time.perf_counter() - start:.0f}s)", flush=True)
 
 
-def _check_arguments(parsed: Any, plan_space: Any, out: str | Path, grid: str, n_boot: int) -> None:
+def _check_arguments(parsed: Any, plan_space: Any, out: str | Path, grid: str, n_boot: int, measure: int) -> None:
     """Every argument checked before the out folder exists."""
     check_quickstart_budget(parsed, plan_space, out)
+    if measure < 0:
+        raise UserError(f"--measure {measure}: give a count of configurations (0 turns measuring off)")
     get_grid(grid)  # an unknown grid name fails here, not after the out folder exists
     if n_boot < 2:
         raise UserError(f"--bootstrap {n_boot}: the law's intervals need at least 2 resamples")
@@ -70,14 +74,16 @@ def quickstart(
     probes: int = PROBES,
     noise: int = 8,
     retime: bool = False,
+    measure: int = DEFAULT_K,
 ) -> dict[str, Any]:
     """Run every stage into `out`; returns the report's data (also report.json). Every argument is checked before the
     first stage. `probes`: short real runs timed at calibration for the wall-clock terms (0: steps priced alone);
     `noise`: the configurations timed twice for the machine's repeatability (the noise floor); `retime`: the profile's
     anchor configurations timed again before the plan, which prices the machine's speed then where they agree
-    (timing/retime.py; kept in plan/, so a rerun plans and verifies the same run)."""
+    (timing/retime.py; kept in plan/, so a rerun plans and verifies the same run); `measure`: the plan's best
+    candidates timed here before choosing (scaling/preflight.py; kept in plan/; 0: the profile prices all)."""
     parsed, sweep_design, plan_space = parse_budget(budget), get_design(design), get_space(space)
-    _check_arguments(parsed, plan_space, out, grid, n_boot)
+    _check_arguments(parsed, plan_space, out, grid, n_boot, measure)
     out = make_folder(out)
     t = _stage(f"1/5 calibrate: time the {grid} grid's training steps on this device")
     run_grid(grid, out / "calibration", min_seconds=min_seconds, repeats=repeats)
@@ -96,11 +102,12 @@ def quickstart(
     print("\n".join(fit["text"] + holdout_lines(fit["holdout"])))
     _done(t)
     t = _stage(f"4/5 plan: the smallest predicted loss for {budget} on this device")
-    plan, law = _plan(out, parsed, plan_space, budget_covers, sweep_design, retime)
+    plan, law = _plan(out, parsed, plan_space, budget_covers, sweep_design, retime, measure)
     print(plan.to_markdown())
     _done(t)
     t = _stage("5/5 verify: train the recommended configuration for the budget")
-    checked = verify(plan.best, plan.space, sweep_design, out / "verify", retime_factor=plan.retime_factor)
+    checked = verify(plan.best, plan.space, sweep_design, out / "verify", retime_factor=plan.retime_factor,
+                     profile_step_seconds=plan.profile_step_seconds)  # fmt: skip
     _done(t)
     report = dict(
         budget=budget,
@@ -117,17 +124,21 @@ def quickstart(
 
 
 def _plan(out: Path, budget: Budget, space: SearchSpace, covers: str, design: Any,
-          retime: bool) -> tuple[Plan, Any]:  # fmt: skip
+          retime: bool, measure: int) -> tuple[Plan, Any]:  # fmt: skip
     """The plan stage: the calibration's profile (with `retime`, re-timed to the machine's speed now and kept in plan/
-    so a rerun plans the same run), over the shapes it timed, under the law; the plan written to plan/; returns the
-    plan and the law."""
+    so a rerun plans the same run), over the shapes it timed, under the law, the `measure` best timed here before
+    choosing (kept in plan/ too); the plan written to plan/; returns the plan and the law."""
     profile = load_profile(out / "calibration" / "profile.json")
     if retime:
         profile = retime_once(profile, out / "plan")
     space, unsearched = calibrated_space(space, profile)
     inputs = build_plan_inputs(space, profile, covers=covers, cadence=verify_cadence(design))
     law = load_law(out / "law.json")
-    plan = with_profile_notes(plan_with_inputs(budget, law, inputs, top=10), profile, unsearched)
+    measured = None
+    if measure and budget.kind != "flops":
+        inputs, measured = preflight(budget, law, inputs, profile, measure, out / "plan")
+    plan = dataclasses.replace(plan_with_inputs(budget, law, inputs, top=10), preflight=measured)
+    plan = with_profile_notes(plan, profile, unsearched)
     write_outputs(plan, out / "plan")
     return plan, law
 

@@ -6,6 +6,7 @@ import argparse
 
 from smallest_loss.experiments.args import check_outputs
 from smallest_loss.experiments.quickstart import law_used_line, quickstart
+from smallest_loss.scaling.preflight import DEFAULT_K
 from smallest_loss.scaling.verify import Verification, verify_line
 
 
@@ -30,6 +31,14 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         "where every anchor moved the same way beyond twice the noise floor (off: on a shared machine seconds of "
         "anchors catch its spells more often than a change of its speed)",
     )
+    p.add_argument(
+        "--measure",
+        type=int,
+        default=DEFAULT_K,
+        metavar="K",
+        help=f"time the plan's K best configurations on this machine before choosing and price them at what they "
+        f"measured (default {DEFAULT_K}; 0: every step priced by the calibration's profile alone)",
+    )
 
 
 INTERRUPTED = (
@@ -41,7 +50,7 @@ INTERRUPTED = (
 def run(args: argparse.Namespace) -> int:
     check_outputs(folders={"--out": args.out})
     report = quickstart(args.out, args.budget, n_boot=args.bootstrap, budget_covers=args.budget_covers,
-                        retime=args.retime)  # fmt: skip
+                        retime=args.retime, measure=args.measure)  # fmt: skip
     v, best = report["verify"], report["plan"]["best"][0]
     print("\n" + law_used_line(report["law_used"]).replace("**", ""))
     print(

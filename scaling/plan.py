@@ -282,6 +282,11 @@ class PlanInputs:
     # bfloat16) and the memory its weights must fit in (bytes; None: no limit).
     serve_bits: int | None = None
     serve_memory: float | None = None
+    # Step seconds measured on this machine for some candidates (scaling/preflight.py), keyed by `candidate_keys`'
+    # row: they replace the profile's price of those candidates, and the others' prices are multiplied by
+    # `measured_scale` (the median of measured over priced: the machine's speed now against the profile's).
+    measured_steps: dict[tuple[int, ...], float] | None = None
+    measured_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.covers not in ("run", "steps"):
@@ -462,7 +467,31 @@ def _step_seconds(cands: Candidates, inputs: PlanInputs) -> np.ndarray:
         fn = (inputs.moe_step_seconds or inputs.step_seconds) if moe else inputs.step_seconds
         return np.asarray(fn(**_at(args, rows, moe), **inputs.arch, dtype=space.dtype, **moe), float)
 
-    return by_mlp(cands, seconds) * cands.m
+    step_s = by_mlp(cands, seconds) * cands.m
+    if not inputs.measured_steps:
+        return step_s
+    return with_measured(step_s, cands, inputs.measured_steps, inputs.measured_scale)
+
+
+def candidate_keys(cands: Candidates) -> np.ndarray:
+    """(len, 10) integer key of each candidate's step: d, n, h, w, s, b, micro-batches, experts, top-k, granularity
+    (1, 1, 1 for a dense MLP)."""
+    dense = np.ones_like(cands.d)
+    E = dense if cands.E is None else cands.E
+    moe = E > 1
+    k = np.where(moe, cands.top_k, 1) if cands.top_k is not None else dense
+    G = np.where(moe, cands.G, 1) if cands.G is not None else dense
+    return np.stack([cands.d, cands.n, cands.h, cands.w, cands.s, cands.b, cands.m, E, k, G], axis=1).astype(np.int64)
+
+
+def with_measured(step_s: np.ndarray, cands: Candidates, measured: dict[tuple[int, ...], float],
+                  scale: float = 1.0) -> np.ndarray:  # fmt: skip
+    """`step_s` with the candidates whose key (`candidate_keys`) was measured priced at their measured seconds, the
+    others at `scale` times their price."""
+    keys, out = candidate_keys(cands), np.array(step_s, dtype=float) * scale
+    for key, seconds in measured.items():
+        out[(keys == np.asarray(key, dtype=np.int64)).all(axis=1)] = seconds
+    return out
 
 
 def effective_tokens(

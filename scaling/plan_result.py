@@ -298,6 +298,87 @@ class Serving:
 
 
 @dataclass(frozen=True)
+class MeasuredStep:
+    """One candidate's step: the profile's price and what it measured on this machine."""
+
+    key: tuple[int, ...]  # scaling.plan.candidate_keys: d, n, h, w, s, b, micro-batches, experts, top-k, granularity
+    priced: float  # the profile's seconds per step (the loop's, where the profile has a host cost)
+    measured: float  # the compiled step timed here, plus the profile's host cost (`priced` where not `timed`)
+    round: int  # 1 for the first measured
+    timed: bool = True  # False: it could not be timed here (out of memory, or micro-batches), so priced
+
+    @property
+    def label(self) -> str:
+        d, n, h, w, s, b, _, experts, top_k, _ = self.key
+        moe = f" E{experts}k{top_k}" if experts > 1 else ""
+        return f"d{d} n{n} h{h} w{w}{moe} s{s} b{b}"
+
+    @property
+    def error(self) -> float:
+        """The price against the measurement: priced / measured - 1."""
+        return self.priced / self.measured - 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(config=self.label, key=list(self.key), priced=self.priced, measured=self.measured, round=self.round,
+                    timed=self.timed)  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MeasuredStep:
+        key = tuple(int(v) for v in data["key"])
+        return cls(key, float(data["priced"]), float(data["measured"]), int(data["round"]), bool(data.get("timed", 1)))
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """The candidates measured before the plan was made, in the order measured."""
+
+    steps: tuple[MeasuredStep, ...]
+    k: int
+    rounds: int
+
+    @property
+    def scale(self) -> float:
+        """The median of measured over priced seconds of the steps timed here (1 where none was): what the
+        candidates not measured are priced at, times their profile price, so that a machine slower or faster now than
+        at calibration does not favour the candidates left unmeasured."""
+        ratios = [m.measured / m.priced for m in self.steps if m.timed and m.priced > 0]
+        return float(np.median(ratios)) if ratios else 1.0
+
+    @property
+    def seconds(self) -> dict[tuple[int, ...], float]:
+        """Measured seconds by candidate key (what `PlanInputs.measured_steps` takes)."""
+        return {m.key: m.measured for m in self.steps}
+
+    def priced(self, row: PlanRow) -> float | None:
+        """The profile's price of a planned row's step where it was measured (None: priced by the profile)."""
+        key = row_key(row)
+        return next((m.priced for m in self.steps if m.key == key and m.timed), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(k=self.k, rounds=self.rounds, scale=self.scale, steps=[m.to_dict() for m in self.steps])
+
+    def line(self) -> str:
+        """The measurements in one line, for plans and reports."""
+        each = "; ".join(
+            f"{m.label} {m.measured * 1e3:.3g} ms (priced {m.priced * 1e3:.3g} ms, {m.error:+.0%})"
+            if m.timed
+            else f"{m.label} not timed here (priced {m.priced * 1e3:.3g} ms)"
+            for m in self.steps
+        )
+        rounds = f"{self.rounds} rounds" if self.rounds != 1 else "1 round"
+        return (
+            f"measured here before choosing (the {self.k} best by the profile, {rounds}; their measured steps price "
+            f"them, the candidates not measured priced x{self.scale:.3f}, the median ratio): {each}"
+        )
+
+
+def row_key(row: PlanRow) -> tuple[int, ...]:
+    """A planned row's key, as `candidate_keys` gives a candidate's."""
+    moe = (row.experts, row.top_k or 1, row.granularity or 1) if row.is_moe else (1, 1, 1)
+    return (row.d, row.n, row.h, row.w, row.s, row.b, row.micro_batches, *moe)
+
+
+@dataclass(frozen=True)
 class Plan:
     """A plan: the best configurations for a budget and everything behind the choice. `best` is the answer."""
 
@@ -323,6 +404,7 @@ class Plan:
     bits: dict[str, int] | None = None  # the profile's quantised training bits: the precision priced, and verified
     serving: Serving | None = None  # how the model is served (`plan --serve-bits`, `--serve-memory`)
     retiming: Retiming | None = None  # the profile rescaled to the machine's speed at planning (`plan --retime`)
+    preflight: Preflight | None = None  # the best candidates' steps measured before choosing (`plan --measure`)
     scores: Any = dataclasses.field(default=None, compare=False, repr=False)  # scaling.plan.Scores, for plots
 
     @property
@@ -333,6 +415,11 @@ class Plan:
     def retime_factor(self) -> float | None:
         """What the re-timed profile multiplied its prices by (None: the profile was not re-timed)."""
         return self.retiming.factor if self.retiming is not None else None
+
+    @property
+    def profile_step_seconds(self) -> float | None:
+        """The profile's price of the best row's step where the plan priced it at a measurement (`preflight`)."""
+        return self.preflight.priced(self.best) if self.preflight is not None else None
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as JSON-ready data (what `plan --json` prints and `plan.json` holds)."""
@@ -358,6 +445,8 @@ class Plan:
             out["serving"] = self.serving.to_dict()
         if self.retiming is not None:
             out["retimed"] = self.retiming.to_dict()
+        if self.preflight is not None:
+            out["measured"] = self.preflight.to_dict()
         if self.seconds is not None:
             out["seconds"] = self.seconds
             out["budget_covers"] = self.budget_covers

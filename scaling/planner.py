@@ -47,6 +47,7 @@ from smallest_loss.scaling.plan_setup import (
 )
 from smallest_loss.scaling.precision_law import UNQUANTISED_BITS
 from smallest_loss.scaling.precision_pricing import law_at_profile, ptq_loss
+from smallest_loss.scaling.preflight import preflight
 from smallest_loss.scaling.shape_terms import get_term
 from smallest_loss.timing.profile import RANGE_NAMES, DeviceProfile, load_profile
 from smallest_loss.timing.wallclock import Cadence
@@ -74,6 +75,8 @@ def make_plan(
     serve_bits: int | None = None,
     serve_memory: float | None = None,
     retime: bool | str | Path = False,
+    measure: int = 0,
+    measured_folder: str | Path | None = None,
 ) -> Plan:
     """The best `top` configurations for a budget ("1e21" FLOPs, "60s" or "4h" of a device, "$20") under a law
     (a LawFile or a law JSON path). Time and money budgets need a device profile (a DeviceProfile or its JSON
@@ -88,7 +91,9 @@ def make_plan(
     loss of the model served quantised after training to that many bits (a law with a PTQ penalty; 16: unquantised);
     `serve_memory` (bytes) keeps the candidates whose served weights fit (`Plan.serving`). `retime` times the
     profile's anchor configurations again on this machine and plans at the speed it runs now (timing/retime.py;
-    `Plan.retiming`); a folder: the re-timing is kept there and reused by a rerun."""
+    `Plan.retiming`); a folder: the re-timing is kept there and reused by a rerun. `measure` times the `measure` best
+    candidates on this machine before choosing and prices them at what they measured, again while a new one comes
+    first (scaling/preflight.py; `Plan.preflight`); `measured_folder` keeps the measurements for a rerun."""
     budget = parse_budget(budget) if isinstance(budget, str) else budget
     fitted = law = load_law(law) if isinstance(law, str | Path) else law
     moe_records = law.moe is not None and isinstance(profile, str | Path) and profile_has_moe(profile)
@@ -101,7 +106,10 @@ def make_plan(
                                moe_records=moe_records)  # fmt: skip
     bits = serve_bits if serve_bits is not None and serve_bits < UNQUANTISED_BITS else None  # None: unquantised
     inputs = dataclasses.replace(inputs, fixed_batch=batch, serve_bits=bits, serve_memory=serve_memory)
-    plan = plan_with_inputs(budget, law, inputs, top, choice)
+    measured = None
+    if measure:
+        inputs, measured = preflight(budget, law, inputs, profile, measure, measured_folder)
+    plan = dataclasses.replace(plan_with_inputs(budget, law, inputs, top, choice), preflight=measured)
     if serve_bits is not None or serve_memory is not None:
         added = ptq_loss(fitted, profile, bits, plan.best.params, plan.best.tokens)
         weights = plan.best.params_total or plan.best.params

@@ -79,6 +79,7 @@ def _header(plan: Plan) -> list[str]:
         line += " for the training steps alone (start-up, compile, evaluations and saves not priced)"
     clock = [wall_clock_line(plan.best)] if plan.best.wall_clock else []
     clock += [plan.retiming.line()] if plan.retiming is not None else []
+    clock += [plan.preflight.line()] if plan.preflight is not None else []
     return [answer_line(plan.best), "", line, *clock] + [w for w in (plan.warning, plan.extrapolation) if w]
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from smallest_loss.configs.designs import SweepDesign
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.lazy import LazyModule
-from smallest_loss.configs.schema import RunConfig
+from smallest_loss.configs.schema import ModelConfig, RunConfig
 from smallest_loss.configs.spaces import SearchSpace
 from smallest_loss.model.runs import RunDir, steady_step_seconds
 from smallest_loss.scaling.plan_result import PlanRow
@@ -49,6 +49,9 @@ class Verification:
     # The plan's profile re-timed to the machine's speed before planning (timing/retime.py): the factor its
     # predictions were multiplied by (None: not re-timed; 1.0: re-timed within the noise, priced as calibrated).
     retime_factor: float | None = None
+    # The profile's price of the step where the plan priced it at a measurement made just before it (`plan --measure`,
+    # scaling/preflight.py): `predicted_step_seconds` is then that measurement.
+    profile_step_seconds: float | None = None
 
     @property
     def loss_error(self) -> float:
@@ -64,8 +67,13 @@ class Verification:
 
     @property
     def calibrated_time_error(self) -> float | None:
-        """The step-time error of the profile as calibrated, before re-timing (None where it was not re-timed)."""
-        if self.time_error is None or self.retime_factor in (None, 1.0):
+        """The step-time error of the profile as calibrated: before re-timing, or where the plan priced the step at a
+        measurement, the profile's price (None where neither)."""
+        if self.time_error is None:
+            return None
+        if self.profile_step_seconds:
+            return self.actual_step_seconds / self.profile_step_seconds - 1
+        if self.retime_factor in (None, 1.0):
             return None
         return (1 + self.time_error) * self.retime_factor - 1
 
@@ -92,24 +100,8 @@ def verify_config(
     the precision its steps were priced at), everything else (optimizer, schedule and its warm-up fraction, data)
     from the recipe the law was fitted under."""
     base = recipe.base
-    model = dataclasses.replace(
-        base.model,
-        v=space.v,
-        d=row.d,
-        n=row.n,
-        h=row.h,
-        w=row.w,
-        s=row.s,
-        dtype=space.dtype,
-        activation=space.activation,
-        norm=space.norm,
-        tied_embeddings=space.tied,
-        # A mixture of experts trains as one (a dense row, or a law without a `moe` section: the dense MLP).
-        experts=row.experts if row.is_moe else 0,
-        top_k=row.top_k or 1 if row.is_moe else base.model.top_k,
-        granularity=row.granularity or 1 if row.is_moe else base.model.granularity,
-        **{f"bits_{kind}": (bits or {}).get(kind) for kind in ("weights", "activations", "kv")},
-    )
+    moe = (row.experts, row.top_k or 1, row.granularity or 1) if row.is_moe else None
+    model = row_model(base.model, space, bits, (row.d, row.n, row.h, row.w, row.s), moe)
     steps = int(row.tokens // (row.b * row.s))
     if steps < 1:
         raise UserError("the recommended configuration gets less than one step; raise the budget")
@@ -130,6 +122,31 @@ def verify_config(
     return dataclasses.replace(base, model=model, train=train)
 
 
+def row_model(base: ModelConfig, space: SearchSpace, bits: dict[str, int] | None, shape: tuple[int, ...],
+              moe: tuple[int, int, int] | None = None) -> ModelConfig:  # fmt: skip
+    """The model of a planned shape (d, n, h, w, s) in the space's architecture at the quantised training `bits`,
+    a mixture of experts where `moe` (experts, top-k, granularity) gives one, the rest of `base`."""
+    d, n, h, w, s = shape
+    return dataclasses.replace(
+        base,
+        v=space.v,
+        d=d,
+        n=n,
+        h=h,
+        w=w,
+        s=s,
+        dtype=space.dtype,
+        activation=space.activation,
+        norm=space.norm,
+        tied_embeddings=space.tied,
+        # A mixture of experts trains as one (a dense row, or a law without a `moe` section: the dense MLP).
+        experts=moe[0] if moe else 0,
+        top_k=moe[1] if moe else base.top_k,
+        granularity=moe[2] if moe else base.granularity,
+        **{f"bits_{kind}": (bits or {}).get(kind) for kind in ("weights", "activations", "kv")},
+    )
+
+
 def verify(
     row: PlanRow,
     space: SearchSpace,
@@ -138,13 +155,15 @@ def verify(
     bits: dict[str, int] | None = None,
     serve_bits: int | None = None,
     retime_factor: float | None = None,
+    profile_step_seconds: float | None = None,
 ) -> Verification:
     """Train the recommended configuration with the law's recipe and compare its loss and step time with the
     prediction. Beside the run's own final evaluation (its batch size and seed choose its validation tokens) the
     loss on one common sample (`model.evaluate.COMMON_SAMPLE`), so plans at different batch sizes compare on the
     same tokens. With `serve_bits` the plan predicted the served loss: the trained weights are quantised to that
     width after training and the rise this measures is added to the run's loss. `retime_factor`: the plan's profile
-    was re-timed by it (`Plan.retiming`), so the report gives the error of the profile as calibrated too."""
+    was re-timed by it (`Plan.retiming`), so the report gives the error of the profile as calibrated too;
+    `profile_step_seconds`: the profile's price of the step the plan priced at a measurement (`Plan.preflight`)."""
     config = verify_config(row, space, recipe, bits)
     m = config.model
     # One folder per configuration, so a rerun resumes this run and a new plan never reuses another's.
@@ -175,6 +194,7 @@ def verify(
         predicted_wall_clock=row.wall_clock,
         actual_wall_clock=summary.get("wall_clock"),
         retime_factor=retime_factor,
+        profile_step_seconds=profile_step_seconds,
     )
 
 
@@ -207,7 +227,12 @@ def verify_line(v: Verification) -> str:
         line += f"; step {v.actual_step_seconds * 1e3:.2f} ms"
     if v.time_error is not None:
         line += f" vs predicted {v.predicted_step_seconds * 1e3:.2f} ms ({v.time_error:+.1%})"
-    if v.calibrated_time_error is not None:
+    if v.calibrated_time_error is not None and v.profile_step_seconds:
+        line += (
+            f" (measured before the run; the profile priced {v.profile_step_seconds * 1e3:.2f} ms, "
+            f"{v.calibrated_time_error:+.1%})"
+        )
+    elif v.calibrated_time_error is not None:
         calibrated = v.predicted_step_seconds / v.retime_factor * 1e3
         line += f" (re-timed x{v.retime_factor:.3f}; as calibrated {calibrated:.2f} ms, {v.calibrated_time_error:+.1%})"
     if v.common_loss is not None:

@@ -16,7 +16,8 @@ batch laws), `fit_curve_laws` (schedule-aware learning curves: run folders' `rea
 curve table logged by any stack). Designing runs: `suggest_runs` (the runs that most shrink the interval
 predicted at a target budget, a `RunDesign`). Devices: `calibrate`, `calibrate_records`, `load_profile`,
 `retime_profile` (a profile rescaled to the machine's speed now). Planning: `parse_budget`, `make_plan`
-(`plan_with_inputs` for your own step-time or memory functions), `verify`. Intervals:
+(`plan_with_inputs` for your own step-time or memory functions; `preflight`: the best candidates timed on this
+machine before choosing, a `Preflight`), `verify`. Intervals:
 `prediction_interval` (a new run's loss), `constant_intervals` (the constants and N_opt), calibrated. Every
 mistake a user can make raises `UserError` with a one-line message.
 """
@@ -47,13 +48,14 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time each name is imp
     from smallest_loss.scaling.moe_fit import fit_moe_law
     from smallest_loss.scaling.moe_law import MoeLaw, MoePoints, read_moe_table
     from smallest_loss.scaling.plan import PlanInputs
-    from smallest_loss.scaling.plan_result import MoeChoice, Plan, PlanRow, Serving
+    from smallest_loss.scaling.plan_result import MoeChoice, Plan, PlanRow, Preflight, Serving
     from smallest_loss.scaling.planner import make_plan, plan_with_inputs
     from smallest_loss.scaling.points import FitPoints
     from smallest_loss.scaling.precision_fit import fit_precision_law
     from smallest_loss.scaling.precision_law import PrecisionLaw, precision_penalty
     from smallest_loss.scaling.precision_plan import PrecisionPlans, plan_precisions
     from smallest_loss.scaling.precision_table import read_precision_table
+    from smallest_loss.scaling.preflight import preflight
     from smallest_loss.scaling.recipe import RecipeLaw
     from smallest_loss.scaling.recipe_fit import fit_recipe
     from smallest_loss.scaling.run_table import run_rows, write_run_table
@@ -84,6 +86,8 @@ _HOMES = {
     "Plan": "smallest_loss.scaling.plan_result",
     "PlanInputs": "smallest_loss.scaling.plan",
     "PlanRow": "smallest_loss.scaling.plan_result",
+    "Preflight": "smallest_loss.scaling.plan_result",
+    "preflight": "smallest_loss.scaling.preflight",
     "PredictionInterval": "smallest_loss.scaling.intervals",
     "PrecisionLaw": "smallest_loss.scaling.precision_law",
     "PrecisionPlans": "smallest_loss.scaling.precision_plan",
@@ -147,6 +151,7 @@ __all__ = [
     "Plan",
     "PlanInputs",
     "PlanRow",
+    "Preflight",
     "PostTraining",
     "PredictionInterval",
     "PrecisionLaw",
@@ -178,6 +183,7 @@ __all__ = [
     "plan_with_inputs",
     "post_training_losses",
     "precision_penalty",
+    "preflight",
     "prediction_interval",
     "read_curve",
     "read_curves",

@@ -26,6 +26,7 @@ to the speed the machine runs at now: the factor and each anchor's seconds then 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -289,6 +290,11 @@ def rescaled(profile: DeviceProfile, retiming: Retiming) -> DeviceProfile:
         wall_clock=clock.to_dict() if clock is not None else None,
         retimed=retiming.to_dict(),
     )
+
+
+def profile_digest(profile: DeviceProfile) -> str:
+    """A short digest of everything the profile holds: files kept for it (a re-timing, measured steps) name it."""
+    return hashlib.sha256(json.dumps(asdict(profile), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def save_profile(path: str | Path, profile: DeviceProfile) -> Path:

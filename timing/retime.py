@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,7 @@ from smallest_loss.timing.profile import (
     Retiming,
     calibrated_ranges,
     load_profile,
+    profile_digest,
     rescaled,
     save_profile,
 )
@@ -72,15 +71,23 @@ def anchor_label(anchor: dict[str, Any]) -> str:
     return f"d{c['d']}-n{c['n']}-s{c['s']}-b{anchor['batch']}"
 
 
+def other_device(profile: DeviceProfile) -> str | None:
+    """Why this machine cannot time what the profile priced (None: it runs the profile's device kind)."""
+    here = jax.devices()[0].device_kind
+    if here != profile.device_kind:
+        return f"it was calibrated on {profile.device_kind} and this machine runs {here}"
+    return None
+
+
 def check_retimable(profile: DeviceProfile) -> str | None:
     """Why this profile cannot be re-timed on this machine (None: it can)."""
     if profile.retimed is not None:
         return "it was re-timed already (rescale the calibration's profile instead)"
     if not profile.anchors:
         return "it keeps no anchor configurations (external records, or a calibration fitted before version 6)"
-    here = jax.devices()[0].device_kind
-    if here != profile.device_kind:
-        return f"it was calibrated on {profile.device_kind} and this machine runs {here}"
+    other = other_device(profile)
+    if other is not None:
+        return other
     fewest = min(a["devices"] for a in profile.anchors)
     if fewest > jax.device_count():
         return f"its anchors need {fewest} devices, {jax.device_count()} present"
@@ -116,8 +123,7 @@ def retime_profile(profile: DeviceProfile, min_seconds: float = 1.0, rounds: int
 def retime_once(profile: DeviceProfile, folder: str | Path) -> DeviceProfile:
     """`retime_profile`, kept in `folder` (`retimed-<digest of the profile>.json`): a rerun (a verified run resumed
     after an interrupt) plans at the speed measured the first time, so it plans the same run and resumes it."""
-    digest = hashlib.sha256(json.dumps(asdict(profile), sort_keys=True, default=str).encode()).hexdigest()[:12]
-    path = Path(folder) / f"retimed-{digest}.json"
+    path = Path(folder) / f"retimed-{profile_digest(profile)}.json"
     if path.exists():
         return load_profile(path)
     return load_profile(save_profile(path, retime_profile(profile)))

@@ -157,10 +157,13 @@ def test_the_command_prints_the_plan_and_the_verification(tmp_path, monkeypatch,
     monkeypatch.setattr(
         quickstart_cmd,
         "quickstart",
-        lambda out, budget, n_boot, budget_covers="run", retime=False: asked.append(retime) or report,
+        lambda out, budget, n_boot, budget_covers="run", retime=False, measure=3: (
+            asked.append((retime, measure)) or report
+        ),
     )
     assert main(["quickstart", "--out", str(tmp_path / "qs")]) == 0
     out = capsys.readouterr().out
-    assert main(["quickstart", "--out", str(tmp_path / "qs2"), "--retime"]) == 0 and asked == [False, True]
+    assert main(["quickstart", "--out", str(tmp_path / "qs2"), "--retime", "--measure", "0"]) == 0
+    assert asked == [(False, 3), (True, 0)]
     assert "plan for 1min: d=64 n=2 h=1 (115,000 parameters), 810,000 tokens" in out
     assert "verify: trained 794 steps in qs/verify/d64-n2: loss 1.8600 vs predicted 1.8400 (+1.1%)" in out

@@ -1,0 +1,137 @@
+"""Measure before choosing: the configurations a device profile ranks best under a time budget, timed on this
+machine just before the plan is made, and the plan made again with their measured steps.
+
+A profile prices every candidate from a step-time model fitted to a few dozen calibration configurations. On the
+2-core CPU of results/cpu/quickstart that model held out at 11-16% mean error (up to 40-50% on one configuration),
+and the shared machine's speed moves by 20-30% within minutes, so the step a plan priced was off by more than 10% in
+most verified runs. The planner needs the model to search thousands of candidates; the few it ranks best can be
+measured. `preflight` times the `k` best (the compiled step as the calibration times it, interleaved rounds of about
+`SECONDS` in all, plus the profile's loop host cost where it has one), prices them at what they measured, and scores
+the space again; where a configuration not yet measured now comes within the `k` best it is measured too, for at most
+`MAX_ROUNDS` rounds. The candidates not measured are priced at the profile's price times the median ratio of
+measured to priced (the machine may run slower or faster now than at calibration: without it, every measurement
+that came out slower would hand the first place to a candidate not measured). The plan then says each measured step
+against its price (`Preflight.line`), and `--verify` reports the run's step against the measured price and against
+the profile's.
+
+Measuring needs the profile's device kind (`timing.retime.other_device`). With a folder the measurements are kept
+(`measured-<profile digest>.json`), so a rerun (a verified run resumed after an interrupt) plans the same run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.lazy import LazyModule
+from smallest_loss.configs.schema import ModelConfig
+from smallest_loss.configs.spaces import SearchSpace
+from smallest_loss.scaling.budget import Budget
+from smallest_loss.scaling.laws import LawFile
+from smallest_loss.scaling.plan import PlanInputs, Scores, candidate_keys, score
+from smallest_loss.scaling.plan_result import MeasuredStep, Preflight
+from smallest_loss.scaling.verify import row_model
+from smallest_loss.timing.models import STATISTICS
+from smallest_loss.timing.profile import DeviceProfile, profile_digest
+
+# JAX is loaded only when something is measured: planning alone never imports it.
+timing_measure = LazyModule("smallest_loss.timing.measure")
+timing_retime = LazyModule("smallest_loss.timing.retime")
+
+DEFAULT_K = 3  # configurations measured a round (`plan --verify` and the quickstart measure this many by default)
+MAX_ROUNDS = 3  # rounds of measuring the best not yet measured
+SECONDS = 1.0  # each configuration's timing, in all (after its compile)
+ROUNDS = 5  # interleaved timing rounds (a slow spell of a shared machine touches one round of each)
+
+
+def key_model(key: tuple[int, ...], space: SearchSpace, bits: dict[str, int] | None) -> ModelConfig:
+    """The model a candidate key trains (the calibration's defaults for everything the key does not say)."""
+    d, n, h, w, s, _, _, experts, top_k, granularity = key
+    moe = (experts, top_k, granularity) if experts > 1 else None
+    return row_model(ModelConfig(), space, bits, (d, n, h, w, s), moe)
+
+
+Measure = Callable[[list[tuple[int, ...]], SearchSpace, DeviceProfile], list[float | None]]
+
+
+def measure_keys(keys: list[tuple[int, ...]], space: SearchSpace, profile: DeviceProfile) -> list[float | None]:
+    """Each candidate's step on this machine: its compiled step timed as the calibration times it (interleaved
+    rounds), at the profile's statistic, plus the profile's loop host cost; None where it failed (out of memory) or
+    accumulates micro-batches (not timed: the profile's price stays)."""
+    whole = [k for k in keys if k[6] == 1]  # a step that accumulates micro-batches is not timed here: priced
+    points = [(key_model(k, space, profile.bits), k[5], 1) for k in whole]
+    records = timing_measure.measure_many(points, min_seconds=SECONDS, rounds=ROUNDS, min_repeats=ROUNDS)
+    timed: dict[tuple[int, ...], float] = {}
+    for key, record in zip(whole, records, strict=True):
+        if record.get("status") == "ok":
+            host = float(profile.clock.host_seconds(key[5], key[4])) if profile.clock is not None else 0.0
+            timed[key] = float(record[STATISTICS[profile.statistic]]) + host
+    return [timed.get(k) for k in keys]
+
+
+def best_keys(scores: Scores, k: int) -> list[tuple[tuple[int, ...], float]]:
+    """The `k` best candidates' keys, with the seconds each is priced at now."""
+    rows = scores.order[:k]
+    keys = candidate_keys(scores.candidates)[rows]
+    return [(tuple(int(v) for v in key), float(scores.step_seconds[i])) for key, i in zip(keys, rows, strict=True)]
+
+
+def _load(path: Path | None) -> dict[tuple[int, ...], MeasuredStep]:
+    if path is None or not path.is_file():
+        return {}
+    try:
+        steps = [MeasuredStep.from_dict(m) for m in json.loads(path.read_text())["steps"]]
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: unreadable measured steps ({e}); delete it to measure again") from e
+    return {m.key: m for m in steps}
+
+
+def _save(path: Path | None, found: dict[tuple[int, ...], MeasuredStep], k: int, rounds: int) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(Preflight(tuple(found.values()), k, rounds).to_dict(), indent=2) + "\n"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+
+
+def preflight(budget: Budget, law_file: LawFile, inputs: PlanInputs, profile: DeviceProfile | None,
+              k: int = DEFAULT_K, folder: str | Path | None = None,
+              measure: Measure | None = None) -> tuple[PlanInputs, Preflight]:  # fmt: skip
+    """`inputs` with the `k` best candidates' steps measured on this machine (see the module docstring), and what
+    was measured. `measure` times a list of candidate keys (default `measure_keys`: this machine, via JAX)."""
+    if profile is None:
+        raise UserError("--measure times the candidates a device profile ranks best: give one (--profile)")
+    if k < 1:
+        raise UserError(f"--measure {k}: measure at least one configuration (0 turns measuring off)")
+    if budget.kind == "flops":
+        raise UserError("--measure prices steps for a time or money budget; a FLOPs budget does not use step times")
+    if measure is None:
+        if (why := timing_retime.other_device(profile)) is not None:
+            raise UserError(
+                f"--measure times candidates on this machine, but the profile cannot be measured here: {why}"
+            )
+        measure = measure_keys
+    path = Path(folder) / f"measured-{profile_digest(profile)}.json" if folder is not None else None
+    found = _load(path)
+    rounds = 0
+    for r in range(1, MAX_ROUNDS + 1):
+        now = with_steps(inputs, Preflight(tuple(found.values()), k, r))
+        todo = [(key, priced) for key, priced in best_keys(score(budget, law_file, now), k) if key not in found]
+        if not todo:
+            break
+        rounds = r
+        for (key, priced), seconds in zip(todo, measure([key for key, _ in todo], inputs.space, profile), strict=True):
+            found[key] = MeasuredStep(key, priced, priced if seconds is None else seconds, r, seconds is not None)
+        _save(path, found, k, rounds)
+    done = Preflight(tuple(found.values()), k, max(rounds, max((m.round for m in found.values()), default=0)))
+    return with_steps(inputs, done), done
+
+
+def with_steps(inputs: PlanInputs, measured: Preflight) -> PlanInputs:
+    """`inputs` pricing the measured candidates at their measurements and the others at `Preflight.scale` times
+    the profile's price."""
+    return dataclasses.replace(inputs, measured_steps=measured.seconds or None, measured_scale=measured.scale)

@@ -1,0 +1,161 @@
+"""Measuring before choosing: the best candidates by the profile timed on this machine, the space scored again with
+their measured steps (again while a new one comes first), kept for reruns, refused where it cannot hold; `plan
+--measure` end to end with real timings."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import smallest_loss.scaling.preflight as preflight_module
+from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.spaces import get_space
+from smallest_loss.experiments.cli import main
+from smallest_loss.model.runs import environment
+from smallest_loss.scaling.budget import parse_budget
+from smallest_loss.scaling.laws import load_law
+from smallest_loss.scaling.plan import candidate_keys, score
+from smallest_loss.scaling.plan_result import Preflight, row_key
+from smallest_loss.scaling.plan_setup import build_plan_inputs
+from smallest_loss.scaling.planner import calibrated_space, make_plan
+from smallest_loss.scaling.preflight import MAX_ROUNDS, key_model, preflight
+from smallest_loss.scaling.verify import Verification, verify_line
+from smallest_loss.timing.profile import load_profile, save_profile
+
+ROOT = Path(__file__).resolve().parents[2]
+LAW = ROOT / "results/cpu/quickstart/law.json"
+PROFILE = ROOT / "results/cpu/quickstart/calibration/profile.json"
+BUDGET = parse_budget("1min")
+
+
+@pytest.fixture(scope="module")
+def setup():
+    law, profile = load_law(LAW), load_profile(PROFILE)
+    return law, profile, build_plan_inputs(calibrated_space(get_space("cpu"), profile)[0], profile)  # as make_plan
+
+
+class Slower:
+    """A stand-in for the machine: every step measures at the profile's price, the first `slow` keys asked for at
+    `factor` times it; records what it was asked."""
+
+    def __init__(self, inputs, factor: float = 2.0, slow: int = 1):
+        self.inputs, self.factor, self.slow, self.asked = inputs, factor, slow, []
+
+    def __call__(self, keys, space, profile):
+        scores = score(BUDGET, load_law(LAW), dataclasses.replace(self.inputs, measured_steps=None))
+        priced = dict(zip(map(tuple, candidate_keys(scores.candidates).tolist()), scores.step_seconds, strict=True))
+        out = []
+        for key in keys:
+            self.asked.append(key)
+            out.append(priced[key] * (self.factor if len(self.asked) <= self.slow else 1.0))
+        return out
+
+
+def test_the_best_by_the_profile_are_measured_and_a_slow_one_loses_its_place(setup):
+    law, profile, inputs = setup
+    before = score(BUDGET, law, inputs)
+    top = [tuple(k) for k in candidate_keys(before.candidates)[before.order[:3]].tolist()]
+    machine = Slower(inputs, factor=2.0, slow=1)  # the profile's best measures twice its price
+    measured_inputs, done = preflight(BUDGET, law, inputs, profile, k=3, measure=machine)
+    assert machine.asked[:3] == top and done.rounds >= 2 and done.steps[0].round == 1
+    assert done.steps[0].measured == pytest.approx(2 * done.steps[0].priced) and done.steps[0].error == pytest.approx(
+        -0.5
+    )
+    after = score(BUDGET, law, measured_inputs)
+    best = tuple(candidate_keys(after.candidates)[after.order[0]].tolist())
+    assert best != top[0] and best in done.seconds  # the new best was measured too
+    assert after.step_seconds[after.order[0]] == pytest.approx(done.seconds[best])
+    assert len(done.steps) == len(set(machine.asked)) <= 3 * MAX_ROUNDS
+
+
+def test_a_plan_made_after_measuring_says_what_was_measured(setup, tmp_path, monkeypatch):
+    law, profile, inputs = setup
+    monkeypatch.setattr(preflight_module, "measure_keys", lambda *_: pytest.fail("measured for real"))
+    plain = make_plan(BUDGET, law, profile, space="cpu")
+    assert plain.preflight is None and "measured here" not in plain.to_markdown()
+    _, done = preflight(BUDGET, law, inputs, profile, k=2, folder=tmp_path, measure=Slower(inputs, 1.1, 0))
+    assert all(m.error == pytest.approx(0.0) for m in done.steps)  # measured at their price: nothing moves
+    measured = make_plan(BUDGET, law, profile, space="cpu", measure=2, measured_folder=tmp_path)  # read back, kept
+    assert row_key(measured.best) == row_key(plain.best) and measured.preflight == done
+    assert measured.profile_step_seconds == pytest.approx(plain.best.step_seconds)
+    assert "measured here before choosing (the 2 best by the profile, 1 round" in measured.to_markdown()
+    assert measured.to_dict()["measured"]["steps"][0]["config"] == done.steps[0].label
+    assert Preflight(done.steps, 2, 1).to_dict() == json.loads((tmp_path / next(
+        p.name for p in tmp_path.glob("measured-*.json"))).read_text())  # fmt: skip
+
+
+def test_measurements_are_kept_and_a_rerun_plans_the_same_run(setup, tmp_path):
+    law, profile, inputs = setup
+    first, done = preflight(BUDGET, law, inputs, profile, k=2, folder=tmp_path, measure=Slower(inputs, 1.5, 2))
+
+    def fail(*_):
+        raise AssertionError("measured again")
+
+    again, kept = preflight(BUDGET, law, inputs, profile, k=2, folder=tmp_path, measure=fail)
+    assert kept.steps == done.steps and again.measured_steps == first.measured_steps
+    other = dataclasses.replace(profile, noise_floor=0.5)  # another profile: its own file
+    _, fresh = preflight(BUDGET, law, inputs, other, k=1, folder=tmp_path, measure=Slower(inputs, 1.0, 0))
+    assert len(fresh.steps) == 1 and len(list(tmp_path.glob("measured-*.json"))) == 2
+    (tmp_path / next(p.name for p in tmp_path.glob("measured-*.json"))).write_text("{not json")
+    with pytest.raises(UserError, match="unreadable measured steps"):
+        for _ in range(2):  # whichever file was cut short
+            preflight(BUDGET, law, inputs, profile, k=2, folder=tmp_path, measure=fail)
+            preflight(BUDGET, law, inputs, other, k=1, folder=tmp_path, measure=fail)
+
+
+def test_a_step_that_could_not_be_timed_keeps_its_price_and_says_so(setup):
+    law, profile, inputs = setup
+    _, done = preflight(BUDGET, law, inputs, profile, k=1, measure=lambda keys, *_: [None] * len(keys))
+    (step,) = done.steps
+    assert not step.timed and step.measured == step.priced and "not timed here" in done.line()
+    best = make_plan(BUDGET, load_law(LAW), profile, space="cpu").best
+    assert Preflight(done.steps, 1, 1).priced(best) is None  # not a measurement: no second price to report
+
+
+def test_preflight_refuses_what_it_cannot_measure(setup):
+    law, profile, inputs = setup
+    with pytest.raises(UserError, match="measure at least one"):
+        preflight(BUDGET, law, inputs, profile, k=0)
+    with pytest.raises(UserError, match="FLOPs budget"):
+        preflight(parse_budget("1e12"), law, inputs, profile)
+    with pytest.raises(UserError, match="give one \\(--profile\\)"):
+        preflight(BUDGET, law, inputs, None)
+    elsewhere = dataclasses.replace(profile, device_kind="TPU v5 lite")
+    with pytest.raises(UserError, match="calibrated on TPU v5 lite"):
+        preflight(BUDGET, law, inputs, elsewhere)
+
+
+def test_the_verify_line_gives_the_measured_price_and_the_profiles():
+    v = Verification("run", 1.5, 1.52, 0.010, 0.0104, 100, 2.0, None, 0, profile_step_seconds=0.0125)
+    assert v.time_error == pytest.approx(0.04) and v.calibrated_time_error == pytest.approx(0.0104 / 0.0125 - 1)
+    line = verify_line(v)
+    assert "vs predicted 10.00 ms (+4.0%) (measured before the run; the profile priced 12.50 ms, -16.8%)" in line
+    assert Verification.from_dict(v.to_dict()) == v
+
+
+def test_a_key_trains_the_model_it_names():
+    space_cpu = build_plan_inputs(get_space("cpu"), load_profile(PROFILE)).space
+    m = key_model((64, 2, 4, 256, 64, 16, 1, 4, 2, 1), space_cpu, None)
+    assert (m.d, m.n, m.h, m.w, m.s, m.experts, m.top_k, m.bits_weights) == (64, 2, 4, 256, 64, 4, 2, None)
+    dense = key_model((64, 2, 4, 256, 64, 16, 1, 1, 1, 1), space_cpu, {"weights": 4})
+    assert dense.experts == 0 and dense.bits_weights == 4
+
+
+def test_plan_measure_end_to_end_times_real_steps(tmp_path, capsys, monkeypatch):
+    """`plan --measure 1` on a profile of this machine's device: real compiled steps of the best candidates."""
+    monkeypatch.setattr(preflight_module, "SECONDS", 0.1)  # the test's own timing: short
+    here = dataclasses.replace(load_profile(PROFILE), device_kind=environment()["device_kind"])
+    path = str(save_profile(tmp_path / "profile.json", here))
+    base = ["plan", "--budget", "20s", "--law", str(LAW), "--profile", path, "--json"]
+    assert main([*base, "--measure", "1"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    steps = plan["measured"]["steps"]
+    assert steps and all(s["timed"] and s["measured"] > 0 for s in steps)
+    best = plan["best"][0]["step_seconds"]
+    measured_best = any(s["measured"] == pytest.approx(best) for s in steps)
+    assert measured_best or plan["measured"]["rounds"] == MAX_ROUNDS  # measured, or the rounds ran out first
+    assert main([*base, "--measure", "-1"]) == 2 and "give a count" in capsys.readouterr().err
+    assert main([*base[:-1], "--measure", "1", "--budget", "1e12"]) == 2
+    assert "FLOPs budget" in capsys.readouterr().err
