@@ -27,6 +27,7 @@ TEST_SCALE = dict(
     budget_covers="steps",  # 3 s of steps: a whole run's start-up and compile alone take longer here
     probes=0,  # no probe runs then: the profile prices the steps alone
     noise=1,  # the noise floor from 1 configuration timed again (8 by default): each is compiled again
+    measure=1,  # the plan's best candidate timed before choosing (3 by default)
 )
 
 
@@ -53,8 +54,16 @@ def test_quickstart_end_to_end_and_rerun(tmp_path, capsys):
     # The plan priced the machine's speed just before it (the anchors timed again), kept for the rerun below.
     retimed = report["plan"]["retimed"]
     assert retimed["factor"] > 0 and v["retime_factor"] == retimed["factor"]
-    assert ("calibrated_time_error" in v) == (retimed["factor"] != 1.0 and "time_error" in v)
     assert len(list((out / "plan").glob("retimed-*.json"))) == 1
+    # The plan's best candidate was timed on this machine before choosing (kept for the rerun too): where the best
+    # row's step is that measurement, the verification gives the profile's price and its error beside it.
+    measured = report["plan"]["measured"]
+    assert measured["steps"] and len(list((out / "plan").glob("measured-*.json"))) == 1
+    if v.get("profile_step_seconds"):
+        assert best["step_seconds"] in [m["measured"] for m in measured["steps"]]
+        assert v["calibrated_time_error"] == pytest.approx(v["actual_step_seconds"] / v["profile_step_seconds"] - 1)
+    else:
+        assert ("calibrated_time_error" in v) == (retimed["factor"] != 1.0 and "time_error" in v)
     # Every promised file exists and parses.
     assert json.loads((out / "report.json").read_text())["budget"] == "3s"
     profile = load_profile(out / "calibration" / "profile.json")
@@ -128,6 +137,7 @@ def test_law_used_line_names_the_fallback_and_why():
         (dict(design="nope"), "unknown sweep design"),
         (dict(grid="nope"), "grid"),
         (dict(space="nope"), "unknown search space"),
+        (dict(measure=-1), "--measure -1: give a count"),
         (dict(n_boot=1), "at least 2 resamples"),
     ],
 )
