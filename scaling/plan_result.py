@@ -306,6 +306,9 @@ class MeasuredStep:
     measured: float  # the compiled step timed here, plus the profile's host cost (`priced` where not `timed`)
     round: int  # 1 for the first measured
     timed: bool = True  # False: it could not be timed here (out of memory, or micro-batches), so priced
+    # The measurement that made it the best, where it was then timed again to confirm (`measured` is the second: the
+    # first was chosen for being fast, so it is biased fast; the second is not).
+    first: float | None = None
 
     @property
     def label(self) -> str:
@@ -320,12 +323,22 @@ class MeasuredStep:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(config=self.label, key=list(self.key), priced=self.priced, measured=self.measured, round=self.round,
-                    timed=self.timed)  # fmt: skip
+                    timed=self.timed, first=self.first)  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MeasuredStep:
         key = tuple(int(v) for v in data["key"])
-        return cls(key, float(data["priced"]), float(data["measured"]), int(data["round"]), bool(data.get("timed", 1)))
+        first = data.get("first")
+        return cls(key, float(data["priced"]), float(data["measured"]), int(data["round"]), bool(data.get("timed", 1)),
+                   None if first is None else float(first))  # fmt: skip
+
+    def describe(self) -> str:
+        """Its measurement against its price, in a few words."""
+        if not self.timed:
+            return f"{self.label} not timed here (priced {self.priced * 1e3:.3g} ms)"
+        again = f", confirmed after {self.first * 1e3:.3g} ms first" if self.first is not None else ""
+        price = f"priced {self.priced * 1e3:.3g} ms, {self.error:+.0%}"
+        return f"{self.label} {self.measured * 1e3:.3g} ms{again} ({price})"
 
 
 @dataclass(frozen=True)
@@ -359,12 +372,7 @@ class Preflight:
 
     def line(self) -> str:
         """The measurements in one line, for plans and reports."""
-        each = "; ".join(
-            f"{m.label} {m.measured * 1e3:.3g} ms (priced {m.priced * 1e3:.3g} ms, {m.error:+.0%})"
-            if m.timed
-            else f"{m.label} not timed here (priced {m.priced * 1e3:.3g} ms)"
-            for m in self.steps
-        )
+        each = "; ".join(m.describe() for m in self.steps)
         rounds = f"{self.rounds} rounds" if self.rounds != 1 else "1 round"
         return (
             f"measured here before choosing (the {self.k} best by the profile, {rounds}; their measured steps price "

@@ -68,6 +68,29 @@ def test_the_best_by_the_profile_are_measured_and_a_slow_one_loses_its_place(set
     assert best != top[0] and best in done.seconds  # the new best was measured too
     assert after.step_seconds[after.order[0]] == pytest.approx(done.seconds[best])
     assert len(done.steps) == len(set(machine.asked)) <= 3 * MAX_ROUNDS
+    chosen = next(m for m in done.steps if m.key == best)
+    assert chosen.first is not None and machine.asked.count(best) == 2  # the winner timed again, and priced at that
+
+
+def test_a_fast_fluke_is_timed_again_before_it_wins(setup):
+    """The fastest of several measurements is biased fast: a candidate whose first measurement came out at half its
+    price (a fluke) would win by it; it is timed again, priced at the second measurement, and the plan moves on."""
+    law, profile, inputs = setup
+    before = score(BUDGET, law, inputs)
+    keys = [tuple(k) for k in candidate_keys(before.candidates)[before.order[:6]].tolist()]
+    fluke, asked = keys[2], []
+    priced = dict(zip(map(tuple, candidate_keys(before.candidates).tolist()), before.step_seconds, strict=True))
+
+    def machine(todo, *_):
+        asked.extend(todo)
+        return [priced[k] * (0.5 if k == fluke and asked.count(k) == 1 else 1.0) for k in todo]
+
+    measured_inputs, done = preflight(BUDGET, law, inputs, profile, k=3, measure=machine)
+    step = next(m for m in done.steps if m.key == fluke)
+    assert step.first == pytest.approx(0.5 * step.priced) and step.measured == pytest.approx(step.priced)
+    assert "confirmed after" in done.line()
+    after = score(BUDGET, law, measured_inputs)
+    assert tuple(candidate_keys(after.candidates)[after.order[0]].tolist()) == keys[0]  # as the profile ranked it
 
 
 def test_a_plan_made_after_measuring_says_what_was_measured(setup, tmp_path, monkeypatch):
