@@ -121,7 +121,8 @@ def preflight(budget: Budget, law_file: LawFile, inputs: PlanInputs, profile: De
     rounds = 0
     for r in range(1, MAX_ROUNDS + 1):
         now = with_steps(inputs, Preflight(tuple(found.values()), k, r))
-        todo = [(key, priced) for key, priced in best_keys(score(budget, law_file, now), k) if key not in found]
+        best = best_keys(score(budget, law_file, now), k)
+        todo = [(key, seconds / now.measured_scale) for key, seconds in best if key not in found]  # the profile's price
         if not todo:
             break
         rounds = r

@@ -57,7 +57,7 @@ def test_the_best_by_the_profile_are_measured_and_a_slow_one_loses_its_place(set
     law, profile, inputs = setup
     before = score(BUDGET, law, inputs)
     top = [tuple(k) for k in candidate_keys(before.candidates)[before.order[:3]].tolist()]
-    machine = Slower(inputs, factor=2.0, slow=1)  # the profile's best measures twice its price
+    machine = Slower(inputs, factor=2.0, slow=2)  # the profile's two best measure twice their price
     measured_inputs, done = preflight(BUDGET, law, inputs, profile, k=3, measure=machine)
     assert machine.asked[:3] == top and done.rounds >= 2 and done.steps[0].round == 1
     assert done.steps[0].measured == pytest.approx(2 * done.steps[0].priced) and done.steps[0].error == pytest.approx(
@@ -68,6 +68,8 @@ def test_the_best_by_the_profile_are_measured_and_a_slow_one_loses_its_place(set
     assert best != top[0] and best in done.seconds  # the new best was measured too
     assert after.step_seconds[after.order[0]] == pytest.approx(done.seconds[best])
     assert len(done.steps) == len(set(machine.asked)) <= 3 * MAX_ROUNDS
+    profile_price = dict(zip(map(tuple, candidate_keys(before.candidates).tolist()), before.step_seconds, strict=True))
+    assert all(m.priced == pytest.approx(profile_price[m.key]) for m in done.steps)  # the profile's, never rescaled
     chosen = next(m for m in done.steps if m.key == best)
     assert chosen.first is not None and machine.asked.count(best) == 2  # the winner timed again, and priced at that
 
