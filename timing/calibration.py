@@ -98,6 +98,8 @@ def device_rates(out: Path, dtype: str = "float32") -> dict[str, Any]:
         rates = dict(device_kind=kind, peak_flops=peak, peak_dtype=measured_in, bandwidth=bandwidth)
     if "cache_bytes" not in rates:
         rates["cache_bytes"] = cache_bytes()
+    if "llc_bytes" not in rates:
+        rates["llc_bytes"] = cache_bytes(3)
     path.write_text(json.dumps(rates, indent=2) + "\n")
     return rates
 
@@ -305,6 +307,7 @@ def best_profile(
         peak_flops=rates["peak_flops"],
         bandwidth=rates["bandwidth"],
         cache_bytes=rates.get("cache_bytes"),
+        llc_bytes=rates.get("llc_bytes"),
         held_out=best["held_out"],
         price_per_hour=price_per_hour if price_per_hour is not None else (device.price_per_hour if device else None),
         memory_bytes=device.memory_bytes if device else None,

@@ -428,14 +428,15 @@ def measure_peak_flops(
         return rate("float32"), "float32"
 
 
-def cache_bytes() -> float | None:
-    """The per-core L2 cache of the host CPU (from sysfs) when JAX runs on the CPU; None elsewhere or when
-    the system does not say. Used by the cache-aware step-time model (timing.counts.spilled_terms)."""
+def cache_bytes(level: int = 2) -> float | None:
+    """The host CPU's cache of that `level` (from sysfs; L2: per core, L3: the last level, shared) when JAX runs on
+    the CPU; None elsewhere or when the system does not say. Used by the cache-aware step-time models (L2:
+    timing.counts.spilled_terms; L3: the activation traffic of a step whose working set leaves it)."""
     if jax.default_backend() != "cpu":
         return None
     for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
         try:
-            if (index / "level").read_text().strip() == "2":
+            if (index / "level").read_text().strip() == str(level):
                 size = (index / "size").read_text().strip().upper()
                 units = {"K": 2**10, "M": 2**20, "G": 2**30}
                 return float(size[:-1]) * units[size[-1]] if size[-1] in units else float(size)

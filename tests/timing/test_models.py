@@ -141,6 +141,30 @@ def test_work_by_kind_model_recovers_known_rates():
     np.testing.assert_allclose(fit_coefficients(X, X @ truth), truth, rtol=1e-4)
 
 
+def test_activation_traffic_beyond_the_last_level_cache():
+    """`exact-kinds-llc`'s last feature: a step's activation bytes times the share of its working set beyond the
+    last-level cache; nothing where the set fits or the cache is unknown (external records, accelerators)."""
+    from smallest_loss.timing.counts import train_memory_bytes
+    from smallest_loss.timing.models import _activation_bytes, shape_columns
+
+    records = [
+        dict(status="ok", config=dict(d=d, n=n, h=2, w=4 * d, s=64, v=256), batch=16, step_seconds=1.0)
+        for d, n in ((32, 1), (128, 4), (256, 8))
+    ]
+    cols, model = shape_columns(records), get_model("exact-kinds-llc")
+    memory = np.array([train_memory_bytes(r["config"]["d"], r["config"]["n"], 2, 4 * r["config"]["d"], 64, 256, 16)
+                       for r in records])  # fmt: skip
+    llc = float(np.median(memory))
+    spilled = design_matrix(model, cols, dict(DEVICE, llc_bytes=llc))[:, -2]
+    expected = _activation_bytes(cols, DEVICE) * np.clip(1 - llc / memory, 0, 1)
+    np.testing.assert_allclose(spilled, expected, rtol=1e-12)
+    assert spilled[0] == 0 and spilled[2] > 0  # the smallest step fits, the largest does not
+    assert not design_matrix(model, cols, DEVICE)[:, -2].any()  # no cache known: the feature is 0
+    np.testing.assert_array_equal(
+        design_matrix(model, cols, DEVICE)[:, :-2], design_matrix(get_model("exact-kinds"), cols, DEVICE)[:, :-1]
+    )
+
+
 def test_profile_prediction_honours_architecture_variants():
     model = get_model("exact-kinds")
     profile = DeviceProfile(
@@ -177,7 +201,8 @@ def test_profile_predicts_what_the_model_predicts_from_the_equivalent_record():
         tied_embeddings=False,
         dtype="bfloat16",
     )
-    device = dict(DEVICE, cache_bytes=2**14)  # small enough that some element-wise tensors spill
+    # Small enough that some element-wise tensors spill (L2), and that the step's working set leaves the last level.
+    device = dict(DEVICE, cache_bytes=2**14, llc_bytes=2**20)
     for model in (m for m in MODELS if m.analytic):
         coefficients = tuple(np.linspace(1e-12, 3e-12, len(model.features))) + (1e-4,)
         profile = DeviceProfile(
