@@ -62,7 +62,7 @@ def calibrated(tmp_path_factory):
 
 def test_records_are_compared_and_profiled_with_the_communication_term(calibrated, plotted, capsys):
     tmp, code = calibrated
-    assert code == 0 and DATA_PARALLEL in plotted[0] and len(plotted[0]) == 10  # every model but the XLA ones
+    assert code == 0 and DATA_PARALLEL in plotted[0] and len(plotted[0]) == 11  # every model but the XLA ones
     table = (tmp / "cal" / "comparison.md").read_text()
     assert f"{len(SHAPES) * len(SPLITS)} rows of `{tmp / 'cluster.csv'}`" in table and "1, 8, 64 devices" in table
     assert "device table's h100-sxm" in table and "Models on XLA counts skipped: 32 of 32 records" in table
