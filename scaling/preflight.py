@@ -8,21 +8,24 @@ most verified runs. The planner needs the model to search thousands of candidate
 measured. `preflight` times the `k` best (the compiled step as the calibration times it, interleaved rounds of about
 `SECONDS` in all, plus the profile's loop host cost where it has one), prices them at what they measured, and scores
 the space again; where a configuration not yet measured now comes within the `k` best it is measured too, for at most
-`MAX_ROUNDS` rounds. The best is then timed again and priced at that second measurement, until the best is one so
-confirmed (`confirm`: the fastest of several measurements is biased fast). The candidates not measured are priced at
+`MAX_ROUNDS` rounds; and while the best was measured once, it is timed again and priced at that second measurement
+(`confirm`: the fastest of several measurements is biased fast), until the `k` best are measured and the best is
+confirmed. The candidates not measured are priced at
 the profile's price times the median ratio of measured to priced (the machine may run slower or faster now than at
 calibration: without it, every measurement that came out slower would hand the first place to a candidate not
 measured). The plan then says each measured step against its price (`Preflight.line`), and `--verify` reports the
 run's step against the measured price and against the profile's.
 
 Measuring needs the profile's device kind (`timing.retime.other_device`). With a folder the measurements are kept
-(`measured-<profile digest>.json`), so a rerun (a verified run resumed after an interrupt) plans the same run.
+(`measured-<profile digest>.json`, marked `finished` at the end), so a rerun (a verified run resumed after an
+interrupt) measures nothing more and plans the same run; one interrupted while measuring goes on from what it kept.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,20 +83,25 @@ def best_keys(scores: Scores, k: int) -> list[tuple[tuple[int, ...], float]]:
     return [(tuple(int(v) for v in key), float(scores.step_seconds[i])) for key, i in zip(keys, rows, strict=True)]
 
 
-def _load(path: Path | None) -> dict[tuple[int, ...], MeasuredStep]:
+def _load(path: Path | None) -> tuple[dict[tuple[int, ...], MeasuredStep], bool]:
+    """The steps kept in `path` and whether the measuring that wrote them finished (then a rerun measures nothing:
+    it plans with them, the same run)."""
     if path is None or not path.is_file():
-        return {}
+        return {}, False
     try:
-        steps = [MeasuredStep.from_dict(m) for m in json.loads(path.read_text())["steps"]]
+        data = json.loads(path.read_text())
+        steps = [MeasuredStep.from_dict(m) for m in data["steps"]]
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{path}: unreadable measured steps ({e}); delete it to measure again") from e
-    return {m.key: m for m in steps}
+    return {m.key: m for m in steps}, bool(data.get("finished"))
 
 
-def _save(path: Path | None, found: dict[tuple[int, ...], MeasuredStep], k: int, rounds: int) -> None:
+def _save(path: Path | None, found: dict[tuple[int, ...], MeasuredStep], k: int, rounds: int,
+          finished: bool = False) -> None:  # fmt: skip
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(Preflight(tuple(found.values()), k, rounds).to_dict(), indent=2) + "\n"
+        data = dict(Preflight(tuple(found.values()), k, rounds).to_dict(), finished=finished)
+        text = json.dumps(data, indent=2) + "\n"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(path)
@@ -117,42 +125,47 @@ def preflight(budget: Budget, law_file: LawFile, inputs: PlanInputs, profile: De
             )
         measure = measure_keys
     path = Path(folder) / f"measured-{profile_digest(profile)}.json" if folder is not None else None
-    found = _load(path)
-    rounds = 0
-    for r in range(1, MAX_ROUNDS + 1):
-        now = with_steps(inputs, Preflight(tuple(found.values()), k, r))
+    found, finished = _load(path)
+    rounds = max((m.round for m in found.values()), default=0)
+    for _ in range(0 if finished else 2 * MAX_ROUNDS):
+        now = with_steps(inputs, Preflight(tuple(found.values()), k, rounds))
         best = best_keys(score(budget, law_file, now), k)
         todo = [(key, seconds / now.measured_scale) for key, seconds in best if key not in found]  # the profile's price
-        if not todo:
+        if todo and rounds < MAX_ROUNDS:
+            rounds += 1
+            _say(f"timing {len(todo)} of the best candidates on this machine before choosing (round {rounds})")
+            for (key, priced), seconds in zip(todo, measure([key for key, _ in todo], inputs.space, profile),
+                                              strict=True):  # fmt: skip
+                found[key] = MeasuredStep(
+                    key, priced, priced if seconds is None else seconds, rounds, seconds is not None
+                )
+        elif not confirm(found.get(best[0][0]), found, inputs.space, profile, measure):
             break
-        rounds = r
-        for (key, priced), seconds in zip(todo, measure([key for key, _ in todo], inputs.space, profile), strict=True):
-            found[key] = MeasuredStep(key, priced, priced if seconds is None else seconds, r, seconds is not None)
         _save(path, found, k, rounds)
-    rounds = max(rounds, max((m.round for m in found.values()), default=0))
-    confirm(budget, law_file, inputs, found, (profile, measure, path, k, rounds))
     done = Preflight(tuple(found.values()), k, rounds)
+    _save(path, found, k, rounds, finished=True)
     return with_steps(inputs, done), done
 
 
-def confirm(budget: Budget, law_file: LawFile, inputs: PlanInputs, found: dict[tuple[int, ...], MeasuredStep],
-            how: tuple[DeviceProfile, Measure, Path | None, int, int]) -> None:  # fmt: skip
-    """Time the best candidate again, and price it at the second measurement, until the best is one so confirmed
-    (at most `MAX_ROUNDS` times): of several measured candidates the one whose measurement came out fastest wins,
-    so its measurement is biased fast (on the shared CPU one came out 38% below its other measurements, and that
-    run went 60% over its price); a second one, taken after the choice, is not."""
-    profile, measure, path, k, rounds = how
-    for _ in range(MAX_ROUNDS):
-        now = with_steps(inputs, Preflight(tuple(found.values()), k, rounds))
-        ((best, _),) = best_keys(score(budget, law_file, now), 1)
-        step = found.get(best)
-        if step is None or not step.timed or step.first is not None:
-            return
-        (seconds,) = measure([best], inputs.space, profile)
-        if seconds is None:
-            return
-        found[best] = dataclasses.replace(step, measured=seconds, first=step.measured)
-        _save(path, found, k, rounds)
+def confirm(step: MeasuredStep | None, found: dict[tuple[int, ...], MeasuredStep], space: SearchSpace,
+            profile: DeviceProfile, measure: Measure) -> bool:  # fmt: skip
+    """Time the best candidate (`step`) again and price it at the second measurement; False where there is nothing
+    to confirm (not measured, not timed here, or confirmed already). Of several measured candidates the one whose
+    measurement came out fastest wins, so its measurement is biased fast (on the shared CPU one came out 38% below
+    its other measurements, and that run went 60% over its price); a second one, taken after the choice, is not."""
+    if step is None or not step.timed or step.first is not None:
+        return False
+    _say(f"timing the best candidate again ({step.label}: {step.measured * 1e3:.3g} ms the first time)")
+    (seconds,) = measure([step.key], space, profile)
+    found[step.key] = dataclasses.replace(step, measured=step.measured if seconds is None else seconds,
+                                          first=step.measured)  # fmt: skip
+    return True
+
+
+def _say(line: str) -> None:
+    """A progress line on stderr (each timing takes a compile and about `SECONDS`: seconds on a CPU, up to a minute for
+    a large model on an accelerator), so that `--json` output stays clean."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def with_steps(inputs: PlanInputs, measured: Preflight) -> PlanInputs:
