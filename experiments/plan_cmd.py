@@ -111,8 +111,8 @@ def add_timing_args(p: argparse.ArgumentParser) -> None:
         metavar="K",
         help="time the K configurations the profile ranks best on this machine (their compiled step, about 1 s each "
         "after its compile) and plan with their measured steps, again while one not yet measured comes within the K "
-        f"best (at most {MAX_ROUNDS} rounds); default {DEFAULT_K} with --verify where the profile is this machine's "
-        "device and the budget is time or money, else 0 (the profile prices every step)",
+        f"best (at most {MAX_ROUNDS} rounds), the best timed twice; default {DEFAULT_K} with --verify where the "
+        "profile is this machine's device and the budget is time or money, else 0 (the profile prices every step)",
     )
 
 
