@@ -370,6 +370,7 @@ class TimeModel:
     description: str
     multi_device: bool = False  # compared only when the records hold several device counts
     model_parallel: bool = False  # compared only when some record gives a tensor- or pipeline-parallel layout
+    needs: str = ""  # a device rate its features read (`cache_bytes`, `llc_bytes`): compared only where it is known
 
 
 def _xla_flops(c: dict[str, np.ndarray], _: Any) -> np.ndarray:
@@ -441,6 +442,7 @@ MODELS: tuple[TimeModel, ...] = (
         (*(_term(k) for k in TERMS), *(_spilled(k) for k in ("width", "hidden", "scores"))),
         True,
         "exact-kinds, with element-wise work whose per-layer tensor exceeds the cache priced again (spilled_terms)",
+        needs="cache_bytes",
     ),
     TimeModel(
         "exact-kinds-llc",
@@ -448,6 +450,7 @@ MODELS: tuple[TimeModel, ...] = (
         (*(_term(k) for k in TERMS), _llc_spilled_activations),
         True,
         "exact-kinds, with the activation bytes of a step whose working set exceeds the last-level cache priced again",
+        needs="llc_bytes",
     ),
     TimeModel(
         "data-parallel",
@@ -619,16 +622,15 @@ def cross_validate(
 def compare_models(
     records: list[dict[str, Any]], device: dict[str, float], k: int = 5, statistic: str = DEFAULT_STATISTIC
 ) -> list[dict[str, Any]]:
-    """Cross-validate every model on the `ok` records (fitted to `statistic`); best held-out mean error first."""
+    """Cross-validate every model on the `ok` records (fitted to `statistic`); best held-out mean error first. A model
+    whose features read a cache size the device does not give (accelerators, external records) is left out: it
+    would repeat `exact-kinds`."""
     ok = [r for r in records if r.get("status") == "ok"]
     if len(ok) < 2 * k:
         raise UserError(f"only {len(ok)} successful timing records; at least {2 * k} are needed to compare models")
     cols = shape_columns(ok, statistic)
     several = len(np.unique(cols["k"])) > 1
     parallel = bool(np.any(cols["tp"] * cols["pp"] > 1))
-    results = [
-        cross_validate(m, cols, device, k)
-        for m in MODELS
-        if (several or not m.multi_device) and (parallel or not m.model_parallel)
-    ]
+    applies = [m for m in MODELS if (several or not m.multi_device) and (parallel or not m.model_parallel)]
+    results = [cross_validate(m, cols, device, k) for m in applies if not m.needs or device.get(m.needs)]
     return sorted(results, key=lambda r: r.get("held_out", {}).get("mape", np.inf))
