@@ -21,7 +21,7 @@ from smallest_loss.scaling.budget import parse_budget
 from smallest_loss.scaling.plan_result import Plan
 from smallest_loss.scaling.planner import make_plan
 from smallest_loss.scaling.precision_plan import plan_precisions
-from smallest_loss.scaling.preflight import DEFAULT_K, MAX_ROUNDS
+from smallest_loss.scaling.preflight import DEFAULT_K, MAX_ROUNDS, measure_count
 from smallest_loss.scaling.serving_plan import plan_serving
 from smallest_loss.scaling.verify import verify, verify_cadence, verify_line
 from smallest_loss.timing.profile import load_profile
@@ -168,9 +168,7 @@ def _measure(args: argparse.Namespace) -> int:
     """How many of the best candidates to time here before choosing (scaling/preflight.py): `--measure`, else
     `DEFAULT_K` where --verify trains the plan on this machine with a profile of its device and a time budget."""
     if args.measure is not None:
-        if args.measure < 0:
-            raise UserError(f"--measure {args.measure}: give a count of configurations (0 turns measuring off)")
-        return args.measure
+        return measure_count(args.measure)
     if not (args.verify and len(args.profile) == 1) or parse_budget(args.budget).kind == "flops":
         return 0
     return DEFAULT_K if timing_retime.other_device(load_profile(args.profile[0])) is None else 0

@@ -33,7 +33,7 @@ from smallest_loss.scaling.plan import param_range
 from smallest_loss.scaling.plan_result import Plan
 from smallest_loss.scaling.plan_setup import build_plan_inputs
 from smallest_loss.scaling.planner import calibrated_space, plan_with_inputs, with_profile_notes
-from smallest_loss.scaling.preflight import DEFAULT_K, preflight
+from smallest_loss.scaling.preflight import DEFAULT_K, measure_count, preflight
 from smallest_loss.scaling.report import answer_line
 from smallest_loss.scaling.verify import Verification, verify, verify_cadence, verify_line
 from smallest_loss.timing.calibration import noise_floor, read_records, run_grid
@@ -54,8 +54,7 @@ def _done(start: float) -> None:
 def _check_arguments(parsed: Any, plan_space: Any, out: str | Path, grid: str, n_boot: int, measure: int) -> None:
     """Every argument checked before the out folder exists."""
     check_quickstart_budget(parsed, plan_space, out)
-    if measure < 0:
-        raise UserError(f"--measure {measure}: give a count of configurations (0 turns measuring off)")
+    measure_count(measure)
     get_grid(grid)  # an unknown grid name fails here, not after the out folder exists
     if n_boot < 2:
         raise UserError(f"--bootstrap {n_boot}: the law's intervals need at least 2 resamples")

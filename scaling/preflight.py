@@ -51,6 +51,13 @@ SECONDS = 1.0  # each configuration's timing, in all (after its compile)
 ROUNDS = 5  # interleaved timing rounds (a slow spell of a shared machine touches one round of each)
 
 
+def measure_count(k: int) -> int:
+    """`--measure K` checked: a count of configurations, 0 turning measuring off."""
+    if k < 0:
+        raise UserError(f"--measure {k}: give a count of configurations (0 turns measuring off)")
+    return k
+
+
 def key_model(key: tuple[int, ...], space: SearchSpace, bits: dict[str, int] | None) -> ModelConfig:
     """The model a candidate key trains (the calibration's defaults for everything the key does not say)."""
     d, n, h, w, s, _, _, experts, top_k, granularity = key
@@ -134,8 +141,8 @@ def preflight(budget: Budget, law_file: LawFile, inputs: PlanInputs, profile: De
         if todo and rounds < MAX_ROUNDS:
             rounds += 1
             _say(f"timing {len(todo)} of the best candidates on this machine before choosing (round {rounds})")
-            for (key, priced), seconds in zip(todo, measure([key for key, _ in todo], inputs.space, profile),
-                                              strict=True):  # fmt: skip
+            timed = measure([key for key, _ in todo], inputs.space, profile)
+            for (key, priced), seconds in zip(todo, timed, strict=True):
                 found[key] = MeasuredStep(
                     key, priced, priced if seconds is None else seconds, rounds, seconds is not None
                 )
