@@ -3,7 +3,8 @@
 # resumable slice of the `gpu` calibration grid with its noise floor (configurations measured twice) and probe runs
 # (short real training runs: the loop's host cost, compile, evaluation, save and start-up seconds, and the loop's
 # held-out step-time error), the same grid's first configurations in FP8 with the measured FP8 / bf16 step-time
-# ratio, and the MFU of a GPT-2-medium-sized step at two batch sizes with the training loop
+# ratio, a time budget planned with that profile (its best candidates timed first) and trained, each term of its
+# wall-clock predicted against measured, and the MFU of a GPT-2-medium-sized step at two batch sizes with the training loop
 # timed with and without prefetch, all under $OUT. TINY=1 runs every stage on the CPU in seconds to minutes
 # (JAX_PLATFORMS=cpu, the `tiny` grid and preset), to check the script where no GPU is at hand. Installs nothing (the device machine has JAX, Flax, Optax and Orbax); runs the package from the
 # checkout under its import name `smallest_loss` (a temporary folder of links to the top-level folders, as
@@ -19,6 +20,7 @@ if [ "${TINY:-0}" = 1 ]; then
   FP8_LIMIT=${FP8_LIMIT:-10}; FP8_MIN_SECONDS=${FP8_MIN_SECONDS:-0.05}  # a fit needs 10 records: the whole tiny grid
   MIN_SECONDS=${MIN_SECONDS:-0.05}
   FP8_SECONDS=${FP8_SECONDS:-300}
+  PLAN=${PLAN:-10s}; SPACE=${SPACE:-cpu}
 fi
 OUT=${OUT:-out/gpu}
 GRID=${GRID:-gpu}            # timing grid (configs/grids.py)
@@ -30,6 +32,10 @@ FP8_SECONDS=${FP8_SECONDS:-180}
 FP8_MIN_SECONDS=${FP8_MIN_SECONDS:-0.2}
 NOISE=${NOISE:-4}            # configurations measured again for the noise floor (0: none)
 PROBES=${PROBES:-3}          # probe runs (timing/probes.py) for the wall-clock terms (0: none)
+PLAN=${PLAN:-90s}            # the planned and verified run's time budget (0: no plan stage)
+PLAN_SECONDS=${PLAN_SECONDS:-240}
+SPACE=${SPACE:-gpu}          # the plan's search space (configs/spaces.py)
+LAW=${LAW:-results/cpu/scaling/law.json}
 PRESET=${PRESET:-gpt2-medium}
 BATCHES=${BATCHES:-8 32}     # bench_train batch sizes
 REPEATS=${REPEATS:-20}
@@ -75,7 +81,16 @@ if [ "$FP8_LIMIT" -gt 0 ]; then  # FP8_LIMIT=0: no FP8 stage
     --min-seconds "$FP8_MIN_SECONDS" --limit "$FP8_LIMIT" --no-noise-check --probes 0 --quiet \
     --compare "$OUT/timing/profile.json" 2>&1 | tee "$OUT/calibrate_fp8.txt"
 fi
-tar -czf "$OUT/timing.tar.gz" -C "$OUT" timing $(test -d "$OUT/timing-fp8" && echo timing-fp8) && rm -rf "$OUT/timing" "$OUT/timing-fp8"
+# 2d. A time budget planned with the profile just fitted and trained on this device: the planner's best candidates
+# compiled and timed here first (--measure 3), the best trained for the whole budget (wall-clock, start-up to the last
+# save), and each wall-clock term and the step predicted against measured (plan.txt's `verify` lines). The law is the
+# committed CPU sweep's (LAW): its loss at these sizes is an extrapolation, the time checks are the point.
+if [ "$PLAN" != 0 ]; then  # PLAN=0: no plan
+  timeout "$PLAN_SECONDS" "${CLI[@]}" plan --budget "$PLAN" --law "$LAW" --profile "$OUT/timing/profile.json" \
+    --space "$SPACE" --verify --measure 3 --out "$OUT/plan" 2>&1 | tee "$OUT/plan.txt"
+fi
+tar -czf "$OUT/timing.tar.gz" -C "$OUT" --exclude=checkpoints timing $(test -d "$OUT/timing-fp8" && echo timing-fp8) \
+  $(test -d "$OUT/plan" && echo plan) && rm -rf "$OUT/timing" "$OUT/timing-fp8" "$OUT/plan"
 # 3. MFU of the real training step (bf16 compute, fp32 master weights, cuDNN attention) at two batch sizes, and the
 # training loop's steady step with and without prefetch against it.
 for b in $BATCHES; do

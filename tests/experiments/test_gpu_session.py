@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import jax
@@ -29,7 +30,7 @@ def test_the_script_parses_and_its_calibrate_flags_are_accepted():
     more = ["--no-noise-check", "--probes", "0", "--quiet", "--set", "model.dtype=float8", "--compare", "p.json"]
     args = build_parser(flags).parse_args([*flags, *more, "--measure-only"])
     assert args.probes == 0 and not args.noise_check and args.set == ["model.dtype=float8"] and args.measure_only
-    assert "--measure-only" in text
+    assert "--measure-only" in text and "--verify --measure 3" in text
 
 
 @pytest.mark.slow
@@ -59,3 +60,9 @@ def test_the_whole_session_runs_on_the_cpu(tmp_path):
     assert "noise floor:" in calibrate and "probe runs: 1" in calibrate and "training loop: host cost" in calibrate
     assert "with prefetch" in (tmp_path / "bench_train.txt").read_text()
     assert not (tmp_path / "calibrate_fp8.txt").exists() and (tmp_path / "timing.tar.gz").exists()
+    # the plan stage: candidates timed before choosing, the best trained, every wall-clock term predicted vs measured
+    plan = (tmp_path / "plan.txt").read_text()
+    assert "measured here before choosing" in plan and "verify wall-clock, measured vs predicted" in plan
+    with tarfile.open(tmp_path / "timing.tar.gz") as tar:
+        names = tar.getnames()
+    assert "plan/plan.json" in names and not any("checkpoints" in n for n in names)
