@@ -376,15 +376,33 @@ def steady_step_seconds(lines: list[dict[str, Any]], checkpoint_every: int, medi
     follows a checkpoint save. Lines of one sync share its wall time, so intervals run between syncs. None
     when no interval is clean (too few syncs). The clean intervals' total seconds over their steps (what the run
     paid), or with `median` the median interval's seconds a step (robust to a shared machine's slow spell in one)."""
-    syncs = [a for a, b in zip(lines, lines[1:], strict=False) if b["wall_seconds"] != a["wall_seconds"]]
-    syncs += lines[-1:]
-    clean = [
-        (b["wall_seconds"] - a["wall_seconds"], b["step"] - a["step"])
-        for a, b in zip(syncs, syncs[1:], strict=False)
-        if "eval_loss" not in b and not (checkpoint_every and a["step"] % checkpoint_every == 0)
-    ]
+    clean = clean_intervals(lines, checkpoint_every)
     if not clean:
         return None
     if median:
         return float(statistics.median(s / k for s, k in clean))
     return sum(s for s, _ in clean) / sum(k for _, k in clean)
+
+
+def clean_intervals(lines: list[dict[str, Any]], checkpoint_every: int) -> list[tuple[float, int]]:
+    """(seconds, steps) of each interval between host syncs that holds nothing but steps, in run order (see
+    `steady_step_seconds`)."""
+    syncs = [a for a, b in zip(lines, lines[1:], strict=False) if b["wall_seconds"] != a["wall_seconds"]]
+    syncs += lines[-1:]
+    return [
+        (b["wall_seconds"] - a["wall_seconds"], b["step"] - a["step"])
+        for a, b in zip(syncs, syncs[1:], strict=False)
+        if "eval_loss" not in b and not (checkpoint_every and a["step"] % checkpoint_every == 0)
+    ]
+
+
+def step_seconds_by_part(lines: list[dict[str, Any]], checkpoint_every: int, parts: int = 4) -> list[float] | None:
+    """Seconds a step in each of `parts` consecutive stretches of a run's clean intervals (`clean_intervals`, run
+    order): how the machine's speed moved while the run trained, apart from the jitter of single intervals. None
+    with fewer clean intervals than `parts`."""
+    clean = clean_intervals(lines, checkpoint_every)
+    if len(clean) < parts:
+        return None
+    bounds = [round(i * len(clean) / parts) for i in range(parts + 1)]
+    stretches = [clean[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [sum(s for s, _ in part) / sum(k for _, k in part) for part in stretches]

@@ -17,7 +17,7 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.lazy import LazyModule
 from smallest_loss.configs.schema import ModelConfig, RunConfig
 from smallest_loss.configs.spaces import SearchSpace
-from smallest_loss.model.runs import RunDir, steady_step_seconds
+from smallest_loss.model.runs import RunDir, steady_step_seconds, step_seconds_by_part
 from smallest_loss.scaling.plan_result import PlanRow
 from smallest_loss.scaling.precision_law import UNQUANTISED_BITS
 from smallest_loss.timing.wallclock import TERMS, Cadence
@@ -52,6 +52,9 @@ class Verification:
     # The profile's price of the step where the plan priced it at a measurement made just before it (`plan --measure`,
     # scaling/preflight.py): `predicted_step_seconds` is then that measurement.
     profile_step_seconds: float | None = None
+    # Seconds a step in each quarter of the run (`model.runs.step_seconds_by_part`): how the machine's speed moved
+    # while it trained (None: too few host syncs).
+    part_step_seconds: list[float] | None = None
 
     @property
     def loss_error(self) -> float:
@@ -175,7 +178,8 @@ def verify(
     name = f"d{m.d}-n{m.n}-h{m.h}-w{m.w}{moe}{quant}-s{m.s}-b{config.train.batch_size}{lr}-steps{config.total_steps}"
     out = Path(out) / name
     summary = model_train.train(config, out, resume=(out / "config.json").exists(), progress=True)
-    per_step = steady_step_seconds(RunDir(out, config, {}).read_metrics(), config.train.checkpoint_every)
+    metrics = RunDir(out, config, {}).read_metrics()
+    per_step = steady_step_seconds(metrics, config.train.checkpoint_every)
     rise = None
     if serve_bits is not None and serve_bits < UNQUANTISED_BITS:
         rise = model_evaluate.post_training_losses(out, [serve_bits]).rise(serve_bits)
@@ -195,6 +199,7 @@ def verify(
         actual_wall_clock=summary.get("wall_clock"),
         retime_factor=retime_factor,
         profile_step_seconds=profile_step_seconds,
+        part_step_seconds=step_seconds_by_part(metrics, config.train.checkpoint_every),
     )
 
 
@@ -235,6 +240,11 @@ def verify_line(v: Verification) -> str:
     elif v.calibrated_time_error is not None:
         calibrated = v.predicted_step_seconds / v.retime_factor * 1e3
         line += f" (re-timed x{v.retime_factor:.3f}; as calibrated {calibrated:.2f} ms, {v.calibrated_time_error:+.1%})"
+    if v.part_step_seconds:
+        low, high = min(v.part_step_seconds), max(v.part_step_seconds)
+        line += f"; its quarters ran {low * 1e3:.2f}-{high * 1e3:.2f} ms a step"
+        if v.time_error is not None and abs(v.time_error) > 0.1 and low <= v.predicted_step_seconds <= high:
+            line += " (the machine's speed moved across the prediction during the run)"
     if v.common_loss is not None:
         line += f"; loss on the common validation sample ({v.common_sequences:,} sequences) {v.common_loss:.4f}"
     terms = wall_clock_line(v)

@@ -228,6 +228,20 @@ def test_verify_step_time_leaves_out_compilation_evaluation_and_checkpoints(
     assert steady_step_seconds(lines[:1], checkpoint_every) is None  # one sync: no clean interval
 
 
+def test_a_runs_quarters_show_the_machine_slowing_down():
+    """`step_seconds_by_part`: seconds a step in each quarter of a run's clean intervals, in run order."""
+    from smallest_loss.model.runs import step_seconds_by_part
+
+    fast, slow = _metrics(0.01, 100, 5, 1000, 1000, 0, 0, 0), _metrics(0.02, 100, 5, 1000, 1000, 0, 0, 0)
+    shift = fast[-1]["wall_seconds"]
+    lines = fast + [dict(x, step=x["step"] + 100, wall_seconds=x["wall_seconds"] + shift) for x in slow]
+    lines = [{k: v for k, v in x.items() if k != "eval_loss"} for x in lines]
+    parts = step_seconds_by_part(lines, 0)
+    assert len(parts) == 4 and parts[0] == pytest.approx(0.01) and parts[-1] == pytest.approx(0.02)
+    assert parts == sorted(parts) and 0.01 <= parts[1] <= parts[2] <= 0.02
+    assert step_seconds_by_part(lines[:6], 0) is None  # one clean interval: no quarters
+
+
 def test_verify_trains_with_the_recipe():
     from smallest_loss.configs.designs import get_design
     from smallest_loss.configs.spaces import get_space

@@ -167,6 +167,12 @@ def test_the_verify_line_gives_the_measured_price_and_the_profiles():
     line = verify_line(v)
     assert "vs predicted 10.00 ms (+4.0%) (measured before the run; the profile priced 12.50 ms, -16.8%)" in line
     assert Verification.from_dict(v.to_dict()) == v
+    drifted = dataclasses.replace(v, actual_step_seconds=0.0125, part_step_seconds=[0.0098, 0.0121, 0.0140, 0.0139])
+    line = verify_line(drifted)
+    assert "its quarters ran 9.80-14.00 ms a step (the machine's speed moved across the prediction" in line
+    assert Verification.from_dict(drifted.to_dict()) == drifted
+    steady = dataclasses.replace(drifted, part_step_seconds=[0.0124, 0.0125, 0.0126, 0.0125])
+    assert verify_line(steady).endswith("quarters ran 12.40-12.60 ms a step") and "moved" not in verify_line(steady)
 
 
 def test_a_key_trains_the_model_it_names():
