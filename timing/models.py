@@ -165,6 +165,17 @@ def _term(name: str) -> Callable[..., np.ndarray]:
     return feature
 
 
+def _terms(*names: str) -> Callable[..., np.ndarray]:
+    """Feature: several kinds of work of `timing.counts.train_step_terms` at one rate (`_term` of each, summed)."""
+    parts = [_term(name) for name in names]
+
+    def feature(c: dict[str, np.ndarray], device: Any) -> np.ndarray:
+        return sum(part(c, device) for part in parts)
+
+    feature.__name__ = "+".join(names)
+    return feature
+
+
 def _spilled(name: str) -> Callable[..., np.ndarray]:
     """Feature: one element-wise kind of work, where its per-layer tensor exceeds the device's cache."""
 
@@ -191,8 +202,7 @@ def _llc_thrashed_bytes(c: dict[str, np.ndarray], device: dict[str, Any]) -> np.
     """Feature: all of a step's memory traffic where its working set (`train_memory_bytes`) exceeds the last-level
     cache (`llc_bytes`), else 0 (and 0 where the cache is not known). A step sweeps its working set in the same
     order every time, and least-recently-used replacement keeps none of a cyclic sweep larger than the cache, so past
-    that size every byte comes from memory: a step, not a share. On 19 quickstart calibrations of the 2-core EPYC
-    (32 MiB L3) it held out at 11.6% mean error against `exact-kinds`' 13.4%, better on 16 of the 19."""
+    that size every byte comes from memory: a step, not a share."""
     llc = device.get("llc_bytes")
     if not llc:
         return np.zeros(c["d"].shape)
@@ -473,6 +483,22 @@ MODELS: tuple[TimeModel, ...] = (
         needs="llc_bytes",
     ),
     TimeModel(
+        "exact-grouped-thrash",
+        "exact: matmuls, attention, element-wise, optimizer, layers, all traffic beyond the last-level cache",
+        (
+            _terms("projection", "mlp", "output"),
+            _term("attention"),
+            _terms("width", "hidden", "scores", "logits"),
+            _term("optimizer"),
+            _layers,
+            _llc_thrashed_bytes,
+        ),
+        True,
+        "the dense matmuls at one rate, attention's at another, all element-wise work at a third, the optimizer, a "
+        "cost per layer, and every byte of a step whose working set exceeds the last-level cache priced again",
+        needs="llc_bytes",
+    ),
+    TimeModel(
         "data-parallel",
         "exact: ... + layers + gradient sync (data parallel)",
         _DATA_PARALLEL,
@@ -537,6 +563,9 @@ LEGACY_NAMES: dict[str, str] = {
     "exact: work by kind, activation traffic beyond the last-level cache": "exact-kinds-llc",
     "exact: work by kind, all traffic from memory once the working set exceeds the last-level cache": (
         "exact-kinds-thrash"
+    ),
+    "exact: matmuls, attention, element-wise, optimizer, layers, all traffic beyond the last-level cache": (
+        "exact-grouped-thrash"
     ),
     "exact: ... + layers + gradient sync (data parallel)": "data-parallel",
     "exact: model parallel (... + tensor all-reduces, pipeline bubble)": "model-parallel",

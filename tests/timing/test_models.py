@@ -163,7 +163,7 @@ def test_activation_traffic_beyond_the_last_level_cache():
 
 
 def test_all_traffic_from_memory_beyond_the_last_level_cache():
-    """`exact-kinds-thrash`'s last feature: every byte of a step whose working set exceeds the last-level cache (a
+    """`exact-grouped-thrash`'s last feature: every byte of a step whose working set exceeds the last-level cache (a
     cyclic sweep larger than an LRU cache keeps none of it), nothing below it or where the cache is unknown."""
     from smallest_loss.timing.counts import train_memory_bytes
     from smallest_loss.timing.models import _exact_bytes, shape_columns
@@ -172,15 +172,16 @@ def test_all_traffic_from_memory_beyond_the_last_level_cache():
         dict(status="ok", config=dict(d=d, n=n, h=2, w=4 * d, s=64, v=256), batch=16, step_seconds=1.0)
         for d, n in ((32, 1), (128, 4), (256, 8))
     ]
-    cols, model = shape_columns(records), get_model("exact-kinds-thrash")
+    cols, model = shape_columns(records), get_model("exact-grouped-thrash")
     memory = [train_memory_bytes(r["config"]["d"], r["config"]["n"], 2, 4 * r["config"]["d"], 64, 256, 16)
               for r in records]  # fmt: skip
     thrashed = design_matrix(model, cols, dict(DEVICE, llc_bytes=float(np.median(memory))))[:, -2]
     np.testing.assert_allclose(thrashed, [0.0, 0.0, _exact_bytes(cols, DEVICE)[2]], rtol=1e-12)
     assert not design_matrix(model, cols, DEVICE)[:, -2].any()  # no cache known: the feature is 0
-    np.testing.assert_array_equal(
-        design_matrix(model, cols, DEVICE)[:, :-2], design_matrix(get_model("exact-kinds"), cols, DEVICE)[:, :-1]
-    )
+    # the rest: exact-kinds' work grouped (dense matmuls, attention's, element-wise, optimizer) and the layers
+    kinds, grouped = design_matrix(get_model("exact-kinds"), cols, DEVICE), design_matrix(model, cols, DEVICE)
+    want = [kinds[:, [0, 1, 3]].sum(1), kinds[:, 2], kinds[:, 4:8].sum(1), kinds[:, 8], cols["n"]]
+    np.testing.assert_allclose(grouped[:, :5], np.stack(want, axis=1), rtol=1e-12)
 
 
 def test_profile_prediction_honours_architecture_variants():
