@@ -42,7 +42,15 @@ from smallest_loss.timing.measure import (
     record_config,
     time_round,
 )
-from smallest_loss.timing.models import DEFAULT_STATISTIC, STATISTICS, compare_models, get_model, record_precision
+from smallest_loss.timing.models import (
+    DEFAULT_STATISTIC,
+    STATISTICS,
+    compare_models,
+    get_model,
+    record_precision,
+    shape_columns,
+    working_set_ratio,
+)
 from smallest_loss.timing.probes import PROBES as PROBE_RUNS
 from smallest_loss.timing.probes import fit_wall_clock, probe_runs
 from smallest_loss.timing.profile import DeviceProfile, calibrated_ranges, profile_bits, save_profile
@@ -308,6 +316,7 @@ def best_profile(
         bandwidth=rates["bandwidth"],
         cache_bytes=rates.get("cache_bytes"),
         llc_bytes=rates.get("llc_bytes"),
+        working_set_ratio=working_set_ratio(shape_columns(ok, statistic)) if rates.get("llc_bytes") else None,
         held_out=best["held_out"],
         price_per_hour=price_per_hour if price_per_hour is not None else (device.price_per_hour if device else None),
         memory_bytes=device.memory_bytes if device else None,

@@ -71,7 +71,7 @@ def shape_columns(records: list[dict[str, Any]], statistic: str = DEFAULT_STATIS
     and `recompute` are the record's parallel layout (`LAYOUT` where it gives none).
     """
     key = STATISTICS[statistic]
-    names = ("d", "n", "h", "w", "s", "v", "b", "k", "time", "xla_flops", "xla_bytes", *LAYOUT)
+    names = ("d", "n", "h", "w", "s", "v", "b", "k", "time", "xla_flops", "xla_bytes", "xla_peak", *LAYOUT)
     cols: dict[str, list[Any]] = {k: [] for k in (*names, "variant")}
     for r in records:
         for k in ("d", "n", "h", "w", "s", "v"):
@@ -85,6 +85,7 @@ def shape_columns(records: list[dict[str, Any]], statistic: str = DEFAULT_STATIS
         cols["time"].append(r.get(key, r["step_seconds"]))
         cols["xla_flops"].append(r.get("xla", {}).get("flops", np.nan))
         cols["xla_bytes"].append(r.get("xla", {}).get("bytes_accessed", np.nan))
+        cols["xla_peak"].append(r.get("xla", {}).get("peak_bytes") or np.nan)
         c = r["config"]
         cols["variant"].append(
             variant(
@@ -202,11 +203,26 @@ def _llc_thrashed_bytes(c: dict[str, np.ndarray], device: dict[str, Any]) -> np.
     """Feature: all of a step's memory traffic where its working set (`train_memory_bytes`) exceeds the last-level
     cache (`llc_bytes`), else 0 (and 0 where the cache is not known). A step sweeps its working set in the same
     order every time, and least-recently-used replacement keeps none of a cyclic sweep larger than the cache, so past
-    that size every byte comes from memory: a step, not a share."""
+    that size every byte comes from memory: a step, not a share. The working set is `train_memory_bytes` times the
+    device's `working_set_ratio` where the calibration measured one (`working_set_ratio`: XLA's compiled peak memory
+    over our count, whose temporaries it leaves out)."""
     llc = device.get("llc_bytes")
     if not llc:
         return np.zeros(c["d"].shape)
-    return _exact_bytes(c, device) * (_per_variant(c, train_memory_bytes) > llc)
+    memory = _per_variant(c, train_memory_bytes) * (device.get("working_set_ratio") or 1.0)
+    return _exact_bytes(c, device) * (memory > llc)
+
+
+def working_set_ratio(cols: dict[str, np.ndarray]) -> float | None:
+    """The median ratio of XLA's compiled peak memory to `train_memory_bytes` over the records that have it (None
+    where none does: external tables): the share of a step's working set our count leaves out, measured on the
+    device (on the 2-core EPYC 1.13-1.25, by grid)."""
+    peak = cols.get("xla_peak")
+    if peak is None or not np.any(np.isfinite(peak)):
+        return None
+    known = np.isfinite(peak)
+    counted = _per_variant({k: v[known] for k, v in cols.items()}, train_memory_bytes)
+    return float(np.median(peak[known] / counted))
 
 
 TERMS = ("projection", "mlp", "attention", "output", "width", "hidden", "scores", "logits", "optimizer")
@@ -681,6 +697,8 @@ def compare_models(
     if len(ok) < 2 * k:
         raise UserError(f"only {len(ok)} successful timing records; at least {2 * k} are needed to compare models")
     cols = shape_columns(ok, statistic)
+    if device.get("llc_bytes") and "working_set_ratio" not in device:
+        device = {**device, "working_set_ratio": working_set_ratio(cols)}
     several = len(np.unique(cols["k"])) > 1
     parallel = bool(np.any(cols["tp"] * cols["pp"] > 1))
     applies = [m for m in MODELS if (several or not m.multi_device) and (parallel or not m.model_parallel)]

@@ -88,6 +88,9 @@ class DeviceProfile:
     statistic: str = "median"  # the measured step time the model was fitted to (timing.models.STATISTICS)
     cache_bytes: float | None = None  # per-core cache (CPU), for the cache-aware model
     llc_bytes: float | None = None  # the last-level (L3) cache (CPU), for `exact-kinds-llc`; None: not known
+    # XLA's compiled peak memory over `train_memory_bytes`, the median over the records
+    # (timing.models.working_set_ratio), that the last-level-cache models scale a step's working set by; None: 1.
+    working_set_ratio: float | None = None
     wall_clock: dict[str, Any] | None = None  # timing.wallclock.WallClock's fields (version 5; None: steps only)
     # Integer bits of the quantised kinds of tensor the records trained at ({"weights": 4, "activations": 8,
     # "kv": 4}; absent kinds and {}: not quantised). With `dtype` the profile's precision (`precision`).
@@ -140,7 +143,11 @@ class DeviceProfile:
         cols = dict(zip(names, (a.ravel() for a in arrays), strict=True))  # features are columns: flatten
         cols["variant"] = np.full(cols["d"].shape, variant(activation, norm, tied, self.precision, moe), dtype=object)
         device = dict(
-            peak_flops=self.peak_flops, bandwidth=self.bandwidth, cache_bytes=self.cache_bytes, llc_bytes=self.llc_bytes
+            peak_flops=self.peak_flops,
+            bandwidth=self.bandwidth,
+            cache_bytes=self.cache_bytes,
+            llc_bytes=self.llc_bytes,
+            working_set_ratio=self.working_set_ratio,
         )
         seconds = design_matrix(get_model(model_id), cols, device) @ np.asarray(coefficients, dtype=np.float64)
         return seconds.reshape(arrays[0].shape)

@@ -339,3 +339,25 @@ def test_spearman_matches_scipy_with_ties_and_constant_inputs():
         assert spearman(x, y) == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
     assert spearman(np.arange(5.0), -(np.arange(5.0) ** 3)) == pytest.approx(-1.0)
     assert np.isnan(spearman(np.ones(4), np.arange(4.0)))
+
+
+def test_the_working_set_is_scaled_by_the_measured_ratio():
+    """`working_set_ratio`: the median of XLA's compiled peak memory over `train_memory_bytes`; a step whose counted
+    working set fits the last-level cache but whose measured one does not is priced as beyond it."""
+    from smallest_loss.timing.counts import train_memory_bytes
+    from smallest_loss.timing.models import shape_columns, working_set_ratio
+
+    shapes = ((32, 1), (128, 4), (256, 8))
+    memory = [train_memory_bytes(d, n, 2, 4 * d, 64, 256, 16) for d, n in shapes]
+    records = [
+        dict(status="ok", config=dict(d=d, n=n, h=2, w=4 * d, s=64, v=256), batch=16, step_seconds=1.0,
+             xla=dict(peak_bytes=ratio * m))
+        for (d, n), m, ratio in zip(shapes, memory, (1.1, 1.2, 1.3), strict=True)
+    ]  # fmt: skip
+    cols = shape_columns(records)
+    assert working_set_ratio(cols) == pytest.approx(1.2)
+    assert working_set_ratio(shape_columns([dict(r, xla={}) for r in records])) is None  # external tables
+    model, llc = get_model("exact-grouped-thrash"), 1.1 * memory[1]  # the middle step: 1.0x fits, 1.2x does not
+    plain = design_matrix(model, cols, dict(DEVICE, llc_bytes=llc))[:, -2]
+    scaled = design_matrix(model, cols, dict(DEVICE, llc_bytes=llc, working_set_ratio=1.2))[:, -2]
+    assert plain[1] == 0 and scaled[1] > 0 and plain[2] == scaled[2] > 0 and scaled[0] == 0
