@@ -23,6 +23,9 @@ import numpy as np
 from smallest_loss.timing.measure import read_records
 from smallest_loss.timing.models import compare_models
 
+# Members kept inside the folder they are unpacked to, where this Python has tarfile's filters (3.11.4 on).
+SAFE = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+
 
 def calibration_folders(paths: list[str], scratch: Path) -> list[Path]:
     """The calibration folders under `paths` (folders, or .tar.gz files unpacked into `scratch`), sorted by name."""
@@ -30,7 +33,7 @@ def calibration_folders(paths: list[str], scratch: Path) -> list[Path]:
     for i, path in enumerate(map(Path, paths)):
         if path.name.endswith((".tar.gz", ".tgz")):
             with tarfile.open(path) as tar:
-                tar.extractall(scratch / str(i), filter="data")
+                tar.extractall(scratch / str(i), **SAFE)
             path = scratch / str(i)
         folders += [records.parent for records in path.rglob("records.jsonl")]
     return sorted(folders, key=lambda f: f.name)

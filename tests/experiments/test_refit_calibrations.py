@@ -5,7 +5,7 @@ from __future__ import annotations
 import tarfile
 from pathlib import Path
 
-from smallest_loss.experiments.scripts.refit_calibrations import main
+from smallest_loss.experiments.scripts.refit_calibrations import SAFE, main
 
 PACK = Path(__file__).resolve().parents[2] / "results/cpu/calibrations/quickstart.tar.gz"
 
@@ -13,8 +13,7 @@ PACK = Path(__file__).resolve().parents[2] / "results/cpu/calibrations/quickstar
 def test_refits_calibrations_beside_their_noise_floor(tmp_path, capsys):
     with tarfile.open(PACK) as tar:
         names = sorted({n.split("/")[0] for n in tar.getnames()})[-2:]  # the two newest
-        tar.extractall(tmp_path, members=[m for m in tar.getmembers() if m.name.split("/")[0] in names],
-                       filter="data")  # fmt: skip
+        tar.extractall(tmp_path, members=[m for m in tar.getmembers() if m.name.split("/")[0] in names], **SAFE)
     main([str(tmp_path), "--without", "exact-grouped-thrash,exact-kinds-thrash"])
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| 2026")]
