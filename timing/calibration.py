@@ -49,7 +49,7 @@ from smallest_loss.timing.models import (
     get_model,
     record_precision,
     shape_columns,
-    working_set_ratio,
+    with_working_set_ratio,
 )
 from smallest_loss.timing.probes import PROBES as PROBE_RUNS
 from smallest_loss.timing.probes import fit_wall_clock, probe_runs
@@ -316,7 +316,7 @@ def best_profile(
         bandwidth=rates["bandwidth"],
         cache_bytes=rates.get("cache_bytes"),
         llc_bytes=rates.get("llc_bytes"),
-        working_set_ratio=working_set_ratio(shape_columns(ok, statistic)) if rates.get("llc_bytes") else None,
+        working_set_ratio=rates.get("working_set_ratio"),
         held_out=best["held_out"],
         price_per_hour=price_per_hour if price_per_hour is not None else (device.price_per_hour if device else None),
         memory_bytes=device.memory_bytes if device else None,
@@ -339,8 +339,11 @@ def fit_records(
 ) -> Calibration:
     """Cross-validate every step-time model on the records and choose the profile's. Models on XLA counts
     that records lack are skipped (never fed zeros) and say so in their `error`."""
+    ok = [r for r in records if r.get("status") == "ok"]
+    # The working set's measured ratio, read once: the models are compared and the profile kept with it.
+    rates = with_working_set_ratio(rates, shape_columns(ok, statistic)) if ok else rates
     results = compare_models(records, rates, statistic=statistic)
-    if any("xla" not in r for r in records if r.get("status") == "ok"):
+    if any("xla" not in r for r in ok):
         for r in results:
             if "held_out" not in r and not get_model(r["id"]).analytic:
                 r["error"] = "skipped: no xla_flops/xla_bytes"

@@ -225,6 +225,14 @@ def working_set_ratio(cols: dict[str, np.ndarray]) -> float | None:
     return float(np.median(peak[known] / counted))
 
 
+def with_working_set_ratio(device: dict[str, Any], cols: dict[str, np.ndarray]) -> dict[str, Any]:
+    """`device` with the `working_set_ratio` of the records' columns, where it gives a last-level cache to read it
+    against and no ratio yet."""
+    if not device.get("llc_bytes") or "working_set_ratio" in device:
+        return device
+    return {**device, "working_set_ratio": working_set_ratio(cols)}
+
+
 TERMS = ("projection", "mlp", "attention", "output", "width", "hidden", "scores", "logits", "optimizer")
 MOE_TERMS = {"mlp": "router", "hidden": "routing"}  # a mixture of experts' terms, priced with these
 
@@ -697,8 +705,7 @@ def compare_models(
     if len(ok) < 2 * k:
         raise UserError(f"only {len(ok)} successful timing records; at least {2 * k} are needed to compare models")
     cols = shape_columns(ok, statistic)
-    if device.get("llc_bytes") and "working_set_ratio" not in device:
-        device = {**device, "working_set_ratio": working_set_ratio(cols)}
+    device = with_working_set_ratio(device, cols)
     several = len(np.unique(cols["k"])) > 1
     parallel = bool(np.any(cols["tp"] * cols["pp"] > 1))
     applies = [m for m in MODELS if (several or not m.multi_device) and (parallel or not m.model_parallel)]

@@ -45,11 +45,12 @@ def refit(folder: Path, without: set[str], llc_bytes: float | None) -> dict[str,
     if llc_bytes and not device.get("llc_bytes"):
         device["llc_bytes"] = llc_bytes
     floor = json.loads((folder / "noise.json").read_text())["median_abs"]
-    results = [r for r in compare_models(read_records(folder / "records.jsonl"), device) if r.get("analytic")]
+    records = read_records(folder / "records.jsonl")
+    results = [r for r in compare_models(records, device) if r.get("analytic")]
     best = results[0]
     rest = next(r for r in results if r["id"] not in without)
     return dict(
-        name=folder.name, floor=floor, records=len(read_records(folder / "records.jsonl")),
+        name=folder.name, floor=floor, records=len(records),
         best=best["id"], best_error=best["held_out"]["mape"], rest=rest["id"], rest_error=rest["held_out"]["mape"],
     )  # fmt: skip
 
