@@ -24,10 +24,11 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 # compile time (4 tiny steps: 11.5 s -> 5.7 s) and still ran a 300-step tiny training faster overall
 # (16.4 s -> 10.6 s). XLA's own graph optimisations, and so its cost analysis, are unchanged.
 # XLA's CPU fusion emitters (MLIR) take most of what is left: without them (the older LLVM IR emitters) a tiny
-# training step compiles in 0.8-1.3 s instead of 2.4 s. An unknown flag aborts XLA, so it is set only for the jaxlib
-# versions checked to have it. It is not free of effects: it changes a few HLO passes, and with them XLA's FLOP count
-# of a mixture of experts' dispatch by 1.1%, so tests that hold counts against XLA's as the product compiles run in
-# a process without it (`device_env(product_xla=True)`, which sets PRODUCT_XLA for that process).
+# training step compiles in 0.8-1.3 s instead of 2.4 s. An unknown flag aborts XLA, so each is set only for the
+# jaxlib versions checked to have it (jaxlib 0.11 dropped the fusion emitters' switch: it aborts there). It is not
+# free of effects: it changes a few HLO passes, and with them XLA's FLOP count of a mixture of experts' dispatch by
+# 1.1%, so tests that hold counts against XLA's as the product compiles run in a process without it
+# (`device_env(product_xla=True)`, which sets PRODUCT_XLA for that process).
 # LLVM's code generation in one piece rather than split for parallel threads: on 2 busy cores the split only adds
 # work (the tiny grid's 10 compiles and timings: 23-28 s -> 18-25 s alone, 26 s -> 23-24 s two at once). Code
 # generation only: the HLO and XLA's cost analysis are unchanged.
@@ -35,8 +36,11 @@ _FLAGS = ["--xla_backend_optimization_level=0"]
 CODEGEN_FLAGS = ["--xla_cpu_parallel_codegen_split_count=1"]
 TEST_ONLY_FLAGS = ["--xla_cpu_use_fusion_emitters=false"]
 PRODUCT_XLA = "SMALLEST_LOSS_TESTS_PRODUCT_XLA"
-if (0, 10) <= tuple(int(p) for p in version("jaxlib").split(".")[:2]) < (0, 12):
-    _FLAGS += CODEGEN_FLAGS + ([] if os.environ.get(PRODUCT_XLA) else TEST_ONLY_FLAGS)
+_JAXLIB = tuple(int(p) for p in version("jaxlib").split(".")[:2])
+if (0, 10) <= _JAXLIB < (0, 12):
+    _FLAGS += CODEGEN_FLAGS
+if _JAXLIB == (0, 10) and not os.environ.get(PRODUCT_XLA):
+    _FLAGS += TEST_ONLY_FLAGS
 for _flag in _FLAGS:
     if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()

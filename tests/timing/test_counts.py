@@ -93,13 +93,19 @@ def compiled():
     return [(cfg, xla_analyses(compile_step(cfg, B)[0])) for cfg in TINY + VARIANTS]
 
 
+def flops_tolerance(cfg: ModelConfig) -> float:
+    """How far our FLOPs may be from XLA's: 0.5%, 1% with SwiGLU. XLA's count of element-wise work moves between
+    versions (jaxlib 0.10: ours within 0.05-0.28% of it; 0.11 counts the cross-entropy's per-logit work lower:
+    0.04-0.37%); a matmul left out is 10% or more of these steps."""
+    return 0.01 if cfg.activation == "swiglu" else 0.005
+
+
 @pytest.mark.slow  # compiles every configuration's training step (the `compiled` fixture)
 def test_exact_training_flops_match_xla(compiled):
-    """Our FLOPs are within 0.3% of XLA's compiled count (GELU, RMSNorm or LayerNorm, tied or not) and within
+    """Our FLOPs are within 0.5% of XLA's compiled count (GELU, RMSNorm or LayerNorm, tied or not) and within
     1% with SwiGLU, whose third MLP matrix is 18% of the SwiGLU step's FLOPs here: missing it fails by far."""
     for cfg, xla in compiled:
-        rel = 0.01 if cfg.activation == "swiglu" else 0.003
-        assert counts_for(cfg, B)["flops"] == pytest.approx(xla["flops"], rel=rel), cfg
+        assert counts_for(cfg, B)["flops"] == pytest.approx(xla["flops"], rel=flops_tolerance(cfg)), cfg
     third = train_step_terms(SWIGLU.d, SWIGLU.n, SWIGLU.h, SWIGLU.w, SWIGLU.s, SWIGLU.v, B)["mlp"] / 2
     assert third / dict(compiled)[SWIGLU]["flops"] > 0.15
 
@@ -166,7 +172,7 @@ def test_record_features_see_activation_norm_and_tying(compiled):
     cfgs = [cfg for cfg, _ in compiled]
     features = record_features(cfgs)
     for i, (cfg, xla) in enumerate(compiled):
-        assert features["flops"][i] == pytest.approx(xla["flops"], rel=0.01 if cfg.activation == "swiglu" else 0.003)
+        assert features["flops"][i] == pytest.approx(xla["flops"], rel=flops_tolerance(cfg))
         assert features["weights"][i] == WEIGHT_PASSES * 4 * count_params_in_tree(cfg).total
         assert features["weights"][i] + features["activations"][i] == pytest.approx(counts_for(cfg, B)["bytes"])
     gate = WEIGHT_PASSES * 4 * SWIGLU.n * SWIGLU.d * SWIGLU.w
