@@ -10,6 +10,9 @@
 # checkout under its import name `smallest_loss` (a temporary folder of links to the top-level folders, as
 # pyproject.toml maps them). Every stage has its own time limit and the calibration resumes from what $OUT/timing
 # already holds. The device tool returns at most 8 files, so the calibration folder comes back as one tarball.
+# DEADLINE (seconds, default 540: one device call runs at most 600 s) bounds the whole script: each stage runs under
+# its own limit or what is left of DEADLINE less what the stages after it need, whichever is less, and a stage that
+# does not fit is skipped and named in skipped.txt; the FP8 calibration and the MFU bench take only what is left.
 #   Usage:  OUT=out/gpu LIMIT=24 bash experiments/scripts/gpu_session.sh
 #           TINY=1 OUT=/tmp/gpu-tiny bash experiments/scripts/gpu_session.sh      # the same stages on the CPU
 set -uo pipefail
@@ -21,6 +24,7 @@ if [ "${TINY:-0}" = 1 ]; then
   MIN_SECONDS=${MIN_SECONDS:-0.05}
   FP8_SECONDS=${FP8_SECONDS:-300}
   PLAN=${PLAN:-10s}; SPACE=${SPACE:-cpu}
+  DEADLINE=${DEADLINE:-1200}
 fi
 OUT=${OUT:-out/gpu}
 GRID=${GRID:-gpu}            # timing grid (configs/grids.py)
@@ -40,7 +44,26 @@ PRESET=${PRESET:-gpt2-medium}
 BATCHES=${BATCHES:-8 32}     # bench_train batch sizes
 REPEATS=${REPEATS:-20}
 PY=${PY:-python3}
+DEADLINE=${DEADLINE:-540}    # seconds for the whole script (the tarball is made whatever is left)
 mkdir -p "$OUT"
+T0=$SECONDS
+# stage NAME LIMIT RESERVE LEAST [NEEDS]: sets T, the seconds stage NAME may take (its LIMIT, at most what is left of
+# DEADLINE less RESERVE, the seconds the stages after it need), or skips it (returns 1) where that is under LEAST or
+# the file NEEDS (what an earlier stage writes) is missing.
+stage() {
+  if [ -n "${5:-}" ] && [ ! -f "$5" ]; then
+    echo "skipped $1: no $5 (an earlier stage did not write it)" | tee -a "$OUT/skipped.txt"
+    return 1
+  fi
+  local left=$(( DEADLINE - (SECONDS - T0) - $3 ))
+  T=$(( left < $2 ? left : $2 ))
+  if [ "$T" -lt "$4" ]; then
+    echo "skipped $1: ${T} s of DEADLINE=${DEADLINE} s left for it, it needs ${4} s" | tee -a "$OUT/skipped.txt"
+    return 1
+  fi
+}
+# The least seconds of each stage the later ones keep for it: the plan runs whole or not at all.
+CAL_NEED=30; NOISE_NEED=60; FIT_NEED=20; PLAN_NEED=$([ "$PLAN" != 0 ] && echo "$PLAN_SECONDS" || echo 0)
 PKG=$(mktemp -d)
 trap 'rm -rf "$PKG"' EXIT
 mkdir "$PKG/smallest_loss"
@@ -54,15 +77,18 @@ CLI=("$PY" -m smallest_loss.experiments.cli)  # an array, not a function: `timeo
 } > "$OUT/environment.txt" 2>&1
 cat "$OUT/environment.txt"
 # 1. The checks that need an accelerator (cuDNN attention against XLA's, the bf16 peak probe).
-if [ "${TINY:-0}" != 1 ]; then  # on the CPU every one of them is skipped
-  timeout 120 "$PY" -m pytest tests/model/test_gpu.py -m gpu -n 0 -p no:cacheprovider -q 2>&1 | tee "$OUT/tests.txt"
+if [ "${TINY:-0}" != 1 ] && stage tests 120 $((CAL_NEED + NOISE_NEED + FIT_NEED + PLAN_NEED)) 30; then  # on the CPU all are skipped
+  timeout "$T" "$PY" -m pytest tests/model/test_gpu.py -m gpu -n 0 -p no:cacheprovider -q 2>&1 | tee "$OUT/tests.txt"
 fi
 # 2. Step-time models on held-out architectures: a slice of the `gpu` grid (bf16, GPT-2 vocabulary).
-timeout "$CAL_SECONDS" "${CLI[@]}" calibrate --grid "$GRID" --out "$OUT/timing" --min-seconds "$MIN_SECONDS" --limit "$LIMIT" \
+# (Killed at its limit, it keeps every configuration and round timed so far.)
+stage calibrate "$CAL_SECONDS" $((NOISE_NEED + FIT_NEED + PLAN_NEED)) "$CAL_NEED" &&
+  timeout "$T" "${CLI[@]}" calibrate --grid "$GRID" --out "$OUT/timing" --min-seconds "$MIN_SECONDS" --limit "$LIMIT" \
   --no-noise-check --probes 0 --measure-only --quiet 2>&1 | tee "$OUT/calibrate.txt"
 # 2b. The noise floor (NOISE configurations timed again) and the probe runs, then the fit: the profile's held-out
 # step-time error beside the floor, and the loop's held-out error with the wall-clock terms.
-timeout 240 "$PY" -c "
+RECORDS=$OUT/timing/records.jsonl PROFILE=$OUT/timing/profile.json
+stage noise-and-probes 240 $((FIT_NEED + PLAN_NEED)) "$NOISE_NEED" "$RECORDS" && timeout "$T" "$PY" -c "
 import sys; from pathlib import Path
 from smallest_loss.timing.calibration import noise_floor, read_records
 from smallest_loss.timing.probes import probe_runs
@@ -72,29 +98,32 @@ if noise:
     print(f'noise floor: {n[\"configurations\"]} configurations differ by {n[\"median_abs\"]:.1%} median, {n[\"max_abs\"]:.1%} max')
 print(f'probe runs: {len(probe_runs(out, read_records(out / \"records.jsonl\"), probes))}')
 " "$OUT/timing" "$NOISE" "$PROBES" "$MIN_SECONDS" 2>&1 | tee -a "$OUT/calibrate.txt"
-timeout 120 "${CLI[@]}" calibrate --fit-only --out "$OUT/timing" 2>&1 | tee -a "$OUT/calibrate.txt"
-# 2c. The same grid with FP8 matmuls (model.dtype=float8: e4m3 forward, e5m2 gradients, bf16 around them; emulated on
-# the CPU, which says so), its first FP8_LIMIT configurations, and the measured ratio of its step times to those of
-# the grid's own dtype (bf16 on the `gpu` grid) above, on the configurations both measured (calibrate --compare).
-if [ "$FP8_LIMIT" -gt 0 ]; then  # FP8_LIMIT=0: no FP8 stage
-  timeout "$FP8_SECONDS" "${CLI[@]}" calibrate --grid "$GRID" --set model.dtype=float8 --out "$OUT/timing-fp8" \
-    --min-seconds "$FP8_MIN_SECONDS" --limit "$FP8_LIMIT" --no-noise-check --probes 0 --quiet \
-    --compare "$OUT/timing/profile.json" 2>&1 | tee "$OUT/calibrate_fp8.txt"
-fi
-# 2d. A time budget planned with the profile just fitted and trained on this device: the planner's best candidates
+stage fit 120 "$PLAN_NEED" "$FIT_NEED" "$RECORDS" && timeout "$T" "${CLI[@]}" calibrate --fit-only --out "$OUT/timing" 2>&1 | tee -a "$OUT/calibrate.txt"
+# 2c. A time budget planned with the profile just fitted and trained on this device: the planner's best candidates
 # compiled and timed here first (--measure 3), the best trained for the whole budget (wall-clock, start-up to the last
 # save), and each wall-clock term and the step predicted against measured (plan.txt's `verify` lines). The law is the
 # committed CPU sweep's (LAW): its loss at these sizes is an extrapolation, the time checks are the point.
-if [ "$PLAN" != 0 ]; then  # PLAN=0: no plan
-  timeout "$PLAN_SECONDS" "${CLI[@]}" plan --budget "$PLAN" --law "$LAW" --profile "$OUT/timing/profile.json" \
+if [ "$PLAN" != 0 ] && stage plan "$PLAN_SECONDS" 0 "$PLAN_SECONDS" "$PROFILE"; then
+  timeout "$T" "${CLI[@]}" plan --budget "$PLAN" --law "$LAW" --profile "$PROFILE" \
     --space "$SPACE" --verify --measure 3 --out "$OUT/plan" 2>&1 | tee "$OUT/plan.txt"
 fi
-tar -czf "$OUT/timing.tar.gz" -C "$OUT" --exclude=checkpoints timing $(test -d "$OUT/timing-fp8" && echo timing-fp8) \
-  $(test -d "$OUT/plan" && echo plan) && rm -rf "$OUT/timing" "$OUT/timing-fp8" "$OUT/plan"
+# 2d. The same grid with FP8 matmuls (model.dtype=float8: e4m3 forward, e5m2 gradients, bf16 around them; emulated on
+# the CPU, which says so), its first FP8_LIMIT configurations, and the measured ratio of its step times to those of
+# the grid's own dtype (bf16 on the `gpu` grid) above, on the configurations both measured (calibrate --compare).
+if [ "$FP8_LIMIT" -gt 0 ] && stage fp8 "$FP8_SECONDS" 0 60 "$PROFILE"; then  # FP8_LIMIT=0: no FP8 stage
+  timeout "$T" "${CLI[@]}" calibrate --grid "$GRID" --set model.dtype=float8 --out "$OUT/timing-fp8" \
+    --min-seconds "$FP8_MIN_SECONDS" --limit "$FP8_LIMIT" --no-noise-check --probes 0 --quiet \
+    --compare "$PROFILE" 2>&1 | tee "$OUT/calibrate_fp8.txt"
+fi
+FOLDERS=$(for f in timing timing-fp8 plan; do test -d "$OUT/$f" && echo "$f"; done)
+if [ -n "$FOLDERS" ]; then
+  tar -czf "$OUT/timing.tar.gz" -C "$OUT" --exclude=checkpoints $FOLDERS && (cd "$OUT" && rm -rf $FOLDERS)
+fi
 # 3. MFU of the real training step (bf16 compute, fp32 master weights, cuDNN attention) at two batch sizes, and the
 # training loop's steady step with and without prefetch against it.
 for b in $BATCHES; do
-  timeout 90 "$PY" experiments/scripts/bench_train.py --preset "$PRESET" --set train.batch_size="$b" \
+  stage "bench (batch $b)" 90 0 45 || continue
+  timeout "$T" "$PY" experiments/scripts/bench_train.py --preset "$PRESET" --set train.batch_size="$b" \
     --repeats "$REPEATS" 2>&1 | tee -a "$OUT/bench_train.txt"
 done
 ls -la "$OUT"

@@ -66,3 +66,16 @@ def test_the_whole_session_runs_on_the_cpu(tmp_path):
     with tarfile.open(tmp_path / "timing.tar.gz") as tar:
         names = tar.getnames()
     assert "plan/plan.json" in names and not any("checkpoints" in n for n in names)
+
+
+def test_a_deadline_skips_the_stages_that_do_not_fit_and_names_them(tmp_path):
+    """DEADLINE bounds the whole script (a device call runs at most 600 s): with 5 s every stage is skipped, each
+    named with why (no time, or an earlier stage's file missing), and the script still ends cleanly."""
+    env = dict(os.environ, TINY="1", OUT=str(tmp_path), DEADLINE="5", BATCHES="2", PY=sys.executable)
+    done = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    skipped = (tmp_path / "skipped.txt").read_text()
+    for stage in ("calibrate", "noise-and-probes", "fit", "plan", "fp8", "bench (batch 2)"):
+        assert f"skipped {stage}:" in skipped
+    assert "DEADLINE=5 s" in skipped and "timing/profile.json" in skipped
+    assert (tmp_path / "environment.txt").exists() and not (tmp_path / "timing.tar.gz").exists()
