@@ -54,6 +54,10 @@ class SweepDesign:
     # Named sets of `--set` overrides: every (budget, shape, recipe) is trained once per variant, its run named
     # with the label (a precision sweep's bit widths). Empty: one run each, the base configuration.
     variants: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Per budget, how many times each of its runs is trained, with seeds base.seed, base.seed + 1, ... (a fit of run
+    # folders takes replicates' mean loss as one point: scaling/collect.py): cheap, noisy runs made steadier. Empty:
+    # every run once.
+    replicates: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.budgets) != len(self.shapes):
@@ -64,6 +68,7 @@ class SweepDesign:
             raise UserError(f"design {self.name}: kind {self.kind!r} must be isoflop, isotime or cooldown")
         self._check_branches()
         self._check_variants()
+        self._check_replicates()
         if self.flops not in ("6N", "exact"):
             raise UserError(f"design {self.name}: flops {self.flops!r} must be 6N or exact")
         for b in self.batch_sizes:
@@ -107,6 +112,21 @@ class SweepDesign:
                 raise UserError(f"design {self.name}: variant label {label!r} must be letters, digits and '-'")
             if isinstance(overrides, str) or any("=" not in o for o in overrides):
                 raise UserError(f"design {self.name}: variant {label} overrides must be section.field=value items")
+
+    def _check_replicates(self) -> None:
+        if self.replicates and len(self.replicates) != len(self.budgets):
+            raise UserError(
+                f"design {self.name}: {len(self.replicates)} replicate counts but {len(self.budgets)} budgets"
+            )
+        if any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in self.replicates):
+            raise UserError(f"design {self.name}: replicates {list(self.replicates)!r} must be positive integers")
+        if self.kind == "cooldown" and any(r > 1 for r in self.replicates):
+            raise UserError(f"design {self.name}: replicates do not go with kind cooldown")
+
+    def seeds(self, i: int) -> tuple[int, ...]:
+        """The seeds budget i's runs are trained with: the base run's, then one more for each replicate."""
+        seed = self.base.train.seed
+        return tuple(range(seed, seed + (self.replicates[i] if self.replicates else 1)))
 
     def grid(self) -> list[tuple[float, Shape, int, float, str]]:
         """Every (budget, shape, batch size, learning rate, variant label) the design lists, before a budget too
@@ -185,6 +205,10 @@ DESIGNS: dict[str, SweepDesign] = {
     # cpu-isoflop sweep with its 1.1% scatter: 14 runs, 5.5e12 FLOPs in 419 s of predicted training against 390 s
     # for the old 15-run design (1e11, 2e11, 4e11 x five shapes, 3.5e12 FLOPs: small models cost more time per
     # FLOP). Simulated, the full law is identified in 80% of 60 noise draws, against 45% for the old design.
+    # The three runs near 1e10 FLOPs are trained twice (seeds 0 and 1; about 8 s more): their losses sit near the
+    # corpus's unigram entropy, where a few steps more or less move the loss most (1.9-2.7% between seeds, against
+    # 0.75% for the others), and with one seed the full law was identified in 4 of 6 training seeds, with two seeds'
+    # mean in 13 of 15 pairs of them (results/cpu/quickstart/README.md).
     "quick-isoflop": SweepDesign(
         name="quick-isoflop",
         kind="isoflop",
@@ -202,6 +226,7 @@ DESIGNS: dict[str, SweepDesign] = {
             ((96, 5, 3),),
         ),
         base=_CPU_BASE,
+        replicates=(2, 2, 2, 1, 1, 1, 1, 1, 1, 1),
     ),
     # A few seconds of CPU per run, six runs (the fewest a fit takes): for tests and a first look.
     "tiny-isoflop": SweepDesign(
@@ -369,6 +394,7 @@ _FILE_FIELDS = (
     "cooldown_fraction",
     "decay",
     "variants",
+    "replicates",
 )
 
 
@@ -401,8 +427,9 @@ def _file_shapes(raw: Any, budgets: int, where: str) -> tuple[tuple[Shape, ...],
 def load_design_file(path: str | Path) -> SweepDesign:
     """A sweep design from a TOML or JSON file. Fields: `budgets` and `shapes` (required), `name` (default: the
     file's stem), `kind`, `flops`, `warmup_fraction`, `min_steps`, `batch_sizes`, `lrs`, `branch_fractions`,
-    `cooldown_fraction`, `decay` (kind cooldown), `base` (a built-in
-    design whose run configuration the runs start from; default cpu-isoflop) and `set` (a table of
+    `cooldown_fraction`, `decay` (kind cooldown), `replicates` (one count per budget: the seeds each of its runs
+    is trained with), `base` (a built-in design whose run configuration the runs start from; default cpu-isoflop)
+    and `set` (a table of
     `"section.field" = value` overrides of that configuration, as `--set` takes them). Unknown fields and bad
     values are one-line UserErrors naming the file."""
     path = Path(path)
@@ -430,7 +457,7 @@ def load_design_file(path: str | Path) -> SweepDesign:
     fields = {
         k: raw[k] for k in ("kind", "flops", "warmup_fraction", "min_steps", "cooldown_fraction", "decay") if k in raw
     }
-    for key in ("batch_sizes", "lrs", "branch_fractions"):
+    for key in ("batch_sizes", "lrs", "branch_fractions", "replicates"):
         value = raw.get(key, [])
         if not isinstance(value, list):
             raise UserError(f"{where}: {key} must be a list")

@@ -80,7 +80,7 @@ def plan_runs(design: SweepDesign, step_seconds: Any = None, lr_for: Any = None)
     if design.kind == "isotime" and step_seconds is None:
         raise UserError(f"design {design.name} is an IsoTime design: pass --profile PROFILE.json for step times")
     runs = []
-    for budget, shapes in zip(design.budgets, design.shapes, strict=True):
+    for i, (budget, shapes) in enumerate(zip(design.budgets, design.shapes, strict=True)):
         for shape in shapes:
             model = design.model(shape)
             for batch, lr in design.recipes:
@@ -105,8 +105,11 @@ def plan_runs(design: SweepDesign, step_seconds: Any = None, lr_for: Any = None)
                     runs += _cooldown_runs(design, PlannedRun(name, budget, shape, config))
                     continue
                 warmup = max(1, round(design.warmup_fraction * steps))
-                config = dataclasses.replace(config, train=dataclasses.replace(train_cfg, warmup_steps=warmup))
-                runs += _variant_runs(design, PlannedRun(name, budget, shape, config))
+                for seed in design.seeds(i):  # a replicate beyond the first: its seed in its name
+                    train = dataclasses.replace(train_cfg, warmup_steps=warmup, seed=seed)
+                    named = name if seed == base.seed else f"{name}-seed{seed}"
+                    run = PlannedRun(named, budget, shape, dataclasses.replace(config, train=train))
+                    runs += _variant_runs(design, run)
     return sorted(runs, key=lambda r: r.name)
 
 

@@ -1,11 +1,14 @@
 """Fit points from run folders: exact parameter count N, tokens seen D, final evaluation loss.
 
 A path may be one run folder or a sweep folder (whose sub-folders are runs, with a `sweep.json` that
-gives each run's FLOP budget). Runs that diverged or did not finish are left out and reported.
+gives each run's FLOP budget). Runs that diverged or did not finish are left out and reported. Replicates, runs
+whose configurations differ in their seed alone (a design's `replicates`), are one record: their geometric mean loss
+(the fit is in log loss), named after the first, with the count in `replicates`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,8 @@ class RunRecord:
     d: int
     n: int
     curve: tuple[tuple[int, float], ...]  # (tokens, train loss) along the run, for learning-curve fits
+    replicates: int = 1  # runs of this configuration with other seeds whose mean `loss` is (`merge_replicates`)
+    configuration: str = ""  # the run's configuration less its seed (JSON): what replicates share
 
 
 def run_folders(path: Path) -> list[Path]:
@@ -63,9 +68,11 @@ def _record(folder: Path) -> RunRecord | str:
     N, D = count_params(run.config.model).total, int(summary["tokens"])
     curve = tuple((line["tokens"], line["train_loss"]) for line in run.read_metrics())
     budget = sweep_budgets(folder).get(folder.name, 6.0 * N * D)
-    return RunRecord(
-        folder.name, N, D, float(summary["final_eval_loss"]), budget, run.config.model.d, run.config.model.n, curve
-    )
+    cfg = run.config
+    unseeded = dataclasses.asdict(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=0)))
+    loss = float(summary["final_eval_loss"])
+    return RunRecord(folder.name, N, D, loss, budget, cfg.model.d, cfg.model.n, curve,
+                     configuration=json.dumps(unseeded, sort_keys=True, default=str))  # fmt: skip
 
 
 def collect_runs(paths: list[str | Path]) -> tuple[list[RunRecord], list[str]]:
@@ -77,7 +84,21 @@ def collect_runs(paths: list[str | Path]) -> tuple[list[RunRecord], list[str]]:
             (records if isinstance(result, RunRecord) else left_out).append(result)
     if not records:
         raise UserError(f"no finished runs under {', '.join(map(str, paths))}; left out: {'; '.join(left_out)}")
-    return records, left_out
+    return merge_replicates(records), left_out
+
+
+def merge_replicates(records: list[RunRecord]) -> list[RunRecord]:
+    """One record per configuration: replicates (the same configuration but the seed) as their geometric mean loss,
+    named after the first by name (the base seed's: its name has no seed suffix), in the order they first appear."""
+    groups: dict[str, list[RunRecord]] = {}
+    for r in records:
+        groups.setdefault(r.configuration or r.name, []).append(r)
+    merged = []
+    for group in groups.values():
+        first = min(group, key=lambda r: r.name)
+        loss = float(np.exp(np.mean(np.log([r.loss for r in group]))))
+        merged.append(first if len(group) == 1 else dataclasses.replace(first, loss=loss, replicates=len(group)))
+    return merged
 
 
 def to_points(records: list[RunRecord]) -> FitPoints:
