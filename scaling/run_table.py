@@ -6,7 +6,8 @@ total parameters; both `N` for a dense model), `experts`, `top_k`, `granularity`
 `bits_a`, `bits_kv` (quantised training's bits; blank unquantised), `dtype`, `D` (tokens), `C` (the sweep's budget,
 6ND outside a sweep), `loss` (final evaluation loss), `d`, `n`, `run` (the folder's name). Runs quantised after
 training (`smallest-loss ptq`, the run's `ptq.json`) add a column `loss_post_<P>` per width P: the run's loss plus
-the rise that quantising its weights to P bits measured (blank for runs without that width).
+the rise that quantising its weights to P bits measured (blank for runs without that width). Replicates (runs whose
+configurations differ in the seed alone) are one row, their geometric mean loss (scaling/collect.py).
 """
 
 from __future__ import annotations

@@ -39,9 +39,10 @@ SEED = [1, 2, 3, 6, 7, 8]  # of the old design's runs, in order
 
 
 def runs_of(design: SweepDesign, profile) -> tuple[np.ndarray, np.ndarray, float]:
-    """N, D and predicted training seconds of each run (16 x 64 tokens a step, as the sweep trains them)."""
+    """N, D of each configuration and the predicted training seconds of all runs, replicates included (16 x 64
+    tokens a step, as the sweep trains them)."""
     N, D, seconds = [], [], 0.0
-    for C, shapes in zip(design.budgets, design.shapes, strict=True):
+    for i, (C, shapes) in enumerate(zip(design.budgets, design.shapes, strict=True)):
         for shape in shapes:
             m = design.model(shape)
             n = count_params(m).total
@@ -49,7 +50,7 @@ def runs_of(design: SweepDesign, profile) -> tuple[np.ndarray, np.ndarray, float
             N.append(n)
             D.append(steps * 1024.0)
             step = profile.predict_step_seconds(m.d, m.n, m.h, 4 * m.d, 64, 256, 16)
-            seconds += steps * float(np.ravel(step)[0])
+            seconds += len(design.seeds(i)) * steps * float(np.ravel(step)[0])
     return np.array(N, float), np.array(D), seconds
 
 
