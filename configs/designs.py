@@ -205,10 +205,9 @@ DESIGNS: dict[str, SweepDesign] = {
     # cpu-isoflop sweep with its 1.1% scatter: 14 runs, 5.5e12 FLOPs in 419 s of predicted training against 390 s
     # for the old 15-run design (1e11, 2e11, 4e11 x five shapes, 3.5e12 FLOPs: small models cost more time per
     # FLOP). Simulated, the full law is identified in 80% of 60 noise draws, against 45% for the old design.
-    # The three runs near 1e10 FLOPs are trained twice (seeds 0 and 1; about 25 s more on 2 cores, mostly their
-    # compiles): their losses sit near the corpus's unigram entropy, where a few steps more or less move the loss most
-    # (1.9-2.7% between seeds, against 0.75% for the others), and with one seed the full law was identified in 4 of 6
-    # training seeds, with two seeds' mean in 13 of 15 pairs of them (results/cpu/quickstart/README.md).
+    # Over training seeds the full law is identified in 4 of 6; training the three runs near 1e10 FLOPs (the noisiest)
+    # twice and fitting their mean (`replicates`) held in 13 of 15 pairs of those seeds but in 1 of 3 fresh pairs, so
+    # the design trains each run once (results/cpu/quickstart/README.md).
     "quick-isoflop": SweepDesign(
         name="quick-isoflop",
         kind="isoflop",
@@ -226,7 +225,6 @@ DESIGNS: dict[str, SweepDesign] = {
             ((96, 5, 3),),
         ),
         base=_CPU_BASE,
-        replicates=(2, 2, 2, 1, 1, 1, 1, 1, 1, 1),
     ),
     # A few seconds of CPU per run, six runs (the fewest a fit takes): for tests and a first look.
     "tiny-isoflop": SweepDesign(
