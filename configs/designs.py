@@ -427,9 +427,8 @@ def load_design_file(path: str | Path) -> SweepDesign:
     file's stem), `kind`, `flops`, `warmup_fraction`, `min_steps`, `batch_sizes`, `lrs`, `branch_fractions`,
     `cooldown_fraction`, `decay` (kind cooldown), `replicates` (one count per budget: the seeds each of its runs
     is trained with), `base` (a built-in design whose run configuration the runs start from; default cpu-isoflop)
-    and `set` (a table of
-    `"section.field" = value` overrides of that configuration, as `--set` takes them). Unknown fields and bad
-    values are one-line UserErrors naming the file."""
+    and `set` (a table of `"section.field" = value` overrides of that configuration, as `--set` takes them).
+    Unknown fields and bad values are one-line UserErrors naming the file."""
     path = Path(path)
     raw = _read_design_file(path)
     where = f"design file {path}"

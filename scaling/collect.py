@@ -65,10 +65,10 @@ def _record(folder: Path) -> RunRecord | str:
         return f"{folder.name}: {run.status()}"
     if run.keep_checkpoints:  # its final loss is a constant rate's, not a cooled-down run's: its branches count
         return f"{folder.name}: a cool-down parent (constant learning rate); its branches are the points"
-    N, D = count_params(run.config.model).total, int(summary["tokens"])
+    cfg = run.config
+    N, D = count_params(cfg.model).total, int(summary["tokens"])
     curve = tuple((line["tokens"], line["train_loss"]) for line in run.read_metrics())
     budget = sweep_budgets(folder).get(folder.name, 6.0 * N * D)
-    cfg = run.config
     unseeded = dataclasses.asdict(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=0)))
     loss = float(summary["final_eval_loss"])
     return RunRecord(folder.name, N, D, loss, budget, cfg.model.d, cfg.model.n, curve,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import tarfile
+import tempfile
 from pathlib import Path
 
-from smallest_loss.experiments.scripts.refit_calibrations import SAFE, main
+from smallest_loss.experiments.scripts.refit_calibrations import SAFE, calibration_folders, main, refit
 
 PACK = Path(__file__).resolve().parents[2] / "results/cpu/calibrations/quickstart.tar.gz"
 
@@ -26,10 +27,6 @@ def test_the_cache_models_hold_out_better_on_the_committed_calibrations():
     """The claim of results/cpu/calibrations/README.md: on the 23 committed calibrations the best model held out
     better on average with the two last-level-cache models than without them, and within twice the noise floor as
     often or more."""
-    import tempfile
-
-    from smallest_loss.experiments.scripts.refit_calibrations import calibration_folders, refit
-
     without = {"exact-grouped-thrash", "exact-kinds-thrash"}
     with tempfile.TemporaryDirectory() as scratch:
         rows = [refit(f, without, 33554432.0) for f in calibration_folders([str(PACK)], Path(scratch))]
