@@ -103,17 +103,28 @@ def bare_seconds(cfg: ModelConfig, b: int, devices: int, seconds: float) -> floa
 
 
 def probe_runs(out: Path, records: list[dict[str, Any]], k: int = PROBES) -> list[dict[str, Any]]:
-    """The probes of a calibration folder: read from `probes.jsonl`, or run (in a temporary folder) and kept there."""
+    """The probes of a calibration folder: those `probes.jsonl` holds, and the rest of the k picked (`pick_probes`) run,
+    each in a temporary folder and appended to the file as it ends, so that a calibration stopped during a probe keeps
+    the probes before it and a rerun runs only those missing (none once the file holds k)."""
     path = out / "probes.jsonl"
-    if path.exists():
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    probes = []
+    done = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    have = {_probe_key(p) for p in done}
     for record in pick_probes(records, k):
+        if len(done) >= k:
+            break
+        if _probe_key(record) in have:
+            continue
         with tempfile.TemporaryDirectory() as folder:
-            probes.append(run_probe(record, Path(folder)))
-    if probes:
-        path.write_text("".join(json.dumps(p) + "\n" for p in probes))
-    return probes
+            probe = run_probe(record, Path(folder))
+        with path.open("a") as f:
+            f.write(json.dumps(probe) + "\n")
+        done.append(probe)
+    return done
+
+
+def _probe_key(p: dict[str, Any]) -> str:
+    """What a probe trained (its configuration, dtype and batch), the same in its record and in `probes.jsonl`."""
+    return json.dumps([p["config"], p.get("dtype"), p["batch"]], sort_keys=True)
 
 
 def _loop_held_out(probes: list[dict[str, Any]], held_out_step: list[float], host: bool = True) -> dict[str, float]:

@@ -62,8 +62,12 @@ stage() {
     return 1
   fi
 }
-# The least seconds of each stage the later ones keep for it: the plan runs whole or not at all.
-CAL_NEED=30; NOISE_NEED=60; FIT_NEED=20; PLAN_NEED=$([ "$PLAN" != 0 ] && echo "$PLAN_SECONDS" || echo 0)
+# The seconds the earlier stages leave for each later one (NOISE_KEEP for the noise floor and the probe runs: on a GPU
+# about 40 s for four configurations timed again, 20-100 s a probe, the largest last; the plan runs whole or not at
+# all), and the least a stage runs on.
+CAL_NEED=30; NOISE_NEED=60; NOISE_KEEP=${NOISE_KEEP:-150}; FIT_NEED=${FIT_NEED:-25}
+PLAN_NEED=$([ "$PLAN" != 0 ] && echo "$PLAN_SECONDS" || echo 0)
+TESTS=${TESTS:-1}            # the accelerator-only tests (0: none)
 PKG=$(mktemp -d)
 trap 'rm -rf "$PKG"' EXIT
 mkdir "$PKG/smallest_loss"
@@ -77,12 +81,13 @@ CLI=("$PY" -m smallest_loss.experiments.cli)  # an array, not a function: `timeo
 } > "$OUT/environment.txt" 2>&1
 cat "$OUT/environment.txt"
 # 1. The checks that need an accelerator (cuDNN attention against XLA's, the bf16 peak probe).
-if [ "${TINY:-0}" != 1 ] && stage tests 120 $((CAL_NEED + NOISE_NEED + FIT_NEED + PLAN_NEED)) 30; then  # on the CPU all are skipped
+if [ "${TINY:-0}" != 1 ] && [ "$TESTS" != 0 ] && stage tests 120 $((CAL_NEED + NOISE_KEEP + FIT_NEED + PLAN_NEED)) 30
+then  # on the CPU all are skipped
   timeout "$T" "$PY" -m pytest tests/model/test_gpu.py -m gpu -n 0 -p no:cacheprovider -q 2>&1 | tee "$OUT/tests.txt"
 fi
 # 2. Step-time models on held-out architectures: a slice of the `gpu` grid (bf16, GPT-2 vocabulary).
 # (Killed at its limit, it keeps every configuration and round timed so far.)
-stage calibrate "$CAL_SECONDS" $((NOISE_NEED + FIT_NEED + PLAN_NEED)) "$CAL_NEED" &&
+stage calibrate "$CAL_SECONDS" $((NOISE_KEEP + FIT_NEED + PLAN_NEED)) "$CAL_NEED" &&
   timeout "$T" "${CLI[@]}" calibrate --grid "$GRID" --out "$OUT/timing" --min-seconds "$MIN_SECONDS" --limit "$LIMIT" \
   --no-noise-check --probes 0 --measure-only --quiet 2>&1 | tee "$OUT/calibrate.txt"
 # 2b. The noise floor (NOISE configurations timed again) and the probe runs, then the fit: the profile's held-out

@@ -3,7 +3,8 @@ coefficients back from synthetic probe runs."""
 
 import numpy as np
 import pytest
-from smallest_loss.timing.probes import fit_wall_clock, pick_probes
+from smallest_loss.timing import probes as probes_module
+from smallest_loss.timing.probes import fit_wall_clock, pick_probes, probe_runs
 from smallest_loss.timing.wallclock import TERMS, Cadence, WallClock, fit_nonnegative
 
 CLOCK = WallClock(
@@ -92,6 +93,27 @@ def test_probes_spread_over_the_parameter_counts():
     records = [dict(status="ok", counts=dict(params=p)) for p in (5, 1, 9, 3, 7)] + [dict(status="oom")]
     assert [r["counts"]["params"] for r in pick_probes(records, 3)] == [1, 5, 9]
     assert pick_probes(records, 0) == []
+
+
+def test_probes_are_kept_one_by_one_and_a_rerun_runs_only_those_missing(tmp_path, monkeypatch):
+    """A calibration stopped during its third probe keeps the first two in probes.jsonl; run again, it trains the
+    third alone, and once the file holds k probes nothing more."""
+    records = [dict(status="ok", config=dict(d=p), dtype="float32", batch=2, counts=dict(params=p)) for p in (1, 2, 3)]
+    trained, stop = [], [True]
+
+    def run_probe(record, folder):
+        if record["counts"]["params"] == 3 and stop and stop.pop():
+            raise TimeoutError("stopped during the third")
+        trained.append(record["counts"]["params"])
+        return dict(config=record["config"], dtype=record["dtype"], batch=record["batch"], params=trained[-1])
+
+    monkeypatch.setattr(probes_module, "run_probe", run_probe)
+    with pytest.raises(TimeoutError):
+        probe_runs(tmp_path, records, 3)
+    assert [p["params"] for p in probe_runs(tmp_path, records, 0)] == [1, 2]  # kept, none run
+    assert [p["params"] for p in probe_runs(tmp_path, records, 3)] == [1, 2, 3]
+    assert trained == [1, 2, 3]
+    assert [p["params"] for p in probe_runs(tmp_path, records, 3)] == [1, 2, 3] and trained == [1, 2, 3]
 
 
 def test_a_host_cost_that_predicts_held_out_loops_worse_than_none_is_left_out():
