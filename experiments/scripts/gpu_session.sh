@@ -30,7 +30,8 @@ OUT=${OUT:-out/gpu}
 GRID=${GRID:-gpu}            # timing grid (configs/grids.py)
 LIMIT=${LIMIT:-24}           # configurations to measure in this session (12 architectures x 2 batches)
 CAL_SECONDS=${CAL_SECONDS:-300}
-MIN_SECONDS=${MIN_SECONDS:-0.2}  # the least time of one timed round of a configuration (calibrate --min-seconds)
+MIN_SECONDS=${MIN_SECONDS:-1.0}  # a configuration's timed seconds over its rounds (calibrate --min-seconds): a round of a
+#                              step up to 30 ms holds bursts of ten steps, the loop's sync cadence (timing/measure.py)
 FP8_LIMIT=${FP8_LIMIT:-12}   # configurations of the FP8 calibration (the first of those above: their ratio is measured; 0: none)
 FP8_SECONDS=${FP8_SECONDS:-180}
 FP8_MIN_SECONDS=${FP8_MIN_SECONDS:-0.2}
@@ -72,18 +73,22 @@ PKG=$(mktemp -d)
 trap 'rm -rf "$PKG"' EXIT
 mkdir "$PKG/smallest_loss"
 for part in configs model timing scaling experiments; do ln -s "$PWD/$part" "$PKG/smallest_loss/$part"; done
+for f in smallest_loss/*.py; do ln -s "$PWD/$f" "$PKG/$f"; done
 export PYTHONPATH=$PKG PYTHONUNBUFFERED=1
-CLI=("$PY" -m smallest_loss.experiments.cli)  # an array, not a function: `timeout` runs commands only
+# -P: the working folder first on sys.path would import the checkout's own smallest_loss/ (the API alone, without
+# the subpackages the links above add) where nothing is installed
+PY=("$PY" -P)
+CLI=("${PY[@]}" -m smallest_loss.experiments.cli)  # an array, not a function: `timeout` runs commands only
 {
   date -u; nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv 2>&1
-  "$PY" -c "import sys, jax, flax, optax, orbax.checkpoint as o; print(sys.version.split()[0], 'jax', jax.__version__, \
+  "${PY[@]}" -c "import sys, jax, flax, optax, orbax.checkpoint as o; print(sys.version.split()[0], 'jax', jax.__version__, \
 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())"
 } > "$OUT/environment.txt" 2>&1
 cat "$OUT/environment.txt"
 # 1. The checks that need an accelerator (cuDNN attention against XLA's, the bf16 peak probe).
 if [ "${TINY:-0}" != 1 ] && [ "$TESTS" != 0 ] && stage tests 120 $((CAL_NEED + NOISE_KEEP + FIT_NEED + PLAN_NEED)) 30
 then  # on the CPU all are skipped
-  timeout "$T" "$PY" -m pytest tests/model/test_gpu.py -m gpu -n 0 -p no:cacheprovider -q 2>&1 | tee "$OUT/tests.txt"
+  timeout "$T" "${PY[@]}" -m pytest tests/model/test_gpu.py -m gpu -n 0 -p no:cacheprovider -q 2>&1 | tee "$OUT/tests.txt"
 fi
 # 2. Step-time models on held-out architectures: a slice of the `gpu` grid (bf16, GPT-2 vocabulary).
 # (Killed at its limit, it keeps every configuration and round timed so far.)
@@ -93,7 +98,7 @@ stage calibrate "$CAL_SECONDS" $((NOISE_KEEP + FIT_NEED + PLAN_NEED)) "$CAL_NEED
 # 2b. The noise floor (NOISE configurations timed again) and the probe runs, then the fit: the profile's held-out
 # step-time error beside the floor, and the loop's held-out error with the wall-clock terms.
 RECORDS=$OUT/timing/records.jsonl PROFILE=$OUT/timing/profile.json
-stage noise-and-probes 240 $((FIT_NEED + PLAN_NEED)) "$NOISE_NEED" "$RECORDS" && timeout "$T" "$PY" -c "
+stage noise-and-probes 240 $((FIT_NEED + PLAN_NEED)) "$NOISE_NEED" "$RECORDS" && timeout "$T" "${PY[@]}" -c "
 import sys; from pathlib import Path
 from smallest_loss.timing.calibration import noise_floor, read_records
 from smallest_loss.timing.probes import probe_runs
@@ -128,7 +133,7 @@ fi
 # training loop's steady step with and without prefetch against it.
 for b in $BATCHES; do
   stage "bench (batch $b)" 90 0 45 || continue
-  timeout "$T" "$PY" experiments/scripts/bench_train.py --preset "$PRESET" --set train.batch_size="$b" \
+  timeout "$T" "${PY[@]}" experiments/scripts/bench_train.py --preset "$PRESET" --set train.batch_size="$b" \
     --repeats "$REPEATS" 2>&1 | tee -a "$OUT/bench_train.txt"
 done
 ls -la "$OUT"

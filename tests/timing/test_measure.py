@@ -16,6 +16,7 @@ from smallest_loss.timing.measure import (
     median_call_seconds,
     normalise_analyses,
     prepare,
+    time_compiled,
     time_round,
 )
 
@@ -126,6 +127,25 @@ def test_bandwidth_is_the_timed_calls_bytes_over_its_seconds(timed_calls):
     cost = fn.lower(arg).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     assert cost["bytes accessed"] == 2 * 8 * 2**20 and bandwidth == cost["bytes accessed"] / 0.25
+
+
+def test_steps_are_timed_in_bursts_at_the_loops_sync_cadence(monkeypatch):
+    """Steps go out `sync_every` at a time with one sync after each burst (one time per burst, its seconds a step), as
+    the training loop syncs; a step whose estimate alone fills the round's seconds goes out alone."""
+    syncs = []
+    monkeypatch.setattr(jax, "block_until_ready", lambda x: syncs.append(int(x[0])) or x)
+
+    def step(state, tokens):
+        return state + 1, None
+
+    times, state = time_compiled(step, 0, None, 0.0, 25, 25, warmup=0, sync_every=10)
+    assert state == 25 and syncs == [10, 20, 25] and len(times) == 3  # bursts of 10, 10 and 5 steps
+    syncs.clear()
+    times, state = time_compiled(step, 0, None, 1e6, 1, 11, warmup=0, sync_every=10, estimate=1e9)
+    assert syncs == [1, 11]  # a step estimated to fill the round alone goes out alone; measured short, ten follow
+    syncs.clear()
+    times, state = time_compiled(step, 0, None, 0.0, 3, 3, warmup=2, sync_every=10)
+    assert syncs == [1, 2, 5]  # the warm-up synced after each step, then one burst of the 3 timed steps
 
 
 def test_median_call_seconds_times_each_call_after_an_untimed_one(monkeypatch):
