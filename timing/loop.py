@@ -2,7 +2,7 @@
 the host and placed on the device, ahead of the steps with `prefetch`), steps dispatched without waiting, and
 one host sync (the metrics brought back) every `sync_every` steps, as `train.log_every` does.
 
-Against the compiled step timed alone (timing/measure.py: one batch reused, a wait after every step), the
+Against the compiled step timed alone (timing/measure.py: one batch reused, synced at the same cadence), the
 difference is the loop's host cost per step: building and transferring batches, dispatch, the syncs.
 """
 

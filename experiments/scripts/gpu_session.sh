@@ -14,7 +14,11 @@
 # its own limit or what is left of DEADLINE less what the stages after it need, whichever is less, and a stage that
 # does not fit is skipped and named in skipped.txt; the FP8 calibration and the MFU bench take only what is left.
 #   Usage:  OUT=out/gpu LIMIT=24 bash experiments/scripts/gpu_session.sh
+#           FROM=carry/timing.tar.gz OUT=out/gpu bash experiments/scripts/gpu_session.sh   # a second call resumes
 #           TINY=1 OUT=/tmp/gpu-tiny bash experiments/scripts/gpu_session.sh      # the same stages on the CPU
+# The whole session (24 configurations at 9-20 s each on an H100, the noise floor, probes of 30-70 s each with a
+# start-up of about 30 s, the fit, a planned run) takes more than one 600-s call: the first call's calibration
+# folder comes back in timing.tar.gz, and a second call with FROM set to it goes on where the first stopped.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 if [ "${TINY:-0}" = 1 ]; then
@@ -48,6 +52,12 @@ PY=${PY:-python3}
 DEADLINE=${DEADLINE:-540}    # seconds for the whole script (the tarball is made whatever is left)
 mkdir -p "$OUT"
 T0=$SECONDS
+# FROM: the timing.tar.gz an earlier call returned, copied into the checkout (which travels with the next call):
+# unpacked into $OUT (its plan aside), so that every stage resumes from it: calibrate times only the configurations
+# it lacks, and the noise floor and the probe runs it holds are kept.
+if [ -n "${FROM:-}" ]; then
+  tar -xzf "$FROM" -C "$OUT" --exclude=plan --exclude='plan/*' || { echo "cannot unpack FROM=$FROM"; exit 1; }
+fi
 # stage NAME LIMIT RESERVE LEAST [NEEDS]: sets T, the seconds stage NAME may take (its LIMIT, at most what is left of
 # DEADLINE less RESERVE, the seconds the stages after it need), or skips it (returns 1) where that is under LEAST or
 # the file NEEDS (what an earlier stage writes) is missing.
@@ -84,6 +94,10 @@ CLI=("${PY[@]}" -m smallest_loss.experiments.cli)  # an array, not a function: `
   "${PY[@]}" -c "import sys, jax, flax, optax, orbax.checkpoint as o; print(sys.version.split()[0], 'jax', jax.__version__, \
 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())"
 } > "$OUT/environment.txt" 2>&1
+# the package as every stage imports it (from the links above, not the checkout's own smallest_loss/): stop at once
+# where it does not import rather than spend the device time on stages that would all fail
+"${PY[@]}" -c "import smallest_loss.experiments.cli as c; print('smallest_loss:', c.__file__)" \
+  >> "$OUT/environment.txt" 2>&1 || { cat "$OUT/environment.txt"; echo "the package does not import: stopping"; exit 1; }
 cat "$OUT/environment.txt"
 # 1. The checks that need an accelerator (cuDNN attention against XLA's, the bf16 peak probe).
 if [ "${TINY:-0}" != 1 ] && [ "$TESTS" != 0 ] && stage tests 120 $((CAL_NEED + NOISE_KEEP + FIT_NEED + PLAN_NEED)) 30

@@ -71,11 +71,38 @@ def test_the_whole_session_runs_on_the_cpu(tmp_path):
 def test_a_deadline_skips_the_stages_that_do_not_fit_and_names_them(tmp_path):
     """DEADLINE bounds the whole script (a device call runs at most 600 s): with 5 s every stage is skipped, each
     named with why (no time, or an earlier stage's file missing), and the script still ends cleanly."""
-    env = dict(os.environ, TINY="1", OUT=str(tmp_path), DEADLINE="5", BATCHES="2", PY=sys.executable)
+    out = tmp_path / "out"
+    env = dict(os.environ, TINY="1", OUT=str(out), DEADLINE="5", BATCHES="2", PY=sys.executable)
     done = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    skipped = (tmp_path / "skipped.txt").read_text()
+    skipped = (out / "skipped.txt").read_text()
     for stage in ("calibrate", "noise-and-probes", "fit", "plan", "fp8", "bench (batch 2)"):
         assert f"skipped {stage}:" in skipped
     assert "DEADLINE=5 s" in skipped and "timing/profile.json" in skipped
-    assert (tmp_path / "environment.txt").exists() and not (tmp_path / "timing.tar.gz").exists()
+    assert (out / "environment.txt").exists() and not (out / "timing.tar.gz").exists()
+    # the package every stage runs is the script's links, never the checkout's own smallest_loss/ (the API alone):
+    # where nothing is installed that folder, first on sys.path, hid the subpackages (an H100 call, 2026-12-06)
+    imported = (out / "environment.txt").read_text().split("smallest_loss: ")[1].split()[0]
+    assert not imported.startswith(str(SCRIPT.parents[2]))
+
+
+def test_a_second_call_resumes_from_the_first_calls_tarball(tmp_path):
+    """FROM=timing.tar.gz (what a call returns) is unpacked into $OUT, its plan aside, and comes back with what the
+    call added: the calibration resumes there."""
+    first = tmp_path / "first"
+    (first / "timing").mkdir(parents=True)
+    (first / "plan").mkdir()
+    (first / "timing" / "records.jsonl").write_text('{"status": "ok"}\n')
+    (first / "plan" / "plan.json").write_text("{}")
+    with tarfile.open(tmp_path / "timing.tar.gz", "w:gz") as tar:
+        tar.add(first / "timing", "timing")
+        tar.add(first / "plan", "plan")
+    out = tmp_path / "out"
+    env = dict(os.environ, TINY="1", OUT=str(out), DEADLINE="5", BATCHES="2", PY=sys.executable,
+               FROM=str(tmp_path / "timing.tar.gz"))  # fmt: skip
+    done = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with tarfile.open(out / "timing.tar.gz") as tar:
+        names = tar.getnames()
+    assert "timing/records.jsonl" in names and not any(n.startswith("plan") for n in names)
+    assert "no " + str(out / "timing/records.jsonl") not in (out / "skipped.txt").read_text()
