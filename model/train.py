@@ -320,9 +320,11 @@ class _Loop:
         self.start, self.wall_offset, self.last_eval = 0, 0.0, None
         self.window: list[tuple[float, float]] = []  # noise-scale norms since the last windowed estimate
         self.state = self._restore(abstract) if resume or run.branch else None
+        began = time.perf_counter()
         if self.state is None:  # a new run, or no usable checkpoint
-            self.state = new_state(cfg.model, optimizer, cfg.train.seed, shardings)
+            self.state = jax.block_until_ready(new_state(cfg.model, optimizer, cfg.train.seed, shardings))
         self.clock = dict.fromkeys(CLOCK_TERMS, 0.0)
+        self.clock["startup_init"] = time.perf_counter() - began  # part of start-up: the state's jitted creation
         self.clock["compile"] = self._compile(abstract)
         self.pending: list[tuple[int, dict[str, jax.Array]]] = []
         self.guard = HeldInterrupts()  # Ctrl-C waits for a step, a flush or a save to finish (model/interrupts.py)
@@ -666,6 +668,8 @@ def summarise(
     if clock is not None:
         summary["wall_clock"] = {k: round(clock[k], 4) for k in CLOCK_TERMS}
         summary["wall_clock"]["total"] = round(sum(clock[k] for k in CLOCK_TERMS), 4)
+        if "startup_init" in clock:  # of `startup`, the seconds creating the training state (not a term of the total)
+            summary["wall_clock"]["startup_init"] = round(clock["startup_init"], 4)
     noise_scale = noise.summarise(lines, *_noise_batches(cfg))
     if noise_scale:
         summary["noise_scale"] = noise_scale

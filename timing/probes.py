@@ -85,6 +85,7 @@ def run_probe(record: dict[str, Any], folder: Path, statistic: str = "median") -
         ),
         loop_seconds=loop,
         startup=clock["startup"],
+        startup_init=clock.get("startup_init"),
         compile=clock["compile"],
         record_compile=record.get("compile_seconds"),
         eval_seconds=clock["evals"] / evals,
