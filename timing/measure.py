@@ -346,6 +346,7 @@ def finish(item: Prepared) -> dict[str, Any]:
             rounds=len(item.rounds),
             round_medians=round_medians,
             best_round_seconds=min(round_medians),
+            sync_every=SYNC_EVERY,  # the cadence of its bursts (records without it synced after every step)
         )
     elif "status" not in item.record:
         item.record.update(status="error", message="no repeats were timed")

@@ -9,7 +9,7 @@ import pytest
 import smallest_loss.timing.calibration as cal
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.grids import get_grid
-from smallest_loss.configs.schema import ModelConfig
+from smallest_loss.configs.schema import ModelConfig, TrainConfig
 from smallest_loss.experiments.cli import main
 from smallest_loss.model.runs import environment
 from smallest_loss.timing.calibration import measure_key
@@ -89,6 +89,7 @@ def test_records_are_complete(resumed):
     assert record["status"] == "ok", record.get("message")
     assert record["repeats"] >= 3 and record["rounds"] == 3 and len(record["round_medians"]) == 3
     assert record["min_seconds"] <= record["best_round_seconds"] <= max(record["round_medians"])
+    assert record["sync_every"] == TrainConfig().log_every  # timed at the training loop's cadence
     assert record["min_seconds"] <= record["step_seconds"] <= record["max_seconds"]
     assert record["iqr_seconds"] >= 0 and record["compile_seconds"] > 0
     assert record["xla"]["flops"] > 0 and record["xla"]["bytes_accessed"] > 0 and record["xla"]["peak_bytes"] > 0
