@@ -14,11 +14,13 @@
 # its own limit or what is left of DEADLINE less what the stages after it need, whichever is less, and a stage that
 # does not fit is skipped and named in skipped.txt; the FP8 calibration and the MFU bench take only what is left.
 #   Usage:  OUT=out/gpu LIMIT=24 bash experiments/scripts/gpu_session.sh
-#           FROM=carry/timing.tar.gz OUT=out/gpu bash experiments/scripts/gpu_session.sh   # a second call resumes
 #           TINY=1 OUT=/tmp/gpu-tiny bash experiments/scripts/gpu_session.sh      # the same stages on the CPU
-# The whole session (24 configurations at 9-20 s each on an H100, the noise floor, probes of 30-70 s each with a
-# start-up of about 30 s, the fit, a planned run) takes more than one 600-s call: the first call's calibration
-# folder comes back in timing.tar.gz, and a second call with FROM set to it goes on where the first stopped.
+# The whole session (24 configurations at 9-20 s each on an H100, the noise floor, probes of about a minute each,
+# the fit, a planned run) takes more than one 600-s call. In 15 minutes of device time, two calls back to back:
+#   PLAN=0 DEADLINE=480 OUT=$OUT bash experiments/scripts/gpu_session.sh            # calibration, noise, probes, fit
+#   FROM=carry/timing.tar.gz PLAN=60s PLAN_SECONDS=160 DEADLINE=300 OUT=$OUT bash experiments/scripts/gpu_session.sh
+# where carry/ (untracked, so it travels) holds the first call's timing.tar.gz: the second goes on where the first
+# stopped (the rest of the grid and of the probes, the fit again, then the plan and, with time left, the bench).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 if [ "${TINY:-0}" = 1 ]; then
@@ -74,8 +76,8 @@ stage() {
   fi
 }
 # The seconds the earlier stages leave for each later one (NOISE_KEEP for the noise floor and the probe runs: on a GPU
-# about 40 s for four configurations timed again, 20-100 s a probe, the largest last; the plan runs whole or not at
-# all), and the least a stage runs on.
+# about 40 s for four configurations timed again, about a minute a probe, the largest last; the plan runs whole or
+# not at all), and the least a stage runs on.
 CAL_NEED=30; NOISE_NEED=60; NOISE_KEEP=${NOISE_KEEP:-150}; FIT_NEED=${FIT_NEED:-25}
 PLAN_NEED=$([ "$PLAN" != 0 ] && echo "$PLAN_SECONDS" || echo 0)
 TESTS=${TESTS:-1}            # the accelerator-only tests (0: none)
