@@ -4,9 +4,10 @@ by the input pipeline (`timing/loop.py`) without and with prefetch, and `train`'
 
     python experiments/scripts/bench_cadence.py 80,2,5,64,16 192,1,6,64,16 --steps 100 --rounds 6
 
-Each configuration is d,n,h,s,b (w = 4d, vocabulary 256, the preset's dtype); every way is timed once a round, the
-rounds alternate the ways (a shared machine's slow spells hit them all), and the table gives the medians of the
-rounds. Results: results/cpu/quickstart/README.md (stop 41), results/h100/README.md.
+Each configuration is d,n,h,s,b (w = 4d, vocabulary 256, the preset's dtype); every way is timed once a round and a
+short run (twice `--steps` steps) trains after them, the rounds alternating the ways (a shared machine's slow spells
+hit them all); the table gives the medians of the rounds and, last, the median over rounds of `train`'s step over
+each way's. Results: results/cpu/quickstart/README.md (stop 41), results/h100/README.md.
 """
 
 from __future__ import annotations
@@ -76,15 +77,20 @@ def main(argv: list[str] | None = None) -> None:
     from smallest_loss.configs.schema import ModelConfig
 
     print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}); medians of {args.rounds} rounds, ms")
-    print("| d, n, h, s, b | synced every step | at the cadence | loop | loop, prefetch | train |")
-    print("|---|---|---|---|---|---|")
+    print("| d, n, h, s, b | synced every step | at the cadence | loop | loop, prefetch | train | train / each |")
+    print("|---|---|---|---|---|---|---|")
     for spec in args.configs:
         d, n, h, s, b = (int(x) for x in spec.split(","))
         cfg = ModelConfig(d=d, n=n, h=h, w=4 * d, s=s, v=256)
-        ways = rounds_of(cfg, b, args.steps, args.rounds, args.sync_every)
-        trained = train_step(cfg, b, 3 * args.steps, args.sync_every)
+        ways: dict[str, list[float]] = {}
+        for _ in range(args.rounds):  # one round of each way, then a short run: train's step beside them
+            for key, values in rounds_of(cfg, b, args.steps, 1, args.sync_every).items():
+                ways.setdefault(key, []).extend(values)
+            ways.setdefault("train", []).append(train_step(cfg, b, 2 * args.steps, args.sync_every))
+        trained = np.asarray(ways["train"])
         cells = " | ".join(f"{np.median(v) * 1e3:.2f}" for v in ways.values())
-        print(f"| {spec} | {cells} | {trained * 1e3:.2f} |", flush=True)
+        ratios = ", ".join(f"{np.median(trained / np.asarray(v)):.3f}" for k, v in ways.items() if k != "train")
+        print(f"| {spec} | {cells} | {ratios} |", flush=True)
 
 
 if __name__ == "__main__":
