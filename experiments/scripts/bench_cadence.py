@@ -13,7 +13,9 @@ each way's. Results: results/cpu/quickstart/README.md (stop 41), results/h100/RE
 from __future__ import annotations
 
 import argparse
+import itertools
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -26,8 +28,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def rounds_of(cfg, b: int, steps: int, rounds: int, sync_every: int) -> dict[str, list[float]]:
-    """Seconds a step of each way, one value a round."""
+def rounds_of(cfg, b: int, steps: int, sync_every: int) -> Iterator[dict[str, float]]:
+    """Seconds a step of each way, one round after another (compiled, allocated and warmed up once; each round's loops
+    on fresh batches)."""
     import numpy as np
     from smallest_loss.configs.schema import TrainConfig
     from smallest_loss.model.data import batch
@@ -41,15 +44,14 @@ def rounds_of(cfg, b: int, steps: int, rounds: int, sync_every: int) -> dict[str
     sharding = batch_sharding(make_mesh(resolve_mesh_shape(TrainConfig(batch_size=b))))
     make, place = (lambda k: batch(corpus, 0, k, b, cfg.s)), (lambda x: put_batch(x, sharding))
     _, state = time_compiled(compiled, state, tokens, 0.0, 2 * sync_every, 2 * sync_every)  # warm-up
-    out: dict[str, list[float]] = {"synced every step": [], "at the cadence": [], "loop": [], "loop, prefetch": []}
-    for r in range(rounds):
+    for r in itertools.count():
+        out: dict[str, float] = {}
         for key, every in (("synced every step", 1), ("at the cadence", sync_every)):
             times, state = time_compiled(compiled, state, tokens, 0.0, steps, steps, warmup=0, sync_every=every)
-            out[key].append(float(np.median(times)))
+            out[key] = float(np.median(times))
         for key, prefetch in (("loop", False), ("loop, prefetch", True)):
-            seconds, state = loop_seconds(compiled, state, make, place, steps, sync_every, prefetch, r * steps)
-            out[key].append(seconds)
-    return out
+            out[key], state = loop_seconds(compiled, state, make, place, steps, sync_every, prefetch, r * steps)
+        yield out
 
 
 def train_step(cfg, b: int, steps: int, sync_every: int) -> float:
@@ -83,10 +85,12 @@ def main(argv: list[str] | None = None) -> None:
         d, n, h, s, b = (int(x) for x in spec.split(","))
         cfg = ModelConfig(d=d, n=n, h=h, w=4 * d, s=s, v=256)
         ways: dict[str, list[float]] = {}
+        rounds = rounds_of(cfg, b, args.steps, args.sync_every)
         for _ in range(args.rounds):  # one round of each way, then a short run: train's step beside them
-            for key, values in rounds_of(cfg, b, args.steps, 1, args.sync_every).items():
-                ways.setdefault(key, []).extend(values)
+            for key, seconds in next(rounds).items():
+                ways.setdefault(key, []).append(seconds)
             ways.setdefault("train", []).append(train_step(cfg, b, 2 * args.steps, args.sync_every))
+        rounds.close()
         trained = np.asarray(ways["train"])
         cells = " | ".join(f"{np.median(v) * 1e3:.2f}" for v in ways.values())
         ratios = ", ".join(f"{np.median(trained / np.asarray(v)):.3f}" for k, v in ways.items() if k != "train")

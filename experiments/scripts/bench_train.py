@@ -20,7 +20,6 @@ import argparse
 import dataclasses
 import os
 import statistics
-import time
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -54,14 +53,9 @@ def bench(config, devices: int, repeats: int) -> dict:
     step = jit_sharded_step(graphdef, optimizer, shardings, mesh)
     tokens = jax.random.randint(jax.random.key(0), (t.batch_size, m.s + 1), 0, m.v)
     tokens = put_batch(jax.device_get(tokens), batch_sharding(mesh))
-    times = []
-    for i in range(3 + repeats):
-        start = time.perf_counter()
-        state, metrics = step(state, tokens)
-        jax.block_until_ready(metrics)
-        if i >= 3:
-            times.append(time.perf_counter() - start)
-    # The same step at the loop's cadence (a sync every train.log_every steps), as calibrate times it.
+    # The step synced after every step (3 warm-up steps first), then at the loop's cadence (a sync every
+    # train.log_every steps), as calibrate times it.
+    times, state = time_compiled(step, state, tokens, 0.0, repeats, repeats, warmup=3, sync_every=1)
     steps = max(repeats, 3 * t.log_every)
     bursts, state = time_compiled(step, state, tokens, 0.0, steps, steps, warmup=0, sync_every=t.log_every)
     seconds = statistics.median(bursts)

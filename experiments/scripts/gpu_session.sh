@@ -51,6 +51,7 @@ PRESET=${PRESET:-gpt2-medium}
 BATCHES=${BATCHES:-8 32}     # bench_train batch sizes
 REPEATS=${REPEATS:-20}
 PY=${PY:-python3}
+TESTS=${TESTS:-1}            # the accelerator-only tests (0: none)
 DEADLINE=${DEADLINE:-540}    # seconds for the whole script (the tarball is made whatever is left)
 mkdir -p "$OUT"
 T0=$SECONDS
@@ -80,7 +81,6 @@ stage() {
 # not at all), and the least a stage runs on.
 CAL_NEED=30; NOISE_NEED=60; NOISE_KEEP=${NOISE_KEEP:-150}; FIT_NEED=${FIT_NEED:-25}
 PLAN_NEED=$([ "$PLAN" != 0 ] && echo "$PLAN_SECONDS" || echo 0)
-TESTS=${TESTS:-1}            # the accelerator-only tests (0: none)
 PKG=$(mktemp -d)
 trap 'rm -rf "$PKG"' EXIT
 mkdir "$PKG/smallest_loss"
