@@ -33,7 +33,7 @@ from smallest_loss.scaling.plan import param_range
 from smallest_loss.scaling.plan_result import Plan
 from smallest_loss.scaling.plan_setup import build_plan_inputs
 from smallest_loss.scaling.planner import calibrated_space, plan_with_inputs, with_profile_notes
-from smallest_loss.scaling.preflight import DEFAULT_K, measure_count, preflight
+from smallest_loss.scaling.preflight import DEFAULT_K, measure_count, preflight, time_again
 from smallest_loss.scaling.report import answer_line
 from smallest_loss.scaling.verify import Verification, verify, verify_cadence, verify_line
 from smallest_loss.timing.calibration import noise_floor, read_records, run_grid
@@ -106,7 +106,7 @@ def quickstart(
     _done(t)
     t = _stage("5/5 verify: train the recommended configuration for the budget")
     checked = verify(plan.best, plan.space, sweep_design, out / "verify", retime_factor=plan.retime_factor,
-                     profile_step_seconds=plan.profile_step_seconds)  # fmt: skip
+                     profile_step_seconds=plan.profile_step_seconds, remeasure=time_again(plan))  # fmt: skip
     _done(t)
     report = dict(
         budget=budget,

@@ -348,6 +348,9 @@ class Preflight:
     steps: tuple[MeasuredStep, ...]
     k: int
     rounds: int
+    # The device profile the measurements were priced with (its host cost is in each `measured`), so the best step can
+    # be timed again the same way after a verified run (`scaling.preflight.time_again`); not part of the plan's data.
+    profile: Any = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def scale(self) -> float:
@@ -374,9 +377,11 @@ class Preflight:
         """The measurements in one line, for plans and reports."""
         each = "; ".join(m.describe() for m in self.steps)
         rounds = f"{self.rounds} rounds" if self.rounds != 1 else "1 round"
+        on_cpu = self.profile is not None and self.profile.device_kind == "cpu"  # scaling.preflight.with_steps
+        others = " and a run's other wall-clock terms" if on_cpu else ""
         return (
             f"measured here before choosing (the {self.k} best by the profile, {rounds}; their measured steps price "
-            f"them, the candidates not measured priced x{self.scale:.3f}, the median ratio): {each}"
+            f"them, the candidates not measured{others} priced x{self.scale:.3f}, the median ratio): {each}"
         )
 
 

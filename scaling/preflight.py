@@ -36,7 +36,7 @@ from smallest_loss.configs.spaces import SearchSpace
 from smallest_loss.scaling.budget import Budget
 from smallest_loss.scaling.laws import LawFile
 from smallest_loss.scaling.plan import PlanInputs, Scores, candidate_keys, score
-from smallest_loss.scaling.plan_result import MeasuredStep, Preflight
+from smallest_loss.scaling.plan_result import MeasuredStep, Plan, Preflight, row_key
 from smallest_loss.scaling.verify import row_model
 from smallest_loss.timing.models import STATISTICS
 from smallest_loss.timing.profile import DeviceProfile, profile_digest
@@ -133,9 +133,10 @@ def preflight(budget: Budget, law_file: LawFile, inputs: PlanInputs, profile: De
         measure = measure_keys
     path = Path(folder) / f"measured-{profile_digest(profile)}.json" if folder is not None else None
     found, finished = _load(path)
+    on_cpu = profile.device_kind == "cpu"  # the host is the device: every wall-clock term is its work
     rounds = max((m.round for m in found.values()), default=0)
     for _ in range(0 if finished else 2 * MAX_ROUNDS):
-        now = with_steps(inputs, Preflight(tuple(found.values()), k, rounds))
+        now = with_steps(inputs, Preflight(tuple(found.values()), k, rounds), on_cpu)
         best = best_keys(score(budget, law_file, now), k)
         todo = [(key, seconds / now.measured_scale) for key, seconds in best if key not in found]  # the profile's price
         if todo and rounds < MAX_ROUNDS:
@@ -149,9 +150,9 @@ def preflight(budget: Budget, law_file: LawFile, inputs: PlanInputs, profile: De
         elif not confirm(found.get(best[0][0]), found, inputs.space, profile, measure):
             break
         _save(path, found, k, rounds)
-    done = Preflight(tuple(found.values()), k, rounds)
+    done = Preflight(tuple(found.values()), k, rounds, profile=profile)
     _save(path, found, k, rounds, finished=True)
-    return with_steps(inputs, done), done
+    return with_steps(inputs, done, on_cpu), done
 
 
 def confirm(step: MeasuredStep | None, found: dict[tuple[int, ...], MeasuredStep], space: SearchSpace,
@@ -169,13 +170,32 @@ def confirm(step: MeasuredStep | None, found: dict[tuple[int, ...], MeasuredStep
     return True
 
 
+def time_again(plan: Plan) -> Callable[[], float | None] | None:
+    """A timer of the plan's best step as the plan priced it before choosing (`measure_keys`: its compiled step timed
+    here, plus the profile's host cost), for `verify` to call right after the run: where a verified step missed its
+    price, the same timing after the run says whether the machine changed speed in between (the step alone then runs
+    as the run did) or the run's steps ran otherwise than the step alone (it times as priced). None where the best
+    row's step was not priced at a measurement made here."""
+    measured = plan.preflight
+    if measured is None or measured.profile is None or plan.profile_step_seconds is None:
+        return None
+    key, space, profile = row_key(plan.best), plan.space, measured.profile
+    return lambda: measure_keys([key], space, profile)[0]
+
+
 def _say(line: str) -> None:
     """A progress line on stderr (each timing takes a compile and about `SECONDS`: seconds on a CPU, up to a minute for
     a large model on an accelerator), so that `--json` output stays clean."""
     print(line, file=sys.stderr, flush=True)
 
 
-def with_steps(inputs: PlanInputs, measured: Preflight) -> PlanInputs:
+def with_steps(inputs: PlanInputs, measured: Preflight, host_is_device: bool = False) -> PlanInputs:
     """`inputs` pricing the measured candidates at their measurements and the others at `Preflight.scale` times
-    the profile's price."""
-    return dataclasses.replace(inputs, measured_steps=measured.seconds or None, measured_scale=measured.scale)
+    the profile's price; with `host_is_device` (a CPU profile) a run's other wall-clock terms too (start-up, compile,
+    saves: work of the same processor), as `--retime` prices them (this CPU's profile of the morning, measured 1.96
+    times slower in the afternoon: a verified run's start-up took 2.1, its compile 1.7 and its saves 2.5 times the
+    profile's terms). On an accelerator they are the host's work, which the device's step does not measure."""
+    scaled = inputs.clock is not None and host_is_device
+    clock = inputs.clock.scaled(measured.scale) if scaled else inputs.clock
+    return dataclasses.replace(inputs, measured_steps=measured.seconds or None, measured_scale=measured.scale,
+                               clock=clock)  # fmt: skip

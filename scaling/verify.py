@@ -8,6 +8,8 @@ read from the run's metrics between host syncs that hold nothing but steps.
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,9 @@ class Verification:
     # Seconds a step in each quarter of the run (`model.runs.step_seconds_by_part`): how the machine's speed moved
     # while it trained (None: too few host syncs).
     part_step_seconds: list[float] | None = None
+    # The step of `profile_step_seconds`'s measurement timed again the same way right after the run (`remeasure` of
+    # `verify`; None where not): beside the price measured before, whether a miss was the machine's speed changing.
+    after_step_seconds: float | None = None
 
     @property
     def loss_error(self) -> float:
@@ -159,6 +164,7 @@ def verify(
     serve_bits: int | None = None,
     retime_factor: float | None = None,
     profile_step_seconds: float | None = None,
+    remeasure: Callable[[], float | None] | None = None,
 ) -> Verification:
     """Train the recommended configuration with the law's recipe and compare its loss and step time with the
     prediction. Beside the run's own final evaluation (its batch size and seed choose its validation tokens) the
@@ -166,7 +172,9 @@ def verify(
     same tokens. With `serve_bits` the plan predicted the served loss: the trained weights are quantised to that
     width after training and the rise this measures is added to the run's loss. `retime_factor`: the plan's profile
     was re-timed by it (`Plan.retiming`), so the report gives the error of the profile as calibrated too;
-    `profile_step_seconds`: the profile's price of the step the plan priced at a measurement (`Plan.preflight`)."""
+    `profile_step_seconds`: the profile's price of the step the plan priced at a measurement (`Plan.preflight`);
+    `remeasure`: that measurement made again (`scaling.preflight.time_again`), called once the run has trained and
+    kept in the run's folder (`AFTER_FILE`), so a rerun reports the same."""
     config = verify_config(row, space, recipe, bits)
     m = config.model
     # One folder per configuration, so a rerun resumes this run and a new plan never reuses another's.
@@ -200,7 +208,27 @@ def verify(
         retime_factor=retime_factor,
         profile_step_seconds=profile_step_seconds,
         part_step_seconds=step_seconds_by_part(metrics, config.train.checkpoint_every),
+        after_step_seconds=timed_after(out, remeasure),
     )
+
+
+AFTER_FILE = "step_after.json"  # in the verified run's folder: its step timed again after it trained
+
+
+def timed_after(out: Path, remeasure: Callable[[], float | None] | None) -> float | None:
+    """The step timed again after the run (`remeasure`), kept in `out`/`AFTER_FILE` and read from there on a
+    rerun; None without `remeasure` or where it could not time the step."""
+    if remeasure is None:
+        return None
+    path = out / AFTER_FILE
+    try:
+        return float(json.loads(path.read_text())["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):  # none yet, or unreadable: time it (again)
+        pass
+    seconds = remeasure()
+    if seconds is not None:
+        path.write_text(json.dumps(dict(seconds=seconds)) + "\n")
+    return seconds
 
 
 def verify_cadence(recipe: SweepDesign) -> Cadence:
@@ -219,6 +247,26 @@ def wall_clock_line(v: Verification) -> str | None:
         error = f" ({got / want - 1:+.0%})" if want > 0 else ""
         parts.append(f"{term} {got:.2f} s vs {want:.2f} s{error}")
     return "verify wall-clock, measured vs predicted: " + "; ".join(parts)
+
+
+MISS = 0.10  # a step off its price by more than this is a miss (the issue's check: within 10%)
+
+
+def after_reading(v: Verification) -> str | None:
+    """What the step timed again after the run says of a miss (None where the step came within `MISS` of its price,
+    or the timings do not tell): the machine's speed changed (the step alone, after the run, ran as the run did and
+    off its price), or the run's steps ran otherwise than the step alone (it timed as priced, the run did not)."""
+    if v.time_error is None or not v.after_step_seconds or abs(v.time_error) <= MISS:
+        return None
+    drift = v.after_step_seconds / v.predicted_step_seconds - 1
+    run_vs_after = v.actual_step_seconds / v.after_step_seconds - 1
+    if abs(run_vs_after) <= MISS < abs(drift) and drift * v.time_error > 0:
+        change = "slowed" if drift > 0 else "sped up"
+        return f"the machine {change} after the price was measured: the step alone, timed again, ran as the run did"
+    if abs(drift) <= MISS:
+        pace = "slower" if v.time_error > 0 else "faster"
+        return f"the step alone timed as priced before and after the run: the run's own steps ran {pace}"
+    return None
 
 
 def verify_line(v: Verification) -> str:
@@ -245,6 +293,11 @@ def verify_line(v: Verification) -> str:
         line += f"; its quarters ran {low * 1e3:.2f}-{high * 1e3:.2f} ms a step"
         if v.time_error is not None and abs(v.time_error) > 0.1 and low <= v.predicted_step_seconds <= high:
             line += " (the machine's speed moved across the prediction during the run)"
+    if v.after_step_seconds and v.predicted_step_seconds:
+        drift = v.after_step_seconds / v.predicted_step_seconds - 1
+        line += f"; timed again after the run {v.after_step_seconds * 1e3:.2f} ms ({drift:+.1%} on the price)"
+        if reading := after_reading(v):
+            line += f" ({reading})"
     if v.common_loss is not None:
         line += f"; loss on the common validation sample ({v.common_sequences:,} sequences) {v.common_loss:.4f}"
     terms = wall_clock_line(v)

@@ -62,6 +62,7 @@ def test_quickstart_end_to_end_and_rerun(tmp_path, capsys):
     if v.get("profile_step_seconds"):
         assert best["step_seconds"] in [m["measured"] for m in measured["steps"]]
         assert v["calibrated_time_error"] == pytest.approx(v["actual_step_seconds"] / v["profile_step_seconds"] - 1)
+        assert v["after_step_seconds"] > 0  # and timed again after the run the same way (kept for the rerun below)
     else:
         assert ("calibrated_time_error" in v) == (retimed["factor"] != 1.0 and "time_error" in v)
     # Every promised file exists and parses.

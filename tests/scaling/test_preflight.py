@@ -20,8 +20,8 @@ from smallest_loss.scaling.plan import candidate_keys, score
 from smallest_loss.scaling.plan_result import Preflight, row_key
 from smallest_loss.scaling.plan_setup import build_plan_inputs
 from smallest_loss.scaling.planner import calibrated_space, make_plan
-from smallest_loss.scaling.preflight import MAX_ROUNDS, key_model, preflight
-from smallest_loss.scaling.verify import Verification, verify_line
+from smallest_loss.scaling.preflight import MAX_ROUNDS, key_model, preflight, time_again
+from smallest_loss.scaling.verify import AFTER_FILE, Verification, after_reading, timed_after, verify_line
 from smallest_loss.timing.profile import load_profile, save_profile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -173,6 +173,68 @@ def test_the_verify_line_gives_the_measured_price_and_the_profiles():
     assert Verification.from_dict(drifted.to_dict()) == drifted
     steady = dataclasses.replace(drifted, part_step_seconds=[0.0124, 0.0125, 0.0126, 0.0125])
     assert verify_line(steady).endswith("quarters ran 12.40-12.60 ms a step") and "moved" not in verify_line(steady)
+
+
+def test_the_step_timed_again_after_the_run_says_what_a_miss_was():
+    """The verified step timed again after the run, as before it: the machine changed speed (the step alone now runs
+    as the run did), or the run's steps were slower than the step alone (which still times as priced)."""
+    v = Verification("run", 1.5, 1.52, 0.010, 0.0125, 100, 2.0, None, 0, profile_step_seconds=0.011)
+    slowed = dataclasses.replace(v, after_step_seconds=0.0124)
+    line = verify_line(slowed)
+    assert "timed again after the run 12.40 ms (+24.0% on the price) (the machine slowed after the price" in line
+    assert Verification.from_dict(slowed.to_dict()) == slowed
+    loop = dataclasses.replace(v, after_step_seconds=0.0102)
+    assert "(+2.0% on the price) (the step alone timed as priced before and after the run: the run's own steps ran " \
+           "slower)" in verify_line(loop)  # fmt: skip
+    sped = dataclasses.replace(v, actual_step_seconds=0.0080, after_step_seconds=0.0082)
+    assert "the machine sped up after the price was measured" in verify_line(sped)
+    for unclear in (0.0150, 0.0070):  # the step alone off its price and off the run: neither reading holds
+        assert "timed again after the run" in verify_line(dataclasses.replace(v, after_step_seconds=unclear))
+        assert after_reading(dataclasses.replace(v, after_step_seconds=unclear)) is None
+    within = dataclasses.replace(v, actual_step_seconds=0.0105, after_step_seconds=0.0125)  # +5%: no miss to read
+    assert after_reading(within) is None and "on the price)" in verify_line(within)
+    assert "timed again" not in verify_line(v)  # not timed again: nothing said
+
+
+def test_the_step_timed_after_the_run_is_kept_for_a_rerun(tmp_path):
+    calls = []
+
+    def remeasure():
+        calls.append(1)
+        return 0.0123
+
+    assert timed_after(tmp_path, None) is None and not (tmp_path / AFTER_FILE).exists()
+    assert timed_after(tmp_path, remeasure) == 0.0123 and timed_after(tmp_path, remeasure) == 0.0123
+    assert len(calls) == 1  # the rerun read it back
+    (tmp_path / AFTER_FILE).write_text("{cut")
+    assert timed_after(tmp_path, remeasure) == 0.0123 and len(calls) == 2  # unreadable: timed again
+    (tmp_path / AFTER_FILE).unlink()
+    assert timed_after(tmp_path, lambda: None) is None and not (tmp_path / AFTER_FILE).exists()
+
+
+def test_only_a_step_priced_at_a_measurement_is_timed_again(setup, tmp_path, monkeypatch):
+    law, profile, inputs = setup
+    monkeypatch.setattr(preflight_module, "measure_keys", lambda keys, space, p: [0.5 if p is profile else None])
+    assert time_again(make_plan(BUDGET, law, profile, space="cpu")) is None  # priced by the profile alone
+    preflight(BUDGET, law, inputs, profile, k=2, folder=tmp_path, measure=Slower(inputs, 1.1, 0))
+    measured = make_plan(BUDGET, law, profile, space="cpu", measure=2, measured_folder=tmp_path)
+    assert measured.preflight.profile is profile and time_again(measured)() == 0.5  # with the profile it priced with
+
+
+def test_a_cpu_machine_measured_slower_prices_every_wall_clock_term_slower(setup):
+    """On a CPU the host is the device: a run's start-up, compile and saves are priced at the measured scale too (as
+    `--retime` prices them); on an accelerator only the steps, whose device the measurement timed."""
+    law, profile, inputs = setup
+    assert inputs.clock is not None and profile.device_kind == "cpu"
+    everything_slower = Slower(inputs, 2.0, slow=10**6)
+    now, done = preflight(BUDGET, law, inputs, profile, k=2, measure=everything_slower)
+    assert done.scale == pytest.approx(2.0)
+    assert now.clock.startup == pytest.approx(tuple(2 * c for c in inputs.clock.startup))
+    assert now.clock.compile == pytest.approx(tuple(2 * c for c in inputs.clock.compile))
+    assert "the candidates not measured and a run's other wall-clock terms priced x2.000" in done.line()
+    gpu = dataclasses.replace(profile, device_kind="NVIDIA H100 80GB HBM3")
+    now, done = preflight(BUDGET, law, inputs, gpu, k=2, measure=Slower(inputs, 2.0, slow=10**6))
+    assert now.clock == inputs.clock and "the candidates not measured priced x2.000" in done.line()
 
 
 def test_a_key_trains_the_model_it_names():
