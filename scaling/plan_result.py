@@ -377,11 +377,9 @@ class Preflight:
         """The measurements in one line, for plans and reports."""
         each = "; ".join(m.describe() for m in self.steps)
         rounds = f"{self.rounds} rounds" if self.rounds != 1 else "1 round"
-        on_cpu = self.profile is not None and self.profile.device_kind == "cpu"  # scaling.preflight.with_steps
-        others = " and a run's other wall-clock terms" if on_cpu else ""
         return (
             f"measured here before choosing (the {self.k} best by the profile, {rounds}; their measured steps price "
-            f"them, the candidates not measured{others} priced x{self.scale:.3f}, the median ratio): {each}"
+            f"them, the candidates not measured priced x{self.scale:.3f}, the median ratio): {each}"
         )
 
 

@@ -133,10 +133,9 @@ def preflight(budget: Budget, law_file: LawFile, inputs: PlanInputs, profile: De
         measure = measure_keys
     path = Path(folder) / f"measured-{profile_digest(profile)}.json" if folder is not None else None
     found, finished = _load(path)
-    on_cpu = profile.device_kind == "cpu"  # the host is the device: every wall-clock term is its work
     rounds = max((m.round for m in found.values()), default=0)
     for _ in range(0 if finished else 2 * MAX_ROUNDS):
-        now = with_steps(inputs, Preflight(tuple(found.values()), k, rounds), on_cpu)
+        now = with_steps(inputs, Preflight(tuple(found.values()), k, rounds))
         best = best_keys(score(budget, law_file, now), k)
         todo = [(key, seconds / now.measured_scale) for key, seconds in best if key not in found]  # the profile's price
         if todo and rounds < MAX_ROUNDS:
@@ -152,7 +151,7 @@ def preflight(budget: Budget, law_file: LawFile, inputs: PlanInputs, profile: De
         _save(path, found, k, rounds)
     done = Preflight(tuple(found.values()), k, rounds, profile=profile)
     _save(path, found, k, rounds, finished=True)
-    return with_steps(inputs, done, on_cpu), done
+    return with_steps(inputs, done), done
 
 
 def confirm(step: MeasuredStep | None, found: dict[tuple[int, ...], MeasuredStep], space: SearchSpace,
@@ -189,13 +188,11 @@ def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def with_steps(inputs: PlanInputs, measured: Preflight, host_is_device: bool = False) -> PlanInputs:
+def with_steps(inputs: PlanInputs, measured: Preflight) -> PlanInputs:
     """`inputs` pricing the measured candidates at their measurements and the others at `Preflight.scale` times
-    the profile's price; with `host_is_device` (a CPU profile) a run's other wall-clock terms too (start-up, compile,
-    saves: work of the same processor), as `--retime` prices them (this CPU's profile of the morning, measured 1.96
-    times slower in the afternoon: a verified run's start-up took 2.1, its compile 1.7 and its saves 2.5 times the
-    profile's terms). On an accelerator they are the host's work, which the device's step does not measure."""
-    scaled = inputs.clock is not None and host_is_device
-    clock = inputs.clock.scaled(measured.scale) if scaled else inputs.clock
-    return dataclasses.replace(inputs, measured_steps=measured.seconds or None, measured_scale=measured.scale,
-                               clock=clock)  # fmt: skip
+    the profile's price. A run's other wall-clock terms keep the profile's price: scaled with the steps (as
+    `--retime` scales them on a CPU) they followed a profile hours old on this CPU (a 20-second plan +20% over its
+    budget, -5% scaled), but one measurement in a slow spell scaled them out of every budget (a test's 20 s plan on a
+    loaded machine: start-up and compile priced at 25.9 s), and in a fresh clone they came out further from the run.
+    For a profile of another hour, `--retime`."""
+    return dataclasses.replace(inputs, measured_steps=measured.seconds or None, measured_scale=measured.scale)

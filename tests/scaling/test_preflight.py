@@ -221,22 +221,6 @@ def test_only_a_step_priced_at_a_measurement_is_timed_again(setup, tmp_path, mon
     assert measured.preflight.profile is profile and time_again(measured)() == 0.5  # with the profile it priced with
 
 
-def test_a_cpu_machine_measured_slower_prices_every_wall_clock_term_slower(setup):
-    """On a CPU the host is the device: a run's start-up, compile and saves are priced at the measured scale too (as
-    `--retime` prices them); on an accelerator only the steps, whose device the measurement timed."""
-    law, profile, inputs = setup
-    assert inputs.clock is not None and profile.device_kind == "cpu"
-    everything_slower = Slower(inputs, 2.0, slow=10**6)
-    now, done = preflight(BUDGET, law, inputs, profile, k=2, measure=everything_slower)
-    assert done.scale == pytest.approx(2.0)
-    assert now.clock.startup == pytest.approx(tuple(2 * c for c in inputs.clock.startup))
-    assert now.clock.compile == pytest.approx(tuple(2 * c for c in inputs.clock.compile))
-    assert "the candidates not measured and a run's other wall-clock terms priced x2.000" in done.line()
-    gpu = dataclasses.replace(profile, device_kind="NVIDIA H100 80GB HBM3")
-    now, done = preflight(BUDGET, law, inputs, gpu, k=2, measure=Slower(inputs, 2.0, slow=10**6))
-    assert now.clock == inputs.clock and "the candidates not measured priced x2.000" in done.line()
-
-
 def test_a_key_trains_the_model_it_names():
     space_cpu = build_plan_inputs(get_space("cpu"), load_profile(PROFILE)).space
     m = key_model((64, 2, 4, 256, 64, 16, 1, 4, 2, 1), space_cpu, None)
