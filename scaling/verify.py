@@ -188,6 +188,7 @@ def verify(
     summary = model_train.train(config, out, resume=(out / "config.json").exists(), progress=True)
     metrics = RunDir(out, config, {}).read_metrics()
     per_step = steady_step_seconds(metrics, config.train.checkpoint_every)
+    after = timed_after(out, remeasure)  # before the evaluations below: as near the run's end as it can be
     rise = None
     if serve_bits is not None and serve_bits < UNQUANTISED_BITS:
         rise = model_evaluate.post_training_losses(out, [serve_bits]).rise(serve_bits)
@@ -208,7 +209,7 @@ def verify(
         retime_factor=retime_factor,
         profile_step_seconds=profile_step_seconds,
         part_step_seconds=step_seconds_by_part(metrics, config.train.checkpoint_every),
-        after_step_seconds=timed_after(out, remeasure),
+        after_step_seconds=after,
     )
 
 
@@ -291,7 +292,7 @@ def verify_line(v: Verification) -> str:
     if v.part_step_seconds:
         low, high = min(v.part_step_seconds), max(v.part_step_seconds)
         line += f"; its quarters ran {low * 1e3:.2f}-{high * 1e3:.2f} ms a step"
-        if v.time_error is not None and abs(v.time_error) > 0.1 and low <= v.predicted_step_seconds <= high:
+        if v.time_error is not None and abs(v.time_error) > MISS and low <= v.predicted_step_seconds <= high:
             line += " (the machine's speed moved across the prediction during the run)"
     if v.after_step_seconds and v.predicted_step_seconds:
         drift = v.after_step_seconds / v.predicted_step_seconds - 1
