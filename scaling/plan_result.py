@@ -17,7 +17,7 @@ import numpy as np
 from smallest_loss.configs.spaces import SearchSpace
 from smallest_loss.scaling.budget import Budget
 from smallest_loss.scaling.report import plan_markdown
-from smallest_loss.timing.profile import Retiming
+from smallest_loss.timing.profile import DeviceProfile, Retiming
 
 # Columns of a row in their JSON order; optional ones (None) are left out of `PlanRow.to_dict`.
 _ROW_KEYS = (
@@ -350,7 +350,7 @@ class Preflight:
     rounds: int
     # The device profile the measurements were priced with (its host cost is in each `measured`), so the best step can
     # be timed again the same way after a verified run (`scaling.preflight.time_again`); not part of the plan's data.
-    profile: Any = dataclasses.field(default=None, compare=False, repr=False)
+    profile: DeviceProfile | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def scale(self) -> float:

@@ -85,6 +85,13 @@ class Verification:
             return None
         return (1 + self.time_error) * self.retime_factor - 1
 
+    @property
+    def after_error(self) -> float | None:
+        """The step timed again after the run over its price before it, minus one (None where not timed again)."""
+        if not self.after_step_seconds or not self.predicted_step_seconds:
+            return None
+        return self.after_step_seconds / self.predicted_step_seconds - 1
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Verification:
         """A verification back from its `to_dict` (report.json), derived fields dropped."""
@@ -97,6 +104,8 @@ class Verification:
             out["time_error"] = self.time_error
         if self.calibrated_time_error is not None:
             out["calibrated_time_error"] = self.calibrated_time_error
+        if self.after_error is not None:
+            out["after_error"] = self.after_error
         return out
 
 
@@ -257,9 +266,9 @@ def after_reading(v: Verification) -> str | None:
     """What the step timed again after the run says of a miss (None where the step came within `MISS` of its price,
     or the timings do not tell): the machine's speed changed (the step alone, after the run, ran as the run did and
     off its price), or the run's steps ran otherwise than the step alone (it timed as priced, the run did not)."""
-    if v.time_error is None or not v.after_step_seconds or abs(v.time_error) <= MISS:
+    drift = v.after_error
+    if v.time_error is None or drift is None or abs(v.time_error) <= MISS:
         return None
-    drift = v.after_step_seconds / v.predicted_step_seconds - 1
     run_vs_after = v.actual_step_seconds / v.after_step_seconds - 1
     if abs(run_vs_after) <= MISS < abs(drift) and drift * v.time_error > 0:
         change = "slowed" if drift > 0 else "sped up"
@@ -294,9 +303,8 @@ def verify_line(v: Verification) -> str:
         line += f"; its quarters ran {low * 1e3:.2f}-{high * 1e3:.2f} ms a step"
         if v.time_error is not None and abs(v.time_error) > MISS and low <= v.predicted_step_seconds <= high:
             line += " (the machine's speed moved across the prediction during the run)"
-    if v.after_step_seconds and v.predicted_step_seconds:
-        drift = v.after_step_seconds / v.predicted_step_seconds - 1
-        line += f"; timed again after the run {v.after_step_seconds * 1e3:.2f} ms ({drift:+.1%} on the price)"
+    if v.after_error is not None:
+        line += f"; timed again after the run {v.after_step_seconds * 1e3:.2f} ms ({v.after_error:+.1%} on the price)"
         if reading := after_reading(v):
             line += f" ({reading})"
     if v.common_loss is not None:

@@ -183,6 +183,7 @@ def test_the_step_timed_again_after_the_run_says_what_a_miss_was():
     line = verify_line(slowed)
     assert "timed again after the run 12.40 ms (+24.0% on the price) (the machine slowed after the price" in line
     assert Verification.from_dict(slowed.to_dict()) == slowed
+    assert slowed.to_dict()["after_error"] == pytest.approx(0.24) and v.after_error is None
     loop = dataclasses.replace(v, after_step_seconds=0.0102)
     assert "(+2.0% on the price) (the step alone timed as priced before and after the run: the run's own steps ran " \
            "slower)" in verify_line(loop)  # fmt: skip
