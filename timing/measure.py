@@ -18,12 +18,15 @@ training run meets.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
+import secrets
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +121,31 @@ def filled(shapes: Any) -> Any:
     return jax.tree.map(fill, shapes)
 
 
+# XLA's persistent compilation cache (experiments/cli.py) is shared by every process on a machine. A calibration
+# compiles the same grid and probes each time it runs, so from the second on a machine it would time compiles served
+# from the cache (on the 2-core CPU, 2026-12-06: probes 0.6-1.7 s against 3.0-3.9 s cold), while a plan's run compiles
+# a new program (its step count is a constant of its schedule) and pays the cold compile. Timing's programs therefore
+# carry a learning rate of their own process, a part in a million to a thousandth off (the step's work is the same),
+# so no other process's entry serves them, and they are never written to the cache.
+COLD_SALT = 1 + secrets.randbelow(1000)
+
+
+def cold(train: TrainConfig) -> TrainConfig:
+    """`train` with this process's own learning rate, so its compiled step is no other process's (`COLD_SALT`)."""
+    return dataclasses.replace(train, lr=train.lr * (1 + COLD_SALT * 1e-6))
+
+
+@contextlib.contextmanager
+def unwritten() -> Iterator[None]:
+    """Compile without writing to XLA's persistent cache (timing's programs are no use to a later process)."""
+    before = jax.config.jax_persistent_cache_min_compile_time_secs
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", math.inf)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", before)
+
+
 # The steps compiled last in this process, newest last: the noise floor measures again configurations the grid
 # has just compiled (a calibration's 8, on CPU 30 s of its 80 s compiling them again). Executables hold no
 # buffers; the inputs are allocated afresh by each caller.
@@ -141,13 +169,14 @@ def compile_step(
     if key in _COMPILED:
         _COMPILED.move_to_end(key)
         return _COMPILED[key]
-    train = TrainConfig(steps=1000, warmup_steps=10, batch_size=b, mesh_data=devices, micro_batches=micro_batches)
+    train = cold(TrainConfig(steps=1000, warmup_steps=10, batch_size=b, mesh_data=devices, micro_batches=micro_batches))
     optimizer = make_optimizer(train, 1000)
     mesh = make_mesh(resolve_mesh_shape(train))
     graphdef, state, shardings = state_layout(cfg, optimizer, 0, mesh)
     tokens = jax.ShapeDtypeStruct((b, cfg.s + 1), jnp.int32, sharding=batch_sharding(mesh))
     start = time.perf_counter()
-    compiled = jit_sharded_step(graphdef, optimizer, shardings, mesh, micro_batches).lower(state, tokens).compile()
+    with unwritten():
+        compiled = jit_sharded_step(graphdef, optimizer, shardings, mesh, micro_batches).lower(state, tokens).compile()
     seconds = time.perf_counter() - start
 
     def inputs() -> tuple[Any, jax.Array]:

@@ -23,7 +23,7 @@ import numpy as np
 from smallest_loss.configs.schema import DataConfig, ModelConfig, RunConfig, TrainConfig
 from smallest_loss.model.runs import RunDir, steady_step_seconds
 from smallest_loss.model.train import train
-from smallest_loss.timing.measure import compile_step, time_compiled
+from smallest_loss.timing.measure import cold, compile_step, time_compiled, unwritten
 from smallest_loss.timing.models import STATISTICS
 from smallest_loss.timing.wallclock import STATE_BYTES_PER_PARAM, WallClock, fit_nonnegative
 
@@ -46,14 +46,16 @@ def pick_probes(records: list[dict[str, Any]], k: int = PROBES) -> list[dict[str
 def probe_config(record: dict[str, Any], corpus: Path) -> RunConfig:
     """The run a probe trains: the record's model and batch, evaluated and saved halfway and at the end."""
     half = PROBE_STEPS // 2
-    train = TrainConfig(
-        steps=PROBE_STEPS,
-        batch_size=record["batch"],
-        warmup_steps=1,
-        log_every=PROBE_SYNC,
-        eval_every=half,
-        checkpoint_every=half,
-        mesh_data=record.get("device_count", 1),
+    train = cold(
+        TrainConfig(
+            steps=PROBE_STEPS,
+            batch_size=record["batch"],
+            warmup_steps=1,
+            log_every=PROBE_SYNC,
+            eval_every=half,
+            checkpoint_every=half,
+            mesh_data=record.get("device_count", 1),
+        )
     )
     model = ModelConfig(**{**record["config"], "dtype": record["dtype"]})
     return RunConfig(model=model, train=train, data=DataConfig(corpus=str(corpus)))
@@ -68,7 +70,8 @@ def run_probe(record: dict[str, Any], folder: Path, statistic: str = "median") -
     config = probe_config(record, corpus)
     seconds = PROBE_STEPS * record["step_seconds"]
     before = bare_seconds(config.model, b, config.train.mesh_data, seconds)
-    summary = train(config, folder / "run", progress=False)
+    with unwritten():
+        summary = train(config, folder / "run", progress=False)
     lines = RunDir.open(folder / "run").read_metrics()
     clock = summary["wall_clock"]
     t = config.train

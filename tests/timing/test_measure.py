@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import jax
@@ -181,3 +184,50 @@ def test_rate_probes_stop_after_their_time_once_they_have_three_calls():
     calls.clear()
     median_call_seconds(lambda x: calls.append(x) or x, jax.numpy.ones(2), repeats=10)
     assert len(calls) == 1 + 10
+
+
+def test_timing_programs_are_this_process_own(monkeypatch):
+    """The step timing compiles carries this process's salted learning rate into the program, so XLA's persistent
+    cache cannot serve it a program another process compiled (`cold`): two salts lower to different programs."""
+    from smallest_loss.configs.schema import TrainConfig
+    from smallest_loss.model.sharding import batch_sharding, make_mesh, resolve_mesh_shape
+    from smallest_loss.model.train import jit_sharded_step, make_optimizer, state_layout
+    from smallest_loss.timing import measure as measure_module
+
+    def lowered(salt: int) -> str:
+        monkeypatch.setattr(measure_module, "COLD_SALT", salt)
+        train = measure_module.cold(TrainConfig(steps=1000, warmup_steps=10, batch_size=4))
+        optimizer = make_optimizer(train, 1000)
+        mesh = make_mesh(resolve_mesh_shape(train))
+        graphdef, state, shardings = state_layout(CFG, optimizer, 0, mesh)
+        tokens = jax.ShapeDtypeStruct((4, CFG.s + 1), jax.numpy.int32, sharding=batch_sharding(mesh))
+        return jit_sharded_step(graphdef, optimizer, shardings, mesh, 1).lower(state, tokens).as_text()
+
+    assert lowered(1) != lowered(2)
+    assert 1 <= measure_module.COLD_SALT <= 1000
+
+
+def test_timing_compiles_are_not_written_to_the_persistent_cache(tmp_path):
+    """In a fresh process with its own persistent cache (every compile written, however short): an ordinary jit
+    compile is written, the timed step's compile is not, and the threshold is restored after it."""
+    code = (
+        "import os, jax, jax.numpy as jnp\n"
+        "from smallest_loss.configs.schema import ModelConfig\n"
+        "from smallest_loss.timing.measure import compile_step\n"
+        "folder = os.environ['JAX_COMPILATION_CACHE_DIR']\n"
+        "jax.jit(lambda x: jnp.sin(x) * 3.25).lower(jnp.ones(7)).compile()\n"
+        "first = len(os.listdir(folder))\n"
+        "compile_step(ModelConfig(v=256, d=32, n=1, h=2, w=64, s=32), 4)\n"
+        "print(first, len(os.listdir(folder)), jax.config.jax_persistent_cache_min_compile_time_secs)\n"
+    )
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        JAX_COMPILATION_CACHE_DIR=str(tmp_path),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1",
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    first, after, threshold = done.stdout.split()
+    assert int(first) >= 1 and int(after) == int(first) and float(threshold) == 0.0
