@@ -42,6 +42,7 @@ from smallest_loss.model.sharding import (
     state_shardings,
 )
 from smallest_loss.model.transformer import Transformer
+from smallest_loss.model.usage import Usage
 from tqdm.auto import tqdm
 
 State = dict[str, Any]  # {"params": nnx.State, "opt_state": optax state, "step": int32 scalar}
@@ -324,6 +325,7 @@ class _Loop:
         if self.state is None:  # a new run, or no usable checkpoint
             self.state = jax.block_until_ready(new_state(cfg.model, optimizer, cfg.train.seed, shardings))
         self.clock = dict.fromkeys(CLOCK_TERMS, 0.0)
+        self.usage: dict[str, float] | None = None  # model/usage.py: the process's spending while the steps ran
         self.clock["startup_init"] = time.perf_counter() - began  # part of start-up: the state's jitted creation
         self.clock["compile"] = self._compile(abstract)
         self.pending: list[tuple[int, dict[str, jax.Array]]] = []
@@ -471,12 +473,14 @@ class _Loop:
         tcfg = self.cfg.train
         spaced = max(1, self.total // tcfg.eval_points) if tcfg.eval_points else 0
         self.t0 = time.perf_counter()
+        meter = Usage()
         try:
-            with self.batches() as batches:
+            with meter, self.batches() as batches:
                 for k, tokens in batches:
                     self._one(k + 1, tokens, spaced)
         finally:  # an interrupted or diverged session's summary has its steps' seconds too
             self.clock["steps"] = time.perf_counter() - self.t0 - self.clock["evals"] - self.clock["saves"]
+            self.usage = meter.fields()
 
     def _one(self, step: int, tokens: jax.Array, spaced: int) -> None:
         """Step `step` on its placed batch, then the flush, evaluation and save due after it."""
@@ -632,12 +636,14 @@ def summarise(
     message: str | None = None,
     diverged_step: int | None = None,
     clock: dict[str, float] | None = None,
+    usage: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Write and return summary.json from the run's metrics (the single source of truth).
 
     `steps` counts the steps logged: for a diverged run, those before the step whose loss was not finite
     (`diverged_step`). A micro-batched run's summary gains `noise_scale` (model/noise.py), and one given the
-    session's `clock` (`CLOCK_TERMS`) its `wall_clock`: each term's seconds and their `total`.
+    session's `clock` (`CLOCK_TERMS`) its `wall_clock`: each term's seconds and their `total`; given the session's
+    `usage` (model/usage.py: what the process spent while the steps, their evaluations and saves ran) `steps_usage`.
     """
     cfg = run.config
     lines = run.read_metrics()
@@ -670,6 +676,8 @@ def summarise(
         summary["wall_clock"]["total"] = round(sum(clock[k] for k in CLOCK_TERMS), 4)
         if "startup_init" in clock:  # of `startup`, the seconds creating the training state (not a term of the total)
             summary["wall_clock"]["startup_init"] = round(clock["startup_init"], 4)
+    if usage:
+        summary["steps_usage"] = usage
     noise_scale = noise.summarise(lines, *_noise_batches(cfg))
     if noise_scale:
         summary["noise_scale"] = noise_scale
@@ -764,14 +772,14 @@ def _train(
     try:
         loop.session()
     except RunDiverged as err:
-        summarise(run, corpus, "diverged", str(err), diverged_step=err.step, clock=loop.clock)
+        summarise(run, corpus, "diverged", str(err), diverged_step=err.step, clock=loop.clock, usage=loop.usage)
         raise
     except KeyboardInterrupt:
         step = loop.interrupted()
         message = f"interrupted after step {step}; continue with --resume {out}"
-        summarise(run, corpus, "interrupted", message, clock=loop.clock)
+        summarise(run, corpus, "interrupted", message, clock=loop.clock, usage=loop.usage)
         raise
     finally:
         loop.bar.close()
         loop.manager.close()
-    return summarise(run, corpus, "completed", clock=loop.clock)
+    return summarise(run, corpus, "completed", clock=loop.clock, usage=loop.usage)

@@ -20,6 +20,7 @@ from smallest_loss.configs.lazy import LazyModule
 from smallest_loss.configs.schema import ModelConfig, RunConfig
 from smallest_loss.configs.spaces import SearchSpace
 from smallest_loss.model.runs import RunDir, steady_step_seconds, step_seconds_by_part
+from smallest_loss.model.usage import usage_reading
 from smallest_loss.scaling.plan_result import PlanRow
 from smallest_loss.scaling.precision_law import UNQUANTISED_BITS
 from smallest_loss.timing.wallclock import TERMS, Cadence
@@ -60,6 +61,9 @@ class Verification:
     # The step of `profile_step_seconds`'s measurement timed again the same way right after the run (`remeasure` of
     # `verify`; None where not): beside the price measured before, whether a miss was the machine's speed changing.
     after_step_seconds: float | None = None
+    # What the process spent while the run's steps ran (summary.json `steps_usage`, model/usage.py): on a miss, whether
+    # the process held the cores and how much CPU a step took.
+    steps_usage: dict[str, float] | None = None
 
     @property
     def loss_error(self) -> float:
@@ -219,6 +223,7 @@ def verify(
         profile_step_seconds=profile_step_seconds,
         part_step_seconds=step_seconds_by_part(metrics, config.train.checkpoint_every),
         after_step_seconds=after,
+        steps_usage=summary.get("steps_usage"),
     )
 
 
@@ -307,6 +312,8 @@ def verify_line(v: Verification) -> str:
         line += f"; timed again after the run {v.after_step_seconds * 1e3:.2f} ms ({v.after_error:+.1%} on the price)"
         if reading := after_reading(v):
             line += f" ({reading})"
+    if v.time_error is not None and abs(v.time_error) > MISS and (spent := usage_reading(v.steps_usage, v.steps)):
+        line += f"; while it trained {spent}"
     if v.common_loss is not None:
         line += f"; loss on the common validation sample ({v.common_sequences:,} sequences) {v.common_loss:.4f}"
     terms = wall_clock_line(v)

@@ -49,3 +49,7 @@ def test_a_run_records_its_wall_clock_by_term(reference_run):
     assert 0 < clock["startup_init"] <= clock["startup"]
     assert clock["total"] == pytest.approx(sum(clock[k] for k in CLOCK_TERMS), abs=1e-3)
     assert clock["compile"] > 0 and clock["steps"] > 0 and clock["evals"] > 0 and clock["saves"] > 0
+    usage = json.loads((reference_run / "summary.json").read_text())["steps_usage"]  # what the process spent
+    assert (
+        usage["wall"] >= clock["steps"] and usage["cpu_user"] + usage["cpu_system"] > 0 and usage["minor_faults"] >= 0
+    )

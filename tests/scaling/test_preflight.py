@@ -195,6 +195,12 @@ def test_the_step_timed_again_after_the_run_says_what_a_miss_was():
     within = dataclasses.replace(v, actual_step_seconds=0.0105, after_step_seconds=0.0125)  # +5%: no miss to read
     assert after_reading(within) is None and "on the price)" in verify_line(within)
     assert "timed again" not in verify_line(v)  # not timed again: nothing said
+    usage = dict(wall=2.0, cpu_user=3.0, cpu_system=0.6, minor_faults=500, involuntary_switches=250, gc_seconds=0.05)
+    spent = verify_line(dataclasses.replace(loop, steps_usage=usage))  # on a miss: what the process spent meanwhile
+    assert spent.endswith("; while it trained the process held 1.80 cores, 36.0 ms CPU a step (17% system), 5 page "
+                          "faults a step, 2.5 preemptions a step, garbage collection 0.05 s")  # fmt: skip
+    assert "while it trained" not in verify_line(dataclasses.replace(within, steps_usage=usage))
+    assert Verification.from_dict(dataclasses.replace(loop, steps_usage=usage).to_dict()).steps_usage == usage
 
 
 def test_the_step_timed_after_the_run_is_kept_for_a_rerun(tmp_path):
