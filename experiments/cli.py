@@ -17,6 +17,7 @@ from types import ModuleType
 
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.lazy import LazyModule, jax
+from smallest_loss.model.host_memory import steady_host_memory
 
 sharding = LazyModule("smallest_loss.model.sharding")  # JAX's multi-host start, loaded only when asked for
 
@@ -89,6 +90,7 @@ def use_compilation_cache() -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    steady_host_memory()  # before any step allocates: model/host_memory.py
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
     use_compilation_cache()
