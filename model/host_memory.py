@@ -10,8 +10,10 @@ large runs; 41-2,019 in fresh processes), so the same step costs one thing in on
 With no block mapped for itself (`M_MMAP_MAX` 0) and the heap not trimmed below 1 GiB of free top (`M_TRIM_THRESHOLD`),
 memory freed by one step is reused by the next (`experiments/scripts/bench_host_memory.py` measures both ways; the
 figures are in results/cpu/quickstart/README.md, stop 43). One heap for all threads (`M_ARENA_MAX` 1) cut the large
-run's faults further but slowed the d80-n2 step by 3-19%: not set. The cost: a process keeps its high-water mark of
-host memory until it exits.
+run's faults further but slowed the d80-n2 step by 3-19%: not set. Threads other than the main one still allocate
+from heaps of their own, which glibc unmaps when one empties: in a long process that ran large steps first, a smaller
+step can still fault 900-1,800 pages a step (results/cpu/quickstart/README.md, stop 43). The cost: a process keeps its
+high-water mark of host memory until it exits.
 
 Commands set it when they start (`experiments/cli.py`); `SMALLEST_LOSS_MALLOC=default` leaves the allocator as it is.
 It needs glibc's `mallopt` (Linux); elsewhere it does nothing.
