@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,10 +24,12 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.grids import get_grid
 from smallest_loss.configs.spaces import SearchSpace, get_space
 from smallest_loss.experiments.calibrate import fit_and_report
+from smallest_loss.experiments.cli import use_compilation_cache
 from smallest_loss.experiments.fit_cmd import holdout_lines, run_fit
 from smallest_loss.experiments.plan_cmd import write_outputs
 from smallest_loss.experiments.plots_timing import plot_name
 from smallest_loss.experiments.sweep import run_sweep
+from smallest_loss.model.host_memory import steady_host_memory
 from smallest_loss.model.runs import make_folder
 from smallest_loss.scaling.budget import Budget, parse_budget
 from smallest_loss.scaling.laws import load_law
@@ -104,9 +108,8 @@ def quickstart(
     plan, law = _plan(out, parsed, plan_space, budget_covers, sweep_design, retime, measure)
     print(plan.to_markdown())
     _done(t)
-    t = _stage("5/5 verify: train the recommended configuration for the budget")
-    checked = verify(plan.best, plan.space, sweep_design, out / "verify", retime_factor=plan.retime_factor,
-                     profile_step_seconds=plan.profile_step_seconds, remeasure=time_again(plan))  # fmt: skip
+    t = _stage("5/5 verify: train the recommended configuration for the budget (in a fresh process)")
+    checked = _verify_fresh(out, budget, space, budget_covers, design, retime, measure)
     _done(t)
     report = dict(
         budget=budget,
@@ -120,6 +123,39 @@ def quickstart(
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (out / "report.md").write_text(report_markdown(report, calibration, fit, plan, checked))
     return report
+
+
+VERIFIED = "verification.json"  # in verify/: the verify stage's result, written by the process that trained the run
+
+
+def _verify_fresh(out: Path, budget: str, space: str, covers: str, design: str, retime: bool,
+                  measure: int) -> Verification:  # fmt: skip
+    """The verify stage in a fresh process (`verify_stage`), as a user trains a planned run: after this process's
+    calibration and sweep the same step cost up to a quarter more CPU here than in a fresh process (the C allocator's
+    per-thread heaps faulting its buffers in again; results/cpu/quickstart/README.md, stop 43). Its output goes to
+    this console; returns what it wrote to verify/`VERIFIED`."""
+    code = "import sys; from smallest_loss.experiments.quickstart import verify_stage; verify_stage(*sys.argv[1:])"
+    args = [str(out), budget, space, covers, design, str(int(retime)), str(measure)]
+    done = subprocess.run([sys.executable, "-c", code, *args])
+    if done.returncode != 0:
+        raise UserError(
+            f"the verify stage's process failed (exit {done.returncode}, above); rerun smallest-loss quickstart --out "
+            f"{out} to resume it"
+        )
+    return Verification.from_dict(json.loads((out / "verify" / VERIFIED).read_text()))
+
+
+def verify_stage(out: str, budget: str, space: str, covers: str, design: str, retime: str, measure: str) -> None:
+    """The verify stage, run by `_verify_fresh` in a process of its own: the plan read back from out/plan (its
+    re-timing and preflight measurements are kept there, so it is the plan the quickstart printed), its best row
+    trained and timed again after, and the verification written to verify/`VERIFIED`."""
+    steady_host_memory()
+    use_compilation_cache()
+    folder, sweep_design = Path(out), get_design(design)
+    plan, _ = _plan(folder, parse_budget(budget), get_space(space), covers, sweep_design, retime == "1", int(measure))
+    checked = verify(plan.best, plan.space, sweep_design, folder / "verify", retime_factor=plan.retime_factor,
+                     profile_step_seconds=plan.profile_step_seconds, remeasure=time_again(plan))  # fmt: skip
+    (folder / "verify" / VERIFIED).write_text(json.dumps(checked.to_dict(), indent=2) + "\n")
 
 
 def _plan(out: Path, budget: Budget, space: SearchSpace, covers: str, design: Any,

@@ -178,3 +178,13 @@ def test_the_command_prints_the_plan_and_the_verification(tmp_path, monkeypatch,
     assert asked == [(False, 3), (True, 0)]
     assert "plan for 1min: d=64 n=2 h=1 (115,000 parameters), 810,000 tokens" in out
     assert "verify: trained 794 steps in qs/verify/d64-n2: loss 1.8600 vs predicted 1.8400 (+1.1%)" in out
+
+
+def test_a_failed_verify_process_says_how_to_resume(tmp_path, monkeypatch):
+    """The verify stage trains in a process of its own: where that process fails, the quickstart says so and how to
+    resume, rather than reading a verification that was never written."""
+    from smallest_loss.experiments import quickstart as module
+
+    monkeypatch.setattr(module.sys, "executable", "false")  # a "Python" that exits 1 at once
+    with pytest.raises(UserError, match=r"the verify stage's process failed \(exit 1.*--out .*qs to resume it"):
+        module._verify_fresh(tmp_path / "qs", "3s", "cpu", "run", "tiny-isoflop", False, 1)
