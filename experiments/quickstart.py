@@ -136,10 +136,15 @@ def _verify_fresh(out: Path, budget: str, space: str, covers: str, design: str, 
     this console; returns what it wrote to verify/`VERIFIED`."""
     code = "import sys; from smallest_loss.experiments.quickstart import verify_stage; verify_stage(*sys.argv[1:])"
     args = [str(out), budget, space, covers, design, str(int(retime)), str(measure)]
-    done = subprocess.run([sys.executable, "-c", code, *args])
-    if done.returncode != 0:
+    child = subprocess.Popen([sys.executable, "-c", code, *args])
+    try:
+        returncode = child.wait()
+    except KeyboardInterrupt:  # the child had the same Ctrl-C: let it keep its finished steps (model/train.py) first
+        child.wait()
+        raise
+    if returncode != 0:
         raise UserError(
-            f"the verify stage's process failed (exit {done.returncode}, above); rerun smallest-loss quickstart --out "
+            f"the verify stage's process failed (exit {returncode}, above); rerun smallest-loss quickstart --out "
             f"{out} to resume it"
         )
     return Verification.from_dict(json.loads((out / "verify" / VERIFIED).read_text()))
