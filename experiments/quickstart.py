@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -125,6 +126,7 @@ def quickstart(
     return report
 
 
+INTERRUPTED = 130  # the verify process's exit status after Ctrl-C (its steps kept), as a shell reports SIGINT
 VERIFIED = "verification.json"  # in verify/: the verify stage's result, written by the process that trained the run
 
 
@@ -134,7 +136,10 @@ def _verify_fresh(out: Path, budget: str, space: str, covers: str, design: str, 
     calibration and sweep the same step cost up to a quarter more CPU here than in a fresh process (the C allocator's
     per-thread heaps faulting its buffers in again; results/cpu/quickstart/README.md, stop 43). Its output goes to
     this console; returns what it wrote to verify/`VERIFIED`."""
-    code = "import sys; from smallest_loss.experiments.quickstart import verify_stage; verify_stage(*sys.argv[1:])"
+    code = (
+        "import sys\nfrom smallest_loss.experiments.quickstart import verify_stage\n"
+        f"try:\n    verify_stage(*sys.argv[1:])\nexcept KeyboardInterrupt:\n    sys.exit({INTERRUPTED})"
+    )
     args = [str(out), budget, space, covers, design, str(int(retime)), str(measure)]
     child = subprocess.Popen([sys.executable, "-c", code, *args])
     try:
@@ -142,6 +147,8 @@ def _verify_fresh(out: Path, budget: str, space: str, covers: str, design: str, 
     except KeyboardInterrupt:  # the child had the same Ctrl-C: let it keep its finished steps (model/train.py) first
         child.wait()
         raise
+    if returncode in (INTERRUPTED, -signal.SIGINT):  # Ctrl-C reached the child alone, or first: the same stop
+        raise KeyboardInterrupt
     if returncode != 0:
         raise UserError(
             f"the verify stage's process failed (exit {returncode}, above); rerun smallest-loss quickstart --out "

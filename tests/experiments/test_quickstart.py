@@ -188,3 +188,16 @@ def test_a_failed_verify_process_says_how_to_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(module.sys, "executable", "false")  # a "Python" that exits 1 at once
     with pytest.raises(UserError, match=r"the verify stage's process failed \(exit 1.*--out .*qs to resume it"):
         module._verify_fresh(tmp_path / "qs", "3s", "cpu", "run", "tiny-isoflop", False, 1)
+
+
+def test_ctrl_c_in_the_verify_process_stops_the_quickstart_as_an_interrupt(tmp_path, monkeypatch):
+    """The verify process exits 130 after Ctrl-C (its steps kept): the quickstart stops as interrupted, so the CLI
+    says how to continue, not that a stage failed."""
+    from smallest_loss.experiments import quickstart as module
+
+    stopped = tmp_path / "stopped"
+    stopped.write_text(f"#!/bin/sh\nexit {module.INTERRUPTED}\n")
+    stopped.chmod(0o755)
+    monkeypatch.setattr(module.sys, "executable", str(stopped))
+    with pytest.raises(KeyboardInterrupt):
+        module._verify_fresh(tmp_path / "qs", "3s", "cpu", "run", "tiny-isoflop", False, 1)
