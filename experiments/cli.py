@@ -89,11 +89,17 @@ def use_compilation_cache() -> str | None:
     return folder
 
 
+def prepare_process() -> None:
+    """What every process that trains or times steps sets first: the C allocator for steady steps (before any step
+    allocates: model/host_memory.py) and XLA's compilation cache."""
+    steady_host_memory()
+    use_compilation_cache()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    steady_host_memory()  # before any step allocates: model/host_memory.py
+    prepare_process()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
-    use_compilation_cache()
     try:
         if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("SMALLEST_LOSS_DISTRIBUTED") == "1":
             sharding.initialize_distributed()

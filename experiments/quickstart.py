@@ -25,12 +25,11 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.grids import get_grid
 from smallest_loss.configs.spaces import SearchSpace, get_space
 from smallest_loss.experiments.calibrate import fit_and_report
-from smallest_loss.experiments.cli import use_compilation_cache
+from smallest_loss.experiments.cli import prepare_process
 from smallest_loss.experiments.fit_cmd import holdout_lines, run_fit
 from smallest_loss.experiments.plan_cmd import write_outputs
 from smallest_loss.experiments.plots_timing import plot_name
 from smallest_loss.experiments.sweep import run_sweep
-from smallest_loss.model.host_memory import steady_host_memory
 from smallest_loss.model.runs import make_folder
 from smallest_loss.scaling.budget import Budget, parse_budget
 from smallest_loss.scaling.laws import load_law
@@ -161,8 +160,7 @@ def verify_stage(out: str, budget: str, space: str, covers: str, design: str, re
     """The verify stage, run by `_verify_fresh` in a process of its own: the plan read back from out/plan (its
     re-timing and preflight measurements are kept there, so it is the plan the quickstart printed), its best row
     trained and timed again after, and the verification written to verify/`VERIFIED`."""
-    steady_host_memory()
-    use_compilation_cache()
+    prepare_process()
     folder, sweep_design = Path(out), get_design(design)
     plan, _ = _plan(folder, parse_budget(budget), get_space(space), covers, sweep_design, retime == "1", int(measure))
     checked = verify(plan.best, plan.space, sweep_design, folder / "verify", retime_factor=plan.retime_factor,

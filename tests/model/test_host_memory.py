@@ -39,8 +39,9 @@ def test_a_freed_block_is_reused_not_faulted_in_again():
     took, steady = _faults("")
     if not took:
         pytest.skip("no glibc mallopt here: the allocator is left as it is")
-    pages = (64 << 20) // os.sysconf("SC_PAGE_SIZE")
-    as_it_comes = _faults("default")
-    assert not as_it_comes[0]  # SMALLEST_LOSS_MALLOC=default: not set
-    assert min(as_it_comes[1][1:]) > pages // 2  # mapped and unmapped: every page faulted in at every use
-    assert steady[0] > pages // 2 and max(steady[1:]) < pages // 20  # the first use faults it in, later uses reuse it
+    took_default, as_it_comes = _faults("default")
+    assert not took_default  # SMALLEST_LOSS_MALLOC=default: not set
+    # Mapped and unmapped, the block is faulted in at every use (in pages, or in huge pages where the kernel backs
+    # large mappings with them); set, the first use faults it in and later uses reuse it.
+    assert min(as_it_comes[1:]) > 0 and steady[0] > 0
+    assert max(steady[1:]) * 10 < min(as_it_comes[1:]) and max(steady[1:]) * 10 < steady[0]

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import gc
+import time
 
 from smallest_loss.model.usage import FIELDS, Usage, usage_reading
 
 
 def test_usage_counts_the_block_and_its_collections():
     with Usage() as meter:
-        junk = [[i] * 50 for i in range(20_000)]  # CPU and fresh pages
+        junk = [[i] * 50 for i in range(20_000)]  # fresh pages
+        began = time.process_time()
+        while time.process_time() - began < 0.1:  # CPU enough for any accounting tick to see
+            sum(range(1000))
         gc.collect()
         gc.collect()
     del junk
