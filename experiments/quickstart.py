@@ -131,10 +131,10 @@ VERIFIED = "verification.json"  # in verify/: the verify stage's result, written
 
 def _verify_fresh(out: Path, budget: str, space: str, covers: str, design: str, retime: bool,
                   measure: int) -> Verification:  # fmt: skip
-    """The verify stage in a fresh process (`verify_stage`), as a user trains a planned run: after this process's
-    calibration and sweep the same step cost up to a quarter more CPU here than in a fresh process (the C allocator's
-    per-thread heaps faulting its buffers in again; results/cpu/quickstart/README.md, stop 43). Its output goes to
-    this console; returns what it wrote to verify/`VERIFIED`."""
+    """The verify stage in a fresh process (`verify_stage`), as a user trains a planned run, so that the verified step
+    carries none of this process's history (after its calibration and sweep the same step once cost up to a quarter
+    more CPU here than in a fresh process: the C allocator, now set by `prepare_process`; results/cpu/quickstart/
+    README.md, stops 43 and 44). Its output goes to this console; returns what it wrote to verify/`VERIFIED`."""
     code = (
         "import sys\nfrom smallest_loss.experiments.quickstart import verify_stage\n"
         f"try:\n    verify_stage(*sys.argv[1:])\nexcept KeyboardInterrupt:\n    sys.exit({INTERRUPTED})"
