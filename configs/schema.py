@@ -220,6 +220,11 @@ class TrainConfig:
     # (Switch Transformer, Fedus et al., 2022); z-loss: mean logsumexp(router logits)^2 (ST-MoE, Zoph et al., 2022).
     router_aux_weight: float = 0.01
     router_z_weight: float = 0.001
+    # Seconds of wall-clock the whole run may take (start-up, compile, steps, evaluations, saves); 0: none. The run
+    # then ends on the clock: `steps` (or `tokens`) is the plan, and while it trains the run moves the end of its
+    # schedule (its horizon) to the steps the time left buys at the pace it measures, so the learning rate still
+    # decays to its end at the last step (model/train.py). A resumed run finishes at the horizon it had reached.
+    end_within: float = 0.0
 
     def __post_init__(self) -> None:
         if (self.steps is None) == (self.tokens is None):
@@ -243,6 +248,7 @@ class TrainConfig:
             "prefetch",
             "router_aux_weight",
             "router_z_weight",
+            "end_within",
         ):
             if getattr(self, name) < 0:
                 raise UserError(f"train.{name}={getattr(self, name)!r} must not be negative")
@@ -256,6 +262,8 @@ class TrainConfig:
                 f"train.noise_every={self.noise_every} needs micro-batch gradient norms: set "
                 "train.micro_batches >= 2 (a divisor of train.batch_size), or train.noise_every=0"
             )
+        if not math.isfinite(self.end_within):
+            raise UserError(f"train.end_within={self.end_within!r} must be a finite number of seconds (0: none)")
         _in_unit_interval(self, "min_lr_ratio", "cooldown_fraction")
         if self.decay not in ("linear", "1-sqrt"):
             raise UserError(f"train.decay={self.decay!r} must be linear or 1-sqrt")

@@ -23,7 +23,7 @@ from smallest_loss.scaling.planner import make_plan
 from smallest_loss.scaling.precision_plan import plan_precisions
 from smallest_loss.scaling.preflight import DEFAULT_K, MAX_ROUNDS, measure_count, time_again
 from smallest_loss.scaling.serving_plan import plan_serving
-from smallest_loss.scaling.verify import verify, verify_cadence, verify_line
+from smallest_loss.scaling.verify import run_clock, verify, verify_cadence, verify_line
 from smallest_loss.timing.profile import load_profile
 
 timing_retime = LazyModule("smallest_loss.timing.retime")  # JAX: loaded only to ask which device this machine runs
@@ -238,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
         out = _verify_out(args)
         serve = plan.serving.bits if plan.serving is not None else None
         checked = verify(plan.best, plan.space, recipe, out, plan.bits, serve, plan.retime_factor,  # as priced
-                         plan.profile_step_seconds, time_again(plan))  # fmt: skip
+                         plan.profile_step_seconds, time_again(plan), run_clock(plan))  # fmt: skip
         report["verify"] = checked.to_dict()
     if args.json:
         print(json.dumps(report, indent=2))

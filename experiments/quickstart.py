@@ -39,7 +39,7 @@ from smallest_loss.scaling.plan_setup import build_plan_inputs
 from smallest_loss.scaling.planner import calibrated_space, plan_with_inputs, with_profile_notes
 from smallest_loss.scaling.preflight import DEFAULT_K, measure_count, preflight, time_again
 from smallest_loss.scaling.report import answer_line
-from smallest_loss.scaling.verify import Verification, verify, verify_cadence, verify_line
+from smallest_loss.scaling.verify import Verification, run_clock, verify, verify_cadence, verify_line
 from smallest_loss.timing.calibration import noise_floor, read_records, run_grid
 from smallest_loss.timing.probes import PROBES, probe_runs
 from smallest_loss.timing.profile import load_profile
@@ -164,7 +164,8 @@ def verify_stage(out: str, budget: str, space: str, covers: str, design: str, re
     folder, sweep_design = Path(out), get_design(design)
     plan, _ = _plan(folder, parse_budget(budget), get_space(space), covers, sweep_design, retime == "1", int(measure))
     checked = verify(plan.best, plan.space, sweep_design, folder / "verify", retime_factor=plan.retime_factor,
-                     profile_step_seconds=plan.profile_step_seconds, remeasure=time_again(plan))  # fmt: skip
+                     profile_step_seconds=plan.profile_step_seconds, remeasure=time_again(plan),
+                     end_within=run_clock(plan))  # fmt: skip
     (folder / "verify" / VERIFIED).write_text(json.dumps(checked.to_dict(), indent=2) + "\n")
 
 

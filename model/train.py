@@ -31,7 +31,7 @@ from smallest_loss.model.params import count_params
 from smallest_loss.model.prefetch import Prefetcher
 from smallest_loss.model.quant import fp8_note
 from smallest_loss.model.runs import RunDir, hold_run
-from smallest_loss.model.schedule import cooldown_steps
+from smallest_loss.model.schedule import cooldown_steps, schedule_at
 from smallest_loss.model.sharding import (
     barrier,
     batch_sharding,
@@ -75,9 +75,11 @@ def make_schedule(cfg: TrainConfig, total_steps: int) -> optax.Schedule:
 
 
 def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
-    """AdamW with global-norm clipping; weight decay on matrices only (not norms' scales and biases)."""
+    """AdamW with global-norm clipping; weight decay on matrices only (not norms' scales and biases). A run that ends
+    on the clock (`train.end_within`) gets a rate of 1 here: its step scales the update by the schedule at the
+    horizon in its state (`make_step_fn`), AdamW's update times the rate as optax computes it."""
     adamw = optax.adamw(
-        make_schedule(cfg, total_steps),
+        1.0 if cfg.end_within else make_schedule(cfg, total_steps),
         b1=cfg.beta1,
         b2=cfg.beta2,
         weight_decay=cfg.weight_decay,
@@ -89,11 +91,14 @@ def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransfor
 
 
 def init_state(
-    model_cfg: ModelConfig, optimizer: optax.GradientTransformation, seed: int
+    model_cfg: ModelConfig, optimizer: optax.GradientTransformation, seed: int, horizon: float | None = None
 ) -> tuple[nnx.GraphDef, State]:
-    """Build the model, split it once, and return its graph definition and the training state."""
+    """Build the model, split it once, and return its graph definition and the training state; with a `horizon`
+    (a run that ends on the clock) the state holds it too, the step its schedule ends at."""
     graphdef, params = nnx.split(Transformer(model_cfg, nnx.Rngs(seed)), nnx.Param)
     state = dict(params=params, opt_state=optimizer.init(params), step=jnp.zeros((), jnp.int32))
+    if horizon is not None:
+        state["horizon"] = jnp.asarray(horizon, jnp.float32)
     return graphdef, state
 
 
@@ -172,6 +177,7 @@ def make_step_fn(
     optimizer: optax.GradientTransformation,
     micro_batches: int = 1,
     weights: RouterWeights = DEFAULT_ROUTER_WEIGHTS,
+    rate: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
 ) -> Callable:
     """The pure training step: (state, tokens) -> (new state, metrics). Not yet jitted.
 
@@ -179,7 +185,9 @@ def make_step_fn(
     same update with a micro-batch's activation memory, and the metrics gain the squared norms of the
     gradient noise scale: `grad_sq` (|G_B|^2, the step's gradient before clipping) and `micro_grad_sq`. A mixture
     of experts differentiates its router losses too (`objective`, `weights`) and adds its router statistics
-    (model/moe.py STAT_NAMES) to the metrics; `loss` is the cross-entropy alone.
+    (model/moe.py STAT_NAMES) to the metrics; `loss` is the cross-entropy alone. With `rate` (step, horizon) ->
+    learning rate, a run that ends on the clock: the optimizer's rate is 1 (`make_optimizer`), the update is scaled by
+    the rate at the state's step and horizon, and the metrics gain it (`lr`).
     """
 
     def step(state: State, tokens_BxL1: jax.Array) -> tuple[State, dict[str, jax.Array]]:
@@ -191,10 +199,14 @@ def make_step_fn(
                 state["params"], graphdef, tokens_BxL1, micro_batches, weights
             )
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
-        new = dict(params=params, opt_state=opt_state, step=state["step"] + 1)
+        new = dict(opt_state=opt_state, step=state["step"] + 1)
         grad_sq = _squared_norm(grads)
         metrics = dict(loss=loss, grad_norm=jnp.sqrt(grad_sq), **stats)
+        if rate is not None:
+            lr = rate(state["step"].astype(jnp.float32), state["horizon"])
+            updates = jax.tree.map(lambda u: (lr * u).astype(u.dtype), updates)
+            new["horizon"], metrics["lr"] = state["horizon"], lr
+        new["params"] = optax.apply_updates(state["params"], updates)
         if micro_batches > 1:
             metrics.update({noise.FULL: grad_sq, noise.MICRO: micro_sq})
         return new, metrics
@@ -203,14 +215,15 @@ def make_step_fn(
 
 
 def state_layout(
-    model_cfg: ModelConfig, optimizer: optax.GradientTransformation, seed: int, mesh: Mesh
-) -> tuple[nnx.GraphDef, State, Any]:
+    model_cfg: ModelConfig, optimizer: optax.GradientTransformation, seed: int, mesh: Mesh,
+    horizon: float | None = None,
+) -> tuple[nnx.GraphDef, State, Any]:  # fmt: skip
     """The graph definition, the abstract training state (shapes, dtypes and shardings on `mesh`; nothing
     allocated) and the state's shardings. A resumed run restores into the abstract state directly."""
     graphdefs = []  # the model is built once, from shapes: its graph definition holds no arrays
 
     def build() -> State:
-        graphdef, state = init_state(model_cfg, optimizer, seed)
+        graphdef, state = init_state(model_cfg, optimizer, seed, horizon)
         graphdefs.append(graphdef)
         return state
 
@@ -222,9 +235,12 @@ def state_layout(
     return graphdefs[0], abstract, shardings
 
 
-def new_state(model_cfg: ModelConfig, optimizer: optax.GradientTransformation, seed: int, shardings: Any) -> State:
+def new_state(
+    model_cfg: ModelConfig, optimizer: optax.GradientTransformation, seed: int, shardings: Any,
+    horizon: float | None = None,
+) -> State:  # fmt: skip
     """A freshly initialised training state, created directly in `shardings` (`state_layout`)."""
-    return jax.jit(lambda: init_state(model_cfg, optimizer, seed)[1], out_shardings=shardings)()
+    return jax.jit(lambda: init_state(model_cfg, optimizer, seed, horizon)[1], out_shardings=shardings)()
 
 
 def init_sharded_state(
@@ -245,10 +261,11 @@ def jit_sharded_step(
     mesh: Mesh,
     micro_batches: int = 1,
     weights: RouterWeights = DEFAULT_ROUTER_WEIGHTS,
+    rate: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
 ) -> Callable:
     """The training step jitted once with explicit shardings: state as given, batch over the mesh."""
     return jax.jit(
-        make_step_fn(graphdef, optimizer, micro_batches, weights),
+        make_step_fn(graphdef, optimizer, micro_batches, weights, rate),
         in_shardings=(shardings, batch_sharding(mesh)),
         out_shardings=(shardings, replicated(mesh)),
         donate_argnums=0,
@@ -301,16 +318,31 @@ class _Loop:
     """State of one training session over a run folder (fresh or resumed)."""
 
     def __init__(
-        self, run: RunDir, corpus: Corpus, resume: bool, progress: bool, eval_sets: dict[str, Corpus] | None = None
+        self,
+        run: RunDir,
+        corpus: Corpus,
+        resume: bool,
+        progress: bool,
+        eval_sets: dict[str, Corpus] | None = None,
+        began: float | None = None,
     ):
         cfg = run.config
         self.run, self.corpus, self.cfg, self.eval_sets = run, corpus, cfg, eval_sets or {}
         self.total = cfg.total_steps
         optimizer = make_optimizer(cfg.train, self.total)
         self.mesh = make_mesh(resolve_mesh_shape(cfg.train))
-        self.graphdef, abstract, shardings = state_layout(cfg.model, optimizer, cfg.train.seed, self.mesh)
+        # A run that ends on the clock (`train.end_within`): its horizon, in its state, is moved while it trains by
+        # `_retime` (a new run only: a resumed one finishes at the horizon it had reached).
+        clocked = cfg.train.end_within > 0
+        horizon = float(self.total) if clocked else None
+        self.deadline = (began or time.perf_counter()) + cfg.train.end_within if clocked and not resume else None
+        self.paces: list[tuple[int, float]] = []  # (step, seconds of steps alone so far) at each host sync
+        self.eval_seconds = self.save_seconds = 0.0  # the quickest evaluation's and checkpoint save's so far
+        self.graphdef, abstract, shardings = state_layout(cfg.model, optimizer, cfg.train.seed, self.mesh, horizon)
+        self.horizon_sharding = shardings.get("horizon")
+        rate = (lambda t, h: schedule_at(cfg.train, h, t, jnp)) if clocked else None
         self.step_fn = jit_sharded_step(
-            self.graphdef, optimizer, shardings, self.mesh, cfg.train.micro_batches, router_weights(cfg.train)
+            self.graphdef, optimizer, shardings, self.mesh, cfg.train.micro_batches, router_weights(cfg.train), rate
         )
         self.batch_sharding = batch_sharding(self.mesh)
         self.eval_fn = make_eval_fn(self.graphdef)
@@ -323,7 +355,9 @@ class _Loop:
         self.state = self._restore(abstract) if resume or run.branch else None
         began = time.perf_counter()
         if self.state is None:  # a new run, or no usable checkpoint
-            self.state = jax.block_until_ready(new_state(cfg.model, optimizer, cfg.train.seed, shardings))
+            self.state = jax.block_until_ready(new_state(cfg.model, optimizer, cfg.train.seed, shardings, horizon))
+        elif clocked:  # resumed: the horizon the run had reached
+            self.total = max(round(float(jax.device_get(self.state["horizon"]))), self.start)
         self.clock = dict.fromkeys(CLOCK_TERMS, 0.0)
         self.usage: dict[str, float] | None = None  # model/usage.py: the process's spending while the steps ran
         self.clock["startup_init"] = time.perf_counter() - began  # part of start-up: the state's jitted creation
@@ -347,6 +381,12 @@ class _Loop:
         self.step_fn = self.step_fn.lower(abstract, spec(t.batch_size)).compile()
         self.eval_fn = self.eval_fn.lower(abstract["params"], spec(eval_rows)).compile()
         self._rates([self.start])  # the logged learning rates' eager ops (`_rates`)
+        if self.deadline:  # on the clock: an evaluation's first-call costs paid now, and its price known (`_retime`)
+            tokens = self.place(eval_batch(self.corpus.val, self.cfg, 0))
+            jax.block_until_ready(self.eval_fn(self.state["params"], tokens))
+            timed = time.perf_counter()
+            jax.block_until_ready(self.eval_fn(self.state["params"], tokens))
+            self.eval_seconds = (time.perf_counter() - timed) * t.eval_batches * max(len(self.eval_sets), 1)
         return time.perf_counter() - began
 
     def _restore(self, abstract: State) -> State | None:
@@ -405,8 +445,10 @@ class _Loop:
         values = jax.device_get([m for _, m in self.pending])
         wall = self.wall_offset + time.perf_counter() - self.t0
         # One vectorised call for every pending step's learning rate: called step by step, the schedule's
-        # eager jnp ops cost about a millisecond each, as much as a tiny model's whole step on a CPU.
-        rates = self._rates([step - 1 for step, _ in self.pending])
+        # eager jnp ops cost about a millisecond each, as much as a tiny model's whole step on a CPU. A run on the
+        # clock has its steps' rates in their metrics (`make_step_fn`).
+        clocked = "lr" in values[0]
+        rates = [m["lr"] for m in values] if clocked else self._rates([step - 1 for step, _ in self.pending])
         lines = []
         for (step, _), m, lr in zip(self.pending, values, rates, strict=True):
             line = dict(
@@ -465,19 +507,21 @@ class _Loop:
             lambda k: batch(self.corpus.train, tcfg.seed, k, tcfg.batch_size, self.cfg.model.s),
             self.place,
             self.start,
-            self.total,
+            None if self.deadline else self.total,  # on the clock the end moves: the loop stops at it
             depth=tcfg.prefetch,
         )
 
     def _steps(self) -> None:
         tcfg = self.cfg.train
-        spaced = max(1, self.total // tcfg.eval_points) if tcfg.eval_points else 0
+        spaced = self.spaced = max(1, self.total // tcfg.eval_points) if tcfg.eval_points else 0
         self.t0 = time.perf_counter()
         meter = Usage()
         try:
             with meter, self.batches() as batches:
                 for k, tokens in batches:
                     self._one(k + 1, tokens, spaced)
+                    if k + 1 >= self.total:
+                        break
         finally:  # an interrupted or diverged session's summary has its steps' seconds too
             self.clock["steps"] = time.perf_counter() - self.t0 - self.clock["evals"] - self.clock["saves"]
             self.usage = meter.fields()
@@ -495,13 +539,44 @@ class _Loop:
         if do_eval or do_ckpt or step % tcfg.log_every == 0:
             extra = {}
             if do_eval:
+                # the steps dispatched ahead finish first: their seconds are the steps', not the evaluation's
+                jax.block_until_ready(self.state["step"])
                 began = time.perf_counter()
                 extra[step] = self.evaluate_all()
-                self.clock["evals"] += time.perf_counter() - began
+                seconds = time.perf_counter() - began
+                self.eval_seconds = min(self.eval_seconds or seconds, seconds)  # the first holds one-time costs
+                self.clock["evals"] += seconds
             loss = self.flush(extra)
+            if self.deadline and not last:
+                self._retime(step)
             self._progress(step, loss)
         if do_ckpt:
             self.save(step)
+
+    def _retime(self, step: int) -> None:
+        """On the clock: move the horizon to the steps the time left buys. The pace is the steps' own seconds (without
+        evaluations and saves) over the later half of the session's syncs so far; the time left is the deadline's,
+        less the evaluations and checkpoint saves due on the way and at the last step, each at the seconds the run's
+        quickest took (an evaluation before any has run: its batches as one was timed after compiling)."""
+        now = time.perf_counter()
+        self.paces.append((step, now - self.t0 - self.clock["evals"] - self.clock["saves"]))
+        if len(self.paces) < 3:  # the first sync's interval holds the first steps' dispatch: a pace needs two more
+            return
+        first = self.paces[max(1, len(self.paces) // 2)]
+        pace = (self.paces[-1][1] - first[1]) / max(step - first[0], 1)
+        tcfg = self.cfg.train
+        costs = ((self.eval_seconds, (tcfg.eval_every, self.spaced)), (self.save_seconds, (tcfg.checkpoint_every,)))
+        left = self.deadline - now - sum(seconds for seconds, _ in costs)  # the last step's evaluation and save
+        steps_left = max(left / pace, 1.0)
+        for _ in range(2):  # what is due on the way depends on how far the run goes: a second pass settles it
+            end = step + int(steps_left)
+            due = sum(seconds * _multiples(step, end, every) for seconds, everies in costs for every in everies)
+            steps_left = max((left - due) / pace, 1.0)
+        horizon = min(step + int(steps_left), 8 * self.cfg.total_steps)
+        if horizon != self.total:
+            self.total = horizon
+            self.state["horizon"] = jax.device_put(np.float32(horizon), self.horizon_sharding)
+            self.bar.total = horizon
 
     def evaluate_all(self) -> dict[str, Any]:
         """The training corpus's validation loss (`eval_loss`) and each extra set's (`eval_losses`). A set with
@@ -535,7 +610,9 @@ class _Loop:
         with self.guard:
             self.manager.save(step, args=ocp.args.StandardSave(self.state), force=True)
             self.manager.wait_until_finished()
-        self.clock["saves"] += time.perf_counter() - began
+        seconds = time.perf_counter() - began
+        self.save_seconds = min(self.save_seconds or seconds, seconds)  # the first holds one-time costs
+        self.clock["saves"] += seconds
 
     def interrupted(self) -> int:
         """Ctrl-C: keep every finished step (metrics and a checkpoint), so --resume loses nothing."""
@@ -544,6 +621,11 @@ class _Loop:
         if step > (self.manager.latest_step() or 0):
             self.save(step)
         return step
+
+
+def _multiples(after: int, before: int, every: int) -> int:
+    """Steps in (after, before) that are multiples of `every` (0: none)."""
+    return max((before - 1) // every - after // every, 0) if every else 0
 
 
 def _restore_parent(run: RunDir, abstract: State) -> State:
@@ -577,6 +659,8 @@ def check_parent(config: RunConfig, out: str | Path, parent_path: str | Path, st
         raise UserError(f"{where}: its parent run {parent_path} is missing; train the parent first")
     parent = RunDir.open(parent_path)
     pc, tc = parent.config, config.train
+    if tc.end_within or pc.train.end_within:  # a branch starts where its parent's planned steps put it
+        raise UserError(f"{where}: train.end_within (a run that ends on the clock) does not go with a cool-down branch")
     if pc.model != config.model or pc.train.seed != tc.seed or pc.train.batch_size != tc.batch_size:
         raise UserError(f"{where}: its parent {parent_path} trains another model, seed or batch size")
     if pc.train.schedule != "constant" or (pc.train.lr, pc.train.warmup_steps) != (tc.lr, tc.warmup_steps):
@@ -637,8 +721,12 @@ def summarise(
     diverged_step: int | None = None,
     clock: dict[str, float] | None = None,
     usage: dict[str, float] | None = None,
+    total_steps: int | None = None,
 ) -> dict[str, Any]:
     """Write and return summary.json from the run's metrics (the single source of truth).
+
+    `total_steps`: where the run's schedule ends, for a run that ends on the clock (`train.end_within`) the horizon it
+    reached (the summary's `planned_steps` is the configuration's); by default the configuration's steps.
 
     `steps` counts the steps logged: for a diverged run, those before the step whose loss was not finite
     (`diverged_step`). A micro-batched run's summary gains `noise_scale` (model/noise.py), and one given the
@@ -656,7 +744,7 @@ def summarise(
         status=status,
         message=message,
         steps=last.get("step", 0),
-        total_steps=cfg.total_steps,
+        total_steps=total_steps or cfg.total_steps,
         diverged_step=diverged_step,
         tokens=last.get("tokens", 0),
         params=counts.total,
@@ -669,6 +757,8 @@ def summarise(
         wall_seconds=wall,
         tokens_per_second=last.get("tokens", 0) / wall if wall else None,
     )
+    if cfg.train.end_within:
+        summary.update(planned_steps=cfg.total_steps, end_within=cfg.train.end_within)
     if cfg.model.experts:  # a mixture of experts: the parameters one token runs through (a dense summary as before)
         summary["params_active"] = counts.active
     if clock is not None:
@@ -767,19 +857,20 @@ def _train(
         )
         if parent:
             run.start_from(parent, branch[1])
-    loop = _Loop(run, corpus, resume, progress, eval_sets)
+    loop = _Loop(run, corpus, resume, progress, eval_sets, began)
     loop.clock["startup"] = time.perf_counter() - began - loop.clock["compile"]
+    spent = dict(clock=loop.clock, usage=loop.usage)
     try:
         loop.session()
     except RunDiverged as err:
-        summarise(run, corpus, "diverged", str(err), diverged_step=err.step, clock=loop.clock, usage=loop.usage)
+        summarise(run, corpus, "diverged", str(err), diverged_step=err.step, **spent, total_steps=loop.total)
         raise
     except KeyboardInterrupt:
         step = loop.interrupted()
         message = f"interrupted after step {step}; continue with --resume {out}"
-        summarise(run, corpus, "interrupted", message, clock=loop.clock, usage=loop.usage)
+        summarise(run, corpus, "interrupted", message, **spent, total_steps=loop.total)
         raise
     finally:
         loop.bar.close()
         loop.manager.close()
-    return summarise(run, corpus, "completed", clock=loop.clock, usage=loop.usage)
+    return summarise(run, corpus, "completed", clock=loop.clock, usage=loop.usage, total_steps=loop.total)

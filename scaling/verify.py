@@ -64,6 +64,10 @@ class Verification:
     # What the process spent while the run's steps ran (summary.json `steps_usage`, model/usage.py): on a miss, whether
     # the process held the cores and how much CPU a step took.
     steps_usage: dict[str, float] | None = None
+    # A run that ended on the clock (`train.end_within`, the plan's budget where it covers the whole run): its seconds
+    # and the steps the plan gave it (`steps` is what the clock let it train; None: it trained the planned steps).
+    end_within: float | None = None
+    planned_steps: int | None = None
 
     @property
     def loss_error(self) -> float:
@@ -114,12 +118,13 @@ class Verification:
 
 
 def verify_config(
-    row: PlanRow, space: SearchSpace, recipe: SweepDesign, bits: dict[str, int] | None = None
-) -> RunConfig:
+    row: PlanRow, space: SearchSpace, recipe: SweepDesign, bits: dict[str, int] | None = None,
+    end_within: float | None = None,
+) -> RunConfig:  # fmt: skip
     """The run that trains a planned row: its shape (a mixture of experts' experts, top-k and granularity with it)
     and steps in the space's architecture, with the profile's quantised training `bits` ({"weights": 4, ...}:
     the precision its steps were priced at), everything else (optimizer, schedule and its warm-up fraction, data)
-    from the recipe the law was fitted under."""
+    from the recipe the law was fitted under. With `end_within` (seconds) the run ends on the clock."""
     base = recipe.base
     moe = (row.experts, row.top_k or 1, row.granularity or 1) if row.is_moe else None
     model = row_model(base.model, space, bits, (row.d, row.n, row.h, row.w, row.s), moe)
@@ -139,6 +144,7 @@ def verify_config(
         lr=row.lr if row.lr is not None else base.train.lr,
         micro_batches=row.micro_batches,
         noise_every=0,
+        end_within=end_within or 0.0,
     )
     return dataclasses.replace(base, model=model, train=train)
 
@@ -178,6 +184,7 @@ def verify(
     retime_factor: float | None = None,
     profile_step_seconds: float | None = None,
     remeasure: Callable[[], float | None] | None = None,
+    end_within: float | None = None,
 ) -> Verification:
     """Train the recommended configuration with the law's recipe and compare its loss and step time with the
     prediction. Beside the run's own final evaluation (its batch size and seed choose its validation tokens) the
@@ -187,17 +194,11 @@ def verify(
     was re-timed by it (`Plan.retiming`), so the report gives the error of the profile as calibrated too;
     `profile_step_seconds`: the profile's price of the step the plan priced at a measurement (`Plan.preflight`);
     `remeasure`: that measurement made again (`scaling.preflight.time_again`), called once the run has trained and
-    kept in the run's folder (`AFTER_FILE`), so a rerun reports the same."""
-    config = verify_config(row, space, recipe, bits)
-    m = config.model
-    # One folder per configuration, so a rerun resumes this run and a new plan never reuses another's.
-    lr = f"-lr{config.train.lr:.3g}" if row.lr is not None else ""
-    moe = f"-e{m.experts}-k{m.top_k}-g{m.granularity}" if m.experts else ""
-    quant = "".join(
-        f"-{k}{b}" for k, b in (("qw", m.bits_weights), ("qa", m.bits_activations), ("qkv", m.bits_kv)) if b
-    )
-    name = f"d{m.d}-n{m.n}-h{m.h}-w{m.w}{moe}{quant}-s{m.s}-b{config.train.batch_size}{lr}-steps{config.total_steps}"
-    out = Path(out) / name
+    kept in the run's folder (`AFTER_FILE`), so a rerun reports the same. `end_within`: the run's whole wall-clock
+    budget in seconds (`run_clock`): it ends on the clock, the end of its schedule moved to the steps the time left
+    buys (model/train.py), so its wall-clock holds the budget whatever the machine's speed while it trains."""
+    config = verify_config(row, space, recipe, bits, end_within)
+    out = Path(out) / run_name(config, row.lr is not None)
     summary = model_train.train(config, out, resume=(out / "config.json").exists(), progress=True)
     metrics = RunDir(out, config, {}).read_metrics()
     per_step = steady_step_seconds(metrics, config.train.checkpoint_every)
@@ -224,7 +225,28 @@ def verify(
         part_step_seconds=step_seconds_by_part(metrics, config.train.checkpoint_every),
         after_step_seconds=after,
         steps_usage=summary.get("steps_usage"),
+        end_within=end_within or None,
+        planned_steps=config.total_steps if end_within else None,
     )
+
+
+def run_clock(plan: Any) -> float | None:
+    """The seconds a plan's verified run may take, so that it ends on the clock: the budget where it is time or money
+    and covers the whole run (`--budget-covers run`); None where it covers the steps alone or is FLOPs."""
+    return plan.seconds if plan.budget_covers == "run" and plan.seconds else None
+
+
+def run_name(config: RunConfig, chosen_lr: bool) -> str:
+    """The verified run's folder: one per configuration, so a rerun resumes this run and a new plan never reuses
+    another's (its learning rate named where the plan's law chose it, its clock where it ends on one)."""
+    m, t = config.model, config.train
+    lr = f"-lr{t.lr:.3g}" if chosen_lr else ""
+    moe = f"-e{m.experts}-k{m.top_k}-g{m.granularity}" if m.experts else ""
+    quant = "".join(
+        f"-{k}{b}" for k, b in (("qw", m.bits_weights), ("qa", m.bits_activations), ("qkv", m.bits_kv)) if b
+    )
+    clock = f"-within{t.end_within:g}s" if t.end_within else ""
+    return f"d{m.d}-n{m.n}-h{m.h}-w{m.w}{moe}{quant}-s{m.s}-b{t.batch_size}{lr}-steps{config.total_steps}{clock}"
 
 
 AFTER_FILE = "step_after.json"  # in the verified run's folder: its step timed again after it trained
@@ -287,8 +309,14 @@ def after_reading(v: Verification) -> str | None:
 def verify_line(v: Verification) -> str:
     """The verification result in one line."""
     served = f" served at {v.serve_bits} bits (quantising added {v.ptq_rise:+.4f})" if v.serve_bits else ""
+    clock = ""
+    if v.end_within and v.planned_steps:
+        clock = (
+            f" (planned {v.planned_steps}, {v.steps / v.planned_steps - 1:+.1%}: it ended on its {v.end_within:g} s "
+            "clock; the loss predicted for the planned steps)"
+        )
     line = (
-        f"verify: trained {v.steps} steps in {v.run}: loss{served} {v.actual_loss:.4f} vs predicted "
+        f"verify: trained {v.steps} steps{clock} in {v.run}: loss{served} {v.actual_loss:.4f} vs predicted "
         f"{v.predicted_loss:.4f} ({v.loss_error:+.1%})"
     )
     if v.actual_step_seconds is not None:

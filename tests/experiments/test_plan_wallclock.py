@@ -8,9 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
+from smallest_loss.configs.designs import get_design
 from smallest_loss.experiments.cli import main
 from smallest_loss.scaling.planner import make_plan
-from smallest_loss.scaling.verify import Verification, verify_line
+from smallest_loss.scaling.verify import Verification, run_clock, verify_config, verify_line
 from smallest_loss.timing.profile import load_profile, save_profile
 from smallest_loss.timing.wallclock import TERMS, Cadence, WallClock
 
@@ -87,3 +88,19 @@ def test_plan_json_and_verify_report_each_term(tmp_path, capsys):
         Verification.from_dict({k: x for k, x in v.to_dict().items() if "wall_clock" not in k}).actual_wall_clock
         is None
     )
+
+
+def test_a_plan_that_covers_the_run_verifies_a_run_that_ends_on_its_clock(tmp_path):
+    """The verified run of a whole-run budget ends on the clock (`train.end_within`, tests/model/test_clock.py); one
+    whose budget covers the steps alone trains the planned steps."""
+    profile = with_clock(tmp_path)
+    run, steps = make_plan("60s", LAW, profile, cadence=CADENCE), make_plan("60s", LAW, profile, budget_covers="steps")
+    assert run_clock(run) == 60.0 and run_clock(steps) is None and run_clock(make_plan("1e12", LAW, profile)) is None
+    design = get_design("quick-isoflop")
+    config = verify_config(run.best, run.space, design, end_within=run_clock(run))
+    assert config.train.end_within == 60.0 and config.total_steps == run.best.steps
+    assert verify_config(steps.best, steps.space, design).train.end_within == 0.0
+    v = Verification("run", 1.5, 1.52, 0.01, 0.012, 450, 59.9, None, 0, end_within=60.0, planned_steps=500)
+    assert "trained 450 steps (planned 500, -10.0%: it ended on its 60 s clock; " in verify_line(v)
+    assert Verification.from_dict(v.to_dict()) == v
+    assert "planned" not in verify_line(dataclasses.replace(v, end_within=None, planned_steps=None))
