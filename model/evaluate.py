@@ -31,7 +31,7 @@ from smallest_loss.configs.schema import RunConfig
 from smallest_loss.model.data import batch, load_corpus
 from smallest_loss.model.runs import PTQ_FILE, RunDir, hold_run, read_ptq, write_json
 from smallest_loss.model.sharding import batch_sharding, make_mesh, put_batch, resolve_mesh_shape
-from smallest_loss.model.train import EVAL_SEED, make_eval_fn, make_optimizer, state_layout
+from smallest_loss.model.train import EVAL_SEED, make_eval_fn, make_optimizer, run_layout, state_layout
 
 # The common sample: 64 validation batches of 16 sequences drawn with the evaluation seed, whatever a run's own batch
 # size and seed (`plan --verify` reports every verified run's loss on it too). A run with the default
@@ -46,8 +46,7 @@ def _restored(folder: str | Path) -> tuple[RunConfig, Any, int, Any, Any]:
     run = RunDir.open(folder)
     cfg = run.config
     mesh = make_mesh(resolve_mesh_shape(cfg.train))
-    optimizer = make_optimizer(cfg.train, cfg.total_steps)
-    graphdef, abstract, _ = state_layout(cfg.model, optimizer, cfg.train.seed, mesh)
+    _, graphdef, abstract, _ = run_layout(cfg, mesh)
     manager = run.checkpoint_manager()
     step = manager.latest_step()
     if step is None:

@@ -35,6 +35,7 @@ from smallest_loss.model.schedule import cooldown_steps, schedule_at
 from smallest_loss.model.sharding import (
     barrier,
     batch_sharding,
+    from_main,
     make_mesh,
     put_batch,
     replicated,
@@ -235,6 +236,14 @@ def state_layout(
     return graphdefs[0], abstract, shardings
 
 
+def run_layout(cfg: RunConfig, mesh: Mesh) -> tuple[optax.GradientTransformation, nnx.GraphDef, State, Any]:
+    """A run's optimizer and its state's layout (`state_layout`) as its checkpoints hold it: a run that ends on the
+    clock (`train.end_within`) holds its horizon too, from the planned steps."""
+    optimizer = make_optimizer(cfg.train, cfg.total_steps)
+    horizon = float(cfg.total_steps) if cfg.train.end_within else None
+    return optimizer, *state_layout(cfg.model, optimizer, cfg.train.seed, mesh, horizon)
+
+
 def new_state(
     model_cfg: ModelConfig, optimizer: optax.GradientTransformation, seed: int, shardings: Any,
     horizon: float | None = None,
@@ -329,7 +338,6 @@ class _Loop:
         cfg = run.config
         self.run, self.corpus, self.cfg, self.eval_sets = run, corpus, cfg, eval_sets or {}
         self.total = cfg.total_steps
-        optimizer = make_optimizer(cfg.train, self.total)
         self.mesh = make_mesh(resolve_mesh_shape(cfg.train))
         # A run that ends on the clock (`train.end_within`): its horizon, in its state, is moved while it trains by
         # `_retime` (a new run only: a resumed one finishes at the horizon it had reached).
@@ -338,7 +346,7 @@ class _Loop:
         self.deadline = (began or time.perf_counter()) + cfg.train.end_within if clocked and not resume else None
         self.paces: list[tuple[int, float]] = []  # (step, seconds of steps alone so far) at each host sync
         self.eval_seconds = self.save_seconds = 0.0  # the quickest evaluation's and checkpoint save's so far
-        self.graphdef, abstract, shardings = state_layout(cfg.model, optimizer, cfg.train.seed, self.mesh, horizon)
+        optimizer, self.graphdef, abstract, shardings = run_layout(cfg, self.mesh)
         self.horizon_sharding = shardings.get("horizon")
         rate = (lambda t, h: schedule_at(cfg.train, h, t, jnp)) if clocked else None
         self.step_fn = jit_sharded_step(
@@ -573,6 +581,7 @@ class _Loop:
             due = sum(seconds * _multiples(step, end, every) for seconds, everies in costs for every in everies)
             steps_left = max((left - due) / pace, 1.0)
         horizon = min(step + int(steps_left), 8 * self.cfg.total_steps)
+        horizon = int(from_main(str(horizon)))  # several processes: process 0's clock decides for all
         if horizon != self.total:
             self.total = horizon
             self.state["horizon"] = jax.device_put(np.float32(horizon), self.horizon_sharding)

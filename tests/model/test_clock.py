@@ -14,6 +14,7 @@ import pytest
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import TrainConfig
 from smallest_loss.experiments.cli import main
+from smallest_loss.model.evaluate import evaluate_run, post_training_losses
 from smallest_loss.model.schedule import schedule_at, schedule_values
 from smallest_loss.model.train import make_schedule, train
 
@@ -61,6 +62,9 @@ def test_a_deadline_already_past_ends_the_run_at_the_next_step_decayed(tmp_path)
     lines = metrics(tmp_path / "run")
     assert lines[-1]["lr"] == pytest.approx(schedule_values(cfg.train, FIRST + 1, np.array([FIRST]))[0], rel=1e-5)
     assert (tmp_path / "run" / "checkpoints" / str(FIRST + 1)).is_dir()  # the last step saved, as any run's
+    step, loss = evaluate_run(str(tmp_path / "run"), 2, 4, 7)  # its checkpoint (horizon and all) reads back
+    assert step == FIRST + 1 and 0 < loss < 10
+    assert post_training_losses(tmp_path / "run", [8], batches=1).rise(8) is not None
 
 
 def test_an_interrupted_clocked_run_resumes_to_the_horizon_it_had_reached(tmp_path, monkeypatch):
