@@ -18,6 +18,7 @@ from smallest_loss.configs.lazy import LazyModule
 from smallest_loss.experiments.args import check_outputs
 from smallest_loss.experiments.plots import plot_plan
 from smallest_loss.scaling.budget import parse_budget
+from smallest_loss.scaling.laws import load_law
 from smallest_loss.scaling.plan_result import Plan
 from smallest_loss.scaling.planner import make_plan
 from smallest_loss.scaling.precision_plan import plan_precisions
@@ -238,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
         out = _verify_out(args)
         serve = plan.serving.bits if plan.serving is not None else None
         checked = verify(plan.best, plan.space, recipe, out, plan.bits, serve, plan.retime_factor,  # as priced
-                         plan.profile_step_seconds, time_again(plan), run_clock(plan))  # fmt: skip
+                         plan.profile_step_seconds, time_again(plan), run_clock(plan), load_law(args.law))  # fmt: skip
         report["verify"] = checked.to_dict()
     if args.json:
         print(json.dumps(report, indent=2))

@@ -21,6 +21,7 @@ from smallest_loss.configs.schema import ModelConfig, RunConfig
 from smallest_loss.configs.spaces import SearchSpace
 from smallest_loss.model.runs import RunDir, steady_step_seconds, step_seconds_by_part
 from smallest_loss.model.usage import usage_reading
+from smallest_loss.scaling.laws import LawFile
 from smallest_loss.scaling.plan_result import PlanRow
 from smallest_loss.scaling.precision_law import UNQUANTISED_BITS
 from smallest_loss.timing.wallclock import TERMS, Cadence
@@ -68,6 +69,9 @@ class Verification:
     # and the steps the plan gave it (`steps` is what the clock let it train; None: it trained the planned steps).
     end_within: float | None = None
     planned_steps: int | None = None
+    # The plan's loss moved to the tokens a run on the clock trained (`trained_loss`; None: not on the clock, the
+    # planned steps trained, or no law given).
+    predicted_trained_loss: float | None = None
 
     @property
     def loss_error(self) -> float:
@@ -185,6 +189,7 @@ def verify(
     profile_step_seconds: float | None = None,
     remeasure: Callable[[], float | None] | None = None,
     end_within: float | None = None,
+    law: LawFile | None = None,
 ) -> Verification:
     """Train the recommended configuration with the law's recipe and compare its loss and step time with the
     prediction. Beside the run's own final evaluation (its batch size and seed choose its validation tokens) the
@@ -196,7 +201,8 @@ def verify(
     `remeasure`: that measurement made again (`scaling.preflight.time_again`), called once the run has trained and
     kept in the run's folder (`AFTER_FILE`), so a rerun reports the same. `end_within`: the run's whole wall-clock
     budget in seconds (`run_clock`): it ends on the clock, the end of its schedule moved to the steps the time left
-    buys (model/train.py), so its wall-clock holds the budget whatever the machine's speed while it trains."""
+    buys (model/train.py), so its wall-clock holds the budget whatever the machine's speed while it trains; with the
+    plan's `law`, the loss predicted for the steps it trained is given too (`trained_loss`)."""
     config = verify_config(row, space, recipe, bits, end_within)
     out = Path(out) / run_name(config, row.lr is not None)
     summary = model_train.train(config, out, resume=(out / "config.json").exists(), progress=True)
@@ -227,7 +233,22 @@ def verify(
         steps_usage=summary.get("steps_usage"),
         end_within=end_within or None,
         planned_steps=config.total_steps if end_within else None,
+        predicted_trained_loss=trained_loss(row, law, summary["tokens"]) if end_within and law else None,
     )
+
+
+def trained_loss(row: PlanRow, law: LawFile, tokens: float) -> float | None:
+    """The row's predicted loss moved from its planned tokens to `tokens` (a run that ended on the clock): plus the
+    law's change in loss between the two at the row's N (a mixture of experts' through its MoE law; tokens counted at
+    the row's data efficiency where its recipe laws set one). None where it trained the planned tokens."""
+    if not tokens or abs(tokens - row.tokens) < 0.5 * row.b * row.s:
+        return None
+    efficiency = row.effective_tokens / row.tokens if row.effective_tokens else 1.0
+    if law.moe is not None and row.experts:
+        at = lambda D: float(law.moe.loss(row.params, D * efficiency, row.experts, row.granularity or 1))  # noqa: E731
+    else:
+        at = lambda D: float(law.law.loss(row.params, D * efficiency))  # noqa: E731
+    return row.loss + at(tokens) - at(row.tokens)
 
 
 def run_clock(plan: Any) -> float | None:
@@ -309,15 +330,16 @@ def after_reading(v: Verification) -> str | None:
 def verify_line(v: Verification) -> str:
     """The verification result in one line."""
     served = f" served at {v.serve_bits} bits (quantising added {v.ptq_rise:+.4f})" if v.serve_bits else ""
-    clock = ""
+    clock, trained = "", ""
     if v.end_within and v.planned_steps:
-        clock = (
-            f" (planned {v.planned_steps}, {v.steps / v.planned_steps - 1:+.1%}: it ended on its {v.end_within:g} s "
-            "clock; the loss predicted for the planned steps)"
-        )
+        share = v.steps / v.planned_steps - 1
+        clock = f" (planned {v.planned_steps}, {share:+.1%}: it ended on its {v.end_within:g} s clock)"
+    if v.predicted_trained_loss:
+        error = v.actual_loss / v.predicted_trained_loss - 1
+        trained = f"; {v.predicted_trained_loss:.4f} for the steps it trained, {error:+.1%}"
     line = (
         f"verify: trained {v.steps} steps{clock} in {v.run}: loss{served} {v.actual_loss:.4f} vs predicted "
-        f"{v.predicted_loss:.4f} ({v.loss_error:+.1%})"
+        f"{v.predicted_loss:.4f} ({v.loss_error:+.1%}{trained})"
     )
     if v.actual_step_seconds is not None:
         line += f"; step {v.actual_step_seconds * 1e3:.2f} ms"

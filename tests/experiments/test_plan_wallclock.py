@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from smallest_loss.configs.designs import get_design
 from smallest_loss.experiments.cli import main
+from smallest_loss.scaling.laws import load_law
 from smallest_loss.scaling.planner import make_plan
-from smallest_loss.scaling.verify import Verification, run_clock, verify_config, verify_line
+from smallest_loss.scaling.verify import Verification, run_clock, trained_loss, verify_config, verify_line
 from smallest_loss.timing.profile import load_profile, save_profile
 from smallest_loss.timing.wallclock import TERMS, Cadence, WallClock
 
@@ -101,6 +102,16 @@ def test_a_plan_that_covers_the_run_verifies_a_run_that_ends_on_its_clock(tmp_pa
     assert config.train.end_within == 60.0 and config.total_steps == run.best.steps
     assert verify_config(steps.best, steps.space, design).train.end_within == 0.0
     v = Verification("run", 1.5, 1.52, 0.01, 0.012, 450, 59.9, None, 0, end_within=60.0, planned_steps=500)
-    assert "trained 450 steps (planned 500, -10.0%: it ended on its 60 s clock; " in verify_line(v)
+    assert "trained 450 steps (planned 500, -10.0%: it ended on its 60 s clock) in run: loss 1.5200 vs predicted " \
+           "1.5000 (+1.3%)" in verify_line(v)  # fmt: skip
     assert Verification.from_dict(v.to_dict()) == v
     assert "planned" not in verify_line(dataclasses.replace(v, end_within=None, planned_steps=None))
+    # the loss the law predicts for the steps it trained, beside the plan's for those planned
+    law, best = load_law(LAW), run.best
+    fewer = trained_loss(best, law, 0.8 * best.tokens)
+    assert fewer == pytest.approx(best.loss + law.law.loss(best.params, 0.8 * best.tokens)
+                                  - law.law.loss(best.params, best.tokens))  # fmt: skip
+    assert fewer > best.loss > trained_loss(best, law, 1.2 * best.tokens)
+    assert trained_loss(best, law, best.tokens) is None  # the planned tokens: nothing to move
+    line = verify_line(dataclasses.replace(v, predicted_loss=best.loss, predicted_trained_loss=fewer))
+    assert f"; {fewer:.4f} for the steps it trained, {1.52 / fewer - 1:+.1%})" in line
