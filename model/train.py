@@ -823,6 +823,10 @@ def train(
     the parent's checkpoint at that step and its metrics.jsonl from the parent's lines up to it. A new run with
     `keep_checkpoints` saves and keeps checkpoints at those steps, for its branches.
 
+    A run whose config sets `train.end_within` (seconds) ends on the clock: its whole wall-clock, counted from this
+    call, within them; the end of its schedule moves while it trains (`_Loop._retime`), and its summary gives the
+    steps planned (`planned_steps`) beside those trained.
+
     The run folder's lock is held throughout (`runs.hold_run`): a second writer is refused with `RunLocked`.
     """
     parent = check_parent(config, out, *branch) if branch and not resume else None  # refused before the folder
