@@ -61,7 +61,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time each name is imp
     from smallest_loss.scaling.recipe_fit import fit_recipe
     from smallest_loss.scaling.run_table import run_rows, write_run_table
     from smallest_loss.scaling.serving_plan import ServingPlans, plan_serving
-    from smallest_loss.scaling.verify import Verification, verify
+    from smallest_loss.scaling.verify import Verification, run_clock, verify
     from smallest_loss.timing.calibration import Calibration, calibrate, calibrate_records
     from smallest_loss.timing.profile import DeviceProfile, Retiming, load_profile
     from smallest_loss.timing.retime import retime_profile
@@ -130,6 +130,7 @@ _HOMES = {
     "read_precision_table": "smallest_loss.scaling.precision_table",
     "precision_penalty": "smallest_loss.scaling.precision_law",
     "read_table": "smallest_loss.scaling.fitting",
+    "run_clock": "smallest_loss.scaling.verify",
     "suggest_runs": "smallest_loss.scaling.design",
     "verify": "smallest_loss.scaling.verify",
 }
@@ -193,6 +194,7 @@ __all__ = [
     "read_precision_table",
     "read_runs",
     "read_table",
+    "run_clock",
     "run_rows",
     "suggest_runs",
     "time_again",
