@@ -244,10 +244,12 @@ def trained_loss(row: PlanRow, law: LawFile, tokens: float) -> float | None:
     if not tokens or abs(tokens - row.tokens) < 0.5 * row.b * row.s:
         return None
     efficiency = row.effective_tokens / row.tokens if row.effective_tokens else 1.0
-    if law.moe is not None and row.experts:
-        at = lambda D: float(law.moe.loss(row.params, D * efficiency, row.experts, row.granularity or 1))  # noqa: E731
-    else:
-        at = lambda D: float(law.law.loss(row.params, D * efficiency))  # noqa: E731
+
+    def at(D: float) -> float:
+        if law.moe is not None and row.experts:
+            return float(law.moe.loss(row.params, D * efficiency, row.experts, row.granularity or 1))
+        return float(law.law.loss(row.params, D * efficiency))
+
     return row.loss + at(tokens) - at(row.tokens)
 
 
