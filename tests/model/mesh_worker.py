@@ -2,7 +2,8 @@
 
 Usage: python -m tests.model.mesh_worker MODE FOLDER; prints one JSON line.
   meshes: in FOLDER, train on one device, on all devices (data) and a 2x4 (data x fsdp) mesh; report each
-          run's losses and how a 1x8 mesh shards an MLP kernel. One process for all of it: JAX starts once.
+          run's losses, how a 1x8 mesh shards an MLP kernel and the steps a run on the clock trains on the 2x4 mesh.
+          One process for all of it: JAX starts once.
   resume: resume FOLDER/cut on whatever devices there are; report its losses and the first batch trained.
 """
 
@@ -50,6 +51,11 @@ def main() -> None:
             train(_config(*mesh), folder / name, progress=False)
             out[name] = _losses(folder / name)
         out["kernel"] = _fsdp_kernel(8)
+        # A run that ends on the clock, on the 2x4 mesh: its horizon (a scalar in the sharded state) moved, placed and
+        # read back (a deadline already past: it ends at the step after the third sync, log_every 1)
+        cfg = _config(2, 4)
+        clocked = dataclasses.replace(cfg.train, end_within=1e-6, log_every=1, checkpoint_every=0, eval_every=0)
+        out["clocked"] = train(dataclasses.replace(cfg, train=clocked), folder / "clocked", progress=False)["steps"]
     elif mode == "resume":
         real, seen = train_mod.batch, []
         train_mod.batch = lambda tokens, seed, k, *a: seen.append((seed, k)) or real(tokens, seed, k, *a)

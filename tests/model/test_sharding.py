@@ -57,6 +57,11 @@ def test_data_parallel_and_fsdp_match_one_device(meshes):
 
 
 @pytest.mark.slow
+def test_a_run_on_the_clock_moves_its_horizon_over_a_mesh(meshes):
+    assert meshes[1]["clocked"] == 4  # tests/model/test_clock.py: a deadline already past ends it after the third sync
+
+
+@pytest.mark.slow
 def test_fsdp_really_shards_parameters(meshes):
     kernel = meshes[1]["kernel"]
     assert "fsdp" in kernel["spec"] and kernel["shards"] == 8
