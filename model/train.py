@@ -571,7 +571,7 @@ class _Loop:
         if len(self.paces) < 3:  # the first sync's interval holds the first steps' dispatch: a pace needs two more
             return
         first = self.paces[max(1, len(self.paces) // 2)]
-        pace = (self.paces[-1][1] - first[1]) / max(step - first[0], 1)
+        pace = max((self.paces[-1][1] - first[1]) / max(step - first[0], 1), 1e-9)  # a clock too coarse: not zero
         tcfg = self.cfg.train
         costs = ((self.eval_seconds, (tcfg.eval_every, self.spaced)), (self.save_seconds, (tcfg.checkpoint_every,)))
         left = self.deadline - now - sum(seconds for seconds, _ in costs)  # the last step's evaluation and save
