@@ -227,9 +227,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_precisions(args, design)
     recipe = design if args.verify else None
     serve = dict(serve_bits=args.serve_bits[0]) if args.serve_bits else {}
-    plan = make_plan(
-        args.budget, args.law, args.profile[0] if args.profile else None, **_options(args, design), **serve
-    )
+    law = load_law(args.law)  # read once: the plan and the verified run's loss for the steps it trained
+    plan = make_plan(args.budget, law, args.profile[0] if args.profile else None, **_options(args, design), **serve)
     report = plan.to_dict()
     files = write_outputs(plan, args.out) if args.out else []
     if files:
@@ -239,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
         out = _verify_out(args)
         serve = plan.serving.bits if plan.serving is not None else None
         checked = verify(plan.best, plan.space, recipe, out, plan.bits, serve, plan.retime_factor,  # as priced
-                         plan.profile_step_seconds, time_again(plan), run_clock(plan), load_law(args.law))  # fmt: skip
+                         plan.profile_step_seconds, time_again(plan), run_clock(plan), law)  # fmt: skip
         report["verify"] = checked.to_dict()
     if args.json:
         print(json.dumps(report, indent=2))

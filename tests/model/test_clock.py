@@ -5,18 +5,16 @@ its cap, one already past to the next step, both at the same step on every machi
 
 from __future__ import annotations
 
-import itertools
 import json
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import TrainConfig
 from smallest_loss.experiments.cli import main
 from smallest_loss.model.evaluate import evaluate_run, post_training_losses
-from smallest_loss.model.schedule import schedule_at, schedule_values
-from smallest_loss.model.train import make_schedule, train
+from smallest_loss.model.schedule import schedule_values
+from smallest_loss.model.train import train
 
 from tests.conftest import tiny_run
 from tests.model.conftest import metrics, record_batches
@@ -29,17 +27,6 @@ FIRST = 3  # the sync (log_every 1: the step) after which the horizon first move
 def clocked(end_within: float, **train):
     settings = dict(steps=PLANNED, log_every=1, eval_every=0, checkpoint_every=0, warmup_steps=2, end_within=end_within)
     return tiny_run(**{**settings, **train})
-
-
-def test_the_schedule_at_a_horizon_in_jax_is_the_optax_schedule_of_that_length():
-    wsd = itertools.product(("wsd",), ("linear", "1-sqrt"), (0.0, 0.2))
-    kinds = [*wsd, ("cosine", "linear", 0.2), ("constant", "linear", 0.2)]
-    for (schedule, decay, cooldown), warmup, total in itertools.product(kinds, (0, 7), (1, 37, 200)):
-        cfg = TrainConfig(lr=3e-3, warmup_steps=warmup, schedule=schedule, decay=decay, cooldown_fraction=cooldown)
-        steps = np.arange(total + 3)
-        want = np.asarray(make_schedule(cfg, total)(steps), dtype=np.float64)
-        got = schedule_at(cfg, jnp.float32(total), jnp.asarray(steps, jnp.float32), jnp)
-        np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=2e-6, atol=3e-9)
 
 
 def test_a_far_deadline_stretches_the_run_and_its_schedule_decays_at_the_new_end(tmp_path):
