@@ -9,6 +9,7 @@ in the calibration folder.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -281,7 +282,13 @@ def run(args: argparse.Namespace) -> int:
         if args.measure_only:
             print(f"records: {out / 'records.jsonl'}; fit them with: smallest-loss calibrate --fit-only --out {out}")
             return 0
-        report = fit_and_report(out, args.price_per_hour, args.statistic)
+        try:
+            report = fit_and_report(out, args.price_per_hour, args.statistic)
+        except UserError:
+            if args.compare:  # the ratio reads the records alone: a grid cut short too soon to fit still gives it
+                with contextlib.suppress(UserError):
+                    print(ratio_line(step_ratio(read_records(out / "records.jsonl"), args.compare, args.statistic)))
+            raise
     print(report["table"])
     for note in report["notes"]:
         print(note)
@@ -290,7 +297,7 @@ def run(args: argparse.Namespace) -> int:
     print(p.clock.describe() if p.clock else "wall-clock terms: none (no probe runs); the profile prices steps only")
     print(f"table: {out / 'comparison.md'}; plots: {len(report['plots'])} PNGs in {out}")
     if args.compare:
-        line = ratio_line(step_ratio(read_records(out / "records.jsonl"), p, args.compare))
+        line = ratio_line(step_ratio(read_records(out / "records.jsonl"), args.compare, args.statistic))
         with (out / "comparison.md").open("a") as f:
             f.write(f"\n{line}\n")
         print(line)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from smallest_loss.configs.errors import UserError
 from smallest_loss.timing.measure import read_records
-from smallest_loss.timing.models import STATISTICS
+from smallest_loss.timing.models import DEFAULT_STATISTIC, STATISTICS, record_precision
 from smallest_loss.timing.profile import DeviceProfile, load_profile
 
 
@@ -45,18 +45,28 @@ def _predicted(profile: DeviceProfile, records: list[dict[str, Any]]) -> np.ndar
     return np.asarray(out)
 
 
-def step_ratio(records: list[dict[str, Any]], here: DeviceProfile, other_path: str | Path) -> dict[str, Any]:
-    """This calibration's step seconds over another precision's on the same device (see the module docstring):
-    `ratio` the median (below 1: this precision is faster), `low`/`high` the range, `configurations` how many,
-    `source` "measured" (both folders' records) or "predicted" (the other profile's model)."""
+def step_ratio(
+    records: list[dict[str, Any]], other_path: str | Path, statistic: str = DEFAULT_STATISTIC
+) -> dict[str, Any]:
+    """This calibration's step seconds (its `statistic`) over another precision's on the same device (see the module
+    docstring): `ratio` the median (below 1: this precision is faster), `low`/`high` the range, `configurations` how
+    many, `source` "measured" (both folders' records) or "predicted" (the other profile's model). It reads the records
+    alone, not this folder's fit: a calibration cut short with too few records to fit a profile still gives it."""
     other = load_profile(other_path)
-    if other.device_kind != here.device_kind:
+    ok = [r for r in records if r.get("status") == "ok"]
+    if not ok:
+        raise UserError(f"--compare {other_path}: no successful timing records here to compare")
+    precisions = sorted({record_precision(r) for r in ok})
+    if len(precisions) > 1:
+        raise UserError(f"--compare {other_path}: the records here mix precisions ({', '.join(precisions)})")
+    # the device of every record that names one (records written by `calibrate` do; hand-made ones may not)
+    kinds = sorted({r["device_kind"] for r in ok if r.get("device_kind")}) or [other.device_kind]
+    if kinds != [other.device_kind]:
         raise UserError(
-            f"--compare {other_path}: calibrated on {other.device_kind}, this folder on {here.device_kind}; "
+            f"--compare {other_path}: calibrated on {other.device_kind}, this folder on {', '.join(kinds)}; "
             "a step-time ratio between precisions needs one device"
         )
-    key = STATISTICS.get(here.statistic, "step_seconds")
-    ok = [r for r in records if r.get("status") == "ok"]
+    key = STATISTICS[statistic]
     theirs = {shape_key(r): r.get(key, r["step_seconds"]) for r in _read_ok(Path(other_path).parent / "records.jsonl")}
     both = [r for r in ok if shape_key(r) in theirs]
     if both:
@@ -66,9 +76,9 @@ def step_ratio(records: list[dict[str, Any]], here: DeviceProfile, other_path: s
         ratios = np.array([r.get(key, r["step_seconds"]) for r in ok]) / _predicted(other, ok)
         source = "predicted"
     return dict(
-        here=here.precision,
+        here=precisions[0],
         other=other.precision,
-        device_kind=here.device_kind,
+        device_kind=kinds[0],
         ratio=float(np.median(ratios)),
         low=float(np.min(ratios)),
         high=float(np.max(ratios)),

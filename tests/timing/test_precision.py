@@ -107,15 +107,33 @@ def test_step_ratio_between_precisions(tmp_path):
     slow = _folder(tmp_path, "bf16", "bfloat16", 1.0)
     fast = _folder(tmp_path, "fp8", "float8", 0.6)
     slow_profile, fast_profile = load_profile(_profile(slow)), load_profile(_profile(fast))
-    measured = step_ratio(cal.read_records(fast / "records.jsonl"), fast_profile, slow / "profile.json")
+    measured = step_ratio(cal.read_records(fast / "records.jsonl"), slow / "profile.json")
     assert measured["source"] == "measured" and measured["configurations"] == 48
     assert measured["ratio"] == pytest.approx(0.6) and (measured["here"], measured["other"]) == ("float8", "bfloat16")
     lone = tmp_path / "lone"
     lone.mkdir()
     shutil.copy(slow / "profile.json", lone / "profile.json")  # a profile without its records: its predictions
-    predicted = step_ratio(cal.read_records(fast / "records.jsonl"), fast_profile, lone / "profile.json")
+    predicted = step_ratio(cal.read_records(fast / "records.jsonl"), lone / "profile.json")
     assert predicted["source"] == "predicted" and predicted["ratio"] == pytest.approx(0.6, rel=1e-6)
-    assert np.isfinite(predicted["low"]) and slow_profile.precision == "bfloat16"
+    assert np.isfinite(predicted["low"]) and slow_profile.precision == "bfloat16" and fast_profile.precision == "float8"
+    elsewhere = [dict(r, device_kind="another device") for r in cal.read_records(fast / "records.jsonl")]
+    with pytest.raises(UserError, match="needs one device"):
+        step_ratio(elsewhere, slow / "profile.json")
+
+
+def test_a_calibration_too_short_to_fit_still_gives_the_ratio(tmp_path, capsys):
+    """A grid cut short (here 6 records, fewer than a profile's fit takes): `calibrate --fit-only --compare` refuses
+    the fit but prints the ratio first, since it reads the records alone."""
+    slow = _folder(tmp_path, "bf16", "bfloat16", 1.0)
+    _profile(slow)
+    fast = _folder(tmp_path, "fp8", "float8", 0.5)
+    lines = (fast / "records.jsonl").read_text().splitlines(keepends=True)
+    (fast / "records.jsonl").write_text("".join(lines[:6]))
+    assert main(["calibrate", "--fit-only", "--out", str(fast), "--compare", str(slow / "profile.json")]) == 2
+    captured = capsys.readouterr()
+    assert "Step time float8 / bfloat16" in captured.out and " 0.5 median" in captured.out
+    assert "over 6 configurations measured in both" in captured.out
+    assert "at least 10" in captured.err and not (fast / "profile.json").exists()
 
 
 @pytest.mark.slow
