@@ -192,11 +192,19 @@ def fit_wall_clock(
         (p["eval_seconds"] / p["eval_rows"]) / (p.get("bare_seconds", p["step_seconds"]) / p["batch"]) for p in probes
     ]
     host, held_out = host_term(probes, held_out_step)
+    # A save's seconds: a constant, the state's bytes and, where three probes or more differ in depth, its layers
+    # (the checkpointer writes each array apart: on a CPU the arrays, not the bytes, price a small model's save)
+    saves = [p["save_seconds"] for p in probes]
+    if len(probes) >= 3 and len(set(n)) > 1:
+        save = tuple(fit_nonnegative(np.column_stack([np.ones_like(n), gigabytes, n]), saves))
+    else:
+        save = (*fit_nonnegative(np.column_stack([np.ones_like(n), gigabytes]), saves), 0.0)
     return WallClock(
         host=tuple(host),
         compile=tuple(grid_compile * (float(np.median(ratios)) if ratios else 1.0)),
         forward_fraction=float(np.median(forward)),
-        save=tuple(fit_nonnegative(np.column_stack([np.ones_like(n), gigabytes]), [p["save_seconds"] for p in probes])),
+        save=save[:2],
         startup=tuple(fit_nonnegative(np.column_stack([np.ones_like(n), n]), [p["startup"] for p in probes])),
         loop_held_out=held_out,
+        save_per_layer=save[2],
     )

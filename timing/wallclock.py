@@ -9,7 +9,10 @@
   calibration grid's compile times and scaled by what a run compiles besides the step (its evaluation);
 - evaluations: evaluations x eval batches x (forward seconds per sequence) x sequences per eval batch, the
   forward pass costing `forward_fraction` of a training step per sequence;
-- saves: checkpoint saves x (s0 + s1 x state gigabytes), the state being parameters and AdamW's two moments;
+- saves: checkpoint saves x (s0 + s1 x state gigabytes + s2 x layers), the state being parameters and AdamW's two
+  moments; the per-layer term is the checkpointer's cost per array (each layer adds a dozen arrays of parameters and
+  moments), which on a CPU outweighs the bytes of small models (a d32 model's save took 114 ms at 1 layer and 325 ms
+  at 8, a d256 one's 145 ms at 1 layer with 8 times the bytes);
 - start-up: the run's set-up before its loop (folder, corpus, initial state), a0 + a1 x layers.
 
 Every coefficient is fitted (non-negative least squares) to short real training runs made at calibration
@@ -86,6 +89,7 @@ class WallClock:
     save: tuple[float, float]  # s0, s1 per gigabyte of state
     startup: tuple[float, float]  # a0, a1 per layer
     loop_held_out: dict[str, float]  # the loop's steady step predicted on held-out probes: mape, max_ape, probes
+    save_per_layer: float = 0.0  # s2, a save's seconds per layer (0 in profiles written before it was fitted)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -103,6 +107,7 @@ class WallClock:
             compile=tuple(c * factor for c in self.compile),
             save=tuple(c * factor for c in self.save),
             startup=tuple(c * factor for c in self.startup),
+            save_per_layer=self.save_per_layer * factor,
         )
 
     def describe(self) -> str:
@@ -119,7 +124,8 @@ class WallClock:
             f"the loop's steady step held out at {held['mape']:.1%} mean error ({held['max_ape']:.1%} max, "
             f"{held['probes']} probe runs); compile {self.compile[0]:.3g} s + {self.compile[1]:.3g} s per layer + "
             f"{self.compile[2]:.3g} s per million parameters; evaluation {self.forward_fraction:.2f} of a step per "
-            f"sequence; save {self.save[0]:.3g} s + {self.save[1]:.3g} s/GB; start-up {self.startup[0]:.3g} s + "
+            f"sequence; save {self.save[0]:.3g} s + {self.save[1]:.3g} s/GB + {self.save_per_layer:.3g} s per layer; "
+            f"start-up {self.startup[0]:.3g} s + "
             f"{self.startup[1]:.3g} s per layer"
         )
 
@@ -131,8 +137,9 @@ class WallClock:
         c0, c1, c2 = self.compile
         return c0 + c1 * np.asarray(n, float) + c2 * np.asarray(params, float) / 1e6
 
-    def save_seconds(self, params: Any) -> np.ndarray:
-        return self.save[0] + self.save[1] * np.asarray(params, float) * STATE_BYTES_PER_PARAM / 1e9
+    def save_seconds(self, params: Any, n: Any) -> np.ndarray:
+        gigabytes = np.asarray(params, float) * STATE_BYTES_PER_PARAM / 1e9
+        return self.save[0] + self.save[1] * gigabytes + self.save_per_layer * np.asarray(n, float)
 
     def startup_seconds(self, n: Any) -> np.ndarray:
         return self.startup[0] + self.startup[1] * np.asarray(n, float)
@@ -154,7 +161,7 @@ class WallClock:
             compile=self.compile_seconds(n, params),
             steps=np.asarray(steps, float) * loop_step,
             evals=cadence.evals(steps) * self.eval_seconds(bare, b, cadence),
-            saves=cadence.saves(steps) * self.save_seconds(params),
+            saves=cadence.saves(steps) * self.save_seconds(params, n),
         )
         out["total"] = sum(out[k] for k in TERMS)
         return out
@@ -167,7 +174,7 @@ class WallClock:
         evenly spaced evaluations and the last save and evaluation are counted once). Zero where none fit."""
         loop_step = np.asarray(loop_step, float)
         eval_s = self.eval_seconds(loop_step - self.host_seconds(b, s), b, cadence)
-        save_s = self.save_seconds(params)
+        save_s = self.save_seconds(params, n)
         fixed = self.startup_seconds(n) + self.compile_seconds(n, params) + save_s + eval_s * (1 + cadence.eval_points)
         per_step = loop_step.copy()
         if cadence.checkpoint_every:

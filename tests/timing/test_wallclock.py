@@ -14,6 +14,7 @@ CLOCK = WallClock(
     save=(0.05, 0.4),
     startup=(0.3, 0.01),
     loop_held_out=dict(mape=0.05, max_ape=0.1, probes=3),
+    save_per_layer=0.03,
 )
 RUN = dict(b=16, s=64, n=2, params=40_000.0)
 
@@ -68,7 +69,7 @@ def _probe(n, b, s, params):
         record_compile=float(CLOCK.compile_seconds(n, params)),
         eval_seconds=CLOCK.forward_fraction * step / b * 128,
         eval_rows=128,
-        save_seconds=float(CLOCK.save_seconds(params)),
+        save_seconds=float(CLOCK.save_seconds(params, n)),
     )
 
 
@@ -84,6 +85,7 @@ def test_fit_wall_clock_recovers_known_terms():
     assert clock.compile == pytest.approx(tuple(2 * c for c in CLOCK.compile), rel=1e-4)
     assert clock.forward_fraction == pytest.approx(CLOCK.forward_fraction)
     assert clock.save == pytest.approx(CLOCK.save, rel=1e-4)
+    assert clock.save_per_layer == pytest.approx(CLOCK.save_per_layer, rel=1e-4)
     assert clock.startup == pytest.approx(CLOCK.startup, rel=1e-4)
     assert clock.loop_held_out["mape"] < 1e-6  # exact data: each probe's loop step predicted without it
     assert WallClock.from_dict(clock.to_dict()) == clock
@@ -132,3 +134,22 @@ def test_a_host_cost_that_predicts_held_out_loops_worse_than_none_is_left_out():
     kept = fit_wall_clock(steady, records, [p["step_seconds"] for p in steady])
     assert kept.host[0] == pytest.approx(2e-3) and kept.loop_held_out["mape"] < 1e-9
     assert "host cost 2 ms" in kept.describe()
+
+
+def test_a_save_is_priced_by_its_layers_where_the_probes_differ_in_depth():
+    """Saves whose seconds grow with the layers at equal bytes (the checkpointer's cost per array) are priced per
+    layer; probes of one depth cannot tell layers from the constant and fit none; a profile written before the term
+    existed reads as none."""
+    shapes = [(1, 8, 32, 2e4), (2, 16, 64, 2e4), (4, 32, 128, 2e4)]
+    probes = [_probe(*shape) for shape in shapes]
+    records = [dict(status="ok", config=p["config"], counts=dict(params=p["params"]), compile_seconds=1.0)
+               for p in probes]  # fmt: skip
+    clock = fit_wall_clock(probes, records, [p["step_seconds"] for p in probes])
+    assert clock.save_per_layer == pytest.approx(0.03, rel=1e-4)
+    assert float(clock.save_seconds(2e4, 8)) == pytest.approx(float(CLOCK.save_seconds(2e4, 8)), rel=1e-4)
+    assert "0.03 s per layer" in clock.describe()
+    flat = [dict(p, config=dict(p["config"], n=2)) for p in probes]
+    assert fit_wall_clock(flat, records, [p["step_seconds"] for p in flat]).save_per_layer == 0.0
+    old = {k: v for k, v in CLOCK.to_dict().items() if k != "save_per_layer"}
+    assert WallClock.from_dict(old).save_per_layer == 0.0 and WallClock.from_dict(CLOCK.to_dict()) == CLOCK
+    assert CLOCK.scaled(2.0).save_per_layer == pytest.approx(0.06)
