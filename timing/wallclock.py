@@ -11,8 +11,8 @@
   forward pass costing `forward_fraction` of a training step per sequence;
 - saves: checkpoint saves x (s0 + s1 x state gigabytes + s2 x layers), the state being parameters and AdamW's two
   moments; the per-layer term is the checkpointer's cost per array (each layer adds a dozen arrays of parameters and
-  moments), which on a CPU outweighs the bytes of small models (a d32 model's save took 114 ms at 1 layer and 325 ms
-  at 8, a d256 one's 145 ms at 1 layer with 8 times the bytes);
+  moments), which on a CPU outweighs the bytes of small models (a d32 model's save took 127 ms at 1 layer and 472 ms
+  at 8, a d256 one's 151 ms at 1 layer with 8 times the bytes; experiments/scripts/bench_saves.py);
 - start-up: the run's set-up before its loop (folder, corpus, initial state), a0 + a1 x layers.
 
 Every coefficient is fitted (non-negative least squares) to short real training runs made at calibration
