@@ -45,6 +45,7 @@ NOISE=${NOISE:-4}            # configurations measured again for the noise floor
 PROBES=${PROBES:-3}          # probe runs (timing/probes.py) for the wall-clock terms (0: none)
 PLAN=${PLAN:-90s}            # the planned and verified run's time budget (0: no plan stage)
 PLAN_SECONDS=${PLAN_SECONDS:-240}
+MEASURE=${MEASURE:-3}        # the plan's best candidates timed here before choosing (plan --measure)
 SPACE=${SPACE:-gpu}          # the plan's search space (configs/spaces.py)
 LAW=${LAW:-results/cpu/scaling/law.json}
 PRESET=${PRESET:-gpt2-medium}
@@ -125,13 +126,13 @@ if noise:
 print(f'probe runs: {len(probe_runs(out, read_records(out / \"records.jsonl\"), probes))}')
 " "$OUT/timing" "$NOISE" "$PROBES" "$MIN_SECONDS" 2>&1 | tee -a "$OUT/calibrate.txt"
 stage fit 120 "$PLAN_NEED" "$FIT_NEED" "$RECORDS" && timeout "$T" "${CLI[@]}" calibrate --fit-only --out "$OUT/timing" 2>&1 | tee -a "$OUT/calibrate.txt"
-# 2c. A time budget planned with the profile just fitted and trained on this device: the planner's best candidates
-# compiled and timed here first (--measure 3), the best trained for the whole budget (wall-clock, start-up to the last
+# 2c. A time budget planned with the profile just fitted and trained on this device: the planner's MEASURE best
+# candidates compiled and timed here first, the best trained for the whole budget (wall-clock, start-up to the last
 # save), and each wall-clock term and the step predicted against measured (plan.txt's `verify` lines). The law is the
 # committed CPU sweep's (LAW): its loss at these sizes is an extrapolation, the time checks are the point.
 if [ "$PLAN" != 0 ] && stage plan "$PLAN_SECONDS" 0 "$PLAN_SECONDS" "$PROFILE"; then
   timeout "$T" "${CLI[@]}" plan --budget "$PLAN" --law "$LAW" --profile "$PROFILE" \
-    --space "$SPACE" --verify --measure 3 --out "$OUT/plan" 2>&1 | tee "$OUT/plan.txt"
+    --space "$SPACE" --verify --measure "$MEASURE" --out "$OUT/plan" 2>&1 | tee "$OUT/plan.txt"
 fi
 # 2d. The same grid with FP8 matmuls (model.dtype=float8: e4m3 forward, e5m2 gradients, bf16 around them; emulated on
 # the CPU, which says so), its first FP8_LIMIT configurations, and the measured ratio of its step times to those of
