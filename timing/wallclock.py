@@ -125,8 +125,7 @@ class WallClock:
             f"{held['probes']} probe runs); compile {self.compile[0]:.3g} s + {self.compile[1]:.3g} s per layer + "
             f"{self.compile[2]:.3g} s per million parameters; evaluation {self.forward_fraction:.2f} of a step per "
             f"sequence; save {self.save[0]:.3g} s + {self.save[1]:.3g} s/GB + {self.save_per_layer:.3g} s per layer; "
-            f"start-up {self.startup[0]:.3g} s + "
-            f"{self.startup[1]:.3g} s per layer"
+            f"start-up {self.startup[0]:.3g} s + {self.startup[1]:.3g} s per layer"
         )
 
     def host_seconds(self, b: Any, s: Any) -> np.ndarray:
