@@ -287,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
         except UserError:
             if args.compare:  # the ratio reads the records alone: a grid cut short too soon to fit still gives it
                 with contextlib.suppress(UserError):
-                    print(ratio_line(step_ratio(read_records(out / "records.jsonl"), args.compare, args.statistic)))
+                    print(_compare_line(out, args))
             raise
     print(report["table"])
     for note in report["notes"]:
@@ -297,7 +297,7 @@ def run(args: argparse.Namespace) -> int:
     print(p.clock.describe() if p.clock else "wall-clock terms: none (no probe runs); the profile prices steps only")
     print(f"table: {out / 'comparison.md'}; plots: {len(report['plots'])} PNGs in {out}")
     if args.compare:
-        line = ratio_line(step_ratio(read_records(out / "records.jsonl"), args.compare, args.statistic))
+        line = _compare_line(out, args)
         with (out / "comparison.md").open("a") as f:
             f.write(f"\n{line}\n")
         print(line)
@@ -309,6 +309,11 @@ def run(args: argparse.Namespace) -> int:
             f"--bandwidth {p.bandwidth!r})"
         )
     return 0
+
+
+def _compare_line(out: Path, args: argparse.Namespace) -> str:
+    """`--compare`'s line: this folder's step times over the other precision's profile (`step_ratio`)."""
+    return ratio_line(step_ratio(read_records(out / "records.jsonl"), args.compare, args.statistic))
 
 
 def _add_stage_args(p: argparse.ArgumentParser) -> None:
