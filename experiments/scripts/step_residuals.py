@@ -16,7 +16,8 @@ residual, this model predicts better.
 `--cold-warm OUT`: the first calibration's grid timed again as `calibrate` times it (interleaved rounds: each round of
 a configuration runs right after another configuration's, its caches cold) and, right after each such round, once
 more (its own data in cache, as in the training loop), both written to OUT and compared: if the switch between
-configurations explains the residual, the warm times are the better predicted. Results: results/cpu/timing/README.md.
+configurations explains the residual, the warm times are the better predicted. Results: results/cpu/quickstart/README.md
+(stop 47).
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ def held_out_errors(model: Any, records: list[dict[str, Any]], device: dict[str,
     """The model's held-out mean error and each record's held-out error (predicted / measured - 1)."""
     cols = models.shape_columns(records)
     cv = models.cross_validate(model, cols, models.with_working_set_ratio(dict(device), cols))
+    if "held_out" not in cv:  # e.g. a thrash model on a calibration that did not record its last-level cache
+        raise UserError(f"{model.id}: {cv['error']}; choose another --model")
     return cv["held_out"]["mape"], cv["predicted"] / cols["time"] - 1
 
 

@@ -39,6 +39,14 @@ def test_a_folder_without_calibrations_is_refused(tmp_path):
         main([str(tmp_path)])
 
 
+def test_a_model_whose_features_the_records_lack_is_refused_in_one_line(tmp_path):
+    shutil.copy(CALIBRATION / "device.json", tmp_path)
+    records = [json.loads(line) for line in (CALIBRATION / "records.jsonl").read_text().splitlines()]
+    (tmp_path / "records.jsonl").write_text("".join(json.dumps({**r, "xla": {}}) + "\n" for r in records))
+    with pytest.raises(UserError, match="xla: features missing.*choose another --model"):
+        main([str(tmp_path), "--model", "xla"])
+
+
 def test_matmul_seconds_grow_with_depth_and_feed_a_model():
     cache: dict = {}
     one, two = matmul_seconds((256, 32, 1, 2, 64, 16, 2), cache), matmul_seconds((256, 32, 2, 2, 64, 16, 2), cache)
