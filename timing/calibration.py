@@ -152,6 +152,11 @@ def time_chunk(
         counts[record["status"]] = counts.get(record["status"], 0) + 1
 
 
+def round_share(min_seconds: float, repeats: int, rounds: int) -> tuple[float, int]:
+    """A configuration's seconds and least repeats in each of `rounds` rounds (`min_seconds`, `repeats` in all)."""
+    return min_seconds / rounds, math.ceil(repeats / rounds)
+
+
 def default_rounds() -> int:
     """Interleaved rounds per configuration: 10 on CPU (a shared machine's slow spells then touch a few
     rounds of every configuration), 3 on accelerators (one configuration at a time: `chunk_size`)."""
@@ -193,7 +198,7 @@ def run_grid(
     todo = todo[:limit]
     rounds = rounds or default_rounds()
     chunk = chunk or chunk_size(len(todo))
-    per_round = (min_seconds / rounds, math.ceil(repeats / rounds))
+    per_round = round_share(min_seconds, repeats, rounds)
     with tqdm(
         total=len(todo) * (rounds + 1),
         disable=not progress,

@@ -33,9 +33,10 @@ import numpy as np
 from smallest_loss.configs.errors import UserError
 from smallest_loss.experiments.scripts.refit_calibrations import calibration_folders
 from smallest_loss.timing import models
-from smallest_loss.timing.calibration import read_records
+from smallest_loss.timing.calibration import default_rounds, read_records, round_share
 
 MATMUL_REPEATS = 7
+KEY = ("v", "d", "n", "h", "w", "s")  # a configuration's fields in `config_key`, then its batch
 FOLDS = 5  # timing.models.cross_validate's folds
 
 
@@ -60,8 +61,7 @@ def load(folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any], float]:
 
 def config_key(record: dict[str, Any]) -> tuple[int, ...]:
     """(v, d, n, h, w, s, batch) of a record."""
-    c = record["config"]
-    return (c["v"], c["d"], c["n"], c["h"], c["w"], c["s"], record["batch"])
+    return (*(record["config"][k] for k in KEY), record["batch"])
 
 
 def held_out_errors(model: Any, records: list[dict[str, Any]], device: dict[str, Any]) -> tuple[float, np.ndarray]:
@@ -126,7 +126,7 @@ def measured_matmul_model(seconds: dict[tuple[int, ...], tuple[float, float]]) -
 
     def feature(part: int) -> Any:
         def column(c: dict[str, np.ndarray], _: Any) -> np.ndarray:
-            keys = zip(*(c[k].astype(int) for k in ("v", "d", "n", "h", "w", "s", "b")), strict=True)
+            keys = zip(*(c[k].astype(int) for k in (*KEY, "b")), strict=True)
             return np.array([seconds[key][part] for key in keys])
 
         return column
@@ -135,9 +135,10 @@ def measured_matmul_model(seconds: dict[tuple[int, ...], tuple[float, float]]) -
     return models.TimeModel("measured-matmuls", "matmuls timed alone", (feature(0), feature(1), *rest), True, "")
 
 
-def cold_warm(folder: Path, out: Path, min_seconds: float = 0.5, repeats: int = 20, rounds: int = 10) -> None:
-    """Time `folder`'s configurations in interleaved rounds as `calibrate` does (cold), and again right after each
-    round (warm); write records_cold.jsonl and records_warm.jsonl (with device.json) to `out`."""
+def cold_warm(folder: Path, out: Path, min_seconds: float = 0.5, repeats: int = 20, rounds: int | None = None) -> None:
+    """Time `folder`'s configurations in interleaved rounds as the quickstart's `calibrate` does (cold; rounds: the
+    device's default), and again right after each round (warm); write records_cold.jsonl and records_warm.jsonl (with
+    device.json) to `out`."""
     import shutil
     from dataclasses import replace
 
@@ -149,7 +150,8 @@ def cold_warm(folder: Path, out: Path, min_seconds: float = 0.5, repeats: int = 
     shutil.copy(folder / "device.json", out / "device.json")
     items = [prepare(ModelConfig(**{**r["config"], "dtype": r["dtype"]}), r["batch"]) for r in records]
     times: dict[str, list[list[list[float]]]] = {"cold": [[] for _ in items], "warm": [[] for _ in items]}
-    per_round, least = min_seconds / rounds, -(-repeats // rounds)
+    rounds = rounds or default_rounds()
+    per_round, least = round_share(min_seconds, repeats, rounds)
     for _ in range(rounds):
         for i, item in enumerate(items):
             for kind in ("cold", "warm") if item.live else ():
