@@ -48,9 +48,14 @@ def comparison_table(results: list[dict[str, Any]]) -> str:
 
 
 def model_legend(results: list[dict[str, Any]]) -> list[str]:
-    """What each model of the table is (Markdown list): its id, title and description."""
-    models = [get_model(r["id"]) for r in results]
-    return [f"- `{m.id}` ({m.label}): {m.description}." for m in models]
+    """What each model of the table is (Markdown list): its id, title and description, and the setting its fit chose
+    where it tunes one (`exact-grouped-cliff`'s cliff)."""
+    lines = []
+    for r in results:
+        m = get_model(r["id"])
+        chosen = "".join(f" Chosen by its fit here: `{k}` = {v:.3g}." for k, v in r.get("tuned", {}).items())
+        lines.append(f"- `{m.id}` ({m.label}): {m.description}.{chosen}")
+    return lines
 
 
 def _noise_line(out: Path) -> str:

@@ -322,6 +322,7 @@ def best_profile(
         cache_bytes=rates.get("cache_bytes"),
         llc_bytes=rates.get("llc_bytes"),
         working_set_ratio=rates.get("working_set_ratio"),
+        llc_cliff=next((r["tuned"]["llc_cliff"] for r in results if "llc_cliff" in r.get("tuned", {})), None),
         held_out=best["held_out"],
         price_per_hour=price_per_hour if price_per_hour is not None else (device.price_per_hour if device else None),
         memory_bytes=device.memory_bytes if device else None,

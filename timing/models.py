@@ -206,11 +206,29 @@ def _llc_thrashed_bytes(c: dict[str, np.ndarray], device: dict[str, Any]) -> np.
     that size every byte comes from memory: a step, not a share. The working set is `train_memory_bytes` times the
     device's `working_set_ratio` where the calibration measured one (`working_set_ratio`: XLA's compiled peak memory
     over our count, whose temporaries it leaves out)."""
+    return _bytes_beyond(c, device, 1.0)
+
+
+def _bytes_beyond(c: dict[str, np.ndarray], device: dict[str, Any], multiple: float) -> np.ndarray:
+    """All of a step's memory traffic where its working set exceeds `multiple` times the last-level cache, else 0."""
     llc = device.get("llc_bytes")
     if not llc:
         return np.zeros(c["d"].shape)
     memory = _per_variant(c, train_memory_bytes) * (device.get("working_set_ratio") or 1.0)
-    return _exact_bytes(c, device) * (memory > llc)
+    return _exact_bytes(c, device) * (memory > llc * multiple)
+
+
+# The working sets, as multiples of the last-level cache, where `exact-grouped-cliff` tries its cliff (2^(1/6) apart).
+CLIFF_GRID = tuple(float(x) for x in np.geomspace(0.5, 4.0, 19))
+
+
+def _llc_cliff_bytes(c: dict[str, np.ndarray], device: dict[str, Any]) -> np.ndarray:
+    """Feature: all of a step's memory traffic where its working set exceeds `llc_cliff` times the last-level cache
+    (`_llc_thrashed_bytes` with the cliff where the calibration finds it, not at the cache's size; `llc_cliff` absent:
+    at 1). A cache's size as the machine reports it need not be the working set at which a step falls out of it: on
+    the 2-core EPYC VM (32 MiB of L3 reported) the quickstart grid's steps were priced up to 20% too slow from 1 to
+    2.2 times that size and up to 21% too fast beyond it (31 calibrations, results/cpu/quickstart/README.md)."""
+    return _bytes_beyond(c, device, device.get("llc_cliff") or 1.0)
 
 
 def working_set_ratio(cols: dict[str, np.ndarray]) -> float | None:
@@ -417,6 +435,10 @@ class TimeModel:
     multi_device: bool = False  # compared only when the records hold several device counts
     model_parallel: bool = False  # compared only when some record gives a tensor- or pipeline-parallel layout
     needs: str = ""  # a device rate its features read (`cache_bytes`, `llc_bytes`): compared only where it is known
+    # A device setting its features read that the fit chooses from `grid` (the value whose fit errs least on the
+    # records it fits), as it chooses the coefficients: "" where none.
+    tuned: str = ""
+    grid: tuple[float, ...] = ()
 
 
 def _xla_flops(c: dict[str, np.ndarray], _: Any) -> np.ndarray:
@@ -442,6 +464,15 @@ _COMPACT = (
     _data_parallel_sync_bytes,
     _tensor_parallel_bytes,
     _pipeline_bubble_flops,
+)
+
+# `exact-kinds`' work in four rates (dense matmuls, attention's, element-wise, optimizer) and a cost per layer.
+_GROUPED = (
+    _terms("projection", "mlp", "output"),
+    _term("attention"),
+    _terms("width", "hidden", "scores", "logits"),
+    _term("optimizer"),
+    _layers,
 )
 
 MODELS: tuple[TimeModel, ...] = (
@@ -509,18 +540,22 @@ MODELS: tuple[TimeModel, ...] = (
     TimeModel(
         "exact-grouped-thrash",
         "exact: matmuls, attention, element-wise, optimizer, layers, all traffic beyond the last-level cache",
-        (
-            _terms("projection", "mlp", "output"),
-            _term("attention"),
-            _terms("width", "hidden", "scores", "logits"),
-            _term("optimizer"),
-            _layers,
-            _llc_thrashed_bytes,
-        ),
+        (*_GROUPED, _llc_thrashed_bytes),
         True,
         "the dense matmuls at one rate, attention's at another, all element-wise work at a third, the optimizer, a "
         "cost per layer, and every byte of a step whose working set exceeds the last-level cache priced again",
         needs="llc_bytes",
+    ),
+    TimeModel(
+        "exact-grouped-cliff",
+        "exact: matmuls, attention, element-wise, optimizer, layers, all traffic beyond a fitted cache cliff",
+        (*_GROUPED, _llc_cliff_bytes),
+        True,
+        "exact-grouped-thrash with the jump at the working set where this machine's steps fall out of cache, chosen "
+        "by the fit from 0.5 to 4 times the last-level cache (`llc_cliff`), not at the cache's reported size",
+        needs="llc_bytes",
+        tuned="llc_cliff",
+        grid=CLIFF_GRID,
     ),
     TimeModel(
         "data-parallel",
@@ -574,7 +609,8 @@ MODELS: tuple[TimeModel, ...] = (
     ),
 )
 
-# The names profiles of versions 1 to 3 stored (the models' titles then), by id: every such profile still loads.
+# The names profiles of versions 1 to 3 stored (the models' titles then), by id: every such profile still loads (and the
+# title of each model added since, so that every model is found by its title too).
 LEGACY_NAMES: dict[str, str] = {
     "paper: memcpys + flops": "paper",
     "paper: flops only": "paper-flops",
@@ -590,6 +626,9 @@ LEGACY_NAMES: dict[str, str] = {
     ),
     "exact: matmuls, attention, element-wise, optimizer, layers, all traffic beyond the last-level cache": (
         "exact-grouped-thrash"
+    ),
+    "exact: matmuls, attention, element-wise, optimizer, layers, all traffic beyond a fitted cache cliff": (
+        "exact-grouped-cliff"
     ),
     "exact: ... + layers + gradient sync (data parallel)": "data-parallel",
     "exact: model parallel (... + tensor all-reduces, pipeline bubble)": "model-parallel",
@@ -670,10 +709,33 @@ def architecture_folds(cols: dict[str, np.ndarray], k: int = 5, seed: int = 0) -
     return fold_of_group[group.ravel()]
 
 
+def fit_model(
+    model: TimeModel, cols: dict[str, np.ndarray], device: dict[str, Any], rows: np.ndarray | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The model's coefficients fitted to `rows` of the records (a boolean mask; all where None) and the device it
+    predicts with: for a model with a `tuned` setting, the value of its grid whose fit errs least on those rows (the
+    relative squared error `fit_coefficients` minimises; the first of equals), set in the device returned."""
+    rows = np.ones(cols["time"].shape, dtype=bool) if rows is None else rows
+    t = cols["time"][rows]
+    if not model.tuned:
+        return fit_coefficients(design_matrix(model, cols, device)[rows], t), device
+    best: tuple[float, np.ndarray, dict[str, Any]] | None = None
+    for value in model.grid:
+        tuned = {**device, model.tuned: value}
+        X = design_matrix(model, cols, tuned)[rows]
+        coef = fit_coefficients(X, t)
+        loss = float(np.sum((X @ coef / t - 1) ** 2))
+        if best is None or loss < best[0] * (1 - 1e-9):
+            best = (loss, coef, tuned)
+    assert best is not None, f"{model.id}: an empty grid"
+    return best[1], best[2]
+
+
 def cross_validate(
     model: TimeModel, cols: dict[str, np.ndarray], device: dict[str, float], k: int = 5
 ) -> dict[str, Any]:
-    """Held-out predictions for every record (each predicted by a fit that never saw its architecture)."""
+    """Held-out predictions for every record (each predicted by a fit that never saw its architecture; a tuned
+    setting is chosen inside each fit, from the records it fits)."""
     X, t = design_matrix(model, cols, device), cols["time"]
     if not np.all(np.isfinite(X)):
         return dict(id=model.id, label=model.label, error="features missing in some records")
@@ -681,18 +743,22 @@ def cross_validate(
     predicted = np.empty_like(t)
     for f in range(k):
         test = folds == f
-        predicted[test] = X[test] @ fit_coefficients(X[~test], t[~test])
-    coef = fit_coefficients(X, t)
-    return dict(
+        coef, tuned = fit_model(model, cols, device, ~test)
+        predicted[test] = design_matrix(model, cols, tuned)[test] @ coef
+    coef, tuned = fit_model(model, cols, device)
+    result = dict(
         id=model.id,
         label=model.label,
         analytic=model.analytic,
         description=model.description,
         coefficients=[float(c) for c in coef],
         held_out=scores(predicted, t),
-        in_sample=scores(X @ coef, t),
+        in_sample=scores(design_matrix(model, cols, tuned) @ coef, t),
         predicted=predicted,
     )
+    if model.tuned:
+        result["tuned"] = {model.tuned: tuned[model.tuned]}
+    return result
 
 
 def compare_models(

@@ -21,6 +21,8 @@ Version 6 adds `anchors` (a few of the calibration's configurations with their m
 machine's speed is re-timed on them before a plan, timing/retime.py), `retimed` (set on a profile rescaled
 to the speed the machine runs at now: the factor and each anchor's seconds then and now), `noise_floor` and
 `ranges` (each shape hyperparameter's calibrated range: plans outside it say their step time is extrapolated).
+`llc_cliff` (optional, any version; null when absent) is the working set, as a multiple of the last-level cache, at
+which `exact-grouped-cliff` found the calibration's steps fall out of cache.
 """
 
 from __future__ import annotations
@@ -91,6 +93,9 @@ class DeviceProfile:
     # XLA's compiled peak memory over `train_memory_bytes`, the median over the records
     # (timing.models.working_set_ratio), that the last-level-cache models scale a step's working set by; None: 1.
     working_set_ratio: float | None = None
+    # The working set, as a multiple of `llc_bytes`, at which the calibration found its steps fall out of cache
+    # (`exact-grouped-cliff`'s fitted `llc_cliff`); None: not fitted (that model then jumps at the cache's size).
+    llc_cliff: float | None = None
     wall_clock: dict[str, Any] | None = None  # timing.wallclock.WallClock's fields (version 5; None: steps only)
     # Integer bits of the quantised kinds of tensor the records trained at ({"weights": 4, "activations": 8,
     # "kv": 4}; absent kinds and {}: not quantised). With `dtype` the profile's precision (`precision`).
@@ -148,6 +153,7 @@ class DeviceProfile:
             cache_bytes=self.cache_bytes,
             llc_bytes=self.llc_bytes,
             working_set_ratio=self.working_set_ratio,
+            llc_cliff=self.llc_cliff,
         )
         seconds = design_matrix(get_model(model_id), cols, device) @ np.asarray(coefficients, dtype=np.float64)
         return seconds.reshape(arrays[0].shape)

@@ -361,3 +361,71 @@ def test_the_working_set_is_scaled_by_the_measured_ratio():
     plain = design_matrix(model, cols, dict(DEVICE, llc_bytes=llc))[:, -2]
     scaled = design_matrix(model, cols, dict(DEVICE, llc_bytes=llc, working_set_ratio=1.2))[:, -2]
     assert plain[1] == 0 and scaled[1] > 0 and plain[2] == scaled[2] > 0 and scaled[0] == 0
+
+
+def cliff_records(cliff: float, noise: float = 0.01) -> tuple[list[dict], dict]:
+    """Records of 40 architectures whose step times follow `exact-grouped-cliff`'s features with the jump at `cliff`
+    times the last-level cache (each term about a share of the time; plus relative noise), and their device."""
+    from smallest_loss.timing.models import shape_columns
+
+    shapes = [(d, n, d // 16, m * d) for d in (32, 64, 96, 128, 192) for n in (1, 2, 4, 6) for m in (2, 4)]
+    records = [
+        dict(status="ok", config=dict(d=d, n=n, h=h, w=w, s=64, v=256), batch=16, step_seconds=1.0)
+        for d, n, h, w in shapes
+    ]
+    cols, model = shape_columns(records), get_model("exact-grouped-cliff")
+    llc = float(np.median(model_memory(cols))) / 1.2  # the cliff at 2 falls inside the grid's working sets
+    device = dict(DEVICE, llc_bytes=llc, llc_cliff=cliff)
+    X = design_matrix(model, cols, device)
+    coef = 1 / np.maximum(X.mean(axis=0), 1e-30)  # every term its share
+    times = X @ coef * (1 + noise * np.random.default_rng(0).standard_normal(len(records)))
+    return [dict(r, step_seconds=float(t)) for r, t in zip(records, times, strict=True)], dict(DEVICE, llc_bytes=llc)
+
+
+def model_memory(cols: dict) -> np.ndarray:
+    from smallest_loss.timing.counts import train_memory_bytes
+    from smallest_loss.timing.models import _per_variant
+
+    return _per_variant(cols, train_memory_bytes)
+
+
+def test_the_fit_finds_the_cache_cliff_where_the_steps_fall_out_of_cache():
+    """`exact-grouped-cliff` chooses the working set of its jump from its grid as it fits: on steps that jump at twice
+    the cache it finds a cliff that sorts every step to the side it is on, and predicts held-out architectures far
+    better than the jump at the cache's size (`exact-grouped-thrash`); the profile keeps the cliff and predicts with
+    it."""
+    from smallest_loss.timing.calibration import fit_records
+    from smallest_loss.timing.models import CLIFF_GRID, shape_columns
+
+    records, device = cliff_records(2.0)
+    results = {r["id"]: r for r in compare_models(records, device)}
+    cliff = results["exact-grouped-cliff"]["tuned"]["llc_cliff"]
+    ratio = model_memory(shape_columns(records)) / device["llc_bytes"]
+    assert cliff in CLIFF_GRID and np.array_equal(ratio > cliff, ratio > 2.0)
+    assert results["exact-grouped-cliff"]["held_out"]["mape"] < 0.03
+    assert results["exact-grouped-thrash"]["held_out"]["mape"] > 2 * results["exact-grouped-cliff"]["held_out"]["mape"]
+    profile = fit_records(records, dict(device, device_kind="cpu")).profile
+    assert profile.model == "exact-grouped-cliff" and profile.llc_cliff == cliff
+    config = records[7]["config"]
+    shape = {k: config[k] for k in ("d", "n", "h", "w", "s", "v")}
+    predicted = profile.predict_step_seconds(**shape, b=16)
+    cols = shape_columns(records[7:8])
+    want = design_matrix(get_model(profile.model), cols, dict(device, llc_cliff=cliff)) @ profile.coefficients
+    assert predicted == pytest.approx(want)
+    # without a fitted cliff (a profile of the thrash model, or an older one) the cliff model jumps at the cache
+    plain = design_matrix(get_model("exact-grouped-cliff"), cols, device)
+    np.testing.assert_array_equal(plain, design_matrix(get_model("exact-grouped-thrash"), cols, device))
+
+
+def test_a_held_out_step_never_chooses_its_own_cliff():
+    """The cliff is chosen inside each fold's fit, from the records it fits: a held-out record's prediction does not
+    move when its own time does (it would, were the cliff chosen on all records)."""
+    from smallest_loss.timing.models import cross_validate, shape_columns, with_working_set_ratio
+
+    records, device = cliff_records(1.26, noise=0.0)
+    model, cols = get_model("exact-grouped-cliff"), shape_columns(records)
+    first = cross_validate(model, cols, with_working_set_ratio(device, cols))
+    for i in range(len(records)):
+        changed = dict(cols, time=cols["time"] * np.where(np.arange(len(records)) == i, 3.0, 1.0))
+        again = cross_validate(model, changed, with_working_set_ratio(device, changed))
+        assert again["predicted"][i] == pytest.approx(first["predicted"][i], rel=1e-9)
