@@ -714,21 +714,24 @@ def fit_model(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """The model's coefficients fitted to `rows` of the records (a boolean mask; all where None) and the device it
     predicts with: for a model with a `tuned` setting, the value of its grid whose fit errs least on those rows (the
-    relative squared error `fit_coefficients` minimises; the first of equals), set in the device returned."""
+    relative squared error `fit_coefficients` minimises), set in the device returned. Where several values fit
+    alike (a cliff anywhere in the gap between two records' working sets sorts the records the same way), the middle
+    one: the farthest from the records either side. On the 31 calibrations of results/cpu/calibrations/ the middle
+    held out at 6.6% median against 7.5% for the lowest (the largest error per calibration 31% against 45%)."""
     rows = np.ones(cols["time"].shape, dtype=bool) if rows is None else rows
     t = cols["time"][rows]
     if not model.tuned:
         return fit_coefficients(design_matrix(model, cols, device)[rows], t), device
-    best: tuple[float, np.ndarray, dict[str, Any]] | None = None
+    fits = []
     for value in model.grid:
         tuned = {**device, model.tuned: value}
         X = design_matrix(model, cols, tuned)[rows]
         coef = fit_coefficients(X, t)
-        loss = float(np.sum((X @ coef / t - 1) ** 2))
-        if best is None or loss < best[0] * (1 - 1e-9):
-            best = (loss, coef, tuned)
-    assert best is not None, f"{model.id}: an empty grid"
-    return best[1], best[2]
+        fits.append((float(np.sum((X @ coef / t - 1) ** 2)), coef, tuned))
+    least = min(loss for loss, _, _ in fits)
+    alike = [fit for fit in fits if fit[0] <= least * (1 + 1e-9) + 1e-300]
+    _, coef, tuned = alike[len(alike) // 2]
+    return coef, tuned
 
 
 def cross_validate(
