@@ -365,7 +365,8 @@ def test_the_working_set_is_scaled_by_the_measured_ratio():
 
 def cliff_records(cliff: float, noise: float = 0.01) -> tuple[list[dict], dict]:
     """Records of 40 architectures whose step times follow `exact-grouped-cliff`'s features with the jump at `cliff`
-    times the last-level cache (each term about a share of the time; plus relative noise), and their device."""
+    times the last-level cache (each term about a share of the time, no constant; plus relative noise), and their
+    device."""
     from smallest_loss.timing.models import shape_columns
 
     shapes = [(d, n, d // 16, m * d) for d in (32, 64, 96, 128, 192) for n in (1, 2, 4, 6) for m in (2, 4)]
@@ -377,7 +378,8 @@ def cliff_records(cliff: float, noise: float = 0.01) -> tuple[list[dict], dict]:
     llc = float(np.median(model_memory(cols))) / 1.2  # the cliff at 2 falls inside the grid's working sets
     device = dict(DEVICE, llc_bytes=llc, llc_cliff=cliff)
     X = design_matrix(model, cols, device)
-    coef = 1 / np.maximum(X.mean(axis=0), 1e-30)  # every term its share
+    coef = 1 / np.maximum(X.mean(axis=0), 1e-30)  # every term its share, but for the constant (the model has none)
+    coef[-1] = 0.0
     times = X @ coef * (1 + noise * np.random.default_rng(0).standard_normal(len(records)))
     return [dict(r, step_seconds=float(t)) for r, t in zip(records, times, strict=True)], dict(DEVICE, llc_bytes=llc)
 
@@ -435,3 +437,19 @@ def test_a_held_out_step_never_chooses_its_own_cliff():
         changed = dict(cols, time=cols["time"] * np.where(np.arange(len(records)) == i, 3.0, 1.0))
         again = cross_validate(model, changed, with_working_set_ratio(device, changed))
         assert again["predicted"][i] == pytest.approx(first["predicted"][i], rel=1e-9)
+
+
+def test_the_cliff_model_has_no_constant():
+    """`exact-grouped-cliff` holds its constant at 0 (a CPU step's fixed cost is microseconds; a free one, pinned by
+    the smallest configuration alone, priced it 30% slow held out), keeping the column so that profiles keep their
+    shape; the other models fit theirs."""
+    from smallest_loss.timing.models import fit_model, shape_columns, with_working_set_ratio
+
+    records, device = cliff_records(2.0, noise=0.0)
+    fixed = 0.5 * np.mean([r["step_seconds"] for r in records])  # a fixed cost per step to take
+    records = [dict(r, step_seconds=r["step_seconds"] + fixed) for r in records]
+    cols = shape_columns(records)
+    device = with_working_set_ratio(device, cols)
+    cliff, _ = fit_model(get_model("exact-grouped-cliff"), cols, device)
+    thrash, _ = fit_model(get_model("exact-grouped-thrash"), cols, device)
+    assert len(cliff) == len(get_model("exact-grouped-cliff").features) + 1 and cliff[-1] == 0.0 and thrash[-1] > 0
