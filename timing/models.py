@@ -227,7 +227,7 @@ def _llc_cliff_bytes(c: dict[str, np.ndarray], device: dict[str, Any]) -> np.nda
     (`_llc_thrashed_bytes` with the cliff where the calibration finds it, not at the cache's size; `llc_cliff` absent:
     at 1). A cache's size as the machine reports it need not be the working set at which a step falls out of it: on
     the 2-core EPYC VM (32 MiB of L3 reported) the quickstart grid's steps were priced up to 20% too slow from 1 to
-    2.2 times that size and up to 21% too fast beyond it (31 calibrations, results/cpu/quickstart/README.md)."""
+    2.2 times that size and up to 21% too fast beyond it (31 calibrations, results/cpu/calibrations/README.md)."""
     return _bytes_beyond(c, device, device.get("llc_cliff") or 1.0)
 
 
@@ -721,8 +721,9 @@ def fit_model(
     predicts with: for a model with a `tuned` setting, the value of its grid whose fit errs least on those rows (the
     relative squared error `fit_coefficients` minimises), set in the device returned. Where several values fit
     alike (a cliff anywhere in the gap between two records' working sets sorts the records the same way), the middle
-    one: the farthest from the records either side. On the 31 calibrations of results/cpu/calibrations/ the middle
-    held out at 6.6% median against 7.5% for the lowest (the largest error per calibration 31% against 45%)."""
+    one: the farthest from the records either side. On the 31 calibrations of results/cpu/calibrations/ (the cliff
+    model with a free constant) the middle held out at 6.6% median against 7.5% for the lowest (the largest error per
+    calibration 31% against 45%)."""
     rows = np.ones(cols["time"].shape, dtype=bool) if rows is None else rows
     t = cols["time"][rows]
 
@@ -738,7 +739,7 @@ def fit_model(
         coef = fit(X)
         fits.append((float(np.sum((X @ coef / t - 1) ** 2)), coef, tuned))
     least = min(loss for loss, _, _ in fits)
-    alike = [fit for fit in fits if fit[0] <= least * (1 + 1e-9) + 1e-300]
+    alike = [candidate for candidate in fits if candidate[0] <= least * (1 + 1e-9) + 1e-300]
     _, coef, tuned = alike[len(alike) // 2]
     return coef, tuned
 
