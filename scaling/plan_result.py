@@ -309,6 +309,9 @@ class MeasuredStep:
     # The measurement that made it the best, where it was then timed again to confirm (`measured` is the second: the
     # first was chosen for being fast, so it is biased fast; the second is not).
     first: float | None = None
+    # The seconds of timing behind `measured` where they were not `scaling.preflight.SECONDS` (a confirmation is timed
+    # for longer), so that the step timed again after a verified run is timed the same way.
+    timed_for: float | None = None
 
     @property
     def label(self) -> str:
@@ -323,20 +326,21 @@ class MeasuredStep:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(config=self.label, key=list(self.key), priced=self.priced, measured=self.measured, round=self.round,
-                    timed=self.timed, first=self.first)  # fmt: skip
+                    timed=self.timed, first=self.first, timed_for=self.timed_for)  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MeasuredStep:
         key = tuple(int(v) for v in data["key"])
-        first = data.get("first")
+        first, timed_for = (None if data.get(k) is None else float(data[k]) for k in ("first", "timed_for"))
         return cls(key, float(data["priced"]), float(data["measured"]), int(data["round"]), bool(data.get("timed", 1)),
-                   None if first is None else float(first))  # fmt: skip
+                   first, timed_for)  # fmt: skip
 
     def describe(self) -> str:
         """Its measurement against its price, in a few words."""
         if not self.timed:
             return f"{self.label} not timed here (priced {self.priced * 1e3:.3g} ms)"
-        again = f", confirmed after {self.first * 1e3:.3g} ms first" if self.first is not None else ""
+        timed = f" over {self.timed_for:.3g} s" if self.timed_for is not None else ""
+        again = f", confirmed{timed} after {self.first * 1e3:.3g} ms first" if self.first is not None else ""
         price = f"priced {self.priced * 1e3:.3g} ms, {self.error:+.0%}"
         return f"{self.label} {self.measured * 1e3:.3g} ms{again} ({price})"
 

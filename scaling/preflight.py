@@ -9,8 +9,8 @@ measured. `preflight` times the `k` best (the compiled step as the calibration t
 `SECONDS` in all, plus the profile's loop host cost where it has one), prices them at what they measured, and scores
 the space again; where a configuration not yet measured now comes within the `k` best it is measured too, for at most
 `MAX_ROUNDS` rounds; and while the best was measured once, it is timed again and priced at that second measurement
-(`confirm`: the fastest of several measurements is biased fast), until the `k` best are measured and the best is
-confirmed. The candidates not measured are priced at
+(`confirm`: the fastest of several measurements is biased fast), for longer (`confirm_seconds`), until the `k` best are
+measured and the best is confirmed. The candidates not measured are priced at
 the profile's price times the median ratio of measured to priced (the machine may run slower or faster now than at
 calibration: without it, every measurement that came out slower would hand the first place to a candidate not
 measured). The plan then says each measured step against its price (`Preflight.line`), and `--verify` reports the
@@ -49,6 +49,22 @@ DEFAULT_K = 3  # configurations measured a round (`plan --verify` and the quicks
 MAX_ROUNDS = 3  # rounds of measuring the best not yet measured
 SECONDS = 1.0  # each configuration's timing, in all (after its compile)
 ROUNDS = 5  # interleaved timing rounds (a slow spell of a shared machine touches one round of each)
+# The best candidate's confirming timing, which prices the run: a twelfth of a time budget, between SECONDS and
+# CONFIRM_SECONDS (`confirm_seconds`).
+CONFIRM_SECONDS = 5.0
+CONFIRM_SHARE = 1 / 12
+
+
+def confirm_seconds(budget: Budget) -> float:
+    """How long the best candidate is timed again before the run it prices: a twelfth of a time budget, at least
+    `SECONDS` and at most `CONFIRM_SECONDS` (a money budget: `CONFIRM_SECONDS`). A run's step is its mean over the
+    whole run, and a shared machine's speed wanders: on the 2-core CPU of results/cpu/quickstart, three traces of one
+    step timed for 5 minutes (experiments/scripts/step_drift.py) priced the next 50 s, 8 s later, within 10% from 1 s
+    of timing in 46%, 61% and 72% of their windows, from 5 s in 50%, 75% and 81%; the seconds are outside the run's
+    budget."""
+    if budget.kind != "seconds":
+        return CONFIRM_SECONDS
+    return min(CONFIRM_SECONDS, max(SECONDS, budget.value * CONFIRM_SHARE))
 
 
 def measure_count(k: int) -> int:
@@ -68,13 +84,15 @@ def key_model(key: tuple[int, ...], space: SearchSpace, bits: dict[str, int] | N
 Measure = Callable[[list[tuple[int, ...]], SearchSpace, DeviceProfile], list[float | None]]
 
 
-def measure_keys(keys: list[tuple[int, ...]], space: SearchSpace, profile: DeviceProfile) -> list[float | None]:
+def measure_keys(keys: list[tuple[int, ...]], space: SearchSpace, profile: DeviceProfile,
+                 seconds: float | None = None) -> list[float | None]:  # fmt: skip
     """Each candidate's step on this machine: its compiled step timed as the calibration times it (interleaved
-    rounds), at the profile's statistic, plus the profile's loop host cost; None where it failed (out of memory) or
-    accumulates micro-batches (not timed: the profile's price stays)."""
+    rounds, `seconds` each in all, default `SECONDS`), at the profile's statistic, plus the profile's loop host cost;
+    None where it failed (out of memory) or accumulates micro-batches (not timed: the profile's price stays)."""
     whole = [k for k in keys if k[6] == 1]  # a step that accumulates micro-batches is not timed here: priced
     points = [(key_model(k, space, profile.bits), k[5], 1) for k in whole]
-    records = timing_measure.measure_many(points, min_seconds=SECONDS, rounds=ROUNDS, min_repeats=ROUNDS)
+    seconds = SECONDS if seconds is None else seconds
+    records = timing_measure.measure_many(points, min_seconds=seconds, rounds=ROUNDS, min_repeats=ROUNDS)
     timed: dict[tuple[int, ...], float] = {}
     for key, record in zip(whole, records, strict=True):
         if record.get("status") == "ok":
@@ -118,7 +136,8 @@ def preflight(budget: Budget, law_file: LawFile, inputs: PlanInputs, profile: De
               k: int = DEFAULT_K, folder: str | Path | None = None,
               measure: Measure | None = None) -> tuple[PlanInputs, Preflight]:  # fmt: skip
     """`inputs` with the `k` best candidates' steps measured on this machine (see the module docstring), and what
-    was measured. `measure` times a list of candidate keys (default `measure_keys`: this machine, via JAX)."""
+    was measured. `measure` times a list of candidate keys (default `measure_keys`: this machine, via JAX; the
+    confirmation then for `confirm_seconds`)."""
     if profile is None:
         raise UserError("--measure times the candidates a device profile ranks best: give one (--profile)")
     if k < 1:
@@ -131,6 +150,7 @@ def preflight(budget: Budget, law_file: LawFile, inputs: PlanInputs, profile: De
                 f"--measure times candidates on this machine, but the profile cannot be measured here: {why}"
             )
         measure = measure_keys
+    again = _Confirmer(measure, confirm_seconds(budget))
     path = Path(folder) / f"measured-{profile_digest(profile)}.json" if folder is not None else None
     found, finished = _load(path)
     rounds = max((m.round for m in found.values()), default=0)
@@ -146,7 +166,7 @@ def preflight(budget: Budget, law_file: LawFile, inputs: PlanInputs, profile: De
                 found[key] = MeasuredStep(
                     key, priced, priced if seconds is None else seconds, rounds, seconds is not None
                 )
-        elif not confirm(found.get(best[0][0]), found, inputs.space, profile, measure):
+        elif not confirm(found.get(best[0][0]), found, inputs.space, profile, again):
             break
         _save(path, found, k, rounds)
     done = Preflight(tuple(found.values()), k, rounds, profile=profile)
@@ -154,32 +174,52 @@ def preflight(budget: Budget, law_file: LawFile, inputs: PlanInputs, profile: De
     return with_steps(inputs, done), done
 
 
+class _Confirmer:
+    """A `Measure` for the confirmation: `measure_keys` timing for `seconds` (`timed_for`); another `measure` (a
+    test's) as it is, `timed_for` None."""
+
+    def __init__(self, measure: Measure, seconds: float) -> None:
+        self.timed_for = seconds if measure is measure_keys else None
+        self.measure = measure
+
+    def __call__(self, keys: list[tuple[int, ...]], space: SearchSpace, profile: DeviceProfile) -> list[float | None]:
+        if self.timed_for is None:
+            return self.measure(keys, space, profile)
+        return measure_keys(keys, space, profile, seconds=self.timed_for)
+
+
 def confirm(step: MeasuredStep | None, found: dict[tuple[int, ...], MeasuredStep], space: SearchSpace,
             profile: DeviceProfile, measure: Measure) -> bool:  # fmt: skip
     """Time the best candidate (`step`) again and price it at the second measurement; False where there is nothing
     to confirm (not measured, not timed here, or confirmed already). Of several measured candidates the one whose
     measurement came out fastest wins, so its measurement is biased fast (on the shared CPU one came out 38% below
-    its other measurements, and that run went 60% over its price); a second one, taken after the choice, is not."""
+    its other measurements, and that run went 60% over its price); a second one, taken after the choice, is not.
+    A `_Confirmer` times it for longer (`confirm_seconds`), which the step keeps (`timed_for`)."""
     if step is None or not step.timed or step.first is not None:
         return False
-    _say(f"timing the best candidate again ({step.label}: {step.measured * 1e3:.3g} ms the first time)")
+    timed_for = getattr(measure, "timed_for", None)
+    longer = f" for {timed_for:.3g} s" if timed_for is not None else ""
+    _say(f"timing the best candidate again{longer} ({step.label}: {step.measured * 1e3:.3g} ms the first time)")
     (seconds,) = measure([step.key], space, profile)
-    found[step.key] = dataclasses.replace(step, measured=step.measured if seconds is None else seconds,
-                                          first=step.measured)  # fmt: skip
+    if seconds is None:  # not timed this time: the first measurement stays, confirmed no further
+        timed_for, seconds = None, step.measured
+    found[step.key] = dataclasses.replace(step, measured=seconds, first=step.measured, timed_for=timed_for)
     return True
 
 
 def time_again(plan: Plan) -> Callable[[], float | None] | None:
     """A timer of the plan's best step as the plan priced it before choosing (`measure_keys`: its compiled step timed
-    here, plus the profile's host cost), for `verify` to call right after the run: where a verified step missed its
-    price, the same timing after the run says whether the machine changed speed in between (the step alone then runs
-    as the run did) or the run's steps ran otherwise than the step alone (it times as priced). None where the best
-    row's step was not priced at a measurement made here."""
+    here as long as its price was, plus the profile's host cost), for `verify` to call right after the run: where a
+    verified step missed its price, the same timing after the run says whether the machine changed speed in between
+    (the step alone then runs as the run did) or the run's steps ran otherwise than the step alone (it times as
+    priced). None where the best row's step was not priced at a measurement made here."""
     measured = plan.preflight
     if measured is None or measured.profile is None or plan.profile_step_seconds is None:
         return None
     key, space, profile = row_key(plan.best), plan.space, measured.profile
-    return lambda: measure_keys([key], space, profile)[0]
+    step = next((m for m in measured.steps if m.key == key), None)
+    seconds = step.timed_for if step is not None else None
+    return lambda: measure_keys([key], space, profile, seconds=seconds)[0]
 
 
 def _say(line: str) -> None:

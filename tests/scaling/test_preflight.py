@@ -20,7 +20,15 @@ from smallest_loss.scaling.plan import candidate_keys, score
 from smallest_loss.scaling.plan_result import Preflight, row_key
 from smallest_loss.scaling.plan_setup import build_plan_inputs
 from smallest_loss.scaling.planner import calibrated_space, make_plan
-from smallest_loss.scaling.preflight import MAX_ROUNDS, key_model, preflight, time_again
+from smallest_loss.scaling.preflight import (
+    CONFIRM_SECONDS,
+    MAX_ROUNDS,
+    SECONDS,
+    confirm_seconds,
+    key_model,
+    preflight,
+    time_again,
+)
 from smallest_loss.scaling.verify import AFTER_FILE, Verification, after_reading, timed_after, verify_line
 from smallest_loss.timing.profile import load_profile, save_profile
 
@@ -221,11 +229,38 @@ def test_the_step_timed_after_the_run_is_kept_for_a_rerun(tmp_path):
 
 def test_only_a_step_priced_at_a_measurement_is_timed_again(setup, tmp_path, monkeypatch):
     law, profile, inputs = setup
-    monkeypatch.setattr(preflight_module, "measure_keys", lambda keys, space, p: [0.5 if p is profile else None])
+    monkeypatch.setattr(
+        preflight_module, "measure_keys", lambda keys, space, p, seconds: [0.5 if p is profile else None]
+    )
     assert time_again(make_plan(BUDGET, law, profile, space="cpu")) is None  # priced by the profile alone
     preflight(BUDGET, law, inputs, profile, k=2, folder=tmp_path, measure=Slower(inputs, 1.1, 0))
     measured = make_plan(BUDGET, law, profile, space="cpu", measure=2, measured_folder=tmp_path)
     assert measured.preflight.profile is profile and time_again(measured)() == 0.5  # with the profile it priced with
+
+
+def test_the_best_is_confirmed_over_a_share_of_the_budget_and_timed_again_as_long(setup, tmp_path, monkeypatch):
+    """The first measurements take SECONDS each; the best's confirmation, which prices the run, a twelfth of the time
+    budget (at most CONFIRM_SECONDS), kept with the step, and the step timed after the run is timed as long."""
+    law, profile, inputs = setup
+    here = dataclasses.replace(profile, device_kind=environment()["device_kind"])  # measurable on this machine
+    asked, machine = [], Slower(inputs, 1.0, 0)
+
+    def this_machine(keys, space, p, seconds=None):
+        asked.append(seconds)
+        return machine(keys, space, p)
+
+    monkeypatch.setattr(preflight_module, "measure_keys", this_machine)
+    _, done = preflight(BUDGET, law, inputs, here, k=2, folder=tmp_path)
+    assert confirm_seconds(BUDGET) == CONFIRM_SECONDS == 5.0  # a minute's twelfth
+    assert asked[0] is None and asked[-1] == CONFIRM_SECONDS  # first at SECONDS, the confirmation longer
+    confirmed = [m for m in done.steps if m.first is not None]
+    assert len(confirmed) == 1 and confirmed[0].timed_for == CONFIRM_SECONDS
+    assert all(m.timed_for is None for m in done.steps if m.first is None)
+    plan = make_plan(BUDGET, law, here, space="cpu", measure=2, measured_folder=tmp_path)  # read back: kept
+    assert plan.preflight.steps == done.steps and "confirmed over 5 s" in plan.to_markdown()
+    assert time_again(plan)() > 0 and asked[-1] == CONFIRM_SECONDS
+    for text, seconds in (("3s", SECONDS), ("24s", 2.0), ("2h", CONFIRM_SECONDS), ("$5", CONFIRM_SECONDS)):
+        assert confirm_seconds(parse_budget(text)) == pytest.approx(seconds), text
 
 
 def test_a_key_trains_the_model_it_names():
@@ -239,6 +274,7 @@ def test_a_key_trains_the_model_it_names():
 def test_plan_measure_end_to_end_times_real_steps(tmp_path, capsys, monkeypatch):
     """`plan --measure 1` on a profile of this machine's device: real compiled steps of the best candidates."""
     monkeypatch.setattr(preflight_module, "SECONDS", 0.1)  # the test's own timing: short
+    monkeypatch.setattr(preflight_module, "CONFIRM_SECONDS", 0.2)
     here = dataclasses.replace(load_profile(PROFILE), device_kind=environment()["device_kind"])
     path = str(save_profile(tmp_path / "profile.json", here))
     base = ["plan", "--budget", "20s", "--law", str(LAW), "--profile", path, "--json"]
