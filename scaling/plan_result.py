@@ -309,8 +309,8 @@ class MeasuredStep:
     # The measurement that made it the best, where it was then timed again to confirm (`measured` is the second: the
     # first was chosen for being fast, so it is biased fast; the second is not).
     first: float | None = None
-    # The seconds of timing behind `measured` where they were not `scaling.preflight.SECONDS` (a confirmation is timed
-    # for longer), so that the step timed again after a verified run is timed the same way.
+    # The seconds of timing behind `measured` where it is a confirmation timed on this machine (for longer than the
+    # first: `scaling.preflight.confirm_seconds`), so that the step timed again after a verified run is timed as long.
     timed_for: float | None = None
 
     @property
