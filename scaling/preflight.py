@@ -150,7 +150,7 @@ def preflight(budget: Budget, law_file: LawFile, inputs: PlanInputs, profile: De
                 f"--measure times candidates on this machine, but the profile cannot be measured here: {why}"
             )
         measure = measure_keys
-    again = _Confirmer(measure, confirm_seconds(budget))
+    longer = confirm_seconds(budget) if measure is measure_keys else None  # a test's `measure` times as it does
     path = Path(folder) / f"measured-{profile_digest(profile)}.json" if folder is not None else None
     found, finished = _load(path)
     rounds = max((m.round for m in found.values()), default=0)
@@ -166,7 +166,7 @@ def preflight(budget: Budget, law_file: LawFile, inputs: PlanInputs, profile: De
                 found[key] = MeasuredStep(
                     key, priced, priced if seconds is None else seconds, rounds, seconds is not None
                 )
-        elif not confirm(found.get(best[0][0]), found, inputs.space, profile, again):
+        elif not confirm(found.get(best[0][0]), found, inputs.space, profile, measure, longer):
             break
         _save(path, found, k, rounds)
     done = Preflight(tuple(found.values()), k, rounds, profile=profile)
@@ -174,36 +174,23 @@ def preflight(budget: Budget, law_file: LawFile, inputs: PlanInputs, profile: De
     return with_steps(inputs, done), done
 
 
-class _Confirmer:
-    """A `Measure` for the confirmation: `measure_keys` timing for `seconds` (`timed_for`); another `measure` (a
-    test's) as it is, `timed_for` None."""
-
-    def __init__(self, measure: Measure, seconds: float) -> None:
-        self.timed_for = seconds if measure is measure_keys else None
-        self.measure = measure
-
-    def __call__(self, keys: list[tuple[int, ...]], space: SearchSpace, profile: DeviceProfile) -> list[float | None]:
-        if self.timed_for is None:
-            return self.measure(keys, space, profile)
-        return measure_keys(keys, space, profile, seconds=self.timed_for)
-
-
 def confirm(step: MeasuredStep | None, found: dict[tuple[int, ...], MeasuredStep], space: SearchSpace,
-            profile: DeviceProfile, measure: Measure) -> bool:  # fmt: skip
+            profile: DeviceProfile, measure: Measure, seconds: float | None = None) -> bool:  # fmt: skip
     """Time the best candidate (`step`) again and price it at the second measurement; False where there is nothing
     to confirm (not measured, not timed here, or confirmed already). Of several measured candidates the one whose
     measurement came out fastest wins, so its measurement is biased fast (on the shared CPU one came out 38% below
     its other measurements, and that run went 60% over its price); a second one, taken after the choice, is not.
-    A `_Confirmer` times it for longer (`confirm_seconds`), which the step keeps (`timed_for`)."""
+    With `seconds` (`confirm_seconds`; `measure` is then `measure_keys`) it is timed that long, which the step keeps
+    (`timed_for`)."""
     if step is None or not step.timed or step.first is not None:
         return False
-    timed_for = getattr(measure, "timed_for", None)
-    longer = f" for {timed_for:.3g} s" if timed_for is not None else ""
+    longer = f" for {seconds:.3g} s" if seconds is not None else ""
     _say(f"timing the best candidate again{longer} ({step.label}: {step.measured * 1e3:.3g} ms the first time)")
-    (seconds,) = measure([step.key], space, profile)
-    if seconds is None:  # not timed this time: the first measurement stays, confirmed no further
-        timed_for, seconds = None, step.measured
-    found[step.key] = dataclasses.replace(step, measured=seconds, first=step.measured, timed_for=timed_for)
+    keys = [step.key]
+    (timed,) = measure(keys, space, profile) if seconds is None else measure_keys(keys, space, profile, seconds=seconds)
+    if timed is None:  # not timed this time: the first measurement stays, confirmed no further
+        seconds, timed = None, step.measured
+    found[step.key] = dataclasses.replace(step, measured=timed, first=step.measured, timed_for=seconds)
     return True
 
 

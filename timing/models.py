@@ -728,13 +728,16 @@ def _fit_on(
 ) -> tuple[np.ndarray, dict[str, Any], np.ndarray]:
     """`fit_model` on design matrices already made: the coefficients, the device and its design matrix (all rows)."""
 
+    t_rows = t[rows]
+
     def fit(X: np.ndarray) -> np.ndarray:
-        return fit_coefficients(X, t[rows]) if model.constant else np.append(fit_coefficients(X[:, :-1], t[rows]), 0.0)
+        return fit_coefficients(X, t_rows) if model.constant else np.append(fit_coefficients(X[:, :-1], t_rows), 0.0)
 
     fits = []
     for device, X in matrices:
-        coef = fit(X[rows])
-        fits.append((float(np.sum((X[rows] @ coef / t[rows] - 1) ** 2)), coef, device, X))
+        X_rows = X[rows]
+        coef = fit(X_rows)
+        fits.append((float(np.sum((X_rows @ coef / t_rows - 1) ** 2)), coef, device, X))
     least = min(fit[0] for fit in fits)
     alike = [candidate for candidate in fits if candidate[0] <= least * (1 + 1e-9) + 1e-300]
     _, coef, device, X = alike[len(alike) // 2]
