@@ -32,6 +32,7 @@ from smallest_loss.timing.models import DEFAULT_STATISTIC, STATISTICS, get_model
 from smallest_loss.timing.precision import ratio_line, step_ratio
 from smallest_loss.timing.probes import PROBES, probe_runs
 from smallest_loss.timing.profile import load_profile
+from smallest_loss.timing.retime import floor_from_noise, noise_shift_and_spread
 
 
 def comparison_table(results: list[dict[str, Any]]) -> str:
@@ -65,7 +66,20 @@ def _noise_line(out: Path) -> str:
     return (
         f"\nNoise floor: {noise['configurations']} configurations measured again after the grid differ by "
         f"{noise['median_abs']:.1%} median, {noise['mean_abs']:.1%} mean and {noise['max_abs']:.1%} max "
-        f"(absolute, {noise.get('statistic', 'median')}); model errors below this cannot be told apart.\n"
+        f"(absolute, {noise.get('statistic', 'median')}){_floor_words(noise)}; model errors below the floor cannot "
+        "be told apart.\n"
+    )
+
+
+def _floor_words(noise: dict[str, Any]) -> str:
+    """How the noise floor splits the differences of the configurations measured again (`floor_from_noise`)."""
+    shift, spread = noise_shift_and_spread(noise["diffs"]) if noise.get("diffs") else (None, None)
+    if spread is None:
+        return f": the floor is their median, {floor_from_noise(noise):.1%}"
+    return (
+        f": their median, {shift:+.1%} in step time, is the machine's drift since the grid (common to all of them; the "
+        f"grid's interleaved rounds give a drift to every configuration alike), and the floor is their spread around "
+        f"it, {spread:.1%}"
     )
 
 
@@ -214,7 +228,7 @@ def _measure_grid(args: argparse.Namespace, out: Path) -> None:
         noise = noise_floor(out, min_seconds=args.min_seconds, statistic=args.statistic, repeats=args.repeats)
         print(
             f"noise floor: re-measured {noise['configurations']} configurations differ by "
-            f"{noise['median_abs']:.1%} median, {noise['max_abs']:.1%} max"
+            f"{noise['median_abs']:.1%} median, {noise['max_abs']:.1%} max{_floor_words(noise)}"
         )
     probes = probe_runs(out, read_records(out / "records.jsonl"), args.probes)
     if probes:

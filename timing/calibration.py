@@ -55,7 +55,7 @@ from smallest_loss.timing.probes import PROBES as PROBE_RUNS
 from smallest_loss.timing.probes import fit_wall_clock, probe_runs
 from smallest_loss.timing.profile import DeviceProfile, calibrated_ranges, profile_bits, save_profile
 from smallest_loss.timing.records import external_row, read_timing_records, records_rates, write_rows
-from smallest_loss.timing.retime import noise_floor_of, pick_anchors
+from smallest_loss.timing.retime import floor_from_noise, noise_floor_of, noise_shift_and_spread, pick_anchors
 from tqdm.auto import tqdm
 
 # ----------------------------------------------------------------------------------------------------
@@ -217,15 +217,21 @@ def run_grid(
 
 
 def _noise_summary(diffs: list[float], statistic: str) -> dict[str, Any]:
-    """`noise.json`'s fields: the relative differences of the configurations measured again, summarised."""
-    return dict(
+    """`noise.json`'s fields: the relative differences of the configurations measured again, summarised; `shift`
+    and `spread` split them into the machine's drift, common to all, and the noise (`noise_shift_and_spread`), and
+    `floor` is the noise floor (`floor_from_noise`)."""
+    shift, spread = noise_shift_and_spread(diffs)
+    noise = dict(
         configurations=len(diffs),
         statistic=statistic,
         median_abs=float(np.median(np.abs(diffs))),
         mean_abs=float(np.mean(np.abs(diffs))),
         max_abs=float(np.max(np.abs(diffs))),
+        shift=shift,
+        spread=spread,
         diffs=diffs,
     )
+    return dict(noise, floor=floor_from_noise(noise))
 
 
 def noise_floor(

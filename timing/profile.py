@@ -104,7 +104,8 @@ class DeviceProfile:
     # record's config, "batch", "devices", "step_seconds" measured}; () for profiles of external records.
     anchors: tuple[dict[str, Any], ...] = ()
     retimed: dict[str, Any] | None = None  # a profile rescaled to the speed measured now (`Retiming`)
-    # The calibration's noise floor: the median relative difference of its configurations timed twice (noise.json).
+    # The calibration's noise floor: its configurations timed twice differ by this around their common shift (the
+    # machine's drift), timing/retime.py's `floor_from_noise` of noise.json.
     noise_floor: float | None = None
     # The range [low, high] of each shape hyperparameter over the calibration's timed records (`calibrated_ranges`):
     # a plan outside them is priced by extrapolation, and says so. {}: not recorded (profiles before version 6).

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from smallest_loss.timing.measure import read_records
 from smallest_loss.timing.models import compare_models
+from smallest_loss.timing.retime import noise_floor_of
 
 # Members kept inside the folder they are unpacked to, where this Python has tarfile's filters (3.11.4 on).
 SAFE = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
@@ -44,7 +45,7 @@ def refit(folder: Path, without: set[str], llc_bytes: float | None) -> dict[str,
     device = json.loads((folder / "device.json").read_text())
     if llc_bytes and not device.get("llc_bytes"):
         device["llc_bytes"] = llc_bytes
-    floor = json.loads((folder / "noise.json").read_text())["median_abs"]
+    floor = noise_floor_of(folder)
     records = read_records(folder / "records.jsonl")
     results = [r for r in compare_models(records, device) if r.get("analytic")]
     best = results[0]

@@ -34,6 +34,7 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.experiments.scripts.refit_calibrations import calibration_folders
 from smallest_loss.timing import models
 from smallest_loss.timing.calibration import default_rounds, read_records, round_share
+from smallest_loss.timing.retime import noise_floor_of
 
 MATMUL_REPEATS = 7
 KEY = ("v", "d", "n", "h", "w", "s")  # a configuration's fields in `config_key`, then its batch
@@ -54,8 +55,8 @@ def load(folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any], float]:
     if not (folder / "records.jsonl").exists() or not (folder / "device.json").exists():
         raise UserError(f"{folder}: not a calibration folder (records.jsonl and device.json)")
     records = [r for r in read_records(folder / "records.jsonl") if r.get("status") == "ok"]
-    noise = folder / "noise.json"
-    floor = json.loads(noise.read_text())["median_abs"] if noise.exists() else float("nan")
+    floor = noise_floor_of(folder)
+    floor = float("nan") if floor is None else floor
     return records, json.loads((folder / "device.json").read_text()), floor
 
 

@@ -15,6 +15,7 @@ from smallest_loss.model.runs import environment
 from smallest_loss.timing.calibration import measure_key
 from smallest_loss.timing.measure import base_record, record_config
 from smallest_loss.timing.profile import load_profile
+from smallest_loss.timing.retime import floor_from_noise, noise_shift_and_spread
 
 FAST = dict(progress=False, min_seconds=0.02, rounds=3, repeats=3)
 N = 2  # configurations the killed session, and then the resumed one, measure (limit=N)
@@ -126,6 +127,9 @@ def test_noise_floor_re_measures_one_configuration_at_a_time_on_accelerators(res
     assert noise["configurations"] == N and len(most) == N and max(most) == 1
     assert noise["statistic"] == "median" and all(d > -1 for d in noise["diffs"])
     assert noise["max_abs"] == max(abs(d) for d in noise["diffs"])
+    shift, spread = noise_shift_and_spread(noise["diffs"])
+    assert noise["shift"] == shift and noise["spread"] == spread and noise["floor"] == floor_from_noise(noise)
+    assert noise["floor"] == (noise["median_abs"] if spread is None else spread)
     monkeypatch.setattr(cal, "measure_many", lambda *a, **k: pytest.fail("measured again"))
     assert cal.noise_floor(tmp_path, k=N) == noise == json.loads((tmp_path / "noise.json").read_text())
 

@@ -18,7 +18,16 @@ from smallest_loss.model.runs import environment
 from smallest_loss.scaling.planner import calibrated_space, make_plan
 from smallest_loss.timing.measure import record_config
 from smallest_loss.timing.profile import Retiming, calibrated_ranges, load_profile, rescaled, save_profile
-from smallest_loss.timing.retime import check_retimable, pick_anchors, retime_once, retime_profile, with_anchors
+from smallest_loss.timing.retime import (
+    check_retimable,
+    floor_from_noise,
+    noise_floor_of,
+    noise_shift_and_spread,
+    pick_anchors,
+    retime_once,
+    retime_profile,
+    with_anchors,
+)
 from smallest_loss.timing.wallclock import WallClock
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,6 +153,27 @@ def test_a_profile_from_before_anchors_takes_them_from_the_records_beside_it(pro
     assert with_anchors(old, tmp_path / "elsewhere" / "profile.json") == old  # no records beside it
     assert main(["plan", "--budget", "20s", "--law", str(LAW), "--profile", str(path), "--retime", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["retimed"]["anchors"]) == 2
+
+
+def test_the_noise_floor_is_the_spread_around_the_machine_s_drift(tmp_path):
+    """Configurations timed again after the grid all 30% slower, each within +-2% of that, have a floor of about 2%,
+    not 30%: the common shift is the machine's drift; with too few to tell the two apart, the median |difference|."""
+    rng = np.random.default_rng(0)
+    noise = rng.uniform(-0.02, 0.02, 8)
+    diffs = list(1.3 * (1 + noise) - 1)
+    shift, spread = noise_shift_and_spread(diffs)
+    assert shift == pytest.approx(0.3, abs=0.02) and 0.002 < spread < 0.02
+    assert spread == pytest.approx(np.median(np.abs(np.log1p(noise) - np.median(np.log1p(noise)))))
+    # medians of an even count: halfway between the middle two (log ratios -0.0101, 0.0100; deviations 0.0100, 0.0198)
+    assert noise_shift_and_spread([0.01, -0.03, 0.02, -0.01]) == (
+        pytest.approx(0.0, abs=1e-3),
+        pytest.approx(0.015, abs=1e-3),
+    )
+    assert floor_from_noise(dict(median_abs=0.3, diffs=diffs)) == spread
+    assert floor_from_noise(dict(median_abs=0.3, diffs=[0.3, 0.31])) == 0.3  # two: shift and noise not told apart
+    assert floor_from_noise(dict(median_abs=0.07)) == 0.07  # a noise.json that kept only the summary
+    (tmp_path / "noise.json").write_text(json.dumps(dict(median_abs=0.3, diffs=diffs)))
+    assert noise_floor_of(tmp_path) == spread and noise_floor_of(tmp_path / "none") is None
 
 
 def test_a_plan_outside_the_calibrated_ranges_says_its_step_time_is_extrapolated(profile):
