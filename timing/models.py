@@ -231,6 +231,30 @@ def _llc_cliff_bytes(c: dict[str, np.ndarray], device: dict[str, Any]) -> np.nda
     return _bytes_beyond(c, device, device.get("llc_cliff") or 1.0)
 
 
+LINE_BYTES = 64  # a CPU cache line
+
+
+def _aliased_hidden_transpose(c: dict[str, np.ndarray], device: dict[str, Any]) -> np.ndarray:
+    """Feature: the hidden activation's gradient elements (n b s w) where XLA's CPU backend writes them transposed
+    into a cache (`cache_bytes`, the L2) whose sets cannot hold the b s rows it reads at a stride of w elements, else
+    0 (and 0 where the cache is not known). XLA fuses the MLP's activation gradient with a transpose to (w, b s) for
+    the weight gradient's matmul; reading b s rows w elements apart, a row stride of 2^k lines maps every row to one
+    set in 2^k, so the L2 holds only its lines / 2^k of them (1 MiB, 64-byte lines: 512 rows of w = 512, 256 of
+    w = 1024), and beyond b s rows every read misses. On the 2-core EPYC (b s = 1024, `experiments/scripts/
+    step_profile.py`) that fusion took 7-11 ns an element at w = 512 and 1024, against 1-4 ns at w = 64-384 and 768."""
+    cache = device.get("cache_bytes")
+    if not cache:
+        return np.zeros(c["d"].shape)
+
+    def elements(d, n, h, w, s, v, b, bytes_per, **arch):
+        stride = np.rint(w * bytes_per).astype(np.int64)
+        lines = stride // LINE_BYTES
+        power = np.where(stride % LINE_BYTES == 0, lines & -lines, 1)  # the largest power of 2 dividing the stride
+        return n * b * s * w * ((cache / LINE_BYTES) / power < b * s)
+
+    return _per_variant(c, elements)
+
+
 def working_set_ratio(cols: dict[str, np.ndarray]) -> float | None:
     """The median ratio of XLA's compiled peak memory to `train_memory_bytes` over the records that have it (None
     where none does: external tables): the share of a step's working set our count leaves out, measured on the
@@ -563,6 +587,19 @@ MODELS: tuple[TimeModel, ...] = (
         constant=False,
     ),
     TimeModel(
+        "exact-grouped-alias",
+        "exact: matmuls, attention, element-wise, optimizer, layers, cache cliff, transposes the L2's sets cannot hold",
+        (*_GROUPED, _llc_cliff_bytes, _aliased_hidden_transpose),
+        True,
+        "exact-grouped-cliff, with the MLP activation gradient's transposed copy priced again where its row stride is "
+        "a power of 2 of cache lines large enough that the L2's sets cannot hold a row of every token "
+        "(`_aliased_hidden_transpose`: on 2 EPYC cores, w = 512 and 1024 at 1024 tokens a step)",
+        needs="llc_bytes",
+        tuned="llc_cliff",
+        grid=CLIFF_GRID,
+        constant=False,
+    ),
+    TimeModel(
         "data-parallel",
         "exact: ... + layers + gradient sync (data parallel)",
         _DATA_PARALLEL,
@@ -634,6 +671,9 @@ LEGACY_NAMES: dict[str, str] = {
     ),
     "exact: matmuls, attention, element-wise, optimizer, layers, all traffic beyond a fitted cache cliff": (
         "exact-grouped-cliff"
+    ),
+    "exact: matmuls, attention, element-wise, optimizer, layers, cache cliff, transposes the L2's sets cannot hold": (
+        "exact-grouped-alias"
     ),
     "exact: ... + layers + gradient sync (data parallel)": "data-parallel",
     "exact: model parallel (... + tensor all-reduces, pipeline bubble)": "model-parallel",

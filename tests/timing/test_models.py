@@ -453,3 +453,22 @@ def test_the_cliff_model_has_no_constant():
     cliff, _ = fit_model(get_model("exact-grouped-cliff"), cols, device)
     thrash, _ = fit_model(get_model("exact-grouped-thrash"), cols, device)
     assert len(cliff) == len(get_model("exact-grouped-cliff").features) + 1 and cliff[-1] == 0.0 and thrash[-1] > 0
+
+
+def test_the_transposed_hidden_gradient_is_priced_again_where_the_l2_s_sets_cannot_hold_its_rows():
+    """`_aliased_hidden_transpose`: 1024 tokens a step read w elements apart (float32) through a 1 MiB L2 of 64-byte
+    lines: a stride of 2^k lines leaves 16384 / 2^k of them, so w = 512 (32 lines, 512 rows) and 1024 (256 rows) are
+    priced again, 64-384 and 768 (a stride of 48 lines: 1024 rows held) are not; fewer tokens fit again, and an
+    unknown cache prices nothing."""
+    from smallest_loss.timing.models import _aliased_hidden_transpose, shape_columns
+
+    widths = (64, 128, 256, 384, 512, 768, 1024)
+    records = [dict(config=dict(d=64, n=2, h=4, w=w, s=64, v=256), batch=16, step_seconds=1.0) for w in widths]
+    cols = shape_columns(records)
+    priced = _aliased_hidden_transpose(cols, dict(DEVICE, cache_bytes=2**20))
+    assert [int(x) for x in priced] == [0, 0, 0, 0, 2 * 1024 * 512, 0, 2 * 1024 * 1024]
+    small = shape_columns([dict(r, batch=4) for r in records])  # 256 tokens: the 256 rows w = 1024 leaves suffice
+    assert not _aliased_hidden_transpose(small, dict(DEVICE, cache_bytes=2**20)).any()
+    assert _aliased_hidden_transpose(small, dict(DEVICE, cache_bytes=2**19))[-1] > 0  # half the cache: they do not
+    assert not _aliased_hidden_transpose(cols, dict(DEVICE, cache_bytes=None)).any()
+    assert get_model("exact-grouped-alias").features[-1] is _aliased_hidden_transpose
