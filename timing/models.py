@@ -235,9 +235,9 @@ LINE_BYTES = 64  # a CPU cache line
 
 
 def _aliased_hidden_transpose(c: dict[str, np.ndarray], device: dict[str, Any]) -> np.ndarray:
-    """Feature: the hidden activation's gradient elements (n b s w) where XLA's CPU backend writes them transposed
-    into a cache (`cache_bytes`, the L2) whose sets cannot hold the b s rows it reads at a stride of w elements, else
-    0 (and 0 where the cache is not known). XLA fuses the MLP's activation gradient with a transpose to (w, b s) for
+    """Feature: the hidden activation's gradient elements (n b s w) where XLA's CPU backend copies them transposed
+    and the cache (`cache_bytes`, the L2) cannot hold the b s rows that copy reads w elements apart, else 0 (and 0
+    where the cache is not known). XLA fuses the MLP's activation gradient with a transpose to (w, b s) for
     the weight gradient's matmul; reading b s rows w elements apart, a row stride of 2^k lines maps every row to one
     set in 2^k, so the L2 holds only its lines / 2^k of them (1 MiB, 64-byte lines: 512 rows of w = 512, 256 of
     w = 1024), and beyond b s rows every read misses. On the 2-core EPYC (b s = 1024, `experiments/scripts/

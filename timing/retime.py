@@ -63,10 +63,10 @@ SPREAD_MIN_CONFIGURATIONS = 3  # re-timed configurations needed to tell their co
 
 def noise_shift_and_spread(diffs: Any) -> tuple[float, float | None]:
     """(shift, spread) of the relative differences of configurations timed again after the grid: the shift is their
-    median (the machine's speed when they were timed again against during the grid, common to all of them: drift,
-    which a calibration's interleaved rounds spread over every configuration alike, so no model error comes of it),
-    the spread the median |log ratio - log(1 + shift)| around it (how far one configuration's time moves against the
-    others': the noise a model's held-out error is compared with). The spread is None with fewer than
+    median (the machine's speed when they were timed again against its speed during the grid, common to all of them:
+    drift, which a calibration's interleaved rounds spread over every configuration alike, so no model error comes of
+    it), the spread the median |log ratio - log(1 + shift)| around it (how far one configuration's time moves against
+    the others': the noise a model's held-out error is compared with). The spread is None with fewer than
     `SPREAD_MIN_CONFIGURATIONS`, where the two cannot be told apart. On 59 calibrations of 2 shared EPYC cores the
     median |difference| was 1.1-47.7% and mostly shift (-14.7% to +47.7%); the spread 0.8-11.8%, 1-5% in most."""
     logs = np.log1p(np.asarray(diffs, float))
