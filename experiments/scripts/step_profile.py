@@ -17,6 +17,7 @@ import gzip
 import json
 import re
 import tempfile
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,6 @@ def report(seconds: dict[str, float], shapes: dict[str, str], step: float, top: 
 def profile(config: Any, steps: int, folder: Path) -> tuple[dict[str, float], dict[str, str], float]:
     """Profile `steps` compiled training steps of `config` into `folder`: (seconds a step of each op, the ops' output
     shapes, the step's wall-clock seconds)."""
-    import time
-
     import jax
     from smallest_loss.timing.measure import compile_step
 
@@ -95,7 +94,8 @@ def profile(config: Any, steps: int, folder: Path) -> tuple[dict[str, float], di
     traces = sorted(folder.glob("**/perfetto_trace.json.gz"))
     if not traces:
         raise SystemExit(f"the profiler wrote no perfetto trace under {folder}")
-    raw = json.loads(gzip.open(traces[-1]).read())
+    with gzip.open(traces[-1]) as trace:
+        raw = json.load(trace)
     events = raw["traceEvents"] if isinstance(raw, dict) else raw
     shapes = output_shapes(compiled.as_text())
     return op_seconds(events, shapes, steps), shapes, step
