@@ -238,7 +238,8 @@ def run(args: argparse.Namespace) -> int:
         out = _verify_out(args)
         serve = plan.serving.bits if plan.serving is not None else None
         checked = verify(plan.best, plan.space, recipe, out, plan.bits, serve, plan.retime_factor,  # as priced
-                         plan.profile_step_seconds, time_again(plan), run_clock(plan), law)  # fmt: skip
+                         plan.profile_step_seconds, time_again(plan), run_clock(plan), law,
+                         plan.measured_step_seconds)  # fmt: skip
         report["verify"] = checked.to_dict()
     if args.json:
         print(json.dumps(report, indent=2))

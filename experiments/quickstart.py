@@ -165,7 +165,7 @@ def verify_stage(out: str, budget: str, space: str, covers: str, design: str, re
     plan, law = _plan(folder, parse_budget(budget), get_space(space), covers, sweep_design, retime == "1", int(measure))
     checked = verify(plan.best, plan.space, sweep_design, folder / "verify", retime_factor=plan.retime_factor,
                      profile_step_seconds=plan.profile_step_seconds, remeasure=time_again(plan),
-                     end_within=run_clock(plan), law=law)  # fmt: skip
+                     end_within=run_clock(plan), law=law, measured_step_seconds=plan.measured_step_seconds)  # fmt: skip
     (folder / "verify" / VERIFIED).write_text(json.dumps(checked.to_dict(), indent=2) + "\n")
 
 

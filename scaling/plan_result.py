@@ -352,6 +352,9 @@ class Preflight:
     steps: tuple[MeasuredStep, ...]
     k: int
     rounds: int
+    # The profile's weight in the price of each step timed here: measured^(1 - weight) x priced^weight
+    # (`scaling.preflight.profile_weight`; 0: the measurement alone).
+    weight: float = 0.0
     # The device profile the measurements were priced with (its host cost is in each `measured`), so the best step can
     # be timed again the same way after a verified run (`scaling.preflight.time_again`); not part of the plan's data.
     profile: DeviceProfile | None = dataclasses.field(default=None, compare=False, repr=False)
@@ -365,26 +368,52 @@ class Preflight:
         return float(np.median(ratios)) if ratios else 1.0
 
     @property
+    def price_scale(self) -> float:
+        """What the candidates not measured are priced at, times their profile price: `scale` weighed against the
+        profile's own speed as the measured steps are (scale^(1 - weight))."""
+        return self.scale ** (1 - self.weight)
+
+    def price(self, step: MeasuredStep) -> float:
+        """The seconds a measured step is priced at: its measurement weighed against the profile's price."""
+        if not step.timed:
+            return step.measured
+        return step.measured ** (1 - self.weight) * step.priced**self.weight
+
+    @property
     def seconds(self) -> dict[tuple[int, ...], float]:
-        """Measured seconds by candidate key (what `PlanInputs.measured_steps` takes)."""
-        return {m.key: m.measured for m in self.steps}
+        """The measured candidates' prices by key (what `PlanInputs.measured_steps` takes)."""
+        return {m.key: self.price(m) for m in self.steps}
+
+    def _timed(self, row: PlanRow) -> MeasuredStep | None:
+        key = row_key(row)
+        return next((m for m in self.steps if m.key == key and m.timed), None)
 
     def priced(self, row: PlanRow) -> float | None:
         """The profile's price of a planned row's step where it was measured (None: priced by the profile)."""
-        key = row_key(row)
-        return next((m.priced for m in self.steps if m.key == key and m.timed), None)
+        return step.priced if (step := self._timed(row)) is not None else None
+
+    def measured(self, row: PlanRow) -> float | None:
+        """A planned row's step as measured here (None: not measured)."""
+        return step.measured if (step := self._timed(row)) is not None else None
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(k=self.k, rounds=self.rounds, scale=self.scale, steps=[m.to_dict() for m in self.steps])
+        return dict(k=self.k, rounds=self.rounds, scale=self.scale, weight=self.weight,
+                    steps=[m.to_dict() for m in self.steps])  # fmt: skip
 
     def line(self) -> str:
         """The measurements in one line, for plans and reports."""
         each = "; ".join(m.describe() for m in self.steps)
         rounds = f"{self.rounds} rounds" if self.rounds != 1 else "1 round"
-        return (
-            f"measured here before choosing (the {self.k} best by the profile, {rounds}; their measured steps price "
-            f"them, the candidates not measured priced x{self.scale:.3f}, the median ratio): {each}"
-        )
+        if self.weight:
+            how = (
+                f"their measured steps weighed {1 - self.weight:.2f} against the profile's prices {self.weight:.2f} "
+                f"price them, the candidates not measured priced x{self.price_scale:.3f} (the median ratio "
+                f"x{self.scale:.3f}, so weighed)"
+            )
+        else:
+            how = "their measured steps price them, "
+            how += f"the candidates not measured priced x{self.scale:.3f}, the median ratio"
+        return f"measured here before choosing (the {self.k} best by the profile, {rounds}; {how}): {each}"
 
 
 def row_key(row: PlanRow) -> tuple[int, ...]:
@@ -435,6 +464,14 @@ class Plan:
     def profile_step_seconds(self) -> float | None:
         """The profile's price of the best row's step where the plan priced it at a measurement (`preflight`)."""
         return self.preflight.priced(self.best) if self.preflight is not None else None
+
+    @property
+    def measured_step_seconds(self) -> float | None:
+        """The best row's step as measured before choosing, where the plan priced it at a measurement weighed
+        against the profile's price (`Preflight.weight` above 0; None otherwise: the row's price is the measurement)."""
+        if self.preflight is None or not self.preflight.weight:
+            return None
+        return self.preflight.measured(self.best)
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as JSON-ready data (what `plan --json` prints and `plan.json` holds)."""

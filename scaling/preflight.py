@@ -13,8 +13,12 @@ the space again; where a configuration not yet measured now comes within the `k`
 measured and the best is confirmed. The candidates not measured are priced at
 the profile's price times the median ratio of measured to priced (the machine may run slower or faster now than at
 calibration: without it, every measurement that came out slower would hand the first place to a candidate not
-measured). The plan then says each measured step against its price (`Preflight.line`), and `--verify` reports the
-run's step against the measured price and against the profile's.
+measured). A measurement is seconds of the machine's speed now, and the run's step its mean over the minutes after;
+where the profile was calibrated within the hour on a machine whose speed drifts, its price (an average over the
+calibration's rounds) is a second estimate of that mean, and each measured step is priced at the two weighed by
+their errors (`profile_weight`; the median ratio above the same way). The plan then says each measured step against
+its price (`Preflight.line`), and `--verify` reports the run's step against the price, the measurement and the
+profile's.
 
 Measuring needs the profile's device kind (`timing.retime.other_device`). With a folder the measurements are kept
 (`measured-<profile digest>.json`, marked `finished` at the end), so a rerun (a verified run resumed after an
@@ -24,7 +28,9 @@ interrupt) measures nothing more and plans the same run; one interrupted while m
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -65,6 +71,50 @@ def confirm_seconds(budget: Budget) -> float:
     if budget.kind != "seconds":
         return CONFIRM_SECONDS
     return min(CONFIRM_SECONDS, max(SECONDS, budget.value * CONFIRM_SHARE))
+
+
+# The profile's price is weighed in (`profile_weight`) only where it was calibrated this long ago at most, and where
+# the candidates measured now sit within LEVEL_LIMIT standard deviations of its prices.
+WEIGHT_HOURS = 1.0
+LEVEL_LIMIT = 3.0
+
+
+def profile_weight(profile: DeviceProfile, scale: float, now: datetime.datetime | None = None) -> float:
+    """The profile's weight w in the price of a step measured before the run: measured^(1 - w) x priced^w.
+
+    Both estimate the run's mean step. The measurement is a few seconds of the machine's speed now, so it errs by the
+    machine's drift over the minute the run takes (D: the calibration's `drift`, the spread of its rounds' speeds);
+    the profile's price is the calibration's median over its rounds, minutes long, and errs by its model's held-out
+    error h as well as by that drift. Weighed by the inverse of their variances, w = D^2 / (2 D^2 + h^2): about 0 on
+    a steady machine (an accelerator, a quiet host), up to 1/2 where the drift dwarfs the model's error. On the
+    2-core CPU of results/cpu/quickstart, 96 fresh-clone quickstarts (their verify lines, stops 38-50) put the run's
+    step within 10% of the measurement in 69 and of the two weighed 0.75 and 0.25 in 76 (27 and 33 of the 36 since
+    stop 45); the measured and the profile's errors correlated 0.33 (-0.13 since stop 45), and the best fixed weight
+    was 0.29 (0.42). On the 25 of those whose calibrations are kept (results/cpu/calibrations) their drifts (0.6-20%)
+    and held-out errors (4-11%) give weights of 0.01-0.48, and the run's step a mean error of 6.6% against the
+    measurement's 7.5% (within 10% in 20 of the 25 either way).
+
+    0 (the measurement alone) where the profile does not say its drift or held-out error, was re-timed (its speed is
+    then a few seconds' too), was calibrated more than `WEIGHT_HOURS` before `now` (or says only its day), or where
+    the candidates measured now ran further from its prices (`scale`, their median ratio) than `LEVEL_LIMIT` times
+    the spread its drift and model explain, sqrt(2 D^2 + h^2): a profile of another hour of a shared machine (this
+    CPU ran 1.4 to 3.2 times slower than a morning's profile priced) prices at a speed the machine no longer runs at."""
+    drift, held_out = profile.drift, profile.held_out.get("mape")
+    if not drift or not held_out or profile.retimed is not None or scale <= 0:
+        return 0.0
+    try:
+        created = datetime.datetime.fromisoformat(profile.created)
+    except ValueError:
+        return 0.0
+    if created.tzinfo is None:  # a day only (profiles before `drift`), or no zone: not a time to measure age from
+        return 0.0
+    now = now if now is not None else datetime.datetime.now(datetime.UTC)
+    if not datetime.timedelta(0) <= now - created <= datetime.timedelta(hours=WEIGHT_HOURS):
+        return 0.0
+    spread = math.sqrt(2 * drift**2 + held_out**2)
+    if abs(math.log(scale)) > LEVEL_LIMIT * spread:
+        return 0.0
+    return drift**2 / spread**2
 
 
 def measure_count(k: int) -> int:
@@ -108,24 +158,33 @@ def best_keys(scores: Scores, k: int) -> list[tuple[tuple[int, ...], float]]:
     return [(tuple(int(v) for v in key), float(scores.step_seconds[i])) for key, i in zip(keys, rows, strict=True)]
 
 
-def _load(path: Path | None) -> tuple[dict[tuple[int, ...], MeasuredStep], bool]:
-    """The steps kept in `path` and whether the measuring that wrote them finished (then a rerun measures nothing:
-    it plans with them, the same run)."""
+def _load(path: Path | None) -> tuple[dict[tuple[int, ...], MeasuredStep], bool, float | None]:
+    """The steps kept in `path`, whether the measuring that wrote them finished (then a rerun measures nothing: it
+    plans with them, the same run) and the profile's weight it priced them with (None: not kept)."""
     if path is None or not path.is_file():
-        return {}, False
+        return {}, False, None
     try:
         data = json.loads(path.read_text())
         steps = [MeasuredStep.from_dict(m) for m in data["steps"]]
+        weight = None if data.get("weight") is None else float(data["weight"])
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{path}: unreadable measured steps ({e}); delete it to measure again") from e
-    return {m.key: m for m in steps}, bool(data.get("finished"))
+    return {m.key: m for m in steps}, bool(data.get("finished")), weight
 
 
-def _save(path: Path | None, found: dict[tuple[int, ...], MeasuredStep], k: int, rounds: int,
-          finished: bool = False) -> None:  # fmt: skip
+def _measured(found: dict[tuple[int, ...], MeasuredStep], k: int, rounds: int, profile: DeviceProfile,
+              weight: float | None = None) -> Preflight:  # fmt: skip
+    """What was measured so far, weighed against the profile by `weight` (None: `profile_weight` now)."""
+    steps = tuple(found.values())
+    if weight is None:
+        weight = profile_weight(profile, Preflight(steps, k, rounds).scale)
+    return Preflight(steps, k, rounds, weight, profile=profile)
+
+
+def _save(path: Path | None, measured: Preflight, finished: bool = False) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = dict(Preflight(tuple(found.values()), k, rounds).to_dict(), finished=finished)
+        data = dict(measured.to_dict(), finished=finished)
         text = json.dumps(data, indent=2) + "\n"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text)
@@ -152,10 +211,10 @@ def preflight(budget: Budget, law_file: LawFile, inputs: PlanInputs, profile: De
         measure = measure_keys
     longer = confirm_seconds(budget) if measure is measure_keys else None  # a test's `measure` times as it does
     path = Path(folder) / f"measured-{profile_digest(profile)}.json" if folder is not None else None
-    found, finished = _load(path)
+    found, finished, kept_weight = _load(path)
     rounds = max((m.round for m in found.values()), default=0)
     for _ in range(0 if finished else 2 * MAX_ROUNDS):
-        now = with_steps(inputs, Preflight(tuple(found.values()), k, rounds))
+        now = with_steps(inputs, _measured(found, k, rounds, profile))
         best = best_keys(score(budget, law_file, now), k)
         todo = [(key, seconds / now.measured_scale) for key, seconds in best if key not in found]  # the profile's price
         if todo and rounds < MAX_ROUNDS:
@@ -168,9 +227,9 @@ def preflight(budget: Budget, law_file: LawFile, inputs: PlanInputs, profile: De
                 )
         elif not confirm(found.get(best[0][0]), found, inputs.space, profile, measure, longer):
             break
-        _save(path, found, k, rounds)
-    done = Preflight(tuple(found.values()), k, rounds, profile=profile)
-    _save(path, found, k, rounds, finished=True)
+        _save(path, _measured(found, k, rounds, profile))
+    done = _measured(found, k, rounds, profile, kept_weight if finished else None)  # a rerun: as it was priced
+    _save(path, done, finished=True)
     return with_steps(inputs, done), done
 
 
@@ -216,10 +275,10 @@ def _say(line: str) -> None:
 
 
 def with_steps(inputs: PlanInputs, measured: Preflight) -> PlanInputs:
-    """`inputs` pricing the measured candidates at their measurements and the others at `Preflight.scale` times
-    the profile's price. A run's other wall-clock terms keep the profile's price: scaled with the steps (as
-    `--retime` scales them on a CPU) they followed a profile hours old on this CPU (a 20-second plan +20% over its
-    budget, -5% scaled), but one measurement in a slow spell scaled them out of every budget (a test's 20 s plan on a
-    loaded machine: start-up and compile priced at 25.9 s), and in a fresh clone they came out further from the run.
-    For a profile of another hour, `--retime`."""
-    return dataclasses.replace(inputs, measured_steps=measured.seconds or None, measured_scale=measured.scale)
+    """`inputs` pricing the measured candidates at their prices (`Preflight.price`) and the others at
+    `Preflight.price_scale` times the profile's price. A run's other wall-clock terms keep the profile's price:
+    scaled with the steps (as `--retime` scales them on a CPU) they followed a profile hours old on this CPU (a
+    20-second plan +20% over its budget, -5% scaled), but one measurement in a slow spell scaled them out of every
+    budget (a test's 20 s plan on a loaded machine: start-up and compile priced at 25.9 s), and in a fresh clone they
+    came out further from the run. For a profile of another hour, `--retime`."""
+    return dataclasses.replace(inputs, measured_steps=measured.seconds or None, measured_scale=measured.price_scale)

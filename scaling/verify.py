@@ -56,6 +56,9 @@ class Verification:
     # The profile's price of the step where the plan priced it at a measurement made just before it (`plan --measure`,
     # scaling/preflight.py): `predicted_step_seconds` is then that measurement.
     profile_step_seconds: float | None = None
+    # The step as measured before the run where the plan priced it at that measurement weighed against the profile's
+    # price (`Preflight.weight`; None: `predicted_step_seconds` is the measurement itself, or no measurement).
+    measured_step_seconds: float | None = None
     # Seconds a step in each quarter of the run (`model.runs.step_seconds_by_part`): how the machine's speed moved
     # while it trained (None: too few host syncs).
     part_step_seconds: list[float] | None = None
@@ -98,11 +101,21 @@ class Verification:
         return (1 + self.time_error) * self.retime_factor - 1
 
     @property
-    def after_error(self) -> float | None:
-        """The step timed again after the run over its price before it, minus one (None where not timed again)."""
-        if not self.after_step_seconds or not self.predicted_step_seconds:
+    def measured_time_error(self) -> float | None:
+        """Actual over the step measured before the run, minus one, where the price weighed it against the
+        profile's (None otherwise: `time_error` is that error)."""
+        if self.time_error is None or not self.measured_step_seconds:
             return None
-        return self.after_step_seconds / self.predicted_step_seconds - 1
+        return self.actual_step_seconds / self.measured_step_seconds - 1
+
+    @property
+    def after_error(self) -> float | None:
+        """The step timed again after the run over its measurement before it, minus one (None where not timed
+        again)."""
+        before = self.measured_step_seconds or self.predicted_step_seconds
+        if not self.after_step_seconds or not before:
+            return None
+        return self.after_step_seconds / before - 1
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Verification:
@@ -116,6 +129,8 @@ class Verification:
             out["time_error"] = self.time_error
         if self.calibrated_time_error is not None:
             out["calibrated_time_error"] = self.calibrated_time_error
+        if self.measured_time_error is not None:
+            out["measured_time_error"] = self.measured_time_error
         if self.after_error is not None:
             out["after_error"] = self.after_error
         return out
@@ -190,6 +205,7 @@ def verify(
     remeasure: Callable[[], float | None] | None = None,
     end_within: float | None = None,
     law: LawFile | None = None,
+    measured_step_seconds: float | None = None,
 ) -> Verification:
     """Train the recommended configuration with the law's recipe and compare its loss and step time with the
     prediction. Beside the run's own final evaluation (its batch size and seed choose its validation tokens) the
@@ -197,7 +213,8 @@ def verify(
     same tokens. With `serve_bits` the plan predicted the served loss: the trained weights are quantised to that
     width after training and the rise this measures is added to the run's loss. `retime_factor`: the plan's profile
     was re-timed by it (`Plan.retiming`), so the report gives the error of the profile as calibrated too;
-    `profile_step_seconds`: the profile's price of the step the plan priced at a measurement (`Plan.preflight`);
+    `profile_step_seconds`: the profile's price of the step the plan priced at a measurement (`Plan.preflight`),
+    `measured_step_seconds` that measurement where the price weighed the two (`Plan.measured_step_seconds`);
     `remeasure`: that measurement made again (`scaling.preflight.time_again`), called once the run has trained and
     kept in the run's folder (`AFTER_FILE`), so a rerun reports the same. `end_within`: the run's whole wall-clock
     budget in seconds (`run_clock`): it ends on the clock, the end of its schedule moved to the steps the time left
@@ -228,6 +245,7 @@ def verify(
         actual_wall_clock=summary.get("wall_clock"),
         retime_factor=retime_factor,
         profile_step_seconds=profile_step_seconds,
+        measured_step_seconds=measured_step_seconds,
         part_step_seconds=step_seconds_by_part(metrics, config.train.checkpoint_every),
         after_step_seconds=after,
         steps_usage=summary.get("steps_usage"),
@@ -319,12 +337,13 @@ def after_reading(v: Verification) -> str | None:
     drift = v.after_error
     if v.time_error is None or drift is None or abs(v.time_error) <= MISS:
         return None
+    error = v.measured_time_error if v.measured_time_error is not None else v.time_error  # the run on the measurement
     run_vs_after = v.actual_step_seconds / v.after_step_seconds - 1
-    if abs(run_vs_after) <= MISS < abs(drift) and drift * v.time_error > 0:
+    if abs(run_vs_after) <= MISS < abs(drift) and drift * error > 0:
         change = "slowed" if drift > 0 else "sped up"
         return f"the machine {change} after the price was measured: the step alone, timed again, ran as the run did"
     if abs(drift) <= MISS:
-        pace = "slower" if v.time_error > 0 else "faster"
+        pace = "slower" if error > 0 else "faster"
         return f"the step alone timed as priced before and after the run: the run's own steps ran {pace}"
     return None
 
@@ -347,7 +366,12 @@ def verify_line(v: Verification) -> str:
         line += f"; step {v.actual_step_seconds * 1e3:.2f} ms"
     if v.time_error is not None:
         line += f" vs predicted {v.predicted_step_seconds * 1e3:.2f} ms ({v.time_error:+.1%})"
-    if v.calibrated_time_error is not None and v.profile_step_seconds:
+    if v.measured_time_error is not None and v.calibrated_time_error is not None:
+        line += (
+            f" (measured before the run {v.measured_step_seconds * 1e3:.2f} ms, {v.measured_time_error:+.1%}, "
+            f"weighed with the profile's {v.profile_step_seconds * 1e3:.2f} ms, {v.calibrated_time_error:+.1%})"
+        )
+    elif v.calibrated_time_error is not None and v.profile_step_seconds:
         line += (
             f" (measured before the run; the profile priced {v.profile_step_seconds * 1e3:.2f} ms, "
             f"{v.calibrated_time_error:+.1%})"
@@ -361,7 +385,8 @@ def verify_line(v: Verification) -> str:
         if v.time_error is not None and abs(v.time_error) > MISS and low <= v.predicted_step_seconds <= high:
             line += " (the machine's speed moved across the prediction during the run)"
     if v.after_error is not None:
-        line += f"; timed again after the run {v.after_step_seconds * 1e3:.2f} ms ({v.after_error:+.1%} on the price)"
+        against = "on the measurement" if v.measured_step_seconds else "on the price"
+        line += f"; timed again after the run {v.after_step_seconds * 1e3:.2f} ms ({v.after_error:+.1%} {against})"
         if reading := after_reading(v):
             line += f" ({reading})"
     if v.time_error is not None and abs(v.time_error) > MISS and (spent := usage_reading(v.steps_usage, v.steps)):

@@ -55,7 +55,13 @@ from smallest_loss.timing.probes import PROBES as PROBE_RUNS
 from smallest_loss.timing.probes import fit_wall_clock, probe_runs
 from smallest_loss.timing.profile import DeviceProfile, calibrated_ranges, profile_bits, save_profile
 from smallest_loss.timing.records import external_row, read_timing_records, records_rates, write_rows
-from smallest_loss.timing.retime import floor_from_noise, noise_floor_of, noise_shift_and_spread, pick_anchors
+from smallest_loss.timing.retime import (
+    floor_from_noise,
+    machine_drift,
+    noise_floor_of,
+    noise_shift_and_spread,
+    pick_anchors,
+)
 from tqdm.auto import tqdm
 
 # ----------------------------------------------------------------------------------------------------
@@ -335,11 +341,12 @@ def best_profile(
         dtype=ok[0].get("dtype", "float32"),
         bits=profile_bits(record_precision(ok[0])),
         records=len(ok),
-        created=datetime.date.today().isoformat(),
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         statistic=statistic,
         alternatives={r["id"]: r["coefficients"] for r in results if r.get("analytic") and "coefficients" in r},
         anchors=pick_anchors(records, statistic),
         ranges=calibrated_ranges(records),
+        drift=machine_drift(ok),
     )
 
 

@@ -22,7 +22,10 @@ machine's speed is re-timed on them before a plan, timing/retime.py), `retimed` 
 to the speed the machine runs at now: the factor and each anchor's seconds then and now), `noise_floor` and
 `ranges` (each shape hyperparameter's calibrated range: plans outside it say their step time is extrapolated).
 `llc_cliff` (optional, any version; null when absent) is the working set, as a multiple of the last-level cache, at
-which `exact-grouped-cliff` found the calibration's steps fall out of cache.
+which `exact-grouped-cliff` found the calibration's steps fall out of cache. `drift` (optional, any version; null
+when absent) is how far the machine's speed moved between the calibration's timing rounds, and `created` its UTC
+time (a date only before `drift` was kept): a plan that measures its best candidates weighs their measurements
+against the profile's prices by them (scaling/preflight.py, `profile_weight`).
 """
 
 from __future__ import annotations
@@ -110,6 +113,9 @@ class DeviceProfile:
     # The range [low, high] of each shape hyperparameter over the calibration's timed records (`calibrated_ranges`):
     # a plan outside them is priced by extrapolation, and says so. {}: not recorded (profiles before version 6).
     ranges: dict[str, list[float]] = field(default_factory=dict)
+    # How far the machine's speed moved between the calibration's timing rounds (`timing.retime.machine_drift`, a log
+    # standard deviation); None: not measured (external records, profiles before it was kept).
+    drift: float | None = None
 
     def __post_init__(self) -> None:
         model = get_model(self.model)

@@ -5,7 +5,9 @@ their measured steps (again while a new one comes first), kept for reruns, refus
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,7 @@ from smallest_loss.scaling.preflight import (
     confirm_seconds,
     key_model,
     preflight,
+    profile_weight,
     time_again,
 )
 from smallest_loss.scaling.verify import AFTER_FILE, Verification, after_reading, timed_after, verify_line
@@ -288,3 +291,74 @@ def test_plan_measure_end_to_end_times_real_steps(tmp_path, capsys, monkeypatch)
     assert main([*base, "--measure", "-1"]) == 2 and "give a count" in capsys.readouterr().err
     assert main([*base[:-1], "--measure", "1", "--budget", "1e12"]) == 2
     assert "FLOPs budget" in capsys.readouterr().err
+
+
+def _drifting(profile, drift=0.08, mape=0.05, age_minutes=5.0):
+    """The committed profile as a calibration of `age_minutes` ago on a machine whose speed drifted by `drift`."""
+    created = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=age_minutes)
+    return dataclasses.replace(profile, drift=drift, held_out=dict(profile.held_out, mape=mape),
+                               created=created.isoformat(timespec="seconds"))  # fmt: skip
+
+
+def test_the_profile_s_price_is_weighed_in_by_the_machine_s_drift_and_the_model_s_error(setup):
+    """w = D^2 / (2 D^2 + h^2) for a profile of this hour: more where the machine drifts more, less where the model
+    errs more, never past 1/2; none for a profile that does not say its drift or its time, is older than an hour,
+    was re-timed, or whose prices the candidates measured now are far off (another hour of the machine)."""
+    _, profile, _ = setup
+    assert profile.drift is None and profile_weight(profile, 1.0) == 0.0  # the committed profile: the measurement
+    assert profile_weight(_drifting(profile), 1.0) == pytest.approx(0.08**2 / (2 * 0.08**2 + 0.05**2))
+    weights = [profile_weight(_drifting(profile, drift=d), 1.0) for d in (0.005, 0.02, 0.08, 0.3, 3.0)]
+    assert weights == sorted(weights) and weights[0] < 0.01 and 0.49 < weights[-1] < 0.5
+    assert profile_weight(_drifting(profile, mape=0.2), 1.0) < profile_weight(_drifting(profile, mape=0.02), 1.0)
+    assert profile_weight(_drifting(profile, age_minutes=61), 1.0) == 0.0
+    assert profile_weight(_drifting(profile, age_minutes=-5), 1.0) == 0.0  # a clock that disagrees: not weighed
+    assert profile_weight(dataclasses.replace(_drifting(profile), created="2026-12-07"), 1.0) == 0.0  # a day only
+    assert profile_weight(dataclasses.replace(_drifting(profile), retimed=dict(factor=1.2)), 1.0) == 0.0
+    spread = (2 * 0.08**2 + 0.05**2) ** 0.5  # how far the level may sit, by drift and model error
+    assert profile_weight(_drifting(profile), math.exp(2.9 * spread)) > 0
+    assert profile_weight(_drifting(profile), math.exp(3.1 * spread)) == 0.0
+    assert profile_weight(_drifting(profile), math.exp(-3.1 * spread)) == 0.0
+
+
+def test_measured_steps_are_priced_at_the_measurement_weighed_with_the_profile(setup, tmp_path, monkeypatch):
+    """Each measured step's price is measured^(1-w) x priced^w and the candidates not measured are priced at the
+    median ratio so weighed; the plan, the report and a rerun say and keep it."""
+    law, _, inputs = setup
+    profile = _drifting(setup[1])
+    measured_inputs, done = preflight(BUDGET, law, inputs, profile, k=2, folder=tmp_path,
+                                      measure=Slower(inputs, 1.3, 10))  # fmt: skip
+    w = done.weight
+    assert 0 < w < 0.5 and w == pytest.approx(profile_weight(profile, done.scale))
+    for m in done.steps:
+        assert done.seconds[m.key] == pytest.approx(m.measured ** (1 - w) * m.priced**w)
+        assert min(m.priced, m.measured) * (1 - 1e-9) <= done.seconds[m.key] <= max(m.priced, m.measured) * (1 + 1e-9)
+    assert any(m.priced * 1.1 < done.seconds[m.key] < m.measured for m in done.steps)  # a slow one: between the two
+    assert measured_inputs.measured_scale == pytest.approx(done.scale ** (1 - w)) and done.scale > 1
+    assert f"weighed {1 - w:.2f} against the profile's prices {w:.2f}" in done.line()
+    kept = json.loads(next(tmp_path.glob("measured-*.json")).read_text())
+    assert kept["weight"] == pytest.approx(w) and kept["finished"]
+    # A rerun (a verified run resumed, maybe an hour later) prices as the first run did, whatever the weight now.
+    monkeypatch.setattr(preflight_module, "profile_weight", lambda *_: 0.0)
+    again, kept_done = preflight(BUDGET, law, inputs, profile, k=2, folder=tmp_path, measure=lambda *_: pytest.fail())
+    assert kept_done.weight == pytest.approx(w) and again.measured_steps == measured_inputs.measured_steps
+    monkeypatch.setattr(preflight_module, "measure_keys", lambda *_: pytest.fail("measured for real"))
+    monkeypatch.setattr(preflight_module, "profile_weight", lambda *_: w)
+    plan = make_plan(BUDGET, law, profile, space="cpu", measure=2, measured_folder=tmp_path)
+    assert plan.preflight.weight == pytest.approx(w)
+    assert plan.measured_step_seconds == plan.preflight.measured(plan.best)
+    assert plan.best.step_seconds == pytest.approx(plan.measured_step_seconds ** (1 - w) * plan.profile_step_seconds**w)
+
+
+def test_the_verify_line_gives_the_measurement_and_the_profile_s_price_beside_their_weighing():
+    v = Verification("run", 1.5, 1.52, 0.0110, 0.0104, 100, 2.0, None, 0, profile_step_seconds=0.0100,
+                     measured_step_seconds=0.0115, after_step_seconds=0.0105)  # fmt: skip
+    line = verify_line(v)
+    assert v.measured_time_error == pytest.approx(0.0104 / 0.0115 - 1)
+    assert v.after_error == pytest.approx(0.0105 / 0.0115 - 1)  # the step alone against the step alone
+    assert ("vs predicted 11.00 ms (-5.5%) (measured before the run 11.50 ms, -9.6%, weighed with the profile's "
+            "10.00 ms, +4.0%)") in line  # fmt: skip
+    assert "timed again after the run 10.50 ms (-8.7% on the measurement)" in line
+    assert Verification.from_dict(v.to_dict()) == v
+    assert v.to_dict()["measured_time_error"] == pytest.approx(-0.0957, abs=1e-4)
+    missed = dataclasses.replace(v, actual_step_seconds=0.0090, after_step_seconds=0.0091)
+    assert "the machine sped up after the price was measured" in verify_line(missed)

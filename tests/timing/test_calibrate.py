@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from types import SimpleNamespace
 
@@ -148,6 +149,7 @@ def test_fit_only_writes_table_plots_and_profile(tmp_path, capsys):
     profile = load_profile(tmp_path / "profile.json")
     assert profile.model == "paper" and profile.held_out["mape"] < 0.05  # the true model wins
     assert profile.statistic == "median" and profile.cache_bytes == 2**20
+    assert datetime.datetime.fromisoformat(profile.created).tzinfo is not None  # its time (a plan weighs it by age)
     table = (tmp_path / "comparison.md").read_text()
     assert "held out" in table and "no (needs a compiled step" in table
     assert len(list(tmp_path.glob("pred_vs_measured_*.png"))) == table.count("| yes |") + table.count("| no (")

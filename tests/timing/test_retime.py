@@ -21,6 +21,7 @@ from smallest_loss.timing.profile import Retiming, calibrated_ranges, load_profi
 from smallest_loss.timing.retime import (
     check_retimable,
     floor_from_noise,
+    machine_drift,
     noise_floor_of,
     noise_shift_and_spread,
     pick_anchors,
@@ -208,3 +209,23 @@ def test_plans_keep_to_the_head_sizes_the_profile_timed(profile):
     assert calibrated_space(get_space("cpu"), profile) == (get_space("cpu"), None)
     outside = dataclasses.replace(profile, ranges=dict(head_size=[4.0, 4.0]))  # nothing left: the whole space
     assert calibrated_space(get_space("cpu"), outside)[0] == get_space("cpu")
+
+
+def test_the_machine_s_drift_is_the_spread_of_its_rounds_speeds():
+    """Every configuration's rounds slowed alike in a spell read as the machine's drift, whatever each configuration
+    costs or how its model errs; a configuration's own scatter moves the median over configurations little; too few
+    rounds or configurations (external records keep none) read None."""
+    rng = np.random.default_rng(0)
+    speed = np.array([1.0, 1.0, 1.5, 1.0, 1.0, 0.9, 1.0, 1.0])  # a 50% slow spell in round 3, a fast one in round 6
+    records = [dict(status="ok", step_seconds=base, round_medians=list(base * speed * rng.lognormal(0, 0.005, 8)))
+               for base in (0.002, 0.01, 0.05, 0.3, 1.0)]  # fmt: skip
+    want = np.std(np.log(speed) - np.median(np.log(speed)), ddof=1)
+    assert machine_drift(records) == pytest.approx(want, rel=0.1)
+    steady = [dict(r, round_medians=[r["step_seconds"]] * 8) for r in records]
+    assert machine_drift(steady) == pytest.approx(0.0, abs=1e-12)
+    one_off = [dict(r, round_medians=list(r["step_seconds"] * speed)) for r in records[:1]] + steady[1:]
+    assert machine_drift(one_off) == pytest.approx(0.0, abs=1e-12)  # one configuration's spell is not the machine's
+    assert machine_drift(records[:2]) is None
+    assert machine_drift([dict(r, round_medians=[1.0, 1.0]) for r in records]) is None
+    assert machine_drift([dict(status="ok", step_seconds=1.0, source="records")] * 5) is None
+    assert machine_drift([dict(r, status="error") for r in records]) is None
