@@ -384,10 +384,12 @@ def fit_folder(out: Path, price_per_hour: float | None = None, statistic: str = 
     rates = device_rates(out, Precision.parse(precisions[0]).dtype if precisions else "float32")
     calibration = with_wall_clock(fit_records(records, rates, price_per_hour, statistic), read_records(out / PROBES))
     floor = noise_floor_of(out)  # the machine's noise floor: re-timing tells drift from noise by it
-    if floor is not None:
-        calibration = dataclasses.replace(
-            calibration, profile=dataclasses.replace(calibration.profile, noise_floor=floor)
-        )
+    # Calibrated when the grid's last record was written (a refit of the same records keeps it: the profile prices the
+    # machine's speed of that hour, `scaling.preflight.profile_weight`).
+    measured = datetime.datetime.fromtimestamp((out / "records.jsonl").stat().st_mtime, datetime.UTC)
+    changes: dict[str, Any] = dict(created=measured.isoformat(timespec="seconds"))
+    changes |= dict(noise_floor=floor) if floor is not None else {}
+    calibration = dataclasses.replace(calibration, profile=dataclasses.replace(calibration.profile, **changes))
     save_profile(out / "profile.json", calibration.profile)
     return calibration
 
