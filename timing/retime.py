@@ -97,13 +97,14 @@ def machine_drift(records: list[dict[str, Any]]) -> float | None:
     """How far the machine's speed moved between a calibration's timing rounds: the standard deviation, over the
     rounds, of the median over configurations of each configuration's round median against its own median (log
     ratios). The rounds interleave every configuration, so a round's median is the machine's speed in that stretch
-    of the calibration, whatever the configurations' model error. None with fewer than `DRIFT_MIN_ROUNDS` timed
-    configurations or rounds (external records keep no rounds). On the 2-core EPYC VM of results/cpu/quickstart:
-    0.6% in a quiet hour, 3-10% in most, 20% where two rounds met 50% slow spells; `scaling.preflight` weighs a
-    run's measured price against the profile's by it."""
+    of the calibration, whatever the configurations' model error (on accelerators, where the grid times one
+    configuration at a time, a round is not one stretch for all of them and the spread reads low: the measurement
+    then weighs more). None with fewer than `DRIFT_MIN_ROUNDS` timed configurations or rounds (external records keep
+    no rounds). On the 2-core EPYC VM of results/cpu/quickstart: 0.6% in a quiet hour, 2-10% in most, 20% where two
+    rounds met 50% slow spells; `scaling.preflight` weighs a run's measured price against the profile's by it."""
     rounds = [np.asarray(r["round_medians"], float) for r in records
               if r.get("status") == "ok" and len(r.get("round_medians") or ()) >= DRIFT_MIN_ROUNDS]  # fmt: skip
-    if len(rounds) < DRIFT_MIN_ROUNDS or min(map(len, rounds)) <= 0:
+    if len(rounds) < DRIFT_MIN_ROUNDS:
         return None
     common = min(map(len, rounds))
     logs = np.log(np.stack([r[:common] for r in rounds]))
