@@ -87,12 +87,12 @@ def profile_weight(profile: DeviceProfile, scale: float, now: datetime.datetime 
     the profile's price is the calibration's median over its rounds, minutes long, and errs by its model's held-out
     error h as well as by that drift. Weighed by the inverse of their variances, w = D^2 / (2 D^2 + h^2): about 0 on
     a steady machine (an accelerator, a quiet host), up to 1/2 where the drift dwarfs the model's error. On the
-    2-core CPU of results/cpu/quickstart, 101 fresh-clone quickstarts (their verify lines, stops 38-51:
-    experiments/scripts/price_weight.py) put the run's step within 10% of the measurement in 72 and of the two
-    weighed 0.75 and 0.25 in 80 (34 and 41 of the 45 since stop 45); the measured and the profile's errors
-    correlated 0.30 (-0.17 since stop 45), and the best fixed weight was 0.30 (0.41). On the 34 of those whose
+    2-core CPU of results/cpu/quickstart, 104 fresh-clone quickstarts (their verify lines, stops 38-51:
+    experiments/scripts/price_weight.py) put the run's step within 10% of the measurement in 75 and of the two
+    weighed 0.75 and 0.25 in 83 (37 and 44 of the 48 since stop 45); the measured and the profile's errors
+    correlated 0.30 (-0.16 since stop 45), and the best fixed weight was 0.30 (0.39). On the 37 of those whose
     calibrations are kept (results/cpu/calibrations) their drifts (0.6-20%) and held-out errors (3-11%) give weights
-    of 0.01-0.48: the run's step within 10% of the price in 28 (27 of the measurement), mean error 6.0% (7.2%).
+    of 0.01-0.48: the run's step within 10% of the price in 31 (30 of the measurement), mean error 5.8% (6.8%).
 
     0 (the measurement alone) where the profile does not say its drift or held-out error, was re-timed (its speed is
     then a few seconds' too), was calibrated more than `WEIGHT_HOURS` before `now` (or says only its day), or where
