@@ -79,6 +79,11 @@ WEIGHT_HOURS = 1.0
 LEVEL_LIMIT = 1.5
 
 
+def drift_weight(drift: float, held_out: float) -> float:
+    """The profile's weight by the inverse variances of the two estimates (`profile_weight`): D^2 / (2 D^2 + h^2)."""
+    return drift**2 / (2 * drift**2 + held_out**2)
+
+
 def profile_weight(profile: DeviceProfile, scale: float, now: datetime.datetime | None = None) -> float:
     """The profile's weight w in the price of a step measured before the run: measured^(1 - w) x priced^w.
 
@@ -115,7 +120,7 @@ def profile_weight(profile: DeviceProfile, scale: float, now: datetime.datetime 
         return 0.0
     if abs(math.log(scale)) > math.log(LEVEL_LIMIT):
         return 0.0
-    return drift**2 / (2 * drift**2 + held_out**2)
+    return drift_weight(drift, held_out)
 
 
 def measure_count(k: int) -> int:

@@ -17,7 +17,8 @@ curve table logged by any stack). Designing runs: `suggest_runs` (the runs that 
 predicted at a target budget, a `RunDesign`). Devices: `calibrate`, `calibrate_records`, `load_profile`,
 `retime_profile` (a profile rescaled to the machine's speed now). Planning: `parse_budget`, `make_plan`
 (`plan_with_inputs` for your own step-time or memory functions; `preflight`: the best candidates timed on this
-machine before choosing, a `Preflight`), `verify` (with `time_again(plan)`: the step timed again after the run).
+machine before choosing, a `Preflight`, weighed with the profile's price by `profile_weight`), `verify` (with
+`time_again(plan)`: the step timed again after the run).
 Intervals:
 `prediction_interval` (a new run's loss), `constant_intervals` (the constants and N_opt), calibrated. Every
 mistake a user can make raises `UserError` with a one-line message.
@@ -56,7 +57,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time each name is imp
     from smallest_loss.scaling.precision_law import PrecisionLaw, precision_penalty
     from smallest_loss.scaling.precision_plan import PrecisionPlans, plan_precisions
     from smallest_loss.scaling.precision_table import read_precision_table
-    from smallest_loss.scaling.preflight import preflight, time_again
+    from smallest_loss.scaling.preflight import preflight, profile_weight, time_again
     from smallest_loss.scaling.recipe import RecipeLaw
     from smallest_loss.scaling.recipe_fit import fit_recipe
     from smallest_loss.scaling.run_table import run_rows, write_run_table
@@ -90,6 +91,7 @@ _HOMES = {
     "Preflight": "smallest_loss.scaling.plan_result",
     "preflight": "smallest_loss.scaling.preflight",
     "time_again": "smallest_loss.scaling.preflight",
+    "profile_weight": "smallest_loss.scaling.preflight",
     "PredictionInterval": "smallest_loss.scaling.intervals",
     "PrecisionLaw": "smallest_loss.scaling.precision_law",
     "PrecisionPlans": "smallest_loss.scaling.precision_plan",
@@ -188,6 +190,7 @@ __all__ = [
     "precision_penalty",
     "preflight",
     "prediction_interval",
+    "profile_weight",
     "read_curve",
     "read_curves",
     "read_moe_table",

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from smallest_loss.experiments.scripts.refit_calibrations import calibration_folders
+from smallest_loss.scaling.preflight import drift_weight
 from smallest_loss.timing.calibration import read_records
 from smallest_loss.timing.retime import machine_drift
 
@@ -129,7 +130,7 @@ def drift_weights(rows: list[Row], paths: list[str]) -> None:
         return
     drift = np.array([d for _, _, d in matched])
     held = np.array([r.held_out for r, _, _ in matched])
-    w = drift**2 / (2 * drift**2 + held**2)
+    w = np.array([drift_weight(d, h) for d, h in zip(drift, held, strict=True)])
     used = [r for r, _, _ in matched]
     print(f"\n{len(used)} rows with their calibration: drift {drift.min():.1%}-{drift.max():.1%}, held out "
           f"{held.min():.1%}-{held.max():.1%}, weights {w.min():.2f}-{w.max():.2f}")  # fmt: skip
