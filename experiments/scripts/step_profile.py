@@ -184,8 +184,10 @@ def calibration_report(folder: Path, model_id: str, steps: int) -> list[str]:
         models._terms("width", "hidden", "scores", "logits")(cols, device),
         models._term("optimizer")(cols, device),
     ])  # fmt: skip
+    from tqdm.auto import tqdm
+
     times = np.zeros((len(records), len(CLASSES)))
-    for i, record in enumerate(records):
+    for i, record in enumerate(tqdm(records, desc="profiling", unit="configuration", leave=False)):
         c = record["config"]
         sets = [f"model.{k}={c[k]}" for k in ("v", "d", "n", "h", "w", "s")] + [f"train.batch_size={record['batch']}"]
         with tempfile.TemporaryDirectory() as scratch:
