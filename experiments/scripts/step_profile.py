@@ -11,9 +11,9 @@ three classes by XLA's metadata (matmuls, the optimizer's update, the rest: elem
 and each class's seconds (scaled to the calibration's step) set against its count (the matmuls' FLOPs, the element-
 wise elements, the parameters). Each class is then fitted alone, its time on its count, the layers and a constant
 (three free rates a class, and the element-wise work also on the step-time model's two cache costs: eleven in all,
-in sample), and the table gives each class's residual beside the step-time
-model's held-out error: where the model misses and every class's own fit prices its ops, a cost between the classes
-is missing; where the classes' own fits miss as much, the time does not follow the counts within the class.
+in sample), and the table gives each class's residual beside the step-time model's held-out error: where the model
+misses and every class's own fit prices its ops, a cost between the classes is missing; where the classes' own fits
+miss as much, the time does not follow the counts within the class.
 
 The defaults profile the quickstart's usual pick on the CPU (d=64, n=2, h=4, context 64, batch 16). Seconds are the
 ops' own, summed over the steps profiled and divided by them; ops that run at once on several threads each count
@@ -139,9 +139,9 @@ def class_residuals(times: np.ndarray, features: list[np.ndarray], steps: np.nda
     return residuals
 
 
-def profile(config: Any, steps: int, folder: Path) -> tuple[dict[str, float], dict[str, str], float]:
+def profile(config: Any, steps: int, folder: Path) -> tuple[dict[str, float], dict[str, str], float, dict[str, str]]:
     """Profile `steps` compiled training steps of `config` into `folder`: (seconds a step of each op, the ops' output
-    shapes, the step's wall-clock seconds)."""
+    shapes, the step's wall-clock seconds, the ops' classes `op_classes`)."""
     import jax
     from smallest_loss.timing.measure import compile_step
 
@@ -174,6 +174,7 @@ def calibration_report(folder: Path, model_id: str, steps: int) -> list[str]:
     from smallest_loss.configs.overrides import apply_overrides
     from smallest_loss.experiments.scripts.step_residuals import held_out_errors, load
     from smallest_loss.timing import models
+    from tqdm.auto import tqdm
 
     records, device, floor = load(folder)
     model = models.get_model(model_id)
@@ -184,8 +185,6 @@ def calibration_report(folder: Path, model_id: str, steps: int) -> list[str]:
         models._terms("width", "hidden", "scores", "logits")(cols, device),
         models._term("optimizer")(cols, device),
     ])  # fmt: skip
-    from tqdm.auto import tqdm
-
     times = np.zeros((len(records), len(CLASSES)))
     for i, record in enumerate(tqdm(records, desc="profiling", unit="configuration", leave=False)):
         c = record["config"]
