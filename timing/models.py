@@ -701,16 +701,18 @@ def design_matrix(model: TimeModel, cols: dict[str, np.ndarray], device: dict[st
     return np.column_stack([f(cols, device) for f in model.features] + [np.ones_like(cols["d"])])
 
 
-def fit_coefficients(X: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Non-negative least squares on relative errors: minimise sum(((X c - t) / t)^2), c >= 0.
+def fit_coefficients(X: np.ndarray, t: np.ndarray, relative_to: np.ndarray | None = None) -> np.ndarray:
+    """Non-negative least squares on relative errors: minimise sum(((X c - t) / t)^2), c >= 0 (errors relative to
+    `relative_to` instead of t where given: a part of a step fitted by how much it moves the step).
 
     Columns are scaled to unit norm first so that features of 1e12 and a constant of 1 are equally
     well conditioned; the coefficients are scaled back.
     """
-    A = X / t[:, None]
+    denominator = t if relative_to is None else relative_to
+    A = X / denominator[:, None]
     scale = np.linalg.norm(A, axis=0)
     scale[scale == 0] = 1.0
-    coef, _ = optimize.nnls(A / scale, np.ones_like(t), maxiter=50 * X.shape[1])
+    coef, _ = optimize.nnls(A / scale, t / denominator, maxiter=50 * X.shape[1])
     return coef / scale
 
 

@@ -127,15 +127,11 @@ def class_residuals(times: np.ndarray, features: list[np.ndarray], steps: np.nda
     """Each class's residual (fitted - measured seconds; configurations x classes), the class fitted alone on its
     features (`features[j]`: configurations x its features): non-negative rates minimising the errors relative to
     the step (a class's error counts as much as it moves the step)."""
-    from scipy import optimize
+    from smallest_loss.timing.models import fit_coefficients
 
     residuals = np.zeros_like(times)
     for j, X in enumerate(features):
-        A = X / steps[:, None]
-        scale = np.linalg.norm(A, axis=0)
-        scale[scale == 0] = 1.0
-        coef, _ = optimize.nnls(A / scale, times[:, j] / steps)
-        residuals[:, j] = X @ (coef / scale) - times[:, j]
+        residuals[:, j] = X @ fit_coefficients(X, times[:, j], relative_to=steps) - times[:, j]
     return residuals
 
 
