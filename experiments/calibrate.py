@@ -138,6 +138,20 @@ def _notes(calibration: Calibration) -> list[str]:
     return notes
 
 
+def choice_line(calibration: Calibration) -> str | None:
+    """The choice of the profile's model, itself held out (`timing.models.choice_held_out`); None without it."""
+    choice = calibration.choice
+    if not choice:
+        return None
+    picks = sorted(set(choice["chosen"]), key=choice["chosen"].index)
+    own = calibration.profile.held_out["mape"]
+    return (
+        f"The choice itself held out: {choice['mape']:.1%} mean error (against {own:.1%} for the chosen model), "
+        "each fold predicted by the model a cross-validation on the other folds chose "
+        f"({', '.join(picks)}): the least of several held-out errors is low by the choice."
+    )
+
+
 def _report_text(out: Path, calibration: Calibration, table: str, notes: list[str]) -> str:
     """`comparison.md`: where the times come from, the table, what each model is, notes, the profile's model."""
     lines = [
@@ -153,6 +167,7 @@ def _report_text(out: Path, calibration: Calibration, table: str, notes: list[st
         "" if notes else None,
         f"Profile model: **{calibration.profile.model}** (the best model that predicts from hyperparameters "
         "alone). Models on XLA counts need the step compiled first, so the planner cannot use them.",
+        choice_line(calibration),
         _noise_line(out),
         calibration.profile.clock.describe() + "." if calibration.profile.clock else None,
     ]
@@ -176,6 +191,8 @@ def write_report(out: Path, calibration: Calibration) -> dict[str, Any]:
         plots=plots,
         failed=calibration.failed,
         notes=notes,
+        choice=calibration.choice,
+        choice_line=choice_line(calibration),
     )
 
 
@@ -312,7 +329,9 @@ def run(args: argparse.Namespace) -> int:
     for note in report["notes"]:
         print(note)
     p = report["profile"]
-    print(f"profile: {out / 'profile.json'} (model '{p.model}', held-out MAPE {p.held_out['mape']:.1%})")
+    choice = report["choice"]
+    chosen = f"; the choice itself held out: {choice['mape']:.1%}" if choice else ""
+    print(f"profile: {out / 'profile.json'} (model '{p.model}', held-out MAPE {p.held_out['mape']:.1%}{chosen})")
     print(p.clock.describe() if p.clock else "wall-clock terms: none (no probe runs); the profile prices steps only")
     print(f"table: {out / 'comparison.md'}; plots: {len(report['plots'])} PNGs in {out}")
     if args.compare:

@@ -95,7 +95,7 @@ def quickstart(
         out / "calibration", read_records(out / "calibration" / "records.jsonl"), probes
     )
     calibration = fit_and_report(out / "calibration")
-    print(calibration["table"])
+    print("\n".join(line for line in (calibration["table"], calibration["choice_line"]) if line))
     _done(t)
     t = _stage(f"2/5 sweep: train the {design} design")
     run_sweep(get_design(design), out / "sweep")
@@ -244,6 +244,7 @@ def report_markdown(
         "",
         calibration["table"],
         "",
+        *([calibration["choice_line"], ""] if calibration["choice_line"] else []),
         f"![predicted vs measured](calibration/{plot_name(calibration['profile'].model)})",
         "",
     ]

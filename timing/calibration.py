@@ -45,6 +45,7 @@ from smallest_loss.timing.measure import (
 from smallest_loss.timing.models import (
     DEFAULT_STATISTIC,
     STATISTICS,
+    choice_held_out,
     compare_models,
     get_model,
     record_precision,
@@ -296,6 +297,9 @@ class Calibration:
     results: list[dict[str, Any]]  # timing.models.compare_models's, best held-out mean error first
     profile: DeviceProfile  # the best model that predicts from hyperparameters alone
     statistic: str  # the measured step time the models were fitted to (timing.models.STATISTICS)
+    # The choice of the profile's model among the analytic ones, itself held out (timing.models.choice_held_out):
+    # the profile's own held-out error is lower by the choice. None where the records are too few for it.
+    choice: dict[str, Any] | None = None
 
     @property
     def ok(self) -> list[dict[str, Any]]:
@@ -367,7 +371,10 @@ def fit_records(
             if "held_out" not in r and not get_model(r["id"]).analytic:
                 r["error"] = "skipped: no xla_flops/xla_bytes"
     profile = best_profile(records, rates, results, price_per_hour, statistic)
-    return Calibration(records, rates, results, profile, statistic)
+    analytic = [get_model(r["id"]) for r in results if r.get("analytic") and "held_out" in r]
+    cols = shape_columns(ok, statistic) if ok else None
+    choice = choice_held_out(analytic, cols, with_working_set_ratio(rates, cols)) if cols is not None else None
+    return Calibration(records, rates, results, profile, statistic, choice)
 
 
 def fit_folder(out: Path, price_per_hour: float | None = None, statistic: str = DEFAULT_STATISTIC) -> Calibration:

@@ -70,6 +70,8 @@ def test_records_are_compared_and_profiled_with_the_communication_term(calibrate
     assert table.count("skipped: no xla_flops/xla_bytes") == 4  # the four models on XLA counts, never fed zeros
     profile = load_profile(tmp / "cal" / "profile.json")
     assert profile.model == DATA_PARALLEL and profile.held_out["mape"] < 0.06  # 3% noise, about 2.4% absolute
+    # The choice among the models, itself held out: each fold's model chosen on the other folds alone.
+    assert "The choice itself held out: " in table and "for the chosen model" in table
     assert (profile.device_kind, profile.dtype, profile.peak_flops, profile.memory_bytes) == (
         "NVIDIA H100 80GB HBM3",
         "bfloat16",

@@ -21,6 +21,7 @@ def test_refits_calibrations_beside_their_noise_floor(tmp_path, capsys):
     assert len(rows) == 2 and all("%" in row for row in rows)
     assert all(row.split(" | ")[5] not in ("exact-grouped-thrash", "exact-kinds-thrash") for row in rows)
     assert "2 calibrations: the best model held out at" in out and "within twice the noise floor in" in out
+    assert "The choice itself held out: " in out and all(row.count("%") == 4 for row in rows)  # with its column
 
 
 def test_the_cache_models_hold_out_better_on_the_committed_calibrations():
