@@ -364,7 +364,8 @@ def fit_records(
     that records lack are skipped (never fed zeros) and say so in their `error`."""
     ok = [r for r in records if r.get("status") == "ok"]
     # The working set's measured ratio, read once: the models are compared and the profile kept with it.
-    rates = with_working_set_ratio(rates, shape_columns(ok, statistic)) if ok else rates
+    cols = shape_columns(ok, statistic) if ok else None
+    rates = with_working_set_ratio(rates, cols) if cols is not None else rates
     results = compare_models(records, rates, statistic=statistic)
     if any("xla" not in r for r in ok):
         for r in results:
@@ -372,8 +373,7 @@ def fit_records(
                 r["error"] = "skipped: no xla_flops/xla_bytes"
     profile = best_profile(records, rates, results, price_per_hour, statistic)
     analytic = [get_model(r["id"]) for r in results if r.get("analytic") and "held_out" in r]
-    cols = shape_columns(ok, statistic) if ok else None
-    choice = choice_held_out(analytic, cols, with_working_set_ratio(rates, cols)) if cols is not None else None
+    choice = choice_held_out(analytic, cols, rates) if cols is not None else None
     return Calibration(records, rates, results, profile, statistic, choice)
 
 
