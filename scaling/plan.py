@@ -738,9 +738,35 @@ def loss_intervals(scores: Scores, law_file: LawFile, rows: np.ndarray) -> np.nd
     return np.exp(new).T
 
 
+# Losses this close (relative) are one plan's, where two candidates differ in their batch alone (`distinct_best`).
+SAME_PLAN_LOSS = 1e-4
+
+
+def distinct_best(scores: Scores, top: int) -> np.ndarray:
+    """The `top` best-ranked candidates, leaving out any that differs from a better-ranked one in its batch alone
+    with the same tokens (to a step of the larger batch) and loss (within `SAME_PLAN_LOSS`): under a law without a
+    batch term and a step time proportional to the batch, a 24-hour plan on the public A100 profile listed one shape
+    at batches 16 to 256 as its top five, one plan five times. The table lists distinct plans; the recipe line says
+    the batch was not chosen."""
+    c, kept = scores.candidates, []
+    columns = [x for x in (c.d, c.n, c.h, c.w, c.s, c.E, c.top_k, c.G) if x is not None]
+    for i in scores.order:
+        if not any(
+            all(x[i] == x[j] for x in columns)
+            and abs(scores.tokens[i] - scores.tokens[j]) <= max(c.b[i], c.b[j]) * c.s[i]
+            and abs(scores.loss[i] / scores.loss[j] - 1) <= SAME_PLAN_LOSS
+            for j in kept
+        ):
+            kept.append(int(i))
+            if len(kept) == top:
+                break
+    return np.array(kept, dtype=np.int64)
+
+
 def top_rows(scores: Scores, law_file: LawFile, top: int) -> tuple[PlanRow, ...]:
-    """The `top` best candidates as rows, each with its loss interval where the law has bootstrap samples."""
-    best = scores.order[:top]
+    """The `top` best distinct candidates as rows (`distinct_best`), each with its loss interval where the law has
+    bootstrap samples."""
+    best = distinct_best(scores, top)
     spans = loss_intervals(scores, law_file, best)
     return tuple(scores.row(int(i)).with_interval(None if spans is None else spans[k]) for k, i in enumerate(best))
 

@@ -38,6 +38,19 @@ def test_flops_budget_matches_the_closed_form(C):
     assert best.tokens == pytest.approx(D_opt, rel=0.02)
 
 
+def test_one_plan_at_several_batches_is_listed_once():
+    # A step time proportional to the batch, no fixed cost: every batch of a shape buys the same tokens (up to a
+    # step's rounding), and a law without a batch term gives them one loss. The table lists distinct plans.
+    def proportional(d, n, h, w, s, v, b, **arch):
+        return b * 1e-15 * FLOPS(d, n, s, v, w, h)
+
+    space = get_space("gpu")
+    assert len(space.b) > 1
+    plan = plan_with_inputs(parse_budget("4h"), LAW, PlanInputs(space, step_seconds=proportional), top=6)
+    shapes = [(r.d, r.n, r.h, r.w, r.s) for r in plan.rows]
+    assert len(plan.rows) == 6 and len(set(shapes)) == 6
+
+
 def test_candidates_respect_head_sizes():
     space = get_space("cpu")
     c = enumerate_candidates(space)
