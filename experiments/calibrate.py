@@ -143,10 +143,10 @@ def choice_line(calibration: Calibration) -> str | None:
     choice = calibration.choice
     if not choice:
         return None
-    picks = sorted(set(choice["chosen"]), key=choice["chosen"].index)
+    picks = sorted(set(choice.chosen), key=choice.chosen.index)
     own = calibration.profile.held_out["mape"]
     return (
-        f"The choice itself held out: {choice['mape']:.1%} mean error (against {own:.1%} for the chosen model), "
+        f"The choice itself held out: {choice.mape:.1%} mean error (against {own:.1%} for the chosen model), "
         "each fold predicted by the model a cross-validation on the other folds chose "
         f"({', '.join(picks)}): the least of several held-out errors is low by the choice."
     )
@@ -330,7 +330,7 @@ def run(args: argparse.Namespace) -> int:
         print(note)
     p = report["profile"]
     choice = report["choice"]
-    chosen = f"; the choice itself held out: {choice['mape']:.1%}" if choice else ""
+    chosen = f"; the choice itself held out: {choice.mape:.1%}" if choice else ""
     print(f"profile: {out / 'profile.json'} (model '{p.model}', held-out MAPE {p.held_out['mape']:.1%}{chosen})")
     print(p.clock.describe() if p.clock else "wall-clock terms: none (no probe runs); the profile prices steps only")
     print(f"table: {out / 'comparison.md'}; plots: {len(report['plots'])} PNGs in {out}")

@@ -64,6 +64,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time each name is imp
     from smallest_loss.scaling.serving_plan import ServingPlans, plan_serving
     from smallest_loss.scaling.verify import Verification, run_clock, verify
     from smallest_loss.timing.calibration import Calibration, calibrate, calibrate_records
+    from smallest_loss.timing.models import ModelChoice
     from smallest_loss.timing.profile import DeviceProfile, Retiming, load_profile
     from smallest_loss.timing.retime import retime_profile
 
@@ -83,6 +84,7 @@ _HOMES = {
     "KaplanLaw": "smallest_loss.scaling.kaplan",
     "LawFile": "smallest_loss.scaling.laws",
     "MoeChoice": "smallest_loss.scaling.plan_result",
+    "ModelChoice": "smallest_loss.timing.models",
     "MoeLaw": "smallest_loss.scaling.moe_law",
     "MoePoints": "smallest_loss.scaling.moe_law",
     "Plan": "smallest_loss.scaling.plan_result",
@@ -150,6 +152,7 @@ __all__ = [
     "HoldoutReport",
     "KaplanLaw",
     "LawFile",
+    "ModelChoice",
     "MoeChoice",
     "MoeLaw",
     "MoePoints",

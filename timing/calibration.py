@@ -45,6 +45,7 @@ from smallest_loss.timing.measure import (
 from smallest_loss.timing.models import (
     DEFAULT_STATISTIC,
     STATISTICS,
+    ModelChoice,
     choice_held_out,
     compare_models,
     get_model,
@@ -299,7 +300,7 @@ class Calibration:
     statistic: str  # the measured step time the models were fitted to (timing.models.STATISTICS)
     # The choice of the profile's model among the analytic ones, itself held out (timing.models.choice_held_out):
     # the profile's own held-out error is lower by the choice. None where the records are too few for it.
-    choice: dict[str, Any] | None = None
+    choice: ModelChoice | None = None
 
     @property
     def ok(self) -> list[dict[str, Any]]:

@@ -845,19 +845,34 @@ def cross_validate(
     return result
 
 
+@dataclass(frozen=True)
+class ModelChoice:
+    """The choice of a profile's model among several, itself held out (`choice_held_out`)."""
+
+    held_out: dict[str, float]  # `scores` of the nested predictions: mape, max_ape, r2, spearman
+    chosen: tuple[str, ...]  # the model each fold's inner cross-validation chose, by fold
+
+    @property
+    def mape(self) -> float:
+        """The held-out mean absolute relative error of the choice."""
+        return self.held_out["mape"]
+
+
 def choice_held_out(
     models: list[TimeModel], cols: dict[str, np.ndarray], device: dict[str, float], k: int = 5
-) -> dict[str, Any] | None:
+) -> ModelChoice | None:
     """The held-out scores of choosing among `models` as `calibrate` chooses a profile's (the least held-out mean
     error), the choice itself cross-validated: in each of `k` folds by architecture the models are compared by a
     cross-validation on the other folds alone (`k` - 1 folds within them), and the best there, fitted to them, predicts
     the fold. The chosen model's own held-out error is lower than this by the choice, the least of several noisy
     errors: on 61 calibrations of the quickstart's grid on 2 CPU cores (results/cpu/calibrations/README.md, stop 53)
-    the best model held out at 4.7% median, the choice itself at 5.1%. Also `chosen`: each fold's model. None with
-    fewer than 2 models, or records too few or lacking a model's features for folds within folds."""
+    the best model held out at 4.7% median, the choice itself at 5.1%. None with fewer than 2 models, or records too
+    few or lacking a model's features for folds within folds."""
+    if len(models) < 2:
+        return None
     t = cols["time"]
     matrices = [_design_matrices(m, cols, device) for m in models]
-    if len(models) < 2 or not all(np.all(np.isfinite(X)) for mats in matrices for _, X in mats):
+    if not all(np.all(np.isfinite(X)) for mats in matrices for _, X in mats):
         return None
     try:
         folds = architecture_folds(cols, k)
@@ -880,7 +895,7 @@ def choice_held_out(
         coef, _, X = _fit_on(models[best], matrices[best], t, train)
         predicted[~train] = X[~train] @ coef
         chosen.append(models[best].id)
-    return dict(scores(predicted, t), chosen=chosen)
+    return ModelChoice(scores(predicted, t), tuple(chosen))
 
 
 def compare_models(

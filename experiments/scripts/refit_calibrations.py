@@ -64,7 +64,7 @@ def refit(folder: Path, without: set[str], llc_bytes: float | None) -> dict[str,
     return dict(
         name=folder.name, floor=floor, records=len(records),
         best=best["id"], best_error=best["held_out"]["mape"], rest=rest["id"], rest_error=rest["held_out"]["mape"],
-        choice_error=choice["mape"] if choice else float("nan"),
+        choice_error=choice.mape if choice else float("nan"),
     )  # fmt: skip
 
 

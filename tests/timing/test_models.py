@@ -70,13 +70,13 @@ def test_the_choice_of_model_is_itself_held_out():
     choice = choice_held_out([flops_only, paper], cols, DEVICE)
     # Every fold's cross-validation within the other folds finds the true model, which then predicts the fold as
     # its own cross-validation does: the same held-out errors.
-    assert choice["chosen"] == ["paper"] * 5
-    assert choice["mape"] == pytest.approx(cross_validate(paper, cols, DEVICE)["held_out"]["mape"], rel=1e-12)
+    assert choice.chosen == ("paper",) * 5
+    assert choice.mape == pytest.approx(cross_validate(paper, cols, DEVICE)["held_out"]["mape"], rel=1e-12)
     # Two models that fit noisy times alike: each fold chooses one of them, and every record is predicted.
     noisy = shape_columns(synthetic_records(noise=0.05, seed=3))
     close = choice_held_out([paper, get_model("paper-memcpys")], noisy, DEVICE)
-    assert set(close["chosen"]) <= {"paper", "paper-memcpys"} and len(close["chosen"]) == 5
-    assert 0 < close["mape"] < 0.2 and np.isfinite(close["r2"])
+    assert set(close.chosen) <= {"paper", "paper-memcpys"} and len(close.chosen) == 5
+    assert 0 < close.mape < 0.2 and np.isfinite(close.held_out["r2"])
     assert choice_held_out([paper], cols, DEVICE) is None  # no choice to make
     few = {k: v[:6] for k, v in cols.items()}  # 6 records of 3 architectures: no folds within folds
     assert choice_held_out([flops_only, paper], few, DEVICE) is None
