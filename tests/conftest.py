@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from importlib.metadata import version
@@ -17,7 +19,10 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 # XLA's persistent compilation cache, shared by this test session and the CLI subprocesses it starts (they
 # inherit the environment): many tests compile the same tiny programs, and a hit skips the compile. Set
 # before JAX is imported; an existing setting (a warm cache kept between runs) wins.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="smallest-loss-xla-cache-"))
+# The process that makes the folder (the xdist controller: workers inherit it) removes it when it exits.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="smallest-loss-xla-cache-")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 # Tests spend most of their time compiling tiny programs: LLVM's lowest optimisation level halves XLA's CPU
