@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from smallest_loss.scaling.budget import format_seconds
 
 if TYPE_CHECKING:
@@ -83,15 +84,36 @@ def _header(plan: Plan) -> list[str]:
     return [answer_line(plan.best), "", line, *clock] + [w for w in (plan.warning, plan.extrapolation) if w]
 
 
+# The most depths the report's width-vs-depth table lists (a space of 160 depths would print 160 rows): beyond, it
+# lists depths spread evenly in log depth, the first and last and the best's among them; plan.json keeps them all.
+DEPTHS_SHOWN = 16
+
+
+def shown_depths(depths: list[int], best: int, most: int = DEPTHS_SHOWN) -> list[int]:
+    """The depths the width-vs-depth table lists: all of them up to `most`, else about `most` spread evenly in log
+    depth (the first and the last included) and `best`, in order."""
+    if len(depths) <= most:
+        return list(depths)
+    logs = np.log(depths)
+    picks = {int(np.argmin(np.abs(logs - x))) for x in np.linspace(logs[0], logs[-1], most - 1)}
+    return sorted({depths[i] for i in picks} | {best})
+
+
 def _by_depth_lines(plan: Plan, columns: tuple[str, ...]) -> list[str]:
+    depths = [r.n for r in plan.by_depth]
+    shown = set(shown_depths(depths, plan.best.n))
     rows = [
         dict(r.to_dict(), interval=f"[{r.loss_interval[0]:.4f}, {r.loss_interval[1]:.4f}]")
         if r.loss_interval
         else r.to_dict()
         for r in plan.by_depth
+        if r.n in shown
     ]
     keep = columns[:8] + ("aspect_ratio", "loss") + (("interval",) if "interval" in rows[0] else ()) + columns[9:]
-    return ["", "## Width vs depth: the best configuration at each depth", markdown_table(rows, keep)]
+    title = "## Width vs depth: the best configuration at each depth"
+    if len(shown) < len(depths):
+        title += f" ({len(shown)} of its {len(depths)} depths, evenly in log depth; all in plan.json's `by_depth`)"
+    return ["", title, markdown_table(rows, keep)]
 
 
 MOE_COLUMNS = ("plan", "experts", "top_k", "d", "n", "params", "params_total", "tokens", "flops_per_step")

@@ -18,6 +18,7 @@ from smallest_loss.scaling.plan import (
     rank,
 )
 from smallest_loss.scaling.planner import plan_with_inputs
+from smallest_loss.scaling.report import DEPTHS_SHOWN, plan_markdown, shown_depths
 from smallest_loss.timing.counts import FLOPS, MEMCPYS
 
 LAW = LawFile(CHINCHILLA_PUBLISHED)
@@ -232,3 +233,24 @@ def test_top_must_be_positive():
     for top in (0, -1):
         with pytest.raises(UserError, match="show at least one configuration"):
             plan_with_inputs(parse_budget("1e15"), LAW, PlanInputs(get_space("cpu")), top=top)
+
+
+def test_width_vs_depth_table_thins_a_deep_space():
+    # The chinchilla space has depths 1 to 160: the report lists about 16 of them, evenly in log depth, the first,
+    # the last and the best's among them; the plan itself keeps every depth.
+    plan = plan_with_inputs(parse_budget("1e19"), LAW, PlanInputs(get_space("chinchilla")))
+    depths = [r.n for r in plan.by_depth]
+    assert len(depths) > 2 * DEPTHS_SHOWN
+    text = plan_markdown(plan)
+    table = text.split("## Width vs depth")[1].split("\n\n")[0]
+    listed = [int(line.split("|")[2]) for line in table.splitlines()[3:]]
+    assert listed == sorted(listed) and len(listed) <= DEPTHS_SHOWN + 1
+    assert {depths[0], depths[-1], plan.best.n} <= set(listed)
+    assert f"{len(listed)} of its {len(depths)} depths" in table
+    ratios = np.diff(np.log(listed))
+    assert ratios.max() < 3 * np.log(depths[-1] / depths[0]) / DEPTHS_SHOWN
+
+
+def test_shown_depths_keeps_a_short_list_whole():
+    assert shown_depths([1, 2, 3, 4], best=3) == [1, 2, 3, 4]
+    assert shown_depths(list(range(1, 101)), best=37, most=5) == [1, 5, 22, 37, 100]  # 4 spread, and the best
