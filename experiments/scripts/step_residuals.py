@@ -13,6 +13,10 @@ by one in isolation on this machine, their seconds a step used as the model's ma
 FLOPs (`exact-grouped-thrash` with measured matmuls): if kernels that run some shapes faster than others explain the
 residual, this model predicts better.
 
+The table also gives each configuration's error against the host's memory bandwidth as each calibration measured
+it (`device.json`'s `bandwidth`: a shared host's co-tenants take some of it): a residual that moves with it is the
+host's state, not the configuration's alone.
+
 `--cold-warm OUT`: the first calibration's grid timed again as `calibrate` times it (interleaved rounds: each round of
 a configuration runs right after another configuration's, its caches cold) and, right after each such round, once
 more (its own data in cache, as in the training loop), both written to OUT and compared: if the switch between
@@ -72,6 +76,31 @@ def held_out_errors(model: Any, records: list[dict[str, Any]], device: dict[str,
     if "held_out" not in cv:  # e.g. a thrash model on a calibration that did not record its last-level cache
         raise UserError(f"{model.id}: {cv['error']}; choose another --model")
     return cv["held_out"]["mape"], cv["predicted"] / cols["time"] - 1
+
+
+def with_bandwidth(pairs: list[tuple[float, float]]) -> tuple[float, float]:
+    """(correlation, slope per GB/s) of a configuration's errors against its calibrations' measured bandwidths
+    (GB/s, error) pairs; nan where fewer than 3 calibrations measured one or they all measured the same."""
+    x, y = np.array(pairs, dtype=float).reshape(-1, 2).T
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan"), float("nan")
+    return float(np.corrcoef(x, y)[0, 1]), float(np.polyfit(x, y, 1)[0])
+
+
+def halves_by_bandwidth(
+    by_bandwidth: dict[tuple[int, ...], list[tuple[float, float]]], median: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each configuration's mean error over the calibrations below `median` GB/s and over those at or above it (the
+    configurations timed in both)."""
+    low, high = [], []
+    for pairs in by_bandwidth.values():
+        x, y = np.array(pairs, dtype=float).reshape(-1, 2).T
+        if np.any(x < median) and np.any(x >= median):
+            low.append(y[x < median].mean())
+            high.append(y[x >= median].mean())
+    return np.array(low), np.array(high)
 
 
 def _timed(fn: Any, *args: Any) -> float:
@@ -170,20 +199,35 @@ def report(args: argparse.Namespace, folders: list[Path]) -> None:
     model = models.get_model(args.model)
     loaded = [(folder, *load(folder)) for folder in folders]
     errors: dict[tuple[int, ...], list[float]] = {}
+    by_bandwidth: dict[tuple[int, ...], list[tuple[float, float]]] = {}
     rows = []
     for folder, records, device, floor in loaded:
         mape, err = held_out_errors(model, records, device)
         rows.append((folder, mape, floor))
         for record, e in zip(records, err, strict=True):
             errors.setdefault(config_key(record), []).append(float(e))
+            by_bandwidth.setdefault(config_key(record), []).append((device.get("bandwidth", np.nan) / 1e9, float(e)))
     mapes, floors = np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
     print(f"{model.id}: held-out mean error over {len(rows)} calibrations, median {np.median(mapes):.1%}; within "
           f"twice the noise floor in {int(np.sum(mapes <= 2 * floors))}")  # fmt: skip
-    print("\n| configuration (d, n, h, w, s, batch) | calibrations | mean error | spread |\n|---|---|---|---|")
+    bandwidth = {key: with_bandwidth(pairs) for key, pairs in by_bandwidth.items()}
+    print("\n| configuration (d, n, h, w, s, batch) | calibrations | mean error | spread | correlation with bandwidth "
+          "| error per GB/s |\n|---|---|---|---|---|---|")  # fmt: skip
     for key, e in sorted(errors.items(), key=lambda kv: -abs(np.mean(kv[1]))):
-        print(f"| {key[1:]} | {len(e)} | {np.mean(e):+.1%} | {np.std(e):.1%} |")
+        r, slope = bandwidth[key]
+        read = (f"{r:+.2f}", f"{slope * 100:+.1f} points") if np.isfinite(r) else ("n/a", "n/a")
+        print(f"| {key[1:]} | {len(e)} | {np.mean(e):+.1%} | {np.std(e):.1%} | {read[0]} | {read[1]} |")
     means = np.array([np.mean(e) for e in errors.values()])
     print(f"\nroot mean square of the configurations' mean errors: {np.sqrt(np.mean(means**2)):.1%}")
+    moving = [key for key, (r, _) in bandwidth.items() if abs(r) >= 0.5]
+    rates = np.array([device.get("bandwidth", np.nan) for _, _, device, _ in loaded]) / 1e9
+    if np.isfinite(rates).sum() >= 3:
+        print(f"the calibrations measured {np.nanmin(rates):.2f}-{np.nanmax(rates):.2f} GB/s; the errors of "
+              f"{len(moving)} of {len(errors)} configurations correlate with it at 0.5 or more (either sign)")  # fmt: skip
+        low, high = halves_by_bandwidth(by_bandwidth, float(np.nanmedian(rates)))
+        print(f"the configurations' mean errors in the calibrations below the median bandwidth and in those above "
+              f"it correlate at {np.corrcoef(low, high)[0, 1]:+.2f} (root mean square {np.sqrt(np.mean(low**2)):.1%} "
+              f"and {np.sqrt(np.mean(high**2)):.1%})")  # fmt: skip
     if args.matmuls:
         cache: dict[tuple, float] = {}
         seconds = {key: matmul_seconds(key, cache) for key in errors}

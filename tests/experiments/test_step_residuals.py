@@ -13,9 +13,11 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.experiments.scripts.step_residuals import (
     cold_warm,
     compare_cold_warm,
+    halves_by_bandwidth,
     main,
     matmul_seconds,
     measured_matmul_model,
+    with_bandwidth,
 )
 from smallest_loss.timing import models
 
@@ -29,6 +31,33 @@ def test_every_configuration_gets_a_row_of_its_errors_over_the_calibrations(caps
     assert len(rows) == 24 and all(row.split("|")[2].strip() == "2" for row in rows)
     assert all(row.split("|")[4].strip() == "0.0%" for row in rows)  # one calibration twice: no spread
     assert "over 2 calibrations" in out
+
+
+def test_errors_against_the_measured_bandwidth(tmp_path, capsys):
+    # Three copies of one calibration that measured 3, 4 and 6 GB/s: the same errors at every bandwidth, so no
+    # configuration's error moves with it (no correlation), and the halves below and above the median agree.
+    folders = []
+    for k, rate in enumerate((3e9, 4e9, 6e9)):
+        folder = tmp_path / f"c{k}"
+        shutil.copytree(CALIBRATION, folder)
+        device = json.loads((folder / "device.json").read_text())
+        (folder / "device.json").write_text(json.dumps(dict(device, bandwidth=rate)))
+        folders.append(str(folder))
+    main(folders)
+    out = capsys.readouterr().out
+    assert "the calibrations measured 3.00-6.00 GB/s" in out and "0 of 24 configurations" in out
+    assert all(row.split("|")[5].strip() == "n/a" for row in out.splitlines() if row.startswith("| ("))
+    assert "below the median bandwidth and in those above it correlate at +1.00" in out
+
+
+def test_with_bandwidth_reads_a_residual_that_moves_with_the_host():
+    rates = np.array([3.0, 4.0, 5.0, 6.0])
+    r, slope = with_bandwidth(list(zip(rates, 0.02 * (rates - 4.5), strict=True)))
+    assert r == pytest.approx(1.0) and slope == pytest.approx(0.02)
+    assert np.isnan(with_bandwidth([(3.0, 0.1), (4.0, 0.2)])[0])  # two calibrations: too few
+    assert np.isnan(with_bandwidth([(4.0, 0.1), (4.0, 0.2), (4.0, 0.3)])[0])  # one bandwidth: nothing to read
+    low, high = halves_by_bandwidth({(1,): [(3.0, -0.1), (6.0, 0.1)], (2,): [(3.0, 0.2), (6.0, -0.2)]}, 4.5)
+    assert np.allclose(low, [-0.1, 0.2]) and np.allclose(high, [0.1, -0.2])
 
 
 def test_a_folder_without_calibrations_is_refused(tmp_path):
