@@ -219,11 +219,11 @@ def report(args: argparse.Namespace, folders: list[Path]) -> None:
         print(f"| {key[1:]} | {len(e)} | {np.mean(e):+.1%} | {np.std(e):.1%} | {read[0]} | {read[1]} |")
     means = np.array([np.mean(e) for e in errors.values()])
     print(f"\nroot mean square of the configurations' mean errors: {np.sqrt(np.mean(means**2)):.1%}")
-    moving = [key for key, (r, _) in bandwidth.items() if abs(r) >= 0.5]
+    moving = [key for key, (r, _) in bandwidth.items() if abs(r) >= 0.5]  # either sign
     rates = np.array([device.get("bandwidth", np.nan) for _, _, device, _ in loaded]) / 1e9
     if np.isfinite(rates).sum() >= 3:
         print(f"the calibrations measured {np.nanmin(rates):.2f}-{np.nanmax(rates):.2f} GB/s; the errors of "
-              f"{len(moving)} of {len(errors)} configurations correlate with it at 0.5 or more (either sign)")  # fmt: skip
+              f"{len(moving)} of {len(errors)} configurations correlate with it at 0.5 or more")  # fmt: skip
         low, high = halves_by_bandwidth(by_bandwidth, float(np.nanmedian(rates)))
         print(f"the configurations' mean errors in the calibrations below the median bandwidth and in those above "
               f"it correlate at {np.corrcoef(low, high)[0, 1]:+.2f} (root mean square {np.sqrt(np.mean(low**2)):.1%} "
