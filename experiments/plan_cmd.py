@@ -24,7 +24,7 @@ from smallest_loss.scaling.planner import make_plan
 from smallest_loss.scaling.precision_plan import plan_precisions
 from smallest_loss.scaling.preflight import DEFAULT_K, MAX_ROUNDS, measure_count, time_again
 from smallest_loss.scaling.serving_plan import plan_serving
-from smallest_loss.scaling.verify import run_clock, verify, verify_cadence, verify_line
+from smallest_loss.scaling.verify import corpus_load, run_clock, verify, verify_cadence, verify_line
 from smallest_loss.timing.profile import load_profile
 
 timing_retime = LazyModule("smallest_loss.timing.retime")  # JAX: loaded only to ask which device this machine runs
@@ -138,6 +138,14 @@ def add_serving_args(p: argparse.ArgumentParser) -> None:
 INTERRUPTED = "interrupted: nothing is lost; --verify's run, if it began, resumes when the command is rerun"
 
 
+def _corpus_load(args: argparse.Namespace, design: Any) -> float:
+    """Seconds the priced run spends loading the recipe's corpus, measured here (kept in --verify's folder, so a
+    rerun plans the same run) where a time or money budget pays for the whole run; else 0."""
+    if not args.profile or args.budget_covers != "run" or parse_budget(args.budget).kind == "flops":
+        return 0.0
+    return corpus_load(design, _verify_out(args) if args.verify else None)
+
+
 def _options(args: argparse.Namespace, design: Any) -> dict[str, Any]:
     """`make_plan`'s keywords from the flags."""
     return dict(
@@ -151,7 +159,7 @@ def _options(args: argparse.Namespace, design: Any) -> dict[str, Any]:
         max_latency_ms=args.max_latency_ms,
         batch=args.batch,
         budget_covers=args.budget_covers,
-        cadence=verify_cadence(design),
+        cadence=verify_cadence(design, _corpus_load(args, design)),
         serve_memory=args.serve_memory,
         retime=_retime(args),
         measure=_measure(args),

@@ -39,7 +39,14 @@ from smallest_loss.scaling.plan_setup import build_plan_inputs
 from smallest_loss.scaling.planner import calibrated_space, plan_with_inputs, with_profile_notes
 from smallest_loss.scaling.preflight import DEFAULT_K, measure_count, preflight, time_again
 from smallest_loss.scaling.report import answer_line
-from smallest_loss.scaling.verify import Verification, run_clock, verify, verify_cadence, verify_line
+from smallest_loss.scaling.verify import (
+    Verification,
+    corpus_load,
+    run_clock,
+    verify,
+    verify_cadence,
+    verify_line,
+)
 from smallest_loss.timing.calibration import noise_floor, read_records, run_grid
 from smallest_loss.timing.probes import PROBES, probe_runs
 from smallest_loss.timing.profile import load_profile
@@ -178,7 +185,8 @@ def _plan(out: Path, budget: Budget, space: SearchSpace, covers: str, design: An
     if retime:
         profile = retime_once(profile, out / "plan")
     space, unsearched = calibrated_space(space, profile)
-    inputs = build_plan_inputs(space, profile, covers=covers, cadence=verify_cadence(design))
+    load = corpus_load(design, out / "plan") if covers == "run" and budget.kind != "flops" else 0.0
+    inputs = build_plan_inputs(space, profile, covers=covers, cadence=verify_cadence(design, load))
     law = load_law(out / "law.json")
     measured = None
     if measure and budget.kind != "flops":

@@ -703,6 +703,7 @@ def _fixed_cost_hint(cands: Candidates, inputs: PlanInputs) -> str:
     """What a whole run's start-up and compile take at least on this device, for a budget that buys no step."""
     clock = inputs.clock
     least = float(np.min(clock.startup_seconds(cands.n) + clock.compile_seconds(cands.n, cands.N)))
+    least += inputs.cadence.load_seconds
     return (
         f"; a run's start-up and compile alone take {least:.3g} s or more on this device (the profile's wall-clock "
         "terms): to price the training steps alone, pass --budget-covers steps"

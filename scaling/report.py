@@ -63,8 +63,9 @@ def _columns(plan: Plan) -> tuple[str, ...]:
 def wall_clock_line(row: PlanRow) -> str:
     """The run's predicted wall-clock, term by term, in one line."""
     t = row.wall_clock
+    load = f" (loading the corpus {t['corpus_load']:.3g} s)" if t.get("corpus_load") else ""
     return (
-        f"wall-clock of the run: start-up {t['startup']:.3g} s + compile {t['compile']:.3g} s "
+        f"wall-clock of the run: start-up {t['startup']:.3g} s{load} + compile {t['compile']:.3g} s "
         f"+ steps {t['steps']:.3g} s ({row.steps:,} x {row.step_seconds * 1e3:.3g} ms) "
         f"+ evaluations {t['evals']:.3g} s + saves {t['saves']:.3g} s = {t['total']:.3g} s"
     )

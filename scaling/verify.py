@@ -19,6 +19,7 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.lazy import LazyModule
 from smallest_loss.configs.schema import ModelConfig, RunConfig
 from smallest_loss.configs.spaces import SearchSpace
+from smallest_loss.model.data import corpus_load_seconds
 from smallest_loss.model.runs import RunDir, steady_step_seconds, step_seconds_by_part
 from smallest_loss.model.usage import usage_reading
 from smallest_loss.scaling.laws import LawFile
@@ -309,9 +310,30 @@ def timed_after(out: Path, remeasure: Callable[[], float | None] | None) -> floa
     return seconds
 
 
-def verify_cadence(recipe: SweepDesign) -> Cadence:
-    """The evaluations and saves of the run `verify` trains (`verify_config`), for the plan to price."""
-    return Cadence.of(dataclasses.replace(recipe.base.train, eval_every=0))
+LOAD_FILE = "corpus_load.json"  # in a plan's folder: the seconds loading the priced run's corpus, measured once
+
+
+def corpus_load(recipe: SweepDesign, folder: Path | None = None) -> float:
+    """Seconds the run a plan prices spends loading the recipe's corpus (`model.data.corpus_load_seconds`),
+    measured here; kept in `folder`/`LOAD_FILE` and read from there on a rerun, so that a rerun of the plan prices
+    the same start-up and plans the same steps."""
+    path = folder / LOAD_FILE if folder is not None else None
+    if path is not None:
+        try:
+            return float(json.loads(path.read_text())["seconds"])
+        except (OSError, ValueError, KeyError, TypeError):  # none yet, or unreadable: measure it (again)
+            pass
+    seconds = corpus_load_seconds(recipe.base.data)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dict(corpus=recipe.base.data.corpus, seconds=seconds)) + "\n")
+    return seconds
+
+
+def verify_cadence(recipe: SweepDesign, load_seconds: float = 0.0) -> Cadence:
+    """The evaluations and saves of the run `verify` trains (`verify_config`), and the seconds loading its corpus
+    (`model.data.corpus_load_seconds` of the recipe's data, measured by the caller), for the plan to price."""
+    return Cadence.of(dataclasses.replace(recipe.base.train, eval_every=0), load_seconds)
 
 
 def wall_clock_line(v: Verification) -> str | None:

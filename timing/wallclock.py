@@ -13,7 +13,8 @@
   moments; the per-layer term is the checkpointer's cost per array (each layer adds a dozen arrays of parameters and
   moments), which on a CPU outweighs the bytes of small models (a d32 model's save took 127 ms at 1 layer and 472 ms
   at 8, a d256 one's 151 ms at 1 layer with 8 times the bytes; experiments/scripts/bench_saves.py);
-- start-up: the run's set-up before its loop (folder, corpus, initial state), a0 + a1 x layers.
+- start-up: the run's set-up before its loop (folder, initial state), a0 + a1 x layers, plus the seconds loading its
+  corpus (`Cadence.load_seconds`: the probes train on a few random tokens, a run on its corpus).
 
 Every coefficient is fitted (non-negative least squares) to short real training runs made at calibration
 (`timing/probes.py`); the compile model to the grid's records too. All functions here are pure numerics.
@@ -52,12 +53,15 @@ class Cadence:
     eval_batches: int = 8
     eval_batch_size: int = 16  # 0: the training batch size
     checkpoint_every: int = 100
+    # Seconds the run spends loading its corpus at start-up (model.data.corpus_load_seconds, measured where the plan
+    # is made), added to the profile's start-up, whose probes load a few random tokens; 0: not priced.
+    load_seconds: float = 0.0
 
     @classmethod
-    def of(cls, train: Any) -> Cadence:
-        """A run's cadence from its `TrainConfig`."""
+    def of(cls, train: Any, load_seconds: float = 0.0) -> Cadence:
+        """A run's cadence from its `TrainConfig` (and the seconds loading its corpus)."""
         t = train
-        return cls(t.eval_every, t.eval_points, t.eval_batches, t.eval_batch_size, t.checkpoint_every)
+        return cls(t.eval_every, t.eval_points, t.eval_batches, t.eval_batch_size, t.checkpoint_every, load_seconds)
 
     def evals(self, steps: Any) -> np.ndarray:
         """Evaluations of a run of `steps` steps: one every `eval_every` steps or at `eval_points` evenly spaced
@@ -153,16 +157,19 @@ class WallClock:
         self, steps: Any, loop_step: Any, b: Any, s: Any, n: Any, params: Any, cadence: Cadence
     ) -> dict[str, np.ndarray]:
         """Each term's seconds (`TERMS`) of runs of `steps` steps whose loop step takes `loop_step` seconds, and
-        their sum `total`."""
+        their sum `total`; where the cadence prices the corpus's loading, also `corpus_load`, the start-up's share of
+        it."""
         bare = np.asarray(loop_step, float) - self.host_seconds(b, s)
         out = dict(
-            startup=self.startup_seconds(n),
+            startup=self.startup_seconds(n) + cadence.load_seconds,
             compile=self.compile_seconds(n, params),
             steps=np.asarray(steps, float) * loop_step,
             evals=cadence.evals(steps) * self.eval_seconds(bare, b, cadence),
             saves=cadence.saves(steps) * self.save_seconds(params, n),
         )
         out["total"] = sum(out[k] for k in TERMS)
+        if cadence.load_seconds:
+            out["corpus_load"] = np.full_like(out["total"], cadence.load_seconds)  # start-up's share, not a term
         return out
 
     def steps_within(
@@ -174,7 +181,8 @@ class WallClock:
         loop_step = np.asarray(loop_step, float)
         eval_s = self.eval_seconds(loop_step - self.host_seconds(b, s), b, cadence)
         save_s = self.save_seconds(params, n)
-        fixed = self.startup_seconds(n) + self.compile_seconds(n, params) + save_s + eval_s * (1 + cadence.eval_points)
+        fixed = self.startup_seconds(n) + cadence.load_seconds + self.compile_seconds(n, params)
+        fixed = fixed + save_s + eval_s * (1 + cadence.eval_points)
         per_step = loop_step.copy()
         if cadence.checkpoint_every:
             per_step = per_step + save_s / cadence.checkpoint_every

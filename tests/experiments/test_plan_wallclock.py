@@ -12,7 +12,15 @@ from smallest_loss.configs.designs import get_design
 from smallest_loss.experiments.cli import main
 from smallest_loss.scaling.laws import load_law
 from smallest_loss.scaling.planner import make_plan
-from smallest_loss.scaling.verify import Verification, run_clock, trained_loss, verify_config, verify_line
+from smallest_loss.scaling.verify import (
+    LOAD_FILE,
+    Verification,
+    corpus_load,
+    run_clock,
+    trained_loss,
+    verify_config,
+    verify_line,
+)
 from smallest_loss.timing.profile import load_profile, save_profile
 from smallest_loss.timing.wallclock import TERMS, Cadence, WallClock
 
@@ -79,8 +87,11 @@ def test_plan_json_and_verify_report_each_term(tmp_path, capsys):
     args = ["plan", "--budget", "60s", "--law", str(LAW), "--profile", str(with_clock(tmp_path)), "--json"]
     assert main(args) == 0
     plan = json.loads(capsys.readouterr().out)
-    assert plan["budget_covers"] == "run" and set(plan["best"][0]["wall_clock"]) == {*TERMS, "total"}
+    # The recipe's corpus (the standard library's sources) loaded here, as the run would load it: part of start-up.
+    assert plan["budget_covers"] == "run" and set(plan["best"][0]["wall_clock"]) == {*TERMS, "total", "corpus_load"}
     predicted = plan["best"][0]["wall_clock"]
+    assert 0 < predicted["corpus_load"] < predicted["startup"]
+    predicted = {k: predicted[k] for k in (*TERMS, "total")}
     actual = {k: 1.1 * v for k, v in predicted.items()}
     v = Verification("run", 1.0, 1.0, 0.01, 0.01, 10, 1.0, None, 0, predicted, actual)
     line = verify_line(v).splitlines()[-1]
@@ -89,6 +100,23 @@ def test_plan_json_and_verify_report_each_term(tmp_path, capsys):
         Verification.from_dict({k: x for k, x in v.to_dict().items() if "wall_clock" not in k}).actual_wall_clock
         is None
     )
+
+
+def test_the_corpus_load_is_priced_in_start_up_and_measured_once_for_a_verified_plan(tmp_path):
+    profile = with_clock(tmp_path)
+    plain = make_plan("60s", LAW, profile, cadence=CADENCE)
+    loaded = make_plan("60s", LAW, profile, cadence=dataclasses.replace(CADENCE, load_seconds=2.0))
+    assert loaded.best.wall_clock["startup"] == pytest.approx(plain.best.wall_clock["startup"] + 2.0)
+    assert loaded.best.wall_clock["corpus_load"] == 2.0 and "corpus_load" not in plain.best.wall_clock
+    assert loaded.best.steps < plain.best.steps  # two seconds fewer for the steps
+    startup = loaded.best.wall_clock["startup"]
+    assert f"start-up {startup:.3g} s (loading the corpus 2 s)" in loaded.to_markdown()
+    # Kept beside the verified run: a rerun reads it and prices (so plans) the same run.
+    design = get_design("tiny-isoflop")
+    first = corpus_load(design, tmp_path / "verify")
+    assert first > 0 and corpus_load(design, tmp_path / "verify") == first
+    stored = json.loads((tmp_path / "verify" / LOAD_FILE).read_text())
+    assert stored == dict(corpus="stdlib", seconds=first)
 
 
 def test_a_plan_that_covers_the_run_verifies_a_run_that_ends_on_its_clock(tmp_path):

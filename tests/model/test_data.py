@@ -13,8 +13,10 @@ from smallest_loss.configs.models import get_preset
 from smallest_loss.configs.overrides import apply_overrides
 from smallest_loss.configs.schema import DataConfig
 from smallest_loss.model.data import (
+    _stdlib_corpus,
     batch,
     check_fits,
+    corpus_load_seconds,
     load_corpus,
     python_files,
     stdlib_files,
@@ -31,6 +33,19 @@ def test_stdlib_corpus_is_found_split_and_fingerprinted():
     assert corpus.train.size > 10 * corpus.val.size > 0
     assert len(corpus.fingerprint) == 16
     assert 2.0 < unigram_entropy(corpus.val, 256) < 5.5  # bytes of source code: far from uniform (5.55)
+
+
+def test_a_corpus_load_is_timed_as_a_new_process_loads_it(text_corpus):
+    # The standard library's corpus read again, not served from this process's cache, and the cache left as it was.
+    before = _stdlib_corpus.cache_info()
+    assert corpus_load_seconds(DataConfig()) > 0
+    after = _stdlib_corpus.cache_info()
+    assert (after.hits, after.misses, after.currsize) == (before.hits, before.misses, before.currsize)
+    # The extra validation sets are loaded too: a missing one is refused as the run would refuse it.
+    folder = DataConfig(corpus=str(text_corpus))
+    assert corpus_load_seconds(folder) > 0
+    with pytest.raises(UserError, match="does not exist"):
+        corpus_load_seconds(dataclasses.replace(folder, eval_sets=(str(text_corpus / "missing"),)))
 
 
 def test_batches_are_pure_functions_of_seed_and_step():

@@ -33,6 +33,17 @@ def test_terms_sum_to_the_total_and_the_steps_fill_the_budget(cadence):
     assert np.all(terms["steps"] == steps * step)
 
 
+def test_the_corpus_load_is_start_up_and_costs_its_seconds_of_steps():
+    step, load = 0.02, 1.5
+    plain, loaded = Cadence(), Cadence(load_seconds=load)
+    fewer = CLOCK.steps_within(60.0, step, **RUN, cadence=plain) - CLOCK.steps_within(60.0, step, **RUN, cadence=loaded)
+    assert load / (2 * step) < fewer <= load / step + 1  # the load's seconds of steps (each with its share of saves)
+    terms = CLOCK.terms(1000, step, **RUN, cadence=loaded)
+    assert terms["startup"] == pytest.approx(CLOCK.startup_seconds(2) + load) and terms["corpus_load"] == load
+    assert terms["total"] == pytest.approx(sum(terms[k] for k in TERMS))
+    assert "corpus_load" not in CLOCK.terms(1000, step, **RUN, cadence=plain)
+
+
 def test_a_budget_below_the_fixed_terms_buys_no_steps():
     assert CLOCK.steps_within(0.5, 0.01, **RUN, cadence=Cadence()) == 0
 
