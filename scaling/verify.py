@@ -313,11 +313,11 @@ def timed_after(out: Path, remeasure: Callable[[], float | None] | None) -> floa
 LOAD_FILE = "corpus_load.json"  # in a plan's folder: the seconds loading the priced run's corpus, measured once
 
 
-def corpus_load(recipe: SweepDesign, folder: Path | None = None) -> float:
+def corpus_load(recipe: SweepDesign, folder: str | Path | None = None) -> float:
     """Seconds the run a plan prices spends loading the recipe's corpus (`model.data.corpus_load_seconds`),
     measured here; kept in `folder`/`LOAD_FILE` and read from there on a rerun, so that a rerun of the plan prices
     the same start-up and plans the same steps."""
-    path = folder / LOAD_FILE if folder is not None else None
+    path = Path(folder) / LOAD_FILE if folder is not None else None
     if path is not None:
         try:
             return float(json.loads(path.read_text())["seconds"])

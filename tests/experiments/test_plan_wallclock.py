@@ -3,12 +3,14 @@ old meaning (`--budget-covers steps`) and old profiles plan as before."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 from smallest_loss.configs.designs import get_design
+from smallest_loss.experiments import plan_cmd
 from smallest_loss.experiments.cli import main
 from smallest_loss.scaling.laws import load_law
 from smallest_loss.scaling.planner import make_plan
@@ -117,6 +119,12 @@ def test_the_corpus_load_is_priced_in_start_up_and_measured_once_for_a_verified_
     assert first > 0 and corpus_load(design, tmp_path / "verify") == first
     stored = json.loads((tmp_path / "verify" / LOAD_FILE).read_text())
     assert stored == dict(corpus="stdlib", seconds=first)
+    # As `plan --verify` asks for it (its folder a string), and not at all where nothing prices the start-up.
+    args = argparse.Namespace(profile=[str(profile)], budget_covers="run", budget="60s", verify=True,
+                              verify_out=str(tmp_path / "cli"), out=None)  # fmt: skip
+    assert plan_cmd._corpus_load(args, design) > 0 and (tmp_path / "cli" / LOAD_FILE).is_file()
+    for change in (dict(budget="1e15"), dict(budget_covers="steps"), dict(profile=[])):
+        assert plan_cmd._corpus_load(argparse.Namespace(**{**vars(args), **change}), design) == 0.0
 
 
 def test_a_plan_that_covers_the_run_verifies_a_run_that_ends_on_its_clock(tmp_path):
