@@ -140,10 +140,16 @@ INTERRUPTED = "interrupted: nothing is lost; --verify's run, if it began, resume
 
 def _corpus_load(args: argparse.Namespace, design: Any) -> float:
     """Seconds the priced run spends loading the recipe's corpus, measured here (kept in --verify's folder, so a
-    rerun plans the same run) where a time or money budget pays for the whole run; else 0."""
+    rerun plans the same run) where a time or money budget pays for the whole run; else 0, and 0 where the corpus
+    cannot be loaded here and nothing is trained (a plan for a run elsewhere: its loading is not priced)."""
     if not args.profile or args.budget_covers != "run" or parse_budget(args.budget).kind == "flops":
         return 0.0
-    return corpus_load(design, _verify_out(args) if args.verify else None)
+    try:
+        return corpus_load(design, _verify_out(args) if args.verify else None)
+    except UserError:
+        if args.verify:
+            raise
+        return 0.0
 
 
 def _options(args: argparse.Namespace, design: Any) -> dict[str, Any]:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from smallest_loss.configs.designs import get_design
+from smallest_loss.configs.errors import UserError
+from smallest_loss.configs.schema import DataConfig
 from smallest_loss.experiments import plan_cmd
 from smallest_loss.experiments.cli import main
 from smallest_loss.scaling.laws import load_law
@@ -125,6 +127,11 @@ def test_the_corpus_load_is_priced_in_start_up_and_measured_once_for_a_verified_
     assert plan_cmd._corpus_load(args, design) > 0 and (tmp_path / "cli" / LOAD_FILE).is_file()
     for change in (dict(budget="1e15"), dict(budget_covers="steps"), dict(profile=[])):
         assert plan_cmd._corpus_load(argparse.Namespace(**{**vars(args), **change}), design) == 0.0
+    # A recipe whose corpus is not on this machine: a plan alone does not price its loading; --verify refuses.
+    elsewhere = dataclasses.replace(design, base=dataclasses.replace(design.base, data=DataConfig(str(tmp_path / "x"))))
+    assert plan_cmd._corpus_load(argparse.Namespace(**{**vars(args), "verify": False}), elsewhere) == 0.0
+    with pytest.raises(UserError, match="does not exist"):
+        plan_cmd._corpus_load(argparse.Namespace(**{**vars(args), "verify_out": str(tmp_path / "v2")}), elsewhere)
 
 
 def test_a_plan_that_covers_the_run_verifies_a_run_that_ends_on_its_clock(tmp_path):
