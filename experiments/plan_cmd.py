@@ -142,10 +142,11 @@ def _corpus_load(args: argparse.Namespace, design: Any) -> float:
     """Seconds the priced run spends loading the recipe's corpus, measured here (kept in --verify's folder, so a
     rerun plans the same run) where a time or money budget pays for the whole run; else 0, and 0 where the corpus
     cannot be loaded here and nothing is trained (a plan for a run elsewhere: its loading is not priced)."""
-    if not args.profile or args.budget_covers != "run" or parse_budget(args.budget).kind == "flops":
+    if not args.profile:
         return 0.0
     try:
-        return corpus_load(design, _verify_out(args) if args.verify else None)
+        folder = _verify_out(args) if args.verify else None
+        return corpus_load(design, folder, parse_budget(args.budget).kind, args.budget_covers)
     except UserError:
         if args.verify:
             raise

@@ -185,7 +185,7 @@ def _plan(out: Path, budget: Budget, space: SearchSpace, covers: str, design: An
     if retime:
         profile = retime_once(profile, out / "plan")
     space, unsearched = calibrated_space(space, profile)
-    load = corpus_load(design, out / "plan") if covers == "run" and budget.kind != "flops" else 0.0
+    load = corpus_load(design, out / "plan", budget.kind, covers)
     inputs = build_plan_inputs(space, profile, covers=covers, cadence=verify_cadence(design, load))
     law = load_law(out / "law.json")
     measured = None

@@ -294,40 +294,42 @@ def run_name(config: RunConfig, chosen_lr: bool) -> str:
 AFTER_FILE = "step_after.json"  # in the verified run's folder: its step timed again after it trained
 
 
-def timed_after(out: Path, remeasure: Callable[[], float | None] | None) -> float | None:
-    """The step timed again after the run (`remeasure`), kept in `out`/`AFTER_FILE` and read from there on a
-    rerun; None without `remeasure` or where it could not time the step."""
-    if remeasure is None:
-        return None
-    path = out / AFTER_FILE
-    try:
-        return float(json.loads(path.read_text())["seconds"])
-    except (OSError, ValueError, KeyError, TypeError):  # none yet, or unreadable: time it (again)
-        pass
-    seconds = remeasure()
-    if seconds is not None:
-        path.write_text(json.dumps(dict(seconds=seconds)) + "\n")
-    return seconds
-
-
-LOAD_FILE = "corpus_load.json"  # in a plan's folder: the seconds loading the priced run's corpus, measured once
-
-
-def corpus_load(recipe: SweepDesign, folder: str | Path | None = None) -> float:
-    """Seconds the run a plan prices spends loading the recipe's corpus (`model.data.corpus_load_seconds`),
-    measured here; kept in `folder`/`LOAD_FILE` and read from there on a rerun, so that a rerun of the plan prices
-    the same start-up and plans the same steps."""
-    path = Path(folder) / LOAD_FILE if folder is not None else None
+def kept_seconds(path: Path | None, measure: Callable[[], float | None], **fields: Any) -> float | None:
+    """Seconds `measure` gives, kept in `path` as JSON (`seconds`, with `fields`) and read from there on a rerun, so
+    that a rerun reports and plans the same; measured afresh without a path; None where `measure` gave none."""
     if path is not None:
         try:
             return float(json.loads(path.read_text())["seconds"])
         except (OSError, ValueError, KeyError, TypeError):  # none yet, or unreadable: measure it (again)
             pass
-    seconds = corpus_load_seconds(recipe.base.data)
-    if path is not None:
+    seconds = measure()
+    if seconds is not None and path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(dict(corpus=recipe.base.data.corpus, seconds=seconds)) + "\n")
+        path.write_text(json.dumps(dict(fields, seconds=seconds)) + "\n")
     return seconds
+
+
+def timed_after(out: Path, remeasure: Callable[[], float | None] | None) -> float | None:
+    """The step timed again after the run (`remeasure`), kept in `out`/`AFTER_FILE` and read from there on a
+    rerun; None without `remeasure` or where it could not time the step."""
+    return None if remeasure is None else kept_seconds(out / AFTER_FILE, remeasure)
+
+
+LOAD_FILE = "corpus_load.json"  # in a plan's folder: the seconds loading the priced run's corpus, measured once
+
+
+def corpus_load(
+    recipe: SweepDesign, folder: str | Path | None = None, budget_kind: str = "time", covers: str = "run"
+) -> float:
+    """Seconds the run a plan prices spends loading the recipe's corpus (`model.data.corpus_load_seconds`),
+    measured here where the budget (`budget_kind`, what it `covers`) pays for the whole run, else 0; kept in
+    `folder`/`LOAD_FILE` and read from there on a rerun, so that a rerun of the plan prices the same start-up and
+    plans the same steps."""
+    if covers != "run" or budget_kind == "flops":
+        return 0.0
+    path = Path(folder) / LOAD_FILE if folder is not None else None
+    data = recipe.base.data
+    return kept_seconds(path, lambda: corpus_load_seconds(data), corpus=data.corpus)
 
 
 def verify_cadence(recipe: SweepDesign, load_seconds: float = 0.0) -> Cadence:

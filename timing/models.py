@@ -865,9 +865,9 @@ def choice_held_out(
     error), the choice itself cross-validated: in each of `k` folds by architecture the models are compared by a
     cross-validation on the other folds alone (`k` - 1 folds within them), and the best there, fitted to them, predicts
     the fold. The chosen model's own held-out error is lower than this by the choice, the least of several noisy
-    errors: on 61 calibrations of the quickstart's grid on 2 CPU cores (results/cpu/calibrations/README.md, stop 53)
-    the best model held out at 4.7% median, the choice itself at 5.1%. None with fewer than 2 models, or records too
-    few or lacking a model's features for folds within folds."""
+    errors: on 74 calibrations of the quickstart's grid on 2 CPU cores (results/cpu/calibrations/README.md, stops 53
+    and 54) the best model held out at 4.7% median, the choice itself at 5.0%. None with fewer than 2 models, or
+    records too few or lacking a model's features for folds within folds."""
     if len(models) < 2:
         return None
     t = cols["time"]
