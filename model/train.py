@@ -553,6 +553,7 @@ class _Loop:
                 extra[step] = self.evaluate_all()
                 seconds = time.perf_counter() - began
                 self.eval_seconds = min(self.eval_seconds or seconds, seconds)  # the first holds one-time costs
+                self.clock.setdefault("evals_first", seconds)
                 self.clock["evals"] += seconds
             loss = self.flush(extra)
             if self.deadline and not last:
@@ -775,6 +776,8 @@ def summarise(
         summary["wall_clock"]["total"] = round(sum(clock[k] for k in CLOCK_TERMS), 4)
         if "startup_init" in clock:  # of `startup`, the seconds creating the training state (not a term of the total)
             summary["wall_clock"]["startup_init"] = round(clock["startup_init"], 4)
+        if "evals_first" in clock:  # of `evals`, the session's first evaluation (off the clock: its first-call costs)
+            summary["wall_clock"]["evals_first"] = round(clock["evals_first"], 4)
     if usage:
         summary["steps_usage"] = usage
     noise_scale = noise.summarise(lines, *_noise_batches(cfg))

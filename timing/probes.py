@@ -3,9 +3,10 @@ steps (timing/wallclock.py) with the code that spends it (`model.train.train`: t
 syncs, evaluations and checkpoint saves).
 
 Each probe trains a configuration of the grid (smallest, middle, largest by parameters) for `PROBE_STEPS` steps on
-random tokens, syncing every `PROBE_SYNC` steps, evaluating and saving halfway and at the end. From its summary
-(`wall_clock`) and metrics: start-up, compile, the loop's steady step (between syncs that hold only steps), one
-evaluation's and one save's seconds; the loop's step is the median over the intervals between syncs (a slow
+random tokens, syncing every `PROBE_SYNC` steps, evaluating at each third (`PROBE_EVALS`) and saving halfway and at
+the end. From its summary (`wall_clock`) and metrics: start-up, compile, the loop's steady step (between syncs that
+hold only steps), the evaluations' seconds (the first, which holds the evaluation's first-call costs, apart from
+the later ones) and one save's seconds; the loop's step is the median over the intervals between syncs (a slow
 spell of the machine in one of them does not make a host cost). Just before and just after it the compiled step
 alone is timed again as the grid timed it (`bare_seconds`): the median of those two and the grid's record is the
 step the loop's host cost (loop minus bare) is read against, robust to one of the three caught in a slow spell of
@@ -30,6 +31,7 @@ from smallest_loss.timing.wallclock import STATE_BYTES_PER_PARAM, WallClock, fit
 PROBE_STEPS = 120  # 8 intervals between syncs that hold only steps: their median is the probe's loop step
 PROBE_SYNC = 10  # train.log_every's default, the cadence of the runs a plan prices (verify syncs no more often)
 PROBES = 3  # probe runs of a calibration (0: none; the profile then prices the steps only)
+PROBE_EVALS = 3  # evaluations of a probe, evenly spaced: the first holds one-time costs, the later ones price the rest
 
 
 def pick_probes(records: list[dict[str, Any]], k: int = PROBES) -> list[dict[str, Any]]:
@@ -44,7 +46,8 @@ def pick_probes(records: list[dict[str, Any]], k: int = PROBES) -> list[dict[str
 
 
 def probe_config(record: dict[str, Any], corpus: Path) -> RunConfig:
-    """The run a probe trains: the record's model and batch, evaluated and saved halfway and at the end."""
+    """The run a probe trains: the record's model and batch, evaluated `PROBE_EVALS` times evenly and saved
+    halfway and at the end."""
     half = PROBE_STEPS // 2
     train = cold(
         TrainConfig(
@@ -52,7 +55,7 @@ def probe_config(record: dict[str, Any], corpus: Path) -> RunConfig:
             batch_size=record["batch"],
             warmup_steps=1,
             log_every=PROBE_SYNC,
-            eval_every=half,
+            eval_every=PROBE_STEPS // PROBE_EVALS,
             checkpoint_every=half,
             mesh_data=record.get("device_count", 1),
         )
@@ -93,6 +96,9 @@ def run_probe(record: dict[str, Any], folder: Path, statistic: str = "median") -
         record_compile=record.get("compile_seconds"),
         eval_seconds=clock["evals"] / evals,
         eval_rows=t.eval_batches * t.eval_batch_size,
+        eval_batches=t.eval_batches,
+        eval_first=clock["evals_first"],
+        eval_warm=(clock["evals"] - clock["evals_first"]) / (evals - 1),
         save_seconds=clock["saves"] / saves,
     )
 
@@ -188,9 +194,7 @@ def fit_wall_clock(
     ratios = [p["compile"] / p["record_compile"] for p in probes if p.get("record_compile")]
     n = np.array([p["config"]["n"] for p in probes], float)
     gigabytes = np.array([p["params"] for p in probes], float) * STATE_BYTES_PER_PARAM / 1e9
-    forward = [
-        (p["eval_seconds"] / p["eval_rows"]) / (p.get("bare_seconds", p["step_seconds"]) / p["batch"]) for p in probes
-    ]
+    forward, eval_batch, first_call = eval_terms(probes)
     host, held_out = host_term(probes, held_out_step)
     # A save's seconds: a constant, the state's bytes and, where three probes or more differ in depth, its layers
     # (the checkpointer writes each array apart: on a CPU the arrays, not the bytes, price a small model's save)
@@ -202,9 +206,35 @@ def fit_wall_clock(
     return WallClock(
         host=tuple(host),
         compile=tuple(grid_compile * (float(np.median(ratios)) if ratios else 1.0)),
-        forward_fraction=float(np.median(forward)),
+        forward_fraction=forward,
         save=save[:2],
         startup=tuple(fit_nonnegative(np.column_stack([np.ones_like(n), n]), [p["startup"] for p in probes])),
         loop_held_out=held_out,
         save_per_layer=save[2],
+        eval_batch=eval_batch,
+        eval_first_call=first_call,
     )
+
+
+def eval_terms(probes: list[dict[str, Any]]) -> tuple[float, float, float]:
+    """(forward fraction, seconds a batch besides, the first call's one-time seconds) of the evaluation
+    (`WallClock.eval_seconds`). A probe's later evaluations (`eval_warm`) price an evaluation; its first
+    (`eval_first`) holds the compiled evaluation's first-call costs, which a run on the clock pays at compile. The
+    seconds a batch are fitted (non-negative least squares) as e0 + f x (the forward's share of a step's seconds),
+    the batch's rows over the step's rows: the three probes' steps differ by tens of times, and a small model's
+    evaluation batch costs more than its forward (on this CPU, a d32 model's evaluation took 0.5 of a training step
+    per sequence, a d256 one's 0.2). Probes written before the first evaluation was kept apart: the fraction alone,
+    the median of their evaluations' over their steps' seconds per sequence, none besides."""
+    step = np.array([p.get("bare_seconds", p["step_seconds"]) / p["batch"] for p in probes], float)
+    if not all("eval_warm" in p for p in probes):
+        per_sequence = np.array([p["eval_seconds"] / p["eval_rows"] for p in probes], float)
+        return float(np.median(per_sequence / step)), 0.0, 0.0
+    batches = np.array([p["eval_batches"] for p in probes], float)
+    rows = np.array([p["eval_rows"] for p in probes], float) / batches
+    per_batch = np.array([p["eval_warm"] for p in probes], float) / batches
+    first_call = float(np.median([max(p["eval_first"] - p["eval_warm"], 0.0) for p in probes]))
+    x = rows * step
+    if len(probes) < 2 or np.ptp(x) <= 0.1 * np.max(x):  # steps too alike to part the batch's cost from the forward's
+        return float(np.median(per_batch / x)), 0.0, first_call
+    e0, f = fit_nonnegative(np.column_stack([np.ones_like(x), x]), per_batch)
+    return f, e0, first_call

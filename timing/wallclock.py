@@ -6,9 +6,12 @@
   (h0 + h1 x tokens per step: building and placing batches, dispatch, host syncs), measured as the loop's
   steady step minus the compiled step's time on the same configuration;
 - compile: compiling the step and the evaluation, c0 + c1 x layers + c2 x parameters (millions), fitted to the
-  calibration grid's compile times and scaled by what a run compiles besides the step (its evaluation);
-- evaluations: evaluations x eval batches x (forward seconds per sequence) x sequences per eval batch, the
-  forward pass costing `forward_fraction` of a training step per sequence;
+  calibration grid's compile times and scaled by what a run compiles besides the step (its evaluation); a run on
+  the clock also pays its evaluation's first call there (`eval_first_call`, the one-time costs of the compiled
+  evaluation's first call, and two batches: the first call's and one timed to price the evaluations ahead);
+- evaluations: evaluations x eval batches x (e0 + forward seconds per sequence x sequences per eval batch), the
+  forward pass costing `forward_fraction` of a training step per sequence and each batch `eval_batch` (e0) besides
+  (building, placing and dispatching it: a small model's forward is short against it);
 - saves: checkpoint saves x (s0 + s1 x state gigabytes + s2 x layers), the state being parameters and AdamW's two
   moments; the per-layer term is the checkpointer's cost per array (each layer adds a dozen arrays of parameters and
   moments), which on a CPU outweighs the bytes of small models (a d32 model's save took 127 ms at 1 layer and 472 ms
@@ -94,6 +97,8 @@ class WallClock:
     startup: tuple[float, float]  # a0, a1 per layer
     loop_held_out: dict[str, float]  # the loop's steady step predicted on held-out probes: mape, max_ape, probes
     save_per_layer: float = 0.0  # s2, a save's seconds per layer (0 in profiles written before it was fitted)
+    eval_batch: float = 0.0  # e0, an evaluation batch's seconds besides its forward pass (0 in older profiles)
+    eval_first_call: float = 0.0  # the evaluation's first call's one-time seconds (0 in older profiles)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -112,6 +117,8 @@ class WallClock:
             save=tuple(c * factor for c in self.save),
             startup=tuple(c * factor for c in self.startup),
             save_per_layer=self.save_per_layer * factor,
+            eval_batch=self.eval_batch * factor,
+            eval_first_call=self.eval_first_call * factor,
         )
 
     def describe(self) -> str:
@@ -128,7 +135,8 @@ class WallClock:
             f"the loop's steady step held out at {held['mape']:.1%} mean error ({held['max_ape']:.1%} max, "
             f"{held['probes']} probe runs); compile {self.compile[0]:.3g} s + {self.compile[1]:.3g} s per layer + "
             f"{self.compile[2]:.3g} s per million parameters; evaluation {self.forward_fraction:.2f} of a step per "
-            f"sequence; save {self.save[0]:.3g} s + {self.save[1]:.3g} s/GB + {self.save_per_layer:.3g} s per layer; "
+            f"sequence + {self.eval_batch * 1e3:.3g} ms a batch (first call {self.eval_first_call * 1e3:.3g} ms); "
+            f"save {self.save[0]:.3g} s + {self.save[1]:.3g} s/GB + {self.save_per_layer:.3g} s per layer; "
             f"start-up {self.startup[0]:.3g} s + {self.startup[1]:.3g} s per layer"
         )
 
@@ -147,11 +155,21 @@ class WallClock:
     def startup_seconds(self, n: Any) -> np.ndarray:
         return self.startup[0] + self.startup[1] * np.asarray(n, float)
 
-    def eval_seconds(self, step_seconds: Any, b: Any, cadence: Cadence) -> np.ndarray:
-        """One evaluation's seconds, from the (compiled) step seconds of a training step of b sequences."""
+    def eval_batch_seconds(self, step_seconds: Any, b: Any, cadence: Cadence) -> np.ndarray:
+        """One evaluation batch's seconds, from the (compiled) step seconds of a training step of b sequences."""
         rows = cadence.eval_batch_size or np.asarray(b, float)
         per_sequence = self.forward_fraction * np.asarray(step_seconds, float) / np.asarray(b, float)
-        return cadence.eval_batches * rows * per_sequence
+        return self.eval_batch + rows * per_sequence
+
+    def eval_seconds(self, step_seconds: Any, b: Any, cadence: Cadence) -> np.ndarray:
+        """One evaluation's seconds (after the first call), from the compiled step seconds of a step of b sequences."""
+        return cadence.eval_batches * self.eval_batch_seconds(step_seconds, b, cadence)
+
+    def compile_on_the_clock(self, n: Any, params: Any, step_seconds: Any, b: Any, cadence: Cadence) -> np.ndarray:
+        """The compile term of a run that ends on the clock (what every plan these terms price trains): the step's
+        and evaluation's compilation, the evaluation's first call and the batch timed after it (`model/train.py`)."""
+        first = self.eval_first_call + 2 * self.eval_batch_seconds(step_seconds, b, cadence)
+        return self.compile_seconds(n, params) + first
 
     def terms(
         self, steps: Any, loop_step: Any, b: Any, s: Any, n: Any, params: Any, cadence: Cadence
@@ -162,7 +180,7 @@ class WallClock:
         bare = np.asarray(loop_step, float) - self.host_seconds(b, s)
         out = dict(
             startup=self.startup_seconds(n) + cadence.load_seconds,
-            compile=self.compile_seconds(n, params),
+            compile=self.compile_on_the_clock(n, params, bare, b, cadence),
             steps=np.asarray(steps, float) * loop_step,
             evals=cadence.evals(steps) * self.eval_seconds(bare, b, cadence),
             saves=cadence.saves(steps) * self.save_seconds(params, n),
@@ -179,9 +197,10 @@ class WallClock:
         the saves leave, at the loop step plus each step's share of the periodic evaluations and saves (the
         evenly spaced evaluations and the last save and evaluation are counted once). Zero where none fit."""
         loop_step = np.asarray(loop_step, float)
-        eval_s = self.eval_seconds(loop_step - self.host_seconds(b, s), b, cadence)
+        bare = loop_step - self.host_seconds(b, s)
+        eval_s = self.eval_seconds(bare, b, cadence)
         save_s = self.save_seconds(params, n)
-        fixed = self.startup_seconds(n) + cadence.load_seconds + self.compile_seconds(n, params)
+        fixed = self.startup_seconds(n) + cadence.load_seconds + self.compile_on_the_clock(n, params, bare, b, cadence)
         fixed = fixed + save_s + eval_s * (1 + cadence.eval_points)
         per_step = loop_step.copy()
         if cadence.checkpoint_every:

@@ -42,11 +42,12 @@ def test_closing_early_stops_an_endless_prefetcher():
 
 @pytest.mark.slow
 def test_a_run_records_its_wall_clock_by_term(reference_run):
-    """summary.json's `wall_clock`: every term of the session, each non-negative, summing to its total; and of the
-    start-up, the seconds creating the initial state."""
+    """summary.json's `wall_clock`: every term of the session, each non-negative, summing to its total; of the
+    start-up, the seconds creating the initial state; of the evaluations, the first's."""
     clock = json.loads((reference_run / "summary.json").read_text())["wall_clock"]
-    assert set(clock) == {*CLOCK_TERMS, "total", "startup_init"} and all(clock[k] >= 0 for k in CLOCK_TERMS)
-    assert 0 < clock["startup_init"] <= clock["startup"]
+    assert set(clock) == {*CLOCK_TERMS, "total", "startup_init", "evals_first"}
+    assert all(clock[k] >= 0 for k in CLOCK_TERMS)
+    assert 0 < clock["startup_init"] <= clock["startup"] and 0 < clock["evals_first"] <= clock["evals"]
     assert clock["total"] == pytest.approx(sum(clock[k] for k in CLOCK_TERMS), abs=1e-3)
     assert clock["compile"] > 0 and clock["steps"] > 0 and clock["evals"] > 0 and clock["saves"] > 0
     usage = json.loads((reference_run / "summary.json").read_text())["steps_usage"]  # what the process spent

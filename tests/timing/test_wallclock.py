@@ -15,6 +15,8 @@ CLOCK = WallClock(
     startup=(0.3, 0.01),
     loop_held_out=dict(mape=0.05, max_ape=0.1, probes=3),
     save_per_layer=0.03,
+    eval_batch=0.002,
+    eval_first_call=0.015,
 )
 RUN = dict(b=16, s=64, n=2, params=40_000.0)
 
@@ -68,6 +70,7 @@ def _probe(n, b, s, params):
     """A probe run as timing/probes.py records it, generated from CLOCK with a compiled step of 1 ms per layer."""
     step = 1e-3 * n * b / 16
     tokens = b * (s + 1)
+    warm = 8 * (CLOCK.eval_batch + CLOCK.forward_fraction * step / b * 16)  # 8 batches of 16 rows after the first
     return dict(
         config=dict(d=64, n=n, h=4, w=256, s=s, v=256),
         dtype="float32",
@@ -78,8 +81,11 @@ def _probe(n, b, s, params):
         startup=float(CLOCK.startup_seconds(n)),
         compile=2.0 * float(CLOCK.compile_seconds(n, params)),  # a run compiles its evaluation too
         record_compile=float(CLOCK.compile_seconds(n, params)),
-        eval_seconds=CLOCK.forward_fraction * step / b * 128,
+        eval_seconds=(3 * warm + CLOCK.eval_first_call) / 3,
         eval_rows=128,
+        eval_batches=8,
+        eval_first=warm + CLOCK.eval_first_call,
+        eval_warm=warm,
         save_seconds=float(CLOCK.save_seconds(params, n)),
     )
 
@@ -94,7 +100,9 @@ def test_fit_wall_clock_recovers_known_terms():
     clock = fit_wall_clock(probes, records, [p["step_seconds"] for p in probes])
     assert clock.host == pytest.approx(CLOCK.host, rel=1e-4)
     assert clock.compile == pytest.approx(tuple(2 * c for c in CLOCK.compile), rel=1e-4)
-    assert clock.forward_fraction == pytest.approx(CLOCK.forward_fraction)
+    assert clock.forward_fraction == pytest.approx(CLOCK.forward_fraction, rel=1e-4)
+    assert clock.eval_batch == pytest.approx(CLOCK.eval_batch, rel=1e-4)
+    assert clock.eval_first_call == pytest.approx(CLOCK.eval_first_call, rel=1e-4)
     assert clock.save == pytest.approx(CLOCK.save, rel=1e-4)
     assert clock.save_per_layer == pytest.approx(CLOCK.save_per_layer, rel=1e-4)
     assert clock.startup == pytest.approx(CLOCK.startup, rel=1e-4)
@@ -164,3 +172,29 @@ def test_a_save_is_priced_by_its_layers_where_the_probes_differ_in_depth():
     old = {k: v for k, v in CLOCK.to_dict().items() if k != "save_per_layer"}
     assert WallClock.from_dict(old).save_per_layer == 0.0 and WallClock.from_dict(CLOCK.to_dict()) == CLOCK
     assert CLOCK.scaled(2.0).save_per_layer == pytest.approx(0.06)
+
+
+def test_probes_without_their_first_evaluation_apart_price_by_the_fraction_alone():
+    """Probes kept before the first evaluation was recorded apart (a calibration folder of an older version): the
+    median of their evaluations' seconds per sequence over their steps', nothing a batch besides, no first call."""
+    probes = [_probe(*shape) for shape in [(1, 8, 32, 2e4), (2, 16, 64, 8e4), (4, 32, 128, 3e5)]]
+    for p in probes:
+        for key in ("eval_first", "eval_warm", "eval_batches"):
+            del p[key]
+    forward, per_batch, first_call = probes_module.eval_terms(probes)
+    expected = np.median([p["eval_seconds"] / 128 / (p["step_seconds"] / p["batch"]) for p in probes])
+    assert forward == pytest.approx(expected) and per_batch == 0 and first_call == 0
+
+
+def test_an_evaluation_costs_its_batches_and_a_run_on_the_clock_pays_the_first_call_at_compile():
+    step, cadence = 0.02, Cadence(eval_batches=16, eval_batch_size=16)
+    one = CLOCK.eval_seconds(step, 16, cadence)
+    assert one == pytest.approx(16 * (CLOCK.eval_batch + CLOCK.forward_fraction * step))
+    assert CLOCK.eval_seconds(step, 16, Cadence(eval_batches=8, eval_batch_size=16)) == pytest.approx(one / 2)
+    terms = CLOCK.terms(1000, step + float(CLOCK.host_seconds(16, 64)), **RUN, cadence=cadence)
+    first = CLOCK.eval_first_call + 2 * one / 16
+    assert terms["compile"] == pytest.approx(CLOCK.compile_seconds(2, RUN["params"]) + first)
+    assert terms["evals"] == pytest.approx(cadence.evals(1000) * one)
+    # the older profiles' evaluation: the fraction alone
+    old = WallClock.from_dict({k: v for k, v in CLOCK.to_dict().items() if k not in ("eval_batch", "eval_first_call")})
+    assert old.eval_seconds(step, 16, cadence) == pytest.approx(16 * 16 * CLOCK.forward_fraction * step / 16)
