@@ -357,17 +357,20 @@ class RunDir:
 
     def checkpoint_manager(self) -> ocp.CheckpointManager:
         """The last two checkpoints, and every one in `keep_checkpoints`."""
-        if self.keep_checkpoints:
-            preservation = checkpoint_managers.preservation_policy
-            policy = preservation.AnyPreservationPolicy(
-                [preservation.LatestN(2), preservation.CustomSteps(self.keep_checkpoints)]
-            )
-            options = ocp.CheckpointManagerOptions(
-                preservation_policy=policy, create=True, enable_async_checkpointing=False
-            )
-        else:
-            options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True, enable_async_checkpointing=False)
-        return ocp.CheckpointManager((self.path / "checkpoints").absolute(), options=options)
+        return checkpoint_manager(self.path / "checkpoints", self.keep_checkpoints)
+
+
+def checkpoint_manager(folder: Path, keep: tuple[int, ...] = ()) -> ocp.CheckpointManager:
+    """A run's checkpoint manager on `folder`: the last two checkpoints and every one in `keep`, saved synchronously."""
+    if keep:
+        preservation = checkpoint_managers.preservation_policy
+        policy = preservation.AnyPreservationPolicy([preservation.LatestN(2), preservation.CustomSteps(keep)])
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=policy, create=True, enable_async_checkpointing=False
+        )
+    else:
+        options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True, enable_async_checkpointing=False)
+    return ocp.CheckpointManager(Path(folder).absolute(), options=options)
 
 
 def steady_step_seconds(lines: list[dict[str, Any]], checkpoint_every: int, median: bool = False) -> float | None:

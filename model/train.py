@@ -289,6 +289,9 @@ def make_eval_fn(graphdef: nnx.GraphDef) -> Callable:
 # loop), compiling the step and the evaluation, the steps (with their host syncs and logging), evaluations and
 # checkpoint saves. They sum to the session's seconds (`total`).
 CLOCK_TERMS = ("startup", "compile", "steps", "evals", "saves")
+# Parts of a term, kept beside them: of `startup`, creating the training state; of `evals`, the session's first
+# evaluation (off the clock, it holds the compiled evaluation's first-call costs)
+CLOCK_PARTS = ("startup_init", "evals_first")
 
 EVAL_SEED = 12345  # the evaluation sample's seed (`train.eval_batch_size`)
 
@@ -771,13 +774,9 @@ def summarise(
         summary.update(planned_steps=cfg.total_steps, end_within=cfg.train.end_within)
     if cfg.model.experts:  # a mixture of experts: the parameters one token runs through (a dense summary as before)
         summary["params_active"] = counts.active
-    if clock is not None:
-        summary["wall_clock"] = {k: round(clock[k], 4) for k in CLOCK_TERMS}
+    if clock is not None:  # with parts of a term, not terms of the total (`CLOCK_PARTS`)
+        summary["wall_clock"] = {k: round(clock[k], 4) for k in (*CLOCK_TERMS, *CLOCK_PARTS) if k in clock}
         summary["wall_clock"]["total"] = round(sum(clock[k] for k in CLOCK_TERMS), 4)
-        if "startup_init" in clock:  # of `startup`, the seconds creating the training state (not a term of the total)
-            summary["wall_clock"]["startup_init"] = round(clock["startup_init"], 4)
-        if "evals_first" in clock:  # of `evals`, the session's first evaluation (off the clock: its first-call costs)
-            summary["wall_clock"]["evals_first"] = round(clock["evals_first"], 4)
     if usage:
         summary["steps_usage"] = usage
     noise_scale = noise.summarise(lines, *_noise_batches(cfg))

@@ -10,20 +10,29 @@ the later ones) and one save's seconds; the loop's step is the median over the i
 spell of the machine in one of them does not make a host cost). Just before and just after it the compiled step
 alone is timed again as the grid timed it (`bare_seconds`): the median of those two and the grid's record is the
 step the loop's host cost (loop minus bare) is read against, robust to one of the three caught in a slow spell of
-a shared machine. They are kept in the calibration folder's `probes.jsonl`.
+a shared machine. After it, a save of its configuration's training state is timed again at its depth and
+`SAVE_LAYERS` layers deeper (`state_save_seconds`): the probes' own saves differ in depth and bytes together (the
+grid's smallest, middle and largest by parameters), which cannot tell a save's seconds per layer from its seconds per
+byte apart. They are kept in the calibration folder's `probes.jsonl`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from smallest_loss.configs.schema import DataConfig, ModelConfig, RunConfig, TrainConfig
-from smallest_loss.model.runs import RunDir, steady_step_seconds
-from smallest_loss.model.train import train
+from smallest_loss.model.params import count_params
+from smallest_loss.model.runs import RunDir, checkpoint_manager, steady_step_seconds
+from smallest_loss.model.sharding import make_mesh, resolve_mesh_shape
+from smallest_loss.model.train import run_layout, train
 from smallest_loss.timing.measure import cold, compile_step, time_compiled, unwritten
 from smallest_loss.timing.models import STATISTICS
 from smallest_loss.timing.wallclock import STATE_BYTES_PER_PARAM, WallClock, fit_nonnegative
@@ -32,6 +41,8 @@ PROBE_STEPS = 120  # 8 intervals between syncs that hold only steps: their media
 PROBE_SYNC = 10  # train.log_every's default, the cadence of the runs a plan prices (verify syncs no more often)
 PROBES = 3  # probe runs of a calibration (0: none; the profile then prices the steps only)
 PROBE_EVALS = 3  # evaluations of a probe, evenly spaced: the first holds one-time costs, the later ones price the rest
+SAVE_LAYERS = 3  # a probe's state is also saved this many layers deeper: the saves' seconds per layer
+SAVE_REPEATS = 4  # saves of each state timed after a probe (their median)
 
 
 def pick_probes(records: list[dict[str, Any]], k: int = PROBES) -> list[dict[str, Any]]:
@@ -100,7 +111,32 @@ def run_probe(record: dict[str, Any], folder: Path, statistic: str = "median") -
         eval_first=clock["evals_first"],
         eval_warm=(clock["evals"] - clock["evals_first"]) / (evals - 1),
         save_seconds=clock["saves"] / saves,
+        state_saves=[
+            dict(n=m.n, params=count_params(m).total, seconds=state_save_seconds(m, config.train))
+            for m in (config.model, dataclasses.replace(config.model, n=config.model.n + SAVE_LAYERS))
+        ],
     )
+
+
+def state_save_seconds(model: ModelConfig, train: TrainConfig, repeats: int = SAVE_REPEATS) -> float:
+    """The median seconds of `repeats` checkpoint saves, as a run saves one (`model.runs.checkpoint_manager`), of a
+    training state laid out as `model`'s is (`run_layout`) and holding random values (zeros would compress)."""
+    config = RunConfig(model=model, train=train)
+    _, _, abstract, shardings = run_layout(config, make_mesh(resolve_mesh_shape(train)))
+    rng = np.random.default_rng(0)
+    state = jax.tree.map(
+        lambda a, sharding: jax.device_put(rng.standard_normal(a.shape).astype(a.dtype), sharding), abstract, shardings
+    )
+    seconds = []
+    with tempfile.TemporaryDirectory() as folder:
+        manager = checkpoint_manager(Path(folder) / "checkpoints")
+        for k in range(repeats):
+            began = time.perf_counter()
+            manager.save(k, args=ocp.args.StandardSave(state), force=True)
+            manager.wait_until_finished()
+            seconds.append(time.perf_counter() - began)
+        manager.close()
+    return float(np.median(seconds))
 
 
 def bare_seconds(cfg: ModelConfig, b: int, devices: int, seconds: float) -> float:
@@ -193,16 +229,9 @@ def fit_wall_clock(
     grid_compile = np.array(fit_nonnegative(X, [r["compile_seconds"] for r in ok]))
     ratios = [p["compile"] / p["record_compile"] for p in probes if p.get("record_compile")]
     n = np.array([p["config"]["n"] for p in probes], float)
-    gigabytes = np.array([p["params"] for p in probes], float) * STATE_BYTES_PER_PARAM / 1e9
     forward, eval_batch, first_call = eval_terms(probes)
     host, held_out = host_term(probes, held_out_step)
-    # A save's seconds: a constant, the state's bytes and, where three probes or more differ in depth, its layers
-    # (the checkpointer writes each array apart: on a CPU the arrays, not the bytes, price a small model's save)
-    saves = [p["save_seconds"] for p in probes]
-    if len(probes) >= 3 and len(set(n)) > 1:
-        save = tuple(fit_nonnegative(np.column_stack([np.ones_like(n), gigabytes, n]), saves))
-    else:
-        save = (*fit_nonnegative(np.column_stack([np.ones_like(n), gigabytes]), saves), 0.0)
+    save = save_terms(probes)
     return WallClock(
         host=tuple(host),
         compile=tuple(grid_compile * (float(np.median(ratios)) if ratios else 1.0)),
@@ -214,6 +243,21 @@ def fit_wall_clock(
         eval_batch=eval_batch,
         eval_first_call=first_call,
     )
+
+
+def save_terms(probes: list[dict[str, Any]]) -> tuple[float, float, float]:
+    """A save's seconds (s0, s1 per gigabyte of state, s2 per layer; `WallClock.save_seconds`), fitted (non-negative
+    least squares) to the probes' saves in their runs and to their states' saves timed after them at two depths
+    (`state_saves`), which part the seconds per layer (the checkpointer writes each array apart: on a CPU the arrays,
+    not the bytes, price a small model's save) from those per byte. Probes written before `state_saves`: their own
+    saves alone, the layer term only where three or more differ in depth."""
+    rows = [(p["params"], p["config"]["n"], p["save_seconds"]) for p in probes]
+    rows += [(s["params"], s["n"], s["seconds"]) for p in probes for s in p.get("state_saves", ())]
+    params, n, seconds = (np.array(column, float) for column in zip(*rows, strict=True))
+    gigabytes = params * STATE_BYTES_PER_PARAM / 1e9
+    if len(rows) >= 3 and len(set(n)) > 1:
+        return tuple(fit_nonnegative(np.column_stack([np.ones_like(n), gigabytes, n]), seconds))
+    return (*fit_nonnegative(np.column_stack([np.ones_like(n), gigabytes]), seconds), 0.0)
 
 
 def eval_terms(probes: list[dict[str, Any]]) -> tuple[float, float, float]:

@@ -87,6 +87,10 @@ def _probe(n, b, s, params):
         eval_first=warm + CLOCK.eval_first_call,
         eval_warm=warm,
         save_seconds=float(CLOCK.save_seconds(params, n)),
+        state_saves=[  # the state saved again at its depth and 3 layers deeper (each layer 10,000 parameters more)
+            dict(n=k, params=params + 1e4 * (k - n), seconds=float(CLOCK.save_seconds(params + 1e4 * (k - n), k)))
+            for k in (n, n + 3)
+        ],
     )
 
 
@@ -167,7 +171,7 @@ def test_a_save_is_priced_by_its_layers_where_the_probes_differ_in_depth():
     assert clock.save_per_layer == pytest.approx(0.03, rel=1e-4)
     assert float(clock.save_seconds(2e4, 8)) == pytest.approx(float(CLOCK.save_seconds(2e4, 8)), rel=1e-4)
     assert "0.03 s per layer" in clock.describe()
-    flat = [dict(p, config=dict(p["config"], n=2)) for p in probes]
+    flat = [dict(p, config=dict(p["config"], n=2), state_saves=[]) for p in probes]  # one depth, none saved again
     assert fit_wall_clock(flat, records, [p["step_seconds"] for p in flat]).save_per_layer == 0.0
     old = {k: v for k, v in CLOCK.to_dict().items() if k != "save_per_layer"}
     assert WallClock.from_dict(old).save_per_layer == 0.0 and WallClock.from_dict(CLOCK.to_dict()) == CLOCK
@@ -198,3 +202,24 @@ def test_an_evaluation_costs_its_batches_and_a_run_on_the_clock_pays_the_first_c
     # the older profiles' evaluation: the fraction alone
     old = WallClock.from_dict({k: v for k, v in CLOCK.to_dict().items() if k not in ("eval_batch", "eval_first_call")})
     assert old.eval_seconds(step, 16, cadence) == pytest.approx(16 * 16 * CLOCK.forward_fraction * step / 16)
+
+
+def test_a_save_is_parted_into_layers_and_bytes_by_the_states_saved_at_two_depths():
+    """Three probes of the grid's smallest, middle and largest differ in depth and bytes together; with their states
+    saved again three layers deeper the three save terms come back, and without those (older probes) the layer term
+    still comes from three probes of two depths."""
+    probes = [_probe(*shape) for shape in [(1, 8, 32, 2e4), (1, 16, 64, 8e4), (3, 32, 128, 3e6)]]
+    expected = (*CLOCK.save, CLOCK.save_per_layer)
+    assert probes_module.save_terms(probes) == pytest.approx(expected, rel=1e-4)
+    for p in probes:
+        del p["state_saves"]
+    assert probes_module.save_terms(probes) == pytest.approx(expected, rel=1e-4)  # exact data: three points suffice
+    assert probes_module.save_terms(probes[:2])[2] == 0  # one depth: no layer term
+
+
+def test_a_state_save_is_timed_as_a_run_saves_it():
+    from smallest_loss.configs.schema import ModelConfig, TrainConfig
+
+    model = ModelConfig(v=64, d=16, n=1, h=2, w=64, s=8)
+    seconds = probes_module.state_save_seconds(model, TrainConfig(steps=4, batch_size=2), repeats=2)
+    assert 0 < seconds < 60
