@@ -6,12 +6,14 @@ import argparse
 from pathlib import Path
 
 from smallest_loss.experiments.args import check_outputs
-from smallest_loss.model.data import python_files, write_code_only
+from smallest_loss.model.data import python_sources, write_code_only
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="a new folder; files keep their relative paths (and so the split)")
-    p.add_argument("--source", default="stdlib", help="'stdlib' (default) or a folder of .py files")
+    p.add_argument(
+        "--source", default="stdlib", help="'stdlib' (default: the embedded corpus's files) or a folder of .py files"
+    )
 
 
 INTERRUPTED = "interrupted: the corpus folder {args.out} is incomplete; delete it and rerun the command"
@@ -19,8 +21,7 @@ INTERRUPTED = "interrupted: the corpus folder {args.out} is incomplete; delete i
 
 def run(args: argparse.Namespace) -> int:
     check_outputs(folders={"--out": args.out})
-    root, files = python_files(args.source)
-    stats = write_code_only(root, files, Path(args.out))
+    stats = write_code_only(python_sources(args.source), Path(args.out))
     print(
         f"wrote {stats['files']} files of code without comments or docstrings to {args.out}: "
         f"{stats['bytes_after']:,} bytes of {stats['bytes_before']:,}"

@@ -1,8 +1,10 @@
 """Corpora, tokens and batches.
 
-The embedded default corpus is the Python standard library's own source, found through the running
-interpreter: no download. Text is tokenised as bytes (v = 256). Users may bring a text file, a folder
-of text files, or a token file (`.npy`, or raw little-endian `uint16` `.bin`).
+The embedded default corpus ("stdlib") is the Python standard library's own source: the `.py` files of CPython
+3.11.7's, shipped with the package (`model/corpora/`, 4.6 MB compressed), so that every machine and every
+interpreter trains the same text (the running interpreter's own library differs from one Python release to the
+next, and so did the losses and laws fitted on it). No download. Text is tokenised as bytes (v = 256). Users may
+bring a text file, a folder of text files, or a token file (`.npy`, or raw little-endian `uint16` `.bin`).
 
 Text corpora are split by file (a file's validation membership is a hash of its relative path, so the
 split does not depend on which other files exist); token files are split by position (the last
@@ -22,8 +24,10 @@ import hashlib
 import io
 import os
 import sysconfig
+import tarfile
 import time
 import tokenize
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +36,10 @@ from smallest_loss.configs.schema import DataConfig
 
 _SNIFF_BYTES = 8192  # a file is binary when these first bytes hold a NUL
 _FILE_SEPARATOR = b"\n\n"
+# The embedded corpus: CPython 3.11.7's standard-library `.py` files in `stdlib_files` order, each at its path
+# relative to the library's folder (experiments/scripts/pack_stdlib.py made it; PYTHON-LICENSE.txt beside it)
+STDLIB_PACK = Path(__file__).parent / "corpora" / "stdlib-3.11.7.tar.xz"
+Sources = Iterable[tuple[str, bytes]]  # a text corpus's files: (path relative to its folder, bytes), in order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +67,17 @@ class Corpus:
 THIRD_PARTY_FOLDERS = ("site-packages", "dist-packages")
 
 
+def stdlib_sources() -> list[tuple[str, bytes]]:
+    """The embedded corpus's files (`STDLIB_PACK`): (path relative to the library's folder, bytes), in order."""
+    if not STDLIB_PACK.is_file():
+        raise UserError(f"the embedded corpus {STDLIB_PACK} is missing from this installation; reinstall the package")
+    with tarfile.open(STDLIB_PACK, "r:xz") as tar:
+        return [(member.name, tar.extractfile(member).read()) for member in tar if member.isfile()]
+
+
 def stdlib_files() -> tuple[Path, list[Path]]:
-    """The running interpreter's standard-library `.py` files (third-party packages excluded)."""
+    """The running interpreter's standard-library `.py` files (third-party packages excluded): what
+    experiments/scripts/pack_stdlib.py packs into the embedded corpus."""
     root = Path(sysconfig.get_paths()["stdlib"])
     files = []
     # A walk that never enters the third-party folders: the interpreter's own site-packages lies under the stdlib
@@ -72,17 +89,24 @@ def stdlib_files() -> tuple[Path, list[Path]]:
     return root, sorted(path for path in files if path.is_file())
 
 
-def python_files(source: str) -> tuple[Path, list[Path]]:
-    """The `.py` files of "stdlib" (`stdlib_files`) or of a folder, sorted, with the folder they lie under."""
+def python_sources(source: str) -> Sources:
+    """The `.py` files of "stdlib" (the embedded corpus, `stdlib_sources`) or of a folder (sorted), each (path
+    relative to its folder, bytes)."""
     if source == "stdlib":
-        return stdlib_files()
+        return stdlib_sources()
     root = Path(source).expanduser()
     if not root.is_dir():
         raise UserError(f"--source {source!r} is not a folder; use 'stdlib' or a folder of .py files")
     files = sorted(p for p in root.rglob("*.py") if p.is_file())
     if not files:
         raise UserError(f"--source {source!r} holds no .py files")
-    return root, files
+    return file_sources(root, files)
+
+
+def file_sources(root: Path, files: list[Path]) -> Iterator[tuple[str, bytes]]:
+    """Each file's (path relative to `root`, or its name where it is `root`, bytes), read as it is reached."""
+    for path in files:
+        yield (path.relative_to(root).as_posix() if path != root else path.name), path.read_bytes()
 
 
 _SKIPPED = (tokenize.NL, tokenize.COMMENT)  # neither starts nor ends a statement
@@ -151,23 +175,21 @@ def strip_comments_and_docstrings(source: str) -> str:
     return "\n".join(kept)
 
 
-def write_code_only(root: Path, files: list[Path], out: Path) -> dict[str, int | list[str]]:
-    """Write each Python file's code alone (`strip_comments_and_docstrings`, UTF-8) to `out`, at its path
-    relative to `root`, so that the copy splits into the same validation files as the original.
+def write_code_only(sources: Sources, out: Path) -> dict[str, int | list[str]]:
+    """Write each Python file's code alone (`strip_comments_and_docstrings`, UTF-8) to `out`, at its relative
+    path, so that the copy splits into the same validation files as the original.
 
     Returns counts of files written and bytes before and after, and the files left out (not valid Python).
     """
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} is not empty; choose a new folder for the corpus")
     written, before, after, left_out = 0, 0, 0, []
-    for path in files:
-        relative = path.relative_to(root)
-        data = path.read_bytes()
+    for relative, data in sources:
         try:
             encoding = tokenize.detect_encoding(io.BytesIO(data).readline)[0]
             code = strip_comments_and_docstrings(data.decode(encoding)).encode()
         except (SyntaxError, UnicodeDecodeError):
-            left_out.append(relative.as_posix())
+            left_out.append(relative)
             continue
         target = out / relative
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -181,14 +203,14 @@ def _is_validation(relative: str, val_fraction: float) -> bool:
     return int.from_bytes(digest[:8], "little") / 2**64 < val_fraction
 
 
-def _text_corpus(name: str, root: Path, files: list[Path], val_fraction: float) -> Corpus:
+def _text_corpus(name: str, sources: Sources, val_fraction: float) -> Corpus:
     parts: dict[bool, list[bytes]] = {False: [], True: []}
     hasher = hashlib.sha256(f"split={val_fraction}".encode())
-    for path in files:
-        relative = path.relative_to(root).as_posix() if path != root else path.name
-        data = path.read_bytes()
+    n_files = 0
+    for relative, data in sources:
         hasher.update(relative.encode() + b"\0" + hashlib.sha256(data).digest())
         parts[_is_validation(relative, val_fraction)].append(data)
+        n_files += 1
     if not parts[True] or not parts[False]:
         # Too few files to split by file: hold out the tail of the concatenated text instead.
         everything = _FILE_SEPARATOR.join(parts[False] + parts[True])
@@ -202,7 +224,7 @@ def _text_corpus(name: str, root: Path, files: list[Path], val_fraction: float) 
         val=np.frombuffer(val, np.uint8),
         vocab_size=256,
         fingerprint=hasher.hexdigest()[:16],
-        n_files=len(files),
+        n_files=n_files,
     )
 
 
@@ -234,11 +256,8 @@ def _token_corpus(path: Path, val_fraction: float) -> Corpus:
 
 @functools.lru_cache(maxsize=2)
 def _stdlib_corpus(val_fraction: float) -> Corpus:
-    # Cached: the interpreter's own sources do not change while it runs, and sweeps load them per run.
-    root, files = stdlib_files()
-    if not files:
-        raise UserError(f"no standard-library sources found under {root}; pass --set data.corpus=PATH")
-    return _text_corpus("stdlib", root, files, val_fraction)
+    # Cached: sweeps load it per run.
+    return _text_corpus("stdlib", stdlib_sources(), val_fraction)
 
 
 def _is_binary(path: Path) -> bool:
@@ -281,7 +300,7 @@ def _load(
                 f"corpus folder {spec!r} holds no text files with the extensions {','.join(extensions)} "
                 "(set others with --set data.extensions=.txt,.md)"
             )
-        corpus = _text_corpus(str(path), path, files, val_fraction)
+        corpus = _text_corpus(str(path), file_sources(path, files), val_fraction)
     elif not path.is_file():
         raise UserError(f"corpus path {spec!r} is not a regular file or folder (a device or pipe); give a file")
     elif path.suffix in (".npy", ".bin"):
@@ -289,7 +308,7 @@ def _load(
     elif _is_binary(path):
         raise UserError(f"corpus file {spec!r} is binary, not text; give a text file, or tokens as .npy or .bin")
     else:
-        corpus = _text_corpus(str(path), path, [path], val_fraction)
+        corpus = _text_corpus(str(path), file_sources(path, [path]), val_fraction)
     if corpus.train.size == 0:
         raise UserError(f"corpus {spec!r} is empty")
     return corpus

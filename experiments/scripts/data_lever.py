@@ -24,7 +24,7 @@ from smallest_loss.configs.designs import get_design
 from smallest_loss.configs.schema import DataConfig
 from smallest_loss.experiments.cli import use_compilation_cache
 from smallest_loss.experiments.sweep import run_sweep
-from smallest_loss.model.data import stdlib_files, write_code_only
+from smallest_loss.model.data import stdlib_sources, write_code_only
 from smallest_loss.model.runs import RunDir
 from smallest_loss.scaling.collect import collect_runs
 
@@ -35,7 +35,7 @@ def run_sweeps(design_name: str, work: Path) -> dict[str, Path]:
     """Write the code-only corpus (once) and train the design on each corpus; returns the sweep folders."""
     code = work / "corpus-code"
     if not code.exists():
-        write_code_only(*stdlib_files(), code)
+        write_code_only(stdlib_sources(), code)
     specs = {"full": "stdlib", "code": str(code)}
     eval_sets = tuple(f"{name}={spec}" for name, spec in specs.items())
     design = get_design(design_name)

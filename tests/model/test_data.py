@@ -12,19 +12,22 @@ from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.models import get_preset
 from smallest_loss.configs.overrides import apply_overrides
 from smallest_loss.configs.schema import DataConfig
+from smallest_loss.model import data as data_module
 from smallest_loss.model.data import (
     _stdlib_corpus,
     batch,
     check_fits,
     corpus_load_seconds,
     load_corpus,
-    python_files,
+    python_sources,
     stdlib_files,
     strip_comments_and_docstrings,
     text_files,
     unigram_entropy,
     write_code_only,
 )
+
+PACKED = "4e8fc6c907f13743"  # the embedded corpus's fingerprint (CPython 3.11.7's library, split 0.05)
 
 
 def test_stdlib_corpus_is_found_split_and_fingerprinted():
@@ -33,6 +36,31 @@ def test_stdlib_corpus_is_found_split_and_fingerprinted():
     assert corpus.train.size > 10 * corpus.val.size > 0
     assert len(corpus.fingerprint) == 16
     assert 2.0 < unigram_entropy(corpus.val, 256) < 5.5  # bytes of source code: far from uniform (5.55)
+
+
+def test_the_embedded_corpus_is_the_packed_library_whatever_the_interpreter(monkeypatch):
+    """The default corpus is read from the package's pack (CPython 3.11.7's library), never from the running
+    interpreter's library: every Python trains the same text, whose fingerprint is the pack's."""
+    monkeypatch.setattr(data_module, "stdlib_files", lambda: pytest.fail("read the interpreter's library"))
+    corpus = _stdlib_corpus.__wrapped__(DataConfig.val_fraction)
+    assert (corpus.fingerprint, corpus.n_files, corpus.train.size + corpus.val.size) == (PACKED, 1790, 31_528_800)
+
+
+def test_pack_stdlib_packs_a_library_into_the_corpus_it_reads(tmp_path, monkeypatch):
+    from smallest_loss.experiments.scripts import pack_stdlib
+
+    root = tmp_path / "lib"
+    (root / "pkg").mkdir(parents=True)
+    for i in range(12):
+        (root / ("pkg" if i % 2 else ".") / f"m{i:02d}.py").write_text(f"value_{i} = {i}\n")
+    (root / "LICENSE.txt").write_text("licence\n")
+    monkeypatch.setattr(data_module, "stdlib_files", lambda: (root, sorted(root.rglob("*.py"))))
+    out = tmp_path / "corpora" / "pack.tar.xz"
+    assert pack_stdlib.main(["--out", str(out)]) == 0  # the pack's corpus has the library's fingerprint
+    first = out.read_bytes()
+    assert (out.parent / "PYTHON-LICENSE.txt").read_text() == "licence\n"
+    pack_stdlib.main(["--out", str(out)])
+    assert out.read_bytes() == first  # the same library packs into the same bytes
 
 
 def test_a_corpus_load_is_timed_as_a_new_process_loads_it(text_corpus):
@@ -178,10 +206,10 @@ def test_code_only_folder_keeps_file_names_and_split(tmp_path):
     for i in range(30):
         (source / "pkg" / f"m{i:02d}.py").write_text(f'"""Doc {i}."""\nvalue_{i:02d} = {i}  # note {i}\n')
     (source / "broken.py").write_text("def f(:\n")
-    stats = write_code_only(*python_files(str(source)), tmp_path / "one")
+    stats = write_code_only(python_sources(str(source)), tmp_path / "one")
     assert stats["files"] == 30 and stats["left_out"] == ["broken.py"] and stats["bytes_after"] < stats["bytes_before"]
     assert (tmp_path / "one" / "pkg" / "m07.py").read_text() == "value_07 = 7\n"
-    write_code_only(*python_files(str(source)), tmp_path / "two")
+    write_code_only(python_sources(str(source)), tmp_path / "two")
     split = DataConfig(str(tmp_path / "one"), val_fraction=0.3)
     one, two = load_corpus(split), load_corpus(dataclasses.replace(split, corpus=str(tmp_path / "two")))
     assert one.fingerprint == two.fingerprint  # deterministic
@@ -190,9 +218,9 @@ def test_code_only_folder_keeps_file_names_and_split(tmp_path):
     assert names[0] == names[1] and names[0]  # the same files held out
     assert b"#" not in one.train.tobytes() + one.val.tobytes() and b"Doc" not in one.train.tobytes()
     with pytest.raises(UserError, match="is not empty"):
-        write_code_only(*python_files(str(source)), tmp_path / "one")
+        write_code_only(python_sources(str(source)), tmp_path / "one")
     with pytest.raises(UserError, match="not a folder"):
-        python_files(str(tmp_path / "missing"))
+        python_sources(str(tmp_path / "missing"))
 
 
 def test_every_run_evaluates_on_the_same_sample_whatever_its_batch_and_seed():
