@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +27,7 @@ from smallest_loss.experiments.fit_cmd import holdout_lines, run_fit
 from smallest_loss.experiments.plan_cmd import write_outputs
 from smallest_loss.experiments.plots_timing import plot_name
 from smallest_loss.experiments.sweep import run_sweep
+from smallest_loss.model.fresh import fresh_code, run_fresh
 from smallest_loss.model.runs import make_folder
 from smallest_loss.scaling.budget import Budget, parse_budget
 from smallest_loss.scaling.laws import load_law
@@ -132,7 +130,6 @@ def quickstart(
     return report
 
 
-INTERRUPTED = 130  # the verify process's exit status after Ctrl-C (its steps kept), as a shell reports SIGINT
 VERIFIED = "verification.json"  # in verify/: the verify stage's result, written by the process that trained the run
 
 
@@ -142,19 +139,8 @@ def _verify_fresh(out: Path, budget: str, space: str, covers: str, design: str, 
     carries none of this process's history (after its calibration and sweep the same step once cost up to a quarter
     more CPU here than in a fresh process: the C allocator, now set by `prepare_process`; results/cpu/quickstart/
     README.md, stops 43 and 44). Its output goes to this console; returns what it wrote to verify/`VERIFIED`."""
-    code = (
-        "import sys\nfrom smallest_loss.experiments.quickstart import verify_stage\n"
-        f"try:\n    verify_stage(*sys.argv[1:])\nexcept KeyboardInterrupt:\n    sys.exit({INTERRUPTED})"
-    )
     args = [str(out), budget, space, covers, design, str(int(retime)), str(measure)]
-    child = subprocess.Popen([sys.executable, "-c", code, *args])
-    try:
-        returncode = child.wait()
-    except KeyboardInterrupt:  # the child had the same Ctrl-C: let it keep its finished steps (model/train.py) first
-        child.wait()
-        raise
-    if returncode in (INTERRUPTED, -signal.SIGINT):  # Ctrl-C reached the child alone, or first: the same stop
-        raise KeyboardInterrupt
+    returncode = run_fresh(fresh_code("smallest_loss.experiments.quickstart", "verify_stage"), args)
     if returncode != 0:
         raise UserError(
             f"the verify stage's process failed (exit {returncode}, above); rerun smallest-loss quickstart --out "

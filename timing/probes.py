@@ -28,7 +28,10 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from smallest_loss.configs.errors import UserError
 from smallest_loss.configs.schema import DataConfig, ModelConfig, RunConfig, TrainConfig
+from smallest_loss.model.fresh import fresh_code, run_fresh
+from smallest_loss.model.host_memory import steady_host_memory
 from smallest_loss.model.params import count_params
 from smallest_loss.model.runs import RunDir, checkpoint_manager, steady_step_seconds
 from smallest_loss.model.sharding import make_mesh, resolve_mesh_shape
@@ -150,8 +153,9 @@ def bare_seconds(cfg: ModelConfig, b: int, devices: int, seconds: float) -> floa
 
 def probe_runs(out: Path, records: list[dict[str, Any]], k: int = PROBES) -> list[dict[str, Any]]:
     """The probes of a calibration folder: those `probes.jsonl` holds, and the rest of the k picked (`pick_probes`) run,
-    each in a temporary folder and appended to the file as it ends, so that a calibration stopped during a probe keeps
-    the probes before it and a rerun runs only those missing (none once the file holds k)."""
+    each in a fresh process (`fresh_probe`) and a temporary folder and appended to the file as it ends, so that a
+    calibration stopped during a probe keeps the probes before it and a rerun runs only those missing (none once the
+    file holds k)."""
     path = out / "probes.jsonl"
     done = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
     have = {_probe_key(p) for p in done}
@@ -160,12 +164,32 @@ def probe_runs(out: Path, records: list[dict[str, Any]], k: int = PROBES) -> lis
             break
         if _probe_key(record) in have:
             continue
-        with tempfile.TemporaryDirectory() as folder:
-            probe = run_probe(record, Path(folder))
+        probe = fresh_probe(record)
         with path.open("a") as f:
             f.write(json.dumps(probe) + "\n")
         done.append(probe)
     return done
+
+
+def fresh_probe(record: dict[str, Any]) -> dict[str, Any]:
+    """`run_probe` in a fresh process (`model/fresh.py`), as a user's run starts: in the process that timed the grid,
+    a probe's start-up and compile ran 30-70% and 25% longer than in a process of its own."""
+    with tempfile.TemporaryDirectory() as folder:
+        given, kept = Path(folder) / "record.json", Path(folder) / "probe.json"
+        given.write_text(json.dumps(record))
+        code = fresh_code("smallest_loss.timing.probes", "probe_process")
+        returncode = run_fresh(code, [str(given), folder, str(kept)])
+        if returncode != 0 or not kept.is_file():
+            raise UserError(f"a probe run's process failed (exit {returncode}, above); rerun the command to resume")
+        return json.loads(kept.read_text())
+
+
+def probe_process(record: str, folder: str, out: str) -> None:
+    """The child of `fresh_probe`: the probe of the record in file `record` trained in `folder`, its measurements
+    written to file `out`; the host's allocator set first, as every command sets it (`model/host_memory.py`)."""
+    steady_host_memory()
+    probe = run_probe(json.loads(Path(record).read_text()), Path(folder))
+    Path(out).write_text(json.dumps(probe))
 
 
 def _probe_key(p: dict[str, Any]) -> str:

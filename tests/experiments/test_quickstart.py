@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import pytest
 from smallest_loss.configs.errors import UserError
 from smallest_loss.experiments import quickstart_cmd
 from smallest_loss.experiments.cli import main
 from smallest_loss.experiments.quickstart import law_used_line, quickstart
+from smallest_loss.model.fresh import INTERRUPTED
 
 # The tiny grid timed briefly, the 6-run tiny sweep, few bootstrap resamples: the method, not its accuracy.
 TEST_SCALE = dict(
@@ -185,7 +187,7 @@ def test_a_failed_verify_process_says_how_to_resume(tmp_path, monkeypatch):
     resume, rather than reading a verification that was never written."""
     from smallest_loss.experiments import quickstart as module
 
-    monkeypatch.setattr(module.sys, "executable", "false")  # a "Python" that exits 1 at once
+    monkeypatch.setattr(sys, "executable", "false")  # a "Python" that exits 1 at once
     with pytest.raises(UserError, match=r"the verify stage's process failed \(exit 1.*--out .*qs to resume it"):
         module._verify_fresh(tmp_path / "qs", "3s", "cpu", "run", "tiny-isoflop", False, 1)
 
@@ -196,8 +198,8 @@ def test_ctrl_c_in_the_verify_process_stops_the_quickstart_as_an_interrupt(tmp_p
     from smallest_loss.experiments import quickstart as module
 
     stopped = tmp_path / "stopped"
-    stopped.write_text(f"#!/bin/sh\nexit {module.INTERRUPTED}\n")
+    stopped.write_text(f"#!/bin/sh\nexit {INTERRUPTED}\n")
     stopped.chmod(0o755)
-    monkeypatch.setattr(module.sys, "executable", str(stopped))
+    monkeypatch.setattr(sys, "executable", str(stopped))
     with pytest.raises(KeyboardInterrupt):
         module._verify_fresh(tmp_path / "qs", "3s", "cpu", "run", "tiny-isoflop", False, 1)

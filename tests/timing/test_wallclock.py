@@ -126,13 +126,13 @@ def test_probes_are_kept_one_by_one_and_a_rerun_runs_only_those_missing(tmp_path
     records = [dict(status="ok", config=dict(d=p), dtype="float32", batch=2, counts=dict(params=p)) for p in (1, 2, 3)]
     trained, stop = [], [True]
 
-    def run_probe(record, folder):
+    def fresh_probe(record):
         if record["counts"]["params"] == 3 and stop and stop.pop():
             raise TimeoutError("stopped during the third")
         trained.append(record["counts"]["params"])
         return dict(config=record["config"], dtype=record["dtype"], batch=record["batch"], params=trained[-1])
 
-    monkeypatch.setattr(probes_module, "run_probe", run_probe)
+    monkeypatch.setattr(probes_module, "fresh_probe", fresh_probe)
     with pytest.raises(TimeoutError):
         probe_runs(tmp_path, records, 3)
     assert [p["params"] for p in probe_runs(tmp_path, records, 0)] == [1, 2]  # kept, none run
@@ -223,3 +223,29 @@ def test_a_state_save_is_timed_as_a_run_saves_it():
     model = ModelConfig(v=64, d=16, n=1, h=2, w=64, s=8)
     seconds = probes_module.state_save_seconds(model, TrainConfig(steps=4, batch_size=2), repeats=2)
     assert 0 < seconds < 60
+
+
+def test_a_probe_whose_process_fails_stops_the_calibration_with_a_clear_error(monkeypatch):
+    import sys
+
+    from smallest_loss.configs.errors import UserError
+
+    monkeypatch.setattr(sys, "executable", "false")  # a "Python" that exits 1 at once
+    record = dict(status="ok", config=dict(d=16), dtype="float32", batch=2, counts=dict(params=1))
+    with pytest.raises(UserError, match=r"a probe run's process failed \(exit 1"):
+        probes_module.fresh_probe(record)
+
+
+@pytest.mark.slow
+def test_a_probe_runs_in_a_fresh_process_and_measures_every_term():
+    """A real probe of a tiny model, trained in a process of its own: each term measured, its evaluations' first
+    apart from the later ones, and its state saved again at two depths."""
+    config = dict(v=64, d=16, n=1, h=2, w=64, s=8)
+    record = dict(status="ok", config=config, dtype="float32", batch=2, step_seconds=1e-3, counts=dict(params=1))
+    probe = probes_module.fresh_probe(record)
+    assert probe["config"] == config and probe["loop_seconds"] > 0 and probe["bare_seconds"] > 0
+    assert probe["startup"] >= probe["startup_init"] > 0 and probe["compile"] > 0 and probe["save_seconds"] > 0
+    assert probe["eval_first"] > 0 and probe["eval_warm"] > 0 and probe["eval_batches"] == 8
+    assert probe["eval_seconds"] == pytest.approx((probe["eval_first"] + 2 * probe["eval_warm"]) / 3, abs=3e-4)
+    assert [s["n"] for s in probe["state_saves"]] == [1, 4] and all(s["seconds"] > 0 for s in probe["state_saves"])
+    assert probe["state_saves"][1]["params"] > probe["state_saves"][0]["params"]
