@@ -153,9 +153,9 @@ def bare_seconds(cfg: ModelConfig, b: int, devices: int, seconds: float) -> floa
 
 def probe_runs(out: Path, records: list[dict[str, Any]], k: int = PROBES) -> list[dict[str, Any]]:
     """The probes of a calibration folder: those `probes.jsonl` holds, and the rest of the k picked (`pick_probes`) run,
-    each in a fresh process (`fresh_probe`) and a temporary folder and appended to the file as it ends, so that a
-    calibration stopped during a probe keeps the probes before it and a rerun runs only those missing (none once the
-    file holds k)."""
+    each in a fresh process on a CPU (`fresh_probe`; on an accelerator in this process, which holds the device's
+    memory) and a temporary folder and appended to the file as it ends, so that a calibration stopped during a probe
+    keeps the probes before it and a rerun runs only those missing (none once the file holds k)."""
     path = out / "probes.jsonl"
     done = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
     have = {_probe_key(p) for p in done}
@@ -164,7 +164,7 @@ def probe_runs(out: Path, records: list[dict[str, Any]], k: int = PROBES) -> lis
             break
         if _probe_key(record) in have:
             continue
-        probe = fresh_probe(record)
+        probe = fresh_probe(record) if jax.default_backend() == "cpu" else _probe_here(record)
         with path.open("a") as f:
             f.write(json.dumps(probe) + "\n")
         done.append(probe)
@@ -182,6 +182,11 @@ def fresh_probe(record: dict[str, Any]) -> dict[str, Any]:
         if returncode != 0 or not kept.is_file():
             raise UserError(f"a probe run's process failed (exit {returncode}, above); rerun the command to resume")
         return json.loads(kept.read_text())
+
+
+def _probe_here(record: dict[str, Any]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as folder:
+        return run_probe(record, Path(folder))
 
 
 def probe_process(record: str, folder: str, out: str) -> None:
