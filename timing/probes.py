@@ -40,12 +40,13 @@ from smallest_loss.timing.measure import cold, compile_step, time_compiled, unwr
 from smallest_loss.timing.models import STATISTICS
 from smallest_loss.timing.wallclock import STATE_BYTES_PER_PARAM, WallClock, fit_nonnegative
 
-PROBE_STEPS = 120  # 8 intervals between syncs that hold only steps: their median is the probe's loop step
+PROBE_STEPS = 120  # 7 intervals between syncs that hold only steps: their median is the probe's loop step
 PROBE_SYNC = 10  # train.log_every's default, the cadence of the runs a plan prices (verify syncs no more often)
 PROBES = 3  # probe runs of a calibration (0: none; the profile then prices the steps only)
 PROBE_EVALS = 3  # evaluations of a probe, evenly spaced: the first holds one-time costs, the later ones price the rest
 SAVE_LAYERS = 3  # a probe's state is also saved this many layers deeper: the saves' seconds per layer
 SAVE_REPEATS = 4  # saves of each state timed after a probe (their median)
+SAVE_STATE_LIMIT = 2e9  # bytes: a larger state is not saved again (seconds a save; its own run's saves price it)
 
 
 def pick_probes(records: list[dict[str, Any]], k: int = PROBES) -> list[dict[str, Any]]:
@@ -114,11 +115,17 @@ def run_probe(record: dict[str, Any], folder: Path, statistic: str = "median") -
         eval_first=clock["evals_first"],
         eval_warm=(clock["evals"] - clock["evals_first"]) / (evals - 1),
         save_seconds=clock["saves"] / saves,
-        state_saves=[
-            dict(n=m.n, params=count_params(m).total, seconds=state_save_seconds(m, config.train))
-            for m in (config.model, dataclasses.replace(config.model, n=config.model.n + SAVE_LAYERS))
-        ],
+        state_saves=state_saves(config),
     )
+
+
+def state_saves(config: RunConfig) -> list[dict[str, Any]]:
+    """The probe's state saved again at its depth and `SAVE_LAYERS` deeper (`state_save_seconds`): each `n`,
+    `params` and `seconds`; none where the deeper state passes `SAVE_STATE_LIMIT` bytes."""
+    models = (config.model, dataclasses.replace(config.model, n=config.model.n + SAVE_LAYERS))
+    if count_params(models[1]).total * STATE_BYTES_PER_PARAM > SAVE_STATE_LIMIT:
+        return []
+    return [dict(n=m.n, params=count_params(m).total, seconds=state_save_seconds(m, config.train)) for m in models]
 
 
 def state_save_seconds(model: ModelConfig, train: TrainConfig, repeats: int = SAVE_REPEATS) -> float:
@@ -127,9 +134,11 @@ def state_save_seconds(model: ModelConfig, train: TrainConfig, repeats: int = SA
     config = RunConfig(model=model, train=train)
     _, _, abstract, shardings = run_layout(config, make_mesh(resolve_mesh_shape(train)))
     rng = np.random.default_rng(0)
-    state = jax.tree.map(
-        lambda a, sharding: jax.device_put(rng.standard_normal(a.shape).astype(a.dtype), sharding), abstract, shardings
-    )
+
+    def values(a: jax.ShapeDtypeStruct, sharding: Any) -> jax.Array:
+        return jax.device_put(rng.random(a.shape, np.float32).astype(a.dtype), sharding)
+
+    state = jax.tree.map(values, abstract, shardings)
     seconds = []
     with tempfile.TemporaryDirectory() as folder:
         manager = checkpoint_manager(Path(folder) / "checkpoints")
