@@ -7,13 +7,14 @@ random tokens, syncing every `PROBE_SYNC` steps, evaluating at each third (`PROB
 the end. From its summary (`wall_clock`) and metrics: start-up, compile, the loop's steady step (between syncs that
 hold only steps), the evaluations' seconds (the first, which holds the evaluation's first-call costs, apart from
 the later ones) and one save's seconds; the loop's step is the median over the intervals between syncs (a slow
-spell of the machine in one of them does not make a host cost). Just before and just after it the compiled step
-alone is timed again as the grid timed it (`bare_seconds`): the median of those two and the grid's record is the
-step the loop's host cost (loop minus bare) is read against, robust to one of the three caught in a slow spell of
-a shared machine. After it, a save of its configuration's training state is timed again at its depth and
-`SAVE_LAYERS` layers deeper (`state_save_seconds`): the probes' own saves differ in depth and bytes together (the
-grid's smallest, middle and largest by parameters), which cannot tell a save's seconds per layer from its seconds per
-byte apart. They are kept in the calibration folder's `probes.jsonl`.
+spell of the machine in one of them does not make a host cost). Just after it the compiled step alone is timed
+again twice as the grid timed it (`bare_seconds`; after, not before: the run is the first thing its fresh process
+compiles, as a user's run is): the median of those two and the grid's record is the step the loop's host cost
+(loop minus bare) is read against, robust to one of the three caught in a slow spell of a shared machine. Then a
+save of its configuration's training state is timed again at its depth and `SAVE_LAYERS` layers deeper
+(`state_save_seconds`): the probes' own saves differ in depth and bytes together (the grid's smallest, middle and
+largest by parameters), which cannot tell a save's seconds per layer from its seconds per byte apart. They are
+kept in the calibration folder's `probes.jsonl`.
 """
 
 from __future__ import annotations
@@ -87,8 +88,7 @@ def run_probe(record: dict[str, Any], folder: Path, statistic: str = "median") -
     np.save(corpus, np.random.default_rng(0).integers(0, c["v"], size, dtype=np.int32))
     config = probe_config(record, corpus)
     seconds = PROBE_STEPS * record["step_seconds"]
-    before = bare_seconds(config.model, b, config.train.mesh_data, seconds)
-    with unwritten():
+    with unwritten():  # the process's first compiles, as in a user's run (`fresh_probe`): its start-up pays them
         summary = train(config, folder / "run", progress=False)
     lines = RunDir.open(folder / "run").read_metrics()
     clock = summary["wall_clock"]
@@ -102,7 +102,9 @@ def run_probe(record: dict[str, Any], folder: Path, statistic: str = "median") -
         params=record["counts"]["params"],
         step_seconds=record.get(STATISTICS[statistic], record["step_seconds"]),
         bare_seconds=float(
-            np.median([before, bare_seconds(config.model, b, t.mesh_data, seconds), record["step_seconds"]])
+            np.median(
+                [*(bare_seconds(config.model, b, t.mesh_data, seconds) for _ in range(2)), record["step_seconds"]]
+            )
         ),
         loop_seconds=loop,
         startup=clock["startup"],
