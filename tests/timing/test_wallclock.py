@@ -222,7 +222,7 @@ def test_a_state_save_is_timed_as_a_run_saves_it():
 
     model = ModelConfig(v=64, d=16, n=1, h=2, w=64, s=8)
     seconds = probes_module.state_save_seconds(model, TrainConfig(steps=4, batch_size=2), repeats=2)
-    assert 0 < seconds < 60
+    assert np.isfinite(seconds) and seconds > 0  # the median of two real saves (no bound on their time)
 
 
 def test_a_probe_whose_process_fails_stops_the_calibration_with_a_clear_error(monkeypatch):
