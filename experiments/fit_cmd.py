@@ -26,7 +26,7 @@ import numpy as np
 from smallest_loss.configs.errors import UserError
 from smallest_loss.experiments.args import check_fit_args
 from smallest_loss.scaling.bootstrap import interval
-from smallest_loss.scaling.chinchilla import LAW_KEYS, ChinchillaLaw
+from smallest_loss.scaling.chinchilla import LAW_KEYS, ChinchillaLaw, identification_margin
 from smallest_loss.scaling.fitting import (
     fit_law,
     read_runs,
@@ -66,7 +66,9 @@ def _format_law(law_file: LawFile) -> list[str]:
     names = LAW_KEYS if isinstance(law, ChinchillaLaw) else ("Nc", "Dc", "aN", "aD")
     lines = _constants_table({key: getattr(law, key) for key in names}, law_file.intervals or {})
     lines += _new_run_lines(law_file)
-    lines += ["", f"law used: {d['form_description']} ({'identified' if d['identified'] else 'NOT identified'})"]
+    margin = identification_margin(d.get("standard_errors") or {}, d.get("form", "full"))
+    state = "identified" if d["identified"] else "NOT identified"
+    lines += ["", f"law used: {d['form_description']} ({state}{'; ' + margin if margin else ''})"]
     lines.append(
         f"objective {d['objective']:.6g} (Huber delta {d['delta']:g}), max |gradient| {d['grad_norm']:.2e}, "
         f"converged: {d['converged']}, starts: {d['n_starts']}, {d['seconds']:.1f}s"

@@ -30,6 +30,7 @@ from smallest_loss.experiments.sweep import run_sweep
 from smallest_loss.model.fresh import fresh_code, run_fresh
 from smallest_loss.model.runs import make_folder
 from smallest_loss.scaling.budget import Budget, parse_budget
+from smallest_loss.scaling.chinchilla import identification_margin
 from smallest_loss.scaling.laws import load_law
 from smallest_loss.scaling.plan import param_range
 from smallest_loss.scaling.plan_result import Plan
@@ -250,7 +251,9 @@ def law_used_line(form: dict[str, Any]) -> str:
     reduced form the fit fell back to, with the reasons the fuller forms were not identified."""
     if form["form"] == "full":
         how = {True: "identified by the sweep", False: "NOT identified: use it with care", None: "not recorded"}
-        return f"**Law used:** {form['form_description'] or 'the full Chinchilla law'} ({how[form['identified']]})."
+        margin = identification_margin(form.get("standard_errors") or {}, form["form"])
+        how_ = how[form["identified"]] + (f"; {margin}" if margin else "")
+        return f"**Law used:** {form['form_description'] or 'the full Chinchilla law'} ({how_})."
     reasons = "; ".join(f"{name}: {', '.join(why)}" for name, why in form["not_identified"].items() if why)
     state = "identified" if form["identified"] else "NOT identified either, used with care"
     return (

@@ -200,11 +200,12 @@ def coordinates_at_bounds(form: ChinchillaForm, u: np.ndarray) -> np.ndarray:
     return near & form.M.any(axis=0)
 
 
-def _not_identified(form: ChinchillaForm, u: np.ndarray, points: FitPoints, mu: tuple[float, float]) -> list[str]:
-    """Why the fitted form is not identified (empty when it is): bounds, conditioning, standard errors."""
-    lower = u - form.box[0] < form.box[1] - u
-    reasons = [f"{NATURAL_NAMES[i]} ran to its {'lower' if lower[i] else 'upper'} bound"
-               for i in np.flatnonzero(coordinates_at_bounds(form, u))]  # fmt: skip
+def standard_errors(
+    form: ChinchillaForm, u: np.ndarray, points: FitPoints, mu: tuple[float, float]
+) -> tuple[float, dict[str, float] | None]:
+    """The condition number of the column-scaled Jacobian at u, and the Wald (Gauss-Newton) standard errors of
+    the form's free E and exponents, the residuals' variance over n - p: `log E` absolute, `alpha` and `beta`
+    relative to their values (what `SE_LIMITS` bounds); None where the Jacobian is too ill-conditioned."""
     r, J = _jacobian(form.z0 + form.M @ u, points, mu)
     free = list(form.free)
     Ju = (J @ form.M)[:, free]
@@ -212,16 +213,41 @@ def _not_identified(form: ChinchillaForm, u: np.ndarray, points: FitPoints, mu: 
     eig = np.linalg.eigvalsh(scaled.T @ scaled)
     cond = math.sqrt(eig[-1] / eig[0]) if eig[0] > 0 else math.inf
     if cond > COND_MAX:
-        return reasons + [f"the Jacobian is ill-conditioned (condition number {cond:.3g})"]
+        return cond, None
     sigma2 = float(np.sum(r * r)) / max(len(points) - len(free), 1)
     se = np.sqrt(np.maximum(np.diag(sigma2 * np.linalg.pinv(Ju.T @ Ju)), 0.0))
-    for i, s in zip(free, se, strict=True):
-        name = CHINCHILLA_PARAMS[i]
-        relative = s if name == "e" else s / max(u[i], 1e-300)
-        if name in SE_LIMITS and relative > SE_LIMITS[name]:
-            what = f"standard error of log E {s:.3g}" if name == "e" else f"standard error {relative:.0%} of it"
-            reasons.append(f"{NATURAL_NAMES[i]} is not determined ({what})")
-    return reasons
+    names = {"e": "log E", "alpha": "alpha", "beta": "beta"}
+    errors = {names[CHINCHILLA_PARAMS[i]]: float(s if CHINCHILLA_PARAMS[i] == "e" else s / max(u[i], 1e-300))
+              for i, s in zip(free, se, strict=True) if CHINCHILLA_PARAMS[i] in names}  # fmt: skip
+    return cond, errors
+
+
+def identification_margin(errors: dict[str, dict[str, float]], form: str = "full") -> str:
+    """How far a fit's E sits inside its identification limit, for a report: the standard error of log E of the
+    `form` (its fit's `standard_errors`); "" where not recorded or E fixed."""
+    se = (errors.get(form) or {}).get("log E")
+    return "" if se is None else f"standard error of log E {se:.2f}, limit log 2 = {SE_LIMITS['e']:.2f}"
+
+
+def _not_identified(
+    form: ChinchillaForm, u: np.ndarray, points: FitPoints, mu: tuple[float, float]
+) -> tuple[list[str], dict[str, float]]:
+    """Why the fitted form is not identified (empty when it is): bounds, conditioning, standard errors; and its
+    standard errors (`standard_errors`; empty where the Jacobian is ill-conditioned)."""
+    lower = u - form.box[0] < form.box[1] - u
+    reasons = [f"{NATURAL_NAMES[i]} ran to its {'lower' if lower[i] else 'upper'} bound"
+               for i in np.flatnonzero(coordinates_at_bounds(form, u))]  # fmt: skip
+    cond, errors = standard_errors(form, u, points, mu)
+    if errors is None:
+        return reasons + [f"the Jacobian is ill-conditioned (condition number {cond:.3g})"], {}
+    for key, limit in (("log E", SE_LIMITS["e"]), ("alpha", SE_LIMITS["alpha"]), ("beta", SE_LIMITS["beta"])):
+        if key not in errors or errors[key] <= limit:
+            continue
+        if key == "log E":
+            reasons.append(f"E is not determined (standard error of log E {errors[key]:.3g})")
+        else:
+            reasons.append(f"{key} is not determined (standard error {errors[key]:.0%} of it)")
+    return reasons, errors
 
 
 def _form_starts(form: ChinchillaForm, grid_z: np.ndarray, extra: list[np.ndarray]) -> np.ndarray:
@@ -256,6 +282,8 @@ class FitResult:
     form_description: str = "full law: E, A, B, alpha, beta all fitted"
     not_identified: dict[str, list[str]] = field(default_factory=dict)
     bounds: dict[str, list[float]] = field(default_factory=dict)
+    # each tried form's standard errors (`standard_errors`: "log E", "alpha", "beta" relative; SE_LIMITS bounds them)
+    standard_errors: dict[str, dict[str, float]] = field(default_factory=dict)
     free: np.ndarray | None = field(default=None, repr=False)  # fitted coordinates (for the bootstrap)
     chinchilla_form: ChinchillaForm | None = field(default=None, repr=False, compare=False)  # for the bootstrap
 
@@ -270,6 +298,7 @@ class FitResult:
             "n_at_best": self.n_at_best, "identified": self.identified, "form": self.form,
             "form_description": self.form_description, "not_identified": self.not_identified,
             "bounds": self.bounds, "warnings": list(self.warnings), "seconds": self.seconds,
+            "standard_errors": self.standard_errors,
         }  # fmt: skip
 
 
@@ -348,6 +377,7 @@ def fit_chinchilla(
     grid_z[:, :2] -= starts[:, 3:5] * np.array(mu)
     box = chinchilla_bounds(points)
     tried: dict[str, list[str]] = {}
+    errors: dict[str, dict[str, float]] = {}
     found: list[np.ndarray] = []
     projected = grid is None and not exhaustive
     for make in _forms(box, allocation_exponent):
@@ -355,14 +385,14 @@ def fit_chinchilla(
         form_starts = _form_starts(form, grid_z[:0] if projected else grid_z, found)
         u, n_at_best = _minimise(form, points, mu, delta, projected, form_starts, max_evals, exhaustive)
         found.append(form.z0 + form.M @ u)
-        reasons = _not_identified(form, u, points, mu)
+        reasons, errors[form.name] = _not_identified(form, u, points, mu)
         if reasons:
             tried[form.name] = reasons
         if not reasons:
             break
     n_starts = projection.GRID_SIZE**2 if projected else len(starts)
     return _chinchilla_result(form, u, points, mu, delta, grad_tol, n_starts, n_at_best, tried, box,
-                              time.perf_counter() - start)  # fmt: skip
+                              time.perf_counter() - start, errors)  # fmt: skip
 
 
 def _fallback_warning(form: ChinchillaForm, tried: dict[str, list[str]]) -> list[str]:
@@ -379,7 +409,7 @@ def _fallback_warning(form: ChinchillaForm, tried: dict[str, list[str]]) -> list
 
 def _chinchilla_result(form: ChinchillaForm, u: np.ndarray, points: FitPoints, mu: tuple[float, float],
                        delta: float, grad_tol: float, n_starts: int, n_at_best: int, tried: dict[str, list[str]],
-                       box: np.ndarray, seconds: float) -> FitResult:  # fmt: skip
+                       box: np.ndarray, seconds: float, errors: dict[str, dict[str, float]]) -> FitResult:  # fmt: skip
     """FitResult of the chosen form: uncentred parameters, law, gradient check, warnings."""
     z = form.z0 + form.M @ u
     params = np.array([z[0] + z[3] * mu[0], z[1] + z[4] * mu[1], z[2], z[3], z[4]])
@@ -398,5 +428,5 @@ def _chinchilla_result(form: ChinchillaForm, u: np.ndarray, points: FitPoints, m
         converged=grad_norm <= grad_tol, n_starts=n_starts, warnings=tuple(warnings), seconds=seconds,
         delta=delta, n_at_best=n_at_best, identified=form.name not in tried, form=form.name,
         form_description=form.description, not_identified=tried, bounds=_natural_bounds(box, mu), free=u,
-        chinchilla_form=form,
+        chinchilla_form=form, standard_errors=errors,
     )  # fmt: skip

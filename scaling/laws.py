@@ -88,14 +88,16 @@ class LawFile:
     @property
     def fit_form(self) -> dict[str, Any]:
         """Which law the fit used and why: `form` ("full", "fixed_E", "tied", "tied_fixed_E", "kaplan"),
-        `identified` (None when not recorded), `form_description` and `not_identified` (reasons per form
-        tried). Law files written before these fields existed read as the full form, identification unknown."""
+        `identified` (None when not recorded), `form_description`, `not_identified` (reasons per form
+        tried) and `standard_errors` (the used form's: `log E`, and `alpha`, `beta` relative; empty when not
+        recorded). Law files written before these fields existed read as the full form, identification unknown."""
         diagnostics = self.diagnostics or {}
         return {
             "form": diagnostics.get("form", "full" if isinstance(self.law, ChinchillaLaw) else "kaplan"),
             "identified": diagnostics.get("identified"),
             "form_description": diagnostics.get("form_description", ""),
             "not_identified": diagnostics.get("not_identified", {}),
+            "standard_errors": diagnostics.get("standard_errors", {}),
         }
 
     @property

@@ -129,6 +129,9 @@ def test_law_used_line_names_the_fallback_and_why():
     assert "E fixed at 0.04" in line and "E ran to its lower bound" in line and "reduced form" in line
     full = dict(form="full", identified=True, form_description="all five constants fitted", not_identified={})
     assert "identified by the sweep" in law_used_line(full)
+    # with the fit's standard errors, how far inside its limit the full law's E sits
+    margin = law_used_line({**full, "standard_errors": {"full": {"log E": 0.4762, "alpha": 0.2}}})
+    assert "(identified by the sweep; standard error of log E 0.48, limit log 2 = 0.69)" in margin
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from smallest_loss.scaling.chinchilla import (
     CHINCHILLA_PARAMS,
     E_FLOOR,
     EXPONENT_BOUNDS,
+    SE_LIMITS,
     FitResult,
     chinchilla_bounds,
     chinchilla_objective,
@@ -156,6 +157,12 @@ def test_badly_spread_points_fall_back_inside_bounds(badly_spread):
         for term in (law.A / math.exp(mu[0]) ** law.alpha, law.B / math.exp(mu[1]) ** law.beta):
             assert math.exp(box[0, 0]) * (1 - 1e-9) <= term <= math.exp(box[1, 0]) * (1 + 1e-9)
         assert result.identified == (result.form not in result.not_identified)
+        assert set(result.standard_errors) == {*result.not_identified, result.form}  # each form tried
+        for form, reasons in result.not_identified.items():  # a standard error named as a reason is the recorded one
+            for reason in reasons:
+                if "standard error of log E" in reason:
+                    se = result.standard_errors[form]["log E"]
+                    assert se > SE_LIMITS["e"] and f"standard error of log E {se:.3g})" in reason
         if result.form != "full":
             assert result.not_identified["full"] and any(result.form_description in w for w in result.warnings)
         if result.form.startswith("tied"):
@@ -218,8 +225,13 @@ def test_bootstrap_intervals_and_law_file(well_spread, well_spread_bootstrap, tm
     loaded = load_law(save_law(tmp_path / "law.json", fit.law, boot.intervals, boot.samples, fit.diagnostics))
     assert loaded.law == fit.law and loaded.intervals == boot.intervals
     np.testing.assert_array_equal(loaded.samples["beta"], boot.samples["beta"])
-    assert loaded.fit_form == {"form": "full", "identified": True, "form_description": fit.form_description,
+    form = loaded.fit_form
+    errors = form.pop("standard_errors")
+    assert form == {"form": "full", "identified": True, "form_description": fit.form_description,
                                "not_identified": {}}  # fmt: skip
+    # the full law's standard errors, recorded in the law file: within the limits it is identified by
+    assert set(errors) == {"full"} and errors["full"] == fit.standard_errors["full"]
+    assert 0 < errors["full"]["log E"] <= SE_LIMITS["e"] and 0 < errors["full"]["alpha"] <= SE_LIMITS["alpha"]
 
 
 def test_bootstrap_of_a_subset_of_groups_matches_the_full_bootstrap(well_spread, well_spread_bootstrap, monkeypatch):
