@@ -8,7 +8,9 @@ residual scatter. The seed is six runs of the old quickstart design (15 runs: 1e
 shapes): three shapes at each of its two smaller budgets. `suggest_runs` then spends what brings the total to
 5.5e12 FLOPs on the runs that most shrink the interval at 2.4e11 FLOPs (20 s of this CPU's training, the
 quickstart's plan) and pin down E, alpha and beta, N within the `cpu` space's sizes; each N becomes the nearest
-`cpu` shape. The step-time profile of results/cpu/quickstart predicts each design's training time.
+`cpu` shape. The step-time profile of results/cpu/quickstart predicts each design's training time. The design in
+configs/designs.py is this one less one run (d16-n1 at 1.02e11 FLOPs), left out after the real sweep was trained at
+ten seeds (experiments/scripts/seed_laws.py; results/cpu/quickstart/README.md, stop 56).
 """
 
 from __future__ import annotations
