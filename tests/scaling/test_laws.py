@@ -129,11 +129,14 @@ def test_old_law_files_load_with_unknown_identification(tmp_path):
     path.write_text('{"version": 1, "form": "chinchilla", "E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, '
                     '"beta": 0.28, "diagnostics": {"objective": 0.001, "converged": true}}')  # fmt: skip
     info = load_law(path).fit_form
-    assert info == {"form": "full", "identified": None, "form_description": "", "not_identified": {}}
+    assert info == {"form": "full", "identified": None, "form_description": "", "not_identified": {},
+                    "standard_errors": {}}  # fmt: skip
     diagnostics = {"form": "fixed_E", "identified": True, "form_description": "E fixed at 0.04; A, B fitted",
                    "not_identified": {"full": ["E ran to its lower bound"]}}  # fmt: skip
     info = load_law(save_law(tmp_path / "new.json", EPOCH_REPLICATION, diagnostics=diagnostics)).fit_form
-    assert info == diagnostics
+    assert info == {**diagnostics, "standard_errors": {}}  # a file without standard errors: none
+    diagnostics["standard_errors"] = {"full": {"log E": 1.2, "alpha": 0.3, "beta": 0.2}, "fixed_E": {"alpha": 0.1}}
+    assert load_law(save_law(tmp_path / "se.json", EPOCH_REPLICATION, diagnostics=diagnostics)).fit_form == diagnostics
 
 
 @pytest.mark.parametrize(
