@@ -89,7 +89,7 @@ class LawFile:
     def fit_form(self) -> dict[str, Any]:
         """Which law the fit used and why: `form` ("full", "fixed_E", "tied", "tied_fixed_E", "kaplan"),
         `identified` (None when not recorded), `form_description`, `not_identified` (reasons per form
-        tried) and `standard_errors` (the used form's: `log E`, and `alpha`, `beta` relative; empty when not
+        tried) and `standard_errors` (per form tried: `log E`, and `alpha`, `beta` relative; empty when not
         recorded). Law files written before these fields existed read as the full form, identification unknown."""
         diagnostics = self.diagnostics or {}
         return {
