@@ -15,9 +15,11 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
+from smallest_loss.configs.errors import UserError
 from smallest_loss.scaling.chinchilla import SE_LIMITS
 from smallest_loss.scaling.fitting import fit_law, read_runs
 from smallest_loss.scaling.points import FitPoints
@@ -67,10 +69,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--without", action="append", default=[], help="a run left out of every seed's fit")
     p.add_argument("--leave-one-out", action="store_true", help="also each design one run smaller")
     args = p.parse_args(argv)
+    for folder in (args.sweep, args.seeds_dir):
+        if folder is not None and not folder.is_dir():
+            print(f"error: {folder} is not a folder", file=sys.stderr)
+            return 2
     sweeps = seed_sweeps(args.sweep, args.seeds_dir)
     names = {k: sorted(runs) for k, runs in sweeps.items()}
-    points_of = {k: read_runs([str(runs[n]) for n in names[k]]) for k, runs in sweeps.items()}
     without = tuple(args.without)
+    unknown = sorted(set(without) - set(names[0]))
+    if unknown:
+        print(f"error: --without {', '.join(unknown)}: no such run in {args.sweep}", file=sys.stderr)
+        return 2
+    try:
+        points_of = {k: read_runs([str(runs[n]) for n in names[k]]) for k, runs in sweeps.items()}
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     limit = f"limit log 2 = {SE_LIMITS['e']:.2f}"
     print(f"standard error of log E by seed ({limit}; * where the fit fell back from the full law)")
     print(f"| design | {' | '.join(f'seed {k}' for k in sweeps)} | full law used |")

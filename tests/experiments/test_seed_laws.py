@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-from smallest_loss.experiments.scripts.seed_laws import judge, row, seed_sweeps
+from smallest_loss.experiments.scripts.seed_laws import judge, main, row, seed_sweeps
 from smallest_loss.scaling.chinchilla import SE_LIMITS, ChinchillaLaw
 from smallest_loss.scaling.points import FitPoints
 
 LAW = ChinchillaLaw(E=1.8, A=480.0, B=2100.0, alpha=0.35, beta=0.37)
 
 
-def test_a_seed_counts_only_with_every_run_of_the_sweep(tmp_path):
+def test_a_seed_counts_only_with_every_run_of_the_sweep(tmp_path, capsys):
     for name in ("sweep/a", "sweep/b", "seeds/a-seed1", "seeds/b-seed1", "seeds/a-seed2", "seeds/c-seed3"):
         (tmp_path / name).mkdir(parents=True)
         (tmp_path / name / "summary.json").write_text("{}")
@@ -18,6 +18,12 @@ def test_a_seed_counts_only_with_every_run_of_the_sweep(tmp_path):
     sweeps = seed_sweeps(tmp_path / "sweep", tmp_path / "seeds")
     assert list(sweeps) == [0, 1] and sorted(sweeps[1]) == ["a", "b"]  # seed 2 lacks b; c is no run of the sweep
     assert sweeps[1]["a"] == tmp_path / "seeds" / "a-seed1" and seed_sweeps(tmp_path / "sweep", None).keys() == {0}
+    # bad input: one line each, before anything is fitted
+    assert main([str(tmp_path / "sweep"), "--without", "z"]) == 2
+    assert "error: --without z: no such run in" in capsys.readouterr().err
+    assert main([str(tmp_path / "nowhere")]) == 2 and "is not a folder" in capsys.readouterr().err
+    assert main([str(tmp_path / "sweep")]) == 2  # the summaries are empty: no finished run to fit
+    assert capsys.readouterr().err.startswith("error: ")
 
 
 def test_each_seed_s_law_is_judged_with_and_without_a_run():
