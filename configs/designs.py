@@ -208,7 +208,8 @@ DESIGNS: dict[str, SweepDesign] = {
     # tokens at 1.02e11 FLOPs (326 tokens a parameter), carried the largest residual at seed 0 (+5.8%); of the 14
     # designs with one run left out, judged on seeds 0-5, only the one without it identified the law in more seeds
     # (5 of 6, against 4), and on seeds 6-9, trained after that choice, it held in 3 of 4 where the 14 runs held in
-    # none. So the design is those 13 runs (8 of 10 seeds; results/cpu/quickstart/README.md, stop 56), 5.4e12 FLOPs.
+    # none (seeds 10-14, trained after it: 3 of 5 against 1 of 5). So the design is those 13 runs (10 of 15 seeds
+    # against 5 of 15; results/cpu/quickstart/README.md, stop 56), 5.4e12 FLOPs.
     "quick-isoflop": SweepDesign(
         name="quick-isoflop",
         kind="isoflop",
