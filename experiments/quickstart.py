@@ -252,8 +252,8 @@ def law_used_line(form: dict[str, Any]) -> str:
     if form["form"] == "full":
         how = {True: "identified by the sweep", False: "NOT identified: use it with care", None: "not recorded"}
         margin = identification_margin(form.get("standard_errors") or {}, form["form"])
-        how_ = how[form["identified"]] + (f"; {margin}" if margin else "")
-        return f"**Law used:** {form['form_description'] or 'the full Chinchilla law'} ({how_})."
+        state = how[form["identified"]] + (f"; {margin}" if margin else "")
+        return f"**Law used:** {form['form_description'] or 'the full Chinchilla law'} ({state})."
     reasons = "; ".join(f"{name}: {', '.join(why)}" for name, why in form["not_identified"].items() if why)
     state = "identified" if form["identified"] else "NOT identified either, used with care"
     return (
